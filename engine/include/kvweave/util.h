@@ -1,0 +1,33 @@
+/* kvweave — small shared helpers: paths, hashing, time. */
+#ifndef KVWEAVE_UTIL_H
+#define KVWEAVE_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* $KVWEAVE_HOME, else ~/.cache/kvweave (static string, no trailing slash). */
+const char *kw_home(void);
+/* $KVWEAVE_DATA, else "../shared/data" relative to the working directory. */
+const char *kw_data_dir(void);
+
+/* sha256 as 64 lowercase hex digits + NUL. */
+void kw_sha256_hex(const void *buf, size_t n, char hex[65]);
+int kw_sha256_file(const char *path, char hex[65], kw_error *err);
+
+/* Monotonic clock in seconds; wall clock in seconds since the epoch. */
+double kw_now(void);
+double kw_wall_time(void);
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer. */
+int kw_read_file(const char *path, char **out, size_t *n, kw_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

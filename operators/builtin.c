@@ -1,0 +1,23 @@
+/* Every built-in operator, in one table. Add a line per new operator. */
+#include "builtin.h"
+
+/* template */
+extern const kw_op kw_op_template_upper;
+
+/* dataset, score */
+
+/* tokenize */
+
+/* decode */
+
+const kw_op *const kw_builtin_ops[] = {
+    /* template */
+    &kw_op_template_upper,
+    /* dataset, score */
+
+    /* tokenize */
+
+    /* decode */
+
+    NULL,
+};
