@@ -1,0 +1,107 @@
+/* Pipelines: YAML text -> description (names and raw values with file:line:col) ->
+ * typed DAG. Internal to the engine; the run executor (run.c) consumes kw_graph.
+ *
+ *   kw_pdesc *d; kw_graph *g; kw_error err = {0};
+ *   kw_pipeline_load("p.yaml", &d, &err);              // libyaml, limits, no typing
+ *   kw_pdesc_set(d, "sel.budget", "512", &err);        // --set overrides
+ *   int n = kw_pdesc_sweep_cells(d);                   // 1 without sweep:
+ *   kw_pdesc *cell; kw_pdesc_sweep_cell(d, i, &cell, &err);
+ *   kw_graph_build(cell, reg, &g, &err);               // resolve, type-check, phases
+ */
+#ifndef KW_GRAPH_H
+#define KW_GRAPH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvweave/op.h"
+#include "registry.h"
+
+typedef struct kw_pdesc kw_pdesc; /* opaque: the parsed YAML description */
+
+/* Limits on outside input. */
+#define KW_PIPELINE_MAX_BYTES (4 << 20)
+#define KW_PIPELINE_MAX_DEPTH 64
+#define KW_PIPELINE_MAX_ALIASES 256
+#define KW_PIPELINE_MAX_STAGES 1024
+
+int kw_pipeline_load(const char *path, kw_pdesc **out, kw_error *err);
+/* name is used in messages; text need not be NUL-terminated. */
+int kw_pipeline_parse(const char *name, const char *text, size_t n, kw_pdesc **out,
+                      kw_error *err);
+kw_pdesc *kw_pdesc_free(kw_pdesc *d);
+/* `stage.param=value` (value parsed as a YAML scalar or flow sequence), also
+ * `run.seed=...`, `run.limit=...`, `model=...`. */
+int kw_pdesc_set(kw_pdesc *d, const char *key, const char *value, kw_error *err);
+int kw_pdesc_sweep_cells(const kw_pdesc *d);
+/* A copy of d with the i-th grid point applied and no sweep (transfer full). */
+int kw_pdesc_sweep_cell(const kw_pdesc *d, int i, kw_pdesc **out, kw_error *err);
+/* "sel.budget=256,evict.capacity=512" for cell i ("" without sweep); static per d. */
+const char *kw_pdesc_cell_label(const kw_pdesc *d, int i);
+
+typedef enum kw_phase { KW_PHASE_MAIN = 0, KW_PHASE_CALIB = 1 } kw_phase;
+
+/* A resolved parameter value. */
+typedef struct kw_pval {
+    kw_param_kind kind;
+    bool set;            /* given in the pipeline (or by --set), not the default */
+    int64_t i;           /* INT, BOOL (0/1) */
+    double f;            /* FLOAT */
+    char *s;             /* STRING, ENUM (owned) */
+    int64_t *ints;       /* INTLIST (owned) */
+    int n_ints;
+    int line, col;       /* where it was set (0 for defaults) */
+} kw_pval;
+
+/* One wired value into an input port, in the order they were listed. */
+typedef struct kw_gin {
+    int port;            /* input port index of this stage */
+    int from;            /* producing stage index */
+    int from_port;       /* its output port */
+} kw_gin;
+
+typedef struct kw_gstage {
+    char *id;
+    const kw_op *op;
+    kw_pval *params;     /* (op->n_params) in the op's order */
+    kw_gin *in;
+    int n_in;
+    kw_phase phase;
+    bool runs_each;      /* runs once per sample (has an `each` input or is a source) */
+    int line, col;
+} kw_gstage;
+
+typedef struct kw_calib {
+    double sample_ratio; /* fraction of samples for the calibration phase (default 0.1) */
+    int64_t n;           /* or an exact count (0 = use the ratio) */
+    uint64_t seed;
+} kw_calib;
+
+typedef struct kw_graph {
+    char *name;
+    char *file;          /* the pipeline's path */
+    char *yaml;          /* its full text, as recorded */
+    char sha256[65];     /* of yaml */
+    char *model;         /* model spec ("" when no stage needs one) */
+    char *device;        /* "cpu" | "cuda[:N]" */
+    char *db;            /* nullable: run.db */
+    int64_t limit;       /* 0 = all samples */
+    uint64_t seed;
+    kw_calib calib;
+    char **plugins;      /* from `plugins:` */
+    int n_plugins;
+    kw_gstage *stages;
+    int n_stages;
+    int *topo;           /* stage indices in a topological order */
+    int source;          /* the dataset stage (or -1) */
+    char *cell_label;    /* sweep cell ("" if none) */
+} kw_graph;
+
+int kw_graph_build(const kw_pdesc *d, const kw_registry *r, kw_graph **out, kw_error *err);
+kw_graph *kw_graph_free(kw_graph *g);
+/* Canonical text of a stage's params ("k=v;..." in op order) for cache keys. */
+char *kw_gstage_params_text(const kw_gstage *s);
+/* The DAG as text: stages in topological order, phase, lanes, ports, cardinalities. */
+char *kw_graph_describe(const kw_graph *g);
+
+#endif
