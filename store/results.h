@@ -1,0 +1,92 @@
+/* Results store: SQLite in WAL mode, busy_timeout set, one writer per process
+ * (BEGIN IMMEDIATE), forward-only migrations from schemas/sql. Tables in MLflow's shape:
+ * runs, params, metrics, samples, stages, artifacts, cache (ARCHITECTURE.md section 6).
+ * Every function is safe to call from several threads (a mutex serializes them).
+ *
+ *   kw_db *db; kw_error err = {0};
+ *   kw_db_open(path, 0, &db, &err);     // KW_EDB: not SQLite, or a newer schema
+ *   char run[37];
+ *   kw_db_run_begin(db, &info, run, &err);
+ *   kw_db_sample(db, run, 0, "id-0", hash, "prediction", "[\"answer\"]", "FINISHED", NULL, &err);
+ *   kw_db_metric(db, run, 0, "score", 0.5, 0, &err);
+ *   kw_db_run_end(db, run, "FINISHED", &err);
+ *   db = kw_db_close(db);
+ */
+#ifndef KW_STORE_RESULTS_H
+#define KW_STORE_RESULTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvweave/status.h"
+
+typedef struct kw_db kw_db;
+
+int kw_db_open(const char *path, bool readonly, kw_db **out, kw_error *err);
+kw_db *kw_db_close(kw_db *db);
+int kw_db_schema_version(kw_db *db);
+
+typedef struct kw_run_info {
+    const char *parent;       /* nullable: the sweep's parent run uuid */
+    const char *pipeline;     /* pipeline name */
+    const char *yaml;         /* full text */
+    const char *yaml_sha256;
+    const char *cell_label;   /* sweep cell ("" or NULL if none) */
+    const char *model_id;     /* nullable */
+    const char *model_sha256; /* nullable */
+    const char *dataset_id;   /* nullable */
+    const char *dataset_sha256;
+    const char *device;
+    uint64_t seed;
+} kw_run_info;
+
+/* Creates a RUNNING run; also records the kvweave version and git commit, host, CPU
+ * model, GPU and CUDA version when present. uuid: 36 chars + NUL. */
+int kw_db_run_begin(kw_db *db, const kw_run_info *info, char uuid[37], kw_error *err);
+/* status: "FINISHED" | "FAILED" | "KILLED" */
+int kw_db_run_end(kw_db *db, const char *uuid, const char *status, kw_error *err);
+/* Fills provenance fields learnt after begin (model, data set): key is a column name of
+ * runs ("model_id", "model_sha256", "dataset_id", "dataset_sha256"). */
+int kw_db_run_set(kw_db *db, const char *uuid, const char *key, const char *value,
+                  kw_error *err);
+int kw_db_param(kw_db *db, const char *uuid, const char *key, const char *value,
+                kw_error *err);
+/* sample < 0: a run-level metric. */
+int kw_db_metric(kw_db *db, const char *uuid, int64_t sample, const char *key, double value,
+                 int64_t step, kw_error *err);
+/* status: "FINISHED" | "FAILED"; error nullable. Replaces an earlier row of the sample. */
+int kw_db_sample(kw_db *db, const char *uuid, int64_t idx, const char *sample_id,
+                 const char *input_hash, const char *prediction, const char *answers_json,
+                 const char *status, const char *error, kw_error *err);
+int kw_db_stage(kw_db *db, const char *uuid, const char *stage, const char *lane,
+                int64_t tasks, double busy_s, double wait_s, int64_t peak_bytes,
+                kw_error *err);
+/* The artifact file must already be durable (written, fsynced, renamed). */
+int kw_db_artifact(kw_db *db, const char *uuid, const char *name, const char *sha256,
+                   const char *path, kw_error *err);
+
+/* --resume: the newest unfinished (RUNNING/FAILED/KILLED) run of the same pipeline text
+ * and cell; 1 found, 0 none, < 0 error. */
+int kw_db_find_resumable(kw_db *db, const char *yaml_sha256, const char *cell_label,
+                         char uuid[37], kw_error *err);
+/* 1 if the sample finished in that run, 0 otherwise. */
+int kw_db_sample_done(kw_db *db, const char *uuid, int64_t idx);
+/* Marks a resumed run RUNNING again. */
+int kw_db_run_reopen(kw_db *db, const char *uuid, kw_error *err);
+
+/* Groups writes: begin/commit an IMMEDIATE transaction (nesting counted). */
+int kw_db_begin(kw_db *db, kw_error *err);
+int kw_db_commit(kw_db *db, kw_error *err);
+
+/* Stage-output cache (store/cache.c): content-addressed blobs under
+ * $KVWEAVE_HOME/cache/<2 hex>/<key>, indexed in the cache table. get: 1 hit (buf
+ * malloc'd), 0 miss. put: durable file first, then the row. */
+int kw_cache_get(kw_db *db, const char key[65], void **buf, size_t *n, kw_error *err);
+int kw_cache_put(kw_db *db, const char key[65], const char *what, const void *buf, size_t n,
+                 kw_error *err);
+
+/* Raw handle for read-only queries (cmd_results.c). */
+struct sqlite3 *kw_db_handle(kw_db *db);
+
+#endif
