@@ -1,0 +1,62 @@
+/* kvweave — the one kernel dispatch API. Every kernel takes a backend and a stream
+ * (NULL on the CPU) and returns a status. CPU implementations: kernels/cpu (OpenMP +
+ * SIMD; OpenBLAS for GEMM), with plain references in kernels/cpu/reference.c that the
+ * tests compare against. Layouts are row-major; shapes are given on each call.
+ *
+ *   kw_k_linear(KW_BK_CPU, NULL, x, w, b, y, M, N, K);   // y(M,N) = x(M,K) w(N,K)^T + b
+ */
+#ifndef KW_KERNELS_H
+#define KW_KERNELS_H
+
+#include <stdint.h>
+
+#include "kvweave/model.h"
+#include "kvweave/status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kw_backend { KW_BK_CPU = 0, KW_BK_CUDA = 1 } kw_backend;
+
+/* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N), nullable). */
+int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
+                const float *bias, float *y, int M, int N, int K);
+/* y(rows,dim) = x / rms(x) * g ; y may equal x. */
+int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
+                 int rows, int dim, float eps);
+/* Rotates x(n_tok, n_heads, head_dim) in place at positions pos(n_tok), with
+ * inv_freq(head_dim/2) from kw_rope_inv_freq. layout: pairs (2i,2i+1) or (i,i+d/2). */
+int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_tok,
+              int n_heads, int head_dim, const float *inv_freq, kw_rope_layout layout);
+/* inv_freq(head_dim/2) from theta and the model's scaling (none, linear, llama3). */
+void kw_rope_inv_freq(const kw_model_config *cfg, float *inv_freq);
+/* out(n) = silu(gate) * up */
+int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up, float *out,
+                int64_t n);
+/* out(n,dim) = table[ids[i]] ; ids checked against n_rows. */
+int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
+               const int32_t *ids, int n, float *out);
+/* y += x */
+int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n);
+/* In-place softmax of each row of x(rows, n). */
+int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n);
+/* log-softmax of logits(n) into out(n) (nullable: only the log-sum-exp is returned). */
+double kw_k_logsumexp(const float *logits, int n);
+/* Index of the max (ties: lowest index). */
+int kw_k_argmax(const float *x, int n);
+
+/* Plain references (kernels/cpu/reference.c): the same contracts, written for
+ * clarity; tests compare every kernel with these. */
+void kw_ref_linear(const float *x, const float *w, const float *bias, float *y, int M, int N,
+                   int K);
+void kw_ref_rmsnorm(const float *x, const float *g, float *y, int rows, int dim, float eps);
+void kw_ref_rope(float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
+                 const float *inv_freq, kw_rope_layout layout);
+void kw_ref_swiglu(const float *gate, const float *up, float *out, int64_t n);
+void kw_ref_softmax(float *x, int rows, int n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
