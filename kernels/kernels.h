@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 
+#include "kvweave/kvpool.h"
 #include "kvweave/model.h"
 #include "kvweave/status.h"
 
@@ -45,6 +46,31 @@ int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n);
 double kw_k_logsumexp(const float *logits, int n);
 /* Index of the max (ties: lowest index). */
 int kw_k_argmax(const float *x, int n);
+
+/* Attention over views (kernels/cpu/attention.c). Sequence i has query tokens
+ * [tok_off[i], tok_off[i+1]) and reads views[i]: a query head h reads row h when the
+ * view is per query head, else row h / (n_head / n_kv). A query at position p reads only
+ * stored tokens with position <= p (causal by stored position: chunked prefill appends
+ * the chunk first, then attends). With inv_freq set (pre-RoPE pools) K is rotated at
+ * read from its stored position. Online softmax; rows longer than split_min tokens are
+ * split (split-K) and merged. A query that reads no token gets zeros and lse -inf. */
+typedef struct kw_attn_args {
+    kw_kvmem mem;
+    int n_seq;
+    const kw_view *const *views; /* (n_seq) */
+    const int *tok_off;          /* (n_seq + 1) */
+    const float *q;              /* (n_tok, n_head, head_dim), RoPE applied */
+    const int32_t *q_pos;        /* (n_tok) */
+    int n_head, n_kv;
+    float scale;                 /* usually 1/sqrt(head_dim) */
+    const float *inv_freq;       /* (head_dim/2) nullable: K stored after RoPE */
+    kw_rope_layout layout;
+    float *out;                  /* (n_tok, n_head, head_dim) */
+    float *lse;                  /* (n_tok, n_head) nullable */
+} kw_attn_args;
+int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a);
+/* The plain reference (double accumulation, one query head at a time). */
+void kw_ref_attn_view(const kw_attn_args *a);
 
 /* Plain references (kernels/cpu/reference.c): the same contracts, written for
  * clarity; tests compare every kernel with these. */

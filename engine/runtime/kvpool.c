@@ -1,2 +1,498 @@
-/* placeholder: filled in by its owner */
-typedef int kw__placeholder_kvpool;
+/* The paged, reference-counted KV pool, per-(sequence, layer, KV head) page tables and
+ * views. Layout and rules: kvpool.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvweave/kvpool.h"
+
+typedef struct kw_ptab {
+    int32_t *pages;
+    int n_pages, cap;
+    int n_tok;
+} kw_ptab;
+
+struct kw_kvpool {
+    kw_kvpool_opts o;
+    int n_layer, n_kv, n_head, hd, P;
+    int64_t page_floats; /* 2 * P * hd */
+    float *arena;
+    int32_t *pos;
+    int32_t *refc;
+    int32_t *freel;
+    int64_t n_free;
+    float *tmp;
+    int32_t *tmp_pos;
+    int64_t tmp_used;
+    int64_t table_bytes;
+};
+
+struct kw_kvseq {
+    kw_kvpool *p;
+    kw_ptab *t; /* (n_layer * n_kv) */
+};
+
+kw_kvpool_opts kw_kvpool_defaults(void)
+{
+    kw_kvpool_opts o = {.page_tokens = 16, .n_pages = 4096, .n_tmp_pages = 256,
+                        .dtype = KW_KV_F32, .pre_rope = false};
+    return o;
+}
+
+int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool **out,
+                  kw_error *err)
+{
+    *out = NULL;
+    if (o->dtype != KW_KV_F32)
+        return kw_error_set(err, KW_ENOSYS, "kv pool: only f32 pages are implemented");
+    if (o->page_tokens < 1 || o->page_tokens > 4096 || o->n_pages < 1 || o->n_pages > INT32_MAX
+        || o->n_tmp_pages < 0 || o->n_tmp_pages > INT32_MAX)
+        return kw_error_set(err, KW_EINVAL, "kv pool: page_tokens %d, n_pages %lld, "
+                            "n_tmp_pages %lld out of range", o->page_tokens,
+                            (long long)o->n_pages, (long long)o->n_tmp_pages);
+    if (cfg->n_layer < 1 || cfg->n_head_kv < 1 || cfg->head_dim < 2 || cfg->n_head < 1
+        || cfg->n_head % cfg->n_head_kv)
+        return kw_error_set(err, KW_EINVAL, "kv pool: bad model shape (layers %d, heads "
+                            "%d/%d, head_dim %d)", cfg->n_layer, cfg->n_head,
+                            cfg->n_head_kv, cfg->head_dim);
+    kw_kvpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return kw_error_set(err, KW_ENOMEM, "kv pool: out of memory");
+    p->o = *o;
+    p->n_layer = cfg->n_layer;
+    p->n_kv = cfg->n_head_kv;
+    p->n_head = cfg->n_head;
+    p->hd = cfg->head_dim;
+    p->P = o->page_tokens;
+    p->page_floats = 2 * (int64_t)p->P * p->hd;
+    int64_t n = o->n_pages, nt = o->n_tmp_pages > 0 ? o->n_tmp_pages : 1;
+    p->arena = malloc((size_t)(n * p->page_floats) * sizeof(float));
+    p->pos = malloc((size_t)(n * p->P) * sizeof(int32_t));
+    p->refc = calloc((size_t)n, sizeof(int32_t));
+    p->freel = malloc((size_t)n * sizeof(int32_t));
+    p->tmp = malloc((size_t)(nt * p->page_floats) * sizeof(float));
+    p->tmp_pos = malloc((size_t)(nt * p->P) * sizeof(int32_t));
+    if (!p->arena || !p->pos || !p->refc || !p->freel || !p->tmp || !p->tmp_pos) {
+        kw_kvpool_free(p);
+        return kw_error_set(err, KW_ENOMEM, "kv pool: cannot allocate %lld pages of %lld "
+                            "bytes", (long long)n, (long long)(p->page_floats * 4));
+    }
+    for (int64_t i = 0; i < n; i++) /* lowest page ids first */
+        p->freel[i] = (int32_t)(n - 1 - i);
+    p->n_free = n;
+    *out = p;
+    return 0;
+}
+
+kw_kvpool *kw_kvpool_free(kw_kvpool *p)
+{
+    if (!p)
+        return NULL;
+    free(p->arena);
+    free(p->pos);
+    free(p->refc);
+    free(p->freel);
+    free(p->tmp);
+    free(p->tmp_pos);
+    free(p);
+    return NULL;
+}
+
+const kw_kvpool_opts *kw_kvpool_options(const kw_kvpool *p) { return &p->o; }
+
+kw_kvmem kw_kvpool_mem(const kw_kvpool *p)
+{
+    kw_kvmem m = {.base = {p->arena, p->tmp}, .pos = {p->pos, p->tmp_pos},
+                  .page_tokens = p->P, .head_dim = p->hd, .pre_rope = p->o.pre_rope};
+    return m;
+}
+
+int64_t kw_kvpool_free_pages(const kw_kvpool *p) { return p->n_free; }
+
+void kw_kvpool_stats(const kw_kvpool *p, kw_kvmem_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    s->pages_total = p->o.n_pages;
+    s->pages_used = p->o.n_pages - p->n_free;
+    s->tmp_pages_total = p->o.n_tmp_pages;
+    s->tmp_pages_used = p->tmp_used;
+    s->page_bytes = p->page_floats * (int64_t)sizeof(float) + p->P * (int64_t)sizeof(int32_t);
+    s->alloc_bytes = s->pages_used * s->page_bytes;
+    s->tmp_bytes = s->tmp_pages_used * s->page_bytes;
+    s->meta_bytes = p->table_bytes + p->o.n_pages * 2 * (int64_t)sizeof(int32_t);
+}
+
+int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens)
+{
+    return (n_tokens + p->P - 1) / p->P * p->n_layer * p->n_kv;
+}
+
+static float *page_ptr(kw_kvpool *p, int32_t g) { return p->arena + g * p->page_floats; }
+static int32_t *page_pos(kw_kvpool *p, int32_t g) { return p->pos + (int64_t)g * p->P; }
+
+static int32_t page_alloc(kw_kvpool *p)
+{
+    if (p->n_free == 0)
+        return -1;
+    int32_t g = p->freel[--p->n_free];
+    p->refc[g] = 1;
+    return g;
+}
+
+static void page_unref(kw_kvpool *p, int32_t g)
+{
+    if (--p->refc[g] == 0)
+        p->freel[p->n_free++] = g;
+}
+
+static int tab_reserve(kw_kvpool *p, kw_ptab *t, int n)
+{
+    if (n <= t->cap)
+        return 0;
+    int cap = t->cap ? t->cap : 8;
+    while (cap < n)
+        cap *= 2;
+    int32_t *np = realloc(t->pages, (size_t)cap * sizeof *np);
+    if (!np)
+        return KW_ENOMEM;
+    p->table_bytes += (int64_t)(cap - t->cap) * (int64_t)sizeof *np;
+    t->pages = np;
+    t->cap = cap;
+    return 0;
+}
+
+/* Makes page index pi of t private to this table (copy on write). */
+static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
+{
+    int32_t g = t->pages[pi];
+    if (p->refc[g] == 1)
+        return 0;
+    int32_t ng = page_alloc(p);
+    if (ng < 0)
+        return KW_ELIMIT;
+    memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_floats * sizeof(float));
+    memcpy(page_pos(p, ng), page_pos(p, g), (size_t)p->P * sizeof(int32_t));
+    page_unref(p, g);
+    t->pages[pi] = ng;
+    return 0;
+}
+
+kw_kvseq *kw_kvseq_new(kw_kvpool *p)
+{
+    kw_kvseq *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->p = p;
+    s->t = calloc((size_t)p->n_layer * p->n_kv, sizeof *s->t);
+    if (!s->t) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+kw_kvseq *kw_kvseq_free(kw_kvseq *s)
+{
+    if (!s)
+        return NULL;
+    kw_kvpool *p = s->p;
+    for (int i = 0; i < p->n_layer * p->n_kv; i++) {
+        kw_ptab *t = &s->t[i];
+        for (int j = 0; j < t->n_pages; j++)
+            page_unref(p, t->pages[j]);
+        p->table_bytes -= (int64_t)t->cap * (int64_t)sizeof(int32_t);
+        free(t->pages);
+    }
+    free(s->t);
+    free(s);
+    return NULL;
+}
+
+kw_kvseq *kw_kvseq_fork(kw_kvseq *s)
+{
+    kw_kvpool *p = s->p;
+    int64_t need = 0;
+    int nt = p->n_layer * p->n_kv;
+    for (int i = 0; i < nt; i++)
+        need += (s->t[i].n_tok % p->P) != 0;
+    if (need > p->n_free)
+        return NULL;
+    kw_kvseq *f = kw_kvseq_new(p);
+    if (!f)
+        return NULL;
+    for (int i = 0; i < nt; i++) {
+        const kw_ptab *a = &s->t[i];
+        kw_ptab *b = &f->t[i];
+        if (tab_reserve(p, b, a->n_pages) < 0)
+            return kw_kvseq_free(f);
+        for (int j = 0; j < a->n_pages; j++) {
+            b->pages[j] = a->pages[j];
+            p->refc[a->pages[j]]++;
+        }
+        b->n_pages = a->n_pages;
+        b->n_tok = a->n_tok;
+        if (b->n_tok % p->P)
+            own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
+    }
+    return f;
+}
+
+int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
+                    const int32_t *pos, int n_tok)
+{
+    kw_kvpool *p = s->p;
+    if (layer < 0 || layer >= p->n_layer || n_tok < 0)
+        return KW_EINVAL;
+    int P = p->P, hd = p->hd;
+    int64_t need = 0;
+    for (int h = 0; h < p->n_kv; h++) {
+        const kw_ptab *t = &s->t[layer * p->n_kv + h];
+        int have = t->n_pages * P - t->n_tok;
+        if (n_tok > have)
+            need += (n_tok - have + P - 1) / P;
+        if (t->n_tok % P && p->refc[t->pages[t->n_pages - 1]] > 1)
+            need++;
+    }
+    if (need > p->n_free)
+        return KW_ELIMIT;
+    for (int h = 0; h < p->n_kv; h++) {
+        kw_ptab *t = &s->t[layer * p->n_kv + h];
+        if (tab_reserve(p, t, (t->n_tok + n_tok + P - 1) / P) < 0)
+            return KW_ENOMEM;
+        if (t->n_tok % P)
+            own_page(p, t, t->n_pages - 1);
+        for (int i = 0; i < n_tok; i++) {
+            int slot = t->n_tok % P;
+            if (slot == 0)
+                t->pages[t->n_pages++] = page_alloc(p);
+            int32_t g = t->pages[t->n_pages - 1];
+            float *pk = page_ptr(p, g) + (int64_t)slot * hd;
+            memcpy(pk, k + ((int64_t)i * p->n_kv + h) * hd, (size_t)hd * sizeof(float));
+            memcpy(pk + (int64_t)P * hd, v + ((int64_t)i * p->n_kv + h) * hd,
+                   (size_t)hd * sizeof(float));
+            page_pos(p, g)[slot] = pos[i];
+            t->n_tok++;
+        }
+    }
+    return 0;
+}
+
+static const kw_ptab *tab_c(const kw_kvseq *s, int layer, int kvh)
+{
+    if (layer < 0 || layer >= s->p->n_layer || kvh < 0 || kvh >= s->p->n_kv)
+        return NULL;
+    return &s->t[layer * s->p->n_kv + kvh];
+}
+
+int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    return t ? t->n_tok : KW_EINVAL;
+}
+
+const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    *n = t ? t->n_pages : 0;
+    return t ? t->pages : NULL;
+}
+
+int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k,
+                   const float **v, int32_t *pos)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    if (!t || j < 0 || j >= t->n_tok)
+        return KW_EINVAL;
+    kw_kvpool *p = s->p;
+    int32_t g = t->pages[j / p->P];
+    const float *pk = page_ptr(p, g) + (int64_t)(j % p->P) * p->hd;
+    if (k)
+        *k = pk;
+    if (v)
+        *v = pk + (int64_t)p->P * p->hd;
+    if (pos)
+        *pos = page_pos(p, g)[j % p->P];
+    return 0;
+}
+
+int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep)
+{
+    kw_kvpool *p = s->p;
+    if (!tab_c(s, layer, kvh))
+        return KW_EINVAL;
+    kw_ptab *t = &s->t[layer * p->n_kv + kvh];
+    int P = p->P, hd = p->hd;
+    for (int i = 0; i < n_keep; i++)
+        if (keep[i] < 0 || keep[i] >= t->n_tok || (i && keep[i] <= keep[i - 1]))
+            return KW_EINVAL;
+    /* keep[i] >= i, so packing forward never overwrites a token still to be read */
+    for (int i = 0; i < n_keep; i++) {
+        int src = keep[i];
+        if (src == i)
+            continue;
+        int rc = own_page(p, t, i / P);
+        if (rc < 0)
+            return rc;
+        int32_t gs = t->pages[src / P], gd = t->pages[i / P];
+        float *ks = page_ptr(p, gs) + (int64_t)(src % P) * hd;
+        float *kd = page_ptr(p, gd) + (int64_t)(i % P) * hd;
+        memcpy(kd, ks, (size_t)hd * sizeof(float));
+        memcpy(kd + (int64_t)P * hd, ks + (int64_t)P * hd, (size_t)hd * sizeof(float));
+        page_pos(p, gd)[i % P] = page_pos(p, gs)[src % P];
+    }
+    int np = (n_keep + P - 1) / P;
+    for (int j = np; j < t->n_pages; j++)
+        page_unref(p, t->pages[j]);
+    t->n_pages = np;
+    t->n_tok = n_keep;
+    return 0;
+}
+
+int64_t kw_kvseq_pages_held(const kw_kvseq *s)
+{
+    int64_t n = 0;
+    for (int i = 0; i < s->p->n_layer * s->p->n_kv; i++)
+        n += s->t[i].n_pages;
+    return n;
+}
+
+int64_t kw_kvseq_tokens_stored(const kw_kvseq *s)
+{
+    int64_t n = 0;
+    for (int i = 0; i < s->p->n_layer * s->p->n_kv; i++)
+        n += s->t[i].n_tok;
+    return n;
+}
+
+int kw_kvpool_tmp_alloc(kw_kvpool *p, int32_t *page)
+{
+    if (p->tmp_used >= p->o.n_tmp_pages)
+        return KW_ELIMIT;
+    *page = (int32_t)p->tmp_used++;
+    return 0;
+}
+
+float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos)
+{
+    if (page < 0 || page >= p->tmp_used)
+        return NULL;
+    if (pos)
+        *pos = p->tmp_pos + (int64_t)page * p->P;
+    return p->tmp + page * p->page_floats;
+}
+
+void kw_kvpool_tmp_reset(kw_kvpool *p) { p->tmp_used = 0; }
+
+/* ---- views ---- */
+
+kw_view *kw_view_new(void) { return calloc(1, sizeof(kw_view)); }
+
+kw_view *kw_view_free(kw_view *w)
+{
+    if (w) {
+        free(w->row_ptr);
+        free(w->spans);
+        free(w);
+    }
+    return NULL;
+}
+
+int kw_view_reset(kw_view *w, int n_rows, bool per_qhead)
+{
+    if (n_rows < 0)
+        return KW_EINVAL;
+    if (n_rows + 1 > w->cap_rows) {
+        int *r = realloc(w->row_ptr, (size_t)(n_rows + 1) * sizeof *r);
+        if (!r)
+            return KW_ENOMEM;
+        w->row_ptr = r;
+        w->cap_rows = n_rows + 1;
+    }
+    w->n_rows = n_rows;
+    w->cur_row = 0;
+    w->per_qhead = per_qhead;
+    for (int i = 0; i <= n_rows; i++)
+        w->row_ptr[i] = 0;
+    return 0;
+}
+
+/* Rows are filled in order; every row after the current one ends where the spans end,
+ * so the CSR is valid after each call. */
+int kw_view_begin_row(kw_view *w, int row)
+{
+    if (row < w->cur_row || row >= w->n_rows)
+        return KW_EINVAL;
+    w->cur_row = row;
+    return 0;
+}
+
+int kw_view_add(kw_view *w, int pool, int32_t page, int first, int n)
+{
+    if (n <= 0 || first < 0 || first + n > 65535 || w->n_rows == 0)
+        return KW_EINVAL;
+    int ns = w->row_ptr[w->n_rows];
+    if (ns + 1 > w->cap_spans) {
+        int cap = w->cap_spans ? w->cap_spans * 2 : 64;
+        kw_span *s = realloc(w->spans, (size_t)cap * sizeof *s);
+        if (!s)
+            return KW_ENOMEM;
+        w->spans = s;
+        w->cap_spans = cap;
+    }
+    w->spans[ns] = (kw_span){.page = page, .first = (uint16_t)first, .n = (uint16_t)n,
+                             .pool = (uint8_t)pool};
+    for (int r = w->cur_row + 1; r <= w->n_rows; r++)
+        w->row_ptr[r] = ns + 1;
+    return 0;
+}
+
+int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead)
+{
+    kw_kvpool *p = s->p;
+    int n_rows = per_qhead ? p->n_head : p->n_kv, g = p->n_head / p->n_kv;
+    int rc = kw_view_reset(w, n_rows, per_qhead);
+    for (int r = 0; rc == 0 && r < n_rows; r++) {
+        const kw_ptab *t = tab_c(s, layer, per_qhead ? r / g : r);
+        if (!t)
+            return KW_EINVAL;
+        rc = kw_view_begin_row(w, r);
+        for (int j = 0; rc == 0 && j < t->n_pages; j++) {
+            int n = t->n_tok - j * p->P;
+            rc = kw_view_add(w, KW_POOL_MAIN, t->pages[j], 0, n < p->P ? n : p->P);
+        }
+    }
+    return rc;
+}
+
+int kw_view_add_token(kw_view *w, const kw_kvseq *s, int layer, int kvh, int j)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    if (!t || j < 0 || j >= t->n_tok)
+        return KW_EINVAL;
+    int P = s->p->P;
+    int32_t g = t->pages[j / P];
+    int slot = j % P, ns = w->row_ptr[w->n_rows];
+    if (ns > w->row_ptr[w->cur_row]) {
+        kw_span *last = &w->spans[ns - 1];
+        if (last->pool == KW_POOL_MAIN && last->page == g && last->first + last->n == slot) {
+            last->n++;
+            return 0;
+        }
+    }
+    return kw_view_add(w, KW_POOL_MAIN, g, slot, 1);
+}
+
+int64_t kw_view_tokens(const kw_view *w)
+{
+    int64_t n = 0;
+    for (int i = 0; i < w->row_ptr[w->n_rows]; i++)
+        n += w->spans[i].n;
+    return n;
+}
+
+int kw_view_row_tokens(const kw_view *w, int row)
+{
+    int n = 0;
+    for (int i = w->row_ptr[row]; i < w->row_ptr[row + 1]; i++)
+        n += w->spans[i].n;
+    return n;
+}

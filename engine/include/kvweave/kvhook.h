@@ -1,0 +1,170 @@
+/* kvweave — the KV method ABI: hooks inside the forward pass (ARCHITECTURE.md s4).
+ *
+ * A KV method is a configured hook: a vtable (kw_kvhook) plus its params, wrapped in a
+ * kvmethod value (kw_kvmethod). A decode stage stacks the kvmethods of its inputs in
+ * order and hands the stack to the device engine with each sequence. Per layer, for the
+ * sequences of a step that use the hook:
+ *
+ *   QKV projection -> on_kv (K before RoPE) -> RoPE and append to the pool
+ *   -> select (each SELECT hook in stack order refines the view) -> materialize
+ *   -> attention over the view -> after_attn (LSE / observation probabilities) -> MLP
+ *   ... on_prefill_end after the layer loop of the step that ends a prompt
+ *   ... step_end once per step.
+ *
+ * Stack rules (checked by kw_hookstack_check): at most one EVICT hook and at most one
+ * STORE hook; any number of SELECT hooks, applied in order (each sees the previous
+ * view). Hooks that do not set a callback leave it NULL.
+ *
+ * A hook that EVICTs calls kw_kvseq_keep on the sequence's pool tables; one that
+ * SELECTs fills the kw_view it is given (kvpool.h). Hooks keep per-sequence state in
+ * kw_seq.hook_seq[their index in the stack] (set it in seq_open, free it in seq_close).
+ * Callbacks return 0 or a negative kw_status; an error fails that sequence only.
+ */
+#ifndef KVWEAVE_KVHOOK_H
+#define KVWEAVE_KVHOOK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvpool.h"
+#include "model.h"
+#include "status.h"
+#include "value.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KW_KVHOOK_ABI 1
+#define KW_MAX_HOOKS 8
+
+enum { /* kw_kvhook.roles */
+    KW_ROLE_EVICT = 1u << 0,  /* physically drops tokens */
+    KW_ROLE_SELECT = 1u << 1, /* chooses what attention reads */
+    KW_ROLE_STORE = 1u << 2,  /* where and in what form KV lives */
+};
+
+enum { /* kw_kvhook.needs */
+    KW_NEED_PRE_ROPE_K = 1u << 0, /* on_kv's k before RoPE (always so on the CPU) */
+    KW_NEED_HOST_Q = 1u << 1,     /* select's q on the host (always so on the CPU) */
+    KW_NEED_OBS_PROBS = 1u << 2,  /* after_attn: probabilities of the last obs_window
+                                     queries of each prompt over the view */
+    KW_NEED_LSE = 1u << 3,        /* after_attn: log-sum-exp per query and head */
+};
+
+/* Shape of a sequence, for reserve. */
+typedef struct kw_seqshape {
+    const kw_model_config *cfg;
+    int page_tokens;
+    int n_prompt;
+    int max_new;
+} kw_seqshape;
+
+/* A hook's worst-case claim for one sequence. */
+typedef struct kw_memclaim {
+    int64_t pages;     /* main pool pages (the engine takes the max over the stack) */
+    int64_t tmp_pages; /* temporary pool pages per step */
+    int64_t meta_bytes;
+} kw_memclaim;
+
+/* A sequence as hooks see it. */
+typedef struct kw_seq {
+    uint64_t id;
+    int64_t sample;     /* sample index of the task that submitted it; -1 if none */
+    uint64_t seed;
+    int n_prompt;
+    int max_new;
+    int n_past;         /* tokens whose KV is in the pool (before this step) */
+    kw_kvseq *kv;       /* its KV tables (transfer none) */
+    void *hook_seq[KW_MAX_HOOKS]; /* per-hook per-sequence state */
+    int64_t meta_bytes; /* hooks add their metadata here for the memory figures */
+} kw_seq;
+
+/* The sequences of a step that a call concerns, and their token ranges in the step's
+ * activations: sequence i has tokens [tok_off[i], tok_off[i+1]) at positions pos[...]. */
+typedef struct kw_batch {
+    int n_seq;
+    kw_seq **seqs;
+    const int *tok_off;    /* (n_seq + 1), relative to the step's first token */
+    const int32_t *pos;    /* (n_tok) of the whole step */
+    const bool *prefill;   /* (n_seq) the tokens are prompt tokens */
+    const bool *last_chunk; /* (n_seq) this step ends the prompt */
+} kw_batch;
+
+/* Layer context. */
+typedef struct kw_lctx {
+    int layer;
+    int hook_index;                /* this hook's index in the sequences' stack */
+    const kw_model_config *cfg;
+    kw_kvpool *pool;
+    int obs_window;                /* for KW_NEED_OBS_PROBS */
+    void *stream;                  /* NULL on the CPU */
+} kw_lctx;
+
+/* Step context. */
+typedef struct kw_sctx {
+    int64_t step;
+    int hook_index;
+    kw_kvpool *pool;
+} kw_sctx;
+
+/* Attention statistics for after_attn. lse: (n_tok, n_head) of the step, in the step's
+ * token order (NULL unless some hook needs LSE). probs[i] for sequence i of the batch:
+ * (w_i, n_head, row tokens of the query head's row) in view order, the probabilities
+ * of the last w_i <= obs_window prompt queries, NULL unless needed and this step ends
+ * the prompt. view[i] is the view attention read. */
+typedef struct kw_attn_stats {
+    const float *lse;
+    int n_head;
+    const float *const *probs;
+    const int *obs_n;              /* (n_seq) w_i */
+    const kw_view *const *views;   /* (n_seq) */
+} kw_attn_stats;
+
+typedef struct kw_kvhook {
+    uint32_t size, abi, roles, needs;
+    const char *name;
+    int (*reserve)(void *st, const kw_seqshape *s, kw_memclaim *out);
+    int (*seq_open)(void *st, kw_seq *s, int hook_index);
+    /* k, v: (n_tok of the step, n_kv, head_dim); k before RoPE. */
+    int (*on_kv)(void *st, kw_lctx *c, const kw_batch *b, const float *k, const float *v);
+    int (*on_prefill_end)(void *st, kw_lctx *c, const kw_batch *b);
+    /* q: (n_tok, n_head, head_dim) after RoPE; out[i]: the view of sequence i, filled
+     * with the dense view (or the previous SELECT hook's choice); rewrite it. */
+    int (*select)(void *st, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out);
+    int (*materialize)(void *st, kw_lctx *c, const kw_batch *b, kw_view **v);
+    int (*after_attn)(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a);
+    int (*step_end)(void *st, kw_sctx *c, const kw_batch *b);
+    void (*seq_close)(void *st, kw_seq *s, int hook_index);
+} kw_kvhook;
+
+/* A configured KV method: the payload of a "kvmethod" value. The engine makes one
+ * state per run with state_new and frees it with state_free. */
+typedef struct kw_kvmethod {
+    const kw_kvhook *hook;
+    void *params;                                   /* owned */
+    void (*params_free)(void *params);              /* nullable */
+    int (*state_new)(const void *params, const kw_model_config *cfg, void **st,
+                     kw_error *err);                /* nullable: st = params */
+    void (*state_free)(void *st);                   /* nullable */
+} kw_kvmethod;
+extern const kw_type kw_type_kvmethod;
+/* (transfer full) of m. */
+kw_value *kw_value_kvmethod(kw_kvmethod *m);
+
+/* A hook stack with states, as a sequence carries it. */
+typedef struct kw_hookstack {
+    int n;
+    const kw_kvhook *hooks[KW_MAX_HOOKS];
+    void *states[KW_MAX_HOOKS];
+} kw_hookstack;
+
+/* Checks sizes, abi and role rules; KW_EINVAL with the reason. */
+int kw_hookstack_check(const kw_hookstack *hs, kw_error *err);
+/* Union of the needs of the stack. */
+uint32_t kw_hookstack_needs(const kw_hookstack *hs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,162 @@
+/* kvweave — the paged KV pool and views (engine/runtime/kvpool.c).
+ *
+ *   kw_kvpool_opts o = kw_kvpool_defaults();          // P = 16 tokens a page
+ *   o.n_pages = 4096;
+ *   kw_kvpool *p; kw_kvpool_new(&cfg, &o, &p, &err);
+ *   kw_kvseq *s = kw_kvseq_new(p);
+ *   kw_kvseq_append(s, layer, k, v, pos, n_tok);      // k, v: (n_tok, n_kv, head_dim)
+ *   kw_kvseq *b = kw_kvseq_fork(s);                   // shares all full pages
+ *   kw_view *w = kw_view_new();
+ *   kw_view_dense(w, s, layer, 0);                    // rows = KV heads, whole pages
+ *   ... kw_k_attn_view(...) reads any view ...
+ *   s = kw_kvseq_free(s); b = kw_kvseq_free(b); p = kw_kvpool_free(p);
+ *
+ * Layout. The pool is one arena of pages. A page holds P tokens of one (layer, KV head):
+ * K (P, head_dim) then V (P, head_dim), plus the P stored positions beside it. Pages are
+ * per KV head (not grouped over the heads of a layer) so that an EVICT hook can keep a
+ * different set of tokens per head and really free pages by compacting each head's
+ * table. Each (sequence, layer, KV head) has a page table; its tokens are packed: token j
+ * is slot j % P of page j / P. Pages are reference counted: fork shares every full page
+ * and copies only the last partial one; any write to a shared page copies it first.
+ *
+ * Positions. Every stored token keeps its position, so eviction and selection never
+ * lose them; attention masks causally by position (a query at position p reads stored
+ * tokens with position <= p), and a pool made with pre_rope = true stores K before RoPE
+ * and the attention kernel rotates K at read from the stored position.
+ *
+ * The temporary pool is a second, smaller arena with the same page layout for tokens
+ * that live one step (reconstructed or loaded by a STORE hook); it is reset by
+ * kw_kvpool_tmp_reset at the end of each step. Views may point into either.
+ */
+#ifndef KVWEAVE_KVPOOL_H
+#define KVWEAVE_KVPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum kw_kvdtype {
+    KW_KV_F32 = 0,
+    KW_KV_I8 = 1, /* not yet: KW_ENOSYS */
+} kw_kvdtype;
+
+typedef struct kw_kvpool_opts {
+    int page_tokens;   /* P; default 16 */
+    int64_t n_pages;   /* main pool capacity in pages */
+    int64_t n_tmp_pages; /* temporary pool capacity in pages; default 256 */
+    kw_kvdtype dtype;
+    bool pre_rope;     /* K stored before RoPE; rotated at read */
+} kw_kvpool_opts;
+
+typedef struct kw_kvpool kw_kvpool;
+typedef struct kw_kvseq kw_kvseq;
+
+enum { KW_POOL_MAIN = 0, KW_POOL_TMP = 1 };
+
+/* The part of the pool the attention kernel reads. Page g of pool b: K at
+ * base[b] + g * 2 * P * head_dim, V right after; positions at pos[b] + g * P. */
+typedef struct kw_kvmem {
+    const float *base[2];
+    const int32_t *pos[2];
+    int page_tokens;
+    int head_dim;
+    bool pre_rope;
+} kw_kvmem;
+
+/* Memory figures, in bytes unless said. */
+typedef struct kw_kvmem_stats {
+    int64_t pages_used, pages_total, tmp_pages_used, tmp_pages_total;
+    int64_t page_bytes;       /* one page: K + V + positions */
+    int64_t alloc_bytes;      /* pages_used * page_bytes */
+    int64_t tmp_bytes;        /* tmp_pages_used * page_bytes */
+    int64_t meta_bytes;       /* page tables and refcounts */
+} kw_kvmem_stats;
+
+kw_kvpool_opts kw_kvpool_defaults(void);
+int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool **out,
+                  kw_error *err);
+/* Accepts NULL; returns NULL. All sequences must be freed first. */
+kw_kvpool *kw_kvpool_free(kw_kvpool *p);
+const kw_kvpool_opts *kw_kvpool_options(const kw_kvpool *p);
+kw_kvmem kw_kvpool_mem(const kw_kvpool *p);
+int64_t kw_kvpool_free_pages(const kw_kvpool *p);
+void kw_kvpool_stats(const kw_kvpool *p, kw_kvmem_stats *out);
+/* Pages a sequence of n tokens needs at most (all layers and KV heads). */
+int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens);
+
+/* ---- sequences ---- */
+kw_kvseq *kw_kvseq_new(kw_kvpool *p);               /* NULL on out of memory */
+kw_kvseq *kw_kvseq_free(kw_kvseq *s);               /* releases its pages */
+/* New sequence sharing s's pages; only each table's last partial page is copied.
+ * NULL when the pool has no page left for the copies. */
+kw_kvseq *kw_kvseq_fork(kw_kvseq *s);
+/* Appends n_tok tokens to every KV head of one layer. k, v: (n_tok, n_kv, head_dim);
+ * pos: (n_tok). KW_ELIMIT when the pool is full. */
+int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
+                    const int32_t *pos, int n_tok);
+/* Tokens stored in (layer, kv head). */
+int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh);
+/* Pages of one table (transfer none); *n gets the count. */
+const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n);
+/* Reads token j of (layer, kvh): pointers into the pool (transfer none). */
+int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k,
+                   const float **v, int32_t *pos);
+/* Keeps tokens keep[0..n_keep) (strictly increasing indices) of (layer, kvh), packs
+ * them and frees the pages left over: the EVICT primitive. */
+int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep);
+/* Pages this sequence holds (shared pages count once per holder). */
+int64_t kw_kvseq_pages_held(const kw_kvseq *s);
+int64_t kw_kvseq_tokens_stored(const kw_kvseq *s); /* sum over layers and KV heads */
+
+/* ---- temporary pool ---- */
+/* Allocates a page in the temporary pool; writes may go through kw_kvpool_tmp_page. */
+int kw_kvpool_tmp_alloc(kw_kvpool *p, int32_t *page);
+float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos);
+void kw_kvpool_tmp_reset(kw_kvpool *p);
+
+/* ---- views ----
+ * A view is what attention reads for one sequence at one layer: rows (a KV head, or a
+ * query head when per_qhead), each a list of spans of consecutive slots of one page. */
+typedef struct kw_span {
+    int32_t page;
+    uint16_t first; /* first slot in the page */
+    uint16_t n;     /* slots */
+    uint8_t pool;   /* KW_POOL_MAIN or KW_POOL_TMP */
+} kw_span;
+
+typedef struct kw_view {
+    int n_rows;        /* n_kv, or n_head when per_qhead */
+    bool per_qhead;
+    int *row_ptr;      /* (n_rows + 1) CSR offsets into spans */
+    kw_span *spans;    /* (row_ptr[n_rows]) */
+    int cap_rows, cap_spans;
+    int cur_row;       /* the row kw_view_add appends to */
+} kw_view;
+
+kw_view *kw_view_new(void);
+kw_view *kw_view_free(kw_view *w);
+/* Empties the view and sets its row count. */
+int kw_view_reset(kw_view *w, int n_rows, bool per_qhead);
+/* Rows are filled in increasing order: begin_row(r) then add spans to it. */
+int kw_view_begin_row(kw_view *w, int row);
+int kw_view_add(kw_view *w, int pool, int32_t page, int first, int n);
+/* All stored tokens of one layer: one row per KV head (or per query head when
+ * per_qhead, each query head reading its group's KV head), whole-page spans. */
+int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead);
+/* Token-level span for stored index j of (layer, kvh) in the last begun row; merges
+ * with the previous span when contiguous. */
+int kw_view_add_token(kw_view *w, const kw_kvseq *s, int layer, int kvh, int j);
+int64_t kw_view_tokens(const kw_view *w);
+int kw_view_row_tokens(const kw_view *w, int row);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

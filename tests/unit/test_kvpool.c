@@ -1,0 +1,232 @@
+/* Paged KV pool: append, fork sharing, copy on write, eviction compaction, views. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kvweave/kvpool.h"
+
+static kw_model_config small_cfg(void)
+{
+    kw_model_config c = {0};
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.head_dim = 8;
+    return c;
+}
+
+static float val(int layer, int h, int pos, int i, int which)
+{
+    return (float)(layer * 1000 + h * 100 + pos) + 0.01f * i + 0.5f * which + 0.25f;
+}
+
+static void fill(const kw_model_config *c, int layer, int p0, int n, float *k, float *v,
+                 int32_t *pos)
+{
+    for (int t = 0; t < n; t++) {
+        pos[t] = p0 + t;
+        for (int h = 0; h < c->n_head_kv; h++)
+            for (int i = 0; i < c->head_dim; i++) {
+                k[(t * c->n_head_kv + h) * c->head_dim + i] = val(layer, h, p0 + t, i, 0);
+                v[(t * c->n_head_kv + h) * c->head_dim + i] = val(layer, h, p0 + t, i, 1);
+            }
+    }
+}
+
+static void append(kw_kvseq *s, const kw_model_config *c, int p0, int n)
+{
+    float *k = malloc(sizeof(float) * n * c->n_head_kv * c->head_dim);
+    float *v = malloc(sizeof(float) * n * c->n_head_kv * c->head_dim);
+    int32_t *pos = malloc(sizeof(int32_t) * n);
+    for (int l = 0; l < c->n_layer; l++) {
+        fill(c, l, p0, n, k, v, pos);
+        assert_int_equal(kw_kvseq_append(s, l, k, v, pos, n), 0);
+    }
+    free(k), free(v), free(pos);
+}
+
+/* token j of (l, h) holds position want_pos and its values */
+static void check_token(const kw_kvseq *s, const kw_model_config *c, int l, int h, int j,
+                        int want_pos)
+{
+    const float *k, *v;
+    int32_t pos;
+    assert_int_equal(kw_kvseq_token(s, l, h, j, &k, &v, &pos), 0);
+    assert_int_equal(pos, want_pos);
+    for (int i = 0; i < c->head_dim; i++) {
+        assert_true(k[i] == val(l, h, want_pos, i, 0));
+        assert_true(v[i] == val(l, h, want_pos, i, 1));
+    }
+}
+
+static void test_kvpool_append_spans_pages(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *s = kw_kvseq_new(p);
+    append(s, &c, 0, 3);
+    append(s, &c, 3, 7); /* 10 tokens: 3 pages per table */
+    assert_int_equal(kw_kvseq_pages_held(s), 3 * 2 * 2);
+    assert_int_equal(kw_kvpool_free_pages(p), 64 - 12);
+    for (int l = 0; l < 2; l++)
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 10; j++)
+                check_token(s, &c, l, h, j, j);
+    s = kw_kvseq_free(s);
+    assert_int_equal(kw_kvpool_free_pages(p), 64);
+    p = kw_kvpool_free(p);
+}
+
+static void test_kvpool_full_pool_refuses(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 4; /* one page per (layer, head) */
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *s = kw_kvseq_new(p);
+    append(s, &c, 0, 4);
+    float k[64] = {1}, v[64] = {1};
+    int32_t pos[1] = {4};
+    assert_int_equal(kw_kvseq_append(s, 0, k, v, pos, 1), KW_ELIMIT);
+    assert_int_equal(kw_kvseq_len(s, 0, 0), 4);
+    kw_kvseq_free(s);
+    kw_kvpool_free(p);
+}
+
+static void test_kvpool_fork_shares_full_pages_copies_partial(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *a = kw_kvseq_new(p);
+    append(a, &c, 0, 10); /* 2 full + 1 partial page per table */
+    int64_t before = kw_kvpool_free_pages(p);
+    kw_kvseq *b = kw_kvseq_fork(a);
+    assert_non_null(b);
+    assert_int_equal(before - kw_kvpool_free_pages(p), 4); /* one copy per table */
+    int na, nb;
+    const int32_t *pa = kw_kvseq_pages(a, 1, 1, &na), *pb = kw_kvseq_pages(b, 1, 1, &nb);
+    assert_int_equal(na, 3);
+    assert_int_equal(nb, 3);
+    assert_int_equal(pa[0], pb[0]);
+    assert_int_equal(pa[1], pb[1]);
+    assert_int_not_equal(pa[2], pb[2]);
+    /* divergent continuations: a gets positions 10.., b gets 100.. */
+    append(a, &c, 10, 5);
+    append(b, &c, 100, 3);
+    for (int l = 0; l < 2; l++)
+        for (int h = 0; h < 2; h++) {
+            for (int j = 0; j < 15; j++)
+                check_token(a, &c, l, h, j, j);
+            for (int j = 0; j < 10; j++)
+                check_token(b, &c, l, h, j, j);
+            for (int j = 10; j < 13; j++)
+                check_token(b, &c, l, h, j, 100 + j - 10);
+        }
+    /* evicting in b copies the shared pages it writes and leaves a alone */
+    int32_t keep[] = {1, 5, 6, 11};
+    assert_int_equal(kw_kvseq_keep(b, 0, 1, keep, 4), 0);
+    assert_int_equal(kw_kvseq_len(b, 0, 1), 4);
+    check_token(b, &c, 0, 1, 0, 1);
+    check_token(b, &c, 0, 1, 1, 5);
+    check_token(b, &c, 0, 1, 3, 101);
+    for (int j = 0; j < 15; j++)
+        check_token(a, &c, 0, 1, j, j);
+    a = kw_kvseq_free(a);
+    b = kw_kvseq_free(b);
+    assert_int_equal(kw_kvpool_free_pages(p), 64);
+    kw_kvpool_free(p);
+}
+
+static void test_kvpool_keep_frees_pages(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *s = kw_kvseq_new(p);
+    append(s, &c, 0, 16);
+    int64_t f0 = kw_kvpool_free_pages(p);
+    int32_t keep[] = {0, 3, 9, 15, 14};
+    assert_int_equal(kw_kvseq_keep(s, 1, 0, keep, 5), KW_EINVAL); /* not increasing */
+    assert_int_equal(kw_kvseq_keep(s, 1, 0, keep, 4), 0);
+    assert_int_equal(kw_kvpool_free_pages(p) - f0, 3);
+    check_token(s, &c, 1, 0, 2, 9);
+    check_token(s, &c, 1, 0, 3, 15);
+    /* appending after eviction goes on in the packed table */
+    append(s, &c, 16, 1);
+    check_token(s, &c, 1, 0, 4, 16);
+    kw_kvseq_free(s);
+    kw_kvpool_free(p);
+}
+
+static void test_view_dense_and_tokens(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *s = kw_kvseq_new(p);
+    append(s, &c, 0, 10);
+    kw_view *w = kw_view_new();
+    assert_int_equal(kw_view_dense(w, s, 0, false), 0);
+    assert_int_equal(w->n_rows, 2);
+    assert_int_equal(kw_view_row_tokens(w, 0), 10);
+    assert_int_equal(kw_view_row_tokens(w, 1), 10);
+    assert_int_equal(w->row_ptr[1], 3);
+    assert_int_equal(kw_view_dense(w, s, 1, true), 0);
+    assert_int_equal(w->n_rows, 4);
+    assert_int_equal(kw_view_tokens(w), 40);
+    /* token spans merge when contiguous */
+    kw_view_reset(w, 2, false);
+    kw_view_begin_row(w, 1);
+    kw_view_add_token(w, s, 0, 1, 1);
+    kw_view_add_token(w, s, 0, 1, 2);
+    kw_view_add_token(w, s, 0, 1, 3);
+    kw_view_add_token(w, s, 0, 1, 4); /* next page */
+    kw_view_add_token(w, s, 0, 1, 7);
+    assert_int_equal(w->row_ptr[0], 0);
+    assert_int_equal(w->row_ptr[1], 0);
+    assert_int_equal(w->row_ptr[2], 3);
+    assert_int_equal(w->spans[0].first, 1);
+    assert_int_equal(w->spans[0].n, 3);
+    assert_int_equal(w->spans[2].first, 3);
+    assert_int_equal(kw_view_begin_row(w, 0), KW_EINVAL); /* rows go forward only */
+    kw_view_free(w);
+    kw_kvseq_free(s);
+    kw_kvpool_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kvpool_append_spans_pages),
+        cmocka_unit_test(test_kvpool_full_pool_refuses),
+        cmocka_unit_test(test_kvpool_fork_shares_full_pages_copies_partial),
+        cmocka_unit_test(test_kvpool_keep_frees_pages),
+        cmocka_unit_test(test_view_dense_and_tokens),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
