@@ -1,2 +1,537 @@
-/* placeholder: filled in by its owner */
-typedef int kw__placeholder_forward;
+/* The CPU forward pass: the layer loop and its hook calls (ARCHITECTURE.md s4).
+ *
+ * One step runs a batch whose sequences each bring a contiguous range of tokens (a
+ * prefill chunk or one decode token). Per layer: norm, QKV, on_kv (K before RoPE),
+ * RoPE, append to the pool (K before RoPE when the pool says so), dense views, SELECT
+ * hooks, materialize, attention over the views (causal by stored position), after_attn,
+ * on_prefill_end, output projection and the SwiGLU MLP. Extra tensors (LSE,
+ * observation-window probabilities) are computed only when a hook needs them. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward.h"
+#include "kernels.h"
+
+typedef struct kw_lw {
+    const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* wq (n_head*hd, n_embd) */
+    const float *ffn_norm, *wgate, *wup, *wdown;                /* wdown (n_embd, n_ff) */
+} kw_lw;
+
+struct kw_fwd {
+    kw_model_config cfg;
+    const float *tok_embd, *out_norm, *output; /* (n_vocab, n_embd) */
+    kw_lw *L;
+    float *inv_freq;
+    float **owned;
+    int n_owned;
+    int max_tok;
+    float *x, *xn, *q, *k, *v, *att, *gate, *up, *lse, *rows;
+    kw_view *views[KW_FWD_MAX_SEQ];
+};
+
+const kw_model_config *kw__fwd_cfg(const kw_fwd *f) { return &f->cfg; }
+
+/* An f32 view of a tensor with the expected shape; optional when `opt`. */
+static int weight(kw_fwd *f, const kw_model *m, const char *name, int64_t d0, int64_t d1,
+                  bool opt, const float **out, kw_error *err)
+{
+    *out = NULL;
+    const kw_tensor *t = kw_model_tensor(m, name);
+    if (!t)
+        return opt ? 0 : kw_error_set(err, KW_ENOTFOUND, "model: tensor '%s' is missing", name);
+    int64_t n = kw_tensor_nelems(t);
+    bool ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
+                 : (n == d0 && (t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1)));
+    if (!ok)
+        return kw_error_set(err, KW_EFORMAT, "model: tensor '%s' has shape (%lld, %lld), "
+                            "expected (%lld, %lld)", name, (long long)t->shape[0],
+                            t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)d0,
+                            (long long)d1);
+    if (t->dtype == KW_DT_F32) {
+        *out = t->data;
+        return 0;
+    }
+    float *buf;
+    int rc = kw_tensor_to_f32(t, &buf, err);
+    if (rc < 0)
+        return kw_error_prefix(err, "model: tensor '%s': ", name);
+    float **o = realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o);
+    if (!o) {
+        free(buf);
+        return kw_error_set(err, KW_ENOMEM, "model: out of memory");
+    }
+    f->owned = o;
+    f->owned[f->n_owned++] = buf;
+    *out = buf;
+    return 0;
+}
+
+static int load_layer(kw_fwd *f, const kw_model *m, int l, kw_error *err)
+{
+    const kw_model_config *c = &f->cfg;
+    int64_t E = c->n_embd, qd = (int64_t)c->n_head * c->head_dim,
+            kd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    kw_lw *w = &f->L[l];
+    char nm[96];
+    int rc = 0;
+#define W(field, suffix, d0, d1, opt)                                            \
+    if (rc == 0) {                                                               \
+        snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                         \
+        rc = weight(f, m, nm, d0, d1, opt, &w->field, err);                      \
+    }
+    W(attn_norm, "attn_norm.weight", E, 0, false)
+    W(wq, "attn_q.weight", qd, E, false)
+    W(wk, "attn_k.weight", kd, E, false)
+    W(wv, "attn_v.weight", kd, E, false)
+    W(bq, "attn_q.bias", qd, 0, !c->qkv_bias)
+    W(bk, "attn_k.bias", kd, 0, !c->qkv_bias)
+    W(bv, "attn_v.bias", kd, 0, !c->qkv_bias)
+    W(wo, "attn_output.weight", E, qd, false)
+    W(ffn_norm, "ffn_norm.weight", E, 0, false)
+    W(wgate, "ffn_gate.weight", F, E, false)
+    W(wup, "ffn_up.weight", F, E, false)
+    W(wdown, "ffn_down.weight", E, F, false)
+#undef W
+    return rc;
+}
+
+static int alloc_scratch(kw_fwd *f)
+{
+    const kw_model_config *c = &f->cfg;
+    size_t T = (size_t)f->max_tok, E = (size_t)c->n_embd,
+           qd = (size_t)c->n_head * c->head_dim, kd = (size_t)c->n_head_kv * c->head_dim;
+    f->x = malloc(T * E * sizeof(float));
+    f->xn = malloc(T * E * sizeof(float));
+    f->q = malloc(T * qd * sizeof(float));
+    f->k = malloc(T * kd * sizeof(float));
+    f->v = malloc(T * kd * sizeof(float));
+    f->att = malloc(T * qd * sizeof(float));
+    f->gate = malloc(T * (size_t)c->n_ff * sizeof(float));
+    f->up = malloc(T * (size_t)c->n_ff * sizeof(float));
+    f->lse = malloc(T * (size_t)c->n_head * sizeof(float));
+    f->rows = malloc(T * E * sizeof(float));
+    f->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
+    if (!f->x || !f->xn || !f->q || !f->k || !f->v || !f->att || !f->gate || !f->up
+        || !f->lse || !f->rows || !f->inv_freq)
+        return KW_ENOMEM;
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+        if (!(f->views[i] = kw_view_new()))
+            return KW_ENOMEM;
+    return 0;
+}
+
+int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
+{
+    *out = NULL;
+    const kw_model_config *c = &m->cfg;
+    if (c->n_layer < 1 || c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv
+        || c->head_dim < 2 || c->head_dim % 2 || c->n_embd < 1 || c->n_ff < 1
+        || c->n_vocab < 1 || max_tok < 1)
+        return kw_error_set(err, KW_EINVAL, "model '%s': unsupported shape (layers %d, "
+                            "heads %d/%d, head_dim %d)", m->name ? m->name : "?",
+                            c->n_layer, c->n_head, c->n_head_kv, c->head_dim);
+    kw_fwd *f = calloc(1, sizeof *f);
+    if (!f)
+        return kw_error_set(err, KW_ENOMEM, "forward: out of memory");
+    f->cfg = *c;
+    f->max_tok = max_tok;
+    f->L = calloc((size_t)c->n_layer, sizeof *f->L);
+    int rc = f->L && alloc_scratch(f) == 0 ? 0
+                                             : kw_error_set(err, KW_ENOMEM, "forward: out of memory");
+    int64_t E = c->n_embd, V = c->n_vocab;
+    if (rc == 0)
+        rc = weight(f, m, "token_embd.weight", V, E, false, &f->tok_embd, err);
+    if (rc == 0)
+        rc = weight(f, m, "output_norm.weight", E, 0, false, &f->out_norm, err);
+    if (rc == 0)
+        rc = weight(f, m, "output.weight", V, E, true, &f->output, err);
+    if (rc == 0 && !f->output)
+        f->output = f->tok_embd; /* tied */
+    for (int l = 0; rc == 0 && l < c->n_layer; l++)
+        rc = load_layer(f, m, l, err);
+    if (rc < 0) {
+        kw__fwd_free(f);
+        return rc;
+    }
+    kw_rope_inv_freq(c, f->inv_freq);
+    *out = f;
+    return 0;
+}
+
+kw_fwd *kw__fwd_free(kw_fwd *f)
+{
+    if (!f)
+        return NULL;
+    for (int i = 0; i < f->n_owned; i++)
+        free(f->owned[i]);
+    free(f->owned);
+    free(f->L);
+    free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->att);
+    free(f->gate), free(f->up), free(f->lse), free(f->rows), free(f->inv_freq);
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+        kw_view_free(f->views[i]);
+    free(f);
+    return NULL;
+}
+
+/* ---- hook dispatch ---- */
+
+/* The sequences of the step that share one hook instance at one stack index. */
+typedef struct hgroup {
+    const kw_kvhook *h;
+    void *st;
+    int idx, n;
+    int si[KW_FWD_MAX_SEQ];
+    kw_seq *seqs[KW_FWD_MAX_SEQ];
+    int first[KW_FWD_MAX_SEQ], ntok[KW_FWD_MAX_SEQ];
+    bool pre[KW_FWD_MAX_SEQ], last[KW_FWD_MAX_SEQ];
+    kw_view *views[KW_FWD_MAX_SEQ];
+    const float *probs[KW_FWD_MAX_SEQ];
+    int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
+    kw_batch b;
+} hgroup;
+
+typedef struct stepctx {
+    kw_fwd *f;
+    kw_kvpool *pool;
+    kw_fwd_step *s;
+    hgroup *g;
+    int n_g;
+    uint32_t needs;
+    float *probs[KW_FWD_MAX_SEQ];
+    int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
+    bool want_obs[KW_FWD_MAX_SEQ];
+} stepctx;
+
+static int build_groups(stepctx *c)
+{
+    kw_fwd_step *s = c->s;
+    c->g = calloc((size_t)s->n_seq * KW_MAX_HOOKS + 1, sizeof *c->g);
+    if (!c->g)
+        return KW_ENOMEM;
+    for (int idx = 0; idx < KW_MAX_HOOKS; idx++)
+        for (int i = 0; i < s->n_seq; i++) {
+            const kw_hookstack *hs = s->stacks ? s->stacks[i] : NULL;
+            if (!hs || idx >= hs->n)
+                continue;
+            if (hs->hooks[idx]->needs & KW_NEED_OBS_PROBS && s->last_chunk[i])
+                c->want_obs[i] = true;
+            c->needs |= hs->hooks[idx]->needs;
+            hgroup *g = NULL;
+            for (int k = 0; k < c->n_g && !g; k++)
+                if (c->g[k].idx == idx && c->g[k].h == hs->hooks[idx]
+                    && c->g[k].st == hs->states[idx])
+                    g = &c->g[k];
+            if (!g) {
+                g = &c->g[c->n_g++];
+                g->h = hs->hooks[idx];
+                g->st = hs->states[idx];
+                g->idx = idx;
+            }
+            int j = g->n++;
+            g->si[j] = i;
+            g->seqs[j] = s->seqs[i];
+            g->first[j] = s->tok_first[i];
+            g->ntok[j] = s->tok_n[i];
+            g->pre[j] = s->prefill[i];
+            g->last[j] = s->last_chunk[i];
+            g->views[j] = c->f->views[i];
+        }
+    for (int k = 0; k < c->n_g; k++) {
+        hgroup *g = &c->g[k];
+        g->b = (kw_batch){.n_seq = g->n, .seqs = g->seqs, .tok_first = g->first,
+                          .tok_n = g->ntok, .pos = s->pos, .prefill = g->pre,
+                          .last_chunk = g->last};
+    }
+    return 0;
+}
+
+static void group_fail(stepctx *c, const hgroup *g, int rc)
+{
+    for (int j = 0; j < g->n; j++)
+        if (c->s->seq_rc[g->si[j]] == 0)
+            c->s->seq_rc[g->si[j]] = rc;
+}
+
+enum { CALL_ON_KV, CALL_SELECT, CALL_MATERIALIZE, CALL_AFTER_ATTN, CALL_PREFILL_END };
+
+static void call_hooks(stepctx *c, int layer, int which, const kw_attn_stats *stats)
+{
+    kw_fwd *f = c->f;
+    for (int k = 0; k < c->n_g; k++) {
+        hgroup *g = &c->g[k];
+        kw_lctx lc = {.layer = layer, .hook_index = g->idx, .cfg = &f->cfg, .pool = c->pool,
+                      .obs_window = c->s->obs_window};
+        int rc = 0;
+        switch (which) {
+        case CALL_ON_KV:
+            if (g->h->on_kv)
+                rc = g->h->on_kv(g->st, &lc, &g->b, f->k, f->v);
+            break;
+        case CALL_SELECT:
+            if (g->h->select)
+                rc = g->h->select(g->st, &lc, &g->b, f->q, g->views);
+            break;
+        case CALL_MATERIALIZE:
+            if (g->h->materialize)
+                rc = g->h->materialize(g->st, &lc, &g->b, g->views);
+            break;
+        case CALL_AFTER_ATTN:
+            if (g->h->after_attn) {
+                for (int j = 0; j < g->n; j++) {
+                    g->probs[j] = c->probs[g->si[j]];
+                    g->obs_n[j] = c->obs_n[g->si[j]];
+                    g->obs_len[j] = c->obs_len[g->si[j]];
+                }
+                kw_attn_stats a = *stats;
+                a.probs = g->probs;
+                a.obs_n = g->obs_n;
+                a.obs_len = g->obs_len;
+                a.views = (const kw_view *const *)g->views;
+                rc = g->h->after_attn(g->st, &lc, &g->b, &a);
+            }
+            break;
+        case CALL_PREFILL_END: {
+            if (!g->h->on_prefill_end)
+                break;
+            hgroup sub = *g;
+            sub.n = 0;
+            for (int j = 0; j < g->n; j++)
+                if (g->last[j]) {
+                    sub.si[sub.n] = g->si[j];
+                    sub.seqs[sub.n] = g->seqs[j];
+                    sub.first[sub.n] = g->first[j];
+                    sub.ntok[sub.n] = g->ntok[j];
+                    sub.pre[sub.n] = g->pre[j];
+                    sub.last[sub.n] = true;
+                    sub.n++;
+                }
+            if (sub.n == 0)
+                break;
+            sub.b = (kw_batch){.n_seq = sub.n, .seqs = sub.seqs, .tok_first = sub.first,
+                               .tok_n = sub.ntok, .pos = c->s->pos, .prefill = sub.pre,
+                               .last_chunk = sub.last};
+            rc = g->h->on_prefill_end(g->st, &lc, &sub.b);
+            if (rc < 0)
+                group_fail(c, &sub, rc);
+            rc = 0;
+            break;
+        }
+        }
+        if (rc < 0)
+            group_fail(c, g, rc);
+    }
+}
+
+/* Probabilities of the last obs_n queries of sequence i over its view rows, from the
+ * LSE the attention kernel returned. */
+static int obs_probs(stepctx *c, int i)
+{
+    kw_fwd *f = c->f;
+    const kw_model_config *cf = &f->cfg;
+    const kw_view *w = f->views[i];
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int hd = cf->head_dim, H = cf->n_head, g = H / cf->n_head_kv, P = mem.page_tokens;
+    int n = c->s->tok_n[i] < c->s->obs_window ? c->s->tok_n[i] : c->s->obs_window, len = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        int rl = kw_view_row_tokens(w, r);
+        len = rl > len ? rl : len;
+    }
+    free(c->probs[i]);
+    c->probs[i] = calloc((size_t)n * H * (len ? len : 1), sizeof(float));
+    if (!c->probs[i])
+        return KW_ENOMEM;
+    c->obs_n[i] = n;
+    c->obs_len[i] = len;
+    float scale = 1.f / sqrtf((float)hd);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int qi = 0; qi < n; qi++)
+        for (int h = 0; h < H; h++) {
+            int t = c->s->tok_first[i] + c->s->tok_n[i] - n + qi, r = w->per_qhead ? h : h / g;
+            const float *q = f->q + ((int64_t)t * H + h) * hd;
+            float lse = f->lse[(int64_t)t * H + h], kb[512];
+            float *out = c->probs[i] + ((int64_t)qi * H + h) * len;
+            int col = 0;
+            for (int sp = w->row_ptr[r]; sp < w->row_ptr[r + 1]; sp++) {
+                const kw_span *s = &w->spans[sp];
+                const float *pg = mem.base[s->pool] + (int64_t)s->page * 2 * P * hd;
+                const int32_t *pp = mem.pos[s->pool] + (int64_t)s->page * P;
+                for (int cs = s->first; cs < s->first + s->n; cs++, col++) {
+                    if (pp[cs] > c->s->pos[t])
+                        continue;
+                    const float *k = pg + (int64_t)cs * hd;
+                    if (mem.pre_rope && hd <= 512) {
+                        memcpy(kb, k, (size_t)hd * sizeof(float));
+                        kw_k_rope(KW_BK_CPU, NULL, kb, &pp[cs], 1, 1, hd, f->inv_freq,
+                                  cf->rope_layout);
+                        k = kb;
+                    }
+                    float d = 0;
+                    for (int x = 0; x < hd; x++)
+                        d += q[x] * k[x];
+                    out[col] = expf(d * scale - lse);
+                }
+            }
+        }
+    return 0;
+}
+
+/* ---- the layer loop ---- */
+
+static int attention(stepctx *c, int layer, int n_tok)
+{
+    kw_fwd *f = c->f;
+    kw_fwd_step *s = c->s;
+    const kw_model_config *cf = &f->cfg;
+    int hd = cf->head_dim, rc;
+    for (int i = 0; i < s->n_seq; i++)
+        if ((rc = kw_view_dense(f->views[i], s->seqs[i]->kv, layer, false)) < 0)
+            return rc;
+    call_hooks(c, layer, CALL_SELECT, NULL);
+    call_hooks(c, layer, CALL_MATERIALIZE, NULL);
+    int off[KW_FWD_MAX_SEQ + 1];
+    for (int i = 0; i < s->n_seq; i++)
+        off[i] = s->tok_first[i];
+    off[s->n_seq] = n_tok;
+    bool want_lse = c->needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS);
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    kw_attn_args a = {.mem = mem, .n_seq = s->n_seq,
+                      .views = (const kw_view *const *)f->views, .tok_off = off, .q = f->q,
+                      .q_pos = s->pos, .n_head = cf->n_head, .n_kv = cf->n_head_kv,
+                      .scale = 1.f / sqrtf((float)hd),
+                      .inv_freq = mem.pre_rope ? f->inv_freq : NULL,
+                      .layout = cf->rope_layout, .out = f->att,
+                      .lse = want_lse ? f->lse : NULL};
+    if ((rc = kw_k_attn_view(KW_BK_CPU, NULL, &a)) < 0)
+        return rc;
+    for (int i = 0; i < s->n_seq; i++) {
+        int64_t nv = kw_view_tokens(f->views[i]);
+        s->attended += f->views[i]->per_qhead ? nv / (cf->n_head / cf->n_head_kv) : nv;
+        if (c->want_obs[i] && (rc = obs_probs(c, i)) < 0)
+            return rc;
+    }
+    kw_attn_stats st = {.lse = want_lse ? f->lse : NULL, .n_head = cf->n_head};
+    call_hooks(c, layer, CALL_AFTER_ATTN, &st);
+    call_hooks(c, layer, CALL_PREFILL_END, NULL);
+    return 0;
+}
+
+static int layer_run(stepctx *c, int l, int n_tok)
+{
+    kw_fwd *f = c->f;
+    kw_fwd_step *s = c->s;
+    const kw_model_config *cf = &f->cfg;
+    const kw_lw *w = &f->L[l];
+    int E = cf->n_embd, hd = cf->head_dim, qd = cf->n_head * hd, kd = cf->n_head_kv * hd;
+    int rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->x, w->attn_norm, f->xn, n_tok, E, cf->norm_eps);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wq, w->bq, f->q, n_tok, qd, E);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wk, w->bk, f->k, n_tok, kd, E);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wv, w->bv, f->v, n_tok, kd, E);
+    if (rc < 0)
+        return rc;
+    call_hooks(c, l, CALL_ON_KV, NULL);
+    rc = kw_k_rope(KW_BK_CPU, NULL, f->q, s->pos, n_tok, cf->n_head, hd, f->inv_freq,
+                   cf->rope_layout);
+    if (rc == 0 && !kw_kvpool_options(c->pool)->pre_rope)
+        rc = kw_k_rope(KW_BK_CPU, NULL, f->k, s->pos, n_tok, cf->n_head_kv, hd, f->inv_freq,
+                       cf->rope_layout);
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < s->n_seq; i++) {
+        int t0 = s->tok_first[i];
+        int ra = kw_kvseq_append(s->seqs[i]->kv, l, f->k + (int64_t)t0 * kd,
+                                 f->v + (int64_t)t0 * kd, s->pos + t0, s->tok_n[i]);
+        if (ra < 0 && s->seq_rc[i] == 0)
+            s->seq_rc[i] = ra;
+    }
+    if ((rc = attention(c, l, n_tok)) < 0)
+        return rc;
+    rc = kw_k_linear(KW_BK_CPU, NULL, f->att, w->wo, NULL, f->xn, n_tok, E, qd);
+    if (rc == 0)
+        rc = kw_k_add(KW_BK_CPU, NULL, f->x, f->xn, (int64_t)n_tok * E);
+    if (rc == 0)
+        rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->x, w->ffn_norm, f->xn, n_tok, E, cf->norm_eps);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wgate, NULL, f->gate, n_tok, cf->n_ff, E);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wup, NULL, f->up, n_tok, cf->n_ff, E);
+    if (rc == 0)
+        rc = kw_k_swiglu(KW_BK_CPU, NULL, f->gate, f->up, f->gate, (int64_t)n_tok * cf->n_ff);
+    if (rc == 0)
+        rc = kw_k_linear(KW_BK_CPU, NULL, f->gate, w->wdown, NULL, f->xn, n_tok, E, cf->n_ff);
+    if (rc == 0)
+        rc = kw_k_add(KW_BK_CPU, NULL, f->x, f->xn, (int64_t)n_tok * E);
+    return rc;
+}
+
+static int check_step(const kw_fwd *f, const kw_fwd_step *s, int *n_tok, kw_error *err)
+{
+    if (s->n_seq < 1 || s->n_seq > KW_FWD_MAX_SEQ)
+        return kw_error_set(err, KW_EINVAL, "forward: %d sequences in a step (1..%d)",
+                            s->n_seq, KW_FWD_MAX_SEQ);
+    int t = 0;
+    for (int i = 0; i < s->n_seq; i++) {
+        if (s->tok_first[i] != t || s->tok_n[i] < 1)
+            return kw_error_set(err, KW_EINVAL, "forward: sequence %d has tokens [%d, +%d), "
+                                "expected to start at %d", i, s->tok_first[i], s->tok_n[i], t);
+        t += s->tok_n[i];
+    }
+    if (t > f->max_tok)
+        return kw_error_set(err, KW_ELIMIT, "forward: %d tokens in a step, at most %d", t,
+                            f->max_tok);
+    if (s->n_logits > t)
+        return kw_error_set(err, KW_EINVAL, "forward: %d logit rows for %d tokens",
+                            s->n_logits, t);
+    for (int i = 0; i < s->n_logits; i++)
+        if (s->logit_tok[i] < 0 || s->logit_tok[i] >= t)
+            return kw_error_set(err, KW_EINVAL, "forward: logit row %d is token %d of %d", i,
+                                s->logit_tok[i], t);
+    *n_tok = t;
+    return 0;
+}
+
+int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
+{
+    int n_tok = 0, rc = check_step(f, s, &n_tok, err);
+    if (rc < 0)
+        return rc;
+    const kw_model_config *cf = &f->cfg;
+    memset(s->seq_rc, 0, sizeof s->seq_rc);
+    s->attended = 0;
+    stepctx c = {.f = f, .pool = pool, .s = s};
+    if ((rc = build_groups(&c)) < 0)
+        return kw_error_set(err, rc, "forward: out of memory");
+    rc = kw_k_embed(KW_BK_CPU, NULL, f->tok_embd, cf->n_vocab, cf->n_embd, s->ids, n_tok, f->x);
+    if (rc < 0)
+        kw_error_set(err, rc, "forward: a token id is outside the vocabulary of %d", cf->n_vocab);
+    for (int l = 0; rc == 0 && l < cf->n_layer; l++)
+        if ((rc = layer_run(&c, l, n_tok)) < 0)
+            kw_error_set(err, rc, "forward: layer %d failed (%s)", l, kw_strerror(rc));
+    for (int k = 0; rc == 0 && k < c.n_g; k++) {
+        hgroup *g = &c.g[k];
+        kw_sctx sc = {.step = s->step, .hook_index = g->idx, .pool = pool};
+        int hr = g->h->step_end ? g->h->step_end(g->st, &sc, &g->b) : 0;
+        if (hr < 0)
+            group_fail(&c, g, hr);
+    }
+    if (rc == 0 && s->n_logits > 0) {
+        for (int i = 0; i < s->n_logits; i++)
+            memcpy(f->rows + (int64_t)i * cf->n_embd, f->x + (int64_t)s->logit_tok[i] * cf->n_embd,
+                   (size_t)cf->n_embd * sizeof(float));
+        rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->rows, f->out_norm, f->rows, s->n_logits,
+                          cf->n_embd, cf->norm_eps);
+        if (rc == 0)
+            rc = kw_k_linear(KW_BK_CPU, NULL, f->rows, f->output, NULL, s->logits, s->n_logits,
+                             cf->n_vocab, cf->n_embd);
+        if (rc < 0)
+            kw_error_set(err, rc, "forward: output head failed");
+    }
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+        free(c.probs[i]);
+    free(c.g);
+    return rc;
+}

@@ -7,8 +7,8 @@
  *
  *   QKV projection -> on_kv (K before RoPE) -> RoPE and append to the pool
  *   -> select (each SELECT hook in stack order refines the view) -> materialize
- *   -> attention over the view -> after_attn (LSE / observation probabilities) -> MLP
- *   ... on_prefill_end after the layer loop of the step that ends a prompt
+ *   -> attention over the view -> after_attn (LSE / observation probabilities)
+ *   -> on_prefill_end (only sequences whose prompt ends in this step) -> MLP
  *   ... step_end once per step.
  *
  * Stack rules (checked by kw_hookstack_check): at most one EVICT hook and at most one
@@ -80,12 +80,14 @@ typedef struct kw_seq {
     int64_t meta_bytes; /* hooks add their metadata here for the memory figures */
 } kw_seq;
 
-/* The sequences of a step that a call concerns, and their token ranges in the step's
- * activations: sequence i has tokens [tok_off[i], tok_off[i+1]) at positions pos[...]. */
+/* The sequences of a step that a call concerns (those whose stack holds the hook), and
+ * their token ranges in the step's activations: sequence i has the step's tokens
+ * [tok_first[i], tok_first[i] + tok_n[i]) at positions pos[...]. */
 typedef struct kw_batch {
     int n_seq;
     kw_seq **seqs;
-    const int *tok_off;    /* (n_seq + 1), relative to the step's first token */
+    const int *tok_first;  /* (n_seq) */
+    const int *tok_n;      /* (n_seq) */
     const int32_t *pos;    /* (n_tok) of the whole step */
     const bool *prefill;   /* (n_seq) the tokens are prompt tokens */
     const bool *last_chunk; /* (n_seq) this step ends the prompt */
@@ -108,17 +110,20 @@ typedef struct kw_sctx {
     kw_kvpool *pool;
 } kw_sctx;
 
-/* Attention statistics for after_attn. lse: (n_tok, n_head) of the step, in the step's
- * token order (NULL unless some hook needs LSE). probs[i] for sequence i of the batch:
- * (w_i, n_head, row tokens of the query head's row) in view order, the probabilities
- * of the last w_i <= obs_window prompt queries, NULL unless needed and this step ends
- * the prompt. view[i] is the view attention read. */
+/* Attention statistics for after_attn. lse: (n_tok, n_head) of the whole step, in the
+ * step's token order (NULL unless some hook needs LSE). probs[i] for sequence i of the
+ * batch: (obs_n[i], n_head, obs_len[i]) the probabilities of its last obs_n[i] <=
+ * obs_window prompt queries over the tokens of the query head's view row, in view order
+ * (obs_len[i] is the longest row; shorter rows are padded with zeros). probs[i] is NULL
+ * unless some hook needs OBS_PROBS and this step ends the prompt. views[i] is the view
+ * attention read. */
 typedef struct kw_attn_stats {
     const float *lse;
     int n_head;
     const float *const *probs;
-    const int *obs_n;              /* (n_seq) w_i */
-    const kw_view *const *views;   /* (n_seq) */
+    const int *obs_n;
+    const int *obs_len;
+    const kw_view *const *views;
 } kw_attn_stats;
 
 typedef struct kw_kvhook {

@@ -1,0 +1,43 @@
+/* The CPU forward pass with hooks (internal to the runtime): weights as f32, one step
+ * over a batch of sequences (prefill chunks and decode tokens mixed). */
+#ifndef KW_RUNTIME_FORWARD_H
+#define KW_RUNTIME_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvweave/kvhook.h"
+#include "kvweave/kvpool.h"
+#include "kvweave/model.h"
+
+typedef struct kw_fwd kw_fwd;
+
+/* Takes f32 views of the model's weights (F32 tensors are used in place, others are
+ * dequantized once); m must outlive the result. max_tok: tokens per step. */
+int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err);
+kw_fwd *kw__fwd_free(kw_fwd *f);
+const kw_model_config *kw__fwd_cfg(const kw_fwd *f);
+
+typedef struct kw_fwd_step {
+    int n_seq;
+    kw_seq **seqs;
+    const kw_hookstack *const *stacks; /* (n_seq) nullable entries */
+    const int *tok_first, *tok_n;      /* (n_seq) contiguous, in order */
+    const int32_t *ids, *pos;          /* (n_tok) */
+    const bool *prefill, *last_chunk;  /* (n_seq) */
+    const int *logit_tok;              /* (n_logits) step token indices */
+    int n_logits;
+    float *logits;                     /* (n_logits, n_vocab) */
+    int64_t step;
+    int obs_window;
+    int seq_rc[64];                    /* out: per sequence hook error (0 ok) */
+    int64_t attended;                  /* out: tokens read by attention (all layers) */
+} kw_fwd_step;
+
+/* Runs one step; the KV of all step tokens is appended to each sequence's kv. A hook
+ * error marks that sequence in seq_rc (the step still completes for the others). */
+int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err);
+
+#define KW_FWD_MAX_SEQ 64
+
+#endif

@@ -1,0 +1,350 @@
+/* Test support for the runtime tests. The weak definitions stand in for the dense
+ * kernels and model accessors until their own implementations are linked in (a strong
+ * definition always wins). */
+#include "runtime_support.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "kvweave/tensor.h"
+
+#define WEAK __attribute__((weak))
+
+WEAK int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
+                     const float *bias, float *y, int M, int N, int K)
+{
+#pragma omp parallel for collapse(2)
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float s = bias ? bias[n] : 0.f;
+            const float *a = x + (int64_t)m * K, *b = w + (int64_t)n * K;
+            for (int k = 0; k < K; k++)
+                s += a[k] * b[k];
+            y[(int64_t)m * N + n] = s;
+        }
+    return 0;
+}
+
+WEAK int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
+                      int rows, int dim, float eps)
+{
+    for (int r = 0; r < rows; r++) {
+        double ss = 0;
+        for (int i = 0; i < dim; i++)
+            ss += (double)x[(int64_t)r * dim + i] * x[(int64_t)r * dim + i];
+        float sc = (float)(1.0 / sqrt(ss / dim + eps));
+        for (int i = 0; i < dim; i++)
+            y[(int64_t)r * dim + i] = x[(int64_t)r * dim + i] * sc * g[i];
+    }
+    return 0;
+}
+
+WEAK int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_tok,
+                   int n_heads, int head_dim, const float *inv_freq, kw_rope_layout layout)
+{
+    for (int t = 0; t < n_tok; t++)
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((int64_t)t * n_heads + h) * head_dim;
+            for (int i = 0; i < head_dim / 2; i++) {
+                float a = (float)pos[t] * inv_freq[i], c = cosf(a), s = sinf(a);
+                int i0 = layout == KW_ROPE_INTERLEAVED ? 2 * i : i;
+                int i1 = layout == KW_ROPE_INTERLEAVED ? 2 * i + 1 : i + head_dim / 2;
+                float x0 = v[i0], x1 = v[i1];
+                v[i0] = x0 * c - x1 * s;
+                v[i1] = x0 * s + x1 * c;
+            }
+        }
+    return 0;
+}
+
+WEAK void kw_rope_inv_freq(const kw_model_config *cfg, float *inv_freq)
+{
+    for (int i = 0; i < cfg->head_dim / 2; i++)
+        inv_freq[i] = (float)pow(cfg->rope_theta, -2.0 * i / cfg->head_dim);
+}
+
+WEAK int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up,
+                     float *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = gate[i] / (1.f + expf(-gate[i])) * up[i];
+    return 0;
+}
+
+WEAK int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
+                    const int32_t *ids, int n, float *out)
+{
+    for (int i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= n_rows)
+            return KW_ERANGE;
+        memcpy(out + (int64_t)i * dim, table + (int64_t)ids[i] * dim, (size_t)dim * sizeof(float));
+    }
+    return 0;
+}
+
+WEAK int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+    return 0;
+}
+
+WEAK const kw_tensor *kw_model_tensor(const kw_model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0)
+            return &m->tensors[i];
+    return NULL;
+}
+
+WEAK int64_t kw_tensor_nelems(const kw_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
+WEAK int kw_tensor_to_f32(const kw_tensor *t, float **out, kw_error *err)
+{
+    return kw_error_set(err, KW_ENOSYS, "no dequantizer linked");
+}
+
+/* ---- tiny model ---- */
+
+uint64_t rt_rand_u64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+double rt_rand01(uint64_t *s) { return (double)(rt_rand_u64(s) >> 11) / 9007199254740992.0; }
+
+kw_model_config rt_tiny_config(int arch_qwen2, kw_rope_layout layout)
+{
+    kw_model_config c = {0};
+    c.arch = arch_qwen2 ? KW_ARCH_QWEN2 : KW_ARCH_LLAMA;
+    c.n_layer = 3;
+    c.n_embd = 48;
+    c.n_head = 6;
+    c.n_head_kv = 2;
+    c.head_dim = 8;
+    c.n_ff = 80;
+    c.n_vocab = 97;
+    c.n_ctx_train = 4096;
+    c.norm_eps = 1e-5f;
+    c.rope_theta = 10000.f;
+    c.rope_layout = layout;
+    c.tie_embeddings = !arch_qwen2;
+    c.qkv_bias = arch_qwen2;
+    c.bos_id = 1;
+    c.eos_ids[0] = 2;
+    c.n_eos = 1;
+    return c;
+}
+
+static void add_tensor(kw_model *m, const char *name, int64_t d0, int64_t d1, double amp,
+                       double base, uint64_t *rs)
+{
+    kw_tensor *t = &m->tensors[m->n_tensors++];
+    int64_t n = d0 * (d1 ? d1 : 1);
+    float *d = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        d[i] = (float)(base + amp * (2 * rt_rand01(rs) - 1));
+    t->name = strdup(name);
+    t->dtype = KW_DT_F32;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = d;
+    t->nbytes = (size_t)n * sizeof(float);
+}
+
+kw_model *rt_tiny_model(const kw_model_config *cfg, uint64_t seed)
+{
+    kw_model *m = calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->name = strdup("tiny");
+    m->tensors = calloc((size_t)(4 + 16 * cfg->n_layer), sizeof(kw_tensor));
+    uint64_t rs = seed;
+    int E = cfg->n_embd, qd = cfg->n_head * cfg->head_dim, kd = cfg->n_head_kv * cfg->head_dim;
+    add_tensor(m, "token_embd.weight", cfg->n_vocab, E, 1.0, 0, &rs);
+    add_tensor(m, "output_norm.weight", E, 0, 0.2, 1.0, &rs);
+    if (!cfg->tie_embeddings)
+        add_tensor(m, "output.weight", cfg->n_vocab, E, 0.5, 0, &rs);
+    char nm[64];
+    for (int l = 0; l < cfg->n_layer; l++) {
+#define T(suf, d0, d1, amp, base)                                \
+    snprintf(nm, sizeof nm, "blk.%d." suf, l);                   \
+    add_tensor(m, nm, d0, d1, amp, base, &rs);
+        T("attn_norm.weight", E, 0, 0.2, 1.0)
+        T("attn_q.weight", qd, E, 2.0 / sqrt(E), 0)
+        T("attn_k.weight", kd, E, 2.0 / sqrt(E), 0)
+        T("attn_v.weight", kd, E, 1.5 / sqrt(E), 0)
+        if (cfg->qkv_bias) {
+            T("attn_q.bias", qd, 0, 0.3, 0)
+            T("attn_k.bias", kd, 0, 0.3, 0)
+            T("attn_v.bias", kd, 0, 0.3, 0)
+        }
+        T("attn_output.weight", E, qd, 1.5 / sqrt(qd), 0)
+        T("ffn_norm.weight", E, 0, 0.2, 1.0)
+        T("ffn_gate.weight", cfg->n_ff, E, 1.5 / sqrt(E), 0)
+        T("ffn_up.weight", cfg->n_ff, E, 1.5 / sqrt(E), 0)
+        T("ffn_down.weight", E, cfg->n_ff, 1.5 / sqrt(cfg->n_ff), 0)
+#undef T
+    }
+    return m;
+}
+
+void rt_tiny_free(kw_model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_tensors; i++) {
+        free((void *)m->tensors[i].name);
+        free((void *)m->tensors[i].data);
+    }
+    free(m->tensors);
+    free(m->name);
+    free(m);
+}
+
+/* ---- plain reference forward (double) ---- */
+
+static const float *W(const kw_model *m, const char *fmt, int l)
+{
+    char nm[64];
+    snprintf(nm, sizeof nm, fmt, l);
+    const kw_tensor *t = kw_model_tensor(m, nm);
+    return t ? t->data : NULL;
+}
+
+static void mat(const double *x, const float *w, const float *b, double *y, int n, int k)
+{
+    for (int i = 0; i < n; i++) {
+        double s = b ? b[i] : 0;
+        for (int j = 0; j < k; j++)
+            s += x[j] * w[(int64_t)i * k + j];
+        y[i] = s;
+    }
+}
+
+static void norm(const double *x, const float *g, double *y, int d, double eps)
+{
+    double ss = 0;
+    for (int i = 0; i < d; i++)
+        ss += x[i] * x[i];
+    double sc = 1 / sqrt(ss / d + eps);
+    for (int i = 0; i < d; i++)
+        y[i] = x[i] * sc * g[i];
+}
+
+static void rope(double *v, int pos, const kw_model_config *c)
+{
+    int d = c->head_dim;
+    for (int i = 0; i < d / 2; i++) {
+        double f = pow(c->rope_theta, -2.0 * i / d), a = pos * f;
+        int i0 = c->rope_layout == KW_ROPE_INTERLEAVED ? 2 * i : i;
+        int i1 = c->rope_layout == KW_ROPE_INTERLEAVED ? 2 * i + 1 : i + d / 2;
+        double x0 = v[i0], x1 = v[i1];
+        v[i0] = x0 * cos(a) - x1 * sin(a);
+        v[i1] = x0 * sin(a) + x1 * cos(a);
+    }
+}
+
+void rt_ref_forward(const kw_model *m, const int32_t *ids, int n, float *logits,
+                    rt_keep_fn keep, void *u, int keep_per_qhead)
+{
+    const kw_model_config *c = &m->cfg;
+    int E = c->n_embd, H = c->n_head, KV = c->n_head_kv, d = c->head_dim, F = c->n_ff;
+    int g = H / KV;
+    double *x = calloc((size_t)n * E, sizeof(double)), *xn = malloc(sizeof(double) * E);
+    double *q = malloc(sizeof(double) * (size_t)n * H * d), *k = malloc(sizeof(double) * (size_t)n * KV * d),
+           *v = malloc(sizeof(double) * (size_t)n * KV * d), *att = malloc(sizeof(double) * H * d),
+           *o = malloc(sizeof(double) * E), *ga = malloc(sizeof(double) * F),
+           *up = malloc(sizeof(double) * F), *sc = malloc(sizeof(double) * n);
+    const float *emb = W(m, "token_embd.weight", 0);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < E; i++)
+            x[(int64_t)t * E + i] = emb[(int64_t)ids[t] * E + i];
+    for (int l = 0; l < c->n_layer; l++) {
+        for (int t = 0; t < n; t++) {
+            norm(x + (int64_t)t * E, W(m, "blk.%d.attn_norm.weight", l), xn, E, c->norm_eps);
+            mat(xn, W(m, "blk.%d.attn_q.weight", l), W(m, "blk.%d.attn_q.bias", l),
+                q + (int64_t)t * H * d, H * d, E);
+            mat(xn, W(m, "blk.%d.attn_k.weight", l), W(m, "blk.%d.attn_k.bias", l),
+                k + (int64_t)t * KV * d, KV * d, E);
+            mat(xn, W(m, "blk.%d.attn_v.weight", l), W(m, "blk.%d.attn_v.bias", l),
+                v + (int64_t)t * KV * d, KV * d, E);
+            for (int h = 0; h < H; h++)
+                rope(q + ((int64_t)t * H + h) * d, t, c);
+            for (int h = 0; h < KV; h++)
+                rope(k + ((int64_t)t * KV + h) * d, t, c);
+        }
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < H; h++) {
+                int kh = h / g;
+                double mx = -INFINITY, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    sc[s] = -INFINITY;
+                    if (keep && !keep(u, l, keep_per_qhead ? h : kh, t, s))
+                        continue;
+                    double dd = 0;
+                    for (int i = 0; i < d; i++)
+                        dd += q[((int64_t)t * H + h) * d + i] * k[((int64_t)s * KV + kh) * d + i];
+                    sc[s] = dd / sqrt(d);
+                    mx = sc[s] > mx ? sc[s] : mx;
+                }
+                for (int i = 0; i < d; i++)
+                    att[h * d + i] = 0;
+                for (int s = 0; s <= t; s++) {
+                    if (sc[s] == -INFINITY)
+                        continue;
+                    double p = exp(sc[s] - mx);
+                    sum += p;
+                    for (int i = 0; i < d; i++)
+                        att[h * d + i] += p * v[((int64_t)s * KV + kh) * d + i];
+                }
+                for (int i = 0; i < d; i++)
+                    att[h * d + i] = sum > 0 ? att[h * d + i] / sum : 0;
+            }
+            mat(att, W(m, "blk.%d.attn_output.weight", l), NULL, o, E, H * d);
+            for (int i = 0; i < E; i++)
+                x[(int64_t)t * E + i] += o[i];
+            norm(x + (int64_t)t * E, W(m, "blk.%d.ffn_norm.weight", l), xn, E, c->norm_eps);
+            mat(xn, W(m, "blk.%d.ffn_gate.weight", l), NULL, ga, F, E);
+            mat(xn, W(m, "blk.%d.ffn_up.weight", l), NULL, up, F, E);
+            for (int i = 0; i < F; i++)
+                ga[i] = ga[i] / (1 + exp(-ga[i])) * up[i];
+            mat(ga, W(m, "blk.%d.ffn_down.weight", l), NULL, o, E, F);
+            for (int i = 0; i < E; i++)
+                x[(int64_t)t * E + i] += o[i];
+        }
+    }
+    const float *out = W(m, "output.weight", 0);
+    out = out ? out : emb;
+    double *lg = malloc(sizeof(double) * c->n_vocab);
+    for (int t = 0; t < n; t++) {
+        norm(x + (int64_t)t * E, W(m, "output_norm.weight", 0), xn, E, c->norm_eps);
+        mat(xn, out, NULL, lg, c->n_vocab, E);
+        for (int i = 0; i < c->n_vocab; i++)
+            logits[(int64_t)t * c->n_vocab + i] = (float)lg[i];
+    }
+    free(x), free(xn), free(q), free(k), free(v), free(att), free(o), free(ga), free(up);
+    free(sc), free(lg);
+}
+
+double rt_rel_l2(const float *a, const float *b, int64_t n)
+{
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}

@@ -1,0 +1,27 @@
+/* Test support for the runtime tests: a tiny random model in memory and a plain
+ * full-sequence reference forward pass (no pool, no views, no hooks). */
+#ifndef KW_TEST_RUNTIME_SUPPORT_H
+#define KW_TEST_RUNTIME_SUPPORT_H
+
+#include <stdint.h>
+
+#include "kvweave/model.h"
+
+/* A model with F32 tensors of random data (values in about [-0.5, 0.5] scaled per
+ * matrix so activations stay O(1)). */
+kw_model *rt_tiny_model(const kw_model_config *cfg, uint64_t seed);
+void rt_tiny_free(kw_model *m);
+kw_model_config rt_tiny_config(int arch_qwen2, kw_rope_layout layout);
+
+/* logits (n, n_vocab) of every position of ids (positions 0..n-1), causal attention
+ * over exactly the tokens allowed by keep(layer, kv head, query pos, key pos) (NULL:
+ * all earlier tokens). Double accumulation in attention. */
+typedef int (*rt_keep_fn)(void *u, int layer, int head, int qpos, int kpos);
+void rt_ref_forward(const kw_model *m, const int32_t *ids, int n, float *logits,
+                    rt_keep_fn keep, void *u, int keep_per_qhead);
+
+double rt_rel_l2(const float *a, const float *b, int64_t n);
+uint64_t rt_rand_u64(uint64_t *s);
+double rt_rand01(uint64_t *s);
+
+#endif
