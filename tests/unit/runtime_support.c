@@ -10,6 +10,7 @@
 
 #include "kernels.h"
 #include "kvweave/tensor.h"
+#include "runtime/forward.h"
 
 #define WEAK __attribute__((weak))
 
@@ -347,4 +348,70 @@ double rt_rel_l2(const float *a, const float *b, int64_t n)
         den += (double)b[i] * b[i];
     }
     return sqrt(num / (den > 0 ? den : 1));
+}
+
+void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
+              const kw_hookstack *const *stacks, int32_t **ids, const int *n,
+              const int *n_prompt, const int *start, const int *chunk, float **out)
+{
+    int done[KW_FWD_MAX_SEQ];
+    const kw_model_config *cf = kw__fwd_cfg(f);
+    int V = cf->n_vocab;
+    for (int i = 0; i < n_seq; i++)
+        done[i] = start ? start[i] : 0;
+    float *lg = malloc(sizeof(float) * 256 * V);
+    for (int64_t step = 0;; step++) {
+        kw_seq *ss[KW_FWD_MAX_SEQ];
+        const kw_hookstack *hs[KW_FWD_MAX_SEQ];
+        int first[KW_FWD_MAX_SEQ], tn[KW_FWD_MAX_SEQ], idx[KW_FWD_MAX_SEQ], lt[256];
+        int nt = 0, k = 0;
+        int32_t tid[256], pos[256];
+        bool pre[KW_FWD_MAX_SEQ], last[KW_FWD_MAX_SEQ];
+        for (int i = 0; i < n_seq; i++) {
+            if (done[i] == n[i])
+                continue;
+            bool p = done[i] < n_prompt[i];
+            int c = p ? n_prompt[i] - done[i] : 1;
+            c = p && c > chunk[i] ? chunk[i] : c;
+            ss[k] = seqs[i];
+            hs[k] = stacks ? stacks[i] : NULL;
+            first[k] = nt;
+            tn[k] = c;
+            pre[k] = p;
+            last[k] = p && done[i] + c == n_prompt[i];
+            idx[k] = i;
+            seqs[i]->n_past = done[i];
+            for (int j = 0; j < c; j++) {
+                tid[nt] = ids[i][done[i] + j];
+                pos[nt] = done[i] + j;
+                lt[nt] = nt;
+                nt++;
+            }
+            k++;
+        }
+        if (k == 0)
+            break;
+        kw_fwd_step st = {.n_seq = k, .seqs = ss, .stacks = hs, .tok_first = first,
+                          .tok_n = tn, .ids = tid, .pos = pos, .prefill = pre,
+                          .last_chunk = last, .logit_tok = lt, .n_logits = nt, .logits = lg,
+                          .obs_window = 8, .step = step};
+        kw_error err = {0};
+        int rc = kw__fwd_run(f, pool, &st, &err);
+        if (rc < 0) {
+            fprintf(stderr, "step %lld: %s\n", (long long)step, err.msg);
+            abort();
+        }
+        for (int j = 0; j < k; j++) {
+            if (st.seq_rc[j] != 0) {
+                fprintf(stderr, "sequence %d failed: %d\n", idx[j], st.seq_rc[j]);
+                abort();
+            }
+            int i = idx[j];
+            memcpy(out[i] + (int64_t)done[i] * V, lg + (int64_t)first[j] * V,
+                   sizeof(float) * tn[j] * V);
+            done[i] += tn[j];
+        }
+        kw_kvpool_tmp_reset(pool);
+    }
+    free(lg);
 }

@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "kvweave/kvhook.h"
 #include "kvweave/model.h"
 
 /* A model with F32 tensors of random data (values in about [-0.5, 0.5] scaled per
@@ -19,6 +20,15 @@ kw_model_config rt_tiny_config(int arch_qwen2, kw_rope_layout layout);
 typedef int (*rt_keep_fn)(void *u, int layer, int head, int qpos, int kpos);
 void rt_ref_forward(const kw_model *m, const int32_t *ids, int n, float *logits,
                     rt_keep_fn keep, void *u, int keep_per_qhead);
+
+/* Drives kw__fwd_run over sequences that already hold their first start[i] tokens
+ * (NULL: none): each step takes up to chunk[i] prompt tokens of sequence i (tokens
+ * before n_prompt[i]) or one token after it, all sequences together. The logits of
+ * every position from start[i] on land in out[i] (n[i], n_vocab). stacks: nullable. */
+struct kw_fwd;
+void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
+              const kw_hookstack *const *stacks, int32_t **ids, const int *n,
+              const int *n_prompt, const int *start, const int *chunk, float **out);
 
 double rt_rel_l2(const float *a, const float *b, int64_t n);
 uint64_t rt_rand_u64(uint64_t *s);

@@ -42,62 +42,19 @@ static void rig_close(rig *r)
     rt_tiny_free(r->m);
 }
 
-/* Runs sequences together: each step takes up to chunk[i] tokens of sequence i. All
- * logits of every position land in out[i]. */
 static void run_batch(rig *r, int n_seq, int32_t **ids, const int *n, const int *chunk,
                       float **out)
 {
     kw_seq seq[8];
     kw_seq *sp[8];
-    int done[8] = {0};
     memset(seq, 0, sizeof seq);
     for (int i = 0; i < n_seq; i++) {
         seq[i].kv = kw_kvseq_new(r->pool);
         sp[i] = &seq[i];
     }
-    int V = r->m->cfg.n_vocab;
-    float *lg = malloc(sizeof(float) * 256 * V);
-    for (;;) {
-        kw_seq *ss[8];
-        int first[8], tn[8], lt[256], nt = 0, k = 0, idx[8];
-        int32_t tid[256], pos[256];
-        bool pre[8], last[8];
-        for (int i = 0; i < n_seq; i++) {
-            if (done[i] == n[i])
-                continue;
-            int c = n[i] - done[i] < chunk[i] ? n[i] - done[i] : chunk[i];
-            ss[k] = sp[i];
-            first[k] = nt;
-            tn[k] = c;
-            pre[k] = true;
-            last[k] = done[i] + c == n[i];
-            idx[k] = i;
-            for (int j = 0; j < c; j++) {
-                tid[nt] = ids[i][done[i] + j];
-                pos[nt] = done[i] + j;
-                lt[nt] = nt;
-                nt++;
-            }
-            k++;
-        }
-        if (k == 0)
-            break;
-        kw_fwd_step st = {.n_seq = k, .seqs = ss, .tok_first = first, .tok_n = tn,
-                          .ids = tid, .pos = pos, .prefill = pre, .last_chunk = last,
-                          .logit_tok = lt, .n_logits = nt, .logits = lg, .obs_window = 8};
-        kw_error err = {0};
-        assert_int_equal(kw__fwd_run(r->f, r->pool, &st, &err), 0);
-        for (int j = 0; j < k; j++) {
-            assert_int_equal(st.seq_rc[j], 0);
-            int i = idx[j];
-            memcpy(out[i] + (int64_t)done[i] * V, lg + (int64_t)first[j] * V,
-                   sizeof(float) * tn[j] * V);
-            done[i] += tn[j];
-        }
-    }
+    rt_drive(r->f, r->pool, n_seq, sp, NULL, ids, n, n, NULL, chunk, out);
     for (int i = 0; i < n_seq; i++)
         kw_kvseq_free(seq[i].kv);
-    free(lg);
 }
 
 static void check_against_ref(rig *r, int32_t *ids, int n, const float *got)
@@ -175,6 +132,43 @@ static void test_forward_mixed_batch_matches_reference(void **st)
     rig_close(&r);
 }
 
+/* A prompt prefilled once, forked, then two different continuations run in the same
+ * steps: each matches the reference of its own full sequence, and the fork shares the
+ * prompt's full pages. */
+static void test_forward_fork_divergent_continuations(void **st)
+{
+    rig r;
+    rig_open(&r, 0, KW_ROPE_INTERLEAVED, false, 8);
+    uint64_t s = 5;
+    int np = 37, nc = 12, V = r.m->cfg.n_vocab;
+    int32_t *a = rand_ids(np + nc, V, &s), *b = malloc(sizeof(int32_t) * (np + nc));
+    memcpy(b, a, sizeof(int32_t) * np);
+    for (int i = np; i < np + nc; i++)
+        b[i] = (a[i] + 1 + i) % V;
+    float *oa = malloc(sizeof(float) * (np + nc) * V), *ob = malloc(sizeof(float) * (np + nc) * V);
+    kw_seq sa = {.kv = kw_kvseq_new(r.pool)}, sb = {0};
+    kw_seq *sp[2] = {&sa, &sb};
+    int n1 = np, ch = 16;
+    rt_drive(r.f, r.pool, 1, sp, NULL, &a, &n1, &n1, NULL, &ch, &oa);
+    int64_t free0 = kw_kvpool_free_pages(r.pool);
+    sb.kv = kw_kvseq_fork(sa.kv);
+    assert_non_null(sb.kv);
+    /* 3 layers x 2 KV heads, one partial page copied each */
+    assert_int_equal(free0 - kw_kvpool_free_pages(r.pool), 3 * 2);
+    int32_t *ids[2] = {a, b};
+    int n[2] = {np + nc, np + nc}, npr[2] = {np, np}, start[2] = {np, np}, c1[2] = {1, 1};
+    float *outs[2] = {oa, ob};
+    memcpy(ob, oa, sizeof(float) * np * V);
+    rt_drive(r.f, r.pool, 2, sp, NULL, ids, n, npr, start, c1, outs);
+    check_against_ref(&r, a, np + nc, oa);
+    check_against_ref(&r, b, np + nc, ob);
+    kw_kvseq_free(sa.kv);
+    kw_kvseq_free(sb.kv);
+    assert_int_equal(kw_kvpool_free_pages(r.pool), 4096);
+    free(a), free(b), free(oa), free(ob);
+    rig_close(&r);
+}
+
 static void test_forward_rejects_bad_steps(void **st)
 {
     rig r;
@@ -203,6 +197,7 @@ int main(void)
         cmocka_unit_test(test_forward_qwen2_half_bias_matches_reference),
         cmocka_unit_test(test_forward_pre_rope_storage_equals_post_rope),
         cmocka_unit_test(test_forward_mixed_batch_matches_reference),
+        cmocka_unit_test(test_forward_fork_divergent_continuations),
         cmocka_unit_test(test_forward_rejects_bad_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,55 @@
+/* Hook stacks: role rules, and the kvmethod value type. */
+#include <stdlib.h>
+
+#include "kvweave/kvhook.h"
+
+int kw_hookstack_check(const kw_hookstack *hs, kw_error *err)
+{
+    if (hs->n < 0 || hs->n > KW_MAX_HOOKS)
+        return kw_error_set(err, KW_ELIMIT, "kv method stack: %d hooks, at most %d", hs->n,
+                            KW_MAX_HOOKS);
+    int n_evict = 0, n_store = 0;
+    for (int i = 0; i < hs->n; i++) {
+        const kw_kvhook *h = hs->hooks[i];
+        const char *nm = h && h->name ? h->name : "?";
+        if (!h)
+            return kw_error_set(err, KW_EINVAL, "kv method stack: hook %d is missing", i);
+        if (h->abi != KW_KVHOOK_ABI || h->size < sizeof(kw_kvhook))
+            return kw_error_set(err, KW_EABI, "kv method '%s': hook abi %u size %u, the "
+                                "engine has abi %d size %zu", nm, h->abi, h->size,
+                                KW_KVHOOK_ABI, sizeof(kw_kvhook));
+        if (!(h->roles & (KW_ROLE_EVICT | KW_ROLE_SELECT | KW_ROLE_STORE)))
+            return kw_error_set(err, KW_EINVAL, "kv method '%s' declares no role", nm);
+        n_evict += !!(h->roles & KW_ROLE_EVICT);
+        n_store += !!(h->roles & KW_ROLE_STORE);
+    }
+    if (n_evict > 1)
+        return kw_error_set(err, KW_EINVAL, "kv method stack: %d EVICT hooks, at most one",
+                            n_evict);
+    if (n_store > 1)
+        return kw_error_set(err, KW_EINVAL, "kv method stack: %d STORE hooks, at most one",
+                            n_store);
+    return 0;
+}
+
+uint32_t kw_hookstack_needs(const kw_hookstack *hs)
+{
+    uint32_t n = 0;
+    for (int i = 0; i < hs->n; i++)
+        n |= hs->hooks[i]->needs;
+    return n;
+}
+
+static void kvmethod_free(void *p)
+{
+    kw_kvmethod *m = p;
+    if (!m)
+        return;
+    if (m->params_free)
+        m->params_free(m->params);
+    free(m);
+}
+
+const kw_type kw_type_kvmethod = {.name = KW_T_KVMETHOD, .free = kvmethod_free};
+
+kw_value *kw_value_kvmethod(kw_kvmethod *m) { return kw_value_new(&kw_type_kvmethod, m); }
