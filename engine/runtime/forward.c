@@ -407,7 +407,7 @@ static int attention(stepctx *c, int layer, int n_tok)
         return rc;
     for (int i = 0; i < s->n_seq; i++) {
         int64_t nv = kw_view_tokens(f->views[i]);
-        s->attended += f->views[i]->per_qhead ? nv / (cf->n_head / cf->n_head_kv) : nv;
+        s->attended[i] += f->views[i]->per_qhead ? nv / (cf->n_head / cf->n_head_kv) : nv;
         if (c->want_obs[i] && (rc = obs_probs(c, i)) < 0)
             return rc;
     }
@@ -501,7 +501,7 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
         return rc;
     const kw_model_config *cf = &f->cfg;
     memset(s->seq_rc, 0, sizeof s->seq_rc);
-    s->attended = 0;
+    memset(s->attended, 0, sizeof s->attended);
     stepctx c = {.f = f, .pool = pool, .s = s};
     if ((rc = build_groups(&c)) < 0)
         return kw_error_set(err, rc, "forward: out of memory");

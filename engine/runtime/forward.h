@@ -12,6 +12,8 @@
 
 typedef struct kw_fwd kw_fwd;
 
+#define KW_FWD_MAX_SEQ 64
+
 /* Takes f32 views of the model's weights (F32 tensors are used in place, others are
  * dequantized once); m must outlive the result. max_tok: tokens per step. */
 int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err);
@@ -31,13 +33,13 @@ typedef struct kw_fwd_step {
     int64_t step;
     int obs_window;
     int seq_rc[64];                    /* out: per sequence hook error (0 ok) */
-    int64_t attended;                  /* out: tokens read by attention (all layers) */
+    int64_t attended[KW_FWD_MAX_SEQ];  /* out: per sequence, tokens read by attention
+                                          summed over layers */
 } kw_fwd_step;
 
 /* Runs one step; the KV of all step tokens is appended to each sequence's kv. A hook
  * error marks that sequence in seq_rc (the step still completes for the others). */
 int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err);
 
-#define KW_FWD_MAX_SEQ 64
 
 #endif

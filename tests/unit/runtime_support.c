@@ -415,3 +415,22 @@ void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
     }
     free(lg);
 }
+
+WEAK int kw_k_argmax(const float *x, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b])
+            b = i;
+    return b;
+}
+
+WEAK double kw_k_logsumexp(const float *logits, int n)
+{
+    double mx = logits[0], s = 0;
+    for (int i = 1; i < n; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    for (int i = 0; i < n; i++)
+        s += exp(logits[i] - mx);
+    return mx + log(s);
+}

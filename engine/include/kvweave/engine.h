@@ -5,6 +5,10 @@
 #ifndef KVWEAVE_ENGINE_H
 #define KVWEAVE_ENGINE_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvhook.h"
 #include "model.h"
 #include "status.h"
 
@@ -21,6 +25,94 @@ int kw_engine_open(const char *model_spec, const char *device, kw_engine **out,
 /* Waits for submitted work, frees everything; accepts NULL, returns NULL. */
 kw_engine *kw_engine_close(kw_engine *e);
 const kw_model *kw_engine_model(const kw_engine *e);
+
+/* ---- options, sequences, results ----
+ *
+ *   kw_engine_opts o = kw_engine_defaults();
+ *   kw_engine_open_model(model, &o, &e, &err);          // model: (transfer none)
+ *   kw_gen_req r = {.prompt = ids, .n_prompt = n, .max_new = 32, .done = cb, .user = u};
+ *   kw_engine_submit(e, &r, &err);                       // cb(u, result) later, engine thread
+ *   kw_engine_wait_idle(e);
+ */
+typedef struct kw_engine_opts {
+    int page_tokens;      /* KV page size P; default 16 */
+    int64_t n_pages;      /* KV pool pages; 0: from pool_mb */
+    int64_t pool_mb;      /* KV pool size when n_pages is 0; default 1024 */
+    int64_t n_tmp_pages;  /* temporary pool pages; default 256 */
+    bool pre_rope;        /* store K before RoPE */
+    int max_batch;        /* running sequences; default 16 (at most 64) */
+    int chunk;            /* prefill tokens per step over all sequences; default 512 */
+    int threads;          /* OpenMP threads; 0: the default */
+    int obs_window;       /* queries for KW_NEED_OBS_PROBS; default 32 */
+} kw_engine_opts;
+kw_engine_opts kw_engine_defaults(void);
+
+typedef struct kw_sampling {
+    float temperature;    /* <= 0: greedy (argmax, lowest index on ties) */
+    float top_p;          /* (0, 1]; 1: no nucleus cut */
+    uint64_t seed;        /* with the request's sample index and the step, keys the draw */
+} kw_sampling;
+
+/* The outcome of one sequence, handed to the completion callback (transfer full: free
+ * with kw_gen_result_free). */
+typedef struct kw_gen_result {
+    int rc;               /* 0, or the error that ended the sequence */
+    char error[256];
+    int n_prompt, n_gen;
+    int32_t *tokens;      /* (n_gen) generated (or forced) tokens */
+    bool stopped_eos;
+    double ttft_s;        /* submit to first token */
+    double decode_s_per_token;
+    double queue_s;       /* submit to admission */
+    float *logprobs;      /* (n_gen) log p of each token; teacher forcing or want_logprobs */
+    int topk;             /* k of topk_ids / topk_lp (0: none) */
+    int32_t *topk_ids;    /* (n_gen, topk) */
+    float *topk_lp;       /* (n_gen, topk) */
+    /* memory figures (section 5): bytes unless said */
+    int64_t kv_payload_peak, kv_payload_mean; /* stored K+V of this sequence */
+    int64_t pages_peak, pages_mean;           /* pages this sequence holds */
+    int64_t page_bytes;
+    int64_t meta_bytes;                       /* hooks' metadata at the end */
+    int64_t tmp_bytes_peak;                   /* temporary pool, whole engine */
+    double attended_mean;                     /* tokens read per layer and decode step */
+} kw_gen_result;
+kw_gen_result *kw_gen_result_free(kw_gen_result *r);
+
+typedef struct kw_gen_req {
+    const int32_t *prompt;   /* (n_prompt) copied at submit */
+    int n_prompt;
+    int max_new;             /* tokens to generate (ignored with forced) */
+    const int32_t *forced;   /* nullable (n_forced): teacher forcing: these tokens are fed
+                                instead of sampled ones and each one's log-prob recorded */
+    int n_forced;
+    int topk;                /* with forced or want_logprobs: top-k log-probs per position */
+    bool want_logprobs;
+    bool ignore_eos;
+    kw_sampling sampling;
+    const kw_hookstack *hooks; /* nullable; copied; states stay the caller's */
+    int64_t sample;          /* sample index (random keys, hooks); -1 if none */
+    void (*done)(void *user, kw_gen_result *r); /* engine thread; (transfer full) r */
+    void *user;
+} kw_gen_req;
+
+/* Opens an engine on a loaded model (transfer none: m outlives the engine). */
+int kw_engine_open_model(const kw_model *m, const kw_engine_opts *o, kw_engine **out,
+                         kw_error *err);
+/* As kw_engine_open with options. */
+int kw_engine_open_opts(const char *model_spec, const char *device, const kw_engine_opts *o,
+                        kw_engine **out, kw_error *err);
+/* Queues a sequence. Errors found at submit (bad ids, a sequence that can never fit the
+ * pool, a bad hook stack) return < 0 and the callback is never called. */
+int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err);
+/* Blocks until no sequence is queued or running. */
+void kw_engine_wait_idle(kw_engine *e);
+/* Engine-wide figures. */
+typedef struct kw_engine_stats {
+    int64_t steps, prefill_tokens, decode_tokens;
+    double busy_s;
+    int64_t pages_total, pages_peak;
+} kw_engine_stats;
+void kw_engine_get_stats(kw_engine *e, kw_engine_stats *out);
 
 #ifdef __cplusplus
 }
