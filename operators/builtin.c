@@ -9,6 +9,9 @@ extern const kw_op kw_op_template_upper;
 /* tokenize */
 
 /* decode */
+extern const kw_op kw_op_decode_greedy;
+extern const kw_op kw_op_decode_sample;
+extern const kw_op kw_op_decode_teacher_forced;
 
 const kw_op *const kw_builtin_ops[] = {
     /* template */
@@ -18,6 +21,8 @@ const kw_op *const kw_builtin_ops[] = {
     /* tokenize */
 
     /* decode */
-
+    &kw_op_decode_greedy,
+    &kw_op_decode_sample,
+    &kw_op_decode_teacher_forced,
     NULL,
 };

@@ -1,0 +1,171 @@
+/* The decode operators' common part: per stage, one state per kvmethod input (made on
+ * the first task, when the once inputs are there), stacked in input order and checked;
+ * each task submits its sequence to the device engine and completes from the engine's
+ * callback. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode_common.h"
+
+const kw_port kw__decode_inputs[2] = {
+    {"tokens", KW_T_TOKENS, KW_EACH, 0, "the tokenized prompt"},
+    {"methods", KW_T_KVMETHOD, KW_ONCE, KW_PORT_OPTIONAL | KW_PORT_MULTI,
+     "KV methods, stacked in the order given"},
+};
+const kw_port kw__decode_outputs[1] = {
+    {"out", KW_T_GENERATION, KW_EACH, 0, "tokens, text, timings, memory figures"},
+};
+
+int kw__decode_init(kw_opctx *c, void *state, kw_error *err)
+{
+    kw_decode_state *st = state;
+    if (pthread_mutex_init(&st->mu, NULL) != 0)
+        return kw_error_set(err, KW_EINTERNAL, "decode: cannot make a mutex");
+    st->mu_ok = true;
+    return 0;
+}
+
+void kw__decode_fini(kw_opctx *c, void *state)
+{
+    kw_decode_state *st = state;
+    for (int i = 0; i < st->hs.n; i++)
+        if (st->methods[i] && st->methods[i]->state_free)
+            st->methods[i]->state_free(st->hs.states[i]);
+    if (st->mu_ok)
+        pthread_mutex_destroy(&st->mu);
+}
+
+static int build_stack(kw_decode_state *st, kw_task *t, const kw_model_config *cfg,
+                       kw_error *err)
+{
+    int n = kw_task_in_n(t, 1);
+    if (n > KW_MAX_HOOKS)
+        return kw_error_set(err, KW_ELIMIT, "decode: %d kv methods, at most %d", n, KW_MAX_HOOKS);
+    for (int i = 0; i < n; i++) {
+        kw_value *v = kw_task_in_at(t, 1, i);
+        if (!v || strcmp(kw_value_type(v), KW_T_KVMETHOD) != 0)
+            return kw_error_set(err, KW_ETYPE, "decode: input %d is not a kvmethod", i);
+        const kw_kvmethod *m = kw_value_data(v);
+        void *hs = m->params;
+        if (m->state_new) {
+            int rc = m->state_new(m->params, cfg, &hs, err);
+            if (rc < 0)
+                return rc;
+        }
+        st->methods[i] = m;
+        st->hs.hooks[i] = m->hook;
+        st->hs.states[i] = hs;
+        st->hs.n = i + 1;
+    }
+    return kw_hookstack_check(&st->hs, err);
+}
+
+typedef struct pending {
+    kw_task *t;
+    const kw_model *m;
+} pending;
+
+static void on_done(void *user, kw_gen_result *r)
+{
+    pending *p = user;
+    int rc = r->rc;
+    if (rc < 0) {
+        kw_task_fail(p->t, rc, "generation failed: %s", r->error);
+    } else {
+        json_t *g = kw__generation_json(p->m, r);
+        rc = g ? kw_task_out(p->t, 0, kw_value_json(KW_T_GENERATION, g)) : KW_ENOMEM;
+    }
+    kw_task_complete(p->t, rc);
+    kw_gen_result_free(r);
+    free(p);
+}
+
+int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req)
+{
+    kw_engine *e = kw_ctx_engine(c);
+    if (!e)
+        return kw_task_fail(t, KW_ENOTFOUND, "decode: no device engine for this run");
+    const kw_model *m = kw_engine_model(e);
+    kw_error err = {0};
+    pthread_mutex_lock(&st->mu);
+    if (!st->built) {
+        st->build_rc = build_stack(st, t, &m->cfg, &err);
+        st->built = true;
+    }
+    int brc = st->build_rc;
+    pthread_mutex_unlock(&st->mu);
+    if (brc < 0)
+        return kw_task_fail(t, brc, "%s", err.msg[0] ? err.msg : "the kv method stack is invalid");
+    pending *p = malloc(sizeof *p);
+    if (!p)
+        return kw_task_fail(t, KW_ENOMEM, "out of memory");
+    *p = (pending){t, m};
+    req->hooks = st->hs.n ? &st->hs : NULL;
+    req->sample = kw_task_sample(t);
+    req->done = on_done;
+    req->user = p;
+    int rc = kw_engine_submit(e, req, &err);
+    if (rc < 0) {
+        free(p);
+        return kw_task_fail(t, rc, "%s", err.msg);
+    }
+    return KW_PENDING;
+}
+
+static json_t *int_array(const int32_t *v, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+static json_t *float_array(const float *v, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_real(v[i]));
+    return a;
+}
+
+json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r)
+{
+    char *text = m && m->tok ? kw_detokenize(m->tok, r->tokens, r->n_gen, 1) : NULL;
+    json_t *g = json_object();
+    json_object_set_new(g, "text", json_string(text ? text : ""));
+    free(text);
+    json_object_set_new(g, "tokens", int_array(r->tokens, r->n_gen));
+    json_object_set_new(g, "n_prompt", json_integer(r->n_prompt));
+    json_object_set_new(g, "n_gen", json_integer(r->n_gen));
+    json_object_set_new(g, "stopped_eos", json_boolean(r->stopped_eos));
+    json_object_set_new(g, "ttft_s", json_real(r->ttft_s));
+    json_object_set_new(g, "decode_s_per_token", json_real(r->decode_s_per_token));
+    json_object_set_new(g, "queue_s", json_real(r->queue_s));
+    json_t *mem = json_object();
+    json_object_set_new(mem, "kv_payload_peak_bytes", json_integer(r->kv_payload_peak));
+    json_object_set_new(mem, "kv_payload_mean_bytes", json_integer(r->kv_payload_mean));
+    json_object_set_new(mem, "pages_peak", json_integer(r->pages_peak));
+    json_object_set_new(mem, "pages_mean", json_integer(r->pages_mean));
+    json_object_set_new(mem, "alloc_bytes_peak", json_integer(r->pages_peak * r->page_bytes));
+    json_object_set_new(mem, "meta_bytes", json_integer(r->meta_bytes));
+    json_object_set_new(mem, "tmp_bytes_peak", json_integer(r->tmp_bytes_peak));
+    json_object_set_new(mem, "attended_mean", json_real(r->attended_mean));
+    json_object_set_new(g, "memory", mem);
+    if (r->logprobs) {
+        double nll = 0;
+        for (int i = 0; i < r->n_gen; i++)
+            nll -= r->logprobs[i];
+        json_object_set_new(g, "logprobs", float_array(r->logprobs, r->n_gen));
+        json_object_set_new(g, "nll_mean", json_real(r->n_gen ? nll / r->n_gen : 0));
+    }
+    if (r->topk > 0) {
+        json_t *ids = json_array(), *lps = json_array();
+        for (int i = 0; i < r->n_gen; i++) {
+            json_array_append_new(ids, int_array(r->topk_ids + (int64_t)i * r->topk, r->topk));
+            json_array_append_new(lps, float_array(r->topk_lp + (int64_t)i * r->topk, r->topk));
+        }
+        json_object_set_new(g, "topk_ids", ids);
+        json_object_set_new(g, "topk_logprobs", lps);
+    }
+    return g;
+}

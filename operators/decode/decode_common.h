@@ -1,0 +1,33 @@
+/* Shared by the decode.* operators: the kvmethod stack of a stage, submission to the
+ * device engine, and the "generation" value. */
+#ifndef KW_OPS_DECODE_COMMON_H
+#define KW_OPS_DECODE_COMMON_H
+
+#include <pthread.h>
+
+#include "kvweave/engine.h"
+#include "kvweave/kvhook.h"
+#include "kvweave/op.h"
+
+typedef struct kw_decode_state {
+    pthread_mutex_t mu;
+    bool mu_ok, built;
+    int build_rc;
+    kw_hookstack hs;
+    const kw_kvmethod *methods[KW_MAX_HOOKS];
+} kw_decode_state;
+
+/* Input ports of every decode operator: tokens (each) and kvmethods (once, any number,
+ * stacked in order). */
+extern const kw_port kw__decode_inputs[2];
+extern const kw_port kw__decode_outputs[1];
+
+int kw__decode_init(kw_opctx *c, void *st, kw_error *err);
+void kw__decode_fini(kw_opctx *c, void *st);
+/* Fills the request's hooks, callback and sample, submits, returns KW_PENDING (or fails
+ * the task). */
+int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req);
+/* The generation value's JSON (new reference). */
+json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r);
+
+#endif

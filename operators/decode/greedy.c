@@ -1,0 +1,30 @@
+/* decode.greedy — argmax decoding on the device engine, with any stack of KV methods. */
+#include "decode_common.h"
+
+static const kw_param_spec params[] = {
+    {"max_new", KW_PARAM_INT, "64", 0, 1 << 20, NULL,
+     "tokens to generate when the tokens value does not say"},
+    {"logprobs", KW_PARAM_BOOL, "false", 0, 0, NULL, "record each token's log-prob"},
+    {"topk", KW_PARAM_INT, "0", 0, 1000, NULL, "with logprobs: the top-k log-probs too"},
+    {"ignore_eos", KW_PARAM_BOOL, "false", 0, 0, NULL, "generate max_new tokens always"},
+};
+
+static int run(kw_opctx *c, void *st, kw_task *t)
+{
+    const kw_tokens *tk = kw_value_data(kw_task_in(t, 0));
+    kw_gen_req r = {.prompt = tk->ids, .n_prompt = tk->n,
+                    .max_new = tk->max_new > 0 ? tk->max_new : (int)kw_param_int(c, "max_new"),
+                    .want_logprobs = kw_param_bool(c, "logprobs"),
+                    .topk = (int)kw_param_int(c, "topk"),
+                    .ignore_eos = kw_param_bool(c, "ignore_eos")};
+    return kw__decode_submit(c, st, t, &r);
+}
+
+const kw_op kw_op_decode_greedy = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "decode.greedy", .version = 1,
+    .doc = "greedy decoding on the device engine with stacked KV methods",
+    .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
+    .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
+    .params = params, .n_params = 4, .state_size = sizeof(kw_decode_state),
+    .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
+};
