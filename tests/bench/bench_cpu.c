@@ -1,0 +1,243 @@
+/* CPU engine benchmark (a measurement, never a test): prefill tokens/s at several prompt
+ * lengths, decode tokens/s at several contexts for batch 1 and 8, each beside a floor:
+ * prefill beside the time the same linear-layer FLOPs take at the OpenBLAS sgemm rate
+ * measured here, decode beside the time it takes to read the weights and the KV once at
+ * the memory bandwidth measured here.
+ *
+ *   bench_cpu [--model SPEC] [--quick] [--threads N]
+ *
+ * Without --model the weights are random with SmolLM2-135M's shape (speed does not
+ * depend on the values). */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvweave/engine.h"
+
+static double now_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static uint64_t rs = 12345;
+static float frand(void)
+{
+    rs ^= rs << 13, rs ^= rs >> 7, rs ^= rs << 17;
+    return (float)((double)(rs >> 11) / 9007199254740992.0 * 2 - 1);
+}
+
+static void add(kw_model *m, const char *name, int64_t d0, int64_t d1, float amp, float base)
+{
+    kw_tensor *t = &m->tensors[m->n_tensors++];
+    int64_t n = d0 * (d1 ? d1 : 1);
+    float *d = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        d[i] = base + amp * frand();
+    t->name = strdup(name);
+    t->dtype = KW_DT_F32;
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->data = d;
+    t->nbytes = (size_t)n * 4;
+}
+
+static kw_model *smollm2_shaped(void)
+{
+    kw_model *m = calloc(1, sizeof *m);
+    kw_model_config *c = &m->cfg;
+    *c = (kw_model_config){.arch = KW_ARCH_LLAMA, .n_layer = 30, .n_embd = 576, .n_head = 9,
+                           .n_head_kv = 3, .head_dim = 64, .n_ff = 1536, .n_vocab = 49152,
+                           .n_ctx_train = 16384, .norm_eps = 1e-5f, .rope_theta = 100000.f,
+                           .rope_layout = KW_ROPE_INTERLEAVED, .tie_embeddings = true,
+                           .eos_ids = {2}, .n_eos = 1};
+    m->name = "smollm2-135m-shaped";
+    m->tensors = calloc(3 + 9 * (size_t)c->n_layer, sizeof(kw_tensor));
+    int E = c->n_embd, qd = c->n_head * c->head_dim, kd = c->n_head_kv * c->head_dim;
+    add(m, "token_embd.weight", c->n_vocab, E, 0.05f, 0);
+    add(m, "output_norm.weight", E, 0, 0.1f, 1);
+    char nm[64];
+    for (int l = 0; l < c->n_layer; l++) {
+#define T(s, a, b, amp, base) snprintf(nm, sizeof nm, "blk.%d." s, l), add(m, nm, a, b, amp, base)
+        T("attn_norm.weight", E, 0, 0.1f, 1);
+        T("attn_q.weight", qd, E, 0.05f, 0);
+        T("attn_k.weight", kd, E, 0.05f, 0);
+        T("attn_v.weight", kd, E, 0.05f, 0);
+        T("attn_output.weight", E, qd, 0.05f, 0);
+        T("ffn_norm.weight", E, 0, 0.1f, 1);
+        T("ffn_gate.weight", c->n_ff, E, 0.05f, 0);
+        T("ffn_up.weight", c->n_ff, E, 0.05f, 0);
+        T("ffn_down.weight", E, c->n_ff, 0.05f, 0);
+#undef T
+    }
+    return m;
+}
+
+/* Linear-layer FLOPs per token (QKV, output, MLP; the LM head only where logits are
+ * taken) and weight bytes read per step. */
+static double linear_flops(const kw_model_config *c)
+{
+    double E = c->n_embd, qd = c->n_head * c->head_dim, kd = c->n_head_kv * c->head_dim;
+    return 2.0 * c->n_layer * (E * qd + 2 * E * kd + qd * E + 3 * E * c->n_ff);
+}
+
+static double weight_bytes(const kw_model_config *c)
+{
+    return 4.0 * (linear_flops(c) / 2 + (double)c->n_vocab * c->n_embd);
+}
+
+static double sgemm_gflops(int M, int N, int K)
+{
+    float *a = malloc(sizeof(float) * M * K), *b = malloc(sizeof(float) * N * K),
+          *y = malloc(sizeof(float) * M * N);
+    for (int i = 0; i < M * K; i++)
+        a[i] = frand();
+    for (int i = 0; i < N * K; i++)
+        b[i] = frand();
+    int reps = 0;
+    double t0 = now_s(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, a, K, b, K, 0.f, y, N);
+        reps++;
+    } while ((t = now_s() - t0) < 0.5);
+    free(a), free(b), free(y);
+    return 2.0 * M * N * K * reps / t / 1e9;
+}
+
+static double read_gbs(void)
+{
+    size_t n = (size_t)1 << 28; /* 1 GiB of floats */
+    float *a = malloc(n * sizeof(float));
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++)
+        a[i] = (float)(i & 7);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        double s = 0, t0 = now_s();
+#pragma omp parallel for reduction(+ : s)
+        for (size_t i = 0; i < n; i++)
+            s += a[i];
+        double t = now_s() - t0;
+        best = fmax(best, n * 4.0 / t / 1e9);
+        if (s < 0)
+            printf("%g", s);
+    }
+    free(a);
+    return best;
+}
+
+typedef struct sink {
+    pthread_mutex_t mu;
+    int n;
+    double ttft, dec;
+} sink;
+
+static void on_done(void *u, kw_gen_result *r)
+{
+    sink *s = u;
+    pthread_mutex_lock(&s->mu);
+    if (r->rc < 0)
+        fprintf(stderr, "bench: a sequence failed: %s\n", r->error);
+    s->n++;
+    s->ttft = fmax(s->ttft, r->ttft_s);
+    s->dec += r->decode_s_per_token;
+    pthread_mutex_unlock(&s->mu);
+    kw_gen_result_free(r);
+}
+
+/* B sequences of L prompt tokens and G new tokens, all submitted at once. */
+static void run(kw_engine *e, int B, int L, int G, sink *s)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->mu, NULL);
+    int32_t *ids = malloc(sizeof(int32_t) * L);
+    for (int i = 0; i < L; i++)
+        ids[i] = 100 + (i * 7919) % 40000;
+    for (int b = 0; b < B; b++) {
+        ids[0] = 100 + b;
+        kw_gen_req r = {.prompt = ids, .n_prompt = L, .max_new = G, .ignore_eos = true,
+                        .done = on_done, .user = s};
+        kw_error err = {0};
+        if (kw_engine_submit(e, &r, &err) < 0) {
+            fprintf(stderr, "bench: %s\n", err.msg);
+            exit(3);
+        }
+    }
+    kw_engine_wait_idle(e);
+    free(ids);
+}
+
+int main(int argc, char **argv)
+{
+    const char *spec = NULL;
+    bool quick = false;
+    int threads = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc)
+            spec = argv[++i];
+        else if (!strcmp(argv[i], "--quick"))
+            quick = true;
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_cpu [--model SPEC] [--quick] [--threads N]\n");
+            return 2;
+        }
+    }
+    if (threads > 0)
+        omp_set_num_threads(threads);
+    kw_model *m = NULL;
+    kw_error err = {0};
+    if (spec && kw_model_open(spec, &m, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return 2;
+    }
+    if (!m)
+        m = smollm2_shaped();
+    const kw_model_config *c = &m->cfg;
+    kw_engine_opts o = kw_engine_defaults();
+    o.threads = threads;
+    o.max_batch = 8;
+    o.pool_mb = quick ? 2048 : 4096;
+    kw_engine *e;
+    if (kw_engine_open_model(m, &o, &e, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return 3;
+    }
+    double bw = read_gbs();
+    double kvtok = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * 4; /* bytes per token */
+    printf("model %s, %d threads, memory read %.1f GB/s\n", m->name, omp_get_max_threads(), bw);
+    int pre[3] = {512, 2048, 8192}, np = quick ? 2 : 3;
+    for (int i = 0; i < np; i++) {
+        int L = pre[i], M = L < o.chunk ? L : o.chunk;
+        double gf = sgemm_gflops(M, c->n_ff, c->n_embd);
+        sink s;
+        run(e, 1, L, 1, &s);
+        double flops = linear_flops(c) * L + 2.0 * c->n_vocab * c->n_embd;
+        double att = 4.0 * c->n_layer * c->n_head * c->head_dim * (double)L * L / 2;
+        printf("prefill %5d: %8.1f tok/s (%.2f s); sgemm %.1f GFLOP/s -> linear floor %.2f s "
+               "(+ attention %.1f GFLOP)\n", L, L / s.ttft, s.ttft, gf, flops / gf / 1e9,
+               att / 1e9);
+    }
+    int ctx[2] = {2048, 8192}, bs[2] = {1, 8}, G = quick ? 8 : 32;
+    for (int i = 0; i < (quick ? 1 : 2); i++)
+        for (int j = 0; j < 2; j++) {
+            int L = ctx[i], B = bs[j];
+            sink s;
+            run(e, B, L, G, &s);
+            double per_step = s.dec / B; /* seconds per decode step */
+            double bytes = weight_bytes(c) + (double)B * (L + G / 2) * kvtok;
+            printf("decode ctx %5d batch %d: %8.1f tok/s (%.1f ms/step); bandwidth floor "
+                   "%.1f ms/step (%.0f MB at %.1f GB/s)\n", L, B, B / per_step,
+                   per_step * 1e3, bytes / bw / 1e6, bytes / 1e6, bw);
+        }
+    kw_engine_close(e);
+    return 0;
+}

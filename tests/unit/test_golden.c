@@ -1,0 +1,217 @@
+/* SmolLM2-135M-Instruct against Hugging Face transformers loading the same GGUF
+ * (tests/golden/make_logits_golden.py): per prompt, the top-20 logits at a few positions
+ * and the full last-position logits within relative L2 1e-3; the 32 greedy tokens
+ * identical, run one by one and as one continuous batch, with K stored after and before
+ * RoPE. Skipped when the model is not installed ($KVWEAVE_GOLDEN_MODEL, default the
+ * registered name smollm2-135m-instruct). */
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "kvweave/engine.h"
+#include "runtime/forward.h"
+
+#define NG 32
+#define MAXP 8
+
+static kw_model *model;
+static json_t *gold;
+static float *full; /* n_full x n_vocab */
+
+static int setup(void **st)
+{
+    const char *src = getenv("KVWEAVE_SRC"), *spec = getenv("KVWEAVE_GOLDEN_MODEL");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tests/golden/logits_smollm2.json", src ? src : ".");
+    json_error_t je;
+    gold = json_load_file(p, 0, &je);
+    if (!gold) {
+        fprintf(stderr, "%s: %s\n", p, je.text);
+        return -1;
+    }
+    kw_error err = {0};
+    if (kw_model_open(spec ? spec : "smollm2-135m-instruct", &model, &err) < 0) {
+        fprintf(stderr, "golden: model not available (%s)\n", err.msg);
+        model = NULL;
+        return 0;
+    }
+    int V = (int)json_integer_value(json_object_get(gold, "n_vocab"));
+    int nf = (int)json_integer_value(json_object_get(gold, "n_full"));
+    snprintf(p, sizeof p, "%s/tests/golden/logits_smollm2.bin", src ? src : ".");
+    FILE *f = fopen(p, "rb");
+    full = malloc(sizeof(float) * V * nf);
+    if (!f || fread(full, sizeof(float) * V, nf, f) != (size_t)nf) {
+        fprintf(stderr, "%s: cannot read %d rows of %d floats\n", p, nf, V);
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
+static int teardown(void **st)
+{
+    json_decref(gold);
+    free(full);
+    kw_model_free(model);
+    return 0;
+}
+
+static int32_t *ids_of(json_t *pr, int *n)
+{
+    json_t *a = json_object_get(pr, "ids");
+    *n = (int)json_array_size(a);
+    int32_t *ids = malloc(sizeof(int32_t) * *n);
+    for (int i = 0; i < *n; i++)
+        ids[i] = (int32_t)json_integer_value(json_array_get(a, i));
+    return ids;
+}
+
+static void test_golden_logits_match_transformers(void **st)
+{
+    if (!model)
+        skip();
+    const kw_model_config *c = &model->cfg;
+    int V = c->n_vocab, nf = (int)json_integer_value(json_object_get(gold, "n_full"));
+    assert_int_equal(V, json_integer_value(json_object_get(gold, "n_vocab")));
+    kw_fwd *f;
+    kw_kvpool *pool;
+    kw_error err = {0};
+    assert_int_equal(kw__fwd_new(model, 1024, &f, &err), 0);
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.n_pages = 8192;
+    assert_int_equal(kw_kvpool_new(c, &o, &pool, &err), 0);
+    float *lg = malloc(sizeof(float) * MAXP * V);
+    json_t *ps = json_object_get(gold, "prompts");
+    for (size_t pi = 0; pi < json_array_size(ps); pi++) {
+        json_t *pr = json_array_get(ps, pi), *pos = json_object_get(pr, "positions"),
+               *top = json_object_get(pr, "top");
+        int n, np = (int)json_array_size(pos), lt[MAXP], first = 0;
+        int32_t *ids = ids_of(pr, &n), *tp = malloc(sizeof(int32_t) * n);
+        assert_true(n <= 1024 && np <= MAXP);
+        for (int i = 0; i < n; i++)
+            tp[i] = i;
+        for (int i = 0; i < np; i++)
+            lt[i] = (int)json_integer_value(json_array_get(pos, i));
+        kw_seq s = {.kv = kw_kvseq_new(pool)};
+        kw_seq *sp = &s;
+        bool t = true;
+        kw_fwd_step stp = {.n_seq = 1, .seqs = &sp, .tok_first = &first, .tok_n = &n,
+                           .ids = ids, .pos = tp, .prefill = &t, .last_chunk = &t,
+                           .logit_tok = lt, .n_logits = np, .logits = lg};
+        assert_int_equal(kw__fwd_run(f, pool, &stp, &err), 0);
+        for (int i = 0; i < np; i++) {
+            json_t *row = json_array_get(top, i);
+            double a = 0, b = 0;
+            for (size_t k = 0; k < json_array_size(row); k++) {
+                json_t *e = json_array_get(row, k);
+                int id = (int)json_integer_value(json_array_get(e, 0));
+                double v = json_number_value(json_array_get(e, 1)), d = lg[(size_t)i * V + id] - v;
+                a += d * d, b += v * v;
+            }
+            if (sqrt(a / b) > 1e-3)
+                fail_msg("prompt %zu position %d: top-20 relative L2 %g", pi, lt[i], sqrt(a / b));
+        }
+        if ((int)pi < nf) {
+            double a = 0, b = 0;
+            for (int v = 0; v < V; v++) {
+                double d = lg[(size_t)(np - 1) * V + v] - full[(size_t)pi * V + v];
+                a += d * d, b += (double)full[(size_t)pi * V + v] * full[(size_t)pi * V + v];
+            }
+            if (sqrt(a / b) > 1e-3)
+                fail_msg("prompt %zu last position: relative L2 %g", pi, sqrt(a / b));
+        }
+        kw_kvseq_free(s.kv);
+        free(ids), free(tp);
+    }
+    free(lg);
+    kw_kvpool_free(pool);
+    kw__fwd_free(f);
+}
+
+typedef struct sink {
+    pthread_mutex_t mu;
+    kw_gen_result *r[MAXP];
+} sink;
+typedef struct slot {
+    sink *s;
+    int i;
+} slot;
+
+static void on_done(void *u, kw_gen_result *r)
+{
+    slot *sl = u;
+    pthread_mutex_lock(&sl->s->mu);
+    sl->s->r[sl->i] = r;
+    pthread_mutex_unlock(&sl->s->mu);
+}
+
+static void greedy(bool together, bool pre_rope)
+{
+    kw_engine_opts o = kw_engine_defaults();
+    o.pre_rope = pre_rope;
+    o.max_batch = 8;
+    kw_engine *e;
+    kw_error err = {0};
+    assert_int_equal(kw_engine_open_model(model, &o, &e, &err), 0);
+    json_t *ps = json_object_get(gold, "prompts");
+    int np = (int)json_array_size(ps);
+    sink s = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    slot sl[MAXP];
+    int32_t *ids[MAXP];
+    for (int p = 0; p < np; p++) {
+        int n;
+        ids[p] = ids_of(json_array_get(ps, p), &n);
+        sl[p] = (slot){&s, p};
+        kw_gen_req r = {.prompt = ids[p], .n_prompt = n, .max_new = NG, .ignore_eos = true,
+                        .done = on_done, .user = &sl[p]};
+        assert_int_equal(kw_engine_submit(e, &r, &err), 0);
+        if (!together)
+            kw_engine_wait_idle(e);
+    }
+    kw_engine_wait_idle(e);
+    kw_engine_close(e);
+    for (int p = 0; p < np; p++) {
+        json_t *g = json_object_get(json_array_get(ps, p), "greedy");
+        assert_int_equal(s.r[p]->n_gen, NG);
+        for (int i = 0; i < NG; i++)
+            if (s.r[p]->tokens[i] != json_integer_value(json_array_get(g, i)))
+                fail_msg("prompt %d token %d: %d, transformers %lld (%s, %s)", p, i,
+                         s.r[p]->tokens[i], (long long)json_integer_value(json_array_get(g, i)),
+                         together ? "batch" : "one by one", pre_rope ? "pre-RoPE" : "post-RoPE");
+        kw_gen_result_free(s.r[p]);
+        free(ids[p]);
+    }
+}
+
+static void test_golden_greedy_one_by_one(void **st)
+{
+    if (!model)
+        skip();
+    greedy(false, false);
+}
+
+static void test_golden_greedy_batched_and_pre_rope(void **st)
+{
+    if (!model)
+        skip();
+    greedy(true, false);
+    greedy(true, true);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden_logits_match_transformers),
+        cmocka_unit_test(test_golden_greedy_one_by_one),
+        cmocka_unit_test(test_golden_greedy_batched_and_pre_rope),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
