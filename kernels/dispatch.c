@@ -10,7 +10,7 @@
 #if KW_HAVE_CUDA
 #define CUDA_OR_ENOSYS(call) return (call)
 #else
-#define CUDA_OR_ENOSYS(call) return KW_ENOSYS
+#define CUDA_OR_ENOSYS(call) return ((void)stream, KW_ENOSYS)
 #endif
 
 int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
@@ -27,49 +27,44 @@ int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, fl
 {
     if (bk == KW_BK_CPU)
         return kw_cpu_rmsnorm(x, g, y, rows, dim, eps);
-    (void)stream;
     CUDA_OR_ENOSYS(kw_cuda_rmsnorm(stream, x, g, y, rows, dim, eps));
 }
 
 int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_tok,
               int n_heads, int head_dim, const float *inv_freq, kw_rope_layout layout)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_rope(x, pos, n_tok, n_heads, head_dim, inv_freq, layout);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_rope(stream, x, pos, n_tok, n_heads, head_dim, inv_freq,
+                                layout == KW_ROPE_INTERLEAVED));
 }
 
 int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up, float *out,
                 int64_t n)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_swiglu(gate, up, out, n);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_swiglu(stream, gate, up, out, n));
 }
 
 int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
                const int32_t *ids, int n, float *out)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_embed(table, n_rows, dim, ids, n, out);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_embed(stream, table, n_rows, dim, ids, n, out));
 }
 
 int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_add(y, x, n);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_add(stream, y, x, n));
 }
 
 int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_softmax(x, rows, n);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_softmax(stream, x, rows, n));
 }
