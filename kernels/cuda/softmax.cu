@@ -6,7 +6,7 @@
 #include "softmax.cuh"
 
 template <typename F>
-__device__ float block_reduce(float v, F op, float *sh)
+__device__ float block_reduce(float v, F op, float identity, float *sh)
 {
     for (int o = 16; o > 0; o >>= 1)
         v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -14,7 +14,7 @@ __device__ float block_reduce(float v, F op, float *sh)
         sh[threadIdx.x / 32] = v;
     __syncthreads();
     int nw = (blockDim.x + 31) / 32;
-    v = threadIdx.x < nw ? sh[threadIdx.x] : sh[0];
+    v = threadIdx.x < nw ? sh[threadIdx.x] : identity;
     if (threadIdx.x < 32)
         for (int o = 16; o > 0; o >>= 1)
             v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -33,14 +33,14 @@ __global__ void softmax_f32(float *__restrict__ x, int n)
     float mx = -FLT_MAX;
     for (int i = threadIdx.x; i < n; i += blockDim.x)
         mx = fmaxf(mx, v[i]);
-    mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh);
+    mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, -FLT_MAX, sh);
     float s = 0.f;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float e = __expf(v[i] - mx);
         v[i] = e;
         s += e;
     }
-    s = block_reduce(s, [](float a, float b) { return a + b; }, sh);
+    s = block_reduce(s, [](float a, float b) { return a + b; }, 0.f, sh);
     float inv = 1.f / s;
     for (int i = threadIdx.x; i < n; i += blockDim.x)
         v[i] *= inv;
