@@ -131,8 +131,10 @@ static int http_error(const ctx *c, const kw__hub_resp *r, const char *rev, cons
     if (r->status == 403)
         return kw_error_set(err, KW_EIO, "%s%s '%s': access denied (HTTP 403%s%s%s)", what,
                             type_word(c), id, *code ? " " : "", code, detail);
+    char shown[1024];
+    kw__hub_url_clean(r->url ? r->url : c->endpoint, shown, sizeof shown);
     return kw_error_set(err, KW_EIO, "%s%s '%s': HTTP %ld from %s%s%s%.200s", what,
-                        type_word(c), id, r->status, r->url ? r->url : c->endpoint, detail,
+                        type_word(c), id, r->status, shown, detail,
                         r->body_n && !*msg ? ": " : "", r->body_n && !*msg ? r->body : "");
 }
 

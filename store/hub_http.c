@@ -90,6 +90,12 @@ bool kw__hub_origin(const char *url, char *buf, size_t n)
     return ok;
 }
 
+void kw__hub_url_clean(const char *url, char *out, size_t n)
+{
+    size_t k = strcspn(url, "?#");
+    snprintf(out, n, "%.*s%s", (int)k, url, url[k] ? "?..." : "");
+}
+
 static bool same_origin(const char *a, const char *b)
 {
     char oa[512], ob[512];
@@ -349,12 +355,14 @@ static int perform_once(CURL *c, const kw__hub_req *req, const char *url, kw__hu
             resp->location = strdup(loc);
         return KW_OK;
     }
+    char shown[1024];
+    kw__hub_url_clean(url, shown, sizeof shown);
     if (x.range_bad)
         return kw_error_set(err, KW_EIO,
                             "%s answered 206 from byte %lld but kvweave asked from byte %lld",
-                            url, (long long)resp->range_start, (long long)req->offset);
+                            shown, (long long)resp->range_start, (long long)req->offset);
     if (x.too_big)
-        return kw_error_set(err, KW_ELIMIT, "the response of %s passes %zu bytes", url,
+        return kw_error_set(err, KW_ELIMIT, "the response of %s passes %zu bytes", shown,
                             req->body_cap);
     if (resp->write_errno) {
         int e = resp->write_errno;
@@ -366,7 +374,7 @@ static int perform_once(CURL *c, const kw__hub_req *req, const char *url, kw__hu
     resp->interrupted = cc == CURLE_PARTIAL_FILE || cc == CURLE_RECV_ERROR ||
                         cc == CURLE_OPERATION_TIMEDOUT || cc == CURLE_GOT_NOTHING ||
                         cc == CURLE_HTTP2 || cc == CURLE_HTTP2_STREAM;
-    return kw_error_set(err, KW_EIO, "%s %s: %s", req->method, url, curl_easy_strerror(cc));
+    return kw_error_set(err, KW_EIO, "%s %s: %s", req->method, shown, curl_easy_strerror(cc));
 }
 
 int kw__hub_http(CURL *c, const kw__hub_req *req, kw__hub_resp *resp, kw_error *err)

@@ -59,6 +59,8 @@ int kw__hub_http(CURL *curl, const kw__hub_req *req, kw__hub_resp *resp, kw_erro
 void kw__hub_resp_clear(kw__hub_resp *r);
 /* "scheme://host:port" of url, lowercased; false when url does not parse. */
 bool kw__hub_origin(const char *url, char *buf, size_t n);
+/* url without its query (signed CDN URLs carry credentials there), for messages. */
+void kw__hub_url_clean(const char *url, char *out, size_t n);
 int kw__hub_curl_init(CURL **out, kw_error *err);
 
 /* Strips a W/ prefix and quotes from an ETag header value into out. */
