@@ -388,8 +388,10 @@ static int fetch_file(ctx *c, const char *rev, const char *path, char commit[64]
     return rc;
 }
 
-/* GET of an API URL into memory (at most 64 MiB), parsed as JSON. */
-static int api_get(ctx *c, const char *url, json_t **out, char next[2048], kw_error *err)
+/* GET of an API URL into memory (at most 64 MiB): parsed as JSON into out, or as a
+ * tree page into l. */
+static int api_get(ctx *c, const char *url, json_t **out, char next[2048], kw__hub_list *l,
+                   kw_error *err)
 {
     kw__hub_req q = base_req(c, "GET", url);
     q.body_cap = 64u << 20;
@@ -398,7 +400,9 @@ static int api_get(ctx *c, const char *url, json_t **out, char next[2048], kw_er
     int rc = kw__hub_http(c->curl, &q, &r, err);
     if (rc == 0 && r.status != 200)
         rc = http_error(c, &r, c->o.revision ? c->o.revision : "main", NULL, err);
-    if (rc == 0) {
+    if (rc == 0 && l) {
+        rc = kw__hub_tree_parse(r.body, r.body_n, url, c->o.include, l, err);
+    } else if (rc == 0) {
         json_error_t je;
         *out = json_loadb(r.body ? r.body : "", r.body_n, 0, &je);
         if (!*out)
@@ -420,7 +424,7 @@ static int repo_commit(ctx *c, const char *rev, char commit[64], kw_error *err)
     snprintf(url, sizeof url, "%s/api/%s/%s/revision/%s", c->endpoint, api_kind(c),
              c->repo.repo_id, qrev);
     json_t *j = NULL;
-    int rc = api_get(c, url, &j, NULL, err);
+    int rc = api_get(c, url, &j, NULL, NULL, err);
     if (rc < 0)
         return rc;
     const char *sha = json_string_value(json_object_get(j, "sha"));
@@ -432,7 +436,7 @@ static int repo_commit(ctx *c, const char *rev, char commit[64], kw_error *err)
     return rc;
 }
 
-static bool included(const char *path, const char *const *inc)
+bool kw__hub_included(const char *path, const char *const *inc)
 {
     if (!inc || !*inc)
         return true;
@@ -446,19 +450,15 @@ static bool included(const char *path, const char *const *inc)
     return false;
 }
 
-typedef struct list {
-    char **v;
-    size_t n, total;
-} list;
-
-static void list_free(list *l)
+void kw__hub_list_free(kw__hub_list *l)
 {
     for (size_t i = 0; i < l->n; i++)
         free(l->v[i]);
     free(l->v);
 }
 
-static int tree_page(ctx *c, json_t *arr, const char *url, list *l, kw_error *err)
+static int tree_entries(json_t *arr, const char *url, const char *const *include,
+                        kw__hub_list *l, kw_error *err)
 {
     if (!json_is_array(arr))
         return kw_error_set(err, KW_EPARSE, "%s: expected a JSON array of entries", url);
@@ -468,30 +468,42 @@ static int tree_page(ctx *c, json_t *arr, const char *url, list *l, kw_error *er
         const char *type = json_string_value(json_object_get(e, "type"));
         const char *path = json_string_value(json_object_get(e, "path"));
         if (!type || !path)
-            return kw_error_set(err, KW_EPARSE, "%s: entry %zu has no \"type\" or \"path\"",
-                                url, i);
+            return kw_error_set(err, KW_EPARSE, "%s: entry %zu has no \"type\" or \"path\" "
+                                "string", url, i);
         if (strcmp(type, "file"))
             continue;
         if (!kw__hub_valid_path(path))
             return kw_error_set(err, KW_EPARSE, "%s: entry %zu has an unsafe path '%.200s'",
                                 url, i, path);
         l->total++;
-        if (!included(path, c->o.include))
+        if (!kw__hub_included(path, include))
             continue;
         char **v = realloc(l->v, (l->n + 1) * sizeof *v);
-        if (!v || !(v[l->n] = strdup(path))) {
-            if (v)
-                l->v = v;
+        if (!v)
             return kw_error_set(err, KW_ENOMEM, "out of memory");
-        }
         l->v = v;
+        if (!(v[l->n] = strdup(path)))
+            return kw_error_set(err, KW_ENOMEM, "out of memory");
         l->n++;
     }
     return KW_OK;
 }
 
+int kw__hub_tree_parse(const char *buf, size_t n, const char *url,
+                       const char *const *include, kw__hub_list *l, kw_error *err)
+{
+    json_error_t je;
+    json_t *j = json_loadb(buf ? buf : "", n, 0, &je);
+    if (!j)
+        return kw_error_set(err, KW_EPARSE, "%s: line %d column %d: %s", url, je.line,
+                            je.column, je.text);
+    int rc = tree_entries(j, url, include, l, err);
+    json_decref(j);
+    return rc;
+}
+
 /* Every file of the repo at commit, filtered by the include globs. */
-static int repo_files(ctx *c, const char *commit, list *l, kw_error *err)
+static int repo_files(ctx *c, const char *commit, kw__hub_list *l, kw_error *err)
 {
     char url[4096], next[2048];
     snprintf(url, sizeof url, "%s/api/%s/%s/tree/%s?recursive=true", c->endpoint,
@@ -500,12 +512,7 @@ static int repo_files(ctx *c, const char *commit, list *l, kw_error *err)
         if (page >= 1000)
             return kw_error_set(err, KW_ELIMIT, "the file list of '%s' passes 1000 pages",
                                 c->repo.repo_id);
-        json_t *j = NULL;
-        int rc = api_get(c, url, &j, next, err);
-        if (rc < 0)
-            return rc;
-        rc = tree_page(c, j, url, l, err);
-        json_decref(j);
+        int rc = api_get(c, url, NULL, next, l, err);
         if (rc < 0 || !*next)
             return rc;
         char o1[512], o2[512];
@@ -526,7 +533,7 @@ static int fetch_repo(ctx *c, const char *rev, char commit[64], kw_error *err)
     int rc = repo_commit(c, rev, commit, err);
     if (rc < 0)
         return rc;
-    list l = {0};
+    kw__hub_list l = {0};
     rc = repo_files(c, commit, &l, err);
     if (rc == KW_OK && l.n == 0)
         rc = kw_error_set(err, KW_ENOTFOUND, "no file of %s '%s' at '%s' matches the include "
@@ -538,7 +545,7 @@ static int fetch_repo(ctx *c, const char *rev, char commit[64], kw_error *err)
         c->file_index = (int)i + 1;
         rc = fetch_file(c, commit, l.v[i], got, err);
     }
-    list_free(&l);
+    kw__hub_list_free(&l);
     char snap[4096];
     snprintf(snap, sizeof snap, "%s/snapshots/%s", c->repo.folder, commit);
     if (rc == KW_OK)
@@ -553,7 +560,7 @@ static int check_offline_includes(const ctx *c, const kw_hub_prov *p, kw_error *
     if (!c->o.include || !*c->o.include)
         return KW_OK;
     for (size_t i = 0; i < p->n_files; i++)
-        if (included(p->files[i].path, c->o.include))
+        if (kw__hub_included(p->files[i].path, c->o.include))
             return KW_OK;
     return kw_error_set(err, KW_ENOTFOUND, "offline (HF_HUB_OFFLINE): no cached file of '%s' "
                         "matches the include globs", c->repo.repo_id);

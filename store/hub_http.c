@@ -148,11 +148,8 @@ static void parse_link_next(kw__hub_resp *r, const char *v)
     }
 }
 
-static size_t on_header(char *buf, size_t size, size_t nitems, void *user)
+void kw__hub_header_line(kw__hub_resp *r, const char *buf, size_t n)
 {
-    xfer *x = user;
-    kw__hub_resp *r = x->resp;
-    size_t n = size * nitems;
     if (n >= 5 && !strncmp(buf, "HTTP/", 5)) {
         /* a new response (after a 1xx): forget the previous headers */
         char *keep_url = r->url;
@@ -160,12 +157,15 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *user)
         kw__hub_resp_clear(r);
         r->url = keep_url;
         const char *sp = memchr(buf, ' ', n);
-        r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        return n;
+        char code[8] = "";
+        if (sp && (size_t)(sp + 1 - buf) < n)
+            copy_value(code, sizeof code, sp + 1, n - (size_t)(sp + 1 - buf));
+        r->status = strtol(code, NULL, 10);
+        return;
     }
     const char *colon = memchr(buf, ':', n);
     if (!colon)
-        return n;
+        return;
     size_t klen = (size_t)(colon - buf);
     const char *v = colon + 1;
     size_t vlen = n - klen - 1;
@@ -199,7 +199,13 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *user)
     else if (KEY("Link"))
         parse_link_next(r, val);
 #undef KEY
-    return n;
+}
+
+static size_t on_header(char *buf, size_t size, size_t nitems, void *user)
+{
+    xfer *x = user;
+    kw__hub_header_line(x->resp, buf, size * nitems);
+    return size * nitems;
 }
 
 static bool body_is_file(const xfer *x)

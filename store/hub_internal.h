@@ -57,6 +57,18 @@ typedef struct kw__hub_req {
  * (resp->interrupted / write_errno / curl_code say which). */
 int kw__hub_http(CURL *curl, const kw__hub_req *req, kw__hub_resp *resp, kw_error *err);
 void kw__hub_resp_clear(kw__hub_resp *r);
+/* Takes one raw header line (a status line starts a new response). */
+void kw__hub_header_line(kw__hub_resp *r, const char *buf, size_t n);
+
+/* A tree API page: the paths of its "file" entries matching include (nullable). */
+typedef struct kw__hub_list {
+    char **v;
+    size_t n, total; /* total: files seen, matching or not */
+} kw__hub_list;
+int kw__hub_tree_parse(const char *buf, size_t n, const char *url,
+                       const char *const *include, kw__hub_list *l, kw_error *err);
+void kw__hub_list_free(kw__hub_list *l);
+bool kw__hub_included(const char *path, const char *const *include);
 /* "scheme://host:port" of url, lowercased; false when url does not parse. */
 bool kw__hub_origin(const char *url, char *buf, size_t n);
 /* url without its query (signed CDN URLs carry credentials there), for messages. */
