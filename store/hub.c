@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hub_internal.h"
@@ -244,6 +245,8 @@ static int get_attempt(ctx *c, const char *path, const char *etag, const char *u
     if (rc == 0 && resp->status == 416) {
         if (truncate(inc, 0) != 0)
             return kw_error_set(err, KW_EIO, "cannot truncate '%s': %s", inc, strerror(errno));
+        kw_error_set(err, KW_EIO, "'%s': the server refused the range from byte %lld (HTTP "
+                     "416); the partial file was reset", path, (long long)have);
         return 1;
     }
     if (rc == 0 && resp->status != 200 && resp->status != 206)
@@ -288,6 +291,9 @@ static int download_blob(ctx *c, const char *path, const char *etag, const char 
         if (rc <= 0 || attempt >= c->o.max_retries)
             break;
         rc = KW_OK;
+        long ms = 200L * (attempt < 9 ? attempt + 1 : 10); /* a short, growing pause */
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
     }
     if (rc > 0)
         rc = err ? err->code : KW_EIO;
@@ -358,7 +364,8 @@ static int fetch_file(ctx *c, const char *rev, const char *path, char commit[64]
     kw__hub_resp r = {0};
     kw_error herr = {0};
     int rc = head_file(c, rev, path, &r, &herr);
-    if (rc < 0 && r.curl_code != 0 && cached(c, rev, path, commit, why, sizeof why)) {
+    bool down = r.curl_code != 0 || r.status >= 500 || r.status == 429;
+    if (rc < 0 && down && cached(c, rev, path, commit, why, sizeof why)) {
         kw__hub_resp_clear(&r); /* the hub is unreachable: the cached copy will do */
         report(c, path, 0, 0, 0, true);
         return KW_OK;

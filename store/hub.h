@@ -135,6 +135,14 @@ int kw_hub_resolve_spec(const char *spec, const kw_hub_opts *opts, char **local_
  * no network), $HF_HUB_OFFLINE honoured, no progress. local_path: transfer full. */
 int kw_hub_resolve_model(const char *spec, char **local_path, kw_error *err);
 
+/* Provenance of a path that a resolution returned (a snapshot file or directory inside
+ * the hub cache), read from the cache alone: repo and type from the folder name, the
+ * commit from snapshots/<commit>, the revision from the ref naming that commit (else
+ * the commit), file etags from the snapshot links. KW_ENOTFOUND when local_path is not
+ * inside a hub cache snapshot. For recording what a run used: kw_db_run_set(...,
+ * "model_id", prov.repo_id) and kw_hub_prov_digest for "model_sha256". */
+int kw_hub_prov_from_path(const char *local_path, kw_hub_prov *prov, kw_error *err);
+
 /* The cache root as described above (no trailing slash). */
 int kw_hub_cache_dir(char *buf, size_t n, kw_error *err);
 /* The endpoint: $HF_ENDPOINT without trailing '/', else https://huggingface.co. */

@@ -1,5 +1,6 @@
 /* Hub names as users write them ("hf://ORG/NAME@rev/file.gguf") and the provenance a
  * resolution leaves for the results store. */
+#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,4 +155,80 @@ void kw_hub_prov_digest(const kw_hub_prov *p, char hex[65])
         n += (size_t)sprintf(buf + n, "%s\t%s\n", p->files[i].path, p->files[i].etag);
     kw_sha256_hex(buf, n, hex);
     free(buf);
+}
+
+/* The ref (refs/<name>, nested names too) that holds commit; 1 found. */
+static int ref_naming(const char *refs, const char *sub, const char *commit, char *out,
+                      size_t n, int depth)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s%s%s", refs, *sub ? "/" : "", sub);
+    DIR *d = depth < 8 ? opendir(dir) : NULL;
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        if (e->d_name[0] == '.' || strstr(e->d_name, ".tmp"))
+            continue;
+        char name[1024], full[8200], text[64] = "";
+        snprintf(name, sizeof name, "%s%s%s", sub, *sub ? "/" : "", e->d_name);
+        snprintf(full, sizeof full, "%s/%s", refs, name);
+        struct stat st;
+        if (stat(full, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            found = ref_naming(refs, name, commit, out, n, depth + 1);
+            continue;
+        }
+        FILE *f = fopen(full, "r");
+        size_t k = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        if (f)
+            fclose(f);
+        text[k] = '\0';
+        if (!strncmp(text, commit, 40) && (k == 40 || text[40] == '\n')) {
+            snprintf(out, n, "%s", name);
+            found = 1;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+int kw_hub_prov_from_path(const char *local_path, kw_hub_prov *prov, kw_error *err)
+{
+    const char *snap = strstr(local_path, "/snapshots/");
+    const char *folder = local_path; /* after the last '/' before /snapshots/ */
+    for (const char *p = local_path; snap && p < snap; p++)
+        if (*p == '/')
+            folder = p + 1;
+    kw_hub_repo_type type = KW_HUB_MODEL;
+    if (folder && !strncmp(folder, "datasets--", 10))
+        type = KW_HUB_DATASET;
+    const char *rest = snap ? snap + 11 : NULL;
+    if (!snap || (strncmp(folder, "models--", 8) && type != KW_HUB_DATASET) ||
+        strlen(rest) < 40 || (rest[40] && rest[40] != '/'))
+        return kw_error_set(err, KW_ENOTFOUND, "'%s' is not inside a hub cache snapshot",
+                            local_path);
+    char commit[41], repo[200], root[4096];
+    snprintf(commit, sizeof commit, "%.40s", rest);
+    const char *name = folder + (type == KW_HUB_DATASET ? 10 : 8);
+    const char *sep = strstr(name, "--");
+    if (!kw__hub_is_commit(commit) || !sep || (size_t)(snap - name) >= sizeof repo)
+        return kw_error_set(err, KW_ENOTFOUND, "'%s' is not inside a hub cache snapshot",
+                            local_path);
+    snprintf(repo, sizeof repo, "%.*s/%.*s", (int)(sep - name), name,
+             (int)(snap - sep - 2), sep + 2);
+    kw__hub_repo r = {0};
+    snprintf(r.folder, sizeof r.folder, "%.*s", (int)(snap - local_path), local_path);
+    snprintf(r.repo_id, sizeof r.repo_id, "%s", repo);
+    r.type = type;
+    kw_hub_prov_clear(prov);
+    snprintf(root, sizeof root, "%s/refs", r.folder);
+    char main_commit[64];
+    if (kw__hub_ref_read(&r, "main", main_commit) == 1 && !strcmp(main_commit, commit))
+        snprintf(prov->revision, sizeof prov->revision, "main");
+    else if (!ref_naming(root, "", commit, prov->revision, sizeof prov->revision, 0))
+        snprintf(prov->revision, sizeof prov->revision, "%s", commit);
+    return kw__hub_prov_fill(&r, commit, rest[40] ? rest + 41 : NULL, prov, err);
 }

@@ -271,6 +271,26 @@ static void test_provenance_names_commit_and_blob_hashes(void **s)
     assert_string_equal(d, want);
     kw_hub_prov_clear(&p);
     assert_int_equal(p.n_files, 0);
+
+    /* the same, from the path alone (what the model loader holds) */
+    char lp[1024];
+    snprintf(lp, sizeof lp, "%s/cache/models--org--name/snapshots/" COMMIT "/m.gguf", tmp);
+    assert_int_equal(kw_hub_prov_from_path(lp, &p, &err), 0);
+    assert_string_equal(p.repo_id, "org/name");
+    assert_string_equal(p.repo_type, "model");
+    assert_string_equal(p.revision, "main");
+    assert_string_equal(p.commit, COMMIT);
+    assert_int_equal(p.n_files, 1);
+    assert_string_equal(p.files[0].path, "m.gguf");
+    assert_string_equal(p.files[0].etag, sha);
+    snprintf(lp, sizeof lp, "%s/cache/models--org--name/snapshots/" COMMIT, tmp);
+    assert_int_equal(kw_hub_prov_from_path(lp, &p, &err), 0);
+    assert_int_equal(p.n_files, 1);
+    kw_hub_prov_clear(&p);
+    assert_int_equal(kw_hub_prov_from_path("/models/x.gguf", &p, &err), KW_ENOTFOUND);
+    assert_non_null(strstr(err.msg, "'/models/x.gguf' is not inside a hub cache snapshot"));
+    assert_int_equal(kw_hub_prov_from_path("/c/models--a--b/snapshots/123/x", &p, &err),
+                     KW_ENOTFOUND);
 }
 
 static void test_tree_pages_reject_broken_input(void **s)
