@@ -16,6 +16,9 @@ Behaviours that imitate the hub's failures, by repo:
   kwtest/html    the cdn answers 200 text/html (a login page) for the GGUF file
   kwtest/huge    X-Linked-Size of 2^60 bytes
   kwtest/moved   a relative 307 to kwtest/tiny-model (a renamed repo)
+  kwtest/nosha   the revision API answers without "sha"
+  kwtest/badtree the tree API answers truncated JSON
+  kwtest/evil    the tree lists a path that climbs out of the snapshot
   any repo       "Authorization: Bearer hf_bad" gives 401 Invalid credentials
 Unknown repos: 401 RepoNotFound; unknown revisions: 404 RevisionNotFound; unknown
 files: 404 EntryNotFound.
@@ -91,6 +94,9 @@ def build_repos():
             "m.gguf": File(gguf(8, 50_000), True,
                            served=b"<!DOCTYPE html><html><body>Sign in</body></html>\n")},
         ("model", "kwtest/huge"): {"h.gguf": File(gguf(9, 1000), True, size=1 << 60)},
+        ("model", "kwtest/nosha"): {"a.json": small("{}\n")},
+        ("model", "kwtest/badtree"): {"a.json": small("{}\n")},
+        ("model", "kwtest/evil"): {"../../outside.txt": small("escape\n")},
     }
     return r
 
@@ -236,9 +242,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if files is None:
             return
         if parts[5] == "revision":
+            if rid == "kwtest/nosha":
+                return self.send(200, {"Content-Type": "application/json"}, b'{"id": "x"}')
             body = {"id": rid, "sha": COMMIT,
                     "siblings": [{"rfilename": p} for p in sorted(files)]}
             return self.send(200, {"Content-Type": "application/json"}, json.dumps(body).encode())
+        if rid == "kwtest/badtree":
+            return self.send(200, {"Content-Type": "application/json"}, b'[{"type": "file", "pa')
         entries, dirs = [], set()
         for p in sorted(files):
             f = files[p]

@@ -20,6 +20,12 @@ expect_error noinclude 2 "no file of model 'kwtest/tiny-model' at 'main' matches
   kwtest/tiny-model --include '*.gguf'
 
 
+# broken API answers
+expect_error nosha 2 "/api/models/kwtest/nosha/revision/main: no 40-hex \"sha\" in the answer" kwtest/nosha
+expect_error badtree 2 "/api/models/kwtest/badtree/tree/$COMMIT\?recursive=true: line 1 column [0-9]+: " kwtest/badtree
+expect_error evil 2 "entry [0-9]+ has an unsafe path '../../outside.txt'" kwtest/evil
+[ ! -e "$HF_HUB_CACHE/models--kwtest--evil/outside.txt" ] && [ ! -e "$HF_HUB_CACHE/outside.txt" ] || fail "a file escaped the snapshot"
+
 # content errors: nothing is kept, neither the blob nor the .incomplete file
 expect_error html 2 "'m.gguf': the server sent an HTML page \(Content-Type 'text/html'" kwtest/html m.gguf
 expect_error badsum 2 "checksum mismatch for 'w.gguf': sha256 is [0-9a-f]{64} but the hub's etag is [0-9a-f]{64}; the download was deleted" \
