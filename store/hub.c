@@ -249,8 +249,13 @@ static int get_attempt(ctx *c, const char *path, const char *etag, const char *u
                      "416); the partial file was reset", path, (long long)have);
         return 1;
     }
-    if (rc == 0 && resp->status != 200 && resp->status != 206)
-        return http_error(c, resp, "", path, err);
+    if (rc == 0 && resp->status != 200 && resp->status != 206) {
+        char shown[1024];
+        kw__hub_url_clean(resp->url ? resp->url : url, shown, sizeof shown);
+        return kw_error_set(err, KW_EIO, "downloading '%s': HTTP %ld %s from %s%s%.200s",
+                            path, resp->status, resp->error_code, shown,
+                            *resp->error_msg ? ": " : "", resp->error_msg);
+    }
     if (rc < 0 && resp->interrupted) {
         int64_t now = have + resp->written;
         if (resp->restarted)
