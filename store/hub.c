@@ -22,6 +22,7 @@ typedef struct ctx {
     kw_hub_opts o;
     char endpoint[1024];
     const char *token;
+    char token_buf[1024];
     CURL *curl;
     int file_index, file_count;
 } ctx;
@@ -78,6 +79,39 @@ int kw_hub_cache_dir(char *buf, size_t n, kw_error *err)
     while (k > 1 && buf[k - 1] == '/')
         buf[--k] = '\0';
     return KW_OK;
+}
+
+/* $HF_TOKEN, else $HUGGING_FACE_HUB_TOKEN, else the file `hf auth login` writes:
+ * $HF_TOKEN_PATH, else $HF_HOME/token, else $XDG_CACHE_HOME/huggingface/token, else
+ * ~/.cache/huggingface/token. buf: 0 when none. */
+static void find_token(char *buf, size_t n)
+{
+    const char *v = env("HF_TOKEN") ? env("HF_TOKEN") : env("HUGGING_FACE_HUB_TOKEN");
+    buf[0] = '\0';
+    if (v) {
+        snprintf(buf, n, "%s", v);
+        return;
+    }
+    char path[4096];
+    if ((v = env("HF_TOKEN_PATH")))
+        snprintf(path, sizeof path, "%s", v);
+    else if ((v = env("HF_HOME")))
+        snprintf(path, sizeof path, "%s/token", v);
+    else if ((v = env("XDG_CACHE_HOME")))
+        snprintf(path, sizeof path, "%s/huggingface/token", v);
+    else if ((v = env("HOME")))
+        snprintf(path, sizeof path, "%s/.cache/huggingface/token", v);
+    else
+        return;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t k = fread(buf, 1, n - 1, f), o = 0;
+    fclose(f);
+    for (size_t i = 0; i < k; i++) /* the token without spaces and line ends */
+        if (buf[i] != '\r' && buf[i] != '\n' && buf[i] != ' ' && buf[i] != '\t')
+            buf[o++] = buf[i];
+    buf[o] = '\0';
 }
 
 static const char *type_word(const ctx *c) { return c->o.repo_type == KW_HUB_DATASET ? "data set" : "model"; }
@@ -602,7 +636,8 @@ int kw_hub_resolve(const char *repo_id, const char *path, const kw_hub_opts *opt
     if (rc < 0)
         return rc;
     kw_hub_endpoint(c.endpoint, sizeof c.endpoint);
-    c.token = env("HF_TOKEN") ? env("HF_TOKEN") : env("HUGGING_FACE_HUB_TOKEN");
+    find_token(c.token_buf, sizeof c.token_buf);
+    c.token = c.token_buf[0] ? c.token_buf : NULL;
     bool offline = c.o.offline < 0 ? kw_hub_offline_env() : c.o.offline > 0;
     char commit[64] = "";
     if (offline) {

@@ -19,8 +19,9 @@
  *     Location are the metadata. X-Repo-Commit names the commit; the etag (quotes and W/
  *     stripped) names the blob: the sha256 of an LFS file, the git sha1 of a small one.
  *   GET {location} with Range: bytes=N- and If-Range when a .incomplete blob exists;
- *     every redirect is followed by kvweave itself (at most 10), $HF_TOKEN goes only to
- *     the endpoint's origin and is dropped on a redirect to another origin.
+ *     every redirect is followed by kvweave itself (at most 10). The token ($HF_TOKEN,
+ *     else the file `hf auth login` writes: $HF_TOKEN_PATH, else $HF_HOME/token) goes
+ *     only to the endpoint's origin and is dropped on a redirect to another origin.
  *   A whole repo: GET {endpoint}/api/{models|datasets}/{repo}/revision/{revision} (the
  *     commit), then /api/.../tree/{commit}?recursive=true (paged by Link: rel="next"),
  *     filtered by the include globs (fnmatch(3) without FNM_PATHNAME: '*' crosses '/',

@@ -6,7 +6,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/kwhub.XXXXXX")
 HUB_PID=
 COMMIT=0123456789abcdef0123456789abcdef01234567
 unset HF_TOKEN HUGGING_FACE_HUB_TOKEN HF_HUB_OFFLINE TRANSFORMERS_OFFLINE HF_HOME \
-      HUGGINGFACE_HUB_CACHE
+      HUGGINGFACE_HUB_CACHE HF_TOKEN_PATH
+export HF_TOKEN_PATH=$T/no-token  # never a user's real token
 export HF_HUB_CACHE=$T/cache
 
 cleanup() {

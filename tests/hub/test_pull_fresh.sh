@@ -90,6 +90,19 @@ assert cdn and all(r["auth"] is None for r in cdn), cdn
 PY
 ok "token sent to the hub only"
 
+# the token file `hf auth login` writes ($HF_HOME/token) when HF_TOKEN is not set
+mkdir -p "$T/hfhome"
+printf 'hf_granted\n' > "$T/hfhome/token"
+saved=$HF_TOKEN_PATH
+unset HF_TOKEN_PATH
+HF_HOME=$T/hfhome HF_HUB_CACHE=$T/cache3 run_pull tokfile kwtest/gated g.gguf
+[ "$RC" = 0 ] || { cat "$T/tokfile.err"; fail "gated pull with \$HF_HOME/token: exit $RC"; }
+export HF_TOKEN_PATH=$T/hfhome/token
+HF_HUB_CACHE=$T/cache4 run_pull tokpath kwtest/gated g.gguf
+[ "$RC" = 0 ] || { cat "$T/tokpath.err"; fail "gated pull with \$HF_TOKEN_PATH: exit $RC"; }
+export HF_TOKEN_PATH=$saved
+ok "token read from \$HF_HOME/token and \$HF_TOKEN_PATH"
+
 # a tag: refs/v1.0 names the commit
 run_pull tag kwtest/tiny-gguf README.md --revision v1.0
 [ "$RC" = 0 ] && [ "$(cat "$repo/refs/v1.0")" = "$COMMIT" ] || fail "refs/v1.0 not written"
