@@ -23,7 +23,7 @@ Behaviours that imitate the hub's failures, by repo:
 Unknown repos: 401 RepoNotFound; unknown revisions: 404 RevisionNotFound; unknown
 files: 404 EntryNotFound.
 
-Usage: fake_hub.py STATE_DIR [--lifetime S] [--slow]
+Usage: fake_hub.py STATE_DIR [--lifetime S] [--slow] [--big MB]
 Writes STATE_DIR/ports ("HUB CDN") once listening and one JSON line per request to
 STATE_DIR/requests.log; exits by itself after --lifetime seconds (default 120).
 """
@@ -43,7 +43,8 @@ GATED_TOKEN = "hf_granted"
 
 
 def rand_bytes(seed, n):
-    return random.Random(seed).randbytes(n)
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(min(1 << 20, n - i)) for i in range(0, n, 1 << 20))
 
 
 def gguf(seed, n):
@@ -68,7 +69,7 @@ class File:
         self.size = len(data) if size is None else size
 
 
-def build_repos():
+def build_repos(big_mb=0):
     small = lambda s: File(s.encode(), False)
     r = {
         ("model", "kwtest/tiny-model"): {
@@ -98,14 +99,16 @@ def build_repos():
         ("model", "kwtest/badtree"): {"a.json": small("{}\n")},
         ("model", "kwtest/evil"): {"../../outside.txt": small("escape\n")},
     }
+    if big_mb:  # for measurements: fake_hub.py DIR --big MB
+        r[("model", "kwtest/big")] = {"big.gguf": File(gguf(10, big_mb << 20), True)}
     return r
 
 
 class State:
-    def __init__(self, state_dir, slow):
+    def __init__(self, state_dir, slow, big_mb=0):
         self.dir = state_dir
         self.slow = slow
-        self.repos = build_repos()
+        self.repos = build_repos(big_mb)
         self.by_etag = {}
         for (kind, rid), files in self.repos.items():
             for path, f in files.items():
@@ -333,7 +336,8 @@ def main():
     lifetime = 120.0
     if "--lifetime" in sys.argv:
         lifetime = float(sys.argv[sys.argv.index("--lifetime") + 1])
-    st = State(state_dir, "--slow" in sys.argv)
+    big = int(sys.argv[sys.argv.index("--big") + 1]) if "--big" in sys.argv else 0
+    st = State(state_dir, "--slow" in sys.argv, big)
     servers = []
     for role in ("hub", "cdn"):
         h = type(role.capitalize() + "Handler", (Handler,), {"state": st, "role": role})
