@@ -24,7 +24,7 @@ start_hub() {
   rm -f "$T/ports" "$T/requests.log"
   python3 "$KVWEAVE_SRC/tests/hub/fake_hub.py" "$T" --lifetime 110 "$@" &
   HUB_PID=$!
-  for _ in $(seq 100); do [ -s "$T/ports" ] && break; sleep 0.1; done
+  for _ in $(seq 300); do [ -s "$T/ports" ] && break; sleep 0.1; done
   [ -s "$T/ports" ] || fail "the fake hub did not start"
   read -r HUB_PORT CDN_PORT < "$T/ports"
   export HF_ENDPOINT="http://127.0.0.1:$HUB_PORT"
