@@ -75,9 +75,16 @@ static void put_val(sbuf *b, const kw_pval *v)
     case KW_PARAM_INT:
         put(b, "%lld", (long long)v->i);
         break;
-    case KW_PARAM_FLOAT:
-        put(b, "%.17g", v->f);
+    case KW_PARAM_FLOAT: { /* the shortest text that reads back as the same double */
+        char t[64];
+        for (int prec = 6; prec <= 17; prec++) {
+            snprintf(t, sizeof t, "%.*g", prec, v->f);
+            if (strtod(t, NULL) == v->f || v->f != v->f)
+                break;
+        }
+        put(b, "%s", t);
         break;
+    }
     case KW_PARAM_BOOL:
         put(b, "%s", v->i ? "true" : "false");
         break;

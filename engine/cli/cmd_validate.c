@@ -5,10 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../operators/builtin.h"
 #include "cli.h"
 #include "graph.h"
 #include "registry.h"
+
+/* The built-in operators link against the operator runtime (engine/opctx.c, with the
+ * scheduler); in a tree without it the CLI knows only plug-ins. */
+#if __has_include("opctx.h")
+#include "../../operators/builtin.h"
+#define KW_CLI_BUILTINS kw_builtin_ops
+#else
+static const kw_op *const no_builtins[] = {NULL};
+#define KW_CLI_BUILTINS no_builtins
+#endif
 
 typedef struct vargs {
     const char *path;
@@ -65,7 +74,7 @@ static int prepare(const vargs *a, kw_pdesc **d, kw_registry **r, kw_error *err)
         rc = kw_pdesc_set(*d, key, eq + 1, err);
     }
     if (rc >= 0)
-        rc = kw_registry_new(kw_builtin_ops, r, err);
+        rc = kw_registry_new(KW_CLI_BUILTINS, r, err);
     if (rc >= 0)
         rc = kw_registry_load_env(*r, err);
     if (rc >= 0)
