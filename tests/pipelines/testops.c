@@ -3,7 +3,8 @@
  * break one rule each: TESTOPS_PLUGIN_ABI, TESTOPS_OP_ABI, TESTOPS_OP_SIZE, TESTOPS_DUP.
  *
  *   dataset: test.source -> test.tok -> test.probe -> test.budget (reduce) -> test.evict
- *            test.tok + test.evict -> test.gen -> test.score;  test.perbudget maps each */
+ *            test.tok + test.evict -> test.gen -> test.score;  test.perbudget maps each;
+ *   test.map: sample -> sample */
 #include "kvweave/op.h"
 
 #ifndef TESTOPS_PLUGIN_ABI
@@ -55,6 +56,9 @@ static const kw_param_spec tok_p[] = {
     {0},
 };
 OP(op_tok, "test.tok", 0, tok_in, tok_out, tok_p);
+
+static const kw_port map_out[] = {{"out", KW_T_SAMPLE, KW_EACH, 0, NULL}, {0}};
+OP(op_map, "test.map", 0, tok_in, map_out, none_p);
 
 static const kw_port probe_in[] = {{"in", KW_T_TOKENS, KW_EACH, 0, NULL}, {0}};
 static const kw_port probe_out[] = {{"stats", KW_T_STATS, KW_EACH, 0, NULL}, {0}};
@@ -111,7 +115,7 @@ static const kw_op op_broken = {
 
 const uint32_t kw_plugin_abi = TESTOPS_PLUGIN_ABI;
 const kw_op *const kw_plugin_ops[] = {
-    &op_source, &op_tok, &op_probe, &op_budget, &op_perbudget, &op_evict, &op_gen, &op_score,
+    &op_source, &op_tok, &op_map, &op_probe, &op_budget, &op_perbudget, &op_evict, &op_gen, &op_score,
 #ifdef TESTOPS_BROKEN
     &op_broken,
 #endif
