@@ -493,6 +493,18 @@ static int set_node(kw_pdesc *d, const char *key, kw_ynode *val, char *origin, k
     if (rc < 0) {
         kw__ynode_free(val);
         free(origin);
+        const char *near = NULL, *dot = strchr(key, '.');
+        if (rc == KW_ENOTFOUND && dot && d->n_stages <= KW_PIPELINE_MAX_STAGES) {
+            const char *ids[KW_PIPELINE_MAX_STAGES];
+            char stage[256];
+            snprintf(stage, sizeof stage, "%.*s", (int)(dot - key), key);
+            for (int i = 0; i < d->n_stages; i++)
+                ids[i] = d->stages[i].id;
+            near = kw__nearest(stage, ids, d->n_stages);
+        }
+        if (near)
+            return kw_error_set(err, rc, "cannot set '%s': %s (did you mean '%s'?)", key, why,
+                                near);
         return kw_error_set(err, rc, "cannot set '%s': %s", key, why);
     }
     const char *dot = strchr(key, '.');

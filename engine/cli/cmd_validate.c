@@ -89,8 +89,12 @@ static int build_cell(const kw_pdesc *d, const kw_registry *r, int i, kw_graph *
     int rc = kw_pdesc_sweep_cell(d, i, &cell, err);
     if (rc >= 0)
         rc = kw_graph_build(cell, r, g, err);
-    if (rc < 0 && kw_pdesc_sweep_cells(d) > 1)
-        kw_error_prefix(err, "sweep cell %d (%s)", i, kw_pdesc_cell_label(d, i));
+    if (rc < 0 && kw_pdesc_sweep_cells(d) > 1) { /* keep file:line:col first for editors */
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        snprintf(err->msg, sizeof err->msg, "%s (in sweep cell %d: %s)", msg, i,
+                 kw_pdesc_cell_label(d, i));
+    }
     kw_pdesc_free(cell);
     return rc;
 }
