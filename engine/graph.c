@@ -262,8 +262,8 @@ static void port_types(const kw_op *op, bool inputs, char *buf, size_t n)
     size_t len = 0;
     buf[0] = '\0';
     for (int k = 0; k < np && len < n; k++)
-        len += (size_t)snprintf(buf + len, n - len, "%s%s '%s' (%s, %s)", k ? "," : "",
-                                inputs ? "" : "", p[k].name, p[k].type, card_name(p[k].card));
+        len += (size_t)snprintf(buf + len, n - len, "%s '%s' (%s, %s)", k ? "," : "", p[k].name,
+                                p[k].type, card_name(p[k].card));
     if (!np)
         snprintf(buf, n, " none");
 }

@@ -31,6 +31,9 @@
  * FLOAT ints and floats (.inf, .nan), BOOL only true/false, STRING any scalar's text as
  * written, ENUM one of its choices, INTLIST a sequence of ints or a "0,1,2" string.
  * Quoted scalars are strings. Errors name file:line:col (or "--set KEY") and the numbers.
+ * A plain null (`~`, `null`, nothing) for `with:`, `in:`, `run:`, `model:`, ... means
+ * "not given". kw_graph_build refuses a description that still has a sweep: build each
+ * cell (kw_pdesc_sweep_cell; a description without sweep has one cell, itself).
  */
 #ifndef KW_GRAPH_H
 #define KW_GRAPH_H

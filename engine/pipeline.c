@@ -41,6 +41,14 @@ static const char *kind_name(const kw_ynode *n)
     return n->kind == KW_Y_MAP ? "a mapping" : n->kind == KW_Y_SEQ ? "a list" : "a value";
 }
 
+/* A plain `~`, `null` or nothing: YAML's null, taken as "not given" or "empty". */
+static bool is_null(const kw_ynode *n)
+{
+    return n->kind == KW_Y_SCALAR && !n->quoted &&
+           (!n->text || !*n->text || !strcmp(n->text, "~") || !strcmp(n->text, "null") ||
+            !strcmp(n->text, "Null") || !strcmp(n->text, "NULL"));
+}
+
 static int want(pctx *c, const kw_ynode *n, kw_ykind kind, const char *what)
 {
     if (n->kind == kind)
@@ -94,6 +102,11 @@ static void pkv_clear(kw_pkv *kv)
 static int take_kvs(pctx *c, kw_ynode *m, const char *what, const char *const *names, int nn,
                     kw_pkv **out, int *n_out)
 {
+    if (is_null(m)) {
+        *n_out = 0;
+        *out = calloc(1, sizeof **out);
+        return *out ? KW_OK : oom(c->err);
+    }
     int rc = want(c, m, KW_Y_MAP, what);
     if (rc < 0)
         return rc;
@@ -130,7 +143,7 @@ static bool valid_id(const char *s)
 
 static int take_refs(pctx *c, kw_ynode *n, const char *what, kw_pref **out, int *n_out)
 {
-    int cnt = n->kind == KW_Y_SEQ ? n->n : 1;
+    int cnt = n->kind == KW_Y_SEQ ? n->n : is_null(n) ? 0 : 1;
     if (n->kind == KW_Y_MAP)
         return want(c, n, KW_Y_SEQ, what);
     kw_pref *r = calloc((size_t)cnt + 1, sizeof *r);
@@ -211,6 +224,8 @@ static int add_stage(pctx *c, kw_ynode *m, bool dataset)
 
 static int take_stages(pctx *c, kw_ynode *ds, kw_ynode *st)
 {
+    if (st && is_null(st))
+        st = NULL;
     int n = (ds ? 1 : 0) + (st && st->kind == KW_Y_SEQ ? st->n : 0);
     if (st && st->kind != KW_Y_SEQ)
         return want(c, st, KW_Y_SEQ, "`stages:`");
@@ -317,7 +332,7 @@ static int take_top(pctx *c, kw_ynode *root)
         return at(c, KW_EINVAL, root, "the pipeline needs `name:`");
     if ((rc = take_str(c, v[0], "`name:`", &d->name, &d->name_line, &d->name_col)) < 0)
         return rc;
-    if (v[1]) {
+    if (v[1] && !is_null(v[1])) {
         if ((rc = want(c, v[1], KW_Y_SCALAR, "`model:`")) < 0)
             return rc;
         if (!(d->model.key = strdup("model")))
@@ -339,7 +354,7 @@ static int take_top(pctx *c, kw_ynode *root)
     if (v[5] && (rc = take_kvs(c, v[5], "`calibration:`", calib_keys, N_OF(calib_keys),
                                &d->calib, &d->n_calib)) < 0)
         return rc;
-    if (v[7] && (rc = take_sweep(c, v[7])) < 0)
+    if (v[7] && !is_null(v[7]) && (rc = take_sweep(c, v[7])) < 0)
         return rc;
     return KW_OK;
 }

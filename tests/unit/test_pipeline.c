@@ -244,6 +244,23 @@ static void test_alias_count_depth_and_size_limits(void **st)
     free(b);
 }
 
+static void test_null_values_mean_not_given(void **st)
+{
+    (void)st;
+    kw_pdesc *d;
+    kw_error e;
+    const char *t = "name: n\nmodel: ~\nrun:\nsweep: null\nstages:\n"
+                    "  - { id: a, op: x, with: , in: ~ }\n";
+    assert_int_equal(parse(t, &d, &e), 0);
+    assert_null(d->model.val);
+    assert_int_equal(d->n_run, 0);
+    assert_int_equal(d->n_sweep, 0);
+    assert_int_equal(d->stages[0].n_with, 0);
+    assert_int_equal(d->stages[0].n_in, 0);
+    assert_true(d->stages[0].has_in);
+    kw_pdesc_free(d);
+}
+
 static void test_load_reports_missing_file(void **st)
 {
     (void)st;
@@ -281,6 +298,7 @@ int main(void)
         cmocka_unit_test(test_aliases_within_limits_are_copied),
         cmocka_unit_test(test_billion_laughs_fails_fast_with_elimit),
         cmocka_unit_test(test_alias_count_depth_and_size_limits),
+        cmocka_unit_test(test_null_values_mean_not_given),
         cmocka_unit_test(test_load_reports_missing_file),
         cmocka_unit_test(test_value_text_round_trips_flow_form),
     };
