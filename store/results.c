@@ -156,6 +156,8 @@ int kw__db_write(kw_db *db, kw_error *err, const char *what, int *changes, const
         return rc;
     sqlite3_stmt *st = NULL;
     int src = sqlite3_prepare_v2(db->h, sql, -1, &st, NULL);
+    if (src == SQLITE_OK && sqlite3_bind_parameter_count(st) != (int)strlen(fmt))
+        src = SQLITE_MISUSE; /* a programming error: the format does not fit the SQL */
     if (src == SQLITE_OK) {
         va_list ap;
         va_start(ap, fmt);
@@ -477,7 +479,7 @@ int kw_db_run_begin(kw_db *db, const kw_run_info *info, char uuid[37], kw_error 
         "start_time, kw_version, git_commit, host, cpu, gpu, cuda, model_id, model_sha256, "
         "dataset_id, dataset_sha256, device, seed) VALUES (?, ?, ?, ?, ?, ?, 'RUNNING', ?, "
         "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        "ttttttdtttttttttttti", uuid, info->parent && *info->parent ? info->parent : NULL,
+        "ttttttdttttttttttti", uuid, info->parent && *info->parent ? info->parent : NULL,
         info->pipeline, info->yaml, info->yaml_sha256,
         info->cell_label ? info->cell_label : "", kw_wall_time(), KW_VERSION, KW_GIT_COMMIT,
         kw__store_host(), kw__store_cpu(), gpu, cuda, info->model_id, info->model_sha256,
