@@ -85,6 +85,23 @@ static int fold(kw_db *db, kw_db_merge_stats *st, kw_error *err)
     return rc;
 }
 
+/* file:<path>?mode=ro, so that the shard is never written (not even checkpointed). */
+static void shard_uri(const char *path, char *out, size_t n)
+{
+    static const char *x = "0123456789ABCDEF";
+    size_t o = (size_t)snprintf(out, n, "file:");
+    for (const unsigned char *p = (const unsigned char *)path; *p && o + 4 < n; p++) {
+        if (*p == '%' || *p == '?' || *p == '#' || *p < 0x20 || *p >= 0x7f) {
+            out[o++] = '%';
+            out[o++] = x[*p >> 4];
+            out[o++] = x[*p & 15];
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    snprintf(out + o, n - o, "?mode=ro");
+}
+
 int kw_db_merge(kw_db *dest, const char *shard_path, kw_db_merge_stats *stats, kw_error *err)
 {
     kw_db_merge_stats st = {0};
@@ -103,8 +120,10 @@ int kw_db_merge(kw_db *dest, const char *shard_path, kw_db_merge_stats *stats, k
         return kw_error_set(err, KW_EDB, "shard '%s' has results schema version %d but '%s' "
                             "has %d; open the older one once with this kvweave to migrate it",
                             shard_path, sv, dest->path, dest->version);
+    char uri[3 * 4096 + 32];
+    shard_uri(shard_path, uri, sizeof uri);
     kw__db_lock(dest);
-    rc = step_sql(dest, "ATTACH DATABASE ?1 AS kw_shard", shard_path, NULL, NULL, 0, err,
+    rc = step_sql(dest, "ATTACH DATABASE ?1 AS kw_shard", uri, NULL, NULL, 0, err,
                   "cannot attach the shard");
     if (rc == KW_OK) {
         rc = kw_db_begin(dest, err);

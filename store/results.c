@@ -428,7 +428,10 @@ int kw_db_open(const char *path, bool readonly, kw_db **out, kw_error *err)
     snprintf(db->path, sizeof db->path, "%s", path);
     db->readonly = readonly;
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int src = sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_FULLMUTEX, NULL);
+    /* URI filenames only so that kw_db_merge can attach a shard with mode=ro; a plain
+     * path is still a plain path. */
+    int src = sqlite3_open_v2(path, &db->h, flags | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_URI,
+                              NULL);
     if (src != SQLITE_OK) {
         rc = kw__db_fail(db, src, err, "cannot open");
     } else {
@@ -471,6 +474,12 @@ int kw_db_run_begin(kw_db *db, const kw_run_info *info, char uuid[37], kw_error 
         return rc;
     const char *cuda = NULL;
     const char *gpu = kw__store_gpu_info(&cuda);
+    char yaml_sha[65];
+    const char *ysha = info->yaml_sha256;
+    if (!ysha && info->yaml) {
+        kw_sha256_hex(info->yaml, strlen(info->yaml), yaml_sha);
+        ysha = yaml_sha;
+    }
     char what[96];
     snprintf(what, sizeof what, "cannot record run %s", uuid);
     return kw__db_write(
@@ -480,7 +489,7 @@ int kw_db_run_begin(kw_db *db, const kw_run_info *info, char uuid[37], kw_error 
         "dataset_id, dataset_sha256, device, seed) VALUES (?, ?, ?, ?, ?, ?, 'RUNNING', ?, "
         "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         "ttttttdttttttttttti", uuid, info->parent && *info->parent ? info->parent : NULL,
-        info->pipeline, info->yaml, info->yaml_sha256,
+        info->pipeline, info->yaml, ysha,
         info->cell_label ? info->cell_label : "", kw_wall_time(), KW_VERSION, KW_GIT_COMMIT,
         kw__store_host(), kw__store_cpu(), gpu, cuda, info->model_id, info->model_sha256,
         info->dataset_id, info->dataset_sha256, info->device, (int64_t)info->seed);

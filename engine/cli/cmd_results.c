@@ -108,11 +108,11 @@ static void format_cell(char f, const char *v, char *buf, size_t n)
         return;
     }
     switch (f) {
-    case 'n': kw_fmt_num(v, buf, n); break;
+    case 'n': kw__fmt_num(v, buf, n); break;
     case 's': snprintf(buf, n, "%.3f", d); break;
-    case 'b': kw_fmt_bytes(d, buf, n); break;
-    case 't': kw_fmt_time(d, buf, n); break;
-    case 'd': kw_fmt_duration(d, buf, n); break;
+    case 'b': kw__fmt_bytes(d, buf, n); break;
+    case 't': kw__fmt_time(d, buf, n); break;
+    case 'd': kw__fmt_duration(d, buf, n); break;
     case 'u': snprintf(buf, n, "%.8s", v); break;
     default: snprintf(buf, n, "%s", v);
     }
@@ -123,7 +123,7 @@ static int on_collect(void *ud, int ncol, const char *const *names, const char *
 {
     collect *c = ud;
     if (!vals) {
-        if (!c->ready && kw_table_init(&c->t, ncol, names, c->max_cell) != 0)
+        if (!c->ready && kw__table_init(&c->t, ncol, names, c->max_cell) != 0)
             return KW_ENOMEM;
         c->ready = true;
         return 0;
@@ -141,7 +141,7 @@ static int on_collect(void *ud, int ncol, const char *const *names, const char *
         format_cell(f, vals[i], buf[i], sizeof buf[i]);
         row[i] = buf[i];
     }
-    int rc = kw_table_add(&c->t, row) == 0 ? 0 : KW_ENOMEM;
+    int rc = kw__table_add(&c->t, row) == 0 ? 0 : KW_ENOMEM;
     free(row);
     return rc;
 }
@@ -155,18 +155,18 @@ static int print_query(kw_db *db, const char *sql, const char *const *args, int 
     kw_error err = {0};
     int rc = kw_db_query(db, sql, args, nargs, on_collect, &c, &err);
     if (rc < 0) {
-        kw_table_clear(&c.t);
+        kw__table_clear(&c.t);
         return kw_cli_fail(&err);
     }
     if (c.t.nrows > 0 || none) {
         if (title)
             section(title, color);
         if (c.t.nrows > 0)
-            kw_table_print(&c.t, stdout, color, "  ");
+            kw__table_print(&c.t, stdout, color, "  ");
         else
             printf("  %s\n", none);
     }
-    kw_table_clear(&c.t);
+    kw__table_clear(&c.t);
     return 0;
 }
 
@@ -265,7 +265,7 @@ static int on_provenance(void *ud, int ncol, const char *const *names,
             v = buf;
         } else if (!strcmp(names[i], "start_time") || !strcmp(names[i], "end_time")) {
             times[names[i][0] == 'e'] = strtod(v, NULL);
-            kw_fmt_time(strtod(v, NULL), buf, sizeof buf);
+            kw__fmt_time(strtod(v, NULL), buf, sizeof buf);
             strcat(buf, " UTC");
             v = buf;
         }
@@ -280,7 +280,7 @@ static void show_overlap(kw_db *db, const char *const *arg, double wall, bool co
     double ov = scalar_num(db, "SELECT value FROM metrics WHERE run = ?1 AND sample IS NULL "
                            "AND key = 'overlap' ORDER BY step DESC LIMIT 1", arg, 1, &found);
     char w[32];
-    kw_fmt_duration(wall, w, sizeof w);
+    kw__fmt_duration(wall, w, sizeof w);
     if (found) {
         printf("  overlap %.2f (recorded by the run; wall %s)\n", ov, w);
         return;
@@ -297,7 +297,7 @@ static void show_overlap(kw_db *db, const char *const *arg, double wall, bool co
         return;
     }
     char b[32];
-    kw_fmt_duration(busy, b, sizeof b);
+    kw__fmt_duration(busy, b, sizeof b);
     printf("  overlap %.2f (lane busy %s / wall %s, from the %s rows)\n", busy / wall, b, w,
            n > 0 ? "lane total" : "per-stage");
 }
@@ -313,7 +313,7 @@ static int show_run(kw_db *db, const char *u, bool color)
         return kw_cli_fail(&err);
     double wall = (times[1] > 0 ? times[1] : kw_wall_time()) - times[0];
     char w[32];
-    kw_fmt_duration(wall, w, sizeof w);
+    kw__fmt_duration(wall, w, sizeof w);
     bool f;
     double ok = scalar_num(db, "SELECT count(*) FROM samples WHERE run = ?1 AND status = "
                            "'FINISHED'", arg, 1, &f);
@@ -404,8 +404,8 @@ static int on_key(void *ud, int ncol, const char *const *names, const char *cons
 {
     kw_table *t = ud;
     if (!vals)
-        return t->head || kw_table_init(t, 1, names, 0) == 0 ? 0 : KW_ENOMEM;
-    return kw_table_add(t, vals) == 0 ? 0 : KW_ENOMEM;
+        return t->head || kw__table_init(t, 1, names, 0) == 0 ? 0 : KW_ENOMEM;
+    return kw__table_add(t, vals) == 0 ? 0 : KW_ENOMEM;
 }
 
 /* Rows: the keys of `keys_sql` (runs bound as ?1..?n); columns: each run's value from
@@ -421,7 +421,7 @@ static int pivot(kw_db *db, char (*runs)[37], int n, const char *keys_sql,
     kw_table keys = {0};
     kw_error err = {0};
     if (kw_db_query(db, keys_sql, args, n, on_key, &keys, &err) < 0) {
-        kw_table_clear(&keys);
+        kw__table_clear(&keys);
         return kw_cli_fail(&err);
     }
     int ncol = 1 + n + (ratios ? n - 1 : 0);
@@ -438,7 +438,7 @@ static int pivot(kw_db *db, char (*runs)[37], int n, const char *keys_sql,
         }
     }
     kw_table t;
-    kw_table_init(&t, ncol, head, 60);
+    kw__table_init(&t, ncol, head, 60);
     char cells[2 * MAX_RUNS][48];
     for (int k = 0; k < keys.nrows; k++) {
         const char *key = keys.cells[k];
@@ -453,7 +453,7 @@ static int pivot(kw_db *db, char (*runs)[37], int n, const char *keys_sql,
                 first = v ? strdup(v) : NULL;
             else if ((!v) != (!first) || (v && strcmp(v, first)))
                 differ = true;
-            kw_fmt_num(v, cells[c], sizeof cells[c]);
+            kw__fmt_num(v, cells[c], sizeof cells[c]);
             row[c] = cells[c];
             c++;
             double d = v ? strtod(v, NULL) : 0;
@@ -472,16 +472,16 @@ static int pivot(kw_db *db, char (*runs)[37], int n, const char *keys_sql,
         }
         free(first);
         if (!only_diff || differ)
-            kw_table_add(&t, row);
+            kw__table_add(&t, row);
     }
     if (t.nrows > 0) {
         printf("\n");
-        kw_table_print(&t, stdout, color, "");
+        kw__table_print(&t, stdout, color, "");
     } else if (!only_diff) {
         printf("\n(no run-level metrics)\n");
     }
-    kw_table_clear(&t);
-    kw_table_clear(&keys);
+    kw__table_clear(&t);
+    kw__table_clear(&keys);
     return 0;
 }
 
@@ -553,9 +553,9 @@ typedef struct qout {
 static void qout_flush(qout *q)
 {
     if (q->fmt == KW_FMT_TABLE && q->c.ready) {
-        kw_table_print(&q->c.t, q->f, q->color, "");
+        kw__table_print(&q->c.t, q->f, q->color, "");
         fprintf(q->f, "(%d row%s)\n", q->c.t.nrows, q->c.t.nrows == 1 ? "" : "s");
-        kw_table_clear(&q->c.t);
+        kw__table_clear(&q->c.t);
         q->c.ready = false;
     }
     if (q->fmt == KW_FMT_JSON && q->any)
@@ -573,12 +573,12 @@ static int on_query(void *ud, int ncol, const char *const *names, const char *co
     case KW_FMT_TABLE:
         return on_collect(&q->c, ncol, names, vals, types);
     case KW_FMT_CSV:
-        kw_csv_row(q->f, ncol, vals ? vals : names);
+        kw__csv_row(q->f, ncol, vals ? vals : names);
         return 0;
     case KW_FMT_MD:
-        kw_md_row(q->f, ncol, vals ? vals : names);
+        kw__md_row(q->f, ncol, vals ? vals : names);
         if (!vals)
-            kw_md_rule(q->f, ncol);
+            kw__md_rule(q->f, ncol);
         return 0;
     case KW_FMT_JSON:
         if (!vals) {
@@ -587,7 +587,7 @@ static int on_query(void *ud, int ncol, const char *const *names, const char *co
             q->first = true;
             return 0;
         }
-        kw_json_row(q->f, ncol, names, vals, types, NULL, q->first);
+        kw__json_row(q->f, ncol, names, vals, types, NULL, q->first);
         q->first = false;
         return 0;
     }
@@ -599,7 +599,7 @@ int kw_cmd_query(int argc, char **argv)
     opts o;
     int rc = parse_opts("query", argc, argv, "db,format", &o);
     kw_fmt fmt = KW_FMT_TABLE;
-    if (rc == 0 && o.format && kw_fmt_parse(o.format, &fmt) != 0)
+    if (rc == 0 && o.format && kw__fmt_parse(o.format, &fmt) != 0)
         rc = kw_cli_usage("query", "--format must be table, csv, json or md, not '%s'",
                           o.format);
     if (rc == 0 && (o.help || o.npos != 1)) {
@@ -621,7 +621,7 @@ int kw_cmd_query(int argc, char **argv)
         kw_error err = {0};
         int qrc = kw_db_query(db, o.pos[0], NULL, 0, on_query, &q, &err);
         qout_flush(&q);
-        kw_table_clear(&q.c.t);
+        kw__table_clear(&q.c.t);
         if (qrc < 0)
             rc = kw_cli_fail(&err);
     }
@@ -645,10 +645,10 @@ static int on_export(void *ud, int ncol, const char *const *names, const char *c
     eout *e = ud;
     if (!vals) {
         if (e->fmt == KW_FMT_CSV)
-            kw_csv_row(e->f, ncol, names);
+            kw__csv_row(e->f, ncol, names);
         if (e->fmt == KW_FMT_MD) {
-            kw_md_row(e->f, ncol, names);
-            kw_md_rule(e->f, ncol);
+            kw__md_row(e->f, ncol, names);
+            kw__md_rule(e->f, ncol);
         }
         if (e->fmt == KW_FMT_JSON) {
             free(e->json_cols);
@@ -659,11 +659,11 @@ static int on_export(void *ud, int ncol, const char *const *names, const char *c
         return 0;
     }
     if (e->fmt == KW_FMT_CSV)
-        kw_csv_row(e->f, ncol, vals);
+        kw__csv_row(e->f, ncol, vals);
     else if (e->fmt == KW_FMT_MD)
-        kw_md_row(e->f, ncol, vals);
+        kw__md_row(e->f, ncol, vals);
     else
-        kw_json_row(e->f, ncol, names, vals, types, e->json_cols, e->first);
+        kw__json_row(e->f, ncol, names, vals, types, e->json_cols, e->first);
     e->first = false;
     return 0;
 }
@@ -718,7 +718,7 @@ static int export_rows(kw_db *db, char (*runs)[37], int n, eout *e)
             fputs(e->first ? "]\n" : "\n]\n", e->f);
     }
     free(sql);
-    kw_table_clear(&keys);
+    kw__table_clear(&keys);
     return rc < 0 ? kw_cli_fail(&err) : 0;
 }
 
@@ -727,7 +727,7 @@ int kw_cmd_export(int argc, char **argv)
     opts o;
     int rc = parse_opts("export", argc, argv, "db,format,output", &o);
     kw_fmt fmt = KW_FMT_CSV;
-    if (rc == 0 && o.format && (kw_fmt_parse(o.format, &fmt) != 0 || fmt == KW_FMT_TABLE))
+    if (rc == 0 && o.format && (kw__fmt_parse(o.format, &fmt) != 0 || fmt == KW_FMT_TABLE))
         rc = kw_cli_usage("export", "--format must be csv, json or md, not '%s'", o.format);
     if (rc == 0 && (o.help || o.npos > MAX_RUNS)) {
         fprintf(o.help ? stdout : stderr,

@@ -13,7 +13,7 @@
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-int kw_table_init(kw_table *t, int ncol, const char *const *head, int max_cell)
+int kw__table_init(kw_table *t, int ncol, const char *const *head, int max_cell)
 {
     memset(t, 0, sizeof *t);
     t->ncol = ncol;
@@ -26,7 +26,7 @@ int kw_table_init(kw_table *t, int ncol, const char *const *head, int max_cell)
     return 0;
 }
 
-int kw_table_add(kw_table *t, const char *const *vals)
+int kw__table_add(kw_table *t, const char *const *vals)
 {
     if (t->nrows == t->cap) {
         int cap = t->cap ? 2 * t->cap : 16;
@@ -43,7 +43,7 @@ int kw_table_add(kw_table *t, const char *const *vals)
     return 0;
 }
 
-void kw_table_clear(kw_table *t)
+void kw__table_clear(kw_table *t)
 {
     for (int i = 0; t->head && i < t->ncol; i++)
         free(t->head[i]);
@@ -112,7 +112,7 @@ static const char *status_color(const char *s)
     return NULL;
 }
 
-void kw_table_print(const kw_table *t, FILE *f, bool color, const char *indent)
+void kw__table_print(const kw_table *t, FILE *f, bool color, const char *indent)
 {
     int *w = calloc((size_t)t->ncol, sizeof *w);
     bool *right = calloc((size_t)t->ncol, sizeof *right);
@@ -156,7 +156,7 @@ void kw_table_print(const kw_table *t, FILE *f, bool color, const char *indent)
     free(right);
 }
 
-int kw_fmt_parse(const char *s, kw_fmt *out)
+int kw__fmt_parse(const char *s, kw_fmt *out)
 {
     static const struct {
         const char *name;
@@ -171,7 +171,7 @@ int kw_fmt_parse(const char *s, kw_fmt *out)
     return -1;
 }
 
-void kw_csv_row(FILE *f, int ncol, const char *const *vals)
+void kw__csv_row(FILE *f, int ncol, const char *const *vals)
 {
     for (int i = 0; i < ncol; i++) {
         const char *v = vals[i] ? vals[i] : "";
@@ -192,7 +192,7 @@ void kw_csv_row(FILE *f, int ncol, const char *const *vals)
     fputc('\n', f);
 }
 
-void kw_md_row(FILE *f, int ncol, const char *const *vals)
+void kw__md_row(FILE *f, int ncol, const char *const *vals)
 {
     fputc('|', f);
     for (int i = 0; i < ncol; i++) {
@@ -210,7 +210,7 @@ void kw_md_row(FILE *f, int ncol, const char *const *vals)
     fputc('\n', f);
 }
 
-void kw_md_rule(FILE *f, int ncol)
+void kw__md_rule(FILE *f, int ncol)
 {
     fputc('|', f);
     for (int i = 0; i < ncol; i++)
@@ -236,7 +236,7 @@ static json_t *json_value(const char *v, int type, bool embed)
     return json_string(v);
 }
 
-void kw_json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
+void kw__json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
                  const int *types, const bool *json_columns, bool first)
 {
     json_t *o = json_object();
@@ -250,7 +250,7 @@ void kw_json_row(FILE *f, int ncol, const char *const *names, const char *const 
     json_decref(o);
 }
 
-void kw_fmt_duration(double s, char *buf, size_t n)
+void kw__fmt_duration(double s, char *buf, size_t n)
 {
     if (!(s >= 0))
         snprintf(buf, n, "-");
@@ -262,7 +262,7 @@ void kw_fmt_duration(double s, char *buf, size_t n)
         snprintf(buf, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
 }
 
-void kw_fmt_bytes(double b, char *buf, size_t n)
+void kw__fmt_bytes(double b, char *buf, size_t n)
 {
     static const char *u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int i = 0;
@@ -276,7 +276,7 @@ void kw_fmt_bytes(double b, char *buf, size_t n)
         snprintf(buf, n, "%.1f %s", b, u[i]);
 }
 
-void kw_fmt_time(double t, char *buf, size_t n)
+void kw__fmt_time(double t, char *buf, size_t n)
 {
     time_t s = (time_t)t;
     struct tm tm;
@@ -284,7 +284,7 @@ void kw_fmt_time(double t, char *buf, size_t n)
         snprintf(buf, n, "-");
 }
 
-void kw_fmt_num(const char *v, char *buf, size_t n)
+void kw__fmt_num(const char *v, char *buf, size_t n)
 {
     if (!v) {
         snprintf(buf, n, "-");

@@ -166,6 +166,13 @@ static void test_run_records_provenance(void **s)
     snprintf(sql, sizeof sql, "SELECT length(cpu) > 0 FROM runs WHERE uuid = '%s'", u);
     assert_string_equal(q1(db, sql), "1");
 
+    char v[37], yhex[65];
+    kw_run_info bare = {.pipeline = "p", .yaml = "name: p\n"}; /* no sha256 given */
+    assert_int_equal(kw_db_run_begin(db, &bare, v, &err), KW_OK);
+    kw_sha256_hex(bare.yaml, strlen(bare.yaml), yhex);
+    snprintf(sql, sizeof sql, "SELECT yaml_sha256 FROM runs WHERE uuid = '%s'", v);
+    assert_string_equal(q1(db, sql), yhex);
+
     assert_int_equal(kw_db_run_set(db, u, "model_sha256", "beef", &err), KW_OK);
     assert_int_equal(kw_db_run_set(db, u, "host; DROP TABLE runs", "x", &err), KW_EINVAL);
     assert_int_equal(kw_db_run_end(db, u, "DONE", &err), KW_EINVAL);
@@ -644,6 +651,8 @@ static void test_merge_is_idempotent_and_finishes_running_runs(void **s)
     kw_db_close(s1);
     kw_db_merge_stats st;
     kw_error err = {0};
+    char before[65], after[65];
+    file_sha(tpath("shard1.db"), before);
     for (int pass = 0; pass < 2; pass++) {
         assert_int_equal(kw_db_merge(dest, tpath("shard1.db"), &st, &err), KW_OK);
         assert_int_equal(st.added, pass ? 0 : 2);
@@ -651,6 +660,8 @@ static void test_merge_is_idempotent_and_finishes_running_runs(void **s)
         assert_int_equal(kw_db_merge(dest, tpath("shard2.db"), &st, &err), KW_OK);
         assert_int_equal(st.added, pass ? 0 : 1);
     }
+    file_sha(tpath("shard1.db"), after);
+    assert_string_equal(before, after); /* shards are only read */
     assert_int_equal(qn(dest, "SELECT count(*) FROM runs"), 4);
     assert_int_equal(qn(dest, "SELECT count(*) FROM samples"), 2 + 3 + 4 + 1);
     assert_int_equal(qn(dest, "SELECT count(*) FROM metrics"), 4 + 2 + 3 + 4 + 1);
