@@ -1,5 +1,6 @@
 /* Stage-output cache (results.h): content-addressed blobs at
- * $KVWEAVE_HOME/cache/<first 2 hex of key>/<key>, one row each in the cache table.
+ * $KVWEAVE_HOME/cache/<first 2 hex of key>/<key>, one row each in the cache table; and
+ * run artifacts stored the same durable way under $KVWEAVE_HOME/artifacts.
  *
  * put: the blob is made durable first (temp file in the same folder, fsync, rename,
  * fsync of the folder), then the row commits; a crash leaves at worst a file without a
@@ -97,6 +98,36 @@ static int write_durable(const char *dir, const char *path, const void *buf, siz
     return KW_OK;
 }
 
+int kw__store_write_durable(const char *dir, const char *name, const void *buf, size_t n,
+                            kw_error *err)
+{
+    char d[4200], path[4400];
+    snprintf(d, sizeof d, "%s", dir);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int rc = mkdirs(d, err);
+    return rc < 0 ? rc : write_durable(dir, path, buf ? buf : "", n, err);
+}
+
+int kw_db_artifact_put(kw_db *db, const char *uuid, const char *name, const void *buf,
+                       size_t n, char sha256[65], kw_error *err)
+{
+    if (!db || !uuid || !name || (!buf && n))
+        return kw_error_set(err, KW_EINVAL, "artifact put: no database, run, name or data");
+    if (db->readonly)
+        return kw_error_set(err, KW_EDB, "'%s': opened read-only; cannot record an artifact",
+                            db->path);
+    char sha[65], dir[4200], path[4300];
+    kw_sha256_hex(buf ? buf : "", n, sha);
+    snprintf(dir, sizeof dir, "%s/artifacts/%.2s", kw_home(), sha);
+    snprintf(path, sizeof path, "%s/%s", dir, sha);
+    int rc = kw__store_write_durable(dir, sha, buf, n, err);
+    if (rc == KW_OK)
+        rc = kw_db_artifact(db, uuid, name, sha, path, err);
+    if (rc == KW_OK && sha256)
+        memcpy(sha256, sha, 65);
+    return rc;
+}
+
 int kw_cache_put(kw_db *db, const char key[65], const char *what, const void *buf, size_t n,
                  kw_error *err)
 {
@@ -111,9 +142,7 @@ int kw_cache_put(kw_db *db, const char key[65], const char *what, const void *bu
     char dir[4200], path[4300], sha[65];
     snprintf(dir, sizeof dir, "%s/cache/%.2s", kw_home(), key);
     snprintf(path, sizeof path, "%s/%s", dir, key);
-    rc = mkdirs(dir, err);
-    if (rc == KW_OK)
-        rc = write_durable(dir, path, buf ? buf : "", n, err);
+    rc = kw__store_write_durable(dir, key, buf, n, err);
     if (rc < 0)
         return rc;
     kw_sha256_hex(buf ? buf : "", n, sha);

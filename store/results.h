@@ -81,6 +81,11 @@ int kw_db_stage(kw_db *db, const char *uuid, const char *stage, const char *lane
 /* The artifact file must already be durable (written, fsynced, renamed). */
 int kw_db_artifact(kw_db *db, const char *uuid, const char *name, const char *sha256,
                    const char *path, kw_error *err);
+/* Stores buf as a content-addressed artifact file
+ * ($KVWEAVE_HOME/artifacts/<2 hex>/<sha256>; temp file, fsync, rename, fsync of the
+ * folder) and then records it for the run. sha256 (nullable) receives the content hash. */
+int kw_db_artifact_put(kw_db *db, const char *uuid, const char *name, const void *buf,
+                       size_t n, char sha256[65], kw_error *err);
 
 /* --resume: the newest unfinished (RUNNING/FAILED/KILLED) run of the same pipeline text
  * and cell; 1 found, 0 none, < 0 error. */

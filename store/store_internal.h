@@ -32,6 +32,11 @@ int kw__db_write(kw_db *db, kw_error *err, const char *what, int *changes, const
 /* Runs a script (no arguments) on the connection; the caller holds the lock. */
 int kw__db_exec(kw_db *db, kw_error *err, const char *what, const char *sql);
 
+/* cache.c: writes buf at dir/name durably (temp file in dir, fsync, rename, fsync of
+ * dir), creating dir and its parents. */
+int kw__store_write_durable(const char *dir, const char *name, const void *buf, size_t n,
+                            kw_error *err);
+
 /* provenance.c: (transfer none) static strings, NULL when unknown. */
 const char *kw__store_host(void);
 const char *kw__store_cpu(void);

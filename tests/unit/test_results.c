@@ -233,6 +233,40 @@ static void test_writes_replace_and_unknown_run_fails(void **s)
     kw_db_close(db);
 }
 
+static void test_artifact_put_writes_the_file_before_the_row(void **s)
+{
+    (void)s;
+    kw_db *db = open_ok(tpath("art.db"), false);
+    char u[37], sha[65], want[65];
+    new_run(db, "p", "", u);
+    unsigned char blob[3000];
+    for (size_t i = 0; i < sizeof blob; i++)
+        blob[i] = (unsigned char)(i * 131 + 7);
+    kw_error err = {0};
+    assert_int_equal(kw_db_artifact_put(db, u, "budgets", blob, sizeof blob, sha, &err), 0);
+    kw_sha256_hex(blob, sizeof blob, want);
+    assert_string_equal(sha, want);
+    char path[600], sql[200];
+    snprintf(path, sizeof path, "%s/artifacts/%.2s/%s", tmpdir, sha, sha);
+    char *back = NULL;
+    size_t n = 0;
+    assert_int_equal(kw_read_file(path, &back, &n, &err), 0);
+    assert_int_equal(n, sizeof blob);
+    assert_memory_equal(back, blob, sizeof blob);
+    free(back);
+    snprintf(sql, sizeof sql, "SELECT sha256 || '|' || path FROM artifacts WHERE run = '%s' "
+             "AND name = 'budgets'", u);
+    char row[700];
+    snprintf(row, sizeof row, "%s|%s", sha, path);
+    assert_string_equal(q1(db, sql), row);
+    assert_int_equal(kw_db_artifact_put(db, "no-such-run", "x", "y", 1, NULL, &err),
+                     KW_ENOTFOUND);
+    kw_db_close(db);
+    db = open_ok(tpath("art.db"), true);
+    assert_int_equal(kw_db_artifact_put(db, u, "x", "y", 1, NULL, &err), KW_EDB);
+    kw_db_close(db);
+}
+
 static void test_resume_finds_newest_unfinished(void **s)
 {
     (void)s;
@@ -706,6 +740,7 @@ int main(void)
         cmocka_unit_test(test_open_creates_schema_and_reopens),
         cmocka_unit_test(test_run_records_provenance),
         cmocka_unit_test(test_writes_replace_and_unknown_run_fails),
+        cmocka_unit_test(test_artifact_put_writes_the_file_before_the_row),
         cmocka_unit_test(test_resume_finds_newest_unfinished),
         cmocka_unit_test(test_transactions_nest_and_hide_until_outer_commit),
         cmocka_unit_test(test_threads_write_concurrently),
