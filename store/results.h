@@ -2,6 +2,8 @@
  * (BEGIN IMMEDIATE), forward-only migrations from schemas/sql. Tables in MLflow's shape:
  * runs, params, metrics, samples, stages, artifacts, cache (ARCHITECTURE.md section 6).
  * Every function is safe to call from several threads (a mutex serializes them).
+ * Connections use synchronous=NORMAL: a committed write survives a crash of the process;
+ * a power loss may drop the last transactions, never corrupt the file.
  *
  *   kw_db *db; kw_error err = {0};
  *   kw_db_open(path, 0, &db, &err);     // KW_EDB: not SQLite, or a newer schema
@@ -105,8 +107,11 @@ int kw_db_commit(kw_db *db, kw_error *err);
 int kw_db_rollback(kw_db *db, kw_error *err);
 
 /* Stage-output cache (store/cache.c): content-addressed blobs under
- * $KVWEAVE_HOME/cache/<2 hex>/<key>, indexed in the cache table. get: 1 hit (buf
- * malloc'd), 0 miss. put: durable file first, then the row. */
+ * $KVWEAVE_HOME/cache/<2 hex>/<key>, indexed in the cache table; key: 64 lowercase hex
+ * digits (else KW_EINVAL). get: 1 hit (*buf transfer full, free(); one NUL byte past n),
+ * 0 miss: no row, or the file is missing or its size or sha256 differ from the row (the
+ * row is then dropped). put: durable file first (temp, fsync, rename, fsync of the
+ * folder), then the row; a second put of a key replaces it. */
 int kw_cache_get(kw_db *db, const char key[65], void **buf, size_t *n, kw_error *err);
 int kw_cache_put(kw_db *db, const char key[65], const char *what, const void *buf, size_t n,
                  kw_error *err);
