@@ -420,6 +420,39 @@ static void test_two_processes_write_concurrently(void **s)
     kw_db_close(db);
 }
 
+/* Several processes opening a new database at once: one migrates, none fails. */
+static void test_concurrent_first_opens_migrate_once(void **s)
+{
+    (void)s;
+    const char *p = tpath("race/first.db");
+    pid_t kids[4];
+    for (int k = 0; k < 4; k++) {
+        kids[k] = fork();
+        assert_true(kids[k] >= 0);
+        if (kids[k] == 0) {
+            kw_db *d = NULL;
+            kw_error err = {0};
+            char u[37];
+            kw_run_info info = {.pipeline = "race"};
+            int bad = kw_db_open(p, false, &d, &err) != KW_OK ||
+                      kw_db_run_begin(d, &info, u, &err) != KW_OK;
+            if (bad)
+                fprintf(stderr, "child %d: %s\n", k, err.msg);
+            kw_db_close(d);
+            _exit(bad);
+        }
+    }
+    for (int k = 0; k < 4; k++) {
+        int st = 0;
+        waitpid(kids[k], &st, 0);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+    kw_db *db = open_ok(p, true);
+    assert_int_equal(qn(db, "SELECT count(*) FROM schema_migrations"), kw_db_schema_latest());
+    assert_int_equal(qn(db, "SELECT count(*) FROM runs"), 4);
+    kw_db_close(db);
+}
+
 static void test_text_file_is_not_a_db_and_stays_unchanged(void **s)
 {
     (void)s;
@@ -745,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_transactions_nest_and_hide_until_outer_commit),
         cmocka_unit_test(test_threads_write_concurrently),
         cmocka_unit_test(test_two_processes_write_concurrently),
+        cmocka_unit_test(test_concurrent_first_opens_migrate_once),
         cmocka_unit_test(test_text_file_is_not_a_db_and_stays_unchanged),
         cmocka_unit_test(test_newer_schema_is_refused_and_kept),
         cmocka_unit_test(test_truncated_db_is_refused),
