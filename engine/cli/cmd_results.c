@@ -17,7 +17,7 @@ typedef struct opts {
     long limit;
     int npos;
     char **pos;
-    bool help;
+    bool help, yaml;
 } opts;
 
 /* --name value | --name=value for the names in allowed ("db,format,..."); -o for
@@ -52,6 +52,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
         const char *p = strstr(allowed, name);
         if (!nl || !p || (p != allowed && p[-1] != ',') || (p[nl] && p[nl] != ','))
             return kw_cli_usage(cmd, "unknown option '%s' (see --help)", a);
+        if (!strcmp(name, "yaml") && !eq) { /* the one flag without a value */
+            o->yaml = true;
+            continue;
+        }
         if (eq && a[1] == '-')
             val = eq + 1;
         else if (i + 1 < argc)
@@ -261,7 +265,7 @@ static int on_provenance(void *ud, int ncol, const char *const *names,
             int lines = 1;
             for (const char *p = v; *p; p++)
                 lines += *p == '\n' && p[1];
-            snprintf(buf, sizeof buf, "(%d lines; `kvweave query` to read it)", lines);
+            snprintf(buf, sizeof buf, "(%d lines; `kvweave show RUN --yaml` prints it)", lines);
             v = buf;
         } else if (!strcmp(names[i], "start_time") || !strcmp(names[i], "end_time")) {
             times[names[i][0] == 'e'] = strtod(v, NULL);
@@ -374,12 +378,12 @@ static int show_run(kw_db *db, const char *u, bool color)
 int kw_cmd_show(int argc, char **argv)
 {
     opts o;
-    int rc = parse_opts("show", argc, argv, "db", &o);
+    int rc = parse_opts("show", argc, argv, "db,yaml", &o);
     if (rc == 0 && (o.help || o.npos != 1)) {
         fprintf(o.help ? stdout : stderr,
-                "usage: kvweave show RUN [--db FILE]\nRUN: 'last', a uuid or a uuid prefix "
-                "(>= 6 hex digits). Provenance, params, scores, metrics, stage and lane "
-                "timings, overlap.\n");
+                "usage: kvweave show RUN [--yaml] [--db FILE]\nRUN: 'last', a uuid or a uuid "
+                "prefix (>= 6 hex digits). Provenance, params, scores, metrics, stage and "
+                "lane timings, overlap; --yaml prints the run's pipeline text instead.\n");
         rc = o.help ? 0 : 2;
         free(o.pos);
         return rc;
@@ -390,8 +394,14 @@ int kw_cmd_show(int argc, char **argv)
         rc = open_db(&o, true, &db);
     if (rc == 0)
         rc = resolve(db, o.pos[0], u);
-    if (rc == 0)
+    if (rc == 0 && o.yaml) {
+        const char *arg[] = {u};
+        char *yaml = scalar(db, "SELECT yaml FROM runs WHERE uuid = ?1", arg, 1);
+        fputs(yaml ? yaml : "", stdout);
+        free(yaml);
+    } else if (rc == 0) {
         rc = show_run(db, u, kw_cli_color(stdout));
+    }
     kw_db_close(db);
     free(o.pos);
     return rc;

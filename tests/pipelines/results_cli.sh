@@ -62,6 +62,8 @@ line_has "latency_s" "1.5"
 grep -E "^  gen +gpu +4 +8.000 +0.500 +3.0 MiB" "$tmp/out" >/dev/null || fail "show: stage row of gen"
 grep -E "^  cpu +7 +7.000" "$tmp/out" >/dev/null || fail "show: cpu lane sums tok and score"
 has out "overlap 1.50 (lane busy 15.0s / wall 10.0s"
+run 0 show "$a" --yaml
+[ "$(cat "$tmp/out")" = "$(printf 'name: x\nstages: []')" ] || fail "show --yaml: $(cat "$tmp/out")"
 run 0 show "${B:0:6}"
 has out "overlap 3.25 (recorded"
 run 0 show last
