@@ -517,8 +517,8 @@ int kw_lb_metric_score(kw_lb_metric m, const kw_jieba *jb, const char *pred,
                        const char *answer, const char *const *all_classes, int n_classes,
                        double *out, kw_error *err)
 {
-    const char *id;
-    size_t n;
+    const char *id = "";
+    size_t n = 0;
     int rc;
     *out = 0.0;
     switch (m) {
