@@ -156,6 +156,53 @@ static int lb_op_init(kw_opctx *c, void *st, kw_error *err)
     return ds_init_common(c, st, true, err);
 }
 
+/* LongBench's pred.py: tokenize the prompt (as the model's tokenizer adds BOS); when it
+ * has more than max_len tokens, keep detok(first max_len/2) + detok(last max_len/2) with
+ * special tokens skipped. *n_tokens: the count before truncation. */
+static int lb_truncate(const kw_tokenizer *tok, const char *prompt, int max_len, char **out,
+                   int *n_tokens, kw_error *err)
+{
+    int cap = 4096;
+    int32_t *ids = NULL;
+    int n;
+    for (;;) {
+        int32_t *v = realloc(ids, (size_t)cap * sizeof *ids);
+        if (!v) {
+            free(ids);
+            return kw_error_set(err, KW_ENOMEM, "out of memory");
+        }
+        ids = v;
+        n = kw_tokenize(tok, prompt, 0, ids, cap);
+        if (n < 0) {
+            free(ids);
+            return kw_error_set(err, n, "cannot tokenize the prompt (%s)", kw_strerror(n));
+        }
+        if (n <= cap)
+            break;
+        cap = n;
+    }
+    if (n_tokens)
+        *n_tokens = n;
+    if (max_len <= 0 || n <= max_len) {
+        free(ids);
+        *out = strdup(prompt);
+        return *out ? 0 : kw_error_set(err, KW_ENOMEM, "out of memory");
+    }
+    int half = max_len / 2;
+    char *a = kw_detokenize(tok, ids, half, 1);
+    char *b = kw_detokenize(tok, ids + n - half, half, 1);
+    free(ids);
+    char *o = NULL;
+    if (a && b && (o = malloc(strlen(a) + strlen(b) + 1)))
+        strcat(strcpy(o, a), b);
+    free(a);
+    free(b);
+    if (!o)
+        return kw_error_set(err, KW_ENOMEM, "out of memory detokenizing the prompt");
+    *out = o;
+    return 0;
+}
+
 static int add_fields(ds_state *s, json_t *rec, int64_t index, kw_task *t)
 {
     json_object_set_new(rec, "index", json_integer(index));
@@ -172,7 +219,7 @@ static int add_fields(ds_state *s, json_t *rec, int64_t index, kw_task *t)
     int rc = kw_lb_prompt_fill(s->tb.prompt, rec, &prompt, &err);
     if (rc >= 0 && s->tok) {
         int ntok = 0;
-        rc = kw_lb_truncate(s->tok, prompt, s->max_length, &cut, &ntok, &err);
+        rc = lb_truncate(s->tok, prompt, s->max_length, &cut, &ntok, &err);
         if (rc >= 0) {
             free(prompt);
             prompt = cut;

@@ -192,50 +192,6 @@ int kw_lb_prompt_fill(const char *tmpl, const json_t *rec, char **out, kw_error 
     return 0;
 }
 
-int kw_lb_truncate(const kw_tokenizer *tok, const char *prompt, int max_len, char **out,
-                   int *n_tokens, kw_error *err)
-{
-    int cap = 4096;
-    int32_t *ids = NULL;
-    int n;
-    for (;;) {
-        int32_t *v = realloc(ids, (size_t)cap * sizeof *ids);
-        if (!v) {
-            free(ids);
-            return kw_error_set(err, KW_ENOMEM, "out of memory");
-        }
-        ids = v;
-        n = kw_tokenize(tok, prompt, 0, ids, cap);
-        if (n < 0) {
-            free(ids);
-            return kw_error_set(err, n, "cannot tokenize the prompt (%s)", kw_strerror(n));
-        }
-        if (n <= cap)
-            break;
-        cap = n;
-    }
-    if (n_tokens)
-        *n_tokens = n;
-    if (max_len <= 0 || n <= max_len) {
-        free(ids);
-        *out = strdup(prompt);
-        return *out ? 0 : kw_error_set(err, KW_ENOMEM, "out of memory");
-    }
-    int half = max_len / 2;
-    char *a = kw_detokenize(tok, ids, half, 1);
-    char *b = kw_detokenize(tok, ids + n - half, half, 1);
-    free(ids);
-    char *o = NULL;
-    if (a && b && (o = malloc(strlen(a) + strlen(b) + 1)))
-        strcat(strcpy(o, a), b);
-    free(a);
-    free(b);
-    if (!o)
-        return kw_error_set(err, KW_ENOMEM, "out of memory detokenizing the prompt");
-    *out = o;
-    return 0;
-}
-
 char *kw_lb_task_from_path(const char *path)
 {
     const char *b = strrchr(path, '/');

@@ -1,11 +1,10 @@
-/* LongBench v1 data: record checks, the per-task prompt template and generation length,
- * and the middle truncation of over-long prompts (LongBench's pred.py).
+/* LongBench v1 data: record checks, the per-task prompt template and generation length.
+ * (The middle truncation of over-long prompts is in jsonl.c: it needs the model.)
  *
  *   kw_lb_tables tb;
  *   kw_lb_tables_load("…/dataset2prompt.json", "…/dataset2maxlen.json", "qasper", &tb, &err);
  *   char *prompt;
  *   kw_lb_prompt_fill(tb.prompt, rec, &prompt, &err);         // "{context}", "{input}"
- *   kw_lb_truncate(tok, prompt, 3500, &cut, &err);            // first/last M/2 tokens
  *   kw_lb_tables_clear(&tb);
  */
 #ifndef KW_OPERATORS_DATASET_LONGBENCH_DATA_H
@@ -14,7 +13,6 @@
 #include <stddef.h>
 #include <jansson.h>
 
-#include "kvweave/model.h"
 #include "kvweave/status.h"
 
 /* A kw_jsonl_check_fn for LongBench v1 records: input, context (strings), answers (array
@@ -37,12 +35,6 @@ void kw_lb_tables_clear(kw_lb_tables *t);
  * escapes; a field must be a string (numbers are written as Python would). *out is
  * malloc'd. */
 int kw_lb_prompt_fill(const char *tmpl, const json_t *rec, char **out, kw_error *err);
-
-/* Tokenizes prompt (as the model's tokenizer adds BOS); if it is longer than max_len
- * tokens, *out = detok(first max_len/2) + detok(last max_len/2), special tokens skipped;
- * otherwise a copy. *n_tokens: the token count before truncation. */
-int kw_lb_truncate(const kw_tokenizer *tok, const char *prompt, int max_len, char **out,
-                   int *n_tokens, kw_error *err);
 
 /* The task named by a data file: its base name without ".jsonl" (malloc'd). */
 char *kw_lb_task_from_path(const char *path);
