@@ -107,8 +107,43 @@ uint32_t *kw_lb_decode(const char *s, size_t len, size_t *n, kw_error *err)
     return v;
 }
 
-/* str.lower(): the simple mapping plus U+0130's full mapping "i\u0307". (Greek final
- * sigma, which Python lowers by context, is mapped to σ here.) Out may be 2n long. */
+static bool is_cased(uint32_t c)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+static bool is_case_ignorable(uint32_t c)
+{
+    switch (c) { /* Word_Break MidLetter, MidNumLet, Single_Quote */
+    case '\'': case '.': case ':': case 0xB7: case 0x387: case 0x5F4: case 0x2018:
+    case 0x2019: case 0x2024: case 0x2027: case 0xFE13: case 0xFE52: case 0xFE55:
+    case 0xFF07: case 0xFF0E: case 0xFF1A:
+        return true;
+    }
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_ME ||
+           k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_LM ||
+           k == UTF8PROC_CATEGORY_SK;
+}
+
+/* Unicode's Final_Sigma condition at in[i]: a cased letter before, none after (skipping
+ * case-ignorable characters both ways). */
+static bool final_sigma(const uint32_t *in, size_t n, size_t i)
+{
+    size_t j = i;
+    while (j > 0 && is_case_ignorable(in[j - 1]))
+        j--;
+    if (j == 0 || !is_cased(in[j - 1]))
+        return false;
+    j = i + 1;
+    while (j < n && is_case_ignorable(in[j]))
+        j++;
+    return j == n || !is_cased(in[j]);
+}
+
+/* str.lower(): the simple mapping, plus U+0130's full mapping "i\u0307" and the final
+ * sigma rule for U+03A3. Out may be 2n long. */
 static size_t py_lower(const uint32_t *in, size_t n, uint32_t *out)
 {
     size_t k = 0;
@@ -116,6 +151,8 @@ static size_t py_lower(const uint32_t *in, size_t n, uint32_t *out)
         if (in[i] == 0x130) {
             out[k++] = 'i';
             out[k++] = 0x307;
+        } else if (in[i] == 0x3A3) {
+            out[k++] = final_sigma(in, n, i) ? 0x3C2 : 0x3C3;
         } else {
             out[k++] = (uint32_t)utf8proc_tolower((utf8proc_int32_t)in[i]);
         }

@@ -246,7 +246,8 @@ def ref_metric(name, pred, ans, classes):
 EN_WORDS = ("the a an The AN cat dog Paris river bank of in on is was and to 1990 42 "
             "3.5 U.S. don't it's co-op e-mail naïve café İstanbul ÉCOLE straße "
             "Hello, world! (note) [x] {y} \"quoted\" 'single' semi; colon: dash- "
-            "theory another than anthem a1 _the_ the_ the's").split(" ")
+            "theory another than anthem a1 _the_ the_ the's \u039f\u0394\u039f\u03a3 \u03a3 "
+            "\u03a3\u0391\u03a3. \u03a3\u0391'\u03a3 \u00b2\u00bd \u2160x").split(" ")
 SPACES = [" ", " ", " ", "  ", "\t", "\n", "\u3000", "\xa0", "\u2003", "\r\n"]
 
 
