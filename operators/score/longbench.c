@@ -97,7 +97,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
         rc = kw_task_fail(t, KW_ENOMEM, "out of memory");
     double score = 0;
     kw_error err = {0};
-    if (rc >= 0 && (rc = kw_lb_sample_score(task, s->jb, text, ans, na, cls, nc, &score,
+    if (rc >= 0 && (rc = kw_lb_sample_score(task, s->jb, text, ans, na,
+                                            json_is_array(jc) ? cls : NULL, nc, &score,
                                             &err)) < 0)
         rc = kw_task_fail(t, rc, "%s", err.msg);
     free(ans);

@@ -568,6 +568,8 @@ int kw_lb_metric_score(kw_lb_metric m, const kw_jieba *jb, const char *pred,
     case KW_LB_ROUGE_ZH:
         return rouge_metric(jb, true, pred, answer, out, err);
     case KW_LB_CLASSIFICATION:
+        if (!all_classes) /* the official code fails on a sample without classes */
+            return kw_error_set(err, KW_EINVAL, "classification needs the sample's all_classes");
         *out = classification(pred, answer, all_classes, n_classes);
         return *out < 0 ? kw_error_set(err, KW_ENOMEM, "out of memory") : 0;
     case KW_LB_RETRIEVAL:

@@ -8,6 +8,7 @@
  *                         "all_classes": [...]}                -> %.17g task score
  *   kw_eval_cli fuzz     {"a": s, "b": s}                      -> fuzz.ratio
  * A case that fails prints "ERROR <message>". Exit 2 on unusable input. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +60,9 @@ static int do_metric(const kw_jieba *jb, json_t *c, kw_error *err)
     int nc;
     const char **cls = str_array(json_object_get(c, "all_classes"), &nc);
     double s;
-    int rc = kw_lb_metric_score(m, jb, jstr(c, "pred"), jstr(c, "answer"), cls, nc, &s, err);
+    bool have = json_is_array(json_object_get(c, "all_classes"));
+    int rc = kw_lb_metric_score(m, jb, jstr(c, "pred"), jstr(c, "answer"), have ? cls : NULL,
+                                nc, &s, err);
     free(cls);
     if (rc < 0)
         return rc;
@@ -77,9 +80,10 @@ static int do_task(const kw_jieba *jb, json_t *c, kw_error *err)
     for (size_t i = 0; i < n && rc >= 0; i++) {
         int na;
         const char **ans = str_array(json_array_get(answers, i), &na);
+        bool have = json_is_array(json_object_get(c, "all_classes"));
         rc = kw_lb_sample_score(jstr(c, "task"), jb,
-                                json_string_value(json_array_get(preds, i)), ans, na, cls, nc,
-                                &sc[i], err);
+                                json_string_value(json_array_get(preds, i)), ans, na,
+                                have ? cls : NULL, nc, &sc[i], err);
         free(ans);
     }
     if (rc >= 0)

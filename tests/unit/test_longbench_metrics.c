@@ -45,6 +45,11 @@ static void test_classification_skips_after_a_removal(void **state)
     /* em = [A, AB, B]: A removed, AB skipped, B removed: [AB] -> 1 */
     assert_true(metric(KW_LB_CLASSIFICATION, "A B AB", "AB", cls2, 3) == 1.0);
     assert_true(metric(KW_LB_CLASSIFICATION, "nothing", "AB", cls, 3) == 0.0);
+    double s;
+    kw_error err = {0};
+    assert_int_equal(kw_lb_metric_score(KW_LB_CLASSIFICATION, NULL, "A", "A", NULL, 0, &s, &err),
+                     KW_EINVAL);
+    assert_non_null(strstr(err.msg, "all_classes"));
 }
 
 static void test_retrieval_and_count_score_numbers(void **state)
