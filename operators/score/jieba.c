@@ -234,40 +234,47 @@ static hent *emit_slot(const kw_jieba *jb, uint32_t cp)
             return &jb->emit[i];
 }
 
+/* "start S logp" | "trans S T logp" | "emit S hex logp" */
 static int hmm_line(kw_jieba *jb, char *s, const char *path, int lineno, kw_error *err)
 {
-    char kind[8], a[4], b[4];
+    char a[4] = "", b[4] = "";
+    unsigned cp = 0;
+    int pos = 0, kind;
+    if (sscanf(s, " %n", &pos) >= 0 && s[pos] == '\0')
+        return 0; /* blank */
+    pos = 0;
+    if (sscanf(s, "start %3s %n", a, &pos) == 1 && pos > 0)
+        kind = 0;
+    else if (sscanf(s, "trans %3s %3s %n", a, b, &pos) == 2 && pos > 0)
+        kind = 1;
+    else if (sscanf(s, "emit %3s %x %n", a, &cp, &pos) == 2 && pos > 0)
+        kind = 2;
+    else
+        kind = -1;
+    int sa = st_index(a[0]), sb = st_index(b[0]);
+    if (kind < 0 || a[1] || sa < 0 || (kind == 1 && (b[1] || sb < 0)) ||
+        (kind == 2 && (cp == 0 || cp > 0x10FFFF)))
+        return kw_error_at(err, KW_EFORMAT, path, lineno, 1,
+                           "unrecognised HMM table line (want start|trans|emit ...)");
     char *end;
-    if (sscanf(s, "%7s", kind) != 1)
-        return 0;
-    if (!strcmp(kind, "start") && sscanf(s, "%*s %3s", a) == 1 && st_index(a[0]) >= 0) {
-        jb->start[st_index(a[0])] = strtod(s + 8, &end);
-        return 0;
-    }
-    if (!strcmp(kind, "trans") && sscanf(s, "%*s %3s %3s", a, b) == 2 && st_index(a[0]) >= 0 &&
-        st_index(b[0]) >= 0) {
-        jb->trans[st_index(a[0])][st_index(b[0])] = strtod(s + 10, &end);
-        return 0;
-    }
-    unsigned cp;
-    int pos = 0;
-    if (!strcmp(kind, "emit") && sscanf(s, "%*s %3s %x %n", a, &cp, &pos) == 2 && pos > 0 &&
-        st_index(a[0]) >= 0 && cp > 0 && cp <= 0x10FFFF) {
-        errno = 0;
-        double v = strtod(s + pos, &end);
-        if (end == s + pos || errno)
-            return kw_error_at(err, KW_EFORMAT, path, lineno, pos + 1, "bad number");
+    errno = 0;
+    double v = strtod(s + pos, &end);
+    if (end == s + pos || errno == ERANGE)
+        return kw_error_at(err, KW_EFORMAT, path, lineno, pos + 1, "bad number");
+    if (kind == 0) {
+        jb->start[sa] = v;
+    } else if (kind == 1) {
+        jb->trans[sa][sb] = v;
+    } else {
         hent *e = emit_slot(jb, cp);
         if (!e->cp) {
             e->cp = cp;
             for (int k = 0; k < 4; k++)
                 e->emit[k] = MIN_FLOAT;
         }
-        e->emit[st_index(a[0])] = v;
-        return 0;
+        e->emit[sa] = v;
     }
-    return kw_error_at(err, KW_EFORMAT, path, lineno, 1,
-                       "unrecognised HMM table line (want start|trans|emit ...)");
+    return 0;
 }
 
 static int hmm_load(kw_jieba *jb, const char *path, kw_error *err)
