@@ -17,10 +17,10 @@
  *   jb = kw_jieba_free(jb);
  *
  * Data: jieba's dict.txt and hmm.tsv (the finalseg tables as text), written by
- * operators/score/jieba_data.py from the installed python3-jieba package. The build
- * writes them into <build>/operators/jieba; `kvweave` set-up may write them into
- * $KVWEAVE_HOME/jieba. kw_jieba_open(NULL) looks in $KVWEAVE_JIEBA (a directory), then
- * the build directory compiled in, then $KVWEAVE_HOME/jieba (default
+ * operators/score/jieba_data.py from the installed python3-jieba package (nothing of
+ * jieba is in kvweave's sources). The build writes them into <build>/operators/score and
+ * setup.sh into $KVWEAVE_HOME/jieba. kw_jieba_open(NULL) looks in $KVWEAVE_JIEBA (a
+ * directory), then the build directory compiled in, then $KVWEAVE_HOME/jieba (default
  * ~/.cache/kvweave/jieba). A loaded kw_jieba is read-only: one may serve many threads.
  */
 #ifndef KW_OPERATORS_SCORE_JIEBA_H
