@@ -5,18 +5,11 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "cpu/kernels_cpu.h"
 
-#define CHECK_CPU(bk)                                                                      \
-    do {                                                                                   \
-        if ((bk) != KW_BK_CPU)                                                             \
-            return KW_ENOSYS;                                                              \
-    } while (0)
-
-int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
+int kw_cpu_linear(const float *x, const float *w,
                 const float *bias, float *y, int M, int N, int K)
 {
-    CHECK_CPU(bk);
-    (void)stream;
     if (M <= 0 || N <= 0 || K <= 0)
         return KW_EINVAL;
     if (M == 1)
@@ -33,11 +26,9 @@ int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
     return KW_OK;
 }
 
-int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
+int kw_cpu_rmsnorm(const float *x, const float *g, float *y,
                  int rows, int dim, float eps)
 {
-    CHECK_CPU(bk);
-    (void)stream;
 #pragma omp parallel for if (rows > 4)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (int64_t)r * dim;
@@ -76,11 +67,9 @@ void kw_rope_inv_freq(const kw_model_config *cfg, float *inv_freq)
     }
 }
 
-int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_tok,
+int kw_cpu_rope(float *x, const int32_t *pos, int n_tok,
               int n_heads, int head_dim, const float *inv_freq, kw_rope_layout layout)
 {
-    CHECK_CPU(bk);
-    (void)stream;
     if (head_dim % 2)
         return KW_EINVAL;
     int half = head_dim / 2;
@@ -112,11 +101,9 @@ int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_t
     return KW_OK;
 }
 
-int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up, float *out,
+int kw_cpu_swiglu(const float *gate, const float *up, float *out,
                 int64_t n)
 {
-    CHECK_CPU(bk);
-    (void)stream;
 #pragma omp parallel for simd if (n > 65536)
     for (int64_t i = 0; i < n; i++) {
         float g = gate[i];
@@ -125,11 +112,9 @@ int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up,
     return KW_OK;
 }
 
-int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
+int kw_cpu_embed(const float *table, int64_t n_rows, int dim,
                const int32_t *ids, int n, float *out)
 {
-    CHECK_CPU(bk);
-    (void)stream;
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= n_rows)
             return KW_ERANGE;
@@ -138,20 +123,16 @@ int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, 
     return KW_OK;
 }
 
-int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n)
+int kw_cpu_add(float *y, const float *x, int64_t n)
 {
-    CHECK_CPU(bk);
-    (void)stream;
 #pragma omp parallel for simd if (n > 65536)
     for (int64_t i = 0; i < n; i++)
         y[i] += x[i];
     return KW_OK;
 }
 
-int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n)
+int kw_cpu_softmax(float *x, int rows, int n)
 {
-    CHECK_CPU(bk);
-    (void)stream;
 #pragma omp parallel for if (rows > 8)
     for (int r = 0; r < rows; r++) {
         float *v = x + (int64_t)r * n;
