@@ -1,20 +1,827 @@
-/* placeholder: the tokenizer is filled in by its owner. Until then every entry point
- * answers KW_ENOSYS. */
+/* Tokenizer: byte-level BPE (GPT-2 / Llama-3 / Qwen2) and SentencePiece-style BPE with
+ * byte fallback.
+ *
+ * Encoding: special tokens are cut out first (leftmost, longest); each segment between
+ * them is NFC-normalized when asked, SentencePiece segments get "▁" for spaces, then the
+ * pre-tokenizer regexes split it into words (each regex splits every piece of the
+ * previous one into its matches and the gaps between them; a lookahead never sees past
+ * its piece, as in the Hugging Face tokenizers), and every word is merged by BPE: a
+ * linked list of symbols and a binary heap of candidate pairs ordered by merge rank (or
+ * by negated token score), ties to the left, so a word of n bytes costs O(n log n).
+ */
 #include <stdlib.h>
+#include <string.h>
+#include <utf8proc.h>
 
-#include "tokenizer.h"
+#include "tokenizer_impl.h"
 
-int kw_tokenizer_new(const kw_tokenizer_spec *spec, kw_tokenizer **out, kw_error *err)
+/* ---- GPT-2 byte map ---- */
+
+static int byte_is_printable(unsigned b)
 {
-    (void)spec;
-    *out = NULL;
-    return kw_error_set(err, KW_ENOSYS, "the tokenizer is not built yet");
+    return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
 }
 
-int kw_tokenizer_from_hf_dir(const char *dir, kw_tokenizer **out, kw_error *err)
+uint32_t kw__tok_byte_cp(uint8_t b)
 {
-    *out = NULL;
-    return kw_error_set(err, KW_ENOSYS, "%s: the tokenizer is not built yet", dir);
+    if (byte_is_printable(b))
+        return b;
+    uint32_t k = 0;
+    for (unsigned c = 0; c < b; c++)
+        k += !byte_is_printable(c);
+    return 256 + k;
 }
 
-kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk) { (void)tk; return NULL; }
+/* ---- UTF-8 ---- */
+
+static int utf8_len(unsigned char c)
+{
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
+    return 0; /* continuation or invalid lead */
+}
+
+/* Length of the (possibly invalid) character at s: 1 for a broken sequence. */
+static int utf8_step(const char *s, size_t n)
+{
+    int l = utf8_len((unsigned char)s[0]);
+    if (l <= 1 || (size_t)l > n)
+        return 1;
+    for (int i = 1; i < l; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            return 1;
+    return l;
+}
+
+static int utf8_put(uint32_t cp, char *o)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+}
+
+/* ---- string -> id map (open addressing over the tokenizer's own strings) ---- */
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static int strmap_init(strmap *m, int n, char **keys, int *klen)
+{
+    size_t cap = 16;
+    while (cap < (size_t)n * 2 + 2)
+        cap <<= 1;
+    m->slot = calloc(cap, sizeof *m->slot);
+    m->mask = cap - 1;
+    m->keys = keys;
+    m->klen = klen;
+    return m->slot ? 0 : KW_ENOMEM;
+}
+
+static int strmap_get(const strmap *m, const char *s, size_t n)
+{
+    for (size_t i = hash_bytes(s, n) & m->mask;; i = (i + 1) & m->mask) {
+        uint32_t v = m->slot[i];
+        if (!v)
+            return -1;
+        int id = (int)v - 1;
+        if ((size_t)m->klen[id] == n && memcmp(m->keys[id], s, n) == 0)
+            return id;
+    }
+}
+
+/* Keeps the first id of a duplicated key. */
+static void strmap_put(strmap *m, int id)
+{
+    const char *s = m->keys[id];
+    size_t n = (size_t)m->klen[id];
+    for (size_t i = hash_bytes(s, n) & m->mask;; i = (i + 1) & m->mask) {
+        uint32_t v = m->slot[i];
+        if (!v) {
+            m->slot[i] = (uint32_t)id + 1;
+            return;
+        }
+        int o = (int)v - 1;
+        if ((size_t)m->klen[o] == n && memcmp(m->keys[o], s, n) == 0)
+            return;
+    }
+}
+
+/* ---- (left id, right id) -> (rank, merged id) ---- */
+
+static uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)a << 32 | (uint32_t)b) + 1; }
+
+static size_t pair_slot(const pairmap *m, uint64_t k)
+{
+    uint64_t h = k * 0x9E3779B97F4A7C15ull;
+    size_t i = (size_t)(h >> 17) & m->mask;
+    while (m->e[i].key && m->e[i].key != k)
+        i = (i + 1) & m->mask;
+    return i;
+}
+
+/* ---- the tokenizer ---- */
+
+static const char k_gpt2_re[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+static const char k_llama3_re[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char k_qwen2_re[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+    " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+int kw__tok_pre_by_name(const char *pre, kw__tok_opts *o, kw_error *err)
+{
+    if (!pre || !*pre || !strcmp(pre, "gpt2") || !strcmp(pre, "default")) {
+        o->splits[0] = k_gpt2_re;
+        o->n_splits = 1;
+    } else if (!strcmp(pre, "smollm")) {
+        /* SmolLM2: Digits(individual_digits) then the byte-level regex */
+        o->splits[0] = "\\p{N}";
+        o->splits[1] = k_gpt2_re;
+        o->n_splits = 2;
+    } else if (!strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3")) {
+        o->splits[0] = k_llama3_re;
+        o->n_splits = 1;
+        o->ignore_merges = true;
+    } else if (!strcmp(pre, "qwen2")) {
+        o->splits[0] = k_qwen2_re;
+        o->n_splits = 1;
+        o->nfc = true;
+    } else {
+        return kw_error_set(err, KW_EINVAL,
+                            "unknown pre-tokenizer '%s' (known: gpt2, default, smollm, "
+                            "llama-bpe, llama3, qwen2)", pre);
+    }
+    return 0;
+}
+
+kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk)
+{
+    if (!tk)
+        return NULL;
+    for (int i = 0; i < tk->n; i++) {
+        if (tk->dec && tk->dec[i] != tk->text[i])
+            free(tk->dec[i]);
+        if (tk->text)
+            free(tk->text[i]);
+    }
+    for (int i = 0; i < KW_TOK_MAX_SPLITS; i++)
+        pcre2_code_free(tk->re[i]);
+    free(tk->text);
+    free(tk->text_len);
+    free(tk->dec);
+    free(tk->dec_len);
+    free(tk->type);
+    free(tk->score);
+    free(tk->by_text.slot);
+    free(tk->by_dec.slot);
+    free(tk->pairs.e);
+    free(tk->special);
+    free(tk);
+    return NULL;
+}
+
+/* Bytes a token stands for: byte-level tokens are mapped back through the byte map
+ * (characters outside it are kept as UTF-8, as special tokens are); SentencePiece "▁"
+ * is a space and "<0xXX>" a raw byte. */
+static char *token_bytes(const kw_tokenizer *tk, int id, int *len)
+{
+    const char *s = tk->text[id];
+    int n = tk->text_len[id], k = 0;
+    char *o = malloc((size_t)n + 1);
+    if (!o)
+        return NULL;
+    if (tk->type[id] == KW_TOKT_CONTROL || tk->type[id] == KW_TOKT_USER) {
+        memcpy(o, s, (size_t)n);
+        k = n;
+    } else if (tk->o.byte_level) {
+        static int16_t rev[512];
+        static int rev_ready;
+        if (!__atomic_load_n(&rev_ready, __ATOMIC_ACQUIRE)) {
+            int16_t r[512];
+            for (int i = 0; i < 512; i++) r[i] = -1;
+            for (int b = 0; b < 256; b++) r[kw__tok_byte_cp((uint8_t)b)] = (int16_t)b;
+            memcpy(rev, r, sizeof r);
+            __atomic_store_n(&rev_ready, 1, __ATOMIC_RELEASE);
+        }
+        for (int i = 0; i < n;) {
+            int l = utf8_step(s + i, (size_t)(n - i));
+            utf8proc_int32_t cp = -1;
+            if (l > 1 || (unsigned char)s[i] < 0x80)
+                utf8proc_iterate((const utf8proc_uint8_t *)s + i, l, &cp);
+            if (cp >= 0 && cp < 512 && rev[cp] >= 0)
+                o[k++] = (char)rev[cp];
+            else
+                for (int j = 0; j < l; j++) o[k++] = s[i + j];
+            i += l;
+        }
+    } else if (tk->type[id] == KW_TOKT_BYTE && n == 6 && !strncmp(s, "<0x", 3)) {
+        o[k++] = (char)strtol(s + 3, NULL, 16);
+    } else {
+        for (int i = 0; i < n; i++) {
+            if (i + 2 < n && !memcmp(s + i, "\xE2\x96\x81", 3)) {
+                o[k++] = ' ';
+                i += 2;
+            } else {
+                o[k++] = s[i];
+            }
+        }
+    }
+    *len = k;
+    return o;
+}
+
+static int build_tokens(kw_tokenizer *tk, const kw_tokenizer_spec *sp, kw_error *err)
+{
+    int n = tk->n;
+    tk->text = calloc((size_t)n, sizeof *tk->text);
+    tk->text_len = calloc((size_t)n, sizeof *tk->text_len);
+    tk->dec = calloc((size_t)n, sizeof *tk->dec);
+    tk->dec_len = calloc((size_t)n, sizeof *tk->dec_len);
+    tk->type = calloc((size_t)n, sizeof *tk->type);
+    if (sp->scores)
+        tk->score = malloc((size_t)n * sizeof *tk->score);
+    if (!tk->text || !tk->text_len || !tk->dec || !tk->dec_len || !tk->type ||
+        (sp->scores && !tk->score))
+        return kw_error_set(err, KW_ENOMEM, "out of memory for %d tokens", n);
+    for (int i = 0; i < n; i++) {
+        const char *s = sp->tokens[i] ? sp->tokens[i] : "";
+        tk->text_len[i] = (int)strlen(s);
+        tk->text[i] = strdup(s);
+        tk->type[i] = sp->types ? sp->types[i] : KW_TOKT_NORMAL;
+        if (sp->scores)
+            tk->score[i] = sp->scores[i];
+        if (!tk->text[i])
+            return kw_error_set(err, KW_ENOMEM, "out of memory for token %d", i);
+        tk->dec[i] = token_bytes(tk, i, &tk->dec_len[i]);
+        if (!tk->dec[i])
+            return kw_error_set(err, KW_ENOMEM, "out of memory for token %d", i);
+    }
+    if (strmap_init(&tk->by_text, n, tk->text, tk->text_len) < 0 ||
+        (tk->o.byte_level && strmap_init(&tk->by_dec, n, tk->dec, tk->dec_len) < 0))
+        return kw_error_set(err, KW_ENOMEM, "out of memory for the vocabulary map");
+    for (int i = 0; i < n; i++) {
+        if (tk->type[i] != KW_TOKT_BYTE && tk->type[i] != KW_TOKT_UNUSED)
+            strmap_put(&tk->by_text, i);
+        if (tk->o.byte_level && tk->type[i] != KW_TOKT_UNUSED)
+            strmap_put(&tk->by_dec, i);
+    }
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        if (tk->o.byte_level) {
+            int l = utf8_put(kw__tok_byte_cp((uint8_t)b), buf);
+            tk->byte_tok[b] = strmap_get(&tk->by_text, buf, (size_t)l);
+        } else {
+            tk->byte_tok[b] = -1;
+        }
+    }
+    if (!tk->o.byte_level)
+        for (int i = 0; i < n; i++)
+            if (tk->type[i] == KW_TOKT_BYTE && tk->dec_len[i] == 1)
+                tk->byte_tok[(unsigned char)tk->dec[i][0]] = i;
+    return 0;
+}
+
+static int build_merges(kw_tokenizer *tk, const kw_tokenizer_spec *sp,
+                        const kw__tok_opts *o, kw_error *err)
+{
+    size_t cap = 16;
+    while (cap < (size_t)sp->n_merges * 2 + 2)
+        cap <<= 1;
+    tk->pairs.e = calloc(cap, sizeof *tk->pairs.e);
+    tk->pairs.mask = cap - 1;
+    if (!tk->pairs.e)
+        return kw_error_set(err, KW_ENOMEM, "out of memory for %d merges", sp->n_merges);
+    char *cat = NULL;
+    size_t catcap = 0;
+    for (int r = 0; r < sp->n_merges; r++) {
+        const char *a = o->merge_left[r], *b = o->merge_right[r];
+        size_t la = strlen(a), lb = strlen(b);
+        int ia = strmap_get(&tk->by_text, a, la), ib = strmap_get(&tk->by_text, b, lb);
+        if (la + lb > catcap) {
+            catcap = (la + lb) * 2;
+            char *c = realloc(cat, catcap);
+            if (!c) { free(cat); return kw_error_set(err, KW_ENOMEM, "out of memory"); }
+            cat = c;
+        }
+        memcpy(cat, a, la);
+        memcpy(cat + la, b, lb);
+        int im = strmap_get(&tk->by_text, cat, la + lb);
+        if (ia < 0 || ib < 0 || im < 0)
+            continue; /* a merge whose parts or result are not tokens can never apply */
+        size_t s = pair_slot(&tk->pairs, pair_key(ia, ib));
+        if (!tk->pairs.e[s].key)
+            tk->pairs.e[s] = (pair_ent){pair_key(ia, ib), r, im};
+    }
+    free(cat);
+    return 0;
+}
+
+static int cmp_special(const void *a, const void *b, void *tkp)
+{
+    const kw_tokenizer *tk = tkp;
+    int x = *(const int *)a, y = *(const int *)b;
+    if (tk->text_len[x] != tk->text_len[y])
+        return tk->text_len[y] - tk->text_len[x];
+    return x - y;
+}
+
+static int build_specials(kw_tokenizer *tk, kw_error *err)
+{
+    tk->special = malloc(((size_t)tk->n + 1) * sizeof *tk->special);
+    if (!tk->special)
+        return kw_error_set(err, KW_ENOMEM, "out of memory");
+    for (int i = 0; i < tk->n; i++)
+        if ((tk->type[i] == KW_TOKT_CONTROL || tk->type[i] == KW_TOKT_USER) &&
+            tk->text_len[i] > 0) {
+            tk->special[tk->n_special++] = i;
+            unsigned char c = (unsigned char)tk->text[i][0];
+            tk->special_first[c >> 3] |= (uint8_t)(1u << (c & 7));
+        }
+    qsort_r(tk->special, (size_t)tk->n_special, sizeof *tk->special, cmp_special, tk);
+    return 0;
+}
+
+static int build_regexes(kw_tokenizer *tk, const kw__tok_opts *o, kw_error *err)
+{
+    for (int i = 0; i < o->n_splits; i++) {
+        int ec;
+        PCRE2_SIZE eo;
+        tk->re[i] = pcre2_compile((PCRE2_SPTR)o->splits[i], PCRE2_ZERO_TERMINATED,
+                                  PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &eo,
+                                  NULL);
+        if (!tk->re[i]) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            return kw_error_set(err, KW_EINVAL,
+                                "pre-tokenizer regex %d '%s': %s at offset %zu", i,
+                                o->splits[i], (const char *)msg, (size_t)eo);
+        }
+        pcre2_jit_compile(tk->re[i], PCRE2_JIT_COMPLETE); /* falls back to the interpreter */
+    }
+    return 0;
+}
+
+static int check_id(int id, int n, const char *what, kw_error *err)
+{
+    if (id < -1 || id >= n)
+        return kw_error_set(err, KW_ERANGE, "tokenizer %s id %d is outside the vocabulary "
+                            "of %d tokens", what, id, n);
+    return 0;
+}
+
+int kw__tokenizer_build(const kw_tokenizer_spec *sp, const kw__tok_opts *o,
+                        kw_tokenizer **out, kw_error *err)
+{
+    *out = NULL;
+    if (sp->n_vocab <= 0 || !sp->tokens)
+        return kw_error_set(err, KW_EINVAL, "tokenizer has no tokens (n_vocab %d)",
+                            sp->n_vocab);
+    if (sp->n_merges < 0 || (sp->n_merges > 0 && (!o->merge_left || !o->merge_right)))
+        return kw_error_set(err, KW_EINVAL, "tokenizer merges are missing (n_merges %d)",
+                            sp->n_merges);
+    int rc;
+    if ((rc = check_id(sp->bos_id, sp->n_vocab, "bos", err)) < 0 ||
+        (rc = check_id(sp->eos_id, sp->n_vocab, "eos", err)) < 0 ||
+        (rc = check_id(sp->unk_id, sp->n_vocab, "unknown", err)) < 0)
+        return rc;
+    if (sp->add_bos && sp->bos_id < 0)
+        return kw_error_set(err, KW_EINVAL, "tokenizer adds BOS but has no bos id");
+    kw_tokenizer *tk = calloc(1, sizeof *tk);
+    if (!tk)
+        return kw_error_set(err, KW_ENOMEM, "out of memory");
+    tk->o = *o;
+    tk->o.merge_left = tk->o.merge_right = NULL;
+    for (int i = 0; i < KW_TOK_MAX_SPLITS; i++)
+        tk->o.splits[i] = NULL;
+    tk->o.use_scores = o->use_scores || (!o->byte_level && sp->n_merges == 0 && sp->scores);
+    tk->n = sp->n_vocab;
+    tk->bos = sp->bos_id;
+    tk->eos = sp->eos_id;
+    tk->unk = sp->unk_id;
+    tk->add_bos = sp->add_bos;
+    tk->add_eos = sp->add_eos && sp->eos_id >= 0;
+    if ((rc = build_tokens(tk, sp, err)) < 0 || (rc = build_merges(tk, sp, o, err)) < 0 ||
+        (rc = build_specials(tk, err)) < 0 || (rc = build_regexes(tk, o, err)) < 0) {
+        kw_tokenizer_free(tk);
+        return rc;
+    }
+    /* a byte-level vocabulary may lack bytes that never occur in UTF-8 text (SmolLM2
+     * has no 0xC0, 0xF5-0xFF, ...): such a byte becomes the unknown token, or nothing
+     * when there is none, as in the Hugging Face BPE model */
+    *out = tk;
+    return 0;
+}
+
+int kw_tokenizer_new(const kw_tokenizer_spec *sp, kw_tokenizer **out, kw_error *err)
+{
+    *out = NULL;
+    kw__tok_opts o = {0};
+    const char *model = sp->model ? sp->model : "gpt2";
+    if (!strcmp(model, "gpt2")) {
+        o.byte_level = true;
+        int rc = kw__tok_pre_by_name(sp->pre, &o, err);
+        if (rc < 0)
+            return rc;
+    } else if (!strcmp(model, "llama")) {
+        o.byte_fallback = true;
+        o.add_space_prefix = true;
+    } else {
+        return kw_error_set(err, KW_EINVAL, "unknown tokenizer model '%s' (known: gpt2, "
+                            "llama)", model);
+    }
+    char **l = NULL, **r = NULL;
+    if (sp->n_merges > 0) {
+        l = calloc((size_t)sp->n_merges, sizeof *l);
+        r = calloc((size_t)sp->n_merges, sizeof *r);
+        if (!l || !r) {
+            free(l); free(r);
+            return kw_error_set(err, KW_ENOMEM, "out of memory for %d merges", sp->n_merges);
+        }
+    }
+    int rc = 0;
+    for (int i = 0; i < sp->n_merges && rc == 0; i++) {
+        const char *m = sp->merges[i] ? sp->merges[i] : "";
+        const char *sp1 = strchr(m, ' ');
+        if (!sp1 || sp1 == m || !sp1[1] || strchr(sp1 + 1, ' ')) {
+            rc = kw_error_set(err, KW_EFORMAT, "merge %d '%.64s' is not two tokens "
+                              "separated by one space", i, m);
+            break;
+        }
+        l[i] = strndup(m, (size_t)(sp1 - m));
+        r[i] = strdup(sp1 + 1);
+        if (!l[i] || !r[i])
+            rc = kw_error_set(err, KW_ENOMEM, "out of memory");
+    }
+    if (rc == 0) {
+        o.merge_left = (const char *const *)l;
+        o.merge_right = (const char *const *)r;
+        rc = kw__tokenizer_build(sp, &o, out, err);
+    }
+    for (int i = 0; i < sp->n_merges; i++) {
+        free(l[i]);
+        free(r[i]);
+    }
+    free(l);
+    free(r);
+    return rc;
+}
+
+int kw_tokenizer_n_vocab(const kw_tokenizer *tk) { return tk ? tk->n : 0; }
+
+int kw_tokenizer_find(const kw_tokenizer *tk, const char *piece)
+{
+    if (!tk || !piece)
+        return -1;
+    size_t n = strlen(piece);
+    int id = strmap_get(&tk->by_text, piece, n);
+    if (id < 0 && tk->o.byte_level)
+        id = strmap_get(&tk->by_dec, piece, n);
+    return id;
+}
+
+
+/* ---- encoding ---- */
+
+typedef struct sym { int32_t id; int start, len, prev, next; } sym;
+typedef struct cand { double pri; int left, right; int32_t lid, rid, mid; } cand;
+
+typedef struct enc {
+    const kw_tokenizer *tk;
+    int32_t *out;
+    int n_out, cap_out;
+    sym *syms;
+    int cap_syms;
+    cand *heap;
+    int n_heap, cap_heap;
+    char *buf; /* scratch for concatenated pieces and SentencePiece text */
+    size_t cap_buf;
+    pcre2_match_data *md;
+    int rc;
+} enc;
+
+static int grow(void **p, int *cap, int need, size_t elt)
+{
+    if (need <= *cap)
+        return 0;
+    int c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, (size_t)c * elt);
+    if (!q)
+        return KW_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static char *scratch(enc *e, size_t n)
+{
+    if (n > e->cap_buf) {
+        size_t c = n * 2 + 64;
+        char *b = realloc(e->buf, c);
+        if (!b) {
+            e->rc = KW_ENOMEM;
+            return NULL;
+        }
+        e->buf = b;
+        e->cap_buf = c;
+    }
+    return e->buf;
+}
+
+static void emit(enc *e, int32_t id)
+{
+    if (grow((void **)&e->out, &e->cap_out, e->n_out + 1, sizeof *e->out) < 0) {
+        e->rc = KW_ENOMEM;
+        return;
+    }
+    e->out[e->n_out++] = id;
+}
+
+static int cand_less(const cand *a, const cand *b)
+{
+    return a->pri < b->pri || (a->pri == b->pri && a->left < b->left);
+}
+
+static void heap_push(enc *e, cand c)
+{
+    if (grow((void **)&e->heap, &e->cap_heap, e->n_heap + 1, sizeof *e->heap) < 0) {
+        e->rc = KW_ENOMEM;
+        return;
+    }
+    int i = e->n_heap++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (!cand_less(&c, &e->heap[p]))
+            break;
+        e->heap[i] = e->heap[p];
+        i = p;
+    }
+    e->heap[i] = c;
+}
+
+static cand heap_pop(enc *e)
+{
+    cand top = e->heap[0], last = e->heap[--e->n_heap];
+    int i = 0, n = e->n_heap;
+    for (;;) {
+        int l = 2 * i + 1, m = i;
+        const cand *best = &last;
+        if (l < n && cand_less(&e->heap[l], best)) { m = l; best = &e->heap[l]; }
+        if (l + 1 < n && cand_less(&e->heap[l + 1], best)) m = l + 1;
+        if (m == i)
+            break;
+        e->heap[i] = e->heap[m];
+        i = m;
+    }
+    if (n > 0)
+        e->heap[i] = last;
+    return top;
+}
+
+static void try_pair(enc *e, int left, int right)
+{
+    const kw_tokenizer *tk = e->tk;
+    int32_t a = e->syms[left].id, b = e->syms[right].id, m;
+    double pri;
+    if (a < 0 || b < 0)
+        return;
+    if (!tk->o.use_scores) {
+        size_t s = pair_slot(&tk->pairs, pair_key(a, b));
+        if (!tk->pairs.e[s].key)
+            return;
+        m = tk->pairs.e[s].id;
+        pri = tk->pairs.e[s].rank;
+    } else {
+        size_t la = (size_t)tk->text_len[a], lb = (size_t)tk->text_len[b];
+        char *c = scratch(e, la + lb);
+        if (!c)
+            return;
+        memcpy(c, tk->text[a], la);
+        memcpy(c + la, tk->text[b], lb);
+        m = strmap_get(&tk->by_text, c, la + lb);
+        if (m < 0)
+            return;
+        pri = -(double)tk->score[m];
+    }
+    heap_push(e, (cand){pri, left, right, a, b, m});
+}
+
+static void emit_symbol(enc *e, const char *w, const sym *s)
+{
+    const kw_tokenizer *tk = e->tk;
+    if (s->id >= 0) {
+        emit(e, s->id);
+    } else if (tk->o.byte_fallback) {
+        for (int i = 0; i < s->len; i++) {
+            int b = tk->byte_tok[(unsigned char)w[s->start + i]];
+            if (b >= 0)
+                emit(e, b);
+            else if (tk->unk >= 0)
+                emit(e, tk->unk);
+        }
+    } else if (tk->unk >= 0) {
+        emit(e, tk->unk);
+    }
+}
+
+static void bpe_word(enc *e, const char *w, int n)
+{
+    const kw_tokenizer *tk = e->tk;
+    if (n <= 0)
+        return;
+    if (tk->o.ignore_merges) {
+        int id = tk->o.byte_level ? strmap_get(&tk->by_dec, w, (size_t)n)
+                                  : strmap_get(&tk->by_text, w, (size_t)n);
+        if (id >= 0) {
+            emit(e, id);
+            return;
+        }
+    }
+    if (grow((void **)&e->syms, &e->cap_syms, n, sizeof *e->syms) < 0) {
+        e->rc = KW_ENOMEM;
+        return;
+    }
+    int ns = 0;
+    for (int i = 0; i < n;) {
+        int l = tk->o.byte_level ? 1 : utf8_step(w + i, (size_t)(n - i));
+        int32_t id = tk->o.byte_level ? tk->byte_tok[(unsigned char)w[i]]
+                                      : strmap_get(&tk->by_text, w + i, (size_t)l);
+        e->syms[ns] = (sym){id, i, l, ns - 1, -1};
+        if (ns > 0)
+            e->syms[ns - 1].next = ns;
+        ns++;
+        i += l;
+    }
+    e->n_heap = 0;
+    for (int i = 0; i + 1 < ns; i++)
+        try_pair(e, i, i + 1);
+    while (e->n_heap > 0 && e->rc == 0) {
+        cand c = heap_pop(e);
+        sym *l = &e->syms[c.left], *r = &e->syms[c.right];
+        if (!l->len || !r->len || l->next != c.right || l->id != c.lid || r->id != c.rid)
+            continue; /* stale: one side was merged since */
+        l->id = c.mid;
+        l->len += r->len;
+        l->next = r->next;
+        r->len = 0;
+        if (l->next >= 0)
+            e->syms[l->next].prev = c.left;
+        if (l->prev >= 0)
+            try_pair(e, l->prev, c.left);
+        if (l->next >= 0)
+            try_pair(e, c.left, l->next);
+    }
+    for (int i = 0; i >= 0; i = e->syms[i].next)
+        emit_symbol(e, w, &e->syms[i]);
+}
+
+/* Applies pre-tokenizer split `level` to s[0, n) and recurses into every piece. */
+static void split_apply(enc *e, int level, const char *s, size_t n)
+{
+    const kw_tokenizer *tk = e->tk;
+    if (n == 0 || e->rc < 0)
+        return;
+    if (level == tk->o.n_splits) {
+        bpe_word(e, s, (int)n);
+        return;
+    }
+    size_t off = 0, last = 0;
+    while (off < n) {
+        int rc = pcre2_match(tk->re[level], (PCRE2_SPTR)s, n, off, 0, e->md, NULL);
+        if (rc < 0)
+            break;
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
+        size_t ms = ov[0], me = ov[1];
+        if (me <= ms) { /* an empty match splits nothing */
+            off = ms + (size_t)utf8_step(s + ms, n - ms);
+            continue;
+        }
+        if (ms > last)
+            split_apply(e, level + 1, s + last, ms - last);
+        split_apply(e, level + 1, s + ms, me - ms);
+        last = off = me;
+    }
+    if (last < n)
+        split_apply(e, level + 1, s + last, n - last);
+}
+
+static void encode_segment(enc *e, const char *s, size_t n, int at_start)
+{
+    const kw_tokenizer *tk = e->tk;
+    if (n == 0)
+        return;
+    char *nfc = NULL;
+    if (tk->o.nfc) {
+        char *tmp = strndup(s, n);
+        if (tmp)
+            nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)tmp);
+        free(tmp);
+        if (nfc) { /* NULL for invalid UTF-8: kept as is */
+            s = nfc;
+            n = strlen(nfc);
+        }
+    }
+    if (!tk->o.byte_level) {
+        char *b = scratch(e, 3 * n + 3);
+        if (!b) {
+            free(nfc);
+            return;
+        }
+        size_t k = 0;
+        if (tk->o.add_space_prefix && (tk->o.prefix_each || at_start)) {
+            memcpy(b, "\xE2\x96\x81", 3);
+            k = 3;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (s[i] == ' ') { memcpy(b + k, "\xE2\x96\x81", 3); k += 3; }
+            else b[k++] = s[i];
+        }
+        /* bpe_word reuses the scratch buffer for concatenations: move the text out */
+        char *t = malloc(k ? k : 1);
+        if (!t) {
+            e->rc = KW_ENOMEM;
+            free(nfc);
+            return;
+        }
+        memcpy(t, b, k);
+        split_apply(e, 0, t, k);
+        free(t);
+    } else {
+        split_apply(e, 0, s, n);
+    }
+    free(nfc);
+}
+
+/* Leftmost, then longest special token at or after pos; n if none. */
+static size_t find_special(const kw_tokenizer *tk, const char *s, size_t n, size_t pos,
+                           int *id)
+{
+    for (size_t i = pos; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!(tk->special_first[c >> 3] & (1u << (c & 7))))
+            continue;
+        for (int k = 0; k < tk->n_special; k++) {
+            int t = tk->special[k];
+            size_t l = (size_t)tk->text_len[t];
+            if (l <= n - i && !memcmp(s + i, tk->text[t], l)) {
+                *id = t;
+                return i;
+            }
+        }
+    }
+    *id = -1;
+    return n;
+}
+
+int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
+                int cap)
+{
+    if (!tk || !text || cap < 0 || (cap > 0 && !ids))
+        return KW_EINVAL;
+    enc e = {.tk = tk};
+    e.md = pcre2_match_data_create(4, NULL);
+    if (!e.md)
+        return KW_ENOMEM;
+    size_t n = strlen(text), pos = 0;
+    if (tk->add_bos) {
+        int first = -1;
+        size_t at = parse_special ? find_special(tk, text, n, 0, &first) : n;
+        if (!(at == 0 && first == tk->bos)) /* a prompt that brings its own BOS */
+            emit(&e, tk->bos);
+    }
+    while (pos <= n && e.rc == 0) {
+        int sid = -1;
+        size_t ms = parse_special && tk->n_special ? find_special(tk, text, n, pos, &sid) : n;
+        encode_segment(&e, text + pos, ms - pos, pos == 0);
+        if (sid < 0)
+            break;
+        emit(&e, sid);
+        pos = ms + (size_t)tk->text_len[sid];
+    }
+    if (tk->add_eos)
+        emit(&e, tk->eos);
+    int rc = e.rc < 0 ? e.rc : e.n_out;
+    if (rc > 0 && cap > 0)
+        memcpy(ids, e.out, (size_t)(rc < cap ? rc : cap) * sizeof *ids);
+    pcre2_match_data_free(e.md);
+    free(e.out);
+    free(e.syms);
+    free(e.heap);
+    free(e.buf);
+    return rc;
+}

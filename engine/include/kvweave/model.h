@@ -102,6 +102,24 @@ int kw_token_piece(const kw_tokenizer *tk, int32_t id, char *out, int cap);
 /* Whole-sequence decode into a malloc'd NUL-terminated string; skip_special drops
  * control tokens. */
 char *kw_detokenize(const kw_tokenizer *tk, const int32_t *ids, int n, int skip_special);
+/* Streaming decode: pieces of tokens given one at a time come out as whole UTF-8
+ * characters; an incomplete character at the end is held until the next token.
+ *
+ *   kw_detok_stream ds = {0};
+ *   for (...) { int k = kw_detok_stream_push(tk, &ds, id, buf, sizeof buf); ... }
+ *   int k = kw_detok_stream_flush(&ds, buf, sizeof buf);   // what is left, as is
+ *
+ * Both return the bytes written to out (NUL-terminated when there is room) or < 0;
+ * KW_ERANGE when cap is below the piece length + 4. */
+typedef struct kw_detok_stream {
+    unsigned char pend[4]; /* bytes of an incomplete character */
+    int n_pend;
+    int n_out;             /* bytes emitted so far */
+    int skip_special;      /* drop control tokens */
+} kw_detok_stream;
+int kw_detok_stream_push(const kw_tokenizer *tk, kw_detok_stream *s, int32_t id, char *out,
+                         int cap);
+int kw_detok_stream_flush(kw_detok_stream *s, char *out, int cap);
 int kw_tokenizer_n_vocab(const kw_tokenizer *tk);
 int kw_tokenizer_find(const kw_tokenizer *tk, const char *piece); /* id or -1 */
 kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk);

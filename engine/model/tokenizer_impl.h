@@ -1,0 +1,85 @@
+/* Tokenizer internals shared by tokenizer.c (the encoder and decoder) and
+ * tokenizer_hf.c (the tokenizer.json loader). Not a public contract. */
+#ifndef KW_MODEL_TOKENIZER_IMPL_H
+#define KW_MODEL_TOKENIZER_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "tokenizer.h"
+
+#define KW_TOK_MAX_SPLITS 4
+
+/* GGUF token types (tokenizer.ggml.token_type). */
+enum {
+    KW_TOKT_NORMAL = 1,
+    KW_TOKT_UNKNOWN = 2,
+    KW_TOKT_CONTROL = 3,
+    KW_TOKT_USER = 4,
+    KW_TOKT_UNUSED = 5,
+    KW_TOKT_BYTE = 6,
+};
+
+/* How text becomes words before BPE, and how BPE treats them. */
+typedef struct kw__tok_opts {
+    bool byte_level;         /* GPT-2 byte-to-unicode vocabulary; else SentencePiece-style */
+    int n_splits;            /* pre-tokenizer: regexes applied in order, each splitting
+                                every piece into matches and the gaps between them */
+    const char *splits[KW_TOK_MAX_SPLITS];
+    bool nfc;                /* NFC-normalize text between special tokens */
+    bool ignore_merges;      /* a word that is a whole token is taken as is (Llama-3) */
+    bool byte_fallback;      /* unknown characters become <0xXX> tokens */
+    bool add_space_prefix;   /* SentencePiece: "▁" before the text */
+    bool prefix_each;        /* ... before every segment between special tokens (HF) */
+    bool use_scores;         /* SentencePiece without merges: merge by token score */
+    const char *const *merge_left;  /* (n_merges) the merge pairs as separate strings */
+    const char *const *merge_right;
+} kw__tok_opts;
+
+/* string -> id map (open addressing over the tokenizer's own strings) */
+typedef struct strmap {
+    uint32_t *slot; /* id + 1; 0 empty */
+    size_t mask;
+    char **keys;    /* borrowed: key bytes per id */
+    int *klen;
+} strmap;
+
+typedef struct pair_ent { uint64_t key; int32_t rank, id; } pair_ent;
+typedef struct pairmap { pair_ent *e; size_t mask; } pairmap;
+
+struct kw_tokenizer {
+    kw__tok_opts o;         /* splits/merges pointers are not kept */
+    int n;
+    char **text;            /* (n) stored form */
+    int *text_len;
+    char **dec;             /* (n) bytes the token stands for */
+    int *dec_len;
+    int32_t *type;          /* (n) KW_TOKT_* */
+    float *score;           /* (n) nullable */
+    strmap by_text, by_dec; /* by_dec: byte-level only */
+    pairmap pairs;
+    int byte_tok[256];      /* token of a lone byte (byte-level) or <0xXX> (SentencePiece) */
+    int *special;           /* ids matched first, longest first */
+    int n_special;
+    uint8_t special_first[32];
+    pcre2_code *re[KW_TOK_MAX_SPLITS];
+    int bos, eos, unk;
+    bool add_bos, add_eos;
+};
+
+
+/* Regex of a pre-tokenizer name ("gpt2", "smollm", "llama-bpe", "qwen2", ...) into o;
+ * KW_EINVAL for an unknown name. */
+int kw__tok_pre_by_name(const char *pre, kw__tok_opts *o, kw_error *err);
+/* Builds a tokenizer from a spec (tokens, types, ids) and the options (merges in
+ * o->merge_left/right, spec->n_merges of them). */
+int kw__tokenizer_build(const kw_tokenizer_spec *spec, const kw__tok_opts *o,
+                        kw_tokenizer **out, kw_error *err);
+
+/* The GPT-2 byte-to-unicode map: the code point standing for byte b. */
+uint32_t kw__tok_byte_cp(uint8_t b);
+
+#endif
