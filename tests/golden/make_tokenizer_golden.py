@@ -155,7 +155,55 @@ def chat_goldens(tok, template):
     out = []
     for msgs in cases:
         text = hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        out.append({"messages": msgs, "text": text, "ids": tok.encode(text).ids})
+        out.append({"template": template, "messages": msgs, "text": text,
+                    "ids": tok.encode(text).ids})
+    return out
+
+
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}")
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}"
+    "{% set loop_messages = messages %}{% set system_message = false %}{% endif %}"
+    "{% for message in loop_messages %}{% if loop.index0 == 0 and system_message != false %}"
+    "{% set content = '<<SYS>>\\n' + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}")
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token + ' ' }}{% endif %}{% endfor %}")
+
+
+def other_chat_goldens(tok):
+    """Renders of the public Llama-3, Llama-2-chat and Mistral-v0.1 templates."""
+    from transformers import PreTrainedTokenizerFast
+    out = []
+    convs = [
+        [{"role": "user", "content": "  Hello there!\n"}],
+        [{"role": "system", "content": "Be brief."},
+         {"role": "user", "content": "What is 2+2?"}],
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+         {"role": "user", "content": "Bye"}],
+    ]
+    for style, tmpl, bos, eos in (("llama3", LLAMA3_TEMPLATE, "<|begin_of_text|>", "<|eot_id|>"),
+                                  ("llama2", LLAMA2_TEMPLATE, "<s>", "</s>"),
+                                  ("mistral", MISTRAL_TEMPLATE, "<s>", "</s>")):
+        hf = PreTrainedTokenizerFast(tokenizer_object=tok, chat_template=tmpl,
+                                     bos_token=bos, eos_token=eos)
+        for msgs in convs:
+            if style == "mistral" and msgs[0]["role"] == "system":
+                continue
+            text = hf.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            out.append({"style": style, "template": tmpl, "messages": msgs, "text": text})
     return out
 
 
@@ -244,6 +292,7 @@ def main():
         "book": {"file": "text/" + os.path.basename(a.book), "bytes": BOOK_BYTES,
                  "count": len(book), "sha256_le_i32": ids_hash(book)},
         "chat": chat_goldens(tok, template),
+        "chat_other": other_chat_goldens(tok),
     }
     with open(os.path.join(HERE, "tokenizer_smollm2.json"), "w", encoding="utf-8") as f:
         json.dump(golden, f, ensure_ascii=False, indent=1)

@@ -129,7 +129,8 @@ typedef enum kw_chat_style {
     KW_CHAT_NONE = 0, /* raw prompt */
     KW_CHAT_CHATML,
     KW_CHAT_LLAMA3,
-    KW_CHAT_LLAMA2,   /* Mistral / Llama-2 [INST] */
+    KW_CHAT_LLAMA2,   /* Llama-2-chat [INST] with <<SYS>> */
+    KW_CHAT_MISTRAL,  /* Mistral [INST]: contents as given, "</s>" after answers */
 } kw_chat_style;
 typedef struct kw_chat_msg { const char *role, *content; } kw_chat_msg;
 /* Picks the built-in renderer matching a template string (NULL -> KW_CHAT_NONE). */
@@ -137,6 +138,10 @@ kw_chat_style kw_chat_detect(const char *template_str);
 /* Renders messages and, if add_generation_prompt, the assistant prefix; malloc'd. */
 char *kw_chat_render(kw_chat_style style, const kw_chat_msg *msgs, int n,
                      int add_generation_prompt);
+/* The fixed system prompt a ChatML template adds when the conversation has none
+ * (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+ * malloc'd, NULL if the template has none. Render it as a leading system message. */
+char *kw_chat_default_system(const char *template_str);
 
 #ifdef __cplusplus
 }
