@@ -7,6 +7,8 @@ extern const kw_op kw_op_template_upper;
 /* dataset, score */
 
 /* tokenize */
+extern const kw_op kw_op_tokenize_chat;
+extern const kw_op kw_op_tokenize_raw;
 
 /* decode */
 
@@ -16,6 +18,8 @@ const kw_op *const kw_builtin_ops[] = {
     /* dataset, score */
 
     /* tokenize */
+    &kw_op_tokenize_chat,
+    &kw_op_tokenize_raw,
 
     /* decode */
 
