@@ -355,14 +355,64 @@ static int build_specials(kw_tokenizer *tk, kw_error *err)
     return 0;
 }
 
+/* The Unicode White_Space property, which \s means in the Hugging Face tokenizers
+ * (Oniguruma). PCRE2's \s also takes U+180E (in its \h list) and would keep "\r\n"
+ * before a U+180E together where the reference splits it. */
+#define WS_SET "\\t\\n\\x0B\\f\\r\\x{85}\\p{Z}"
+
+/* pattern with \s and \S spelled as White_Space classes; malloc'd. */
+static char *rewrite_ws(const char *p)
+{
+    size_t n = strlen(p), k = 0;
+    char *o = malloc(n * (sizeof WS_SET + 4) + 1);
+    if (!o)
+        return NULL;
+    int in_class = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '\\' && i + 1 < n) {
+            char c = p[i + 1];
+            const char *rep = NULL;
+            if (c == 's')
+                rep = in_class ? WS_SET : "[" WS_SET "]";
+            else if (c == 'S' && !in_class)
+                rep = "[^" WS_SET "]";
+            if (rep) {
+                memcpy(o + k, rep, strlen(rep));
+                k += strlen(rep);
+            } else {
+                o[k++] = p[i];
+                o[k++] = c;
+            }
+            i++;
+            continue;
+        }
+        if (p[i] == '[' && !in_class) {
+            in_class = 1;
+            o[k++] = p[i];
+            if (i + 1 < n && p[i + 1] == '^') o[k++] = p[++i];
+            if (i + 1 < n && p[i + 1] == ']') o[k++] = p[++i]; /* a leading ']' is literal */
+            continue;
+        }
+        if (p[i] == ']' && in_class)
+            in_class = 0;
+        o[k++] = p[i];
+    }
+    o[k] = '\0';
+    return o;
+}
+
 static int build_regexes(kw_tokenizer *tk, const kw__tok_opts *o, kw_error *err)
 {
     for (int i = 0; i < o->n_splits; i++) {
         int ec;
         PCRE2_SIZE eo;
-        tk->re[i] = pcre2_compile((PCRE2_SPTR)o->splits[i], PCRE2_ZERO_TERMINATED,
+        char *pat = rewrite_ws(o->splits[i]);
+        if (!pat)
+            return kw_error_set(err, KW_ENOMEM, "out of memory");
+        tk->re[i] = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
                                   PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &eo,
                                   NULL);
+        free(pat);
         if (!tk->re[i]) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(ec, msg, sizeof msg);

@@ -79,6 +79,24 @@ TEXTS = [
     "",
 ]
 
+# Random strings over characters where regex engines tend to disagree: Unicode spaces,
+# numbers outside 0-9 (superscripts, fractions, Roman numerals, full-width digits),
+# combining marks, scripts without spaces, emoji with modifiers and joiners.
+POOL = (list("abcXYZ019 '.,!?-_\t\n\r") + ["  ", "   ", "\r\n", "'s", "'ll", "'T"] +
+        ["\u00a0", "\u2003", "\u200b", "\u3000", "\u0085", "\ufeff", "\u2028", "\u180e",
+         "\u00b2", "\u00bd", "\u2167", "\uff11", "\u0663", "\u0301", "\u0308",
+         "\u4e2d", "\u6587", "\u3042", "\u30ab", "\uac00", "\u0627\u0644", "\u0915\u093f",
+         "\u00e9", "\u00df", "\u0130", "\U0001F600", "\U0001F44D\U0001F3FD", "\u200d",
+         "\U0001F1EB\U0001F1F7", "\u2764\ufe0f", "\u20ac", "\u00a9", "\u2026", "<|im_end|>",
+         "<|endoftext|>", "<s>", "\U00010348", "\ufffd"])
+
+
+def random_texts(n, seed=1234):
+    import random
+    rng = random.Random(seed)
+    return ["".join(rng.choice(POOL) for _ in range(rng.randint(1, 24))) for _ in range(n)]
+
+
 CORPUS = [
     "the quick brown fox jumps over the lazy dog",
     "hello world, hello there; hello again",
@@ -269,7 +287,8 @@ def write_tiny():
         with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
             json.dump(j, f, ensure_ascii=False, separators=(",", ":"))
         t = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
-        cases = [{"text": s, "ids": t.encode(s).ids} for s in TINY_TEXTS]
+        cases = [{"text": s, "ids": t.encode(s).ids}
+                 for s in TINY_TEXTS + TEXTS + random_texts(60, seed=99)]
         with open(os.path.join(d, "golden.json"), "w", encoding="utf-8") as f:
             json.dump({"cases": cases}, f, ensure_ascii=False, indent=1)
 
@@ -281,7 +300,7 @@ def main():
     a = ap.parse_args()
     tok, template, bos, eos = gguf_tokenizer(a.gguf)
     cases = []
-    for s in TEXTS:
+    for s in TEXTS + random_texts(120):
         ids = tok.encode(s).ids
         assert tok.decode(ids, skip_special_tokens=False) == s, s
         cases.append({"text": s, "ids": ids})

@@ -12,9 +12,11 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <utf8proc.h>
 
 #include "kvweave/model.h"
 #include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
 #include "tok_fixture.h"
 
 static kw_tokenizer *g_tk; /* SmolLM2's, NULL when the model is not installed */
@@ -289,9 +291,11 @@ static void check_hf_dir(const char *name, int byte_level)
         int n;
         int32_t *ids = encode(tk, text, 1, &n);
         assert_ids_equal(text, ids, n, json_object_get(c, "ids"));
-        if (byte_level) {
+        if (byte_level) { /* 2: the tokenizer NFC-normalizes */
             char *back = kw_detokenize(tk, ids, n, 0);
-            assert_string_equal(back, text);
+            char *nfc = (char *)utf8proc_NFC((const utf8proc_uint8_t *)text);
+            assert_string_equal(back, byte_level == 2 ? nfc : text);
+            free(nfc);
             free(back);
         }
         free(ids);
@@ -310,7 +314,7 @@ static void test_hf_bytelevel_pair_merges_match_hf(void **s)
 static void test_hf_split_regex_string_merges_nfc_match_hf(void **s)
 {
     (void)s;
-    check_hf_dir("tok_tiny_llama3", 1);
+    check_hf_dir("tok_tiny_llama3", 2);
 }
 
 static void test_hf_sentencepiece_byte_fallback_matches_hf(void **s)
@@ -438,6 +442,51 @@ static void test_spec_errors_are_refused(void **s)
     tk = kw_tokenizer_free(tk);
 }
 
+static void test_named_pre_tokenizers_compile_and_match_hf_patterns(void **s)
+{
+    (void)s;
+    /* the built-in Llama-3 pattern is the one of the Llama-3 tokenizer.json Split */
+    json_t *j = tokfix_golden("tok_tiny_llama3/tokenizer.json");
+    assert_non_null(j);
+    const char *hf = json_string_value(json_object_get(json_object_get(json_array_get(
+        json_object_get(json_object_get(j, "pre_tokenizer"), "pretokenizers"), 0), "pattern"),
+        "Regex"));
+    kw__tok_opts o = {0};
+    assert_int_equal(kw__tok_pre_by_name("llama-bpe", &o, NULL), 0);
+    assert_string_equal(o.splits[0], hf);
+    assert_true(o.ignore_merges);
+    json_decref(j);
+    /* every name builds a tokenizer (its regexes compile) over a byte vocabulary */
+    char *toks[256];
+    const char *ctoks[256];
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        uint32_t cp = kw__tok_byte_cp((uint8_t)b);
+        int l = cp < 0x80 ? (buf[0] = (char)cp, 1)
+                          : (buf[0] = (char)(0xC0 | (cp >> 6)), buf[1] = (char)(0x80 | (cp & 0x3F)), 2);
+        toks[b] = strndup(buf, (size_t)l);
+        ctoks[b] = toks[b];
+    }
+    const char *names[] = {"gpt2", "default", "smollm", "llama-bpe", "llama3", "qwen2", NULL};
+    for (int i = 0; i < 7; i++) {
+        kw_tokenizer_spec sp = {.model = "gpt2", .pre = names[i], .n_vocab = 256,
+                                .tokens = ctoks, .bos_id = -1, .eos_id = -1, .unk_id = -1,
+                                .pad_id = -1};
+        kw_tokenizer *tk = NULL;
+        kw_error err = {0};
+        assert_int_equal(kw_tokenizer_new(&sp, &tk, &err), 0);
+        const char *t = "Héllo  wörld 12345 \r\n 😀";
+        int32_t ids[64];
+        int n = kw_tokenize(tk, t, 0, ids, 64);
+        assert_int_equal(n, (int)strlen(t)); /* no merges: one token per byte */
+        char *back = kw_detokenize(tk, ids, n, 0);
+        assert_string_equal(back, t);
+        free(back);
+        kw_tokenizer_free(tk);
+    }
+    for (int b = 0; b < 256; b++) free(toks[b]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -452,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_hf_sentencepiece_byte_fallback_matches_hf),
         cmocka_unit_test(test_hf_broken_files_give_clear_errors),
         cmocka_unit_test(test_spec_errors_are_refused),
+        cmocka_unit_test(test_named_pre_tokenizers_compile_and_match_hf_patterns),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
