@@ -180,6 +180,10 @@ static int hf_vocab(hf_state *h, json_t *root, json_t *model, kw_tokenizer_spec 
     }
     if (maxid < 0)
         return bad(err, h, "model.vocab", "is empty");
+    size_t count = json_object_size(vocab) + json_array_size(added);
+    if ((size_t)maxid >= 4 * count + 4096) /* ids are dense in real files */
+        return kw_error_set(err, KW_EFORMAT, "%s: token id %lld is far beyond the %zu "
+                            "tokens listed", h->file, maxid, count);
     sp->n_vocab = (int)maxid + 1;
     *tokens = calloc((size_t)sp->n_vocab, sizeof **tokens);
     *types = calloc((size_t)sp->n_vocab, sizeof **types);
@@ -370,6 +374,27 @@ static json_t *load_json(const char *path, int required, kw_error *err, int *rc)
         *rc = kw_error_set(err, KW_EFORMAT, "%s: the top level is not an object", path);
     }
     return j;
+}
+
+int kw__tokenizer_from_hf_json(const char *data, size_t n, const char *name,
+                               kw_tokenizer **out, kw_error *err)
+{
+    *out = NULL;
+    json_error_t je;
+    json_t *root = json_loadb(data, n, 0, &je);
+    if (!root)
+        return kw_error_at(err, KW_EPARSE, name, je.line, je.column, "%s", je.text);
+    int rc;
+    if (!json_is_object(root)) {
+        rc = kw_error_set(err, KW_EFORMAT, "%s: the top level is not an object", name);
+    } else {
+        hf_state h = {.file = name};
+        rc = hf_build(&h, root, NULL, out, err);
+        for (int i = 0; i < KW_TOK_MAX_SPLITS; i++)
+            free(h.owned[i]);
+    }
+    json_decref(root);
+    return rc;
 }
 
 int kw_tokenizer_from_hf_dir(const char *dir, kw_tokenizer **out, kw_error *err)

@@ -4,6 +4,7 @@
 #define KW_MODEL_TOKENIZER_IMPL_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -78,6 +79,10 @@ int kw__tok_pre_by_name(const char *pre, kw__tok_opts *o, kw_error *err);
  * o->merge_left/right, spec->n_merges of them). */
 int kw__tokenizer_build(const kw_tokenizer_spec *spec, const kw__tok_opts *o,
                         kw_tokenizer **out, kw_error *err);
+
+/* A tokenizer.json held in memory (no tokenizer_config.json); name is for messages. */
+int kw__tokenizer_from_hf_json(const char *data, size_t n, const char *name,
+                               kw_tokenizer **out, kw_error *err);
 
 /* The GPT-2 byte-to-unicode map: the code point standing for byte b. */
 uint32_t kw__tok_byte_cp(uint8_t b);

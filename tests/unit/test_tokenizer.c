@@ -358,6 +358,8 @@ static void test_hf_broken_files_give_clear_errors(void **s)
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": []}}", KW_EFORMAT, "model.vocab"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", KW_EFORMAT, "empty"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": -3}}}", KW_EFORMAT, "\"a\""},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 900000000}}}", KW_EFORMAT,
+         "900000000 is far beyond the 1 tokens"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2},"
          " \"merges\": [\"a\"]}}", KW_EFORMAT, "merges[0]"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", 1]]}}",
