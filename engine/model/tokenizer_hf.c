@@ -306,6 +306,14 @@ static int hf_build(hf_state *h, json_t *root, json_t *cfg, kw_tokenizer **out,
     const char *mt = json_string_value(json_object_get(model, "type"));
     if (!json_is_object(model) || (mt && strcmp(mt, "BPE")))
         return bad(err, h, "model.type", "only BPE models are supported");
+    static const char *const unsupported[] = {"continuing_subword_prefix",
+                                              "end_of_word_suffix", "dropout"};
+    for (size_t i = 0; i < sizeof unsupported / sizeof *unsupported; i++) {
+        json_t *v = json_object_get(model, unsupported[i]);
+        if (v && !json_is_null(v) && !(json_is_string(v) && !*json_string_value(v)))
+            return kw_error_set(err, KW_EFORMAT, "%s: model.%s is not supported", h->file,
+                                unsupported[i]);
+    }
     h->o.byte_fallback = json_is_true(json_object_get(model, "byte_fallback"));
     h->o.ignore_merges = json_is_true(json_object_get(model, "ignore_merges"));
     json_t *pre = json_object_get(root, "pre_tokenizer"), *nrm = json_object_get(root, "normalizer");

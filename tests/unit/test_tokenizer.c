@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,46 @@ static void test_book_ids_count_and_hash_match_hf(void **s)
     json_decref(g);
 }
 
+typedef struct book_job { const char *text; int n; const int32_t *want; int ok; } book_job;
+
+static void *encode_job(void *p)
+{
+    book_job *j = p;
+    int32_t *ids = malloc(((size_t)j->n + 1) * sizeof *ids);
+    for (int rep = 0; rep < 3; rep++)
+        j->ok = kw_tokenize(g_tk, j->text, 1, ids, j->n) == j->n &&
+                !memcmp(ids, j->want, (size_t)j->n * sizeof *ids);
+    free(ids);
+    return NULL;
+}
+
+static void test_concurrent_encodes_agree(void **s)
+{
+    (void)s;
+    NEED_MODEL();
+    char path[4096];
+    const char *data = getenv("KVWEAVE_DATA");
+    snprintf(path, sizeof path, "%s/text/pg19_frank_merriwell_down_south.txt",
+             data ? data : "../shared/data");
+    size_t len;
+    char *text = read_prefix(path, 60000, &len);
+    assert_non_null(text);
+    int n;
+    int32_t *want = encode(g_tk, text, 1, &n);
+    pthread_t th[4];
+    book_job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (book_job){text, n, want, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, encode_job, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_true(jobs[i].ok);
+    }
+    free(want);
+    free(text);
+}
+
 static int valid_utf8(const char *s, int n)
 {
     for (int i = 0; i < n;) {
@@ -354,6 +395,8 @@ static void test_hf_broken_files_give_clear_errors(void **s)
     static const struct { const char *json; int code; const char *says; } cases[] = {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0,", KW_EPARSE, ":1:"},
         {"[1, 2]", KW_EFORMAT, "top level"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"dropout\": 0.1}}",
+         KW_EFORMAT, "model.dropout"},
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": []}}", KW_EFORMAT, "model.type"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": []}}", KW_EFORMAT, "model.vocab"},
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {}}}", KW_EFORMAT, "empty"},
@@ -497,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_special_tokens_only_when_parsed),
         cmocka_unit_test(test_small_buffer_gets_the_count),
         cmocka_unit_test(test_book_ids_count_and_hash_match_hf),
+        cmocka_unit_test(test_concurrent_encodes_agree),
         cmocka_unit_test(test_streaming_decode_never_splits_a_character),
         cmocka_unit_test(test_hf_bytelevel_pair_merges_match_hf),
         cmocka_unit_test(test_hf_split_regex_string_merges_nfc_match_hf),
