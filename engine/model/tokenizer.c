@@ -469,9 +469,8 @@ int kw__tokenizer_build(const kw_tokenizer_spec *sp, const kw__tok_opts *o,
         kw_tokenizer_free(tk);
         return rc;
     }
-    /* a byte-level vocabulary may lack bytes that never occur in UTF-8 text (SmolLM2
-     * has no 0xC0, 0xF5-0xFF, ...): such a byte becomes the unknown token, or nothing
-     * when there is none, as in the Hugging Face BPE model */
+    /* a byte-level vocabulary may lack bytes (SmolLM2 has no 0x04, 0xC0, 0xF5-0xFF,
+     * ...): such a byte is dropped, as llama.cpp and an HF BPE without unk_token do */
     *out = tk;
     return 0;
 }
@@ -483,6 +482,7 @@ int kw_tokenizer_new(const kw_tokenizer_spec *sp, kw_tokenizer **out, kw_error *
     const char *model = sp->model ? sp->model : "gpt2";
     if (!strcmp(model, "gpt2")) {
         o.byte_level = true;
+        o.drop_unknown = true;
         int rc = kw__tok_pre_by_name(sp->pre, &o, err);
         if (rc < 0)
             return rc;
@@ -684,7 +684,7 @@ static void emit_symbol(enc *e, const char *w, const sym *s)
             else if (tk->unk >= 0)
                 emit(e, tk->unk);
         }
-    } else if (tk->unk >= 0) {
+    } else if (tk->unk >= 0 && !tk->o.drop_unknown) {
         emit(e, tk->unk);
     }
 }

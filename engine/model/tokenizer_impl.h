@@ -36,6 +36,9 @@ typedef struct kw__tok_opts {
     bool add_space_prefix;   /* SentencePiece: "▁" before the text */
     bool prefix_each;        /* ... before every segment between special tokens (HF) */
     bool use_scores;         /* SentencePiece without merges: merge by token score */
+    bool drop_unknown;       /* a byte or character without a token is dropped, not the
+                                unknown token (llama.cpp's and HF's byte-level BPE without
+                                an unk_token) */
     const char *const *merge_left;  /* (n_merges) the merge pairs as separate strings */
     const char *const *merge_right;
 } kw__tok_opts;
