@@ -249,6 +249,19 @@ def tiny_tokenizers():
         vocab_size=330, special_tokens=["<s>", "</s>"], show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     out["tok_tiny_llama3"] = t2
+    # Qwen2-style: the Qwen2 Split regex (single digits), NFC, ChatML specials
+    t4 = Tokenizer(models.BPE())
+    t4.normalizer = normalizers.NFC()
+    qwen2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+             r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    t4.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(qwen2), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    t4.decoder = decoders.ByteLevel()
+    t4.train_from_iterator(CORPUS, trainers.BpeTrainer(
+        vocab_size=340, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        show_progress=False, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    out["tok_tiny_qwen2"] = t4
     # SentencePiece-style: ▁ for spaces, byte fallback, Llama-2 decoder
     base = Tokenizer(models.BPE(unk_token="<unk>"))
     base.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),

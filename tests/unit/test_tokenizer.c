@@ -361,6 +361,22 @@ static void test_hf_split_regex_string_merges_nfc_match_hf(void **s)
     check_hf_dir("tok_tiny_llama3", 2);
 }
 
+static void test_hf_qwen2_split_regex_matches_hf(void **s)
+{
+    (void)s;
+    check_hf_dir("tok_tiny_qwen2", 2);
+    json_t *j = tokfix_golden("tok_tiny_qwen2/tokenizer.json");
+    assert_non_null(j);
+    const char *hf = json_string_value(json_object_get(json_object_get(json_array_get(
+        json_object_get(json_object_get(j, "pre_tokenizer"), "pretokenizers"), 0), "pattern"),
+        "Regex"));
+    kw__tok_opts o = {0};
+    assert_int_equal(kw__tok_pre_by_name("qwen2", &o, NULL), 0);
+    assert_string_equal(o.splits[0], hf); /* the built-in "qwen2" is the same pattern */
+    assert_true(o.nfc);
+    json_decref(j);
+}
+
 static void test_hf_sentencepiece_byte_fallback_matches_hf(void **s)
 {
     (void)s;
@@ -547,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_streaming_decode_never_splits_a_character),
         cmocka_unit_test(test_hf_bytelevel_pair_merges_match_hf),
         cmocka_unit_test(test_hf_split_regex_string_merges_nfc_match_hf),
+        cmocka_unit_test(test_hf_qwen2_split_regex_matches_hf),
         cmocka_unit_test(test_hf_sentencepiece_byte_fallback_matches_hf),
         cmocka_unit_test(test_hf_broken_files_give_clear_errors),
         cmocka_unit_test(test_spec_errors_are_refused),
