@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -74,6 +75,60 @@ struct kw_tokenizer {
     bool add_bos, add_eos;
 };
 
+
+/* ---- helpers shared by the builder and the encoder ---- */
+
+static inline int utf8_len(unsigned char c)
+{
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
+    return 0; /* continuation or invalid lead */
+}
+
+/* Length of the (possibly invalid) character at s: 1 for a broken sequence. */
+static inline int utf8_step(const char *s, size_t n)
+{
+    int l = utf8_len((unsigned char)s[0]);
+    if (l <= 1 || (size_t)l > n)
+        return 1;
+    for (int i = 1; i < l; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            return 1;
+    return l;
+}
+
+static inline uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+static inline int strmap_get(const strmap *m, const char *s, size_t n)
+{
+    for (size_t i = hash_bytes(s, n) & m->mask;; i = (i + 1) & m->mask) {
+        uint32_t v = m->slot[i];
+        if (!v)
+            return -1;
+        int id = (int)v - 1;
+        if ((size_t)m->klen[id] == n && memcmp(m->keys[id], s, n) == 0)
+            return id;
+    }
+}
+
+static inline uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)a << 32 | (uint32_t)b) + 1; }
+
+static inline size_t pair_slot(const pairmap *m, uint64_t k)
+{
+    uint64_t h = k * 0x9E3779B97F4A7C15ull;
+    size_t i = (size_t)(h >> 17) & m->mask;
+    while (m->e[i].key && m->e[i].key != k)
+        i = (i + 1) & m->mask;
+    return i;
+}
 
 /* Regex of a pre-tokenizer name ("gpt2", "smollm", "llama-bpe", "qwen2", ...) into o;
  * KW_EINVAL for an unknown name. */
