@@ -23,7 +23,30 @@ typedef struct enc {
     size_t cap_buf;
     pcre2_match_data *md;
     int rc;
+    /* words already merged in this call: a text repeats its words, and merging is the
+     * costly part; per call, so a shared tokenizer needs no lock */
+    struct wc_ent { uint64_t h; int key, klen, ids, nids; } *wc;
+    size_t wc_mask, wc_n;
+    char *wc_keys;
+    int n_keys, cap_keys;
+    int32_t *wc_ids;
+    int n_ids, cap_ids;
 } enc;
+
+enum { WC_MAX_WORD = 48, WC_MAX_ENTRIES = 1 << 16 };
+
+static struct wc_ent *wc_find(enc *e, const char *w, int n, uint64_t h)
+{
+    if (!e->wc)
+        return NULL;
+    for (size_t i = h & e->wc_mask;; i = (i + 1) & e->wc_mask) {
+        struct wc_ent *x = &e->wc[i];
+        if (!x->klen)
+            return x;
+        if (x->h == h && x->klen == n && !memcmp(e->wc_keys + x->key, w, (size_t)n))
+            return x;
+    }
+}
 
 static int grow(void **p, int *cap, int need, size_t elt)
 {
@@ -151,7 +174,64 @@ static void emit_symbol(enc *e, const char *w, const sym *s)
     }
 }
 
+static void bpe_merge(enc *e, const char *w, int n);
+
+static int wc_grow(enc *e)
+{
+    if (e->wc && (e->wc_n + 1) * 2 <= e->wc_mask + 1)
+        return 0;
+    size_t cap = e->wc ? (e->wc_mask + 1) * 2 : 1024;
+    struct wc_ent *t = calloc(cap, sizeof *t), *old = e->wc;
+    if (!t)
+        return KW_ENOMEM;
+    size_t oldcap = e->wc ? e->wc_mask + 1 : 0;
+    e->wc = t;
+    e->wc_mask = cap - 1;
+    for (size_t i = 0; i < oldcap; i++)
+        if (old[i].klen)
+            *wc_find(e, e->wc_keys + old[i].key, old[i].klen, old[i].h) = old[i];
+    free(old);
+    return 0;
+}
+
+/* BPE of one word, through the per-call cache for words of 2 to WC_MAX_WORD bytes. */
 static void bpe_word(enc *e, const char *w, int n)
+{
+    if (n < 2 || n > WC_MAX_WORD) {
+        bpe_merge(e, w, n);
+        return;
+    }
+    uint64_t h = hash_bytes(w, (size_t)n);
+    struct wc_ent *x = wc_find(e, w, n, h);
+    if (x && x->klen) {
+        if (!x->nids)
+            return;
+        if (grow((void **)&e->out, &e->cap_out, e->n_out + x->nids, sizeof *e->out) < 0) {
+            e->rc = KW_ENOMEM;
+            return;
+        }
+        memcpy(e->out + e->n_out, e->wc_ids + x->ids, (size_t)x->nids * sizeof *e->out);
+        e->n_out += x->nids;
+        return;
+    }
+    int first = e->n_out;
+    bpe_merge(e, w, n);
+    int k = e->n_out - first;
+    if (e->rc < 0 || e->wc_n >= WC_MAX_ENTRIES || wc_grow(e) < 0 ||
+        grow((void **)&e->wc_keys, &e->cap_keys, e->n_keys + n, 1) < 0 ||
+        grow((void **)&e->wc_ids, &e->cap_ids, e->n_ids + k, sizeof *e->wc_ids) < 0)
+        return; /* no room: the word is just not cached */
+    x = wc_find(e, w, n, h);
+    *x = (struct wc_ent){h, e->n_keys, n, e->n_ids, k};
+    memcpy(e->wc_keys + e->n_keys, w, (size_t)n);
+    if (k > 0) /* a word of dropped bytes has no ids */
+        memcpy(e->wc_ids + e->n_ids, e->out + first, (size_t)k * sizeof *e->wc_ids);
+    e->n_keys += n;
+    e->n_ids += k;
+    e->wc_n++;
+}
+
+static void bpe_merge(enc *e, const char *w, int n)
 {
     const kw_tokenizer *tk = e->tk;
     if (n <= 0)
@@ -335,5 +415,8 @@ int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int
     free(e.syms);
     free(e.heap);
     free(e.buf);
+    free(e.wc);
+    free(e.wc_keys);
+    free(e.wc_ids);
     return rc;
 }
