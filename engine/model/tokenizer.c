@@ -145,7 +145,7 @@ kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk)
 /* Bytes a token stands for: byte-level tokens are mapped back through the byte map
  * (characters outside it are kept as UTF-8, as special tokens are); SentencePiece "▁"
  * is a space and "<0xXX>" a raw byte. */
-static char *token_bytes(const kw_tokenizer *tk, int id, int *len)
+static char *token_bytes(const kw_tokenizer *tk, int id, const int16_t rev[512], int *len)
 {
     const char *s = tk->text[id];
     int n = tk->text_len[id], k = 0;
@@ -156,15 +156,6 @@ static char *token_bytes(const kw_tokenizer *tk, int id, int *len)
         memcpy(o, s, (size_t)n);
         k = n;
     } else if (tk->o.byte_level) {
-        static int16_t rev[512];
-        static int rev_ready;
-        if (!__atomic_load_n(&rev_ready, __ATOMIC_ACQUIRE)) {
-            int16_t r[512];
-            for (int i = 0; i < 512; i++) r[i] = -1;
-            for (int b = 0; b < 256; b++) r[kw__tok_byte_cp((uint8_t)b)] = (int16_t)b;
-            memcpy(rev, r, sizeof r);
-            __atomic_store_n(&rev_ready, 1, __ATOMIC_RELEASE);
-        }
         for (int i = 0; i < n;) {
             int l = utf8_step(s + i, (size_t)(n - i));
             utf8proc_int32_t cp = -1;
@@ -205,6 +196,11 @@ static int build_tokens(kw_tokenizer *tk, const kw_tokenizer_spec *sp, kw_error 
     if (!tk->text || !tk->text_len || !tk->dec || !tk->dec_len || !tk->type ||
         (sp->scores && !tk->score))
         return kw_error_set(err, KW_ENOMEM, "out of memory for %d tokens", n);
+    int16_t rev[512]; /* byte-map code point -> byte */
+    for (int i = 0; i < 512; i++)
+        rev[i] = -1;
+    for (int b = 0; b < 256; b++)
+        rev[kw__tok_byte_cp((uint8_t)b)] = (int16_t)b;
     for (int i = 0; i < n; i++) {
         const char *s = sp->tokens[i] ? sp->tokens[i] : "";
         tk->text_len[i] = (int)strlen(s);
@@ -214,7 +210,7 @@ static int build_tokens(kw_tokenizer *tk, const kw_tokenizer_spec *sp, kw_error 
             tk->score[i] = sp->scores[i];
         if (!tk->text[i])
             return kw_error_set(err, KW_ENOMEM, "out of memory for token %d", i);
-        tk->dec[i] = token_bytes(tk, i, &tk->dec_len[i]);
+        tk->dec[i] = token_bytes(tk, i, rev, &tk->dec_len[i]);
         if (!tk->dec[i])
             return kw_error_set(err, KW_ENOMEM, "out of memory for token %d", i);
     }

@@ -359,9 +359,10 @@ static void encode_segment(enc *e, const char *s, size_t n, int at_start)
     free(nfc);
 }
 
-/* Leftmost, then longest special token at or after pos; n if none. */
+/* Leftmost, then longest added token at or after pos; n if none. Control tokens count
+ * only when parse_special; user-defined ones always (as llama.cpp and HF do). */
 static size_t find_special(const kw_tokenizer *tk, const char *s, size_t n, size_t pos,
-                           int *id)
+                           int parse_special, int *id)
 {
     for (size_t i = pos; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -370,7 +371,8 @@ static size_t find_special(const kw_tokenizer *tk, const char *s, size_t n, size
         for (int k = 0; k < tk->n_special; k++) {
             int t = tk->special[k];
             size_t l = (size_t)tk->text_len[t];
-            if (l <= n - i && !memcmp(s + i, tk->text[t], l)) {
+            if (l <= n - i && !memcmp(s + i, tk->text[t], l) &&
+                (parse_special || tk->type[t] == KW_TOKT_USER)) {
                 *id = t;
                 return i;
             }
@@ -392,13 +394,13 @@ int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int
     size_t n = strlen(text), pos = 0;
     if (tk->add_bos) {
         int first = -1;
-        size_t at = parse_special ? find_special(tk, text, n, 0, &first) : n;
+        size_t at = find_special(tk, text, n, 0, parse_special, &first);
         if (!(at == 0 && first == tk->bos)) /* a prompt that brings its own BOS */
             emit(&e, tk->bos);
     }
     while (pos <= n && e.rc == 0) {
         int sid = -1;
-        size_t ms = parse_special && tk->n_special ? find_special(tk, text, n, pos, &sid) : n;
+        size_t ms = tk->n_special ? find_special(tk, text, n, pos, parse_special, &sid) : n;
         encode_segment(&e, text + pos, ms - pos, pos == 0);
         if (sid < 0)
             break;

@@ -551,6 +551,49 @@ static void test_named_pre_tokenizers_compile_and_match_hf_patterns(void **s)
     for (int b = 0; b < 256; b++) free(toks[b]);
 }
 
+static void test_user_tokens_match_without_parse_special(void **s)
+{
+    (void)s;
+    const char *toks[258];
+    char *own[256];
+    int32_t types[258];
+    for (int b = 0; b < 256; b++) {
+        char buf[4];
+        uint32_t cp = kw__tok_byte_cp((uint8_t)b);
+        int l = cp < 0x80 ? (buf[0] = (char)cp, 1)
+                          : (buf[0] = (char)(0xC0 | (cp >> 6)), buf[1] = (char)(0x80 | (cp & 0x3F)), 2);
+        own[b] = strndup(buf, (size_t)l);
+        toks[b] = own[b];
+        types[b] = 1;
+    }
+    toks[256] = "<ctl>";
+    types[256] = 3;
+    toks[257] = "<usr>";
+    types[257] = 4;
+    kw_tokenizer_spec sp = {.model = "gpt2", .pre = "gpt2", .n_vocab = 258, .tokens = toks,
+                            .types = types, .bos_id = 256, .eos_id = -1, .unk_id = -1,
+                            .pad_id = -1, .add_bos = true};
+    kw_tokenizer *tk;
+    kw_error err = {0};
+    assert_int_equal(kw_tokenizer_new(&sp, &tk, &err), 0);
+    int32_t ids[64];
+    int n = kw_tokenize(tk, "a<usr>b<ctl>", 0, ids, 64);
+    /* BOS, a, <usr>, b, then "<ctl>" as five bytes */
+    assert_int_equal(n, 1 + 1 + 1 + 1 + 5);
+    assert_int_equal(ids[0], 256);
+    assert_int_equal(ids[2], 257);
+    n = kw_tokenize(tk, "a<usr>b<ctl>", 1, ids, 64);
+    assert_int_equal(n, 5);
+    assert_int_equal(ids[4], 256);
+    /* a prompt that starts with BOS gets no second one */
+    n = kw_tokenize(tk, "<ctl>a", 1, ids, 64);
+    assert_int_equal(n, 2);
+    assert_int_equal(ids[0], 256);
+    assert_int_equal(ids[1], 'a');
+    kw_tokenizer_free(tk);
+    for (int b = 0; b < 256; b++) free(own[b]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +611,7 @@ int main(void)
         cmocka_unit_test(test_hf_broken_files_give_clear_errors),
         cmocka_unit_test(test_spec_errors_are_refused),
         cmocka_unit_test(test_named_pre_tokenizers_compile_and_match_hf_patterns),
+        cmocka_unit_test(test_user_tokens_match_without_parse_special),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
