@@ -432,7 +432,7 @@ int kw_tokenizer_new(const kw_tokenizer_spec *sp, kw_tokenizer **out, kw_error *
             return rc;
     } else if (!strcmp(model, "llama")) {
         o.byte_fallback = true;
-        o.add_space_prefix = true;
+        o.add_space_prefix = !sp->no_space_prefix;
     } else {
         return kw_error_set(err, KW_EINVAL, "unknown tokenizer model '%s' (known: gpt2, "
                             "llama)", model);

@@ -504,6 +504,14 @@ static void test_spec_errors_are_refused(void **s)
     assert_int_equal(ids[1], 1);
     assert_int_equal(ids[2], 0);
     tk = kw_tokenizer_free(tk);
+    ok.no_space_prefix = true; /* no "▁" in front: "a" "b" -> ab */
+    assert_int_equal(kw_tokenizer_new(&ok, &tk, &err), 0);
+    assert_int_equal(kw_tokenize(tk, "ab", 0, ids, 8), 1);
+    assert_int_equal(ids[0], 5);
+    char *back = kw_detokenize(tk, ids, 1, 0);
+    assert_string_equal(back, "ab");
+    free(back);
+    tk = kw_tokenizer_free(tk);
 }
 
 static void test_named_pre_tokenizers_compile_and_match_hf_patterns(void **s)

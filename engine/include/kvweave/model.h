@@ -93,7 +93,9 @@ const kw_tensor *kw_model_tensor(const kw_model *m, const char *name);
 /* ---- tokenizer (engine/model/tokenizer.c) ---- */
 /* Encodes UTF-8 text; special tokens ("<|im_start|>") are matched first when
  * parse_special is set. Returns the number of ids (may exceed cap: then call again with
- * a larger buffer) or < 0. add_bos follows cfg.add_bos. */
+ * a larger buffer) or < 0. add_bos follows cfg.add_bos (no second BOS when the text
+ * starts with it). User-defined added tokens are matched even without parse_special.
+ * Safe to call from several threads on one tokenizer. */
 int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
                 int cap);
 /* Appends the bytes of one token to out; the caller handles partial UTF-8. Returns the
