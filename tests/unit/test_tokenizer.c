@@ -409,7 +409,9 @@ static void write_file(const char *dir, const char *name, const char *text)
 static void test_hf_broken_files_give_clear_errors(void **s)
 {
     (void)s;
-    char dir[] = "/tmp/kwtokXXXXXX";
+    char dir[4096];
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/kwtokXXXXXX", tmp && *tmp ? tmp : "/tmp");
     assert_non_null(mkdtemp(dir));
     static const struct { const char *json; int code; const char *says; } cases[] = {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0,", KW_EPARSE, ":1:"},
