@@ -289,6 +289,19 @@ def tiny_tokenizers():
     return out
 
 
+def dump(obj, path):
+    """JSON with one list item per line: small files, readable diffs."""
+    parts = []
+    for k, v in obj.items():
+        if isinstance(v, list):
+            items = ",\n  ".join(json.dumps(x, ensure_ascii=False) for x in v)
+            parts.append("%s: [\n  %s\n ]" % (json.dumps(k), items))
+        else:
+            parts.append("%s: %s" % (json.dumps(k), json.dumps(v, ensure_ascii=False)))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("{\n " + ",\n ".join(parts) + "\n}\n")
+
+
 def write_tiny():
     for name, t in tiny_tokenizers().items():
         d = os.path.join(HERE, name)
@@ -302,8 +315,7 @@ def write_tiny():
         t = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
         cases = [{"text": s, "ids": t.encode(s).ids}
                  for s in TINY_TEXTS + TEXTS + random_texts(60, seed=99)]
-        with open(os.path.join(d, "golden.json"), "w", encoding="utf-8") as f:
-            json.dump({"cases": cases}, f, ensure_ascii=False, indent=1)
+        dump({"cases": cases}, os.path.join(d, "golden.json"))
 
 
 def main():
@@ -326,8 +338,7 @@ def main():
         "chat": chat_goldens(tok, template),
         "chat_other": other_chat_goldens(tok),
     }
-    with open(os.path.join(HERE, "tokenizer_smollm2.json"), "w", encoding="utf-8") as f:
-        json.dump(golden, f, ensure_ascii=False, indent=1)
+    dump(golden, os.path.join(HERE, "tokenizer_smollm2.json"))
     write_tiny()
 
 
