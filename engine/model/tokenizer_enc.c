@@ -295,8 +295,12 @@ static void split_apply(enc *e, int level, const char *s, size_t n)
     size_t off = 0, last = 0;
     while (off < n) {
         int rc = pcre2_match(tk->re[level], (PCRE2_SPTR)s, n, off, 0, e->md, NULL);
-        if (rc < 0)
+        if (rc == PCRE2_ERROR_NOMATCH)
             break;
+        if (rc < 0) { /* a resource limit: refuse rather than split differently */
+            e->rc = KW_ELIMIT;
+            return;
+        }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
         size_t ms = ov[0], me = ov[1];
         if (me <= ms) { /* an empty match splits nothing */

@@ -330,11 +330,18 @@ def main():
         assert tok.decode(ids, skip_special_tokens=False) == s, s
         cases.append({"text": s, "ids": ids})
     book = tok.encode(book_prefix(a.book)).ids
+    runs = []
+    for fill in [" ", "a", "1", "!", "\n", "\u4e2d", " a", "\t ", " \r\n", "ab ", "\U0001F600"]:
+        rep = 100000 // len(fill)
+        ids = tok.encode(fill * rep + "x").ids
+        runs.append({"fill": fill, "repeat": rep, "then": "x", "count": len(ids),
+                     "sha256_le_i32": ids_hash(ids)})
     golden = {
         "tokenizer": "SmolLM2-135M-Instruct GGUF vocab + merges, HF tokenizers",
         "cases": cases,
         "book": {"file": "text/" + os.path.basename(a.book), "bytes": BOOK_BYTES,
                  "count": len(book), "sha256_le_i32": ids_hash(book)},
+        "runs": runs,
         "chat": chat_goldens(tok, template),
         "chat_other": other_chat_goldens(tok),
     }

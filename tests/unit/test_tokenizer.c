@@ -185,6 +185,45 @@ static char *read_prefix(const char *path, size_t max, size_t *len)
     return b;
 }
 
+static void sha256_ids_hex(const int32_t *ids, int n, char hex[65])
+{
+    unsigned char *le = malloc((size_t)n * 4 + 1);
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < 4; b++) le[4 * i + b] = (unsigned char)((uint32_t)ids[i] >> (8 * b));
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    assert_int_equal(EVP_Digest(le, (size_t)n * 4, md, &mdlen, EVP_sha256(), NULL), 1);
+    for (int i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    free(le);
+}
+
+/* 100k-character runs of one piece: whitespace lookaheads and long words */
+static void test_long_runs_match_hf(void **s)
+{
+    (void)s;
+    NEED_MODEL();
+    json_t *g = tokfix_golden("tokenizer_smollm2.json"), *r;
+    size_t i;
+    assert_true(json_array_size(json_object_get(g, "runs")) >= 10);
+    json_array_foreach(json_object_get(g, "runs"), i, r) {
+        const char *fill = json_string_value(json_object_get(r, "fill"));
+        const char *then = json_string_value(json_object_get(r, "then"));
+        size_t rep = (size_t)json_integer_value(json_object_get(r, "repeat")), l = strlen(fill);
+        char *text = malloc(rep * l + strlen(then) + 1);
+        for (size_t k = 0; k < rep; k++) memcpy(text + k * l, fill, l);
+        strcpy(text + rep * l, then);
+        int n;
+        int32_t *ids = encode(g_tk, text, 1, &n);
+        char hex[65];
+        sha256_ids_hex(ids, n, hex);
+        assert_int_equal(n, json_integer_value(json_object_get(r, "count")));
+        assert_string_equal(hex, json_string_value(json_object_get(r, "sha256_le_i32")));
+        free(ids);
+        free(text);
+    }
+    json_decref(g);
+}
+
 static void test_book_ids_count_and_hash_match_hf(void **s)
 {
     (void)s;
@@ -612,6 +651,7 @@ int main(void)
         cmocka_unit_test(test_special_tokens_only_when_parsed),
         cmocka_unit_test(test_small_buffer_gets_the_count),
         cmocka_unit_test(test_book_ids_count_and_hash_match_hf),
+        cmocka_unit_test(test_long_runs_match_hf),
         cmocka_unit_test(test_concurrent_encodes_agree),
         cmocka_unit_test(test_streaming_decode_never_splits_a_character),
         cmocka_unit_test(test_hf_bytelevel_pair_merges_match_hf),
