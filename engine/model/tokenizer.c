@@ -218,7 +218,7 @@ static int build_tokens(kw_tokenizer *tk, const kw_tokenizer_spec *sp, kw_error 
         (tk->o.byte_level && strmap_init(&tk->by_dec, n, tk->dec, tk->dec_len) < 0))
         return kw_error_set(err, KW_ENOMEM, "out of memory for the vocabulary map");
     for (int i = 0; i < n; i++) {
-        if (tk->type[i] != KW_TOKT_BYTE && tk->type[i] != KW_TOKT_UNUSED)
+        if (tk->type[i] != KW_TOKT_UNUSED)
             strmap_put(&tk->by_text, i);
         if (tk->o.byte_level && tk->type[i] != KW_TOKT_UNUSED)
             strmap_put(&tk->by_dec, i);

@@ -425,6 +425,7 @@ static void test_hf_sentencepiece_byte_fallback_matches_hf(void **s)
     kw_error err = {0};
     assert_int_equal(kw_tokenizer_from_hf_dir(dir, &tk, &err), 0);
     int n;
+    assert_int_equal(kw_tokenizer_find(tk, "<0x0A>"), 3 + 0x0A);
     const char *t = "the cat 😀 sat";
     int32_t *ids = encode(tk, t, 1, &n);
     char *back = kw_detokenize(tk, ids, n, 1);

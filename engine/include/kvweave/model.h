@@ -98,8 +98,8 @@ const kw_tensor *kw_model_tensor(const kw_model *m, const char *name);
  * Safe to call from several threads on one tokenizer. */
 int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
                 int cap);
-/* Appends the bytes of one token to out; the caller handles partial UTF-8. Returns the
- * byte count or < 0. */
+/* Appends the bytes of one token to out; the caller handles partial UTF-8 (or uses
+ * kw_detok_stream). Returns the byte count or < 0 (KW_ERANGE: cap is too small). */
 int kw_token_piece(const kw_tokenizer *tk, int32_t id, char *out, int cap);
 /* Whole-sequence decode into a malloc'd NUL-terminated string; skip_special drops
  * control tokens. */
