@@ -63,6 +63,43 @@ static void test_raw_takes_field_and_max_new(void **s)
     kw_tokenizer_free(tk);
 }
 
+static void test_chat_styles_render_system_and_user(void **s)
+{
+    (void)s;
+    kw_tokenizer *tk = tiny();
+    json_t *sample = json_pack("{s:s}", "input", "the cat");
+    static const struct { kw_chat_style st; const char *sys, *dsys, *want; } cases[] = {
+        {KW_CHAT_LLAMA3, "Be brief.", NULL,
+         "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+         "<|start_header_id|>user<|end_header_id|>\n\nthe cat<|eot_id|>"
+         "<|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {KW_CHAT_LLAMA2, "", NULL, "<s>[INST] the cat [/INST]"},
+        {KW_CHAT_LLAMA2, "Sys", NULL, "<s>[INST] <<SYS>>\nSys\n<</SYS>>\n\nthe cat [/INST]"},
+        {KW_CHAT_CHATML, "", "Default.",
+         "<|im_start|>system\nDefault.<|im_end|>\n<|im_start|>user\nthe cat<|im_end|>\n"
+         "<|im_start|>assistant\n"},
+        {KW_CHAT_CHATML, "Mine.", "Default.",
+         "<|im_start|>system\nMine.<|im_end|>\n<|im_start|>user\nthe cat<|im_end|>\n"
+         "<|im_start|>assistant\n"},
+        {KW_CHAT_CHATML, NULL, NULL,
+         "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        kw_tokprompt_opts o = {.style = cases[i].st, .system = cases[i].sys,
+                               .default_system = cases[i].dsys};
+        kw_tokens *t;
+        kw_error err = {0};
+        assert_int_equal(kw_tokprompt_make(tk, sample, &o, &t, &err), 0);
+        int32_t want[512];
+        int n = kw_tokenize(tk, cases[i].want, 1, want, 512);
+        assert_int_equal(t->n, n);
+        assert_memory_equal(t->ids, want, (size_t)n * sizeof *want);
+        free_tokens(t);
+    }
+    json_decref(sample);
+    kw_tokenizer_free(tk);
+}
+
 static void test_template_joins_fields(void **s)
 {
     (void)s;
@@ -154,6 +191,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_takes_field_and_max_new),
         cmocka_unit_test(test_template_joins_fields),
+        cmocka_unit_test(test_chat_styles_render_system_and_user),
         cmocka_unit_test(test_style_names_and_auto),
         cmocka_unit_test(test_chat_prompt_ids_match_hf_for_smollm2),
     };
