@@ -13,6 +13,8 @@ extern const kw_op kw_op_score_longbench;
 extern const kw_op kw_op_dataset_ruler, kw_op_score_ruler;
 
 /* tokenize */
+extern const kw_op kw_op_tokenize_chat;
+extern const kw_op kw_op_tokenize_raw;
 
 /* decode */
 
@@ -28,6 +30,8 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_dataset_ruler,
     &kw_op_score_ruler,
     /* tokenize */
+    &kw_op_tokenize_chat,
+    &kw_op_tokenize_raw,
 
     /* decode */
 
