@@ -446,7 +446,7 @@ int kw_gguf_open(const char *path, kw_gguf **out, kw_error *err)
     void *map = NULL;
     size_t size = (size_t)st.st_size;
     if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
         if (map == MAP_FAILED) {
             int e = errno;
             close(fd);

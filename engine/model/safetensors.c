@@ -214,7 +214,7 @@ int kw_st_open(const char *path, kw_st **out, kw_error *err)
     size_t size = (size_t)sb.st_size;
     void *map = NULL;
     if (size) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
         if (map == MAP_FAILED) {
             int e = errno;
             close(fd);
