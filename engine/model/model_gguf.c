@@ -235,6 +235,13 @@ int kw__model_load_gguf(kw_model *m, const char *path, kw_error *err)
     int rc = kw_gguf_open(path, &im->gguf, err);
     if (rc < 0)
         return rc;
+    return kw__model_from_gguf(m, path, err);
+}
+
+int kw__model_from_gguf(kw_model *m, const char *path, kw_error *err)
+{
+    kw__model_impl *im = m->impl;
+    int rc;
     ctx c = {im->gguf, kw_gguf_get_str(im->gguf, "general.architecture"), path, err};
     if (!c.arch)
         return kw_error_at(err, KW_EFORMAT, path, 0, 0,
