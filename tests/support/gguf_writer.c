@@ -29,6 +29,8 @@ struct kw_gw {
 
 static void put(buf *b, const void *p, size_t n)
 {
+    if (n == 0)
+        return;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n)
