@@ -6,6 +6,9 @@ extern const kw_op kw_op_template_upper;
 
 /* dataset, score */
 
+/* RULER */
+extern const kw_op kw_op_dataset_ruler, kw_op_score_ruler;
+
 /* tokenize */
 
 /* decode */
@@ -15,6 +18,9 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_template_upper,
     /* dataset, score */
 
+    /* RULER */
+    &kw_op_dataset_ruler,
+    &kw_op_score_ruler,
     /* tokenize */
 
     /* decode */

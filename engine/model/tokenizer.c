@@ -18,3 +18,25 @@ int kw_tokenizer_from_hf_dir(const char *dir, kw_tokenizer **out, kw_error *err)
 }
 
 kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk) { (void)tk; return NULL; }
+
+int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
+                int cap)
+{
+    (void)tk, (void)text, (void)parse_special, (void)ids, (void)cap;
+    return KW_ENOSYS;
+}
+
+int kw_token_piece(const kw_tokenizer *tk, int32_t id, char *out, int cap)
+{
+    (void)tk, (void)id, (void)out, (void)cap;
+    return KW_ENOSYS;
+}
+
+char *kw_detokenize(const kw_tokenizer *tk, const int32_t *ids, int n, int skip_special)
+{
+    (void)tk, (void)ids, (void)n, (void)skip_special;
+    return NULL;
+}
+
+int kw_tokenizer_n_vocab(const kw_tokenizer *tk) { (void)tk; return 0; }
+int kw_tokenizer_find(const kw_tokenizer *tk, const char *piece) { (void)tk, (void)piece; return -1; }
