@@ -184,7 +184,8 @@ int kw__model_check(const kw_model *m, const char *label, kw_error *err)
     int rc;
     if ((rc = expect(m, label, "token_embd.weight", 1, V, E, err)) < 0 ||
         (rc = expect(m, label, "output_norm.weight", 1, E, 0, err)) < 0 ||
-        (rc = expect(m, label, "output.weight", !c->tie_embeddings, V, E, err)) < 0)
+        (rc = expect(m, label, "output.weight", !c->tie_embeddings, V, E, err)) < 0 ||
+        (rc = expect(m, label, "rope_freqs.weight", 0, c->head_dim / 2, 0, err)) < 0)
         return rc;
     for (int l = 0; l < c->n_layer; l++) {
         static const struct { const char *n; int bias; } spec[] = {

@@ -287,12 +287,35 @@ static void gguf_tensor(const kw_tiny_spec *s, kw_gw *w, const char *name)
     free(x);
 }
 
+void kw_tiny_rope_freqs(const kw_tiny_spec *s, float *out)
+{
+    const double factor = 8, lo = 1, hi = 4, orig = 64, pi = 3.14159265358979323846;
+    int hd = kw_tiny_head_dim(s);
+    for (int i = 0; i < hd / 2; i++) {
+        double freq = pow(10000.0, -2.0 * i / hd), wavelen = 2 * pi / freq;
+        if (wavelen < orig / hi) {
+            out[i] = 1.0f;
+        } else if (wavelen > orig / lo) {
+            out[i] = (float)factor;
+        } else {
+            double smooth = (orig / wavelen - lo) / (hi - lo);
+            out[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
+    }
+}
+
 int kw_tiny_write_gguf(const kw_tiny_spec *s, const char *path, kw_error *err)
 {
     kw_gw *w = kw_gw_new(3);
     char **vocab = make_vocab();
     gguf_metadata(s, w, vocab);
     free_vocab(vocab);
+    if (s->rope_llama3) {
+        float f[256];
+        uint64_t ne = (uint64_t)kw_tiny_head_dim(s) / 2;
+        kw_tiny_rope_freqs(s, f);
+        kw_gw_tensor(w, "rope_freqs.weight", KW_GGML_F32, 1, &ne, f, ne * sizeof *f);
+    }
     for (int i = 0; i < kw_tiny_n_tensors(s); i++) {
         char buf[64];
         gguf_tensor(s, w, kw_tiny_tensor_name(s, i, buf));
@@ -440,6 +463,12 @@ int kw_tiny_write_hf(const kw_tiny_spec *s, const char *dir, kw_error *err)
         "vocab_size", kw_tiny_n_vocab(), "max_position_embeddings", 256, "rms_norm_eps", 1e-5,
         "rope_theta", 10000.0, "tie_word_embeddings", s->tie_embeddings, "bos_token_id", 1,
         "eos_token_id", 2, "torch_dtype", "float32", "rope_scaling");
+    if (s->rope_llama3)
+        json_object_set_new(cfg, "rope_scaling",
+                            json_pack("{s:f,s:f,s:f,s:i,s:s}", "factor", 8.0, "low_freq_factor",
+                                      1.0, "high_freq_factor", 4.0,
+                                      "original_max_position_embeddings", 64, "rope_type",
+                                      "llama3"));
     int rc = dump(cfg, dir, "config.json", err);
     if (rc == 0)
         rc = dump(json_pack("{s:i,s:[i,i]}", "bos_token_id", 1, "eos_token_id", 2, 0), dir,

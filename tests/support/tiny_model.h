@@ -31,6 +31,9 @@ typedef struct kw_tiny_spec {
     kw_dtype gguf_dtype;   /* 2-D weights in the GGUF: KW_DT_F32, KW_DT_F16 or KW_DT_Q8_0 */
     kw_dtype hf_dtype;     /* safetensors: KW_DT_F32, KW_DT_F16 or KW_DT_BF16 */
     int n_shards;          /* 1: model.safetensors; > 1: an index and that many shards */
+    bool rope_llama3;      /* llama3 RoPE scaling (factor 8, low 1, high 4, original 64):
+                              rope_scaling in config.json; in the GGUF, as llama.cpp's
+                              converter writes it, a "rope_freqs.weight" tensor */
 } kw_tiny_spec;
 
 kw_tiny_spec kw_tiny_default(uint64_t seed);
@@ -50,6 +53,9 @@ int kw_tiny_write_hf(const kw_tiny_spec *s, const char *dir, kw_error *err);
 /* The row of the HF tensor that GGUF row r of attn_q (n_heads = n_head) or attn_k
  * (n_heads = n_head_kv) holds. */
 int64_t kw_tiny_unpermute_row(int64_t r, int head_dim);
+
+/* The llama3 per-frequency divisors (head_dim / 2 of them) of the spec. */
+void kw_tiny_rope_freqs(const kw_tiny_spec *s, float *out);
 
 /* Deterministic generator for tests: splitmix64 and uniform floats in [lo, hi). */
 uint64_t kw_tiny_rand(uint64_t *state);

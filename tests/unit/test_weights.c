@@ -73,7 +73,7 @@ static float *deq(const kw_model *m, const char *name, int64_t *n)
  * for llama. tol(x) is the allowed |gguf - hf| for a block of the HF values. */
 static void compare_models(const kw_tiny_spec *s, const kw_model *g, const kw_model *h)
 {
-    assert_int_equal(g->n_tensors, h->n_tensors);
+    assert_int_equal(g->n_tensors, h->n_tensors + (s->rope_llama3 ? 1 : 0));
     int hd = kw_tiny_head_dim(s);
     for (int i = 0; i < h->n_tensors; i++) {
         const kw_tensor *ht = &h->tensors[i];
@@ -180,6 +180,33 @@ static void test_tiny_f16_and_q8_0_gguf_within_bounds(void **st)
     s.gguf_dtype = KW_DT_Q8_0;
     s.n_shards = 3; /* and an index with three shards on the HF side */
     check_same_model(s, "q8");
+}
+
+static void test_llama3_rope_scaling_both_ways(void **st)
+{
+    (void)st;
+    kw_tiny_spec s = kw_tiny_default(18);
+    s.rope_llama3 = true;
+    check_same_model(s, "llama3");
+    char gpath[128], hdir[128];
+    snprintf(gpath, sizeof gpath, "%s/llama3.gguf", tmp);
+    snprintf(hdir, sizeof hdir, "%s/llama3-hf", tmp);
+    kw_model *g = open_ok(gpath), *h = open_ok(hdir);
+    assert_int_equal(g->cfg.rope_scaling, KW_ROPE_SCALE_LLAMA3);
+    assert_true(g->cfg.rope_factor == 8.0f);
+    const kw_tensor *f = kw_model_tensor(g, "rope_freqs.weight");
+    assert_non_null(f);
+    assert_int_equal(f->shape[0], kw_tiny_head_dim(&s) / 2);
+    float want[128];
+    kw_tiny_rope_freqs(&s, want);
+    assert_memory_equal(f->data, want, f->nbytes);
+    assert_true(want[0] == 1.0f && want[7] == 8.0f && want[1] > 1.0f && want[1] < 8.0f);
+    assert_int_equal(h->cfg.rope_scaling, KW_ROPE_SCALE_LLAMA3);
+    assert_true(h->cfg.rope_factor == 8.0f && h->cfg.rope_low_freq_factor == 1.0f &&
+                h->cfg.rope_high_freq_factor == 4.0f);
+    assert_int_equal(h->cfg.rope_orig_ctx, 64);
+    kw_model_free(g);
+    kw_model_free(h);
 }
 
 static void test_sharded_hf_equals_single_file(void **st)
@@ -442,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_tiny_llama_gguf_and_hf_match),
         cmocka_unit_test(test_tiny_qwen2_tied_gguf_and_hf_match),
         cmocka_unit_test(test_tiny_f16_and_q8_0_gguf_within_bounds),
+        cmocka_unit_test(test_llama3_rope_scaling_both_ways),
         cmocka_unit_test(test_sharded_hf_equals_single_file),
         cmocka_unit_test(test_registered_names_and_sidecars),
         cmocka_unit_test(test_broken_models_give_clear_errors),
