@@ -111,6 +111,7 @@ kw_model *kw_model_free(kw_model *m)
 {
     if (!m)
         return NULL;
+    m->tok = kw_tokenizer_free(m->tok); /* before the mappings its spec pointed into */
     kw__model_impl *im = m->impl;
     if (im) {
         if (im->names)
@@ -123,7 +124,6 @@ kw_model *kw_model_free(kw_model *m)
         kw_gguf_free(im->gguf);
         free(im);
     }
-    kw_tokenizer_free(m->tok);
     free(m->tensors);
     free(m->chat_template);
     free(m->name);

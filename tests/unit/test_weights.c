@@ -152,6 +152,18 @@ static void check_same_model(kw_tiny_spec s, const char *tag)
     assert_int_equal(strlen(g->sha256), 64);
     assert_int_equal(strlen(h->sha256), 64);
     compare_models(&s, g, h);
+    /* both tokenizers (once the tokenizer is built: until then both are NULL) */
+    assert_true((g->tok == NULL) == (h->tok == NULL));
+    if (g->tok) {
+        const char *text = "<|im_start|>user\nHello the world, and 42<|im_end|>\n";
+        int32_t ia[128], ib[128];
+        int na = kw_tokenize(g->tok, text, 1, ia, 128), nb = kw_tokenize(h->tok, text, 1, ib, 128);
+        assert_true(na > 3 && na < 128);
+        assert_int_equal(na, nb);
+        assert_memory_equal(ia, ib, (size_t)na * sizeof *ia);
+        assert_int_equal(ia[0], 1); /* <|im_start|> */
+        assert_int_equal(kw_tokenizer_n_vocab(g->tok), kw_tiny_n_vocab());
+    }
     kw_model_free(g);
     kw_model_free(h);
 }
@@ -429,6 +441,13 @@ static void test_default_model_loads(void **st)
     assert_int_equal(q->shape[1], 576);
     assert_int_equal(kw_model_tensor(m, "blk.29.attn_k.weight")->shape[0], 192);
     assert_null(kw_model_tensor(m, "output.weight"));
+    if (m->tok) { /* once the tokenizer is built */
+        assert_int_equal(kw_tokenizer_n_vocab(m->tok), 49152);
+        int im_end = kw_tokenizer_find(m->tok, "<|im_end|>"), is_eos = 0;
+        for (int i = 0; i < c->n_eos; i++)
+            is_eos |= c->eos_ids[i] == im_end;
+        assert_true(im_end >= 0 && is_eos);
+    }
     int64_t total = 0;
     for (int i = 0; i < m->n_tensors; i++)
         total += kw_tensor_nelems(&m->tensors[i]);
