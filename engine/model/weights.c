@@ -34,7 +34,8 @@ static int resolve(const char *spec, char **path, int *hf, char *sidecar, size_t
         *hf = is_dir(spec);
         snprintf(sidecar, cap, "%s.sha256", spec);
         *path = strdup(spec);
-    } else if (!strchr(spec, '/') && *spec && strcmp(spec, ".") && strcmp(spec, "..")) {
+    } else if (!strchr(spec, '/') && strcmp(spec, ".") && strcmp(spec, "..") &&
+               !(strlen(spec) > 5 && !strcmp(spec + strlen(spec) - 5, ".gguf"))) {
         snprintf(buf, sizeof buf, "%s/models/%s.gguf", kw_home(), spec);
         snprintf(sidecar, cap, "%s/models/%s.sha256", kw_home(), spec);
         if (is_file(buf)) {

@@ -287,6 +287,7 @@ static void test_registered_names_and_sidecars(void **st)
     kw_model_free(m);
     open_fails("no-such-model", "model 'no-such-model' is not registered");
     open_fails("/nonexistent/x.gguf", "no such file or directory");
+    open_fails("missing.gguf", "model 'missing.gguf': no such file or directory");
     if (saved) {
         setenv("KVWEAVE_HOME", saved, 1);
         free(saved);
