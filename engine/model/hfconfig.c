@@ -8,6 +8,7 @@
 
 #include "hfconfig.h"
 #include "kvweave/util.h"
+#include "sniff.h"
 
 static int bad(kw_error *err, const char *label, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -18,6 +19,22 @@ static int bad(kw_error *err, const char *label, const char *fmt, ...)
     kw_error_vset(err, KW_EFORMAT, label, 0, 0, fmt, ap);
     va_end(ap);
     return KW_EFORMAT;
+}
+
+/* A JSON syntax error, with a hint when the file is something else (an HTML page). */
+static int json_fail(kw_error *err, const char *label, const char *text, size_t n,
+                     const json_error_t *je)
+{
+    size_t s = 0;
+    while (s < n && s < 64 && (text[s] == ' ' || text[s] == '\n' || text[s] == '\r' ||
+                               text[s] == '\t'))
+        s++;
+    if (s < n && text[s] == '<') {
+        char what[160];
+        kw__sniff(text, n, what, sizeof what);
+        return kw_error_at(err, KW_EFORMAT, label, 0, 0, "not JSON (%s)", what);
+    }
+    return kw_error_at(err, KW_EPARSE, label, je->line, je->column, "%s", je->text);
 }
 
 /* An integer field; absent or null gives def, or an error when def < 0 (required). */
@@ -184,7 +201,7 @@ int kw_hfconfig_parse(const char *text, size_t n, const char *label, kw_model_co
     json_error_t je;
     json_t *root = json_loadb(text, n, 0, &je);
     if (!root)
-        return kw_error_at(err, KW_EPARSE, label, je.line, je.column, "%s", je.text);
+        return json_fail(err, label, text, n, &je);
     int rc;
     double eps, theta;
     long long bos = -1;
@@ -218,7 +235,7 @@ int kw_hfconfig_merge_generation(const char *text, size_t n, const char *label,
     json_error_t je;
     json_t *root = json_loadb(text, n, 0, &je);
     if (!root)
-        return kw_error_at(err, KW_EPARSE, label, je.line, je.column, "%s", je.text);
+        return json_fail(err, label, text, n, &je);
     int rc = json_is_object(root) ? add_eos(cfg, json_object_get(root, "eos_token_id"), label, err)
                                   : bad(err, label, "not a JSON object");
     json_t *b = json_object_get(root, "bos_token_id");

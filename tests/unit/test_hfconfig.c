@@ -162,6 +162,9 @@ static void test_missing_and_bad_fields_are_named(void **st)
     assert_int_equal(parse("{\"model_type\": \"llama\",\n  \"hidden_size\": 64,,}", &c, &err),
                      KW_EPARSE);
     assert_non_null(strstr(err.msg, "config.json:2:"));
+    assert_int_equal(parse("\n<!DOCTYPE html><html>Sign in</html>", &c, &err), KW_EFORMAT);
+    assert_string_equal(err.msg, "config.json: not JSON (starts with '<!DOCTYPE html>' \u2014 an "
+                                 "HTML page saved instead of the file?)");
 }
 
 static void test_load_reads_the_directory_files(void **st)
