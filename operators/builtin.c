@@ -5,6 +5,9 @@
 extern const kw_op kw_op_template_upper;
 
 /* dataset, score */
+extern const kw_op kw_op_dataset_jsonl;
+extern const kw_op kw_op_dataset_longbench;
+extern const kw_op kw_op_score_longbench;
 
 /* RULER */
 extern const kw_op kw_op_dataset_ruler, kw_op_score_ruler;
@@ -17,6 +20,9 @@ const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
     /* dataset, score */
+    &kw_op_dataset_jsonl,
+    &kw_op_dataset_longbench,
+    &kw_op_score_longbench,
 
     /* RULER */
     &kw_op_dataset_ruler,
