@@ -60,6 +60,9 @@ typedef struct kw_model_config {
     float rope_low_freq_factor;  /* llama3 */
     float rope_high_freq_factor; /* llama3 */
     int rope_orig_ctx;           /* llama3 original_max_position_embeddings */
+    /* A llama3-scaled GGUF from llama.cpp's converter stores the per-frequency divisors in
+     * the tensor "rope_freqs.weight" (head_dim/2 floats) instead of the three values
+     * above; then rope_factor is their maximum and the low/high factors are 0. */
     bool tie_embeddings;
     bool qkv_bias;
     int bos_id;                  /* -1 if none */
@@ -83,8 +86,10 @@ typedef struct kw_model {
     void *impl;          /* loader state (mmaps) */
 } kw_model;
 
-/* Opens a registered name ($KVWEAVE_HOME/models/registry), a .gguf path or a Hugging
- * Face model directory. */
+/* Opens a registered name (NAME -> $KVWEAVE_HOME/models/NAME.gguf, else
+ * $KVWEAVE_HOME/models/NAME/ as a Hugging Face directory; setup.sh registers
+ * smollm2-135m-instruct), a .gguf path or a Hugging Face model directory. sha256 comes
+ * from a NAME.sha256 / FILE.sha256 sidecar when present, else it is computed. */
 int kw_model_open(const char *spec, kw_model **out, kw_error *err);
 kw_model *kw_model_free(kw_model *m);
 /* (transfer none) NULL if absent. */
