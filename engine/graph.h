@@ -7,6 +7,33 @@
  *   int n = kw_pdesc_sweep_cells(d);                   // 1 without sweep:
  *   kw_pdesc *cell; kw_pdesc_sweep_cell(d, i, &cell, &err);
  *   kw_graph_build(cell, reg, &g, &err);               // resolve, type-check, phases
+ *
+ * Wiring. `in:` lists stage ids or `stage.port` (an output port by name); stage ids hold
+ * only letters, digits, '_' and '-'. Each listed value goes to the first input port of
+ * the consumer whose type equals the producer's output type and that is still free (a
+ * KW_PORT_MULTI port takes every matching value, in order). Without `.port` the
+ * producer's outputs are tried in their order and the first that fits is used. A stage
+ * with no `in:` whose first input is of type `sample` is wired to the dataset stage
+ * (`dataset:` becomes the first stage, with id "dataset"). An input port without
+ * KW_PORT_OPTIONAL that gets no value is an error.
+ *
+ * Cardinality. A `once` output may feed `each` or `once` ports; an `each` output feeding
+ * a `once` port is an error (it has to pass through a reduce: an op with `each` inputs and
+ * `once` outputs).
+ *
+ * Phases. The calibration phase (KW_PHASE_CALIB) is every reduce stage and everything
+ * upstream of one: it runs to completion first, on its own seeded subset of samples. The
+ * rest is KW_PHASE_MAIN. A calibration stage that runs per sample and whose values a main
+ * stage also consumes (the dataset, a shared tokenizer) has `main_too` set: it runs in
+ * both phases (the source is re-read for the main phase).
+ *
+ * Params are typed by the YAML 1.2 core schema: INT takes plain decimal/0x/0o ints,
+ * FLOAT ints and floats (.inf, .nan), BOOL only true/false, STRING any scalar's text as
+ * written, ENUM one of its choices, INTLIST a sequence of ints or a "0,1,2" string.
+ * Quoted scalars are strings. Errors name file:line:col (or "--set KEY") and the numbers.
+ * A plain null (`~`, `null`, nothing) for `with:`, `in:`, `run:`, `model:`, ... means
+ * "not given". kw_graph_build refuses a description that still has a sweep: build each
+ * cell (kw_pdesc_sweep_cell; a description without sweep has one cell, itself).
  */
 #ifndef KW_GRAPH_H
 #define KW_GRAPH_H
@@ -24,6 +51,8 @@ typedef struct kw_pdesc kw_pdesc; /* opaque: the parsed YAML description */
 #define KW_PIPELINE_MAX_DEPTH 64
 #define KW_PIPELINE_MAX_ALIASES 256
 #define KW_PIPELINE_MAX_STAGES 1024
+#define KW_PIPELINE_MAX_NODES (1 << 18) /* YAML nodes after alias expansion */
+#define KW_PIPELINE_MAX_CELLS 65536     /* sweep grid points */
 
 int kw_pipeline_load(const char *path, kw_pdesc **out, kw_error *err);
 /* name is used in messages; text need not be NUL-terminated. */
@@ -38,6 +67,10 @@ int kw_pdesc_sweep_cells(const kw_pdesc *d);
 int kw_pdesc_sweep_cell(const kw_pdesc *d, int i, kw_pdesc **out, kw_error *err);
 /* "sel.budget=256,evict.capacity=512" for cell i ("" without sweep); static per d. */
 const char *kw_pdesc_cell_label(const kw_pdesc *d, int i);
+/* Loads the `plugins:` of d into r; relative paths are taken from the pipeline file's
+ * directory. A library already loaded (same real path) is skipped. */
+int kw_pdesc_load_plugins(const kw_pdesc *d, kw_registry *r, kw_error *err);
+const char *kw_pdesc_name(const kw_pdesc *d);
 
 typedef enum kw_phase { KW_PHASE_MAIN = 0, KW_PHASE_CALIB = 1 } kw_phase;
 
@@ -69,6 +102,8 @@ typedef struct kw_gstage {
     kw_phase phase;
     bool runs_each;      /* runs once per sample (has an `each` input or is a source) */
     int line, col;
+    bool main_too;       /* CALIB stage that also runs in the main phase (see above) */
+    bool is_reduce;      /* `each` inputs wired, `once` outputs: run + finish */
 } kw_gstage;
 
 typedef struct kw_calib {
@@ -99,6 +134,9 @@ typedef struct kw_graph {
 
 int kw_graph_build(const kw_pdesc *d, const kw_registry *r, kw_graph **out, kw_error *err);
 kw_graph *kw_graph_free(kw_graph *g);
+/* Run settings when absent: device "cpu", limit 0 (all), seed 1, db NULL;
+ * calibration: sample_ratio 0.1, n 0, seed = the run's seed. */
+
 /* Canonical text of a stage's params ("k=v;..." in op order) for cache keys. */
 char *kw_gstage_params_text(const kw_gstage *s);
 /* The DAG as text: stages in topological order, phase, lanes, ports, cardinalities. */

@@ -18,6 +18,9 @@ int kw_registry_load_env(kw_registry *r, kw_error *err);
 const kw_op *kw_registry_find(const kw_registry *r, const char *name);
 /* The registered name nearest to `name` (edit distance), or NULL if none is close. */
 const char *kw_registry_suggest(const kw_registry *r, const char *name);
+/* Internal: the name in names[0..n) nearest to name by edit distance, or NULL when none
+ * is within max(2, strlen(name)/3) edits. Shared by the graph builder's suggestions. */
+const char *kw__nearest(const char *name, const char *const *names, int n);
 int kw_registry_count(const kw_registry *r);
 const kw_op *kw_registry_at(const kw_registry *r, int i);
 

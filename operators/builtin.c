@@ -5,8 +5,16 @@
 extern const kw_op kw_op_template_upper;
 
 /* dataset, score */
+extern const kw_op kw_op_dataset_jsonl;
+extern const kw_op kw_op_dataset_longbench;
+extern const kw_op kw_op_score_longbench;
+
+/* RULER */
+extern const kw_op kw_op_dataset_ruler, kw_op_score_ruler;
 
 /* tokenize */
+extern const kw_op kw_op_tokenize_chat;
+extern const kw_op kw_op_tokenize_raw;
 
 /* decode */
 extern const kw_op kw_op_decode_greedy;
@@ -17,8 +25,16 @@ const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
     /* dataset, score */
+    &kw_op_dataset_jsonl,
+    &kw_op_dataset_longbench,
+    &kw_op_score_longbench,
 
+    /* RULER */
+    &kw_op_dataset_ruler,
+    &kw_op_score_ruler,
     /* tokenize */
+    &kw_op_tokenize_chat,
+    &kw_op_tokenize_raw,
 
     /* decode */
     &kw_op_decode_greedy,

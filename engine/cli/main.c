@@ -24,7 +24,7 @@ static const struct {
     {"compare", kw_cmd_compare, "put runs' metrics side by side"},
     {"query", kw_cmd_query, "run a read-only SQL query on the results store"},
     {"export", kw_cmd_export, "export per-sample rows as csv, json or md"},
-    {"db", kw_cmd_db, "results store maintenance (`db merge SHARD...`)"},
+    {"db", kw_cmd_db, "results store maintenance (`db merge DEST SHARD...`)"},
     {"pull", kw_cmd_pull, "download a model or data set by name into the cache"},
     {"gen", kw_cmd_gen, "generate synthetic data sets and models"},
     {"bench", kw_cmd_bench, "run benchmarks"},

@@ -21,6 +21,7 @@ typedef struct kw_tokenizer_spec {
     const char *const *merges;  /* "a b" pairs, highest priority first */
     int bos_id, eos_id, unk_id, pad_id; /* -1 if none */
     bool add_bos, add_eos;
+    bool no_space_prefix;       /* "llama": GGUF tokenizer.ggml.add_space_prefix = false */
 } kw_tokenizer_spec;
 
 /* Copies everything it needs from spec. */

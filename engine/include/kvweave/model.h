@@ -60,6 +60,9 @@ typedef struct kw_model_config {
     float rope_low_freq_factor;  /* llama3 */
     float rope_high_freq_factor; /* llama3 */
     int rope_orig_ctx;           /* llama3 original_max_position_embeddings */
+    /* A llama3-scaled GGUF from llama.cpp's converter stores the per-frequency divisors in
+     * the tensor "rope_freqs.weight" (head_dim/2 floats) instead of the three values
+     * above; then rope_factor is their maximum and the low/high factors are 0. */
     bool tie_embeddings;
     bool qkv_bias;
     int bos_id;                  /* -1 if none */
@@ -83,8 +86,10 @@ typedef struct kw_model {
     void *impl;          /* loader state (mmaps) */
 } kw_model;
 
-/* Opens a registered name ($KVWEAVE_HOME/models/registry), a .gguf path or a Hugging
- * Face model directory. */
+/* Opens a registered name (NAME -> $KVWEAVE_HOME/models/NAME.gguf, else
+ * $KVWEAVE_HOME/models/NAME/ as a Hugging Face directory; setup.sh registers
+ * smollm2-135m-instruct), a .gguf path or a Hugging Face model directory. sha256 comes
+ * from a NAME.sha256 / FILE.sha256 sidecar when present, else it is computed. */
 int kw_model_open(const char *spec, kw_model **out, kw_error *err);
 kw_model *kw_model_free(kw_model *m);
 /* (transfer none) NULL if absent. */
@@ -93,15 +98,35 @@ const kw_tensor *kw_model_tensor(const kw_model *m, const char *name);
 /* ---- tokenizer (engine/model/tokenizer.c) ---- */
 /* Encodes UTF-8 text; special tokens ("<|im_start|>") are matched first when
  * parse_special is set. Returns the number of ids (may exceed cap: then call again with
- * a larger buffer) or < 0. add_bos follows cfg.add_bos. */
+ * a larger buffer) or < 0. add_bos follows cfg.add_bos (no second BOS when the text
+ * starts with it). User-defined added tokens are matched even without parse_special.
+ * Safe to call from several threads on one tokenizer. */
 int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
                 int cap);
-/* Appends the bytes of one token to out; the caller handles partial UTF-8. Returns the
- * byte count or < 0. */
+/* Appends the bytes of one token to out; the caller handles partial UTF-8 (or uses
+ * kw_detok_stream). Returns the byte count or < 0 (KW_ERANGE: cap is too small). */
 int kw_token_piece(const kw_tokenizer *tk, int32_t id, char *out, int cap);
 /* Whole-sequence decode into a malloc'd NUL-terminated string; skip_special drops
  * control tokens. */
 char *kw_detokenize(const kw_tokenizer *tk, const int32_t *ids, int n, int skip_special);
+/* Streaming decode: pieces of tokens given one at a time come out as whole UTF-8
+ * characters; an incomplete character at the end is held until the next token.
+ *
+ *   kw_detok_stream ds = {0};
+ *   for (...) { int k = kw_detok_stream_push(tk, &ds, id, buf, sizeof buf); ... }
+ *   int k = kw_detok_stream_flush(&ds, buf, sizeof buf);   // what is left, as is
+ *
+ * Both return the bytes written to out (NUL-terminated when there is room) or < 0;
+ * KW_ERANGE when cap is below the piece length + 4. */
+typedef struct kw_detok_stream {
+    unsigned char pend[4]; /* bytes of an incomplete character */
+    int n_pend;
+    int n_out;             /* bytes emitted so far */
+    int skip_special;      /* drop control tokens */
+} kw_detok_stream;
+int kw_detok_stream_push(const kw_tokenizer *tk, kw_detok_stream *s, int32_t id, char *out,
+                         int cap);
+int kw_detok_stream_flush(kw_detok_stream *s, char *out, int cap);
 int kw_tokenizer_n_vocab(const kw_tokenizer *tk);
 int kw_tokenizer_find(const kw_tokenizer *tk, const char *piece); /* id or -1 */
 kw_tokenizer *kw_tokenizer_free(kw_tokenizer *tk);
@@ -111,7 +136,8 @@ typedef enum kw_chat_style {
     KW_CHAT_NONE = 0, /* raw prompt */
     KW_CHAT_CHATML,
     KW_CHAT_LLAMA3,
-    KW_CHAT_LLAMA2,   /* Mistral / Llama-2 [INST] */
+    KW_CHAT_LLAMA2,   /* Llama-2-chat [INST] with <<SYS>> */
+    KW_CHAT_MISTRAL,  /* Mistral [INST]: contents as given, "</s>" after answers */
 } kw_chat_style;
 typedef struct kw_chat_msg { const char *role, *content; } kw_chat_msg;
 /* Picks the built-in renderer matching a template string (NULL -> KW_CHAT_NONE). */
@@ -119,6 +145,10 @@ kw_chat_style kw_chat_detect(const char *template_str);
 /* Renders messages and, if add_generation_prompt, the assistant prefix; malloc'd. */
 char *kw_chat_render(kw_chat_style style, const kw_chat_msg *msgs, int n,
                      int add_generation_prompt);
+/* The fixed system prompt a ChatML template adds when the conversation has none
+ * (SmolLM2: "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+ * malloc'd, NULL if the template has none. Render it as a leading system message. */
+char *kw_chat_default_system(const char *template_str);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,21 @@
+/* CPU implementations behind kernels.h (kernels/dispatch.c routes KW_BK_CPU here). Same
+ * contracts as the kw_k_* functions, without backend and stream. */
+#ifndef KW_KERNELS_CPU_H
+#define KW_KERNELS_CPU_H
+
+#include <stdint.h>
+
+#include "kvweave/model.h"
+
+int kw_cpu_linear(const float *x, const float *w, const float *bias, float *y, int M, int N,
+                  int K);
+int kw_cpu_rmsnorm(const float *x, const float *g, float *y, int rows, int dim, float eps);
+int kw_cpu_rope(float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
+                const float *inv_freq, kw_rope_layout layout);
+int kw_cpu_swiglu(const float *gate, const float *up, float *out, int64_t n);
+int kw_cpu_embed(const float *table, int64_t n_rows, int dim, const int32_t *ids, int n,
+                 float *out);
+int kw_cpu_add(float *y, const float *x, int64_t n);
+int kw_cpu_softmax(float *x, int rows, int n);
+
+#endif

@@ -1,0 +1,372 @@
+// Decode attention over a view (one query token per row), f32 or bf16 pages.
+//
+// Work items cover a span range of one row (at most MAX_ITEM_TOKENS tokens). A block of 4
+// warps runs an item: it flattens the item's spans into a token list in shared memory,
+// then each warp takes tiles of 32 tokens: a lane per token for the scores (its K row
+// against the row's g query heads), lanes over channels for the values (coalesced V
+// rows). Scores use exp2 with the scale folded into log2(e). Warps merge in shared
+// memory; a whole-row item writes the normalized output, a part writes (max, sum,
+// unnormalized acc) for the combine kernel. Spans hold at most 255 tokens.
+#include <cfloat>
+#include <cuda_bf16.h>
+
+#include "attn_decode.cuh"
+#include "common.cuh"
+
+namespace {
+
+constexpr int WARPS = 4;
+constexpr float LOG2E = 1.4426950408889634f;
+
+template <typename T, int E> struct loader;
+template <> struct loader<float, 4> {
+    __device__ static void load(const float *p, float *x)
+    {
+        float4 v = *reinterpret_cast<const float4 *>(p);
+        x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+    }
+};
+template <> struct loader<float, 2> {
+    __device__ static void load(const float *p, float *x)
+    {
+        float2 v = *reinterpret_cast<const float2 *>(p);
+        x[0] = v.x, x[1] = v.y;
+    }
+};
+template <> struct loader<__nv_bfloat16, 4> {
+    __device__ static void load(const __nv_bfloat16 *p, float *x)
+    {
+        uint2 u = *reinterpret_cast<const uint2 *>(p);
+        __nv_bfloat162 a = *reinterpret_cast<__nv_bfloat162 *>(&u.x);
+        __nv_bfloat162 b = *reinterpret_cast<__nv_bfloat162 *>(&u.y);
+        float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
+        x[0] = fa.x, x[1] = fa.y, x[2] = fb.x, x[3] = fb.y;
+    }
+};
+template <> struct loader<__nv_bfloat16, 2> {
+    __device__ static void load(const __nv_bfloat16 *p, float *x)
+    {
+        float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
+        x[0] = f.x, x[1] = f.y;
+    }
+};
+
+// The item's tokens, flattened from its spans into shared memory: the element offset of
+// the K row in its pool (V is P rows further) and the stored position.
+constexpr int MAX_ITEM_TOKENS = 1024;
+
+struct token_list {
+    long long off[MAX_ITEM_TOKENS];
+    int pos[MAX_ITEM_TOKENS];
+    unsigned char pool[MAX_ITEM_TOKENS];
+    int scan[WARPS * 32];
+    int n;
+};
+
+template <int D>
+__device__ void flatten_spans(const kw_cuda_attn &a, int s0, int s1, token_list &tl)
+{
+    const int P = a.page_tokens;
+    int total = 0;
+    for (int b = s0; b < s1; b += WARPS * 32) {
+        const int si = b + threadIdx.x;
+        kw_cuda_span sp = {0, 0, 0, 0};
+        if (si < s1)
+            sp = a.spans[si];
+        tl.scan[threadIdx.x] = sp.n;
+        __syncthreads();
+        for (int o = 1; o < WARPS * 32; o <<= 1) { // inclusive scan (Hillis-Steele)
+            int v = threadIdx.x >= o ? tl.scan[threadIdx.x - o] : 0;
+            __syncthreads();
+            tl.scan[threadIdx.x] += v;
+            __syncthreads();
+        }
+        const int start = total + tl.scan[threadIdx.x] - sp.n;
+        const int32_t *pp = a.pos[sp.pool] + (size_t)sp.page * P;
+        for (int c = 0; c < sp.n && start + c < MAX_ITEM_TOKENS; c++) {
+            tl.off[start + c] = ((long long)sp.page * 2 * P + sp.first + c) * D;
+            tl.pos[start + c] = pp[sp.first + c];
+            tl.pool[start + c] = sp.pool;
+        }
+        total += tl.scan[WARPS * 32 - 1];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        tl.n = total < MAX_ITEM_TOKENS ? total : MAX_ITEM_TOKENS;
+    __syncthreads();
+}
+
+template <typename T, int D>
+__device__ float dot_row(const T *k, const float *q);
+template <> __device__ float dot_row<float, 128>(const float *k, const float *q)
+{
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 128; i += 4) {
+        float4 v = *reinterpret_cast<const float4 *>(k + i);
+        s += v.x * q[i] + v.y * q[i + 1] + v.z * q[i + 2] + v.w * q[i + 3];
+    }
+    return s;
+}
+template <> __device__ float dot_row<float, 64>(const float *k, const float *q)
+{
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < 64; i += 4) {
+        float4 v = *reinterpret_cast<const float4 *>(k + i);
+        s += v.x * q[i] + v.y * q[i + 1] + v.z * q[i + 2] + v.w * q[i + 3];
+    }
+    return s;
+}
+template <int D> __device__ float dot_row_bf16(const __nv_bfloat16 *k, const float *q)
+{
+    float s = 0.f;
+#pragma unroll
+    for (int i = 0; i < D; i += 8) {
+        uint4 u = *reinterpret_cast<const uint4 *>(k + i);
+        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 f = __bfloat1622float2(h[e]);
+            s += f.x * q[i + 2 * e] + f.y * q[i + 2 * e + 1];
+        }
+    }
+    return s;
+}
+template <> __device__ float dot_row<__nv_bfloat16, 128>(const __nv_bfloat16 *k, const float *q)
+{
+    return dot_row_bf16<128>(k, q);
+}
+template <> __device__ float dot_row<__nv_bfloat16, 64>(const __nv_bfloat16 *k, const float *q)
+{
+    return dot_row_bf16<64>(k, q);
+}
+
+// Scores: a lane per token (its whole K row against every query head, q from shared
+// memory). Values: lanes split the channels and walk the warp's 32 tokens, so V rows are
+// read coalesced.
+template <typename T, int D, int G>
+__global__ void __launch_bounds__(WARPS * 32)
+attn_decode_kernel(const kw_cuda_attn a)
+{
+    constexpr int E = D / 32;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int32_t *it = a.items + 4 * blockIdx.x;
+    const int row = it[0], s0 = it[1], s1 = it[2], part = it[3];
+    const int P = a.page_tokens;
+    const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
+    const float sc = a.scale * LOG2E;
+
+    __shared__ float qs[G][D];
+    __shared__ token_list tl;
+    for (int i = threadIdx.x; i < G * D; i += WARPS * 32)
+        qs[i / D][i % D] = a.q[(size_t)qrow * D + i] * sc;
+    flatten_spans<D>(a, s0, s1, tl);
+
+    float acc[G][E], m[G], l[G];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            acc[j][e] = 0.f;
+        m[j] = -FLT_MAX;
+        l[j] = 0.f;
+    }
+    const T *base[2] = {(const T *)a.base[0], (const T *)a.base[1]};
+    for (int t0 = warp * 32; t0 < tl.n; t0 += WARPS * 32) {
+        const int t = t0 + lane;
+        const bool live = t < tl.n && tl.pos[t] <= qpos;
+        float s[G];
+        if (live) {
+            const T *k = base[tl.pool[t]] + tl.off[t];
+#pragma unroll
+            for (int j = 0; j < G; j++)
+                s[j] = dot_row<T, D>(k, qs[j]);
+        }
+        float p[G];
+#pragma unroll
+        for (int j = 0; j < G; j++) {
+            float mx = live ? s[j] : -FLT_MAX;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mn = fmaxf(m[j], mx), corr = exp2f(m[j] - mn);
+            p[j] = live ? exp2f(s[j] - mn) : 0.f;
+            float ps = p[j];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1)
+                ps += __shfl_xor_sync(0xffffffffu, ps, o);
+            l[j] = l[j] * corr + ps;
+#pragma unroll
+            for (int e = 0; e < E; e++)
+                acc[j][e] *= corr;
+            m[j] = mn;
+        }
+        const int nt = tl.n - t0 < 32 ? tl.n - t0 : 32;
+#pragma unroll 4
+        for (int u = 0; u < nt; u++) {
+            float v[E];
+            loader<T, E>::load(base[tl.pool[t0 + u]] + tl.off[t0 + u] + (size_t)P * D + lane * E,
+                               v);
+#pragma unroll
+            for (int j = 0; j < G; j++) {
+                const float pu = __shfl_sync(0xffffffffu, p[j], u);
+#pragma unroll
+                for (int e = 0; e < E; e++)
+                    acc[j][e] += pu * v[e];
+            }
+        }
+    }
+
+    // merge the warps: (m, l, acc) per head through shared memory
+    __shared__ float sm[WARPS][G][D + 2];
+#pragma unroll
+    for (int j = 0; j < G; j++) {
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            sm[warp][j][2 + lane * E + e] = acc[j][e];
+        if (lane == 0)
+            sm[warp][j][0] = m[j], sm[warp][j][1] = l[j];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
+        const int j = idx / D, d = idx % D;
+        float mx = -FLT_MAX;
+        for (int w = 0; w < WARPS; w++)
+            mx = fmaxf(mx, sm[w][j][0]);
+        float ls = 0.f, as = 0.f;
+        for (int w = 0; w < WARPS; w++) {
+            float f = sm[w][j][1] > 0.f ? exp2f(sm[w][j][0] - mx) : 0.f;
+            ls += sm[w][j][1] * f;
+            as += sm[w][j][2 + d] * f;
+        }
+        if (part < 0) {
+            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+            if (d == 0 && a.lse)
+                a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
+        } else {
+            float *pt = a.partial + ((size_t)part * G + j) * (D + 2);
+            pt[2 + d] = as;
+            if (d == 0)
+                pt[0] = mx, pt[1] = ls;
+        }
+    }
+}
+
+// One block per split row: merge its parts.
+template <int D, int G>
+__global__ void attn_combine_kernel(const kw_cuda_attn a)
+{
+    const int row = blockIdx.x;
+    const int p0 = a.row_part[2 * row], np = a.row_part[2 * row + 1];
+    if (np == 0)
+        return;
+    const int32_t qrow = a.q_row[row];
+    for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+        const int j = idx / D, d = idx % D;
+        float mx = -FLT_MAX;
+        for (int p = 0; p < np; p++)
+            mx = fmaxf(mx, a.partial[((size_t)(p0 + p) * G + j) * (D + 2)]);
+        float ls = 0.f, as = 0.f;
+        for (int p = 0; p < np; p++) {
+            const float *pt = a.partial + ((size_t)(p0 + p) * G + j) * (D + 2);
+            float f = pt[1] > 0.f ? exp2f(pt[0] - mx) : 0.f;
+            ls += pt[1] * f;
+            as += pt[2 + d] * f;
+        }
+        a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+        if (d == 0 && a.lse)
+            a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
+    }
+}
+
+template <typename T, int D, int G>
+int launch(cudaStream_t st, const kw_cuda_attn &a)
+{
+    if (a.n_items > 0)
+        attn_decode_kernel<T, D, G><<<a.n_items, WARPS * 32, 0, st>>>(a);
+    KW_CUDA_LAUNCHED();
+    if (a.n_parts > 0)
+        attn_combine_kernel<D, G><<<a.n_rows, 128, 0, st>>>(a);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+template <typename T, int D>
+int launch_g(cudaStream_t st, const kw_cuda_attn &a)
+{
+    switch (a.g_per_row) {
+    case 1: return launch<T, D, 1>(st, a);
+    case 2: return launch<T, D, 2>(st, a);
+    case 4: return launch<T, D, 4>(st, a);
+    case 8: return launch<T, D, 8>(st, a);
+    default: return KW_EINVAL;
+    }
+}
+
+} // namespace
+
+static int clamp_tokens(int max_tokens)
+{
+    // the kernel flattens an item into MAX_ITEM_TOKENS slots; spans are at most a page
+    const int cap = MAX_ITEM_TOKENS - 256;
+    return max_tokens < 1 ? 1 : max_tokens > cap ? cap : max_tokens;
+}
+
+extern "C" int kw_cuda_attn_plan_size(int n_rows, const int32_t *row_ptr,
+                                      const kw_cuda_span *spans, int max_tokens)
+{
+    max_tokens = clamp_tokens(max_tokens);
+    int n = 0;
+    for (int r = 0; r < n_rows; r++) {
+        int tok = 0, items = 1;
+        for (int s = row_ptr[r]; s < row_ptr[r + 1]; s++) {
+            if (tok > 0 && tok + spans[s].n > max_tokens)
+                items++, tok = 0;
+            tok += spans[s].n;
+        }
+        n += items;
+    }
+    return n;
+}
+
+extern "C" int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
+                                 int max_tokens, int32_t *items, int32_t *row_part)
+{
+    max_tokens = clamp_tokens(max_tokens);
+    int n = 0, parts = 0;
+    for (int r = 0; r < n_rows; r++) {
+        int first = n, tok = 0, start = row_ptr[r];
+        for (int s = row_ptr[r]; s < row_ptr[r + 1]; s++) {
+            if (tok > 0 && tok + spans[s].n > max_tokens) {
+                int32_t *it = items + 4 * n++;
+                it[0] = r, it[1] = start, it[2] = s, it[3] = 0;
+                start = s, tok = 0;
+            }
+            tok += spans[s].n;
+        }
+        int32_t *it = items + 4 * n++;
+        it[0] = r, it[1] = start, it[2] = row_ptr[r + 1], it[3] = 0;
+        int k = n - first;
+        row_part[2 * r] = k > 1 ? parts : 0;
+        row_part[2 * r + 1] = k > 1 ? k : 0;
+        for (int i = first; i < n; i++)
+            items[4 * i + 3] = k > 1 ? parts++ : -1;
+    }
+    return parts;
+}
+
+extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
+{
+    if (!a || a->n_rows < 0 || a->page_tokens <= 0 || (a->n_parts > 0 && !a->partial))
+        return KW_EINVAL;
+    cudaStream_t st = (cudaStream_t)stream;
+    if (a->kv == KW_CUDA_KV_F32) {
+        if (a->head_dim == 128) return launch_g<float, 128>(st, *a);
+        if (a->head_dim == 64) return launch_g<float, 64>(st, *a);
+    } else if (a->kv == KW_CUDA_KV_BF16) {
+        if (a->head_dim == 128) return launch_g<__nv_bfloat16, 128>(st, *a);
+        if (a->head_dim == 64) return launch_g<__nv_bfloat16, 64>(st, *a);
+    }
+    return KW_EINVAL;
+}

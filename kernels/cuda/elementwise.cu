@@ -1,0 +1,78 @@
+// Element-wise kernels: grid-stride loops, float4 where aligned.
+#include "common.cuh"
+#include "elementwise.cuh"
+
+__global__ void swiglu_f32(const float *__restrict__ g, const float *__restrict__ u,
+                           float *__restrict__ o, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float a = g[i];
+        o[i] = a / (1.f + __expf(-a)) * u[i];
+    }
+}
+
+__global__ void add_f32(float *__restrict__ y, const float *__restrict__ x, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x)
+        y[i] += x[i];
+}
+
+// One block per token; ids are checked on the device and a bad one is reported in *bad.
+__global__ void embed_f32(const float *__restrict__ table, int64_t n_rows, int dim,
+                          const int32_t *__restrict__ ids, float *__restrict__ out, int *bad)
+{
+    int32_t id = ids[blockIdx.x];
+    if (id < 0 || id >= n_rows) {
+        if (threadIdx.x == 0)
+            *bad = 1;
+        return;
+    }
+    const float *row = table + (size_t)id * dim;
+    float *dst = out + (size_t)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        dst[i] = row[i];
+}
+
+static int blocks_for(int64_t n)
+{
+    int64_t b = (n + 255) / 256;
+    return (int)(b > 65536 ? 65536 : b < 1 ? 1 : b);
+}
+
+extern "C" int kw_cuda_swiglu(void *stream, const float *gate, const float *up, float *out,
+                              int64_t n)
+{
+    if (n <= 0)
+        return KW_EINVAL;
+    swiglu_f32<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up, out, n);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+extern "C" int kw_cuda_add(void *stream, float *y, const float *x, int64_t n)
+{
+    if (n <= 0)
+        return KW_EINVAL;
+    add_f32<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, x, n);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+extern "C" int kw_cuda_embed(void *stream, const float *table, int64_t n_rows, int dim,
+                             const int32_t *ids, int n, float *out)
+{
+    if (n <= 0 || dim <= 0)
+        return KW_EINVAL;
+    int *bad = nullptr, hbad = 0;
+    KW_CUDA_TRY(cudaMallocAsync((void **)&bad, sizeof(int), (cudaStream_t)stream));
+    KW_CUDA_TRY(cudaMemsetAsync(bad, 0, sizeof(int), (cudaStream_t)stream));
+    embed_f32<<<n, 256, 0, (cudaStream_t)stream>>>(table, n_rows, dim, ids, out, bad);
+    KW_CUDA_LAUNCHED();
+    KW_CUDA_TRY(cudaMemcpyAsync(&hbad, bad, sizeof(int), cudaMemcpyDeviceToHost,
+                                (cudaStream_t)stream));
+    KW_CUDA_TRY(cudaFreeAsync(bad, (cudaStream_t)stream));
+    KW_CUDA_TRY(cudaStreamSynchronize((cudaStream_t)stream));
+    return hbad ? KW_ERANGE : KW_OK;
+}

@@ -1,0 +1,85 @@
+/* CUDA launchers behind kernels.h, callable from C. Each takes a cudaStream_t (as void *),
+ * device pointers, checks its shapes, launches, checks the launch, and returns a status;
+ * a CUDA failure is KW_ECUDA with the call and file:line in kw_cuda_last_error(). */
+#ifndef KW_KERNELS_CUDA_H
+#define KW_KERNELS_CUDA_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Number of usable CUDA devices; 0 when there is no device or no driver. */
+int kw_cuda_device_count(void);
+/* The message of the last failure on this thread ("" if none). */
+const char *kw_cuda_last_error(void);
+
+/* rmsnorm.cu */
+int kw_cuda_rmsnorm(void *stream, const float *x, const float *g, float *y, int rows, int dim,
+                    float eps);
+/* rope.cu: interleaved != 0 for pairs (2i, 2i+1), else (i, i + d/2) */
+int kw_cuda_rope(void *stream, float *x, const int32_t *pos, int n_tok, int n_heads,
+                 int head_dim, const float *inv_freq, int interleaved);
+/* elementwise.cu */
+int kw_cuda_swiglu(void *stream, const float *gate, const float *up, float *out, int64_t n);
+int kw_cuda_add(void *stream, float *y, const float *x, int64_t n);
+/* synchronizes the stream to report an id out of range (KW_ERANGE) */
+int kw_cuda_embed(void *stream, const float *table, int64_t n_rows, int dim,
+                  const int32_t *ids, int n, float *out);
+/* softmax.cu */
+int kw_cuda_softmax(void *stream, float *x, int rows, int n);
+/* out(rows): index of each row's max, ties to the lowest index */
+int kw_cuda_argmax(void *stream, const float *x, int rows, int n, int32_t *out);
+
+/* attn_decode.cu: one query token per row group, reading a view of a paged pool.
+ * Pool page g of pool b holds K (P, head_dim) then V (P, head_dim) at
+ * base[b] + g * 2 * P * head_dim elements, and P positions at pos[b] + g * P. A row r
+ * serves g_per_row consecutive query heads starting at q row q_row[r] (its KV head's
+ * group, or one head when the view is per query head); it reads spans
+ * [row_ptr[r], row_ptr[r+1]) and only stored tokens with position <= q_pos[r]. */
+typedef struct kw_cuda_span {
+    int32_t page;
+    uint16_t first, n;
+    uint8_t pool;
+} kw_cuda_span;
+
+typedef enum kw_cuda_kvtype { KW_CUDA_KV_F32 = 0, KW_CUDA_KV_BF16 = 1 } kw_cuda_kvtype;
+
+typedef struct kw_cuda_attn {
+    const void *base[2];          /* device: main and temporary pool (nullable) */
+    const int32_t *pos[2];        /* device */
+    kw_cuda_kvtype kv;
+    int page_tokens, head_dim;    /* head_dim: 64 or 128 */
+    int n_rows, g_per_row;        /* g_per_row <= 8 */
+    const int32_t *row_ptr;       /* device (n_rows + 1) */
+    const kw_cuda_span *spans;    /* device */
+    const int32_t *q_row;         /* device (n_rows) */
+    const int32_t *q_pos;         /* device (n_rows) */
+    const float *q;               /* device (n_q_rows, head_dim) */
+    float *out;                   /* device (n_q_rows, head_dim) */
+    float *lse;                   /* device (n_q_rows), nullable */
+    float scale;
+    /* split-K plan (kw_cuda_attn_plan): work items over span ranges */
+    int n_items;
+    const int32_t *items;         /* device (n_items, 4): row, span_begin, span_end, part
+                                     (part -1: the item is the whole row) */
+    const int32_t *row_part;      /* device (n_rows, 2): first part, part count (0: unsplit) */
+    float *partial;               /* device (n_parts, g_per_row, head_dim + 2) */
+    int n_parts;
+} kw_cuda_attn;
+
+/* Host-side plan from host copies of row_ptr and spans: cuts each row into items of at
+ * most max_tokens tokens (whole spans; a row is never split below one span), so short
+ * and long rows both fill the GPU. kw_cuda_attn_plan_size gives the item count to size
+ * items (4 ints each); row_part has 2 ints per row. Returns the part count. */
+int kw_cuda_attn_plan_size(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
+                           int max_tokens);
+int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
+                      int max_tokens, int32_t *items, int32_t *row_part);
+int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,3 @@
+// Row softmax in place (f32) and argmax (ties: lowest index).
+#pragma once
+#include "kernels_cuda.h"

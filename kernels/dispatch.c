@@ -1,0 +1,70 @@
+/* kernels.h: routes each kernel to its backend. CUDA kernels exist only in builds with
+ * nvcc (KW_HAVE_CUDA); elsewhere a CUDA call answers KW_ENOSYS. */
+#include "cpu/kernels_cpu.h"
+#include "kernels.h"
+#include "kw_config.h"
+#if KW_HAVE_CUDA
+#include "cuda/kernels_cuda.h"
+#endif
+
+#if KW_HAVE_CUDA
+#define CUDA_OR_ENOSYS(call) return (call)
+#else
+#define CUDA_OR_ENOSYS(call) return ((void)stream, KW_ENOSYS)
+#endif
+
+int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
+                const float *bias, float *y, int M, int N, int K)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_linear(x, w, bias, y, M, N, K);
+    return KW_ENOSYS;
+}
+
+int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
+                 int rows, int dim, float eps)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_rmsnorm(x, g, y, rows, dim, eps);
+    CUDA_OR_ENOSYS(kw_cuda_rmsnorm(stream, x, g, y, rows, dim, eps));
+}
+
+int kw_k_rope(kw_backend bk, void *stream, float *x, const int32_t *pos, int n_tok,
+              int n_heads, int head_dim, const float *inv_freq, kw_rope_layout layout)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_rope(x, pos, n_tok, n_heads, head_dim, inv_freq, layout);
+    CUDA_OR_ENOSYS(kw_cuda_rope(stream, x, pos, n_tok, n_heads, head_dim, inv_freq,
+                                layout == KW_ROPE_INTERLEAVED));
+}
+
+int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up, float *out,
+                int64_t n)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_swiglu(gate, up, out, n);
+    CUDA_OR_ENOSYS(kw_cuda_swiglu(stream, gate, up, out, n));
+}
+
+int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
+               const int32_t *ids, int n, float *out)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_embed(table, n_rows, dim, ids, n, out);
+    CUDA_OR_ENOSYS(kw_cuda_embed(stream, table, n_rows, dim, ids, n, out));
+}
+
+int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_add(y, x, n);
+    CUDA_OR_ENOSYS(kw_cuda_add(stream, y, x, n));
+}
+
+int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n)
+{
+    if (bk == KW_BK_CPU)
+        return kw_cpu_softmax(x, rows, n);
+    CUDA_OR_ENOSYS(kw_cuda_softmax(stream, x, rows, n));
+}

@@ -1,0 +1,202 @@
+/* Decode attention over views on the GPU: dense, token-level (25%) and page-level (25%)
+ * views of a bf16 paged pool, 32 query / 8 KV heads, head_dim 128, batch 1 and 8,
+ * contexts 4k..128k. Times with CUDA events (warm-up, median of repeats) and reports
+ * achieved bytes/s against the measured device-to-device copy bandwidth. Prints one CSV
+ * line per case (header first). A benchmark, never a test. */
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kernels_cuda.h"
+
+#define CK(x)                                                                              \
+    do {                                                                                   \
+        if ((x) != cudaSuccess) {                                                          \
+            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static uint64_t rng = 7;
+static double uni(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+static int cmpf(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static float median_ms(cudaEvent_t *ev, int reps)
+{
+    float t[64];
+    for (int i = 0; i < reps; i++)
+        CK(cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]));
+    qsort(t, reps, sizeof(float), cmpf);
+    return t[reps / 2];
+}
+
+static double copy_bandwidth(void)
+{
+    size_t bytes = (size_t)2 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CK(cudaMemset(a, 1, bytes));
+    cudaEvent_t ev[40];
+    for (int i = 0; i < 40; i++)
+        CK(cudaEventCreate(&ev[i]));
+    CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+    for (int i = 0; i < 20; i++) {
+        CK(cudaEventRecord(ev[2 * i], 0));
+        CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
+        CK(cudaEventRecord(ev[2 * i + 1], 0));
+    }
+    CK(cudaDeviceSynchronize());
+    double ms = median_ms(ev, 20);
+    for (int i = 0; i < 40; i++)
+        cudaEventDestroy(ev[i]);
+    cudaFree(a), cudaFree(b);
+    return 2.0 * bytes / (ms * 1e-3); /* read + write */
+}
+
+/* mode 0 dense, 1 token-level 25%, 2 page-level 25% */
+static void bench(int B, int ctx, int mode, double bw)
+{
+    const int P = 16, D = 128, HKV = 8, G = 4, pages_row = ctx / P;
+    const int n_rows = B * HKV;
+    size_t n_pages = (size_t)n_rows * pages_row;
+    size_t pool_elems = n_pages * 2 * P * D;
+    uint16_t *h = malloc(2 * 1024 * 1024);
+    for (int i = 0; i < 1024 * 1024; i++)
+        h[i] = (uint16_t)(0x3c00 + (int)(uni() * 512)); /* bf16 in [1, 2): not zeros */
+    void *base;
+    int32_t *pos;
+    CK(cudaMalloc(&base, pool_elems * 2));
+    for (size_t off = 0; off < pool_elems; off += 1024 * 1024) {
+        size_t n = pool_elems - off < 1024 * 1024 ? pool_elems - off : 1024 * 1024;
+        CK(cudaMemcpy((uint16_t *)base + off, h, n * 2, cudaMemcpyHostToDevice));
+    }
+    int32_t *hp = malloc(sizeof(int32_t) * n_pages * P);
+    for (size_t i = 0; i < n_pages * P; i++)
+        hp[i] = (int32_t)(i % ((size_t)pages_row * P));
+    CK(cudaMalloc((void **)&pos, sizeof(int32_t) * n_pages * P));
+    CK(cudaMemcpy(pos, hp, sizeof(int32_t) * n_pages * P, cudaMemcpyHostToDevice));
+
+    int32_t *row_ptr = malloc(sizeof(int32_t) * (n_rows + 1)), *q_row = malloc(4 * n_rows),
+            *q_pos = malloc(4 * n_rows);
+    kw_cuda_span *sp = malloc(sizeof(kw_cuda_span) * (size_t)n_rows * ctx);
+    size_t ns = 0, tokens = 0;
+    row_ptr[0] = 0;
+    for (int r = 0; r < n_rows; r++) {
+        for (int p = 0; p < pages_row; p++) {
+            int32_t page = r * pages_row + p;
+            if (mode == 0) {
+                sp[ns++] = (kw_cuda_span){page, 0, (uint16_t)P, 0};
+                tokens += P;
+            } else if (mode == 2) {
+                if (p % 4 == 0) {
+                    sp[ns++] = (kw_cuda_span){page, 0, (uint16_t)P, 0};
+                    tokens += P;
+                }
+            } else {
+                for (int c = 0; c < P; c++)
+                    if (uni() < 0.25) {
+                        if (ns > (size_t)row_ptr[r] && sp[ns - 1].page == page &&
+                            sp[ns - 1].first + sp[ns - 1].n == c)
+                            sp[ns - 1].n++;
+                        else
+                            sp[ns++] = (kw_cuda_span){page, (uint16_t)c, 1, 0};
+                        tokens++;
+                    }
+            }
+        }
+        row_ptr[r + 1] = (int32_t)ns;
+        q_row[r] = r * G;
+        q_pos[r] = ctx;
+    }
+    int target_items = 132 * 4;
+    int max_tok = (int)(tokens / (size_t)target_items);
+    max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+    int n_items = kw_cuda_attn_plan_size(n_rows, row_ptr, sp, max_tok);
+    int32_t *items = malloc(16 * (size_t)n_items), *row_part = malloc(8 * (size_t)n_rows);
+    int n_parts = kw_cuda_attn_plan(n_rows, row_ptr, sp, max_tok, items, row_part);
+
+    kw_cuda_attn a = {0};
+    a.base[0] = base, a.pos[0] = pos, a.kv = KW_CUDA_KV_BF16, a.page_tokens = P;
+    a.head_dim = D, a.n_rows = n_rows, a.g_per_row = G, a.scale = 0.088f;
+    a.n_items = n_items, a.n_parts = n_parts;
+    void *d;
+#define UP(field, hostp, bytes)                                                            \
+    CK(cudaMalloc(&d, (bytes)));                                                           \
+    CK(cudaMemcpy(d, (hostp), (bytes), cudaMemcpyHostToDevice));                           \
+    a.field = d
+    UP(row_ptr, row_ptr, 4 * (size_t)(n_rows + 1));
+    UP(spans, sp, sizeof(kw_cuda_span) * ns);
+    UP(q_row, q_row, 4 * (size_t)n_rows);
+    UP(q_pos, q_pos, 4 * (size_t)n_rows);
+    UP(items, items, 16 * (size_t)n_items);
+    UP(row_part, row_part, 8 * (size_t)n_rows);
+    float *hq = malloc(sizeof(float) * n_rows * G * D);
+    for (int i = 0; i < n_rows * G * D; i++)
+        hq[i] = (float)(uni() - 0.5);
+    UP(q, hq, sizeof(float) * n_rows * G * D);
+    CK(cudaMalloc((void **)&a.out, sizeof(float) * n_rows * G * D));
+    CK(cudaMalloc((void **)&a.partial, sizeof(float) * (n_parts + 1) * G * (D + 2)));
+
+    cudaEvent_t ev[60];
+    for (int i = 0; i < 60; i++)
+        CK(cudaEventCreate(&ev[i]));
+    for (int i = 0; i < 5; i++)
+        kw_cuda_attn_decode(NULL, &a);
+    int reps = 30;
+    for (int i = 0; i < reps; i++) {
+        CK(cudaEventRecord(ev[2 * i], 0));
+        if (kw_cuda_attn_decode(NULL, &a) != 0) {
+            fprintf(stderr, "launch failed: %s\n", kw_cuda_last_error());
+            exit(1);
+        }
+        CK(cudaEventRecord(ev[2 * i + 1], 0));
+    }
+    CK(cudaDeviceSynchronize());
+    float ms = median_ms(ev, reps);
+    /* bytes read: K and V of every attended token, positions, spans */
+    double bytes = (double)tokens * 2 * D * 2 + (double)tokens * 4 + ns * sizeof(kw_cuda_span);
+    double dense_bytes = (double)n_rows * ctx * 2 * D * 2;
+    printf("attn_view,%s,%d,%d,%.4f,%.1f,%.1f,%.1f,%d,%d\n",
+           mode == 0 ? "dense" : mode == 1 ? "tokens25" : "pages25", B, ctx, ms,
+           bytes / 1e6, bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / bw,
+           n_items, n_parts);
+    (void)dense_bytes;
+    for (int i = 0; i < 60; i++)
+        cudaEventDestroy(ev[i]);
+    cudaFree(base), cudaFree(pos), cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans);
+    cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos), cudaFree((void *)a.items);
+    cudaFree((void *)a.row_part), cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.partial);
+    free(h), free(hp), free(row_ptr), free(q_row), free(q_pos), free(sp), free(items);
+    free(row_part), free(hq);
+}
+
+int main(int argc, char **argv)
+{
+    if (kw_cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    double bw = copy_bandwidth();
+    printf("copy_bandwidth_GBps,%.1f\n", bw / 1e9);
+    printf("bench,view,batch,ctx,ms,MB,GBps,pct_copy_bw,items,parts\n");
+    int max_ctx = argc > 1 ? atoi(argv[1]) : 131072;
+    for (int B = 1; B <= 8; B *= 8)
+        for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
+            for (int mode = 0; mode < 3; mode++)
+                bench(B, ctx, mode, bw);
+    return 0;
+}

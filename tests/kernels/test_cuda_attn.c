@@ -1,0 +1,211 @@
+/* CUDA decode attention over views against a plain double-precision reference: random
+ * pools (f32 and bf16 pages), dense, token-level and page-level views, rows per KV head
+ * (g = 4) and per query head (g = 1), masked positions, empty rows, and rows long enough
+ * to be split. Poisoned outputs. Skipped (77) without a CUDA device. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kernels_cuda.h"
+
+static uint64_t rng = 0x51a7e5ull;
+static double uni(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+static int irand(int n) { return (int)(uni() * n); }
+
+/* bf16 round to nearest even, and back (test-local: no dependency on the loaders) */
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static void *dev(const void *h, size_t bytes)
+{
+    void *d = NULL;
+    if (cudaMalloc(&d, bytes ? bytes : 4) != cudaSuccess ||
+        (h && bytes && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess)) {
+        fprintf(stderr, "cuda alloc/copy failed\n");
+        exit(1);
+    }
+    return d;
+}
+
+typedef struct pool {
+    int P, D, n_pages;
+    float *kv;     /* host values (bf16-rounded when bf16) */
+    int32_t *pos;
+} pool;
+
+/* mode 0 dense pages, 1 token subset, 2 page subset; rows of len tokens each */
+static int build_row(kw_cuda_span *spans, int n, int mode, int len, int P, int page0)
+{
+    int pages = (len + P - 1) / P;
+    for (int p = 0; p < pages; p++) {
+        int cnt = p == pages - 1 ? len - p * P : P;
+        if (mode == 2 && uni() < 0.6)
+            continue;
+        if (mode == 1) {
+            for (int c = 0; c < cnt; c++)
+                if (uni() < 0.3)
+                    spans[n++] = (kw_cuda_span){page0 + p, (uint16_t)c, 1, 0};
+        } else {
+            spans[n++] = (kw_cuda_span){page0 + p, 0, (uint16_t)cnt, 0};
+        }
+    }
+    return n;
+}
+
+static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int max_tokens)
+{
+    const int P = 16;
+    int pages_per_row = (len + P - 1) / P, n_pages = n_rows * pages_per_row + 1;
+    pool pl = {P, D, n_pages, malloc(sizeof(float) * 2 * P * D * (size_t)n_pages),
+               malloc(sizeof(int32_t) * P * (size_t)n_pages)};
+    uint16_t *kvb = malloc(2 * sizeof(uint16_t) * 2 * P * D * (size_t)n_pages);
+    for (size_t i = 0; i < (size_t)2 * P * D * n_pages; i++) {
+        float x = (float)(uni() * 2 - 1);
+        if (bf16) {
+            kvb[i] = to_bf16(x);
+            x = from_bf16(kvb[i]);
+        }
+        pl.kv[i] = x;
+    }
+    for (int i = 0; i < P * n_pages; i++)
+        pl.pos[i] = i % (P * pages_per_row);
+    int32_t *row_ptr = malloc(sizeof(int32_t) * (n_rows + 1)), *q_row = malloc(4 * n_rows),
+            *q_pos = malloc(4 * n_rows);
+    kw_cuda_span *spans = malloc(sizeof(kw_cuda_span) * (size_t)n_rows * (len + 1));
+    int ns = 0;
+    row_ptr[0] = 0;
+    for (int r = 0; r < n_rows; r++) {
+        if (r % 7 != 3) /* every 7th row stays empty */
+            ns = build_row(spans, ns, mode, len, P, r * pages_per_row);
+        row_ptr[r + 1] = ns;
+        q_row[r] = r * g;
+        q_pos[r] = r % 3 == 0 ? len / 2 : len; /* some rows mask their later tokens */
+    }
+    int nq = n_rows * g;
+    float *q = malloc(sizeof(float) * nq * D), *out = malloc(sizeof(float) * nq * D),
+          *lse = malloc(sizeof(float) * nq);
+    for (int i = 0; i < nq * D; i++)
+        q[i] = (float)(uni() * 2 - 1);
+    float scale = 1.0f / sqrtf((float)D);
+
+    int n_items = kw_cuda_attn_plan_size(n_rows, row_ptr, spans, max_tokens);
+    int32_t *items = malloc(sizeof(int32_t) * 4 * n_items), *row_part = malloc(8 * n_rows);
+    int n_parts = kw_cuda_attn_plan(n_rows, row_ptr, spans, max_tokens, items, row_part);
+
+    kw_cuda_attn a = {0};
+    a.base[0] = bf16 ? dev(kvb, 2 * (size_t)2 * P * D * n_pages)
+                     : dev(pl.kv, 4 * (size_t)2 * P * D * n_pages);
+    a.pos[0] = dev(pl.pos, 4 * (size_t)P * n_pages);
+    a.kv = bf16 ? KW_CUDA_KV_BF16 : KW_CUDA_KV_F32;
+    a.page_tokens = P, a.head_dim = D, a.n_rows = n_rows, a.g_per_row = g;
+    a.row_ptr = dev(row_ptr, 4 * (size_t)(n_rows + 1));
+    a.spans = dev(spans, sizeof(kw_cuda_span) * (size_t)(ns ? ns : 1));
+    a.q_row = dev(q_row, 4 * (size_t)n_rows), a.q_pos = dev(q_pos, 4 * (size_t)n_rows);
+    a.q = dev(q, 4 * (size_t)nq * D);
+    for (int i = 0; i < nq * D; i++)
+        out[i] = NAN; /* poison */
+    a.out = dev(out, 4 * (size_t)nq * D), a.lse = dev(out, 4 * (size_t)nq);
+    a.scale = scale, a.n_items = n_items, a.items = dev(items, 16 * (size_t)n_items);
+    a.row_part = dev(row_part, 8 * (size_t)n_rows), a.n_parts = n_parts;
+    a.partial = dev(NULL, 4 * (size_t)(n_parts ? n_parts : 1) * g * (D + 2));
+    int rc = kw_cuda_attn_decode(NULL, &a);
+    cudaDeviceSynchronize();
+    cudaMemcpy(out, a.out, 4 * (size_t)nq * D, cudaMemcpyDeviceToHost);
+    cudaMemcpy(lse, a.lse, 4 * (size_t)nq, cudaMemcpyDeviceToHost);
+
+    /* reference */
+    double num = 0, den = 0, lse_err = 0;
+    double *acc = malloc(sizeof(double) * D);
+    for (int r = 0; r < n_rows; r++)
+        for (int j = 0; j < g; j++) {
+            const float *qq = q + (size_t)(q_row[r] + j) * D;
+            double mx = -INFINITY, l = 0;
+            memset(acc, 0, sizeof(double) * D);
+            for (int pass = 0; pass < 2; pass++)
+                for (int s = row_ptr[r]; s < row_ptr[r + 1]; s++)
+                    for (int c = 0; c < spans[s].n; c++) {
+                        int slot = spans[s].first + c, pg = spans[s].page;
+                        if (pl.pos[pg * P + slot] > q_pos[r])
+                            continue;
+                        const float *k = pl.kv + ((size_t)pg * 2 * P + slot) * D;
+                        const float *v = pl.kv + ((size_t)pg * 2 * P + P + slot) * D;
+                        double sc = 0;
+                        for (int d = 0; d < D; d++)
+                            sc += (double)qq[d] * k[d];
+                        sc *= scale;
+                        if (pass == 0) {
+                            mx = sc > mx ? sc : mx;
+                        } else {
+                            double p = exp(sc - mx);
+                            l += p;
+                            for (int d = 0; d < D; d++)
+                                acc[d] += p * v[d];
+                        }
+                    }
+            const float *o = out + (size_t)(q_row[r] + j) * D;
+            for (int d = 0; d < D; d++) {
+                double ref = l > 0 ? acc[d] / l : 0;
+                num += (o[d] - ref) * (o[d] - ref);
+                den += ref * ref;
+            }
+            double lref = l > 0 ? mx + log(l) : -INFINITY;
+            float lg = lse[q_row[r] + j];
+            if (l > 0)
+                lse_err = fmax(lse_err, fabs(lg - lref) / fmax(1, fabs(lref)));
+            else if (!isinf(lg))
+                lse_err = 1;
+        }
+    double err = sqrt(num / (den > 0 ? den : 1));
+    double bound = 1e-5;
+    int ok = rc == 0 && err < bound && lse_err < 1e-5;
+    printf("%s attn D=%d g=%d %s %-6s rows=%d len=%d items=%d parts=%d rel_l2=%.3g lse=%.2g%s%s\n",
+           ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
+           mode == 0 ? "dense" : mode == 1 ? "tokens" : "pages", n_rows, len, n_items, n_parts,
+           err, lse_err, rc ? " " : "", rc ? kw_cuda_last_error() : "");
+    cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.row_ptr);
+    cudaFree((void *)a.spans), cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos);
+    cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.lse), cudaFree((void *)a.items);
+    cudaFree((void *)a.row_part), cudaFree(a.partial);
+    free(pl.kv), free(pl.pos), free(kvb), free(row_ptr), free(q_row), free(q_pos), free(spans);
+    free(q), free(out), free(lse), free(items), free(row_part), free(acc);
+    return !ok;
+}
+
+int main(void)
+{
+    if (kw_cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device found; the CUDA kernels were compiled and linked only\n");
+        return 77;
+    }
+    int fails = 0;
+    for (int bf16 = 0; bf16 < 2; bf16++)
+        for (int mode = 0; mode < 3; mode++) {
+            fails += run_case(128, 4, bf16, mode, 8 + irand(20), 50 + irand(600), 256);
+            fails += run_case(64, 1, bf16, mode, 16 + irand(30), 30 + irand(300), 128);
+            fails += run_case(128, 8, bf16, mode, 2, 4000 + irand(1000), 512); /* split rows */
+            fails += run_case(128, 2, bf16, mode, 5, 1 + irand(40), 64);
+        }
+    printf("cuda attention: %d cases failed\n", fails);
+    return fails ? 1 : 0;
+}
