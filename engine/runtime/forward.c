@@ -154,7 +154,22 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
         kw__fwd_free(f);
         return rc;
     }
-    kw_rope_inv_freq(c, f->inv_freq);
+    const float *freqs = NULL; /* llama3 scaling as GGUF stores it: per-pair divisors */
+    if (rc == 0)
+        rc = weight(f, m, "rope_freqs.weight", c->head_dim / 2, 0, true, &freqs, err);
+    if (rc < 0) {
+        kw__fwd_free(f);
+        return rc;
+    }
+    if (freqs) {
+        kw_model_config plain = *c;
+        plain.rope_scaling = KW_ROPE_SCALE_NONE;
+        kw_rope_inv_freq(&plain, f->inv_freq);
+        for (int i = 0; i < c->head_dim / 2; i++)
+            f->inv_freq[i] /= freqs[i];
+    } else {
+        kw_rope_inv_freq(c, f->inv_freq);
+    }
     *out = f;
     return 0;
 }

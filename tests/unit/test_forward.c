@@ -11,8 +11,12 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
+#include <unistd.h>
+
 #include "runtime/forward.h"
 #include "runtime_support.h"
+#include "tiny_model.h"
 
 #define BOUND 1e-4
 
@@ -169,6 +173,67 @@ static void test_forward_fork_divergent_continuations(void **st)
     rig_close(&r);
 }
 
+/* logits of all positions of ids through the forward pass on model m */
+static float *forward_all(kw_model *m, int32_t *ids, int n)
+{
+    rig r = {.m = m};
+    kw_error err = {0};
+    assert_int_equal(kw__fwd_new(m, 256, &r.f, &err), 0);
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    assert_int_equal(kw_kvpool_new(&m->cfg, &o, &r.pool, &err), 0);
+    float *out = malloc(sizeof(float) * n * m->cfg.n_vocab);
+    int ch = 16;
+    run_batch(&r, 1, &ids, &n, &ch, &out);
+    kw__fwd_free(r.f);
+    kw_kvpool_free(r.pool);
+    return out;
+}
+
+/* The tiny model written as GGUF (Q/K permuted for interleaved RoPE) and as a Hugging
+ * Face directory (half-split RoPE) loads to the same logits, and both match the plain
+ * reference where it applies (no llama3 scaling in the reference). */
+static void test_forward_gguf_and_hf_load_to_identical_logits(void **st)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        kw_tiny_spec sp = kw_tiny_default(100 + variant);
+        sp.qwen2 = variant == 1;
+        sp.rope_llama3 = variant == 2;
+        sp.tie_embeddings = variant != 1;
+        char dir[] = "/tmp/kw_fwd_tinyXXXXXX", gg[128], hf[128];
+        assert_non_null(mkdtemp(dir));
+        snprintf(gg, sizeof gg, "%s/tiny.gguf", dir);
+        snprintf(hf, sizeof hf, "%s/hf", dir);
+        kw_error err = {0};
+        assert_int_equal(kw_tiny_write_gguf(&sp, gg, &err), 0);
+        assert_int_equal(kw_tiny_write_hf(&sp, hf, &err), 0);
+        kw_model *a, *b;
+        if (kw_model_open(gg, &a, &err) < 0 || kw_model_open(hf, &b, &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_int_not_equal(a->cfg.rope_layout, b->cfg.rope_layout * (variant != 1));
+        int n = 40, V = a->cfg.n_vocab;
+        uint64_t s = 8;
+        int32_t *ids = rand_ids(n, V, &s);
+        float *la = forward_all(a, ids, n), *lb = forward_all(b, ids, n);
+        for (int t = 0; t < n; t++) {
+            double e = rt_rel_l2(la + (int64_t)t * V, lb + (int64_t)t * V, V);
+            if (e > 1e-5)
+                fail_msg("variant %d position %d: GGUF vs HF relative L2 %g", variant, t, e);
+        }
+        if (!sp.rope_llama3) {
+            rig r = {.m = a};
+            check_against_ref(&r, ids, n, la);
+            r.m = b;
+            check_against_ref(&r, ids, n, lb);
+        }
+        free(ids), free(la), free(lb);
+        kw_model_free(a);
+        kw_model_free(b);
+        char cmd[256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+    }
+}
+
 static void test_forward_rejects_bad_steps(void **st)
 {
     rig r;
@@ -198,6 +263,7 @@ int main(void)
         cmocka_unit_test(test_forward_pre_rope_storage_equals_post_rope),
         cmocka_unit_test(test_forward_mixed_batch_matches_reference),
         cmocka_unit_test(test_forward_fork_divergent_continuations),
+        cmocka_unit_test(test_forward_gguf_and_hf_load_to_identical_logits),
         cmocka_unit_test(test_forward_rejects_bad_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
