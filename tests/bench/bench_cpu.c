@@ -176,6 +176,7 @@ static void run(kw_engine *e, int B, int L, int G, sink *s)
 
 int main(int argc, char **argv)
 {
+    setvbuf(stdout, NULL, _IOLBF, 0);
     const char *spec = NULL;
     bool quick = false;
     int threads = 0;
