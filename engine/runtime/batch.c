@@ -112,7 +112,8 @@ static int check_opts(const kw_model *m, kw_engine_opts *o, kw_error *err)
         return kw_error_set(err, KW_ERANGE, "engine: page_tokens %d, at most 4096",
                             o->page_tokens);
     if (o->n_pages <= 0) {
-        int64_t pb = 2LL * o->page_tokens * m->cfg.head_dim * 4 + 4LL * o->page_tokens;
+        int64_t eb = o->kv_dtype == KW_KV_I8 ? 1 : 4;
+        int64_t pb = 2LL * o->page_tokens * m->cfg.head_dim * eb + 12LL * o->page_tokens;
         o->n_pages = o->pool_mb * 1024 * 1024 / pb;
     }
     return 0;
@@ -131,7 +132,7 @@ int kw_engine_open_model(const kw_model *m, const kw_engine_opts *opts, kw_engin
     if (rc == 0)
         rc = kw__fwd_new(m, e->o.chunk + e->o.max_batch, &e->f, err);
     kw_kvpool_opts po = {.page_tokens = e->o.page_tokens, .n_pages = e->o.n_pages,
-                         .n_tmp_pages = e->o.n_tmp_pages, .dtype = KW_KV_F32,
+                         .n_tmp_pages = e->o.n_tmp_pages, .dtype = e->o.kv_dtype,
                          .pre_rope = e->o.pre_rope};
     if (rc == 0)
         rc = kw_kvpool_new(&m->cfg, &po, &e->pool, err);
@@ -477,7 +478,8 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
 static void account(kw_engine *e, kw_eseq *q, const kw_fwd_step *st, int j)
 {
     int64_t pages = kw_kvseq_pages_held(q->s.kv);
-    int64_t payload = kw_kvseq_tokens_stored(q->s.kv) * 2 * e->m->cfg.head_dim * 4;
+    int64_t row = e->o.kv_dtype == KW_KV_I8 ? e->m->cfg.head_dim + 4 : e->m->cfg.head_dim * 4;
+    int64_t payload = kw_kvseq_tokens_stored(q->s.kv) * 2 * row; /* K and V (+ scales) */
     q->mem_samples++;
     q->pages_sum += pages;
     q->kv_sum += payload;

@@ -366,18 +366,20 @@ static int obs_probs(stepctx *c, int i)
             int t = c->s->tok_first[i] + c->s->tok_n[i] - n + qi, r = w->per_qhead ? h : h / g;
             const float *q = f->q + ((int64_t)t * H + h) * hd;
             float lse = f->lse[(int64_t)t * H + h], kb[512];
+            if (hd > 512)
+                continue;
             float *out = c->probs[i] + ((int64_t)qi * H + h) * len;
             int col = 0;
             for (int sp = w->row_ptr[r]; sp < w->row_ptr[r + 1]; sp++) {
                 const kw_span *s = &w->spans[sp];
-                const float *pg = mem.base[s->pool] + (int64_t)s->page * 2 * P * hd;
                 const int32_t *pp = mem.pos[s->pool] + (int64_t)s->page * P;
                 for (int cs = s->first; cs < s->first + s->n; cs++, col++) {
                     if (pp[cs] > c->s->pos[t])
                         continue;
-                    const float *k = pg + (int64_t)cs * hd;
-                    if (mem.pre_rope && hd <= 512) {
-                        memcpy(kb, k, (size_t)hd * sizeof(float));
+                    const float *k = kw_kvmem_row(&mem, s->pool, s->page, cs, 0, kb);
+                    if (mem.pre_rope) {
+                        if (k != kb)
+                            memcpy(kb, k, (size_t)hd * sizeof(float));
                         kw_k_rope(KW_BK_CPU, NULL, kb, &pp[cs], 1, 1, hd, f->inv_freq,
                                   cf->rope_layout);
                         k = kb;

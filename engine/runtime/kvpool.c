@@ -1,5 +1,6 @@
 /* The paged, reference-counted KV pool, per-(sequence, layer, KV head) page tables and
  * views. Layout and rules: kvpool.h. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,8 @@ struct kw_kvpool {
     kw_kvpool_opts o;
     int n_layer, n_kv, n_head, hd, P;
     int64_t page_floats; /* 2 * P * hd */
-    float *arena;
+    int64_t page_bytes;  /* of a main-pool page (payload and int8 scales) */
+    uint8_t *arena;
     int32_t *pos;
     int32_t *refc;
     int32_t *freel;
@@ -42,8 +44,8 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
                   kw_error *err)
 {
     *out = NULL;
-    if (o->dtype != KW_KV_F32)
-        return kw_error_set(err, KW_ENOSYS, "kv pool: only f32 pages are implemented");
+    if (o->dtype != KW_KV_F32 && o->dtype != KW_KV_I8)
+        return kw_error_set(err, KW_EINVAL, "kv pool: unknown page type %d", (int)o->dtype);
     if (o->page_tokens < 1 || o->page_tokens > 4096 || o->n_pages < 1 || o->n_pages > INT32_MAX
         || o->n_tmp_pages < 0 || o->n_tmp_pages > INT32_MAX)
         return kw_error_set(err, KW_EINVAL, "kv pool: page_tokens %d, n_pages %lld, "
@@ -64,8 +66,9 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
     p->hd = cfg->head_dim;
     p->P = o->page_tokens;
     p->page_floats = 2 * (int64_t)p->P * p->hd;
+    p->page_bytes = o->dtype == KW_KV_F32 ? p->page_floats * 4 : p->page_floats + 8 * (int64_t)p->P;
     int64_t n = o->n_pages, nt = o->n_tmp_pages > 0 ? o->n_tmp_pages : 1;
-    p->arena = malloc((size_t)(n * p->page_floats) * sizeof(float));
+    p->arena = malloc((size_t)(n * p->page_bytes));
     p->pos = malloc((size_t)(n * p->P) * sizeof(int32_t));
     p->refc = calloc((size_t)n, sizeof(int32_t));
     p->freel = malloc((size_t)n * sizeof(int32_t));
@@ -74,7 +77,7 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
     if (!p->arena || !p->pos || !p->refc || !p->freel || !p->tmp || !p->tmp_pos) {
         kw_kvpool_free(p);
         return kw_error_set(err, KW_ENOMEM, "kv pool: cannot allocate %lld pages of %lld "
-                            "bytes", (long long)n, (long long)(p->page_floats * 4));
+                            "bytes", (long long)n, (long long)p->page_bytes);
     }
     for (int64_t i = 0; i < n; i++) /* lowest page ids first */
         p->freel[i] = (int32_t)(n - 1 - i);
@@ -101,7 +104,9 @@ const kw_kvpool_opts *kw_kvpool_options(const kw_kvpool *p) { return &p->o; }
 
 kw_kvmem kw_kvpool_mem(const kw_kvpool *p)
 {
-    kw_kvmem m = {.base = {p->arena, p->tmp}, .pos = {p->pos, p->tmp_pos},
+    kw_kvmem m = {.base = {p->arena, (const uint8_t *)p->tmp},
+                  .page_bytes = {p->page_bytes, p->page_floats * 4},
+                  .dtype = {p->o.dtype, KW_KV_F32}, .pos = {p->pos, p->tmp_pos},
                   .page_tokens = p->P, .head_dim = p->hd, .pre_rope = p->o.pre_rope};
     return m;
 }
@@ -115,9 +120,9 @@ void kw_kvpool_stats(const kw_kvpool *p, kw_kvmem_stats *s)
     s->pages_used = p->o.n_pages - p->n_free;
     s->tmp_pages_total = p->o.n_tmp_pages;
     s->tmp_pages_used = p->tmp_used;
-    s->page_bytes = p->page_floats * (int64_t)sizeof(float) + p->P * (int64_t)sizeof(int32_t);
+    s->page_bytes = p->page_bytes + p->P * (int64_t)sizeof(int32_t);
     s->alloc_bytes = s->pages_used * s->page_bytes;
-    s->tmp_bytes = s->tmp_pages_used * s->page_bytes;
+    s->tmp_bytes = s->tmp_pages_used * (p->page_floats * 4 + p->P * (int64_t)sizeof(int32_t));
     s->meta_bytes = p->table_bytes + p->o.n_pages * 2 * (int64_t)sizeof(int32_t);
 }
 
@@ -126,7 +131,40 @@ int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens)
     return (n_tokens + p->P - 1) / p->P * p->n_layer * p->n_kv;
 }
 
-static float *page_ptr(kw_kvpool *p, int32_t g) { return p->arena + g * p->page_floats; }
+static uint8_t *page_ptr(kw_kvpool *p, int32_t g) { return p->arena + g * p->page_bytes; }
+
+/* Writes one K or V row into a slot, quantizing for int8 pages. */
+static void row_put(kw_kvpool *p, uint8_t *pg, int slot, int which, const float *x)
+{
+    int64_t r = (int64_t)which * p->P + slot;
+    if (p->o.dtype == KW_KV_F32) {
+        memcpy((float *)(void *)pg + r * p->hd, x, (size_t)p->hd * sizeof(float));
+        return;
+    }
+    float mx = 0.f;
+    for (int i = 0; i < p->hd; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    float sc = mx / 127.f, inv = mx > 0.f ? 127.f / mx : 0.f;
+    int8_t *q = (int8_t *)pg + r * p->hd;
+    for (int i = 0; i < p->hd; i++) {
+        long v = lrintf(x[i] * inv);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    ((float *)(void *)(pg + p->page_floats))[r] = sc;
+}
+
+/* Copies slot ss of page gs to slot sd of page gd (K, V and their scales). */
+static void slot_copy(kw_kvpool *p, uint8_t *gd, int sd, const uint8_t *gs, int ss)
+{
+    size_t eb = p->o.dtype == KW_KV_F32 ? 4 : 1, row = (size_t)p->hd * eb;
+    for (int w = 0; w < 2; w++) {
+        int64_t rd = (int64_t)w * p->P + sd, rs = (int64_t)w * p->P + ss;
+        memcpy(gd + rd * (int64_t)row, gs + rs * (int64_t)row, row);
+        if (eb == 1)
+            ((float *)(void *)(gd + p->page_floats))[rd] =
+                ((const float *)(const void *)(gs + p->page_floats))[rs];
+    }
+}
 static int32_t *page_pos(kw_kvpool *p, int32_t g) { return p->pos + (int64_t)g * p->P; }
 
 static int32_t page_alloc(kw_kvpool *p)
@@ -169,7 +207,7 @@ static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
     int32_t ng = page_alloc(p);
     if (ng < 0)
         return KW_ELIMIT;
-    memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_floats * sizeof(float));
+    memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_bytes);
     memcpy(page_pos(p, ng), page_pos(p, g), (size_t)p->P * sizeof(int32_t));
     page_unref(p, g);
     t->pages[pi] = ng;
@@ -265,10 +303,8 @@ int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
             if (slot == 0)
                 t->pages[t->n_pages++] = page_alloc(p);
             int32_t g = t->pages[t->n_pages - 1];
-            float *pk = page_ptr(p, g) + (int64_t)slot * hd;
-            memcpy(pk, k + ((int64_t)i * p->n_kv + h) * hd, (size_t)hd * sizeof(float));
-            memcpy(pk + (int64_t)P * hd, v + ((int64_t)i * p->n_kv + h) * hd,
-                   (size_t)hd * sizeof(float));
+            row_put(p, page_ptr(p, g), slot, 0, k + ((int64_t)i * p->n_kv + h) * hd);
+            row_put(p, page_ptr(p, g), slot, 1, v + ((int64_t)i * p->n_kv + h) * hd);
             page_pos(p, g)[slot] = pos[i];
             t->n_tok++;
         }
@@ -303,8 +339,10 @@ int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k
     if (!t || j < 0 || j >= t->n_tok)
         return KW_EINVAL;
     kw_kvpool *p = s->p;
+    if ((k || v) && p->o.dtype != KW_KV_F32)
+        return KW_ENOSYS;
     int32_t g = t->pages[j / p->P];
-    const float *pk = page_ptr(p, g) + (int64_t)(j % p->P) * p->hd;
+    const float *pk = (const float *)(void *)page_ptr(p, g) + (int64_t)(j % p->P) * p->hd;
     if (k)
         *k = pk;
     if (v)
@@ -314,13 +352,36 @@ int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k
     return 0;
 }
 
+int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
+                       int32_t *pos)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    if (!t || j < 0 || j >= t->n_tok)
+        return KW_EINVAL;
+    kw_kvpool *p = s->p;
+    kw_kvmem m = kw_kvpool_mem(p);
+    int32_t g = t->pages[j / p->P];
+    int slot = j % p->P;
+    for (int w = 0; w < 2; w++) {
+        float *dst = w ? v : k;
+        if (!dst)
+            continue;
+        const float *r = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot, w, dst);
+        if (r != dst)
+            memcpy(dst, r, (size_t)p->hd * sizeof(float));
+    }
+    if (pos)
+        *pos = page_pos(p, g)[slot];
+    return 0;
+}
+
 int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep)
 {
     kw_kvpool *p = s->p;
     if (!tab_c(s, layer, kvh))
         return KW_EINVAL;
     kw_ptab *t = &s->t[layer * p->n_kv + kvh];
-    int P = p->P, hd = p->hd;
+    int P = p->P;
     for (int i = 0; i < n_keep; i++)
         if (keep[i] < 0 || keep[i] >= t->n_tok || (i && keep[i] <= keep[i - 1]))
             return KW_EINVAL;
@@ -333,10 +394,7 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         if (rc < 0)
             return rc;
         int32_t gs = t->pages[src / P], gd = t->pages[i / P];
-        float *ks = page_ptr(p, gs) + (int64_t)(src % P) * hd;
-        float *kd = page_ptr(p, gd) + (int64_t)(i % P) * hd;
-        memcpy(kd, ks, (size_t)hd * sizeof(float));
-        memcpy(kd + (int64_t)P * hd, ks + (int64_t)P * hd, (size_t)hd * sizeof(float));
+        slot_copy(p, page_ptr(p, gd), i % P, page_ptr(p, gs), src % P);
         page_pos(p, gd)[i % P] = page_pos(p, gs)[src % P];
     }
     int np = (n_keep + P - 1) / P;

@@ -47,22 +47,23 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
         st[j * (hd + 2) + 1] = 0.f;
         memset(st + j * (hd + 2) + 2, 0, (size_t)hd * sizeof(float));
     }
+    float *vbuf = kbuf + hd;
     for (int si = it->s0; si < it->s1; si++) {
         const kw_span *sp = &w->spans[si];
-        const float *pg = a->mem.base[sp->pool] + (int64_t)sp->page * 2 * P * hd;
         const int32_t *pp = a->mem.pos[sp->pool] + (int64_t)sp->page * P;
         for (int c0 = 0; c0 < sp->n; c0 += 64) {
             int nc = sp->n - c0 < 64 ? sp->n - c0 : 64;
             for (int c = 0; c < nc; c++) {
                 int slot = sp->first + c0 + c;
-                const float *k = pg + (int64_t)slot * hd;
                 if (pp[slot] > qp) {
                     for (int j = 0; j < ng; j++)
                         sc[j][c] = -INFINITY;
                     continue;
                 }
+                const float *k = kw_kvmem_row(&a->mem, sp->pool, sp->page, slot, 0, kbuf);
                 if (a->inv_freq) {
-                    memcpy(kbuf, k, (size_t)hd * sizeof(float));
+                    if (k != kbuf)
+                        memcpy(kbuf, k, (size_t)hd * sizeof(float));
                     rope_one(kbuf, pp[slot], hd, a->inv_freq, a->layout);
                     k = kbuf;
                 }
@@ -75,11 +76,15 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                     sc[j][c] = d * a->scale;
                 }
             }
+            /* rescale each head's state to the block max, then accumulate V rows read
+             * once for all heads of the group */
+            float mxs[MAX_G];
             for (int j = 0; j < ng; j++) {
                 float *s = st + j * (hd + 2), *acc = s + 2;
                 float mx = s[0];
                 for (int c = 0; c < nc; c++)
                     mx = sc[j][c] > mx ? sc[j][c] : mx;
+                mxs[j] = mx;
                 if (mx == -INFINITY)
                     continue;
                 float r = expf(s[0] - mx);
@@ -89,12 +94,17 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                         acc[i] *= r;
                 }
                 s[0] = mx;
-                for (int c = 0; c < nc; c++) {
+            }
+            for (int c = 0; c < nc; c++) {
+                if (pp[sp->first + c0 + c] > qp) /* masked for every head */
+                    continue;
+                const float *v = kw_kvmem_row(&a->mem, sp->pool, sp->page, sp->first + c0 + c,
+                                              1, vbuf);
+                for (int j = 0; j < ng; j++) {
                     if (sc[j][c] == -INFINITY)
                         continue;
-                    float p = expf(sc[j][c] - mx);
+                    float p = expf(sc[j][c] - mxs[j]), *s = st + j * (hd + 2), *acc = s + 2;
                     s[1] += p;
-                    const float *v = pg + (int64_t)P * hd + (int64_t)(sp->first + c0 + c) * hd;
 #pragma omp simd
                     for (int i = 0; i < hd; i++)
                         acc[i] += p * v[i];
@@ -214,7 +224,7 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
     int gmax = a->n_head / a->n_kv;
     float *parts = malloc((size_t)n * gmax * (hd + 2) * sizeof(float));
     int nth = omp_get_max_threads();
-    float *kb = malloc((size_t)nth * hd * sizeof(float));
+    float *kb = malloc((size_t)nth * 2 * hd * sizeof(float));
     if (!parts || !kb) {
         free(it), free(parts), free(kb);
         return KW_ENOMEM;
@@ -230,7 +240,7 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
         int g = a->n_head / a->n_kv;
         int h0 = w->per_qhead ? it[k].row : it[k].row * g, ng = w->per_qhead ? 1 : g;
         run_item(a, w, &it[k], h0, ng, parts + (int64_t)it[k].part * gmax * (hd + 2),
-                 kb + (int64_t)omp_get_thread_num() * hd);
+                 kb + (int64_t)omp_get_thread_num() * 2 * hd);
     }
     merge(a, it, n, parts, gmax);
     free(it), free(parts), free(kb);
@@ -240,7 +250,7 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
 void kw_ref_attn_view(const kw_attn_args *a)
 {
     const int hd = a->mem.head_dim, P = a->mem.page_tokens, g = a->n_head / a->n_kv;
-    float *kb = malloc((size_t)hd * sizeof(float));
+    float *kb = malloc((size_t)hd * sizeof(float)), *vb = malloc((size_t)hd * sizeof(float));
     for (int i = 0; i < a->n_seq; i++) {
         const kw_view *w = a->views[i];
         for (int t = a->tok_off[i]; t < a->tok_off[i + 1]; t++)
@@ -252,11 +262,12 @@ void kw_ref_attn_view(const kw_attn_args *a)
                     for (int si = w->row_ptr[r]; si < w->row_ptr[r + 1]; si++) {
                         const kw_span *sp = &w->spans[si];
                         for (int c = sp->first; c < sp->first + sp->n; c++) {
-                            const float *pg = a->mem.base[sp->pool] + (int64_t)sp->page * 2 * P * hd;
                             int32_t pos = a->mem.pos[sp->pool][(int64_t)sp->page * P + c];
                             if (pos > a->q_pos[t])
                                 continue;
-                            memcpy(kb, pg + (int64_t)c * hd, (size_t)hd * sizeof(float));
+                            const float *kr = kw_kvmem_row(&a->mem, sp->pool, sp->page, c, 0, kb);
+                            if (kr != kb)
+                                memcpy(kb, kr, (size_t)hd * sizeof(float));
                             if (a->inv_freq)
                                 rope_one(kb, pos, hd, a->inv_freq, a->layout);
                             double d = 0;
@@ -269,8 +280,9 @@ void kw_ref_attn_view(const kw_attn_args *a)
                             }
                             double p = exp(d - mx);
                             l += p;
+                            const float *vr = kw_kvmem_row(&a->mem, sp->pool, sp->page, c, 1, vb);
                             for (int x = 0; x < hd; x++)
-                                o[x] += p * pg[(int64_t)P * hd + (int64_t)c * hd + x];
+                                o[x] += p * vr[x];
                         }
                     }
                 float *out = a->out + ((int64_t)t * a->n_head + h) * hd;
@@ -282,4 +294,5 @@ void kw_ref_attn_view(const kw_attn_args *a)
             }
     }
     free(kb);
+    free(vb);
 }

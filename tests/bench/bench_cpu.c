@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include "kvweave/engine.h"
+#include "runtime/forward.h"
 
 static double now_s(void)
 {
@@ -133,45 +134,34 @@ static double read_gbs(void)
     return best;
 }
 
-typedef struct sink {
-    pthread_mutex_t mu;
-    int n;
-    double ttft, dec;
-} sink;
-
-static void on_done(void *u, kw_gen_result *r)
+/* One step of the forward pass: sequences seqs[0..B) each bring n tokens from ids at
+ * positions p0[i]..; logits for each sequence's last token. */
+static void step(kw_fwd *f, kw_kvpool *pool, int B, kw_seq **seqs, const int32_t *ids, int n,
+                 const int *p0, float *logits)
 {
-    sink *s = u;
-    pthread_mutex_lock(&s->mu);
-    if (r->rc < 0)
-        fprintf(stderr, "bench: a sequence failed: %s\n", r->error);
-    s->n++;
-    s->ttft = fmax(s->ttft, r->ttft_s);
-    s->dec += r->decode_s_per_token;
-    pthread_mutex_unlock(&s->mu);
-    kw_gen_result_free(r);
-}
-
-/* B sequences of L prompt tokens and G new tokens, all submitted at once. */
-static void run(kw_engine *e, int B, int L, int G, sink *s)
-{
-    memset(s, 0, sizeof *s);
-    pthread_mutex_init(&s->mu, NULL);
-    int32_t *ids = malloc(sizeof(int32_t) * L);
-    for (int i = 0; i < L; i++)
-        ids[i] = 100 + (i * 7919) % 40000;
-    for (int b = 0; b < B; b++) {
-        ids[0] = 100 + b;
-        kw_gen_req r = {.prompt = ids, .n_prompt = L, .max_new = G, .ignore_eos = true,
-                        .done = on_done, .user = s};
-        kw_error err = {0};
-        if (kw_engine_submit(e, &r, &err) < 0) {
-            fprintf(stderr, "bench: %s\n", err.msg);
-            exit(3);
+    int first[64], tn[64], lt[64];
+    bool pre[64], last[64];
+    int32_t *tid = malloc(sizeof(int32_t) * B * n), *pos = malloc(sizeof(int32_t) * B * n);
+    for (int i = 0; i < B; i++) {
+        first[i] = i * n;
+        tn[i] = n;
+        lt[i] = i * n + n - 1;
+        pre[i] = n > 1;
+        last[i] = false;
+        for (int j = 0; j < n; j++) {
+            tid[i * n + j] = ids[j];
+            pos[i * n + j] = p0[i] + j;
         }
     }
-    kw_engine_wait_idle(e);
-    free(ids);
+    kw_fwd_step st = {.n_seq = B, .seqs = seqs, .tok_first = first, .tok_n = tn, .ids = tid,
+                      .pos = pos, .prefill = pre, .last_chunk = last, .logit_tok = lt,
+                      .n_logits = B, .logits = logits};
+    kw_error err = {0};
+    if (kw__fwd_run(f, pool, &st, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(3);
+    }
+    free(tid), free(pos);
 }
 
 int main(int argc, char **argv)
@@ -203,42 +193,75 @@ int main(int argc, char **argv)
     if (!m)
         m = smollm2_shaped();
     const kw_model_config *c = &m->cfg;
-    kw_engine_opts o = kw_engine_defaults();
-    o.threads = threads;
-    o.max_batch = 8;
-    o.pool_mb = quick ? 2048 : 4096;
-    kw_engine *e;
-    if (kw_engine_open_model(m, &o, &e, &err) < 0) {
+    const int chunk = 512, max_b = 8;
+    kw_fwd *f;
+    if (kw__fwd_new(m, chunk * max_b, &f, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        return 3;
+    }
+    int pre[3] = {512, 2048, 8192}, np = quick ? 2 : 3, G = quick ? 4 : 16;
+    kw_kvpool_opts po = kw_kvpool_defaults();
+    po.n_pages = (int64_t)(pre[np - 1] + G + 16) / 16 * 30 * 3 * (max_b + 1);
+    kw_kvpool *pool;
+    if (kw_kvpool_new(c, &po, &pool, &err) < 0) {
         fprintf(stderr, "bench: %s\n", err.msg);
         return 3;
     }
     double bw = read_gbs();
     double kvtok = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * 4; /* bytes per token */
     printf("model %s, %d threads, memory read %.1f GB/s\n", m->name, omp_get_max_threads(), bw);
-    int pre[3] = {512, 2048, 8192}, np = quick ? 2 : 3;
+    int32_t *ids = malloc(sizeof(int32_t) * pre[np - 1]);
+    for (int i = 0; i < pre[np - 1]; i++)
+        ids[i] = 100 + (i * 7919) % 40000;
+    float *logits = malloc(sizeof(float) * max_b * c->n_vocab);
+    double gf = sgemm_gflops(chunk, c->n_ff, c->n_embd);
     for (int i = 0; i < np; i++) {
-        int L = pre[i], M = L < o.chunk ? L : o.chunk;
-        double gf = sgemm_gflops(M, c->n_ff, c->n_embd);
-        sink s;
-        run(e, 1, L, 1, &s);
+        int L = pre[i];
+        kw_seq s0 = {.kv = kw_kvseq_new(pool)};
+        kw_seq *sp[max_b];
+        sp[0] = &s0;
+        double t0 = now_s();
+        for (int p = 0; p < L; p += chunk) {
+            int n = L - p < chunk ? L - p : chunk;
+            step(f, pool, 1, sp, ids + p, n, &p, logits);
+        }
+        double t = now_s() - t0;
         double flops = linear_flops(c) * L + 2.0 * c->n_vocab * c->n_embd;
         double att = 4.0 * c->n_layer * c->n_head * c->head_dim * (double)L * L / 2;
-        printf("prefill %5d: %8.1f tok/s (%.2f s); sgemm %.1f GFLOP/s -> linear floor %.2f s "
-               "(+ attention %.1f GFLOP)\n", L, L / s.ttft, s.ttft, gf, flops / gf / 1e9,
-               att / 1e9);
-    }
-    int ctx[2] = {2048, 8192}, bs[2] = {1, 8}, G = quick ? 8 : 32;
-    for (int i = 0; i < (quick ? 1 : 2); i++)
-        for (int j = 0; j < 2; j++) {
-            int L = ctx[i], B = bs[j];
-            sink s;
-            run(e, B, L, G, &s);
-            double per_step = s.dec / B; /* seconds per decode step */
+        printf("prefill %5d: %8.1f tok/s (%.2f s); sgemm %.1f GFLOP/s -> linear floor %.2f s; "
+               "attention %.0f GFLOP more\n", L, L / t, t, gf, flops / gf / 1e9, att / 1e9);
+        if (L == 512)
+            goto next;
+        /* decode at context L: batch 1, then 8 forks of the same prefix */
+        for (int bi = 0; bi < 2; bi++) {
+            int B = bi ? max_b : 1, p0[max_b];
+            kw_seq fs[max_b];
+            for (int j = 1; j < B; j++) {
+                fs[j] = (kw_seq){.kv = kw_kvseq_fork(s0.kv)};
+                sp[j] = &fs[j];
+            }
+            kw_kvseq *keep = kw_kvseq_fork(s0.kv); /* to restore the prefix after */
+            double td = now_s();
+            for (int g = 0; g < G; g++) {
+                for (int j = 0; j < B; j++)
+                    p0[j] = L + g;
+                step(f, pool, B, sp, ids + g, 1, p0, logits);
+            }
+            double per = (now_s() - td) / G;
             double bytes = weight_bytes(c) + (double)B * (L + G / 2) * kvtok;
-            printf("decode ctx %5d batch %d: %8.1f tok/s (%.1f ms/step); bandwidth floor "
-                   "%.1f ms/step (%.0f MB at %.1f GB/s)\n", L, B, B / per_step,
-                   per_step * 1e3, bytes / bw / 1e6, bytes / 1e6, bw);
+            printf("decode ctx %5d batch %d: %8.1f tok/s (%.1f ms/step); bandwidth floor %.1f "
+                   "ms/step (%.0f MB at %.1f GB/s)\n", L, B, B / per, per * 1e3,
+                   bytes / bw / 1e6, bytes / 1e6, bw);
+            for (int j = 1; j < B; j++)
+                kw_kvseq_free(fs[j].kv);
+            kw_kvseq_free(s0.kv);
+            s0.kv = keep;
         }
-    kw_engine_close(e);
+next:
+        kw_kvseq_free(s0.kv);
+    }
+    free(ids), free(logits);
+    kw_kvpool_free(pool);
+    kw__fwd_free(f);
     return 0;
 }

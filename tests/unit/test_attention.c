@@ -1,7 +1,7 @@
 /* The view attention kernel against its plain reference on random shapes and data:
  * dense views, random token subsets per KV head and per query head, temporary-pool
- * spans, pre-RoPE storage, chunked prefill (causal by position) and long rows that take
- * the split-K path. Error bound: max |kernel - ref| <= 2e-5 * (1 + max |ref|). */
+ * spans, pre-RoPE storage, chunked prefill (causal by position), long rows that take
+ * the split-K path, and int8 pages. Error bound: max |kernel - ref| <= 2e-5 * (1 + max |ref|). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +23,8 @@ static double urand(void)
 }
 static float frand(void) { return (float)(urand() * 2 - 1); }
 static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
+
+static kw_kvdtype g_dtype = KW_KV_F32; /* page type of the fixtures' pools */
 
 typedef struct fixture {
     kw_model_config cfg;
@@ -46,6 +48,7 @@ static void make(fixture *f, int n_seq, int n_head, int n_kv, int hd, int P, boo
     o.n_pages = 16 + n_seq * n_kv * (max_len / P + 2);
     o.n_tmp_pages = 4 * 16 + 8;
     o.pre_rope = pre_rope;
+    o.dtype = g_dtype;
     kw_error err = {0};
     assert_int_equal(kw_kvpool_new(&f->cfg, &o, &f->pool, &err), 0);
     f->n_seq = n_seq;
@@ -192,12 +195,29 @@ static void test_attention_chunked_prefill_is_causal(void **state)
     unmake(&f);
 }
 
+/* int8 pages (main pool) beside f32 temporary pages: the kernel and the reference read
+ * the same dequantized rows */
+static void test_attention_int8_pages(void **state)
+{
+    g_dtype = KW_KV_I8;
+    for (int rep = 0; rep < 6; rep++) {
+        int n_kv = irand(1, 3), g = irand(1, 4), hd = 2 * irand(2, 40);
+        fixture f;
+        make(&f, irand(1, 3), n_kv * g, n_kv, hd, irand(2, 20), rep % 2 == 0, 1, 400, 6);
+        for (int mode = 0; mode < 4; mode++)
+            run_case(&f, mode, true);
+        unmake(&f);
+    }
+    g_dtype = KW_KV_F32;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_attention_random_shapes_all_view_kinds),
         cmocka_unit_test(test_attention_long_rows_split_k),
         cmocka_unit_test(test_attention_chunked_prefill_is_causal),
+        cmocka_unit_test(test_attention_int8_pages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -219,6 +220,55 @@ static void test_view_dense_and_tokens(void **state)
     kw_kvpool_free(p);
 }
 
+/* int8 pages: each value within half a quantization step (absmax / 254) of what was
+ * appended; fork and eviction move rows and scales exactly. */
+static void test_kvpool_int8_pages_round_trip(void **state)
+{
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    o.dtype = KW_KV_I8;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *s = kw_kvseq_new(p);
+    append(s, &c, 0, 11);
+    float k[8], v[8], k2[8], v2[8];
+    int32_t pos;
+    for (int l = 0; l < 2; l++)
+        for (int h = 0; h < 2; h++)
+            for (int j = 0; j < 11; j++) {
+                assert_int_equal(kw_kvseq_token_f32(s, l, h, j, k, v, &pos), 0);
+                assert_int_equal(pos, j);
+                float amax = 0;
+                for (int i = 0; i < 8; i++)
+                    amax = fmaxf(amax, fabsf(val(l, h, j, i, 1)));
+                for (int i = 0; i < 8; i++) {
+                    assert_true(fabsf(k[i] - val(l, h, j, i, 0)) <= amax / 254 * 1.001f);
+                    assert_true(fabsf(v[i] - val(l, h, j, i, 1)) <= amax / 254 * 1.001f);
+                }
+            }
+    const float *kp;
+    assert_int_equal(kw_kvseq_token(s, 0, 0, 0, &kp, NULL, &pos), KW_ENOSYS);
+    kw_kvseq *f = kw_kvseq_fork(s);
+    assert_non_null(f);
+    kw_kvseq_token_f32(s, 1, 1, 9, k, v, &pos);
+    int32_t keep[] = {2, 9};
+    assert_int_equal(kw_kvseq_keep(f, 1, 1, keep, 2), 0);
+    kw_kvseq_token_f32(f, 1, 1, 1, k2, v2, &pos);
+    assert_int_equal(pos, 9);
+    assert_memory_equal(k, k2, sizeof k);
+    assert_memory_equal(v, v2, sizeof v);
+    kw_kvseq_free(f);
+    kw_kvseq_free(s);
+    assert_int_equal(kw_kvpool_free_pages(p), 64);
+    kw_kvmem_stats st;
+    kw_kvpool_stats(p, &st);
+    assert_int_equal(st.page_bytes, 2 * 4 * 8 + 8 * 4 + 4 * 4); /* int8 K, V; scales; pos */
+    kw_kvpool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -227,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_kvpool_fork_shares_full_pages_copies_partial),
         cmocka_unit_test(test_kvpool_keep_frees_pages),
         cmocka_unit_test(test_view_dense_and_tokens),
+        cmocka_unit_test(test_kvpool_int8_pages_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -40,6 +40,7 @@ typedef struct kw_engine_opts {
     int64_t pool_mb;      /* KV pool size when n_pages is 0; default 1024 */
     int64_t n_tmp_pages;  /* temporary pool pages; default 256 */
     bool pre_rope;        /* store K before RoPE */
+    kw_kvdtype kv_dtype;  /* KV page type: KW_KV_F32 (default) or KW_KV_I8 */
     int max_batch;        /* running sequences; default 16 (at most 64) */
     int chunk;            /* prefill tokens per step over all sequences; default 512 */
     int threads;          /* OpenMP threads; 0: the default */

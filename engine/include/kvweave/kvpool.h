@@ -44,7 +44,7 @@ extern "C" {
 
 typedef enum kw_kvdtype {
     KW_KV_F32 = 0,
-    KW_KV_I8 = 1, /* not yet: KW_ENOSYS */
+    KW_KV_I8 = 1, /* int8 with one f32 scale per token row (absmax / 127) */
 } kw_kvdtype;
 
 typedef struct kw_kvpool_opts {
@@ -60,15 +60,36 @@ typedef struct kw_kvseq kw_kvseq;
 
 enum { KW_POOL_MAIN = 0, KW_POOL_TMP = 1 };
 
-/* The part of the pool the attention kernel reads. Page g of pool b: K at
- * base[b] + g * 2 * P * head_dim, V right after; positions at pos[b] + g * P. */
+/* The part of the pool the attention kernel reads. Page g of pool b starts at
+ * base[b] + g * page_bytes[b]: f32 pages hold K (P, head_dim) then V (P, head_dim);
+ * int8 pages hold K (P, head_dim) and V (P, head_dim) as int8, then the P K scales and
+ * the P V scales as f32. Positions at pos[b] + g * P. The temporary pool is always f32.
+ * Read rows with kw_kvmem_row. */
 typedef struct kw_kvmem {
-    const float *base[2];
+    const uint8_t *base[2];
+    int64_t page_bytes[2];
+    kw_kvdtype dtype[2];
     const int32_t *pos[2];
     int page_tokens;
     int head_dim;
     bool pre_rope;
 } kw_kvmem;
+
+/* Row `slot` of K (which = 0) or V (which = 1) of a page as f32: a pointer into an f32
+ * page, or the int8 row dequantized into buf (head_dim floats). */
+static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t page, int slot,
+                                        int which, float *buf)
+{
+    const uint8_t *pg = m->base[pool] + (int64_t)page * m->page_bytes[pool];
+    int64_t P = m->page_tokens, hd = m->head_dim, r = which * P + slot;
+    if (m->dtype[pool] == KW_KV_F32)
+        return (const float *)(const void *)pg + r * hd;
+    const int8_t *q = (const int8_t *)pg + r * hd;
+    float sc = ((const float *)(const void *)(pg + 2 * P * hd))[r];
+    for (int64_t i = 0; i < hd; i++)
+        buf[i] = sc * (float)q[i];
+    return buf;
+}
 
 /* Memory figures, in bytes unless said. */
 typedef struct kw_kvmem_stats {
@@ -105,9 +126,13 @@ int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
 int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh);
 /* Pages of one table (transfer none); *n gets the count. */
 const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n);
-/* Reads token j of (layer, kvh): pointers into the pool (transfer none). */
+/* Reads token j of (layer, kvh): pointers into an f32 pool (transfer none); with an
+ * int8 pool k and v must be NULL (KW_ENOSYS otherwise): use kw_kvseq_token_f32. */
 int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k,
                    const float **v, int32_t *pos);
+/* Token j of (layer, kvh) as f32 copies (k, v: head_dim floats each, nullable). */
+int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
+                       int32_t *pos);
 /* Keeps tokens keep[0..n_keep) (strictly increasing indices) of (layer, kvh), packs
  * them and frees the pages left over: the EVICT primitive. */
 int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep);
@@ -116,7 +141,8 @@ int64_t kw_kvseq_pages_held(const kw_kvseq *s);
 int64_t kw_kvseq_tokens_stored(const kw_kvseq *s); /* sum over layers and KV heads */
 
 /* ---- temporary pool ---- */
-/* Allocates a page in the temporary pool; writes may go through kw_kvpool_tmp_page. */
+/* Allocates a page in the temporary pool (f32 whatever the main pool's type); write it
+ * through kw_kvpool_tmp_page: K (P, head_dim), then V (P, head_dim). */
 int kw_kvpool_tmp_alloc(kw_kvpool *p, int32_t *page);
 float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos);
 void kw_kvpool_tmp_reset(kw_kvpool *p);
