@@ -35,6 +35,7 @@ static void rope_one(float *k, int32_t pos, int hd, const float *inv_freq,
 
 /* Runs one item: query heads h0..h0+ng-1 of token t over spans [s0, s1) of a view.
  * st: per head (m, l, acc[hd]). */
+__attribute__((target_clones("arch=x86-64-v3", "default")))
 static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, int h0, int ng,
                      float *st, float *kbuf)
 {
