@@ -541,7 +541,12 @@ static void run_step(kw_engine *e, stepbuf *b)
                 e->n_run--;
                 break;
             }
-        seq_finish(e, q, src, src < 0 ? (rc < 0 ? err.msg : "a kv method failed") : NULL);
+        const char *why = rc < 0                ? err.msg
+                          : src == KW_ELIMIT    ? "the KV pool is full (the sequence's claim "
+                                                  "was too small)"
+                          : src < 0             ? "a kv method failed"
+                                                : NULL;
+        seq_finish(e, q, src, why);
     }
 }
 

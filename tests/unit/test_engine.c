@@ -306,6 +306,43 @@ static void test_engine_uses_hook_reserve(void **st)
     rt_tiny_free(m);
 }
 
+/* A hook that claims too little: the sequence fails with a clear error when the pool
+ * runs out, its pages come back, and the engine goes on with the next one. */
+static void test_engine_underclaimed_sequence_fails_cleanly(void **st)
+{
+    kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&c, 7);
+    make_prompts(c.n_vocab);
+    kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
+                   .name = "test.underclaim", .reserve = greedy_reserve};
+    int64_t claim = 5;
+    kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {&claim}};
+    kw_engine *e = open_engine(m, 8, 64, 40);
+    sink s = {0};
+    pthread_mutex_init(&s.mu, NULL);
+    slot sl[2] = {{&s, 0}, {&s, 1}};
+    kw_gen_req r = {.prompt = prompts[4], .n_prompt = plen[4], .max_new = 4, .hooks = &hs,
+                    .done = on_done, .user = &sl[0]};
+    kw_error err = {0};
+    assert_int_equal(kw_engine_submit(e, &r, &err), 0);
+    r.prompt = prompts[0];
+    r.n_prompt = plen[0];
+    r.hooks = NULL;
+    r.user = &sl[1];
+    assert_int_equal(kw_engine_submit(e, &r, &err), 0);
+    kw_engine_wait_idle(e);
+    kw_engine_stats es;
+    kw_engine_get_stats(e, &es);
+    kw_engine_close(e);
+    assert_int_equal(s.res[0]->rc, KW_ELIMIT);
+    assert_non_null(strstr(s.res[0]->error, "KV pool is full"));
+    assert_int_equal(s.res[1]->rc, 0);
+    assert_int_equal(s.res[1]->n_gen, 4);
+    assert_true(es.steps > 0);
+    sink_free(&s);
+    rt_tiny_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +352,7 @@ int main(void)
         cmocka_unit_test(test_engine_teacher_forcing_logprobs),
         cmocka_unit_test(test_engine_stops_on_eos),
         cmocka_unit_test(test_engine_uses_hook_reserve),
+        cmocka_unit_test(test_engine_underclaimed_sequence_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
