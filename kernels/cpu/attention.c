@@ -1,9 +1,11 @@
 /* Attention over KV views (kernels.h: kw_k_attn_view) and its plain reference.
  *
- * Work is cut into items (query token, row, span range): a row that serves g query
- * heads is read once for all of them. Rows longer than SPLIT_MIN tokens are split into
- * parts so that decode with few rows still fills every core; each part keeps its own
- * online-softmax state (max, sum, accumulator) and the parts are merged at the end. */
+ * Work is cut into items (a tile of consecutive query tokens of one sequence, a row, a
+ * span range): each K and V row read serves every query vector of the tile (the tile's
+ * tokens times the g query heads the row serves, at most MAX_V vectors). Rows longer
+ * than SPLIT_MIN tokens are split into parts when there are too few items to fill every
+ * core (decode); each part keeps its own online-softmax state (max, sum, accumulator)
+ * per vector and the parts are merged at the end. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,11 +15,11 @@
 #include "kernels.h"
 
 #define SPLIT_MIN 256
-#define MAX_G 64
+#define MAX_V 64 /* query vectors per item */
 
 typedef struct item {
-    int t, row, s0, s1;
-    int part; /* index of the partial state */
+    int t, nt, row, s0, s1; /* tokens [t, t + nt) */
+    int part;               /* index of the partial state */
 } item;
 
 static void rope_one(float *k, int32_t pos, int hd, const float *inv_freq,
@@ -33,22 +35,25 @@ static void rope_one(float *k, int32_t pos, int hd, const float *inv_freq,
     }
 }
 
-/* Runs one item: query heads h0..h0+ng-1 of token t over spans [s0, s1) of a view.
- * st: per head (m, l, acc[hd]). */
+/* Runs one item: query heads h0..h0+ng-1 of tokens t..t+nt-1 over spans [s0, s1) of a
+ * view. st: per vector v = ti * ng + j, (m, l, acc[hd]). */
 __attribute__((target_clones("arch=x86-64-v3", "default")))
 static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, int h0, int ng,
                      float *st, float *kbuf)
 {
-    const int hd = a->mem.head_dim, P = a->mem.page_tokens;
-    const float *q = a->q + ((int64_t)it->t * a->n_head + h0) * hd;
-    const int32_t qp = a->q_pos[it->t];
-    float sc[MAX_G][64];
-    for (int j = 0; j < ng; j++) {
-        st[j * (hd + 2)] = -INFINITY;
-        st[j * (hd + 2) + 1] = 0.f;
-        memset(st + j * (hd + 2) + 2, 0, (size_t)hd * sizeof(float));
+    const int hd = a->mem.head_dim, P = a->mem.page_tokens, nv = it->nt * ng;
+    const float *qv[MAX_V];
+    int32_t qp[MAX_V], qmax = INT32_MIN;
+    for (int v = 0; v < nv; v++) {
+        int t = it->t + v / ng;
+        qv[v] = a->q + ((int64_t)t * a->n_head + h0 + v % ng) * hd;
+        qp[v] = a->q_pos[t];
+        qmax = qp[v] > qmax ? qp[v] : qmax;
+        st[v * (hd + 2)] = -INFINITY;
+        st[v * (hd + 2) + 1] = 0.f;
+        memset(st + v * (hd + 2) + 2, 0, (size_t)hd * sizeof(float));
     }
-    float *vbuf = kbuf + hd;
+    float sc[MAX_V][64], *vbuf = kbuf + hd;
     for (int si = it->s0; si < it->s1; si++) {
         const kw_span *sp = &w->spans[si];
         const int32_t *pp = a->mem.pos[sp->pool] + (int64_t)sp->page * P;
@@ -56,9 +61,9 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             int nc = sp->n - c0 < 64 ? sp->n - c0 : 64;
             for (int c = 0; c < nc; c++) {
                 int slot = sp->first + c0 + c;
-                if (pp[slot] > qp) {
-                    for (int j = 0; j < ng; j++)
-                        sc[j][c] = -INFINITY;
+                if (pp[slot] > qmax) {
+                    for (int v = 0; v < nv; v++)
+                        sc[v][c] = -INFINITY;
                     continue;
                 }
                 const float *k = kw_kvmem_row(&a->mem, sp->pool, sp->page, slot, 0, kbuf);
@@ -68,62 +73,67 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                     rope_one(kbuf, pp[slot], hd, a->inv_freq, a->layout);
                     k = kbuf;
                 }
-                for (int j = 0; j < ng; j++) {
-                    const float *qj = q + (int64_t)j * hd;
+                for (int v = 0; v < nv; v++) {
+                    const float *q = qv[v];
                     float d = 0.f;
 #pragma omp simd reduction(+ : d)
                     for (int i = 0; i < hd; i++)
-                        d += qj[i] * k[i];
-                    sc[j][c] = d * a->scale;
+                        d += q[i] * k[i];
+                    sc[v][c] = pp[slot] > qp[v] ? -INFINITY : d * a->scale;
                 }
             }
-            /* rescale each head's state to the block max, then accumulate V rows read
-             * once for all heads of the group */
-            float mxs[MAX_G];
-            for (int j = 0; j < ng; j++) {
-                float *s = st + j * (hd + 2), *acc = s + 2;
+            /* rescale each vector's state to the block max, then accumulate V rows read
+             * once for all vectors */
+            float mxs[MAX_V];
+            for (int v = 0; v < nv; v++) {
+                float *s = st + v * (hd + 2), *acc = s + 2;
                 float mx = s[0];
                 for (int c = 0; c < nc; c++)
-                    mx = sc[j][c] > mx ? sc[j][c] : mx;
-                mxs[j] = mx;
-                if (mx == -INFINITY)
+                    mx = sc[v][c] > mx ? sc[v][c] : mx;
+                mxs[v] = mx;
+                if (mx == -INFINITY || mx == s[0])
                     continue;
                 float r = expf(s[0] - mx);
-                if (r != 1.f) {
-                    s[1] *= r;
-                    for (int i = 0; i < hd; i++)
-                        acc[i] *= r;
-                }
+                s[1] *= r;
+                for (int i = 0; i < hd; i++)
+                    acc[i] *= r;
                 s[0] = mx;
             }
             for (int c = 0; c < nc; c++) {
-                if (pp[sp->first + c0 + c] > qp) /* masked for every head */
+                if (pp[sp->first + c0 + c] > qmax) /* masked for every vector */
                     continue;
-                const float *v = kw_kvmem_row(&a->mem, sp->pool, sp->page, sp->first + c0 + c,
-                                              1, vbuf);
-                for (int j = 0; j < ng; j++) {
-                    if (sc[j][c] == -INFINITY)
+                const float *vr = kw_kvmem_row(&a->mem, sp->pool, sp->page, sp->first + c0 + c,
+                                               1, vbuf);
+                for (int v = 0; v < nv; v++) {
+                    if (sc[v][c] == -INFINITY)
                         continue;
-                    float p = expf(sc[j][c] - mxs[j]), *s = st + j * (hd + 2), *acc = s + 2;
+                    float p = expf(sc[v][c] - mxs[v]), *s = st + v * (hd + 2), *acc = s + 2;
                     s[1] += p;
 #pragma omp simd
                     for (int i = 0; i < hd; i++)
-                        acc[i] += p * v[i];
+                        acc[i] += p * vr[i];
                 }
             }
         }
     }
 }
 
-/* Cuts each (token, row) into parts of about equal token counts; the parts of one
- * (token, row) are consecutive items. */
+static int tile_tokens(const kw_attn_args *a, const kw_view *w)
+{
+    int ng = w->per_qhead ? 1 : a->n_head / a->n_kv;
+    return MAX_V / ng;
+}
+
+/* Cuts each (tile, row) into parts of about equal token counts; the parts of one
+ * (tile, row) are consecutive items. */
 static int plan_items(const kw_attn_args *a, item **out, int *n_items)
 {
     int nth = omp_get_max_threads();
     int64_t cap = 0;
     for (int i = 0; i < a->n_seq; i++) {
         const kw_view *w = a->views[i];
-        cap += (int64_t)(a->tok_off[i + 1] - a->tok_off[i]) * (w->row_ptr[w->n_rows] + w->n_rows);
+        int nq = a->tok_off[i + 1] - a->tok_off[i], qt = tile_tokens(a, w);
+        cap += (int64_t)((nq + qt - 1) / qt) * (w->row_ptr[w->n_rows] + w->n_rows);
     }
     item *it = malloc((size_t)(cap + 1) * sizeof *it);
     if (!it)
@@ -131,9 +141,11 @@ static int plan_items(const kw_attn_args *a, item **out, int *n_items)
     int n = 0;
     for (int i = 0; i < a->n_seq; i++) {
         const kw_view *w = a->views[i];
-        int units = (a->tok_off[i + 1] - a->tok_off[i]) * w->n_rows;
+        int nq = a->tok_off[i + 1] - a->tok_off[i], qt = tile_tokens(a, w);
+        int units = (nq + qt - 1) / qt * w->n_rows;
         int want = units >= 4 * nth ? 1 : (4 * nth + units - 1) / (units > 0 ? units : 1);
-        for (int t = a->tok_off[i]; t < a->tok_off[i + 1]; t++)
+        for (int t = a->tok_off[i]; t < a->tok_off[i + 1]; t += qt) {
+            int nt = a->tok_off[i + 1] - t < qt ? a->tok_off[i + 1] - t : qt;
             for (int r = 0; r < w->n_rows; r++) {
                 int b = w->row_ptr[r], e = w->row_ptr[r + 1];
                 int len = kw_view_row_tokens(w, r);
@@ -142,29 +154,30 @@ static int plan_items(const kw_attn_args *a, item **out, int *n_items)
                 for (int si = b; si < e; si++) {
                     acc += w->spans[si].n;
                     if (acc >= per && si + 1 < e) {
-                        it[n] = (item){.t = t, .row = r, .s0 = s0, .s1 = si + 1, .part = n};
+                        it[n] = (item){.t = t, .nt = nt, .row = r, .s0 = s0, .s1 = si + 1,
+                                       .part = n};
                         n++;
                         s0 = si + 1;
                         acc = 0;
                     }
                 }
-                it[n] = (item){.t = t, .row = r, .s0 = s0, .s1 = e, .part = n};
+                it[n] = (item){.t = t, .nt = nt, .row = r, .s0 = s0, .s1 = e, .part = n};
                 n++;
             }
+        }
     }
     *out = it;
     *n_items = n;
     return 0;
 }
 
-static void merge(const kw_attn_args *a, const item *it, int n, const float *parts,
-                  int gmax)
+static void merge(const kw_attn_args *a, const item *it, int n, const float *parts)
 {
     const int hd = a->mem.head_dim, g = a->n_head / a->n_kv;
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < n; k++) {
         if (k > 0 && it[k - 1].t == it[k].t && it[k - 1].row == it[k].row)
-            continue; /* the first part of a (token, row) merges all of them */
+            continue; /* the first part of a (tile, row) merges all of them */
         int e = k + 1;
         while (e < n && it[e].t == it[k].t && it[e].row == it[k].row)
             e++;
@@ -175,18 +188,19 @@ static void merge(const kw_attn_args *a, const item *it, int n, const float *par
                 break;
             }
         int h0 = w->per_qhead ? it[k].row : it[k].row * g, ng = w->per_qhead ? 1 : g;
-        for (int j = 0; j < ng; j++) {
+        for (int v = 0; v < it[k].nt * ng; v++) {
+            int t = it[k].t + v / ng, j = v % ng;
             float M = -INFINITY;
             for (int p = k; p < e; p++) {
-                float m = parts[((int64_t)p * gmax + j) * (hd + 2)];
+                float m = parts[((int64_t)p * MAX_V + v) * (hd + 2)];
                 M = m > M ? m : M;
             }
-            float *o = a->out + ((int64_t)it[k].t * a->n_head + h0 + j) * hd;
+            float *o = a->out + ((int64_t)t * a->n_head + h0 + j) * hd;
             memset(o, 0, (size_t)hd * sizeof(float));
             double l = 0;
             if (M != -INFINITY)
                 for (int p = k; p < e; p++) {
-                    const float *s = parts + ((int64_t)p * gmax + j) * (hd + 2);
+                    const float *s = parts + ((int64_t)p * MAX_V + v) * (hd + 2);
                     if (s[0] == -INFINITY)
                         continue;
                     float r = expf(s[0] - M);
@@ -198,7 +212,7 @@ static void merge(const kw_attn_args *a, const item *it, int n, const float *par
                 for (int i = 0; i < hd; i++)
                     o[i] = (float)(o[i] / l);
             if (a->lse)
-                a->lse[(int64_t)it[k].t * a->n_head + h0 + j] =
+                a->lse[(int64_t)t * a->n_head + h0 + j] =
                     l > 0 ? M + (float)log(l) : -INFINITY;
         }
     }
@@ -210,11 +224,11 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
     if (bk != KW_BK_CPU)
         return KW_ENOSYS;
     const int hd = a->mem.head_dim;
-    if (a->n_kv < 1 || a->n_head % a->n_kv || a->n_head / a->n_kv > MAX_G || hd < 2 || hd % 2)
+    if (a->n_kv < 1 || a->n_head % a->n_kv || a->n_head / a->n_kv > MAX_V || hd < 2 || hd % 2)
         return KW_EINVAL;
     for (int i = 0; i < a->n_seq; i++) {
         const kw_view *w = a->views[i];
-        if (w->n_rows != (w->per_qhead ? a->n_head : a->n_kv) || w->n_rows > MAX_G)
+        if (w->n_rows != (w->per_qhead ? a->n_head : a->n_kv))
             return KW_EINVAL;
     }
     item *it;
@@ -222,8 +236,7 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
     int rc = plan_items(a, &it, &n);
     if (rc < 0)
         return rc;
-    int gmax = a->n_head / a->n_kv;
-    float *parts = malloc((size_t)n * gmax * (hd + 2) * sizeof(float));
+    float *parts = malloc((size_t)n * MAX_V * (hd + 2) * sizeof(float));
     int nth = omp_get_max_threads();
     float *kb = malloc((size_t)nth * 2 * hd * sizeof(float));
     if (!parts || !kb) {
@@ -240,10 +253,10 @@ int kw_k_attn_view(kw_backend bk, void *stream, const kw_attn_args *a)
             }
         int g = a->n_head / a->n_kv;
         int h0 = w->per_qhead ? it[k].row : it[k].row * g, ng = w->per_qhead ? 1 : g;
-        run_item(a, w, &it[k], h0, ng, parts + (int64_t)it[k].part * gmax * (hd + 2),
+        run_item(a, w, &it[k], h0, ng, parts + (int64_t)it[k].part * MAX_V * (hd + 2),
                  kb + (int64_t)omp_get_thread_num() * 2 * hd);
     }
-    merge(a, it, n, parts, gmax);
+    merge(a, it, n, parts);
     free(it), free(parts), free(kb);
     return 0;
 }
