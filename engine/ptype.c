@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kvweave/util.h"
 #include "ptype.h"
 #include "registry.h"
 
@@ -102,6 +103,73 @@ int kw__parse_float(const char *s, double *out)
     errno = 0;
     *out = strtod(s, NULL);
     return errno == ERANGE && isinf(*out) ? KW_ERANGE : KW_OK;
+}
+
+/* String params may name environment variables: ${NAME} or ${NAME:-default} ("$$" is a
+ * dollar). ${KVWEAVE_DATA} and ${KVWEAVE_HOME} default to kvweave's own defaults, so
+ * pipelines can point at data sets wherever they live. */
+static int expand_env(const char *in, char **out, char *w, size_t nw)
+{
+    size_t cap = strlen(in) + 1, n = 0;
+    char *o = malloc(cap);
+    if (!o)
+        return why(w, nw, KW_ENOMEM, "out of memory");
+    for (const char *p = in; *p;) {
+        const char *add = p;
+        size_t len = 1;
+        char name[256];
+        if (p[0] == '$' && p[1] == '$') {
+            p += 2;
+        } else if (p[0] == '$' && p[1] == '{') {
+            const char *end = strchr(p + 2, '}');
+            const char *dash = strstr(p + 2, ":-");
+            if (!end) {
+                free(o);
+                return why(w, nw, KW_EPARSE, "has '${' without a closing '}'");
+            }
+            size_t nl = (size_t)((dash && dash < end ? dash : end) - (p + 2));
+            if (nl == 0 || nl >= sizeof name) {
+                free(o);
+                return why(w, nw, KW_EPARSE, "has an empty or too long variable name in '${...}'");
+            }
+            memcpy(name, p + 2, nl);
+            name[nl] = '\0';
+            const char *v = getenv(name);
+            if ((!v || !*v) && !strcmp(name, "KVWEAVE_DATA"))
+                v = kw_data_dir();
+            if ((!v || !*v) && !strcmp(name, "KVWEAVE_HOME"))
+                v = kw_home();
+            if ((!v || !*v) && dash && dash < end) {
+                add = dash + 2;
+                len = (size_t)(end - add);
+            } else if (!v || !*v) {
+                free(o);
+                return why(w, nw, KW_ENOTFOUND,
+                           "names the environment variable %s, which is not set (give a "
+                           "default as ${%s:-VALUE})", name, name);
+            } else {
+                add = v;
+                len = strlen(v);
+            }
+            p = end + 1;
+        } else {
+            p++;
+        }
+        if (n + len + 1 > cap) {
+            cap = (n + len + 1) * 2;
+            char *no = realloc(o, cap);
+            if (!no) {
+                free(o);
+                return why(w, nw, KW_ENOMEM, "out of memory");
+            }
+            o = no;
+        }
+        memcpy(o + n, add, len);
+        n += len;
+    }
+    o[n] = '\0';
+    *out = o;
+    return KW_OK;
 }
 
 static bool has_bounds(const kw_param_spec *sp) { return sp->min != 0 || sp->max != 0; }
@@ -270,6 +338,8 @@ int kw__param_value(const kw_ynode *n, const kw_param_spec *sp, kw_pval *pv, cha
         if (n->kind != KW_Y_SCALAR)
             return why(w, nw, KW_ETYPE, "wants a string, got a %s",
                        n->kind == KW_Y_SEQ ? "list" : "mapping");
+        if (sp->kind == KW_PARAM_STRING)
+            return expand_env(n->text, &pv->s, w, nw);
         if (!(pv->s = strdup(n->text)))
             return why(w, nw, KW_ENOMEM, "out of memory");
         return KW_OK;

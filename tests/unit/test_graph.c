@@ -218,6 +218,25 @@ static void test_params_are_typed_and_defaults_marked(void **st)
     kw_graph_free(g);
 }
 
+static void test_string_params_expand_environment_variables(void **st)
+{
+    (void)st;
+    kw_graph *g;
+    kw_error e;
+    setenv("KW_TEST_DIR", "/data/x", 1);
+    unsetenv("KW_TEST_UNSET");
+    const char *sets[] = {"tok.system", "${KW_TEST_DIR}/a.jsonl $$5 ${KW_TEST_UNSET:-dflt}", NULL};
+    assert_int_equal(build_text(calib, sets, &g, &e), 0);
+    assert_string_equal(param(g, "tok", "system")->s, "/data/x/a.jsonl $5 dflt");
+    kw_graph_free(g);
+    const char *bad[] = {"tok.system", "${KW_TEST_UNSET}/a", NULL};
+    assert_int_equal(build_text(calib, bad, &g, &e), KW_ENOTFOUND);
+    assert_non_null(strstr(e.msg, "KW_TEST_UNSET, which is not set"));
+    assert_int_equal(kw_exit_code(e.code), 2);
+    const char *open_[] = {"tok.system", "${KW_TEST_DIR", NULL};
+    assert_int_equal(build_text(calib, open_, &g, &e), KW_EPARSE);
+}
+
 static void test_intlist_takes_a_comma_string(void **st)
 {
     (void)st;
@@ -382,6 +401,7 @@ int main(void)
         cmocka_unit_test(test_build_wires_ports_and_orders_topologically),
         cmocka_unit_test(test_phases_split_at_the_reduce),
         cmocka_unit_test(test_params_are_typed_and_defaults_marked),
+        cmocka_unit_test(test_string_params_expand_environment_variables),
         cmocka_unit_test(test_intlist_takes_a_comma_string),
         cmocka_unit_test(test_scalar_typing_errors_name_place_and_numbers),
         cmocka_unit_test(test_unknown_names_get_the_nearest_suggestion),
