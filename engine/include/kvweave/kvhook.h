@@ -60,7 +60,11 @@ typedef struct kw_seqshape {
     int max_new;
 } kw_seqshape;
 
-/* A hook's worst-case claim for one sequence. */
+/* A hook's worst-case claim for one sequence. Admission: the engine admits a sequence
+ * when the pool's unclaimed pages cover the largest `pages` among its hooks' reserves
+ * (all of its prompt and new tokens when no hook reserves); a sequence that outgrows
+ * its claim fails with KW_ELIMIT when the pool runs out. tmp_pages and meta_bytes are
+ * recorded, not enforced. */
 typedef struct kw_memclaim {
     int64_t pages;     /* main pool pages (the engine takes the max over the stack) */
     int64_t tmp_pages; /* temporary pool pages per step */
