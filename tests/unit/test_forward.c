@@ -218,7 +218,9 @@ static void test_forward_gguf_and_hf_load_to_identical_logits(void **st)
         sp.qwen2 = variant == 1;
         sp.rope_llama3 = variant == 2;
         sp.tie_embeddings = variant != 1;
-        char dir[] = "/tmp/kw_fwd_tinyXXXXXX", gg[128], hf[128];
+        const char *tmp = getenv("TMPDIR");
+        char dir[512], gg[600], hf[600];
+        snprintf(dir, sizeof dir, "%s/kw_fwd_tinyXXXXXX", tmp && *tmp ? tmp : "/tmp");
         assert_non_null(mkdtemp(dir));
         snprintf(gg, sizeof gg, "%s/tiny.gguf", dir);
         snprintf(hf, sizeof hf, "%s/hf", dir);
@@ -247,7 +249,7 @@ static void test_forward_gguf_and_hf_load_to_identical_logits(void **st)
         free(ids), free(la), free(lb);
         kw_model_free(a);
         kw_model_free(b);
-        char cmd[256];
+        char cmd[600];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         assert_int_equal(system(cmd), 0);
     }
