@@ -18,7 +18,9 @@ extern "C" {
 
 typedef struct kw_engine kw_engine;
 
-/* model_spec: a registered name, a GGUF path or an HF directory. device: "cpu" or
+/* model_spec: a registered name, a GGUF path, an HF directory or a hub name
+ * (ORG/NAME[@REV][/file.gguf], resolved through the Hugging Face cache; HF_HUB_OFFLINE=1
+ * reads only the cache). device: "cpu" or
  * "cuda[:N]" (KW_ENOSYS in a build without CUDA). */
 int kw_engine_open(const char *model_spec, const char *device, kw_engine **out,
                    kw_error *err);
