@@ -430,6 +430,13 @@ static int attention(stepctx *c, int layer, int n_tok)
     }
     kw_attn_stats st = {.lse = want_lse ? f->lse : NULL, .n_head = cf->n_head};
     call_hooks(c, layer, CALL_AFTER_ATTN, &st);
+    /* a reference branch takes this layer's whole prompt KV before a method evicts */
+    for (int i = 0; s->twins && i < s->n_seq; i++)
+        if (s->twins[i] && s->last_chunk[i] && s->seq_rc[i] == 0) {
+            int tr = kw_kvseq_share_layer(s->twins[i]->kv, s->seqs[i]->kv, layer);
+            if (tr < 0)
+                s->seq_rc[i] = tr;
+        }
     call_hooks(c, layer, CALL_PREFILL_END, NULL);
     return 0;
 }

@@ -78,6 +78,12 @@ typedef struct kw_gen_result {
     int64_t meta_bytes;                       /* hooks' metadata at the end */
     int64_t tmp_bytes_peak;                   /* temporary pool, whole engine */
     double attended_mean;                     /* tokens read per layer and decode step */
+    /* with kw_gen_req.reference, per position (n_gen), against the full-attention
+     * branch (nullable otherwise): */
+    float *ref_kl;        /* KL(full || this) in nats, over the whole vocabulary */
+    uint8_t *ref_top1;    /* 1: this argmax equals full's (ties: lowest index) */
+    uint8_t *ref_top5;    /* 1: full's argmax is among this top-5 */
+    float *ref_logprobs;  /* log p_full of the forced token */
 } kw_gen_result;
 kw_gen_result *kw_gen_result_free(kw_gen_result *r);
 
@@ -96,6 +102,15 @@ typedef struct kw_gen_req {
     int64_t sample;          /* sample index (random keys, hooks); -1 if none */
     void (*done)(void *user, kw_gen_result *r); /* engine thread; (transfer full) r */
     void *user;
+    /* With forced: fidelity to full attention. After this sequence's prompt is
+     * prefilled (once, with its hooks), a full-attention branch without hooks takes the
+     * prompt's KV layer by layer, sharing its pages (kw_kvseq_share_layer, before any
+     * on_prefill_end evicts), and is teacher-forced in the same batch over the same
+     * tokens; the result gets ref_kl, ref_top1, ref_top5 and ref_logprobs. Position 0
+     * (the prompt's last logits) is computed once, by the prefill, for both: a hook that
+     * changes attention during prefill (not only after it) shapes the reference too. The
+     * claim grows by the branch's worst case (all prompt + forced tokens). */
+    bool reference;
 } kw_gen_req;
 
 /* Opens an engine on a loaded model (transfer none: m outlives the engine). */
