@@ -21,6 +21,10 @@ extern const kw_op kw_op_decode_greedy;
 extern const kw_op kw_op_decode_sample;
 extern const kw_op kw_op_decode_teacher_forced;
 
+/* perplexity and fidelity to full attention */
+extern const kw_op kw_op_dataset_text, kw_op_decode_fidelity;
+extern const kw_op kw_op_score_ppl, kw_op_score_fidelity;
+
 const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
@@ -40,5 +44,11 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_decode_greedy,
     &kw_op_decode_sample,
     &kw_op_decode_teacher_forced,
+
+    /* perplexity and fidelity to full attention */
+    &kw_op_dataset_text,
+    &kw_op_decode_fidelity,
+    &kw_op_score_ppl,
+    &kw_op_score_fidelity,
     NULL,
 };

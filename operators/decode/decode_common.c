@@ -76,10 +76,11 @@ static void on_done(void *user, kw_gen_result *r)
         json_t *g = kw__generation_json(p->m, r, p->sample);
         rc = g ? kw_task_out(p->t, 0, kw_value_json(KW_T_GENERATION, g)) : KW_ENOMEM;
     }
-    kw_task_complete(p->t, rc);
+    kw_task *t = p->t;
     kw_gen_result_free(r);
-    json_decref(p->sample);
+    json_decref(p->sample); /* before completing: the task's consumers may run at once */
     free(p);
+    kw_task_complete(t, rc);
 }
 
 int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req)
@@ -208,6 +209,18 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
     json_object_set_new(g, "memory", mem);
     if (sample)
         json_object_set(g, "sample", sample);
+    if (r->ref_kl) {
+        json_t *f = json_object(), *t1 = json_array(), *t5 = json_array();
+        for (int i = 0; i < r->n_gen; i++) {
+            json_array_append_new(t1, json_integer(r->ref_top1[i]));
+            json_array_append_new(t5, json_integer(r->ref_top5[i]));
+        }
+        json_object_set_new(f, "kl", float_array(r->ref_kl, r->n_gen));
+        json_object_set_new(f, "top1", t1);
+        json_object_set_new(f, "top5", t5);
+        json_object_set_new(f, "logprobs_full", float_array(r->ref_logprobs, r->n_gen));
+        json_object_set_new(g, "fidelity", f);
+    }
     if (r->logprobs) {
         double nll = 0;
         for (int i = 0; i < r->n_gen; i++)

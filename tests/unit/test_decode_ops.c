@@ -17,7 +17,8 @@
 #include "kvweave/op.h"
 #include "runtime_support.h"
 
-extern const kw_op kw_op_decode_greedy, kw_op_decode_teacher_forced;
+extern const kw_op kw_op_decode_greedy, kw_op_decode_teacher_forced, kw_op_decode_fidelity;
+extern const kw_op kw_op_score_fidelity, kw_op_score_ppl;
 
 /* ---- stand-in engine side ---- */
 
@@ -156,8 +157,9 @@ static kw_value *tokens_value(int n, int max_new, json_t *sample, json_t *extra)
     return kw_value_tokens(t);
 }
 
-/* Runs one task of `op` with `params` on `in`; returns the task (free with task_free). */
-static kw_task *run_op(const kw_op *op, json_t *params, kw_value *in)
+/* Runs one task of `op` with `params` on `in` (and `in1` on port 1, nullable); returns
+ * the task (free with task_free). */
+static kw_task *run_op2(const kw_op *op, json_t *params, kw_value *in, kw_value *in1)
 {
     kw_opctx c = {.op = op, .params = params, .e = engine};
     void *st = calloc(1, op->state_size ? op->state_size : 1);
@@ -168,6 +170,7 @@ static kw_task *run_op(const kw_op *op, json_t *params, kw_value *in)
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
     t->in[0] = in;
+    t->in[1] = in1;
     t->sample = 3;
     int rc = op->run(&c, st, t);
     if (rc == KW_PENDING) {
@@ -183,6 +186,11 @@ static kw_task *run_op(const kw_op *op, json_t *params, kw_value *in)
     free(st);
     json_decref(params);
     return t;
+}
+
+static kw_task *run_op(const kw_op *op, json_t *params, kw_value *in)
+{
+    return run_op2(op, params, in, NULL);
 }
 
 static void task_free(kw_task *t)
@@ -271,12 +279,107 @@ static void test_teacher_forced_steps_rule(void **s)
     task_free(t);
 }
 
+/* ---- decode.fidelity -> score.fidelity, score.ppl ---- */
+
+static json_t *score_gen(const kw_op *op, kw_task *gen)
+{
+    kw_task *t = run_op(op, json_object(), kw_value_ref(gen->out));
+    json_t *m = json_incref(gen_of(t));
+    task_free(t);
+    return m;
+}
+
+static double num(json_t *m, const char *k)
+{
+    json_t *v = json_object_get(m, k);
+    if (!json_is_number(v))
+        fail_msg("metrics lack '%s'", k);
+    return json_number_value(v);
+}
+
+/* No KV method: the full branch and the "method" are the same: KL 0, top-1 1, top-5 1,
+ * and the two perplexities agree. */
+static void test_fidelity_of_full_attention_to_itself_is_perfect(void **s)
+{
+    (void)s;
+    json_t *extra = json_pack("{s:[i,i,i,i,i,i,i,i]}", "continuation", 3, 9, 27, 81, 50, 4, 12, 36);
+    kw_task *t = run_op(&kw_op_decode_fidelity, json_object(), tokens_value(40, 0, NULL, extra));
+    json_t *g = gen_of(t);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(g, "fidelity"), "kl")), 8);
+    json_t *f = score_gen(&kw_op_score_fidelity, t), *p = score_gen(&kw_op_score_ppl, t);
+    assert_true(num(f, "kl") >= 0 && num(f, "kl") < 1e-6);
+    assert_true(num(f, "top1") == 1.0);
+    assert_true(num(f, "top5") == 1.0);
+    assert_true(num(f, "positions") == 8);
+    assert_true(fabs(num(p, "nll") - num(p, "nll_full")) < 1e-5);
+    assert_true(num(p, "nll") > 0);
+    assert_true(fabs(num(p, "ppl") - exp(num(p, "nll"))) < 1e-9 * num(p, "ppl"));
+    json_decref(f), json_decref(p);
+    task_free(t);
+}
+
+/* A kvmethod that keeps only the last 4 prompt tokens per KV head at prefill end: the
+ * method branch departs from the full one (KL > 0 after position 0, which is the
+ * prefill's and the same for both); its perplexity is its own, the full one's the
+ * reference's. */
+static int last4_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
+{
+    (void)st;
+    for (int i = 0; i < b->n_seq; i++)
+        for (int h = 0; h < c->cfg->n_head_kv; h++) {
+            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
+            int32_t keep[4] = {n - 4, n - 3, n - 2, n - 1};
+            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, 4);
+            if (rc < 0)
+                return rc;
+        }
+    return 0;
+}
+
+static const kw_kvhook last4_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
+                                     .roles = KW_ROLE_EVICT, .name = "test.last4",
+                                     .on_prefill_end = last4_prefill_end};
+
+static void test_fidelity_sees_an_eviction(void **s)
+{
+    (void)s;
+    kw_kvmethod *km = calloc(1, sizeof *km);
+    km->hook = &last4_hook;
+    kw_value *method = kw_value_kvmethod(km);
+    json_t *extra = json_pack("{s:[i,i,i,i,i,i]}", "continuation", 3, 9, 27, 81, 50, 4);
+    kw_task *t = run_op2(&kw_op_decode_fidelity, json_object(), tokens_value(40, 0, NULL, extra),
+                         method);
+    json_t *fid = json_object_get(gen_of(t), "fidelity");
+    assert_true(json_real_value(json_array_get(json_object_get(fid, "kl"), 0)) < 1e-6);
+    double later = 0;
+    for (size_t i = 1; i < 6; i++)
+        later += json_real_value(json_array_get(json_object_get(fid, "kl"), i));
+    assert_true(later > 1e-4);
+    json_t *f = score_gen(&kw_op_score_fidelity, t), *p = score_gen(&kw_op_score_ppl, t);
+    assert_true(num(f, "kl") > 0);
+    assert_true(num(f, "top1") >= 0 && num(f, "top1") <= 1);
+    assert_true(num(f, "top5") >= num(f, "top1"));
+    /* the full branch's perplexity is decode.teacher_forced's without the method */
+    kw_task *tf = run_op(&kw_op_decode_teacher_forced, json_object(),
+                         tokens_value(40, 0, NULL,
+                                      json_pack("{s:[i,i,i,i,i,i]}", "continuation", 3, 9, 27,
+                                                81, 50, 4)));
+    json_t *pf = score_gen(&kw_op_score_ppl, tf);
+    assert_true(fabs(num(p, "nll_full") - num(pf, "nll")) < 1e-5);
+    assert_true(fabs(num(p, "nll") - num(pf, "nll")) > 1e-6);
+    json_decref(f), json_decref(p), json_decref(pf);
+    task_free(tf);
+    task_free(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_max_new_param_beats_data_set_beats_default),
         cmocka_unit_test(test_generation_carries_the_sample),
         cmocka_unit_test(test_teacher_forced_steps_rule),
+        cmocka_unit_test(test_fidelity_of_full_attention_to_itself_is_perfect),
+        cmocka_unit_test(test_fidelity_sees_an_eviction),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
