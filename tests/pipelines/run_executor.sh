@@ -164,5 +164,27 @@ n=$(q "SELECT count(*) FROM samples s JOIN runs r ON r.uuid = s.run WHERE r.pipe
 [ $rc = 2 ] || fail "ops describe of an unknown name exit $rc"
 grep -q "did you mean 'score.ruler'" "$tmp/out9" || fail "no suggestion: $(cat "$tmp/out9")"
 
+# 10. overlap: io, cpu and an asynchronous device stage, 30 ms each per sample; the
+# wall time must be well under the sum of the stages' busy time (the lanes overlap)
+cat > "$tmp/overlap.yaml" <<YAML
+name: overlap
+plugins: [$RUNOPS]
+dataset: { op: t.count, with: { n: 30 } }
+stages:
+  - { id: io, op: t.io, in: [dataset], with: { ms: 30 } }
+  - { id: cpu, op: t.cpu, in: [io], with: { ms: 30 } }
+  - { id: gpu, op: t.gpu, in: [cpu], with: { ms: 30 } }
+YAML
+kv "$tmp/overlap.yaml" --threads 1 > /dev/null 2>&1 || fail "overlap run"
+r=$(q "SELECT uuid FROM runs WHERE pipeline = 'overlap'")
+sum=$(q "SELECT sum(busy_s) FROM stages WHERE run = '$r' AND stage IN ('io', 'cpu')")
+wall=$(q "SELECT value FROM metrics WHERE run = '$r' AND sample IS NULL AND key = 'wall_s'")
+python3 - "$sum" "$wall" <<'PY' || fail "no overlap"
+import sys
+busy, wall = float(sys.argv[1]) + 30 * 0.030, float(sys.argv[2])  # + the device's own time
+print("overlap: stages busy %.2f s in all, wall %.2f s, wall/sum %.2f" % (busy, wall, wall / busy))
+assert wall < 0.7 * busy, (wall, busy)
+PY
+
 [ $fails = 0 ] && echo "run executor: all checks passed"
 exit $((fails > 0))

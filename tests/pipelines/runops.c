@@ -4,8 +4,13 @@
  *   t.count (source)  n samples {"id": "s<i>", "x": i}; fail_at: the source fails there
  *   t.sum (reduce)    calibration: {"sum": sum of x, "n": samples, "xs": [x...]} (stats)
  *   t.score (map)     {"x": x, "score": x / (1 + calib mean)} from a sample and the stats;
- *                     fail_x: that sample fails; sleep_ms: per sample */
+ *                     fail_x: that sample fails; sleep_ms: per sample
+ *   t.io, t.cpu, t.gpu (maps) sleep ms per sample on their lane; t.gpu completes
+ *                     asynchronously from a "device" thread (returns KW_PENDING), like a
+ *                     decode stage; for the overlap test */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <time.h>
 
@@ -140,5 +145,74 @@ static const kw_op op_score = {
     .run = score_run,
 };
 
+/* ---- lanes: sleep on io, cpu, and an asynchronous "device" for gpu ---- */
+
+static int pass_on(kw_task *t, int64_t ms)
+{
+    nap(ms);
+    return kw_task_out(t, 0, kw_value_ref(kw_task_in(t, 0)));
+}
+
+static int io_run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    return pass_on(t, kw_param_int(c, "ms"));
+}
+
+typedef struct dev_job {
+    kw_task *t;
+    int64_t ms;
+} dev_job;
+
+static void *device_thread(void *p)
+{
+    dev_job *j = p;
+    int rc = pass_on(j->t, j->ms);
+    kw_task_complete(j->t, rc);
+    free(j);
+    return NULL;
+}
+
+/* One device: jobs run one after another (a mutex), each on its own thread. */
+static pthread_mutex_t device_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void *serial_device(void *p)
+{
+    pthread_mutex_lock(&device_mu);
+    device_thread(p);
+    pthread_mutex_unlock(&device_mu);
+    return NULL;
+}
+
+static int gpu_run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    dev_job *j = malloc(sizeof *j);
+    pthread_t th;
+    if (!j)
+        return kw_task_fail(t, KW_ENOMEM, "out of memory");
+    *j = (dev_job){t, kw_param_int(c, "ms")};
+    if (pthread_create(&th, NULL, serial_device, j) != 0) {
+        free(j);
+        return kw_task_fail(t, KW_EINTERNAL, "no thread");
+    }
+    pthread_detach(th);
+    return KW_PENDING;
+}
+
+static const kw_port pass_in[] = {{"in", KW_T_SAMPLE, KW_EACH, 0, "samples"}};
+static const kw_port pass_out[] = {{"out", KW_T_SAMPLE, KW_EACH, 0, "the same samples"}};
+static const kw_param_spec ms_p[] = {{"ms", KW_PARAM_INT, "10", 0, 100000, NULL, "sleep"}};
+#define LANE_OP(var, nm, lane, fn)                                                         \
+    static const kw_op var = {                                                             \
+        .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = nm, .version = 1,                 \
+        .doc = "sleeps on its lane", .lanes = lane, .inputs = pass_in, .n_inputs = 1,      \
+        .outputs = pass_out, .n_outputs = 1, .params = ms_p, .n_params = 1, .run = fn,     \
+    }
+LANE_OP(op_io, "t.io", KW_LANE_IO, io_run);
+LANE_OP(op_cpu, "t.cpu", KW_LANE_CPU, io_run);
+LANE_OP(op_gpu, "t.gpu", KW_LANE_GPU, gpu_run);
+
 const uint32_t kw_plugin_abi = KW_OP_ABI;
-const kw_op *const kw_plugin_ops[] = {&op_count, &op_sum, &op_score, NULL};
+const kw_op *const kw_plugin_ops[] = {&op_count, &op_sum, &op_score, &op_io, &op_cpu, &op_gpu,
+                                      NULL};
