@@ -22,7 +22,7 @@ extern const kw_op kw_op_decode_sample;
 extern const kw_op kw_op_decode_teacher_forced;
 
 /* perplexity and fidelity to full attention */
-extern const kw_op kw_op_dataset_text, kw_op_decode_fidelity;
+extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_decode_fidelity;
 extern const kw_op kw_op_score_ppl, kw_op_score_fidelity;
 
 const kw_op *const kw_builtin_ops[] = {
@@ -47,6 +47,7 @@ const kw_op *const kw_builtin_ops[] = {
 
     /* perplexity and fidelity to full attention */
     &kw_op_dataset_text,
+    &kw_op_tokenize_ids,
     &kw_op_decode_fidelity,
     &kw_op_score_ppl,
     &kw_op_score_fidelity,

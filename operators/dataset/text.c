@@ -1,16 +1,18 @@
 /* dataset.text — windows of a long UTF-8 text for teacher-forced evaluation (perplexity,
  * fidelity to full attention). The whole file is tokenized once with the model's
- * tokenizer; sample i is the window of `prefill` P + `steps` T tokens at offset o_i:
+ * tokenizer; sample i is the window of `prefill` P + `steps` T tokens at offset o_i, as
+ * a record
  *
- *   tokens: ids = the P prompt tokens (BOS first when the tokenizer adds one), extra =
- *           {"continuation": [the next T ids]}, max_new = T — what decode.teacher_forced
- *           and decode.fidelity take without further params;
- *   sample: {"id", "index", "offset" (o_i, in the text's tokens), "prefill", "steps",
- *           "path"} — the record stored for the sample.
+ *   {"id", "index", "offset" (o_i, in the text's tokens), "prefill", "steps", "path",
+ *    "ids": the P prompt tokens (BOS first when the tokenizer adds one),
+ *    "continuation": the next T tokens, "max_new": T}
+ *
+ * tokenize.ids turns it into tokens (prompt ids, extra.continuation, max_new = T): what
+ * decode.teacher_forced and decode.fidelity take without further params. (One output:
+ * the executor carries a data set's first output only.)
  *
  * Offsets are evenly spaced over the text (first window at 0, last one at the end; the
  * default) or drawn uniformly from a seeded counter-based generator (`offsets: random`).
- * Wire the tokens explicitly: `in: [dataset.tokens]`.
  *
  * newlines: lf (default) drops every CR, so CRLF (and the CR CR LF of some PG-19 files)
  * become LF; keep leaves the text as it is. The file's path and sha256 and the text's
@@ -27,9 +29,8 @@
 #include "kvweave/util.h"
 
 static const kw_port outs[] = {
-    {"samples", KW_T_SAMPLE, KW_EACH, 0, "id, index, offset, prefill, steps, path"},
-    {"tokens", KW_T_TOKENS, KW_EACH, 0,
-     "P prompt ids, extra.continuation: the next T ids, max_new = T"},
+    {"samples", KW_T_SAMPLE, KW_EACH, 0,
+     "id, index, offset, prefill, steps, path, ids (P), continuation (T), max_new (T)"},
 };
 static const kw_param_spec params[] = {
     {"path", KW_PARAM_STRING, NULL, 0, 0, NULL,
@@ -172,6 +173,16 @@ static int64_t window_at(kw_opctx *c, int64_t i, int64_t n, int64_t span)
     return n > 1 ? (int64_t)llround((double)i * (double)span / (double)(n - 1)) : 0;
 }
 
+static json_t *id_array(const int32_t *v, int n, int32_t first)
+{
+    json_t *a = json_array();
+    if (a && first >= 0)
+        json_array_append_new(a, json_integer(first));
+    for (int i = 0; a && i < n; i++)
+        json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
 static int run(kw_opctx *c, void *vst, kw_task *t)
 {
     state *st = vst;
@@ -180,35 +191,17 @@ static int run(kw_opctx *c, void *vst, kw_task *t)
         return KW_END;
     int64_t i = st->next++;
     int P = (int)kw_param_int(c, "prefill"), T = (int)kw_param_int(c, "steps");
-    int b = st->bos >= 0, body = P - b;
+    int body = P - (st->bos >= 0);
     int64_t off = window_at(c, i, n, st->n_ids - (int64_t)body - T);
-    kw_tokens *tk = calloc(1, sizeof *tk);
-    if (!tk || !(tk->ids = malloc(sizeof(int32_t) * (size_t)P))) {
-        free(tk);
-        return kw_task_fail(t, KW_ENOMEM, "out of memory");
-    }
-    if (b)
-        tk->ids[0] = st->bos;
-    memcpy(tk->ids + b, st->ids + off, sizeof(int32_t) * (size_t)body);
-    tk->n = P;
-    tk->max_new = T;
-    json_t *cont = json_array();
-    for (int k = 0; k < T; k++)
-        json_array_append_new(cont, json_integer(st->ids[off + body + k]));
-    tk->extra = json_pack("{s:o}", "continuation", cont);
     char id[64];
     snprintf(id, sizeof id, "text-%lld", (long long)i);
-    json_t *rec = json_pack("{s:s,s:I,s:I,s:i,s:i,s:s}", "id", id, "index", (json_int_t)i,
-                            "offset", (json_int_t)off, "prefill", P, "steps", T, "path",
-                            st->path);
-    if (!rec || !tk->extra) {
-        json_decref(rec);
-        kw_value_unref(kw_value_tokens(tk));
+    json_t *rec = json_pack("{s:s,s:I,s:I,s:i,s:i,s:s,s:o,s:o,s:i}", "id", id, "index",
+                            (json_int_t)i, "offset", (json_int_t)off, "prefill", P, "steps", T,
+                            "path", st->path, "ids", id_array(st->ids + off, body, st->bos),
+                            "continuation", id_array(st->ids + off + body, T, -1), "max_new", T);
+    if (!rec)
         return kw_task_fail(t, KW_ENOMEM, "out of memory");
-    }
-    tk->sample = json_incref(rec);
-    int rc = kw_task_out(t, 0, kw_value_json(KW_T_SAMPLE, rec));
-    return rc < 0 ? rc : kw_task_out(t, 1, kw_value_tokens(tk));
+    return kw_task_out(t, 0, kw_value_json(KW_T_SAMPLE, rec));
 }
 
 static void fini(kw_opctx *c, void *vst)
@@ -224,12 +217,12 @@ const kw_op kw_op_dataset_text = {
     .name = "dataset.text",
     .version = 1,
     .doc = "windows of prefill + steps tokens of a UTF-8 text file (evenly spaced or seeded "
-           "random offsets) as tokens for teacher forcing (prompt ids + extra.continuation) "
-           "and as sample records; wire `in: [dataset.tokens]`",
+           "random offsets) as records with the token ids (ids: P prompt tokens, "
+           "continuation: T more); tokenize.ids makes them tokens for teacher forcing",
     .lanes = KW_LANE_CPU,
     .flags = KW_OP_SOURCE | KW_OP_SERIAL | KW_OP_NEEDS_MODEL,
     .outputs = outs,
-    .n_outputs = 2,
+    .n_outputs = 1,
     .params = params,
     .n_params = sizeof params / sizeof params[0],
     .state_size = sizeof(state),

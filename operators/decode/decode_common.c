@@ -134,6 +134,17 @@ static json_t *float_array(const float *v, int n)
     return a;
 }
 
+const kw_tokens *kw__decode_tokens(kw_task *t)
+{
+    kw_value *v = kw_task_in(t, 0);
+    if (!v || strcmp(kw_value_type(v), KW_T_TOKENS) != 0) {
+        kw_task_fail(t, KW_ETYPE, "decode: input 'tokens' holds %s, not tokens",
+                     v ? kw_value_type(v) : "nothing");
+        return NULL;
+    }
+    return kw_value_data(v);
+}
+
 int kw__decode_max_new(const kw_opctx *c, const kw_tokens *tk, const char *param)
 {
     if (kw_param_is_set(c, param))

@@ -27,6 +27,9 @@ void kw__decode_fini(kw_opctx *c, void *st);
 /* Fills the request's hooks, callback and sample, submits, returns KW_PENDING (or fails
  * the task). */
 int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req);
+/* The task's tokens input; NULL after failing the task when it is missing or not
+ * tokens (return KW_ETYPE then). */
+const kw_tokens *kw__decode_tokens(kw_task *t);
 /* The generation length of a sequence: the operator's `param` when the pipeline set it,
  * else the data set's (tk->max_new > 0), else the param's default. */
 int kw__decode_max_new(const kw_opctx *c, const kw_tokens *tk, const char *param);

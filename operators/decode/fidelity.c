@@ -24,7 +24,9 @@ static const kw_param_spec params[] = {
 
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
-    const kw_tokens *tk = kw_value_data(kw_task_in(t, 0));
+    const kw_tokens *tk = kw__decode_tokens(t);
+    if (!tk)
+        return KW_ETYPE;
     kw_gen_req r = {.topk = (int)kw_param_int(c, "topk"), .want_logprobs = true,
                     .reference = true};
     int32_t *cont = NULL;

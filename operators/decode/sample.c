@@ -14,7 +14,9 @@ static const kw_param_spec params[] = {
 
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
-    const kw_tokens *tk = kw_value_data(kw_task_in(t, 0));
+    const kw_tokens *tk = kw__decode_tokens(t);
+    if (!tk)
+        return KW_ETYPE;
     kw_gen_req r = {.prompt = tk->ids, .n_prompt = tk->n,
                     .max_new = kw__decode_max_new(c, tk, "max_new"),
                     .want_logprobs = kw_param_bool(c, "logprobs"),

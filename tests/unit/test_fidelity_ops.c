@@ -17,7 +17,8 @@
 #include "kvweave/op.h"
 #include "kvweave/util.h"
 
-extern const kw_op kw_op_dataset_text, kw_op_score_ppl, kw_op_score_fidelity;
+extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_score_ppl,
+    kw_op_score_fidelity;
 
 /* ---- stand-in engine side ---- */
 
@@ -167,7 +168,11 @@ static src_out run_text(json_t *params)
             break;
         if (rc < 0)
             fail_msg("dataset.text run failed (%d): %s", rc, t.msg);
-        const kw_tokens *tk = kw_value_data(t.out[1]);
+        /* through tokenize.ids, as the pipeline does */
+        kw_opctx tc = {&kw_op_tokenize_ids, NULL, NULL};
+        kw_task tt = {.in = {t.out[0]}};
+        assert_int_equal(kw_op_tokenize_ids.run(&tc, NULL, &tt), 0);
+        const kw_tokens *tk = kw_value_data(tt.out[0]);
         window *w = &o.w[o.n++];
         w->rec = json_incref(kw_value_jsonobj(t.out[0]));
         assert_ptr_equal(tk->sample, w->rec);
@@ -177,7 +182,7 @@ static src_out run_text(json_t *params)
         w->max_new = tk->max_new;
         w->cont = json_incref(json_object_get(tk->extra, "continuation"));
         kw_value_unref(t.out[0]);
-        kw_value_unref(t.out[1]);
+        kw_value_unref(tt.out[0]);
     }
     kw_op_dataset_text.fini(&c, st);
     free(st);
@@ -289,6 +294,35 @@ static void test_text_refuses_empty_non_utf8_and_short_text(void **s)
     src_free(&o);
 }
 
+/* tokenize.ids refuses records without usable ids, and takes a record without a
+ * continuation as a plain prompt. */
+static void test_tokenize_ids_checks_the_ids(void **s)
+{
+    (void)s;
+    const char *bad[] = {"{\"ids\": []}", "{\"ids\": [1, \"x\"]}", "{\"ids\": [1, -2]}",
+                         "{\"ids\": [1], \"continuation\": [2.5]}", "{}"};
+    json_t *params = json_object();
+    kw_opctx c = {&kw_op_tokenize_ids, params, NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        kw_task t = {.in = {kw_value_json(KW_T_SAMPLE, json_loads(bad[i], 0, NULL))}};
+        assert_int_equal(kw_op_tokenize_ids.run(&c, NULL, &t), KW_EINVAL);
+        assert_non_null(strstr(t.msg, "token ids"));
+        assert_null(t.out[0]);
+        kw_value_unref(t.in[0]);
+    }
+    kw_task t = {.in = {kw_value_json(KW_T_SAMPLE, json_pack("{s:[i,i],s:i}", "ids", 4, 5,
+                                                             "max_new", 9))}};
+    assert_int_equal(kw_op_tokenize_ids.run(&c, NULL, &t), 0);
+    const kw_tokens *tk = kw_value_data(t.out[0]);
+    assert_int_equal(tk->n, 2);
+    assert_int_equal(tk->ids[1], 5);
+    assert_int_equal(tk->max_new, 9);
+    assert_null(tk->extra);
+    kw_value_unref(t.in[0]);
+    kw_value_unref(t.out[0]);
+    json_decref(params);
+}
+
 /* ---- scores ---- */
 
 static json_t *score(const kw_op *op, json_t *gen, int *rc, char *msg)
@@ -365,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_text_drops_carriage_returns),
         cmocka_unit_test(test_text_random_offsets_are_seeded),
         cmocka_unit_test(test_text_refuses_empty_non_utf8_and_short_text),
+        cmocka_unit_test(test_tokenize_ids_checks_the_ids),
         cmocka_unit_test(test_ppl_is_exp_of_mean_nll),
         cmocka_unit_test(test_fidelity_averages_positions),
     };
