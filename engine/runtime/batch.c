@@ -136,7 +136,7 @@ int kw_engine_open_model(const kw_model *m, const kw_engine_opts *opts, kw_engin
     e->o = opts ? *opts : kw_engine_defaults();
     int rc = check_opts(m, &e->o, err);
     if (rc == 0)
-        rc = kw__fwd_new(m, e->o.chunk + e->o.max_batch, &e->f, err);
+        rc = kw__fwd_new(m, 2 * e->o.chunk + e->o.max_batch, &e->f, err); /* + OWN branches */
     kw_kvpool_opts po = {.page_tokens = e->o.page_tokens, .n_pages = e->o.n_pages,
                          .n_tmp_pages = e->o.n_tmp_pages, .dtype = e->o.kv_dtype,
                          .pre_rope = e->o.pre_rope};
@@ -247,6 +247,9 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         if (rc < 0)
             return rc;
     }
+    if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
+        return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "
+                            "KW_REF_NONE, KW_REF_SHARED, KW_REF_OWN", r->reference);
     if (r->reference && (!r->forced || r->n_forced < 1))
         return kw_error_set(err, KW_EINVAL, "engine: a full-attention reference branch needs "
                             "teacher forcing (forced tokens)");
@@ -523,7 +526,8 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
             b->prefill[k] = pre;
             b->last[k] = pre && done + c == q->req.n_prompt;
             b->row[k] = -1;
-            b->twin[k] = b->last[k] && q->ref ? &q->ref->s : NULL;
+            b->twin[k] = b->last[k] && q->ref && q->req.reference == KW_REF_SHARED
+                             ? &q->ref->s : NULL;
             b->ref_at[k] = -1;
             for (int j = 0; j < c; j++) {
                 b->ids[nt + j] = q->toks[done + j];
@@ -535,24 +539,31 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
                 b->logit_tok[nl++] = nt - 1;
             }
             k++;
-            if (pre || !q->ref)
+            if (!q->ref || (pre && q->req.reference != KW_REF_OWN))
                 continue;
-            /* the reference branch steps beside it: same token, same position */
+            /* the reference branch steps beside it: same tokens, same positions (a
+               prompt chunk of its own prefill, or the decode token) */
             kw_eseq *r = q->ref;
             b->ref_at[k - 1] = k;
             b->q[k] = r;
             b->seqs[k] = &r->s;
             b->stacks[k] = NULL;
             b->first[k] = nt;
-            b->n[k] = 1;
-            b->prefill[k] = b->last[k] = false;
+            b->n[k] = c;
+            b->prefill[k] = pre;
+            b->last[k] = b->last[k - 1];
             b->twin[k] = NULL;
             b->ref_at[k] = -1;
-            b->ids[nt] = q->toks[done];
-            b->pos[nt] = done;
-            nt++;
-            b->row[k] = nl;
-            b->logit_tok[nl++] = nt - 1;
+            for (int j = 0; j < c; j++) {
+                b->ids[nt + j] = q->toks[done + j];
+                b->pos[nt + j] = done + j;
+            }
+            nt += c;
+            b->row[k] = -1;
+            if (!pre || b->last[k]) {
+                b->row[k] = nl;
+                b->logit_tok[nl++] = nt - 1;
+            }
             k++;
         }
     *n_logits = nl;
@@ -609,7 +620,7 @@ static void run_step(kw_engine *e, stepbuf *b)
         if (b->row[j] >= 0) {
             const float *lg = e->logits + (int64_t)b->row[j] * V;
             int jr = b->ref_at[j];
-            if (q->ref && b->last[j])
+            if (q->ref && b->last[j] && q->req.reference == KW_REF_SHARED)
                 q->ref->s.n_past = q->req.n_prompt; /* it took the prompt's KV */
             if (q->ref && (jr < 0 || st.seq_rc[jr] >= 0))
                 compare_ref(q, jr < 0 ? lg : e->logits + (int64_t)b->row[jr] * V, lg, V);
@@ -645,6 +656,12 @@ static void run_step(kw_engine *e, stepbuf *b)
                 break;
             }
         const char *why = rc < 0                ? err.msg
+                          : st.twin_rc[j] == KW_ERANGE
+                              ? "a kv method dropped prompt tokens before the prompt ended, "
+                                "so the full-attention branch cannot share the prefill; give "
+                                "it its own (decode.fidelity reference_prefill: own)"
+                          : st.twin_rc[j] < 0   ? "no KV pages left for the full-attention "
+                                                  "reference branch"
                           : ref_failed          ? "the full-attention reference branch "
                                                   "failed (the KV pool is full?)"
                           : src == KW_ELIMIT    ? "the KV pool is full (the sequence's claim "
@@ -661,7 +678,7 @@ static void *engine_main(void *arg)
     if (e->o.threads > 0)
         omp_set_num_threads(e->o.threads);
     stepbuf b;
-    int max_tok = e->o.chunk + e->o.max_batch;
+    int max_tok = 2 * e->o.chunk + e->o.max_batch;
     b.ids = malloc(sizeof(int32_t) * max_tok);
     b.pos = malloc(sizeof(int32_t) * max_tok);
     for (;;) {

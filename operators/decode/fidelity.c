@@ -7,10 +7,16 @@
  * method's argmax is full's, "top5": full's argmax is in the method's top-5,
  * "logprobs_full": log p_full of the forced token}. score.fidelity and score.ppl read it.
  *
- * Position 0 is the prompt's last logits, computed once by the prefill for both (full
- * attention unless a method changes attention during prefill itself). With no KV method
+ * reference_prefill: shared (default) prefills once and shares the pages, as above;
+ * position 0 (the prompt's last logits) is then the prefill's for both. It is exact for
+ * methods that act at prefill end or in decoding (SnapKV, PyramidKV, H2O, Quest); a
+ * method that drops prompt tokens earlier (StreamingLLM evicting per prefill chunk) fails
+ * the sample with a message saying so, and one that selects during prefill would shape
+ * the reference too. own: the full branch prefills the prompt itself beside the method's
+ * prefill (twice the prefill work and pages): exact for any method. With no KV method
  * wired the two branches are the same model on the same KV: KL 0, top-1 1. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "decode_common.h"
 
@@ -20,6 +26,10 @@ static const kw_param_spec params[] = {
      "split the tokens: this many prompt tokens (0: use extra.continuation)"},
     {"steps", KW_PARAM_INT, "0", 0, 1 << 24, NULL,
      "positions scored (0: all); when set it wins over the data set's max_new"},
+    {"reference_prefill", KW_PARAM_ENUM, "shared", 0, 0, "shared|own",
+     "shared: the full branch takes the method's prefill KV before the method evicts (one "
+     "prefill; exact for eviction at prefill end and decode-time methods); own: it "
+     "prefills itself (exact for any method, twice the prefill)"},
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -28,7 +38,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
     if (!tk)
         return KW_ETYPE;
     kw_gen_req r = {.topk = (int)kw_param_int(c, "topk"), .want_logprobs = true,
-                    .reference = true};
+                    .reference = !strcmp(kw_param_str(c, "reference_prefill"), "own")
+                                     ? KW_REF_OWN : KW_REF_SHARED};
     int32_t *cont = NULL;
     int rc = kw__forced_req(c, t, tk, "decode.fidelity", &r, &cont);
     if (rc < 0)
@@ -45,6 +56,6 @@ const kw_op kw_op_decode_fidelity = {
            "agreement, top-5 containment and the full branch's log-probs",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 3, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = 4, .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

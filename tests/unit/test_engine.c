@@ -403,14 +403,14 @@ static void plain_fidelity(const float *f, const float *m, int V, double *kl, in
 }
 
 static kw_gen_result *run_reference(const kw_model *m, const int32_t *ids, int np, int nf,
-                                    const kw_hookstack *hs, int chunk)
+                                    const kw_hookstack *hs, int chunk, int mode)
 {
     kw_engine *e = open_engine(m, 4, chunk, 4096);
     sink s = {0};
     pthread_mutex_init(&s.mu, NULL);
     slot sl = {&s, 0};
     kw_gen_req r = {.prompt = ids, .n_prompt = np, .forced = ids + np, .n_forced = nf,
-                    .hooks = hs, .reference = true, .done = on_done, .user = &sl};
+                    .hooks = hs, .reference = mode, .done = on_done, .user = &sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     /* a plain sequence beside it in the same batch */
@@ -426,7 +426,8 @@ static kw_gen_result *run_reference(const kw_model *m, const int32_t *ids, int n
     assert_int_equal(s.res[1]->rc, 0);
     kw_gen_result_free(s.res[1]);
     pthread_mutex_destroy(&s.mu);
-    assert_int_equal(es.prefill_tokens, 2 * np); /* the reference branch is not prefilled */
+    /* a shared reference branch is not prefilled; its own prefill is one more */
+    assert_int_equal(es.prefill_tokens, (mode == KW_REF_OWN ? 3 : 2) * np);
     return s.res[0];
 }
 
@@ -443,7 +444,7 @@ static void test_engine_reference_branch_of_full_attention_agrees(void **st)
     memcpy(ids, prompts[2], sizeof(int32_t) * np);
     for (int i = 0; i < nf; i++)
         ids[np + i] = (i * 11 + 5) % c.n_vocab;
-    kw_gen_result *r = run_reference(m, ids, np, nf, NULL, 16);
+    kw_gen_result *r = run_reference(m, ids, np, nf, NULL, 16, KW_REF_SHARED);
     assert_int_equal(r->rc, 0);
     assert_int_equal(r->n_gen, nf);
     assert_non_null(r->ref_kl);
@@ -474,37 +475,105 @@ static void test_engine_reference_branch_measures_an_eviction(void **st)
     kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
                    .name = "test.half", .on_prefill_end = half_prefill_end};
     kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
-    kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16);
+    for (int mode = KW_REF_SHARED; mode <= KW_REF_OWN; mode++) {
+        kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, mode);
+        assert_int_equal(r->rc, 0);
+        float *full = malloc(sizeof(float) * (np + nf) * V), *ev = malloc(sizeof(float) * (np + nf) * V);
+        rt_ref_forward(m, ids, np + nf, full, NULL, NULL, 0);
+        halfkeep hk = {np};
+        rt_ref_forward(m, ids, np + nf, ev, half_keep, &hk, 0);
+        double kl_sum = 0;
+        int n_t1 = 0;
+        for (int i = 0; i < nf; i++) {
+            const float *f = full + (int64_t)(np + i - 1) * V, *e = ev + (int64_t)(np + i - 1) * V;
+            double kl;
+            int t1, t5;
+            plain_fidelity(f, e, V, &kl, &t1, &t5);
+            if (fabs(r->ref_kl[i] - kl) > 1e-4 + 1e-3 * kl)
+                fail_msg("position %d: KL %g, the definition gives %g", i, r->ref_kl[i], kl);
+            assert_int_equal(r->ref_top1[i], t1);
+            assert_int_equal(r->ref_top5[i], t5);
+            double mx = f[0], s = 0;
+            for (int v = 1; v < V; v++)
+                mx = fmax(mx, f[v]);
+            for (int v = 0; v < V; v++)
+                s += exp(f[v] - mx);
+            assert_true(fabs(r->ref_logprobs[i] - (f[ids[np + i]] - mx - log(s))) < 1e-4);
+            kl_sum += kl;
+            n_t1 += t1;
+        }
+        assert_true(r->ref_kl[0] < 1e-6); /* position 0 is the prefill's, full for both */
+        assert_true(kl_sum > 1e-4);        /* the eviction did change something */
+        (void)n_t1;
+        free(full);
+        free(ev);
+        kw_gen_result_free(r);
+    }
+    rt_tiny_free(m);
+}
+
+/* Drops the oldest stored token of every KV head after each prompt chunk but the last:
+ * a method that acts before the prompt ends. */
+static int drop_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    (void)st, (void)a;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (!b->prefill[i] || b->last_chunk[i])
+            continue;
+        for (int h = 0; h < c->cfg->n_head_kv; h++) {
+            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
+            int32_t keep[512];
+            for (int j = 1; j < n && j < 513; j++)
+                keep[j - 1] = j;
+            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, n - 1);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* A method that drops prompt tokens during chunked prefill: a shared reference would not
+ * be full attention, so the sequence fails saying so; with its own prefill the branch is
+ * exactly the plain full-attention forward pass. */
+static void test_engine_reference_branch_own_prefill_for_prefill_time_methods(void **st)
+{
+    (void)st;
+    kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&c, 15);
+    make_prompts(c.n_vocab);
+    int np = plen[2], nf = 6, V = c.n_vocab;
+    int32_t ids[128];
+    memcpy(ids, prompts[2], sizeof(int32_t) * np);
+    for (int i = 0; i < nf; i++)
+        ids[np + i] = (i * 5 + 1) % V;
+    kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
+                   .name = "test.chunkdrop", .after_attn = drop_after_chunk};
+    kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
+    kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, KW_REF_SHARED);
+    assert_int_equal(r->rc, KW_ERANGE);
+    assert_non_null(strstr(r->error, "own"));
+    kw_gen_result_free(r);
+    r = run_reference(m, ids, np, nf, &hs, 16, KW_REF_OWN);
     assert_int_equal(r->rc, 0);
-    float *full = malloc(sizeof(float) * (np + nf) * V), *ev = malloc(sizeof(float) * (np + nf) * V);
+    float *full = malloc(sizeof(float) * (np + nf) * V);
     rt_ref_forward(m, ids, np + nf, full, NULL, NULL, 0);
-    halfkeep hk = {np};
-    rt_ref_forward(m, ids, np + nf, ev, half_keep, &hk, 0);
     double kl_sum = 0;
-    int n_t1 = 0;
     for (int i = 0; i < nf; i++) {
-        const float *f = full + (int64_t)(np + i - 1) * V, *e = ev + (int64_t)(np + i - 1) * V;
-        double kl;
-        int t1, t5;
-        plain_fidelity(f, e, V, &kl, &t1, &t5);
-        if (fabs(r->ref_kl[i] - kl) > 1e-4 + 1e-3 * kl)
-            fail_msg("position %d: KL %g, the definition gives %g", i, r->ref_kl[i], kl);
-        assert_int_equal(r->ref_top1[i], t1);
-        assert_int_equal(r->ref_top5[i], t5);
-        double mx = f[0], s = 0;
+        const float *f = full + (int64_t)(np + i - 1) * V;
+        double mx = f[0], sum = 0;
         for (int v = 1; v < V; v++)
             mx = fmax(mx, f[v]);
         for (int v = 0; v < V; v++)
-            s += exp(f[v] - mx);
-        assert_true(fabs(r->ref_logprobs[i] - (f[ids[np + i]] - mx - log(s))) < 1e-4);
-        kl_sum += kl;
-        n_t1 += t1;
+            sum += exp(f[v] - mx);
+        if (fabs(r->ref_logprobs[i] - (f[ids[np + i]] - mx - log(sum))) > 1e-4)
+            fail_msg("position %d: full log-prob %g, the plain forward gives %g", i,
+                     r->ref_logprobs[i], f[ids[np + i]] - mx - log(sum));
+        kl_sum += r->ref_kl[i];
     }
-    assert_true(r->ref_kl[0] < 1e-6); /* position 0 is the prefill's, full for both */
-    assert_true(kl_sum > 1e-4);        /* the eviction did change something */
-    (void)n_t1;
+    assert_true(r->ref_kl[0] > 0); /* the method's prefill differed already */
+    assert_true(kl_sum > 1e-4);
     free(full);
-    free(ev);
     kw_gen_result_free(r);
     rt_tiny_free(m);
 }
@@ -538,6 +607,7 @@ int main(void)
         cmocka_unit_test(test_engine_reference_branch_of_full_attention_agrees),
         cmocka_unit_test(test_engine_reference_branch_measures_an_eviction),
         cmocka_unit_test(test_engine_reference_branch_needs_teacher_forcing),
+        cmocka_unit_test(test_engine_reference_branch_own_prefill_for_prefill_time_methods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

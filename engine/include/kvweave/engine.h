@@ -102,16 +102,22 @@ typedef struct kw_gen_req {
     int64_t sample;          /* sample index (random keys, hooks); -1 if none */
     void (*done)(void *user, kw_gen_result *r); /* engine thread; (transfer full) r */
     void *user;
-    /* With forced: fidelity to full attention. After this sequence's prompt is
-     * prefilled (once, with its hooks), a full-attention branch without hooks takes the
-     * prompt's KV layer by layer, sharing its pages (kw_kvseq_share_layer, before any
-     * on_prefill_end evicts), and is teacher-forced in the same batch over the same
-     * tokens; the result gets ref_kl, ref_top1, ref_top5 and ref_logprobs. Position 0
-     * (the prompt's last logits) is computed once, by the prefill, for both: a hook that
-     * changes attention during prefill (not only after it) shapes the reference too. The
-     * claim grows by the branch's worst case (all prompt + forced tokens). */
-    bool reference;
+    /* With forced: fidelity to full attention (KW_REF_*). A full-attention branch
+     * without hooks is teacher-forced beside this sequence over the same tokens, in the
+     * same batch; the result gets ref_kl, ref_top1, ref_top5 and ref_logprobs.
+     *   KW_REF_SHARED: the prompt is prefilled once, with the hooks; the branch takes its
+     *     KV layer by layer on shared pages (kw_kvseq_share_layer) just before
+     *     on_prefill_end, and position 0 (the prompt's last logits) is the prefill's for
+     *     both. Exact when the hooks change nothing before the prompt ends (eviction at
+     *     prefill end, selection in decoding); a sequence whose hooks dropped prompt
+     *     tokens earlier (eviction per prefill chunk) fails with a message saying so. A
+     *     hook that selects during prefill shapes the reference too, undetected.
+     *   KW_REF_OWN: the branch prefills the prompt itself, chunk by chunk beside the
+     *     sequence: exact for any hook, at twice the prefill work and pages.
+     * The claim grows by the branch's worst case (all prompt + forced tokens). */
+    int reference;
 } kw_gen_req;
+enum { KW_REF_NONE = 0, KW_REF_SHARED = 1, KW_REF_OWN = 2 }; /* kw_gen_req.reference */
 
 /* Opens an engine on a loaded model (transfer none: m outlives the engine). */
 int kw_engine_open_model(const kw_model *m, const kw_engine_opts *o, kw_engine **out,
