@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "kvweave/engine.h"
+#include "runtime/sampler.h"
 #include "runtime_support.h"
 
 #define NP 5
@@ -594,6 +595,36 @@ static void test_engine_reference_branch_needs_teacher_forcing(void **st)
     rt_tiny_free(m);
 }
 
+/* The fidelity of one position on a 3-token vocabulary, by hand: p_full = (1/2, 1/4,
+ * 1/4), p_method = (1/4, 1/2, 1/4): KL = 1/2 ln 2 - 1/4 ln 2 = ln(2)/4; the argmaxes
+ * differ; full's argmax (token 0) is second in the method's ranking, so within the top 5.
+ * Shifting logits by a constant changes nothing; equal rows give KL 0. */
+static void test_fidelity_by_hand_on_a_tiny_vocabulary(void **st)
+{
+    (void)st;
+    float full[3] = {logf(0.5f), logf(0.25f), logf(0.25f)};
+    float meth[3] = {logf(0.25f) + 7.f, logf(0.5f) + 7.f, logf(0.25f) + 7.f};
+    float kl;
+    uint8_t t1, t5;
+    kw__fidelity(full, meth, 3, &kl, &t1, &t5);
+    assert_true(fabs(kl - log(2.0) / 4) < 1e-6);
+    assert_int_equal(t1, 0);
+    assert_int_equal(t5, 1);
+    kw__fidelity(full, full, 3, &kl, &t1, &t5);
+    assert_true(kl == 0.f);
+    assert_int_equal(t1, 1);
+    /* top-5 over 8 tokens: full's argmax is token 6; the method ranks 5 tokens above it
+     * (two of them tied with it at a lower index), so it is sixth: not contained */
+    float f8[8] = {0, 0, 0, 0, 0, 0, 5, 0};
+    float m8[8] = {3, 3, 3, 2, 2, 1, 2, 0};
+    kw__fidelity(f8, m8, 8, &kl, &t1, &t5);
+    assert_int_equal(t1, 0);
+    assert_int_equal(t5, 0);
+    m8[3] = 1; /* now fifth */
+    kw__fidelity(f8, m8, 8, &kl, &t1, &t5);
+    assert_int_equal(t5, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_engine_stops_on_eos),
         cmocka_unit_test(test_engine_uses_hook_reserve),
         cmocka_unit_test(test_engine_underclaimed_sequence_fails_cleanly),
+        cmocka_unit_test(test_fidelity_by_hand_on_a_tiny_vocabulary),
         cmocka_unit_test(test_engine_reference_branch_of_full_attention_agrees),
         cmocka_unit_test(test_engine_reference_branch_measures_an_eviction),
         cmocka_unit_test(test_engine_reference_branch_needs_teacher_forcing),
