@@ -114,7 +114,9 @@ typedef struct kw_gen_req {
      *     hook that selects during prefill shapes the reference too, undetected.
      *   KW_REF_OWN: the branch prefills the prompt itself, chunk by chunk beside the
      *     sequence: exact for any hook, at twice the prefill work and pages.
-     * The claim grows by the branch's worst case (all prompt + forced tokens). */
+     * The claim grows by the branch's worst case (all prompt + forced tokens); the memory
+ * figures of the result are the sequence's own (the branch's pages are not counted),
+ * and the branch takes a batch slot of its own (max_batch >= 2). */
     int reference;
 } kw_gen_req;
 enum { KW_REF_NONE = 0, KW_REF_SHARED = 1, KW_REF_OWN = 2 }; /* kw_gen_req.reference */
