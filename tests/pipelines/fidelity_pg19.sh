@@ -50,4 +50,30 @@ if abs(lo_a - lo_b) > 1e-4 or abs(hi_a - hi_b) > 1e-4:
     sys.exit("FAIL: full attention against itself: nll %g..%g, nll_full %g..%g" % (lo_a, hi_a, lo_b, hi_b))
 print("ok: fidelity of full attention to itself: kl < 1e-6, top1 = top5 = 1, nll = nll_full")
 PY
+
+# pipelines/ppl_pg19.yaml (decode.teacher_forced, no branch) on the same windows gives
+# the same per-sample nll
+set +e
+"$kw" run "$src/pipelines/ppl_pg19.yaml" --set dataset.n=2 --set dataset.prefill=128 \
+  --set dataset.steps=8 --db "$db" > "$tmp/out2" 2> "$tmp/err2"
+rc=$?
+set -e
+[ "$rc" = 0 ] || { cat "$tmp/out2" "$tmp/err2" >&2; echo "FAIL: ppl run exited $rc" >&2; exit 1; }
+"$kw" query "SELECT r.pipeline, m.sample, m.value FROM metrics m JOIN runs r ON r.uuid = m.run
+             WHERE m.key = 'nll' AND m.sample IS NOT NULL ORDER BY m.sample, r.pipeline" \
+  --format csv --db "$db" > "$tmp/nll.csv"
+python3 - "$tmp/nll.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))[1:]
+by = {}
+for pipe, smp, v in rows:
+    by.setdefault(smp, {})[pipe] = float(v)
+if len(by) != 2 or any(len(v) != 2 for v in by.values()):
+    sys.exit("FAIL: expected nll of 2 samples from both pipelines, got %s" % rows)
+for smp, v in by.items():
+    a, b = v["fidelity-pg19"], v["ppl-pg19"]
+    if abs(a - b) > 1e-4:
+        sys.exit("FAIL: sample %s: nll %g (fidelity) vs %g (teacher_forced)" % (smp, a, b))
+print("ok: decode.teacher_forced and decode.fidelity agree on nll")
+PY
 echo PASS
