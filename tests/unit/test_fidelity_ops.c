@@ -1,4 +1,5 @@
-/* Harness tests of dataset.text, score.ppl and score.fidelity through a minimal
+/* Harness tests of dataset.text, tokenize.ids, score.ppl and score.fidelity (and of the
+ * provenance dataset.ruler records) through a minimal
  * stand-in of the engine side of op.h (params with the operator's defaults, provenance
  * records, tasks with two output ports, a byte-level tokenizer: BOS 256 then one id per
  * byte). They prove the windows the source cuts, and the formulas of the scores on
@@ -18,7 +19,7 @@
 #include "kvweave/util.h"
 
 extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_score_ppl,
-    kw_op_score_fidelity;
+    kw_op_score_fidelity, kw_op_dataset_ruler;
 
 /* ---- stand-in engine side ---- */
 
@@ -392,6 +393,36 @@ static void test_fidelity_averages_positions(void **s)
     assert_null(m);
 }
 
+/* dataset.ruler records its data folder once ("data_dir"), not each file it reads. */
+static void test_ruler_provenance_names_the_data_folder_only(void **s)
+{
+    (void)s;
+    const char *data = getenv("KVWEAVE_DATA");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/ruler", data ? data : "");
+    if (!data || access(dir, R_OK) != 0) {
+        skip();
+        return;
+    }
+    json_t *params = json_pack("{s:s,s:i}", "data", dir, "length", 1024), *rec = json_object();
+    kw_opctx c = {&kw_op_dataset_ruler, params, rec};
+    void *st = calloc(1, kw_op_dataset_ruler.state_size);
+    kw_error err = {0};
+    assert_int_equal(kw_op_dataset_ruler.init(&c, st, &err), 0);
+    kw_op_dataset_ruler.fini(&c, st);
+    free(st);
+    assert_string_equal(json_string_value(json_object_get(rec, "data_dir")), dir);
+    const char *k;
+    json_t *v;
+    json_object_foreach(rec, k, v) {
+        const char *t = json_string_value(v);
+        if (t && (strstr(t, ".json") || strstr(t, ".txt")))
+            fail_msg("provenance '%s' names a file: %s", k, t);
+    }
+    json_decref(params);
+    json_decref(rec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,6 +433,7 @@ int main(void)
         cmocka_unit_test(test_tokenize_ids_checks_the_ids),
         cmocka_unit_test(test_ppl_is_exp_of_mean_nll),
         cmocka_unit_test(test_fidelity_averages_positions),
+        cmocka_unit_test(test_ruler_provenance_names_the_data_folder_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
