@@ -372,6 +372,60 @@ static void test_fidelity_sees_an_eviction(void **s)
     task_free(t);
 }
 
+/* A method that drops prompt tokens after each prompt chunk but the last (the engine
+ * here prefills 32 tokens a step): the shared reference is refused with a message that
+ * names reference_prefill, and reference_prefill: own gives the exact full branch. */
+static int drop_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    (void)st, (void)a;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (!b->prefill[i] || b->last_chunk[i])
+            continue;
+        for (int h = 0; h < c->cfg->n_head_kv; h++) {
+            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
+            int32_t keep[256];
+            for (int j = 1; j < n && j < 257; j++)
+                keep[j - 1] = j;
+            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, n - 1);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static const kw_kvhook chunkdrop_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
+                                         .roles = KW_ROLE_EVICT, .name = "test.chunkdrop",
+                                         .after_attn = drop_after_chunk};
+
+static void test_fidelity_reference_prefill_own_for_prefill_time_methods(void **s)
+{
+    (void)s;
+    for (int own = 0; own < 2; own++) {
+        kw_kvmethod *km = calloc(1, sizeof *km);
+        km->hook = &chunkdrop_hook;
+        json_t *extra = json_pack("{s:[i,i,i,i]}", "continuation", 3, 9, 27, 81);
+        kw_task *t = run_op2(&kw_op_decode_fidelity,
+                             json_pack("{s:s}", "reference_prefill", own ? "own" : "shared"),
+                             tokens_value(40, 0, NULL, extra), kw_value_kvmethod(km));
+        if (!own) {
+            assert_int_equal(t->rc, KW_ERANGE);
+            assert_non_null(strstr(t->msg, "reference_prefill: own"));
+            task_free(t);
+            continue;
+        }
+        json_t *p = score_gen(&kw_op_score_ppl, t);
+        kw_task *tf = run_op(&kw_op_decode_teacher_forced, json_object(),
+                             tokens_value(40, 0, NULL,
+                                          json_pack("{s:[i,i,i,i]}", "continuation", 3, 9, 27, 81)));
+        json_t *pf = score_gen(&kw_op_score_ppl, tf);
+        assert_true(fabs(num(p, "nll_full") - num(pf, "nll")) < 1e-5);
+        json_decref(p), json_decref(pf);
+        task_free(tf);
+        task_free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -380,6 +434,7 @@ int main(void)
         cmocka_unit_test(test_teacher_forced_steps_rule),
         cmocka_unit_test(test_fidelity_of_full_attention_to_itself_is_perfect),
         cmocka_unit_test(test_fidelity_sees_an_eviction),
+        cmocka_unit_test(test_fidelity_reference_prefill_own_for_prefill_time_methods),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
