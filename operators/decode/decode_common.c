@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "decode_common.h"
+#include "kvweave/util.h"
 
 const kw_port kw__decode_inputs[2] = {
     {"tokens", KW_T_TOKENS, KW_EACH, 0, "the tokenized prompt"},
@@ -197,9 +198,13 @@ int kw__forced_req(kw_opctx *c, kw_task *t, const kw_tokens *tk, const char *who
 
 json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *sample)
 {
-    char *text = m && m->tok ? kw_detokenize(m->tok, r->tokens, r->n_gen, 1) : NULL;
+    char *raw = m && m->tok ? kw_detokenize(m->tok, r->tokens, r->n_gen, 1) : NULL;
+    /* generation can stop inside a character (max_new): the text is repaired to valid
+     * UTF-8 (U+FFFD), else JSON could not hold it */
+    char *text = raw ? kw_utf8_valid_copy(raw) : NULL;
     json_t *g = json_object();
     json_object_set_new(g, "text", json_string(text ? text : ""));
+    free(raw);
     free(text);
     json_object_set_new(g, "tokens", int_array(r->tokens, r->n_gen));
     json_object_set_new(g, "n_prompt", json_integer(r->n_prompt));
