@@ -85,6 +85,7 @@ struct kw_exec {
     int *deps;
     int **cons, *n_cons;
     int n_ps;
+    int n_metric_stages;      /* stages of the phase with a `metrics` output */
     /* progress and results (mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -450,8 +451,13 @@ static void record_sample(kw_exec *x, ksample *s)
                 continue;
             for (int p = 0; p < g->stages[si].op->n_outputs && p < MAX_OUT; p++) {
                 kw_value *v = *sval(x, s, si, p);
-                if (v && !strcmp(kw_value_type(v), KW_T_METRICS))
-                    put_numbers(x, s, "", kw_value_jsonobj(v), &err, 1);
+                if (v && !strcmp(kw_value_type(v), KW_T_METRICS)) {
+                    /* several scorers (one per method branch): keys are "<stage>/<key>" */
+                    char pre[160] = "";
+                    if (x->n_metric_stages > 1)
+                        snprintf(pre, sizeof pre, "%s/", g->stages[si].id);
+                    put_numbers(x, s, pre, kw_value_jsonobj(v), &err, 1);
+                }
             }
         }
         if (gen) {
@@ -719,6 +725,14 @@ static int phase_setup(kw_exec *x, kw_phase ph, kw_error *err)
                                "stage '%s' is a second source; a pipeline has one data set",
                                g->stages[i].id);
         x->n_ps += x->is_ps[i];
+    }
+    x->n_metric_stages = 0;
+    for (int i = 0; i < n; i++) {
+        const kw_op *op = g->stages[i].op;
+        bool m = false;
+        for (int p = 0; p < op->n_outputs; p++)
+            m |= !strcmp(op->outputs[p].type, KW_T_METRICS);
+        x->n_metric_stages += x->is_ps[i] && m;
     }
     for (int c = 0; c < n; c++) {
         if (!x->is_ps[c])

@@ -164,6 +164,20 @@ n=$(q "SELECT count(*) FROM samples s JOIN runs r ON r.uuid = s.run WHERE r.pipe
 [ $rc = 2 ] || fail "ops describe of an unknown name exit $rc"
 grep -q "did you mean 'score.ruler'" "$tmp/out9" || fail "no suggestion: $(cat "$tmp/out9")"
 
+# 9b. two scorers in one pipeline: their metrics are kept apart as "<stage>/<key>"
+cat > "$tmp/two.yaml" <<YAML
+name: two
+plugins: [$RUNOPS]
+dataset: { op: t.count, with: { n: 4 } }
+stages:
+  - { id: a, op: t.score, in: [dataset] }
+  - { id: b, op: t.score, in: [dataset], with: { fail_x: 99 } }
+YAML
+kv "$tmp/two.yaml" > /dev/null 2>&1 || fail "two-scorer run"
+r=$(q "SELECT uuid FROM runs WHERE pipeline = 'two'")
+k=$(q "SELECT group_concat(key, ' ') FROM (SELECT DISTINCT key FROM metrics WHERE run = '$r' AND sample IS NOT NULL ORDER BY key)")
+[ "$k" = "a/score a/x b/score b/x" ] || fail "two scorers' keys: $k"
+
 # 10. overlap: io, cpu and an asynchronous device stage, 30 ms each per sample; the
 # wall time must be well under the sum of the stages' busy time (the lanes overlap)
 cat > "$tmp/overlap.yaml" <<YAML
