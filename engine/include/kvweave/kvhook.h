@@ -7,7 +7,7 @@
  *
  *   QKV projection -> on_kv (K before RoPE) -> RoPE and append to the pool
  *   -> select (each SELECT hook in stack order refines the view) -> materialize
- *   -> attention over the view -> after_attn (LSE / observation probabilities)
+ *   -> attention over the view -> after_attn (LSE / observation / step probabilities)
  *   -> on_prefill_end (only sequences whose prompt ends in this step) -> MLP
  *   ... step_end once per step.
  *
