@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "kernels.h"
 #include "runtime/forward.h"
 #include "runtime_support.h"
 
@@ -247,7 +248,15 @@ static int sp_after_attn(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_
                 for (int j = 0; j < n; j++) {
                     const float *k;
                     int32_t pos;
+                    float kr[64];
                     kw_kvseq_token(b->seqs[i]->kv, c->layer, kvh, j, &k, NULL, &pos);
+                    if (kw_kvpool_options(c->pool)->pre_rope) { /* rotate at read */
+                        float inv[32];
+                        kw_rope_inv_freq(cf, inv);
+                        memcpy(kr, k, sizeof(float) * hd);
+                        kw_ref_rope(kr, &pos, 1, 1, hd, inv, cf->rope_layout);
+                        k = kr;
+                    }
                     double d = 0;
                     for (int x = 0; x < hd; x++)
                         d += (double)q[x] * k[x];
@@ -277,9 +286,9 @@ static const kw_kvhook sp_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_AB
                                   .name = "test.step_probs", .select = sp_select,
                                   .after_attn = sp_after_attn};
 
-static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(void **st)
+static void step_probs_case(bool pre_rope)
 {
-    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model_config cfg = rt_tiny_config(pre_rope, pre_rope ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
     kw_model *m = rt_tiny_model(&cfg, 5);
     kw_fwd *f;
     kw_kvpool *pool;
@@ -287,6 +296,7 @@ static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(voi
     assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
     kw_kvpool_opts o = kw_kvpool_defaults();
     o.page_tokens = 4;
+    o.pre_rope = pre_rope;
     assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
     sp_state ss = {0};
     kw_hookstack hs = {.n = 1, .hooks = {&sp_hook}, .states = {&ss}};
@@ -310,6 +320,12 @@ static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(voi
     kw__fwd_free(f);
     kw_kvpool_free(pool);
     rt_tiny_free(m);
+}
+
+static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(void **st)
+{
+    step_probs_case(false);
+    step_probs_case(true); /* K stored before RoPE, rotated at read */
 }
 
 static void test_hookstack_rules(void **st)
