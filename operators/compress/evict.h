@@ -59,8 +59,9 @@ int kw__pyramid_keep(int capacity, int window, double beta, int n_layer, int n_p
 
 /* Shared by the four operators: reads capacity/ratio and the optional budget input
  * (port 0 when has_budget_port), records what the budget counts, and emits the
- * kvmethod on output 0. A ratio set in the pipeline wins over the capacity; with neither
- * set and a capacity of 0, default_capacity (> 0) applies. p: (transfer full). */
+ * kvmethod on output 0. A ratio > 0 set in the pipeline wins over the capacity (so a
+ * sweep can --set ratio on a pipeline that names a capacity); with neither set and a
+ * capacity of 0, default_capacity (> 0) applies. p: (transfer full). */
 int kw__evict_emit(kw_opctx *c, kw_task *t, kw__evict_params *p, bool has_budget_port,
                    int default_capacity, const char *counts);
 

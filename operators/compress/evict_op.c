@@ -20,16 +20,14 @@ int kw__evict_emit(kw_opctx *c, kw_task *t, kw__evict_params *p, bool has_budget
         rc = kw_task_fail(t, KW_EINVAL, "%s: a budget input and '%s' are both set; the budget "
                           "decides the capacity, leave capacity and ratio unset",
                           kw_ctx_stage(c), rs ? "ratio" : "capacity");
-    else if (rs && cs)
-        rc = kw_task_fail(t, KW_EINVAL, "%s: set capacity or ratio, not both", kw_ctx_stage(c));
     if (rc < 0) {
         free(p);
         return rc;
     }
     p->capacity = (int)kw_param_int(c, "capacity");
     p->ratio = kw_param_float(c, "ratio");
-    if (rs)
-        p->capacity = 0;
+    if (rs && p->ratio > 0)
+        p->capacity = 0; /* a ratio set in the pipeline (or by --set) wins */
     else if (p->capacity > 0)
         p->ratio = 0;
     else if (!cs && default_capacity > 0)

@@ -15,7 +15,8 @@ static const kw_param_spec params[] = {
     {"capacity", KW_PARAM_INT, "2048", 1, 1e9, NULL,
      "uniform capacity the schedule redistributes: " COUNTS},
     {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
-     "when set: capacity = round(ratio x prompt tokens), same counting"},
+     "when set > 0: capacity = round(ratio x prompt tokens), same counting (wins over "
+     "capacity)"},
     {"window", KW_PARAM_INT, "32", 1, 4096, NULL, "observation window, always kept"},
     {"kernel", KW_PARAM_INT, "5", 1, 255, NULL, "1-D pooling kernel over the scores"},
     {"pooling", KW_PARAM_ENUM, "avg", 0, 0, "avg|max", "pooling: avg or max"},

@@ -16,7 +16,8 @@ static const kw_param_spec params[] = {
     {"capacity", KW_PARAM_INT, "2048", 1, 1e9, NULL,
      "tokens kept per layer and KV head: " COUNTS},
     {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
-     "when set: capacity = round(ratio x prompt tokens), same counting"},
+     "when set > 0: capacity = round(ratio x prompt tokens), same counting (wins over "
+     "capacity)"},
     {"window", KW_PARAM_INT, "32", 1, 4096, NULL,
      "observation window: the last prompt queries that score, always kept (at most the "
      "engine's obs_window)"},

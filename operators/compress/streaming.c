@@ -19,7 +19,8 @@ static const kw_param_spec params[] = {
     {"capacity", KW_PARAM_INT, "0", 0, 1e9, NULL,
      "tokens kept per layer and KV head: " COUNTS "; 0: sink + recent"},
     {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
-     "when set: capacity = round(ratio x prompt tokens), same counting"},
+     "when set > 0: capacity = round(ratio x prompt tokens), same counting (wins over "
+     "capacity)"},
     {"prefill_evict", KW_PARAM_BOOL, "true", 0, 0, NULL,
      "also evict after each prompt chunk (memory bounded by capacity + chunk during the "
      "prompt; a chunk's queries then see the sink, the recent tokens and their own chunk)"},
