@@ -101,8 +101,8 @@ static void params_free(void *pp)
 }
 
 /* Worst case pages: the whole prompt is stored before it is evicted; afterwards the kept
- * tokens plus what decoding keeps (every generated token for SnapKV/PyramidKV, one for
- * StreamingLLM/H2O, which evict as they go). */
+ * tokens plus what decoding keeps (every generated token for SnapKV/PyramidKV; for
+ * StreamingLLM/H2O, which evict as they go, at most the capacity plus the current token). */
 static int ev_reserve(void *st, const kw_seqshape *sh, kw_memclaim *out)
 {
     const evstate *s = st;
@@ -111,9 +111,10 @@ static int ev_reserve(void *st, const kw_seqshape *sh, kw_memclaim *out)
     int64_t pages = 0;
     for (int l = 0; l < s->L; l++)
         for (int h = 0; h < s->Hk; h++) {
-            int64_t c = seq_cap(s, sh->n_prompt, l, h);
-            int64_t kept = (c < sh->n_prompt ? c : sh->n_prompt) + (grows ? sh->max_new : 1);
-            int64_t peak = kept > sh->n_prompt ? kept : sh->n_prompt;
+            int64_t c = seq_cap(s, sh->n_prompt, l, h), n = sh->n_prompt, g = sh->max_new;
+            int64_t kept = grows ? (c < n ? c : n) + g        /* SnapKV: all generated stay */
+                                 : (c + 1 < n + g ? c + 1 : n + g); /* bounded at c (+1) */
+            int64_t peak = kept > n ? kept : n;
             pages += (peak + P - 1) / P;
         }
     out->pages = pages;

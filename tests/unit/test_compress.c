@@ -527,6 +527,23 @@ static void test_engine_memory_drops_to_the_capacity_and_decoding_runs(void **st
     assert_int_equal(sp.len[sp.n_steps - 1][0][0], 40 + 19);
     assert_int_equal(claim, 3 * 2 * 19); /* the prompt is resident before eviction */
     kw_gen_result_free(r);
+    {   /* a short prompt under a large capacity grows while decoding, up to the capacity */
+        kw__evict_params *q = params(KW_EVICT_STREAMING, 100);
+        kw_kvmethod *mm = kw__evict_method(q);
+        void *ms;
+        kw_error e2 = {0};
+        assert_int_equal(mm->state_new(mm->params, &cfg, &ms, &e2), 0);
+        kw_seqshape sh = {.cfg = &cfg, .page_tokens = 8, .n_prompt = 30, .max_new = 200};
+        kw_memclaim mc;
+        assert_int_equal(mm->hook->reserve(ms, &sh, &mc), 0);
+        assert_int_equal(mc.pages, 3 * 2 * 13); /* 101 tokens */
+        sh.max_new = 20;
+        assert_int_equal(mm->hook->reserve(ms, &sh, &mc), 0);
+        assert_int_equal(mc.pages, 3 * 2 * 7); /* 50 tokens */
+        mm->state_free(ms);
+        mm->params_free(mm->params);
+        free(mm);
+    }
 
     p = params(KW_EVICT_STREAMING, 24);
     r = engine_run(m, p, 150, 40, &sp, NULL);
