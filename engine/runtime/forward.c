@@ -458,6 +458,7 @@ static int step_probs(stepctx *c, int i)
                         continue;
                     const float *q = f->q + ((int64_t)t * H + h) * hd;
                     float d = 0;
+#pragma omp simd reduction(+ : d)
                     for (int x = 0; x < hd; x++)
                         d += q[x] * k[x];
                     acc += expf(d * scale - lse);
