@@ -12,6 +12,10 @@ extern const kw_op kw_op_score_longbench;
 /* RULER */
 extern const kw_op kw_op_dataset_ruler, kw_op_score_ruler;
 
+/* perplexity and fidelity to full attention */
+extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_decode_fidelity;
+extern const kw_op kw_op_score_ppl, kw_op_score_fidelity;
+
 /* tokenize */
 extern const kw_op kw_op_tokenize_chat;
 extern const kw_op kw_op_tokenize_raw;
@@ -36,6 +40,12 @@ const kw_op *const kw_builtin_ops[] = {
     /* RULER */
     &kw_op_dataset_ruler,
     &kw_op_score_ruler,
+    /* perplexity and fidelity to full attention */
+    &kw_op_dataset_text,
+    &kw_op_tokenize_ids,
+    &kw_op_decode_fidelity,
+    &kw_op_score_ppl,
+    &kw_op_score_fidelity,
     /* tokenize */
     &kw_op_tokenize_chat,
     &kw_op_tokenize_raw,

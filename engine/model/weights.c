@@ -1,6 +1,7 @@
 /* The model registry and loader front end (model.h): resolves a registered name, a .gguf
- * path or a Hugging Face directory, loads it, checks every tensor the configuration
+ * path, a Hugging Face directory or a hub name (ORG/NAME[/file.gguf], via the HF cache), loads it, checks every tensor the configuration
  * implies, and records the weights' sha256. */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "kvweave/util.h"
+#include "store/hub.h"
 #include "tokenizer.h"
 #include "weights_impl.h"
 
@@ -21,6 +23,41 @@ static int is_file(const char *p)
 {
     struct stat sb;
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+/* A hub name (ORG/NAME[@REV][/PATH], store/hub.h) through the Hugging Face cache: a
+ * cached name needs no network, and with HF_HUB_OFFLINE=1 only the cache is read. A
+ * repo without config.json but with exactly one .gguf at its top resolves to that file. */
+static int hub_resolve(const char *spec, char **path, kw_error *err)
+{
+    kw_error herr = {0};
+    int rc = kw_hub_resolve_model(spec, path, &herr);
+    if (rc < 0)
+        return kw_error_set(err, rc == KW_EINVAL ? KW_ENOTFOUND : rc,
+                            "model '%s' is not a file or directory here, and as a hub name: %s",
+                            spec, herr.msg);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s/config.json", *path);
+    if (!is_dir(*path) || is_file(buf))
+        return KW_OK;
+    DIR *d = opendir(*path);
+    struct dirent *de;
+    char *one = NULL;
+    int n = 0;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 5 && !strcmp(de->d_name + l - 5, ".gguf") && n++ == 0)
+            one = strdup(de->d_name);
+    }
+    if (d)
+        closedir(d);
+    if (n == 1 && one) {
+        snprintf(buf, sizeof buf, "%s/%s", *path, one);
+        free(*path);
+        *path = strdup(buf);
+    }
+    free(one);
+    return *path ? KW_OK : kw_error_set(err, KW_ENOMEM, "out of memory");
 }
 
 /* Resolves spec to a path; *hf says whether it is a Hugging Face directory; sidecar gets
@@ -52,6 +89,12 @@ static int resolve(const char *spec, char **path, int *hf, char *sidecar, size_t
             *hf = 1;
             *path = strdup(buf);
         }
+    } else if (kw_hub_is_name(spec)) {
+        int rc = hub_resolve(spec, path, err);
+        if (rc < 0)
+            return rc;
+        *hf = is_dir(*path);
+        sidecar[0] = '\0';
     } else {
         return kw_error_set(err, KW_ENOTFOUND, "model '%s': no such file or directory", spec);
     }
@@ -80,6 +123,21 @@ static int read_sidecar(const char *path, char hex[65])
     return ok;
 }
 
+/* A GGUF inside the hub cache is named by its etag, the sha256 of an LFS file: no need
+ * to hash the file again. */
+static int hub_digest(const char *path, char hex[65])
+{
+    kw_hub_prov prov = {0};
+    int ok = 0;
+    if (kw_hub_prov_from_path(path, &prov, NULL) == 0 && prov.n_files == 1 &&
+        prov.files[0].etag && strlen(prov.files[0].etag) == 64) {
+        kw_hub_prov_digest(&prov, hex);
+        ok = 1;
+    }
+    kw_hub_prov_clear(&prov);
+    return ok;
+}
+
 int kw_model_open(const char *spec, kw_model **out, kw_error *err)
 {
     *out = NULL;
@@ -98,7 +156,7 @@ int kw_model_open(const char *spec, kw_model **out, kw_error *err)
     rc = hf ? kw__model_load_hf(m, m->path, err) : kw__model_load_gguf(m, m->path, err);
     if (rc < 0 || (rc = kw__model_check(m, m->path, err)) < 0)
         goto fail;
-    if (!hf && !read_sidecar(sidecar, m->sha256) &&
+    if (!hf && !read_sidecar(sidecar, m->sha256) && !hub_digest(m->path, m->sha256) &&
         (rc = kw_sha256_file(m->path, m->sha256, err)) < 0)
         goto fail;
     *out = m;

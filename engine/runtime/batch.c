@@ -28,6 +28,8 @@ typedef struct kw_eseq {
     double att_sum;
     int64_t att_steps;
     struct kw_eseq *next;
+    struct kw_eseq *ref;   /* the full-attention reference branch (req.reference) */
+    struct kw_eseq *owner; /* in a reference branch: the sequence it belongs to */
 } kw_eseq;
 
 struct kw_engine {
@@ -83,6 +85,10 @@ kw_gen_result *kw_gen_result_free(kw_gen_result *r)
         free(r->logprobs);
         free(r->topk_ids);
         free(r->topk_lp);
+        free(r->ref_kl);
+        free(r->ref_top1);
+        free(r->ref_top5);
+        free(r->ref_logprobs);
         free(r);
     }
     return NULL;
@@ -130,7 +136,7 @@ int kw_engine_open_model(const kw_model *m, const kw_engine_opts *opts, kw_engin
     e->o = opts ? *opts : kw_engine_defaults();
     int rc = check_opts(m, &e->o, err);
     if (rc == 0)
-        rc = kw__fwd_new(m, e->o.chunk + e->o.max_batch, &e->f, err);
+        rc = kw__fwd_new(m, 2 * e->o.chunk + e->o.max_batch, &e->f, err); /* + OWN branches */
     kw_kvpool_opts po = {.page_tokens = e->o.page_tokens, .n_pages = e->o.n_pages,
                          .n_tmp_pages = e->o.n_tmp_pages, .dtype = e->o.kv_dtype,
                          .pre_rope = e->o.pre_rope};
@@ -241,6 +247,15 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         if (rc < 0)
             return rc;
     }
+    if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
+        return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "
+                            "KW_REF_NONE, KW_REF_SHARED, KW_REF_OWN", r->reference);
+    if (r->reference && (!r->forced || r->n_forced < 1))
+        return kw_error_set(err, KW_EINVAL, "engine: a full-attention reference branch needs "
+                            "teacher forcing (forced tokens)");
+    if (r->reference && e->o.max_batch < 2)
+        return kw_error_set(err, KW_EINVAL, "engine: a full-attention reference branch needs "
+                            "max_batch >= 2 (it is %d)", e->o.max_batch);
     int max_gen = r->forced ? r->n_forced : r->max_new;
     if (max_gen < 0 || (c->n_ctx_train > 0 && (int64_t)r->n_prompt + max_gen > c->n_ctx_train))
         return kw_error_set(err, KW_ERANGE, "engine: %d prompt + %d new tokens exceed the "
@@ -273,11 +288,31 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
             q->res->topk_lp = malloc(sizeof(float) * max_gen * k);
         }
     }
-    int rc = !q->toks || !q->res ? kw_error_set(err, KW_ENOMEM, "engine: out of memory")
-                                 : seq_claim(e, q, err);
+    bool ref_ok = true;
+    if (q->res && r->reference) {
+        q->res->ref_kl = malloc(sizeof(float) * max_gen);
+        q->res->ref_top1 = malloc((size_t)max_gen);
+        q->res->ref_top5 = malloc((size_t)max_gen);
+        q->res->ref_logprobs = malloc(sizeof(float) * max_gen);
+        q->ref = calloc(1, sizeof *q->ref);
+        ref_ok = q->ref && q->res->ref_kl && q->res->ref_top1 && q->res->ref_top5 &&
+                 q->res->ref_logprobs;
+    }
+    int rc = !q->toks || !q->res || !ref_ok
+                 ? kw_error_set(err, KW_ENOMEM, "engine: out of memory")
+                 : seq_claim(e, q, err);
+    if (rc == 0 && q->ref) { /* the branch holds the whole prompt and its forced tokens */
+        q->claim += kw_kvpool_pages_for(e->pool, (int64_t)r->n_prompt + max_gen);
+        if (q->claim > kw_kvpool_options(e->pool)->n_pages)
+            rc = kw_error_set(err, KW_ELIMIT, "sequence of %d prompt + %d forced tokens with "
+                              "a full-attention reference branch needs %lld KV pages, the "
+                              "pool has %lld", r->n_prompt, max_gen, (long long)q->claim,
+                              (long long)kw_kvpool_options(e->pool)->n_pages);
+    }
     if (rc < 0) {
         free(q->toks);
         kw_gen_result_free(q->res);
+        free(q->ref);
         free(q);
         return rc;
     }
@@ -287,6 +322,7 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         if (!fc) {
             free(q->toks);
             kw_gen_result_free(q->res);
+            free(q->ref);
             free(q);
             return kw_error_set(err, KW_ENOMEM, "engine: out of memory");
         }
@@ -303,8 +339,16 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
     q->s.sample = r->sample;
     q->s.seed = r->sampling.seed;
     q->t_submit = now_s();
+    if (q->ref) {
+        q->ref->owner = q;
+        q->ref->s = q->s;
+        q->ref->max_gen = max_gen;
+        q->ref->req.n_prompt = r->n_prompt;
+    }
     pthread_mutex_lock(&e->mu);
     q->s.id = ++e->next_id;
+    if (q->ref)
+        q->ref->s.id = ++e->next_id;
     if (e->q_tail)
         e->q_tail->next = q;
     else
@@ -341,6 +385,11 @@ static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
     if (r->n_gen > 1)
         r->decode_s_per_token = (q->t_last - q->t_first) / (r->n_gen - 1);
     q->s.kv = kw_kvseq_free(q->s.kv);
+    if (q->ref) {
+        q->ref->s.kv = kw_kvseq_free(q->ref->s.kv);
+        free(q->ref);
+        q->ref = NULL;
+    }
     e->claimed -= q->claim;
     free((void *)q->req.forced);
     free(q->toks);
@@ -361,7 +410,11 @@ static void admit(kw_engine *e)
     for (;;) {
         pthread_mutex_lock(&e->mu);
         kw_eseq *q = e->q_head;
-        if (!q || e->n_run >= e->o.max_batch || e->claimed + q->claim > total) {
+        int slots = e->n_run; /* a reference branch takes a batch slot of its own */
+        for (int i = 0; i < e->n_run; i++)
+            slots += e->run[i]->ref != NULL;
+        if (!q || slots + 1 + (q->ref != NULL) > e->o.max_batch
+            || e->claimed + q->claim > total) {
             pthread_mutex_unlock(&e->mu);
             return;
         }
@@ -375,6 +428,8 @@ static void admit(kw_engine *e)
         q->res->queue_s = q->t_admit - q->t_submit;
         q->s.kv = kw_kvseq_new(e->pool);
         int rc = q->s.kv ? 0 : KW_ENOMEM;
+        if (rc == 0 && q->ref && !(q->ref->s.kv = kw_kvseq_new(e->pool)))
+            rc = KW_ENOMEM;
         for (int i = 0; rc == 0 && i < q->hs.n; i++) {
             if (q->hs.hooks[i]->seq_open)
                 rc = q->hs.hooks[i]->seq_open(q->hs.states[i], &q->s, i);
@@ -424,12 +479,23 @@ static bool take_token(kw_engine *e, kw_eseq *q, const float *lg)
     return false;
 }
 
+/* Fidelity of position g: the reference branch's logits against the sequence's. */
+static void compare_ref(kw_eseq *q, const float *full, const float *meth, int V)
+{
+    kw_gen_result *r = q->res;
+    int g = r->n_gen;
+    kw__fidelity(full, meth, V, &r->ref_kl[g], &r->ref_top1[g], &r->ref_top5[g]);
+    r->ref_logprobs[g] = (float)kw__logprob(full, V, q->req.forced[g], 0, NULL, NULL);
+}
+
 typedef struct stepbuf {
     kw_seq *seqs[KW_FWD_MAX_SEQ];
     const kw_hookstack *stacks[KW_FWD_MAX_SEQ];
     kw_eseq *q[KW_FWD_MAX_SEQ];
     int first[KW_FWD_MAX_SEQ], n[KW_FWD_MAX_SEQ], logit_tok[KW_FWD_MAX_SEQ], row[KW_FWD_MAX_SEQ];
     bool prefill[KW_FWD_MAX_SEQ], last[KW_FWD_MAX_SEQ];
+    kw_seq *twin[KW_FWD_MAX_SEQ]; /* the reference branch to share the prompt KV into */
+    int ref_at[KW_FWD_MAX_SEQ];   /* the step entry of this entry's reference branch */
     int32_t *ids, *pos;
 } stepbuf;
 
@@ -471,12 +537,41 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
             b->prefill[k] = pre;
             b->last[k] = pre && done + c == q->req.n_prompt;
             b->row[k] = -1;
+            b->twin[k] = b->last[k] && q->ref && q->req.reference == KW_REF_SHARED
+                             ? &q->ref->s : NULL;
+            b->ref_at[k] = -1;
             for (int j = 0; j < c; j++) {
                 b->ids[nt + j] = q->toks[done + j];
                 b->pos[nt + j] = done + j;
             }
             nt += c;
             if ((!pre || b->last[k]) && q->max_gen > 0) {
+                b->row[k] = nl;
+                b->logit_tok[nl++] = nt - 1;
+            }
+            k++;
+            if (!q->ref || (pre && q->req.reference != KW_REF_OWN))
+                continue;
+            /* the reference branch steps beside it: same tokens, same positions (a
+               prompt chunk of its own prefill, or the decode token) */
+            kw_eseq *r = q->ref;
+            b->ref_at[k - 1] = k;
+            b->q[k] = r;
+            b->seqs[k] = &r->s;
+            b->stacks[k] = NULL;
+            b->first[k] = nt;
+            b->n[k] = c;
+            b->prefill[k] = pre;
+            b->last[k] = b->last[k - 1];
+            b->twin[k] = NULL;
+            b->ref_at[k] = -1;
+            for (int j = 0; j < c; j++) {
+                b->ids[nt + j] = q->toks[done + j];
+                b->pos[nt + j] = done + j;
+            }
+            nt += c;
+            b->row[k] = -1;
+            if (!pre || b->last[k]) {
                 b->row[k] = nl;
                 b->logit_tok[nl++] = nt - 1;
             }
@@ -513,7 +608,7 @@ static void run_step(kw_engine *e, stepbuf *b)
                       .tok_first = b->first, .tok_n = b->n, .ids = b->ids, .pos = b->pos,
                       .prefill = b->prefill, .last_chunk = b->last, .logit_tok = b->logit_tok,
                       .n_logits = nl, .logits = e->logits, .step = e->step++,
-                      .obs_window = e->o.obs_window};
+                      .obs_window = e->o.obs_window, .twins = b->twin};
     kw_error err = {0};
     double t0 = now_s();
     int rc = kw__fwd_run(e->f, e->pool, &st, &err);
@@ -522,16 +617,28 @@ static void run_step(kw_engine *e, stepbuf *b)
     e->tmp_peak = ms.tmp_pages_used > e->tmp_peak ? ms.tmp_pages_used : e->tmp_peak;
     kw_kvpool_tmp_reset(e->pool);
     bool done[KW_FWD_MAX_SEQ] = {0};
+    int V = e->m->cfg.n_vocab;
     for (int j = 0; j < k; j++) {
         kw_eseq *q = b->q[j];
         if (rc < 0 || st.seq_rc[j] < 0)
             continue;
+        if (q->owner) { /* a reference branch: read with its sequence */
+            q->s.n_past += b->n[j];
+            continue;
+        }
         q->s.n_past += b->n[j];
         account(e, q, &st, j);
-        if (b->row[j] >= 0)
-            done[j] = take_token(e, q, e->logits + (int64_t)b->row[j] * e->m->cfg.n_vocab);
-        else if (b->last[j] && q->max_gen == 0)
+        if (b->row[j] >= 0) {
+            const float *lg = e->logits + (int64_t)b->row[j] * V;
+            int jr = b->ref_at[j];
+            if (q->ref && b->last[j] && q->req.reference == KW_REF_SHARED)
+                q->ref->s.n_past = q->req.n_prompt; /* it took the prompt's KV */
+            if (q->ref && (jr < 0 || st.seq_rc[jr] >= 0))
+                compare_ref(q, jr < 0 ? lg : e->logits + (int64_t)b->row[jr] * V, lg, V);
+            done[j] = take_token(e, q, lg);
+        } else if (b->last[j] && q->max_gen == 0) {
             done[j] = true;
+        }
     }
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
@@ -543,6 +650,13 @@ static void run_step(kw_engine *e, stepbuf *b)
     /* retire: failed and finished sequences leave the batch */
     for (int j = 0; j < k; j++) {
         int src = rc < 0 ? rc : st.seq_rc[j];
+        bool ref_failed = false;
+        if (b->q[j]->owner)
+            continue; /* retires with its sequence */
+        if (src >= 0 && b->ref_at[j] >= 0 && st.seq_rc[b->ref_at[j]] < 0) {
+            src = st.seq_rc[b->ref_at[j]];
+            ref_failed = true;
+        }
         if (src >= 0 && !done[j])
             continue;
         kw_eseq *q = b->q[j];
@@ -553,6 +667,14 @@ static void run_step(kw_engine *e, stepbuf *b)
                 break;
             }
         const char *why = rc < 0                ? err.msg
+                          : st.twin_rc[j] == KW_ERANGE
+                              ? "a kv method dropped prompt tokens before the prompt ended, "
+                                "so the full-attention branch cannot share the prefill; give "
+                                "it its own (decode.fidelity reference_prefill: own)"
+                          : st.twin_rc[j] < 0   ? "no KV pages left for the full-attention "
+                                                  "reference branch"
+                          : ref_failed          ? "the full-attention reference branch "
+                                                  "failed (the KV pool is full?)"
                           : src == KW_ELIMIT    ? "the KV pool is full (the sequence's claim "
                                                   "was too small)"
                           : src < 0             ? "a kv method failed"
@@ -567,7 +689,7 @@ static void *engine_main(void *arg)
     if (e->o.threads > 0)
         omp_set_num_threads(e->o.threads);
     stepbuf b;
-    int max_tok = e->o.chunk + e->o.max_batch;
+    int max_tok = 2 * e->o.chunk + e->o.max_batch;
     b.ids = malloc(sizeof(int32_t) * max_tok);
     b.pos = malloc(sizeof(int32_t) * max_tok);
     for (;;) {

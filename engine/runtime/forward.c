@@ -508,6 +508,18 @@ static int attention(stepctx *c, int layer, int n_tok)
     }
     kw_attn_stats st = {.lse = want_lse ? f->lse : NULL, .n_head = cf->n_head};
     call_hooks(c, layer, CALL_AFTER_ATTN, &st);
+    /* a reference branch takes this layer's whole prompt KV before a method evicts */
+    for (int i = 0; s->twins && i < s->n_seq; i++)
+        if (s->twins[i] && s->last_chunk[i] && s->seq_rc[i] == 0) {
+            int tr = 0;
+            for (int h = 0; h < cf->n_head_kv && tr == 0; h++)
+                if (kw_kvseq_len(s->seqs[i]->kv, layer, h) != s->seqs[i]->n_prompt)
+                    tr = KW_ERANGE; /* not the full prompt any more: no reference */
+            if (tr == 0)
+                tr = kw_kvseq_share_layer(s->twins[i]->kv, s->seqs[i]->kv, layer);
+            if (tr < 0)
+                s->seq_rc[i] = s->twin_rc[i] = tr;
+        }
     call_hooks(c, layer, CALL_PREFILL_END, NULL);
     return 0;
 }
@@ -597,6 +609,7 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     const kw_model_config *cf = &f->cfg;
     memset(s->seq_rc, 0, sizeof s->seq_rc);
     memset(s->attended, 0, sizeof s->attended);
+    memset(s->twin_rc, 0, sizeof s->twin_rc);
     stepctx c = {.f = f, .pool = pool, .s = s};
     if ((rc = build_groups(&c)) < 0)
         return kw_error_set(err, rc, "forward: out of memory");

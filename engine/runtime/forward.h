@@ -32,9 +32,17 @@ typedef struct kw_fwd_step {
     float *logits;                     /* (n_logits, n_vocab) */
     int64_t step;
     int obs_window;
+    kw_seq *const *twins;              /* (n_seq) nullable, entries nullable: at the last
+                                          prefill chunk of sequence i, each layer's KV is
+                                          shared into twins[i]->kv (kw_kvseq_share_layer)
+                                          after attention and before on_prefill_end */
     int seq_rc[64];                    /* out: per sequence hook error (0 ok) */
     int64_t attended[KW_FWD_MAX_SEQ];  /* out: per sequence, tokens read by attention
                                           summed over layers */
+    int twin_rc[KW_FWD_MAX_SEQ];       /* out: sharing into twins[i] failed (also in
+                                          seq_rc): KW_ERANGE the sequence no longer held
+                                          its whole prompt (a hook dropped tokens before
+                                          the prompt ended), KW_ELIMIT no page left */
 } kw_fwd_step;
 
 /* Runs one step; the KV of all step tokens is appended to each sequence's kv. A hook

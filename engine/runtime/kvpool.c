@@ -274,6 +274,36 @@ kw_kvseq *kw_kvseq_fork(kw_kvseq *s)
     return f;
 }
 
+int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer)
+{
+    kw_kvpool *p = src->p;
+    if (dst->p != p || layer < 0 || layer >= p->n_layer)
+        return KW_EINVAL;
+    int64_t need = 0;
+    for (int h = 0; h < p->n_kv; h++) {
+        if (dst->t[layer * p->n_kv + h].n_pages)
+            return KW_EINVAL; /* only into an empty layer */
+        need += (src->t[layer * p->n_kv + h].n_tok % p->P) != 0;
+    }
+    if (need > p->n_free)
+        return KW_ELIMIT;
+    for (int h = 0; h < p->n_kv; h++) {
+        const kw_ptab *a = &src->t[layer * p->n_kv + h];
+        kw_ptab *b = &dst->t[layer * p->n_kv + h];
+        if (tab_reserve(p, b, a->n_pages) < 0)
+            return KW_ENOMEM;
+        for (int j = 0; j < a->n_pages; j++) {
+            b->pages[j] = a->pages[j];
+            p->refc[a->pages[j]]++;
+        }
+        b->n_pages = a->n_pages;
+        b->n_tok = a->n_tok;
+        if (b->n_tok % p->P)
+            own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
+    }
+    return 0;
+}
+
 int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
                     const int32_t *pos, int n_tok)
 {

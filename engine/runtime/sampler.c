@@ -92,3 +92,19 @@ double kw__logprob(const float *logits, int n, int tok, int k, int32_t *ids, flo
         lp[j] = ids[j] >= 0 ? (float)(logits[ids[j]] - lse) : -INFINITY;
     return tok >= 0 && tok < n ? logits[tok] - lse : -INFINITY;
 }
+
+void kw__fidelity(const float *full, const float *meth, int n, float *kl, uint8_t *top1,
+                  uint8_t *top5)
+{
+    double lf = kw_k_logsumexp(full, n), lm = kw_k_logsumexp(meth, n), d = 0;
+    for (int i = 0; i < n; i++) {
+        double a = full[i] - lf;
+        d += exp(a) * (a - (meth[i] - lm));
+    }
+    *kl = (float)(d > 0 ? d : 0); /* rounding can leave -1e-9 for equal rows */
+    int af = kw_k_argmax(full, n), am = kw_k_argmax(meth, n), rank = 0;
+    for (int i = 0; i < n && rank < 5; i++)
+        rank += meth[i] > meth[af] || (meth[i] == meth[af] && i < af);
+    *top1 = af == am;
+    *top5 = rank < 5;
+}

@@ -17,4 +17,10 @@ int kw__sample(const float *logits, int n, const kw_sampling *s, uint64_t key, i
  * lower index) and their log-probs, in descending order. */
 double kw__logprob(const float *logits, int n, int tok, int k, int32_t *ids, float *lp);
 
+/* Fidelity of one position: KL(full || meth) over the n logits (nats, double sums),
+ * whether meth's argmax equals full's (ties: lowest index), and whether full's argmax is
+ * among meth's top-5 (ranked with ties to the lower index). */
+void kw__fidelity(const float *full, const float *meth, int n, float *kl, uint8_t *top1,
+                  uint8_t *top5);
+
 #endif

@@ -98,7 +98,7 @@ static int init(kw_opctx *c, void *vst, kw_error *err)
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)kw_param_int(c, "length"));
     kw_ctx_record(c, "dataset.ruler.length", v);
-    kw_ctx_record(c, "dataset.ruler.data", dir);
+    kw_ctx_record(c, "data_dir", dir); /* the folder only: its files are fixed names */
     return KW_OK;
 }
 

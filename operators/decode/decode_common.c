@@ -63,6 +63,7 @@ static int build_stack(kw_decode_state *st, kw_task *t, const kw_model_config *c
 typedef struct pending {
     kw_task *t;
     const kw_model *m;
+    json_t *sample; /* the tokens' source record (own reference; nullable) */
 } pending;
 
 static void on_done(void *user, kw_gen_result *r)
@@ -72,12 +73,14 @@ static void on_done(void *user, kw_gen_result *r)
     if (rc < 0) {
         kw_task_fail(p->t, rc, "generation failed: %s", r->error);
     } else {
-        json_t *g = kw__generation_json(p->m, r);
+        json_t *g = kw__generation_json(p->m, r, p->sample);
         rc = g ? kw_task_out(p->t, 0, kw_value_json(KW_T_GENERATION, g)) : KW_ENOMEM;
     }
-    kw_task_complete(p->t, rc);
+    kw_task *t = p->t;
     kw_gen_result_free(r);
+    json_decref(p->sample); /* before completing: the task's consumers may run at once */
     free(p);
+    kw_task_complete(t, rc);
 }
 
 int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req)
@@ -99,13 +102,16 @@ int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *
     pending *p = malloc(sizeof *p);
     if (!p)
         return kw_task_fail(t, KW_ENOMEM, "out of memory");
-    *p = (pending){t, m};
+    kw_value *tv = kw_task_in(t, 0);
+    const kw_tokens *tk = tv && !strcmp(kw_value_type(tv), KW_T_TOKENS) ? kw_value_data(tv) : NULL;
+    *p = (pending){t, m, tk && tk->sample ? json_incref(tk->sample) : NULL};
     req->hooks = st->hs.n ? &st->hs : NULL;
     req->sample = kw_task_sample(t);
     req->done = on_done;
     req->user = p;
     int rc = kw_engine_submit(e, req, &err);
     if (rc < 0) {
+        json_decref(p->sample);
         free(p);
         return kw_task_fail(t, rc, "%s", err.msg);
     }
@@ -128,7 +134,68 @@ static json_t *float_array(const float *v, int n)
     return a;
 }
 
-json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r)
+const kw_tokens *kw__decode_tokens(kw_task *t)
+{
+    kw_value *v = kw_task_in(t, 0);
+    if (!v || strcmp(kw_value_type(v), KW_T_TOKENS) != 0) {
+        kw_task_fail(t, KW_ETYPE, "decode: input 'tokens' holds %s, not tokens",
+                     v ? kw_value_type(v) : "nothing");
+        return NULL;
+    }
+    return kw_value_data(v);
+}
+
+int kw__decode_max_new(const kw_opctx *c, const kw_tokens *tk, const char *param)
+{
+    if (kw_param_is_set(c, param))
+        return (int)kw_param_int(c, param);
+    if (tk && tk->max_new > 0)
+        return tk->max_new;
+    return (int)kw_param_int(c, param);
+}
+
+int kw__forced_req(kw_opctx *c, kw_task *t, const kw_tokens *tk, const char *who,
+                   kw_gen_req *r, int32_t **cont)
+{
+    int P = (int)kw_param_int(c, "prefill"), T = kw__decode_max_new(c, tk, "steps");
+    *cont = NULL;
+    if (P > 0) {
+        if (P >= tk->n)
+            return kw_task_fail(t, KW_ERANGE, "%s: prefill %d leaves no token of %d to score",
+                                who, P, tk->n);
+        r->prompt = tk->ids;
+        r->n_prompt = P;
+        r->forced = tk->ids + P;
+        r->n_forced = T > 0 && T < tk->n - P ? T : tk->n - P;
+        return 0;
+    }
+    json_t *a = tk->extra ? json_object_get(tk->extra, "continuation") : NULL;
+    if (!json_is_array(a) || json_array_size(a) == 0)
+        return kw_task_fail(t, KW_EINVAL, "%s: sample %lld has no extra.continuation and "
+                            "prefill is 0", who, (long long)kw_task_sample(t));
+    size_t n = json_array_size(a);
+    if (T > 0 && (size_t)T < n)
+        n = (size_t)T;
+    int32_t *ids = malloc(sizeof(int32_t) * n);
+    if (!ids)
+        return kw_task_fail(t, KW_ENOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(a, i);
+        if (!json_is_integer(v)) {
+            free(ids);
+            return kw_task_fail(t, KW_ETYPE, "%s: continuation[%zu] is not an integer", who, i);
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    r->prompt = tk->ids;
+    r->n_prompt = tk->n;
+    r->forced = ids;
+    r->n_forced = (int)n;
+    *cont = ids;
+    return 0;
+}
+
+json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *sample)
 {
     char *text = m && m->tok ? kw_detokenize(m->tok, r->tokens, r->n_gen, 1) : NULL;
     json_t *g = json_object();
@@ -151,6 +218,20 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r)
     json_object_set_new(mem, "tmp_bytes_peak", json_integer(r->tmp_bytes_peak));
     json_object_set_new(mem, "attended_mean", json_real(r->attended_mean));
     json_object_set_new(g, "memory", mem);
+    if (sample)
+        json_object_set(g, "sample", sample);
+    if (r->ref_kl) {
+        json_t *f = json_object(), *t1 = json_array(), *t5 = json_array();
+        for (int i = 0; i < r->n_gen; i++) {
+            json_array_append_new(t1, json_integer(r->ref_top1[i]));
+            json_array_append_new(t5, json_integer(r->ref_top5[i]));
+        }
+        json_object_set_new(f, "kl", float_array(r->ref_kl, r->n_gen));
+        json_object_set_new(f, "top1", t1);
+        json_object_set_new(f, "top5", t5);
+        json_object_set_new(f, "logprobs_full", float_array(r->ref_logprobs, r->n_gen));
+        json_object_set_new(g, "fidelity", f);
+    }
     if (r->logprobs) {
         double nll = 0;
         for (int i = 0; i < r->n_gen; i++)

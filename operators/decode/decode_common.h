@@ -27,7 +27,20 @@ void kw__decode_fini(kw_opctx *c, void *st);
 /* Fills the request's hooks, callback and sample, submits, returns KW_PENDING (or fails
  * the task). */
 int kw__decode_submit(kw_opctx *c, kw_decode_state *st, kw_task *t, kw_gen_req *req);
-/* The generation value's JSON (new reference). */
-json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r);
+/* The task's tokens input; NULL after failing the task when it is missing or not
+ * tokens (return KW_ETYPE then). */
+const kw_tokens *kw__decode_tokens(kw_task *t);
+/* The generation length of a sequence: the operator's `param` when the pipeline set it,
+ * else the data set's (tk->max_new > 0), else the param's default. */
+int kw__decode_max_new(const kw_opctx *c, const kw_tokens *tk, const char *param);
+/* Teacher forcing from the tokens: with param `prefill` P > 0 the first P ids are the
+ * prompt and the next T (kw__decode_max_new of "steps"; 0: all) are forced; with P = 0
+ * the prompt is all ids and extra.continuation is forced (capped at T > 0; *cont gets
+ * the malloc'd copy to free after submit). Fails the task (returns < 0) on bad input. */
+int kw__forced_req(kw_opctx *c, kw_task *t, const kw_tokens *tk, const char *who,
+                   kw_gen_req *r, int32_t **cont);
+/* The generation value's JSON (new reference). `sample` (nullable) is the tokens' source
+ * record; it goes in as "sample" (a new reference) so score operators find it there. */
+json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *sample);
 
 #endif

@@ -4,7 +4,7 @@
 
 static const kw_param_spec params[] = {
     {"max_new", KW_PARAM_INT, "64", 0, 1 << 20, NULL,
-     "tokens to generate when the tokens value does not say"},
+     "tokens to generate; when set it wins over the data set's max_new"},
     {"temperature", KW_PARAM_FLOAT, "0.7", 0, 100, NULL, "softmax temperature (0: greedy)"},
     {"top_p", KW_PARAM_FLOAT, "0.95", 0, 1, NULL, "nucleus mass kept"},
     {"seed", KW_PARAM_INT, "0", 0, 0, NULL, "added to the run's seed"},
@@ -14,9 +14,11 @@ static const kw_param_spec params[] = {
 
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
-    const kw_tokens *tk = kw_value_data(kw_task_in(t, 0));
+    const kw_tokens *tk = kw__decode_tokens(t);
+    if (!tk)
+        return KW_ETYPE;
     kw_gen_req r = {.prompt = tk->ids, .n_prompt = tk->n,
-                    .max_new = tk->max_new > 0 ? tk->max_new : (int)kw_param_int(c, "max_new"),
+                    .max_new = kw__decode_max_new(c, tk, "max_new"),
                     .want_logprobs = kw_param_bool(c, "logprobs"),
                     .ignore_eos = kw_param_bool(c, "ignore_eos"),
                     .sampling = {.temperature = (float)kw_param_float(c, "temperature"),

@@ -34,7 +34,10 @@ static int run(kw_opctx *c, void *st, kw_task *t)
         .tmpl = kw_param_str(c, "template"),
         .max_new = (int)kw_param_int(c, "max_new"),
     };
-    int rc = kw_tokprompt_style(kw_param_str(c, "style"), m->chat_template, &o.style, &err);
+    /* a record that asks for no chat template ("chat": false) needs no style */
+    bool raw = json_is_false(json_object_get(kw_value_jsonobj(kw_task_in(t, 0)), "chat"));
+    int rc = raw ? 0 : kw_tokprompt_style(kw_param_str(c, "style"), m->chat_template,
+                                          &o.style, &err);
     if (rc < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     char *dsys = o.style == KW_CHAT_CHATML ? kw_chat_default_system(m->chat_template) : NULL;

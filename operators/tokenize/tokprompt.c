@@ -132,7 +132,18 @@ int kw_tokprompt_make(const kw_tokenizer *tk, json_t *sample, const kw_tokprompt
     int rc = kw_tokprompt_text(sample, o->field, o->tmpl, &text, err);
     if (rc < 0)
         return rc;
-    if (o->style != KW_CHAT_NONE) {
+    json_t *chat = json_object_get(sample, "chat");
+    if (chat && !json_is_boolean(chat)) {
+        free(text);
+        return kw_error_set(err, KW_ETYPE, "sample field 'chat' must be true or false");
+    }
+    json_t *apj = json_object_get(sample, "answer_prefix");
+    if (apj && !json_is_null(apj) && !json_is_string(apj)) {
+        free(text);
+        return kw_error_set(err, KW_ETYPE, "sample field 'answer_prefix' must be a string");
+    }
+    const char *ap = json_string_value(apj);
+    if (o->style != KW_CHAT_NONE && !json_is_false(chat)) {
         const char *sys = o->system && *o->system ? o->system : o->default_system;
         kw_chat_msg m[2] = {{"system", sys}, {"user", text}};
         prompt = sys ? kw_chat_render(o->style, m, 2, 1) : kw_chat_render(o->style, m + 1, 1, 1);
@@ -140,6 +151,20 @@ int kw_tokprompt_make(const kw_tokenizer *tk, json_t *sample, const kw_tokprompt
             free(text);
             return kw_error_set(err, KW_ENOMEM, "out of memory rendering the chat prompt");
         }
+    }
+    if (ap && *ap) { /* the start of the answer: after the assistant turn's header */
+        const char *base = prompt ? prompt : text;
+        size_t nb = strlen(base), na = strlen(ap);
+        char *joined = malloc(nb + na + 1);
+        if (!joined) {
+            free(text);
+            free(prompt);
+            return kw_error_set(err, KW_ENOMEM, "out of memory");
+        }
+        memcpy(joined, base, nb);
+        memcpy(joined + nb, ap, na + 1);
+        free(prompt);
+        prompt = joined;
     }
     kw_tokens *t = calloc(1, sizeof *t);
     if (!t) {

@@ -29,7 +29,10 @@ typedef struct kw_tokprompt_opts {
 int kw_tokprompt_text(json_t *sample, const char *field, const char *tmpl, char **out,
                       kw_error *err);
 /* Sample -> tokens: text, chat rendering, encoding (special tokens parsed, BOS as the
- * tokenizer says). The sample is attached with a new reference. */
+ * tokenizer says). The sample is attached with a new reference. Sample fields that
+ * shape the prompt: "chat": false renders it raw whatever the style (LongBench's no-chat
+ * tasks); "answer_prefix" (a string, RULER's) is appended after the rendering, i.e. at
+ * the start of the assistant turn, so the model continues it. */
 int kw_tokprompt_make(const kw_tokenizer *tk, json_t *sample, const kw_tokprompt_opts *o,
                       kw_tokens **out, kw_error *err);
 /* "auto|chatml|llama3|llama2|mistral|none" -> style; "auto" takes the template's. */

@@ -23,7 +23,9 @@ Behaviours that imitate the hub's failures, by repo:
 Unknown repos: 401 RepoNotFound; unknown revisions: 404 RevisionNotFound; unknown
 files: 404 EntryNotFound.
 
-Usage: fake_hub.py STATE_DIR [--lifetime S] [--slow] [--big MB]
+Usage: fake_hub.py STATE_DIR [--lifetime S] [--slow] [--big MB] [--serve ORG/NAME/PATH=FILE]...
+--serve adds model repo ORG/NAME with the local FILE as its LFS file PATH (a real model,
+for end-to-end tests; repeatable).
 Writes STATE_DIR/ports ("HUB CDN") once listening and one JSON line per request to
 STATE_DIR/requests.log; exits by itself after --lifetime seconds (default 120).
 """
@@ -104,11 +106,24 @@ def build_repos(big_mb=0):
     return r
 
 
+def parse_serve(arg):
+    """ORG/NAME/PATH=FILE -> (("model", "ORG/NAME"), PATH, File)"""
+    spec, eq, local = arg.partition("=")
+    parts = spec.split("/")
+    if not eq or len(parts) < 3 or not all(parts) or not local:
+        sys.exit("--serve wants ORG/NAME/PATH=FILE, got %r" % arg)
+    with open(local, "rb") as fh:
+        data = fh.read()
+    return ("model", parts[0] + "/" + parts[1]), "/".join(parts[2:]), File(data, True)
+
+
 class State:
-    def __init__(self, state_dir, slow, big_mb=0):
+    def __init__(self, state_dir, slow, big_mb=0, served=()):
         self.dir = state_dir
         self.slow = slow
         self.repos = build_repos(big_mb)
+        for key, path, f in served:
+            self.repos.setdefault(key, {})[path] = f
         self.by_etag = {}
         for (kind, rid), files in self.repos.items():
             for path, f in files.items():
@@ -337,7 +352,8 @@ def main():
     if "--lifetime" in sys.argv:
         lifetime = float(sys.argv[sys.argv.index("--lifetime") + 1])
     big = int(sys.argv[sys.argv.index("--big") + 1]) if "--big" in sys.argv else 0
-    st = State(state_dir, "--slow" in sys.argv, big)
+    served = [parse_serve(sys.argv[i + 1]) for i, a in enumerate(sys.argv[:-1]) if a == "--serve"]
+    st = State(state_dir, "--slow" in sys.argv, big, served)
     servers = []
     for role in ("hub", "cdn"):
         h = type(role.capitalize() + "Handler", (Handler,), {"state": st, "role": role})

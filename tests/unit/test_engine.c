@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "kvweave/engine.h"
+#include "runtime/sampler.h"
 #include "runtime_support.h"
 
 #define NP 5
@@ -343,6 +344,287 @@ static void test_engine_underclaimed_sequence_fails_cleanly(void **st)
     rt_tiny_free(m);
 }
 
+/* ---- fidelity: a full-attention reference branch beside the sequence ---- */
+
+/* Keeps the first half and the last 3 prompt tokens of every KV head at prefill end. */
+static int half_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
+{
+    (void)st;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *s = b->seqs[i];
+        for (int h = 0; h < c->cfg->n_head_kv; h++) {
+            int n = kw_kvseq_len(s->kv, c->layer, h), nk = 0;
+            int32_t keep[512];
+            for (int j = 0; j < n && j < 512; j++)
+                if (j < s->n_prompt / 2 || j >= s->n_prompt - 3)
+                    keep[nk++] = j;
+            int rc = kw_kvseq_keep(s->kv, c->layer, h, keep, nk);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+typedef struct halfkeep { int n_prompt; } halfkeep;
+
+static int half_keep(void *u, int layer, int head, int qpos, int kpos)
+{
+    (void)layer, (void)head;
+    const halfkeep *k = u;
+    return qpos < k->n_prompt || kpos >= k->n_prompt || kpos < k->n_prompt / 2 ||
+           kpos >= k->n_prompt - 3;
+}
+
+/* A plain double-precision fidelity of two logit rows (the definition, written out). */
+static void plain_fidelity(const float *f, const float *m, int V, double *kl, int *t1, int *t5)
+{
+    double mf = -1e300, mm = -1e300, sf = 0, sm = 0;
+    for (int v = 0; v < V; v++) {
+        mf = fmax(mf, f[v]);
+        mm = fmax(mm, m[v]);
+    }
+    for (int v = 0; v < V; v++) {
+        sf += exp(f[v] - mf);
+        sm += exp(m[v] - mm);
+    }
+    *kl = 0;
+    int af = 0, am = 0;
+    for (int v = 0; v < V; v++) {
+        double pf = exp(f[v] - mf) / sf, lpm = m[v] - mm - log(sm);
+        *kl += pf * (log(pf) - lpm);
+        af = f[v] > f[af] ? v : af;
+        am = m[v] > m[am] ? v : am;
+    }
+    int above = 0;
+    for (int v = 0; v < V; v++)
+        above += m[v] > m[af] || (m[v] == m[af] && v < af);
+    *t1 = af == am;
+    *t5 = above < 5;
+}
+
+static kw_gen_result *run_reference(const kw_model *m, const int32_t *ids, int np, int nf,
+                                    const kw_hookstack *hs, int chunk, int mode)
+{
+    kw_engine *e = open_engine(m, 4, chunk, 4096);
+    sink s = {0};
+    pthread_mutex_init(&s.mu, NULL);
+    slot sl = {&s, 0};
+    kw_gen_req r = {.prompt = ids, .n_prompt = np, .forced = ids + np, .n_forced = nf,
+                    .hooks = hs, .reference = mode, .done = on_done, .user = &sl};
+    kw_error err = {0};
+    assert_int_equal(kw_engine_submit(e, &r, &err), 0);
+    /* a plain sequence beside it in the same batch */
+    slot sl2 = {&s, 1};
+    kw_gen_req r2 = {.prompt = ids, .n_prompt = np, .max_new = 3, .ignore_eos = true,
+                     .done = on_done, .user = &sl2};
+    assert_int_equal(kw_engine_submit(e, &r2, &err), 0);
+    kw_engine_wait_idle(e);
+    kw_engine_stats es;
+    kw_engine_get_stats(e, &es);
+    kw_engine_close(e);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(s.res[1]->rc, 0);
+    kw_gen_result_free(s.res[1]);
+    pthread_mutex_destroy(&s.mu);
+    /* a shared reference branch is not prefilled; its own prefill is one more */
+    assert_int_equal(es.prefill_tokens, (mode == KW_REF_OWN ? 3 : 2) * np);
+    return s.res[0];
+}
+
+/* Without a method, the branch and the sequence are the same model on the same KV: KL 0,
+ * top-1 and top-5 always, equal log-probs. */
+static void test_engine_reference_branch_of_full_attention_agrees(void **st)
+{
+    (void)st;
+    kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&c, 12);
+    make_prompts(c.n_vocab);
+    int np = plen[2], nf = 12;
+    int32_t ids[128];
+    memcpy(ids, prompts[2], sizeof(int32_t) * np);
+    for (int i = 0; i < nf; i++)
+        ids[np + i] = (i * 11 + 5) % c.n_vocab;
+    kw_gen_result *r = run_reference(m, ids, np, nf, NULL, 16, KW_REF_SHARED);
+    assert_int_equal(r->rc, 0);
+    assert_int_equal(r->n_gen, nf);
+    assert_non_null(r->ref_kl);
+    for (int i = 0; i < nf; i++) {
+        assert_true(r->ref_kl[i] >= 0 && r->ref_kl[i] < 1e-6);
+        assert_int_equal(r->ref_top1[i], 1);
+        assert_int_equal(r->ref_top5[i], 1);
+        assert_true(fabs(r->ref_logprobs[i] - r->logprobs[i]) < 1e-5);
+    }
+    kw_gen_result_free(r);
+    rt_tiny_free(m);
+}
+
+/* With an eviction at prefill end, the sequence follows the evicted reference model and
+ * the branch the full one; KL, top-1, top-5 and the full log-probs equal the plain
+ * definition on the plain reference forward passes. Chunked prefill (chunk 16 < prompt). */
+static void test_engine_reference_branch_measures_an_eviction(void **st)
+{
+    (void)st;
+    kw_model_config c = rt_tiny_config(1, KW_ROPE_HALF);
+    kw_model *m = rt_tiny_model(&c, 13);
+    make_prompts(c.n_vocab);
+    int np = plen[2], nf = 10, V = c.n_vocab;
+    int32_t ids[128];
+    memcpy(ids, prompts[2], sizeof(int32_t) * np);
+    for (int i = 0; i < nf; i++)
+        ids[np + i] = (i * 7 + 3) % V;
+    kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
+                   .name = "test.half", .on_prefill_end = half_prefill_end};
+    kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
+    for (int mode = KW_REF_SHARED; mode <= KW_REF_OWN; mode++) {
+        kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, mode);
+        assert_int_equal(r->rc, 0);
+        float *full = malloc(sizeof(float) * (np + nf) * V), *ev = malloc(sizeof(float) * (np + nf) * V);
+        rt_ref_forward(m, ids, np + nf, full, NULL, NULL, 0);
+        halfkeep hk = {np};
+        rt_ref_forward(m, ids, np + nf, ev, half_keep, &hk, 0);
+        double kl_sum = 0;
+        int n_t1 = 0;
+        for (int i = 0; i < nf; i++) {
+            const float *f = full + (int64_t)(np + i - 1) * V, *e = ev + (int64_t)(np + i - 1) * V;
+            double kl;
+            int t1, t5;
+            plain_fidelity(f, e, V, &kl, &t1, &t5);
+            if (fabs(r->ref_kl[i] - kl) > 1e-4 + 1e-3 * kl)
+                fail_msg("position %d: KL %g, the definition gives %g", i, r->ref_kl[i], kl);
+            assert_int_equal(r->ref_top1[i], t1);
+            assert_int_equal(r->ref_top5[i], t5);
+            double mx = f[0], s = 0;
+            for (int v = 1; v < V; v++)
+                mx = fmax(mx, f[v]);
+            for (int v = 0; v < V; v++)
+                s += exp(f[v] - mx);
+            assert_true(fabs(r->ref_logprobs[i] - (f[ids[np + i]] - mx - log(s))) < 1e-4);
+            kl_sum += kl;
+            n_t1 += t1;
+        }
+        assert_true(r->ref_kl[0] < 1e-6); /* position 0 is the prefill's, full for both */
+        assert_true(kl_sum > 1e-4);        /* the eviction did change something */
+        (void)n_t1;
+        free(full);
+        free(ev);
+        kw_gen_result_free(r);
+    }
+    rt_tiny_free(m);
+}
+
+/* Drops the oldest stored token of every KV head after each prompt chunk but the last:
+ * a method that acts before the prompt ends. */
+static int drop_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    (void)st, (void)a;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (!b->prefill[i] || b->last_chunk[i])
+            continue;
+        for (int h = 0; h < c->cfg->n_head_kv; h++) {
+            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
+            int32_t keep[512];
+            for (int j = 1; j < n && j < 513; j++)
+                keep[j - 1] = j;
+            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, n - 1);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* A method that drops prompt tokens during chunked prefill: a shared reference would not
+ * be full attention, so the sequence fails saying so; with its own prefill the branch is
+ * exactly the plain full-attention forward pass. */
+static void test_engine_reference_branch_own_prefill_for_prefill_time_methods(void **st)
+{
+    (void)st;
+    kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&c, 15);
+    make_prompts(c.n_vocab);
+    int np = plen[2], nf = 6, V = c.n_vocab;
+    int32_t ids[128];
+    memcpy(ids, prompts[2], sizeof(int32_t) * np);
+    for (int i = 0; i < nf; i++)
+        ids[np + i] = (i * 5 + 1) % V;
+    kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
+                   .name = "test.chunkdrop", .after_attn = drop_after_chunk};
+    kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
+    kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, KW_REF_SHARED);
+    assert_int_equal(r->rc, KW_ERANGE);
+    assert_non_null(strstr(r->error, "own"));
+    kw_gen_result_free(r);
+    r = run_reference(m, ids, np, nf, &hs, 16, KW_REF_OWN);
+    assert_int_equal(r->rc, 0);
+    float *full = malloc(sizeof(float) * (np + nf) * V);
+    rt_ref_forward(m, ids, np + nf, full, NULL, NULL, 0);
+    double kl_sum = 0;
+    for (int i = 0; i < nf; i++) {
+        const float *f = full + (int64_t)(np + i - 1) * V;
+        double mx = f[0], sum = 0;
+        for (int v = 1; v < V; v++)
+            mx = fmax(mx, f[v]);
+        for (int v = 0; v < V; v++)
+            sum += exp(f[v] - mx);
+        if (fabs(r->ref_logprobs[i] - (f[ids[np + i]] - mx - log(sum))) > 1e-4)
+            fail_msg("position %d: full log-prob %g, the plain forward gives %g", i,
+                     r->ref_logprobs[i], f[ids[np + i]] - mx - log(sum));
+        kl_sum += r->ref_kl[i];
+    }
+    assert_true(r->ref_kl[0] > 0); /* the method's prefill differed already */
+    assert_true(kl_sum > 1e-4);
+    free(full);
+    kw_gen_result_free(r);
+    rt_tiny_free(m);
+}
+
+static void test_engine_reference_branch_needs_teacher_forcing(void **st)
+{
+    (void)st;
+    kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&c, 14);
+    make_prompts(c.n_vocab);
+    kw_engine *e = open_engine(m, 4, 16, 4096);
+    kw_gen_req r = {.prompt = prompts[1], .n_prompt = plen[1], .max_new = 4, .reference = true,
+                    .done = on_done};
+    kw_error err = {0};
+    assert_int_equal(kw_engine_submit(e, &r, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "teacher forcing"));
+    kw_engine_close(e);
+    rt_tiny_free(m);
+}
+
+/* The fidelity of one position on a 3-token vocabulary, by hand: p_full = (1/2, 1/4,
+ * 1/4), p_method = (1/4, 1/2, 1/4): KL = 1/2 ln 2 - 1/4 ln 2 = ln(2)/4; the argmaxes
+ * differ; full's argmax (token 0) is second in the method's ranking, so within the top 5.
+ * Shifting logits by a constant changes nothing; equal rows give KL 0. */
+static void test_fidelity_by_hand_on_a_tiny_vocabulary(void **st)
+{
+    (void)st;
+    float full[3] = {logf(0.5f), logf(0.25f), logf(0.25f)};
+    float meth[3] = {logf(0.25f) + 7.f, logf(0.5f) + 7.f, logf(0.25f) + 7.f};
+    float kl;
+    uint8_t t1, t5;
+    kw__fidelity(full, meth, 3, &kl, &t1, &t5);
+    assert_true(fabs(kl - log(2.0) / 4) < 1e-6);
+    assert_int_equal(t1, 0);
+    assert_int_equal(t5, 1);
+    kw__fidelity(full, full, 3, &kl, &t1, &t5);
+    assert_true(kl == 0.f);
+    assert_int_equal(t1, 1);
+    /* top-5 over 8 tokens: full's argmax is token 6; the method ranks 5 tokens above it
+     * (two of them tied with it at a lower index), so it is sixth: not contained */
+    float f8[8] = {0, 0, 0, 0, 0, 0, 5, 0};
+    float m8[8] = {3, 3, 3, 2, 2, 1, 2, 0};
+    kw__fidelity(f8, m8, 8, &kl, &t1, &t5);
+    assert_int_equal(t1, 0);
+    assert_int_equal(t5, 0);
+    m8[3] = 1; /* now fifth */
+    kw__fidelity(f8, m8, 8, &kl, &t1, &t5);
+    assert_int_equal(t5, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -353,6 +635,11 @@ int main(void)
         cmocka_unit_test(test_engine_stops_on_eos),
         cmocka_unit_test(test_engine_uses_hook_reserve),
         cmocka_unit_test(test_engine_underclaimed_sequence_fails_cleanly),
+        cmocka_unit_test(test_fidelity_by_hand_on_a_tiny_vocabulary),
+        cmocka_unit_test(test_engine_reference_branch_of_full_attention_agrees),
+        cmocka_unit_test(test_engine_reference_branch_measures_an_eviction),
+        cmocka_unit_test(test_engine_reference_branch_needs_teacher_forcing),
+        cmocka_unit_test(test_engine_reference_branch_own_prefill_for_prefill_time_methods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

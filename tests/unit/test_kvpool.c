@@ -155,6 +155,46 @@ static void test_kvpool_fork_shares_full_pages_copies_partial(void **state)
     kw_kvpool_free(p);
 }
 
+/* share_layer: one layer's tables of an empty sequence take the source's pages (only
+ * the partial page is copied); an eviction in the source afterwards leaves the sharer's
+ * tokens alone; a second share into a filled layer is refused. */
+static void test_kvpool_share_layer_forks_one_layer_before_eviction(void **state)
+{
+    (void)state;
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *a = kw_kvseq_new(p), *b = kw_kvseq_new(p);
+    append(a, &c, 0, 10);
+    int64_t before = kw_kvpool_free_pages(p);
+    assert_int_equal(kw_kvseq_share_layer(b, a, 1), 0);
+    assert_int_equal(before - kw_kvpool_free_pages(p), 2); /* a partial copy per KV head */
+    assert_int_equal(kw_kvseq_len(b, 0, 0), 0);
+    assert_int_equal(kw_kvseq_len(b, 1, 1), 10);
+    int na, nb;
+    const int32_t *pa = kw_kvseq_pages(a, 1, 0, &na), *pb = kw_kvseq_pages(b, 1, 0, &nb);
+    assert_int_equal(nb, 3);
+    assert_int_equal(pa[0], pb[0]);
+    assert_int_not_equal(pa[2], pb[2]);
+    int32_t keep[] = {0, 9};
+    for (int h = 0; h < 2; h++)
+        assert_int_equal(kw_kvseq_keep(a, 1, h, keep, 2), 0);
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < 10; j++)
+            check_token(b, &c, 1, h, j, j);
+    check_token(a, &c, 1, 0, 1, 9);
+    assert_int_equal(kw_kvseq_share_layer(b, a, 1), KW_EINVAL);
+    assert_int_equal(kw_kvseq_share_layer(b, a, 7), KW_EINVAL);
+    a = kw_kvseq_free(a);
+    b = kw_kvseq_free(b);
+    assert_int_equal(kw_kvpool_free_pages(p), 64);
+    kw_kvpool_free(p);
+}
+
 static void test_kvpool_keep_frees_pages(void **state)
 {
     kw_model_config c = small_cfg();
@@ -275,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_kvpool_append_spans_pages),
         cmocka_unit_test(test_kvpool_full_pool_refuses),
         cmocka_unit_test(test_kvpool_fork_shares_full_pages_copies_partial),
+        cmocka_unit_test(test_kvpool_share_layer_forks_one_layer_before_eviction),
         cmocka_unit_test(test_kvpool_keep_frees_pages),
         cmocka_unit_test(test_view_dense_and_tokens),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),

@@ -100,6 +100,50 @@ static void test_chat_styles_render_system_and_user(void **s)
     kw_tokenizer_free(tk);
 }
 
+/* RULER's answer_prefix goes after the rendered prompt (the assistant turn starts with
+ * it); "chat": false renders raw whatever the style (LongBench's no-chat tasks). */
+static void test_answer_prefix_follows_the_assistant_header_and_chat_false_is_raw(void **s)
+{
+    (void)s;
+    kw_tokenizer *tk = tiny();
+    static const struct { const char *sample, *want; kw_chat_style st; } cases[] = {
+        {"{\"input\": \"the cat\", \"answer_prefix\": \" It is\"}",
+         "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n It is", KW_CHAT_CHATML},
+        {"{\"input\": \"the cat\", \"answer_prefix\": \" It is\", \"chat\": false}",
+         "the cat It is", KW_CHAT_CHATML},
+        {"{\"input\": \"the cat\", \"chat\": false}", "the cat", KW_CHAT_LLAMA3},
+        {"{\"input\": \"the cat\", \"chat\": true}",
+         "<|im_start|>user\nthe cat<|im_end|>\n<|im_start|>assistant\n", KW_CHAT_CHATML},
+        {"{\"input\": \"the cat\", \"answer_prefix\": \" A:\"}", "the cat A:", KW_CHAT_NONE},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        json_t *sample = json_loads(cases[i].sample, 0, NULL);
+        assert_non_null(sample);
+        kw_tokprompt_opts o = {.style = cases[i].st};
+        kw_tokens *t;
+        kw_error err = {0};
+        assert_int_equal(kw_tokprompt_make(tk, sample, &o, &t, &err), 0);
+        int32_t want[512];
+        int n = kw_tokenize(tk, cases[i].want, 1, want, 512);
+        if (t->n != n || memcmp(t->ids, want, (size_t)n * sizeof *want))
+            fail_msg("case %zu: prompt differs from '%s'", i, cases[i].want);
+        free_tokens(t);
+        json_decref(sample);
+    }
+    json_t *bad = json_pack("{s:s,s:s}", "input", "x", "chat", "no");
+    kw_tokprompt_opts o = {.style = KW_CHAT_CHATML};
+    kw_tokens *t = NULL;
+    kw_error err = {0};
+    assert_int_equal(kw_tokprompt_make(tk, bad, &o, &t, &err), KW_ETYPE);
+    assert_non_null(strstr(err.msg, "'chat'"));
+    json_object_set_new(bad, "chat", json_true());
+    json_object_set_new(bad, "answer_prefix", json_integer(3));
+    assert_int_equal(kw_tokprompt_make(tk, bad, &o, &t, &err), KW_ETYPE);
+    assert_non_null(strstr(err.msg, "'answer_prefix'"));
+    json_decref(bad);
+    kw_tokenizer_free(tk);
+}
+
 static void test_template_joins_fields(void **s)
 {
     (void)s;
@@ -191,6 +235,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_raw_takes_field_and_max_new),
         cmocka_unit_test(test_template_joins_fields),
+        cmocka_unit_test(test_answer_prefix_follows_the_assistant_header_and_chat_false_is_raw),
         cmocka_unit_test(test_chat_styles_render_system_and_user),
         cmocka_unit_test(test_style_names_and_auto),
         cmocka_unit_test(test_chat_prompt_ids_match_hf_for_smollm2),

@@ -18,7 +18,9 @@ extern "C" {
 
 typedef struct kw_engine kw_engine;
 
-/* model_spec: a registered name, a GGUF path or an HF directory. device: "cpu" or
+/* model_spec: a registered name, a GGUF path, an HF directory or a hub name
+ * (ORG/NAME[@REV][/file.gguf], resolved through the Hugging Face cache; HF_HUB_OFFLINE=1
+ * reads only the cache). device: "cpu" or
  * "cuda[:N]" (KW_ENOSYS in a build without CUDA). */
 int kw_engine_open(const char *model_spec, const char *device, kw_engine **out,
                    kw_error *err);
@@ -76,6 +78,12 @@ typedef struct kw_gen_result {
     int64_t meta_bytes;                       /* hooks' metadata at the end */
     int64_t tmp_bytes_peak;                   /* temporary pool, whole engine */
     double attended_mean;                     /* tokens read per layer and decode step */
+    /* with kw_gen_req.reference, per position (n_gen), against the full-attention
+     * branch (nullable otherwise): */
+    float *ref_kl;        /* KL(full || this) in nats, over the whole vocabulary */
+    uint8_t *ref_top1;    /* 1: this argmax equals full's (ties: lowest index) */
+    uint8_t *ref_top5;    /* 1: full's argmax is among this top-5 */
+    float *ref_logprobs;  /* log p_full of the forced token */
 } kw_gen_result;
 kw_gen_result *kw_gen_result_free(kw_gen_result *r);
 
@@ -94,7 +102,24 @@ typedef struct kw_gen_req {
     int64_t sample;          /* sample index (random keys, hooks); -1 if none */
     void (*done)(void *user, kw_gen_result *r); /* engine thread; (transfer full) r */
     void *user;
+    /* With forced: fidelity to full attention (KW_REF_*). A full-attention branch
+     * without hooks is teacher-forced beside this sequence over the same tokens, in the
+     * same batch; the result gets ref_kl, ref_top1, ref_top5 and ref_logprobs.
+     *   KW_REF_SHARED: the prompt is prefilled once, with the hooks; the branch takes its
+     *     KV layer by layer on shared pages (kw_kvseq_share_layer) just before
+     *     on_prefill_end, and position 0 (the prompt's last logits) is the prefill's for
+     *     both. Exact when the hooks change nothing before the prompt ends (eviction at
+     *     prefill end, selection in decoding); a sequence whose hooks dropped prompt
+     *     tokens earlier (eviction per prefill chunk) fails with a message saying so. A
+     *     hook that selects during prefill shapes the reference too, undetected.
+     *   KW_REF_OWN: the branch prefills the prompt itself, chunk by chunk beside the
+     *     sequence: exact for any hook, at twice the prefill work and pages.
+     * The claim grows by the branch's worst case (all prompt + forced tokens); the memory
+ * figures of the result are the sequence's own (the branch's pages are not counted),
+ * and the branch takes a batch slot of its own (max_batch >= 2). */
+    int reference;
 } kw_gen_req;
+enum { KW_REF_NONE = 0, KW_REF_SHARED = 1, KW_REF_OWN = 2 }; /* kw_gen_req.reference */
 
 /* Opens an engine on a loaded model (transfer none: m outlives the engine). */
 int kw_engine_open_model(const kw_model *m, const kw_engine_opts *o, kw_engine **out,

@@ -118,6 +118,11 @@ kw_kvseq *kw_kvseq_free(kw_kvseq *s);               /* releases its pages */
 /* New sequence sharing s's pages; only each table's last partial page is copied.
  * NULL when the pool has no page left for the copies. */
 kw_kvseq *kw_kvseq_fork(kw_kvseq *s);
+/* fork for one layer: dst's (empty) tables of `layer` share src's pages; only each
+ * table's last partial page is copied. The engine forks a full-attention reference
+ * branch layer by layer, before a method's on_prefill_end evicts. KW_EINVAL when dst
+ * already holds tokens in that layer, KW_ELIMIT when the pool has no page for a copy. */
+int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer);
 /* Appends n_tok tokens to every KV head of one layer. k, v: (n_tok, n_kv, head_dim);
  * pos: (n_tok). KW_ELIMIT when the pool is full. */
 int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,

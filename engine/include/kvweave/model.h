@@ -88,8 +88,12 @@ typedef struct kw_model {
 
 /* Opens a registered name (NAME -> $KVWEAVE_HOME/models/NAME.gguf, else
  * $KVWEAVE_HOME/models/NAME/ as a Hugging Face directory; setup.sh registers
- * smollm2-135m-instruct), a .gguf path or a Hugging Face model directory. sha256 comes
- * from a NAME.sha256 / FILE.sha256 sidecar when present, else it is computed. */
+ * smollm2-135m-instruct), a .gguf path, a Hugging Face model directory, or a hub name
+ * (ORG/NAME[@REV][/PATH], store/hub.h) that is none of these: resolved through the
+ * Hugging Face cache (a cached name needs no network; HF_HUB_OFFLINE=1 reads only the
+ * cache; a miss is KW_ENOTFOUND naming the missing cache path). A repo with no
+ * config.json and one top-level .gguf opens that file. sha256 comes from a NAME.sha256 /
+ * FILE.sha256 sidecar, or a hub file's LFS etag, when present, else it is computed. */
 int kw_model_open(const char *spec, kw_model **out, kw_error *err);
 kw_model *kw_model_free(kw_model *m);
 /* (transfer none) NULL if absent. */
