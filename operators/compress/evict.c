@@ -390,8 +390,8 @@ static int ev_after_attn(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_
         kw_seq *q = b->seqs[i];
         evseq *e = q->hook_seq[c->hook_index];
         switch (s->p->kind) {
-        case KW_EVICT_STREAMING:
-            if (!b->prefill[i] || b->last_chunk[i] || s->p->prefill_evict)
+        case KW_EVICT_STREAMING: /* the prompt's end: on_prefill_end */
+            if (!b->prefill[i] || (s->p->prefill_evict && !b->last_chunk[i]))
                 rc = streaming_evict(s, e, q->kv, c->layer);
             break;
         case KW_EVICT_H2O:
@@ -425,7 +425,9 @@ static int ev_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
     for (int i = 0; i < b->n_seq && rc == 0; i++) {
         kw_seq *q = b->seqs[i];
         evseq *e = q->hook_seq[c->hook_index];
-        if (s->p->kind == KW_EVICT_H2O)
+        if (s->p->kind == KW_EVICT_STREAMING)
+            rc = streaming_evict(s, e, q->kv, c->layer);
+        else if (s->p->kind == KW_EVICT_H2O)
             rc = h2o_evict(s, e, q->kv, c->layer);
         else if (s->p->kind == KW_EVICT_SNAPKV || s->p->kind == KW_EVICT_PYRAMID)
             rc = e->score_layer == c->layer ? snap_evict(s, e, q->kv, c->layer) : KW_EINTERNAL;
@@ -436,7 +438,7 @@ static int ev_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
 static const kw_kvhook hook_streaming = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT, .needs = 0,
     .name = "compress.streaming", .reserve = ev_reserve, .seq_open = ev_seq_open,
-    .after_attn = ev_after_attn, .seq_close = ev_seq_close};
+    .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end, .seq_close = ev_seq_close};
 static const kw_kvhook hook_h2o = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
     .needs = KW_NEED_STEP_PROBS, .name = "compress.h2o", .reserve = ev_reserve,
