@@ -25,6 +25,10 @@ extern const kw_op kw_op_decode_greedy;
 extern const kw_op kw_op_decode_sample;
 extern const kw_op kw_op_decode_teacher_forced;
 
+/* compress: eviction */
+extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
+    kw_op_compress_pyramidkv;
+
 const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
@@ -50,5 +54,11 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_decode_greedy,
     &kw_op_decode_sample,
     &kw_op_decode_teacher_forced,
+
+    /* compress: eviction */
+    &kw_op_compress_streaming,
+    &kw_op_compress_h2o,
+    &kw_op_compress_snapkv,
+    &kw_op_compress_pyramidkv,
     NULL,
 };
