@@ -82,6 +82,21 @@ void kw_ref_rope(float *x, const int32_t *pos, int n_tok, int n_heads, int head_
 void kw_ref_swiglu(const float *gate, const float *up, float *out, int64_t n);
 void kw_ref_softmax(float *x, int rows, int n);
 
+/* ---- page metadata for query-aware selection (kernels/cpu/pages.c) ----
+ * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows
+ * [p*page, min((p+1)*page, n_tok)). kmin, kmax: (ceil(n_tok/page), head_dim) the
+ * per-channel min and max over each page's rows. */
+int kw_k_page_bounds(kw_backend bk, void *stream, const float *k, int n_tok, int head_dim,
+                     int page, float *kmin, float *kmax);
+/* scores(n_q, n_pages): for query row h and page p, sum_i max(q_i*kmin_i, q_i*kmax_i),
+ * an upper bound of q.k over every key of the page. q: (n_q, head_dim). */
+int kw_k_page_scores(kw_backend bk, void *stream, const float *q, int n_q, int head_dim,
+                     const float *kmin, const float *kmax, int n_pages, float *scores);
+void kw_ref_page_bounds(const float *k, int n_tok, int head_dim, int page, float *kmin,
+                        float *kmax);
+void kw_ref_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
+                        const float *kmax, int n_pages, float *scores);
+
 #ifdef __cplusplus
 }
 #endif

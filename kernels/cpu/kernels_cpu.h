@@ -18,4 +18,10 @@ int kw_cpu_embed(const float *table, int64_t n_rows, int dim, const int32_t *ids
 int kw_cpu_add(float *y, const float *x, int64_t n);
 int kw_cpu_softmax(float *x, int rows, int n);
 
+/* page metadata (pages.c) */
+int kw_cpu_page_bounds(const float *k, int n_tok, int head_dim, int page, float *kmin,
+                       float *kmax);
+int kw_cpu_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
+                       const float *kmax, int n_pages, float *scores);
+
 #endif
