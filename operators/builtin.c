@@ -21,6 +21,9 @@ extern const kw_op kw_op_decode_greedy;
 extern const kw_op kw_op_decode_sample;
 extern const kw_op kw_op_decode_teacher_forced;
 
+/* query-aware selection, XKV calibration and layer budgets (issue 6) */
+extern const kw_op kw_op_retrieve_quest;
+
 const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
@@ -40,5 +43,8 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_decode_greedy,
     &kw_op_decode_sample,
     &kw_op_decode_teacher_forced,
+
+    /* query-aware selection, XKV calibration and layer budgets (issue 6) */
+    &kw_op_retrieve_quest,
     NULL,
 };
