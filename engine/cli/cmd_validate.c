@@ -9,15 +9,8 @@
 #include "graph.h"
 #include "registry.h"
 
-/* The built-in operators link against the operator runtime (engine/opctx.c, with the
- * scheduler); in a tree without it the CLI knows only plug-ins. */
-#if __has_include("opctx.h")
 #include "../../operators/builtin.h"
 #define KW_CLI_BUILTINS kw_builtin_ops
-#else
-static const kw_op *const no_builtins[] = {NULL};
-#define KW_CLI_BUILTINS no_builtins
-#endif
 
 typedef struct vargs {
     const char *path;
