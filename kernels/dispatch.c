@@ -69,6 +69,35 @@ int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n)
     CUDA_OR_ENOSYS(kw_cuda_softmax(stream, x, rows, n));
 }
 
+/* ---- selection ---- */
+
+int kw_k_window_scores(kw_backend bk, void *stream, const float *probs, int n_q, int n_head,
+                       int len, int group, int n_key, float *out)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_window_scores(probs, n_q, n_head, len, group, n_key, out);
+    return KW_ENOSYS;
+}
+
+int kw_k_pool1d(kw_backend bk, void *stream, const float *x, int rows, int n, int kernel,
+                kw_pooling mode, float *out)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_pool1d(x, rows, n, kernel, mode, out);
+    return KW_ENOSYS;
+}
+
+int kw_k_topk(kw_backend bk, void *stream, const float *x, int rows, int n, int k,
+              int32_t *idx)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_topk(x, rows, n, k, idx);
+    return KW_ENOSYS;
+}
+
 /* ---- page metadata (CPU only so far) ---- */
 
 int kw_k_page_bounds(kw_backend bk, void *stream, const float *k, int n_tok, int head_dim,

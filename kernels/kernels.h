@@ -82,6 +82,31 @@ void kw_ref_rope(float *x, const int32_t *pos, int n_tok, int n_heads, int head_
 void kw_ref_swiglu(const float *gate, const float *up, float *out, int64_t n);
 void kw_ref_softmax(float *x, int rows, int n);
 
+/* ---- selection, for eviction methods (kernels/cpu/select.c) ----
+ * Observation-window scores: probs (n_q, n_head, len) as after_attn hands them (the
+ * probabilities of n_q queries over len view tokens); out (n_head / group, n_key):
+ *   out[r][j] = (1 / group) * sum over heads h of group r, over queries q, of probs[q][h][j]
+ * for key j < n_key <= len. group = n_head / n_kv averages a GQA group's heads (scores
+ * per KV head); group = 1 scores each query head. */
+int kw_k_window_scores(kw_backend bk, void *stream, const float *probs, int n_q, int n_head,
+                       int len, int group, int n_key, float *out);
+/* 1-D pooling of each row of x (rows, n) into out (rows, n) (out != x), stride 1: out[i]
+ * covers x[i - kernel/2, i - kernel/2 + kernel). AVG divides by kernel, the padding
+ * counting as zeros (avg_pool1d with padding kernel/2, count_include_pad); MAX ignores
+ * the padding. For an odd kernel the window is centred. */
+typedef enum kw_pooling { KW_POOLING_AVG = 0, KW_POOLING_MAX = 1 } kw_pooling;
+int kw_k_pool1d(kw_backend bk, void *stream, const float *x, int rows, int n, int kernel,
+                kw_pooling mode, float *out);
+/* Top-k of each row of x (rows, n): idx (rows, k) the indices of the k largest values,
+ * ties to the lower index, listed in increasing index order (ready for kw_kvseq_keep).
+ * 0 <= k <= n; KW_EINVAL on a NaN. */
+int kw_k_topk(kw_backend bk, void *stream, const float *x, int rows, int n, int k,
+              int32_t *idx);
+void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int group,
+                          int n_key, float *out);
+void kw_ref_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
+void kw_ref_topk(const float *x, int rows, int n, int k, int32_t *idx);
+
 /* ---- page metadata for query-aware selection (kernels/cpu/pages.c) ----
  * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows
  * [p*page, min((p+1)*page, n_tok)). kmin, kmax: (ceil(n_tok/page), head_dim) the

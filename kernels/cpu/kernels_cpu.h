@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "kernels.h"
 #include "kvweave/model.h"
 
 int kw_cpu_linear(const float *x, const float *w, const float *bias, float *y, int M, int N,
@@ -17,6 +18,12 @@ int kw_cpu_embed(const float *table, int64_t n_rows, int dim, const int32_t *ids
                  float *out);
 int kw_cpu_add(float *y, const float *x, int64_t n);
 int kw_cpu_softmax(float *x, int rows, int n);
+
+/* selection (select.c) */
+int kw_cpu_window_scores(const float *probs, int n_q, int n_head, int len, int group,
+                         int n_key, float *out);
+int kw_cpu_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
+int kw_cpu_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
 /* page metadata (pages.c) */
 int kw_cpu_page_bounds(const float *k, int n_tok, int head_dim, int page, float *kmin,
