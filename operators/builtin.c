@@ -23,6 +23,7 @@ extern const kw_op kw_op_decode_teacher_forced;
 
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
+extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
 
 const kw_op *const kw_builtin_ops[] = {
     /* template */
@@ -46,5 +47,8 @@ const kw_op *const kw_builtin_ops[] = {
 
     /* query-aware selection, XKV calibration and layer budgets (issue 6) */
     &kw_op_retrieve_quest,
+    &kw_op_layer_budget_xkv,
+    &kw_op_layer_budget_uniform,
+    &kw_op_layer_budget_pyramid,
     NULL,
 };
