@@ -24,6 +24,7 @@ extern const kw_op kw_op_decode_teacher_forced;
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
 extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
+extern const kw_op kw_op_mini_prefill_snap;
 
 const kw_op *const kw_builtin_ops[] = {
     /* template */
@@ -50,5 +51,6 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_layer_budget_xkv,
     &kw_op_layer_budget_uniform,
     &kw_op_layer_budget_pyramid,
+    &kw_op_mini_prefill_snap,
     NULL,
 };
