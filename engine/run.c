@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "kvweave/util.h"
@@ -1284,6 +1285,9 @@ static void record_figures(kw_exec *x, double wall)
         sum += lane_busy[l];
     }
     kw_db_metric(x->db, x->uuid, -1, "wall_s", wall, 0, &err);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) /* the process's peak resident set (kB on Linux) */
+        kw_db_metric(x->db, x->uuid, -1, "peak_rss_bytes", (double)ru.ru_maxrss * 1024.0, 0, &err);
     if (wall > 0)
         kw_db_metric(x->db, x->uuid, -1, "overlap", sum / wall, 0, &err);
     kw_db_metric(x->db, x->uuid, -1, "samples_ok", (double)x->ok, 0, &err);

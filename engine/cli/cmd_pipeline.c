@@ -405,7 +405,7 @@ static json_t *op_schema(const kw_op *op)
     if (json_array_size(req))
         json_object_set(with, "required", req);
     json_decref(req);
-    return json_pack("{s:{s:{s:{s:s}},s:{s:o}}}", "if", "properties", "op", "const", op->name,
+    return json_pack("{s:{s:{s:{s:s}}},s:{s:{s:o}}}", "if", "properties", "op", "const", op->name,
                      "then", "properties", "with", with);
 }
 
@@ -439,12 +439,11 @@ int kw_cmd_schema(int argc, char **argv)
         "array", "items", "type", "string", "with", "type", "object", "allOf", rules);
     json_object_set_new(stage, "additionalProperties", json_false());
     json_t *schema = json_pack(
-        "{s:s,s:s,s:s,s:s,s:[s],s:{s:{s:s},s:{s:s},s:O,s:{s:s,s:O},s:{s:s,s:{s:s}},"
+        "{s:s,s:s,s:s,s:[s],s:{s:{s:s},s:{s:s},s:O,s:{s:s,s:O},s:{s:s,s:{s:s}},"
         "s:{s:s,s:{s:{s:s},s:{s:s,s:i},s:{s:s,s:i},s:{s:s}},s:b},"
         "s:{s:s,s:{s:{s:s,s:i,s:i},s:{s:s,s:i},s:{s:s,s:i}},s:b},"
         "s:{s:s,s:{s:s}}},s:b}",
-        "$schema", "https://json-schema.org/draft/2020-12/schema", "$id",
-        "https://kvweave.dev/schemas/pipeline.schema.json", "title", "kvweave pipeline", "type",
+        "$schema", "https://json-schema.org/draft/2020-12/schema", "title", "kvweave pipeline", "type",
         "object", "required", "stages", "properties", "name", "type", "string", "model", "type",
         "string", "dataset", stage, "stages", "type", "array", "items", stage, "sweep", "type",
         "object", "additionalProperties", "type", "array", "run", "type", "object", "properties",

@@ -1,5 +1,12 @@
 /* template.upper — the copy-me operator: upper-cases one string field of each sample.
- * Copy this folder, rename the operator, change the tables and run(). */
+ * Copy this folder, rename the operator, change the tables and run().
+ *
+ * Built into kvweave it is "template.upper". Built as a plug-in (a shared object; see
+ * tests/pipelines/meson.build) with -DKW_TEMPLATE_PLUGIN it exports the two symbols the
+ * engine looks for and is named "plugin.upper", so both can be loaded at once:
+ *
+ *   cc -shared -fPIC -DKW_TEMPLATE_PLUGIN -I engine/include template.c -o libupper.so
+ *   pipeline:  plugins: [./libupper.so]   stages: [{ id: up, op: plugin.upper }] */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +19,15 @@ static const kw_param_spec params[] = {
     {"field", KW_PARAM_STRING, "input", 0, 0, NULL, "the string field to upper-case"},
     {"times", KW_PARAM_INT, "1", 1, 16, NULL, "how many copies of the field to join"},
 };
+
+/* A plug-in's global names must differ from kvweave's own: the executable exports its
+ * symbols, and a plug-in's reference to a name kvweave also has would bind to kvweave's. */
+#ifdef KW_TEMPLATE_PLUGIN
+#define KW_TEMPLATE_NAME "plugin.upper"
+#define kw_op_template_upper kw_op_plugin_upper
+#else
+#define KW_TEMPLATE_NAME "template.upper"
+#endif
 
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
@@ -43,7 +59,7 @@ static int run(kw_opctx *c, void *st, kw_task *t)
 const kw_op kw_op_template_upper = {
     .size = sizeof(kw_op),
     .abi = KW_OP_ABI,
-    .name = "template.upper",
+    .name = KW_TEMPLATE_NAME,
     .version = 1,
     .doc = "upper-cases a string field of each sample (the copy-me example)",
     .lanes = KW_LANE_CPU,
@@ -55,3 +71,8 @@ const kw_op kw_op_template_upper = {
     .n_params = 2,
     .run = run,
 };
+
+#ifdef KW_TEMPLATE_PLUGIN
+const uint32_t kw_plugin_abi = KW_OP_ABI;
+const kw_op *const kw_plugin_ops[] = {&kw_op_template_upper, NULL};
+#endif
