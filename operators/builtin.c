@@ -21,6 +21,10 @@ extern const kw_op kw_op_decode_greedy;
 extern const kw_op kw_op_decode_sample;
 extern const kw_op kw_op_decode_teacher_forced;
 
+/* compress: eviction */
+extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
+    kw_op_compress_pyramidkv;
+
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
 extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
@@ -45,6 +49,12 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_decode_greedy,
     &kw_op_decode_sample,
     &kw_op_decode_teacher_forced,
+
+    /* compress: eviction */
+    &kw_op_compress_streaming,
+    &kw_op_compress_h2o,
+    &kw_op_compress_snapkv,
+    &kw_op_compress_pyramidkv,
 
     /* query-aware selection, XKV calibration and layer budgets (issue 6) */
     &kw_op_retrieve_quest,

@@ -449,7 +449,18 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
                 continue;
             int c = pre ? q->req.n_prompt - done : 1;
             if (pre) {
+                int rem = c, w = e->o.obs_window;
                 c = c > budget ? budget : c;
+                /* observation probabilities come from the prompt's last chunk: leave it
+                   at least obs_window tokens (when the chunk size allows) */
+                if (c < rem && rem - c < w && (kw_hookstack_needs(&q->hs) & KW_NEED_OBS_PROBS)) {
+                    if (rem > w)
+                        c = rem - w;
+                    else if (rem <= e->o.chunk)
+                        c = 0; /* all of it in a later step with room for it */
+                }
+                if (c == 0)
+                    continue;
                 budget -= c;
             }
             b->q[k] = q;

@@ -5,7 +5,8 @@
  * RoPE, append to the pool (K before RoPE when the pool says so), dense views, SELECT
  * hooks, materialize, attention over the views (causal by stored position), after_attn,
  * on_prefill_end, output projection and the SwiGLU MLP. Extra tensors (LSE,
- * observation-window probabilities) are computed only when a hook needs them. */
+ * observation-window probabilities, per-step probability sums) are computed only when a
+ * hook needs them. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +205,8 @@ typedef struct hgroup {
     kw_view *views[KW_FWD_MAX_SEQ];
     const float *probs[KW_FWD_MAX_SEQ];
     int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
+    const float *sprobs[KW_FWD_MAX_SEQ];
+    int slen[KW_FWD_MAX_SEQ];
     kw_batch b;
 } hgroup;
 
@@ -217,6 +220,9 @@ typedef struct stepctx {
     float *probs[KW_FWD_MAX_SEQ];
     int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
     bool want_obs[KW_FWD_MAX_SEQ];
+    float *sprobs[KW_FWD_MAX_SEQ]; /* KW_NEED_STEP_PROBS: (n_head, slen) per sequence */
+    int slen[KW_FWD_MAX_SEQ];
+    bool want_step[KW_FWD_MAX_SEQ];
 } stepctx;
 
 static int build_groups(stepctx *c)
@@ -232,6 +238,8 @@ static int build_groups(stepctx *c)
                 continue;
             if (hs->hooks[idx]->needs & KW_NEED_OBS_PROBS && s->last_chunk[i])
                 c->want_obs[i] = true;
+            if (hs->hooks[idx]->needs & KW_NEED_STEP_PROBS)
+                c->want_step[i] = true;
             c->needs |= hs->hooks[idx]->needs;
             hgroup *g = NULL;
             for (int k = 0; k < c->n_g && !g; k++)
@@ -298,12 +306,16 @@ static void call_hooks(stepctx *c, int layer, int which, const kw_attn_stats *st
                     g->probs[j] = c->probs[g->si[j]];
                     g->obs_n[j] = c->obs_n[g->si[j]];
                     g->obs_len[j] = c->obs_len[g->si[j]];
+                    g->sprobs[j] = c->sprobs[g->si[j]];
+                    g->slen[j] = c->slen[g->si[j]];
                 }
                 kw_attn_stats a = *stats;
                 a.probs = g->probs;
                 a.obs_n = g->obs_n;
                 a.obs_len = g->obs_len;
                 a.views = (const kw_view *const *)g->views;
+                a.step_probs = g->sprobs;
+                a.step_len = g->slen;
                 rc = g->h->after_attn(g->st, &lc, &g->b, &a);
             }
             break;
@@ -394,6 +406,69 @@ static int obs_probs(stepctx *c, int i)
     return 0;
 }
 
+/* KW_NEED_STEP_PROBS: for each query head and each token of its view row, the sum of
+ * the probabilities the sequence's step queries put on it, from the LSE the attention
+ * kernel returned. Each key is read (and rotated, in a pre-RoPE pool) once per head; the
+ * step's positions of a sequence are consecutive, so the queries that see a key are a
+ * suffix of them. */
+static int step_probs(stepctx *c, int i)
+{
+    kw_fwd *f = c->f;
+    const kw_model_config *cf = &f->cfg;
+    const kw_view *w = f->views[i];
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int hd = cf->head_dim, H = cf->n_head, g = H / cf->n_head_kv, P = mem.page_tokens, len = 0;
+    if (hd > 512)
+        return KW_ELIMIT;
+    for (int r = 0; r < w->n_rows; r++) {
+        int rl = kw_view_row_tokens(w, r);
+        len = rl > len ? rl : len;
+    }
+    free(c->sprobs[i]);
+    c->sprobs[i] = calloc((size_t)H * (len ? len : 1), sizeof(float));
+    if (!c->sprobs[i])
+        return KW_ENOMEM;
+    c->slen[i] = len;
+    int t0 = c->s->tok_first[i], nq = c->s->tok_n[i];
+    int32_t p0 = c->s->pos[t0];
+    float scale = 1.f / sqrtf((float)hd);
+#pragma omp parallel for schedule(dynamic)
+    for (int h = 0; h < H; h++) {
+        int r = w->per_qhead ? h : h / g, col = 0;
+        float kb[512];
+        float *out = c->sprobs[i] + (int64_t)h * len;
+        for (int sp = w->row_ptr[r]; sp < w->row_ptr[r + 1]; sp++) {
+            const kw_span *s = &w->spans[sp];
+            const int32_t *pp = mem.pos[s->pool] + (int64_t)s->page * P;
+            for (int cs = s->first; cs < s->first + s->n; cs++, col++) {
+                const float *k = kw_kvmem_row(&mem, s->pool, s->page, cs, 0, kb);
+                if (mem.pre_rope) {
+                    if (k != kb)
+                        memcpy(kb, k, (size_t)hd * sizeof(float));
+                    kw_k_rope(KW_BK_CPU, NULL, kb, &pp[cs], 1, 1, hd, f->inv_freq,
+                              cf->rope_layout);
+                    k = kb;
+                }
+                int q0 = pp[cs] > p0 ? (int)(pp[cs] - p0) : 0;
+                double acc = 0;
+                for (int qi = q0; qi < nq; qi++) {
+                    int t = t0 + qi;
+                    float lse = f->lse[(int64_t)t * H + h];
+                    if (!isfinite(lse))
+                        continue;
+                    const float *q = f->q + ((int64_t)t * H + h) * hd;
+                    float d = 0;
+                    for (int x = 0; x < hd; x++)
+                        d += q[x] * k[x];
+                    acc += expf(d * scale - lse);
+                }
+                out[col] = (float)acc;
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---- the layer loop ---- */
 
 static int attention(stepctx *c, int layer, int n_tok)
@@ -411,7 +486,7 @@ static int attention(stepctx *c, int layer, int n_tok)
     for (int i = 0; i < s->n_seq; i++)
         off[i] = s->tok_first[i];
     off[s->n_seq] = n_tok;
-    bool want_lse = c->needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS);
+    bool want_lse = c->needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS | KW_NEED_STEP_PROBS);
     kw_kvmem mem = kw_kvpool_mem(c->pool);
     kw_attn_args a = {.mem = mem, .n_seq = s->n_seq,
                       .views = (const kw_view *const *)f->views, .tok_off = off, .q = f->q,
@@ -426,6 +501,8 @@ static int attention(stepctx *c, int layer, int n_tok)
         int64_t nv = kw_view_tokens(f->views[i]);
         s->attended[i] += f->views[i]->per_qhead ? nv / (cf->n_head / cf->n_head_kv) : nv;
         if (c->want_obs[i] && (rc = obs_probs(c, i)) < 0)
+            return rc;
+        if (c->want_step[i] && (rc = step_probs(c, i)) < 0)
             return rc;
     }
     kw_attn_stats st = {.lse = want_lse ? f->lse : NULL, .n_head = cf->n_head};
@@ -547,8 +624,10 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
         if (rc < 0)
             kw_error_set(err, rc, "forward: output head failed");
     }
-    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++) {
         free(c.probs[i]);
+        free(c.sprobs[i]);
+    }
     free(c.g);
     return rc;
 }

@@ -205,6 +205,113 @@ static void test_hooks_evict_random_subset_frees_pages(void **st)
     run_mode(3, 1, true);
 }
 
+/* KW_NEED_STEP_PROBS against a plain reference: a hook copies the step's queries in
+ * select (leaving the dense view) and, in after_attn, recomputes every query's softmax
+ * over the stored (post-RoPE) keys in double and sums it per key. */
+typedef struct sp_state {
+    float *q;      /* (n_tok, n_head, head_dim) copy of the step's queries */
+    int steps_seen, decode_seen;
+    double max_err, max_norm_err;
+} sp_state;
+
+static int sp_select(void *st, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
+{
+    sp_state *s = st;
+    int last = b->tok_first[b->n_seq - 1] + b->tok_n[b->n_seq - 1];
+    size_t n = (size_t)last * c->cfg->n_head * c->cfg->head_dim;
+    free(s->q);
+    s->q = malloc(n * sizeof(float));
+    memcpy(s->q, q, n * sizeof(float));
+    return 0;
+}
+
+static int sp_after_attn(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    sp_state *s = st;
+    const kw_model_config *cf = c->cfg;
+    int H = cf->n_head, g = H / cf->n_head_kv, hd = cf->head_dim;
+    for (int i = 0; i < b->n_seq; i++) {
+        assert_non_null(a->step_probs);
+        const float *sp = a->step_probs[i];
+        assert_non_null(sp);
+        s->steps_seen++;
+        s->decode_seen += !b->prefill[i];
+        for (int h = 0; h < H; h++) {
+            int kvh = h / g, n = kw_kvseq_len(b->seqs[i]->kv, c->layer, kvh);
+            assert_int_equal(a->step_len[i], n);
+            double *acc = calloc((size_t)n, sizeof(double)), *sc = malloc(sizeof(double) * n);
+            double total = 0;
+            for (int t = b->tok_first[i]; t < b->tok_first[i] + b->tok_n[i]; t++) {
+                const float *q = s->q + ((int64_t)t * H + h) * hd;
+                double mx = -INFINITY, z = 0;
+                for (int j = 0; j < n; j++) {
+                    const float *k;
+                    int32_t pos;
+                    kw_kvseq_token(b->seqs[i]->kv, c->layer, kvh, j, &k, NULL, &pos);
+                    double d = 0;
+                    for (int x = 0; x < hd; x++)
+                        d += (double)q[x] * k[x];
+                    sc[j] = pos <= b->pos[t] ? d / sqrt((double)hd) : -INFINITY;
+                    mx = sc[j] > mx ? sc[j] : mx;
+                }
+                for (int j = 0; j < n; j++)
+                    z += sc[j] == -INFINITY ? 0 : exp(sc[j] - mx);
+                for (int j = 0; j < n; j++)
+                    acc[j] += sc[j] == -INFINITY ? 0 : exp(sc[j] - mx) / z;
+            }
+            for (int j = 0; j < n; j++) {
+                s->max_err = fmax(s->max_err, fabs(acc[j] - sp[(int64_t)h * n + j]));
+                total += sp[(int64_t)h * n + j];
+            }
+            /* each query's probabilities sum to 1 */
+            s->max_norm_err = fmax(s->max_norm_err, fabs(total - b->tok_n[i]));
+            free(acc), free(sc);
+        }
+    }
+    return 0;
+}
+
+static const kw_kvhook sp_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
+                                  .roles = KW_ROLE_SELECT,
+                                  .needs = KW_NEED_STEP_PROBS | KW_NEED_HOST_Q,
+                                  .name = "test.step_probs", .select = sp_select,
+                                  .after_attn = sp_after_attn};
+
+static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(void **st)
+{
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&cfg, 5);
+    kw_fwd *f;
+    kw_kvpool *pool;
+    kw_error err = {0};
+    assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
+    sp_state ss = {0};
+    kw_hookstack hs = {.n = 1, .hooks = {&sp_hook}, .states = {&ss}};
+    const kw_hookstack *hsp = &hs;
+    uint64_t s = 9;
+    int n = 40, np = 30, ch = 11, V = cfg.n_vocab;
+    int32_t *ids = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)(rt_rand_u64(&s) % V);
+    float *got = malloc(sizeof(float) * n * V);
+    kw_seq seq = {.kv = kw_kvseq_new(pool)};
+    kw_seq *sq = &seq;
+    rt_drive(f, pool, 1, &sq, &hsp, &ids, &n, &np, NULL, &ch, &got);
+    assert_int_equal(ss.steps_seen, cfg.n_layer * (3 + (n - np)));
+    assert_int_equal(ss.decode_seen, cfg.n_layer * (n - np));
+    if (ss.max_err > 1e-5 || ss.max_norm_err > 1e-4)
+        fail_msg("step probabilities: max error %g, normalization error %g", ss.max_err,
+                 ss.max_norm_err);
+    kw_kvseq_free(seq.kv);
+    free(ss.q), free(ids), free(got);
+    kw__fwd_free(f);
+    kw_kvpool_free(pool);
+    rt_tiny_free(m);
+}
+
 static void test_hookstack_rules(void **st)
 {
     kw_error err = {0};
@@ -228,6 +335,7 @@ int main(void)
         cmocka_unit_test(test_hooks_select_random_subset_per_kv_head),
         cmocka_unit_test(test_hooks_select_random_subset_per_query_head),
         cmocka_unit_test(test_hooks_evict_random_subset_frees_pages),
+        cmocka_unit_test(test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode),
         cmocka_unit_test(test_hookstack_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

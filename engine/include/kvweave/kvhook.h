@@ -50,6 +50,10 @@ enum { /* kw_kvhook.needs */
     KW_NEED_OBS_PROBS = 1u << 2,  /* after_attn: probabilities of the last obs_window
                                      queries of each prompt over the view */
     KW_NEED_LSE = 1u << 3,        /* after_attn: log-sum-exp per query and head */
+    KW_NEED_STEP_PROBS = 1u << 4, /* after_attn, every step: the attention probability
+                                     each view token got from the sequence's queries of
+                                     the step, summed over those queries, per query head
+                                     (a decode step: its query's probabilities) */
 };
 
 /* Shape of a sequence, for reserve. */
@@ -120,7 +124,15 @@ typedef struct kw_sctx {
  * obs_window prompt queries over the tokens of the query head's view row, in view order
  * (obs_len[i] is the longest row; shorter rows are padded with zeros). probs[i] is NULL
  * unless some hook needs OBS_PROBS and this step ends the prompt. views[i] is the view
- * attention read. */
+ * attention read.
+ *
+ * step_probs[i] (KW_NEED_STEP_PROBS, every step, prefill chunks and decode tokens):
+ * (n_head, step_len[i]) for query head h and the j-th token of h's view row (view
+ * order), the sum over the sequence's queries of this step of their probability on that
+ * token (masked tokens count 0). A decode step has one query: these are its
+ * probabilities. Summed over steps they are the attention mass each token received
+ * from every query so far (H2O's accumulated score). NULL unless some hook of the
+ * sequence needs it. */
 typedef struct kw_attn_stats {
     const float *lse;
     int n_head;
@@ -128,6 +140,8 @@ typedef struct kw_attn_stats {
     const int *obs_n;
     const int *obs_len;
     const kw_view *const *views;
+    const float *const *step_probs; /* (n_seq) entries (n_head, step_len[i]); nullable */
+    const int *step_len;
 } kw_attn_stats;
 
 typedef struct kw_kvhook {

@@ -1,0 +1,209 @@
+/* Harness tests of the compress.* eviction operators through a stand-in of the engine
+ * side of op.h: what kvmethod each emits from its parameters or a budget input, what it
+ * records (what a budget counts), and what it refuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "compress/evict.h"
+
+extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
+    kw_op_compress_pyramidkv;
+
+/* ---- stand-in engine side ---- */
+
+struct kw_opctx {
+    const kw_op *op;
+    json_t *params;
+    json_t *records;
+};
+
+struct kw_task {
+    kw_value *in;
+    kw_value *out;
+    char msg[1024];
+};
+
+static const kw_param_spec *spec_of(const kw_opctx *c, const char *name)
+{
+    for (int i = 0; i < c->op->n_params; i++)
+        if (!strcmp(c->op->params[i].name, name))
+            return &c->op->params[i];
+    fail_msg("operator %s has no parameter '%s'", c->op->name, name);
+    return NULL;
+}
+
+int64_t kw_param_int(const kw_opctx *c, const char *name)
+{
+    json_t *v = json_object_get(c->params, name);
+    return v ? json_integer_value(v) : strtoll(spec_of(c, name)->def, NULL, 10);
+}
+
+double kw_param_float(const kw_opctx *c, const char *name)
+{
+    json_t *v = json_object_get(c->params, name);
+    return v ? json_number_value(v) : strtod(spec_of(c, name)->def, NULL);
+}
+
+bool kw_param_bool(const kw_opctx *c, const char *name)
+{
+    json_t *v = json_object_get(c->params, name);
+    return v ? json_is_true(v) : !strcmp(spec_of(c, name)->def, "true");
+}
+
+const char *kw_param_str(const kw_opctx *c, const char *name)
+{
+    json_t *v = json_object_get(c->params, name);
+    return v ? json_string_value(v) : spec_of(c, name)->def;
+}
+
+bool kw_param_is_set(const kw_opctx *c, const char *name)
+{
+    return json_object_get(c->params, name) != NULL;
+}
+
+const char *kw_ctx_stage(const kw_opctx *c) { return c->op->name; }
+
+int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
+{
+    json_object_set_new(c->records, key, json_string(value));
+    return 0;
+}
+
+kw_value *kw_task_in(const kw_task *t, int port) { return port == 0 ? t->in : NULL; }
+
+int kw_task_out(kw_task *t, int port, kw_value *v)
+{
+    (void)port;
+    t->out = kw_value_unref(t->out);
+    t->out = v;
+    return 0;
+}
+
+int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* runs op with params (JSON text) and an optional budget; the kvmethod's params or NULL */
+static const kw__evict_params *run_op(const kw_op *op, const char *params, kw_value *budget,
+                                      kw_opctx *c, kw_task *t, int want_rc)
+{
+    *c = (kw_opctx){.op = op, .params = json_loads(params, 0, NULL), .records = json_object()};
+    *t = (kw_task){.in = budget};
+    int rc = op->run(c, NULL, t);
+    if (rc != want_rc)
+        fail_msg("%s %s: rc %d, expected %d (%s)", op->name, params, rc, want_rc, t->msg);
+    if (rc < 0)
+        return NULL;
+    assert_string_equal(kw_value_type(t->out), KW_T_KVMETHOD);
+    const kw_kvmethod *m = kw_value_data(t->out);
+    assert_string_equal(m->hook->name, op->name);
+    assert_true(m->hook->roles == KW_ROLE_EVICT);
+    assert_non_null(json_object_get(c->records, "budget_counts"));
+    return m->params;
+}
+
+static void done(kw_opctx *c, kw_task *t)
+{
+    json_decref(c->params);
+    json_decref(c->records);
+    kw_value_unref(t->out);
+}
+
+static void test_defaults_are_the_publications(void **s)
+{
+    kw_opctx c;
+    kw_task t;
+    const kw__evict_params *p = run_op(&kw_op_compress_snapkv, "{}", NULL, &c, &t, 0);
+    assert_int_equal(p->capacity, 2048);
+    assert_int_equal(p->window, 32);
+    assert_int_equal(p->kernel, 5);
+    assert_int_equal(p->pooling, KW_POOLING_AVG);
+    assert_string_equal(json_string_value(json_object_get(c.records, "budget_source")),
+                        "capacity");
+    assert_true(((const kw_kvmethod *)kw_value_data(t.out))->hook->needs & KW_NEED_OBS_PROBS);
+    done(&c, &t);
+    p = run_op(&kw_op_compress_pyramidkv, "{}", NULL, &c, &t, 0);
+    assert_true(p->beta == 20 && p->capacity == 2048 && p->window == 32);
+    done(&c, &t);
+    p = run_op(&kw_op_compress_streaming, "{}", NULL, &c, &t, 0);
+    assert_int_equal(p->sink, 4);
+    assert_int_equal(p->capacity, 2004);
+    assert_true(p->prefill_evict);
+    done(&c, &t);
+    p = run_op(&kw_op_compress_h2o, "{}", NULL, &c, &t, 0);
+    assert_true(p->ratio == 0.2 && p->capacity == 0 && p->heavy_share == 0.5);
+    assert_true(((const kw_kvmethod *)kw_value_data(t.out))->hook->needs & KW_NEED_STEP_PROBS);
+    assert_string_equal(json_string_value(json_object_get(c.records, "budget_source")), "ratio");
+    done(&c, &t);
+}
+
+static void test_ratio_wins_when_set_and_budget_input_is_held(void **s)
+{
+    kw_opctx c;
+    kw_task t;
+    const kw__evict_params *p = run_op(&kw_op_compress_snapkv, "{\"ratio\": 0.1}", NULL, &c,
+                                       &t, 0);
+    assert_true(p->ratio == 0.1 && p->capacity == 0);
+    done(&c, &t);
+    p = run_op(&kw_op_compress_h2o, "{\"capacity\": 300}", NULL, &c, &t, 0);
+    assert_true(p->ratio == 0 && p->capacity == 300);
+    done(&c, &t);
+    kw_budget *b = kw_budget_new(30, 3, false);
+    kw_budget_set_layer(b, 4, 100);
+    kw_value *bv = kw_value_budget(b);
+    p = run_op(&kw_op_compress_streaming, "{}", bv, &c, &t, 0);
+    assert_ptr_equal(p->budget, bv);
+    assert_string_equal(json_string_value(json_object_get(c.records, "budget_total_tokens")),
+                        "300");
+    done(&c, &t); /* the method's reference goes with it */
+    kw_value_unref(bv);
+}
+
+static void test_contradictory_budgets_are_refused(void **s)
+{
+    kw_opctx c;
+    kw_task t;
+    run_op(&kw_op_compress_snapkv, "{\"ratio\": 0.1, \"capacity\": 100}", NULL, &c, &t,
+           KW_EINVAL);
+    assert_non_null(strstr(t.msg, "capacity or ratio, not both"));
+    done(&c, &t);
+    kw_value *bv = kw_value_budget(kw_budget_new(2, 2, false));
+    run_op(&kw_op_compress_h2o, "{\"ratio\": 0.3}", bv, &c, &t, KW_EINVAL);
+    assert_non_null(strstr(t.msg, "budget input and 'ratio'"));
+    done(&c, &t);
+    kw_value_unref(bv);
+    run_op(&kw_op_compress_h2o, "{\"ratio\": 0}", NULL, &c, &t, KW_EINVAL);
+    assert_non_null(strstr(t.msg, "nothing to keep"));
+    done(&c, &t);
+    /* a budget for another model fails when the engine makes the hook's state */
+    kw_value *b2 = kw_value_budget(kw_budget_new(2, 2, false));
+    run_op(&kw_op_compress_snapkv, "{}", b2, &c, &t, 0);
+    const kw_kvmethod *m = kw_value_data(t.out);
+    kw_model_config cfg = {.n_layer = 30, .n_head = 9, .n_head_kv = 3, .head_dim = 64};
+    void *st = NULL;
+    kw_error err = {0};
+    assert_int_equal(m->state_new(m->params, &cfg, &st, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "2 layers x 2 KV heads, the model has 30 x 3"));
+    done(&c, &t);
+    kw_value_unref(b2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(test_defaults_are_the_publications),
+        cmocka_unit_test(test_ratio_wins_when_set_and_budget_input_is_held),
+        cmocka_unit_test(test_contradictory_budgets_are_refused),
+    };
+    return cmocka_run_group_tests(t, NULL, NULL);
+}
