@@ -42,6 +42,7 @@ typedef struct qstate {
 
 typedef struct qtable {
     int n_pages, n_sealed, cap;
+    int n_counted; /* pages whose metadata is in the sequence's meta_bytes */
     float *mn, *mx;       /* (cap, head_dim) */
     int32_t *pos0, *pos1; /* (cap) first and last stored position of each page */
 } qtable;
@@ -76,11 +77,12 @@ static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
     return 0;
 }
 
-static int grow_table(qtable *t, int need, int hd, int64_t *meta)
+/* Capacity grows by 32 pages at a time (a page fills every `page` decode steps). */
+static int grow_table(qtable *t, int need, int hd)
 {
     if (need <= t->cap)
         return 0;
-    int c = t->cap * 2 > need ? t->cap * 2 : need;
+    int c = need + 32;
     float *mn = realloc(t->mn, sizeof(float) * (size_t)c * hd);
     if (mn)
         t->mn = mn;
@@ -95,7 +97,6 @@ static int grow_table(qtable *t, int need, int hd, int64_t *meta)
         t->pos1 = p1;
     if (!mn || !mx || !p0 || !p1)
         return KW_ENOMEM;
-    *meta += (int64_t)(c - t->cap) * (2 * (int64_t)hd * (int64_t)sizeof(float) + 8);
     t->cap = c;
     return 0;
 }
@@ -120,7 +121,7 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s, bool p
             from = p;
             break;
         }
-    int rc = grow_table(t, np, hd, &s->meta_bytes);
+    int rc = grow_table(t, np, hd);
     int nr = n - from * Q;
     int64_t cap = qs->rows_cap;
     if (rc == 0)
@@ -150,6 +151,10 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s, bool p
     }
     t->n_pages = np;
     t->n_sealed = sealed;
+    if (np > t->n_counted) { /* min and max per channel, first and last position */
+        s->meta_bytes += (int64_t)(np - t->n_counted) * (2 * (int64_t)hd * (int64_t)sizeof(float) + 8);
+        t->n_counted = np;
+    }
     return 0;
 }
 
