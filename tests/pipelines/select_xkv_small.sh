@@ -39,4 +39,4 @@ for db in x xq; do
     case "$alloc" in "1500 over 1 samples") ;; *) exit 1 ;; esac
     [ -n "$(q "$tmp/$db.db" "SELECT value FROM params WHERE key = 'calib/probe.stats'")" ]
 done
-echo "xkv+snapkv: kv peak $(metric "$tmp/x.db" mem/kv_payload_mean_bytes) mean bytes"
+echo "xkv+snapkv: kv payload mean $(metric "$tmp/x.db" mem/kv_payload_mean_bytes) bytes"
