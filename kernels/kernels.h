@@ -107,7 +107,8 @@ void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int 
 void kw_ref_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
 void kw_ref_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
-/* ---- page metadata for query-aware selection (kernels/cpu/pages.c) ----
+/* ---- page metadata for query-aware selection (kernels/cpu/pages.c; CPU only so far:
+ * KW_BK_CUDA answers KW_ENOSYS) ----
  * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows
  * [p*page, min((p+1)*page, n_tok)). kmin, kmax: (ceil(n_tok/page), head_dim) the
  * per-channel min and max over each page's rows. */

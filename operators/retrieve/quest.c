@@ -13,7 +13,9 @@
  * of q.k over the page, and reads the current (last) page plus the k - 1 best other
  * pages (ties: lower page first), k = max(min_pages, budget / page). The view has one
  * row per query head and whole pages as spans. When every row would read all its pages
- * the dense view is left as it is. Prefill is dense.
+ * the dense view is left as it is. Prefill is dense. Quest chooses among everything the
+ * pool holds for the sequence: a view set by an earlier SELECT hook in the stack is
+ * replaced, not refined.
  *
  * Quest keeps every token in the pool: it reduces what attention reads (tokens attended
  * per step), not KV memory. Its own metadata (2 * head_dim floats per page, plus two
