@@ -12,7 +12,9 @@
  * page P of its KV head's table with sum_i max(q_i * min_i, q_i * max_i), an upper bound
  * of q.k over the page, and reads the current (last) page plus the k - 1 best other
  * pages (ties: lower page first), k = max(min_pages, budget / page). The view has one
- * row per query head and whole pages as spans. When every row would read all its pages
+ * row per query head and whole pages as spans. With kv_rows (an option beyond the
+ * publication, for GQA models) the query heads of a group share one pick, scored by the
+ * largest of their bounds, and the view has one row per KV head. When every row would read all its pages
  * the dense view is left as it is. Prefill is dense. Quest chooses among everything the
  * pool holds for the sequence: a view set by an earlier SELECT hook in the stack is
  * replaced, not refined.
@@ -49,11 +51,6 @@ typedef struct qtable {
     int32_t *pos0, *pos1; /* (cap) first and last stored position of each page */
 } qtable;
 
-typedef struct qpick {
-    float s;
-    int i;
-} qpick;
-
 typedef struct qseq {
     qtable *t; /* (n_layer, n_kv) */
     float *rows;
@@ -61,9 +58,8 @@ typedef struct qseq {
     int rows_cap;
     float *scores;
     int64_t scores_cap;
-    qpick *pick;
     int32_t *sel;
-    int pick_cap;
+    int sel_cap;
 } qseq;
 
 static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
@@ -103,23 +99,25 @@ static int grow_table(qtable *t, int need, int hd)
     return 0;
 }
 
-static int32_t pos_of(const kw_kvseq *kv, int l, int h, int j)
+/* Stored position of token j of a table, read from the pool's position array. */
+static int32_t pos_of(const kw_kvmem *m, const int32_t *pages, int j)
 {
-    int32_t p = -1;
-    kw_kvseq_token(kv, l, h, j, NULL, NULL, &p);
-    return p;
+    return m->pos[KW_POOL_MAIN][(int64_t)pages[j / m->page_tokens] * m->page_tokens
+                                + j % m->page_tokens];
 }
 
 /* Brings the bounds of table (l, h) up to the tokens stored now. */
-static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s, bool pre_rope,
-                        int l, int h)
+static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
+                        const kw_kvmem *mem, int l, int h)
 {
     const kw_kvseq *kv = s->kv;
-    int Q = st->p->o.page, hd = st->cfg.head_dim;
+    int Q = st->p->o.page, hd = st->cfg.head_dim, npg;
     int n = kw_kvseq_len(kv, l, h), np = (n + Q - 1) / Q, sealed = n / Q;
     int from = t->n_sealed < sealed ? t->n_sealed : sealed;
+    const int32_t *pages = kw_kvseq_pages(kv, l, h, &npg);
     for (int p = 0; p < from; p++)
-        if (pos_of(kv, l, h, p * Q) != t->pos0[p] || pos_of(kv, l, h, p * Q + Q - 1) != t->pos1[p]) {
+        if (pos_of(mem, pages, p * Q) != t->pos0[p]
+            || pos_of(mem, pages, p * Q + Q - 1) != t->pos1[p]) {
             from = p;
             break;
         }
@@ -138,7 +136,7 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s, bool p
         if ((rc = kw_kvseq_token_f32(kv, l, h, from * Q + r, qs->rows + (int64_t)r * hd, NULL,
                                      &qs->rpos[r])) < 0)
             return rc;
-    if (nr > 0 && pre_rope
+    if (nr > 0 && mem->pre_rope
         && (rc = kw_k_rope(KW_BK_CPU, NULL, qs->rows, qs->rpos, nr, 1, hd, st->inv_freq,
                            st->cfg.rope_layout)) < 0)
         return rc;
@@ -175,20 +173,6 @@ static int add_range(kw_view *w, const kw_kvseq *kv, int l, int h, int P, int a,
     return 0;
 }
 
-static int by_score(const void *x, const void *y)
-{
-    const qpick *a = x, *b = y;
-    if (a->s != b->s)
-        return a->s > b->s ? -1 : 1;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-static int by_index(const void *x, const void *y)
-{
-    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
-    return (a > b) - (a < b);
-}
-
 static int pages_for(const qparams *p, int l, int kvh)
 {
     int budget = p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : p->o.budget;
@@ -196,43 +180,44 @@ static int pages_for(const qparams *p, int l, int kvh)
     return k < p->o.min_pages ? p->o.min_pages : k;
 }
 
-/* Rows of one KV head's query heads: the current page and the best k - 1 others. */
+/* Rows of one KV head: one per query head of its group (or one for the group), each the
+ * current page and the best k - 1 others. */
 static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
                         const kw_kvseq *kv, int l, int kvh, const float *qg, int P)
 {
     int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, Q = st->p->o.page;
     int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(st->p, l, kvh), rc;
+    bool shared = st->p->o.kv_rows;
     if (np > k) {
         int64_t cap = qs->scores_cap;
         if ((rc = grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
             return rc;
         qs->scores_cap = cap;
-        cap = qs->pick_cap;
-        if ((rc = grow((void **)&qs->pick, &cap, np, sizeof(qpick))) < 0)
+        cap = qs->sel_cap;
+        if ((rc = grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
             return rc;
-        cap = qs->pick_cap;
-        if ((rc = grow((void **)&qs->sel, &cap, np, sizeof(int32_t))) < 0)
-            return rc;
-        qs->pick_cap = (int)cap;
+        qs->sel_cap = (int)cap;
         if ((rc = kw_k_page_scores(KW_BK_CPU, NULL, qg, g, hd, t->mn, t->mx, np, qs->scores)) < 0)
             return rc;
+        if (shared) /* the group's bound: the largest of its heads' bounds */
+            for (int r = 1; r < g; r++)
+                for (int p = 0; p < np; p++)
+                    if (qs->scores[(int64_t)r * np + p] > qs->scores[p])
+                        qs->scores[p] = qs->scores[(int64_t)r * np + p];
     }
-    for (int r = 0; r < g; r++) {
-        if ((rc = kw_view_begin_row(w, kvh * g + r)) < 0)
+    for (int r = 0; r < (shared ? 1 : g); r++) {
+        if ((rc = kw_view_begin_row(w, shared ? kvh : kvh * g + r)) < 0)
             return rc;
         if (np <= k) {
             if ((rc = add_range(w, kv, l, kvh, P, 0, n)) < 0)
                 return rc;
             continue;
         }
-        const float *sc = qs->scores + (int64_t)r * np;
-        for (int p = 0; p < np - 1; p++)
-            qs->pick[p] = (qpick){sc[p], p};
-        qsort(qs->pick, (size_t)(np - 1), sizeof(qpick), by_score);
-        for (int j = 0; j < k - 1; j++)
-            qs->sel[j] = qs->pick[j].i;
+        /* the best k - 1 pages before the current one, in increasing order */
+        if ((rc = kw_k_topk(KW_BK_CPU, NULL, qs->scores + (int64_t)r * np, 1, np - 1, k - 1,
+                            qs->sel)) < 0)
+            return rc;
         qs->sel[k - 1] = np - 1;
-        qsort(qs->sel, (size_t)(k - 1), sizeof(int32_t), by_index);
         for (int j = 0; j < k; j++) {
             int a = qs->sel[j] * Q, e = a + Q < n ? a + Q : n;
             if ((rc = add_range(w, kv, l, kvh, P, a, e)) < 0)
@@ -250,6 +235,8 @@ static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
     if (l < st->p->o.dense_layers)
         return 0;
     const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    bool per_q = !st->p->o.kv_rows;
     for (int i = 0; i < b->n_seq; i++) {
         if (b->prefill[i])
             continue;
@@ -262,10 +249,10 @@ static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         }
         if (!any)
             continue;
-        int t = b->tok_first[i] + b->tok_n[i] - 1, rc = kw_view_reset(out[i], H, true);
+        int t = b->tok_first[i] + b->tok_n[i] - 1, rc = kw_view_reset(out[i], per_q ? H : Hk, per_q);
         for (int h = 0; rc == 0 && h < Hk; h++) {
             qtable *tb = &qs->t[(int64_t)l * Hk + h];
-            rc = table_update(st, qs, tb, s, po->pre_rope, l, h);
+            rc = table_update(st, qs, tb, s, &mem, l, h);
             if (rc == 0)
                 rc = select_group(st, qs, tb, out[i], s->kv, l, h,
                                   q + ((int64_t)t * H + (int64_t)h * g) * hd, po->page_tokens);
@@ -301,7 +288,7 @@ static void q_seq_close(void *stp, kw_seq *s, int idx)
         free(qs->t[i].pos0), free(qs->t[i].pos1);
     }
     free(qs->t);
-    free(qs->rows), free(qs->rpos), free(qs->scores), free(qs->pick), free(qs->sel);
+    free(qs->rows), free(qs->rpos), free(qs->scores), free(qs->sel);
     free(qs);
     s->hook_seq[idx] = NULL;
 }
@@ -395,6 +382,9 @@ static const kw_param_spec params[] = {
     {"min_pages", KW_PARAM_INT, "3", 1, 1 << 20, NULL, "at least this many pages"},
     {"dense_layers", KW_PARAM_INT, "2", 0, 1 << 16, NULL,
      "the first layers read every token"},
+    {"rows", KW_PARAM_ENUM, "qhead", 0, 0, "qhead|kvhead",
+     "qhead: each query head picks its pages (Quest); kvhead: a GQA group shares one pick "
+     "by the largest of its heads' bounds, so K and V rows are read once for the group"},
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -403,7 +393,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
     kw_quest_opts o = {.page = (int)kw_param_int(c, "page"),
                        .budget = (int)kw_param_int(c, "budget"),
                        .min_pages = (int)kw_param_int(c, "min_pages"),
-                       .dense_layers = (int)kw_param_int(c, "dense_layers")};
+                       .dense_layers = (int)kw_param_int(c, "dense_layers"),
+                       .kv_rows = !strcmp(kw_param_str(c, "rows"), "kvhead")};
     kw_value *bv = kw_task_in(t, 0);
     const kw_budget *b = NULL;
     if (bv) {
@@ -433,5 +424,5 @@ const kw_op kw_op_retrieve_quest = {
            "at each decode step, whole pages, the current page included; generated tokens "
            "count once they are in the pages read.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
-    .params = params, .n_params = 4, .run = run,
+    .params = params, .n_params = 5, .run = run,
 };

@@ -3,6 +3,8 @@
 #ifndef KW_OPS_RETRIEVE_QUEST_H
 #define KW_OPS_RETRIEVE_QUEST_H
 
+#include <stdbool.h>
+
 #include "kvweave/budget.h"
 #include "kvweave/kvhook.h"
 
@@ -11,6 +13,7 @@ typedef struct kw_quest_opts {
     int budget;       /* tokens read per query head and layer (whole pages) */
     int min_pages;    /* at least this many pages, the current one included */
     int dense_layers; /* layers [0, dense_layers) read everything */
+    bool kv_rows;     /* a GQA group shares one pick (rows per KV head) */
 } kw_quest_opts;
 
 /* A new kvmethod (transfer full) for o; per_layer (nullable, copied) replaces

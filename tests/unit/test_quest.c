@@ -129,24 +129,34 @@ static int check_layer(fixture *fx, int layer, const float *q, const kw_quest_op
 {
     const kw_model_config *c = &fx->cfg;
     int hd = c->head_dim, g = c->n_head / c->n_head_kv, Q = o->page, checked = 0;
-    assert_true(fx->w->per_qhead);
-    for (int r = 0; r < c->n_head; r++) {
-        int kvh = r / g, n = kw_kvseq_len(fx->seq.kv, layer, kvh), np = (n + Q - 1) / Q;
+    assert_true(fx->w->per_qhead == !o->kv_rows);
+    int rows = o->kv_rows ? c->n_head_kv : c->n_head;
+    for (int r = 0; r < rows; r++) {
+        int kvh = o->kv_rows ? r : r / g, n = kw_kvseq_len(fx->seq.kv, layer, kvh);
+        int np = (n + Q - 1) / Q;
         int k = o->budget / Q < o->min_pages ? o->min_pages : o->budget / Q;
         bool *got = malloc((size_t)n), want;
         row_tokens(fx, layer, r, got, n);
-        double *sc = calloc((size_t)np, sizeof(double));
+        double *sc = malloc(sizeof(double) * (size_t)np);
         for (int p = 0; p < np; p++)
-            for (int i = 0; i < hd; i++) {
-                double mn = INFINITY, mx = -INFINITY;
-                for (int j = p * Q; j < n && j < (p + 1) * Q; j++) {
-                    float kb[64];
-                    assert_int_equal(kw_kvseq_token_f32(fx->seq.kv, layer, kvh, j, kb, NULL, NULL), 0);
-                    mn = fmin(mn, kb[i]);
-                    mx = fmax(mx, kb[i]);
+            sc[p] = -INFINITY;
+        /* a query head's row: its own bound; a KV head's row: the largest of its group's */
+        for (int qh = o->kv_rows ? kvh * g : r; qh < (o->kv_rows ? kvh * g + g : r + 1); qh++)
+            for (int p = 0; p < np; p++) {
+                double b = 0;
+                for (int i = 0; i < hd; i++) {
+                    double mn = INFINITY, mx = -INFINITY;
+                    for (int j = p * Q; j < n && j < (p + 1) * Q; j++) {
+                        float kb[64];
+                        assert_int_equal(kw_kvseq_token_f32(fx->seq.kv, layer, kvh, j, kb, NULL,
+                                                            NULL), 0);
+                        mn = fmin(mn, kb[i]);
+                        mx = fmax(mx, kb[i]);
+                    }
+                    double qi = q[qh * hd + i];
+                    b += fmax(qi * mn, qi * mx);
                 }
-                double qi = q[r * hd + i];
-                sc[p] += fmax(qi * mn, qi * mx);
+                sc[p] = fmax(sc[p], b);
             }
         double *sorted = malloc(sizeof(double) * (size_t)np);
         int ns = 0;
@@ -188,9 +198,10 @@ static float *rand_q(fixture *fx)
     return q;
 }
 
-static void brute_force_case(int pool_page, int quest_page, int budget)
+static void brute_force_case(int pool_page, int quest_page, int budget, bool kv_rows)
 {
-    kw_quest_opts o = {.page = quest_page, .budget = budget, .min_pages = 3, .dense_layers = 2};
+    kw_quest_opts o = {.page = quest_page, .budget = budget, .min_pages = 3, .dense_layers = 2,
+                       .kv_rows = kv_rows};
     fixture fx;
     fx_open(&fx, pool_page, &o);
     fill(&fx, 203, 0);
@@ -224,9 +235,10 @@ static void brute_force_case(int pool_page, int quest_page, int budget)
 static void test_quest_pages_equal_brute_force_top_k(void **s)
 {
     (void)s;
-    brute_force_case(16, 16, 64);  /* pool pages are Quest pages */
-    brute_force_case(8, 16, 80);   /* a Quest page spans two pool pages */
-    brute_force_case(16, 5, 41);   /* Quest pages cut pool pages */
+    brute_force_case(16, 16, 64, false);  /* pool pages are Quest pages */
+    brute_force_case(8, 16, 80, false);   /* a Quest page spans two pool pages */
+    brute_force_case(16, 5, 41, false);   /* Quest pages cut pool pages */
+    brute_force_case(16, 16, 64, true);   /* a GQA group shares its pick */
 }
 
 static void test_quest_dense_layers_prefill_and_current_page(void **s)
