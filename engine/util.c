@@ -1,6 +1,7 @@
 /* Small shared helpers (util.h). */
 #include <errno.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,4 +118,47 @@ int kw_read_file(const char *path, char **out, size_t *n, kw_error *err)
     if (n)
         *n = len;
     return KW_OK;
+}
+
+/* A copy of s with each invalid UTF-8 piece replaced by U+FFFD (EF BF BD): a lead byte
+ * with the continuation bytes that follow it but too few of them (a character cut at a
+ * seam) is one piece, as Python's decoder with errors="replace" counts it; any other
+ * invalid byte is a piece of its own. */
+char *kw_utf8_valid_copy(const char *s)
+{
+    size_t n = strlen(s);
+    char *o = malloc(3 * n + 1), *w = o;
+    if (!o)
+        return NULL;
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        int len = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+                : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+        bool ok = len > 0 && p + len <= end;
+        for (int k = 1; ok && k < len; k++)
+            ok = (p[k] & 0xc0) == 0x80;
+        if (ok && len > 1) { /* no overlong forms, surrogates or code points > U+10FFFF */
+            uint32_t cp = p[0] & (0x7f >> len);
+            for (int k = 1; k < len; k++)
+                cp = cp << 6 | (p[k] & 0x3f);
+            static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+            ok = cp >= min[len] && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff);
+        }
+        if (ok) {
+            memcpy(w, p, (size_t)len);
+            w += len;
+            p += len;
+        } else {
+            int skip = 1;
+            while (len > 1 && skip < len && p + skip < end && (p[skip] & 0xc0) == 0x80)
+                skip++;
+            if (skip == len) /* a complete but invalid sequence: one piece per byte */
+                skip = 1;
+            memcpy(w, "\xef\xbf\xbd", 3);
+            w += 3;
+            p += skip;
+        }
+    }
+    *w = '\0';
+    return o;
 }

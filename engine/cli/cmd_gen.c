@@ -1,4 +1,67 @@
-/* placeholder: filled in by its owner */
+/* `kvweave bench [NAME [ARGS...]]`: the benchmarks of tests/bench, built beside kvweave
+ * (<build>/tests/bench/bench_NAME). Without a name it lists those that are built. */
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
 #include "cli.h"
 
-int kw_cmd_bench(int argc, char **argv) { (void)argc; (void)argv; return kw_cli_usage("bench", "not built yet"); }
+static const struct {
+    const char *name, *what;
+} known[] = {
+    {"cpu", "CPU engine prefill / decode tokens per second beside the sgemm and memory "
+            "bandwidth floors (args: MODEL.gguf)"},
+    {"dequant", "GGUF dequantization throughput"},
+    {"cuda_attn", "decode attention over views on the GPU beside the copy bandwidth "
+                  "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
+};
+
+/* <dir of the running kvweave>/tests/bench */
+static int bench_dir(char *out, size_t n)
+{
+    char self[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (k <= 0)
+        return -1;
+    self[k] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    return snprintf(out, n, "%s/tests/bench", self) < (int)n ? 0 : -1;
+}
+
+int kw_cmd_bench(int argc, char **argv)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 64];
+    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+        argc = 1;
+    if (bench_dir(dir, sizeof dir) < 0)
+        return kw_cli_usage("bench", "cannot find the benchmarks beside this kvweave");
+    if (argc < 2) {
+        printf("usage: kvweave bench NAME [ARGS...]\n\nbenchmarks (%s):\n", dir);
+        for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+            snprintf(path, sizeof path, "%s/bench_%s", dir, known[i].name);
+            printf("  %-10s %s%s\n", known[i].name, known[i].what,
+                   access(path, X_OK) ? " [not built]" : "");
+        }
+        return 0;
+    }
+    const char *name = argv[1];
+    if (strchr(name, '/') || strlen(name) > 64)
+        return kw_cli_usage("bench", "'%s' is not a benchmark name", name);
+    snprintf(path, sizeof path, "%s/bench_%s", dir, name);
+    if (access(path, X_OK) != 0)
+        return kw_cli_usage("bench", "no benchmark '%s' is built here (%s); `kvweave bench` "
+                            "lists them", name, path);
+    argv[1] = path;
+    execv(path, argv + 1);
+    fprintf(stderr, "kvweave bench: cannot run %s: %s\n", path, strerror(errno));
+    return 3;
+}
+
+/* `kvweave gen` lives in cmd_gen_data.c. */

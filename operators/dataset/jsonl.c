@@ -193,10 +193,15 @@ static int lb_truncate(const kw_tokenizer *tok, const char *prompt, int max_len,
     char *b = kw_detokenize(tok, ids + n - half, half, 1);
     free(ids);
     char *o = NULL;
-    if (a && b && (o = malloc(strlen(a) + strlen(b) + 1)))
-        strcat(strcpy(o, a), b);
+    /* A cut inside a character leaves partial UTF-8 at the seams: each invalid byte
+     * becomes U+FFFD, as the reference's decode (errors="replace") gives. */
+    char *fa = a ? kw_utf8_valid_copy(a) : NULL, *fb = b ? kw_utf8_valid_copy(b) : NULL;
+    if (fa && fb && (o = malloc(strlen(fa) + strlen(fb) + 1)))
+        strcat(strcpy(o, fa), fb);
     free(a);
     free(b);
+    free(fa);
+    free(fb);
     if (!o)
         return kw_error_set(err, KW_ENOMEM, "out of memory detokenizing the prompt");
     *out = o;
@@ -230,8 +235,12 @@ static int add_fields(ds_state *s, json_t *rec, int64_t index, kw_task *t)
         free(prompt);
         return kw_task_fail(t, rc, "record %lld: %s", (long long)index, err.msg);
     }
-    json_object_set_new(rec, "prompt", json_string(prompt));
+    json_t *jp = json_string(prompt);
     free(prompt);
+    if (!jp)
+        return kw_task_fail(t, KW_EFORMAT, "record %lld: the prompt is not valid UTF-8",
+                            (long long)index);
+    json_object_set_new(rec, "prompt", jp);
     json_object_set_new(rec, "max_new", json_integer(s->tb.max_new));
     json_object_set_new(rec, "chat", json_boolean(s->chat));
     return 0;

@@ -265,6 +265,39 @@ static void test_longbench_source_truncates_the_middle_with_the_tokenizer(void *
     json_decref(o.samples), json_decref(params), json_decref(rec);
 }
 
+/* A cut inside a multi-byte character: the partial bytes become U+FFFD as Python's
+ * decode(errors="replace") gives them, and the record keeps its prompt. */
+static void test_longbench_source_truncation_inside_a_character(void **state)
+{
+    (void)state;
+    /* bytes: a, E4 B8 AD (U+4E2D), E6 96 87 (U+6587), b; with BOS 9 tokens */
+    const char *path = tmpfile_with("lcc.jsonl", "{\"input\": \"\", \"context\": \"a\u4e2d\u6587b\", "
+                                    "\"answers\": [\"x\"], \"length\": 1, \"dataset\": \"lcc\", "
+                                    "\"language\": \"zh\", \"all_classes\": null, \"_id\": \"i\"}\n");
+    tmpfile_with("dataset2prompt.json", "{\"lcc\": \"{context}\"}");
+    tmpfile_with("dataset2maxlen.json", "{\"lcc\": 64}");
+    static const struct {
+        int max_length;
+        const char *want;
+    } cases[] = {
+        /* BOS a E4 | 96 87 b: a cut lead byte, then two stray continuation bytes */
+        {6, "a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b"},
+        /* BOS a E4 B8 | E6 96 87 b: one piece for the cut character */
+        {8, "a\xef\xbf\xbd\xe6\x96\x87" "b"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *params = json_pack("{s:s, s:i}", "path", path, "max_length", cases[i].max_length);
+        json_t *rec = json_object();
+        run_out o = run_source(&kw_op_dataset_longbench, params, rec, true);
+        assert_int_equal(o.init_rc, 0);
+        assert_int_equal(o.run_rc, 0);
+        json_t *s = json_array_get(o.samples, 0);
+        assert_non_null(json_object_get(s, "prompt"));
+        assert_string_equal(json_string_value(json_object_get(s, "prompt")), cases[i].want);
+        json_decref(o.samples), json_decref(params), json_decref(rec);
+    }
+}
+
 static void test_longbench_source_bad_record_fails_or_is_skipped(void **state)
 {
     (void)state;
@@ -394,6 +427,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_longbench_source_emits_prompt_max_new_chat_and_records_identity),
         cmocka_unit_test(test_longbench_source_truncates_the_middle_with_the_tokenizer),
+        cmocka_unit_test(test_longbench_source_truncation_inside_a_character),
         cmocka_unit_test(test_longbench_source_bad_record_fails_or_is_skipped),
         cmocka_unit_test(test_longbench_source_refuses_unknown_task_and_empty_file),
         cmocka_unit_test(test_jsonl_source_samples_a_seeded_subset_in_file_order),

@@ -24,6 +24,12 @@ int kw_sha256_file(const char *path, char hex[65], kw_error *err);
 double kw_now(void);
 double kw_wall_time(void);
 
+/* A malloc'd copy of s that is valid UTF-8: each invalid piece becomes U+FFFD, a
+ * character cut short (a lead byte with too few continuation bytes) being one piece, as
+ * Python's decode(errors="replace") counts them. Text detokenized from a slice of
+ * tokens can end or start inside a character. NULL when out of memory. */
+char *kw_utf8_valid_copy(const char *s);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 int kw_read_file(const char *path, char **out, size_t *n, kw_error *err);
 
