@@ -357,6 +357,15 @@ static void test_quest_budget_covering_context_is_dense_and_small_budget_reads_l
     for (int i = 0; i < nf; i++)
         diff += fabs(sel->logprobs[i] - dense->logprobs[i]);
     assert_true(diff > 0); /* it really read fewer tokens */
+    /* a GQA group sharing its pick reads as many tokens per KV head */
+    kw_quest_opts grp = small;
+    grp.kv_rows = true;
+    kw_gen_result *kvr = forced_run(m, ids, np, nf, &grp);
+    assert_true(fabs(kvr->attended_mean - sel->attended_mean) < 1e-9);
+    assert_int_equal(kvr->kv_payload_peak, dense->kv_payload_peak);
+    for (int i = 0; i < nf; i++)
+        assert_true(isfinite(kvr->logprobs[i]) && kvr->logprobs[i] <= 0);
+    kw_gen_result_free(kvr);
     kw_gen_result_free(dense), kw_gen_result_free(full), kw_gen_result_free(sel);
     free(ids);
     rt_tiny_free(m);
