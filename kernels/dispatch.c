@@ -97,3 +97,23 @@ int kw_k_topk(kw_backend bk, void *stream, const float *x, int rows, int n, int 
         return kw_cpu_topk(x, rows, n, k, idx);
     return KW_ENOSYS;
 }
+
+/* ---- page metadata (CPU only so far) ---- */
+
+int kw_k_page_bounds(kw_backend bk, void *stream, const float *k, int n_tok, int head_dim,
+                     int page, float *kmin, float *kmax)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_page_bounds(k, n_tok, head_dim, page, kmin, kmax);
+    return KW_ENOSYS;
+}
+
+int kw_k_page_scores(kw_backend bk, void *stream, const float *q, int n_q, int head_dim,
+                     const float *kmin, const float *kmax, int n_pages, float *scores)
+{
+    (void)stream;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_page_scores(q, n_q, head_dim, kmin, kmax, n_pages, scores);
+    return KW_ENOSYS;
+}

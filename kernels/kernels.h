@@ -107,6 +107,22 @@ void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int 
 void kw_ref_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
 void kw_ref_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
+/* ---- page metadata for query-aware selection (kernels/cpu/pages.c; CPU only so far:
+ * KW_BK_CUDA answers KW_ENOSYS) ----
+ * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows
+ * [p*page, min((p+1)*page, n_tok)). kmin, kmax: (ceil(n_tok/page), head_dim) the
+ * per-channel min and max over each page's rows. */
+int kw_k_page_bounds(kw_backend bk, void *stream, const float *k, int n_tok, int head_dim,
+                     int page, float *kmin, float *kmax);
+/* scores(n_q, n_pages): for query row h and page p, sum_i max(q_i*kmin_i, q_i*kmax_i),
+ * an upper bound of q.k over every key of the page. q: (n_q, head_dim). */
+int kw_k_page_scores(kw_backend bk, void *stream, const float *q, int n_q, int head_dim,
+                     const float *kmin, const float *kmax, int n_pages, float *scores);
+void kw_ref_page_bounds(const float *k, int n_tok, int head_dim, int page, float *kmin,
+                        float *kmax);
+void kw_ref_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
+                        const float *kmax, int n_pages, float *scores);
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,6 +29,11 @@ extern const kw_op kw_op_decode_teacher_forced;
 extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
     kw_op_compress_pyramidkv;
 
+/* query-aware selection, XKV calibration and layer budgets (issue 6) */
+extern const kw_op kw_op_retrieve_quest;
+extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
+extern const kw_op kw_op_mini_prefill_snap;
+
 const kw_op *const kw_builtin_ops[] = {
     /* template */
     &kw_op_template_upper,
@@ -60,5 +65,12 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_compress_h2o,
     &kw_op_compress_snapkv,
     &kw_op_compress_pyramidkv,
+
+    /* query-aware selection, XKV calibration and layer budgets (issue 6) */
+    &kw_op_retrieve_quest,
+    &kw_op_layer_budget_xkv,
+    &kw_op_layer_budget_uniform,
+    &kw_op_layer_budget_pyramid,
+    &kw_op_mini_prefill_snap,
     NULL,
 };

@@ -25,4 +25,10 @@ int kw_cpu_window_scores(const float *probs, int n_q, int n_head, int len, int g
 int kw_cpu_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
 int kw_cpu_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
+/* page metadata (pages.c) */
+int kw_cpu_page_bounds(const float *k, int n_tok, int head_dim, int page, float *kmin,
+                       float *kmax);
+int kw_cpu_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
+                       const float *kmax, int n_pages, float *scores);
+
 #endif

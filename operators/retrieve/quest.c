@@ -1,0 +1,428 @@
+/* retrieve.quest — query-aware page selection (Quest; METHODS.md), a SELECT hook.
+ *
+ * Hook state per sequence: for every (layer, KV head) table, the per-channel min and
+ * max of K over each page of `page` stored tokens. The bounds are brought up to date
+ * from the pool in `select`, before they are used: sealed pages (all `page` tokens
+ * stored) are kept and only the pages after them are recomputed, so a decode step
+ * recomputes the current page alone. A sealed page remembers the positions of its
+ * first and last token; when they no longer match (an EVICT hook below compacted the
+ * table) the page and everything after it are rebuilt.
+ *
+ * At each decode step, in layers >= dense_layers, every query head h scores every
+ * page P of its KV head's table with sum_i max(q_i * min_i, q_i * max_i), an upper bound
+ * of q.k over the page, and reads the current (last) page plus the k - 1 best other
+ * pages (ties: lower page first), k = max(min_pages, budget / page). The view has one
+ * row per query head and whole pages as spans. With kv_rows (an option beyond the
+ * publication, for GQA models) the query heads of a group share one pick, scored by the
+ * largest of their bounds, and the view has one row per KV head. When every row would read all its pages
+ * the dense view is left as it is. Prefill is dense. Quest chooses among everything the
+ * pool holds for the sequence: a view set by an earlier SELECT hook in the stack is
+ * replaced, not refined.
+ *
+ * Quest keeps every token in the pool: it reduces what attention reads (tokens attended
+ * per step), not KV memory. Its own metadata (2 * head_dim floats per page, plus two
+ * positions) is added to the sequence's meta_bytes. K is taken as attention reads it
+ * (after RoPE); with a pre-RoPE pool the rows are rotated from their stored positions
+ * with the model's plain RoPE frequencies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "kvweave/op.h"
+#include "quest.h"
+
+typedef struct qparams {
+    kw_quest_opts o;
+    int32_t *budget; /* nullable (n_layer, n_kv) */
+    int n_layer, n_kv;
+} qparams;
+
+typedef struct qstate {
+    const qparams *p;
+    kw_model_config cfg;
+    float *inv_freq; /* (head_dim / 2), for pre-RoPE pools */
+} qstate;
+
+typedef struct qtable {
+    int n_pages, n_sealed, cap;
+    int n_counted; /* pages whose metadata is in the sequence's meta_bytes */
+    float *mn, *mx;       /* (cap, head_dim) */
+    int32_t *pos0, *pos1; /* (cap) first and last stored position of each page */
+} qtable;
+
+typedef struct qseq {
+    qtable *t; /* (n_layer, n_kv) */
+    float *rows;
+    int32_t *rpos;
+    int rows_cap;
+    float *scores;
+    int64_t scores_cap;
+    int32_t *sel;
+    int sel_cap;
+} qseq;
+
+static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    int64_t c = *cap * 2 > need ? *cap * 2 : need;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q)
+        return KW_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+/* Capacity grows by 32 pages at a time (a page fills every `page` decode steps). */
+static int grow_table(qtable *t, int need, int hd)
+{
+    if (need <= t->cap)
+        return 0;
+    int c = need + 32;
+    float *mn = realloc(t->mn, sizeof(float) * (size_t)c * hd);
+    if (mn)
+        t->mn = mn;
+    float *mx = realloc(t->mx, sizeof(float) * (size_t)c * hd);
+    if (mx)
+        t->mx = mx;
+    int32_t *p0 = realloc(t->pos0, sizeof(int32_t) * (size_t)c);
+    if (p0)
+        t->pos0 = p0;
+    int32_t *p1 = realloc(t->pos1, sizeof(int32_t) * (size_t)c);
+    if (p1)
+        t->pos1 = p1;
+    if (!mn || !mx || !p0 || !p1)
+        return KW_ENOMEM;
+    t->cap = c;
+    return 0;
+}
+
+/* Stored position of token j of a table, read from the pool's position array. */
+static int32_t pos_of(const kw_kvmem *m, const int32_t *pages, int j)
+{
+    return m->pos[KW_POOL_MAIN][(int64_t)pages[j / m->page_tokens] * m->page_tokens
+                                + j % m->page_tokens];
+}
+
+/* Brings the bounds of table (l, h) up to the tokens stored now. */
+static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
+                        const kw_kvmem *mem, int l, int h)
+{
+    const kw_kvseq *kv = s->kv;
+    int Q = st->p->o.page, hd = st->cfg.head_dim, npg;
+    int n = kw_kvseq_len(kv, l, h), np = (n + Q - 1) / Q, sealed = n / Q;
+    int from = t->n_sealed < sealed ? t->n_sealed : sealed;
+    const int32_t *pages = kw_kvseq_pages(kv, l, h, &npg);
+    for (int p = 0; p < from; p++)
+        if (pos_of(mem, pages, p * Q) != t->pos0[p]
+            || pos_of(mem, pages, p * Q + Q - 1) != t->pos1[p]) {
+            from = p;
+            break;
+        }
+    int rc = grow_table(t, np, hd);
+    int nr = n - from * Q;
+    int64_t cap = qs->rows_cap;
+    if (rc == 0)
+        rc = grow((void **)&qs->rows, &cap, nr, sizeof(float) * (size_t)hd);
+    cap = qs->rows_cap;
+    if (rc == 0)
+        rc = grow((void **)&qs->rpos, &cap, nr, sizeof(int32_t));
+    if (rc < 0)
+        return rc;
+    qs->rows_cap = (int)cap;
+    for (int r = 0; r < nr; r++)
+        if ((rc = kw_kvseq_token_f32(kv, l, h, from * Q + r, qs->rows + (int64_t)r * hd, NULL,
+                                     &qs->rpos[r])) < 0)
+            return rc;
+    if (nr > 0 && mem->pre_rope
+        && (rc = kw_k_rope(KW_BK_CPU, NULL, qs->rows, qs->rpos, nr, 1, hd, st->inv_freq,
+                           st->cfg.rope_layout)) < 0)
+        return rc;
+    if (nr > 0
+        && (rc = kw_k_page_bounds(KW_BK_CPU, NULL, qs->rows, nr, hd, Q,
+                                  t->mn + (int64_t)from * hd, t->mx + (int64_t)from * hd)) < 0)
+        return rc;
+    for (int p = from; p < np; p++) {
+        int a = (p - from) * Q, e = a + Q < nr ? a + Q : nr;
+        t->pos0[p] = qs->rpos[a];
+        t->pos1[p] = qs->rpos[e - 1];
+    }
+    t->n_pages = np;
+    t->n_sealed = sealed;
+    if (np > t->n_counted) { /* min and max per channel, first and last position */
+        s->meta_bytes += (int64_t)(np - t->n_counted) * (2 * (int64_t)hd * (int64_t)sizeof(float) + 8);
+        t->n_counted = np;
+    }
+    return 0;
+}
+
+/* Stored tokens [a, e) of (l, h) as spans of pool pages. */
+static int add_range(kw_view *w, const kw_kvseq *kv, int l, int h, int P, int a, int e)
+{
+    int npg;
+    const int32_t *pages = kw_kvseq_pages(kv, l, h, &npg);
+    for (int j = a; j < e;) {
+        int slot = j % P, cnt = P - slot < e - j ? P - slot : e - j;
+        int rc = kw_view_add(w, KW_POOL_MAIN, pages[j / P], slot, cnt);
+        if (rc < 0)
+            return rc;
+        j += cnt;
+    }
+    return 0;
+}
+
+static int pages_for(const qparams *p, int l, int kvh)
+{
+    int budget = p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : p->o.budget;
+    int k = budget / p->o.page;
+    return k < p->o.min_pages ? p->o.min_pages : k;
+}
+
+/* Rows of one KV head: one per query head of its group (or one for the group), each the
+ * current page and the best k - 1 others. */
+static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
+                        const kw_kvseq *kv, int l, int kvh, const float *qg, int P)
+{
+    int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, Q = st->p->o.page;
+    int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(st->p, l, kvh), rc;
+    bool shared = st->p->o.kv_rows;
+    if (np > k) {
+        int64_t cap = qs->scores_cap;
+        if ((rc = grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
+            return rc;
+        qs->scores_cap = cap;
+        cap = qs->sel_cap;
+        if ((rc = grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
+            return rc;
+        qs->sel_cap = (int)cap;
+        if ((rc = kw_k_page_scores(KW_BK_CPU, NULL, qg, g, hd, t->mn, t->mx, np, qs->scores)) < 0)
+            return rc;
+        if (shared) /* the group's bound: the largest of its heads' bounds */
+            for (int r = 1; r < g; r++)
+                for (int p = 0; p < np; p++)
+                    if (qs->scores[(int64_t)r * np + p] > qs->scores[p])
+                        qs->scores[p] = qs->scores[(int64_t)r * np + p];
+    }
+    for (int r = 0; r < (shared ? 1 : g); r++) {
+        if ((rc = kw_view_begin_row(w, shared ? kvh : kvh * g + r)) < 0)
+            return rc;
+        if (np <= k) {
+            if ((rc = add_range(w, kv, l, kvh, P, 0, n)) < 0)
+                return rc;
+            continue;
+        }
+        /* the best k - 1 pages before the current one, in increasing order */
+        if ((rc = kw_k_topk(KW_BK_CPU, NULL, qs->scores + (int64_t)r * np, 1, np - 1, k - 1,
+                            qs->sel)) < 0)
+            return rc;
+        qs->sel[k - 1] = np - 1;
+        for (int j = 0; j < k; j++) {
+            int a = qs->sel[j] * Q, e = a + Q < n ? a + Q : n;
+            if ((rc = add_range(w, kv, l, kvh, P, a, e)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
+{
+    const qstate *st = stp;
+    const kw_model_config *cf = &st->cfg;
+    int l = c->layer, H = cf->n_head, Hk = cf->n_head_kv, hd = cf->head_dim, g = H / Hk;
+    if (l < st->p->o.dense_layers)
+        return 0;
+    const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    bool per_q = !st->p->o.kv_rows;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (b->prefill[i])
+            continue;
+        kw_seq *s = b->seqs[i];
+        qseq *qs = s->hook_seq[c->hook_index];
+        bool any = false;
+        for (int h = 0; h < Hk && !any; h++) {
+            int n = kw_kvseq_len(s->kv, l, h);
+            any = (n + st->p->o.page - 1) / st->p->o.page > pages_for(st->p, l, h);
+        }
+        if (!any)
+            continue;
+        int t = b->tok_first[i] + b->tok_n[i] - 1, rc = kw_view_reset(out[i], per_q ? H : Hk, per_q);
+        for (int h = 0; rc == 0 && h < Hk; h++) {
+            qtable *tb = &qs->t[(int64_t)l * Hk + h];
+            rc = table_update(st, qs, tb, s, &mem, l, h);
+            if (rc == 0)
+                rc = select_group(st, qs, tb, out[i], s->kv, l, h,
+                                  q + ((int64_t)t * H + (int64_t)h * g) * hd, po->page_tokens);
+        }
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int q_seq_open(void *stp, kw_seq *s, int idx)
+{
+    const qstate *st = stp;
+    qseq *qs = calloc(1, sizeof *qs);
+    if (qs)
+        qs->t = calloc((size_t)st->cfg.n_layer * st->cfg.n_head_kv, sizeof *qs->t);
+    if (!qs || !qs->t) {
+        free(qs);
+        return KW_ENOMEM;
+    }
+    s->hook_seq[idx] = qs;
+    return 0;
+}
+
+static void q_seq_close(void *stp, kw_seq *s, int idx)
+{
+    const qstate *st = stp;
+    qseq *qs = s->hook_seq[idx];
+    if (!qs)
+        return;
+    for (int64_t i = 0; i < (int64_t)st->cfg.n_layer * st->cfg.n_head_kv; i++) {
+        free(qs->t[i].mn), free(qs->t[i].mx);
+        free(qs->t[i].pos0), free(qs->t[i].pos1);
+    }
+    free(qs->t);
+    free(qs->rows), free(qs->rpos), free(qs->scores), free(qs->sel);
+    free(qs);
+    s->hook_seq[idx] = NULL;
+}
+
+const kw_kvhook kw__quest_hook = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
+    .needs = KW_NEED_HOST_Q, .name = "retrieve.quest", .seq_open = q_seq_open,
+    .select = q_select, .seq_close = q_seq_close,
+};
+
+static void params_free(void *pp)
+{
+    qparams *p = pp;
+    if (p)
+        free(p->budget);
+    free(p);
+}
+
+static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
+{
+    const qparams *p = pp;
+    if (p->budget && (p->n_layer != cfg->n_layer || p->n_kv != cfg->n_head_kv))
+        return kw_error_set(err, KW_EINVAL, "retrieve.quest: budget made for %d layers x %d "
+                            "KV heads, the model has %d x %d", p->n_layer, p->n_kv,
+                            cfg->n_layer, cfg->n_head_kv);
+    qstate *st = calloc(1, sizeof *st);
+    if (st)
+        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
+    if (!st || !st->inv_freq) {
+        free(st);
+        return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
+    }
+    st->p = p;
+    st->cfg = *cfg;
+    kw_rope_inv_freq(cfg, st->inv_freq);
+    *out = st;
+    return 0;
+}
+
+static void state_free(void *pst)
+{
+    qstate *st = pst;
+    if (st)
+        free(st->inv_freq);
+    free(st);
+}
+
+int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvmethod **out,
+                     kw_error *err)
+{
+    *out = NULL;
+    if (o->page < 1 || o->page > 65535 || o->budget < 1 || o->min_pages < 1
+        || o->dense_layers < 0)
+        return kw_error_set(err, KW_EINVAL, "retrieve.quest: page %d, budget %d, min_pages %d, "
+                            "dense_layers %d", o->page, o->budget, o->min_pages, o->dense_layers);
+    qparams *p = calloc(1, sizeof *p);
+    kw_kvmethod *m = calloc(1, sizeof *m);
+    if (p && m && per_layer) {
+        size_t n = (size_t)per_layer->n_layer * per_layer->n_kv_head;
+        if ((p->budget = malloc(sizeof(int32_t) * n)))
+            memcpy(p->budget, per_layer->tokens, sizeof(int32_t) * n);
+        p->n_layer = per_layer->n_layer;
+        p->n_kv = per_layer->n_kv_head;
+    }
+    if (!p || !m || (per_layer && !p->budget)) {
+        params_free(p);
+        free(m);
+        return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
+    }
+    p->o = *o;
+    *m = (kw_kvmethod){.hook = &kw__quest_hook, .params = p, .params_free = params_free,
+                       .state_new = state_new, .state_free = state_free};
+    *out = m;
+    return 0;
+}
+
+/* ---- the operator ---- */
+
+static const kw_port ins[] = {
+    {"budget", KW_T_BUDGET, KW_ONCE, KW_PORT_OPTIONAL,
+     "per-layer (per KV head) token budgets; replaces `budget` (e.g. from layer_budget.*)"},
+};
+static const kw_port outs[] = {
+    {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the Quest SELECT hook"},
+};
+static const kw_param_spec params[] = {
+    {"page", KW_PARAM_INT, "16", 1, 4096, NULL, "tokens per page (min/max metadata unit)"},
+    {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
+     "tokens read per query head and layer at each decode step, as budget / page whole "
+     "pages, the current page included"},
+    {"min_pages", KW_PARAM_INT, "3", 1, 1 << 20, NULL, "at least this many pages"},
+    {"dense_layers", KW_PARAM_INT, "2", 0, 1 << 16, NULL,
+     "the first layers read every token"},
+    {"rows", KW_PARAM_ENUM, "qhead", 0, 0, "qhead|kvhead",
+     "qhead: each query head picks its pages (Quest); kvhead: a GQA group shares one pick "
+     "by the largest of its heads' bounds, so K and V rows are read once for the group"},
+};
+
+static int run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    kw_quest_opts o = {.page = (int)kw_param_int(c, "page"),
+                       .budget = (int)kw_param_int(c, "budget"),
+                       .min_pages = (int)kw_param_int(c, "min_pages"),
+                       .dense_layers = (int)kw_param_int(c, "dense_layers"),
+                       .kv_rows = !strcmp(kw_param_str(c, "rows"), "kvhead")};
+    kw_value *bv = kw_task_in(t, 0);
+    const kw_budget *b = NULL;
+    if (bv) {
+        if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
+            return kw_task_fail(t, KW_ETYPE, "retrieve.quest: input 'budget' is a '%s'",
+                                kw_value_type(bv));
+        b = kw_value_data(bv);
+    }
+    kw_kvmethod *m;
+    kw_error err = {0};
+    int rc = kw__quest_method(&o, b, &m, &err);
+    if (rc < 0)
+        return kw_task_fail(t, rc, "%s", err.msg);
+    kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
+    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)" : "param");
+    return kw_task_out(t, 0, kw_value_kvmethod(m));
+}
+
+const kw_op kw_op_retrieve_quest = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.quest", .version = 1,
+    .doc = "Quest query-aware page selection (SELECT): per page and channel min/max of K; "
+           "each decode query head reads its top pages by the upper bound "
+           "sum_i max(q_i*min_i, q_i*max_i) plus the current page; the first dense_layers "
+           "layers and prefill read everything. Saves no KV memory (every token stays in "
+           "the pool; the min/max metadata adds about 2/page of the keys): it lowers the "
+           "tokens attended per step. `budget` counts tokens read per query head and layer "
+           "at each decode step, whole pages, the current page included; generated tokens "
+           "count once they are in the pages read.",
+    .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
+    .params = params, .n_params = 5, .run = run,
+};

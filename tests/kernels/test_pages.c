@@ -1,0 +1,104 @@
+/* Page metadata kernels against their plain references on random shapes and random
+ * data (never zeros). Bounds: kmin/kmax are exact (a min and a max need no rounding);
+ * page scores within 1e-5 of sum_i |q_i| * max(|kmin_i|, |kmax_i|) (f32 sums against an
+ * f64 reference), and every score is at least q.k for every key of its page. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "kernels.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static double uni(void) /* splitmix64 -> [0,1) */
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+static int irand(int lo, int hi) { return lo + (int)(uni() * (hi - lo + 1)); }
+static float *randv(int64_t n, float scale)
+{
+    float *v = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!v)
+        abort();
+    for (int64_t i = 0; i < n; i++)
+        v[i] = (float)((uni() * 2 - 1) * scale);
+    return v;
+}
+
+static void test_page_bounds_equal_reference_exactly(void **s)
+{
+    (void)s;
+    for (int trial = 0; trial < 20; trial++) {
+        int hd = trial % 4 == 0 ? 64 : irand(1, 130), page = irand(1, 33);
+        int n = trial == 0 ? 20000 : irand(1, 700), np = (n + page - 1) / page;
+        float *k = randv((int64_t)n * hd, 3);
+        float *mn = randv((int64_t)np * hd, 9), *mx = randv((int64_t)np * hd, 9);
+        float *rmn = randv((int64_t)np * hd, 9), *rmx = randv((int64_t)np * hd, 9);
+        assert_int_equal(kw_k_page_bounds(KW_BK_CPU, NULL, k, n, hd, page, mn, mx), 0);
+        kw_ref_page_bounds(k, n, hd, page, rmn, rmx);
+        assert_memory_equal(mn, rmn, sizeof(float) * (size_t)np * hd);
+        assert_memory_equal(mx, rmx, sizeof(float) * (size_t)np * hd);
+        free(k), free(mn), free(mx), free(rmn), free(rmx);
+    }
+}
+
+static void test_page_scores_match_reference_and_bound_every_key(void **s)
+{
+    (void)s;
+    for (int trial = 0; trial < 20; trial++) {
+        int hd = trial % 3 == 0 ? 64 : irand(1, 130), page = irand(1, 33);
+        int n = trial == 0 ? 40000 : irand(1, 900), np = (n + page - 1) / page;
+        int nq = irand(1, 9);
+        float *k = randv((int64_t)n * hd, 2), *q = randv((int64_t)nq * hd, 1.5f);
+        float *mn = malloc(sizeof(float) * (size_t)np * hd);
+        float *mx = malloc(sizeof(float) * (size_t)np * hd);
+        float *sc = randv((int64_t)nq * np, 9), *ref = randv((int64_t)nq * np, 9);
+        assert_int_equal(kw_k_page_bounds(KW_BK_CPU, NULL, k, n, hd, page, mn, mx), 0);
+        assert_int_equal(kw_k_page_scores(KW_BK_CPU, NULL, q, nq, hd, mn, mx, np, sc), 0);
+        kw_ref_page_scores(q, nq, hd, mn, mx, np, ref);
+        for (int h = 0; h < nq; h++)
+            for (int p = 0; p < np; p++) {
+                double mag = 0;
+                for (int i = 0; i < hd; i++)
+                    mag += fabs(q[h * hd + i])
+                           * fmax(fabs(mn[(int64_t)p * hd + i]), fabs(mx[(int64_t)p * hd + i]));
+                double got = sc[(int64_t)h * np + p], want = ref[(int64_t)h * np + p];
+                assert_true(fabs(got - want) <= 1e-5 * mag + 1e-30);
+                for (int t = p * page; t < n && t < (p + 1) * page; t++) {
+                    double dot = 0;
+                    for (int i = 0; i < hd; i++)
+                        dot += (double)q[h * hd + i] * k[(int64_t)t * hd + i];
+                    assert_true(dot <= want + 1e-6 * mag); /* want is rounded to f32 */
+                }
+            }
+        free(k), free(q), free(mn), free(mx), free(sc), free(ref);
+    }
+}
+
+static void test_page_kernels_refuse_cuda_and_bad_shapes(void **s)
+{
+    (void)s;
+    float k[4] = {1, 2, 3, 4}, mn[4], mx[4], sc[2];
+    /* CPU only so far: CUDA answers KW_ENOSYS in every build */
+    assert_int_equal(kw_k_page_bounds(KW_BK_CUDA, NULL, k, 2, 2, 1, mn, mx), KW_ENOSYS);
+    assert_int_equal(kw_k_page_scores(KW_BK_CUDA, NULL, k, 1, 2, mn, mx, 2, sc), KW_ENOSYS);
+    assert_int_equal(kw_k_page_bounds(KW_BK_CPU, NULL, k, 2, 2, 0, mn, mx), KW_EINVAL);
+    assert_int_equal(kw_k_page_scores(KW_BK_CPU, NULL, k, 1, 0, mn, mx, 2, sc), KW_EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_page_bounds_equal_reference_exactly),
+        cmocka_unit_test(test_page_scores_match_reference_and_bound_every_key),
+        cmocka_unit_test(test_page_kernels_refuse_cuda_and_bad_shapes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

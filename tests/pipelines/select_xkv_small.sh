@@ -1,0 +1,42 @@
+#!/bin/sh
+# The Quest and XKV pipelines on the real default model, made small (2 samples of 512
+# tokens, 8 new tokens): Quest with a budget covering the context reads what full
+# attention reads, with 64 tokens it reads less and holds the same KV; XKV calibrates on
+# one sample, hands out exactly total_size tokens and drives SnapKV and Quest.
+set -eu
+home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
+if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
+    echo "SKIP: the default model is not fetched (run ./setup.sh)"
+    exit 77
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/sx.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$KVWEAVE_SRC"
+small="--set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 --quiet"
+q() { "$KVWEAVE_BIN" query --db "$1" --format csv "$2" | tail -1; }
+metric() { q "$1" "SELECT value FROM metrics WHERE sample IS NULL AND key = '$2'"; }
+
+"$KVWEAVE_BIN" run pipelines/quest_ruler.yaml --db "$tmp/wide.db" $small --set sel.budget=100000
+"$KVWEAVE_BIN" run pipelines/quest_ruler.yaml --db "$tmp/q.db" $small --set sel.budget=64
+for db in wide q; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+done
+wide=$(metric "$tmp/wide.db" mem/attended_mean)
+sel=$(metric "$tmp/q.db" mem/attended_mean)
+kvw=$(metric "$tmp/wide.db" mem/kv_payload_peak_bytes)
+kvq=$(metric "$tmp/q.db" mem/kv_payload_peak_bytes)
+echo "quest: attended_mean $wide (budget covers the context) -> $sel (64 tokens); kv peak $kvw, $kvq"
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if s < 0.7*w else 1)" "$wide" "$sel"
+[ "$kvw" = "$kvq" ]
+
+xkv="$small --set calibration.n=1 --set budget.total_size=1500"
+"$KVWEAVE_BIN" run pipelines/xkv_snapkv_ruler.yaml --db "$tmp/x.db" $xkv
+"$KVWEAVE_BIN" run pipelines/xkv_quest_ruler.yaml --db "$tmp/xq.db" $xkv
+for db in x xq; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+    alloc=$(q "$tmp/$db.db" "SELECT value FROM params WHERE key = 'budget.allocated_tokens'")
+    echo "xkv ($db): $alloc"
+    case "$alloc" in "1500 over 1 samples") ;; *) exit 1 ;; esac
+    [ -n "$(q "$tmp/$db.db" "SELECT value FROM params WHERE key = 'calib/probe.stats'")" ]
+done
+echo "xkv+snapkv: kv payload mean $(metric "$tmp/x.db" mem/kv_payload_mean_bytes) bytes"
