@@ -85,7 +85,7 @@ struct kw_exec {
     int *deps;
     int **cons, *n_cons;
     int n_ps;
-    int n_metric_stages;      /* stages of the phase with a `metrics` output */
+    bool *metric_shared;      /* a metrics stage whose operator scores in another stage too */
     /* progress and results (mu) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -452,9 +452,10 @@ static void record_sample(kw_exec *x, ksample *s)
             for (int p = 0; p < g->stages[si].op->n_outputs && p < MAX_OUT; p++) {
                 kw_value *v = *sval(x, s, si, p);
                 if (v && !strcmp(kw_value_type(v), KW_T_METRICS)) {
-                    /* several scorers (one per method branch): keys are "<stage>/<key>" */
+                    /* several scorers of one kind (one per method branch): their keys
+                     * are "<stage>/<key>" */
                     char pre[160] = "";
-                    if (x->n_metric_stages > 1)
+                    if (x->metric_shared[si])
                         snprintf(pre, sizeof pre, "%s/", g->stages[si].id);
                     put_numbers(x, s, pre, kw_value_jsonobj(v), &err, 1);
                 }
@@ -700,7 +701,17 @@ static void phase_free(kw_exec *x)
         for (int i = 0; i < x->g->n_stages; i++)
             free(x->cons[i]);
     free(x->cons), free(x->n_cons), free(x->active), free(x->is_ps), free(x->deps);
+    free(x->metric_shared);
     x->cons = NULL, x->n_cons = NULL, x->active = NULL, x->is_ps = NULL, x->deps = NULL;
+    x->metric_shared = NULL;
+}
+
+static bool scores(const kw_op *op)
+{
+    for (int p = 0; p < op->n_outputs; p++)
+        if (!strcmp(op->outputs[p].type, KW_T_METRICS))
+            return true;
+    return false;
 }
 
 static int phase_setup(kw_exec *x, kw_phase ph, kw_error *err)
@@ -726,14 +737,14 @@ static int phase_setup(kw_exec *x, kw_phase ph, kw_error *err)
                                g->stages[i].id);
         x->n_ps += x->is_ps[i];
     }
-    x->n_metric_stages = 0;
-    for (int i = 0; i < n; i++) {
-        const kw_op *op = g->stages[i].op;
-        bool m = false;
-        for (int p = 0; p < op->n_outputs; p++)
-            m |= !strcmp(op->outputs[p].type, KW_T_METRICS);
-        x->n_metric_stages += x->is_ps[i] && m;
-    }
+    free(x->metric_shared);
+    if (!(x->metric_shared = calloc((size_t)n, sizeof(bool))))
+        return kw_error_set(err, KW_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            if (i != j && x->is_ps[i] && x->is_ps[j] && g->stages[i].op == g->stages[j].op &&
+                scores(g->stages[i].op))
+                x->metric_shared[i] = true;
     for (int c = 0; c < n; c++) {
         if (!x->is_ps[c])
             continue;

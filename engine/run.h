@@ -20,7 +20,7 @@
  * Recorded per sample: the sample row (id, input hash, prediction = the first
  * generation's text, answers = the record's "outputs" or "answers"), every number of
  * every `metrics` value (keys as the scorer names them; "<stage>/<key>" when several
- * stages score, e.g. one per method branch), and the first generation's figures as
+ * stages of the same operator score, e.g. one per method branch), and the first generation's figures as
  * gen/<field> and mem/<field>.
  * Per run: the mean of each per-sample metric over finished samples, stage and lane
  * timings, the overlap ratio (sum of lane busy time / wall time), params and provenance.

@@ -23,11 +23,19 @@ for db in wide q; do
 done
 wide=$(metric "$tmp/wide.db" mem/attended_mean)
 sel=$(metric "$tmp/q.db" mem/attended_mean)
-kvw=$(metric "$tmp/wide.db" mem/kv_payload_peak_bytes)
-kvq=$(metric "$tmp/q.db" mem/kv_payload_peak_bytes)
-echo "quest: attended_mean $wide (budget covers the context) -> $sel (64 tokens); kv peak $kvw, $kvq"
+# Quest keeps every token: the KV held per token of the sequence is full attention's
+# (the peak itself depends on how many tokens each run generated)
+per_tok="SELECT printf('%.3f', avg(p.value / (n.value + g.value))) FROM metrics p
+  JOIN metrics n ON n.sample = p.sample AND n.key = 'gen/n_prompt'
+  JOIN metrics g ON g.sample = p.sample AND g.key = 'gen/n_gen'
+  WHERE p.key = 'mem/kv_payload_peak_bytes'"
+kvw=$(q "$tmp/wide.db" "$per_tok")
+kvq=$(q "$tmp/q.db" "$per_tok")
+echo "quest: attended_mean $wide (budget covers the context) -> $sel (64 tokens); kv peak per token $kvw, $kvq bytes"
 python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if s < 0.7*w else 1)" "$wide" "$sel"
-[ "$kvw" = "$kvq" ]
+# equal to within the last token's row (the peak is sampled after a step; the final
+# token's K/V may not be stored), far from any eviction
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if abs(s - w) < 0.005*w else 1)" "$kvw" "$kvq"
 
 xkv="$small --set calibration.n=1 --set budget.total_size=1500"
 "$KVWEAVE_BIN" run pipelines/xkv_snapkv_ruler.yaml --db "$tmp/x.db" $xkv
