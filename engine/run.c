@@ -999,6 +999,10 @@ static int stream(kw_exec *x, kw_error *err)
     return rc;
 }
 
+static bool upstream_calib(const kw_exec *x, int si);
+static bool cache_load(kw_exec *x, int si, const char *prefix);
+static void cache_store(kw_exec *x, int si, const char *prefix);
+
 /* Runs every config stage (no `each` input) of the phase whose once values are not
  * there yet, in topological order. */
 static int run_configs(kw_exec *x, kw_error *err)
@@ -1014,11 +1018,35 @@ static int run_configs(kw_exec *x, kw_error *err)
             have &= *oval(x, si, p) != NULL;
         if (have)
             continue;
+        /* a cacheable config stage downstream of the calibration (a layer budget
+         * solved from its statistics) is taken from the cache and recorded */
+        bool cacheable = (gs->op->flags & KW_OP_CACHEABLE) && upstream_calib(x, si);
+        if (cacheable && cache_load(x, si, "once")) {
+            char key[160];
+            snprintf(key, sizeof key, "%s.cached", gs->id);
+            kw_error e2 = {0};
+            kw_db_param(x->db, x->uuid, key, "true", &e2);
+            continue;
+        }
         int rc = run_once(x, si, false, err);
         if (rc < 0)
             return rc;
+        if (cacheable)
+            cache_store(x, si, "once");
     }
     return 0;
+}
+
+/* Whether a calibration stage is upstream of stage si. */
+static bool upstream_calib(const kw_exec *x, int si)
+{
+    const kw_gstage *gs = &x->g->stages[si];
+    if (gs->phase == KW_PHASE_CALIB)
+        return true;
+    for (int i = 0; i < gs->n_in; i++)
+        if (upstream_calib(x, gs->in[i].from))
+            return true;
+    return false;
 }
 
 /* Cache key of a stage's once outputs: everything upstream that shapes them. */
@@ -1058,6 +1086,122 @@ static void stage_key(kw_exec *x, int si, char out[65])
     free(buf);
 }
 
+/* ---- once values as bytes: artifacts and the cache ----
+ *
+ * A JSON-shaped value is stored as {"kwtype": TYPE, "value": ...} (a plug-in may make
+ * a JSON-shaped value of a type name that also has a registered binary form); a value
+ * of a registered type (kw_type_find: tokens, budget, stats, plug-ins' types) as its
+ * type's canonical bytes. The type of a cached value is its port's. */
+static int value_bytes(kw_value *v, void **buf, size_t *n)
+{
+    *buf = NULL;
+    *n = 0;
+    json_t *jo = kw_value_vt(v) == &kw_type_json ? kw_value_jsonobj(v) : NULL;
+    if (jo) {
+        json_t *w = json_pack("{s:s,s:O}", "kwtype", kw_value_type(v), "value", jo);
+        *buf = w ? json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        *n = *buf ? strlen(*buf) : 0;
+        json_decref(w);
+        return *buf ? 0 : KW_ENOMEM;
+    }
+    const kw_type *vt = kw_value_vt(v);
+    if (!vt || !vt->serialize || !kw_type_find(vt->name))
+        return KW_ENOSYS;
+    return vt->serialize(kw_value_data(v), buf, n) < 0 ? KW_EINTERNAL : 0;
+}
+
+static kw_value *value_from_bytes(const char *type, const void *buf, size_t n)
+{
+    static const char wrap[] = "{\"kwtype\":";
+    bool json = n >= sizeof wrap - 1 && !memcmp(buf, wrap, sizeof wrap - 1);
+    const kw_type *t = json ? NULL : kw_type_find(type);
+    if (t && t->deserialize) {
+        void *payload = NULL;
+        kw_error e = {0};
+        return t->deserialize(buf, n, &payload, &e) < 0 ? NULL : kw_value_new(t, payload);
+    }
+    json_error_t je;
+    json_t *j = json_loadb(buf, n, 0, &je);
+    const char *kt = json_string_value(json_object_get(j, "kwtype"));
+    json_t *payload = json_object_get(j, "value");
+    kw_value *v = kt && !strcmp(kt, type) && payload
+                      ? kw_value_json(type, json_incref(payload)) : NULL;
+    json_decref(j);
+    return v;
+}
+
+static void port_key(const char key[65], int p, char out[65])
+{
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%s.%d", key, p);
+    kw_sha256_hex(tmp, strlen(tmp), out);
+}
+
+/* Every once output of stage si from the cache: true when all came back; they are then
+ * recorded for this run as artifacts like computed ones. */
+static bool cache_load(kw_exec *x, int si, const char *prefix)
+{
+    const kw_gstage *gs = &x->g->stages[si];
+    if (x->o->no_cache || gs->op->n_outputs == 0)
+        return false;
+    char key[65];
+    stage_key(x, si, key);
+    kw_value *got[MAX_OUT] = {0};
+    bool all = true;
+    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT && all; p++) {
+        if (gs->op->outputs[p].card != KW_ONCE)
+            continue;
+        char pk[65];
+        port_key(key, p, pk);
+        void *buf = NULL;
+        size_t nb = 0;
+        kw_error e2 = {0};
+        all = kw_cache_get(x->db, pk, &buf, &nb, &e2) == 1 &&
+              (got[p] = value_from_bytes(gs->op->outputs[p].type, buf, nb)) != NULL;
+        if (all) {
+            char name[256], sha[65];
+            snprintf(name, sizeof name, "%s/%s.%s", prefix, gs->id, gs->op->outputs[p].name);
+            if (kw_db_artifact_put(x->db, x->uuid, name, buf, nb, sha, &e2) >= 0)
+                kw_db_param(x->db, x->uuid, name, sha, &e2);
+        }
+        free(buf);
+    }
+    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT; p++) {
+        if (all && got[p]) {
+            kw_value_unref(*oval(x, si, p));
+            *oval(x, si, p) = got[p];
+        } else {
+            kw_value_unref(got[p]);
+        }
+    }
+    return all;
+}
+
+/* Records stage si's once outputs as artifacts ("<prefix>/<stage>.<port>", with their
+ * sha256 as a param) and puts them in the cache. A type that cannot serialize is
+ * neither (it is recomputed next time). */
+static void cache_store(kw_exec *x, int si, const char *prefix)
+{
+    const kw_gstage *gs = &x->g->stages[si];
+    char key[65];
+    stage_key(x, si, key);
+    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT; p++) {
+        kw_value *v = *oval(x, si, p);
+        void *buf = NULL;
+        size_t nb = 0;
+        if (!v || gs->op->outputs[p].card != KW_ONCE || value_bytes(v, &buf, &nb) < 0)
+            continue;
+        char name[256], sha[65], pk[65];
+        snprintf(name, sizeof name, "%s/%s.%s", prefix, gs->id, gs->op->outputs[p].name);
+        kw_error e2 = {0};
+        if (kw_db_artifact_put(x->db, x->uuid, name, buf, nb, sha, &e2) >= 0)
+            kw_db_param(x->db, x->uuid, name, sha, &e2);
+        port_key(key, p, pk);
+        kw_cache_put(x->db, pk, name, buf, nb, &e2);
+        free(buf);
+    }
+}
+
 /* The calibration outputs (reduce stages' once values): from the cache when every one
  * is there, else computed by running the calibration phase. Recorded as artifacts. */
 static int calibrate(kw_exec *x, kw_error *err)
@@ -1065,47 +1209,10 @@ static int calibrate(kw_exec *x, kw_error *err)
     const kw_graph *g = x->g;
     int n_red = 0, hits = 0;
     for (int si = 0; si < g->n_stages; si++) {
-        const kw_gstage *gs = &g->stages[si];
-        if (!gs->is_reduce)
+        if (!g->stages[si].is_reduce)
             continue;
         n_red++;
-        if (x->o->no_cache)
-            continue;
-        bool all = true;
-        char key[65];
-        stage_key(x, si, key);
-        for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT && all; p++) {
-            char pk[65], tmp[128];
-            snprintf(tmp, sizeof tmp, "%s.%d", key, p);
-            kw_sha256_hex(tmp, strlen(tmp), pk);
-            void *buf = NULL;
-            size_t nb = 0;
-            kw_error e2 = {0};
-            /* Only JSON-shaped values come back from the cache (their type is the
-             * port's); other types are recomputed. */
-            if (kw_cache_get(x->db, pk, &buf, &nb, &e2) == 1) {
-                json_error_t je;
-                json_t *j = json_loadb(buf, nb, JSON_DECODE_ANY, &je);
-                if (j && !strncmp(buf, "{\"kwtype\":", 10)) {
-                    json_t *payload = json_object_get(j, "value");
-                    const char *type = json_string_value(json_object_get(j, "kwtype"));
-                    if (type && !strcmp(type, gs->op->outputs[p].type) && payload) {
-                        kw_value_unref(*oval(x, si, p));
-                        *oval(x, si, p) =
-                            kw_value_json(gs->op->outputs[p].type, json_incref(payload));
-                    } else {
-                        all = false;
-                    }
-                } else {
-                    all = false;
-                }
-                json_decref(j);
-                free(buf);
-            } else {
-                all = false;
-            }
-        }
-        hits += all;
+        hits += cache_load(x, si, "calib");
     }
     if (n_red == 0)
         return 0;
@@ -1128,44 +1235,11 @@ static int calibrate(kw_exec *x, kw_error *err)
         rc = x->fatal, *err = x->fatal_err;
     for (int k = 0; rc >= 0 && k < g->n_stages; k++) {
         int si = g->topo[k];
-        const kw_gstage *gs = &g->stages[si];
-        if (!gs->is_reduce)
+        if (!g->stages[si].is_reduce)
             continue;
         if ((rc = run_once(x, si, true, err)) < 0)
             break;
-        char key[65];
-        stage_key(x, si, key);
-        for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT; p++) {
-            kw_value *v = *oval(x, si, p);
-            if (!v)
-                continue;
-            void *buf = NULL;
-            size_t nb = 0;
-            const kw_type *vt = kw_value_vt(v);
-            json_t *jo = kw_value_jsonobj(v);
-            char name[256], sha[65];
-            snprintf(name, sizeof name, "calib/%s.%s", gs->id, gs->op->outputs[p].name);
-            if (jo) {
-                json_t *w = json_pack("{s:s,s:O}", "kwtype", kw_value_type(v), "value", jo);
-                buf = json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS);
-                nb = buf ? strlen(buf) : 0;
-                json_decref(w);
-            } else if (vt && vt->serialize && vt->serialize(kw_value_data(v), &buf, &nb) < 0) {
-                buf = NULL;
-            }
-            if (!buf)
-                continue; /* not serializable: recomputed next time, not recorded */
-            kw_error e2 = {0};
-            if (kw_db_artifact_put(x->db, x->uuid, name, buf, nb, sha, &e2) >= 0)
-                kw_db_param(x->db, x->uuid, name, sha, &e2);
-            if (jo) {
-                char pk[65], tmp[128];
-                snprintf(tmp, sizeof tmp, "%s.%d", key, p);
-                kw_sha256_hex(tmp, strlen(tmp), pk);
-                kw_cache_put(x->db, pk, name, buf, nb, &e2);
-            }
-            free(buf);
-        }
+        cache_store(x, si, "calib");
     }
     char num[32];
     snprintf(num, sizeof num, "%" PRId64, x->calib_done);

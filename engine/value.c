@@ -1,9 +1,12 @@
 /* Reference-counted values on pipeline edges (value.h). */
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvweave/budget.h"
+#include "kvweave/stats.h"
 #include "kvweave/value.h"
 
 struct kw_value {
@@ -168,3 +171,39 @@ static int tokens_deser(const void *buf, size_t n, void **p, kw_error *err)
 const kw_type kw_type_tokens = {KW_T_TOKENS, tokens_free, tokens_ser, tokens_deser};
 
 kw_value *kw_value_tokens(kw_tokens *t) { return kw_value_new(&kw_type_tokens, t); }
+
+/* ---- types by name ---- */
+
+static pthread_mutex_t types_mu = PTHREAD_MUTEX_INITIALIZER;
+static const kw_type *registered[64];
+static int n_registered;
+
+const kw_type *kw_type_find(const char *name)
+{
+    const kw_type *const builtin[] = {&kw_type_tokens, &kw_type_budget, &kw_type_stats};
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof builtin / sizeof builtin[0]; i++)
+        if (!strcmp(builtin[i]->name, name))
+            return builtin[i];
+    const kw_type *t = NULL;
+    pthread_mutex_lock(&types_mu);
+    for (int i = 0; i < n_registered && !t; i++)
+        if (!strcmp(registered[i]->name, name))
+            t = registered[i];
+    pthread_mutex_unlock(&types_mu);
+    return t;
+}
+
+int kw_type_register(const kw_type *t)
+{
+    if (!t || !t->name)
+        return KW_EINVAL;
+    const kw_type *have = kw_type_find(t->name);
+    if (have)
+        return have == t ? 0 : KW_EINVAL;
+    pthread_mutex_lock(&types_mu);
+    int rc = n_registered < 64 ? (registered[n_registered++] = t, 0) : KW_ELIMIT;
+    pthread_mutex_unlock(&types_mu);
+    return rc;
+}

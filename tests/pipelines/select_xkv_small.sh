@@ -47,4 +47,11 @@ for db in x xq; do
     case "$alloc" in "1500 over 1 samples") ;; *) exit 1 ;; esac
     [ -n "$(q "$tmp/$db.db" "SELECT value FROM params WHERE key = 'calib/probe.stats'")" ]
 done
+# the same XKV pipeline again: calibration statistics and the solved budget both come
+# from the cache (content-hashed by everything upstream), and the run is the same
+"$KVWEAVE_BIN" run pipelines/xkv_snapkv_ruler.yaml --db "$tmp/x.db" $xkv
+last="(SELECT uuid FROM runs ORDER BY start_time DESC, rowid DESC LIMIT 1)"
+[ "$(q "$tmp/x.db" "SELECT value FROM params WHERE run = $last AND key = 'calibration'")" = cached ]
+[ "$(q "$tmp/x.db" "SELECT value FROM params WHERE run = $last AND key = 'budget.cached'")" = true ]
+[ "$(q "$tmp/x.db" "SELECT count(*) || ' ' || count(DISTINCT value) FROM params WHERE key = 'once/budget.budget'")" = "2 1" ]
 echo "xkv+snapkv: kv payload mean $(metric "$tmp/x.db" mem/kv_payload_mean_bytes) bytes"

@@ -64,6 +64,13 @@ json_t *kw_value_jsonobj(const kw_value *v);      /* (transfer none); NULL if no
  * serialize. */
 int kw_value_hash(const kw_value *v, uint8_t out[32]);
 
+/* Types that can come back from bytes by name (the executor's cache of once values):
+ * the built-in serializable types (tokens, budget, stats) and those registered. JSON-
+ * shaped values need no entry. register: KW_EINVAL for a name already taken by another
+ * type, KW_ELIMIT past 64 registered types. find: NULL when unknown. */
+int kw_type_register(const kw_type *t);
+const kw_type *kw_type_find(const char *name);
+
 /* The JSON type vtable (shared by sample, generation, metrics). */
 extern const kw_type kw_type_json;
 
