@@ -1,302 +1,17 @@
-/* The run executor (run.h) and the engine side of the operator ABI (op.h): contexts,
- * tasks, params, provenance records. */
+/* The run executor (run.h): phases, streaming samples through the per-sample stages
+ * on the lanes, once tasks, and the order of a run's work. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "kvweave/util.h"
-#include "run.h"
-#include "kwsched.h"
-
-#define MAX_OUT 16  /* output ports per stage the executor handles */
-#define MAX_FAIL_LINES 20
-
-typedef struct kw_exec kw_exec;
-typedef struct ksample ksample;
-
-struct kw_opctx {
-    kw_exec *x;
-    int si;
-    const kw_gstage *gs;
-    void *state;
-    bool inited;
-    int lane;
-    pthread_mutex_t serial;   /* KW_OP_SERIAL, sources and reduces */
-    bool serialize;
-    /* figures (x->mu) */
-    int64_t tasks;
-    double busy, wait;
-};
-
-struct kw_task {
-    kw_exec *x;
-    int si;
-    ksample *s;               /* NULL for once tasks */
-    int64_t idx;
-    kw_value **in;            /* (n_in) in the stage's wiring order */
-    int *port_first, *port_n; /* (n_inputs) */
-    kw_value *out[MAX_OUT];
-    int rc;
-    char msg[1024];
-    double t_ready, t_start;
-    bool once_done;           /* once tasks: completion seen */
-    pthread_mutex_t *once_mu;
-    pthread_cond_t *once_cv;
-};
-
-struct ksample {
-    int64_t idx;
-    kw_value **vals;          /* (n_stages * MAX_OUT) */
-    int *waiting;             /* (n_stages) producers not done yet */
-    int remaining;            /* per-sample stages not done yet */
-    bool failed;
-    int err_code;
-    char err[1200];
-};
-
-typedef struct agg {
-    char *key;
-    double sum;
-    int64_t n;
-} agg;
-
-typedef struct rec {
-    char *key, *value;
-} rec;
-
-struct kw_exec {
-    const kw_graph *g;
-    const kw_run_opts *o;
-    kw_db *db;
-    char uuid[37];
-    bool begun;
-    kw_lanes *lanes;
-    void *engine;
-    kw_opctx *ctx;            /* (n_stages) */
-    kw_value **once_vals;     /* (n_stages * MAX_OUT) */
-    /* the phase being run */
-    kw_phase phase;
-    bool *active, *is_ps;
-    int *deps;
-    int **cons, *n_cons;
-    int n_ps;
-    bool *metric_shared;      /* a metrics stage whose operator scores in another stage too */
-    /* progress and results (mu) */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int64_t inflight, emitted, ok, failed, resumed, calib_done;
-    int fail_lines;
-    agg *aggs;
-    int n_aggs, cap_aggs;
-    rec *recs;                /* records made before the run row exists */
-    int n_recs, cap_recs;
-    double t0, last_progress;
-    int fatal;
-    kw_error fatal_err;
-    bool progress_line_open;
-};
-
-/* ---------------------------------------------------------------- params ---- */
-
-static const kw_pval *pval(const kw_opctx *c, const char *name, kw_param_kind want)
-{
-    const kw_op *op = c->gs->op;
-    for (int i = 0; i < op->n_params; i++)
-        if (!strcmp(op->params[i].name, name)) {
-            const kw_pval *v = &c->gs->params[i];
-            bool ok = v->kind == want || (want == KW_PARAM_STRING && v->kind == KW_PARAM_ENUM);
-            if (!ok) {
-                fprintf(stderr, "kvweave: internal: %s reads param '%s' as the wrong kind\n",
-                        op->name, name);
-                abort();
-            }
-            return v;
-        }
-    fprintf(stderr, "kvweave: internal: operator %s reads an undeclared param '%s'\n",
-            op->name, name);
-    abort();
-}
-
-int64_t kw_param_int(const kw_opctx *c, const char *name)
-{
-    return pval(c, name, KW_PARAM_INT)->i;
-}
-double kw_param_float(const kw_opctx *c, const char *name)
-{
-    return pval(c, name, KW_PARAM_FLOAT)->f;
-}
-bool kw_param_bool(const kw_opctx *c, const char *name)
-{
-    return pval(c, name, KW_PARAM_BOOL)->i != 0;
-}
-const char *kw_param_str(const kw_opctx *c, const char *name)
-{
-    const char *s = pval(c, name, KW_PARAM_STRING)->s;
-    return s ? s : "";
-}
-const int64_t *kw_param_ints(const kw_opctx *c, const char *name, int *n)
-{
-    const kw_pval *v = pval(c, name, KW_PARAM_INTLIST);
-    *n = v->n_ints;
-    return v->ints;
-}
-bool kw_param_is_set(const kw_opctx *c, const char *name)
-{
-    const kw_op *op = c->gs->op;
-    for (int i = 0; i < op->n_params; i++)
-        if (!strcmp(op->params[i].name, name))
-            return c->gs->params[i].set;
-    return false;
-}
-
-/* ---------------------------------------------------------------- context ---- */
-
-const char *kw_ctx_stage(const kw_opctx *c) { return c->gs->id; }
-uint64_t kw_ctx_seed(const kw_opctx *c) { return c->x->g->seed; }
-struct kw_engine *kw_ctx_engine(kw_opctx *c) { return (struct kw_engine *)c->x->engine; }
-
-/* Provenance: the key as given when it already starts with "<stage>.", else prefixed. */
-int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
-{
-    kw_exec *x = c->x;
-    size_t n = strlen(c->gs->id);
-    char full[512];
-    if (!strncmp(key, c->gs->id, n) && key[n] == '.')
-        snprintf(full, sizeof full, "%s", key);
-    else
-        snprintf(full, sizeof full, "%s.%s", c->gs->id, key);
-    int rc = 0;
-    pthread_mutex_lock(&x->mu);
-    if (x->begun) {
-        pthread_mutex_unlock(&x->mu);
-        kw_error err = {0};
-        rc = kw_db_param(x->db, x->uuid, full, value ? value : "", &err);
-        if (c->si == x->g->source) { /* data set identity goes to the run row too */
-            const char *dot = strrchr(full, '.');
-            if (dot && !strcmp(dot, ".sha256"))
-                kw_db_run_set(x->db, x->uuid, "dataset_sha256", value, &err);
-            else if (dot && !strcmp(dot, ".path"))
-                kw_db_run_set(x->db, x->uuid, "dataset_id", value, &err);
-        }
-        return rc;
-    }
-    if (x->n_recs == x->cap_recs) {
-        int cap = x->cap_recs ? 2 * x->cap_recs : 16;
-        rec *r = realloc(x->recs, sizeof *r * (size_t)cap);
-        if (!r) {
-            pthread_mutex_unlock(&x->mu);
-            return KW_ENOMEM;
-        }
-        x->recs = r;
-        x->cap_recs = cap;
-    }
-    x->recs[x->n_recs].key = strdup(full);
-    x->recs[x->n_recs].value = strdup(value ? value : "");
-    x->n_recs++;
-    pthread_mutex_unlock(&x->mu);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- tasks ---- */
-
-int64_t kw_task_sample(const kw_task *t) { return t->idx; }
-
-kw_value *kw_task_in(const kw_task *t, int port)
-{
-    const kw_op *op = t->x->g->stages[t->si].op;
-    if (port < 0 || port >= op->n_inputs || t->port_n[port] == 0)
-        return NULL;
-    return t->in[t->port_first[port]];
-}
-
-int kw_task_in_n(const kw_task *t, int port)
-{
-    const kw_op *op = t->x->g->stages[t->si].op;
-    return port < 0 || port >= op->n_inputs ? 0 : t->port_n[port];
-}
-
-kw_value *kw_task_in_at(const kw_task *t, int port, int i)
-{
-    if (i < 0 || i >= kw_task_in_n(t, port))
-        return NULL;
-    return t->in[t->port_first[port] + i];
-}
-
-int kw_task_out(kw_task *t, int port, kw_value *v)
-{
-    const kw_op *op = t->x->g->stages[t->si].op;
-    if (!v)
-        return kw_task_fail(t, KW_ENOMEM, "out of memory making output %d", port);
-    if (port < 0 || port >= op->n_outputs || port >= MAX_OUT) {
-        kw_value_unref(v);
-        return kw_task_fail(t, KW_EINTERNAL, "%s has no output port %d", op->name, port);
-    }
-    if (strcmp(kw_value_type(v), op->outputs[port].type) != 0) {
-        const char *got = kw_value_type(v);
-        kw_value_unref(v);
-        return kw_task_fail(t, KW_ETYPE, "%s set output '%s' to a %s value, it declares %s",
-                            op->name, op->outputs[port].name, got, op->outputs[port].type);
-    }
-    kw_value_unref(t->out[port]);
-    t->out[port] = v;
-    return 0;
-}
-
-int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-    va_end(ap);
-    t->rc = code < 0 ? code : KW_EINTERNAL;
-    return t->rc;
-}
-
-uint64_t kw_rand_key(uint64_t seed, uint64_t sample, uint64_t step)
-{
-    /* three rounds of splitmix64 finalization over the inputs */
-    uint64_t z = seed ^ 0x9e3779b97f4a7c15ull;
-    uint64_t in[2] = {sample, step};
-    for (int i = 0; i < 3; i++) {
-        z += i < 2 ? in[i] * 0xbf58476d1ce4e5b9ull + 0x9e3779b97f4a7c15ull : 0x632be59bd9b4e019ull;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-    }
-    return z;
-}
-
-double kw_rand_uniform(uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
+#include "run_internal.h"
 
 /* ------------------------------------------------------------- executor ---- */
-
-static kw_value **sval(kw_exec *x, ksample *s, int si, int port)
-{
-    (void)x;
-    return &s->vals[(size_t)si * MAX_OUT + (size_t)port];
-}
-
-static kw_value **oval(kw_exec *x, int si, int port)
-{
-    return &x->once_vals[(size_t)si * MAX_OUT + (size_t)port];
-}
-
-static bool per_sample_src(const kw_exec *x, int si)
-{
-    return si == x->g->source || x->is_ps[si];
-}
 
 /* A task with its inputs gathered; NULL when out of memory. */
 static kw_task *task_new(kw_exec *x, int si, ksample *s)
@@ -344,9 +59,7 @@ static void task_free(kw_task *t)
     free(t->in), free(t->port_first), free(t->port_n), free(t);
 }
 
-static void set_fatal(kw_exec *x, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_fatal(kw_exec *x, int code, const char *fmt, ...)
+void kwr_set_fatal(kw_exec *x, int code, const char *fmt, ...)
 {
     pthread_mutex_lock(&x->mu);
     if (!x->fatal) {
@@ -360,130 +73,6 @@ static void set_fatal(kw_exec *x, int code, const char *fmt, ...)
     pthread_mutex_unlock(&x->mu);
 }
 
-static void progress(kw_exec *x, bool final);
-
-static void agg_add(kw_exec *x, const char *key, double v)
-{
-    for (int i = 0; i < x->n_aggs; i++)
-        if (!strcmp(x->aggs[i].key, key)) {
-            x->aggs[i].sum += v;
-            x->aggs[i].n++;
-            return;
-        }
-    if (x->n_aggs == x->cap_aggs) {
-        int cap = x->cap_aggs ? 2 * x->cap_aggs : 32;
-        agg *a = realloc(x->aggs, sizeof *a * (size_t)cap);
-        if (!a)
-            return;
-        x->aggs = a;
-        x->cap_aggs = cap;
-    }
-    x->aggs[x->n_aggs++] = (agg){strdup(key), v, 1};
-}
-
-/* Numbers of a JSON object as metrics "<prefix><key>"; nested objects with "<key>/". */
-static void put_numbers(kw_exec *x, ksample *s, const char *prefix, json_t *obj, kw_error *err,
-                        int depth)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(obj, k, v)
-    {
-        char key[256];
-        snprintf(key, sizeof key, "%s%s", prefix, k);
-        if (json_is_number(v)) {
-            double d = json_number_value(v);
-            kw_db_metric(x->db, x->uuid, s->idx, key, d, 0, err);
-            pthread_mutex_lock(&x->mu);
-            agg_add(x, key, d);
-            pthread_mutex_unlock(&x->mu);
-        } else if (json_is_boolean(v) && depth > 0) {
-            continue;
-        } else if (json_is_object(v) && depth < 2) {
-            char p[256];
-            snprintf(p, sizeof p, "%s/", key);
-            put_numbers(x, s, p, v, err, depth + 1);
-        }
-    }
-}
-
-static char *dump(json_t *j)
-{
-    return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
-}
-
-/* Records a finished sample of the main phase (its row and metrics, one transaction). */
-static void record_sample(kw_exec *x, ksample *s)
-{
-    const kw_graph *g = x->g;
-    json_t *smp = x->g->source >= 0 ? kw_value_jsonobj(*sval(x, s, g->source, 0)) : NULL;
-    json_t *gen = NULL;
-    for (int si = 0; si < g->n_stages && !gen; si++)
-        if (x->is_ps[si])
-            for (int p = 0; p < g->stages[si].op->n_outputs && p < MAX_OUT; p++) {
-                kw_value *v = *sval(x, s, si, p);
-                if (v && !strcmp(kw_value_type(v), KW_T_GENERATION)) {
-                    gen = kw_value_jsonobj(v);
-                    break;
-                }
-            }
-    char idbuf[32], hash[65] = "";
-    snprintf(idbuf, sizeof idbuf, "%" PRId64, s->idx);
-    json_t *jid = json_object_get(smp, "id");
-    const char *sid = json_is_string(jid) ? json_string_value(jid) : idbuf;
-    char *stext = dump(smp);
-    if (stext)
-        kw_sha256_hex(stext, strlen(stext), hash);
-    free(stext);
-    json_t *ans = json_object_get(smp, "outputs");
-    if (!ans)
-        ans = json_object_get(smp, "answers");
-    char *answers = dump(ans);
-    const char *pred = json_string_value(json_object_get(gen, "text"));
-    kw_error err = {0};
-    kw_db_begin(x->db, &err);
-    kw_db_sample(x->db, x->uuid, s->idx, sid, hash, pred, answers,
-                 s->failed ? "FAILED" : "FINISHED", s->failed ? s->err : NULL, &err);
-    free(answers);
-    if (!s->failed) {
-        for (int si = 0; si < g->n_stages; si++) {
-            if (!x->is_ps[si])
-                continue;
-            for (int p = 0; p < g->stages[si].op->n_outputs && p < MAX_OUT; p++) {
-                kw_value *v = *sval(x, s, si, p);
-                if (v && !strcmp(kw_value_type(v), KW_T_METRICS)) {
-                    /* several scorers of one kind (one per method branch): their keys
-                     * are "<stage>/<key>" */
-                    char pre[160] = "";
-                    if (x->metric_shared[si])
-                        snprintf(pre, sizeof pre, "%s/", g->stages[si].id);
-                    put_numbers(x, s, pre, kw_value_jsonobj(v), &err, 1);
-                }
-            }
-        }
-        if (gen) {
-            static const char *const fields[] = {"n_prompt", "n_gen", "ttft_s",
-                                                 "decode_s_per_token", "queue_s", "nll_mean"};
-            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-                json_t *v = json_object_get(gen, fields[i]);
-                if (json_is_number(v)) {
-                    char key[64];
-                    snprintf(key, sizeof key, "gen/%s", fields[i]);
-                    kw_db_metric(x->db, x->uuid, s->idx, key, json_number_value(v), 0, &err);
-                    pthread_mutex_lock(&x->mu);
-                    agg_add(x, key, json_number_value(v));
-                    pthread_mutex_unlock(&x->mu);
-                }
-            }
-            json_t *mem = json_object_get(gen, "memory");
-            if (json_is_object(mem))
-                put_numbers(x, s, "mem/", mem, &err, 1);
-        }
-    }
-    if (kw_db_commit(x->db, &err) < 0)
-        set_fatal(x, err.code ? err.code : KW_EDB, "recording sample %" PRId64 ": %s", s->idx,
-                  err.msg);
-}
 
 static void sample_free(kw_exec *x, ksample *s)
 {
@@ -499,7 +88,7 @@ static void sample_free(kw_exec *x, ksample *s)
 static void finish_sample(kw_exec *x, ksample *s)
 {
     if (x->phase == KW_PHASE_MAIN)
-        record_sample(x, s);
+        kwr_record_sample(x, s);
     pthread_mutex_lock(&x->mu);
     if (x->phase == KW_PHASE_CALIB) {
         x->calib_done++;
@@ -640,7 +229,7 @@ static void dispatch(kw_exec *x, int si, ksample *s)
 
 /* Runs a once task (config run or reduce finish) on the calling thread and waits for
  * it; its outputs become once values. */
-static int run_once(kw_exec *x, int si, bool finish, kw_error *err)
+int kwr_run_once(kw_exec *x, int si, bool finish, kw_error *err)
 {
     const kw_gstage *gs = &x->g->stages[si];
     kw_opctx *c = &x->ctx[si];
@@ -714,7 +303,7 @@ static bool scores(const kw_op *op)
     return false;
 }
 
-static int phase_setup(kw_exec *x, kw_phase ph, kw_error *err)
+int kwr_phase_setup(kw_exec *x, kw_phase ph, kw_error *err)
 {
     const kw_graph *g = x->g;
     int n = g->n_stages;
@@ -798,7 +387,7 @@ static int push_sample(kw_exec *x, int64_t idx, kw_value *v)
         ts.tv_sec += 1;
         pthread_cond_timedwait(&x->cv, &x->mu, &ts);
         pthread_mutex_unlock(&x->mu);
-        progress(x, false);
+        kwr_progress(x, false);
         pthread_mutex_lock(&x->mu);
     }
     x->inflight++;
@@ -806,7 +395,7 @@ static int push_sample(kw_exec *x, int64_t idx, kw_value *v)
     ksample *s = sample_new(x, idx, v);
     if (!s) {
         kw_value_unref(v);
-        set_fatal(x, KW_ENOMEM, "out of memory");
+        kwr_set_fatal(x, KW_ENOMEM, "out of memory");
         pthread_mutex_lock(&x->mu);
         x->inflight--;
         pthread_mutex_unlock(&x->mu);
@@ -825,7 +414,7 @@ static void drain(kw_exec *x)
         ts.tv_sec += 1;
         pthread_cond_timedwait(&x->cv, &x->mu, &ts);
         pthread_mutex_unlock(&x->mu);
-        progress(x, false);
+        kwr_progress(x, false);
         pthread_mutex_lock(&x->mu);
     }
     pthread_mutex_unlock(&x->mu);
@@ -889,7 +478,7 @@ static int cmp_pick_idx(const void *a, const void *b)
 }
 
 /* Streams the data set through the phase. */
-static int stream(kw_exec *x, kw_error *err)
+int kwr_stream(kw_exec *x, kw_error *err)
 {
     const kw_graph *g = x->g;
     if (g->source < 0)
@@ -975,7 +564,7 @@ static int stream(kw_exec *x, kw_error *err)
         if ((rc = push_sample(x, idx, v)) < 0)
             break;
         pushed++;
-        progress(x, false);
+        kwr_progress(x, false);
     }
     if (calib && rc >= 0 && want_n > 0) {
         qsort(picks, (size_t)n_picks, sizeof *picks, cmp_pick_idx);
@@ -999,13 +588,10 @@ static int stream(kw_exec *x, kw_error *err)
     return rc;
 }
 
-static bool upstream_calib(const kw_exec *x, int si);
-static bool cache_load(kw_exec *x, int si, const char *prefix);
-static void cache_store(kw_exec *x, int si, const char *prefix);
 
 /* Runs every config stage (no `each` input) of the phase whose once values are not
  * there yet, in topological order. */
-static int run_configs(kw_exec *x, kw_error *err)
+int kwr_run_configs(kw_exec *x, kw_error *err)
 {
     const kw_graph *g = x->g;
     for (int k = 0; k < g->n_stages; k++) {
@@ -1020,396 +606,29 @@ static int run_configs(kw_exec *x, kw_error *err)
             continue;
         /* a cacheable config stage downstream of the calibration (a layer budget
          * solved from its statistics) is taken from the cache and recorded */
-        bool cacheable = (gs->op->flags & KW_OP_CACHEABLE) && upstream_calib(x, si);
-        if (cacheable && cache_load(x, si, "once")) {
+        bool cacheable = (gs->op->flags & KW_OP_CACHEABLE) && kwr_upstream_calib(x, si);
+        if (cacheable && kwr_cache_load(x, si, "once")) {
             char key[160];
             snprintf(key, sizeof key, "%s.cached", gs->id);
             kw_error e2 = {0};
             kw_db_param(x->db, x->uuid, key, "true", &e2);
             continue;
         }
-        int rc = run_once(x, si, false, err);
+        int rc = kwr_run_once(x, si, false, err);
         if (rc < 0)
             return rc;
         if (cacheable)
-            cache_store(x, si, "once");
+            kwr_cache_store(x, si, "once");
     }
     return 0;
 }
 
-/* Whether a calibration stage is upstream of stage si. */
-static bool upstream_calib(const kw_exec *x, int si)
-{
-    const kw_gstage *gs = &x->g->stages[si];
-    if (gs->phase == KW_PHASE_CALIB)
-        return true;
-    for (int i = 0; i < gs->n_in; i++)
-        if (upstream_calib(x, gs->in[i].from))
-            return true;
-    return false;
-}
-
-/* Cache key of a stage's once outputs: everything upstream that shapes them. */
-static void stage_key(kw_exec *x, int si, char out[65])
-{
-    const kw_graph *g = x->g;
-    const kw_gstage *gs = &g->stages[si];
-    char *params = kw_gstage_params_text(gs);
-    size_t cap = 1024 + (params ? strlen(params) : 0) + (size_t)gs->n_in * 80;
-    char *buf = malloc(cap);
-    if (!buf) {
-        memset(out, '0', 64);
-        out[64] = 0;
-        free(params);
-        return;
-    }
-    int n = snprintf(buf, cap, "op=%s@%d;params=%s;", gs->op->name, gs->op->version,
-                     params ? params : "");
-    free(params);
-    if (gs->op->flags & KW_OP_NEEDS_MODEL) {
-        const char *sha = x->engine && x->o->env && x->o->env->engine_model_sha256
-                              ? x->o->env->engine_model_sha256(x->engine)
-                              : g->model;
-        n += snprintf(buf + n, cap - (size_t)n, "model=%s;", sha ? sha : "");
-    }
-    if (si == g->source || gs->is_reduce)
-        n += snprintf(buf + n, cap - (size_t)n, "limit=%" PRId64 ";calib=%.17g/%" PRId64
-                      "/%" PRIu64 ";", g->limit, g->calib.sample_ratio, g->calib.n,
-                      g->calib.seed);
-    for (int i = 0; i < gs->n_in && (size_t)n + 80 < cap; i++) {
-        char up[65];
-        stage_key(x, gs->in[i].from, up);
-        n += snprintf(buf + n, cap - (size_t)n, "in%d=%s.%d;", gs->in[i].port, up,
-                      gs->in[i].from_port);
-    }
-    kw_sha256_hex(buf, (size_t)n, out);
-    free(buf);
-}
-
-/* ---- once values as bytes: artifacts and the cache ----
- *
- * A JSON-shaped value is stored as {"kwtype": TYPE, "value": ...} (a plug-in may make
- * a JSON-shaped value of a type name that also has a registered binary form); a value
- * of a registered type (kw_type_find: tokens, budget, stats, plug-ins' types) as its
- * type's canonical bytes. The type of a cached value is its port's. */
-static int value_bytes(kw_value *v, void **buf, size_t *n)
-{
-    *buf = NULL;
-    *n = 0;
-    json_t *jo = kw_value_vt(v) == &kw_type_json ? kw_value_jsonobj(v) : NULL;
-    if (jo) {
-        json_t *w = json_pack("{s:s,s:O}", "kwtype", kw_value_type(v), "value", jo);
-        *buf = w ? json_dumps(w, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-        *n = *buf ? strlen(*buf) : 0;
-        json_decref(w);
-        return *buf ? 0 : KW_ENOMEM;
-    }
-    const kw_type *vt = kw_value_vt(v);
-    if (!vt || !vt->serialize || !kw_type_find(vt->name))
-        return KW_ENOSYS;
-    return vt->serialize(kw_value_data(v), buf, n) < 0 ? KW_EINTERNAL : 0;
-}
-
-static kw_value *value_from_bytes(const char *type, const void *buf, size_t n)
-{
-    static const char wrap[] = "{\"kwtype\":";
-    bool json = n >= sizeof wrap - 1 && !memcmp(buf, wrap, sizeof wrap - 1);
-    const kw_type *t = json ? NULL : kw_type_find(type);
-    if (t && t->deserialize) {
-        void *payload = NULL;
-        kw_error e = {0};
-        return t->deserialize(buf, n, &payload, &e) < 0 ? NULL : kw_value_new(t, payload);
-    }
-    json_error_t je;
-    json_t *j = json_loadb(buf, n, 0, &je);
-    const char *kt = json_string_value(json_object_get(j, "kwtype"));
-    json_t *payload = json_object_get(j, "value");
-    kw_value *v = kt && !strcmp(kt, type) && payload
-                      ? kw_value_json(type, json_incref(payload)) : NULL;
-    json_decref(j);
-    return v;
-}
-
-static void port_key(const char key[65], int p, char out[65])
-{
-    char tmp[128];
-    snprintf(tmp, sizeof tmp, "%s.%d", key, p);
-    kw_sha256_hex(tmp, strlen(tmp), out);
-}
-
-/* Every once output of stage si from the cache: true when all came back; they are then
- * recorded for this run as artifacts like computed ones. */
-static bool cache_load(kw_exec *x, int si, const char *prefix)
-{
-    const kw_gstage *gs = &x->g->stages[si];
-    if (x->o->no_cache || gs->op->n_outputs == 0)
-        return false;
-    char key[65];
-    stage_key(x, si, key);
-    kw_value *got[MAX_OUT] = {0};
-    bool all = true;
-    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT && all; p++) {
-        if (gs->op->outputs[p].card != KW_ONCE)
-            continue;
-        char pk[65];
-        port_key(key, p, pk);
-        void *buf = NULL;
-        size_t nb = 0;
-        kw_error e2 = {0};
-        all = kw_cache_get(x->db, pk, &buf, &nb, &e2) == 1 &&
-              (got[p] = value_from_bytes(gs->op->outputs[p].type, buf, nb)) != NULL;
-        if (all) {
-            char name[256], sha[65];
-            snprintf(name, sizeof name, "%s/%s.%s", prefix, gs->id, gs->op->outputs[p].name);
-            if (kw_db_artifact_put(x->db, x->uuid, name, buf, nb, sha, &e2) >= 0)
-                kw_db_param(x->db, x->uuid, name, sha, &e2);
-        }
-        free(buf);
-    }
-    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT; p++) {
-        if (all && got[p]) {
-            kw_value_unref(*oval(x, si, p));
-            *oval(x, si, p) = got[p];
-        } else {
-            kw_value_unref(got[p]);
-        }
-    }
-    return all;
-}
-
-/* Records stage si's once outputs as artifacts ("<prefix>/<stage>.<port>", with their
- * sha256 as a param) and puts them in the cache. A type that cannot serialize is
- * neither (it is recomputed next time). */
-static void cache_store(kw_exec *x, int si, const char *prefix)
-{
-    const kw_gstage *gs = &x->g->stages[si];
-    char key[65];
-    stage_key(x, si, key);
-    for (int p = 0; p < gs->op->n_outputs && p < MAX_OUT; p++) {
-        kw_value *v = *oval(x, si, p);
-        void *buf = NULL;
-        size_t nb = 0;
-        if (!v || gs->op->outputs[p].card != KW_ONCE || value_bytes(v, &buf, &nb) < 0)
-            continue;
-        char name[256], sha[65], pk[65];
-        snprintf(name, sizeof name, "%s/%s.%s", prefix, gs->id, gs->op->outputs[p].name);
-        kw_error e2 = {0};
-        if (kw_db_artifact_put(x->db, x->uuid, name, buf, nb, sha, &e2) >= 0)
-            kw_db_param(x->db, x->uuid, name, sha, &e2);
-        port_key(key, p, pk);
-        kw_cache_put(x->db, pk, name, buf, nb, &e2);
-        free(buf);
-    }
-}
-
-/* The calibration outputs (reduce stages' once values): from the cache when every one
- * is there, else computed by running the calibration phase. Recorded as artifacts. */
-static int calibrate(kw_exec *x, kw_error *err)
-{
-    const kw_graph *g = x->g;
-    int n_red = 0, hits = 0;
-    for (int si = 0; si < g->n_stages; si++) {
-        if (!g->stages[si].is_reduce)
-            continue;
-        n_red++;
-        hits += cache_load(x, si, "calib");
-    }
-    if (n_red == 0)
-        return 0;
-    if (hits == n_red) {
-        kw_db_param(x->db, x->uuid, "calibration", "cached", err);
-        if (x->o->progress)
-            fprintf(stderr, "calibration: every output from the cache\n");
-        return 0;
-    }
-    int rc = phase_setup(x, KW_PHASE_CALIB, err);
-    if (rc >= 0)
-        rc = run_configs(x, err);
-    if (rc >= 0) {
-        if (x->o->progress)
-            fprintf(stderr, "calibration phase: %s\n",
-                    g->calib.n > 0 ? "seeded subset of n samples" : "seeded fraction of samples");
-        rc = stream(x, err);
-    }
-    if (rc >= 0 && x->fatal)
-        rc = x->fatal, *err = x->fatal_err;
-    for (int k = 0; rc >= 0 && k < g->n_stages; k++) {
-        int si = g->topo[k];
-        if (!g->stages[si].is_reduce)
-            continue;
-        if ((rc = run_once(x, si, true, err)) < 0)
-            break;
-        cache_store(x, si, "calib");
-    }
-    char num[32];
-    snprintf(num, sizeof num, "%" PRId64, x->calib_done);
-    kw_error e3 = {0};
-    kw_db_param(x->db, x->uuid, "calibration.samples", num, &e3);
-    return rc;
-}
-
-/* --------------------------------------------------------------- progress ---- */
-
-static void progress(kw_exec *x, bool final)
-{
-    if (!x->o->progress)
-        return;
-    double now = kw_now();
-    pthread_mutex_lock(&x->mu);
-    double every = x->o->progress == 2 ? 0.25 : 10.0;
-    if (!final && now - x->last_progress < every) {
-        pthread_mutex_unlock(&x->mu);
-        return;
-    }
-    x->last_progress = now;
-    double el = now - x->t0;
-    int64_t done = x->ok + x->failed, total = x->o->total_hint;
-    char eta[64] = "";
-    if (total > 0 && done > 0 && done < total)
-        snprintf(eta, sizeof eta, ", ETA %.0f s", el / (double)done * (double)(total - done));
-    char tot[32] = "";
-    if (total > 0)
-        snprintf(tot, sizeof tot, "/%" PRId64, total);
-    if (x->phase == KW_PHASE_CALIB)
-        fprintf(stderr, "%scalibration: %" PRId64 " samples, %.1f s%s", x->o->progress == 2 ? "\r" : "",
-                x->calib_done, el, x->o->progress == 2 && !final ? "" : "\n");
-    else
-        fprintf(stderr, "%s%s: %" PRId64 "%s samples (%" PRId64 " failed, %" PRId64
-                " in flight), %.1f s, %.2f samples/s%s%s",
-                x->o->progress == 2 ? "\r\033[K" : "", x->g->name, done, tot, x->failed,
-                x->inflight, el, el > 0 ? (double)done / el : 0.0, eta,
-                x->o->progress == 2 && !final ? "" : "\n");
-    x->progress_line_open = x->o->progress == 2 && !final;
-    fflush(stderr);
-    pthread_mutex_unlock(&x->mu);
-}
 
 /* ----------------------------------------------------------------- run ---- */
 
 kw_run_opts kw_run_defaults(void)
 {
     return (kw_run_opts){.inflight = 32, .progress = 1};
-}
-
-static void pval_text(const kw_pval *v, char *buf, size_t n)
-{
-    switch (v->kind) {
-    case KW_PARAM_INT:
-        snprintf(buf, n, "%" PRId64, v->i);
-        break;
-    case KW_PARAM_BOOL:
-        snprintf(buf, n, "%s", v->i ? "true" : "false");
-        break;
-    case KW_PARAM_FLOAT:
-        snprintf(buf, n, "%.17g", v->f);
-        break;
-    case KW_PARAM_INTLIST: {
-        size_t k = (size_t)snprintf(buf, n, "[");
-        for (int i = 0; i < v->n_ints && k < n; i++)
-            k += (size_t)snprintf(buf + k, n - k, "%s%" PRId64, i ? ", " : "", v->ints[i]);
-        if (k < n)
-            snprintf(buf + k, n - k, "]");
-        break;
-    }
-    default:
-        snprintf(buf, n, "%s", v->s ? v->s : "");
-    }
-}
-
-static int record_params(kw_exec *x, kw_error *err)
-{
-    const kw_graph *g = x->g;
-    char buf[4096], key[512];
-    int rc = 0;
-    for (int si = 0; si < g->n_stages && rc >= 0; si++) {
-        const kw_gstage *gs = &g->stages[si];
-        snprintf(key, sizeof key, "%s.op", gs->id);
-        snprintf(buf, sizeof buf, "%s@%d", gs->op->name, gs->op->version);
-        rc = kw_db_param(x->db, x->uuid, key, buf, err);
-        for (int i = 0; i < gs->op->n_params && rc >= 0; i++) {
-            snprintf(key, sizeof key, "%s.%s", gs->id, gs->op->params[i].name);
-            pval_text(&gs->params[i], buf, sizeof buf);
-            rc = kw_db_param(x->db, x->uuid, key, buf, err);
-        }
-    }
-    snprintf(buf, sizeof buf, "%" PRId64, g->limit);
-    if (rc >= 0)
-        rc = kw_db_param(x->db, x->uuid, "run.limit", buf, err);
-    if (rc >= 0 && g->model && g->model[0])
-        rc = kw_db_param(x->db, x->uuid, "model", g->model, err);
-    for (int i = 0; rc >= 0 && i < x->n_recs; i++)
-        rc = kw_db_param(x->db, x->uuid, x->recs[i].key, x->recs[i].value, err);
-    for (int i = 0; rc >= 0 && i < x->n_recs; i++) { /* data set identity */
-        const char *k = x->recs[i].key, *dot = strrchr(k, '.');
-        size_t n = g->source >= 0 ? strlen(g->stages[g->source].id) : 0;
-        if (g->source < 0 || strncmp(k, g->stages[g->source].id, n) || k[n] != '.' || !dot)
-            continue;
-        if (!strcmp(dot, ".sha256"))
-            kw_db_run_set(x->db, x->uuid, "dataset_sha256", x->recs[i].value, err);
-        else if (!strcmp(dot, ".path"))
-            kw_db_run_set(x->db, x->uuid, "dataset_id", x->recs[i].value, err);
-    }
-    return rc;
-}
-
-static void record_figures(kw_exec *x, double wall)
-{
-    const kw_graph *g = x->g;
-    kw_error err = {0};
-    double lane_busy[KW_N_LANES] = {0};
-    int64_t lane_tasks[KW_N_LANES] = {0};
-    double lane_wait[KW_N_LANES] = {0};
-    for (int si = 0; si < g->n_stages; si++) {
-        kw_opctx *c = &x->ctx[si];
-        kw_db_stage(x->db, x->uuid, g->stages[si].id, kw_lane_name(c->lane), c->tasks, c->busy,
-                    c->wait, 0, &err);
-        lane_tasks[c->lane] += c->tasks;
-        lane_wait[c->lane] += c->wait;
-    }
-    /* Lane totals: the time the lanes' threads spent in jobs (the source runs on the
-     * feeding thread and counts for its lane); the gpu lane is the engine's busy time
-     * (decode tasks only hand sequences over). */
-    for (int l = 0; l < KW_N_LANES; l++)
-        lane_busy[l] = x->lanes ? kw_lanes_busy(x->lanes, l) : 0;
-    if (g->source >= 0)
-        lane_busy[x->ctx[g->source].lane] += x->ctx[g->source].busy;
-    if (x->engine && x->o->env && x->o->env->engine_busy_s)
-        lane_busy[KW_LI_GPU] = x->o->env->engine_busy_s(x->engine);
-    double sum = 0;
-    for (int l = 0; l < KW_N_LANES; l++) {
-        if (lane_tasks[l] == 0 && lane_busy[l] == 0)
-            continue;
-        kw_db_stage(x->db, x->uuid, KW_DB_LANE_TOTAL, kw_lane_name(l), lane_tasks[l],
-                    lane_busy[l], lane_wait[l], 0, &err);
-        sum += lane_busy[l];
-    }
-    kw_db_metric(x->db, x->uuid, -1, "wall_s", wall, 0, &err);
-    struct rusage ru;
-    if (getrusage(RUSAGE_SELF, &ru) == 0) /* the process's peak resident set (kB on Linux) */
-        kw_db_metric(x->db, x->uuid, -1, "peak_rss_bytes", (double)ru.ru_maxrss * 1024.0, 0, &err);
-    if (wall > 0)
-        kw_db_metric(x->db, x->uuid, -1, "overlap", sum / wall, 0, &err);
-    kw_db_metric(x->db, x->uuid, -1, "samples_ok", (double)x->ok, 0, &err);
-    kw_db_metric(x->db, x->uuid, -1, "samples_failed", (double)x->failed, 0, &err);
-    if (wall > 0)
-        kw_db_metric(x->db, x->uuid, -1, "samples_per_s", (double)x->ok / wall, 0, &err);
-    for (int i = 0; i < x->n_aggs; i++)
-        if (x->aggs[i].n > 0)
-            kw_db_metric(x->db, x->uuid, -1, x->aggs[i].key, x->aggs[i].sum / (double)x->aggs[i].n,
-                         0, &err);
-}
-
-/* On resume, the aggregates include the samples finished before. */
-static int load_previous(void *ud, int ncol, const char *const *names, const char *const *vals,
-                         const int *types)
-{
-    (void)ncol, (void)names, (void)types;
-    kw_exec *x = ud;
-    if (!vals)
-        return 0;
-    if (vals[0] && vals[1])
-        agg_add(x, vals[0], strtod(vals[1], NULL));
-    return 0;
 }
 
 int kw_run_graph(const kw_graph *g, kw_db *db, const kw_run_opts *o, kw_run_result *res,
@@ -1477,7 +696,7 @@ int kw_run_graph(const kw_graph *g, kw_db *db, const kw_run_opts *o, kw_run_resu
             const char *args[1] = {x->uuid};
             kw_db_query(db, "SELECT key, value FROM metrics WHERE run = ?1 AND sample IS NOT "
                         "NULL AND sample IN (SELECT idx FROM samples WHERE run = ?1 AND status "
-                        "= 'FINISHED')", args, 1, load_previous, x, err);
+                        "= 'FINISHED')", args, 1, kwr_load_previous, x, err);
             if (o->progress)
                 fprintf(stderr, "resuming run %s\n", x->uuid);
         }
@@ -1486,37 +705,37 @@ int kw_run_graph(const kw_graph *g, kw_db *db, const kw_run_opts *o, kw_run_resu
             x->begun = true;
             pthread_mutex_unlock(&x->mu);
             memcpy(res->uuid, x->uuid, sizeof res->uuid);
-            rc = record_params(x, err);
+            rc = kwr_record_params(x, err);
         }
     }
     x->t0 = kw_now();
     /* 4. calibration, then the main phase */
     if (rc >= 0)
-        rc = calibrate(x, err);
+        rc = kwr_calibrate(x, err);
     if (rc >= 0 && g->source >= 0 && x->ctx[g->source].tasks > 0) {
         /* the data set is read again from the start for the main phase */
         stage_fini(x, g->source);
         rc = stage_init(x, g->source, err);
     }
     if (rc >= 0)
-        rc = phase_setup(x, KW_PHASE_MAIN, err);
+        rc = kwr_phase_setup(x, KW_PHASE_MAIN, err);
     if (rc >= 0)
-        rc = run_configs(x, err);
+        rc = kwr_run_configs(x, err);
     if (rc >= 0)
-        rc = stream(x, err);
+        rc = kwr_stream(x, err);
     if (rc >= 0 && x->fatal) {
         rc = x->fatal;
         *err = x->fatal_err;
     }
     double wall = kw_now() - x->t0;
-    progress(x, true);
+    kwr_progress(x, true);
     res->ok = x->ok;
     res->failed = x->failed;
     res->resumed = x->resumed;
     res->wall_s = wall;
     res->killed = o->stop && *o->stop;
     if (x->begun) {
-        record_figures(x, wall);
+        kwr_record_figures(x, wall);
         kw_error e2 = {0};
         if (rc < 0) {
             char m[2100];
