@@ -176,6 +176,14 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
     return 0;
 }
 
+int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                        kw_error *err)
+{
+    if (!f->cuda)
+        return kw_error_set(err, KW_ENOSYS, "forward: random fill is for CUDA forwards");
+    return kw__cfwd_fill(f->cuda, kv, n_past, n_tok, seed, err);
+}
+
 int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool,
                      int device, kw_fwd **out, kw_error *err)
 {

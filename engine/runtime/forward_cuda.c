@@ -511,14 +511,17 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
     }
     /* 3. logits */
-    if (s->n_logits > 0) {
-        KTRY(kw_cuda_gather_rows(st, c->x, (const int32_t *)(ds + o_logit), s->n_logits, E,
-                                 c->rows));
-        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, s->n_logits, E, f->norm_eps));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, s->n_logits,
-                                 f->n_vocab, E));
-        CU(cudaMemcpyAsync(s->logits, c->logits, (size_t)s->n_logits * f->n_vocab * 4,
-                           cudaMemcpyDeviceToHost, c->st), "logits copy");
+    /* in blocks of max_seq rows (the logits buffer holds that many) */
+    for (int r0 = 0; r0 < s->n_logits; r0 += c->max_seq) {
+        int nr = s->n_logits - r0 < c->max_seq ? s->n_logits - r0 : c->max_seq;
+        KTRY(kw_cuda_gather_rows(st, c->x, (const int32_t *)(ds + o_logit) + r0, nr, E, c->rows));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, nr, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, nr, f->n_vocab, E));
+        CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
+                           (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
+           "logits copy");
+        if (r0 + nr < s->n_logits)
+            CU(cudaStreamSynchronize(c->st), "logits");
     }
     CU(cudaStreamSynchronize(c->st), "step");
     for (int i = 0; i < ns; i++) {
@@ -530,7 +533,58 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     return 0;
 }
 
+int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                  kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int nkv = f->n_head_kv, kd = nkv * f->head_dim;
+    size_t n = (size_t)n_tok * kd;
+    float *h = malloc(n * 4), *d = NULL;
+    int32_t *pos = malloc((size_t)n_tok * 4), *slots = malloc((size_t)n_tok * nkv * 4), *dp = NULL,
+            *ds = NULL;
+    if (!h || !pos || !slots) {
+        free(h), free(pos), free(slots);
+        return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    }
+    uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        h[i] = (float)((double)(x >> 11) * 0x1.0p-53 * 2 - 1);
+    }
+    for (int i = 0; i < n_tok; i++)
+        pos[i] = n_past + i;
+    int rc = 0;
+    if (cudaMalloc((void **)&d, n * 4) != cudaSuccess || cudaMalloc((void **)&dp, (size_t)n_tok * 4) != cudaSuccess
+        || cudaMalloc((void **)&ds, (size_t)n_tok * nkv * 4) != cudaSuccess)
+        rc = kw_error_set(err, KW_ENOMEM, "cuda: no device memory for the fill");
+    if (rc == 0) {
+        cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(dp, pos, (size_t)n_tok * 4, cudaMemcpyHostToDevice);
+    }
+    for (int l = 0; rc == 0 && l < f->n_layer; l++) {
+        if ((rc = kw_kvseq_append_slots(kv, l, pos, n_tok, slots)) < 0) {
+            kw_error_set(err, rc, "cuda: the pool has no room for %d tokens", n_tok);
+            break;
+        }
+        cudaMemcpy(ds, slots, (size_t)n_tok * nkv * 4, cudaMemcpyHostToDevice);
+        if ((rc = kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv,
+                                    d, d, dp, ds)) < 0)
+            kw_error_set(err, rc, "cuda: append: %s", kw_cuda_last_error());
+        cudaStreamSynchronize(c->st);
+    }
+    cudaFree(d), cudaFree(dp), cudaFree(ds);
+    free(h), free(pos), free(slots);
+    return rc;
+}
+
 #else /* no CUDA in this build */
+
+int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                  kw_error *err)
+{
+    (void)c, (void)kv, (void)n_past, (void)n_tok, (void)seed;
+    return kw_error_set(err, KW_ENOSYS, "engine: this build has no CUDA");
+}
 
 int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, int device,
                  kw_cfwd **out, kw_error *err)

@@ -17,5 +17,9 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
                  kw_cfwd **out, kw_error *err);
 kw_cfwd *kw__cfwd_free(kw_cfwd *c);
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err);
+/* Benchmarks: appends n_tok tokens at positions [n_past, n_past + n_tok) with random K and
+ * V to every layer of kv, without running the model (a context for decode timing). */
+int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                  kw_error *err);
 
 #endif
