@@ -14,8 +14,10 @@ batch=${KW_BENCH_BATCH:-1,8}
 mkdir -p "$out"
 [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled
 ninja -C build-gpu
-./build-gpu/tests/kernels/test_cuda_model | tail -1
-./build-gpu/tests/unit/test_engine_cuda | tee "$out/engine_cuda.txt" | grep -v '^model'
+if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
+  ./build-gpu/tests/kernels/test_cuda_model | tail -1
+  ./build-gpu/tests/unit/test_engine_cuda | tee "$out/engine_cuda.txt" | grep -v '^model'
+fi
 model_dir=${KW_BENCH_MODEL_DIR:-/tmp/kw-bench-model}
 if [ ! -f "$model_dir/model.gguf" ]; then
   ./build-gpu/kvweave gen model --arch llama --like "$like" --dtype bf16 --seed 1 \
