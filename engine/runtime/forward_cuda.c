@@ -359,8 +359,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
            o_slots = align16(o_pos + 4 * (size_t)n_tok),
            o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
            o_spans = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
-           o_spantok = align16(o_spans + sizeof(kw_cuda_span) * (size_t)(n_spans + 1)),
-           o_logit = align16(o_spantok + (decode ? 0 : 4 * (size_t)(n_spans + 1))),
+           o_logit = align16(o_spans + sizeof(kw_cuda_span) * (size_t)(n_spans + 1)),
            o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
            o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
            o_qpos = align16(o_qrow + 4 * (size_t)rows), o_items = align16(o_qpos + 4 * (size_t)rows);
@@ -395,24 +394,21 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         layer_span0[l] = (int32_t)base;
         int32_t *r = rp + (size_t)l * (rows + 1);
         int ri = 0;
-        for (int i = 0; i < ns; i++)
+        for (int i = 0; i < ns; i++) {
+            kw_view *w = c->view;
+            if ((rc = kw_view_dense(w, s->seqs[i]->kv, l, false)) < 0)
+                return kw_error_set(err, rc, "cuda: view of sequence %d", i);
             for (int h = 0; h < (per_q ? H : nkv); h++) {
-                /* the dense view: the row's pages, whole (the last one partial) */
-                int kvh = per_q ? h / g : h, np, nt;
-                const int32_t *pg = kw_kvseq_pages(s->seqs[i]->kv, l, kvh, &np);
-                nt = kw_kvseq_len(s->seqs[i]->kv, l, kvh);
+                int vr = per_q ? h / g : h;
                 r[ri++] = (int32_t)(k - base);
-                for (int j = 0; j < np; j++) {
-                    int n = nt - j * c->P < c->P ? nt - j * c->P : c->P;
-                    sp[k++] = (kw_cuda_span){pg[j], 0, (uint16_t)n, 0};
+                for (int j = w->row_ptr[vr]; j < w->row_ptr[vr + 1]; j++) {
+                    kw_span x = w->spans[j];
+                    sp[k++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
                 }
             }
+        }
         r[ri] = (int32_t)(k - base);
     }
-    if (!decode)
-        for (int l = 0; l < L; l++)
-            kw_cuda_span_offsets(rows, rp + (size_t)l * (rows + 1), sp + layer_span0[l],
-                                 (int32_t *)(hs + o_spantok) + layer_span0[l]);
     memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
     int32_t *tok_off = (int32_t *)(hs + o_tokoff);
     for (int i = 0; i < ns; i++)
@@ -434,19 +430,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             toks += sp[j].n;
         int max_tok = (int)(toks / L / (132 * 4));
         max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
-        /* dense rows of every layer usually hold the same token counts: one plan then */
-        bool same = true;
-        for (int i = 0; same && i < ns; i++)
-            for (int h = 0; same && h < nkv; h++)
-                for (int l = 1; same && l < L; l++)
-                    same = kw_kvseq_len(s->seqs[i]->kv, l, h) == kw_kvseq_len(s->seqs[i]->kv, 0, h);
         size_t used = 0;
         for (int l = 0; l < L; l++) {
-            if (same && l > 0) {
-                plan_off[l] = plan_off[0], row_part_off[l] = row_part_off[0];
-                plan_parts[l] = plan_parts[0], plan_items[l] = plan_items[0];
-                continue;
-            }
             const int32_t *r = rp + (size_t)l * (rows + 1);
             const kw_cuda_span *ls = sp + layer_span0[l];
             int ni = kw_cuda_attn_plan_size(rows, r, ls, max_tok);
@@ -511,7 +496,6 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
             a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
             a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp, a.spans = d_sp;
-            a.span_tok = (const int32_t *)(ds + o_spantok) + layer_span0[l];
             a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
             a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
             KTRY(kw_cuda_attn_prefill(st, &a));

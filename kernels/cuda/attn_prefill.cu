@@ -70,47 +70,44 @@ __global__ void __launch_bounds__(THREADS) prefill_kernel(const kw_cuda_prefill 
         for (int r = 0; r < nq; r++)
             mx = max(mx, qpos[r]);
         misc[0] = mx;
+        misc[1] = a.row_ptr[row]; // span cursor
+        misc[2] = 0;              // offset inside the span
     }
     __syncthreads();
     const int max_qpos = misc[0];
     const int span_end = a.row_ptr[row + 1];
 
-    const int row_begin = a.row_ptr[row];
-    const int row_tokens = span_end > row_begin
-                               ? a.span_tok[span_end - 1] + a.spans[span_end - 1].n : 0;
-    for (int j0 = 0; j0 < row_tokens; j0 += BK) {
-        // this tile's token addresses: each of the first BK threads finds its token's span
-        // by binary search over the row's token offsets (span_tok)
-        if (tid == 0)
-            misc[4] = INT_MAX;
-        __syncthreads();
-        if (tid < BK) {
-            int j = j0 + tid;
-            if (j < row_tokens) {
-                int lo = row_begin, hi = span_end - 1;
-                while (lo < hi) {
-                    int mid = (lo + hi + 1) / 2;
-                    if (a.span_tok[mid] <= j)
-                        lo = mid;
-                    else
-                        hi = mid - 1;
+    for (;;) {
+        // the next tile's token addresses (a serial walk: 64 steps, small beside the MMAs)
+        if (tid == 0) {
+            int sp = misc[1], off = misc[2], mn = INT_MAX, n = 0;
+            while (n < BK && sp < span_end) {
+                kw_cuda_span s = a.spans[sp];
+                int take = min(BK - n, (int)s.n - off);
+                const int32_t *pp = a.pos[s.pool] + (int64_t)s.page * P + s.first + off;
+                for (int j = 0; j < take; j++, n++) {
+                    kpos[n] = pp[j];
+                    mn = min(mn, pp[j]);
+                    kaddr[n] = ((int64_t)s.pool << 62) | ((int64_t)s.page * 2 * P + s.first + off + j);
                 }
-                kw_cuda_span s = a.spans[lo];
-                int off = j - a.span_tok[lo];
-                int32_t p = a.pos[s.pool][(int64_t)s.page * P + s.first + off];
-                kpos[tid] = p;
-                kaddr[tid] = ((int64_t)s.pool << 62) | ((int64_t)s.page * 2 * P + s.first + off);
-                atomicMin(&misc[4], p);
-            } else {
-                kpos[tid] = INT_MAX;
-                kaddr[tid] = -1;
+                off += take;
+                if (off == s.n)
+                    sp++, off = 0;
             }
+            for (int j = n; j < BK; j++)
+                kpos[j] = INT_MAX, kaddr[j] = -1;
+            misc[1] = sp, misc[2] = off;
+            misc[3] = n;
+            misc[4] = mn;
         }
         __syncthreads();
-        const bool skip = misc[4] > max_qpos; // nothing in this tile is visible to any query
-        __syncthreads();                      // (misc[4] is reset by the next tile)
-        if (skip)
+        const int n_tile = misc[3];
+        if (n_tile == 0)
+            break;
+        if (misc[4] > max_qpos) { // nothing in this tile is visible to any query
+            __syncthreads();
             continue;
+        }
         // K and V rows: 8 bf16 (16 bytes) at a time
         for (int i = tid; i < BK * (D / 8); i += THREADS) {
             int r = i / (D / 8), c = (i % (D / 8)) * 8;
@@ -234,19 +231,9 @@ extern "C" int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t 
     return n;
 }
 
-extern "C" void kw_cuda_span_offsets(int n_rows, const int32_t *row_ptr,
-                                     const kw_cuda_span *spans, int32_t *span_tok)
-{
-    for (int r = 0; r < n_rows; r++) {
-        int32_t t = 0;
-        for (int s = row_ptr[r]; s < row_ptr[r + 1]; s++)
-            span_tok[s] = t, t += spans[s].n;
-    }
-}
-
 extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
 {
-    if (!a || !a->span_tok || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->n_kv <= 0
+    if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->n_kv <= 0
         || a->n_head % a->n_kv || a->n_items < 0)
         return KW_EINVAL;
     if (a->n_items == 0)

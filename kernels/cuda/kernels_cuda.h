@@ -121,8 +121,6 @@ typedef struct kw_cuda_prefill {
     const int32_t *tok_off;       /* device (n_seq + 1) */
     const int32_t *row_ptr;       /* device (n_seq * n_kv + 1) */
     const kw_cuda_span *spans;    /* device */
-    const int32_t *span_tok;      /* device, per span: the row's tokens before it
-                                     (kw_cuda_span_offsets) */
     const int32_t *q_pos;         /* device (n_tok) */
     const float *q;               /* device (n_tok, n_head, head_dim), RoPE applied */
     float *out;                   /* device (n_tok, n_head, head_dim) */
@@ -131,9 +129,6 @@ typedef struct kw_cuda_prefill {
     const int32_t *items;         /* device (n_items, 2) */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
-/* span_tok[s] = tokens of the spans before s in its row (host). */
-void kw_cuda_span_offsets(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
-                          int32_t *span_tok);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
 
 #ifdef __cplusplus

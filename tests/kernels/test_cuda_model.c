@@ -219,10 +219,6 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
     a.tok_off = dput(tok_off, (size_t)(n_seq + 1) * 4);
     a.row_ptr = dput(row_ptr, (size_t)(n_rows + 1) * 4);
     a.spans = dput(spans, (size_t)(k + 1) * sizeof *spans);
-    int32_t *span_tok = malloc((size_t)(k + 1) * 4);
-    kw_cuda_span_offsets(n_rows, row_ptr, spans, span_tok);
-    a.span_tok = dput(span_tok, (size_t)(k + 1) * 4);
-    free(span_tok);
     a.q_pos = dput(q_pos, (size_t)n_tok * 4);
     a.q = dput(q, (size_t)n_tok * n_head * D * 4);
     a.out = dput(NULL, (size_t)n_tok * n_head * D * 4);
@@ -235,7 +231,6 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
     int fail = report("prefill", rc, rel_l2(out, ref, (size_t)n_tok * n_head * D), 1e-2, shape);
     cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);
     cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans), cudaFree((void *)a.q_pos);
-    cudaFree((void *)a.span_tok);
     cudaFree((void *)a.q), cudaFree(a.out), cudaFree((void *)a.items);
     for (int s = 0; s < n_seq; s++)
         kw_view_free(views[s]);
