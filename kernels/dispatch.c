@@ -16,10 +16,9 @@
 int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
                 const float *bias, float *y, int M, int N, int K)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_linear(x, w, bias, y, M, N, K);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_linear(stream, x, w, bias, y, M, N, K));
 }
 
 int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,

@@ -18,6 +18,10 @@ static const struct {
     {"dequant", "GGUF dequantization throughput"},
     {"cuda_attn", "decode attention over views on the GPU beside the copy bandwidth "
                   "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
+    {"model", "the CUDA engine on a whole model: prefill and decode tokens per second at "
+              "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
+              "MODEL.gguf [--ctx ...] [--batch ...]; tests/bench/run_gpu_model.sh adds "
+              "PyTorch)"},
 };
 
 /* <dir of the running kvweave>/tests/bench */

@@ -4,9 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "dataset/ruler_gen.h"
+#include "kvweave/genmodel.h"
 #include "kvweave/model.h"
 #include "kvweave/util.h"
 
@@ -122,13 +124,86 @@ static int gen_ruler(int argc, char **argv)
     return 0;
 }
 
+static void gen_model_usage(FILE *f)
+{
+    fprintf(f, "usage: kvweave gen model --arch llama --like NAME [--dtype bf16|f16|f32]\n"
+               "                         [--seed S] [--layers N] --out DIR\n"
+               "Writes DIR/model.gguf: the exact shapes of a known model (%s)\n"
+               "with seeded random weights and a byte-level tokenizer. --layers keeps only\n"
+               "the first N layers (same shapes otherwise).\n", kw_genmodel_names());
+}
+
+static int gen_model(int argc, char **argv)
+{
+    const char *arch = "llama", *like = NULL, *dtype = "bf16", *out = NULL;
+    long seed = 0, layers = 0;
+    static const struct option opts[] = {
+        {"arch", required_argument, 0, 'a'},  {"like", required_argument, 0, 'l'},
+        {"dtype", required_argument, 0, 'd'}, {"seed", required_argument, 0, 's'},
+        {"layers", required_argument, 0, 'n'}, {"out", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, "", opts, NULL)) != -1;) {
+        char *end = NULL;
+        switch (c) {
+        case 'a': arch = optarg; break;
+        case 'l': like = optarg; break;
+        case 'd': dtype = optarg; break;
+        case 'o': out = optarg; break;
+        case 'h': gen_model_usage(stdout); return 0;
+        case 's': case 'n': {
+            long v = strtol(optarg, &end, 10);
+            if (!*optarg || *end || v < 0)
+                return kw_cli_usage("gen model", "--%s wants a non-negative integer, got '%s'",
+                                    c == 's' ? "seed" : "layers", optarg);
+            *(c == 's' ? &seed : &layers) = v;
+            break;
+        }
+        default: gen_model_usage(stderr); return 2;
+        }
+    }
+    if (!like || !out) {
+        gen_model_usage(stderr);
+        return 2;
+    }
+    const kw_genmodel_shape *sh = kw_genmodel_find(like);
+    if (!sh)
+        return kw_cli_usage("gen model", "unknown --like '%s' (known: %s)", like,
+                            kw_genmodel_names());
+    /* qwen2 is a llama-family architecture with QKV biases */
+    if (strcmp(arch, "llama") != 0 && strcmp(arch, sh->arch) != 0)
+        return kw_cli_usage("gen model", "--arch '%s' does not match '%s' (%s)", arch, like,
+                            sh->arch);
+    kw_dtype dt = !strcmp(dtype, "bf16") ? KW_DT_BF16 : !strcmp(dtype, "f16") ? KW_DT_F16
+                : !strcmp(dtype, "f32") ? KW_DT_F32 : (kw_dtype)-1;
+    if ((int)dt < 0)
+        return kw_cli_usage("gen model", "--dtype wants bf16, f16 or f32, got '%s'", dtype);
+    kw_error err = {0};
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) {
+        kw_error_set(&err, KW_EIO, "cannot create '%s': %s", out, strerror(errno));
+        return kw_cli_fail(&err);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.gguf", out);
+    kw_genmodel_spec s = {.like = like, .dtype = dt, .seed = (uint64_t)seed,
+                          .n_layer = (int)layers};
+    int64_t n = kw_genmodel_write(&s, path, &err);
+    if (n < 0)
+        return kw_cli_fail(&err);
+    fprintf(stderr, "kvweave gen model: wrote %s (%s, %d layers, %s, %.1f MB)\n", path, like,
+            layers ? (int)layers : sh->n_layer, dtype, (double)n / 1e6);
+    return 0;
+}
+
 int kw_cmd_gen(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
-        fprintf(argc < 2 ? stderr : stdout, "usage: kvweave gen ruler ... (see `kvweave gen ruler --help`)\n");
+        fprintf(argc < 2 ? stderr : stdout, "usage: kvweave gen ruler|model ... (see `kvweave gen ruler --help`)\n");
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "ruler"))
         return gen_ruler(argc - 1, argv + 1);
-    return kw_cli_usage("gen", "unknown generator '%s' (known: ruler)", argv[1]);
+    if (!strcmp(argv[1], "model"))
+        return gen_model(argc - 1, argv + 1);
+    return kw_cli_usage("gen", "unknown generator '%s' (known: ruler, model)", argv[1]);
 }

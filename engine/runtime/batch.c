@@ -117,8 +117,11 @@ static int check_opts(const kw_model *m, kw_engine_opts *o, kw_error *err)
     if (o->page_tokens > 4096)
         return kw_error_set(err, KW_ERANGE, "engine: page_tokens %d, at most 4096",
                             o->page_tokens);
+    if (o->cuda && (o->kv_dtype != KW_KV_F32 || o->pre_rope))
+        return kw_error_set(err, KW_ENOSYS, "engine: the CUDA device stores KV as bf16 after "
+                            "RoPE (int8 pages and pre-RoPE pools are CPU-only)");
     if (o->n_pages <= 0) {
-        int64_t eb = o->kv_dtype == KW_KV_I8 ? 1 : 4;
+        int64_t eb = o->cuda ? 2 : o->kv_dtype == KW_KV_I8 ? 1 : 4;
         int64_t pb = 2LL * o->page_tokens * m->cfg.head_dim * eb + 12LL * o->page_tokens;
         o->n_pages = o->pool_mb * 1024 * 1024 / pb;
     }
@@ -135,13 +138,16 @@ int kw_engine_open_model(const kw_model *m, const kw_engine_opts *opts, kw_engin
     e->m = m;
     e->o = opts ? *opts : kw_engine_defaults();
     int rc = check_opts(m, &e->o, err);
-    if (rc == 0)
-        rc = kw__fwd_new(m, 2 * e->o.chunk + e->o.max_batch, &e->f, err); /* + OWN branches */
     kw_kvpool_opts po = {.page_tokens = e->o.page_tokens, .n_pages = e->o.n_pages,
                          .n_tmp_pages = e->o.n_tmp_pages, .dtype = e->o.kv_dtype,
-                         .pre_rope = e->o.pre_rope};
+                         .pre_rope = e->o.pre_rope, .device_pages = e->o.cuda};
     if (rc == 0)
         rc = kw_kvpool_new(&m->cfg, &po, &e->pool, err);
+    if (rc == 0 && e->o.cuda)
+        rc = kw__fwd_new_cuda(m, 2 * e->o.chunk + e->o.max_batch, e->o.max_batch, e->pool,
+                              e->o.cuda_device, &e->f, err);
+    else if (rc == 0) /* a step holds up to two chunks: OWN reference branches prefill too */
+        rc = kw__fwd_new(m, 2 * e->o.chunk + e->o.max_batch, &e->f, err);
     int V = m->cfg.n_vocab;
     if (rc == 0) {
         e->logits = malloc((size_t)e->o.max_batch * V * sizeof(float));
@@ -246,6 +252,13 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         int rc = kw_hookstack_check(r->hooks, err);
         if (rc < 0)
             return rc;
+        /* hooks read host K/V, queries or probabilities: the CUDA forward keeps them on the
+         * device and runs the dense path only */
+        if (e->o.cuda && r->hooks->n > 0)
+            return kw_error_set(err, KW_ENOSYS, "engine: KV hook '%s' is not supported on the "
+                                "CUDA device yet (dense attention only); run it with "
+                                "device cpu", r->hooks->hooks[0]->name
+                                                  ? r->hooks->hooks[0]->name : "?");
     }
     if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
         return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "forward.h"
+#include "forward_cuda.h"
 #include "kernels.h"
 
 typedef struct kw_lw {
@@ -29,6 +30,7 @@ struct kw_fwd {
     int max_tok;
     float *x, *xn, *q, *k, *v, *att, *gate, *up, *lse, *rows;
     kw_view *views[KW_FWD_MAX_SEQ];
+    kw_cfwd *cuda; /* set: the step runs on a CUDA device (forward_cuda.c) */
 };
 
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f) { return &f->cfg; }
@@ -175,10 +177,41 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
     return 0;
 }
 
+int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                        kw_error *err)
+{
+    if (!f->cuda)
+        return kw_error_set(err, KW_ENOSYS, "forward: random fill is for CUDA forwards");
+    return kw__cfwd_fill(f->cuda, kv, n_past, n_tok, seed, err);
+}
+
+int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool,
+                     int device, kw_fwd **out, kw_error *err)
+{
+    *out = NULL;
+    kw_fwd *f = calloc(1, sizeof *f);
+    if (!f)
+        return kw_error_set(err, KW_ENOMEM, "forward: out of memory");
+    f->cfg = m->cfg;
+    f->max_tok = max_tok;
+    int rc = kw__cfwd_new(m, max_tok, max_seq, pool, device, &f->cuda, err);
+    if (rc < 0) {
+        free(f);
+        return rc;
+    }
+    *out = f;
+    return 0;
+}
+
 kw_fwd *kw__fwd_free(kw_fwd *f)
 {
     if (!f)
         return NULL;
+    if (f->cuda) {
+        kw__cfwd_free(f->cuda);
+        free(f);
+        return NULL;
+    }
     for (int i = 0; i < f->n_owned; i++)
         free(f->owned[i]);
     free(f->owned);
@@ -610,6 +643,15 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     memset(s->seq_rc, 0, sizeof s->seq_rc);
     memset(s->attended, 0, sizeof s->attended);
     memset(s->twin_rc, 0, sizeof s->twin_rc);
+    if (f->cuda) {
+        for (int i = 0; s->stacks && i < s->n_seq; i++)
+            if (s->stacks[i] && s->stacks[i]->n > 0)
+                return kw_error_set(err, KW_ENOSYS, "forward: KV hook '%s' is not supported "
+                                    "on the CUDA device (dense attention only)",
+                                    s->stacks[i]->hooks[0]->name ? s->stacks[i]->hooks[0]->name
+                                                                  : "?");
+        return kw__cfwd_run(f->cuda, pool, s, n_tok, err);
+    }
     stepctx c = {.f = f, .pool = pool, .s = s};
     if ((rc = build_groups(&c)) < 0)
         return kw_error_set(err, rc, "forward: out of memory");

@@ -26,6 +26,8 @@ struct kw_kvpool {
     int32_t *tmp_pos;
     int64_t tmp_used;
     int64_t table_bytes;
+    void (*copy)(void *ud, int32_t dst, int32_t src);
+    void *copy_ud;
 };
 
 struct kw_kvseq {
@@ -68,13 +70,13 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
     p->page_floats = 2 * (int64_t)p->P * p->hd;
     p->page_bytes = o->dtype == KW_KV_F32 ? p->page_floats * 4 : p->page_floats + 8 * (int64_t)p->P;
     int64_t n = o->n_pages, nt = o->n_tmp_pages > 0 ? o->n_tmp_pages : 1;
-    p->arena = malloc((size_t)(n * p->page_bytes));
+    p->arena = o->device_pages ? NULL : malloc((size_t)(n * p->page_bytes));
     p->pos = malloc((size_t)(n * p->P) * sizeof(int32_t));
     p->refc = calloc((size_t)n, sizeof(int32_t));
     p->freel = malloc((size_t)n * sizeof(int32_t));
     p->tmp = malloc((size_t)(nt * p->page_floats) * sizeof(float));
     p->tmp_pos = malloc((size_t)(nt * p->P) * sizeof(int32_t));
-    if (!p->arena || !p->pos || !p->refc || !p->freel || !p->tmp || !p->tmp_pos) {
+    if ((!p->arena && !o->device_pages) || !p->pos || !p->refc || !p->freel || !p->tmp || !p->tmp_pos) {
         kw_kvpool_free(p);
         return kw_error_set(err, KW_ENOMEM, "kv pool: cannot allocate %lld pages of %lld "
                             "bytes", (long long)n, (long long)p->page_bytes);
@@ -207,7 +209,10 @@ static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
     int32_t ng = page_alloc(p);
     if (ng < 0)
         return KW_ELIMIT;
-    memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_bytes);
+    if (p->arena)
+        memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_bytes);
+    else if (p->copy)
+        p->copy(p->copy_ud, ng, g);
     memcpy(page_pos(p, ng), page_pos(p, g), (size_t)p->P * sizeof(int32_t));
     page_unref(p, g);
     t->pages[pi] = ng;
@@ -304,8 +309,8 @@ int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer)
     return 0;
 }
 
-int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
-                    const int32_t *pos, int n_tok)
+static int append(kw_kvseq *s, int layer, const float *k, const float *v, const int32_t *pos,
+                  int n_tok, int32_t *slots)
 {
     kw_kvpool *p = s->p;
     if (layer < 0 || layer >= p->n_layer || n_tok < 0)
@@ -333,13 +338,40 @@ int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
             if (slot == 0)
                 t->pages[t->n_pages++] = page_alloc(p);
             int32_t g = t->pages[t->n_pages - 1];
-            row_put(p, page_ptr(p, g), slot, 0, k + ((int64_t)i * p->n_kv + h) * hd);
-            row_put(p, page_ptr(p, g), slot, 1, v + ((int64_t)i * p->n_kv + h) * hd);
+            if (slots)
+                slots[(int64_t)i * p->n_kv + h] = g * P + slot;
+            else {
+                row_put(p, page_ptr(p, g), slot, 0, k + ((int64_t)i * p->n_kv + h) * hd);
+                row_put(p, page_ptr(p, g), slot, 1, v + ((int64_t)i * p->n_kv + h) * hd);
+            }
             page_pos(p, g)[slot] = pos[i];
             t->n_tok++;
         }
     }
     return 0;
+}
+
+int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
+                    const int32_t *pos, int n_tok)
+{
+    if (!s->p->arena)
+        return KW_ENOSYS;
+    return append(s, layer, k, v, pos, n_tok, NULL);
+}
+
+int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
+                          int32_t *slots)
+{
+    if (s->p->arena || !slots)
+        return KW_EINVAL;
+    return append(s, layer, NULL, NULL, pos, n_tok, slots);
+}
+
+void kw_kvpool_set_copy(kw_kvpool *p, void (*copy)(void *ud, int32_t dst, int32_t src),
+                        void *ud)
+{
+    p->copy = copy;
+    p->copy_ud = ud;
 }
 
 static const kw_ptab *tab_c(const kw_kvseq *s, int layer, int kvh)
@@ -369,7 +401,7 @@ int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k
     if (!t || j < 0 || j >= t->n_tok)
         return KW_EINVAL;
     kw_kvpool *p = s->p;
-    if ((k || v) && p->o.dtype != KW_KV_F32)
+    if ((k || v) && (p->o.dtype != KW_KV_F32 || !p->arena))
         return KW_ENOSYS;
     int32_t g = t->pages[j / p->P];
     const float *pk = (const float *)(void *)page_ptr(p, g) + (int64_t)(j % p->P) * p->hd;
@@ -389,6 +421,8 @@ int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, f
     if (!t || j < 0 || j >= t->n_tok)
         return KW_EINVAL;
     kw_kvpool *p = s->p;
+    if ((k || v) && !p->arena)
+        return KW_ENOSYS;
     kw_kvmem m = kw_kvpool_mem(p);
     int32_t g = t->pages[j / p->P];
     int slot = j % p->P;
@@ -412,6 +446,8 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         return KW_EINVAL;
     kw_ptab *t = &s->t[layer * p->n_kv + kvh];
     int P = p->P;
+    if (!p->arena)
+        return KW_ENOSYS; /* compaction moves payloads: not on device pages */
     for (int i = 0; i < n_keep; i++)
         if (keep[i] < 0 || keep[i] >= t->n_tok || (i && keep[i] <= keep[i - 1]))
             return KW_EINVAL;

@@ -1,6 +1,7 @@
 // Element-wise kernels: grid-stride loops, float4 where aligned.
 #include "common.cuh"
 #include "elementwise.cuh"
+#include <cuda_bf16.h>
 
 __global__ void swiglu_f32(const float *__restrict__ g, const float *__restrict__ u,
                            float *__restrict__ o, int64_t n)
@@ -75,4 +76,70 @@ extern "C" int kw_cuda_embed(void *stream, const float *table, int64_t n_rows, i
     KW_CUDA_TRY(cudaFreeAsync(bad, (cudaStream_t)stream));
     KW_CUDA_TRY(cudaStreamSynchronize((cudaStream_t)stream));
     return hbad ? KW_ERANGE : KW_OK;
+}
+
+__global__ void swiglu_bf16(const float *__restrict__ g, const float *__restrict__ u,
+                            __nv_bfloat16 *__restrict__ o, int64_t n)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        float a = g[i];
+        o[i] = __float2bfloat16_rn(a / (1.f + __expf(-a)) * u[i]);
+    }
+}
+
+extern "C" int kw_cuda_swiglu_bf16(void *stream, const float *gate, const float *up, void *out,
+                                   int64_t n)
+{
+    if (n <= 0)
+        return KW_EINVAL;
+    swiglu_bf16<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up,
+                                                                   (__nv_bfloat16 *)out, n);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+// Ids are checked by the caller (the engine checks them on the host before the step).
+__global__ void embed_bf16(const __nv_bfloat16 *__restrict__ table, int64_t n_rows, int dim,
+                           const int32_t *__restrict__ ids, float *__restrict__ out)
+{
+    int32_t id = ids[blockIdx.x];
+    float *dst = out + (size_t)blockIdx.x * dim;
+    if (id < 0 || id >= n_rows) {
+        for (int i = threadIdx.x; i < dim; i += blockDim.x)
+            dst[i] = __int_as_float(0x7fc00000); // NaN: never silently a valid row
+        return;
+    }
+    const __nv_bfloat16 *row = table + (size_t)id * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        dst[i] = __bfloat162float(row[i]);
+}
+
+extern "C" int kw_cuda_embed_bf16(void *stream, const void *table, int64_t n_rows, int dim,
+                                  const int32_t *ids, int n, float *out)
+{
+    if (n <= 0 || dim <= 0 || !table || !ids || !out)
+        return KW_EINVAL;
+    embed_bf16<<<n, 256, 0, (cudaStream_t)stream>>>((const __nv_bfloat16 *)table, n_rows, dim,
+                                                     ids, out);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+__global__ void gather_rows_f32(const float *__restrict__ x, const int32_t *__restrict__ rows,
+                                int dim, float *__restrict__ out)
+{
+    const float *src = x + (size_t)rows[blockIdx.x] * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+        out[(size_t)blockIdx.x * dim + i] = src[i];
+}
+
+extern "C" int kw_cuda_gather_rows(void *stream, const float *x, const int32_t *rows, int n,
+                                   int dim, float *out)
+{
+    if (n <= 0 || dim <= 0)
+        return KW_EINVAL;
+    gather_rows_f32<<<n, 256, 0, (cudaStream_t)stream>>>(x, rows, dim, out);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
 }

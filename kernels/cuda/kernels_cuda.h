@@ -79,6 +79,58 @@ int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cuda_span *sp
                       int max_tokens, int32_t *items, int32_t *row_part);
 int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a);
 
+/* gemm.cu (cuBLAS): y(M,N) = x(M,K) w(N,K)^T (+ bias(N), nullable), row-major.
+ * kw_cuda_linear: all f32 (plain f32 math, no TF32). kw_cuda_linear_bf16: x and w bf16,
+ * f32 accumulation and f32 y. kw_cuda_to_bf16: y(n) = bf16(x) (round to nearest even). */
+int kw_cuda_linear(void *stream, const float *x, const float *w, const float *bias, float *y,
+                   int M, int N, int K);
+int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, const float *bias,
+                        float *y, int M, int N, int K);
+int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n);
+/* rmsnorm.cu: as kw_cuda_rmsnorm with a bf16 y (the input of the next GEMM) */
+int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y, int rows,
+                         int dim, float eps);
+/* elementwise.cu: swiglu into bf16; embedding gather from a bf16 table into f32 (ids
+ * checked by the caller; a bad id gives a NaN row); out(n, dim) = x[rows[i]] */
+int kw_cuda_swiglu_bf16(void *stream, const float *gate, const float *up, void *out,
+                        int64_t n);
+int kw_cuda_embed_bf16(void *stream, const void *table, int64_t n_rows, int dim,
+                       const int32_t *ids, int n, float *out);
+int kw_cuda_gather_rows(void *stream, const float *x, const int32_t *rows, int n, int dim,
+                        float *out);
+
+/* kvpage.cu: K and V (n_tok, n_kv, head_dim) f32 into bf16 pages (kvpool.c's layout:
+ * page g at base + g * 2 * P * head_dim, K rows then V rows) at global slots
+ * slots[t * n_kv + h] = page * P + slot (< 0: skipped), positions into pos_base[slot]. */
+int kw_cuda_kv_append(void *stream, void *base, int32_t *pos_base, int page_tokens,
+                      int head_dim, int n_tok, int n_kv, const float *k, const float *v,
+                      const int32_t *pos, const int32_t *slots);
+
+/* attn_prefill.cu: causal attention of chunks of query tokens over views (bf16 pages,
+ * head_dim 64 or 128). Sequence s has query tokens [tok_off[s], tok_off[s+1]) of q and
+ * reads row s * n_kv + kvh of the concatenated views (rows per KV head). A query at
+ * position p reads stored tokens with position <= p; a query that reads nothing gets
+ * zeros. Work items (seq, first query token) in tiles of 64 queries come from
+ * kw_cuda_prefill_items (items NULL: count only). */
+typedef struct kw_cuda_prefill {
+    const void *base[2];          /* device: main and temporary pool */
+    const int32_t *pos[2];
+    kw_cuda_kvtype kv;            /* KW_CUDA_KV_BF16 */
+    int page_tokens, head_dim;
+    int n_head, n_kv, n_seq;
+    const int32_t *tok_off;       /* device (n_seq + 1) */
+    const int32_t *row_ptr;       /* device (n_seq * n_kv + 1) */
+    const kw_cuda_span *spans;    /* device */
+    const int32_t *q_pos;         /* device (n_tok) */
+    const float *q;               /* device (n_tok, n_head, head_dim), RoPE applied */
+    float *out;                   /* device (n_tok, n_head, head_dim) */
+    float scale;
+    int n_items;
+    const int32_t *items;         /* device (n_items, 2) */
+} kw_cuda_prefill;
+int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
+int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
+
 #ifdef __cplusplus
 }
 #endif

@@ -2,13 +2,14 @@
 // reduction (the CPU reference accumulates in f64; the test bound is 1e-5 relative).
 #include "common.cuh"
 #include "rmsnorm.cuh"
+#include <cuda_bf16.h>
 
-template <int THREADS>
+template <int THREADS, typename TO>
 __global__ void rmsnorm_f32(const float *__restrict__ x, const float *__restrict__ g,
-                            float *__restrict__ y, int dim, float eps)
+                            TO *__restrict__ y, int dim, float eps)
 {
     const float *xr = x + (size_t)blockIdx.x * dim;
-    float *yr = y + (size_t)blockIdx.x * dim;
+    TO *yr = y + (size_t)blockIdx.x * dim;
     float ss = 0.f;
     for (int i = threadIdx.x; i < dim; i += THREADS)
         ss += xr[i] * xr[i];
@@ -28,7 +29,7 @@ __global__ void rmsnorm_f32(const float *__restrict__ x, const float *__restrict
     __syncthreads();
     float inv = part[0];
     for (int i = threadIdx.x; i < dim; i += THREADS)
-        yr[i] = xr[i] * inv * g[i];
+        yr[i] = (TO)(xr[i] * inv * g[i]);
 }
 
 extern "C" int kw_cuda_rmsnorm(void *stream, const float *x, const float *g, float *y,
@@ -36,7 +37,18 @@ extern "C" int kw_cuda_rmsnorm(void *stream, const float *x, const float *g, flo
 {
     if (rows <= 0 || dim <= 0 || !x || !g || !y)
         return KW_EINVAL;
-    rmsnorm_f32<256><<<rows, 256, 0, (cudaStream_t)stream>>>(x, g, y, dim, eps);
+    rmsnorm_f32<256, float><<<rows, 256, 0, (cudaStream_t)stream>>>(x, g, y, dim, eps);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
+extern "C" int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y,
+                                    int rows, int dim, float eps)
+{
+    if (rows <= 0 || dim <= 0 || !x || !g || !y)
+        return KW_EINVAL;
+    rmsnorm_f32<256, __nv_bfloat16><<<rows, 256, 0, (cudaStream_t)stream>>>(
+        x, g, (__nv_bfloat16 *)y, dim, eps);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }

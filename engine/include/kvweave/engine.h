@@ -47,6 +47,10 @@ typedef struct kw_engine_opts {
     int chunk;            /* prefill tokens per step over all sequences; default 512 */
     int threads;          /* OpenMP threads; 0: the default */
     int obs_window;       /* queries for KW_NEED_OBS_PROBS; default 32 */
+    bool cuda;            /* run on CUDA device cuda_device (kw_engine_open: "cuda[:N]"):
+                             bf16 weights and KV pages on the device, pool sized as for
+                             bf16; KV hooks are refused at submit (dense attention only) */
+    int cuda_device;
 } kw_engine_opts;
 kw_engine_opts kw_engine_defaults(void);
 

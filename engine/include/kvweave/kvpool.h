@@ -53,6 +53,10 @@ typedef struct kw_kvpool_opts {
     int64_t n_tmp_pages; /* temporary pool capacity in pages; default 256 */
     kw_kvdtype dtype;
     bool pre_rope;     /* K stored before RoPE; rotated at read */
+    bool device_pages; /* page payloads live outside the pool (a device arena with the same
+                          page numbering): the pool keeps page tables, reference counts and
+                          positions; writes go through kw_kvseq_append_slots and page copies
+                          through the copy callback; host reads of K/V answer KW_ENOSYS */
 } kw_kvpool_opts;
 
 typedef struct kw_kvpool kw_kvpool;
@@ -127,6 +131,15 @@ int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer);
  * pos: (n_tok). KW_ELIMIT when the pool is full. */
 int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
                     const int32_t *pos, int n_tok);
+/* As kw_kvseq_append for a device_pages pool: places the tokens (same page rules) and
+ * writes the global slot (page * P + slot) of token i of KV head h to
+ * slots[i * n_kv + h]; the caller writes K and V there. Positions are kept on the host. */
+int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
+                          int32_t *slots);
+/* device_pages pools: called for each copy-on-write page copy (dst <- src, payload and
+ * positions) before the page is written, in the order the pool makes them. */
+void kw_kvpool_set_copy(kw_kvpool *p, void (*copy)(void *ud, int32_t dst, int32_t src),
+                        void *ud);
 /* Tokens stored in (layer, kv head). */
 int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh);
 /* Pages of one table (transfer none); *n gets the count. */

@@ -1,0 +1,606 @@
+/* The CUDA forward pass (see forward_cuda.h). One step:
+ *  1. host: place every step token in the pool for every layer (kw_kvseq_append_slots),
+ *     build the dense views of every layer, the attention work lists (prefill tiles, or
+ *     the split-K plan of decode steps), and send them in one copy;
+ *  2. device, per layer: RMSNorm (bf16 out) -> Q, K, V GEMMs (cuBLAS, bf16 x bf16, f32
+ *     out, + bias) -> RoPE -> page append (bf16) -> attention over the views (the prefill
+ *     kernel when any sequence brings more than one token, else the decode kernel) ->
+ *     output GEMM -> residual -> RMSNorm -> gate, up GEMMs -> SwiGLU (bf16) -> down GEMM
+ *     -> residual;
+ *  3. the logit rows: RMSNorm -> output GEMM -> copied to the host (sampling stays in
+ *     batch.c), then the stream is synchronized.
+ * Numerics: weights and KV in bf16, activations f32 between kernels, GEMM inputs rounded
+ * to bf16, all accumulation in f32. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_cuda.h"
+#include "kernels.h"
+#include "kw_config.h"
+
+#if KW_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include "cuda/kernels_cuda.h"
+
+typedef struct clw {
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+    void *wq, *wk, *wv, *wo, *wgate, *wup, *wdown; /* bf16 (N, K) */
+} clw;
+
+struct kw_cfwd {
+    kw_model_config cfg;
+    int max_tok, max_seq, dev;
+    cudaStream_t st;
+    void *tok_embd, *output; /* bf16 (n_vocab, n_embd); output == tok_embd when tied */
+    float *out_norm, *inv_freq;
+    clw *L;
+    int64_t weight_bytes;
+    /* the device pool: pages numbered as the host pool's */
+    void *kv_base;
+    int32_t *kv_pos;
+    int64_t n_pages;
+    int P;
+    /* activations */
+    float *x, *q, *k, *v, *att, *gate, *up, *tmp, *rows, *logits;
+    void *xb; /* bf16 GEMM input (max_tok, max(n_embd, n_head * head_dim, n_ff)) */
+    /* per-step work lists: built in h_stage (pinned), copied to d_stage */
+    uint8_t *h_stage, *d_stage;
+    size_t stage_cap;
+    float *partial;
+    size_t partial_cap; /* floats */
+    int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
+    kw_view *view;
+    int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
+};
+
+#define CU(call, what)                                                                     \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess)                                                             \
+            return kw_error_set(err, KW_ECUDA, "cuda: %s: %s", what, cudaGetErrorString(e_)); \
+    } while (0)
+
+static int dmalloc(void **p, size_t bytes, const char *what, kw_error *err)
+{
+    CU(cudaMalloc(p, bytes ? bytes : 1), what);
+    return 0;
+}
+
+/* A weight (d0, d1) (or a vector of d0 when d1 == 0) on the device: matrices as bf16
+ * (BF16 tensors copied as they are, others dequantized then rounded), vectors as f32. */
+static int upload(kw_cfwd *c, const kw_model *m, const char *name, int64_t d0, int64_t d1,
+                  bool opt, void **out, kw_error *err)
+{
+    *out = NULL;
+    const kw_tensor *t = kw_model_tensor(m, name);
+    if (!t)
+        return opt ? 0 : kw_error_set(err, KW_ENOTFOUND, "model: tensor '%s' is missing", name);
+    int64_t n = kw_tensor_nelems(t);
+    bool ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1) : n == d0;
+    if (!ok)
+        return kw_error_set(err, KW_EFORMAT, "model: tensor '%s' has an unexpected shape", name);
+    size_t bytes = (size_t)n * (d1 ? 2 : 4);
+    int rc = dmalloc(out, bytes, name, err);
+    if (rc < 0)
+        return rc;
+    c->weight_bytes += (int64_t)bytes;
+    if (d1 && t->dtype == KW_DT_BF16) {
+        CU(cudaMemcpy(*out, t->data, bytes, cudaMemcpyHostToDevice), name);
+        return 0;
+    }
+    float *f;
+    if ((rc = kw_tensor_to_f32(t, &f, err)) < 0)
+        return kw_error_prefix(err, "model: tensor '%s': ", name);
+    if (d1) {
+        uint16_t *h = (uint16_t *)f; /* in place: element i written after it is read */
+        for (int64_t i = 0; i < n; i++)
+            h[i] = kw_f32_to_bf16(f[i]);
+    }
+    cudaError_t e = cudaMemcpy(*out, f, bytes, cudaMemcpyHostToDevice);
+    free(f);
+    CU(e, name);
+    return 0;
+}
+
+static int64_t matrix_bytes(const kw_model_config *c)
+{
+    int64_t E = c->n_embd, qd = (int64_t)c->n_head * c->head_dim,
+            kd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff;
+    int64_t per_layer = (qd * E + 2 * kd * E + E * qd + 3 * F * E) * 2 + (2 * E + qd + 2 * kd) * 4;
+    return per_layer * c->n_layer + (int64_t)c->n_vocab * E * 2 * (c->tie_embeddings ? 1 : 2)
+           + E * 4;
+}
+
+static size_t act_floats(const kw_cfwd *c)
+{
+    const kw_model_config *f = &c->cfg;
+    size_t T = (size_t)c->max_tok, E = (size_t)f->n_embd, qd = (size_t)f->n_head * f->head_dim,
+           kd = (size_t)f->n_head_kv * f->head_dim, F = (size_t)f->n_ff;
+    return T * (3 * E + 2 * qd + 2 * kd + 2 * F) + (size_t)c->max_seq * ((size_t)f->n_vocab + E);
+}
+
+static void cow_copy(void *ud, int32_t dst, int32_t src)
+{
+    kw_cfwd *c = ud;
+    size_t pb = (size_t)2 * c->P * c->cfg.head_dim * 2;
+    cudaMemcpyAsync((uint8_t *)c->kv_base + (size_t)dst * pb,
+                    (const uint8_t *)c->kv_base + (size_t)src * pb, pb,
+                    cudaMemcpyDeviceToDevice, c->st);
+    cudaMemcpyAsync(c->kv_pos + (size_t)dst * c->P, c->kv_pos + (size_t)src * c->P,
+                    (size_t)c->P * 4, cudaMemcpyDeviceToDevice, c->st);
+}
+
+static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int64_t E = f->n_embd, qd = (int64_t)f->n_head * f->head_dim,
+            kd = (int64_t)f->n_head_kv * f->head_dim, F = f->n_ff;
+    kw_kvmem_stats ps;
+    kw_kvpool_stats(pool, &ps);
+    c->n_pages = ps.pages_total;
+    c->P = kw_kvpool_options(pool)->page_tokens;
+    int64_t pool_bytes = c->n_pages * ((int64_t)2 * c->P * f->head_dim * 2 + c->P * 4);
+    int64_t xb = (int64_t)c->max_tok * (E > qd ? (E > F ? E : F) : (qd > F ? qd : F)) * 2;
+    int64_t act = (int64_t)act_floats(c) * 4 + xb;
+    int64_t work = (int64_t)256 << 20; /* cuBLAS workspace, step lists, split-K partials */
+    int64_t wb = matrix_bytes(f);
+    size_t fr = 0, tot = 0;
+    CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
+    int64_t need = wb + pool_bytes + act + work;
+    if (need > (int64_t)fr)
+        return kw_error_set(err, KW_ENOMEM, "cuda: device %d has %.0f MiB free of %.0f MiB; "
+                            "the engine needs %.0f MiB: weights %.0f + KV pool %.0f (%lld "
+                            "pages of %d tokens) + activations %.0f + workspace %.0f; lower "
+                            "the pool size (engine option pool_mb / n_pages), max_batch or "
+                            "chunk", c->dev, fr / 1048576.0, tot / 1048576.0, need / 1048576.0,
+                            wb / 1048576.0, pool_bytes / 1048576.0, (long long)c->n_pages, c->P,
+                            act / 1048576.0, work / 1048576.0);
+    int rc = 0;
+    c->L = calloc((size_t)f->n_layer, sizeof *c->L);
+    if (!c->L)
+        return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    char nm[96];
+    rc = upload(c, m, "token_embd.weight", f->n_vocab, E, false, &c->tok_embd, err);
+    if (rc == 0)
+        rc = upload(c, m, "output_norm.weight", E, 0, false, (void **)&c->out_norm, err);
+    if (rc == 0 && !f->tie_embeddings)
+        rc = upload(c, m, "output.weight", f->n_vocab, E, false, &c->output, err);
+    if (rc == 0 && f->tie_embeddings)
+        c->output = c->tok_embd;
+    for (int l = 0; rc == 0 && l < f->n_layer; l++) {
+        clw *w = &c->L[l];
+#define U(field, suffix, d0, d1, opt)                                                   \
+    if (rc == 0) {                                                                      \
+        snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                                \
+        rc = upload(c, m, nm, d0, d1, opt, (void **)&w->field, err);                    \
+    }
+        U(attn_norm, "attn_norm.weight", E, 0, false)
+        U(wq, "attn_q.weight", qd, E, false)
+        U(wk, "attn_k.weight", kd, E, false)
+        U(wv, "attn_v.weight", kd, E, false)
+        U(bq, "attn_q.bias", qd, 0, !f->qkv_bias)
+        U(bk, "attn_k.bias", kd, 0, !f->qkv_bias)
+        U(bv, "attn_v.bias", kd, 0, !f->qkv_bias)
+        U(wo, "attn_output.weight", E, qd, false)
+        U(ffn_norm, "ffn_norm.weight", E, 0, false)
+        U(wgate, "ffn_gate.weight", F, E, false)
+        U(wup, "ffn_up.weight", F, E, false)
+        U(wdown, "ffn_down.weight", E, F, false)
+#undef U
+    }
+    if (rc < 0)
+        return rc;
+    float inv[1024];
+    if (f->head_dim / 2 > 1024)
+        return kw_error_set(err, KW_EINVAL, "cuda: head_dim %d is too large", f->head_dim);
+    kw_rope_inv_freq(f, inv);
+    if ((rc = dmalloc((void **)&c->inv_freq, (size_t)f->head_dim / 2 * 4, "inv_freq", err)) < 0)
+        return rc;
+    CU(cudaMemcpy(c->inv_freq, inv, (size_t)f->head_dim / 2 * 4, cudaMemcpyHostToDevice),
+       "inv_freq");
+    /* pool */
+    if ((rc = dmalloc(&c->kv_base, (size_t)c->n_pages * 2 * c->P * f->head_dim * 2, "KV pool",
+                      err)) < 0 ||
+        (rc = dmalloc((void **)&c->kv_pos, (size_t)c->n_pages * c->P * 4, "KV positions", err)) < 0)
+        return rc;
+    CU(cudaMemset(c->kv_pos, 0x7f, (size_t)c->n_pages * c->P * 4), "KV positions");
+    kw_kvpool_set_copy(pool, cow_copy, c);
+    /* activations */
+    size_t T = (size_t)c->max_tok, S = (size_t)c->max_seq;
+    struct { float **p; size_t n; } a[] = {
+        {&c->x, T * E}, {&c->q, T * qd}, {&c->k, T * kd}, {&c->v, T * kd}, {&c->att, T * qd},
+        {&c->gate, T * F}, {&c->up, T * F}, {&c->tmp, T * E}, {&c->rows, S * E},
+        {&c->logits, S * f->n_vocab}};
+    for (size_t i = 0; rc == 0 && i < sizeof a / sizeof *a; i++)
+        rc = dmalloc((void **)a[i].p, a[i].n * 4, "activations", err);
+    if (rc == 0)
+        rc = dmalloc(&c->xb, (size_t)xb, "activations", err);
+    c->slots = malloc(sizeof(int32_t) * (size_t)f->n_layer * T * f->n_head_kv);
+    c->view = kw_view_new();
+    if (rc == 0 && (!c->slots || !c->view))
+        rc = kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    return rc;
+}
+
+int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, int device,
+                 kw_cfwd **out, kw_error *err)
+{
+    *out = NULL;
+    const kw_model_config *f = &m->cfg;
+    if (!kw_kvpool_options(pool)->device_pages || kw_kvpool_options(pool)->pre_rope
+        || kw_kvpool_options(pool)->dtype != KW_KV_F32)
+        return kw_error_set(err, KW_EINVAL, "cuda: the KV pool must hold device pages, "
+                            "stored after RoPE (bf16 on the device)");
+    if (f->head_dim != 64 && f->head_dim != 128)
+        return kw_error_set(err, KW_ENOSYS, "cuda: head_dim %d (the attention kernels take 64 "
+                            "or 128)", f->head_dim);
+    int n = kw_cuda_device_count();
+    if (device < 0 || device >= n)
+        return kw_error_set(err, KW_ENOSYS, "cuda: device %d not found (%d CUDA devices)",
+                            device, n);
+    CU(cudaSetDevice(device), "cudaSetDevice");
+    kw_cfwd *c = calloc(1, sizeof *c);
+    if (!c)
+        return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    c->cfg = *f;
+    c->max_tok = max_tok;
+    c->max_seq = max_seq;
+    c->dev = device;
+    int g = f->n_head / f->n_head_kv;
+    c->dec_g = (g == 1 || g == 2 || g == 4 || g == 8) ? g : 1;
+    int rc = 0;
+    if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess)
+        rc = kw_error_set(err, KW_ECUDA, "cuda: cannot create a stream");
+    if (rc == 0)
+        rc = alloc_all(c, m, pool, err);
+    if (rc < 0) {
+        kw__cfwd_free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+kw_cfwd *kw__cfwd_free(kw_cfwd *c)
+{
+    if (!c)
+        return NULL;
+    if (c->st)
+        cudaStreamSynchronize(c->st);
+    for (int l = 0; c->L && l < c->cfg.n_layer; l++) {
+        clw *w = &c->L[l];
+        void *p[] = {w->attn_norm, w->ffn_norm, w->bq, w->bk, w->bv, w->wq, w->wk, w->wv,
+                     w->wo, w->wgate, w->wup, w->wdown};
+        for (size_t i = 0; i < sizeof p / sizeof *p; i++)
+            cudaFree(p[i]);
+    }
+    free(c->L);
+    if (c->output != c->tok_embd)
+        cudaFree(c->output);
+    void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
+                 c->k, c->v, c->att, c->gate, c->up, c->tmp, c->rows, c->logits, c->xb,
+                 c->d_stage, c->partial};
+    for (size_t i = 0; i < sizeof p / sizeof *p; i++)
+        cudaFree(p[i]);
+    cudaFreeHost(c->h_stage);
+    free(c->slots);
+    kw_view_free(c->view);
+    if (c->st)
+        cudaStreamDestroy(c->st);
+    free(c);
+    return NULL;
+}
+
+/* ---- one step ---- */
+
+static size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
+
+static int stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
+{
+    if (bytes <= c->stage_cap)
+        return 0;
+    size_t cap = c->stage_cap ? c->stage_cap : (size_t)1 << 20;
+    while (cap < bytes)
+        cap *= 2;
+    cudaFreeHost(c->h_stage);
+    cudaFree(c->d_stage);
+    c->h_stage = NULL, c->d_stage = NULL, c->stage_cap = 0;
+    CU(cudaMallocHost((void **)&c->h_stage, cap), "pinned step buffer");
+    CU(cudaMalloc((void **)&c->d_stage, cap), "step buffer");
+    c->stage_cap = cap;
+    return 0;
+}
+
+#define KTRY(call)                                                                         \
+    do {                                                                                   \
+        int r_ = (call);                                                                   \
+        if (r_ < 0)                                                                        \
+            return kw_error_set(err, r_, "cuda: %s failed: %s", #call, kw_cuda_last_error()); \
+    } while (0)
+
+int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim,
+              E = f->n_embd, qd = H * hd, kd = nkv * hd, F = f->n_ff, ns = s->n_seq;
+    const int g = H / nkv;
+    bool decode = true;
+    for (int i = 0; i < ns; i++)
+        decode = decode && s->tok_n[i] == 1;
+    /* 1. place the step's tokens in every layer */
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < ns; i++) {
+            int32_t *sl = c->slots + ((size_t)l * n_tok + s->tok_first[i]) * nkv;
+            int ra = kw_kvseq_append_slots(s->seqs[i]->kv, l, s->pos + s->tok_first[i],
+                                           s->tok_n[i], sl);
+            if (ra < 0) {
+                if (s->seq_rc[i] == 0)
+                    s->seq_rc[i] = ra;
+                for (int j = 0; j < s->tok_n[i] * nkv; j++)
+                    sl[j] = -1;
+            }
+        }
+    /* views: rows per KV head (prefill, decode with g in 1/2/4/8) or per query head */
+    const bool per_q = decode && c->dec_g == 1 && g > 1;
+    const int rows = ns * (per_q ? H : nkv);
+    int64_t n_spans = 0;
+    for (int i = 0; i < ns; i++)
+        for (int l = 0; l < L; l++)
+            for (int h = 0; h < nkv; h++) {
+                int np;
+                kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
+                n_spans += (int64_t)np * (per_q ? g : 1);
+            }
+    /* stage layout */
+    size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)n_tok),
+           o_slots = align16(o_pos + 4 * (size_t)n_tok),
+           o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
+           o_spans = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
+           o_logit = align16(o_spans + sizeof(kw_cuda_span) * (size_t)(n_spans + 1)),
+           o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
+           o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
+           o_qpos = align16(o_qrow + 4 * (size_t)rows), o_items = align16(o_qpos + 4 * (size_t)rows);
+    int n_items = 0;
+    if (!decode) {
+        int tok_off[KW_FWD_MAX_SEQ + 1];
+        for (int i = 0; i < ns; i++)
+            tok_off[i] = s->tok_first[i];
+        tok_off[ns] = n_tok;
+        n_items = kw_cuda_prefill_items(ns, tok_off, NULL);
+    }
+    /* decode plan sizes are known only after the spans: reserve generously below */
+    size_t plan_ints = decode ? (size_t)L * (4 * ((size_t)n_spans / L + (size_t)rows + 1)
+                                             + 2 * (size_t)rows)
+                              : (size_t)2 * n_items;
+    size_t total = o_items + 4 * plan_ints + 64;
+    int rc = stage_reserve(c, total, err);
+    if (rc < 0)
+        return rc;
+    uint8_t *hs = c->h_stage;
+    memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
+    memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
+    memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
+    int32_t *rp = (int32_t *)(hs + o_rowptr);
+    kw_cuda_span *sp = (kw_cuda_span *)(hs + o_spans);
+    int64_t k = 0;
+    int32_t layer_span0[512];
+    if (L > 512)
+        return kw_error_set(err, KW_ELIMIT, "cuda: at most 512 layers");
+    for (int l = 0; l < L; l++) {
+        int64_t base = k;
+        layer_span0[l] = (int32_t)base;
+        int32_t *r = rp + (size_t)l * (rows + 1);
+        int ri = 0;
+        for (int i = 0; i < ns; i++) {
+            kw_view *w = c->view;
+            if ((rc = kw_view_dense(w, s->seqs[i]->kv, l, false)) < 0)
+                return kw_error_set(err, rc, "cuda: view of sequence %d", i);
+            for (int h = 0; h < (per_q ? H : nkv); h++) {
+                int vr = per_q ? h / g : h;
+                r[ri++] = (int32_t)(k - base);
+                for (int j = w->row_ptr[vr]; j < w->row_ptr[vr + 1]; j++) {
+                    kw_span x = w->spans[j];
+                    sp[k++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+                }
+            }
+        }
+        r[ri] = (int32_t)(k - base);
+    }
+    memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
+    int32_t *tok_off = (int32_t *)(hs + o_tokoff);
+    for (int i = 0; i < ns; i++)
+        tok_off[i] = s->tok_first[i];
+    tok_off[ns] = n_tok;
+    int32_t *qrow = (int32_t *)(hs + o_qrow), *qpos = (int32_t *)(hs + o_qpos);
+    int32_t *items = (int32_t *)(hs + o_items);
+    int plan_items[512], plan_parts[512], max_parts = 0;
+    size_t plan_off[512], row_part_off[512];
+    if (decode) {
+        int rpr = per_q ? H : nkv, gpr = per_q ? 1 : g;
+        for (int i = 0; i < ns; i++)
+            for (int h = 0; h < rpr; h++) {
+                qrow[i * rpr + h] = s->tok_first[i] * H + h * gpr;
+                qpos[i * rpr + h] = s->pos[s->tok_first[i]];
+            }
+        int64_t toks = 0;
+        for (int64_t j = 0; j < k; j++)
+            toks += sp[j].n;
+        int max_tok = (int)(toks / L / (132 * 4));
+        max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+        size_t used = 0;
+        for (int l = 0; l < L; l++) {
+            const int32_t *r = rp + (size_t)l * (rows + 1);
+            const kw_cuda_span *ls = sp + layer_span0[l];
+            int ni = kw_cuda_attn_plan_size(rows, r, ls, max_tok);
+            if (used + 4 * (size_t)ni + 2 * (size_t)rows > plan_ints)
+                return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");
+            plan_off[l] = used;
+            row_part_off[l] = used + 4 * (size_t)ni;
+            plan_parts[l] = kw_cuda_attn_plan(rows, r, ls, max_tok, items + plan_off[l],
+                                              items + row_part_off[l]);
+            plan_items[l] = ni;
+            max_parts = plan_parts[l] > max_parts ? plan_parts[l] : max_parts;
+            used += 4 * (size_t)ni + 2 * (size_t)rows;
+        }
+        size_t need = (size_t)(max_parts + 1) * gpr * (hd + 2);
+        if (need > c->partial_cap) {
+            cudaFree(c->partial);
+            c->partial = NULL;
+            c->partial_cap = 0;
+            CU(cudaMalloc((void **)&c->partial, need * 2 * 4), "split-K partials");
+            c->partial_cap = need * 2;
+        }
+    } else
+        kw_cuda_prefill_items(ns, tok_off, items);
+    CU(cudaMemcpyAsync(c->d_stage, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    uint8_t *ds = c->d_stage;
+    const int32_t *d_ids = (const int32_t *)(ds + o_ids), *d_pos = (const int32_t *)(ds + o_pos);
+    void *st = c->st;
+    /* 2. layers */
+    KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, E, d_ids, n_tok, c->x));
+    for (int l = 0; l < L; l++) {
+        const clw *w = &c->L[l];
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wq, w->bq, c->q, n_tok, qd, E));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wk, w->bk, c->k, n_tok, kd, E));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wv, w->bv, c->v, n_tok, kd, E));
+        int il = f->rope_layout == KW_ROPE_INTERLEAVED;
+        KTRY(kw_cuda_rope(st, c->q, d_pos, n_tok, H, hd, c->inv_freq, il));
+        KTRY(kw_cuda_rope(st, c->k, d_pos, n_tok, nkv, hd, c->inv_freq, il));
+        KTRY(kw_cuda_kv_append(st, c->kv_base, c->kv_pos, c->P, hd, n_tok, nkv, c->k, c->v,
+                               d_pos, (const int32_t *)(ds + o_slots) + (size_t)l * n_tok * nkv));
+        const int32_t *d_rp = (const int32_t *)(ds + o_rowptr) + (size_t)l * (rows + 1);
+        const kw_cuda_span *d_sp = (const kw_cuda_span *)(ds + o_spans) + layer_span0[l];
+        float scale = 1.f / sqrtf((float)hd);
+        if (decode) {
+            kw_cuda_attn a = {0};
+            a.base[0] = a.base[1] = c->kv_base;
+            a.pos[0] = a.pos[1] = c->kv_pos;
+            a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+            a.n_rows = rows, a.g_per_row = per_q ? 1 : g;
+            a.row_ptr = d_rp, a.spans = d_sp;
+            a.q_row = (const int32_t *)(ds + o_qrow), a.q_pos = (const int32_t *)(ds + o_qpos);
+            a.q = c->q, a.out = c->att, a.scale = scale;
+            a.n_items = plan_items[l];
+            a.items = (const int32_t *)(ds + o_items) + plan_off[l];
+            a.row_part = (const int32_t *)(ds + o_items) + row_part_off[l];
+            a.partial = c->partial, a.n_parts = plan_parts[l];
+            KTRY(kw_cuda_attn_decode(st, &a));
+        } else {
+            kw_cuda_prefill a = {0};
+            a.base[0] = a.base[1] = c->kv_base;
+            a.pos[0] = a.pos[1] = c->kv_pos;
+            a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+            a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
+            a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp, a.spans = d_sp;
+            a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
+            a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
+            KTRY(kw_cuda_attn_prefill(st, &a));
+        }
+        KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
+        KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wup, NULL, c->up, n_tok, F, E));
+        KTRY(kw_cuda_swiglu_bf16(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wdown, NULL, c->tmp, n_tok, E, F));
+        KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    }
+    /* 3. logits */
+    /* in blocks of max_seq rows (the logits buffer holds that many) */
+    for (int r0 = 0; r0 < s->n_logits; r0 += c->max_seq) {
+        int nr = s->n_logits - r0 < c->max_seq ? s->n_logits - r0 : c->max_seq;
+        KTRY(kw_cuda_gather_rows(st, c->x, (const int32_t *)(ds + o_logit) + r0, nr, E, c->rows));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, nr, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, nr, f->n_vocab, E));
+        CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
+                           (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
+           "logits copy");
+        if (r0 + nr < s->n_logits)
+            CU(cudaStreamSynchronize(c->st), "logits");
+    }
+    CU(cudaStreamSynchronize(c->st), "step");
+    for (int i = 0; i < ns; i++) {
+        int64_t nv = 0;
+        for (int h = 0; h < nkv; h++)
+            nv += (int64_t)L * kw_kvseq_len(s->seqs[i]->kv, 0, h);
+        s->attended[i] = nv;
+    }
+    return 0;
+}
+
+int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                  kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int nkv = f->n_head_kv, kd = nkv * f->head_dim;
+    size_t n = (size_t)n_tok * kd;
+    float *h = malloc(n * 4), *d = NULL;
+    int32_t *pos = malloc((size_t)n_tok * 4), *slots = malloc((size_t)n_tok * nkv * 4), *dp = NULL,
+            *ds = NULL;
+    if (!h || !pos || !slots) {
+        free(h), free(pos), free(slots);
+        return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    }
+    uint64_t x = seed * 0x9e3779b97f4a7c15ULL + 1;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        h[i] = (float)((double)(x >> 11) * 0x1.0p-53 * 2 - 1);
+    }
+    for (int i = 0; i < n_tok; i++)
+        pos[i] = n_past + i;
+    int rc = 0;
+    if (cudaMalloc((void **)&d, n * 4) != cudaSuccess || cudaMalloc((void **)&dp, (size_t)n_tok * 4) != cudaSuccess
+        || cudaMalloc((void **)&ds, (size_t)n_tok * nkv * 4) != cudaSuccess)
+        rc = kw_error_set(err, KW_ENOMEM, "cuda: no device memory for the fill");
+    if (rc == 0) {
+        cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(dp, pos, (size_t)n_tok * 4, cudaMemcpyHostToDevice);
+    }
+    for (int l = 0; rc == 0 && l < f->n_layer; l++) {
+        if ((rc = kw_kvseq_append_slots(kv, l, pos, n_tok, slots)) < 0) {
+            kw_error_set(err, rc, "cuda: the pool has no room for %d tokens", n_tok);
+            break;
+        }
+        cudaMemcpy(ds, slots, (size_t)n_tok * nkv * 4, cudaMemcpyHostToDevice);
+        if ((rc = kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv,
+                                    d, d, dp, ds)) < 0)
+            kw_error_set(err, rc, "cuda: append: %s", kw_cuda_last_error());
+        cudaStreamSynchronize(c->st);
+    }
+    cudaFree(d), cudaFree(dp), cudaFree(ds);
+    free(h), free(pos), free(slots);
+    return rc;
+}
+
+#else /* no CUDA in this build */
+
+int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
+                  kw_error *err)
+{
+    (void)c, (void)kv, (void)n_past, (void)n_tok, (void)seed;
+    return kw_error_set(err, KW_ENOSYS, "engine: this build has no CUDA");
+}
+
+int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, int device,
+                 kw_cfwd **out, kw_error *err)
+{
+    (void)m, (void)max_tok, (void)max_seq, (void)pool, (void)device;
+    *out = NULL;
+    return kw_error_set(err, KW_ENOSYS, "engine: this build has no CUDA (only 'cpu')");
+}
+kw_cfwd *kw__cfwd_free(kw_cfwd *c)
+{
+    (void)c;
+    return NULL;
+}
+int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+{
+    (void)c, (void)pool, (void)s, (void)n_tok;
+    return kw_error_set(err, KW_ENOSYS, "engine: this build has no CUDA");
+}
+#endif

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# On a GPU machine: builds with CUDA, checks the CUDA kernels and the CUDA engine against
+# the CPU, generates a Llama-3.1-8B-shaped model with random bf16 weights, times the CUDA
+# engine's prefill and decode (bench_model) and the same shapes in PyTorch (when
+# importable), and prints a side-by-side table last.
+# Usage: tests/bench/run_gpu_model.sh [OUT_DIR] [LIKE] [LAYERS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-bench-out}
+like=${2:-llama-3.1-8b}
+layers=${3:-0}
+ctx=${KW_BENCH_CTX:-2048,8192,32768}
+batch=${KW_BENCH_BATCH:-1,8}
+mkdir -p "$out"
+[ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled
+ninja -C build-gpu
+if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
+  ./build-gpu/tests/kernels/test_cuda_model | tail -1
+  ./build-gpu/tests/unit/test_engine_cuda | tee "$out/engine_cuda.txt" | grep -v '^model'
+fi
+model_dir=${KW_BENCH_MODEL_DIR:-/tmp/kw-bench-model}
+if [ ! -f "$model_dir/model.gguf" ]; then
+  ./build-gpu/kvweave gen model --arch llama --like "$like" --dtype bf16 --seed 1 \
+    --layers "$layers" --out "$model_dir"
+fi
+./build-gpu/kvweave bench model "$model_dir/model.gguf" --ctx "$ctx" --batch "$batch" \
+  | tee "$out/kvweave.csv"
+if python3 -c 'import torch' 2>/dev/null; then
+  read -r L E H KV FF V < <(python3 - "$like" "$layers" <<'PY'
+import sys
+shapes = {"llama-3.1-8b": (32, 4096, 32, 8, 14336, 128256),
+          "qwen2.5-7b": (28, 3584, 28, 4, 18944, 152064),
+          "smollm2-135m": (30, 576, 9, 3, 1536, 49152)}
+s = list(shapes[sys.argv[1]])
+if int(sys.argv[2]) > 0:
+    s[0] = int(sys.argv[2])
+print(*s)
+PY
+)
+  python3 tests/bench/bench_model_torch.py --layers "$L" --dim "$E" --heads "$H" --kv "$KV" \
+    --ff "$FF" --vocab "$V" --ctx "$ctx" --batch "$batch" | tee "$out/torch.csv"
+  python3 - "$out/kvweave.csv" "$out/torch.csv" <<'PY'
+import csv, sys
+def load(p):
+    r = {}
+    for line in open(p):
+        f = line.strip().split(",")
+        if len(f) >= 5 and f[0] in ("prefill", "decode"):
+            r[(f[0], int(f[1]), int(f[2]))] = f
+    return r
+k, t = load(sys.argv[1]), load(sys.argv[2])
+print("\nkind     batch   ctx   kvweave tok/s   torch tok/s   ratio   floor ms  kvweave % of floor")
+for key in sorted(k):
+    kv = k[key]
+    tv = t.get(key)
+    ratio = float(kv[4]) / float(tv[4]) if tv else float("nan")
+    print(f"{key[0]:8} {key[1]:5} {key[2]:6} {float(kv[4]):14.1f} {float(tv[4]) if tv else float('nan'):13.1f}"
+          f" {ratio:7.2f} {float(kv[5]):10.2f} {float(kv[6]):8.1f}%")
+PY
+else
+  echo "PyTorch not installed: no peer numbers"
+fi

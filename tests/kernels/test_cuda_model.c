@@ -1,0 +1,331 @@
+/* The CUDA kernels of the device engine against the CPU references, on random shapes and
+ * data with poisoned outputs: cuBLAS GEMMs (f32, and bf16 with f32 accumulation), causal
+ * prefill attention over paged bf16 views (dense and token-level spans, GQA, chunks),
+ * page append, bf16 embedding gather. Skipped (exit 77, with a line saying why) without
+ * a CUDA device. Bounds: f32 paths rel L2 < 1e-4; bf16 GEMM against the reference on
+ * the same bf16-rounded inputs < 1e-4 (and < 1e-2 against the unrounded f32 inputs);
+ * attention (bf16 pages, Q and P rounded to bf16 for the tensor cores) < 1e-2. */
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/kernels_cuda.h"
+#include "kernels.h"
+#include "kvweave/tensor.h"
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static double uni(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+#define CK(x)                                                                            \
+    do {                                                                                 \
+        if ((x) != cudaSuccess) {                                                        \
+            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                     \
+            exit(1);                                                                     \
+        }                                                                                \
+    } while (0)
+
+static void *dput(const void *h, size_t bytes)
+{
+    void *d;
+    CK(cudaMalloc(&d, bytes ? bytes : 1));
+    if (h)
+        CK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    else
+        CK(cudaMemset(d, 0xff, bytes)); /* poison: NaN for f32 and bf16 */
+    return d;
+}
+
+static void dget(void *h, const void *d, size_t bytes)
+{
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost));
+}
+
+static float *randv(size_t n, float scale)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)((uni() * 2 - 1) * scale);
+    return v;
+}
+
+static double rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - b[i];
+        num += isfinite(a[i]) ? d * d : INFINITY;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / (den > 0 ? den : 1));
+}
+
+static int report(const char *what, int rc, double err, double bound, const char *shape)
+{
+    int ok = rc == 0 && err < bound;
+    printf("%s %-12s %s rel_l2=%.3g (bound %.0e)%s%s\n", ok ? "ok  " : "FAIL", what, shape, err,
+           bound, rc ? " " : "", rc ? kw_cuda_last_error() : "");
+    return !ok;
+}
+
+static uint16_t *to_bf16(const float *x, size_t n, float *rounded)
+{
+    uint16_t *h = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = kw_f32_to_bf16(x[i]);
+        if (rounded)
+            rounded[i] = kw_bf16_to_f32(h[i]);
+    }
+    return h;
+}
+
+static int test_gemm(void)
+{
+    int fails = 0;
+    for (int trial = 0; trial < 12; trial++) {
+        int M = trial < 3 ? 1 + trial : 1 + (int)(uni() * 300), N = 1 + (int)(uni() * 1500),
+            K = 1 + (int)(uni() * 1200);
+        if (trial == 11)
+            M = 512, N = 2048, K = 1024;
+        size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
+        float *x = randv(nx, 1), *w = randv(nw, 0.05f), *b = randv((size_t)N, 0.5f),
+              *y = malloc(ny * 4), *r = malloc(ny * 4), *xr = malloc(nx * 4), *wr = malloc(nw * 4);
+        int with_bias = trial % 2;
+        char shape[64];
+        snprintf(shape, sizeof shape, "M=%d N=%d K=%d%s", M, N, K, with_bias ? " +bias" : "");
+        /* f32 */
+        float *dx = dput(x, nx * 4), *dw = dput(w, nw * 4), *db = dput(b, (size_t)N * 4),
+              *dy = dput(NULL, ny * 4);
+        int rc = kw_k_linear(KW_BK_CUDA, NULL, dx, dw, with_bias ? db : NULL, dy, M, N, K);
+        dget(y, dy, ny * 4);
+        kw_ref_linear(x, w, with_bias ? b : NULL, r, M, N, K);
+        fails += report("linear_f32", rc, rel_l2(y, r, ny), 1e-4, shape);
+        /* bf16 */
+        uint16_t *xb = to_bf16(x, nx, xr), *wb = to_bf16(w, nw, wr);
+        void *dxb = dput(xb, nx * 2), *dwb = dput(wb, nw * 2);
+        CK(cudaMemset(dy, 0xff, ny * 4));
+        rc = kw_cuda_linear_bf16(NULL, dxb, dwb, with_bias ? db : NULL, dy, M, N, K);
+        dget(y, dy, ny * 4);
+        double e_f32 = rel_l2(y, r, ny);
+        kw_ref_linear(xr, wr, with_bias ? b : NULL, r, M, N, K);
+        fails += report("linear_bf16", rc, rel_l2(y, r, ny), 1e-4, shape);
+        fails += report("linear_bf16~", rc, e_f32, 1e-2, shape);
+        cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy), cudaFree(dxb), cudaFree(dwb);
+        free(x), free(w), free(b), free(y), free(r), free(xr), free(wr), free(xb), free(wb);
+    }
+    return fails;
+}
+
+/* A random paged pool: n_seq sequences, each KV head with ctx tokens at increasing
+ * positions (with gaps, as after eviction) on shuffled pages; query chunks are the last
+ * nq tokens' positions. Views: dense (whole pages) or token-level (a random subset). */
+static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, const int *ctx,
+                             const int *nq, int sparse, const char *label)
+{
+    int n_pages = 0;
+    for (int s = 0; s < n_seq; s++)
+        n_pages += n_kv * ((ctx[s] + P - 1) / P);
+    size_t pf = (size_t)2 * P * D;
+    float *pool = randv((size_t)n_pages * pf, 1.f);
+    uint16_t *poolb = to_bf16(pool, (size_t)n_pages * pf, pool); /* host f32 = bf16 values */
+    int32_t *pos = malloc((size_t)n_pages * P * 4);
+    for (int i = 0; i < n_pages * P; i++)
+        pos[i] = 1 << 30;
+    int *perm = malloc((size_t)n_pages * sizeof(int));
+    for (int i = 0; i < n_pages; i++)
+        perm[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) {
+        int j = (int)(uni() * (i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int n_tok = 0;
+    int tok_off[65];
+    for (int s = 0; s < n_seq; s++)
+        tok_off[s] = n_tok, n_tok += nq[s];
+    tok_off[n_seq] = n_tok;
+    int32_t *q_pos = malloc((size_t)n_tok * 4);
+    kw_view *views[64];
+    int next = 0;
+    /* one position sequence per sequence (shared by its KV heads) */
+    for (int s = 0; s < n_seq; s++) {
+        int32_t *sp = malloc((size_t)ctx[s] * 4);
+        int p = 0;
+        for (int j = 0; j < ctx[s]; j++)
+            sp[j] = p, p += 1 + (uni() < 0.1 ? (int)(uni() * 3) : 0);
+        for (int j = 0; j < nq[s]; j++)
+            q_pos[tok_off[s] + j] = sp[ctx[s] - nq[s] + j];
+        views[s] = kw_view_new();
+        kw_view_reset(views[s], n_kv, false);
+        for (int h = 0; h < n_kv; h++) {
+            kw_view_begin_row(views[s], h);
+            for (int pg = 0; pg * P < ctx[s]; pg++) {
+                int g = perm[next++], n = ctx[s] - pg * P < P ? ctx[s] - pg * P : P;
+                for (int c = 0; c < n; c++)
+                    pos[(size_t)g * P + c] = sp[pg * P + c];
+                if (!sparse)
+                    kw_view_add(views[s], 0, g, 0, n);
+                else
+                    for (int c = 0; c < n; c++)
+                        if (uni() < 0.3 || pg * P + c >= ctx[s] - nq[s])
+                            kw_view_add(views[s], 0, g, c, 1);
+            }
+        }
+        free(sp);
+    }
+    float *q = randv((size_t)n_tok * n_head * D, 1.f), *ref = malloc((size_t)n_tok * n_head * D * 4),
+          *out = malloc((size_t)n_tok * n_head * D * 4);
+    float scale = 1.f / sqrtf((float)D);
+    kw_kvmem mem = {.base = {(const uint8_t *)pool, (const uint8_t *)pool},
+                    .page_bytes = {(int64_t)pf * 4, (int64_t)pf * 4},
+                    .dtype = {KW_KV_F32, KW_KV_F32}, .pos = {pos, pos}, .page_tokens = P,
+                    .head_dim = D};
+    kw_attn_args ra = {.mem = mem, .n_seq = n_seq, .views = (const kw_view *const *)views,
+                       .tok_off = tok_off, .q = q, .q_pos = q_pos, .n_head = n_head,
+                       .n_kv = n_kv, .scale = scale, .out = ref};
+    kw_ref_attn_view(&ra);
+    /* flatten the views into one CSR over rows seq * n_kv + kvh */
+    int n_rows = n_seq * n_kv, n_spans = 0;
+    for (int s = 0; s < n_seq; s++)
+        n_spans += views[s]->row_ptr[n_kv];
+    int32_t *row_ptr = malloc((size_t)(n_rows + 1) * 4);
+    kw_cuda_span *spans = malloc((size_t)(n_spans + 1) * sizeof *spans);
+    int k = 0;
+    for (int s = 0; s < n_seq; s++)
+        for (int h = 0; h < n_kv; h++) {
+            row_ptr[s * n_kv + h] = k;
+            for (int i = views[s]->row_ptr[h]; i < views[s]->row_ptr[h + 1]; i++) {
+                kw_span v = views[s]->spans[i];
+                spans[k++] = (kw_cuda_span){v.page, v.first, v.n, v.pool};
+            }
+        }
+    row_ptr[n_rows] = k;
+    int n_items = kw_cuda_prefill_items(n_seq, tok_off, NULL);
+    int32_t *items = malloc((size_t)n_items * 8);
+    kw_cuda_prefill_items(n_seq, tok_off, items);
+    kw_cuda_prefill a = {0};
+    a.base[0] = a.base[1] = dput(poolb, (size_t)n_pages * pf * 2);
+    a.pos[0] = a.pos[1] = dput(pos, (size_t)n_pages * P * 4);
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = P, a.head_dim = D;
+    a.n_head = n_head, a.n_kv = n_kv, a.n_seq = n_seq;
+    a.tok_off = dput(tok_off, (size_t)(n_seq + 1) * 4);
+    a.row_ptr = dput(row_ptr, (size_t)(n_rows + 1) * 4);
+    a.spans = dput(spans, (size_t)(k + 1) * sizeof *spans);
+    a.q_pos = dput(q_pos, (size_t)n_tok * 4);
+    a.q = dput(q, (size_t)n_tok * n_head * D * 4);
+    a.out = dput(NULL, (size_t)n_tok * n_head * D * 4);
+    a.scale = scale, a.n_items = n_items, a.items = dput(items, (size_t)n_items * 8);
+    int rc = kw_cuda_attn_prefill(NULL, &a);
+    dget(out, a.out, (size_t)n_tok * n_head * D * 4);
+    char shape[160];
+    snprintf(shape, sizeof shape, "%s D=%d heads=%d/%d P=%d seqs=%d tokens=%d", label, D, n_head,
+             n_kv, P, n_seq, n_tok);
+    int fail = report("prefill", rc, rel_l2(out, ref, (size_t)n_tok * n_head * D), 1e-2, shape);
+    cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);
+    cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans), cudaFree((void *)a.q_pos);
+    cudaFree((void *)a.q), cudaFree(a.out), cudaFree((void *)a.items);
+    for (int s = 0; s < n_seq; s++)
+        kw_view_free(views[s]);
+    free(pool), free(poolb), free(pos), free(perm), free(q_pos), free(q), free(ref), free(out);
+    free(row_ptr), free(spans), free(items);
+    return fail;
+}
+
+static int test_prefill(void)
+{
+    int fails = 0;
+    {
+        int ctx[] = {300}, nq[] = {300};
+        fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, 0, "full");
+    }
+    {
+        int ctx[] = {1000, 77, 513}, nq[] = {200, 77, 1};
+        fails += test_prefill_case(64, 9, 3, 16, 3, ctx, nq, 0, "chunked");
+    }
+    {
+        int ctx[] = {700, 130}, nq[] = {65, 130};
+        fails += test_prefill_case(128, 28, 4, 8, 2, ctx, nq, 1, "tokens");
+    }
+    for (int t = 0; t < 3; t++) {
+        int n_seq = 1 + (int)(uni() * 4), ctx[4], nq[4];
+        for (int s = 0; s < n_seq; s++) {
+            ctx[s] = 1 + (int)(uni() * 900);
+            nq[s] = 1 + (int)(uni() * ctx[s]);
+        }
+        fails += test_prefill_case(t % 2 ? 64 : 128, 8, 2, 16, n_seq, ctx, nq, t == 2, "random");
+    }
+    return fails;
+}
+
+static int test_append_embed(void)
+{
+    int P = 16, D = 128, n_kv = 8, n_tok = 37, n_pages = 64;
+    size_t pf = (size_t)2 * P * D;
+    float *k = randv((size_t)n_tok * n_kv * D, 1), *v = randv((size_t)n_tok * n_kv * D, 1);
+    int32_t pos[37], slots[37 * 8];
+    for (int t = 0; t < n_tok; t++)
+        pos[t] = 1000 + 3 * t;
+    for (int i = 0; i < n_tok * n_kv; i++)
+        slots[i] = i % 5 == 4 ? -1 : (int32_t)((i * 97) % (n_pages * P)); /* distinct */
+    void *base = dput(NULL, (size_t)n_pages * pf * 2);
+    int32_t *dpos = dput(NULL, (size_t)n_pages * P * 4);
+    int rc = kw_cuda_kv_append(NULL, base, dpos, P, D, n_tok, n_kv,
+                               dput(k, (size_t)n_tok * n_kv * D * 4),
+                               dput(v, (size_t)n_tok * n_kv * D * 4), dput(pos, sizeof pos),
+                               dput(slots, sizeof slots));
+    uint16_t *pb = malloc((size_t)n_pages * pf * 2);
+    int32_t *pp = malloc((size_t)n_pages * P * 4);
+    dget(pb, base, (size_t)n_pages * pf * 2);
+    dget(pp, dpos, (size_t)n_pages * P * 4);
+    double worst = 0;
+    int bad = 0;
+    for (int i = 0; i < n_tok * n_kv; i++) {
+        if (slots[i] < 0)
+            continue;
+        int g = slots[i] / P, c = slots[i] % P, t = i / n_kv;
+        bad += pp[slots[i]] != pos[t];
+        for (int d = 0; d < D; d++) {
+            float kk = kw_bf16_to_f32(pb[(size_t)g * pf + (size_t)c * D + d]);
+            float vv = kw_bf16_to_f32(pb[(size_t)g * pf + (size_t)(P + c) * D + d]);
+            double e = fmax(fabs(kk - k[(size_t)i * D + d]), fabs(vv - v[(size_t)i * D + d]));
+            worst = fmax(worst, e);
+        }
+    }
+    int fails = report("kv_append", rc, bad ? 1.0 : worst, 8e-3, "P=16 D=128 kv=8 tok=37 (max abs)");
+    /* embedding from a bf16 table */
+    int rows = 500, dim = 576, n = 19;
+    float *tab = randv((size_t)rows * dim, 1), *o = malloc((size_t)n * dim * 4),
+          *r = malloc((size_t)n * dim * 4);
+    uint16_t *tb = to_bf16(tab, (size_t)rows * dim, tab);
+    int32_t ids[19];
+    for (int i = 0; i < n; i++) {
+        ids[i] = (int32_t)(uni() * rows);
+        memcpy(r + (size_t)i * dim, tab + (size_t)ids[i] * dim, (size_t)dim * 4);
+    }
+    float *dout = dput(NULL, (size_t)n * dim * 4);
+    rc = kw_cuda_embed_bf16(NULL, dput(tb, (size_t)rows * dim * 2), rows, dim,
+                            dput(ids, sizeof ids), n, dout);
+    dget(o, dout, (size_t)n * dim * 4);
+    fails += report("embed_bf16", rc, rel_l2(o, r, (size_t)n * dim), 1e-7, "rows=500 dim=576");
+    free(k), free(v), free(pb), free(pp), free(tab), free(o), free(r), free(tb);
+    return fails;
+}
+
+int main(void)
+{
+    if (kw_cuda_device_count() < 1) {
+        printf("SKIP: no CUDA device (the CUDA model kernels need one)\n");
+        return 77;
+    }
+    int fails = test_gemm() + test_prefill() + test_append_embed();
+    printf("%s: %d failure(s)\n", fails ? "FAIL" : "ok", fails);
+    return fails ? 1 : 0;
+}
