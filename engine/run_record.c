@@ -61,6 +61,30 @@ static char *dump(json_t *j)
     return j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
 }
 
+/* A generation's figures as metrics "<pre>gen/<field>" and "<pre>mem/<key>". */
+static void record_generation(kw_exec *x, ksample *s, const char *pre, json_t *gen,
+                              kw_error *err)
+{
+    static const char *const fields[] = {"n_prompt", "n_gen", "ttft_s", "decode_s_per_token",
+                                         "queue_s", "nll_mean", "prefill_shared_tokens"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        json_t *v = json_object_get(gen, fields[i]);
+        if (json_is_number(v)) {
+            char key[256];
+            snprintf(key, sizeof key, "%sgen/%s", pre, fields[i]);
+            kw_db_metric(x->db, x->uuid, s->idx, key, json_number_value(v), 0, err);
+            pthread_mutex_lock(&x->mu);
+            agg_add(x, key, json_number_value(v));
+            pthread_mutex_unlock(&x->mu);
+        }
+    }
+    json_t *mem = json_object_get(gen, "memory");
+    char mp[192];
+    snprintf(mp, sizeof mp, "%smem/", pre);
+    if (json_is_object(mem))
+        put_numbers(x, s, mp, mem, err, 1);
+}
+
 /* Records a finished sample of the main phase (its row and metrics, one transaction). */
 void kwr_record_sample(kw_exec *x, ksample *s)
 {
@@ -110,24 +134,28 @@ void kwr_record_sample(kw_exec *x, ksample *s)
                 }
             }
         }
-        if (gen) {
-            static const char *const fields[] = {"n_prompt", "n_gen", "ttft_s",
-                                                 "decode_s_per_token", "queue_s", "nll_mean"};
-            for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-                json_t *v = json_object_get(gen, fields[i]);
-                if (json_is_number(v)) {
-                    char key[64];
-                    snprintf(key, sizeof key, "gen/%s", fields[i]);
-                    kw_db_metric(x->db, x->uuid, s->idx, key, json_number_value(v), 0, &err);
-                    pthread_mutex_lock(&x->mu);
-                    agg_add(x, key, json_number_value(v));
-                    pthread_mutex_unlock(&x->mu);
+        /* every decode stage's figures: "gen/..." and "mem/..." for the only one;
+         * with several (one per method branch of a sweep) "<stage>/gen/..." and
+         * "<stage>/mem/..." */
+        int n_gen = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int si = 0; si < g->n_stages; si++) {
+                if (!x->is_ps[si])
+                    continue;
+                for (int p = 0; p < g->stages[si].op->n_outputs && p < MAX_OUT; p++) {
+                    kw_value *v = *sval(x, s, si, p);
+                    if (!v || strcmp(kw_value_type(v), KW_T_GENERATION) != 0)
+                        continue;
+                    if (pass == 0) {
+                        n_gen++;
+                        continue;
+                    }
+                    char pre[160] = "";
+                    if (n_gen > 1)
+                        snprintf(pre, sizeof pre, "%s/", g->stages[si].id);
+                    record_generation(x, s, pre, kw_value_jsonobj(v), &err);
                 }
             }
-            json_t *mem = json_object_get(gen, "memory");
-            if (json_is_object(mem))
-                put_numbers(x, s, "mem/", mem, &err, 1);
-        }
     }
     if (kw_db_commit(x->db, &err) < 0)
         kwr_set_fatal(x, err.code ? err.code : KW_EDB, "recording sample %" PRId64 ": %s", s->idx,

@@ -1,4 +1,5 @@
 /* Hook stacks: role rules, and the kvmethod value type. */
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "kvweave/kvhook.h"
@@ -14,7 +15,7 @@ int kw_hookstack_check(const kw_hookstack *hs, kw_error *err)
         const char *nm = h && h->name ? h->name : "?";
         if (!h)
             return kw_error_set(err, KW_EINVAL, "kv method stack: hook %d is missing", i);
-        if (h->abi != KW_KVHOOK_ABI || h->size < sizeof(kw_kvhook))
+        if (h->abi != KW_KVHOOK_ABI || h->size < offsetof(kw_kvhook, tail_only))
             return kw_error_set(err, KW_EABI, "kv method '%s': hook abi %u size %u, the "
                                 "engine has abi %d size %zu", nm, h->abi, h->size,
                                 KW_KVHOOK_ABI, sizeof(kw_kvhook));
@@ -30,6 +31,11 @@ int kw_hookstack_check(const kw_hookstack *hs, kw_error *err)
         return kw_error_set(err, KW_EINVAL, "kv method stack: %d STORE hooks, at most one",
                             n_store);
     return 0;
+}
+
+bool kw_kvhook_tail_only(const kw_kvhook *h)
+{
+    return h && h->size >= offsetof(kw_kvhook, tail_only) + sizeof(bool) && h->tail_only;
 }
 
 uint32_t kw_hookstack_needs(const kw_hookstack *hs)

@@ -439,6 +439,13 @@ static const kw_kvhook hook_streaming = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT, .needs = 0,
     .name = "compress.streaming", .reserve = ev_reserve, .seq_open = ev_seq_open,
     .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end, .seq_close = ev_seq_close};
+/* prefill_evict false: StreamingLLM evicts at the prompt's end only, so it may take a
+ * shared prefix prefill */
+static const kw_kvhook hook_streaming_end = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT, .needs = 0,
+    .name = "compress.streaming", .reserve = ev_reserve, .seq_open = ev_seq_open,
+    .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end, .seq_close = ev_seq_close,
+    .tail_only = true};
 static const kw_kvhook hook_h2o = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
     .needs = KW_NEED_STEP_PROBS, .name = "compress.h2o", .reserve = ev_reserve,
@@ -448,12 +455,12 @@ static const kw_kvhook hook_snapkv = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
     .needs = KW_NEED_OBS_PROBS, .name = "compress.snapkv", .reserve = ev_reserve,
     .seq_open = ev_seq_open, .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end,
-    .seq_close = ev_seq_close};
+    .seq_close = ev_seq_close, .tail_only = true};
 static const kw_kvhook hook_pyramid = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
     .needs = KW_NEED_OBS_PROBS, .name = "compress.pyramidkv", .reserve = ev_reserve,
     .seq_open = ev_seq_open, .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end,
-    .seq_close = ev_seq_close};
+    .seq_close = ev_seq_close, .tail_only = true};
 
 kw_kvmethod *kw__evict_method(kw__evict_params *p)
 {
@@ -462,7 +469,8 @@ kw_kvmethod *kw__evict_method(kw__evict_params *p)
         params_free(p);
         return NULL;
     }
-    m->hook = p->kind == KW_EVICT_STREAMING ? &hook_streaming
+    m->hook = p->kind == KW_EVICT_STREAMING
+                  ? (p->prefill_evict ? &hook_streaming : &hook_streaming_end)
               : p->kind == KW_EVICT_H2O     ? &hook_h2o
               : p->kind == KW_EVICT_SNAPKV  ? &hook_snapkv
                                             : &hook_pyramid;

@@ -213,6 +213,11 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
     json_object_set_new(g, "ttft_s", json_real(r->ttft_s));
     json_object_set_new(g, "decode_s_per_token", json_real(r->decode_s_per_token));
     json_object_set_new(g, "queue_s", json_real(r->queue_s));
+    /* how the prompt was prefilled: "off" (not asked), "taken" (prefix_tokens came from
+       a prefill shared with other sequences of the same prompt), "own: why" */
+    json_object_set_new(g, "prefill_shared", json_boolean(r->prefill_share == KW_SHARE_TAKEN));
+    json_object_set_new(g, "prefill_share", json_string(kw_share_name(r->prefill_share)));
+    json_object_set_new(g, "prefill_shared_tokens", json_integer(r->prefill_shared_tokens));
     json_t *mem = json_object();
     json_object_set_new(mem, "kv_payload_peak_bytes", json_integer(r->kv_payload_peak));
     json_object_set_new(mem, "kv_payload_mean_bytes", json_integer(r->kv_payload_mean));

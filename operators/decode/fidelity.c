@@ -30,6 +30,12 @@ static const kw_param_spec params[] = {
      "shared: the full branch takes the method's prefill KV before the method evicts (one "
      "prefill; exact for eviction at prefill end and decode-time methods); own: it "
      "prefills itself (exact for any method, twice the prefill)"},
+    {"share_prefill", KW_PARAM_BOOL, "false", 0, 0, NULL,
+     "start from the prefill of the same prompt shared with other stages (branches of a "
+     "sweep): the engine prefills the prompt less its last tail once, without KV methods, "
+     "and each sequence computes only its tail with its own; methods that act before the "
+     "prompt ends (H2O, StreamingLLM evicting per chunk) prefill on their own. Recorded as "
+     "the generation's prefill_share"},
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -39,7 +45,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
         return KW_ETYPE;
     kw_gen_req r = {.topk = (int)kw_param_int(c, "topk"), .want_logprobs = true,
                     .reference = !strcmp(kw_param_str(c, "reference_prefill"), "own")
-                                     ? KW_REF_OWN : KW_REF_SHARED};
+                                     ? KW_REF_OWN : KW_REF_SHARED,
+                    .share_prefill = kw_param_bool(c, "share_prefill")};
     int32_t *cont = NULL;
     int rc = kw__forced_req(c, t, tk, "decode.fidelity", &r, &cont);
     if (rc < 0)
@@ -56,6 +63,6 @@ const kw_op kw_op_decode_fidelity = {
            "agreement, top-5 containment and the full branch's log-probs",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 4, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = 5, .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

@@ -7,6 +7,12 @@ static const kw_param_spec params[] = {
     {"logprobs", KW_PARAM_BOOL, "false", 0, 0, NULL, "record each token's log-prob"},
     {"topk", KW_PARAM_INT, "0", 0, 1000, NULL, "with logprobs: the top-k log-probs too"},
     {"ignore_eos", KW_PARAM_BOOL, "false", 0, 0, NULL, "generate max_new tokens always"},
+    {"share_prefill", KW_PARAM_BOOL, "false", 0, 0, NULL,
+     "start from the prefill of the same prompt shared with other stages (branches of a "
+     "sweep): the engine prefills the prompt less its last tail once, without KV methods, "
+     "and each sequence computes only its tail with its own; methods that act before the "
+     "prompt ends (H2O, StreamingLLM evicting per chunk) prefill on their own. Recorded as "
+     "the generation's prefill_share"},
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -18,7 +24,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                     .max_new = kw__decode_max_new(c, tk, "max_new"),
                     .want_logprobs = kw_param_bool(c, "logprobs"),
                     .topk = (int)kw_param_int(c, "topk"),
-                    .ignore_eos = kw_param_bool(c, "ignore_eos")};
+                    .ignore_eos = kw_param_bool(c, "ignore_eos"),
+                    .share_prefill = kw_param_bool(c, "share_prefill")};
     return kw__decode_submit(c, st, t, &r);
 }
 
@@ -27,6 +34,6 @@ const kw_op kw_op_decode_greedy = {
     .doc = "greedy decoding on the device engine with stacked KV methods",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 4, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = 5, .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

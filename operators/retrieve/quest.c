@@ -297,6 +297,7 @@ const kw_kvhook kw__quest_hook = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
     .needs = KW_NEED_HOST_Q, .name = "retrieve.quest", .seq_open = q_seq_open,
     .select = q_select, .seq_close = q_seq_close,
+    .tail_only = true, /* selects in decoding only; page bounds come from the pool */
 };
 
 static void params_free(void *pp)

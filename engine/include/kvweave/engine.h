@@ -88,7 +88,21 @@ typedef struct kw_gen_result {
     uint8_t *ref_top1;    /* 1: this argmax equals full's (ties: lowest index) */
     uint8_t *ref_top5;    /* 1: full's argmax is among this top-5 */
     float *ref_logprobs;  /* log p_full of the forced token */
+    /* kw_gen_req.share_prefill: how the prompt was prefilled (KW_SHARE_*) and how many
+     * of its tokens came from a shared prefix instead of being computed */
+    int prefill_share;
+    int prefill_shared_tokens;
 } kw_gen_result;
+enum { /* kw_gen_result.prefill_share */
+    KW_SHARE_OFF = 0,      /* not asked */
+    KW_SHARE_TAKEN = 1,    /* the prefix came from a shared prefill */
+    KW_SHARE_OWN_HOOKS = 2, /* asked, but a hook acts before the prompt's end (not
+                               kw_kvhook.tail_only): own prefill */
+    KW_SHARE_OWN_SHORT = 3, /* asked, but the prompt is too short to share a page */
+    KW_SHARE_OWN_FAILED = 4 /* asked, but the shared prefill failed or found no room */
+};
+/* "taken", "own: ..." (static). */
+const char *kw_share_name(int prefill_share);
 kw_gen_result *kw_gen_result_free(kw_gen_result *r);
 
 typedef struct kw_gen_req {
@@ -122,6 +136,19 @@ typedef struct kw_gen_req {
  * figures of the result are the sequence's own (the branch's pages are not counted),
  * and the branch takes a batch slot of its own (max_batch >= 2). */
     int reference;
+    /* Shared prefill (sweep cells, method branches of one prompt): the engine prefills
+     * the prompt's prefix once, without hooks, and every sequence asking for it with the
+     * same prefix tokens starts from that KV (shared pages, refcounted), then computes
+     * only its own tail with its hooks: the last tail = obs_window .. obs_window + P - 1
+     * prompt tokens, so observation windows and prefill-end hooks see the whole
+     * prompt. The prefix is the prompt less that tail, rounded down to whole pages; it
+     * is kept (a few at most, least recently used dropped first, and dropped when
+     * admission needs their pages) for later sequences with the same prefix, whatever
+     * their order of submission. Exact for hooks that are kw_kvhook.tail_only; a
+     * sequence with any other hook prefills on its own (result.prefill_share says
+     * why). The results equal those of an own prefill up to float rounding (the
+     * prompt is cut into other chunks). */
+    bool share_prefill;
 } kw_gen_req;
 enum { KW_REF_NONE = 0, KW_REF_SHARED = 1, KW_REF_OWN = 2 }; /* kw_gen_req.reference */
 
@@ -139,6 +166,8 @@ void kw_engine_wait_idle(kw_engine *e);
 /* Engine-wide figures. */
 typedef struct kw_engine_stats {
     int64_t steps, prefill_tokens, decode_tokens;
+    int64_t prefill_shared_tokens; /* prompt tokens sequences took from a shared prefix */
+    int64_t prefix_prefills;       /* shared prefixes computed */
     double busy_s;
     int64_t pages_total, pages_peak;
 } kw_engine_stats;

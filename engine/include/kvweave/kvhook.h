@@ -159,7 +159,17 @@ typedef struct kw_kvhook {
     int (*after_attn)(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a);
     int (*step_end)(void *st, kw_sctx *c, const kw_batch *b);
     void (*seq_close)(void *st, kw_seq *s, int hook_index);
+    /* true: before the prompt's last chunk the hook neither changes the sequence's KV
+     * or views nor needs a call (it observes the last chunk at most, acts at prompt end
+     * or in decoding: SnapKV, PyramidKV, Quest). A sequence whose hooks all say so may
+     * start from a shared prefix prefill (kw_gen_req.share_prefill); one with any other
+     * hook prefills on its own. Hooks built with an older header (a smaller size) count
+     * as false. */
+    bool tail_only;
 } kw_kvhook;
+
+/* h's tail_only, false when h's size does not reach the field. */
+bool kw_kvhook_tail_only(const kw_kvhook *h);
 
 /* A configured KV method: the payload of a "kvmethod" value. The engine makes one
  * state per run with state_new and frees it with state_free. */

@@ -1,0 +1,60 @@
+#!/bin/sh
+# End to end: the budget sweep made small, in one command (pipelines/sweep_budgets.sh):
+# both pipelines written by pipelines/tools/gen_sweep.py with every method at budgets of
+# 10% and 50%, 1 sample, RULER at 512 tokens with 4 new tokens, PG19 with 448 prompt and
+# 4 forced tokens. Checks: every branch recorded its metrics (RULER score, memory,
+# PG19 kl / top1 / ppl); the full-attention branch is its own reference (kl 0, top-1 1,
+# ppl = ppl_full) and every branch's reference perplexity is full attention's; branches
+# whose methods act only at the prompt's end took the shared prefill, H2O and
+# StreamingLLM (per-chunk eviction) prefilled on their own. Skips (77) without the model.
+set -eu
+kw=${KVWEAVE_BIN:?KVWEAVE_BIN must name the kvweave binary}
+src=${KVWEAVE_SRC:?KVWEAVE_SRC must name the source tree}
+home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
+[ -f "$home/models/smollm2-135m-instruct.gguf" ] || { echo "skip: the default model is not fetched (./setup.sh)"; exit 77; }
+[ -f "${KVWEAVE_DATA:-$src/../shared/data}/text/pg19_frank_merriwell_down_south.txt" ] || { echo "skip: no PG19 text (set KVWEAVE_DATA)"; exit 77; }
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kw_sweep.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+python3 "$src/pipelines/tools/gen_sweep.py" --out-dir "$tmp" --budgets 0.1,0.5 \
+    --ruler-length 512 --ruler-max-new 4 --ruler-n 1 --pg19-prefill 448 --pg19-steps 4 \
+    --pg19-n 1
+KVWEAVE_BIN=$kw SWEEP_DIR=$tmp "$src/pipelines/sweep_budgets.sh" --limit 1 --quiet \
+    --set calibration.n=1 --db "$tmp/runs.db"
+python3 "$src/pipelines/tools/sweep_table.py" "$tmp/runs.db"
+python3 "$src/pipelines/tools/sweep_table.py" "$tmp/runs.db" --csv > "$tmp/t.csv"
+python3 - "$tmp/t.csv" <<'PY'
+import csv, math, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+want = {"full"} | {"%s_%d" % (m, b) for m in
+        ("streaming", "h2o", "snapkv", "pyramidkv", "quest", "xkv") for b in (10, 50)}
+got = {r["method"] if r["method"] == "full" else "%s_%s" % (r["method"], r["budget"][:-1])
+       for r in rows}
+if got != want:
+    sys.exit("FAIL: branches %s, expected %s" % (sorted(got), sorted(want)))
+full = next(r for r in rows if r["method"] == "full")
+for r in rows:
+    name = "%s %s" % (r["method"], r["budget"])
+    missing = [k for k, v in r.items() if v == "-"]
+    if missing:
+        sys.exit("FAIL: %s recorded no %s" % (name, missing))
+    f = {k: float(v) for k, v in r.items() if k not in ("method", "budget")}
+    if not (0 <= f["ruler"] <= 1 and f["pages_mean"] > 0 and f["attended"] > 0):
+        sys.exit("FAIL: %s: implausible RULER figures %s" % (name, r))
+    if not (f["pg19_kl"] >= 0 and 0 <= f["pg19_top1"] <= 1 and 1 < f["pg19_ppl"] < 1e6):
+        sys.exit("FAIL: %s: implausible PG19 figures %s" % (name, r))
+    # each branch's reference is full attention: its perplexity is the full branch's
+    if abs(f["pg19_ppl_full"] - float(full["pg19_ppl"])) > 1e-3 * float(full["pg19_ppl"]):
+        sys.exit("FAIL: %s: reference ppl %g, full attention's %s" % (name, f["pg19_ppl_full"], full["pg19_ppl"]))
+    own = r["method"] in ("streaming", "h2o")
+    if (f["shared_prefill"] == 0) != own:
+        sys.exit("FAIL: %s took %g prompt tokens from the shared prefill" % (name, f["shared_prefill"]))
+    if r["method"] in ("streaming", "h2o", "snapkv", "pyramidkv", "xkv") and f["pages_mean"] >= float(full["pages_mean"]):
+        sys.exit("FAIL: %s holds as many pages as full attention" % name)
+    if r["method"] == "quest" and f["attended"] >= float(full["attended"]):
+        sys.exit("FAIL: quest %s attends as many tokens as full attention" % r["budget"])
+if not (float(full["pg19_kl"]) < 1e-6 and float(full["pg19_top1"]) == 1
+        and abs(float(full["pg19_ppl"]) - float(full["pg19_ppl_full"])) < 1e-6 * float(full["pg19_ppl"])):
+    sys.exit("FAIL: full attention against itself: %s" % full)
+print("ok: %d branches with their metrics; full attention is every branch's reference" % len(rows))
+PY
+echo PASS
