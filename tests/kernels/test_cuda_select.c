@@ -58,13 +58,15 @@ static void dget(void *h, const void *d, size_t bytes)
     }
 }
 
-/* poisoned device output: NaN bytes for floats, -7 for indices */
-static void *dpoison(size_t bytes)
+/* poisoned device output: NaN for floats; indices get 0x80808080 via dpoison_idx */
+static void *dpoison_byte(size_t bytes, int byte);
+static void *dpoison(size_t bytes) { return dpoison_byte(bytes, 0xff); }
+static void *dpoison_byte(size_t bytes, int byte)
 {
     void *d = NULL;
     if (cudaMalloc(&d, bytes ? bytes : 1) != cudaSuccess)
         exit(1);
-    cudaMemset(d, 0xff, bytes);
+    cudaMemset(d, byte, bytes);
     return d;
 }
 
@@ -188,7 +190,7 @@ static int test_topk(void)
         int32_t *g = malloc(no * 4 + 4), *r = malloc(no * 4 + 4);
         topk_fill(x, tot, kind);
         float *dx = dput(x, tot * 4);
-        int32_t *di = dpoison(no * 4);
+        int32_t *di = dpoison_byte(no * 4, 0x80);
         int rc = kw_k_topk(KW_BK_CUDA, NULL, dx, rows, n, k, di);
         dget(g, di, no * 4);
         int rrc = 0;
@@ -210,7 +212,7 @@ static int test_topk(void)
     topk_fill(x, (size_t)rows * n, 0);
     x[n + 417] = NAN;
     float *dx = dput(x, (size_t)rows * n * 4);
-    int32_t *di = dpoison((size_t)rows * k * 4);
+    int32_t *di = dpoison_byte((size_t)rows * k * 4, 0x80);
     int rc = kw_k_topk(KW_BK_CUDA, NULL, dx, rows, n, k, di);
     dget(g, di, (size_t)rows * k * 4);
     kw_ref_topk(x, 1, n, k, r);
