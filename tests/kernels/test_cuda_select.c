@@ -58,7 +58,7 @@ static void dget(void *h, const void *d, size_t bytes)
     }
 }
 
-/* poisoned device output: NaN for floats; indices get 0x80808080 via dpoison_idx */
+/* poisoned device output: NaN bytes for floats, 0x80808080 for indices */
 static void *dpoison_byte(size_t bytes, int byte);
 static void *dpoison(size_t bytes) { return dpoison_byte(bytes, 0xff); }
 static void *dpoison_byte(size_t bytes, int byte)
