@@ -98,7 +98,6 @@ extern "C" int kw_cuda_pool1d(void *stream, const float *x, int rows, int n, int
 // ---- top-k ----
 
 constexpr int TOPK_THREADS = 512;
-constexpr int TOPK_ILP = 8; // elements each thread loads before using them
 constexpr unsigned FULL = 0xffffffffu;
 
 // Unsigned keys in the order of the floats: a larger float has a larger key, and -0 has
@@ -133,30 +132,22 @@ __global__ void __launch_bounds__(TOPK_THREADS, 2)
         for (int b = tid; b < 256; b += blockDim.x)
             hist[b] = 0;
         __syncthreads();
-        for (int base = 0; base < n; base += blockDim.x * TOPK_ILP) {
-            float f[TOPK_ILP]; // loads issued together: the loop is latency-bound otherwise
-#pragma unroll
-            for (int m = 0; m < TOPK_ILP; m++) {
-                int i = base + m * blockDim.x + tid;
-                f[m] = i < n ? v[i] : 0.f;
+        for (int base = 0; base < n; base += blockDim.x) {
+            int i = base + tid;
+            bool cand = false;
+            uint32_t d = 0;
+            if (i < n) {
+                float f = v[i];
+                if (shift == 24 && f != f)
+                    s_nan = 1;
+                uint32_t key = order_key(f);
+                cand = (key & mask) == prefix;
+                d = (key >> shift) & 255u;
             }
-#pragma unroll
-            for (int m = 0; m < TOPK_ILP; m++) {
-                int i = base + m * blockDim.x + tid;
-                bool cand = false;
-                uint32_t d = 0;
-                if (i < n) {
-                    if (shift == 24 && f[m] != f[m])
-                        s_nan = 1;
-                    uint32_t key = order_key(f[m]);
-                    cand = (key & mask) == prefix;
-                    d = (key >> shift) & 255u;
-                }
-                // lanes with the same digit add once: the first pass sees few digits
-                unsigned peers = __match_any_sync(FULL, cand ? d : 256u);
-                if (cand && lane == __ffs(peers) - 1)
-                    atomicAdd(&hist[d], (uint32_t)__popc(peers));
-            }
+            // lanes with the same digit add once: the first pass sees few distinct digits
+            unsigned peers = __match_any_sync(FULL, cand ? d : 256u);
+            if (cand && lane == __ffs(peers) - 1)
+                atomicAdd(&hist[d], (uint32_t)__popc(peers));
         }
         __syncthreads();
         if (warp == 0) {
@@ -200,19 +191,11 @@ __global__ void __launch_bounds__(TOPK_THREADS, 2)
     int span = ((n + nw - 1) / nw + 31) & ~31;
     int start = warp * span, end = min(start + span, n);
     uint32_t gt = 0, eq = 0;
-    for (int b = start; b < end; b += 32 * TOPK_ILP) {
-        uint32_t key[TOPK_ILP];
-#pragma unroll
-        for (int m = 0; m < TOPK_ILP; m++) {
-            int i = b + 32 * m + lane;
-            key[m] = i < end ? order_key(v[i]) : 0u;
-        }
-#pragma unroll
-        for (int m = 0; m < TOPK_ILP; m++) {
-            bool in = b + 32 * m + lane < end;
-            gt += __popc(__ballot_sync(FULL, in && key[m] > T));
-            eq += __popc(__ballot_sync(FULL, in && key[m] == T));
-        }
+    for (int b = start; b < end; b += 32) {
+        int i = b + lane;
+        uint32_t key = i < end ? order_key(v[i]) : 0u;
+        gt += __popc(__ballot_sync(FULL, i < end && key > T));
+        eq += __popc(__ballot_sync(FULL, i < end && key == T));
     }
     if (lane == 0) {
         w_gt[warp] = gt;
@@ -226,25 +209,17 @@ __global__ void __launch_bounds__(TOPK_THREADS, 2)
     }
     uint32_t out_at = gt_before + min(eq_before, need);
     unsigned lt = (1u << lane) - 1;
-    for (int b = start; b < end; b += 32 * TOPK_ILP) {
-        uint32_t key[TOPK_ILP];
-#pragma unroll
-        for (int m = 0; m < TOPK_ILP; m++) {
-            int i = b + 32 * m + lane;
-            key[m] = i < end ? order_key(v[i]) : 0u;
-        }
-#pragma unroll
-        for (int m = 0; m < TOPK_ILP; m++) { // in index order: 32 indices at a time
-            int i = b + 32 * m + lane;
-            bool is_gt = i < end && key[m] > T, is_eq = i < end && key[m] == T;
-            unsigned eqm = __ballot_sync(FULL, is_eq);
-            bool sel = is_gt || (is_eq && eq_before + __popc(eqm & lt) < need);
-            unsigned selm = __ballot_sync(FULL, sel);
-            if (sel)
-                o[out_at + __popc(selm & lt)] = i;
-            out_at += __popc(selm);
-            eq_before += __popc(eqm);
-        }
+    for (int b = start; b < end; b += 32) {
+        int i = b + lane;
+        uint32_t key = i < end ? order_key(v[i]) : 0u;
+        bool is_gt = i < end && key > T, is_eq = i < end && key == T;
+        unsigned eqm = __ballot_sync(FULL, is_eq);
+        bool sel = is_gt || (is_eq && eq_before + __popc(eqm & lt) < need);
+        unsigned selm = __ballot_sync(FULL, sel);
+        if (sel)
+            o[out_at + __popc(selm & lt)] = i;
+        out_at += __popc(selm);
+        eq_before += __popc(eqm);
     }
 }
 
