@@ -73,46 +73,57 @@ int kw_k_softmax(kw_backend bk, void *stream, float *x, int rows, int n)
 int kw_k_window_scores(kw_backend bk, void *stream, const float *probs, int n_q, int n_head,
                        int len, int group, int n_key, float *out)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_window_scores(probs, n_q, n_head, len, group, n_key, out);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_window_scores(stream, probs, n_q, n_head, len, group, n_key, out));
 }
 
 int kw_k_pool1d(kw_backend bk, void *stream, const float *x, int rows, int n, int kernel,
                 kw_pooling mode, float *out)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_pool1d(x, rows, n, kernel, mode, out);
-    return KW_ENOSYS;
+    if (mode != KW_POOLING_AVG && mode != KW_POOLING_MAX)
+        return KW_EINVAL;
+    CUDA_OR_ENOSYS(kw_cuda_pool1d(stream, x, rows, n, kernel, mode == KW_POOLING_MAX, out));
 }
 
 int kw_k_topk(kw_backend bk, void *stream, const float *x, int rows, int n, int k,
               int32_t *idx)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_topk(x, rows, n, k, idx);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_topk(stream, x, rows, n, k, idx));
 }
 
-/* ---- page metadata (CPU only so far) ---- */
+/* ---- page metadata and compaction ---- */
 
 int kw_k_page_bounds(kw_backend bk, void *stream, const float *k, int n_tok, int head_dim,
                      int page, float *kmin, float *kmax)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_page_bounds(k, n_tok, head_dim, page, kmin, kmax);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(kw_cuda_page_bounds(stream, k, n_tok, head_dim, page, kmin, kmax));
 }
 
 int kw_k_page_scores(kw_backend bk, void *stream, const float *q, int n_q, int head_dim,
                      const float *kmin, const float *kmax, int n_pages, float *scores)
 {
-    (void)stream;
     if (bk == KW_BK_CPU)
         return kw_cpu_page_scores(q, n_q, head_dim, kmin, kmax, n_pages, scores);
-    return KW_ENOSYS;
+    CUDA_OR_ENOSYS(
+        kw_cuda_page_scores(stream, q, n_q, head_dim, kmin, kmax, n_pages, scores));
+}
+
+int kw_k_page_compact(kw_backend bk, void *stream, const kw_page_layout *pool, int n_tab,
+                      const int32_t *keep_off, const int32_t *keep, const int32_t *src_off,
+                      const int32_t *src, const int32_t *dst_off, const int32_t *dst)
+{
+    if (!pool)
+        return KW_EINVAL;
+    if (bk == KW_BK_CPU)
+        return kw_cpu_page_compact(pool, n_tab, keep_off, keep, src_off, src, dst_off, dst);
+    CUDA_OR_ENOSYS(kw_cuda_page_compact(stream, pool->base, pool->pos, pool->page_bytes,
+                                        pool->page_tokens, pool->row_bytes, pool->scale_bytes,
+                                        n_tab, keep_off, keep, src_off, src, dst_off, dst));
 }

@@ -2,6 +2,8 @@
  * (NULL on the CPU) and returns a status. CPU implementations: kernels/cpu (OpenMP +
  * SIMD; OpenBLAS for GEMM), with plain references in kernels/cpu/reference.c that the
  * tests compare against. Layouts are row-major; shapes are given on each call.
+ * With KW_BK_CUDA every array argument is a device pointer, the stream a cudaStream_t
+ * (NULL: the default stream), and the call returns once the work is queued.
  *
  *   kw_k_linear(KW_BK_CPU, NULL, x, w, b, y, M, N, K);   // y(M,N) = x(M,K) w(N,K)^T + b
  */
@@ -98,8 +100,10 @@ typedef enum kw_pooling { KW_POOLING_AVG = 0, KW_POOLING_MAX = 1 } kw_pooling;
 int kw_k_pool1d(kw_backend bk, void *stream, const float *x, int rows, int n, int kernel,
                 kw_pooling mode, float *out);
 /* Top-k of each row of x (rows, n): idx (rows, k) the indices of the k largest values,
- * ties to the lower index, listed in increasing index order (ready for kw_kvseq_keep).
- * 0 <= k <= n; KW_EINVAL on a NaN. */
+ * ties to the lower index (-0 ties with +0), listed in increasing index order (ready for
+ * kw_kvseq_keep). 0 <= k <= n; KW_EINVAL on a NaN. CUDA (exact radix select, one block
+ * per row): a NaN is not reported (that would synchronize); the row holding it gets k
+ * indices of -1 instead, which kw_kvseq_keep rejects. CUDA pooling takes kernel <= 8192. */
 int kw_k_topk(kw_backend bk, void *stream, const float *x, int rows, int n, int k,
               int32_t *idx);
 void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int group,
@@ -107,8 +111,8 @@ void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int 
 void kw_ref_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
 void kw_ref_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
-/* ---- page metadata for query-aware selection (kernels/cpu/pages.c; CPU only so far:
- * KW_BK_CUDA answers KW_ENOSYS) ----
+/* ---- page metadata for query-aware selection (kernels/cpu/pages.c,
+ * kernels/cuda/pages.cu; CUDA page scores take head_dim <= 256) ----
  * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows
  * [p*page, min((p+1)*page, n_tok)). kmin, kmax: (ceil(n_tok/page), head_dim) the
  * per-channel min and max over each page's rows. */
@@ -122,6 +126,39 @@ void kw_ref_page_bounds(const float *k, int n_tok, int head_dim, int page, float
                         float *kmax);
 void kw_ref_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
                         const float *kmax, int n_pages, float *scores);
+
+/* ---- page compaction: the data movement of kw_kvseq_keep (kernels/cpu/pages.c,
+ * kernels/cuda/pages.cu), batched over page tables ----
+ * A pool's pages as bytes. Page g starts at base + g * page_bytes and holds K rows
+ * (P, row_bytes), then V rows (P, row_bytes), then, when scale_bytes is 4, P K scales
+ * and P V scales (f32); its P positions are at pos + g * P (nullable: not moved).
+ * kvpool.h's f32 pages: row_bytes = 4 * head_dim, scale_bytes 0; int8 pages:
+ * row_bytes = head_dim, scale_bytes 4; bf16 device pages: 2 * head_dim, 0. */
+typedef struct kw_page_layout {
+    uint8_t *base;
+    int32_t *pos;       /* nullable */
+    int64_t page_bytes; /* >= 2 * P * (row_bytes + scale_bytes) */
+    int page_tokens;    /* P */
+    int row_bytes;      /* one K or V row */
+    int scale_bytes;    /* 0 or 4 */
+} kw_page_layout;
+/* Table t (of n_tab) stores its token j in slot j % P of page src[src_off[t] + j / P]
+ * and keeps tokens keep[keep_off[t] .. keep_off[t+1]) (strictly increasing). Kept token
+ * i is written to slot i % P of page dst[dst_off[t] + i / P]: K row, V row, scales and
+ * position. Offsets are CSR: keep_off, src_off, dst_off have n_tab + 1 entries, and
+ * table t has dst_off[t+1] - dst_off[t] >= ceil(n_keep / P) destination pages.
+ * dst may be the table's own pages (in place, as kw_kvseq_keep does): each destination
+ * page is either the source page at the same place of the table or a page no table of
+ * the call reads. Slots past the last kept token are left as they were; the pages past
+ * ceil(n_keep / P) are the caller's to free. The CPU checks keep (KW_EINVAL); the CUDA
+ * path skips a bad index instead (checking would synchronize). On the GPU one block
+ * packs one table, so a call should batch every (layer, KV head) table of a step. */
+int kw_k_page_compact(kw_backend bk, void *stream, const kw_page_layout *pool, int n_tab,
+                      const int32_t *keep_off, const int32_t *keep, const int32_t *src_off,
+                      const int32_t *src, const int32_t *dst_off, const int32_t *dst);
+void kw_ref_page_compact(const kw_page_layout *pool, int n_tab, const int32_t *keep_off,
+                         const int32_t *keep, const int32_t *src_off, const int32_t *src,
+                         const int32_t *dst_off, const int32_t *dst);
 
 #ifdef __cplusplus
 }

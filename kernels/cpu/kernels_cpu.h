@@ -30,5 +30,8 @@ int kw_cpu_page_bounds(const float *k, int n_tok, int head_dim, int page, float 
                        float *kmax);
 int kw_cpu_page_scores(const float *q, int n_q, int head_dim, const float *kmin,
                        const float *kmax, int n_pages, float *scores);
+int kw_cpu_page_compact(const kw_page_layout *pool, int n_tab, const int32_t *keep_off,
+                        const int32_t *keep, const int32_t *src_off, const int32_t *src,
+                        const int32_t *dst_off, const int32_t *dst);
 
 #endif

@@ -131,6 +131,27 @@ typedef struct kw_cuda_prefill {
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
 
+/* select.cu: kernels.h "selection" on device pointers. pool1d: max_mode != 0 for the max,
+ * kernel <= 8192. topk: a row holding a NaN gets k indices of -1 (no synchronization). */
+int kw_cuda_window_scores(void *stream, const float *probs, int n_q, int n_head, int len,
+                          int group, int n_key, float *out);
+int kw_cuda_pool1d(void *stream, const float *x, int rows, int n, int kernel, int max_mode,
+                   float *out);
+int kw_cuda_topk(void *stream, const float *x, int rows, int n, int k, int32_t *idx);
+
+/* pages.cu: kernels.h "page metadata" and page compaction on device pointers.
+ * page_scores: head_dim <= 256. page_compact: kw_k_page_compact with the layout's fields
+ * spelled out; kept indices that are out of their table, not increasing, or without a
+ * destination page are skipped (not reported). */
+int kw_cuda_page_bounds(void *stream, const float *k, int n_tok, int head_dim, int page,
+                        float *kmin, float *kmax);
+int kw_cuda_page_scores(void *stream, const float *q, int n_q, int head_dim,
+                        const float *kmin, const float *kmax, int n_pages, float *scores);
+int kw_cuda_page_compact(void *stream, uint8_t *base, int32_t *pos, int64_t page_bytes,
+                         int page_tokens, int row_bytes, int scale_bytes, int n_tab,
+                         const int32_t *keep_off, const int32_t *keep, const int32_t *src_off,
+                         const int32_t *src, const int32_t *dst_off, const int32_t *dst);
+
 #ifdef __cplusplus
 }
 #endif
