@@ -12,75 +12,8 @@
 
 #include "engine_internal.h"
 #include "forward.h"
+#include "kvweave/util.h"
 #include "sampler.h"
-
-typedef struct kw_eseq {
-    kw_seq s;
-    kw_gen_req req;
-    kw_hookstack hs;
-    int32_t *toks;       /* prompt, then generated / forced tokens */
-    int n_toks, max_gen;
-    int n_open; /* hooks whose seq_open succeeded */
-    int64_t claim;
-    kw_gen_result *res;
-    double t_submit, t_admit, t_first, t_last;
-    int64_t mem_samples, pages_sum, kv_sum;
-    double att_sum;
-    int64_t att_steps;
-    struct kw_eseq *next;
-    struct kw_eseq *ref;   /* the full-attention reference branch (req.reference) */
-    struct kw_eseq *owner; /* in a reference branch: the sequence it belongs to */
-    int share_n;           /* share_prefill: prefix tokens to take (0: own prefill) */
-    uint64_t share_hash;   /* of those tokens */
-    struct kw_prefix *lead; /* in a prefix leader: the prefix it computes */
-} kw_eseq;
-
-/* A shared prefix prefill: computed once by a leader sequence without hooks, then
- * kept for the sequences with the same prefix tokens (ARCHITECTURE.md s5, fork). */
-typedef struct kw_prefix {
-    uint64_t hash;
-    int n;
-    int32_t *toks;
-    kw_kvseq *kv;        /* ready: the prefix's KV of every layer */
-    kw_eseq *leader;     /* while it is being computed */
-    int64_t claim;       /* pages the engine counts as claimed for it */
-    uint64_t used;       /* last use (engine step) */
-    struct kw_prefix *next;
-} kw_prefix;
-
-#define KW_PREFIX_KEEP 4 /* ready prefixes kept at most */
-
-struct kw_engine {
-    const kw_model *m;
-    kw_model *owned;
-    kw_model *(*free_model)(kw_model *);
-    kw_engine_opts o;
-    kw_fwd *f;
-    kw_kvpool *pool;
-    pthread_t th;
-    bool th_started, closing;
-    pthread_mutex_t mu;
-    pthread_cond_t cv_work, cv_idle;
-    kw_eseq *q_head, *q_tail;
-    int busy; /* queued + running */
-    kw_eseq *run[KW_FWD_MAX_SEQ];
-    int n_run;
-    int64_t claimed, step;
-    float *logits;
-    int *sidx;
-    float *sp;
-    int64_t tmp_peak;
-    kw_engine_stats st;
-    uint64_t next_id;
-    kw_prefix *prefixes; /* engine thread only */
-};
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 kw_engine_opts kw_engine_defaults(void)
 {
@@ -268,46 +201,6 @@ static int seq_claim(kw_engine *e, kw_eseq *q, kw_error *err)
     return 0;
 }
 
-const char *kw_share_name(int v)
-{
-    switch (v) {
-    case KW_SHARE_OFF: return "off";
-    case KW_SHARE_TAKEN: return "taken";
-    case KW_SHARE_OWN_HOOKS: return "own: a kv method acts before the prompt ends";
-    case KW_SHARE_OWN_SHORT: return "own: the prompt is shorter than the tail and a page";
-    case KW_SHARE_OWN_FAILED: return "own: the shared prefill failed or found no room";
-    }
-    return "?";
-}
-
-static uint64_t toks_hash(const int32_t *t, int n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (int i = 0; i < n; i++) {
-        h ^= (uint32_t)t[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
-/* share_prefill: the prefix q may take, or why it prefills on its own. The tail holds
- * at least obs_window tokens so an observation window lies in q's own last chunk. */
-static void share_plan(kw_engine *e, kw_eseq *q)
-{
-    for (int i = 0; i < q->hs.n; i++)
-        if (!kw_kvhook_tail_only(q->hs.hooks[i])) {
-            q->res->prefill_share = KW_SHARE_OWN_HOOKS;
-            return;
-        }
-    int P = e->o.page_tokens, n = (q->req.n_prompt - e->o.obs_window) / P * P;
-    if (n < P) {
-        q->res->prefill_share = KW_SHARE_OWN_SHORT;
-        return;
-    }
-    q->share_n = n;
-    q->share_hash = toks_hash(q->toks, n);
-}
-
 int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
 {
     const kw_model_config *c = &e->m->cfg;
@@ -417,9 +310,9 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
     q->s.max_new = max_gen;
     q->s.sample = r->sample;
     q->s.seed = r->sampling.seed;
-    q->t_submit = now_s();
+    q->t_submit = kw_now();
     if (r->share_prefill)
-        share_plan(e, q);
+        kw__share_plan(e, q);
     if (q->ref) {
         q->ref->owner = q;
         q->ref->s = q->s;
@@ -443,61 +336,10 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
 
 /* ---- the engine thread ---- */
 
-static void prefix_unlink(kw_engine *e, kw_prefix *p)
-{
-    for (kw_prefix **pp = &e->prefixes; *pp; pp = &(*pp)->next)
-        if (*pp == p) {
-            *pp = p->next;
-            break;
-        }
-    e->claimed -= p->claim;
-    kw_kvseq_free(p->kv);
-    free(p->toks);
-    free(p);
-}
-
-/* Drops the least recently used prefix that is not being computed (nor `keep`);
- * false when there is none. */
-static bool prefix_drop_lru(kw_engine *e, const kw_prefix *keep)
-{
-    kw_prefix *v = NULL;
-    for (kw_prefix *p = e->prefixes; p; p = p->next)
-        if (!p->leader && p != keep && (!v || p->used < v->used))
-            v = p;
-    if (!v)
-        return false;
-    prefix_unlink(e, v);
-    return true;
-}
-
-/* A prefix leader ends: its KV becomes the prefix's (with its claim), or the prefix is
- * marked failed (no kv, no leader) so its followers prefill on their own. */
-static void leader_finish(kw_engine *e, kw_eseq *q, int rc)
-{
-    kw_prefix *p = q->lead;
-    p->leader = NULL;
-    p->used = (uint64_t)e->step;
-    if (rc >= 0 && q->s.kv) {
-        p->kv = q->s.kv;
-        p->claim = q->claim;
-    } else {
-        kw_kvseq_free(q->s.kv);
-        e->claimed -= q->claim;
-    }
-    int ready = 0;
-    for (kw_prefix *x = e->prefixes; x; x = x->next)
-        ready += !x->leader;
-    while (ready-- > KW_PREFIX_KEEP && prefix_drop_lru(e, p))
-        ;
-    kw_gen_result_free(q->res);
-    free(q->toks);
-    free(q);
-}
-
 static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
 {
     if (q->lead) {
-        leader_finish(e, q, rc);
+        kw__leader_finish(e, q, rc);
         return;
     }
     kw_gen_result *r = q->res;
@@ -538,93 +380,6 @@ static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
     pthread_mutex_unlock(&e->mu);
 }
 
-static kw_prefix *prefix_find(kw_engine *e, const kw_eseq *q)
-{
-    for (kw_prefix *p = e->prefixes; p; p = p->next)
-        if (p->hash == q->share_hash && p->n == q->share_n
-            && !memcmp(p->toks, q->toks, sizeof(int32_t) * (size_t)p->n))
-            return p;
-    return NULL;
-}
-
-/* Starts computing q's prefix: a leader sequence of the prefix tokens, without hooks,
- * generating nothing, straight into the running batch. NULL when it cannot start now
- * (no batch slot or pages) or on out of memory. */
-static kw_prefix *prefix_start(kw_engine *e, kw_eseq *q, int slots)
-{
-    int64_t total = kw_kvpool_options(e->pool)->n_pages;
-    int64_t claim = kw_kvpool_pages_for(e->pool, q->share_n);
-    if (slots + 1 > e->o.max_batch)
-        return NULL;
-    while (e->claimed + claim > total && prefix_drop_lru(e, NULL))
-        ;
-    if (e->claimed + claim > total)
-        return NULL;
-    kw_prefix *p = calloc(1, sizeof *p);
-    kw_eseq *l = calloc(1, sizeof *l);
-    if (p)
-        p->toks = malloc(sizeof(int32_t) * (size_t)q->share_n);
-    if (l) {
-        l->toks = malloc(sizeof(int32_t) * ((size_t)q->share_n + 1));
-        l->res = calloc(1, sizeof *l->res);
-        l->s.kv = kw_kvseq_new(e->pool);
-    }
-    if (!p || !p->toks || !l || !l->toks || !l->res || !l->s.kv) {
-        if (p)
-            free(p->toks);
-        if (l) {
-            free(l->toks);
-            kw_gen_result_free(l->res);
-            kw_kvseq_free(l->s.kv);
-        }
-        free(p);
-        free(l);
-        return NULL;
-    }
-    memcpy(p->toks, q->toks, sizeof(int32_t) * (size_t)q->share_n);
-    memcpy(l->toks, q->toks, sizeof(int32_t) * (size_t)q->share_n);
-    p->n = l->n_toks = l->req.n_prompt = l->s.n_prompt = l->res->n_prompt = q->share_n;
-    p->hash = q->share_hash;
-    p->leader = l;
-    l->lead = p;
-    l->claim = claim;
-    l->s.sample = q->s.sample;
-    l->t_submit = l->t_admit = now_s();
-    e->claimed += claim;
-    p->next = e->prefixes;
-    e->prefixes = p;
-    pthread_mutex_lock(&e->mu);
-    l->s.id = ++e->next_id;
-    e->st.prefix_prefills++;
-    pthread_mutex_unlock(&e->mu);
-    e->run[e->n_run++] = l;
-    return p;
-}
-
-/* q (and an own-prefill reference branch) starts from the prefix's KV, shared page by
- * page; q then computes only its tail. */
-static int take_prefix(kw_engine *e, kw_eseq *q, kw_prefix *p)
-{
-    bool own_ref = q->ref && q->req.reference == KW_REF_OWN;
-    for (int l = 0; l < e->m->cfg.n_layer; l++) {
-        int rc = kw_kvseq_share_layer(q->s.kv, p->kv, l);
-        if (rc == 0 && own_ref)
-            rc = kw_kvseq_share_layer(q->ref->s.kv, p->kv, l);
-        if (rc < 0)
-            return rc;
-    }
-    q->s.n_past = p->n;
-    if (own_ref)
-        q->ref->s.n_past = p->n;
-    q->res->prefill_share = KW_SHARE_TAKEN;
-    q->res->prefill_shared_tokens = p->n;
-    p->used = (uint64_t)e->step;
-    pthread_mutex_lock(&e->mu);
-    e->st.prefill_shared_tokens += p->n;
-    pthread_mutex_unlock(&e->mu);
-    return 0;
-}
-
 /* Moves queued sequences into the running batch while the pool can hold their claims;
  * first come, first served (a large head waits rather than being overtaken). A head
  * that shares a prefix waits while its leader computes it (the leader is started here
@@ -644,13 +399,13 @@ static void admit(kw_engine *e)
             return;
         kw_prefix *px = NULL;
         if (q->share_n > 0) {
-            px = prefix_find(e, q);
+            px = kw__prefix_find(e, q);
             if (px && !px->leader && !px->kv) { /* its computation failed */
                 q->share_n = 0;
                 q->res->prefill_share = KW_SHARE_OWN_FAILED;
                 px = NULL;
             } else if (!px) {
-                if (prefix_start(e, q, slots))
+                if (kw__prefix_start(e, q, slots))
                     return; /* the head waits for its leader */
                 if (e->n_run > 0)
                     return; /* room comes when a running sequence ends */
@@ -662,7 +417,7 @@ static void admit(kw_engine *e)
         }
         if (slots + 1 + (q->ref != NULL) > e->o.max_batch)
             return;
-        while (e->claimed + q->claim > total && prefix_drop_lru(e, px))
+        while (e->claimed + q->claim > total && kw__prefix_drop_lru(e, px))
             ;
         if (e->claimed + q->claim > total)
             return;
@@ -673,14 +428,14 @@ static void admit(kw_engine *e)
         pthread_mutex_unlock(&e->mu);
         q->next = NULL;
         e->claimed += q->claim;
-        q->t_admit = now_s();
+        q->t_admit = kw_now();
         q->res->queue_s = q->t_admit - q->t_submit;
         q->s.kv = kw_kvseq_new(e->pool);
         int rc = q->s.kv ? 0 : KW_ENOMEM;
         if (rc == 0 && q->ref && !(q->ref->s.kv = kw_kvseq_new(e->pool)))
             rc = KW_ENOMEM;
         if (rc == 0 && px)
-            rc = take_prefix(e, q, px);
+            rc = kw__take_prefix(e, q, px);
         for (int i = 0; rc == 0 && i < q->hs.n; i++) {
             if (q->hs.hooks[i]->seq_open)
                 rc = q->hs.hooks[i]->seq_open(q->hs.states[i], &q->s, i);
@@ -713,7 +468,7 @@ static bool take_token(kw_engine *e, kw_eseq *q, const float *lg)
     r->tokens[g] = tok;
     r->n_gen = g + 1;
     q->toks[q->n_toks++] = tok;
-    double t = now_s();
+    double t = kw_now();
     if (g == 0) {
         q->t_first = t;
         r->ttft_s = t - q->t_submit;
@@ -861,7 +616,7 @@ static void run_step(kw_engine *e, stepbuf *b)
                       .n_logits = nl, .logits = e->logits, .step = e->step++,
                       .obs_window = e->o.obs_window, .twins = b->twin};
     kw_error err = {0};
-    double t0 = now_s();
+    double t0 = kw_now();
     int rc = kw__fwd_run(e->f, e->pool, &st, &err);
     kw_kvmem_stats ms;
     kw_kvpool_stats(e->pool, &ms);
@@ -893,7 +648,7 @@ static void run_step(kw_engine *e, stepbuf *b)
     }
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
-    e->st.busy_s += now_s() - t0;
+    e->st.busy_s += kw_now() - t0;
     for (int j = 0; j < k; j++)
         *(b->prefill[j] ? &e->st.prefill_tokens : &e->st.decode_tokens) += b->n[j];
     e->st.pages_peak = ms.pages_used > e->st.pages_peak ? ms.pages_used : e->st.pages_peak;
