@@ -14,7 +14,7 @@ static const struct {
     const char *name, *what;
 } known[] = {
     {"cpu", "CPU engine prefill / decode tokens per second beside the sgemm and memory "
-            "bandwidth floors (args: MODEL.gguf)"},
+            "bandwidth floors (args: [--model SPEC] [--quick] [--threads N])"},
     {"dequant", "GGUF dequantization throughput"},
     {"cuda_attn", "decode attention over views on the GPU beside the copy bandwidth "
                   "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
