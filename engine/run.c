@@ -111,10 +111,21 @@ static void finish_sample(kw_exec *x, ksample *s)
 static void dispatch(kw_exec *x, int si, ksample *s);
 
 /* Stage si of sample s is over (ran, failed or skipped): wake its consumers. */
+typedef struct finish_job {
+    kw_exec *x;
+    ksample *s;
+} finish_job;
+
+static void run_finish_job(void *p)
+{
+    finish_job *j = p;
+    finish_sample(j->x, j->s);
+    free(j);
+}
+
 static void stage_over(kw_exec *x, int si, ksample *s)
 {
-    int ready[64];
-    int *rd = x->n_cons[si] <= 64 ? ready : malloc(sizeof(int) * (size_t)x->n_cons[si]);
+    int rd[KW_PIPELINE_MAX_STAGES]; /* consumers made ready here (a stage has fewer) */
     int nr = 0;
     bool last;
     pthread_mutex_lock(&x->mu);
@@ -129,10 +140,17 @@ static void stage_over(kw_exec *x, int si, ksample *s)
     pthread_mutex_unlock(&x->mu);
     for (int k = 0; k < nr; k++)
         dispatch(x, rd[k], s);
-    if (rd != ready)
-        free(rd);
-    if (last)
+    if (!last)
+        return;
+    /* Recording (SQLite) goes to the io lane: the last task of a sample is often a
+     * decode completing on the device engine's thread, which must not wait on it. */
+    finish_job *j = malloc(sizeof *j);
+    if (j)
+        *j = (finish_job){x, s};
+    if (!j || kw_lanes_post(x->lanes, KW_LI_IO, run_finish_job, j) < 0) {
+        free(j);
         finish_sample(x, s);
+    }
 }
 
 static void task_done(kw_task *t, int rc)
