@@ -26,8 +26,7 @@ struct kw_kvpool {
     int32_t *tmp_pos;
     int64_t tmp_used;
     int64_t table_bytes;
-    void (*copy)(void *ud, int32_t dst, int32_t src);
-    void *copy_ud;
+    kw_kvpool_device dev; /* device_pages pools */
 };
 
 struct kw_kvseq {
@@ -211,8 +210,8 @@ static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
         return KW_ELIMIT;
     if (p->arena)
         memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_bytes);
-    else if (p->copy)
-        p->copy(p->copy_ud, ng, g);
+    else if (p->dev.copy)
+        p->dev.copy(p->dev.ud, ng, g);
     memcpy(page_pos(p, ng), page_pos(p, g), (size_t)p->P * sizeof(int32_t));
     page_unref(p, g);
     t->pages[pi] = ng;
@@ -367,11 +366,9 @@ int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
     return append(s, layer, NULL, NULL, pos, n_tok, slots);
 }
 
-void kw_kvpool_set_copy(kw_kvpool *p, void (*copy)(void *ud, int32_t dst, int32_t src),
-                        void *ud)
+void kw_kvpool_set_device(kw_kvpool *p, const kw_kvpool_device *d)
 {
-    p->copy = copy;
-    p->copy_ud = ud;
+    p->dev = d ? *d : (kw_kvpool_device){0};
 }
 
 static const kw_ptab *tab_c(const kw_kvseq *s, int layer, int kvh)
@@ -421,7 +418,7 @@ int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, f
     if (!t || j < 0 || j >= t->n_tok)
         return KW_EINVAL;
     kw_kvpool *p = s->p;
-    if ((k || v) && !p->arena)
+    if ((k || v) && !p->arena && !p->dev.read)
         return KW_ENOSYS;
     kw_kvmem m = kw_kvpool_mem(p);
     int32_t g = t->pages[j / p->P];
@@ -430,6 +427,12 @@ int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, f
         float *dst = w ? v : k;
         if (!dst)
             continue;
+        if (!p->arena) {
+            int rc = p->dev.read(p->dev.ud, g, slot, 1, w, dst);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
         const float *r = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot, w, dst);
         if (r != dst)
             memcpy(dst, r, (size_t)p->hd * sizeof(float));
@@ -439,6 +442,65 @@ int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, f
     return 0;
 }
 
+int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int which,
+                      float *out)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    if (!t || j0 < 0 || n < 0 || j0 + n > t->n_tok || (which != 0 && which != 1))
+        return KW_EINVAL;
+    kw_kvpool *p = s->p;
+    if (!p->arena && !p->dev.read)
+        return KW_ENOSYS;
+    kw_kvmem m = kw_kvpool_mem(p);
+    int P = p->P;
+    for (int j = j0; j < j0 + n;) {
+        int32_t g = t->pages[j / P];
+        int slot = j % P, cnt = P - slot < j0 + n - j ? P - slot : j0 + n - j;
+        float *o = out + (int64_t)(j - j0) * p->hd;
+        if (!p->arena) {
+            int rc = p->dev.read(p->dev.ud, g, slot, cnt, which, o);
+            if (rc < 0)
+                return rc;
+        } else
+            for (int r = 0; r < cnt; r++) {
+                const float *x = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot + r, which,
+                                              o + (int64_t)r * p->hd);
+                if (x != o + (int64_t)r * p->hd)
+                    memcpy(o + (int64_t)r * p->hd, x, (size_t)p->hd * sizeof(float));
+            }
+        j += cnt;
+    }
+    return 0;
+}
+
+/* kw_kvseq_keep on a device_pages pool: positions move here, payloads through the
+ * device's compact, given the table's pages before and after copy-on-write. */
+static int keep_device(kw_kvpool *p, kw_ptab *t, const int32_t *keep, int n_keep)
+{
+    int P = p->P, np = (n_keep + P - 1) / P, first = n_keep;
+    for (int i = 0; i < n_keep && first == n_keep; i++)
+        if (keep[i] != i)
+            first = i;
+    if (first == n_keep) /* a prefix: nothing moves */
+        return 0;
+    int32_t *src = malloc((size_t)t->n_pages * sizeof *src);
+    if (!src)
+        return KW_ENOMEM;
+    memcpy(src, t->pages, (size_t)t->n_pages * sizeof *src);
+    int rc = 0;
+    for (int pi = first / P; pi < np && rc == 0; pi++)
+        rc = own_page(p, t, pi);
+    if (rc == 0) {
+        /* positions of the kept tokens, read from the pages as they were; packing forward
+         * never overwrites one still to be read (keep[i] >= i) */
+        for (int i = first; i < n_keep; i++)
+            page_pos(p, t->pages[i / P])[i % P] = page_pos(p, src[keep[i] / P])[keep[i] % P];
+        rc = p->dev.compact(p->dev.ud, keep, n_keep, src, t->n_pages, t->pages, np);
+    }
+    free(src);
+    return rc;
+}
+
 int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep)
 {
     kw_kvpool *p = s->p;
@@ -446,13 +508,18 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         return KW_EINVAL;
     kw_ptab *t = &s->t[layer * p->n_kv + kvh];
     int P = p->P;
-    if (!p->arena)
-        return KW_ENOSYS; /* compaction moves payloads: not on device pages */
+    if (!p->arena && !p->dev.compact)
+        return KW_ENOSYS; /* compaction moves payloads the pool does not hold */
     for (int i = 0; i < n_keep; i++)
         if (keep[i] < 0 || keep[i] >= t->n_tok || (i && keep[i] <= keep[i - 1]))
             return KW_EINVAL;
+    if (!p->arena) {
+        int rc = keep_device(p, t, keep, n_keep);
+        if (rc < 0)
+            return rc;
+    }
     /* keep[i] >= i, so packing forward never overwrites a token still to be read */
-    for (int i = 0; i < n_keep; i++) {
+    for (int i = 0; p->arena && i < n_keep; i++) {
         int src = keep[i];
         if (src == i)
             continue;

@@ -309,6 +309,160 @@ static void test_kvpool_int8_pages_round_trip(void **state)
     kw_kvpool_free(p);
 }
 
+
+/* ---- device_pages pools: the pool's side of kw_kvpool_device, against an arena pool ----
+ * The "device" is a host mirror with the pool's page layout; its compact is a plain
+ * gather (every kept token read from the pages as they were, then written). */
+typedef struct mirror {
+    float *kv;     /* (n_pages, 2, P, hd) */
+    int32_t *pos;  /* (n_pages, P) */
+    int P, hd, n_compact;
+} mirror;
+
+static void mir_copy(void *ud, int32_t dst, int32_t src)
+{
+    mirror *m = ud;
+    memcpy(m->kv + (size_t)dst * 2 * m->P * m->hd, m->kv + (size_t)src * 2 * m->P * m->hd,
+           sizeof(float) * 2 * m->P * m->hd);
+    memcpy(m->pos + (size_t)dst * m->P, m->pos + (size_t)src * m->P, sizeof(int32_t) * m->P);
+}
+
+static int mir_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
+                       const int32_t *dst, int n_dst)
+{
+    mirror *m = ud;
+    int P = m->P, hd = m->hd;
+    assert_true(n_dst == (n_keep + P - 1) / P);
+    float *tmp = malloc(sizeof(float) * 2 * hd * (n_keep ? n_keep : 1));
+    int32_t *tp = malloc(sizeof(int32_t) * (n_keep ? n_keep : 1));
+    for (int i = 0; i < n_keep; i++) {
+        assert_true(keep[i] / P < n_src);
+        int32_t g = src[keep[i] / P];
+        int sl = keep[i] % P;
+        for (int w = 0; w < 2; w++)
+            memcpy(tmp + ((size_t)i * 2 + w) * hd, m->kv + (((size_t)g * 2 + w) * P + sl) * hd,
+                   sizeof(float) * hd);
+        tp[i] = m->pos[(size_t)g * P + sl];
+    }
+    for (int i = 0; i < n_keep; i++) {
+        int32_t g = dst[i / P];
+        int sl = i % P;
+        for (int w = 0; w < 2; w++)
+            memcpy(m->kv + (((size_t)g * 2 + w) * P + sl) * hd, tmp + ((size_t)i * 2 + w) * hd,
+                   sizeof(float) * hd);
+        m->pos[(size_t)g * P + sl] = tp[i];
+    }
+    free(tmp), free(tp);
+    m->n_compact++;
+    return 0;
+}
+
+static int mir_read(void *ud, int32_t page, int first, int n, int which, float *out)
+{
+    mirror *m = ud;
+    memcpy(out, m->kv + (((size_t)page * 2 + which) * m->P + first) * m->hd,
+           sizeof(float) * (size_t)n * m->hd);
+    return 0;
+}
+
+/* Appends tokens [p0, p0 + n) to a device_pages sequence, writing the mirror. */
+static void mir_append(kw_kvseq *s, mirror *m, const kw_model_config *c, int p0, int n)
+{
+    float k[64 * 2 * 8], v[64 * 2 * 8];
+    int32_t pos[64], slots[64 * 2];
+    for (int l = 0; l < c->n_layer; l++) {
+        fill(c, l, p0, n, k, v, pos);
+        assert_int_equal(kw_kvseq_append_slots(s, l, pos, n, slots), 0);
+        for (int t = 0; t < n; t++)
+            for (int h = 0; h < c->n_head_kv; h++) {
+                int32_t sl = slots[t * c->n_head_kv + h], g = sl / m->P;
+                memcpy(m->kv + ((size_t)g * 2 * m->P + sl % m->P) * m->hd,
+                       k + (t * c->n_head_kv + h) * c->head_dim, sizeof(float) * m->hd);
+                memcpy(m->kv + ((size_t)g * 2 * m->P + m->P + sl % m->P) * m->hd,
+                       v + (t * c->n_head_kv + h) * c->head_dim, sizeof(float) * m->hd);
+                m->pos[sl] = pos[t];
+            }
+    }
+}
+
+static void test_kvpool_device_pages_keep_and_read(void **state)
+{
+    (void)state;
+    kw_model_config c = small_cfg();
+    kw_error err = {0};
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 256;
+    kw_kvpool *ref, *dev;
+    assert_int_equal(kw_kvpool_new(&c, &o, &ref, &err), 0);
+    o.device_pages = true;
+    assert_int_equal(kw_kvpool_new(&c, &o, &dev, &err), 0);
+    mirror m = {.kv = calloc((size_t)o.n_pages * 2 * 4 * 8, sizeof(float)),
+                .pos = calloc((size_t)o.n_pages * 4, sizeof(int32_t)), .P = 4, .hd = 8};
+    kw_kvseq *rs = kw_kvseq_new(ref), *ds = kw_kvseq_new(dev);
+    float k[8], v[8], rows[40 * 8];
+    /* without the callbacks a device pool cannot move or read payloads */
+    assert_int_equal(kw_kvseq_keep(ds, 0, 0, (int32_t[]){0}, 1), KW_ENOSYS);
+    kw_kvpool_set_device(dev, &(kw_kvpool_device){.ud = &m, .copy = mir_copy,
+                                                  .compact = mir_compact, .read = mir_read});
+    append(rs, &c, 0, 37);
+    mir_append(ds, &m, &c, 0, 37);
+    /* a fork shares the pages: compaction of one side must copy before writing */
+    kw_kvseq *rf = kw_kvseq_fork(rs), *df = kw_kvseq_fork(ds);
+    assert_non_null(rf);
+    assert_non_null(df);
+    uint64_t x = 7;
+    for (int round = 0; round < 3; round++)
+        for (int l = 0; l < c.n_layer; l++)
+            for (int h = 0; h < c.n_head_kv; h++) {
+                int n = kw_kvseq_len(rs, l, h), nk = 0;
+                int32_t keep[64];
+                for (int j = 0; j < n; j++) {
+                    x = x * 6364136223846793005ull + 1442695040888963407ull;
+                    if ((x >> 33) % 3 != 0 || j == n - 1)
+                        keep[nk++] = j;
+                }
+                assert_int_equal(kw_kvseq_keep(rs, l, h, keep, nk), 0);
+                assert_int_equal(kw_kvseq_keep(ds, l, h, keep, nk), 0);
+            }
+    assert_true(m.n_compact > 0);
+    assert_int_equal(kw_kvseq_pages_held(ds), kw_kvseq_pages_held(rs));
+    assert_int_equal(kw_kvpool_free_pages(dev), kw_kvpool_free_pages(ref));
+    for (int l = 0; l < c.n_layer; l++)
+        for (int h = 0; h < c.n_head_kv; h++) {
+            int n = kw_kvseq_len(rs, l, h);
+            assert_int_equal(kw_kvseq_len(ds, l, h), n);
+            for (int j = 0; j < n; j++) {
+                const float *rk, *rv;
+                int32_t rp, dp;
+                assert_int_equal(kw_kvseq_token(rs, l, h, j, &rk, &rv, &rp), 0);
+                assert_int_equal(kw_kvseq_token_f32(ds, l, h, j, k, v, &dp), 0);
+                assert_int_equal(dp, rp);
+                assert_memory_equal(k, rk, sizeof k);
+                assert_memory_equal(v, rv, sizeof v);
+            }
+            /* the bulk read equals token by token, across page boundaries */
+            assert_int_equal(kw_kvseq_rows_f32(ds, l, h, 1, n - 1, 1, rows), 0);
+            for (int j = 1; j < n; j++) {
+                assert_int_equal(kw_kvseq_token_f32(ds, l, h, j, NULL, v, NULL), 0);
+                assert_memory_equal(rows + (size_t)(j - 1) * 8, v, sizeof v);
+            }
+            assert_int_equal(kw_kvseq_rows_f32(ds, l, h, 0, n + 1, 0, rows), KW_EINVAL);
+        }
+    /* the fork still holds its 37 tokens, untouched */
+    for (int l = 0; l < c.n_layer; l++)
+        for (int h = 0; h < c.n_head_kv; h++)
+            for (int j = 0; j < 37; j++) {
+                int32_t dp;
+                assert_int_equal(kw_kvseq_token_f32(df, l, h, j, k, NULL, &dp), 0);
+                assert_int_equal(dp, j);
+                assert_true(k[3] == val(l, h, j, 3, 0));
+            }
+    kw_kvseq_free(rf), kw_kvseq_free(df), kw_kvseq_free(rs), kw_kvseq_free(ds);
+    kw_kvpool_free(ref), kw_kvpool_free(dev);
+    free(m.kv), free(m.pos);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_kvpool_keep_frees_pages),
         cmocka_unit_test(test_view_dense_and_tokens),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),
+        cmocka_unit_test(test_kvpool_device_pages_keep_and_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

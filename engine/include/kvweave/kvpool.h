@@ -55,8 +55,8 @@ typedef struct kw_kvpool_opts {
     bool pre_rope;     /* K stored before RoPE; rotated at read */
     bool device_pages; /* page payloads live outside the pool (a device arena with the same
                           page numbering): the pool keeps page tables, reference counts and
-                          positions; writes go through kw_kvseq_append_slots and page copies
-                          through the copy callback; host reads of K/V answer KW_ENOSYS */
+                          positions; writes go through kw_kvseq_append_slots, page copies,
+                          compaction and host reads through kw_kvpool_set_device */
 } kw_kvpool_opts;
 
 typedef struct kw_kvpool kw_kvpool;
@@ -136,10 +136,25 @@ int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
  * slots[i * n_kv + h]; the caller writes K and V there. Positions are kept on the host. */
 int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
                           int32_t *slots);
-/* device_pages pools: called for each copy-on-write page copy (dst <- src, payload and
- * positions) before the page is written, in the order the pool makes them. */
-void kw_kvpool_set_copy(kw_kvpool *p, void (*copy)(void *ud, int32_t dst, int32_t src),
-                        void *ud);
+/* device_pages pools: how the pool reaches the payloads it does not hold. Every call
+ * is made in the order the pool needs it (a device queues them on one stream):
+ *  copy    copy-on-write of a whole page (dst <- src: payload and positions), before the
+ *          page is written;
+ *  compact kw_kvseq_keep's data movement for one table: kept token i comes from token
+ *          keep[i] of the table's pages src[0..n_src) (as they were) and goes to slot
+ *          i % P of dst[i / P] (the table's pages after copy-on-write; n_dst of them);
+ *          kept tokens with keep[i] == i may be left in place; returns 0 or a status;
+ *  read    n rows of K (which 0) or V (1) from slots [first, first + n) of one page,
+ *          as f32 into out (n, head_dim); returns 0 or a status.
+ * A NULL compact or read makes kw_kvseq_keep or the host reads answer KW_ENOSYS. */
+typedef struct kw_kvpool_device {
+    void *ud;
+    void (*copy)(void *ud, int32_t dst, int32_t src);
+    int (*compact)(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
+                   const int32_t *dst, int n_dst);
+    int (*read)(void *ud, int32_t page, int first, int n, int which, float *out);
+} kw_kvpool_device;
+void kw_kvpool_set_device(kw_kvpool *p, const kw_kvpool_device *d);
 /* Tokens stored in (layer, kv head). */
 int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh);
 /* Pages of one table (transfer none); *n gets the count. */
@@ -148,9 +163,14 @@ const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n);
  * int8 pool k and v must be NULL (KW_ENOSYS otherwise): use kw_kvseq_token_f32. */
 int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k,
                    const float **v, int32_t *pos);
-/* Token j of (layer, kvh) as f32 copies (k, v: head_dim floats each, nullable). */
+/* Token j of (layer, kvh) as f32 copies (k, v: head_dim floats each, nullable); on a
+ * device_pages pool through the device's read. */
 int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
                        int32_t *pos);
+/* K (which 0) or V (1) rows of tokens [j0, j0 + n) of (layer, kvh) as f32 into out
+ * (n, head_dim): the bulk form of kw_kvseq_token_f32 (one device read per page). */
+int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int which,
+                      float *out);
 /* Keeps tokens keep[0..n_keep) (strictly increasing indices) of (layer, kvh), packs
  * them and frees the pages left over: the EVICT primitive. */
 int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep);
