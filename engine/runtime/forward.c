@@ -13,6 +13,7 @@
 
 #include "forward.h"
 #include "forward_cuda.h"
+#include "hookcall.h"
 #include "kernels.h"
 
 typedef struct kw_lw {
@@ -224,165 +225,14 @@ kw_fwd *kw__fwd_free(kw_fwd *f)
     return NULL;
 }
 
-/* ---- hook dispatch ---- */
-
-/* The sequences of the step that share one hook instance at one stack index. */
-typedef struct hgroup {
-    const kw_kvhook *h;
-    void *st;
-    int idx, n;
-    int si[KW_FWD_MAX_SEQ];
-    kw_seq *seqs[KW_FWD_MAX_SEQ];
-    int first[KW_FWD_MAX_SEQ], ntok[KW_FWD_MAX_SEQ];
-    bool pre[KW_FWD_MAX_SEQ], last[KW_FWD_MAX_SEQ];
-    kw_view *views[KW_FWD_MAX_SEQ];
-    const float *probs[KW_FWD_MAX_SEQ];
-    int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
-    const float *sprobs[KW_FWD_MAX_SEQ];
-    int slen[KW_FWD_MAX_SEQ];
-    kw_batch b;
-} hgroup;
+/* ---- hook dispatch (hookcall.c) ---- */
 
 typedef struct stepctx {
     kw_fwd *f;
     kw_kvpool *pool;
     kw_fwd_step *s;
-    hgroup *g;
-    int n_g;
-    uint32_t needs;
-    float *probs[KW_FWD_MAX_SEQ];
-    int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
-    bool want_obs[KW_FWD_MAX_SEQ];
-    float *sprobs[KW_FWD_MAX_SEQ]; /* KW_NEED_STEP_PROBS: (n_head, slen) per sequence */
-    int slen[KW_FWD_MAX_SEQ];
-    bool want_step[KW_FWD_MAX_SEQ];
+    kw_hookcall hc;
 } stepctx;
-
-static int build_groups(stepctx *c)
-{
-    kw_fwd_step *s = c->s;
-    c->g = calloc((size_t)s->n_seq * KW_MAX_HOOKS + 1, sizeof *c->g);
-    if (!c->g)
-        return KW_ENOMEM;
-    for (int idx = 0; idx < KW_MAX_HOOKS; idx++)
-        for (int i = 0; i < s->n_seq; i++) {
-            const kw_hookstack *hs = s->stacks ? s->stacks[i] : NULL;
-            if (!hs || idx >= hs->n)
-                continue;
-            if (hs->hooks[idx]->needs & KW_NEED_OBS_PROBS && s->last_chunk[i])
-                c->want_obs[i] = true;
-            if (hs->hooks[idx]->needs & KW_NEED_STEP_PROBS)
-                c->want_step[i] = true;
-            c->needs |= hs->hooks[idx]->needs;
-            hgroup *g = NULL;
-            for (int k = 0; k < c->n_g && !g; k++)
-                if (c->g[k].idx == idx && c->g[k].h == hs->hooks[idx]
-                    && c->g[k].st == hs->states[idx])
-                    g = &c->g[k];
-            if (!g) {
-                g = &c->g[c->n_g++];
-                g->h = hs->hooks[idx];
-                g->st = hs->states[idx];
-                g->idx = idx;
-            }
-            int j = g->n++;
-            g->si[j] = i;
-            g->seqs[j] = s->seqs[i];
-            g->first[j] = s->tok_first[i];
-            g->ntok[j] = s->tok_n[i];
-            g->pre[j] = s->prefill[i];
-            g->last[j] = s->last_chunk[i];
-            g->views[j] = c->f->views[i];
-        }
-    for (int k = 0; k < c->n_g; k++) {
-        hgroup *g = &c->g[k];
-        g->b = (kw_batch){.n_seq = g->n, .seqs = g->seqs, .tok_first = g->first,
-                          .tok_n = g->ntok, .pos = s->pos, .prefill = g->pre,
-                          .last_chunk = g->last};
-    }
-    return 0;
-}
-
-static void group_fail(stepctx *c, const hgroup *g, int rc)
-{
-    for (int j = 0; j < g->n; j++)
-        if (c->s->seq_rc[g->si[j]] == 0)
-            c->s->seq_rc[g->si[j]] = rc;
-}
-
-enum { CALL_ON_KV, CALL_SELECT, CALL_MATERIALIZE, CALL_AFTER_ATTN, CALL_PREFILL_END };
-
-static void call_hooks(stepctx *c, int layer, int which, const kw_attn_stats *stats)
-{
-    kw_fwd *f = c->f;
-    for (int k = 0; k < c->n_g; k++) {
-        hgroup *g = &c->g[k];
-        kw_lctx lc = {.layer = layer, .hook_index = g->idx, .cfg = &f->cfg, .pool = c->pool,
-                      .obs_window = c->s->obs_window};
-        int rc = 0;
-        switch (which) {
-        case CALL_ON_KV:
-            if (g->h->on_kv)
-                rc = g->h->on_kv(g->st, &lc, &g->b, f->k, f->v);
-            break;
-        case CALL_SELECT:
-            if (g->h->select)
-                rc = g->h->select(g->st, &lc, &g->b, f->q, g->views);
-            break;
-        case CALL_MATERIALIZE:
-            if (g->h->materialize)
-                rc = g->h->materialize(g->st, &lc, &g->b, g->views);
-            break;
-        case CALL_AFTER_ATTN:
-            if (g->h->after_attn) {
-                for (int j = 0; j < g->n; j++) {
-                    g->probs[j] = c->probs[g->si[j]];
-                    g->obs_n[j] = c->obs_n[g->si[j]];
-                    g->obs_len[j] = c->obs_len[g->si[j]];
-                    g->sprobs[j] = c->sprobs[g->si[j]];
-                    g->slen[j] = c->slen[g->si[j]];
-                }
-                kw_attn_stats a = *stats;
-                a.probs = g->probs;
-                a.obs_n = g->obs_n;
-                a.obs_len = g->obs_len;
-                a.views = (const kw_view *const *)g->views;
-                a.step_probs = g->sprobs;
-                a.step_len = g->slen;
-                rc = g->h->after_attn(g->st, &lc, &g->b, &a);
-            }
-            break;
-        case CALL_PREFILL_END: {
-            if (!g->h->on_prefill_end)
-                break;
-            hgroup sub = *g;
-            sub.n = 0;
-            for (int j = 0; j < g->n; j++)
-                if (g->last[j]) {
-                    sub.si[sub.n] = g->si[j];
-                    sub.seqs[sub.n] = g->seqs[j];
-                    sub.first[sub.n] = g->first[j];
-                    sub.ntok[sub.n] = g->ntok[j];
-                    sub.pre[sub.n] = g->pre[j];
-                    sub.last[sub.n] = true;
-                    sub.n++;
-                }
-            if (sub.n == 0)
-                break;
-            sub.b = (kw_batch){.n_seq = sub.n, .seqs = sub.seqs, .tok_first = sub.first,
-                               .tok_n = sub.ntok, .pos = c->s->pos, .prefill = sub.pre,
-                               .last_chunk = sub.last};
-            rc = g->h->on_prefill_end(g->st, &lc, &sub.b);
-            if (rc < 0)
-                group_fail(c, &sub, rc);
-            rc = 0;
-            break;
-        }
-        }
-        if (rc < 0)
-            group_fail(c, g, rc);
-    }
-}
 
 /* Probabilities of the last obs_n queries of sequence i over its view rows, from the
  * LSE the attention kernel returned. */
@@ -398,12 +248,12 @@ static int obs_probs(stepctx *c, int i)
         int rl = kw_view_row_tokens(w, r);
         len = rl > len ? rl : len;
     }
-    free(c->probs[i]);
-    c->probs[i] = calloc((size_t)n * H * (len ? len : 1), sizeof(float));
-    if (!c->probs[i])
+    free(c->hc.probs[i]);
+    c->hc.probs[i] = calloc((size_t)n * H * (len ? len : 1), sizeof(float));
+    if (!c->hc.probs[i])
         return KW_ENOMEM;
-    c->obs_n[i] = n;
-    c->obs_len[i] = len;
+    c->hc.obs_n[i] = n;
+    c->hc.obs_len[i] = len;
     float scale = 1.f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int qi = 0; qi < n; qi++)
@@ -413,7 +263,7 @@ static int obs_probs(stepctx *c, int i)
             float lse = f->lse[(int64_t)t * H + h], kb[512];
             if (hd > 512)
                 continue;
-            float *out = c->probs[i] + ((int64_t)qi * H + h) * len;
+            float *out = c->hc.probs[i] + ((int64_t)qi * H + h) * len;
             int col = 0;
             for (int sp = w->row_ptr[r]; sp < w->row_ptr[r + 1]; sp++) {
                 const kw_span *s = &w->spans[sp];
@@ -457,11 +307,11 @@ static int step_probs(stepctx *c, int i)
         int rl = kw_view_row_tokens(w, r);
         len = rl > len ? rl : len;
     }
-    free(c->sprobs[i]);
-    c->sprobs[i] = calloc((size_t)H * (len ? len : 1), sizeof(float));
-    if (!c->sprobs[i])
+    free(c->hc.sprobs[i]);
+    c->hc.sprobs[i] = calloc((size_t)H * (len ? len : 1), sizeof(float));
+    if (!c->hc.sprobs[i])
         return KW_ENOMEM;
-    c->slen[i] = len;
+    c->hc.slen[i] = len;
     int t0 = c->s->tok_first[i], nq = c->s->tok_n[i];
     int32_t p0 = c->s->pos[t0];
     float scale = 1.f / sqrtf((float)hd);
@@ -469,7 +319,7 @@ static int step_probs(stepctx *c, int i)
     for (int h = 0; h < H; h++) {
         int r = w->per_qhead ? h : h / g, col = 0;
         float kb[512];
-        float *out = c->sprobs[i] + (int64_t)h * len;
+        float *out = c->hc.sprobs[i] + (int64_t)h * len;
         for (int sp = w->row_ptr[r]; sp < w->row_ptr[r + 1]; sp++) {
             const kw_span *s = &w->spans[sp];
             const int32_t *pp = mem.pos[s->pool] + (int64_t)s->page * P;
@@ -514,13 +364,13 @@ static int attention(stepctx *c, int layer, int n_tok)
     for (int i = 0; i < s->n_seq; i++)
         if ((rc = kw_view_dense(f->views[i], s->seqs[i]->kv, layer, false)) < 0)
             return rc;
-    call_hooks(c, layer, CALL_SELECT, NULL);
-    call_hooks(c, layer, CALL_MATERIALIZE, NULL);
+    kw__hooks_call(&c->hc, layer, KW_HC_SELECT, f->q, NULL, NULL, NULL);
+    kw__hooks_call(&c->hc, layer, KW_HC_MATERIALIZE, NULL, NULL, NULL, NULL);
     int off[KW_FWD_MAX_SEQ + 1];
     for (int i = 0; i < s->n_seq; i++)
         off[i] = s->tok_first[i];
     off[s->n_seq] = n_tok;
-    bool want_lse = c->needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS | KW_NEED_STEP_PROBS);
+    bool want_lse = c->hc.needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS | KW_NEED_STEP_PROBS);
     kw_kvmem mem = kw_kvpool_mem(c->pool);
     kw_attn_args a = {.mem = mem, .n_seq = s->n_seq,
                       .views = (const kw_view *const *)f->views, .tok_off = off, .q = f->q,
@@ -534,26 +384,16 @@ static int attention(stepctx *c, int layer, int n_tok)
     for (int i = 0; i < s->n_seq; i++) {
         int64_t nv = kw_view_tokens(f->views[i]);
         s->attended[i] += f->views[i]->per_qhead ? nv / (cf->n_head / cf->n_head_kv) : nv;
-        if (c->want_obs[i] && (rc = obs_probs(c, i)) < 0)
+        if (c->hc.want_obs[i] && (rc = obs_probs(c, i)) < 0)
             return rc;
-        if (c->want_step[i] && (rc = step_probs(c, i)) < 0)
+        if (c->hc.want_step[i] && (rc = step_probs(c, i)) < 0)
             return rc;
     }
     kw_attn_stats st = {.lse = want_lse ? f->lse : NULL, .n_head = cf->n_head};
-    call_hooks(c, layer, CALL_AFTER_ATTN, &st);
+    kw__hooks_call(&c->hc, layer, KW_HC_AFTER_ATTN, NULL, NULL, NULL, &st);
     /* a reference branch takes this layer's whole prompt KV before a method evicts */
-    for (int i = 0; s->twins && i < s->n_seq; i++)
-        if (s->twins[i] && s->last_chunk[i] && s->seq_rc[i] == 0) {
-            int tr = 0;
-            for (int h = 0; h < cf->n_head_kv && tr == 0; h++)
-                if (kw_kvseq_len(s->seqs[i]->kv, layer, h) != s->seqs[i]->n_prompt)
-                    tr = KW_ERANGE; /* not the full prompt any more: no reference */
-            if (tr == 0)
-                tr = kw_kvseq_share_layer(s->twins[i]->kv, s->seqs[i]->kv, layer);
-            if (tr < 0)
-                s->seq_rc[i] = s->twin_rc[i] = tr;
-        }
-    call_hooks(c, layer, CALL_PREFILL_END, NULL);
+    kw__hooks_twins(&c->hc, layer);
+    kw__hooks_call(&c->hc, layer, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
     return 0;
 }
 
@@ -573,7 +413,7 @@ static int layer_run(stepctx *c, int l, int n_tok)
         rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wv, w->bv, f->v, n_tok, kd, E);
     if (rc < 0)
         return rc;
-    call_hooks(c, l, CALL_ON_KV, NULL);
+    kw__hooks_call(&c->hc, l, KW_HC_ON_KV, NULL, f->k, f->v, NULL);
     rc = kw_k_rope(KW_BK_CPU, NULL, f->q, s->pos, n_tok, cf->n_head, hd, f->inv_freq,
                    cf->rope_layout);
     if (rc == 0 && !kw_kvpool_options(c->pool)->pre_rope)
@@ -644,16 +484,11 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     memset(s->attended, 0, sizeof s->attended);
     memset(s->twin_rc, 0, sizeof s->twin_rc);
     if (f->cuda) {
-        for (int i = 0; s->stacks && i < s->n_seq; i++)
-            if (s->stacks[i] && s->stacks[i]->n > 0)
-                return kw_error_set(err, KW_ENOSYS, "forward: KV hook '%s' is not supported "
-                                    "on the CUDA device (dense attention only)",
-                                    s->stacks[i]->hooks[0]->name ? s->stacks[i]->hooks[0]->name
-                                                                  : "?");
         return kw__cfwd_run(f->cuda, pool, s, n_tok, err);
     }
     stepctx c = {.f = f, .pool = pool, .s = s};
-    if ((rc = build_groups(&c)) < 0)
+    c.hc = (kw_hookcall){.cfg = cf, .pool = pool, .s = s, .views = f->views};
+    if ((rc = kw__hooks_begin(&c.hc)) < 0)
         return kw_error_set(err, rc, "forward: out of memory");
     rc = kw_k_embed(KW_BK_CPU, NULL, f->tok_embd, cf->n_vocab, cf->n_embd, s->ids, n_tok, f->x);
     if (rc < 0)
@@ -661,13 +496,8 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     for (int l = 0; rc == 0 && l < cf->n_layer; l++)
         if ((rc = layer_run(&c, l, n_tok)) < 0)
             kw_error_set(err, rc, "forward: layer %d failed (%s)", l, kw_strerror(rc));
-    for (int k = 0; rc == 0 && k < c.n_g; k++) {
-        hgroup *g = &c.g[k];
-        kw_sctx sc = {.step = s->step, .hook_index = g->idx, .pool = pool};
-        int hr = g->h->step_end ? g->h->step_end(g->st, &sc, &g->b) : 0;
-        if (hr < 0)
-            group_fail(&c, g, hr);
-    }
+    if (rc == 0)
+        kw__hooks_step_end(&c.hc);
     if (rc == 0 && s->n_logits > 0) {
         for (int i = 0; i < s->n_logits; i++)
             memcpy(f->rows + (int64_t)i * cf->n_embd, f->x + (int64_t)s->logit_tok[i] * cf->n_embd,
@@ -680,10 +510,6 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
         if (rc < 0)
             kw_error_set(err, rc, "forward: output head failed");
     }
-    for (int i = 0; i < KW_FWD_MAX_SEQ; i++) {
-        free(c.probs[i]);
-        free(c.sprobs[i]);
-    }
-    free(c.g);
+    kw__hooks_end(&c.hc);
     return rc;
 }
