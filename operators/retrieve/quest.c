@@ -132,10 +132,11 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
     if (rc < 0)
         return rc;
     qs->rows_cap = (int)cap;
+    /* one read per pool page (a device pool copies them to the host) */
+    if (nr > 0 && (rc = kw_kvseq_rows_f32(kv, l, h, from * Q, nr, 0, qs->rows)) < 0)
+        return rc;
     for (int r = 0; r < nr; r++)
-        if ((rc = kw_kvseq_token_f32(kv, l, h, from * Q + r, qs->rows + (int64_t)r * hd, NULL,
-                                     &qs->rpos[r])) < 0)
-            return rc;
+        qs->rpos[r] = pos_of(mem, pages, from * Q + r);
     if (nr > 0 && mem->pre_rope
         && (rc = kw_k_rope(KW_BK_CPU, NULL, qs->rows, qs->rpos, nr, 1, hd, st->inv_freq,
                            st->cfg.rope_layout)) < 0)
