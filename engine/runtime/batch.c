@@ -211,13 +211,6 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         int rc = kw_hookstack_check(r->hooks, err);
         if (rc < 0)
             return rc;
-        /* hooks read host K/V, queries or probabilities: the CUDA forward keeps them on the
-         * device and runs the dense path only */
-        if (e->o.cuda && r->hooks->n > 0)
-            return kw_error_set(err, KW_ENOSYS, "engine: KV hook '%s' is not supported on the "
-                                "CUDA device yet (dense attention only); run it with "
-                                "device cpu", r->hooks->hooks[0]->name
-                                                  ? r->hooks->hooks[0]->name : "?");
     }
     if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
         return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "forward_cuda.h"
+#include "hookcall.h"
 #include "kernels.h"
 #include "kw_config.h"
 
@@ -54,6 +55,17 @@ struct kw_cfwd {
     int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
     kw_view *view;
     int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
+    /* steps with hooks (see run_hooked) */
+    kw_view *views[KW_FWD_MAX_SEQ];
+    uint8_t *h_lst, *d_lst; /* per-layer lists: pinned and device, used front to back */
+    size_t lst_cap, lst_off;
+    float *hq, *hk, *hv, *hlse;  /* host copies for hooks (max_tok rows) */
+    float *d_pout, *d_pscr, *d_lse; /* attention probabilities for hooks */
+    size_t pout_cap, pscr_cap;   /* floats */
+    int32_t *d_comp;             /* compaction lists */
+    size_t comp_cap;             /* ints */
+    int32_t *h_list;             /* host scratch for prefill items */
+    size_t h_list_cap;
 };
 
 #define CU(call, what)                                                                     \
@@ -133,6 +145,77 @@ static void cow_copy(void *ud, int32_t dst, int32_t src)
                     (size_t)c->P * 4, cudaMemcpyDeviceToDevice, c->st);
 }
 
+/* Grows a device buffer to at least n elements of `elem` bytes (contents not kept);
+ * cudaFree waits for the device, so nothing in flight still reads the old buffer. */
+static int dgrow(void **p, size_t *cap, size_t n, size_t elem)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < n)
+        c *= 2;
+    cudaFree(*p);
+    *p = NULL;
+    *cap = 0;
+    if (cudaMalloc(p, c * elem) != cudaSuccess)
+        return KW_ENOMEM;
+    *cap = c;
+    return 0;
+}
+
+/* kw_kvseq_keep's payload movement on the device (kvpool.h, kw_kvpool_device.compact):
+ * the lists go up with the stream (pageable memory: the host buffer is free on return)
+ * and one block packs the table. */
+static int dev_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
+                       const int32_t *dst, int n_dst)
+{
+    kw_cfwd *c = ud;
+    size_t n = 6 + (size_t)n_keep + n_src + n_dst;
+    int32_t *h = malloc(n * sizeof *h);
+    if (!h)
+        return KW_ENOMEM;
+    int rc = dgrow((void **)&c->d_comp, &c->comp_cap, n, sizeof(int32_t));
+    if (rc == 0) {
+        int32_t *o = h;
+        *o++ = 0, *o++ = n_keep, *o++ = 0, *o++ = n_src, *o++ = 0, *o++ = n_dst;
+        memcpy(o, keep, (size_t)n_keep * 4), o += n_keep;
+        memcpy(o, src, (size_t)n_src * 4), o += n_src;
+        memcpy(o, dst, (size_t)n_dst * 4);
+        if (cudaMemcpyAsync(c->d_comp, h, n * 4, cudaMemcpyHostToDevice, c->st) != cudaSuccess)
+            rc = KW_ECUDA;
+    }
+    free(h);
+    if (rc < 0)
+        return rc;
+    const int32_t *d = c->d_comp;
+    int hd = c->cfg.head_dim;
+    return kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
+                                hd * 2, 0, 1, d, d + 6, d + 2, d + 6 + n_keep, d + 4,
+                                d + 6 + n_keep + n_src);
+}
+
+/* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 -> f32. */
+static int dev_read(void *ud, int32_t page, int first, int n, int which, float *out)
+{
+    kw_cfwd *c = ud;
+    int hd = c->cfg.head_dim;
+    if (first < 0 || n < 0 || first + n > c->P || page < 0 || page >= c->n_pages)
+        return KW_EINVAL;
+    uint16_t *h = malloc((size_t)n * hd * 2);
+    if (!h)
+        return KW_ENOMEM;
+    const uint16_t *src = (const uint16_t *)c->kv_base
+                          + ((size_t)page * 2 * c->P + (size_t)which * c->P + first) * hd;
+    int rc = 0;
+    if (cudaMemcpyAsync(h, src, (size_t)n * hd * 2, cudaMemcpyDeviceToHost, c->st) != cudaSuccess
+        || cudaStreamSynchronize(c->st) != cudaSuccess)
+        rc = KW_ECUDA;
+    for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
+        out[i] = kw_bf16_to_f32(h[i]);
+    free(h);
+    return rc;
+}
+
 static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
@@ -207,7 +290,9 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
         (rc = dmalloc((void **)&c->kv_pos, (size_t)c->n_pages * c->P * 4, "KV positions", err)) < 0)
         return rc;
     CU(cudaMemset(c->kv_pos, 0x7f, (size_t)c->n_pages * c->P * 4), "KV positions");
-    kw_kvpool_set_copy(pool, cow_copy, c);
+    kw_kvpool_set_device(pool, &(kw_kvpool_device){.ud = c, .copy = cow_copy,
+                                                     .compact = dev_compact,
+                                                     .read = dev_read});
     /* activations */
     size_t T = (size_t)c->max_tok, S = (size_t)c->max_seq;
     struct { float **p; size_t n; } a[] = {
@@ -220,7 +305,10 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
         rc = dmalloc(&c->xb, (size_t)xb, "activations", err);
     c->slots = malloc(sizeof(int32_t) * (size_t)f->n_layer * T * f->n_head_kv);
     c->view = kw_view_new();
-    if (rc == 0 && (!c->slots || !c->view))
+    bool ok = c->slots && c->view;
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+        ok = ok && (c->views[i] = kw_view_new()) != NULL;
+    if (rc == 0 && !ok)
         rc = kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
     return rc;
 }
@@ -286,8 +374,15 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         cudaFree(p[i]);
     cudaFreeHost(c->h_stage);
+    cudaFreeHost(c->h_lst);
+    void *q[] = {c->d_lst, c->d_pout, c->d_pscr, c->d_lse, c->d_comp};
+    for (size_t i = 0; i < sizeof q / sizeof *q; i++)
+        cudaFree(q[i]);
+    free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list);
     free(c->slots);
     kw_view_free(c->view);
+    for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
+        kw_view_free(c->views[i]);
     if (c->st)
         cudaStreamDestroy(c->st);
     free(c);
@@ -321,18 +416,12 @@ static int stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
             return kw_error_set(err, r_, "cuda: %s failed: %s", #call, kw_cuda_last_error()); \
     } while (0)
 
-int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+/* 1. of a step: every step token placed in the pool for every layer (slots). */
+static void place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok)
 {
-    const kw_model_config *f = &c->cfg;
-    const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim,
-              E = f->n_embd, qd = H * hd, kd = nkv * hd, F = f->n_ff, ns = s->n_seq;
-    const int g = H / nkv;
-    bool decode = true;
-    for (int i = 0; i < ns; i++)
-        decode = decode && s->tok_n[i] == 1;
-    /* 1. place the step's tokens in every layer */
+    const int L = c->cfg.n_layer, nkv = c->cfg.n_head_kv;
     for (int l = 0; l < L; l++)
-        for (int i = 0; i < ns; i++) {
+        for (int i = 0; i < s->n_seq; i++) {
             int32_t *sl = c->slots + ((size_t)l * n_tok + s->tok_first[i]) * nkv;
             int ra = kw_kvseq_append_slots(s->seqs[i]->kv, l, s->pos + s->tok_first[i],
                                            s->tok_n[i], sl);
@@ -343,6 +432,103 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
                     sl[j] = -1;
             }
         }
+}
+
+static int ensure_partial(kw_cfwd *c, size_t need, kw_error *err)
+{
+    if (need <= c->partial_cap)
+        return 0;
+    cudaFree(c->partial);
+    c->partial = NULL;
+    c->partial_cap = 0;
+    CU(cudaMalloc((void **)&c->partial, need * 2 * 4), "split-K partials");
+    c->partial_cap = need * 2;
+    return 0;
+}
+
+/* Norm and the Q, K, V projections of layer l (K before RoPE in c->k). */
+static int layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const clw *w = &c->L[l];
+    int E = f->n_embd, qd = f->n_head * f->head_dim, kd = f->n_head_kv * f->head_dim;
+    void *st = c->st;
+    KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wq, w->bq, c->q, n_tok, qd, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wk, w->bk, c->k, n_tok, kd, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wv, w->bv, c->v, n_tok, kd, E));
+    return 0;
+}
+
+/* RoPE on q and k, then K and V into their slots of layer l. */
+static int layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
+                             const int32_t *d_slots, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int il = f->rope_layout == KW_ROPE_INTERLEAVED, nkv = f->n_head_kv;
+    KTRY(kw_cuda_rope(c->st, c->q, d_pos, n_tok, f->n_head, f->head_dim, c->inv_freq, il));
+    KTRY(kw_cuda_rope(c->st, c->k, d_pos, n_tok, nkv, f->head_dim, c->inv_freq, il));
+    KTRY(kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv, c->k,
+                           c->v, d_pos, d_slots + (size_t)l * n_tok * nkv));
+    return 0;
+}
+
+/* Output projection, residual and the MLP of layer l (attention output in c->att). */
+static int layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const clw *w = &c->L[l];
+    int E = f->n_embd, qd = f->n_head * f->head_dim, F = f->n_ff;
+    void *st = c->st;
+    KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
+    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wup, NULL, c->up, n_tok, F, E));
+    KTRY(kw_cuda_swiglu_bf16(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wdown, NULL, c->tmp, n_tok, E, F));
+    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    return 0;
+}
+
+/* 3. of a step: the logit rows, in blocks of max_seq rows, copied to the host; ends with
+ * the stream synchronized. */
+static int logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int E = f->n_embd;
+    void *st = c->st;
+    for (int r0 = 0; r0 < s->n_logits; r0 += c->max_seq) {
+        int nr = s->n_logits - r0 < c->max_seq ? s->n_logits - r0 : c->max_seq;
+        KTRY(kw_cuda_gather_rows(st, c->x, d_logit + r0, nr, E, c->rows));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, nr, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, nr, f->n_vocab, E));
+        CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
+                           (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
+           "logits copy");
+        if (r0 + nr < s->n_logits)
+            CU(cudaStreamSynchronize(c->st), "logits");
+    }
+    CU(cudaStreamSynchronize(c->st), "step");
+    return 0;
+}
+
+static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err);
+
+int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+{
+    for (int i = 0; s->stacks && i < s->n_seq; i++)
+        if (s->stacks[i] && s->stacks[i]->n > 0)
+            return run_hooked(c, pool, s, n_tok, err);
+    const kw_model_config *f = &c->cfg;
+    const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq;
+    const int g = H / nkv;
+    bool decode = true;
+    for (int i = 0; i < ns; i++)
+        decode = decode && s->tok_n[i] == 1;
+    /* 1. place the step's tokens in every layer */
+    place_tokens(c, s, n_tok);
     /* views: rows per KV head (prefill, decode with g in 1/2/4/8) or per query head */
     const bool per_q = decode && c->dec_g == 1 && g > 1;
     const int rows = ns * (per_q ? H : nkv);
@@ -445,14 +631,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             max_parts = plan_parts[l] > max_parts ? plan_parts[l] : max_parts;
             used += 4 * (size_t)ni + 2 * (size_t)rows;
         }
-        size_t need = (size_t)(max_parts + 1) * gpr * (hd + 2);
-        if (need > c->partial_cap) {
-            cudaFree(c->partial);
-            c->partial = NULL;
-            c->partial_cap = 0;
-            CU(cudaMalloc((void **)&c->partial, need * 2 * 4), "split-K partials");
-            c->partial_cap = need * 2;
-        }
+        if ((rc = ensure_partial(c, (size_t)(max_parts + 1) * gpr * (hd + 2), err)) < 0)
+            return rc;
     } else
         kw_cuda_prefill_items(ns, tok_off, items);
     CU(cudaMemcpyAsync(c->d_stage, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
@@ -460,18 +640,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     const int32_t *d_ids = (const int32_t *)(ds + o_ids), *d_pos = (const int32_t *)(ds + o_pos);
     void *st = c->st;
     /* 2. layers */
-    KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, E, d_ids, n_tok, c->x));
+    KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, f->n_embd, d_ids, n_tok, c->x));
     for (int l = 0; l < L; l++) {
-        const clw *w = &c->L[l];
-        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wq, w->bq, c->q, n_tok, qd, E));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wk, w->bk, c->k, n_tok, kd, E));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wv, w->bv, c->v, n_tok, kd, E));
-        int il = f->rope_layout == KW_ROPE_INTERLEAVED;
-        KTRY(kw_cuda_rope(st, c->q, d_pos, n_tok, H, hd, c->inv_freq, il));
-        KTRY(kw_cuda_rope(st, c->k, d_pos, n_tok, nkv, hd, c->inv_freq, il));
-        KTRY(kw_cuda_kv_append(st, c->kv_base, c->kv_pos, c->P, hd, n_tok, nkv, c->k, c->v,
-                               d_pos, (const int32_t *)(ds + o_slots) + (size_t)l * n_tok * nkv));
+        if ((rc = layer_qkv(c, l, n_tok, err)) < 0 ||
+            (rc = layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots), err)) < 0)
+            return rc;
         const int32_t *d_rp = (const int32_t *)(ds + o_rowptr) + (size_t)l * (rows + 1);
         const kw_cuda_span *d_sp = (const kw_cuda_span *)(ds + o_spans) + layer_span0[l];
         float scale = 1.f / sqrtf((float)hd);
@@ -500,30 +673,12 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
             KTRY(kw_cuda_attn_prefill(st, &a));
         }
-        KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
-        KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
-        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wup, NULL, c->up, n_tok, F, E));
-        KTRY(kw_cuda_swiglu_bf16(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, w->wdown, NULL, c->tmp, n_tok, E, F));
-        KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+        if ((rc = layer_post(c, l, n_tok, err)) < 0)
+            return rc;
     }
     /* 3. logits */
-    /* in blocks of max_seq rows (the logits buffer holds that many) */
-    for (int r0 = 0; r0 < s->n_logits; r0 += c->max_seq) {
-        int nr = s->n_logits - r0 < c->max_seq ? s->n_logits - r0 : c->max_seq;
-        KTRY(kw_cuda_gather_rows(st, c->x, (const int32_t *)(ds + o_logit) + r0, nr, E, c->rows));
-        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, nr, E, f->norm_eps));
-        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, nr, f->n_vocab, E));
-        CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
-                           (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
-           "logits copy");
-        if (r0 + nr < s->n_logits)
-            CU(cudaStreamSynchronize(c->st), "logits");
-    }
-    CU(cudaStreamSynchronize(c->st), "step");
+    if ((rc = logits_out(c, s, (const int32_t *)(ds + o_logit), err)) < 0)
+        return rc;
     for (int i = 0; i < ns; i++) {
         int64_t nv = 0;
         for (int h = 0; h < nkv; h++)
@@ -531,6 +686,383 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         s->attended[i] = nv;
     }
     return 0;
+}
+
+/* ---- steps with KV hooks ----
+ * The layer loop of forward.c with the device doing the arithmetic: hooks run on the
+ * host as on the CPU, and get host copies of what they need (K and V before RoPE for
+ * on_kv, Q for select, attention probabilities and LSE for after_attn, recomputed by
+ * attn_probs.cu), each copied only when some hook of the step has that callback or need.
+ * Views are built per layer after the SELECT hooks; sequences that bring several tokens
+ * go through the prefill kernel (rows per KV head), single tokens through the split-K
+ * decode kernel (rows per KV head, or per query head when a view is, or when the group
+ * is too large for one row). EVICT hooks compact device pages through the pool's device
+ * callbacks (dev_compact). The host waits for the device where a hook needs a copy, so
+ * a step with hooks overlaps less than a dense one. */
+
+/* A region of the per-layer list buffer; waits for the device before reusing it. */
+static int lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err)
+{
+    bytes = align16(bytes);
+    if (c->lst_off + bytes > c->lst_cap) {
+        CU(cudaStreamSynchronize(c->st), "list buffer");
+        c->lst_off = 0;
+        if (bytes > c->lst_cap) {
+            size_t cap = c->lst_cap ? c->lst_cap : (size_t)1 << 20;
+            while (cap < bytes)
+                cap *= 2;
+            cudaFreeHost(c->h_lst);
+            cudaFree(c->d_lst);
+            c->h_lst = NULL, c->d_lst = NULL, c->lst_cap = 0;
+            CU(cudaMallocHost((void **)&c->h_lst, cap), "pinned list buffer");
+            CU(cudaMalloc((void **)&c->d_lst, cap), "list buffer");
+            c->lst_cap = cap;
+        }
+    }
+    *h = c->h_lst + c->lst_off;
+    *d = c->d_lst + c->lst_off;
+    c->lst_off += bytes;
+    return 0;
+}
+
+static int d2h(kw_cfwd *c, float *h, const float *d, size_t n, kw_error *err)
+{
+    CU(cudaMemcpyAsync(h, d, n * 4, cudaMemcpyDeviceToHost, c->st), "copy for hooks");
+    CU(cudaStreamSynchronize(c->st), "copy for hooks");
+    return 0;
+}
+
+static void seq_fail(kw_fwd_step *s, int i, int rc)
+{
+    if (s->seq_rc[i] == 0)
+        s->seq_rc[i] = rc;
+}
+
+/* Attention of layer l over c->views: prefill kernel for sequences of several tokens,
+ * decode kernel for single tokens. */
+static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
+                            const int32_t *d_tokoff, const int32_t *d_pos, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq, g = H / nkv;
+    int n_pre = 0, n_dec = 0;
+    bool dq = c->dec_g == 1 && g > 1; /* decode rows per query head */
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        for (int j = 0; j < w->row_ptr[w->n_rows]; j++)
+            if (w->spans[j].pool != KW_POOL_MAIN) {
+                seq_fail(s, i, KW_ENOSYS); /* no temporary pool on the device */
+                kw_view_reset(c->views[i], nkv, false);
+                break;
+            }
+        if (s->tok_n[i] > 1 && w->per_qhead) {
+            seq_fail(s, i, KW_ENOSYS); /* the prefill kernel reads rows per KV head */
+            kw_view_reset(c->views[i], nkv, false);
+        }
+        if (s->tok_n[i] > 1)
+            n_pre++;
+        else {
+            n_dec++;
+            dq = dq || c->views[i]->per_qhead;
+        }
+        int64_t nv = kw_view_tokens(c->views[i]);
+        s->attended[i] += c->views[i]->per_qhead ? nv / g : nv;
+    }
+    int64_t pre_spans = 0, dec_spans = 0;
+    int dec_rows = n_dec * (dq ? H : nkv);
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        int64_t n = w->row_ptr[w->n_rows];
+        if (s->tok_n[i] > 1)
+            pre_spans += n;
+        else
+            dec_spans += dq && !w->per_qhead ? n * g : n;
+    }
+    int n_items = 0;
+    if (n_pre) {
+        int32_t tok_off[KW_FWD_MAX_SEQ + 1];
+        for (int i = 0; i < ns; i++)
+            tok_off[i] = s->tok_first[i];
+        tok_off[ns] = n_tok;
+        int all = kw_cuda_prefill_items(ns, tok_off, NULL);
+        if ((size_t)all * 2 > c->h_list_cap) {
+            free(c->h_list);
+            c->h_list = malloc((size_t)all * 2 * sizeof *c->h_list);
+            c->h_list_cap = c->h_list ? (size_t)all * 2 : 0;
+            if (!c->h_list)
+                return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        }
+        kw_cuda_prefill_items(ns, tok_off, c->h_list);
+        for (int k = 0; k < all; k++)
+            if (s->tok_n[c->h_list[2 * k]] > 1) {
+                c->h_list[2 * n_items] = c->h_list[2 * k];
+                c->h_list[2 * n_items + 1] = c->h_list[2 * k + 1];
+                n_items++;
+            }
+    }
+    size_t plan_max = (size_t)dec_spans + dec_rows + 1;
+    size_t o_prp = 0, o_psp = align16(o_prp + 4 * ((size_t)ns * nkv + 1)),
+           o_pit = align16(o_psp + sizeof(kw_cuda_span) * (size_t)(pre_spans + 1)),
+           o_drp = align16(o_pit + 8 * (size_t)(n_items + 1)),
+           o_dsp = align16(o_drp + 4 * ((size_t)dec_rows + 1)),
+           o_qrow = align16(o_dsp + sizeof(kw_cuda_span) * (size_t)(dec_spans + 1)),
+           o_qpos = align16(o_qrow + 4 * ((size_t)dec_rows + 1)),
+           o_dit = align16(o_qpos + 4 * ((size_t)dec_rows + 1)),
+           o_rpart = align16(o_dit + 16 * plan_max), total = o_rpart + 8 * ((size_t)dec_rows + 1);
+    uint8_t *h, *d;
+    int rc = lst_take(c, total, &h, &d, err);
+    if (rc < 0)
+        return rc;
+    int32_t *prp = (int32_t *)(h + o_prp), *drp = (int32_t *)(h + o_drp);
+    kw_cuda_span *psp = (kw_cuda_span *)(h + o_psp), *dsp = (kw_cuda_span *)(h + o_dsp);
+    int32_t *qrow = (int32_t *)(h + o_qrow), *qpos = (int32_t *)(h + o_qpos);
+    int64_t pk = 0, dk = 0;
+    int ri = 0, di = 0;
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        bool pre = s->tok_n[i] > 1;
+        for (int r = 0; pre && r < nkv; r++) {
+            prp[ri++] = (int32_t)pk;
+            for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++) {
+                kw_span x = w->spans[j];
+                psp[pk++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+            }
+        }
+        for (int r = 0; !pre && r < nkv; r++)
+            prp[ri++] = (int32_t)pk;
+        if (pre)
+            continue;
+        int nr = dq ? H : nkv;
+        for (int r = 0; r < nr; r++) {
+            int vr = w->per_qhead ? r : dq ? r / g : r;
+            drp[di] = (int32_t)dk;
+            qrow[di] = s->tok_first[i] * H + r * (dq ? 1 : g);
+            qpos[di] = s->pos[s->tok_first[i]];
+            di++;
+            for (int j = w->row_ptr[vr]; j < w->row_ptr[vr + 1]; j++) {
+                kw_span x = w->spans[j];
+                dsp[dk++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+            }
+        }
+    }
+    prp[ri] = (int32_t)pk;
+    drp[di] = (int32_t)dk;
+    memcpy(h + o_pit, c->h_list, 8 * (size_t)n_items);
+    int plan_items = 0, plan_parts = 0;
+    if (n_dec) {
+        int64_t toks = 0;
+        for (int64_t j = 0; j < dk; j++)
+            toks += dsp[j].n;
+        int max_tok = (int)(toks / (132 * 4));
+        max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+        plan_items = kw_cuda_attn_plan_size(dec_rows, drp, dsp, max_tok);
+        if ((size_t)plan_items > plan_max)
+            return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");
+        plan_parts = kw_cuda_attn_plan(dec_rows, drp, dsp, max_tok, (int32_t *)(h + o_dit),
+                                       (int32_t *)(h + o_rpart));
+        if ((rc = ensure_partial(c, (size_t)(plan_parts + 1) * (dq ? 1 : g) * (hd + 2), err)) < 0)
+            return rc;
+    }
+    CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "layer lists");
+    float scale = 1.f / sqrtf((float)hd);
+    if (n_pre) {
+        kw_cuda_prefill a = {0};
+        a.base[0] = a.base[1] = c->kv_base;
+        a.pos[0] = a.pos[1] = c->kv_pos;
+        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+        a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
+        a.tok_off = d_tokoff, a.row_ptr = (const int32_t *)(d + o_prp);
+        a.spans = (const kw_cuda_span *)(d + o_psp);
+        a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
+        a.n_items = n_items, a.items = (const int32_t *)(d + o_pit);
+        KTRY(kw_cuda_attn_prefill(c->st, &a));
+    }
+    if (n_dec) {
+        kw_cuda_attn a = {0};
+        a.base[0] = a.base[1] = c->kv_base;
+        a.pos[0] = a.pos[1] = c->kv_pos;
+        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+        a.n_rows = dec_rows, a.g_per_row = dq ? 1 : g;
+        a.row_ptr = (const int32_t *)(d + o_drp), a.spans = (const kw_cuda_span *)(d + o_dsp);
+        a.q_row = (const int32_t *)(d + o_qrow), a.q_pos = (const int32_t *)(d + o_qpos);
+        a.q = c->q, a.out = c->att, a.scale = scale;
+        a.n_items = plan_items, a.items = (const int32_t *)(d + o_dit);
+        a.row_part = (const int32_t *)(d + o_rpart);
+        a.partial = c->partial, a.n_parts = plan_parts;
+        KTRY(kw_cuda_attn_decode(c->st, &a));
+    }
+    return 0;
+}
+
+/* Probabilities (and LSE) that the step's hooks asked for, for sequence i of layer l:
+ * observation window (its last min(tok_n, obs_window) queries) when the prompt ends here,
+ * per-step sums over all its queries, LSE of all its queries. */
+static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
+                        const int32_t *d_pos, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int H = f->n_head, hd = f->head_dim, g = H / f->n_head_kv;
+    const kw_view *w = c->views[i];
+    bool lse = hc->needs & KW_NEED_LSE;
+    if (!hc->want_obs[i] && !hc->want_step[i] && !lse)
+        return 0;
+    int64_t n_slots = 0;
+    int len = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        int rl = kw_view_row_tokens(w, r);
+        n_slots += rl;
+        len = rl > len ? rl : len;
+    }
+    uint8_t *h, *d;
+    size_t o_off = 0, o_sl = align16(4 * ((size_t)w->n_rows + 1)), total = o_sl + 4 * (size_t)(n_slots + 1);
+    int rc = lst_take(c, total, &h, &d, err);
+    if (rc < 0)
+        return rc;
+    int32_t *off = (int32_t *)(h + o_off), *sl = (int32_t *)(h + o_sl);
+    int64_t k = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        off[r] = (int32_t)k;
+        for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++)
+            for (int t = 0; t < w->spans[j].n; t++)
+                sl[k++] = w->spans[j].page * c->P + w->spans[j].first + t;
+    }
+    off[w->n_rows] = (int32_t)k;
+    CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "probability lists");
+    int t0 = s->tok_first[i], nq = s->tok_n[i], tile = 64;
+    kw_cuda_view_probs_args a = {.base = c->kv_base, .pos = c->kv_pos, .page_tokens = c->P,
+                                 .head_dim = hd, .n_head = H, .group = g,
+                                 .per_qhead = w->per_qhead, .row_off = (const int32_t *)(d + o_off),
+                                 .slots = (const int32_t *)(d + o_sl), .len = len,
+                                 .scale = 1.f / sqrtf((float)hd)};
+    size_t hl = (size_t)H * (len ? len : 1);
+    if (dgrow((void **)&c->d_pscr, &c->pscr_cap, (size_t)tile * hl, 4) < 0 ||
+        dgrow((void **)&c->d_pout, &c->pout_cap, (size_t)(nq > tile ? nq : tile) * hl, 4) < 0 ||
+        (!c->d_lse && cudaMalloc((void **)&c->d_lse, (size_t)c->max_tok * H * 4) != cudaSuccess))
+        return kw_error_set(err, KW_ENOMEM, "cuda: no device memory for attention "
+                            "probabilities (%d queries x %d heads x %d tokens)", nq, H, len);
+    if (hc->want_obs[i]) {
+        int n = nq < s->obs_window ? nq : s->obs_window;
+        a.q = c->q + ((size_t)(t0 + nq - n)) * H * hd, a.q_pos = d_pos + t0 + nq - n;
+        a.n_q = n, a.mode = KW_CUDA_PROBS_EACH, a.out = c->d_pout, a.lse = NULL;
+        KTRY(kw_cuda_view_probs(c->st, &a));
+        free(hc->probs[i]);
+        hc->probs[i] = malloc((size_t)n * hl * 4);
+        if (!hc->probs[i])
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        hc->obs_n[i] = n;
+        hc->obs_len[i] = len;
+        if ((rc = d2h(c, hc->probs[i], c->d_pout, (size_t)n * hl, err)) < 0)
+            return rc;
+    }
+    if (hc->want_step[i] || lse) {
+        a.q = c->q + (size_t)t0 * H * hd, a.q_pos = d_pos + t0;
+        a.n_q = nq, a.mode = KW_CUDA_PROBS_SUM, a.tile = tile, a.out = c->d_pout;
+        a.scratch = c->d_pscr, a.lse = c->d_lse + (size_t)t0 * H;
+        KTRY(kw_cuda_view_probs(c->st, &a));
+        if (hc->want_step[i]) {
+            free(hc->sprobs[i]);
+            hc->sprobs[i] = malloc(hl * 4);
+            if (!hc->sprobs[i])
+                return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+            hc->slen[i] = len;
+            if ((rc = d2h(c, hc->sprobs[i], c->d_pout, hl, err)) < 0)
+                return rc;
+        }
+        if (lse && (rc = d2h(c, c->hlse + (size_t)t0 * H, c->d_lse + (size_t)t0 * H,
+                             (size_t)nq * H, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq;
+    size_t T = (size_t)c->max_tok;
+    if (!c->hq) {
+        c->hq = malloc(T * H * hd * 4);
+        c->hk = malloc(T * nkv * hd * 4);
+        c->hv = malloc(T * nkv * hd * 4);
+        c->hlse = malloc(T * H * 4);
+        if (!c->hq || !c->hk || !c->hv || !c->hlse) {
+            free(c->hq), free(c->hk), free(c->hv), free(c->hlse);
+            c->hq = c->hk = c->hv = c->hlse = NULL;
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        }
+    }
+    place_tokens(c, s, n_tok);
+    size_t o_ids = 0, o_pos = align16(4 * (size_t)n_tok),
+           o_slots = align16(o_pos + 4 * (size_t)n_tok),
+           o_logit = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
+           o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
+           total = o_tokoff + 4 * (size_t)(ns + 1);
+    int rc = stage_reserve(c, total, err);
+    if (rc < 0)
+        return rc;
+    uint8_t *hs = c->h_stage, *ds = c->d_stage;
+    memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
+    memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
+    memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
+    memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
+    int32_t *tok_off = (int32_t *)(hs + o_tokoff);
+    for (int i = 0; i < ns; i++)
+        tok_off[i] = s->tok_first[i];
+    tok_off[ns] = n_tok;
+    CU(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    const int32_t *d_pos = (const int32_t *)(ds + o_pos);
+    c->lst_off = 0;
+    kw_hookcall hc = {.cfg = f, .pool = pool, .s = s, .views = c->views, .stream = c->st};
+    if ((rc = kw__hooks_begin(&hc)) < 0)
+        return kw_error_set(err, rc, "cuda: out of memory");
+    bool want_q = hc.any[KW_HC_SELECT] || hc.any[KW_HC_MATERIALIZE];
+    bool want_lse = hc.needs & KW_NEED_LSE;
+    rc = kw_cuda_embed_bf16(c->st, c->tok_embd, f->n_vocab, f->n_embd,
+                            (const int32_t *)(ds + o_ids), n_tok, c->x);
+    if (rc < 0)
+        kw_error_set(err, rc, "cuda: embedding: %s", kw_cuda_last_error());
+    for (int l = 0; rc == 0 && l < L; l++) {
+        if ((rc = layer_qkv(c, l, n_tok, err)) < 0)
+            break;
+        if (hc.any[KW_HC_ON_KV]) {
+            if ((rc = d2h(c, c->hk, c->k, (size_t)n_tok * nkv * hd, err)) < 0 ||
+                (rc = d2h(c, c->hv, c->v, (size_t)n_tok * nkv * hd, err)) < 0)
+                break;
+            kw__hooks_call(&hc, l, KW_HC_ON_KV, NULL, c->hk, c->hv, NULL);
+        }
+        if ((rc = layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots),
+                                    err)) < 0)
+            break;
+        for (int i = 0; i < ns && rc == 0; i++)
+            if ((rc = kw_view_dense(c->views[i], s->seqs[i]->kv, l, false)) < 0)
+                kw_error_set(err, rc, "cuda: view of sequence %d", i);
+        if (rc < 0)
+            break;
+        if (want_q) {
+            if ((rc = d2h(c, c->hq, c->q, (size_t)n_tok * H * hd, err)) < 0)
+                break;
+            kw__hooks_call(&hc, l, KW_HC_SELECT, c->hq, NULL, NULL, NULL);
+            kw__hooks_call(&hc, l, KW_HC_MATERIALIZE, NULL, NULL, NULL, NULL);
+        }
+        if ((rc = hooked_attention(c, s, n_tok, l, (const int32_t *)(ds + o_tokoff), d_pos,
+                                   err)) < 0)
+            break;
+        for (int i = 0; i < ns && rc == 0; i++)
+            rc = hooked_probs(c, &hc, s, i, d_pos, err);
+        if (rc < 0)
+            break;
+        kw_attn_stats st = {.lse = want_lse ? c->hlse : NULL, .n_head = H};
+        kw__hooks_call(&hc, l, KW_HC_AFTER_ATTN, NULL, NULL, NULL, &st);
+        kw__hooks_twins(&hc, l);
+        kw__hooks_call(&hc, l, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
+        rc = layer_post(c, l, n_tok, err);
+    }
+    if (rc == 0)
+        kw__hooks_step_end(&hc);
+    if (rc == 0)
+        rc = logits_out(c, s, (const int32_t *)(ds + o_logit), err);
+    kw__hooks_end(&hc);
+    return rc;
 }
 
 int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,

@@ -152,6 +152,32 @@ int kw_cuda_page_compact(void *stream, uint8_t *base, int32_t *pos, int64_t page
                          const int32_t *keep_off, const int32_t *keep, const int32_t *src_off,
                          const int32_t *src, const int32_t *dst_off, const int32_t *dst);
 
+/* attn_probs.cu: attention probabilities of one sequence's queries over its view, for
+ * hooks (bf16 pages). Row r of the view reads the global slots (page * P + slot, in view
+ * order) slots[row_off[r] .. row_off[r+1]); query head h reads row h (per_qhead) or
+ * h / group. Query i is row i of q (n_q, n_head, head_dim; RoPE applied) at position
+ * q_pos[i]; it sees stored tokens with position <= q_pos[i] (others get 0).
+ *  KW_CUDA_PROBS_EACH: out (n_q, n_head, len): each query's probabilities, rows padded
+ *                      with zeros to len (>= the longest row);
+ *  KW_CUDA_PROBS_SUM:  out (n_head, len): summed over the queries, in tiles of `tile`
+ *                      queries through scratch (tile, n_head, len).
+ * lse (n_q, n_head), nullable: the log-sum-exp of each query's scaled scores (-inf when
+ * it sees nothing). */
+enum { KW_CUDA_PROBS_EACH = 0, KW_CUDA_PROBS_SUM = 1 };
+typedef struct kw_cuda_view_probs_args {
+    const void *base;        /* device bf16 pages (kvpool.c's layout) */
+    const int32_t *pos;      /* device (n_pages * P) stored positions */
+    int page_tokens, head_dim, n_head, group, per_qhead;
+    const int32_t *row_off;  /* device (n_rows + 1) */
+    const int32_t *slots;    /* device */
+    const float *q;          /* device (n_q, n_head, head_dim) */
+    const int32_t *q_pos;    /* device (n_q) */
+    int n_q, len, mode, tile;
+    float scale;
+    float *out, *scratch, *lse;
+} kw_cuda_view_probs_args;
+int kw_cuda_view_probs(void *stream, const kw_cuda_view_probs_args *a);
+
 #ifdef __cplusplus
 }
 #endif

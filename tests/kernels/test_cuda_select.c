@@ -7,7 +7,9 @@
  *     k = n, and a NaN row (k indices of -1);
  *   page compaction: bit-exact against kw_kvseq_keep on f32 and int8 pools (in place,
  *     ragged tables, partial last pages) and against the reference on bf16-sized rows
- *     into other pages.
+ *     into other pages;
+ *   attention probabilities over a view (each query, summed, LSE) against a double
+ *     reference on the same bf16 keys.
  * Skipped (exit 77, with a line saying why) without a CUDA device. */
 #include <cuda_runtime_api.h>
 #include <float.h>
@@ -439,6 +441,148 @@ static int test_compact_other_pages(int hd, int P)
     return f;
 }
 
+
+/* ---- attention probabilities over a view (attn_probs.cu) ----
+ * A bf16 pool of random K rows with random positions; views of random spans (gaps,
+ * partial pages, rows of different lengths); random queries, some keys masked by
+ * position. Reference in double from the same bf16 values. Bound: max absolute error
+ * 2e-5 on probabilities (each is in [0, 1]; __expf and f32 sums) and 1e-4 relative on
+ * the per-step sums and on LSE. */
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    u += 0x7fff + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static int test_view_probs(void)
+{
+    int fails = 0;
+    double worst_p = 0, worst_s = 0, worst_l = 0;
+    for (int trial = 0; trial < 10; trial++) {
+        int P = trial % 2 ? 16 : 7, hd = trial % 3 ? 64 : 128, n_kv = irand(1, 4);
+        int group = irand(1, 4), H = n_kv * group, per_q = trial % 4 == 3;
+        int n_rows = per_q ? H : n_kv, n_pages = irand(20, 120), n_q = irand(1, 70);
+        int tile = irand(1, 20);
+        size_t nel = (size_t)n_pages * 2 * P * hd;
+        uint16_t *kv = malloc(nel * 2);
+        for (size_t i = 0; i < nel; i++)
+            kv[i] = to_bf16(nz(1.f, 1));
+        int32_t *pos = malloc(sizeof(int32_t) * n_pages * P);
+        for (int i = 0; i < n_pages * P; i++)
+            pos[i] = irand(0, 3000);
+        /* rows: random spans of random pages */
+        int32_t *off = malloc(sizeof(int32_t) * (n_rows + 1)), *sl = malloc(sizeof(int32_t) * 40000);
+        int k = 0, len = 0;
+        for (int r = 0; r < n_rows; r++) {
+            off[r] = k;
+            int ns = irand(0, 12);
+            for (int j = 0; j < ns; j++) {
+                int g = irand(0, n_pages - 1), f = irand(0, P - 1), n = irand(1, P - f);
+                for (int t = 0; t < n; t++)
+                    sl[k++] = g * P + f + t;
+            }
+            len = k - off[r] > len ? k - off[r] : len;
+        }
+        off[n_rows] = k;
+        float *q = malloc(sizeof(float) * n_q * H * hd);
+        int32_t *qp = malloc(sizeof(int32_t) * n_q);
+        for (int i = 0; i < n_q * H * hd; i++)
+            q[i] = nz(0.3f, 1);
+        for (int i = 0; i < n_q; i++)
+            qp[i] = irand(0, 3200);
+        float scale = 1.f / sqrtf((float)hd);
+        /* reference */
+        size_t hl = (size_t)H * (len ? len : 1);
+        double *rp = calloc((size_t)n_q * hl, sizeof(double)), *rs = calloc(hl, sizeof(double));
+        double *rl = malloc(sizeof(double) * n_q * H);
+        for (int i = 0; i < n_q; i++)
+            for (int h = 0; h < H; h++) {
+                int r = per_q ? h : h / group, n = off[r + 1] - off[r];
+                double mx = -INFINITY, *sc = malloc(sizeof(double) * (n ? n : 1));
+                for (int c = 0; c < n; c++) {
+                    int32_t s0 = sl[off[r] + c];
+                    sc[c] = -INFINITY;
+                    if (pos[s0] > qp[i])
+                        continue;
+                    const uint16_t *kr = kv + ((size_t)(s0 / P) * 2 * P + s0 % P) * hd;
+                    double d = 0;
+                    for (int x = 0; x < hd; x++)
+                        d += (double)q[((size_t)i * H + h) * hd + x] * from_bf16(kr[x]);
+                    sc[c] = d * scale;
+                    mx = sc[c] > mx ? sc[c] : mx;
+                }
+                double sum = 0;
+                for (int c = 0; c < n && mx > -INFINITY; c++)
+                    sum += exp(sc[c] - mx);
+                double l = mx > -INFINITY ? mx + log(sum) : -INFINITY;
+                rl[i * H + h] = l;
+                for (int c = 0; c < n; c++) {
+                    double pr = l > -INFINITY && sc[c] > -INFINITY ? exp(sc[c] - l) : 0;
+                    rp[(size_t)i * hl + (size_t)h * len + c] = pr;
+                    rs[(size_t)h * len + c] += pr;
+                }
+                free(sc);
+            }
+        void *dkv = dput(kv, nel * 2);
+        int32_t *dpos = dput(pos, sizeof(int32_t) * n_pages * P), *doff = dput(off, 4 * (n_rows + 1)),
+                *dsl = dput(sl, 4 * (size_t)(k + 1)), *dqp = dput(qp, 4 * (size_t)n_q);
+        float *dq = dput(q, sizeof(float) * n_q * H * hd);
+        float *dout = dpoison(4 * (size_t)n_q * hl), *dsum = dpoison(4 * hl),
+              *dscr = dpoison(4 * (size_t)tile * hl), *dlse = dpoison(4 * (size_t)n_q * H);
+        kw_cuda_view_probs_args a = {.base = dkv, .pos = dpos, .page_tokens = P, .head_dim = hd,
+                                     .n_head = H, .group = group, .per_qhead = per_q,
+                                     .row_off = doff, .slots = dsl, .q = dq, .q_pos = dqp,
+                                     .n_q = n_q, .len = len, .mode = KW_CUDA_PROBS_EACH,
+                                     .scale = scale, .out = dout};
+        int rc = kw_cuda_view_probs(NULL, &a);
+        a.mode = KW_CUDA_PROBS_SUM, a.tile = tile, a.out = dsum, a.scratch = dscr, a.lse = dlse;
+        rc = rc ? rc : kw_cuda_view_probs(NULL, &a);
+        float *gp = malloc(4 * (size_t)n_q * hl), *gs = malloc(4 * hl), *gl = malloc(4 * (size_t)n_q * H);
+        dget(gp, dout, 4 * (size_t)n_q * (len ? hl : 0));
+        dget(gs, dsum, 4 * (len ? hl : 0));
+        dget(gl, dlse, 4 * (size_t)n_q * H);
+        double ep = 0, es = 0, el = 0;
+        for (size_t i = 0; len && i < (size_t)n_q * hl; i++) {
+            double e = fabs(gp[i] - rp[i]);
+            ep = isnan(gp[i]) ? INFINITY : e > ep ? e : ep;
+        }
+        for (size_t i = 0; len && i < hl; i++) {
+            double e = fabs(gs[i] - rs[i]) / (rs[i] > 1e-3 ? rs[i] : 1e-3);
+            es = isnan(gs[i]) ? INFINITY : e > es ? e : es;
+        }
+        for (int i = 0; len && i < n_q * H; i++) {
+            double e = isinf(rl[i]) ? (isinf(gl[i]) && gl[i] < 0 ? 0 : INFINITY)
+                                    : fabs(gl[i] - rl[i]) / (fabs(rl[i]) > 1 ? fabs(rl[i]) : 1);
+            el = isnan(gl[i]) ? INFINITY : e > el ? e : el;
+        }
+        worst_p = ep > worst_p ? ep : worst_p;
+        worst_s = es > worst_s ? es : worst_s;
+        worst_l = el > worst_l ? el : worst_l;
+        char shape[128];
+        snprintf(shape, sizeof shape, "P=%d d=%d heads=%d/%d %s q=%d tile=%d len=%d", P, hd, H,
+                 n_kv, per_q ? "rows per q head" : "rows per kv head", n_q, tile, len);
+        fails += report("view probs", rc, ep, 2e-5, shape);
+        fails += report("probs sum", rc, es, 1e-4, shape);
+        fails += report("probs lse", rc, el, 1e-4, shape);
+        cudaFree(dkv), cudaFree(dpos), cudaFree(doff), cudaFree(dsl), cudaFree(dqp), cudaFree(dq);
+        cudaFree(dout), cudaFree(dsum), cudaFree(dscr), cudaFree(dlse);
+        free(kv), free(pos), free(off), free(sl), free(q), free(qp), free(rp), free(rs), free(rl);
+        free(gp), free(gs), free(gl);
+    }
+    printf("view probabilities: worst abs %.3g, sums rel %.3g, lse rel %.3g\n", worst_p, worst_s,
+           worst_l);
+    return fails;
+}
+
 int main(void)
 {
     if (kw_cuda_device_count() == 0) {
@@ -449,6 +593,7 @@ int main(void)
     int fails = test_window_scores() + test_pool1d() + test_topk() + test_page_bounds_scores();
     fails += test_compact_vs_keep(KW_KV_F32, 16, 128) + test_compact_vs_keep(KW_KV_F32, 5, 3) +
              test_compact_vs_keep(KW_KV_I8, 16, 64) + test_compact_vs_keep(KW_KV_I8, 7, 6);
+    fails += test_view_probs();
     fails += test_compact_other_pages(128, 16) + test_compact_other_pages(64, 32) +
              test_compact_other_pages(3, 5) + test_compact_other_pages(2, 16);
     printf("worst relative errors: window %.3g, pool avg %.3g, page scores %.3g; max pool, "

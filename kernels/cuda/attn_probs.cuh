@@ -1,0 +1,3 @@
+// Attention probabilities of chosen queries over one sequence's view (attn_probs.cu).
+#pragma once
+#include "kernels_cuda.h"
