@@ -49,7 +49,8 @@ typedef struct kw_engine_opts {
     int obs_window;       /* queries for KW_NEED_OBS_PROBS; default 32 */
     bool cuda;            /* run on CUDA device cuda_device (kw_engine_open: "cuda[:N]"):
                              bf16 weights and KV pages on the device, pool sized as for
-                             bf16; KV hooks are refused at submit (dense attention only) */
+                             bf16; KV hooks run on the host with copies of what they
+                             need (forward_cuda.c) */
     int cuda_device;
 } kw_engine_opts;
 kw_engine_opts kw_engine_defaults(void);
