@@ -62,8 +62,12 @@ struct kw_cfwd {
     float *hq, *hk, *hv, *hlse;  /* host copies for hooks (max_tok rows) */
     float *d_pout, *d_pscr, *d_lse; /* attention probabilities for hooks */
     size_t pout_cap, pscr_cap;   /* floats */
-    int32_t *d_comp;             /* compaction lists */
-    size_t comp_cap;             /* ints */
+    /* compactions queued by kw_kvseq_keep (dev_compact), launched together by
+     * flush_compact: per table offsets into the keep, src and dst lists */
+    int32_t *cq_off;             /* (cq_n + 1) * 3: keep, src, dst offsets */
+    int32_t *cq_list;            /* keep..., src..., dst... of each table in turn */
+    int cq_n, cq_off_cap, cq_rc;
+    size_t cq_len, cq_cap;
     int32_t *h_list;             /* host scratch for prefill items */
     size_t h_list_cap;
 };
@@ -134,9 +138,12 @@ static size_t act_floats(const kw_cfwd *c)
     return T * (3 * E + 2 * qd + 2 * kd + 2 * F) + (size_t)c->max_seq * ((size_t)f->n_vocab + E);
 }
 
+static void flush_quiet(kw_cfwd *c);
+
 static void cow_copy(void *ud, int32_t dst, int32_t src)
 {
     kw_cfwd *c = ud;
+    flush_quiet(c); /* a queued compaction may write the page being copied */
     size_t pb = (size_t)2 * c->P * c->cfg.head_dim * 2;
     cudaMemcpyAsync((uint8_t *)c->kv_base + (size_t)dst * pb,
                     (const uint8_t *)c->kv_base + (size_t)src * pb, pb,
@@ -164,34 +171,92 @@ static int dgrow(void **p, size_t *cap, size_t n, size_t elem)
 }
 
 /* kw_kvseq_keep's payload movement on the device (kvpool.h, kw_kvpool_device.compact):
- * the lists go up with the stream (pageable memory: the host buffer is free on return)
- * and one block packs the table. */
+ * queued here and launched by flush_compact as one kernel over every queued table, before
+ * anything else touches the pool (a copy-on-write copy, a host read, the next attention).
+ * A StreamingLLM or H2O step evicts in every (layer, KV head): one launch instead of
+ * one upload and launch per table. */
 static int dev_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
                        const int32_t *dst, int n_dst)
 {
     kw_cfwd *c = ud;
-    size_t n = 6 + (size_t)n_keep + n_src + n_dst;
-    int32_t *h = malloc(n * sizeof *h);
-    if (!h)
-        return KW_ENOMEM;
-    int rc = dgrow((void **)&c->d_comp, &c->comp_cap, n, sizeof(int32_t));
-    if (rc == 0) {
-        int32_t *o = h;
-        *o++ = 0, *o++ = n_keep, *o++ = 0, *o++ = n_src, *o++ = 0, *o++ = n_dst;
-        memcpy(o, keep, (size_t)n_keep * 4), o += n_keep;
-        memcpy(o, src, (size_t)n_src * 4), o += n_src;
-        memcpy(o, dst, (size_t)n_dst * 4);
-        if (cudaMemcpyAsync(c->d_comp, h, n * 4, cudaMemcpyHostToDevice, c->st) != cudaSuccess)
-            rc = KW_ECUDA;
+    size_t need = c->cq_len + (size_t)n_keep + n_src + n_dst;
+    if (need > c->cq_cap) {
+        size_t cap = c->cq_cap ? c->cq_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        int32_t *l = realloc(c->cq_list, cap * sizeof *l);
+        if (!l)
+            return KW_ENOMEM;
+        c->cq_list = l, c->cq_cap = cap;
     }
-    free(h);
+    if (c->cq_n + 2 > c->cq_off_cap) {
+        int cap = c->cq_off_cap ? 2 * c->cq_off_cap : 256;
+        int32_t *o = realloc(c->cq_off, (size_t)cap * 3 * sizeof *o);
+        if (!o)
+            return KW_ENOMEM;
+        c->cq_off = o, c->cq_off_cap = cap;
+    }
+    int32_t *l = c->cq_list + c->cq_len;
+    memcpy(l, keep, (size_t)n_keep * 4);
+    memcpy(l + n_keep, src, (size_t)n_src * 4);
+    memcpy(l + n_keep + n_src, dst, (size_t)n_dst * 4);
+    int32_t *o = c->cq_off + (size_t)c->cq_n * 3;
+    o[0] = n_keep, o[1] = n_src, o[2] = n_dst; /* counts; offsets made at the flush */
+    c->cq_len = need;
+    c->cq_n++;
+    return 0;
+}
+
+static int lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err);
+
+/* Launches the queued compactions (one block per table). */
+static int flush_compact(kw_cfwd *c, kw_error *err)
+{
+    if (c->cq_n == 0)
+        return 0;
+    int n = c->cq_n;
+    size_t offs = 3 * ((size_t)n + 1), bytes = 4 * (offs + c->cq_len);
+    uint8_t *h, *d;
+    int rc = lst_take(c, bytes, &h, &d, err);
     if (rc < 0)
         return rc;
-    const int32_t *d = c->d_comp;
+    int32_t *ko = (int32_t *)h, *so = ko + n + 1, *dof = so + n + 1, *lists = dof + n + 1;
+    /* lists regrouped: all keep lists, then all src lists, then all dst lists */
+    size_t nk = 0, nsrc = 0, nd = 0;
+    for (int t = 0; t < n; t++)
+        nk += (size_t)c->cq_off[3 * t], nsrc += (size_t)c->cq_off[3 * t + 1],
+            nd += (size_t)c->cq_off[3 * t + 2];
+    int32_t *K = lists, *S = K + nk, *D = S + nsrc;
+    size_t at = 0, k = 0, sr = 0, ds = 0;
+    for (int t = 0; t < n; t++) {
+        int a = c->cq_off[3 * t], b = c->cq_off[3 * t + 1], e = c->cq_off[3 * t + 2];
+        ko[t] = (int32_t)k, so[t] = (int32_t)sr, dof[t] = (int32_t)ds;
+        memcpy(K + k, c->cq_list + at, (size_t)a * 4), k += a, at += a;
+        memcpy(S + sr, c->cq_list + at, (size_t)b * 4), sr += b, at += b;
+        memcpy(D + ds, c->cq_list + at, (size_t)e * 4), ds += e, at += e;
+    }
+    ko[n] = (int32_t)k, so[n] = (int32_t)sr, dof[n] = (int32_t)ds;
+    c->cq_n = 0;
+    c->cq_len = 0;
+    CU(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->st), "compaction lists");
+    const int32_t *dd = (const int32_t *)d, *dl = dd + offs;
     int hd = c->cfg.head_dim;
-    return kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
-                                hd * 2, 0, 1, d, d + 6, d + 2, d + 6 + n_keep, d + 4,
-                                d + 6 + n_keep + n_src);
+    rc = kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
+                              hd * 2, 0, n, dd, dl, dd + n + 1, dl + nk, dd + 2 * (n + 1),
+                              dl + nk + nsrc);
+    if (rc < 0)
+        return kw_error_set(err, rc, "cuda: page compaction: %s", kw_cuda_last_error());
+    return 0;
+}
+
+/* flush_compact where the pool's callbacks have no error to fill: the failure is kept
+ * for the step to report (c->cq_rc). */
+static void flush_quiet(kw_cfwd *c)
+{
+    kw_error e = {0};
+    int rc = flush_compact(c, &e);
+    if (rc < 0 && c->cq_rc == 0)
+        c->cq_rc = rc;
 }
 
 /* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 -> f32. */
@@ -201,6 +266,9 @@ static int dev_read(void *ud, int32_t page, int first, int n, int which, float *
     int hd = c->cfg.head_dim;
     if (first < 0 || n < 0 || first + n > c->P || page < 0 || page >= c->n_pages)
         return KW_EINVAL;
+    flush_quiet(c);
+    if (c->cq_rc < 0)
+        return c->cq_rc;
     uint16_t *h = malloc((size_t)n * hd * 2);
     if (!h)
         return KW_ENOMEM;
@@ -375,7 +443,8 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(p[i]);
     cudaFreeHost(c->h_stage);
     cudaFreeHost(c->h_lst);
-    void *q[] = {c->d_lst, c->d_pout, c->d_pscr, c->d_lse, c->d_comp};
+    free(c->cq_off), free(c->cq_list);
+    void *q[] = {c->d_lst, c->d_pout, c->d_pscr, c->d_lse};
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         cudaFree(q[i]);
     free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list);
@@ -516,8 +585,27 @@ static int logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_err
 
 static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err);
 
+/* Before a step: compactions queued since the last one are launched, and the list
+ * buffer starts over once nothing in flight reads it. */
+static int step_begin(kw_cfwd *c, kw_error *err)
+{
+    int rc = flush_compact(c, err);
+    if (rc == 0 && c->cq_rc < 0)
+        rc = kw_error_set(err, c->cq_rc, "cuda: a queued page compaction failed: %s",
+                          kw_cuda_last_error());
+    c->cq_rc = 0;
+    if (rc == 0 && c->lst_off) {
+        CU(cudaStreamSynchronize(c->st), "step start");
+        c->lst_off = 0;
+    }
+    return rc;
+}
+
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
 {
+    int rc0 = step_begin(c, err);
+    if (rc0 < 0)
+        return rc0;
     for (int i = 0; s->stacks && i < s->n_seq; i++)
         if (s->stacks[i] && s->stacks[i]->n > 0)
             return run_hooked(c, pool, s, n_tok, err);
@@ -1011,7 +1099,6 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
     tok_off[ns] = n_tok;
     CU(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
     const int32_t *d_pos = (const int32_t *)(ds + o_pos);
-    c->lst_off = 0;
     kw_hookcall hc = {.cfg = f, .pool = pool, .s = s, .views = c->views, .stream = c->st};
     if ((rc = kw__hooks_begin(&hc)) < 0)
         return kw_error_set(err, rc, "cuda: out of memory");
@@ -1029,6 +1116,8 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
                 (rc = d2h(c, c->hv, c->v, (size_t)n_tok * nkv * hd, err)) < 0)
                 break;
             kw__hooks_call(&hc, l, KW_HC_ON_KV, NULL, c->hk, c->hv, NULL);
+            if ((rc = flush_compact(c, err)) < 0)
+                break;
         }
         if ((rc = layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots),
                                     err)) < 0)
@@ -1043,6 +1132,8 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
                 break;
             kw__hooks_call(&hc, l, KW_HC_SELECT, c->hq, NULL, NULL, NULL);
             kw__hooks_call(&hc, l, KW_HC_MATERIALIZE, NULL, NULL, NULL, NULL);
+            if ((rc = flush_compact(c, err)) < 0)
+                break;
         }
         if ((rc = hooked_attention(c, s, n_tok, l, (const int32_t *)(ds + o_tokoff), d_pos,
                                    err)) < 0)
@@ -1055,10 +1146,14 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
         kw__hooks_call(&hc, l, KW_HC_AFTER_ATTN, NULL, NULL, NULL, &st);
         kw__hooks_twins(&hc, l);
         kw__hooks_call(&hc, l, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
+        if ((rc = flush_compact(c, err)) < 0)
+            break;
         rc = layer_post(c, l, n_tok, err);
     }
-    if (rc == 0)
+    if (rc == 0) {
         kw__hooks_step_end(&hc);
+        rc = flush_compact(c, err);
+    }
     if (rc == 0)
         rc = logits_out(c, s, (const int32_t *)(ds + o_logit), err);
     kw__hooks_end(&hc);
@@ -1068,6 +1163,9 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
 int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
                   kw_error *err)
 {
+    int rc0 = step_begin(c, err);
+    if (rc0 < 0)
+        return rc0;
     const kw_model_config *f = &c->cfg;
     int nkv = f->n_head_kv, kd = nkv * f->head_dim;
     size_t n = (size_t)n_tok * kd;
