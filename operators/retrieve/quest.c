@@ -426,4 +426,5 @@ const kw_op kw_op_retrieve_quest = {
            "count once they are in the pages read.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = 5, .run = run,
+    .kv_roles = KW_ROLE_SELECT,
 };

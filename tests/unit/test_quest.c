@@ -384,6 +384,7 @@ static void test_quest_op_makes_a_select_kvmethod_and_takes_a_budget(void **st)
     const kw_kvmethod *m = kw_value_data(t.out[0]);
     assert_ptr_equal(m->hook, &kw__quest_hook);
     assert_int_equal(m->hook->roles, KW_ROLE_SELECT);
+    assert_int_equal(kw_op_retrieve_quest.kv_roles, m->hook->roles); /* the graph's check */
     assert_non_null(strstr(json_string_value(json_object_get(c.records, "kv_memory")),
                            "unchanged"));
     assert_non_null(strstr(kw_op_retrieve_quest.doc, "Saves no KV memory"));
