@@ -469,6 +469,39 @@ static void phases(gctx *c)
     }
 }
 
+/* ---- kv method stacks ---- */
+
+/* A stage's kvmethod inputs, in the order listed, are the hook stack it runs with: their
+ * producers' declared roles (kw_op.kv_roles) must obey the stack rule (kvroles.h).
+ * Producers that declare none are left to the run-time check of the stack. */
+static int kv_stack(gctx *c, int i)
+{
+    const kw_gstage *s = &c->g->stages[i];
+    uint32_t roles[64];
+    int who[64], n = 0;
+    for (int k = 0; k < s->n_in && n < 64; k++) {
+        const kw_gstage *from = &c->g->stages[s->in[k].from];
+        if (strcmp(s->op->inputs[s->in[k].port].type, KW_T_KVMETHOD) != 0 ||
+            !(roles[n] = kw_op_kv_roles(from->op)))
+            continue;
+        who[n++] = s->in[k].from;
+    }
+    int a, b;
+    uint32_t r = kw_kvroles_conflict(roles, n, &a, &b);
+    if (!r)
+        return KW_OK;
+    const kw_gstage *fa = &c->g->stages[who[a]], *fb = &c->g->stages[who[b]];
+    char ra[32], rb[32], rn[32];
+    kw_kvroles_text(roles[a], ra, sizeof ra);
+    kw_kvroles_text(roles[b], rb, sizeof rb);
+    kw_kvroles_text(r, rn, sizeof rn);
+    return at(c, KW_EINVAL, NULL, s->line, s->col,
+              "stage '%s' (%s): kv methods '%s' (%s, %s) and '%s' (%s, %s) both %s; a stack of "
+              "kv methods holds at most one EVICT and at most one STORE method (any number "
+              "of SELECT)", s->id, s->op->name, fa->id, fa->op->name, ra, fb->id, fb->op->name,
+              rb, rn);
+}
+
 static int needs_model(gctx *c)
 {
     if (c->g->model[0])
@@ -505,6 +538,9 @@ static int build(gctx *c)
             return rc;
     if ((rc = order(c)) < 0)
         return rc;
+    for (int i = 0; i < n; i++)
+        if ((rc = kv_stack(c, i)) < 0)
+            return rc;
     phases(c);
     g->source = c->d->has_dataset ? 0 : -1;
     for (int i = 0; i < n && g->source < 0; i++)

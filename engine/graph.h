@@ -21,6 +21,12 @@
  * a `once` port is an error (it has to pass through a reduce: an op with `each` inputs and
  * `once` outputs).
  *
+ * KV method stacks. A stage's kvmethod inputs, in the order listed, are the hook stack it
+ * runs with (a decode stage). The producers' declared roles (kw_op.kv_roles) must obey
+ * the stack rule of kvroles.h (at most one EVICT, at most one STORE); a stage that breaks
+ * it is an error at the stage's place naming both methods. Producers that declare no
+ * roles are checked when the stack is made at run time.
+ *
  * Phases. The calibration phase (KW_PHASE_CALIB) is every reduce stage and everything
  * upstream of one: it runs to completion first, on its own seeded subset of samples. The
  * rest is KW_PHASE_MAIN. A calibration stage that runs per sample and whose values a main

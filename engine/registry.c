@@ -30,11 +30,11 @@ static int check_op(const kw_registry *r, const kw_op *op, const char *from, kw_
                             "operator '%s' from %s was built for operator ABI %u, this "
                             "kvweave has ABI %u", op->name ? op->name : "?", from,
                             (unsigned)op->abi, (unsigned)KW_OP_ABI);
-    if (op->size < sizeof(kw_op))
+    if (op->size < KW_OP_MIN_SIZE)
         return kw_error_set(err, KW_EABI,
                             "operator '%s' from %s has a kw_op of %u bytes, this kvweave "
                             "needs at least %zu", op->name ? op->name : "?", from,
-                            (unsigned)op->size, sizeof(kw_op));
+                            (unsigned)op->size, (size_t)KW_OP_MIN_SIZE);
     if (!op->name || !*op->name || !op->run)
         return kw_error_set(err, KW_EINVAL, "an operator from %s has no name or no run", from);
     if (op->n_inputs < 0 || op->n_outputs < 0 || op->n_params < 0 ||
@@ -42,6 +42,14 @@ static int check_op(const kw_registry *r, const kw_op *op, const char *from, kw_
         (op->n_params && !op->params))
         return kw_error_set(err, KW_EINVAL, "operator '%s' from %s has bad port or param "
                             "tables", op->name, from);
+    uint32_t roles = kw_op_kv_roles(op);
+    bool kv_out = false;
+    for (int o = 0; o < op->n_outputs; o++)
+        kv_out |= op->outputs[o].type && !strcmp(op->outputs[o].type, KW_T_KVMETHOD);
+    if (roles & ~(uint32_t)KW_ROLES_ALL || (roles && !kv_out))
+        return kw_error_set(err, KW_EINVAL, "operator '%s' from %s declares kv_roles 0x%x: "
+                            "%s", op->name, from, (unsigned)roles,
+                            kv_out ? "unknown role bits" : "it has no kvmethod output");
     if (kw_registry_find(r, op->name))
         return kw_error_set(err, KW_EINVAL, "operator '%s' from %s is already registered",
                             op->name, from);
@@ -73,6 +81,11 @@ static int add_ops(kw_registry *r, const kw_op *const *ops, const char *from, kw
         r->ops[r->n++] = ops[i];
     }
     return KW_OK;
+}
+
+uint32_t kw_op_kv_roles(const kw_op *op)
+{
+    return op && op->size >= offsetof(kw_op, kv_roles) + sizeof op->kv_roles ? op->kv_roles : 0;
 }
 
 int kw_registry_new(const kw_op *const *builtins, kw_registry **out, kw_error *err)

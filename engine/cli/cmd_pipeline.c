@@ -270,9 +270,13 @@ static void describe(const kw_op *op)
 {
     char lanes[32];
     lanes_text(op->lanes, lanes, sizeof lanes);
-    printf("%s (version %d)\n  %s\n\n  lanes: %s%s%s\n", op->name, op->version,
+    char roles[32] = "";
+    if (kw_op_kv_roles(op))
+        kw_kvroles_text(kw_op_kv_roles(op), roles, sizeof roles);
+    printf("%s (version %d)\n  %s\n\n  lanes: %s%s%s%s%s\n", op->name, op->version,
            op->doc ? op->doc : "", lanes, op->flags & KW_OP_SOURCE ? "; a source (data set)" : "",
-           op->flags & KW_OP_NEEDS_MODEL ? "; needs the model" : "");
+           op->flags & KW_OP_NEEDS_MODEL ? "; needs the model" : "",
+           roles[0] ? "; kv method roles: " : "", roles);
     printf("\n  inputs:\n");
     if (!op->n_inputs)
         printf("    (none)\n");

@@ -9,7 +9,7 @@ int kw_hookstack_check(const kw_hookstack *hs, kw_error *err)
     if (hs->n < 0 || hs->n > KW_MAX_HOOKS)
         return kw_error_set(err, KW_ELIMIT, "kv method stack: %d hooks, at most %d", hs->n,
                             KW_MAX_HOOKS);
-    int n_evict = 0, n_store = 0;
+    uint32_t roles[KW_MAX_HOOKS];
     for (int i = 0; i < hs->n; i++) {
         const kw_kvhook *h = hs->hooks[i];
         const char *nm = h && h->name ? h->name : "?";
@@ -21,15 +21,18 @@ int kw_hookstack_check(const kw_hookstack *hs, kw_error *err)
                                 KW_KVHOOK_ABI, sizeof(kw_kvhook));
         if (!(h->roles & (KW_ROLE_EVICT | KW_ROLE_SELECT | KW_ROLE_STORE)))
             return kw_error_set(err, KW_EINVAL, "kv method '%s' declares no role", nm);
-        n_evict += !!(h->roles & KW_ROLE_EVICT);
-        n_store += !!(h->roles & KW_ROLE_STORE);
+        roles[i] = h->roles;
     }
-    if (n_evict > 1)
-        return kw_error_set(err, KW_EINVAL, "kv method stack: %d EVICT hooks, at most one",
-                            n_evict);
-    if (n_store > 1)
-        return kw_error_set(err, KW_EINVAL, "kv method stack: %d STORE hooks, at most one",
-                            n_store);
+    int a, b;
+    uint32_t r = kw_kvroles_conflict(roles, hs->n, &a, &b);
+    if (r) {
+        char rn[32];
+        kw_kvroles_text(r, rn, sizeof rn);
+        return kw_error_set(err, KW_EINVAL, "kv method stack: hooks %d '%s' and %d '%s' both "
+                            "%s; a stack holds at most one %s hook", a,
+                            hs->hooks[a]->name ? hs->hooks[a]->name : "?", b,
+                            hs->hooks[b]->name ? hs->hooks[b]->name : "?", rn, rn);
+    }
     return 0;
 }
 

@@ -46,4 +46,5 @@ const kw_op kw_op_compress_snapkv = {
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1,
     .outputs = outs, .n_outputs = 1, .params = params,
     .n_params = sizeof params / sizeof *params, .run = run,
+    .kv_roles = KW_ROLE_EVICT,
 };

@@ -98,7 +98,33 @@ static int by_rem(const void *x, const void *y)
     return a->l - b->l;
 }
 
+int64_t kw__xkv_prompt(const kw_stats *s, int sample)
+{
+    return (int64_t)s->n_keys[sample] + (s->window > 0 ? s->window : 0);
+}
+
+int64_t kw__xkv_ratio_total(const kw_stats *s, int sample, double ratio, int window)
+{
+    int64_t per_layer = llround(ratio * (double)kw__xkv_prompt(s, sample)) - window;
+    return (int64_t)s->n_layer * (per_layer > 0 ? per_layer : 0);
+}
+
 int kw__xkv_solve(const kw_stats *s, kw_xkv_mode mode, double value, int32_t *alloc)
+{
+    if (s->n_samples < 1)
+        return KW_EINVAL;
+    double *v = malloc(sizeof(double) * (size_t)s->n_samples);
+    if (!v)
+        return KW_ENOMEM;
+    for (int i = 0; i < s->n_samples; i++)
+        v[i] = value;
+    int rc = kw__xkv_solve_each(s, mode, v, alloc);
+    free(v);
+    return rc;
+}
+
+int kw__xkv_solve_each(const kw_stats *s, kw_xkv_mode mode, const double *values,
+                       int32_t *alloc)
 {
     int L = s->n_layer;
     if (s->n_samples < 1)
@@ -121,7 +147,7 @@ int kw__xkv_solve(const kw_stats *s, kw_xkv_mode mode, double value, int32_t *al
             n[l] = nk;
             gp[l] = gain + (int64_t)l * nk;
         }
-        int64_t g = kw__xkv_allocate(gp, n, L, mode, value, a, NULL);
+        int64_t g = kw__xkv_allocate(gp, n, L, mode, values[i], a, NULL);
         free(gain);
         if (g < 0) {
             rc = (int)g;

@@ -29,6 +29,18 @@ void kw__xkv_gains(const kw_stats *s, int sample, double *gain);
 /* Allocation of every sample of s, averaged over samples and rounded to integers by
  * largest remainders (the rounded total is the rounded mean total). alloc (n_layer). */
 int kw__xkv_solve(const kw_stats *s, kw_xkv_mode mode, double value, int32_t *alloc);
+/* The same with a value per sample: values (s->n_samples). */
+int kw__xkv_solve_each(const kw_stats *s, kw_xkv_mode mode, const double *values,
+                       int32_t *alloc);
+
+/* Prompt tokens of calibration sample i: its scored keys plus the window the scores
+ * were taken with (s->window; a prompt whose last chunk was shorter than the window
+ * counts a few tokens too many). */
+int64_t kw__xkv_prompt(const kw_stats *s, int sample);
+/* total_size of sample i for a share `ratio` of its prompt: the tokens of a uniform
+ * capacity of round(ratio x prompt) per layer with the budget's window included,
+ * n_layer x max(0, round(ratio x prompt) - window). */
+int64_t kw__xkv_ratio_total(const kw_stats *s, int sample, double ratio, int window);
 
 /* PyramidKV's budget of one layer (schedules.c): prompt tokens kept, window included. */
 int kw__pyramid_layer(int64_t capacity, int window, double beta, int64_t prompt, int L,

@@ -11,7 +11,10 @@
  * At each decode step, in layers >= dense_layers, every query head h scores every
  * page P of its KV head's table with sum_i max(q_i * min_i, q_i * max_i), an upper bound
  * of q.k over the page, and reads the current (last) page plus the k - 1 best other
- * pages (ties: lower page first), k = max(min_pages, budget / page). The view has one
+ * pages (ties: lower page first), k = max(min_pages, budget / page), with budget the
+ * per-layer input's entry, else the sequence's own: `budget` tokens, or with `ratio` > 0
+ * round(ratio x its prompt tokens), fixed when the sequence opens (its prompt length is
+ * known then; generated tokens do not change it). The view has one
  * row per query head and whole pages as spans. With kv_rows (an option beyond the
  * publication, for GQA models) the query heads of a group share one pick, scored by the
  * largest of their bounds, and the view has one row per KV head. When every row would read all its pages
@@ -25,6 +28,9 @@
  * (after RoPE); with a pre-RoPE pool the rows are rotated from their stored positions
  * with the model's plain RoPE frequencies.
  */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,7 +58,8 @@ typedef struct qtable {
 } qtable;
 
 typedef struct qseq {
-    qtable *t; /* (n_layer, n_kv) */
+    int budget; /* tokens per query head and layer without a per-layer budget */
+    qtable *t;  /* (n_layer, n_kv) */
     float *rows;
     int32_t *rpos;
     int rows_cap;
@@ -174,9 +181,17 @@ static int add_range(kw_view *w, const kw_kvseq *kv, int l, int h, int P, int a,
     return 0;
 }
 
-static int pages_for(const qparams *p, int l, int kvh)
+int kw__quest_seq_budget(const kw_quest_opts *o, int n_prompt)
 {
-    int budget = p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : p->o.budget;
+    if (!(o->ratio > 0))
+        return o->budget;
+    double b = round(o->ratio * n_prompt);
+    return b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
+}
+
+static int pages_for(const qparams *p, const qseq *qs, int l, int kvh)
+{
+    int budget = p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : qs->budget;
     int k = budget / p->o.page;
     return k < p->o.min_pages ? p->o.min_pages : k;
 }
@@ -187,7 +202,7 @@ static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
                         const kw_kvseq *kv, int l, int kvh, const float *qg, int P)
 {
     int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, Q = st->p->o.page;
-    int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(st->p, l, kvh), rc;
+    int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(st->p, qs, l, kvh), rc;
     bool shared = st->p->o.kv_rows;
     if (np > k) {
         int64_t cap = qs->scores_cap;
@@ -246,7 +261,7 @@ static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         bool any = false;
         for (int h = 0; h < Hk && !any; h++) {
             int n = kw_kvseq_len(s->kv, l, h);
-            any = (n + st->p->o.page - 1) / st->p->o.page > pages_for(st->p, l, h);
+            any = (n + st->p->o.page - 1) / st->p->o.page > pages_for(st->p, qs, l, h);
         }
         if (!any)
             continue;
@@ -274,6 +289,7 @@ static int q_seq_open(void *stp, kw_seq *s, int idx)
         free(qs);
         return KW_ENOMEM;
     }
+    qs->budget = kw__quest_seq_budget(&st->p->o, s->n_prompt);
     s->hook_seq[idx] = qs;
     return 0;
 }
@@ -342,10 +358,11 @@ int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvme
                      kw_error *err)
 {
     *out = NULL;
-    if (o->page < 1 || o->page > 65535 || o->budget < 1 || o->min_pages < 1
-        || o->dense_layers < 0)
-        return kw_error_set(err, KW_EINVAL, "retrieve.quest: page %d, budget %d, min_pages %d, "
-                            "dense_layers %d", o->page, o->budget, o->min_pages, o->dense_layers);
+    if (o->page < 1 || o->page > 65535 || (o->budget < 1 && !(o->ratio > 0))
+        || o->min_pages < 1 || o->dense_layers < 0 || !(o->ratio >= 0 && o->ratio <= 1))
+        return kw_error_set(err, KW_EINVAL, "retrieve.quest: page %d, budget %d, ratio %g, "
+                            "min_pages %d, dense_layers %d", o->page, o->budget, o->ratio,
+                            o->min_pages, o->dense_layers);
     qparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
     if (p && m && per_layer) {
@@ -381,6 +398,9 @@ static const kw_param_spec params[] = {
     {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
      "tokens read per query head and layer at each decode step, as budget / page whole "
      "pages, the current page included"},
+    {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
+     "when set > 0: budget = round(ratio x prompt tokens) of each sequence (at least 1), "
+     "same counting (wins over budget; not with a budget input)"},
     {"min_pages", KW_PARAM_INT, "3", 1, 1 << 20, NULL, "at least this many pages"},
     {"dense_layers", KW_PARAM_INT, "2", 0, 1 << 16, NULL,
      "the first layers read every token"},
@@ -399,19 +419,35 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                        .kv_rows = !strcmp(kw_param_str(c, "rows"), "kvhead")};
     kw_value *bv = kw_task_in(t, 0);
     const kw_budget *b = NULL;
+    bool rs = kw_param_is_set(c, "ratio");
     if (bv) {
         if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
             return kw_task_fail(t, KW_ETYPE, "retrieve.quest: input 'budget' is a '%s'",
                                 kw_value_type(bv));
+        if (rs)
+            return kw_task_fail(t, KW_EINVAL, "%s: a budget input and 'ratio' are both set; "
+                                "the budget decides the tokens read, leave ratio unset",
+                                kw_ctx_stage(c));
         b = kw_value_data(bv);
     }
+    if (rs) /* a ratio > 0 set in the pipeline (or by --set) wins over budget */
+        o.ratio = kw_param_float(c, "ratio");
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__quest_method(&o, b, &m, &err);
     if (rc < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
-    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)" : "param");
+    char buf[64];
+    if (b) {
+        kw_ctx_record(c, "budget_source", "budget input (per layer, per KV head)");
+    } else if (o.ratio > 0) {
+        kw_ctx_record(c, "budget_source", "ratio");
+        snprintf(buf, sizeof buf, "%.17g", o.ratio);
+        kw_ctx_record(c, "budget_ratio", buf);
+    } else {
+        kw_ctx_record(c, "budget_source", "param");
+    }
     return kw_task_out(t, 0, kw_value_kvmethod(m));
 }
 
@@ -424,7 +460,10 @@ const kw_op kw_op_retrieve_quest = {
            "the pool; the min/max metadata adds about 2/page of the keys): it lowers the "
            "tokens attended per step. `budget` counts tokens read per query head and layer "
            "at each decode step, whole pages, the current page included; generated tokens "
-           "count once they are in the pages read.",
+           "count once they are in the pages read. `ratio` > 0 sets it per sequence to "
+           "round(ratio x its prompt tokens) when the sequence opens; a budget input sets "
+           "it per layer and KV head.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
-    .params = params, .n_params = 5, .run = run,
+    .params = params, .n_params = sizeof params / sizeof *params, .run = run,
+    .kv_roles = KW_ROLE_SELECT,
 };

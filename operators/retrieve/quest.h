@@ -14,7 +14,13 @@ typedef struct kw_quest_opts {
     int min_pages;    /* at least this many pages, the current one included */
     int dense_layers; /* layers [0, dense_layers) read everything */
     bool kv_rows;     /* a GQA group shares one pick (rows per KV head) */
+    double ratio;     /* > 0: each sequence's budget is ratio x its prompt tokens, rounded,
+                         at least 1 (budget is then unused); in [0, 1] */
 } kw_quest_opts;
+
+/* The token budget of a sequence with n_prompt prompt tokens under o (no per-layer
+ * budget): o->budget, or round(o->ratio * n_prompt) >= 1 when o->ratio > 0. */
+int kw__quest_seq_budget(const kw_quest_opts *o, int n_prompt);
 
 /* A new kvmethod (transfer full) for o; per_layer (nullable, copied) replaces
  * o->budget by its (layer, KV head) token counts. */

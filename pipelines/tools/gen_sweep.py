@@ -12,11 +12,13 @@ engine prefills each prompt once and each branch computes only its tail (methods
 before the prompt ends, H2O and StreamingLLM evicting per chunk, prefill on their own and
 say so in the generation's prefill_share).
 
-Budgets: compress.* take `ratio` (of the prompt, measured per sample). retrieve.quest and
-layer_budget.xkv take tokens: they are computed here from the nominal prompt length (RULER:
-length - max_new; PG19: prefill), so they are ratios only for prompts of that length.
-XKV's total_size is n_layer x (ratio x prompt - window): the same tokens as a uniform
-SnapKV capacity of ratio x prompt with XKV's window of 8 included.
+Budgets are `ratio`s of the prompt everywhere, so no branch depends on a nominal prompt
+length. compress.* and retrieve.quest take the ratio of each sample's prompt (Quest reads
+round(ratio x prompt) tokens per query head and layer). layer_budget.xkv takes it of the
+calibration samples' prompts: each one's total is n_layer x (round(ratio x prompt) -
+window), the same tokens as a uniform SnapKV capacity of ratio x prompt with XKV's window
+of 8 included, and the averaged allocation is every sample's budget (XKV's budget is
+solved once on the calibration share); all prompts of a sweep file have about one length.
 
   python3 pipelines/tools/gen_sweep.py              # rewrites both files in pipelines/
   python3 pipelines/tools/gen_sweep.py --check      # exit 1 when they differ
@@ -39,10 +41,9 @@ def flow(d):
     return "{ " + ", ".join("%s: %s" % (k, v) for k, v in d.items()) + " }"
 
 
-def method_stages(m, r, prompt, a):
+def method_stages(m, r, a):
     """(extra stages, kvmethod stage id) of method m at ratio r."""
     kv = "kv_%s_%s" % (m, pct(r))
-    tok = max(1, round(r * prompt))
     if m == "streaming":
         w = {"sink": 4, "ratio": r}
         if not a.streaming_prefill_evict:
@@ -59,12 +60,11 @@ def method_stages(m, r, prompt, a):
                           "beta": 20}}], kv
     if m == "quest":
         return [{"id": kv, "op": "retrieve.quest",
-                 "with": {"page": 16, "budget": tok, "dense_layers": 2}}], kv
+                 "with": {"page": 16, "ratio": r, "dense_layers": 2}}], kv
     if m == "xkv":
         b = "xkv_budget_%s" % pct(r)
-        total = a.n_layer * max(1, tok - 8)
         return [{"id": b, "op": "layer_budget.xkv", "in": ["probe"],
-                 "with": {"total_size": total, "window": 8}},
+                 "with": {"ratio": r, "window": 8}},
                 {"id": kv, "op": "compress.snapkv", "in": [b],
                  "with": {"window": 8, "kernel": 7, "pooling": "avg"}}], kv
     raise ValueError(m)
@@ -79,7 +79,7 @@ def stage_line(s):
     return "  - { " + ", ".join(parts) + " }"
 
 
-def branches(a, prompt, decode, dec_with, scorers, streaming_dec_with):
+def branches(a, decode, dec_with, scorers, streaming_dec_with):
     """stage lines: the full branch, then method x budget."""
     out = []
     def branch(name, kv, extra_with=None):
@@ -100,7 +100,7 @@ def branches(a, prompt, decode, dec_with, scorers, streaming_dec_with):
     for m in a.methods:
         out.append("  # %s" % m)
         for r in a.budgets:
-            extra, kv = method_stages(m, r, prompt, a)
+            extra, kv = method_stages(m, r, a)
             out.extend(stage_line(s) for s in extra)
             branch("%s_%s" % (m, pct(r)), kv, streaming_dec_with if m == "streaming" else None)
     return out
@@ -111,7 +111,6 @@ def header(title, lines):
 
 
 def ruler_yaml(a):
-    prompt = a.ruler_length - a.ruler_max_new
     ds = {"task": '"%s"' % NIAH, "length": a.ruler_length, "n": a.ruler_n, "seed": 42}
     if a.ruler_max_new != 128:
         ds["max_new"] = a.ruler_max_new
@@ -124,8 +123,8 @@ def ruler_yaml(a):
         "attention (gen_full / full). Each branch: kv_<m>_<pct> (the kvmethod),",
         "gen_<m>_<pct> (decode.greedy, share_prefill), <m>_<pct> (score.ruler), so the run",
         "records <m>_<pct>/score, <m>_<pct>/score/<task>, gen_<m>_<pct>/mem/... and",
-        "gen_<m>_<pct>/gen/prefill_shared_tokens. Quest and XKV budgets are tokens of a",
-        "%d-token prompt (length - max_new)." % prompt,
+        "gen_<m>_<pct>/gen/prefill_shared_tokens. Budgets are ratios of each sample's",
+        "prompt (XKV: of the calibration samples' prompts, averaged).",
         "",
         "  pipelines/sweep_budgets.sh --limit 1      # with the PG19 sweep: one command",
         "  ./build/kvweave run pipelines/sweep_budgets.yaml --set dataset.n=1",
@@ -139,14 +138,13 @@ def ruler_yaml(a):
     dec = {"share_prefill": "true"}
     if a.ruler_max_new != 128:
         dec["max_new"] = a.ruler_max_new
-    out += branches(a, prompt, "decode.greedy", dec,
+    out += branches(a, "decode.greedy", dec,
                     lambda n: [(n, "score.ruler", ["dataset"])], None)
     out.append("run: { device: cpu, seed: 1 }")
     return "\n".join(out) + "\n"
 
 
 def pg19_yaml(a):
-    prompt = a.pg19_prefill
     ds = {"path": "\"${KVWEAVE_DATA}/text/pg19_frank_merriwell_down_south.txt\"",
           "n": a.pg19_n, "prefill": a.pg19_prefill, "steps": a.pg19_steps}
     out = header("Budget sweep on PG19 fidelity (written by pipelines/tools/gen_sweep.py: "
@@ -159,8 +157,8 @@ def pg19_yaml(a):
         "reference on the same prefill (StreamingLLM drops prompt tokens per chunk, so its",
         "reference prefills on its own); <m>_<pct>_fid (score.fidelity: kl, top1, top5) and",
         "<m>_<pct>_ppl (score.ppl: nll, ppl, nll_full, ppl_full). gen_full has no method: its",
-        "kl is 0 (a self-check) and its ppl is full attention's. Quest and XKV budgets are",
-        "tokens of a %d-token prompt." % prompt,
+        "kl is 0 (a self-check) and its ppl is full attention's. Budgets are ratios of",
+        "each sample's prompt (XKV: of the calibration samples' prompts, averaged).",
         "",
         "  pipelines/sweep_budgets.sh --limit 1      # with the RULER sweep: one command",
         "  ./build/kvweave run pipelines/sweep_budgets_pg19.yaml --set dataset.n=1",
@@ -172,7 +170,7 @@ def pg19_yaml(a):
     out.append("stages:")
     out.append(stage_line({"id": "tok", "op": "tokenize.ids"}))
     own = {"reference_prefill": "own"} if a.streaming_prefill_evict else None
-    out += branches(a, prompt, "decode.fidelity", {"share_prefill": "true"},
+    out += branches(a, "decode.fidelity", {"share_prefill": "true"},
                     lambda n: [(n + "_fid", "score.fidelity", []),
                                (n + "_ppl", "score.ppl", [])], own)
     out.append("run: { device: cpu, seed: 1 }")
@@ -186,7 +184,6 @@ def main():
     p.add_argument("--check", action="store_true", help="compare instead of writing")
     p.add_argument("--budgets", default="0.05,0.1,0.25,0.5")
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--n-layer", type=int, default=30, help="the model's layers (SmolLM2-135M)")
     p.add_argument("--ruler-length", type=int, default=4096)
     p.add_argument("--ruler-max-new", type=int, default=128, help="niah's answer length")
     p.add_argument("--ruler-n", type=int, default=5, help="samples per task")

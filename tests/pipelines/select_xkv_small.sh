@@ -1,8 +1,11 @@
 #!/bin/sh
 # The Quest and XKV pipelines on the real default model, made small (2 samples of 512
 # tokens, 8 new tokens): Quest with a budget covering the context reads what full
-# attention reads, with 64 tokens it reads less and holds the same KV; XKV calibrates on
-# one sample, hands out exactly total_size tokens and drives SnapKV and Quest.
+# attention reads, with 64 tokens it reads less and holds the same KV, and with a ratio
+# of 0.14 of its prompts (512 and 534 tokens: 72 and 75 tokens, 4 pages as 64 tokens are)
+# it reads what the 64-token budget reads; XKV calibrates on one sample, hands out exactly
+# total_size tokens and drives SnapKV and Quest, and with a ratio hands out
+# n_layer x (round(ratio x the calibration prompt) - window).
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -37,6 +40,12 @@ python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if s < 0.7*w el
 # token's K/V may not be stored), far from any eviction
 python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if abs(s - w) < 0.005*w else 1)" "$kvw" "$kvq"
 
+"$KVWEAVE_BIN" run pipelines/quest_ruler.yaml --db "$tmp/qr.db" $small --set sel.ratio=0.14
+[ "$(q "$tmp/qr.db" "SELECT value FROM params WHERE key = 'sel.budget_source'")" = ratio ]
+byratio=$(metric "$tmp/qr.db" mem/attended_mean)
+echo "quest: attended_mean $byratio with ratio 0.14, $sel with 64 tokens"
+[ "$byratio" = "$sel" ]
+
 xkv="$small --set calibration.n=1 --set budget.total_size=1500"
 "$KVWEAVE_BIN" run pipelines/xkv_snapkv_ruler.yaml --db "$tmp/x.db" $xkv
 "$KVWEAVE_BIN" run pipelines/xkv_quest_ruler.yaml --db "$tmp/xq.db" $xkv
@@ -55,3 +64,14 @@ last="(SELECT uuid FROM runs ORDER BY start_time DESC, rowid DESC LIMIT 1)"
 [ "$(q "$tmp/x.db" "SELECT value FROM params WHERE run = $last AND key = 'budget.cached'")" = true ]
 [ "$(q "$tmp/x.db" "SELECT count(*) || ' ' || count(DISTINCT value) FROM params WHERE key = 'once/budget.budget'")" = "2 1" ]
 echo "xkv+snapkv: kv payload mean $(metric "$tmp/x.db" mem/kv_payload_mean_bytes) bytes"
+
+# a ratio overrules the pipeline's total_size: 30 layers x (round(0.25 x prompt) - 8), the
+# prompt being the calibration sample's (its scored keys + the probe's window)
+"$KVWEAVE_BIN" run pipelines/xkv_snapkv_ruler.yaml --db "$tmp/xr.db" $small \
+    --set calibration.n=1 --set budget.ratio=0.25
+p=$(q "$tmp/xr.db" "SELECT CAST(value AS INTEGER) FROM params WHERE key = 'budget.calibration_prompt_tokens_mean'")
+alloc=$(q "$tmp/xr.db" "SELECT value FROM params WHERE key = 'budget.allocated_tokens'")
+want=$(python3 -c "import sys; p=int(sys.argv[1]); print('%d over 1 samples' % (30 * (int(p * 0.25 + 0.5) - 8)))" "$p")
+echo "xkv ratio 0.25 of a $p-token calibration prompt: $alloc"
+[ "$alloc" = "$want" ]
+[ "$(q "$tmp/xr.db" "SELECT count(*) FROM metrics WHERE key = 'gen/n_prompt' AND sample IS NOT NULL AND value = $p")" -ge 1 ]

@@ -4,7 +4,8 @@
  *
  *   dataset: test.source -> test.tok -> test.probe -> test.budget (reduce) -> test.evict
  *            test.tok + test.evict -> test.gen -> test.score;  test.perbudget maps each;
- *   test.map: sample -> sample */
+ *   test.map: sample -> sample;  test.select (SELECT) and test.kvany (no roles declared):
+ *   kvmethods with no inputs, for the stack rule (test.evict is an EVICT one) */
 #include "kvweave/op.h"
 
 #ifndef TESTOPS_PLUGIN_ABI
@@ -26,14 +27,16 @@ static int run(kw_opctx *c, void *st, kw_task *t)
     return KW_OK;
 }
 
-#define OP(var, nm, fl, ins, outs, prm)                                                     \
+#define OPR(var, nm, fl, ins, outs, prm, roles)                                             \
     static const kw_op var = {                                                              \
         .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = nm, .version = 1, .doc = nm,       \
         .lanes = KW_LANE_CPU, .flags = fl, .inputs = ins,                                   \
         .n_inputs = (int)(sizeof ins / sizeof(kw_port)) - 1, .outputs = outs,               \
         .n_outputs = (int)(sizeof outs / sizeof(kw_port)) - 1, .params = prm,               \
         .n_params = (int)(sizeof prm / sizeof(kw_param_spec)) - 1, .run = run,              \
+        .kv_roles = roles,                                                                  \
     }
+#define OP(var, nm, fl, ins, outs, prm) OPR(var, nm, fl, ins, outs, prm, 0)
 
 /* Each table ends with an unused entry so that empty tables are valid C. */
 static const kw_port none_in[] = {{0}};
@@ -86,7 +89,10 @@ static const kw_param_spec evict_p[] = {
     {"capacity", KW_PARAM_INT, "128", 1, 1000000, NULL, "tokens kept"},
     {0},
 };
-OP(op_evict, "test.evict", 0, evict_in, evict_out, evict_p);
+OPR(op_evict, "test.evict", 0, evict_in, evict_out, evict_p, KW_ROLE_EVICT);
+/* kvmethods for the stack rule: a SELECT one, and one that declares no roles */
+OPR(op_select, "test.select", 0, none_in, evict_out, none_p, KW_ROLE_SELECT);
+OP(op_kvany, "test.kvany", 0, none_in, evict_out, none_p);
 
 static const kw_port gen_in[] = {
     {"tokens", KW_T_TOKENS, KW_EACH, 0, NULL},
@@ -115,7 +121,8 @@ static const kw_op op_broken = {
 
 const uint32_t kw_plugin_abi = TESTOPS_PLUGIN_ABI;
 const kw_op *const kw_plugin_ops[] = {
-    &op_source, &op_tok, &op_map, &op_probe, &op_budget, &op_perbudget, &op_evict, &op_gen, &op_score,
+    &op_source, &op_tok, &op_map, &op_probe, &op_budget, &op_perbudget, &op_evict, &op_select,
+    &op_kvany, &op_gen, &op_score,
 #ifdef TESTOPS_BROKEN
     &op_broken,
 #endif

@@ -108,6 +108,7 @@ static const kw__evict_params *run_op(const kw_op *op, const char *params, kw_va
     const kw_kvmethod *m = kw_value_data(t->out);
     assert_string_equal(m->hook->name, op->name);
     assert_true(m->hook->roles == KW_ROLE_EVICT);
+    assert_true(op->kv_roles == m->hook->roles); /* what the graph checks stacks with */
     assert_non_null(json_object_get(c->records, "budget_counts"));
     return m->params;
 }

@@ -185,6 +185,51 @@ static void test_phases_split_at_the_reduce(void **st)
     kw_graph_free(g);
 }
 
+/* kv methods wired into one stage form its hook stack: their declared roles are checked
+ * when the graph is built (test.evict EVICT, test.select SELECT, test.kvany undeclared). */
+static int build_stack(const char *methods, kw_graph **g, kw_error *e)
+{
+    char text[1024];
+    snprintf(text, sizeof text,
+             "name: stack\n"                                                      /* 1 */
+             "model: m\n"                                                         /* 2 */
+             "dataset: { op: test.source }\n"                                     /* 3 */
+             "stages:\n"                                                          /* 4 */
+             "  - { id: tok, op: test.tok }\n"                                    /* 5 */
+             "  - { id: probe, op: test.probe, in: [tok] }\n"                     /* 6 */
+             "  - { id: budget, op: test.budget, in: [probe] }\n"                 /* 7 */
+             "  - { id: ev1, op: test.evict, in: [budget] }\n"                    /* 8 */
+             "  - { id: ev2, op: test.evict, in: [budget] }\n"                    /* 9 */
+             "  - { id: sel, op: test.select }\n"                                 /* 10 */
+             "  - { id: any, op: test.kvany }\n"                                  /* 11 */
+             "  - { id: gen, op: test.gen, in: [tok, %s], with: { seed_offset: 0 } }\n",
+             methods);
+    return build_text(text, NULL, g, e);
+}
+
+static void test_stack_of_two_evict_methods_is_refused_at_build(void **st)
+{
+    (void)st;
+    static const char *ok[] = {"ev1", "ev1, sel", "sel, ev2, sel", "ev1, any, any", "sel, sel"};
+    kw_graph *g;
+    kw_error e;
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        if (build_stack(ok[i], &g, &e) != 0)
+            fail_msg("[%s] refused: %s", ok[i], e.msg);
+        kw_graph_free(g);
+    }
+    assert_int_equal(build_stack("sel, ev1, any, ev2", &g, &e), KW_EINVAL);
+    assert_null(g);
+    assert_int_equal(kw_exit_code(e.code), 2);
+    assert_string_equal(e.msg, "p.yaml:12:5: stage 'gen' (test.gen): kv methods 'ev1' "
+                               "(test.evict, EVICT) and 'ev2' (test.evict, EVICT) both EVICT; "
+                               "a stack of kv methods holds at most one EVICT and at most one "
+                               "STORE method (any number of SELECT)");
+    /* one EVICT method listed twice is two EVICT hooks too */
+    assert_int_equal(build_stack("ev2, ev2", &g, &e), KW_EINVAL);
+    assert_non_null(strstr(e.msg, "kv methods 'ev2' (test.evict, EVICT) and 'ev2'"));
+}
+
 static void test_params_are_typed_and_defaults_marked(void **st)
 {
     (void)st;
@@ -400,6 +445,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_build_wires_ports_and_orders_topologically),
         cmocka_unit_test(test_phases_split_at_the_reduce),
+        cmocka_unit_test(test_stack_of_two_evict_methods_is_refused_at_build),
         cmocka_unit_test(test_params_are_typed_and_defaults_marked),
         cmocka_unit_test(test_string_params_expand_environment_variables),
         cmocka_unit_test(test_intlist_takes_a_comma_string),

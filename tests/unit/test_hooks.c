@@ -331,12 +331,27 @@ static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(voi
 static void test_hookstack_rules(void **st)
 {
     kw_error err = {0};
-    kw_hookstack two_evict = {.n = 2, .hooks = {&ev_hook, &ev_hook}};
+    kw_hookstack two_evict = {.n = 3, .hooks = {&ev_hook, &sel_hook, &ev_hook}};
     assert_int_equal(kw_hookstack_check(&two_evict, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "hooks 0 'test.evict' and 2 'test.evict' both EVICT"));
     kw_hookstack ok = {.n = 3, .hooks = {&ev_hook, &sel_hook, &sel_hook}};
     assert_int_equal(kw_hookstack_check(&ok, &err), 0);
     assert_int_equal(kw_hookstack_needs(&ok),
                      KW_NEED_OBS_PROBS | KW_NEED_LSE | KW_NEED_HOST_Q);
+    /* the rule itself, as the graph builder also applies it: EVICT before STORE */
+    uint32_t roles[] = {KW_ROLE_SELECT, KW_ROLE_STORE, KW_ROLE_EVICT | KW_ROLE_SELECT,
+                        KW_ROLE_STORE, KW_ROLE_EVICT};
+    int first = -1, second = -1;
+    assert_int_equal(kw_kvroles_conflict(roles, 5, &first, &second), KW_ROLE_EVICT);
+    assert_int_equal(first, 2);
+    assert_int_equal(second, 4);
+    assert_int_equal(kw_kvroles_conflict(roles, 4, &first, &second), KW_ROLE_STORE);
+    assert_int_equal(first, 1);
+    assert_int_equal(second, 3);
+    assert_int_equal(kw_kvroles_conflict(roles, 3, NULL, NULL), 0);
+    char txt[32];
+    assert_string_equal(kw_kvroles_text(roles[2], txt, sizeof txt), "EVICT+SELECT");
+    assert_string_equal(kw_kvroles_text(0, txt, sizeof txt), "none");
     kw_kvhook bad = sel_hook;
     bad.abi = 99;
     kw_hookstack b = {.n = 1, .hooks = {&bad}};

@@ -269,6 +269,65 @@ static void test_quest_dense_layers_prefill_and_current_page(void **s)
     fx_close(&fx);
 }
 
+/* Reopens the fixture's sequence as one whose prompt has n_prompt tokens. */
+static void fx_reopen(fixture *fx, int n_prompt)
+{
+    fx->m->hook->seq_close(fx->st, &fx->seq, 0);
+    fx->seq.n_prompt = n_prompt;
+    assert_int_equal(fx->m->hook->seq_open(fx->st, &fx->seq, 0), 0);
+}
+
+/* With ratio, a sequence's budget is ratio x its own prompt, fixed when it opens: the
+ * same 320 stored tokens are read as 5, 10 or min_pages pages by sequences whose
+ * prompts differ, where budget alone (1024) would read them all. */
+static void test_quest_ratio_budget_is_a_share_of_each_prompt(void **s)
+{
+    (void)s;
+    kw_quest_opts o = {.page = 16, .budget = 1024, .min_pages = 3, .dense_layers = 2};
+    assert_int_equal(kw__quest_seq_budget(&o, 320), 1024);
+    o.ratio = 0.25;
+    assert_int_equal(kw__quest_seq_budget(&o, 320), 80);
+    assert_int_equal(kw__quest_seq_budget(&o, 203), 51); /* 50.75 rounds up */
+    assert_int_equal(kw__quest_seq_budget(&o, 202), 51); /* 50.5: half away from zero */
+    assert_int_equal(kw__quest_seq_budget(&o, 201), 50);
+    assert_int_equal(kw__quest_seq_budget(&o, 1), 1);    /* at least one token */
+    static const struct { int n_prompt, tokens; } want[] = {
+        {320, 5 * 16},  /* 80 tokens: 5 pages */
+        {640, 10 * 16}, /* 160 tokens: 10 pages */
+        {100, 3 * 16},  /* 25 tokens: 1 page, min_pages 3 */
+        {400, 6 * 16},  /* 100 tokens: 6 whole pages */
+    };
+    fixture fx;
+    fx_open(&fx, 16, &o);
+    fill(&fx, 320, 0);
+    float *q = rand_q(&fx);
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        fx_reopen(&fx, want[i].n_prompt);
+        assert_int_equal(call_select(&fx, 3, false, q), 0);
+        assert_true(fx.w->per_qhead);
+        for (int r = 0; r < fx.cfg.n_head; r++)
+            assert_int_equal(kw_view_row_tokens(fx.w, r), want[i].tokens);
+        assert_int_equal(check_layer(&fx, 3, q, &(kw_quest_opts){.page = 16,
+                                     .budget = want[i].tokens, .min_pages = 3}),
+                         fx.cfg.n_head);
+    }
+    fx_close(&fx);
+    /* without ratio the same prompt reads everything: the view stays dense */
+    o.ratio = 0;
+    fx_open(&fx, 16, &o);
+    fill(&fx, 320, 0);
+    fx_reopen(&fx, 320);
+    assert_int_equal(call_select(&fx, 3, false, q), 0);
+    assert_false(fx.w->per_qhead);
+    free(q);
+    fx_close(&fx);
+    kw_kvmethod *m;
+    kw_error err = {0};
+    o.ratio = 1.5;
+    assert_int_equal(kw__quest_method(&o, NULL, &m, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "ratio 1.5"));
+}
+
 /* ---- through the engine ---- */
 
 typedef struct sink {
@@ -384,6 +443,7 @@ static void test_quest_op_makes_a_select_kvmethod_and_takes_a_budget(void **st)
     const kw_kvmethod *m = kw_value_data(t.out[0]);
     assert_ptr_equal(m->hook, &kw__quest_hook);
     assert_int_equal(m->hook->roles, KW_ROLE_SELECT);
+    assert_int_equal(kw_op_retrieve_quest.kv_roles, m->hook->roles); /* the graph's check */
     assert_non_null(strstr(json_string_value(json_object_get(c.records, "kv_memory")),
                            "unchanged"));
     assert_non_null(strstr(kw_op_retrieve_quest.doc, "Saves no KV memory"));
@@ -402,6 +462,24 @@ static void test_quest_op_makes_a_select_kvmethod_and_takes_a_budget(void **st)
     kw_error err = {0};
     assert_int_equal(m->state_new(m->params, &cfg, &hs, &err), KW_EINVAL);
     assert_non_null(strstr(err.msg, "7 layers x 2 KV heads, the model has 3 x 2"));
+    st_task_clear(&t);
+    json_decref(c.params);
+    json_decref(c.records);
+
+    /* ratio wins over budget and is recorded; with a budget input it is refused */
+    c = (kw_opctx){.op = &kw_op_retrieve_quest,
+                   .params = json_pack("{s:i,s:f}", "budget", 256, "ratio", 0.1)};
+    st_task_init(&t, -1);
+    assert_int_equal(kw_op_retrieve_quest.run(&c, NULL, &t), 0);
+    assert_string_equal(json_string_value(json_object_get(c.records, "budget_source")), "ratio");
+    assert_string_equal(json_string_value(json_object_get(c.records, "budget_ratio")),
+                        "0.10000000000000001");
+    st_task_clear(&t);
+    st_task_init(&t, -1);
+    t.in[0][0] = kw_value_budget(kw_budget_new(3, 2, false));
+    t.n_in[0] = 1;
+    assert_int_equal(kw_op_retrieve_quest.run(&c, NULL, &t), KW_EINVAL);
+    assert_non_null(strstr(t.msg, "a budget input and 'ratio' are both set"));
     st_task_clear(&t);
     json_decref(c.params);
     json_decref(c.records);
@@ -447,6 +525,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quest_pages_equal_brute_force_top_k),
         cmocka_unit_test(test_quest_dense_layers_prefill_and_current_page),
+        cmocka_unit_test(test_quest_ratio_budget_is_a_share_of_each_prompt),
         cmocka_unit_test(test_quest_budget_covering_context_is_dense_and_small_budget_reads_less),
         cmocka_unit_test(test_quest_op_makes_a_select_kvmethod_and_takes_a_budget),
         cmocka_unit_test(test_quest_per_layer_budget_sets_pages_per_layer),

@@ -58,6 +58,48 @@ static void test_builtin_table_refuses_duplicates_and_other_abis(void **st)
     assert_non_null(strstr(e.msg, "ABI 2, this kvweave has ABI 1"));
 }
 
+static const kw_port kv_out[] = {{"method", KW_T_KVMETHOD, KW_ONCE, 0, NULL}};
+
+/* An operator built with the op.h of before kv_roles: its size ends where kv_roles
+ * starts, so whatever lies there is not its own and reads as "not declared". */
+static void test_kw_op_of_an_older_header_is_taken_without_kv_roles(void **st)
+{
+    (void)st;
+    static const kw_op older = {.size = KW_OP_MIN_SIZE, .abi = KW_OP_ABI, .name = "old.kv",
+                                .version = 1, .outputs = kv_out, .n_outputs = 1, .run = run,
+                                .kv_roles = KW_ROLE_EVICT};
+    static const kw_op newer = {.size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "new.kv",
+                                .version = 1, .outputs = kv_out, .n_outputs = 1, .run = run,
+                                .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE};
+    assert_true(KW_OP_MIN_SIZE < sizeof(kw_op));
+    const kw_op *const table[] = {&older, &newer, NULL};
+    kw_registry *r;
+    kw_error e = {0};
+    assert_int_equal(kw_registry_new(table, &r, &e), 0);
+    assert_int_equal(kw_op_kv_roles(kw_registry_find(r, "old.kv")), 0);
+    assert_int_equal(kw_op_kv_roles(kw_registry_find(r, "new.kv")),
+                     KW_ROLE_EVICT | KW_ROLE_STORE);
+    kw_registry_free(r);
+}
+
+static void test_kv_roles_need_a_kvmethod_output_and_known_bits(void **st)
+{
+    (void)st;
+    static const kw_op no_kv = {.size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "x.nokv",
+                                .version = 1, .run = run, .kv_roles = KW_ROLE_SELECT};
+    static const kw_op odd = {.size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "x.odd",
+                              .version = 1, .outputs = kv_out, .n_outputs = 1, .run = run,
+                              .kv_roles = KW_ROLE_SELECT | 0x40};
+    const kw_op *const t1[] = {&op_a, &no_kv, NULL}, *const t2[] = {&odd, NULL};
+    kw_registry *r;
+    kw_error e = {0};
+    assert_int_equal(kw_registry_new(t1, &r, &e), KW_EINVAL);
+    assert_non_null(strstr(e.msg, "operator 'x.nokv' from the built-in table declares "
+                                  "kv_roles 0x2: it has no kvmethod output"));
+    assert_int_equal(kw_registry_new(t2, &r, &e), KW_EINVAL);
+    assert_non_null(strstr(e.msg, "declares kv_roles 0x42: unknown role bits"));
+}
+
 static kw_registry *fresh(void)
 {
     kw_registry *r;
@@ -106,7 +148,7 @@ static void test_plugin_refusals_name_the_numbers(void **st)
              KW_TEST_KWTESTOPS_OPABI, KW_OP_ABI + 7);
     refused(KW_TEST_KWTESTOPS_OPABI, KW_EABI, msg);
     snprintf(msg, sizeof msg, "has a kw_op of 64 bytes, this kvweave needs at least %zu",
-             sizeof(kw_op));
+             (size_t)KW_OP_MIN_SIZE);
     refused(KW_TEST_KWTESTOPS_SMALL, KW_EABI, msg);
     refused(KW_TEST_KWTESTOPS_DUP, KW_EINVAL, "operator 'test.tok' from");
     refused("/nonexistent/libx.so", KW_ENOTFOUND, "cannot find plug-in '/nonexistent/libx.so'");
@@ -181,6 +223,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtins_are_found_by_name_and_index),
         cmocka_unit_test(test_builtin_table_refuses_duplicates_and_other_abis),
+        cmocka_unit_test(test_kw_op_of_an_older_header_is_taken_without_kv_roles),
+        cmocka_unit_test(test_kv_roles_need_a_kvmethod_output_and_known_bits),
         cmocka_unit_test(test_plugin_adds_its_operators_once),
         cmocka_unit_test(test_plugin_refusals_name_the_numbers),
         cmocka_unit_test(test_env_path_takes_files_and_directories),

@@ -242,10 +242,67 @@ static void test_layer_budget_xkv_op_adds_the_window_and_checks_modes(void **s)
     c = (kw_opctx){.op = &kw_op_layer_budget_xkv,
                    .params = json_pack("{s:i,s:f}", "total_size", 10, "set_value", 0.5)};
     assert_int_equal(kw_op_layer_budget_xkv.init(&c, NULL, &err), KW_EINVAL);
-    assert_non_null(strstr(err.msg, "exactly one of total_size and set_value (got both)"));
+    assert_non_null(strstr(err.msg, "exactly one of total_size (or ratio) and set_value "
+                                    "(got both)"));
+    json_decref(c.params);
+    c = (kw_opctx){.op = &kw_op_layer_budget_xkv,
+                   .params = json_pack("{s:f,s:f}", "ratio", 0.1, "set_value", 0.5)};
+    assert_int_equal(kw_op_layer_budget_xkv.init(&c, NULL, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "(got both)"));
     json_decref(c.params);
     c = (kw_opctx){.op = &kw_op_layer_budget_xkv, .params = NULL};
     assert_int_equal(kw_op_layer_budget_xkv.init(&c, NULL, &err), KW_EINVAL);
+}
+
+/* ratio: each calibration sample's total is that of a uniform capacity of ratio x its
+ * prompt (scored keys + the stats' window) with the window included; the samples'
+ * allocations are averaged, so the budget holds the mean of their totals. */
+static void test_layer_budget_xkv_ratio_is_a_share_of_each_calibration_prompt(void **s)
+{
+    (void)s;
+    int L = 4, H = 3;
+    kw_stats *st = kw_stats_new(L, H);
+    st->window = 8;
+    kw_stats_add_sample(st, 92, rand_profile(L, H, 92));   /* a prompt of 100 tokens */
+    kw_stats_add_sample(st, 192, rand_profile(L, H, 192)); /* 200 tokens */
+    kw_stats_add_sample(st, 30, rand_profile(L, H, 30));   /* 38 tokens */
+    kw_stats_finish(st);
+    assert_int_equal(kw__xkv_prompt(st, 0), 100);
+    assert_int_equal(kw__xkv_prompt(st, 1), 200);
+    /* round(0.25 x 100) = 25 per layer, less the window 8: 17 x 4 layers */
+    assert_int_equal(kw__xkv_ratio_total(st, 0, 0.25, 8), 4 * 17);
+    assert_int_equal(kw__xkv_ratio_total(st, 1, 0.25, 8), 4 * 42);
+    assert_int_equal(kw__xkv_ratio_total(st, 2, 0.25, 8), 4 * 2); /* 9.5 rounds to 10 */
+    assert_int_equal(kw__xkv_ratio_total(st, 0, 0.05, 8), 0);     /* 5 < the window */
+    assert_int_equal(kw__xkv_ratio_total(st, 1, 0.3, 0), 4 * 60);
+
+    /* through the operator; a total_size beside it is overruled */
+    kw_opctx c = {.op = &kw_op_layer_budget_xkv,
+                  .params = json_pack("{s:f,s:i,s:i}", "ratio", 0.25, "total_size", 7,
+                                      "window", 8)};
+    kw_error err = {0};
+    assert_int_equal(kw_op_layer_budget_xkv.init(&c, NULL, &err), 0);
+    kw_task t;
+    st_task_init(&t, -1);
+    t.in[0][0] = kw_value_stats(st);
+    t.n_in[0] = 1;
+    assert_int_equal(kw_op_layer_budget_xkv.run(&c, NULL, &t), 0);
+    const kw_budget *b = kw_value_data(t.out[0]);
+    /* totals 68, 168, 8: mean 81.33 -> 81 tokens over the layers, plus 8 per layer, per head */
+    assert_int_equal(kw_budget_total(b), H * (81 + L * 8));
+    double want[3] = {68, 168, 8};
+    int32_t a[4];
+    assert_int_equal(kw__xkv_solve_each(st, KW_XKV_TOTAL_SIZE, want, a), 0);
+    for (int l = 0; l < L; l++)
+        assert_int_equal(kw_budget_at(b, l, 1), a[l] + 8);
+    assert_string_equal(json_string_value(json_object_get(c.records, "total_size_mean")),
+                        "81.3");
+    assert_string_equal(json_string_value(json_object_get(c.records,
+                                                          "calibration_prompt_tokens_mean")),
+                        "112.7");
+    st_task_clear(&t);
+    json_decref(c.params);
+    json_decref(c.records);
 }
 
 static void test_pyramid_schedule_falls_linearly_with_the_uniform_total(void **s)
@@ -273,6 +330,7 @@ int main(void)
         cmocka_unit_test(test_xkv_solve_averages_samples_and_keeps_the_total),
         cmocka_unit_test(test_stats_round_trip_through_canonical_bytes),
         cmocka_unit_test(test_layer_budget_xkv_op_adds_the_window_and_checks_modes),
+        cmocka_unit_test(test_layer_budget_xkv_ratio_is_a_share_of_each_calibration_prompt),
         cmocka_unit_test(test_pyramid_schedule_falls_linearly_with_the_uniform_total),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

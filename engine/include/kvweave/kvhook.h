@@ -11,9 +11,12 @@
  *   -> on_prefill_end (only sequences whose prompt ends in this step) -> MLP
  *   ... step_end once per step.
  *
- * Stack rules (checked by kw_hookstack_check): at most one EVICT hook and at most one
- * STORE hook; any number of SELECT hooks, applied in order (each sees the previous
- * view). Hooks that do not set a callback leave it NULL.
+ * Stack rules (kvroles.h; checked by kw_hookstack_check): at most one EVICT hook and at
+ * most one STORE hook; any number of SELECT hooks, applied in order (each sees the
+ * previous view). The operator that makes a kvmethod declares its hook's roles
+ * (kw_op.kv_roles, op.h), so pipelines that break the rule are refused when they are
+ * built; this check stays for methods whose operator declares none. Hooks that do not
+ * set a callback leave it NULL.
  *
  * A hook that EVICTs calls kw_kvseq_keep on the sequence's pool tables; one that
  * SELECTs fills the kw_view it is given (kvpool.h). Hooks keep per-sequence state in
@@ -27,6 +30,7 @@
 #include <stdint.h>
 
 #include "kvpool.h"
+#include "kvroles.h" /* KW_ROLE_* and the stack rule */
 #include "model.h"
 #include "status.h"
 #include "value.h"
@@ -37,12 +41,6 @@ extern "C" {
 
 #define KW_KVHOOK_ABI 1
 #define KW_MAX_HOOKS 8
-
-enum { /* kw_kvhook.roles */
-    KW_ROLE_EVICT = 1u << 0,  /* physically drops tokens */
-    KW_ROLE_SELECT = 1u << 1, /* chooses what attention reads */
-    KW_ROLE_STORE = 1u << 2,  /* where and in what form KV lives */
-};
 
 enum { /* kw_kvhook.needs */
     KW_NEED_PRE_ROPE_K = 1u << 0, /* on_kv's k before RoPE (always so on the CPU) */

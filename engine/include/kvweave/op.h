@@ -28,7 +28,14 @@
  *
  * A plug-in is a shared object exporting `kw_plugin_ops`, a NULL-terminated array of
  * `const kw_op *`, and `kw_plugin_abi` (= KW_OP_ABI). The engine refuses a plug-in or an
- * operator whose abi differs from its own, or whose size is smaller than it knows.
+ * operator whose abi differs from its own, or whose size is smaller than the first
+ * kw_op of this abi (KW_OP_MIN_SIZE). Fields are only ever added at the end of kw_op:
+ * one past an operator's size (built with an older op.h) reads as 0 to the engine.
+ *
+ * An operator whose output is a kvmethod declares the roles of the hook it makes in
+ * kv_roles (KW_ROLE_* of kvroles.h; e.g. `.kv_roles = KW_ROLE_EVICT`), the same for every
+ * param, so that a decode stage fed two EVICT methods is refused when the pipeline is
+ * built. Without it (0) such a stack is refused only when the decode stage first runs.
  *
  * Kinds of operators, by their ports:
  *   source  (flag KW_OP_SOURCE): no `each` inputs; run is called repeatedly, each call
@@ -55,6 +62,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvroles.h"
 #include "status.h"
 #include "value.h"
 
@@ -134,7 +142,15 @@ typedef struct kw_op {
     int (*run)(kw_opctx *c, void *state, kw_task *t);
     int (*finish)(kw_opctx *c, void *state, kw_task *t);    /* reduce only */
     void (*fini)(kw_opctx *c, void *state);                 /* nullable; accepts partial init */
+    /* ---- added within abi 1: past an older operator's size; read with kw_op_kv_roles ---- */
+    uint32_t kv_roles; /* kvmethod outputs: their hook's KW_ROLE_*; 0 = not declared */
 } kw_op;
+
+/* The size of the first kw_op of KW_OP_ABI: the smallest the engine takes. */
+#define KW_OP_MIN_SIZE offsetof(kw_op, kv_roles)
+
+/* op's kv_roles; 0 when op was built before the field (op->size does not reach it). */
+uint32_t kw_op_kv_roles(const kw_op *op);
 
 /* ---- parameters (valid from init on; types are checked by the engine) ---- */
 int64_t kw_param_int(const kw_opctx *c, const char *name);
