@@ -107,18 +107,17 @@ static char *branch_name(const kw_branch *br, const kw_bstage *st)
     return name;
 }
 
-/* The stage id less the branch name, '_' and '-' trimmed; the id when that is empty. */
+/* The stage id less the branch name, '_' and '-' trimmed ("" for the stage named as
+ * its branch); the id when it does not hold the name. */
 static char *role(const char *id, const char *branch)
 {
     const char *at = strstr(id, branch);
     char *r = NULL;
-    if (at && asprintf(&r, "%.*s%s", (int)(at - id), id, at + strlen(branch)) < 0)
+    if (!at)
+        return strdup(id);
+    if (asprintf(&r, "%.*s%s", (int)(at - id), id, at + strlen(branch)) < 0)
         return NULL;
-    if (r && !*trim_separators(r)) {
-        free(r);
-        r = NULL;
-    }
-    return r ? r : strdup(id);
+    return trim_separators(r);
 }
 
 static int add_branch(kw_branches *b, int root)
@@ -225,7 +224,7 @@ static int set_columns(kw_branches *b, const kw_bstage *st, const char *const *r
             bk->column = strdup(rest[k]);
         } else {
             char *r = role(st[bk->stage].id, b->v[bk->branch].name);
-            if (r && asprintf(&bk->column, "%s:%s", r, rest[k]) < 0)
+            if (r && asprintf(&bk->column, "%s%s%s", r, *r ? ":" : "", rest[k]) < 0)
                 bk->column = NULL;
             free(r);
         }

@@ -16,7 +16,7 @@
  *     snapkv_10_ppl make "snapkv_10";
  *   - a key's column is rest ("score", "mem/pages_peak"), or "<role>:<rest>" when two
  *     stages of one branch record the same rest (role: the stage id less the branch
- *     name, "ppl" for snapkv_10_ppl).
+ *     name, "ppl" for snapkv_10_ppl; none for the stage named as its branch).
  *
  *   const char *in_gen[] = {"tok"}, *in_score[] = {"gen_full", "dataset"};
  *   kw_bstage st[] = {{"tok", "tokenize.chat", NULL, 0},

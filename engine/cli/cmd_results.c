@@ -43,8 +43,14 @@ int kw__ropts_parse(const char *cmd, int argc, char **argv, const char *allowed,
         const char *p = strstr(allowed, name);
         if (!nl || !p || (p != allowed && p[-1] != ',') || (p[nl] && p[nl] != ','))
             return kw_cli_usage(cmd, "unknown option '%s' (see --help)", a);
-        if (!strcmp(name, "yaml") && !eq) { /* the one flag without a value */
+        if (!strcmp(name, "yaml") && !eq) { /* the flags: no value */
             o->yaml = true;
+            continue;
+        }
+        if (!strcmp(name, "branches")) {
+            if (eq)
+                return kw_cli_usage(cmd, "option '--branches' takes no value");
+            o->branches = true;
             continue;
         }
         if (eq && a[1] == '-')
@@ -61,6 +67,10 @@ int kw__ropts_parse(const char *cmd, int argc, char **argv, const char *allowed,
             o->pipeline = val;
         else if (!strcmp(name, "output"))
             o->output = val;
+        else if (!strcmp(name, "reference"))
+            o->reference = val;
+        else if (!strcmp(name, "metrics"))
+            o->metrics = val;
         else if (!strcmp(name, "limit")) {
             char *end;
             o->limit = strtol(val, &end, 10);

@@ -12,11 +12,11 @@
 #define KW_CLI_MAX_RUNS 64
 
 typedef struct kw_ropts {
-    const char *db, *format, *pipeline, *output;
+    const char *db, *format, *pipeline, *output, *reference, *metrics;
     long limit;
     int npos;
-    char **pos; /* the positional arguments (the array is owned: free(); the strings are argv's) */
-    bool help, yaml;
+    char **pos; /* the positional arguments (the array owned: free(); the strings argv's) */
+    bool help, yaml, branches;
 } kw_ropts;
 
 /* --name value | --name=value for the names in allowed ("db,format,..."); -o for
