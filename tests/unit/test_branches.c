@@ -112,9 +112,10 @@ static void test_branches_column_says_the_role_when_two_stages_give_one_key(void
         {"gen_a_25", "decode.greedy", in_g, 1},
         {"a_25_fid", "t.judge", in_a, 1},
         {"a_25_ppl", "t.judge", in_a, 1},
+        {"a_25", "t.judge", in_a, 1},
     };
     const char *keys[] = {"a_25_fid/score", "a_25_ppl/score", "a_25_ppl/hits",
-                          "gen_a_25/gen/n_gen"};
+                          "gen_a_25/gen/n_gen", "a_25/score"};
     kw_branches b;
     assert_int_equal(kw__branches_build(&b, st, N(st), keys, N(keys), NULL), 0);
     assert_int_equal(b.n, 1);
@@ -122,6 +123,8 @@ static void test_branches_column_says_the_role_when_two_stages_give_one_key(void
     assert_string_equal(b.keys[0].column, "fid:score");
     assert_string_equal(b.keys[1].column, "ppl:score");
     assert_string_equal(b.keys[2].column, "hits");
+    /* the stage named as its branch keeps the plain key */
+    assert_string_equal(b.keys[4].column, "score");
     kw__branches_clear(&b);
 }
 
