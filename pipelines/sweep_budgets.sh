@@ -2,7 +2,9 @@
 # The budget sweep of issue 6 in one command: RULER niah at 4k (sweep_budgets.yaml), then
 # PG19 fidelity (sweep_budgets_pg19.yaml), each one `kvweave run` with the options given
 # here (--limit, --db, --device, --quiet...; --set only for params both files have), into
-# one results store; then a table of every branch (method x budget) of both runs.
+# one results store. `kvweave compare RUN --branches` then shows each run's branches
+# (method x budget) with ratios to full attention; pipelines/tools/sweep_table.py joins
+# both runs into one table.
 # The two data sets need two pipelines (a pipeline has one data set).
 #
 #   pipelines/sweep_budgets.sh --limit 1 --db sweep.db

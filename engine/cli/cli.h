@@ -15,7 +15,7 @@ int kw_cmd_validate(int argc, char **argv);
 int kw_cmd_plan(int argc, char **argv);
 int kw_cmd_ops(int argc, char **argv);
 int kw_cmd_schema(int argc, char **argv);
-/* cmd_results.c */
+/* cmd_results.c, cmd_compare.c */
 int kw_cmd_runs(int argc, char **argv);
 int kw_cmd_show(int argc, char **argv);
 int kw_cmd_compare(int argc, char **argv);

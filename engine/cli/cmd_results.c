@@ -1,28 +1,19 @@
-/* kvweave runs | show | compare | query | export | db merge: reading the results store
- * (store/results.h). Every command but `db merge` opens the database read-only. */
+/* kvweave runs | show | query | export | db merge: reading the results store
+ * (store/results.h), and what the result commands share (cmd_results.h); compare is in
+ * cmd_compare.c. Every command but `db merge` opens the database read-only. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_results.h"
 #include "cmd_results_fmt.h"
 #include "kvweave/util.h"
 #include "results.h"
 
-#define MAX_RUNS 64
-
-typedef struct opts {
-    const char *db, *format, *pipeline, *output;
-    long limit;
-    int npos;
-    char **pos;
-    bool help, yaml;
-} opts;
-
-/* --name value | --name=value for the names in allowed ("db,format,..."); -o for
- * --output; everything else not starting with '-' is positional. */
-static int parse_opts(const char *cmd, int argc, char **argv, const char *allowed, opts *o)
+int kw__ropts_parse(const char *cmd, int argc, char **argv, const char *allowed,
+                    kw_ropts *o)
 {
     memset(o, 0, sizeof *o);
     o->limit = -1;
@@ -52,8 +43,14 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
         const char *p = strstr(allowed, name);
         if (!nl || !p || (p != allowed && p[-1] != ',') || (p[nl] && p[nl] != ','))
             return kw_cli_usage(cmd, "unknown option '%s' (see --help)", a);
-        if (!strcmp(name, "yaml") && !eq) { /* the one flag without a value */
+        if (!strcmp(name, "yaml") && !eq) { /* the flags: no value */
             o->yaml = true;
+            continue;
+        }
+        if (!strcmp(name, "branches")) {
+            if (eq)
+                return kw_cli_usage(cmd, "option '--branches' takes no value");
+            o->branches = true;
             continue;
         }
         if (eq && a[1] == '-')
@@ -70,6 +67,10 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
             o->pipeline = val;
         else if (!strcmp(name, "output"))
             o->output = val;
+        else if (!strcmp(name, "reference"))
+            o->reference = val;
+        else if (!strcmp(name, "metrics"))
+            o->metrics = val;
         else if (!strcmp(name, "limit")) {
             char *end;
             o->limit = strtol(val, &end, 10);
@@ -80,7 +81,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const char *allowe
     return 0;
 }
 
-static int open_db(const opts *o, bool readonly, kw_db **db)
+int kw__ropts_open_db(const kw_ropts *o, bool readonly, kw_db **db)
 {
     kw_error err = {0};
     if (kw_db_open(kw_cli_db_path(o->db), readonly, db, &err) < 0)
@@ -174,7 +175,6 @@ static int print_query(kw_db *db, const char *sql, const char *const *args, int 
     return 0;
 }
 
-/* The first column of the first row (NULL when none or SQL NULL): malloc'd. */
 static int on_scalar(void *ud, int ncol, const char *const *names, const char *const *vals,
                      const int *types)
 {
@@ -184,7 +184,7 @@ static int on_scalar(void *ud, int ncol, const char *const *names, const char *c
     return 0;
 }
 
-static char *scalar(kw_db *db, const char *sql, const char *const *args, int nargs)
+char *kw__scalar(kw_db *db, const char *sql, const char *const *args, int nargs)
 {
     char *out = NULL;
     kw_db_query(db, sql, args, nargs, on_scalar, &out, NULL);
@@ -194,14 +194,14 @@ static char *scalar(kw_db *db, const char *sql, const char *const *args, int nar
 static double scalar_num(kw_db *db, const char *sql, const char *const *args, int nargs,
                          bool *found)
 {
-    char *s = scalar(db, sql, args, nargs);
+    char *s = kw__scalar(db, sql, args, nargs);
     *found = s != NULL;
     double d = s ? strtod(s, NULL) : 0;
     free(s);
     return d;
 }
 
-static int resolve(kw_db *db, const char *ref, char uuid[37])
+int kw__resolve_run(kw_db *db, const char *ref, char uuid[37])
 {
     kw_error err = {0};
     if (kw_db_resolve_run(db, ref, uuid, &err) < 0)
@@ -209,12 +209,30 @@ static int resolve(kw_db *db, const char *ref, char uuid[37])
     return 0;
 }
 
+int kw__on_first_column(void *ud, int ncol, const char *const *names,
+                        const char *const *vals, const int *types)
+{
+    kw_table *t = ud;
+    if (!vals)
+        return t->head || kw__table_init(t, 1, names, 0) == 0 ? 0 : KW_ENOMEM;
+    return kw__table_add(t, vals) == 0 ? 0 : KW_ENOMEM;
+}
+
+const char *kw__in_list(int n)
+{
+    static char buf[KW_CLI_MAX_RUNS * 6];
+    buf[0] = '\0';
+    for (int i = 0; i < n; i++)
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s?%d", i ? ", " : "", i + 1);
+    return buf;
+}
+
 /* ---- runs ---- */
 
 int kw_cmd_runs(int argc, char **argv)
 {
-    opts o;
-    int rc = parse_opts("runs", argc, argv, "db,limit,pipeline", &o);
+    kw_ropts o;
+    int rc = kw__ropts_parse("runs", argc, argv, "db,limit,pipeline", &o);
     if (rc == 0 && (o.help || o.npos > 0)) {
         fprintf(o.help ? stdout : stderr,
                 "usage: kvweave runs [--limit N] [--pipeline NAME] [--db FILE]\n"
@@ -226,7 +244,7 @@ int kw_cmd_runs(int argc, char **argv)
         return rc;
     }
     kw_db *db = NULL;
-    rc = open_db(&o, true, &db);
+    rc = kw__ropts_open_db(&o, true, &db);
     if (rc == 0) {
         char lim[32], now[32];
         snprintf(lim, sizeof lim, "%ld", o.limit < 0 ? 20 : o.limit == 0 ? -1 : o.limit);
@@ -377,8 +395,8 @@ static int show_run(kw_db *db, const char *u, bool color)
 
 int kw_cmd_show(int argc, char **argv)
 {
-    opts o;
-    int rc = parse_opts("show", argc, argv, "db,yaml", &o);
+    kw_ropts o;
+    int rc = kw__ropts_parse("show", argc, argv, "db,yaml", &o);
     if (rc == 0 && (o.help || o.npos != 1)) {
         fprintf(o.help ? stdout : stderr,
                 "usage: kvweave show RUN [--yaml] [--db FILE]\nRUN: 'last', a uuid or a uuid "
@@ -391,159 +409,16 @@ int kw_cmd_show(int argc, char **argv)
     kw_db *db = NULL;
     char u[37];
     if (rc == 0)
-        rc = open_db(&o, true, &db);
+        rc = kw__ropts_open_db(&o, true, &db);
     if (rc == 0)
-        rc = resolve(db, o.pos[0], u);
+        rc = kw__resolve_run(db, o.pos[0], u);
     if (rc == 0 && o.yaml) {
         const char *arg[] = {u};
-        char *yaml = scalar(db, "SELECT yaml FROM runs WHERE uuid = ?1", arg, 1);
+        char *yaml = kw__scalar(db, "SELECT yaml FROM runs WHERE uuid = ?1", arg, 1);
         fputs(yaml ? yaml : "", stdout);
         free(yaml);
     } else if (rc == 0) {
         rc = show_run(db, u, kw_cli_color(stdout));
-    }
-    kw_db_close(db);
-    free(o.pos);
-    return rc;
-}
-
-/* ---- compare ---- */
-
-static int on_key(void *ud, int ncol, const char *const *names, const char *const *vals,
-                  const int *types)
-{
-    kw_table *t = ud;
-    if (!vals)
-        return t->head || kw__table_init(t, 1, names, 0) == 0 ? 0 : KW_ENOMEM;
-    return kw__table_add(t, vals) == 0 ? 0 : KW_ENOMEM;
-}
-
-/* Rows: the keys of `keys_sql` (runs bound as ?1..?n); columns: each run's value from
- * `value_sql` (?1 run, ?2 key), with ratios to the first run when ratios; only_diff:
- * keep rows whose values differ. */
-static int pivot(kw_db *db, char (*runs)[37], int n, const char *keys_sql,
-                 const char *value_sql, bool ratios, bool only_diff, const char *title,
-                 bool color)
-{
-    const char *args[MAX_RUNS];
-    for (int i = 0; i < n; i++)
-        args[i] = runs[i];
-    kw_table keys = {0};
-    kw_error err = {0};
-    if (kw_db_query(db, keys_sql, args, n, on_key, &keys, &err) < 0) {
-        kw__table_clear(&keys);
-        return kw_cli_fail(&err);
-    }
-    int ncol = 1 + n + (ratios ? n - 1 : 0);
-    char heads[2 * MAX_RUNS][24];
-    const char *head[2 * MAX_RUNS + 1] = {title};
-    for (int i = 0, c = 1; i < n; i++) {
-        snprintf(heads[c], sizeof heads[c], "[%d] %.8s", i + 1, runs[i]);
-        head[c] = heads[c];
-        c++;
-        if (ratios && i > 0) {
-            snprintf(heads[c], sizeof heads[c], "[%d]/[1]", i + 1);
-            head[c] = heads[c];
-            c++;
-        }
-    }
-    kw_table t;
-    kw__table_init(&t, ncol, head, 60);
-    char cells[2 * MAX_RUNS][48];
-    for (int k = 0; k < keys.nrows; k++) {
-        const char *key = keys.cells[k];
-        const char *row[2 * MAX_RUNS + 1] = {key};
-        double ref = 0;
-        bool have_ref = false, differ = false;
-        char *first = NULL;
-        for (int i = 0, c = 1; i < n; i++) {
-            const char *a2[] = {runs[i], key};
-            char *v = scalar(db, value_sql, a2, 2);
-            if (i == 0)
-                first = v ? strdup(v) : NULL;
-            else if ((!v) != (!first) || (v && strcmp(v, first)))
-                differ = true;
-            kw__fmt_num(v, cells[c], sizeof cells[c]);
-            row[c] = cells[c];
-            c++;
-            double d = v ? strtod(v, NULL) : 0;
-            if (i == 0) {
-                ref = d;
-                have_ref = v != NULL;
-            } else if (ratios) {
-                if (v && have_ref && ref != 0)
-                    snprintf(cells[c], sizeof cells[c], "%.4g", d / ref);
-                else
-                    snprintf(cells[c], sizeof cells[c], "-");
-                row[c] = cells[c];
-                c++;
-            }
-            free(v);
-        }
-        free(first);
-        if (!only_diff || differ)
-            kw__table_add(&t, row);
-    }
-    if (t.nrows > 0) {
-        printf("\n");
-        kw__table_print(&t, stdout, color, "");
-    } else if (!only_diff) {
-        printf("\n(no run-level metrics)\n");
-    }
-    kw__table_clear(&t);
-    kw__table_clear(&keys);
-    return 0;
-}
-
-static char *in_list(int n)
-{
-    static char buf[MAX_RUNS * 6];
-    buf[0] = '\0';
-    for (int i = 0; i < n; i++)
-        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s?%d", i ? ", " : "", i + 1);
-    return buf;
-}
-
-int kw_cmd_compare(int argc, char **argv)
-{
-    opts o;
-    int rc = parse_opts("compare", argc, argv, "db", &o);
-    if (rc == 0 && (o.help || o.npos < 1 || o.npos > MAX_RUNS)) {
-        fprintf(o.help ? stdout : stderr,
-                "usage: kvweave compare RUN RUN... [--db FILE]\nRun-level metrics side by "
-                "side, one row per metric, with each run's ratio to the first; then the "
-                "params that differ. At most %d runs.\n", MAX_RUNS);
-        free(o.pos);
-        return o.help ? 0 : 2;
-    }
-    kw_db *db = NULL;
-    char runs[MAX_RUNS][37];
-    if (rc == 0)
-        rc = open_db(&o, true, &db);
-    for (int i = 0; rc == 0 && i < o.npos; i++)
-        rc = resolve(db, o.pos[i], runs[i]);
-    bool color = kw_cli_color(stdout);
-    for (int i = 0; rc == 0 && i < o.npos; i++) {
-        const char *a[] = {runs[i]};
-        char *desc = scalar(db, "SELECT pipeline || '  ' || status || CASE WHEN cell_label "
-                            "<> '' THEN '  ' || cell_label ELSE '' END FROM runs WHERE uuid = "
-                            "?1", a, 1);
-        printf("[%d] %s  %s\n", i + 1, runs[i], desc ? desc : "");
-        free(desc);
-    }
-    char sql[MAX_RUNS * 6 + 256];
-    if (rc == 0) {
-        snprintf(sql, sizeof sql, "SELECT DISTINCT key AS metric FROM metrics WHERE sample IS "
-                 "NULL AND run IN (%s) ORDER BY key", in_list(o.npos));
-        rc = pivot(db, runs, o.npos, sql,
-                   "SELECT value FROM metrics WHERE run = ?1 AND sample IS NULL AND key = ?2 "
-                   "ORDER BY step DESC LIMIT 1", true, false, "metric", color);
-    }
-    if (rc == 0 && o.npos > 1) {
-        snprintf(sql, sizeof sql, "SELECT DISTINCT key AS param FROM params WHERE run IN (%s) "
-                 "ORDER BY key", in_list(o.npos));
-        rc = pivot(db, runs, o.npos, sql, "SELECT value FROM params WHERE run = ?1 AND key = "
-                   "?2", false, true, "param", color);
     }
     kw_db_close(db);
     free(o.pos);
@@ -606,8 +481,8 @@ static int on_query(void *ud, int ncol, const char *const *names, const char *co
 
 int kw_cmd_query(int argc, char **argv)
 {
-    opts o;
-    int rc = parse_opts("query", argc, argv, "db,format", &o);
+    kw_ropts o;
+    int rc = kw__ropts_parse("query", argc, argv, "db,format", &o);
     kw_fmt fmt = KW_FMT_TABLE;
     if (rc == 0 && o.format && kw__fmt_parse(o.format, &fmt) != 0)
         rc = kw_cli_usage("query", "--format must be table, csv, json or md, not '%s'",
@@ -624,7 +499,7 @@ int kw_cmd_query(int argc, char **argv)
         return rc;
     }
     kw_db *db = NULL;
-    rc = open_db(&o, true, &db);
+    rc = kw__ropts_open_db(&o, true, &db);
     if (rc == 0) {
         qout q = {.fmt = fmt, .f = stdout, .color = kw_cli_color(stdout)};
         q.c.max_cell = 80;
@@ -697,7 +572,7 @@ static char *export_sql(int nruns, const kw_table *keys)
     }
     fputs(" FROM samples s JOIN runs r ON r.uuid = s.run", m);
     if (nruns > 0)
-        fprintf(m, " WHERE s.run IN (%s)", in_list(nruns));
+        fprintf(m, " WHERE s.run IN (%s)", kw__in_list(nruns));
     fputs(" ORDER BY r.start_time, s.run, s.idx", m);
     fclose(m);
     return sql;
@@ -705,16 +580,16 @@ static char *export_sql(int nruns, const kw_table *keys)
 
 static int export_rows(kw_db *db, char (*runs)[37], int n, eout *e)
 {
-    const char *args[MAX_RUNS + 1024];
+    const char *args[KW_CLI_MAX_RUNS + 1024];
     for (int i = 0; i < n; i++)
         args[i] = runs[i];
-    char ksql[MAX_RUNS * 6 + 160];
+    char ksql[KW_CLI_MAX_RUNS * 6 + 160];
     snprintf(ksql, sizeof ksql, "SELECT DISTINCT key FROM metrics WHERE sample IS NOT NULL%s%s%s "
-             "ORDER BY key LIMIT 1024", n ? " AND run IN (" : "", n ? in_list(n) : "",
+             "ORDER BY key LIMIT 1024", n ? " AND run IN (" : "", n ? kw__in_list(n) : "",
              n ? ")" : "");
     kw_table keys = {0};
     kw_error err = {0};
-    int rc = kw_db_query(db, ksql, args, n, on_key, &keys, &err);
+    int rc = kw_db_query(db, ksql, args, n, kw__on_first_column, &keys, &err);
     for (int k = 0; rc == KW_OK && k < keys.nrows; k++)
         args[n + k] = keys.cells[k];
     char *sql = rc == KW_OK ? export_sql(n, &keys) : NULL;
@@ -734,12 +609,12 @@ static int export_rows(kw_db *db, char (*runs)[37], int n, eout *e)
 
 int kw_cmd_export(int argc, char **argv)
 {
-    opts o;
-    int rc = parse_opts("export", argc, argv, "db,format,output", &o);
+    kw_ropts o;
+    int rc = kw__ropts_parse("export", argc, argv, "db,format,output", &o);
     kw_fmt fmt = KW_FMT_CSV;
     if (rc == 0 && o.format && (kw__fmt_parse(o.format, &fmt) != 0 || fmt == KW_FMT_TABLE))
         rc = kw_cli_usage("export", "--format must be csv, json or md, not '%s'", o.format);
-    if (rc == 0 && (o.help || o.npos > MAX_RUNS)) {
+    if (rc == 0 && (o.help || o.npos > KW_CLI_MAX_RUNS)) {
         fprintf(o.help ? stdout : stderr,
                 "usage: kvweave export [RUN...] [--format csv|json|md] [-o FILE] [--db FILE]\n"
                 "Per-sample rows (run, idx, sample_id, status, prediction, answers, error, "
@@ -751,10 +626,10 @@ int kw_cmd_export(int argc, char **argv)
         return rc;
     }
     kw_db *db = NULL;
-    char runs[MAX_RUNS][37];
-    rc = open_db(&o, true, &db);
+    char runs[KW_CLI_MAX_RUNS][37];
+    rc = kw__ropts_open_db(&o, true, &db);
     for (int i = 0; rc == 0 && i < o.npos; i++)
-        rc = resolve(db, o.pos[i], runs[i]);
+        rc = kw__resolve_run(db, o.pos[i], runs[i]);
     FILE *f = stdout;
     if (rc == 0 && o.output && !(f = fopen(o.output, "w"))) {
         kw_error err = {0};
@@ -780,8 +655,8 @@ int kw_cmd_export(int argc, char **argv)
 
 int kw_cmd_db(int argc, char **argv)
 {
-    opts o;
-    int rc = parse_opts("db", argc, argv, "db", &o);
+    kw_ropts o;
+    int rc = kw__ropts_parse("db", argc, argv, "db", &o);
     int first = o.db ? 1 : 2; /* without --db, the first argument after merge is DEST */
     if (rc == 0 && (o.help || o.npos < first + 1 || strcmp(o.pos[0], "merge"))) {
         fprintf(o.help ? stdout : stderr,

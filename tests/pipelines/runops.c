@@ -7,8 +7,16 @@
  *                     fail_x: that sample fails; sleep_ms: per sample
  *   t.io, t.cpu, t.gpu (maps) sleep ms per sample on their lane; t.gpu completes
  *                     asynchronously from a "device" thread (returns KW_PENDING), like a
- *                     decode stage; for the overlap test */
+ *                     decode stage; for the overlap test
+ *   t.gen (map)       a stand-in decode: a generation of sample x that keeps a share
+ *                     `keep` of its 100 + x prompt tokens: n_prompt, n_gen, memory
+ *                     {kv_payload_peak_bytes: 1024 * kept, pages_peak: ceil(kept / 16),
+ *                     attended_mean: kept}, kept = round(keep * (100 + x))
+ *   t.judge (map)     metrics of a generation: {"score": scale * kept / n_prompt,
+ *                     "hits": kept % 7}; with several t.gen and t.judge stages, a run
+ *                     with method branches as a budget sweep records them */
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <stdio.h>
@@ -213,6 +221,54 @@ LANE_OP(op_io, "t.io", KW_LANE_IO, io_run);
 LANE_OP(op_cpu, "t.cpu", KW_LANE_CPU, io_run);
 LANE_OP(op_gpu, "t.gpu", KW_LANE_GPU, gpu_run);
 
+/* ---- a stand-in decode and its scorer: branches without a model ---- */
+
+static int gen_run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    json_int_t x = json_integer_value(json_object_get(kw_value_jsonobj(kw_task_in(t, 0)), "x"));
+    double prompt = 100.0 + (double)x, kept = floor(kw_param_float(c, "keep") * prompt + 0.5);
+    json_t *g = json_pack("{s:s,s:f,s:i,s:{s:f,s:f,s:f}}", "text", "ok", "n_prompt", prompt,
+                          "n_gen", 4, "memory", "kv_payload_peak_bytes", 1024.0 * kept,
+                          "pages_peak", ceil(kept / 16.0), "attended_mean", kept);
+    return kw_task_out(t, 0, kw_value_json(KW_T_GENERATION, g));
+}
+
+static const kw_port gen_in[] = {{"in", KW_T_SAMPLE, KW_EACH, 0, "samples"}};
+static const kw_port gen_out[] = {{"generation", KW_T_GENERATION, KW_EACH, 0, "figures"}};
+static const kw_param_spec gen_p[] = {
+    {"keep", KW_PARAM_FLOAT, "1", 0, 1, NULL, "share of the prompt kept"},
+};
+static const kw_op op_gen = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "t.gen", .version = 1,
+    .doc = "a stand-in decode", .lanes = KW_LANE_CPU, .inputs = gen_in, .n_inputs = 1,
+    .outputs = gen_out, .n_outputs = 1, .params = gen_p, .n_params = 1, .run = gen_run,
+};
+
+static int judge_run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    json_t *g = kw_value_jsonobj(kw_task_in(t, 0));
+    double prompt = json_number_value(json_object_get(g, "n_prompt"));
+    double kept = json_number_value(json_object_get(json_object_get(g, "memory"),
+                                                    "attended_mean"));
+    json_t *m = json_pack("{s:f,s:i}", "score", kw_param_float(c, "scale") * kept / prompt,
+                          "hits", (int)fmod(kept, 7.0));
+    return kw_task_out(t, 0, kw_value_json(KW_T_METRICS, m));
+}
+
+static const kw_port judge_in[] = {{"generation", KW_T_GENERATION, KW_EACH, 0, "of t.gen"}};
+static const kw_port judge_out[] = {{"metrics", KW_T_METRICS, KW_EACH, 0, "score, hits"}};
+static const kw_param_spec judge_p[] = {
+    {"scale", KW_PARAM_FLOAT, "1", 0, 0, NULL, "score factor"},
+};
+static const kw_op op_judge = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "t.judge", .version = 1,
+    .doc = "scores a t.gen generation", .lanes = KW_LANE_CPU, .inputs = judge_in,
+    .n_inputs = 1, .outputs = judge_out, .n_outputs = 1, .params = judge_p, .n_params = 1,
+    .run = judge_run,
+};
+
 const uint32_t kw_plugin_abi = KW_OP_ABI;
-const kw_op *const kw_plugin_ops[] = {&op_count, &op_sum, &op_score, &op_io, &op_cpu, &op_gpu,
-                                      NULL};
+const kw_op *const kw_plugin_ops[] = {&op_count, &op_sum, &op_score, &op_io, &op_cpu,
+                                      &op_gpu, &op_gen, &op_judge, NULL};

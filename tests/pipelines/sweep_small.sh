@@ -6,7 +6,9 @@
 # PG19 kl / top1 / ppl); the full-attention branch is its own reference (kl 0, top-1 1,
 # ppl = ppl_full) and every branch's reference perplexity is full attention's; branches
 # whose methods act only at the prompt's end took the shared prefill, H2O and
-# StreamingLLM (per-chunk eviction) prefilled on their own. Skips (77) without the model.
+# StreamingLLM (per-chunk eviction) prefilled on their own; `kvweave compare RUN
+# --branches` finds the same branches and figures in each run. Skips (77) without the
+# model.
 set -eu
 kw=${KVWEAVE_BIN:?KVWEAVE_BIN must name the kvweave binary}
 src=${KVWEAVE_SRC:?KVWEAVE_SRC must name the source tree}
@@ -56,5 +58,31 @@ if not (float(full["pg19_kl"]) < 1e-6 and float(full["pg19_top1"]) == 1
         and abs(float(full["pg19_ppl"]) - float(full["pg19_ppl_full"])) < 1e-6 * float(full["pg19_ppl"])):
     sys.exit("FAIL: full attention against itself: %s" % full)
 print("ok: %d branches with their metrics; full attention is every branch's reference" % len(rows))
+PY
+# The same branches through `kvweave compare RUN --branches`, each run on its own: the
+# branch names and the figures agree with sweep_table.py's (which reads SQLite itself).
+for p in ruler:score,mem/pages_mean,mem/attended_mean pg19:kl,top1,ppl; do
+  run=$("$kw" query "SELECT uuid FROM runs WHERE pipeline = 'sweep-budgets-${p%%:*}' ORDER BY start_time DESC LIMIT 1" --format csv --db "$tmp/runs.db" | tail -1)
+  "$kw" compare "$run" --branches --metrics "${p#*:}" --format csv --db "$tmp/runs.db" > "$tmp/${p%%:*}.csv" ||
+    { echo "FAIL: compare $run --branches"; exit 1; }
+done
+python3 - "$tmp/t.csv" "$tmp/ruler.csv" "$tmp/pg19.csv" <<'PY'
+import csv, sys
+table = {(r["method"] if r["method"] == "full" else "%s_%s" % (r["method"], r["budget"][:-1])): r
+         for r in csv.DictReader(open(sys.argv[1]))}
+pairs = {sys.argv[2]: [("score", "ruler"), ("mem/pages_mean", "pages_mean"), ("mem/attended_mean", "attended")],
+         sys.argv[3]: [("kl", "pg19_kl"), ("top1", "pg19_top1"), ("ppl", "pg19_ppl")]}
+for path, cols in pairs.items():
+    rows = list(csv.DictReader(open(path)))
+    if [r["branch"] for r in rows][0] != "full" or {r["branch"] for r in rows} != set(table):
+        sys.exit("FAIL: compare --branches gives %s, sweep_table.py %s" % ([r["branch"] for r in rows], sorted(table)))
+    for r in rows:
+        for mine, theirs in cols:
+            a, b = float(r[mine]), float(table[r["branch"]][theirs])
+            if abs(a - b) > 1e-3 * max(abs(b), 1e-9) + 1e-12:
+                sys.exit("FAIL: %s %s: compare says %g, sweep_table.py %g" % (r["branch"], mine, a, b))
+            if r[mine + " ratio"] and abs(float(r[mine + " ratio"]) * float(rows[0][mine]) - a) > 1e-6 * max(abs(a), 1e-9):
+                sys.exit("FAIL: %s %s: ratio %s to full's %s" % (r["branch"], mine, r[mine + " ratio"], rows[0][mine]))
+print("ok: compare --branches agrees with sweep_table.py on %d branches" % len(table))
 PY
 echo PASS
