@@ -31,6 +31,12 @@ typedef struct clw {
     void *wq, *wk, *wv, *wo, *wgate, *wup, *wdown; /* bf16 (N, K) */
 } clw;
 
+/* A pinned host buffer and its device twin: lists are built in h and copied to d. */
+typedef struct pinbuf {
+    uint8_t *h, *d;
+    size_t cap, off;
+} pinbuf;
+
 struct kw_cfwd {
     kw_model_config cfg;
     int max_tok, max_seq, dev;
@@ -47,9 +53,8 @@ struct kw_cfwd {
     /* activations */
     float *x, *q, *k, *v, *att, *gate, *up, *tmp, *rows, *logits;
     void *xb; /* bf16 GEMM input (max_tok, max(n_embd, n_head * head_dim, n_ff)) */
-    /* per-step work lists: built in h_stage (pinned), copied to d_stage */
-    uint8_t *h_stage, *d_stage;
-    size_t stage_cap;
+    /* per-step work lists: built in stage.h (pinned), copied to stage.d */
+    pinbuf stage;
     float *partial;
     size_t partial_cap; /* floats */
     int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
@@ -57,8 +62,7 @@ struct kw_cfwd {
     int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
     /* steps with hooks (see run_hooked) */
     kw_view *views[KW_FWD_MAX_SEQ];
-    uint8_t *h_lst, *d_lst; /* per-layer lists: pinned and device, used front to back */
-    size_t lst_cap, lst_off;
+    pinbuf lst;                  /* per-layer lists, used front to back (lst.off) */
     float *hq, *hk, *hv, *hlse;  /* host copies for hooks (max_tok rows) */
     float *d_pout, *d_pscr, *d_lse; /* attention probabilities for hooks */
     size_t pout_cap, pscr_cap;   /* floats */
@@ -216,7 +220,7 @@ static int flush_compact(kw_cfwd *c, kw_error *err)
         return 0;
     int n = c->cq_n;
     size_t offs = 3 * ((size_t)n + 1), bytes = 4 * (offs + c->cq_len);
-    uint8_t *h, *d;
+    uint8_t *h = NULL, *d = NULL;
     int rc = lst_take(c, bytes, &h, &d, err);
     if (rc < 0)
         return rc;
@@ -438,13 +442,13 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(c->output);
     void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
                  c->k, c->v, c->att, c->gate, c->up, c->tmp, c->rows, c->logits, c->xb,
-                 c->d_stage, c->partial};
+                 c->stage.d, c->partial};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         cudaFree(p[i]);
-    cudaFreeHost(c->h_stage);
-    cudaFreeHost(c->h_lst);
+    cudaFreeHost(c->stage.h);
+    cudaFreeHost(c->lst.h);
     free(c->cq_off), free(c->cq_list);
-    void *q[] = {c->d_lst, c->d_pout, c->d_pscr, c->d_lse};
+    void *q[] = {c->lst.d, c->d_pout, c->d_pscr, c->d_lse};
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         cudaFree(q[i]);
     free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list);
@@ -462,20 +466,26 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
 
 static size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
 
-static int stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
+/* Grows b to at least bytes (contents not kept). */
+static int pinbuf_grow(pinbuf *b, size_t bytes, const char *what, kw_error *err)
 {
-    if (bytes <= c->stage_cap)
+    if (bytes <= b->cap)
         return 0;
-    size_t cap = c->stage_cap ? c->stage_cap : (size_t)1 << 20;
+    size_t cap = b->cap ? b->cap : (size_t)1 << 20;
     while (cap < bytes)
         cap *= 2;
-    cudaFreeHost(c->h_stage);
-    cudaFree(c->d_stage);
-    c->h_stage = NULL, c->d_stage = NULL, c->stage_cap = 0;
-    CU(cudaMallocHost((void **)&c->h_stage, cap), "pinned step buffer");
-    CU(cudaMalloc((void **)&c->d_stage, cap), "step buffer");
-    c->stage_cap = cap;
+    cudaFreeHost(b->h);
+    cudaFree(b->d);
+    b->h = NULL, b->d = NULL, b->cap = 0;
+    CU(cudaMallocHost((void **)&b->h, cap), what);
+    CU(cudaMalloc((void **)&b->d, cap), what);
+    b->cap = cap;
     return 0;
+}
+
+static int stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
+{
+    return pinbuf_grow(&c->stage, bytes, "step buffer", err);
 }
 
 #define KTRY(call)                                                                         \
@@ -594,9 +604,9 @@ static int step_begin(kw_cfwd *c, kw_error *err)
         rc = kw_error_set(err, c->cq_rc, "cuda: a queued page compaction failed: %s",
                           kw_cuda_last_error());
     c->cq_rc = 0;
-    if (rc == 0 && c->lst_off) {
+    if (rc == 0 && c->lst.off) {
         CU(cudaStreamSynchronize(c->st), "step start");
-        c->lst_off = 0;
+        c->lst.off = 0;
     }
     return rc;
 }
@@ -653,7 +663,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     int rc = stage_reserve(c, total, err);
     if (rc < 0)
         return rc;
-    uint8_t *hs = c->h_stage;
+    uint8_t *hs = c->stage.h;
     memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
     memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
     memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
@@ -723,8 +733,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             return rc;
     } else
         kw_cuda_prefill_items(ns, tok_off, items);
-    CU(cudaMemcpyAsync(c->d_stage, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
-    uint8_t *ds = c->d_stage;
+    CU(cudaMemcpyAsync(c->stage.d, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    uint8_t *ds = c->stage.d;
     const int32_t *d_ids = (const int32_t *)(ds + o_ids), *d_pos = (const int32_t *)(ds + o_pos);
     void *st = c->st;
     /* 2. layers */
@@ -792,24 +802,16 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
 static int lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err)
 {
     bytes = align16(bytes);
-    if (c->lst_off + bytes > c->lst_cap) {
+    if (c->lst.off + bytes > c->lst.cap) {
         CU(cudaStreamSynchronize(c->st), "list buffer");
-        c->lst_off = 0;
-        if (bytes > c->lst_cap) {
-            size_t cap = c->lst_cap ? c->lst_cap : (size_t)1 << 20;
-            while (cap < bytes)
-                cap *= 2;
-            cudaFreeHost(c->h_lst);
-            cudaFree(c->d_lst);
-            c->h_lst = NULL, c->d_lst = NULL, c->lst_cap = 0;
-            CU(cudaMallocHost((void **)&c->h_lst, cap), "pinned list buffer");
-            CU(cudaMalloc((void **)&c->d_lst, cap), "list buffer");
-            c->lst_cap = cap;
-        }
+        c->lst.off = 0;
+        int rc = pinbuf_grow(&c->lst, bytes, "list buffer", err);
+        if (rc < 0)
+            return rc;
     }
-    *h = c->h_lst + c->lst_off;
-    *d = c->d_lst + c->lst_off;
-    c->lst_off += bytes;
+    *h = c->lst.h + c->lst.off;
+    *d = c->lst.d + c->lst.off;
+    c->lst.off += bytes;
     return 0;
 }
 
@@ -897,7 +899,7 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
            o_qpos = align16(o_qrow + 4 * ((size_t)dec_rows + 1)),
            o_dit = align16(o_qpos + 4 * ((size_t)dec_rows + 1)),
            o_rpart = align16(o_dit + 16 * plan_max), total = o_rpart + 8 * ((size_t)dec_rows + 1);
-    uint8_t *h, *d;
+    uint8_t *h = NULL, *d = NULL;
     int rc = lst_take(c, total, &h, &d, err);
     if (rc < 0)
         return rc;
@@ -1001,7 +1003,7 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
         n_slots += rl;
         len = rl > len ? rl : len;
     }
-    uint8_t *h, *d;
+    uint8_t *h = NULL, *d = NULL;
     size_t o_off = 0, o_sl = align16(4 * ((size_t)w->n_rows + 1)), total = o_sl + 4 * (size_t)(n_slots + 1);
     int rc = lst_take(c, total, &h, &d, err);
     if (rc < 0)
@@ -1088,7 +1090,7 @@ static int run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
     int rc = stage_reserve(c, total, err);
     if (rc < 0)
         return rc;
-    uint8_t *hs = c->h_stage, *ds = c->d_stage;
+    uint8_t *hs = c->stage.h, *ds = c->stage.d;
     memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
     memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
     memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);

@@ -17,66 +17,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "compress/evict.h"
+#include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/model.h"
 #include "retrieve/quest.h"
 #include "runtime/forward.h"
 
 #define W 32
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmpd(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c)
-            break;
-        s = c + 1;
-    }
-    return n;
-}
-
-static double copy_bandwidth(void)
-{
-    size_t n = (size_t)1 << 30;
-    void *a, *b;
-    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess)
-        return 0;
-    cudaMemset(a, 1, n);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    double t[10];
-    for (int i = 0; i < 12; i++) {
-        cudaEventRecord(e0, 0);
-        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
-        cudaEventRecord(e1, 0);
-        cudaEventSynchronize(e1);
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (i >= 2)
-            t[i - 2] = ms * 1e-3;
-    }
-    cudaFree(a), cudaFree(b);
-    qsort(t, 10, sizeof *t, cmpd);
-    return 2.0 * (double)n / (0.5 * (t[4] + t[5]));
-}
 
 static uint64_t rs = 88172645463325252ULL;
 static int32_t rand_id(int V)
@@ -141,7 +90,7 @@ int main(int argc, char **argv)
     char methods[256] = "full,snapkv,pyramidkv,streaming,h2o,quest";
     for (int i = 2; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--ctx")) ctx = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--batch")) nbat = parse_list(argv[i + 1], bat, 8);
+        else if (!strcmp(argv[i], "--batch")) nbat = kwb_parse_list(argv[i + 1], bat, 8);
         else if (!strcmp(argv[i], "--budget")) budget = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps")) steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--methods")) snprintf(methods, sizeof methods, "%s", argv[i + 1]);
@@ -170,7 +119,7 @@ int main(int argc, char **argv)
             kd = (int64_t)c->n_head_kv * c->head_dim, F = c->n_ff, V = c->n_vocab;
     double weight_bytes = 2.0 * ((2 * qd * E + 2 * kd * E + 3 * F * E) * (double)c->n_layer + (double)V * E);
     double kv_tok_bytes = 2.0 * 2.0 * (double)kd * c->n_layer;
-    double bw = copy_bandwidth();
+    double bw = kwb_copy_bandwidth();
     printf("# model %s: %d layers, %lld dim, %d/%d heads; weights %.2f GB (bf16); KV %.0f "
            "KB/token; copy bandwidth %.0f GB/s; context %d, budget %d tokens\n",
            argv[1], c->n_layer, (long long)E, c->n_head, c->n_head_kv, weight_bytes / 1e9,
@@ -240,9 +189,9 @@ int main(int argc, char **argv)
                              .tok_n = ntok, .ids = ids, .pos = pos, .prefill = pre,
                              .last_chunk = last, .logit_tok = lt, .n_logits = B,
                              .logits = logits, .obs_window = W};
-            double a = now();
+            double a = kwb_now();
             step_or_die(f, pool, &s);
-            double last_ms = (now() - a) * 1e3;
+            double last_ms = (kwb_now() - a) * 1e3;
             for (int i = 0; i < B; i++)
                 sq[i].n_past += W;
             /* decode */
@@ -254,18 +203,17 @@ int main(int argc, char **argv)
                 for (int i = 0; i < B; i++)
                     ids[i] = rand_id((int)V), pos[i] = sq[i].n_past;
                 s.step = k + 4;
-                a = now();
+                a = kwb_now();
                 step_or_die(f, pool, &s);
                 if (k >= 0)
-                    t[k] = now() - a;
+                    t[k] = kwb_now() - a;
                 for (int i = 0; i < B; i++)
                     sq[i].n_past++;
                 if (k == steps - 1)
                     for (int i = 0; i < B; i++)
                         att += s.attended[i];
             }
-            qsort(t, (size_t)steps, sizeof *t, cmpd);
-            double ms = 1e3 * (steps % 2 ? t[steps / 2] : 0.5 * (t[steps / 2 - 1] + t[steps / 2]));
+            double ms = 1e3 * kwb_median(t, steps);
             int64_t pages = 0;
             for (int i = 0; i < B; i++)
                 pages += kw_kvseq_pages_held(sq[i].kv);

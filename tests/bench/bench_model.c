@@ -14,67 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/model.h"
 #include "runtime/forward.h"
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmpd(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmpd);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static int parse_list(const char *s, int *out, int max)
-{
-    int n = 0;
-    while (*s && n < max) {
-        out[n++] = atoi(s);
-        const char *c = strchr(s, ',');
-        if (!c)
-            break;
-        s = c + 1;
-    }
-    return n;
-}
-
-static double copy_bandwidth(void)
-{
-    size_t n = (size_t)1 << 30;
-    void *a, *b;
-    if (cudaMalloc(&a, n) != cudaSuccess || cudaMalloc(&b, n) != cudaSuccess)
-        return 0;
-    cudaMemset(a, 1, n);
-    cudaEvent_t e0, e1;
-    cudaEventCreate(&e0), cudaEventCreate(&e1);
-    double t[10];
-    for (int i = 0; i < 12; i++) {
-        cudaEventRecord(e0, 0);
-        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
-        cudaEventRecord(e1, 0);
-        cudaEventSynchronize(e1);
-        float ms;
-        cudaEventElapsedTime(&ms, e0, e1);
-        if (i >= 2)
-            t[i - 2] = ms * 1e-3;
-    }
-    cudaFree(a), cudaFree(b);
-    return 2.0 * (double)n / median(t, 10); /* read + write */
-}
 
 static uint64_t rs = 88172645463325252ULL;
 static int32_t rand_id(int V)
@@ -115,8 +59,8 @@ int main(int argc, char **argv)
         pmax = 32768, steps = 20;
     double peak = 800e12;
     for (int i = 2; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--ctx")) nctx = parse_list(argv[i + 1], ctx, 8);
-        else if (!strcmp(argv[i], "--batch")) nbat = parse_list(argv[i + 1], bat, 8);
+        if (!strcmp(argv[i], "--ctx")) nctx = kwb_parse_list(argv[i + 1], ctx, 8);
+        else if (!strcmp(argv[i], "--batch")) nbat = kwb_parse_list(argv[i + 1], bat, 8);
         else if (!strcmp(argv[i], "--chunk")) chunk = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--prefill-max")) pmax = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--peak-tflops")) peak = atof(argv[i + 1]) * 1e12;
@@ -144,7 +88,7 @@ int main(int argc, char **argv)
     double mat_params = layer_params * c->n_layer;
     double weight_bytes = 2.0 * (mat_params + (double)V * E); /* bf16, with the head */
     double kv_tok_bytes = 2.0 * 2.0 * (double)kd * c->n_layer;  /* K + V, bf16 */
-    double bw = copy_bandwidth();
+    double bw = kwb_copy_bandwidth();
     printf("# model %s: %d layers, %lld dim, %d/%d heads, ff %lld, vocab %lld; weights %.2f GB "
            "(bf16); KV %.0f KB/token; copy bandwidth %.0f GB/s; peak %.0f TFLOP/s\n",
            argv[1], c->n_layer, (long long)E, c->n_head, c->n_head_kv, (long long)F,
@@ -155,13 +99,13 @@ int main(int argc, char **argv)
     kw_kvpool *pool;
     kw_fwd *f;
     int max_tok = chunk > maxb ? chunk : maxb;
-    double t0 = now();
+    double t0 = kwb_now();
     if (kw_kvpool_new(c, &po, &pool, &err) < 0
         || kw__fwd_new_cuda(m, max_tok, maxb, pool, 0, &f, &err) < 0) {
         fprintf(stderr, "bench_model: %s\n", err.msg);
         return 1;
     }
-    printf("# engine open (upload %.2f GB of weights) %.1f s\n", weight_bytes / 1e9, now() - t0);
+    printf("# engine open (upload %.2f GB of weights) %.1f s\n", weight_bytes / 1e9, kwb_now() - t0);
     float *logits = malloc(sizeof(float) * (size_t)maxb * V);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
     printf("kind,batch,ctx,ms,tok_per_s,floor_ms,pct_of_floor\n");
@@ -175,7 +119,7 @@ int main(int argc, char **argv)
         double t[4];
         for (int r = -warm; r < reps; r++) {
             kw_seq sq = {.id = 1, .kv = kw_kvseq_new(pool)}, *sp = &sq;
-            double a = now();
+            double a = kwb_now();
             for (int p = 0; p < C; p += chunk) {
                 int n = C - p < chunk ? C - p : chunk, first = 0, lt = n - 1;
                 for (int i = 0; i < n; i++)
@@ -183,10 +127,10 @@ int main(int argc, char **argv)
                 run_step(f, pool, &sp, 1, &first, &n, ids, pos, p + n >= C ? 1 : 0, &lt, logits);
             }
             if (r >= 0)
-                t[r] = now() - a;
+                t[r] = kwb_now() - a;
             kw_kvseq_free(sq.kv);
         }
-        double s = median(t, reps);
+        double s = kwb_median(t, reps);
         double flops = 2.0 * mat_params * C + 2.0 * 2.0 * c->n_layer * (double)qd * C * (C + 1) / 2.0;
         double floor_s = flops / peak;
         printf("prefill,1,%d,%.2f,%.0f,%.2f,%.1f\n", C, s * 1e3, C / s, floor_s * 1e3,
@@ -216,12 +160,12 @@ int main(int argc, char **argv)
             for (int st = -3; st < n; st++) {
                 for (int i = 0; i < B; i++)
                     ids[i] = rand_id((int)V), pos[i] = sq[i].n_past;
-                double a = now();
+                double a = kwb_now();
                 run_step(f, pool, sp, B, first, ntok, ids, pos, B, lt, logits);
                 if (st >= 0)
-                    t[st] = now() - a;
+                    t[st] = kwb_now() - a;
             }
-            double s = median(t, n);
+            double s = kwb_median(t, n);
             double floor_s = (weight_bytes + (double)B * C * kv_tok_bytes) / bw;
             printf("decode,%d,%d,%.3f,%.1f,%.3f,%.1f\n", B, C, s * 1e3, B / s, floor_s * 1e3,
                    100 * floor_s / s);

@@ -1,0 +1,13 @@
+/* Shared by the CUDA engine benchmarks (bench_model, bench_methods): wall clock, medians,
+ * comma lists, and the device copy bandwidth the floors are taken against. */
+#ifndef KW_BENCH_COMMON_H
+#define KW_BENCH_COMMON_H
+
+double kwb_now(void);                            /* monotonic seconds */
+double kwb_median(double *v, int n);             /* sorts v */
+int kwb_parse_list(const char *s, int *out, int max); /* "1,8" -> {1, 8}; the count */
+/* Device-to-device copy of 1 GiB, bytes read + written per second, median of 10 after 2
+ * warm-ups (CUDA events); 0 when the buffers cannot be allocated. */
+double kwb_copy_bandwidth(void);
+
+#endif
