@@ -3,7 +3,9 @@
  * and the full last-position logits within relative L2 1e-3; the 32 greedy tokens
  * identical, run one by one and as one continuous batch, with K stored after and before
  * RoPE. Skipped when the model is not installed ($KVWEAVE_GOLDEN_MODEL, default the
- * registered name smollm2-135m-instruct). */
+ * registered name smollm2-135m-instruct). $KVWEAVE_GOLDEN_PREFIX names another golden
+ * (PREFIX.json, PREFIX.bin), e.g. one tests/bench/hf_compare.py wrote for a synthetic
+ * model from `kvweave gen model`. */
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -29,8 +31,13 @@ static float *full; /* n_full x n_vocab */
 static int setup(void **st)
 {
     const char *src = getenv("KVWEAVE_SRC"), *spec = getenv("KVWEAVE_GOLDEN_MODEL");
-    char p[1024];
-    snprintf(p, sizeof p, "%s/tests/golden/logits_smollm2.json", src ? src : ".");
+    const char *pre = getenv("KVWEAVE_GOLDEN_PREFIX");
+    char base[900], p[1024];
+    if (pre && *pre)
+        snprintf(base, sizeof base, "%s", pre);
+    else
+        snprintf(base, sizeof base, "%s/tests/golden/logits_smollm2", src ? src : ".");
+    snprintf(p, sizeof p, "%s.json", base);
     json_error_t je;
     gold = json_load_file(p, 0, &je);
     if (!gold) {
@@ -45,7 +52,7 @@ static int setup(void **st)
     }
     int V = (int)json_integer_value(json_object_get(gold, "n_vocab"));
     int nf = (int)json_integer_value(json_object_get(gold, "n_full"));
-    snprintf(p, sizeof p, "%s/tests/golden/logits_smollm2.bin", src ? src : ".");
+    snprintf(p, sizeof p, "%s.bin", base);
     FILE *f = fopen(p, "rb");
     full = malloc(sizeof(float) * V * nf);
     if (!f || fread(full, sizeof(float) * V, nf, f) != (size_t)nf) {
