@@ -483,9 +483,8 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     memset(s->seq_rc, 0, sizeof s->seq_rc);
     memset(s->attended, 0, sizeof s->attended);
     memset(s->twin_rc, 0, sizeof s->twin_rc);
-    if (f->cuda) {
+    if (f->cuda)
         return kw__cfwd_run(f->cuda, pool, s, n_tok, err);
-    }
     stepctx c = {.f = f, .pool = pool, .s = s};
     c.hc = (kw_hookcall){.cfg = cf, .pool = pool, .s = s, .views = f->views};
     if ((rc = kw__hooks_begin(&c.hc)) < 0)

@@ -20,7 +20,7 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err);
 kw_fwd *kw__fwd_free(kw_fwd *f);
 /* The same forward on a CUDA device (forward_cuda.c): weights uploaded once as bf16, KV
  * pages on the device for `pool` (a device_pages pool, kept alive by the caller); KV
- * hooks run on the host as on the CPU (forward_cuda.c, "steps with KV hooks"). */
+ * hooks run on the host as on the CPU (forward_cuda_hooks.c). */
 /* CUDA forwards only (benchmarks): a context of n_tok random K/V tokens in every layer. */
 int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
                         kw_error *err);

@@ -50,7 +50,7 @@ typedef struct kw_engine_opts {
     bool cuda;            /* run on CUDA device cuda_device (kw_engine_open: "cuda[:N]"):
                              bf16 weights and KV pages on the device, pool sized as for
                              bf16; KV hooks run on the host with copies of what they
-                             need (forward_cuda.c) */
+                             need (forward_cuda_hooks.c) */
     int cuda_device;
 } kw_engine_opts;
 kw_engine_opts kw_engine_defaults(void);

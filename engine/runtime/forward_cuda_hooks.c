@@ -1,0 +1,521 @@
+/* The CUDA forward's steps with KV hooks and the pool's device callbacks (see
+ * forward_cuda_internal.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kw_config.h"
+
+#if KW_HAVE_CUDA
+#include "forward_cuda_internal.h"
+#include "hookcall.h"
+
+/* Grows a device buffer to at least n elements of `elem` bytes (contents not kept);
+ * cudaFree waits for the device, so nothing in flight still reads the old buffer. */
+int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem)
+{
+    if (n <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 1024;
+    while (c < n)
+        c *= 2;
+    cudaFree(*p);
+    *p = NULL;
+    *cap = 0;
+    if (cudaMalloc(p, c * elem) != cudaSuccess)
+        return KW_ENOMEM;
+    *cap = c;
+    return 0;
+}
+
+/* kw_kvseq_keep's payload movement on the device (kvpool.h, kw_kvpool_device.compact):
+ * queued here and launched by flush_compact as one kernel over every queued table, before
+ * anything else touches the pool (a copy-on-write copy, a host read, the next attention).
+ * A StreamingLLM or H2O step evicts in every (layer, KV head): one launch instead of
+ * one upload and launch per table. */
+int kw__cf_dev_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
+                       const int32_t *dst, int n_dst)
+{
+    kw_cfwd *c = ud;
+    size_t need = c->cq_len + (size_t)n_keep + n_src + n_dst;
+    if (need > c->cq_cap) {
+        size_t cap = c->cq_cap ? c->cq_cap : 4096;
+        while (cap < need)
+            cap *= 2;
+        int32_t *l = realloc(c->cq_list, cap * sizeof *l);
+        if (!l)
+            return KW_ENOMEM;
+        c->cq_list = l, c->cq_cap = cap;
+    }
+    if (c->cq_n + 2 > c->cq_off_cap) {
+        int cap = c->cq_off_cap ? 2 * c->cq_off_cap : 256;
+        int32_t *o = realloc(c->cq_off, (size_t)cap * 3 * sizeof *o);
+        if (!o)
+            return KW_ENOMEM;
+        c->cq_off = o, c->cq_off_cap = cap;
+    }
+    int32_t *l = c->cq_list + c->cq_len;
+    memcpy(l, keep, (size_t)n_keep * 4);
+    memcpy(l + n_keep, src, (size_t)n_src * 4);
+    memcpy(l + n_keep + n_src, dst, (size_t)n_dst * 4);
+    int32_t *o = c->cq_off + (size_t)c->cq_n * 3;
+    o[0] = n_keep, o[1] = n_src, o[2] = n_dst; /* counts; offsets made at the flush */
+    c->cq_len = need;
+    c->cq_n++;
+    return 0;
+}
+
+/* Launches the queued compactions (one block per table). */
+int kw__cf_flush_compact(kw_cfwd *c, kw_error *err)
+{
+    if (c->cq_n == 0)
+        return 0;
+    int n = c->cq_n;
+    size_t offs = 3 * ((size_t)n + 1), bytes = 4 * (offs + c->cq_len);
+    uint8_t *h = NULL, *d = NULL;
+    int rc = kw__cf_lst_take(c, bytes, &h, &d, err);
+    if (rc < 0)
+        return rc;
+    int32_t *ko = (int32_t *)h, *so = ko + n + 1, *dof = so + n + 1, *lists = dof + n + 1;
+    /* lists regrouped: all keep lists, then all src lists, then all dst lists */
+    size_t nk = 0, nsrc = 0, nd = 0;
+    for (int t = 0; t < n; t++)
+        nk += (size_t)c->cq_off[3 * t], nsrc += (size_t)c->cq_off[3 * t + 1],
+            nd += (size_t)c->cq_off[3 * t + 2];
+    int32_t *K = lists, *S = K + nk, *D = S + nsrc;
+    size_t at = 0, k = 0, sr = 0, ds = 0;
+    for (int t = 0; t < n; t++) {
+        int a = c->cq_off[3 * t], b = c->cq_off[3 * t + 1], e = c->cq_off[3 * t + 2];
+        ko[t] = (int32_t)k, so[t] = (int32_t)sr, dof[t] = (int32_t)ds;
+        memcpy(K + k, c->cq_list + at, (size_t)a * 4), k += a, at += a;
+        memcpy(S + sr, c->cq_list + at, (size_t)b * 4), sr += b, at += b;
+        memcpy(D + ds, c->cq_list + at, (size_t)e * 4), ds += e, at += e;
+    }
+    ko[n] = (int32_t)k, so[n] = (int32_t)sr, dof[n] = (int32_t)ds;
+    c->cq_n = 0;
+    c->cq_len = 0;
+    CU(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->st), "compaction lists");
+    const int32_t *dd = (const int32_t *)d, *dl = dd + offs;
+    int hd = c->cfg.head_dim;
+    rc = kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
+                              hd * 2, 0, n, dd, dl, dd + n + 1, dl + nk, dd + 2 * (n + 1),
+                              dl + nk + nsrc);
+    if (rc < 0)
+        return kw_error_set(err, rc, "cuda: page compaction: %s", kw_cuda_last_error());
+    return 0;
+}
+
+/* flush_compact where the pool's callbacks have no error to fill: the failure is kept
+ * for the step to report (c->cq_rc). */
+void kw__cf_flush_quiet(kw_cfwd *c)
+{
+    kw_error e = {0};
+    int rc = kw__cf_flush_compact(c, &e);
+    if (rc < 0 && c->cq_rc == 0)
+        c->cq_rc = rc;
+}
+
+/* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 -> f32. */
+int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *out)
+{
+    kw_cfwd *c = ud;
+    int hd = c->cfg.head_dim;
+    if (first < 0 || n < 0 || first + n > c->P || page < 0 || page >= c->n_pages)
+        return KW_EINVAL;
+    kw__cf_flush_quiet(c);
+    if (c->cq_rc < 0)
+        return c->cq_rc;
+    uint16_t *h = malloc((size_t)n * hd * 2);
+    if (!h)
+        return KW_ENOMEM;
+    const uint16_t *src = (const uint16_t *)c->kv_base
+                          + ((size_t)page * 2 * c->P + (size_t)which * c->P + first) * hd;
+    int rc = 0;
+    if (cudaMemcpyAsync(h, src, (size_t)n * hd * 2, cudaMemcpyDeviceToHost, c->st) != cudaSuccess
+        || cudaStreamSynchronize(c->st) != cudaSuccess)
+        rc = KW_ECUDA;
+    for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
+        out[i] = kw_bf16_to_f32(h[i]);
+    free(h);
+    return rc;
+}
+
+/* ---- steps with KV hooks ----
+ * The layer loop of forward.c with the device doing the arithmetic: hooks run on the
+ * host as on the CPU, and get host copies of what they need (K and V before RoPE for
+ * on_kv, Q for select, attention probabilities and LSE for after_attn, recomputed by
+ * attn_probs.cu), each copied only when some hook of the step has that callback or need.
+ * Views are built per layer after the SELECT hooks; sequences that bring several tokens
+ * go through the prefill kernel (rows per KV head), single tokens through the split-K
+ * decode kernel (rows per KV head, or per query head when a view is, or when the group
+ * is too large for one row). EVICT hooks compact device pages through the pool's device
+ * callbacks (dev_compact). The host waits for the device where a hook needs a copy, so
+ * a step with hooks overlaps less than a dense one. */
+
+/* A region of the per-layer list buffer; waits for the device before reusing it. */
+int kw__cf_lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err)
+{
+    bytes = align16(bytes);
+    if (c->lst.off + bytes > c->lst.cap) {
+        CU(cudaStreamSynchronize(c->st), "list buffer");
+        c->lst.off = 0;
+        int rc = kw__cf_pinbuf_grow(&c->lst, bytes, "list buffer", err);
+        if (rc < 0)
+            return rc;
+    }
+    *h = c->lst.h + c->lst.off;
+    *d = c->lst.d + c->lst.off;
+    c->lst.off += bytes;
+    return 0;
+}
+
+static int d2h(kw_cfwd *c, float *h, const float *d, size_t n, kw_error *err)
+{
+    CU(cudaMemcpyAsync(h, d, n * 4, cudaMemcpyDeviceToHost, c->st), "copy for hooks");
+    CU(cudaStreamSynchronize(c->st), "copy for hooks");
+    return 0;
+}
+
+static void seq_fail(kw_fwd_step *s, int i, int rc)
+{
+    if (s->seq_rc[i] == 0)
+        s->seq_rc[i] = rc;
+}
+
+/* Attention of layer l over c->views: prefill kernel for sequences of several tokens,
+ * decode kernel for single tokens. */
+static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
+                            const int32_t *d_tokoff, const int32_t *d_pos, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq, g = H / nkv;
+    int n_pre = 0, n_dec = 0;
+    bool dq = c->dec_g == 1 && g > 1; /* decode rows per query head */
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        for (int j = 0; j < w->row_ptr[w->n_rows]; j++)
+            if (w->spans[j].pool != KW_POOL_MAIN) {
+                seq_fail(s, i, KW_ENOSYS); /* no temporary pool on the device */
+                kw_view_reset(c->views[i], nkv, false);
+                break;
+            }
+        if (s->tok_n[i] > 1 && w->per_qhead) {
+            seq_fail(s, i, KW_ENOSYS); /* the prefill kernel reads rows per KV head */
+            kw_view_reset(c->views[i], nkv, false);
+        }
+        if (s->tok_n[i] > 1)
+            n_pre++;
+        else {
+            n_dec++;
+            dq = dq || c->views[i]->per_qhead;
+        }
+        int64_t nv = kw_view_tokens(c->views[i]);
+        s->attended[i] += c->views[i]->per_qhead ? nv / g : nv;
+    }
+    int64_t pre_spans = 0, dec_spans = 0;
+    int dec_rows = n_dec * (dq ? H : nkv);
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        int64_t n = w->row_ptr[w->n_rows];
+        if (s->tok_n[i] > 1)
+            pre_spans += n;
+        else
+            dec_spans += dq && !w->per_qhead ? n * g : n;
+    }
+    int n_items = 0;
+    if (n_pre) {
+        int32_t tok_off[KW_FWD_MAX_SEQ + 1];
+        for (int i = 0; i < ns; i++)
+            tok_off[i] = s->tok_first[i];
+        tok_off[ns] = n_tok;
+        int all = kw_cuda_prefill_items(ns, tok_off, NULL);
+        if ((size_t)all * 2 > c->h_list_cap) {
+            free(c->h_list);
+            c->h_list = malloc((size_t)all * 2 * sizeof *c->h_list);
+            c->h_list_cap = c->h_list ? (size_t)all * 2 : 0;
+            if (!c->h_list)
+                return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        }
+        kw_cuda_prefill_items(ns, tok_off, c->h_list);
+        for (int k = 0; k < all; k++)
+            if (s->tok_n[c->h_list[2 * k]] > 1) {
+                c->h_list[2 * n_items] = c->h_list[2 * k];
+                c->h_list[2 * n_items + 1] = c->h_list[2 * k + 1];
+                n_items++;
+            }
+    }
+    size_t plan_max = (size_t)dec_spans + dec_rows + 1;
+    size_t o_prp = 0, o_psp = align16(o_prp + 4 * ((size_t)ns * nkv + 1)),
+           o_pit = align16(o_psp + sizeof(kw_cuda_span) * (size_t)(pre_spans + 1)),
+           o_drp = align16(o_pit + 8 * (size_t)(n_items + 1)),
+           o_dsp = align16(o_drp + 4 * ((size_t)dec_rows + 1)),
+           o_qrow = align16(o_dsp + sizeof(kw_cuda_span) * (size_t)(dec_spans + 1)),
+           o_qpos = align16(o_qrow + 4 * ((size_t)dec_rows + 1)),
+           o_dit = align16(o_qpos + 4 * ((size_t)dec_rows + 1)),
+           o_rpart = align16(o_dit + 16 * plan_max), total = o_rpart + 8 * ((size_t)dec_rows + 1);
+    uint8_t *h = NULL, *d = NULL;
+    int rc = kw__cf_lst_take(c, total, &h, &d, err);
+    if (rc < 0)
+        return rc;
+    int32_t *prp = (int32_t *)(h + o_prp), *drp = (int32_t *)(h + o_drp);
+    kw_cuda_span *psp = (kw_cuda_span *)(h + o_psp), *dsp = (kw_cuda_span *)(h + o_dsp);
+    int32_t *qrow = (int32_t *)(h + o_qrow), *qpos = (int32_t *)(h + o_qpos);
+    int64_t pk = 0, dk = 0;
+    int ri = 0, di = 0;
+    for (int i = 0; i < ns; i++) {
+        const kw_view *w = c->views[i];
+        bool pre = s->tok_n[i] > 1;
+        for (int r = 0; pre && r < nkv; r++) {
+            prp[ri++] = (int32_t)pk;
+            for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++) {
+                kw_span x = w->spans[j];
+                psp[pk++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+            }
+        }
+        for (int r = 0; !pre && r < nkv; r++)
+            prp[ri++] = (int32_t)pk;
+        if (pre)
+            continue;
+        int nr = dq ? H : nkv;
+        for (int r = 0; r < nr; r++) {
+            int vr = w->per_qhead ? r : dq ? r / g : r;
+            drp[di] = (int32_t)dk;
+            qrow[di] = s->tok_first[i] * H + r * (dq ? 1 : g);
+            qpos[di] = s->pos[s->tok_first[i]];
+            di++;
+            for (int j = w->row_ptr[vr]; j < w->row_ptr[vr + 1]; j++) {
+                kw_span x = w->spans[j];
+                dsp[dk++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+            }
+        }
+    }
+    prp[ri] = (int32_t)pk;
+    drp[di] = (int32_t)dk;
+    memcpy(h + o_pit, c->h_list, 8 * (size_t)n_items);
+    int plan_items = 0, plan_parts = 0;
+    if (n_dec) {
+        int64_t toks = 0;
+        for (int64_t j = 0; j < dk; j++)
+            toks += dsp[j].n;
+        int max_tok = (int)(toks / (132 * 4));
+        max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+        plan_items = kw_cuda_attn_plan_size(dec_rows, drp, dsp, max_tok);
+        if ((size_t)plan_items > plan_max)
+            return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");
+        plan_parts = kw_cuda_attn_plan(dec_rows, drp, dsp, max_tok, (int32_t *)(h + o_dit),
+                                       (int32_t *)(h + o_rpart));
+        if ((rc = kw__cf_ensure_partial(c, (size_t)(plan_parts + 1) * (dq ? 1 : g) * (hd + 2), err)) < 0)
+            return rc;
+    }
+    CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "layer lists");
+    float scale = 1.f / sqrtf((float)hd);
+    if (n_pre) {
+        kw_cuda_prefill a = {0};
+        a.base[0] = a.base[1] = c->kv_base;
+        a.pos[0] = a.pos[1] = c->kv_pos;
+        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+        a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
+        a.tok_off = d_tokoff, a.row_ptr = (const int32_t *)(d + o_prp);
+        a.spans = (const kw_cuda_span *)(d + o_psp);
+        a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
+        a.n_items = n_items, a.items = (const int32_t *)(d + o_pit);
+        KTRY(kw_cuda_attn_prefill(c->st, &a));
+    }
+    if (n_dec) {
+        kw_cuda_attn a = {0};
+        a.base[0] = a.base[1] = c->kv_base;
+        a.pos[0] = a.pos[1] = c->kv_pos;
+        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+        a.n_rows = dec_rows, a.g_per_row = dq ? 1 : g;
+        a.row_ptr = (const int32_t *)(d + o_drp), a.spans = (const kw_cuda_span *)(d + o_dsp);
+        a.q_row = (const int32_t *)(d + o_qrow), a.q_pos = (const int32_t *)(d + o_qpos);
+        a.q = c->q, a.out = c->att, a.scale = scale;
+        a.n_items = plan_items, a.items = (const int32_t *)(d + o_dit);
+        a.row_part = (const int32_t *)(d + o_rpart);
+        a.partial = c->partial, a.n_parts = plan_parts;
+        KTRY(kw_cuda_attn_decode(c->st, &a));
+    }
+    return 0;
+}
+
+/* Probabilities (and LSE) that the step's hooks asked for, for sequence i of layer l:
+ * observation window (its last min(tok_n, obs_window) queries) when the prompt ends here,
+ * per-step sums over all its queries, LSE of all its queries. */
+static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
+                        const int32_t *d_pos, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int H = f->n_head, hd = f->head_dim, g = H / f->n_head_kv;
+    const kw_view *w = c->views[i];
+    bool lse = hc->needs & KW_NEED_LSE;
+    if (!hc->want_obs[i] && !hc->want_step[i] && !lse)
+        return 0;
+    int64_t n_slots = 0;
+    int len = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        int rl = kw_view_row_tokens(w, r);
+        n_slots += rl;
+        len = rl > len ? rl : len;
+    }
+    uint8_t *h = NULL, *d = NULL;
+    size_t o_off = 0, o_sl = align16(4 * ((size_t)w->n_rows + 1)), total = o_sl + 4 * (size_t)(n_slots + 1);
+    int rc = kw__cf_lst_take(c, total, &h, &d, err);
+    if (rc < 0)
+        return rc;
+    int32_t *off = (int32_t *)(h + o_off), *sl = (int32_t *)(h + o_sl);
+    int64_t k = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        off[r] = (int32_t)k;
+        for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++)
+            for (int t = 0; t < w->spans[j].n; t++)
+                sl[k++] = w->spans[j].page * c->P + w->spans[j].first + t;
+    }
+    off[w->n_rows] = (int32_t)k;
+    CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "probability lists");
+    int t0 = s->tok_first[i], nq = s->tok_n[i], tile = 64;
+    kw_cuda_view_probs_args a = {.base = c->kv_base, .pos = c->kv_pos, .page_tokens = c->P,
+                                 .head_dim = hd, .n_head = H, .group = g,
+                                 .per_qhead = w->per_qhead, .row_off = (const int32_t *)(d + o_off),
+                                 .slots = (const int32_t *)(d + o_sl), .len = len,
+                                 .scale = 1.f / sqrtf((float)hd)};
+    size_t hl = (size_t)H * (len ? len : 1);
+    if (kw__cf_dgrow((void **)&c->d_pscr, &c->pscr_cap, (size_t)tile * hl, 4) < 0 ||
+        kw__cf_dgrow((void **)&c->d_pout, &c->pout_cap, (size_t)(nq > tile ? nq : tile) * hl, 4) < 0 ||
+        (!c->d_lse && cudaMalloc((void **)&c->d_lse, (size_t)c->max_tok * H * 4) != cudaSuccess))
+        return kw_error_set(err, KW_ENOMEM, "cuda: no device memory for attention "
+                            "probabilities (%d queries x %d heads x %d tokens)", nq, H, len);
+    if (hc->want_obs[i]) {
+        int n = nq < s->obs_window ? nq : s->obs_window;
+        a.q = c->q + ((size_t)(t0 + nq - n)) * H * hd, a.q_pos = d_pos + t0 + nq - n;
+        a.n_q = n, a.mode = KW_CUDA_PROBS_EACH, a.out = c->d_pout, a.lse = NULL;
+        KTRY(kw_cuda_view_probs(c->st, &a));
+        free(hc->probs[i]);
+        hc->probs[i] = malloc((size_t)n * hl * 4);
+        if (!hc->probs[i])
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        hc->obs_n[i] = n;
+        hc->obs_len[i] = len;
+        if ((rc = d2h(c, hc->probs[i], c->d_pout, (size_t)n * hl, err)) < 0)
+            return rc;
+    }
+    if (hc->want_step[i] || lse) {
+        a.q = c->q + (size_t)t0 * H * hd, a.q_pos = d_pos + t0;
+        a.n_q = nq, a.mode = KW_CUDA_PROBS_SUM, a.tile = tile, a.out = c->d_pout;
+        a.scratch = c->d_pscr, a.lse = c->d_lse + (size_t)t0 * H;
+        KTRY(kw_cuda_view_probs(c->st, &a));
+        if (hc->want_step[i]) {
+            free(hc->sprobs[i]);
+            hc->sprobs[i] = malloc(hl * 4);
+            if (!hc->sprobs[i])
+                return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+            hc->slen[i] = len;
+            if ((rc = d2h(c, hc->sprobs[i], c->d_pout, hl, err)) < 0)
+                return rc;
+        }
+        if (lse && (rc = d2h(c, c->hlse + (size_t)t0 * H, c->d_lse + (size_t)t0 * H,
+                             (size_t)nq * H, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq;
+    size_t T = (size_t)c->max_tok;
+    if (!c->hq) {
+        c->hq = malloc(T * H * hd * 4);
+        c->hk = malloc(T * nkv * hd * 4);
+        c->hv = malloc(T * nkv * hd * 4);
+        c->hlse = malloc(T * H * 4);
+        if (!c->hq || !c->hk || !c->hv || !c->hlse) {
+            free(c->hq), free(c->hk), free(c->hv), free(c->hlse);
+            c->hq = c->hk = c->hv = c->hlse = NULL;
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        }
+    }
+    kw__cf_place_tokens(c, s, n_tok);
+    size_t o_ids = 0, o_pos = align16(4 * (size_t)n_tok),
+           o_slots = align16(o_pos + 4 * (size_t)n_tok),
+           o_logit = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
+           o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
+           total = o_tokoff + 4 * (size_t)(ns + 1);
+    int rc = kw__cf_stage_reserve(c, total, err);
+    if (rc < 0)
+        return rc;
+    uint8_t *hs = c->stage.h, *ds = c->stage.d;
+    memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
+    memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
+    memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
+    memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
+    int32_t *tok_off = (int32_t *)(hs + o_tokoff);
+    for (int i = 0; i < ns; i++)
+        tok_off[i] = s->tok_first[i];
+    tok_off[ns] = n_tok;
+    CU(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    const int32_t *d_pos = (const int32_t *)(ds + o_pos);
+    kw_hookcall hc = {.cfg = f, .pool = pool, .s = s, .views = c->views, .stream = c->st};
+    if ((rc = kw__hooks_begin(&hc)) < 0)
+        return kw_error_set(err, rc, "cuda: out of memory");
+    bool want_q = hc.any[KW_HC_SELECT] || hc.any[KW_HC_MATERIALIZE];
+    bool want_lse = hc.needs & KW_NEED_LSE;
+    rc = kw_cuda_embed_bf16(c->st, c->tok_embd, f->n_vocab, f->n_embd,
+                            (const int32_t *)(ds + o_ids), n_tok, c->x);
+    if (rc < 0)
+        kw_error_set(err, rc, "cuda: embedding: %s", kw_cuda_last_error());
+    for (int l = 0; rc == 0 && l < L; l++) {
+        if ((rc = kw__cf_layer_qkv(c, l, n_tok, err)) < 0)
+            break;
+        if (hc.any[KW_HC_ON_KV]) {
+            if ((rc = d2h(c, c->hk, c->k, (size_t)n_tok * nkv * hd, err)) < 0 ||
+                (rc = d2h(c, c->hv, c->v, (size_t)n_tok * nkv * hd, err)) < 0)
+                break;
+            kw__hooks_call(&hc, l, KW_HC_ON_KV, NULL, c->hk, c->hv, NULL);
+            if ((rc = kw__cf_flush_compact(c, err)) < 0)
+                break;
+        }
+        if ((rc = kw__cf_layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots),
+                                    err)) < 0)
+            break;
+        for (int i = 0; i < ns && rc == 0; i++)
+            if ((rc = kw_view_dense(c->views[i], s->seqs[i]->kv, l, false)) < 0)
+                kw_error_set(err, rc, "cuda: view of sequence %d", i);
+        if (rc < 0)
+            break;
+        if (want_q) {
+            if ((rc = d2h(c, c->hq, c->q, (size_t)n_tok * H * hd, err)) < 0)
+                break;
+            kw__hooks_call(&hc, l, KW_HC_SELECT, c->hq, NULL, NULL, NULL);
+            kw__hooks_call(&hc, l, KW_HC_MATERIALIZE, NULL, NULL, NULL, NULL);
+            if ((rc = kw__cf_flush_compact(c, err)) < 0)
+                break;
+        }
+        if ((rc = hooked_attention(c, s, n_tok, l, (const int32_t *)(ds + o_tokoff), d_pos,
+                                   err)) < 0)
+            break;
+        for (int i = 0; i < ns && rc == 0; i++)
+            rc = hooked_probs(c, &hc, s, i, d_pos, err);
+        if (rc < 0)
+            break;
+        kw_attn_stats st = {.lse = want_lse ? c->hlse : NULL, .n_head = H};
+        kw__hooks_call(&hc, l, KW_HC_AFTER_ATTN, NULL, NULL, NULL, &st);
+        kw__hooks_twins(&hc, l);
+        kw__hooks_call(&hc, l, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
+        if ((rc = kw__cf_flush_compact(c, err)) < 0)
+            break;
+        rc = kw__cf_layer_post(c, l, n_tok, err);
+    }
+    if (rc == 0) {
+        kw__hooks_step_end(&hc);
+        rc = kw__cf_flush_compact(c, err);
+    }
+    if (rc == 0)
+        rc = kw__cf_logits_out(c, s, (const int32_t *)(ds + o_logit), err);
+    kw__hooks_end(&hc);
+    return rc;
+}
+
+#else
+typedef int kw__cf_hooks_none; /* nothing without CUDA: forward_cuda.c answers KW_ENOSYS */
+#endif

@@ -1,0 +1,100 @@
+/* The CUDA forward's internals, shared by forward_cuda.c (weights, pool, dense steps)
+ * and forward_cuda_hooks.c (steps with KV hooks, the pool's device callbacks). Only
+ * built with CUDA. */
+#ifndef KW_RUNTIME_FORWARD_CUDA_INTERNAL_H
+#define KW_RUNTIME_FORWARD_CUDA_INTERNAL_H
+
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+
+#include "cuda/kernels_cuda.h"
+#include "forward_cuda.h"
+
+typedef struct clw {
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv;
+    void *wq, *wk, *wv, *wo, *wgate, *wup, *wdown; /* bf16 (N, K) */
+} clw;
+
+/* A pinned host buffer and its device twin: lists are built in h and copied to d. */
+typedef struct pinbuf {
+    uint8_t *h, *d;
+    size_t cap, off;
+} pinbuf;
+
+struct kw_cfwd {
+    kw_model_config cfg;
+    int max_tok, max_seq, dev;
+    cudaStream_t st;
+    void *tok_embd, *output; /* bf16 (n_vocab, n_embd); output == tok_embd when tied */
+    float *out_norm, *inv_freq;
+    clw *L;
+    int64_t weight_bytes;
+    /* the device pool: pages numbered as the host pool's */
+    void *kv_base;
+    int32_t *kv_pos;
+    int64_t n_pages;
+    int P;
+    /* activations */
+    float *x, *q, *k, *v, *att, *gate, *up, *tmp, *rows, *logits;
+    void *xb; /* bf16 GEMM input (max_tok, max(n_embd, n_head * head_dim, n_ff)) */
+    /* per-step work lists: built in stage.h (pinned), copied to stage.d */
+    pinbuf stage;
+    float *partial;
+    size_t partial_cap; /* floats */
+    int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
+    kw_view *view;
+    int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
+    /* steps with hooks (see run_hooked) */
+    kw_view *views[KW_FWD_MAX_SEQ];
+    pinbuf lst;                  /* per-layer lists, used front to back (lst.off) */
+    float *hq, *hk, *hv, *hlse;  /* host copies for hooks (max_tok rows) */
+    float *d_pout, *d_pscr, *d_lse; /* attention probabilities for hooks */
+    size_t pout_cap, pscr_cap;   /* floats */
+    /* compactions queued by kw_kvseq_keep (dev_compact), launched together by
+     * flush_compact: per table offsets into the keep, src and dst lists */
+    int32_t *cq_off;             /* (cq_n + 1) * 3: keep, src, dst offsets */
+    int32_t *cq_list;            /* keep..., src..., dst... of each table in turn */
+    int cq_n, cq_off_cap, cq_rc;
+    size_t cq_len, cq_cap;
+    int32_t *h_list;             /* host scratch for prefill items */
+    size_t h_list_cap;
+};
+
+#define CU(call, what)                                                                     \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess)                                                             \
+            return kw_error_set(err, KW_ECUDA, "cuda: %s: %s", what, cudaGetErrorString(e_)); \
+    } while (0)
+
+#define KTRY(call)                                                                         \
+    do {                                                                                   \
+        int r_ = (call);                                                                   \
+        if (r_ < 0)                                                                        \
+            return kw_error_set(err, r_, "cuda: %s failed: %s", #call, kw_cuda_last_error()); \
+    } while (0)
+
+static inline size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
+
+/* forward_cuda.c */
+int kw__cf_pinbuf_grow(pinbuf *b, size_t bytes, const char *what, kw_error *err);
+int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err);
+void kw__cf_place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok);
+int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
+int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err);
+int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
+                             const int32_t *d_slots, kw_error *err);
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err);
+int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
+
+/* forward_cuda_hooks.c */
+int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem);
+int kw__cf_dev_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
+                       const int32_t *dst, int n_dst);
+int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *out);
+int kw__cf_flush_compact(kw_cfwd *c, kw_error *err);
+void kw__cf_flush_quiet(kw_cfwd *c);
+int kw__cf_lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err);
+int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err);
+
+#endif
