@@ -22,6 +22,13 @@ static const struct {
               "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
               "MODEL.gguf [--ctx ...] [--batch ...]; tests/bench/run_gpu_model.sh adds "
               "PyTorch)"},
+    {"methods", "KV methods on the CUDA engine at long context: decode speed and KV memory "
+                "of each method against full attention, beside the bandwidth floor (CUDA "
+                "builds; args: MODEL.gguf [--ctx 32768] [--batch 1,8] [--budget 2048] "
+                "[--methods full,snapkv,...]; tests/bench/run_gpu_hooks.sh)"},
+    {"cuda_select", "selection and page kernels (window scores, pooling, top-k, page bounds "
+                    "and scores, compaction) at 8B shapes beside the copy bandwidth (CUDA "
+                    "builds; tests/bench/run_gpu_select.sh)"},
 };
 
 /* <dir of the running kvweave>/tests/bench */
