@@ -57,7 +57,7 @@ int kw_cmd_bench(int argc, char **argv)
         printf("usage: kvweave bench NAME [ARGS...]\n\nbenchmarks (%s):\n", dir);
         for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
             snprintf(path, sizeof path, "%s/bench_%s", dir, known[i].name);
-            printf("  %-10s %s%s\n", known[i].name, known[i].what,
+            printf("  %-12s %s%s\n", known[i].name, known[i].what,
                    access(path, X_OK) ? " [not built]" : "");
         }
         return 0;
