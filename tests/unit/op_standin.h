@@ -41,4 +41,11 @@ void st_task_clear(kw_task *t);
 /* Waits for kw_task_complete when run returned KW_PENDING; returns the final rc. */
 int st_wait(kw_task *t, int run_rc);
 
+/* A model that is only a byte-level tokenizer (op_standin_bytes.c), for operators that
+ * tokenize without weights: kw_tokenize gives BOS 256 then one id per byte,
+ * kw_detokenize drops the ids >= 256 (the special ones), and kw_engine_model of
+ * st_bytes_engine() is st_bytes_model(). Its cfg is the test's to set. */
+kw_model *st_bytes_model(void);  /* (transfer none) */
+kw_engine *st_bytes_engine(void); /* (transfer none) for kw_opctx.engine */
+
 #endif

@@ -15,35 +15,6 @@
 
 extern const kw_op kw_op_dataset_jsonl, kw_op_dataset_longbench, kw_op_score_longbench;
 
-/* ---- stand-in engine side ---- */
-
-static kw_model fake_model;
-static int fake_tok; /* its address is the tokenizer */
-
-const kw_model *kw_engine_model(const kw_engine *e) { return (const kw_model *)e; }
-
-/* Byte-level: BOS (256) then one id per byte; ids >= 256 are special. */
-int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
-                int cap)
-{
-    (void)tk, (void)parse_special;
-    int n = (int)strlen(text) + 1;
-    for (int i = 0; i < n && i < cap; i++)
-        ids[i] = i == 0 ? 256 : (unsigned char)text[i - 1];
-    return n;
-}
-
-char *kw_detokenize(const kw_tokenizer *tk, const int32_t *ids, int n, int skip_special)
-{
-    (void)tk, (void)skip_special;
-    char *s = malloc((size_t)n + 1), *w = s;
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 256)
-            *w++ = (char)ids[i];
-    *w = '\0';
-    return s;
-}
-
 /* ---- helpers ---- */
 
 static char tmpdir[64];
@@ -66,7 +37,6 @@ static int setup_dir(void **state)
     (void)state;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kw_evalops_XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
-    fake_model.tok = (kw_tokenizer *)&fake_tok;
     return 0;
 }
 
@@ -91,7 +61,7 @@ static run_out run_source(const kw_op *op, json_t *params, json_t *records, bool
 {
     run_out o = {0};
     kw_opctx c = {.op = op, .params = params, .records = records,
-                  .engine = model ? (kw_engine *)&fake_model : NULL};
+                  .engine = model ? st_bytes_engine() : NULL};
     void *st = calloc(1, op->state_size);
     o.samples = json_array();
     o.init_rc = op->init(&c, st, &o.err);

@@ -18,28 +18,11 @@
 extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_score_ppl,
     kw_op_score_fidelity, kw_op_dataset_ruler;
 
-/* ---- stand-in engine side ---- */
-
-static kw_model fake_model;
-static int fake_tok;
-
 /* A context of `op` on the byte-level model; records is nullable. */
 static kw_opctx ctx(const kw_op *op, json_t *params, json_t *records)
 {
     return (kw_opctx){.op = op, .params = params, .records = records,
-                      .engine = (kw_engine *)&fake_model};
-}
-
-const kw_model *kw_engine_model(const kw_engine *e) { return (const kw_model *)e; }
-
-int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
-                int cap)
-{
-    (void)tk, (void)parse_special;
-    int n = (int)strlen(text) + 1;
-    for (int i = 0; i < n && i < cap; i++)
-        ids[i] = i == 0 ? 256 : (unsigned char)text[i - 1];
-    return n;
+                      .engine = st_bytes_engine()};
 }
 
 /* ---- helpers ---- */
@@ -62,9 +45,8 @@ static int setup(void **s)
     (void)s;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kw_fidops_XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
-    fake_model.tok = (kw_tokenizer *)&fake_tok;
-    fake_model.cfg.add_bos = true;
-    fake_model.cfg.bos_id = 256;
+    st_bytes_model()->cfg.add_bos = true;
+    st_bytes_model()->cfg.bos_id = 256;
     return 0;
 }
 
