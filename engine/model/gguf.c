@@ -1,13 +1,9 @@
 /* GGUF reader: see gguf.h for the layout. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "gguf.h"
+#include "mapfile.h"
 #include "sniff.h"
 
 #define MAX_DEPTH 4 /* nested arrays */
@@ -434,32 +430,15 @@ fail:
 int kw_gguf_open(const char *path, kw_gguf **out, kw_error *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return kw_error_at(err, errno == ENOENT ? KW_ENOTFOUND : KW_EIO, path, 0, 0,
-                           "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return kw_error_at(err, KW_EINVAL, path, 0, 0, "not a regular file");
-    }
-    void *map = NULL;
-    size_t size = (size_t)st.st_size;
-    if (size > 0) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return kw_error_at(err, KW_EIO, path, 0, 0, "cannot map %zu bytes: %s", size,
-                               strerror(e));
-        }
-    }
-    close(fd);
+    void *map;
+    size_t size;
+    int rc = kw__mapfile_open(path, &map, &size, err);
+    if (rc < 0)
+        return rc;
     static const uint8_t empty[1];
-    int rc = kw_gguf_parse(map ? map : empty, size, path, out, err);
+    rc = kw_gguf_parse(map ? map : empty, size, path, out, err);
     if (rc < 0) {
-        if (map)
-            munmap(map, size);
+        kw__mapfile_close(map, size);
         return rc;
     }
     (*out)->map = map;
@@ -478,8 +457,7 @@ kw_gguf *kw_gguf_free(kw_gguf *g)
         free(g->tensors[i].name);
     free(g->kvs);
     free(g->tensors);
-    if (g->map)
-        munmap(g->map, g->size);
+    kw__mapfile_close(g->map, g->size);
     free(g->label);
     free(g);
     return NULL;

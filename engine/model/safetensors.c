@@ -1,14 +1,10 @@
 /* safetensors reader: see safetensors.h for the layout. */
-#include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "safetensors.h"
+#include "mapfile.h"
 #include "sniff.h"
 
 #define MAX_HEADER (256u << 20)
@@ -202,32 +198,15 @@ done:
 int kw_st_open(const char *path, kw_st **out, kw_error *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return kw_error_at(err, errno == ENOENT ? KW_ENOTFOUND : KW_EIO, path, 0, 0,
-                           "cannot open: %s", strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return kw_error_at(err, KW_EINVAL, path, 0, 0, "not a regular file");
-    }
-    size_t size = (size_t)sb.st_size;
-    void *map = NULL;
-    if (size) {
-        map = mmap(NULL, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0);
-        if (map == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            return kw_error_at(err, KW_EIO, path, 0, 0, "cannot map %zu bytes: %s", size,
-                               strerror(e));
-        }
-    }
-    close(fd);
+    void *map;
+    size_t size;
+    int rc = kw__mapfile_open(path, &map, &size, err);
+    if (rc < 0)
+        return rc;
     static const uint8_t empty[1];
-    int rc = kw_st_parse(map ? map : empty, size, path, out, err);
+    rc = kw_st_parse(map ? map : empty, size, path, out, err);
     if (rc < 0) {
-        if (map)
-            munmap(map, size);
+        kw__mapfile_close(map, size);
         return rc;
     }
     (*out)->map = map;
@@ -242,8 +221,7 @@ kw_st *kw_st_free(kw_st *st)
         free(st->t[i].name);
     free(st->t);
     json_decref(st->meta);
-    if (st->map)
-        munmap(st->map, st->size);
+    kw__mapfile_close(st->map, st->size);
     free(st->label);
     free(st);
     return NULL;

@@ -1,8 +1,5 @@
 /* tokenize.chat — a sample's prompt rendered with the model's chat template (or a forced
  * built-in one), then tokenized with the model's tokenizer. */
-#include <stdlib.h>
-
-#include "kvweave/engine.h"
 #include "kvweave/op.h"
 #include "tokprompt.h"
 
@@ -23,31 +20,7 @@ static const kw_param_spec params[] = {
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
     (void)st;
-    struct kw_engine *e = kw_ctx_engine(c);
-    const kw_model *m = e ? kw_engine_model(e) : NULL;
-    if (!m || !m->tok)
-        return kw_task_fail(t, KW_EINVAL, "tokenize.chat needs a model with a tokenizer");
-    kw_error err = {0};
-    kw_tokprompt_opts o = {
-        .system = kw_param_str(c, "system"),
-        .field = kw_param_str(c, "field"),
-        .tmpl = kw_param_str(c, "template"),
-        .max_new = (int)kw_param_int(c, "max_new"),
-    };
-    /* a record that asks for no chat template ("chat": false) needs no style */
-    bool raw = json_is_false(json_object_get(kw_value_jsonobj(kw_task_in(t, 0)), "chat"));
-    int rc = raw ? 0 : kw_tokprompt_style(kw_param_str(c, "style"), m->chat_template,
-                                          &o.style, &err);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "%s", err.msg);
-    char *dsys = o.style == KW_CHAT_CHATML ? kw_chat_default_system(m->chat_template) : NULL;
-    o.default_system = dsys;
-    kw_tokens *tk = NULL;
-    rc = kw_tokprompt_make(m->tok, kw_value_jsonobj(kw_task_in(t, 0)), &o, &tk, &err);
-    free(dsys);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "sample %lld: %s", (long long)kw_task_sample(t), err.msg);
-    return kw_task_out(t, 0, kw_value_tokens(tk));
+    return kw__tokprompt_run(c, t, true);
 }
 
 const kw_op kw_op_tokenize_chat = {

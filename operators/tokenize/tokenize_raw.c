@@ -1,5 +1,4 @@
 /* tokenize.raw — a sample's prompt tokenized as it is, without a chat template. */
-#include "kvweave/engine.h"
 #include "kvweave/op.h"
 #include "tokprompt.h"
 
@@ -16,22 +15,7 @@ static const kw_param_spec params[] = {
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
     (void)st;
-    struct kw_engine *e = kw_ctx_engine(c);
-    const kw_model *m = e ? kw_engine_model(e) : NULL;
-    if (!m || !m->tok)
-        return kw_task_fail(t, KW_EINVAL, "tokenize.raw needs a model with a tokenizer");
-    kw_error err = {0};
-    kw_tokprompt_opts o = {
-        .style = KW_CHAT_NONE,
-        .field = kw_param_str(c, "field"),
-        .tmpl = kw_param_str(c, "template"),
-        .max_new = (int)kw_param_int(c, "max_new"),
-    };
-    kw_tokens *tk = NULL;
-    int rc = kw_tokprompt_make(m->tok, kw_value_jsonobj(kw_task_in(t, 0)), &o, &tk, &err);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "sample %lld: %s", (long long)kw_task_sample(t), err.msg);
-    return kw_task_out(t, 0, kw_value_tokens(tk));
+    return kw__tokprompt_run(c, t, false);
 }
 
 const kw_op kw_op_tokenize_raw = {

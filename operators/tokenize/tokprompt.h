@@ -13,6 +13,7 @@
 #include <jansson.h>
 
 #include "kvweave/model.h"
+#include "kvweave/op.h"
 #include "kvweave/value.h"
 
 typedef struct kw_tokprompt_opts {
@@ -38,5 +39,11 @@ int kw_tokprompt_make(const kw_tokenizer *tk, json_t *sample, const kw_tokprompt
 /* "auto|chatml|llama3|llama2|mistral|none" -> style; "auto" takes the template's. */
 int kw_tokprompt_style(const char *name, const char *template_str, kw_chat_style *out,
                        kw_error *err);
+
+/* The run of tokenize.chat (chat: its "style" and "system" parameters apply) and of
+ * tokenize.raw (the prompt as it is): the task's sample through kw_tokprompt_make with
+ * the "field", "template" and "max_new" parameters and the model's tokenizer, the tokens
+ * out on port 0. In tokprompt_op.c, which needs the operator runtime. */
+int kw__tokprompt_run(kw_opctx *c, kw_task *t, bool chat);
 
 #endif

@@ -44,7 +44,11 @@ const char *kw_param_str(const kw_opctx *c, const char *name)
     return v ? json_string_value(v) : spec_of(c, name)->def;
 }
 
-bool kw_param_is_set(const kw_opctx *c, const char *name) { return given(c, name) != NULL; }
+bool kw_param_is_set(const kw_opctx *c, const char *name)
+{
+    spec_of(c, name);
+    return given(c, name) != NULL;
+}
 
 const char *kw_ctx_stage(const kw_opctx *c) { return c->op->name; }
 uint64_t kw_ctx_seed(const kw_opctx *c) { (void)c; return 1234; }
@@ -99,6 +103,12 @@ void st_task_init(kw_task *t, int64_t sample)
     t->sample = sample;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+}
+
+void st_task_set_in(kw_task *t, int port, kw_value *v)
+{
+    if (v)
+        t->in[port][t->n_in[port]++] = v;
 }
 
 void st_task_clear(kw_task *t)

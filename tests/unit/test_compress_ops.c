@@ -2,7 +2,6 @@
  * side of op.h: what kvmethod each emits from its parameters or a budget input, what it
  * records (what a budget counts), and what it refuses. */
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,102 +9,25 @@
 #include <cmocka.h>
 
 #include "compress/evict.h"
+#include "op_standin.h"
 
 extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
     kw_op_compress_pyramidkv;
-
-/* ---- stand-in engine side ---- */
-
-struct kw_opctx {
-    const kw_op *op;
-    json_t *params;
-    json_t *records;
-};
-
-struct kw_task {
-    kw_value *in;
-    kw_value *out;
-    char msg[1024];
-};
-
-static const kw_param_spec *spec_of(const kw_opctx *c, const char *name)
-{
-    for (int i = 0; i < c->op->n_params; i++)
-        if (!strcmp(c->op->params[i].name, name))
-            return &c->op->params[i];
-    fail_msg("operator %s has no parameter '%s'", c->op->name, name);
-    return NULL;
-}
-
-int64_t kw_param_int(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_integer_value(v) : strtoll(spec_of(c, name)->def, NULL, 10);
-}
-
-double kw_param_float(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_number_value(v) : strtod(spec_of(c, name)->def, NULL);
-}
-
-bool kw_param_bool(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_is_true(v) : !strcmp(spec_of(c, name)->def, "true");
-}
-
-const char *kw_param_str(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_string_value(v) : spec_of(c, name)->def;
-}
-
-bool kw_param_is_set(const kw_opctx *c, const char *name)
-{
-    return json_object_get(c->params, name) != NULL;
-}
-
-const char *kw_ctx_stage(const kw_opctx *c) { return c->op->name; }
-
-int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
-{
-    json_object_set_new(c->records, key, json_string(value));
-    return 0;
-}
-
-kw_value *kw_task_in(const kw_task *t, int port) { return port == 0 ? t->in : NULL; }
-
-int kw_task_out(kw_task *t, int port, kw_value *v)
-{
-    (void)port;
-    t->out = kw_value_unref(t->out);
-    t->out = v;
-    return 0;
-}
-
-int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
 
 /* runs op with params (JSON text) and an optional budget; the kvmethod's params or NULL */
 static const kw__evict_params *run_op(const kw_op *op, const char *params, kw_value *budget,
                                       kw_opctx *c, kw_task *t, int want_rc)
 {
     *c = (kw_opctx){.op = op, .params = json_loads(params, 0, NULL), .records = json_object()};
-    *t = (kw_task){.in = budget};
+    st_task_init(t, 0);
+    st_task_set_in(t, 0, kw_value_ref(budget));
     int rc = op->run(c, NULL, t);
     if (rc != want_rc)
         fail_msg("%s %s: rc %d, expected %d (%s)", op->name, params, rc, want_rc, t->msg);
     if (rc < 0)
         return NULL;
-    assert_string_equal(kw_value_type(t->out), KW_T_KVMETHOD);
-    const kw_kvmethod *m = kw_value_data(t->out);
+    assert_string_equal(kw_value_type(t->out[0]), KW_T_KVMETHOD);
+    const kw_kvmethod *m = kw_value_data(t->out[0]);
     assert_string_equal(m->hook->name, op->name);
     assert_true(m->hook->roles == KW_ROLE_EVICT);
     assert_true(op->kv_roles == m->hook->roles); /* what the graph checks stacks with */
@@ -117,7 +39,7 @@ static void done(kw_opctx *c, kw_task *t)
 {
     json_decref(c->params);
     json_decref(c->records);
-    kw_value_unref(t->out);
+    st_task_clear(t);
 }
 
 static void test_defaults_are_the_publications(void **s)
@@ -131,7 +53,7 @@ static void test_defaults_are_the_publications(void **s)
     assert_int_equal(p->pooling, KW_POOLING_AVG);
     assert_string_equal(json_string_value(json_object_get(c.records, "budget_source")),
                         "capacity");
-    assert_true(((const kw_kvmethod *)kw_value_data(t.out))->hook->needs & KW_NEED_OBS_PROBS);
+    assert_true(((const kw_kvmethod *)kw_value_data(t.out[0]))->hook->needs & KW_NEED_OBS_PROBS);
     done(&c, &t);
     p = run_op(&kw_op_compress_pyramidkv, "{}", NULL, &c, &t, 0);
     assert_true(p->beta == 20 && p->capacity == 2048 && p->window == 32);
@@ -143,7 +65,7 @@ static void test_defaults_are_the_publications(void **s)
     done(&c, &t);
     p = run_op(&kw_op_compress_h2o, "{}", NULL, &c, &t, 0);
     assert_true(p->ratio == 0.2 && p->capacity == 0 && p->heavy_share == 0.5);
-    assert_true(((const kw_kvmethod *)kw_value_data(t.out))->hook->needs & KW_NEED_STEP_PROBS);
+    assert_true(((const kw_kvmethod *)kw_value_data(t.out[0]))->hook->needs & KW_NEED_STEP_PROBS);
     assert_string_equal(json_string_value(json_object_get(c.records, "budget_source")), "ratio");
     done(&c, &t);
 }
@@ -192,7 +114,7 @@ static void test_contradictory_or_empty_budgets_are_refused(void **s)
     /* a budget for another model fails when the engine makes the hook's state */
     kw_value *b2 = kw_value_budget(kw_budget_new(2, 2, false));
     run_op(&kw_op_compress_snapkv, "{}", b2, &c, &t, 0);
-    const kw_kvmethod *m = kw_value_data(t.out);
+    const kw_kvmethod *m = kw_value_data(t.out[0]);
     kw_model_config cfg = {.n_layer = 30, .n_head = 9, .n_head_kv = 3, .head_dim = 64};
     void *st = NULL;
     kw_error err = {0};

@@ -4,118 +4,18 @@
  * operators decide: the generation length rule, the sample carried into the
  * generation, the teacher-forced split. */
 #include <math.h>
-#include <pthread.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 
-#include "kvweave/engine.h"
-#include "kvweave/op.h"
+#include "op_standin.h"
 #include "runtime_support.h"
 
 extern const kw_op kw_op_decode_greedy, kw_op_decode_teacher_forced, kw_op_decode_fidelity;
 extern const kw_op kw_op_score_fidelity, kw_op_score_ppl;
-
-/* ---- stand-in engine side ---- */
-
-struct kw_opctx {
-    const kw_op *op;
-    json_t *params;
-    kw_engine *e;
-};
-
-struct kw_task {
-    kw_value *in[2];
-    kw_value *out;
-    int64_t sample;
-    int rc;
-    bool done;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char msg[1024];
-};
-
-static const kw_param_spec *spec_of(const kw_opctx *c, const char *name)
-{
-    for (int i = 0; i < c->op->n_params; i++)
-        if (!strcmp(c->op->params[i].name, name))
-            return &c->op->params[i];
-    fail_msg("operator %s has no parameter '%s'", c->op->name, name);
-    return NULL;
-}
-
-int64_t kw_param_int(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_integer_value(v) : strtoll(spec_of(c, name)->def, NULL, 10);
-}
-
-double kw_param_float(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_number_value(v) : strtod(spec_of(c, name)->def, NULL);
-}
-
-bool kw_param_bool(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_is_true(v) : !strcmp(spec_of(c, name)->def, "true");
-}
-
-const char *kw_param_str(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_string_value(v) : spec_of(c, name)->def;
-}
-
-bool kw_param_is_set(const kw_opctx *c, const char *name)
-{
-    spec_of(c, name);
-    return json_object_get(c->params, name) != NULL;
-}
-
-uint64_t kw_ctx_seed(const kw_opctx *c) { (void)c; return 99; }
-struct kw_engine *kw_ctx_engine(kw_opctx *c) { return c->e; }
-int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
-{
-    (void)c, (void)key, (void)value;
-    return 0;
-}
-
-int64_t kw_task_sample(const kw_task *t) { return t->sample; }
-kw_value *kw_task_in(const kw_task *t, int port) { return t->in[port]; }
-int kw_task_in_n(const kw_task *t, int port) { return t->in[port] ? 1 : 0; }
-kw_value *kw_task_in_at(const kw_task *t, int port, int i) { return i ? NULL : t->in[port]; }
-
-int kw_task_out(kw_task *t, int port, kw_value *v)
-{
-    (void)port;
-    kw_value_unref(t->out);
-    t->out = v;
-    return 0;
-}
-
-int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-void kw_task_complete(kw_task *t, int rc)
-{
-    pthread_mutex_lock(&t->mu);
-    t->rc = rc;
-    t->done = true;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-}
 
 /* ---- helpers ---- */
 
@@ -161,30 +61,21 @@ static kw_value *tokens_value(int n, int max_new, json_t *sample, json_t *extra)
  * the task (free with task_free). */
 static kw_task *run_op2(const kw_op *op, json_t *params, kw_value *in, kw_value *in1)
 {
-    kw_opctx c = {.op = op, .params = params, .e = engine};
+    kw_opctx c = {.op = op, .params = params, .engine = engine};
     void *st = calloc(1, op->state_size ? op->state_size : 1);
     kw_error err = {0};
     if (op->init)
         assert_int_equal(op->init(&c, st, &err), 0);
-    kw_task *t = calloc(1, sizeof *t);
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cv, NULL);
-    t->in[0] = in;
-    t->in[1] = in1;
-    t->sample = 3;
-    int rc = op->run(&c, st, t);
-    if (rc == KW_PENDING) {
-        pthread_mutex_lock(&t->mu);
-        while (!t->done)
-            pthread_cond_wait(&t->cv, &t->mu);
-        pthread_mutex_unlock(&t->mu);
-    } else {
-        t->rc = rc;
-    }
+    kw_task *t = malloc(sizeof *t);
+    st_task_init(t, 3);
+    st_task_set_in(t, 0, in);
+    st_task_set_in(t, 1, in1);
+    t->rc = st_wait(t, op->run(&c, st, t));
     if (op->fini)
         op->fini(&c, st);
     free(st);
     json_decref(params);
+    json_decref(c.records);
     return t;
 }
 
@@ -195,11 +86,7 @@ static kw_task *run_op(const kw_op *op, json_t *params, kw_value *in)
 
 static void task_free(kw_task *t)
 {
-    kw_value_unref(t->in[0]);
-    kw_value_unref(t->in[1]);
-    kw_value_unref(t->out);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->cv);
+    st_task_clear(t);
     free(t);
 }
 
@@ -207,8 +94,8 @@ static json_t *gen_of(kw_task *t)
 {
     if (t->rc < 0)
         fail_msg("task failed (%d): %s", t->rc, t->msg);
-    assert_non_null(t->out);
-    return kw_value_jsonobj(t->out);
+    assert_non_null(t->out[0]);
+    return kw_value_jsonobj(t->out[0]);
 }
 
 /* ---- tests ---- */
@@ -283,7 +170,7 @@ static void test_teacher_forced_steps_rule(void **s)
 
 static json_t *score_gen(const kw_op *op, kw_task *gen)
 {
-    kw_task *t = run_op(op, json_object(), kw_value_ref(gen->out));
+    kw_task *t = run_op(op, json_object(), kw_value_ref(gen->out[0]));
     json_t *m = json_incref(gen_of(t));
     task_free(t);
     return m;

@@ -1,10 +1,8 @@
 /* Harness tests of dataset.jsonl, dataset.longbench and score.longbench: the operators'
- * init/run/fini driven through a minimal stand-in of the engine side of op.h (params
- * with the operator's defaults, provenance records, tasks with input and output values,
- * a byte-level tokenizer for the prompt truncation). They prove the operators' own logic:
- * what they emit, record and refuse. */
+ * init/run/fini driven through the stand-in of the engine side of op.h (op_standin.h),
+ * with a model that is only a byte-level tokenizer for the prompt truncation. They
+ * prove the operators' own logic: what they emit, record and refuse. */
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,111 +10,10 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "kvweave/engine.h"
-#include "kvweave/op.h"
 #include "kvweave/util.h"
+#include "op_standin.h"
 
 extern const kw_op kw_op_dataset_jsonl, kw_op_dataset_longbench, kw_op_score_longbench;
-
-/* ---- stand-in engine side ---- */
-
-struct kw_opctx {
-    const kw_op *op;
-    json_t *params;  /* set by the test */
-    json_t *records; /* kw_ctx_record */
-    bool with_model;
-};
-
-struct kw_task {
-    kw_value *in[2];
-    kw_value *out;
-    char msg[2048];
-};
-
-static kw_model fake_model;
-static int fake_tok; /* its address is the tokenizer */
-
-static const kw_param_spec *spec_of(const kw_opctx *c, const char *name)
-{
-    for (int i = 0; i < c->op->n_params; i++)
-        if (!strcmp(c->op->params[i].name, name))
-            return &c->op->params[i];
-    fail_msg("operator %s has no parameter '%s'", c->op->name, name);
-    return NULL;
-}
-
-int64_t kw_param_int(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_integer_value(v) : strtoll(spec_of(c, name)->def, NULL, 10);
-}
-
-const char *kw_param_str(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_string_value(v) : spec_of(c, name)->def;
-}
-
-bool kw_param_is_set(const kw_opctx *c, const char *name)
-{
-    return json_object_get(c->params, name) != NULL;
-}
-
-uint64_t kw_ctx_seed(const kw_opctx *c) { (void)c; return 1234; }
-
-int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
-{
-    json_object_set_new(c->records, key, json_string(value));
-    return 0;
-}
-
-struct kw_engine *kw_ctx_engine(kw_opctx *c)
-{
-    return c->with_model ? (struct kw_engine *)&fake_model : NULL;
-}
-
-const kw_model *kw_engine_model(const kw_engine *e) { return (const kw_model *)e; }
-
-kw_value *kw_task_in(const kw_task *t, int port) { return t->in[port]; }
-
-int kw_task_out(kw_task *t, int port, kw_value *v)
-{
-    (void)port;
-    t->out = kw_value_unref(t->out);
-    t->out = v;
-    return 0;
-}
-
-int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-/* Byte-level: BOS (256) then one id per byte; ids >= 256 are special. */
-int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
-                int cap)
-{
-    (void)tk, (void)parse_special;
-    int n = (int)strlen(text) + 1;
-    for (int i = 0; i < n && i < cap; i++)
-        ids[i] = i == 0 ? 256 : (unsigned char)text[i - 1];
-    return n;
-}
-
-char *kw_detokenize(const kw_tokenizer *tk, const int32_t *ids, int n, int skip_special)
-{
-    (void)tk, (void)skip_special;
-    char *s = malloc((size_t)n + 1), *w = s;
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 256)
-            *w++ = (char)ids[i];
-    *w = '\0';
-    return s;
-}
 
 /* ---- helpers ---- */
 
@@ -140,7 +37,6 @@ static int setup_dir(void **state)
     (void)state;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kw_evalops_XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
-    fake_model.tok = (kw_tokenizer *)&fake_tok;
     return 0;
 }
 
@@ -164,23 +60,24 @@ typedef struct run_out {
 static run_out run_source(const kw_op *op, json_t *params, json_t *records, bool model)
 {
     run_out o = {0};
-    kw_opctx c = {op, params, records, model};
+    kw_opctx c = {.op = op, .params = params, .records = records,
+                  .engine = model ? st_bytes_engine() : NULL};
     void *st = calloc(1, op->state_size);
     o.samples = json_array();
     o.init_rc = op->init(&c, st, &o.err);
     if (o.init_rc == 0) {
-        for (;;) {
-            kw_task t = {0};
+        for (bool more = true; more;) {
+            kw_task t;
+            st_task_init(&t, 0);
             int rc = op->run(&c, st, &t);
-            if (rc == KW_END)
-                break;
-            if (rc < 0 || !t.out) {
+            more = rc != KW_END && rc >= 0 && t.out[0];
+            if (more) {
+                json_array_append(o.samples, kw_value_jsonobj(t.out[0]));
+            } else if (rc != KW_END) {
                 o.run_rc = rc;
                 snprintf(o.msg, sizeof o.msg, "%s", t.msg);
-                break;
             }
-            json_array_append(o.samples, kw_value_jsonobj(t.out));
-            kw_value_unref(t.out);
+            st_task_clear(&t);
         }
     }
     op->fini(&c, st);
@@ -369,16 +266,18 @@ static void test_jsonl_source_samples_a_seeded_subset_in_file_order(void **state
 static run_out score(json_t *gen, json_t *sample, json_t *params)
 {
     run_out o = {0};
-    kw_opctx c = {&kw_op_score_longbench, params, json_object(), false};
+    kw_opctx c = {.op = &kw_op_score_longbench, .params = params, .records = json_object()};
     void *st = calloc(1, kw_op_score_longbench.state_size);
     o.init_rc = kw_op_score_longbench.init(&c, st, &o.err);
     if (o.init_rc == 0) {
-        kw_task t = {{kw_value_json(KW_T_GENERATION, gen),
-                      sample ? kw_value_json(KW_T_SAMPLE, sample) : NULL}, NULL, ""};
+        kw_task t;
+        st_task_init(&t, 0);
+        st_task_set_in(&t, 0, kw_value_json(KW_T_GENERATION, gen));
+        st_task_set_in(&t, 1, sample ? kw_value_json(KW_T_SAMPLE, sample) : NULL);
         o.run_rc = kw_op_score_longbench.run(&c, st, &t);
         snprintf(o.msg, sizeof o.msg, "%s", t.msg);
-        o.samples = t.out ? json_incref(kw_value_jsonobj(t.out)) : NULL;
-        kw_value_unref(t.out), kw_value_unref(t.in[0]), kw_value_unref(t.in[1]);
+        o.samples = t.out[0] ? json_incref(kw_value_jsonobj(t.out[0])) : NULL;
+        st_task_clear(&t);
     } else {
         json_decref(gen), json_decref(sample);
     }

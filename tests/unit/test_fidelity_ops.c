@@ -1,12 +1,10 @@
 /* Harness tests of dataset.text, tokenize.ids, score.ppl and score.fidelity (and of the
- * provenance dataset.ruler records) through a minimal
- * stand-in of the engine side of op.h (params with the operator's defaults, provenance
- * records, tasks with two output ports, a byte-level tokenizer: BOS 256 then one id per
- * byte). They prove the windows the source cuts, and the formulas of the scores on
+ * provenance dataset.ruler records) through the stand-in of the engine side of op.h
+ * (op_standin.h) and a model that is only a byte-level tokenizer: BOS 256 then one id
+ * per byte. They prove the windows the source cuts, and the formulas of the scores on
  * hand-computed values. */
 #include <math.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,97 +12,17 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "kvweave/engine.h"
-#include "kvweave/op.h"
 #include "kvweave/util.h"
+#include "op_standin.h"
 
 extern const kw_op kw_op_dataset_text, kw_op_tokenize_ids, kw_op_score_ppl,
     kw_op_score_fidelity, kw_op_dataset_ruler;
 
-/* ---- stand-in engine side ---- */
-
-struct kw_opctx {
-    const kw_op *op;
-    json_t *params;
-    json_t *records;
-};
-
-struct kw_task {
-    kw_value *in[1];
-    kw_value *out[2];
-    char msg[2048];
-};
-
-static kw_model fake_model;
-static int fake_tok;
-
-static const kw_param_spec *spec_of(const kw_opctx *c, const char *name)
+/* A context of `op` on the byte-level model; records is nullable. */
+static kw_opctx ctx(const kw_op *op, json_t *params, json_t *records)
 {
-    for (int i = 0; i < c->op->n_params; i++)
-        if (!strcmp(c->op->params[i].name, name))
-            return &c->op->params[i];
-    fail_msg("operator %s has no parameter '%s'", c->op->name, name);
-    return NULL;
-}
-
-int64_t kw_param_int(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_integer_value(v) : strtoll(spec_of(c, name)->def, NULL, 10);
-}
-
-const char *kw_param_str(const kw_opctx *c, const char *name)
-{
-    json_t *v = json_object_get(c->params, name);
-    return v ? json_string_value(v) : spec_of(c, name)->def;
-}
-
-bool kw_param_is_set(const kw_opctx *c, const char *name)
-{
-    spec_of(c, name);
-    return json_object_get(c->params, name) != NULL;
-}
-
-int kw_ctx_record(kw_opctx *c, const char *key, const char *value)
-{
-    json_object_set_new(c->records, key, json_string(value));
-    return 0;
-}
-
-struct kw_engine *kw_ctx_engine(kw_opctx *c)
-{
-    (void)c;
-    return (struct kw_engine *)&fake_model;
-}
-
-const kw_model *kw_engine_model(const kw_engine *e) { return (const kw_model *)e; }
-int64_t kw_task_sample(const kw_task *t) { (void)t; return 7; }
-kw_value *kw_task_in(const kw_task *t, int port) { return t->in[port]; }
-
-int kw_task_out(kw_task *t, int port, kw_value *v)
-{
-    kw_value_unref(t->out[port]);
-    t->out[port] = v;
-    return 0;
-}
-
-int kw_task_fail(kw_task *t, int code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
-    va_end(ap);
-    return code;
-}
-
-int kw_tokenize(const kw_tokenizer *tk, const char *text, int parse_special, int32_t *ids,
-                int cap)
-{
-    (void)tk, (void)parse_special;
-    int n = (int)strlen(text) + 1;
-    for (int i = 0; i < n && i < cap; i++)
-        ids[i] = i == 0 ? 256 : (unsigned char)text[i - 1];
-    return n;
+    return (kw_opctx){.op = op, .params = params, .records = records,
+                      .engine = st_bytes_engine()};
 }
 
 /* ---- helpers ---- */
@@ -127,9 +45,8 @@ static int setup(void **s)
     (void)s;
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kw_fidops_XXXXXX");
     assert_non_null(mkdtemp(tmpdir));
-    fake_model.tok = (kw_tokenizer *)&fake_tok;
-    fake_model.cfg.add_bos = true;
-    fake_model.cfg.bos_id = 256;
+    st_bytes_model()->cfg.add_bos = true;
+    st_bytes_model()->cfg.bos_id = 256;
     return 0;
 }
 
@@ -159,19 +76,24 @@ typedef struct src_out {
 static src_out run_text(json_t *params)
 {
     src_out o = {.records = json_object()};
-    kw_opctx c = {&kw_op_dataset_text, params, o.records};
+    kw_opctx c = ctx(&kw_op_dataset_text, params, o.records);
     void *st = calloc(1, kw_op_dataset_text.state_size);
     o.init_rc = kw_op_dataset_text.init(&c, st, &o.err);
     while (o.init_rc == 0 && o.n < 16) {
-        kw_task t = {0};
+        kw_task t;
+        st_task_init(&t, 7);
         int rc = kw_op_dataset_text.run(&c, st, &t);
-        if (rc == KW_END)
+        if (rc == KW_END) {
+            st_task_clear(&t);
             break;
+        }
         if (rc < 0)
             fail_msg("dataset.text run failed (%d): %s", rc, t.msg);
         /* through tokenize.ids, as the pipeline does */
-        kw_opctx tc = {&kw_op_tokenize_ids, NULL, NULL};
-        kw_task tt = {.in = {t.out[0]}};
+        kw_opctx tc = ctx(&kw_op_tokenize_ids, NULL, NULL);
+        kw_task tt;
+        st_task_init(&tt, 7);
+        st_task_set_in(&tt, 0, kw_value_ref(t.out[0]));
         assert_int_equal(kw_op_tokenize_ids.run(&tc, NULL, &tt), 0);
         const kw_tokens *tk = kw_value_data(tt.out[0]);
         window *w = &o.w[o.n++];
@@ -182,8 +104,9 @@ static src_out run_text(json_t *params)
         w->n = tk->n;
         w->max_new = tk->max_new;
         w->cont = json_incref(json_object_get(tk->extra, "continuation"));
-        kw_value_unref(t.out[0]);
-        kw_value_unref(tt.out[0]);
+        st_task_clear(&t);
+        st_task_clear(&tt);
+        json_decref(tc.records);
     }
     kw_op_dataset_text.fini(&c, st);
     free(st);
@@ -303,38 +226,44 @@ static void test_tokenize_ids_checks_the_ids(void **s)
     const char *bad[] = {"{\"ids\": []}", "{\"ids\": [1, \"x\"]}", "{\"ids\": [1, -2]}",
                          "{\"ids\": [1], \"continuation\": [2.5]}", "{}"};
     json_t *params = json_object();
-    kw_opctx c = {&kw_op_tokenize_ids, params, NULL};
+    kw_opctx c = ctx(&kw_op_tokenize_ids, params, NULL);
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        kw_task t = {.in = {kw_value_json(KW_T_SAMPLE, json_loads(bad[i], 0, NULL))}};
+        kw_task t;
+        st_task_init(&t, 7);
+        st_task_set_in(&t, 0, kw_value_json(KW_T_SAMPLE, json_loads(bad[i], 0, NULL)));
         assert_int_equal(kw_op_tokenize_ids.run(&c, NULL, &t), KW_EINVAL);
         assert_non_null(strstr(t.msg, "token ids"));
         assert_null(t.out[0]);
-        kw_value_unref(t.in[0]);
+        st_task_clear(&t);
     }
-    kw_task t = {.in = {kw_value_json(KW_T_SAMPLE, json_pack("{s:[i,i],s:i}", "ids", 4, 5,
-                                                             "max_new", 9))}};
+    kw_task t;
+    st_task_init(&t, 7);
+    st_task_set_in(&t, 0, kw_value_json(KW_T_SAMPLE, json_pack("{s:[i,i],s:i}", "ids", 4, 5,
+                                                               "max_new", 9)));
     assert_int_equal(kw_op_tokenize_ids.run(&c, NULL, &t), 0);
     const kw_tokens *tk = kw_value_data(t.out[0]);
     assert_int_equal(tk->n, 2);
     assert_int_equal(tk->ids[1], 5);
     assert_int_equal(tk->max_new, 9);
     assert_null(tk->extra);
-    kw_value_unref(t.in[0]);
-    kw_value_unref(t.out[0]);
+    st_task_clear(&t);
     json_decref(params);
+    json_decref(c.records);
 }
 
 /* ---- scores ---- */
 
 static json_t *score(const kw_op *op, json_t *gen, int *rc, char *msg)
 {
-    kw_opctx c = {op, NULL, NULL};
-    kw_task t = {.in = {kw_value_json(KW_T_GENERATION, gen)}};
+    kw_opctx c = ctx(op, NULL, NULL);
+    kw_task t;
+    st_task_init(&t, 7);
+    st_task_set_in(&t, 0, kw_value_json(KW_T_GENERATION, gen));
     *rc = op->run(&c, NULL, &t);
     snprintf(msg, 2048, "%s", t.msg);
     json_t *m = t.out[0] ? json_incref(kw_value_jsonobj(t.out[0])) : NULL;
-    kw_value_unref(t.in[0]);
-    kw_value_unref(t.out[0]);
+    st_task_clear(&t);
+    json_decref(c.records);
     return m;
 }
 
@@ -405,7 +334,7 @@ static void test_ruler_provenance_names_the_data_folder_only(void **s)
         return;
     }
     json_t *params = json_pack("{s:s,s:i}", "data", dir, "length", 1024), *rec = json_object();
-    kw_opctx c = {&kw_op_dataset_ruler, params, rec};
+    kw_opctx c = ctx(&kw_op_dataset_ruler, params, rec);
     void *st = calloc(1, kw_op_dataset_ruler.state_size);
     kw_error err = {0};
     assert_int_equal(kw_op_dataset_ruler.init(&c, st, &err), 0);
