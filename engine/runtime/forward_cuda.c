@@ -293,6 +293,38 @@ int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
     return kw__cf_pinbuf_grow(&c->stage, bytes, "step buffer", err);
 }
 
+/* Attention arguments with the pool, the queries, the output and the scale filled in. */
+kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c)
+{
+    kw_cuda_attn a = {0};
+    a.base[0] = a.base[1] = c->kv_base;
+    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
+    a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
+    a.partial = c->partial;
+    return a;
+}
+
+kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
+{
+    kw_cuda_prefill a = {0};
+    a.base[0] = a.base[1] = c->kv_base;
+    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
+    a.n_head = c->cfg.n_head, a.n_kv = c->cfg.n_head_kv, a.n_seq = n_seq;
+    a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
+    return a;
+}
+
+/* The split-K item size for a decode step reading `toks` tokens in one layer: enough
+ * items for about 4 blocks per multiprocessor (132 on an H100/H200), at least 64
+ * tokens, a multiple of 16. */
+int kw__cf_plan_tokens(int64_t toks)
+{
+    int t = (int)(toks / (132 * 4));
+    return t < 64 ? 64 : (t + 15) / 16 * 16;
+}
+
 /* 1. of a step: every step token placed in the pool for every layer (slots). */
 void kw__cf_place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok)
 {
@@ -508,8 +540,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         int64_t toks = 0;
         for (int64_t j = 0; j < k; j++)
             toks += sp[j].n;
-        int max_tok = (int)(toks / L / (132 * 4));
-        max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+        int max_tok = kw__cf_plan_tokens(toks / L);
         size_t used = 0;
         for (int l = 0; l < L; l++) {
             const int32_t *r = rp + (size_t)l * (rows + 1);
@@ -541,29 +572,20 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             return rc;
         const int32_t *d_rp = (const int32_t *)(ds + o_rowptr) + (size_t)l * (rows + 1);
         const kw_cuda_span *d_sp = (const kw_cuda_span *)(ds + o_spans) + layer_span0[l];
-        float scale = 1.f / sqrtf((float)hd);
         if (decode) {
-            kw_cuda_attn a = {0};
-            a.base[0] = a.base[1] = c->kv_base;
-            a.pos[0] = a.pos[1] = c->kv_pos;
-            a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+            kw_cuda_attn a = kw__cf_decode_args(c);
             a.n_rows = rows, a.g_per_row = per_q ? 1 : g;
             a.row_ptr = d_rp, a.spans = d_sp;
             a.q_row = (const int32_t *)(ds + o_qrow), a.q_pos = (const int32_t *)(ds + o_qpos);
-            a.q = c->q, a.out = c->att, a.scale = scale;
             a.n_items = plan_items[l];
             a.items = (const int32_t *)(ds + o_items) + plan_off[l];
             a.row_part = (const int32_t *)(ds + o_items) + row_part_off[l];
-            a.partial = c->partial, a.n_parts = plan_parts[l];
+            a.n_parts = plan_parts[l];
             KTRY(kw_cuda_attn_decode(st, &a));
         } else {
-            kw_cuda_prefill a = {0};
-            a.base[0] = a.base[1] = c->kv_base;
-            a.pos[0] = a.pos[1] = c->kv_pos;
-            a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
-            a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
+            kw_cuda_prefill a = kw__cf_prefill_args(c, ns);
             a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp, a.spans = d_sp;
-            a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
+            a.q_pos = d_pos;
             a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
             KTRY(kw_cuda_attn_prefill(st, &a));
         }

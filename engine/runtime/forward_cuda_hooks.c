@@ -297,8 +297,7 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
         int64_t toks = 0;
         for (int64_t j = 0; j < dk; j++)
             toks += dsp[j].n;
-        int max_tok = (int)(toks / (132 * 4));
-        max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+        int max_tok = kw__cf_plan_tokens(toks);
         plan_items = kw_cuda_attn_plan_size(dec_rows, drp, dsp, max_tok);
         if ((size_t)plan_items > plan_max)
             return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");
@@ -308,31 +307,22 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
             return rc;
     }
     CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "layer lists");
-    float scale = 1.f / sqrtf((float)hd);
     if (n_pre) {
-        kw_cuda_prefill a = {0};
-        a.base[0] = a.base[1] = c->kv_base;
-        a.pos[0] = a.pos[1] = c->kv_pos;
-        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
-        a.n_head = H, a.n_kv = nkv, a.n_seq = ns;
+        kw_cuda_prefill a = kw__cf_prefill_args(c, ns);
         a.tok_off = d_tokoff, a.row_ptr = (const int32_t *)(d + o_prp);
         a.spans = (const kw_cuda_span *)(d + o_psp);
-        a.q_pos = d_pos, a.q = c->q, a.out = c->att, a.scale = scale;
+        a.q_pos = d_pos;
         a.n_items = n_items, a.items = (const int32_t *)(d + o_pit);
         KTRY(kw_cuda_attn_prefill(c->st, &a));
     }
     if (n_dec) {
-        kw_cuda_attn a = {0};
-        a.base[0] = a.base[1] = c->kv_base;
-        a.pos[0] = a.pos[1] = c->kv_pos;
-        a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = hd;
+        kw_cuda_attn a = kw__cf_decode_args(c);
         a.n_rows = dec_rows, a.g_per_row = dq ? 1 : g;
         a.row_ptr = (const int32_t *)(d + o_drp), a.spans = (const kw_cuda_span *)(d + o_dsp);
         a.q_row = (const int32_t *)(d + o_qrow), a.q_pos = (const int32_t *)(d + o_qpos);
-        a.q = c->q, a.out = c->att, a.scale = scale;
         a.n_items = plan_items, a.items = (const int32_t *)(d + o_dit);
         a.row_part = (const int32_t *)(d + o_rpart);
-        a.partial = c->partial, a.n_parts = plan_parts;
+        a.n_parts = plan_parts;
         KTRY(kw_cuda_attn_decode(c->st, &a));
     }
     return 0;

@@ -86,6 +86,9 @@ int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
                              const int32_t *d_slots, kw_error *err);
 int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err);
 int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
+kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
+kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);
+int kw__cf_plan_tokens(int64_t toks);
 
 /* forward_cuda_hooks.c */
 int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem);
