@@ -210,10 +210,17 @@ static int run_case(const kw_model *m, const char *name, kw_kvmethod *mc, kw_kvm
     int start[NS] = {0, 0};
     rt_drive(cpu.f, cpu.pool, NS, cpu.sp, cpu.hsp, ids, n_all, n_prompt, start, chunk, cpu.out);
     rt_drive(gpu.f, gpu.pool, NS, gpu.sp, gpu.hsp, ids, n_all, n_prompt, start, chunk, gpu.out);
-    double worst = 0;
+    double worst = 0, wpos = 0;
+    int wi = 0, wp = 0;
     for (int i = 0; i < NS; i++) {
         double e = rt_rel_l2(gpu.out[i], cpu.out[i], (int64_t)n_all[i] * c->n_vocab);
         worst = e > worst ? e : worst;
+        for (int p = 0; p < n_all[i]; p++) { /* where the two disagree most, for diagnosis */
+            size_t o = (size_t)p * c->n_vocab;
+            double ep = rt_rel_l2(gpu.out[i] + o, cpu.out[i] + o, c->n_vocab);
+            if (ep > wpos)
+                wpos = ep, wi = i, wp = p;
+        }
     }
     int64_t pc = 0, pg = 0;
     for (int i = 0; i < NS; i++)
@@ -225,6 +232,8 @@ static int run_case(const kw_model *m, const char *name, kw_kvmethod *mc, kw_kvm
            ok ? "ok  " : "FAIL", name, worst, (long long)pc, (long long)pg,
            (long long)((int64_t)c->n_layer * c->n_head_kv * ((n_all[0] + 15) / 16 + (n_all[1] + 15) / 16)),
            jac);
+    printf("     %-10s worst single position: sequence %d position %d (%s, chunk %d), rel_l2 %.3g\n",
+           name, wi, wp, wp < n_prompt[wi] ? "prompt" : "generated", wp / chunk[wi], wpos);
     *fails += !ok;
     if (with_spy) {
         spy *a = &cpu.sp_st, *b = &gpu.sp_st;
