@@ -112,6 +112,14 @@ typedef struct kw_gstage {
     bool is_reduce;      /* `each` inputs wired, `once` outputs: run + finish */
 } kw_gstage;
 
+/* What the run asks of the device engine (the `run:` section); 0: the engine's default. */
+typedef struct kw_engine_req {
+    const char *model, *device; /* filled by the executor from the graph */
+    int64_t pool_mb;     /* KV pool size in MiB */
+    int max_batch;       /* sequences running at once */
+    int chunk;           /* prefill tokens per step */
+} kw_engine_req;
+
 typedef struct kw_calib {
     double sample_ratio; /* fraction of samples for the calibration phase (default 0.1) */
     int64_t n;           /* or an exact count (0 = use the ratio) */
@@ -128,6 +136,7 @@ typedef struct kw_graph {
     char *db;            /* nullable: run.db */
     int64_t limit;       /* 0 = all samples */
     uint64_t seed;
+    kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk (0: the engine's) */
     kw_calib calib;
     char **plugins;      /* from `plugins:` */
     int n_plugins;

@@ -676,10 +676,12 @@ int kw_run_graph(const kw_graph *g, kw_db *db, const kw_run_opts *o, kw_run_resu
     /* 1. the device engine: a model that cannot be opened fails before anything is
      * recorded */
     if (rc >= 0 && g->model && g->model[0]) {
+        kw_engine_req q = g->engine;
+        q.model = g->model, q.device = g->device;
         if (!o->env || !o->env->engine_open)
             rc = kw_error_set(err, KW_ENOSYS, "this build cannot open models");
         else
-            rc = o->env->engine_open(g->model, g->device, &x->engine, err);
+            rc = o->env->engine_open(&q, &x->engine, err);
         if (rc < 0)
             kw_error_prefix(err, "model '%s'", g->model);
     }

@@ -38,7 +38,7 @@
 /* How the executor reaches the device engine (the CLI links the runtime; the control
  * plane does not). */
 typedef struct kw_run_env {
-    int (*engine_open)(const char *model, const char *device, void **engine, kw_error *err);
+    int (*engine_open)(const kw_engine_req *req, void **engine, kw_error *err);
     void (*engine_close)(void *engine);
     const char *(*engine_model_sha256)(void *engine); /* nullable */
     const char *(*engine_model_path)(void *engine);   /* nullable */

@@ -242,6 +242,14 @@ int kwr_record_params(kw_exec *x, kw_error *err)
     snprintf(buf, sizeof buf, "%" PRId64, g->limit);
     if (rc >= 0)
         rc = kw_db_param(x->db, x->uuid, "run.limit", buf, err);
+    const struct { const char *key; int64_t v; } eng[] = {
+        {"run.pool_mb", g->engine.pool_mb}, {"run.max_batch", g->engine.max_batch},
+        {"run.chunk", g->engine.chunk}};
+    for (size_t i = 0; rc >= 0 && i < sizeof eng / sizeof *eng; i++)
+        if (eng[i].v > 0) {
+            snprintf(buf, sizeof buf, "%" PRId64, eng[i].v);
+            rc = kw_db_param(x->db, x->uuid, eng[i].key, buf, err);
+        }
     if (rc >= 0 && g->model && g->model[0])
         rc = kw_db_param(x->db, x->uuid, "model", g->model, err);
     for (int i = 0; rc >= 0 && i < x->n_recs; i++)

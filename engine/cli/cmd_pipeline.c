@@ -16,10 +16,17 @@
 
 /* ------------------------------------------------------- the device engine ---- */
 
-static int env_open(const char *model, const char *device, void **out, kw_error *err)
+static int env_open(const kw_engine_req *q, void **out, kw_error *err)
 {
     kw_engine *e = NULL;
-    int rc = kw_engine_open(model, device, &e, err);
+    kw_engine_opts o = kw_engine_defaults();
+    if (q->pool_mb > 0)
+        o.pool_mb = q->pool_mb;
+    if (q->max_batch > 0)
+        o.max_batch = q->max_batch;
+    if (q->chunk > 0)
+        o.chunk = q->chunk;
+    int rc = kw_engine_open_opts(q->model, q->device, &o, &e, err);
     *out = e;
     return rc;
 }
@@ -444,7 +451,8 @@ int kw_cmd_schema(int argc, char **argv)
     json_object_set_new(stage, "additionalProperties", json_false());
     json_t *schema = json_pack(
         "{s:s,s:s,s:s,s:[s],s:{s:{s:s},s:{s:s},s:O,s:{s:s,s:O},s:{s:s,s:{s:s}},"
-        "s:{s:s,s:{s:{s:s},s:{s:s,s:i},s:{s:s,s:i},s:{s:s}},s:b},"
+        "s:{s:s,s:{s:{s:s},s:{s:s,s:i},s:{s:s,s:i},s:{s:s},s:{s:s,s:i},s:{s:s,s:i,s:i},"
+        "s:{s:s,s:i}},s:b},"
         "s:{s:s,s:{s:{s:s,s:i,s:i},s:{s:s,s:i},s:{s:s,s:i}},s:b},"
         "s:{s:s,s:{s:s}}},s:b}",
         "$schema", "https://json-schema.org/draft/2020-12/schema", "title", "kvweave pipeline", "type",
@@ -452,7 +460,9 @@ int kw_cmd_schema(int argc, char **argv)
         "string", "dataset", stage, "stages", "type", "array", "items", stage, "sweep", "type",
         "object", "additionalProperties", "type", "array", "run", "type", "object", "properties",
         "device", "type", "string", "limit", "type", "integer", "minimum", 0, "seed", "type",
-        "integer", "minimum", 0, "db", "type", "string", "additionalProperties", 0,
+        "integer", "minimum", 0, "db", "type", "string", "pool_mb", "type", "integer",
+        "minimum", 0, "max_batch", "type", "integer", "minimum", 0, "maximum", 64, "chunk",
+        "type", "integer", "minimum", 0, "additionalProperties", 0,
         "calibration", "type", "object", "properties", "sample_ratio", "type", "number",
         "minimum", 0, "maximum", 1, "n", "type", "integer", "minimum", 0, "seed", "type",
         "integer", "minimum", 0, "additionalProperties", 0, "plugins", "type", "array", "items",

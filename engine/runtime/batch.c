@@ -196,7 +196,8 @@ static int seq_claim(kw_engine *e, kw_eseq *q, kw_error *err)
     int64_t total = kw_kvpool_options(e->pool)->n_pages;
     if (claim > total)
         return kw_error_set(err, KW_ELIMIT, "sequence of %d prompt + %d new tokens needs %lld "
-                            "KV pages, the pool has %lld", q->req.n_prompt, q->max_gen,
+                            "KV pages, the pool has %lld (a larger pool: engine option pool_mb, "
+                            "run.pool_mb in a pipeline)", q->req.n_prompt, q->max_gen,
                             (long long)claim, (long long)total);
     return 0;
 }

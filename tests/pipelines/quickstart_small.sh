@@ -1,6 +1,8 @@
 #!/bin/sh
 # The quickstart pipeline on the real default model, made small (2 samples of 512
-# tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1].
+# tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1];
+# with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
+# and records them, and a pool too small for a prompt fails that sample naming the knob.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -19,3 +21,18 @@ score=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
 echo "finished=$ok score=$score"
 [ "$ok" = 2 ]
 python3 -c "import sys; s=float(sys.argv[1]); sys.exit(0 if 0 <= s <= 1 else 1)" "$score"
+"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/e.db" --quiet \
+    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
+    --set run.max_batch=1 --set run.pool_mb=64 --set run.chunk=128
+got=$("$KVWEAVE_BIN" query --db "$tmp/e.db" --format csv \
+    "SELECT group_concat(key || '=' || value, ' ') FROM (SELECT key, value FROM params
+     WHERE key IN ('run.pool_mb', 'run.max_batch', 'run.chunk') ORDER BY key)" | tail -1)
+echo "engine settings recorded: $got"
+[ "$got" = "run.chunk=128 run.max_batch=1 run.pool_mb=64" ]
+ok=$("$KVWEAVE_BIN" query --db "$tmp/e.db" --format csv \
+    "SELECT count(*) FROM samples WHERE status = 'FINISHED'" | tail -1)
+[ "$ok" = 2 ]
+"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/s.db" --set dataset.n=1 \
+    --set dataset.length=512 --set run.pool_mb=1 --quiet > "$tmp/small.txt" 2>&1 || true
+cat "$tmp/small.txt"
+grep -q "the pool has .*run.pool_mb" "$tmp/small.txt"
