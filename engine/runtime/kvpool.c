@@ -411,37 +411,6 @@ int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k
     return 0;
 }
 
-int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
-                       int32_t *pos)
-{
-    const kw_ptab *t = tab_c(s, layer, kvh);
-    if (!t || j < 0 || j >= t->n_tok)
-        return KW_EINVAL;
-    kw_kvpool *p = s->p;
-    if ((k || v) && !p->arena && !p->dev.read)
-        return KW_ENOSYS;
-    kw_kvmem m = kw_kvpool_mem(p);
-    int32_t g = t->pages[j / p->P];
-    int slot = j % p->P;
-    for (int w = 0; w < 2; w++) {
-        float *dst = w ? v : k;
-        if (!dst)
-            continue;
-        if (!p->arena) {
-            int rc = p->dev.read(p->dev.ud, g, slot, 1, w, dst);
-            if (rc < 0)
-                return rc;
-            continue;
-        }
-        const float *r = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot, w, dst);
-        if (r != dst)
-            memcpy(dst, r, (size_t)p->hd * sizeof(float));
-    }
-    if (pos)
-        *pos = page_pos(p, g)[slot];
-    return 0;
-}
-
 int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int which,
                       float *out)
 {
@@ -471,6 +440,22 @@ int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int 
         j += cnt;
     }
     return 0;
+}
+
+int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
+                       int32_t *pos)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    if (!t || j < 0 || j >= t->n_tok)
+        return KW_EINVAL;
+    int rc = 0;
+    if (k)
+        rc = kw_kvseq_rows_f32(s, layer, kvh, j, 1, 0, k);
+    if (v && rc == 0)
+        rc = kw_kvseq_rows_f32(s, layer, kvh, j, 1, 1, v);
+    if (rc == 0 && pos)
+        *pos = page_pos(s->p, t->pages[j / s->p->P])[j % s->p->P];
+    return rc;
 }
 
 /* kw_kvseq_keep on a device_pages pool: positions move here, payloads through the
