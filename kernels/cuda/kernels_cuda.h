@@ -67,6 +67,12 @@ typedef struct kw_cuda_attn {
     const int32_t *row_part;      /* device (n_rows, 2): first part, part count (0: unsplit) */
     float *partial;               /* device (n_parts, g_per_row, head_dim + 2) */
     int n_parts;
+    /* Table mode (pages non-NULL; bf16 pages): row r holds tokens 0 .. row_tokens[r] - 1
+     * of its page list pages[row_ptr[r] ..]: token t at page pages[row_ptr[r] + t / P],
+     * slot t % P, main pool (a sequence's dense view, no span list). spans is unused and
+     * the items hold token ranges (kw_cuda_attn_plan_table). */
+    const int32_t *pages;         /* device */
+    const int32_t *row_tokens;    /* device (n_rows) */
 } kw_cuda_attn;
 
 /* Host-side plan from host copies of row_ptr and spans: cuts each row into items of at
@@ -77,6 +83,12 @@ int kw_cuda_attn_plan_size(int n_rows, const int32_t *row_ptr, const kw_cuda_spa
                            int max_tokens);
 int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
                       int max_tokens, int32_t *items, int32_t *row_part);
+/* The plan of a table-mode call from host row lengths: items of at most max_tokens tokens
+ * (rounded down to whole pages of page_tokens; (row, token_begin, token_end, part)). */
+int kw_cuda_attn_plan_table_size(int n_rows, const int32_t *row_tokens, int page_tokens,
+                                 int max_tokens);
+int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, int page_tokens,
+                            int max_tokens, int32_t *items, int32_t *row_part);
 int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a);
 
 /* gemm.cu (cuBLAS): y(M,N) = x(M,K) w(N,K)^T (+ bias(N), nullable), row-major.
@@ -127,6 +139,10 @@ typedef struct kw_cuda_prefill {
     float scale;
     int n_items;
     const int32_t *items;         /* device (n_items, 2) */
+    /* table mode as in kw_cuda_attn (pages non-NULL): row_ptr indexes pages, row r holds
+     * tokens 0 .. row_tokens[r] - 1; spans is unused */
+    const int32_t *pages;         /* device */
+    const int32_t *row_tokens;    /* device (n_seq * n_kv) */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
