@@ -1,7 +1,8 @@
 /* The CUDA forward pass (see forward_cuda.h). One step:
  *  1. host: place every step token in the pool for every layer (kw_kvseq_append_slots),
- *     build the dense views of every layer, the attention work lists (prefill tiles, or
- *     the split-K plan of decode steps), and send them in one copy;
+ *     gather every layer's page lists and row lengths (the dense views in the attention
+ *     kernels' table mode: 4 bytes per page, no span list), the attention work lists
+ *     (prefill tiles, or the split-K plan of decode steps), and send them in one copy;
  *  2. device, per layer: RMSNorm (bf16 out) -> Q, K, V GEMMs (cuBLAS, bf16 x bf16, f32
  *     out, + bias) -> RoPE -> page append (bf16) -> attention over the views (the prefill
  *     kernel when any sequence brings more than one token, else the decode kernel) ->
@@ -23,6 +24,8 @@
 
 #if KW_HAVE_CUDA
 #include "forward_cuda_internal.h"
+
+#define KW_CUDA_MAX_KV 256
 
 static int dmalloc(void **p, size_t bytes, const char *what, kw_error *err)
 {
@@ -455,38 +458,66 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         decode = decode && s->tok_n[i] == 1;
     /* 1. place the step's tokens in every layer */
     kw__cf_place_tokens(c, s, n_tok);
-    /* views: rows per KV head (prefill, decode with g in 1/2/4/8) or per query head */
+    /* Views in table mode: each row is its sequence's page list for (layer, KV head) and
+     * a length, so no per-page span list is built. Rows per KV head (prefill, decode with
+     * g in 1/2/4/8) or per query head (rows of one KV head share its page list). */
     const bool per_q = decode && c->dec_g == 1 && g > 1;
     const int rows = ns * (per_q ? H : nkv);
-    int64_t n_spans = 0;
+    int64_t n_pg = 0;
     for (int i = 0; i < ns; i++)
         for (int l = 0; l < L; l++)
             for (int h = 0; h < nkv; h++) {
                 int np;
                 kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
-                n_spans += (int64_t)np * (per_q ? g : 1);
+                n_pg += np;
             }
     /* stage layout */
     size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)n_tok),
            o_slots = align16(o_pos + 4 * (size_t)n_tok),
            o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
-           o_spans = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
-           o_logit = align16(o_spans + sizeof(kw_cuda_span) * (size_t)(n_spans + 1)),
+           o_rowtok = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
+           o_pages = align16(o_rowtok + 4 * (size_t)L * rows),
+           o_logit = align16(o_pages + 4 * (size_t)(n_pg + 1)),
            o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
            o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
            o_qpos = align16(o_qrow + 4 * (size_t)rows), o_items = align16(o_qpos + 4 * (size_t)rows);
-    int n_items = 0;
-    if (!decode) {
+    if (L > 512 || nkv > KW_CUDA_MAX_KV)
+        return kw_error_set(err, KW_ELIMIT, "cuda: at most 512 layers and %d KV heads",
+                            KW_CUDA_MAX_KV);
+    int32_t *row_tok = c->h_list; /* host copy of every layer's row lengths, for the plan */
+    if ((size_t)L * rows > c->h_list_cap) {
+        row_tok = realloc(c->h_list, sizeof(int32_t) * (size_t)L * rows);
+        if (!row_tok)
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        c->h_list = row_tok, c->h_list_cap = (size_t)L * rows;
+    }
+    for (int l = 0; l < L; l++)
+        for (int i = 0, ri = 0; i < ns; i++)
+            for (int h = 0; h < (per_q ? H : nkv); h++)
+                row_tok[(size_t)l * rows + ri++] = kw_kvseq_len(s->seqs[i]->kv, l, per_q ? h / g : h);
+    int n_items = 0, plan_items[512], plan_parts[512], max_parts = 0;
+    size_t plan_off[512], row_part_off[512], plan_ints = 0;
+    int max_tok = 0;
+    if (decode) {
+        int64_t toks = 0;
+        for (size_t j = 0; j < (size_t)L * rows; j++)
+            toks += row_tok[j];
+        max_tok = kw__cf_plan_tokens(toks / L);
+        for (int l = 0; l < L; l++) {
+            plan_items[l] = kw_cuda_attn_plan_table_size(rows, row_tok + (size_t)l * rows, c->P,
+                                                         max_tok);
+            plan_off[l] = plan_ints;
+            row_part_off[l] = plan_ints + 4 * (size_t)plan_items[l];
+            plan_ints += 4 * (size_t)plan_items[l] + 2 * (size_t)rows;
+        }
+    } else {
         int tok_off[KW_FWD_MAX_SEQ + 1];
         for (int i = 0; i < ns; i++)
             tok_off[i] = s->tok_first[i];
         tok_off[ns] = n_tok;
         n_items = kw_cuda_prefill_items(ns, tok_off, NULL);
+        plan_ints = (size_t)2 * n_items;
     }
-    /* decode plan sizes are known only after the spans: reserve generously below */
-    size_t plan_ints = decode ? (size_t)L * (4 * ((size_t)n_spans / L + (size_t)rows + 1)
-                                             + 2 * (size_t)rows)
-                              : (size_t)2 * n_items;
     size_t total = o_items + 4 * plan_ints + 64;
     int rc = kw__cf_stage_reserve(c, total, err);
     if (rc < 0)
@@ -495,29 +526,26 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
     memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
     memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
-    int32_t *rp = (int32_t *)(hs + o_rowptr);
-    kw_cuda_span *sp = (kw_cuda_span *)(hs + o_spans);
+    memcpy(hs + o_rowtok, row_tok, 4 * (size_t)L * rows);
+    int32_t *rp = (int32_t *)(hs + o_rowptr), *pg = (int32_t *)(hs + o_pages);
     int64_t k = 0;
-    int32_t layer_span0[512];
-    if (L > 512)
-        return kw_error_set(err, KW_ELIMIT, "cuda: at most 512 layers");
+    int32_t layer_pg0[512];
     for (int l = 0; l < L; l++) {
         int64_t base = k;
-        layer_span0[l] = (int32_t)base;
+        layer_pg0[l] = (int32_t)base;
         int32_t *r = rp + (size_t)l * (rows + 1);
         int ri = 0;
         for (int i = 0; i < ns; i++) {
-            kw_view *w = c->view;
-            if ((rc = kw_view_dense(w, s->seqs[i]->kv, l, false)) < 0)
-                return kw_error_set(err, rc, "cuda: view of sequence %d", i);
-            for (int h = 0; h < (per_q ? H : nkv); h++) {
-                int vr = per_q ? h / g : h;
-                r[ri++] = (int32_t)(k - base);
-                for (int j = w->row_ptr[vr]; j < w->row_ptr[vr + 1]; j++) {
-                    kw_span x = w->spans[j];
-                    sp[k++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
-                }
+            int32_t kv_start[KW_CUDA_MAX_KV];
+            for (int h = 0; h < nkv; h++) {
+                int np;
+                const int32_t *pp = kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
+                kv_start[h] = (int32_t)(k - base);
+                memcpy(pg + k, pp, 4 * (size_t)np);
+                k += np;
             }
+            for (int h = 0; h < (per_q ? H : nkv); h++) /* a query head reads KV head h / g */
+                r[ri++] = kv_start[per_q ? h / g : h];
         }
         r[ri] = (int32_t)(k - base);
     }
@@ -528,8 +556,6 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     tok_off[ns] = n_tok;
     int32_t *qrow = (int32_t *)(hs + o_qrow), *qpos = (int32_t *)(hs + o_qpos);
     int32_t *items = (int32_t *)(hs + o_items);
-    int plan_items[512], plan_parts[512], max_parts = 0;
-    size_t plan_off[512], row_part_off[512];
     if (decode) {
         int rpr = per_q ? H : nkv, gpr = per_q ? 1 : g;
         for (int i = 0; i < ns; i++)
@@ -537,24 +563,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
                 qrow[i * rpr + h] = s->tok_first[i] * H + h * gpr;
                 qpos[i * rpr + h] = s->pos[s->tok_first[i]];
             }
-        int64_t toks = 0;
-        for (int64_t j = 0; j < k; j++)
-            toks += sp[j].n;
-        int max_tok = kw__cf_plan_tokens(toks / L);
-        size_t used = 0;
         for (int l = 0; l < L; l++) {
-            const int32_t *r = rp + (size_t)l * (rows + 1);
-            const kw_cuda_span *ls = sp + layer_span0[l];
-            int ni = kw_cuda_attn_plan_size(rows, r, ls, max_tok);
-            if (used + 4 * (size_t)ni + 2 * (size_t)rows > plan_ints)
-                return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");
-            plan_off[l] = used;
-            row_part_off[l] = used + 4 * (size_t)ni;
-            plan_parts[l] = kw_cuda_attn_plan(rows, r, ls, max_tok, items + plan_off[l],
-                                              items + row_part_off[l]);
-            plan_items[l] = ni;
+            plan_parts[l] = kw_cuda_attn_plan_table(rows, row_tok + (size_t)l * rows, c->P,
+                                                    max_tok, items + plan_off[l],
+                                                    items + row_part_off[l]);
             max_parts = plan_parts[l] > max_parts ? plan_parts[l] : max_parts;
-            used += 4 * (size_t)ni + 2 * (size_t)rows;
         }
         if ((rc = kw__cf_ensure_partial(c, (size_t)(max_parts + 1) * gpr * (hd + 2), err)) < 0)
             return rc;
@@ -571,11 +584,12 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             (rc = kw__cf_layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots), err)) < 0)
             return rc;
         const int32_t *d_rp = (const int32_t *)(ds + o_rowptr) + (size_t)l * (rows + 1);
-        const kw_cuda_span *d_sp = (const kw_cuda_span *)(ds + o_spans) + layer_span0[l];
+        const int32_t *d_pg = (const int32_t *)(ds + o_pages) + layer_pg0[l];
+        const int32_t *d_rt = (const int32_t *)(ds + o_rowtok) + (size_t)l * rows;
         if (decode) {
             kw_cuda_attn a = kw__cf_decode_args(c);
             a.n_rows = rows, a.g_per_row = per_q ? 1 : g;
-            a.row_ptr = d_rp, a.spans = d_sp;
+            a.row_ptr = d_rp, a.pages = d_pg, a.row_tokens = d_rt;
             a.q_row = (const int32_t *)(ds + o_qrow), a.q_pos = (const int32_t *)(ds + o_qpos);
             a.n_items = plan_items[l];
             a.items = (const int32_t *)(ds + o_items) + plan_off[l];
@@ -584,7 +598,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             KTRY(kw_cuda_attn_decode(st, &a));
         } else {
             kw_cuda_prefill a = kw__cf_prefill_args(c, ns);
-            a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp, a.spans = d_sp;
+            a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp;
+            a.pages = d_pg, a.row_tokens = d_rt;
             a.q_pos = d_pos;
             a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
             KTRY(kw_cuda_attn_prefill(st, &a));

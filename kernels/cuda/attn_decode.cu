@@ -1,12 +1,21 @@
-// Decode attention over a view (one query token per row), f32 or bf16 pages.
+// Decode attention over a view (one query token per row).
 //
-// Work items cover a span range of one row (at most MAX_ITEM_TOKENS tokens). A block of 4
-// warps runs an item: it flattens the item's spans into a token list in shared memory,
-// then each warp takes tiles of 32 tokens: a lane per token for the scores (its K row
-// against the row's g query heads), lanes over channels for the values (coalesced V
-// rows). Scores use exp2 with the scale folded into log2(e). Warps merge in shared
-// memory; a whole-row item writes the normalized output, a part writes (max, sum,
-// unnormalized acc) for the combine kernel. Spans hold at most 255 tokens.
+// bf16 pages (the engine's): attn_stream_kernel. A block of 4 warps runs a work item (a
+// range of one row's tokens). Tiles of the item's K rows, V rows and positions go through
+// a cp.async pipeline of NS shared-memory stages, so the loads of the next tiles are in
+// flight while this one is computed: decode is bound by reading the KV, and the loads
+// must not wait on the math. Warps split the row's G query heads (HG head groups) and each
+// tile's tokens (TG groups of 32): a lane per token for the scores (its K row against the
+// warp's heads, q in shared memory), lanes over channels for P V. Rows come either as span
+// lists (flattened per item into shared memory first) or, in table mode, as a page list
+// and a length (a sequence's dense view: no list is built per token).
+//
+// f32 pages (tests and references): attn_decode_kernel, the same math with K/V read
+// straight from global memory.
+//
+// Both: scores use exp2 with the scale folded into log2(e); per-warp (max, sum, acc) are
+// merged in shared memory; a whole-row item writes the normalized output, a part writes
+// (max, sum, unnormalized acc) for the combine kernel. Spans hold at most 255 tokens.
 #include <cfloat>
 #include <cuda_bf16.h>
 
@@ -118,30 +127,6 @@ template <> __device__ float dot_row<float, 64>(const float *k, const float *q)
     }
     return s;
 }
-template <int D> __device__ float dot_row_bf16(const __nv_bfloat16 *k, const float *q)
-{
-    float s = 0.f;
-#pragma unroll
-    for (int i = 0; i < D; i += 8) {
-        uint4 u = *reinterpret_cast<const uint4 *>(k + i);
-        const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 f = __bfloat1622float2(h[e]);
-            s += f.x * q[i + 2 * e] + f.y * q[i + 2 * e + 1];
-        }
-    }
-    return s;
-}
-template <> __device__ float dot_row<__nv_bfloat16, 128>(const __nv_bfloat16 *k, const float *q)
-{
-    return dot_row_bf16<128>(k, q);
-}
-template <> __device__ float dot_row<__nv_bfloat16, 64>(const __nv_bfloat16 *k, const float *q)
-{
-    return dot_row_bf16<64>(k, q);
-}
-
 // Scores: a lane per token (its whole K row against every query head, q from shared
 // memory). Values: lanes split the channels and walk the warp's 32 tokens, so V rows are
 // read coalesced.
@@ -280,11 +265,264 @@ __global__ void attn_combine_kernel(const kw_cuda_attn a)
     }
 }
 
+
+// ---- bf16 pages: K/V streamed through shared memory (see the top of the file) ----
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async4(void *dst, const void *src)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+template <int D, int G, bool TABLE> struct stream_cfg {
+    static constexpr int HG = G < 4 ? G : 4; // head groups (warps per token group)
+    static constexpr int TG = 4 / HG;         // token groups of 32 per tile
+    static constexpr int J = G / HG;          // heads per warp
+    static constexpr int TT = 32 * TG;        // tokens per tile
+    static constexpr int LDK = D + 8;         // smem row (bf16): 16-byte reads conflict-free
+    static constexpr int NS = TT == 128 ? 2 : 3;
+    static constexpr size_t kv_bytes = (size_t)TT * LDK * 2;
+    static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
+    static constexpr size_t q_bytes = (size_t)G * D * 4;
+    static constexpr size_t bytes =
+        q_bytes + NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
+};
+
+// Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
+// stage. Tokens past the item's end are not copied (the math stops before them).
+template <int D, int G, bool TABLE>
+__device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
+                                           const token_list &tl, const int32_t *ptab, int b0,
+                                           int n, int tile)
+{
+    using C = stream_cfg<D, G, TABLE>;
+    constexpr int CH = D / 8;
+    const int P = a.page_tokens;
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
+    __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
+    int32_t *ps = (int32_t *)(Vs + C::TT * C::LDK);
+    const int i0 = tile * C::TT;
+    for (int idx = threadIdx.x; idx < C::TT * 2 * CH; idx += WARPS * 32) {
+        const int tk = idx / (2 * CH), w = idx % (2 * CH), isv = w / CH, c = w % CH;
+        const int i = i0 + tk;
+        if (i >= n)
+            continue;
+        const __nv_bfloat16 *src;
+        if constexpr (TABLE) {
+            const int t = b0 + i;
+            src = (const __nv_bfloat16 *)a.base[0]
+                  + ((int64_t)ptab[t / P] * 2 * P + t % P + isv * P) * D;
+        } else {
+            src = (const __nv_bfloat16 *)a.base[tl.pool[i]] + tl.off[i] + (int64_t)isv * P * D;
+        }
+        cp_async16((isv ? Vs : Ks) + tk * C::LDK + c * 8, src + c * 8);
+    }
+    if constexpr (TABLE)
+        for (int tk = threadIdx.x; tk < C::TT; tk += WARPS * 32) {
+            const int t = b0 + i0 + tk;
+            if (i0 + tk < n)
+                cp_async4(ps + tk, a.pos[0] + (int64_t)ptab[t / P] * P + t % P);
+        }
+}
+
+template <int D, int G, bool TABLE>
+__global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
+{
+    using C = stream_cfg<D, G, TABLE>;
+    constexpr int CH = D / 8, E = D / 32;
+    extern __shared__ __align__(16) unsigned char sm[];
+    float *qs = (float *)sm;
+    unsigned char *stages = sm + C::q_bytes;
+    token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // span mode only
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int hg = warp % C::HG, tg = warp / C::HG;
+    const int32_t *it = a.items + 4 * blockIdx.x;
+    const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
+    const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
+    const float sc = a.scale * LOG2E;
+    for (int i = threadIdx.x; i < G * D; i += WARPS * 32)
+        qs[i] = a.q[(size_t)qrow * D + i] * sc;
+    int n;
+    if constexpr (TABLE)
+        n = b1 - b0;
+    else {
+        flatten_spans<D>(a, b0, b1, tl);
+        n = tl.n;
+    }
+    __syncthreads();
+    const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
+    const int ntiles = (n + C::TT - 1) / C::TT;
+
+
+    float acc[C::J][E], m[C::J], l[C::J];
+#pragma unroll
+    for (int j = 0; j < C::J; j++) {
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            acc[j][e] = 0.f;
+        m[j] = -FLT_MAX;
+        l[j] = 0.f;
+    }
+#pragma unroll
+    for (int s = 0; s < C::NS - 1; s++) {
+        if (s < ntiles)
+            issue_tile<D, G, TABLE>(a, stages, tl, ptab, b0, n, s);
+        cp_async_commit();
+    }
+    for (int tile = 0; tile < ntiles; tile++) {
+        if (tile + C::NS - 1 < ntiles)
+            issue_tile<D, G, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1);
+        cp_async_commit();
+        cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
+        __syncthreads();            // everyone's have
+        const __nv_bfloat16 *Ks =
+            (const __nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
+        const __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
+        const int32_t *ps = (const int32_t *)(Vs + C::TT * C::LDK);
+        const int r0 = tg * 32, i0 = tile * C::TT + r0; // this warp's rows of the tile
+        const int nt = min(32, n - i0);
+        if (nt > 0) {
+            bool live = false;
+            if (lane < nt) {
+                const int p = TABLE ? ps[r0 + lane] : tl.pos[i0 + lane];
+                live = p <= qpos;
+            }
+            float s[C::J];
+#pragma unroll
+            for (int j = 0; j < C::J; j++)
+                s[j] = 0.f;
+            if (live) {
+                const __nv_bfloat16 *kr = Ks + (r0 + lane) * C::LDK;
+#pragma unroll
+                for (int c = 0; c < CH; c++) {
+                    uint4 u = *reinterpret_cast<const uint4 *>(kr + c * 8);
+                    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
+                    float k[8];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        float2 f = __bfloat1622float2(h2[e]);
+                        k[2 * e] = f.x, k[2 * e + 1] = f.y;
+                    }
+#pragma unroll
+                    for (int j = 0; j < C::J; j++) {
+                        const float4 *qv =
+                            reinterpret_cast<const float4 *>(qs + (hg + j * C::HG) * D + c * 8);
+                        const float4 q0 = qv[0], q1 = qv[1];
+                        s[j] += k[0] * q0.x + k[1] * q0.y + k[2] * q0.z + k[3] * q0.w +
+                                k[4] * q1.x + k[5] * q1.y + k[6] * q1.z + k[7] * q1.w;
+                    }
+                }
+            }
+            float p[C::J];
+#pragma unroll
+            for (int j = 0; j < C::J; j++) {
+                float mx = live ? s[j] : -FLT_MAX;
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                const float mn = fmaxf(m[j], mx), corr = exp2f(m[j] - mn);
+                p[j] = live ? exp2f(s[j] - mn) : 0.f;
+                float sum = p[j];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+                    sum += __shfl_xor_sync(0xffffffffu, sum, o);
+                l[j] = l[j] * corr + sum;
+#pragma unroll
+                for (int e = 0; e < E; e++)
+                    acc[j][e] *= corr;
+                m[j] = mn;
+            }
+#pragma unroll 8
+            for (int u = 0; u < nt; u++) {
+                float v[E];
+                loader<__nv_bfloat16, E>::load(Vs + (r0 + u) * C::LDK + lane * E, v);
+#pragma unroll
+                for (int j = 0; j < C::J; j++) {
+                    const float pu = __shfl_sync(0xffffffffu, p[j], u);
+#pragma unroll
+                    for (int e = 0; e < E; e++)
+                        acc[j][e] += pu * v[e];
+                }
+            }
+        }
+        __syncthreads(); // the stage is refilled by the next iteration's issue
+    }
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // merge the token groups of each head through shared memory (over the stages)
+    float *mg = (float *)stages; // (TG, G, D + 2)
+#pragma unroll
+    for (int j = 0; j < C::J; j++) {
+        float *dst = mg + ((size_t)tg * G + hg + j * C::HG) * (D + 2);
+#pragma unroll
+        for (int e = 0; e < E; e++)
+            dst[2 + lane * E + e] = acc[j][e];
+        if (lane == 0)
+            dst[0] = m[j], dst[1] = l[j];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
+        const int j = idx / D, d = idx % D;
+        float mx = -FLT_MAX;
+        for (int t = 0; t < C::TG; t++)
+            mx = fmaxf(mx, mg[((size_t)t * G + j) * (D + 2)]);
+        float ls = 0.f, as = 0.f;
+        for (int t = 0; t < C::TG; t++) {
+            const float *x = mg + ((size_t)t * G + j) * (D + 2);
+            const float f = x[1] > 0.f ? exp2f(x[0] - mx) : 0.f;
+            ls += x[1] * f;
+            as += x[2 + d] * f;
+        }
+        if (part < 0) {
+            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+            if (d == 0 && a.lse)
+                a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
+        } else {
+            float *pt = a.partial + ((size_t)part * G + j) * (D + 2);
+            pt[2 + d] = as;
+            if (d == 0)
+                pt[0] = mx, pt[1] = ls;
+        }
+    }
+}
+
+template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
+{
+    using C = stream_cfg<D, G, TABLE>;
+    static bool configured = false; // the engine launches from one thread
+    if (!configured) {
+        KW_CUDA_TRY(cudaFuncSetAttribute(attn_stream_kernel<D, G, TABLE>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)C::bytes));
+        configured = true;
+    }
+    attn_stream_kernel<D, G, TABLE><<<a.n_items, WARPS * 32, C::bytes, st>>>(a);
+    return KW_OK;
+}
+
 template <typename T, int D, int G>
 int launch(cudaStream_t st, const kw_cuda_attn &a)
 {
-    if (a.n_items > 0)
-        attn_decode_kernel<T, D, G><<<a.n_items, WARPS * 32, 0, st>>>(a);
+    if (a.n_items > 0) {
+        if constexpr (sizeof(T) == 2) {
+            int rc = a.pages ? launch_stream<D, G, true>(st, a) : launch_stream<D, G, false>(st, a);
+            if (rc < 0)
+                return rc;
+        } else {
+            attn_decode_kernel<T, D, G><<<a.n_items, WARPS * 32, 0, st>>>(a);
+        }
+    }
     KW_CUDA_LAUNCHED();
     if (a.n_parts > 0)
         attn_combine_kernel<D, G><<<a.n_rows, 128, 0, st>>>(a);
@@ -356,9 +594,47 @@ extern "C" int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cu
     return parts;
 }
 
+// Table mode items: whole tiles of 32 tokens, at least one item per row (an empty row
+// gets one that writes zeros).
+static int table_item_tokens(int max_tokens)
+{
+    return max_tokens < 32 ? 32 : max_tokens / 32 * 32;
+}
+
+extern "C" int kw_cuda_attn_plan_table_size(int n_rows, const int32_t *row_tokens,
+                                            int page_tokens, int max_tokens)
+{
+    (void)page_tokens;
+    const int mt = table_item_tokens(max_tokens);
+    int n = 0;
+    for (int r = 0; r < n_rows; r++)
+        n += row_tokens[r] > mt ? (row_tokens[r] + mt - 1) / mt : 1;
+    return n;
+}
+
+extern "C" int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, int page_tokens,
+                                       int max_tokens, int32_t *items, int32_t *row_part)
+{
+    (void)page_tokens;
+    const int mt = table_item_tokens(max_tokens);
+    int n = 0, parts = 0;
+    for (int r = 0; r < n_rows; r++) {
+        const int len = row_tokens[r], k = len > mt ? (len + mt - 1) / mt : 1;
+        row_part[2 * r] = k > 1 ? parts : 0;
+        row_part[2 * r + 1] = k > 1 ? k : 0;
+        for (int i = 0; i < k; i++, n++) {
+            int32_t *it = items + 4 * n;
+            it[0] = r, it[1] = i * mt, it[2] = (i + 1) * mt < len ? (i + 1) * mt : len;
+            it[3] = k > 1 ? parts++ : -1;
+        }
+    }
+    return parts;
+}
+
 extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
 {
-    if (!a || a->n_rows < 0 || a->page_tokens <= 0 || (a->n_parts > 0 && !a->partial))
+    if (!a || a->n_rows < 0 || a->page_tokens <= 0 || (a->n_parts > 0 && !a->partial)
+        || (a->pages && (a->kv != KW_CUDA_KV_BF16 || !a->row_ptr)))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
     if (a->kv == KW_CUDA_KV_F32) {

@@ -70,7 +70,7 @@ __global__ void __launch_bounds__(THREADS) prefill_kernel(const kw_cuda_prefill 
         for (int r = 0; r < nq; r++)
             mx = max(mx, qpos[r]);
         misc[0] = mx;
-        misc[1] = a.row_ptr[row]; // span cursor
+        misc[1] = a.pages ? 0 : a.row_ptr[row]; // span cursor (table mode: token cursor)
         misc[2] = 0;              // offset inside the span
     }
     __syncthreads();
@@ -79,7 +79,22 @@ __global__ void __launch_bounds__(THREADS) prefill_kernel(const kw_cuda_prefill 
 
     for (;;) {
         // the next tile's token addresses (a serial walk: 64 steps, small beside the MMAs)
-        if (tid == 0) {
+        if (tid == 0 && a.pages) { // table mode: misc[1] counts the row's tokens read
+            int t0 = misc[1], n = 0, mn = INT_MAX;
+            const int len = a.row_tokens[row];
+            const int32_t *pt = a.pages + a.row_ptr[row];
+            for (; n < BK && t0 + n < len; n++) {
+                const int t = t0 + n, pg = pt[t / P];
+                kpos[n] = a.pos[0][(int64_t)pg * P + t % P];
+                mn = min(mn, kpos[n]);
+                kaddr[n] = (int64_t)pg * 2 * P + t % P;
+            }
+            for (int j = n; j < BK; j++)
+                kpos[j] = INT_MAX, kaddr[j] = -1;
+            misc[1] = t0 + n;
+            misc[3] = n;
+            misc[4] = mn;
+        } else if (tid == 0) {
             int sp = misc[1], off = misc[2], mn = INT_MAX, n = 0;
             while (n < BK && sp < span_end) {
                 kw_cuda_span s = a.spans[sp];

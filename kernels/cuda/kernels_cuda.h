@@ -83,8 +83,8 @@ int kw_cuda_attn_plan_size(int n_rows, const int32_t *row_ptr, const kw_cuda_spa
                            int max_tokens);
 int kw_cuda_attn_plan(int n_rows, const int32_t *row_ptr, const kw_cuda_span *spans,
                       int max_tokens, int32_t *items, int32_t *row_part);
-/* The plan of a table-mode call from host row lengths: items of at most max_tokens tokens
- * (rounded down to whole pages of page_tokens; (row, token_begin, token_end, part)). */
+/* The plan of a table-mode call from host row lengths: items (row, token_begin, token_end,
+ * part) of at most max_tokens tokens (rounded down to a multiple of 32, at least 32). */
 int kw_cuda_attn_plan_table_size(int n_rows, const int32_t *row_tokens, int page_tokens,
                                  int max_tokens);
 int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, int page_tokens,

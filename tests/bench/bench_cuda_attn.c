@@ -1,6 +1,6 @@
 /* Decode attention over views on the GPU: dense, token-level (25%) and page-level (25%)
  * views of a bf16 paged pool, 32 query / 8 KV heads, head_dim 128, batch 1 and 8,
- * contexts 4k..128k. Times with CUDA events (warm-up, median of repeats) and reports
+ * contexts 4k..128k, and the dense view in table mode (the engine's dense decode). Times with CUDA events (warm-up, median of repeats) and reports
  * achieved bytes/s against the measured device-to-device copy bandwidth. Prints one CSV
  * line per case (header first). A benchmark, never a test. */
 #include <cuda_runtime_api.h>
@@ -67,7 +67,7 @@ static double copy_bandwidth(void)
     return 2.0 * bytes / (ms * 1e-3); /* read + write */
 }
 
-/* mode 0 dense, 1 token-level 25%, 2 page-level 25% */
+/* mode 0 dense, 1 token-level 25%, 2 page-level 25%, 3 dense in table mode (page lists) */
 static void bench(int B, int ctx, int mode, double bw)
 {
     const int P = 16, D = 128, HKV = 8, G = 4, pages_row = ctx / P;
@@ -98,7 +98,7 @@ static void bench(int B, int ctx, int mode, double bw)
     for (int r = 0; r < n_rows; r++) {
         for (int p = 0; p < pages_row; p++) {
             int32_t page = r * pages_row + p;
-            if (mode == 0) {
+            if (mode == 0 || mode == 3) {
                 sp[ns++] = (kw_cuda_span){page, 0, (uint16_t)P, 0};
                 tokens += P;
             } else if (mode == 2) {
@@ -122,12 +122,22 @@ static void bench(int B, int ctx, int mode, double bw)
         q_row[r] = r * G;
         q_pos[r] = ctx;
     }
-    int target_items = 132 * 4;
+    /* items: about KW_BENCH_BLOCKS (default 4) per multiprocessor of 132 */
+    const char *eb = getenv("KW_BENCH_BLOCKS");
+    int target_items = 132 * (eb && atoi(eb) > 0 ? atoi(eb) : 4);
     int max_tok = (int)(tokens / (size_t)target_items);
     max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
-    int n_items = kw_cuda_attn_plan_size(n_rows, row_ptr, sp, max_tok);
+    int32_t *pages = malloc(4 * (ns + 1)), *row_tok = malloc(4 * (size_t)n_rows);
+    for (int r = 0; r < n_rows; r++) {
+        row_tok[r] = 0;
+        for (int i = row_ptr[r]; i < row_ptr[r + 1]; i++)
+            pages[i] = sp[i].page, row_tok[r] += sp[i].n;
+    }
+    int n_items = mode == 3 ? kw_cuda_attn_plan_table_size(n_rows, row_tok, P, max_tok)
+                            : kw_cuda_attn_plan_size(n_rows, row_ptr, sp, max_tok);
     int32_t *items = malloc(16 * (size_t)n_items), *row_part = malloc(8 * (size_t)n_rows);
-    int n_parts = kw_cuda_attn_plan(n_rows, row_ptr, sp, max_tok, items, row_part);
+    int n_parts = mode == 3 ? kw_cuda_attn_plan_table(n_rows, row_tok, P, max_tok, items, row_part)
+                            : kw_cuda_attn_plan(n_rows, row_ptr, sp, max_tok, items, row_part);
 
     kw_cuda_attn a = {0};
     a.base[0] = base, a.pos[0] = pos, a.kv = KW_CUDA_KV_BF16, a.page_tokens = P;
@@ -144,6 +154,10 @@ static void bench(int B, int ctx, int mode, double bw)
     UP(q_pos, q_pos, 4 * (size_t)n_rows);
     UP(items, items, 16 * (size_t)n_items);
     UP(row_part, row_part, 8 * (size_t)n_rows);
+    if (mode == 3) {
+        UP(pages, pages, 4 * (ns + 1));
+        UP(row_tokens, row_tok, 4 * (size_t)n_rows);
+    }
     float *hq = malloc(sizeof(float) * n_rows * G * D);
     for (int i = 0; i < n_rows * G * D; i++)
         hq[i] = (float)(uni() - 0.5);
@@ -167,11 +181,13 @@ static void bench(int B, int ctx, int mode, double bw)
     }
     CK(cudaDeviceSynchronize());
     float ms = median_ms(ev, reps);
-    /* bytes read: K and V of every attended token, positions, spans */
-    double bytes = (double)tokens * 2 * D * 2 + (double)tokens * 4 + ns * sizeof(kw_cuda_span);
+    /* bytes read: K and V of every attended token, positions, spans or page ids */
+    double bytes = (double)tokens * 2 * D * 2 + (double)tokens * 4
+                   + ns * (mode == 3 ? 4 : sizeof(kw_cuda_span));
     double dense_bytes = (double)n_rows * ctx * 2 * D * 2;
     printf("attn_view,%s,%d,%d,%.4f,%.1f,%.1f,%.1f,%d,%d\n",
-           mode == 0 ? "dense" : mode == 1 ? "tokens25" : "pages25", B, ctx, ms,
+           mode == 0 ? "dense" : mode == 1 ? "tokens25" : mode == 2 ? "pages25" : "table",
+           B, ctx, ms,
            bytes / 1e6, bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / bw,
            n_items, n_parts);
     (void)dense_bytes;
@@ -180,6 +196,7 @@ static void bench(int B, int ctx, int mode, double bw)
     cudaFree(base), cudaFree(pos), cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans);
     cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos), cudaFree((void *)a.items);
     cudaFree((void *)a.row_part), cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.partial);
+    cudaFree((void *)a.pages), cudaFree((void *)a.row_tokens), free(pages), free(row_tok);
     free(h), free(hp), free(row_ptr), free(q_row), free(q_pos), free(sp), free(items);
     free(row_part), free(hq);
 }
@@ -196,7 +213,7 @@ int main(int argc, char **argv)
     int max_ctx = argc > 1 ? atoi(argv[1]) : 131072;
     for (int B = 1; B <= 8; B *= 8)
         for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
-            for (int mode = 0; mode < 3; mode++)
+            for (int mode = 0; mode < 4; mode++)
                 bench(B, ctx, mode, bw);
     return 0;
 }

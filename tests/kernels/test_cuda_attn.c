@@ -1,9 +1,11 @@
 /* CUDA decode attention over views against a plain double-precision reference: random
- * pools (f32 and bf16 pages), dense, token-level and page-level views, rows per KV head
- * (g = 4) and per query head (g = 1), masked positions, empty rows, and rows long enough
- * to be split. Poisoned outputs. Skipped (77) without a CUDA device. */
+ * pools (f32 and bf16 pages), dense, token-level and page-level views, and dense views in
+ * table mode (page lists and row lengths), rows per KV head (g = 2, 4, 8) and per query
+ * head (g = 1), masked positions, empty rows, and rows long enough to be split. Poisoned
+ * outputs. Skipped (77) without a CUDA device. */
 #include <cuda_runtime_api.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +56,8 @@ typedef struct pool {
     int32_t *pos;
 } pool;
 
-/* mode 0 dense pages, 1 token subset, 2 page subset; rows of len tokens each */
+/* mode 0 dense pages, 1 token subset, 2 page subset (3: dense, passed in table mode);
+ * rows of len tokens each */
 static int build_row(kw_cuda_span *spans, int n, int mode, int len, int P, int page0)
 {
     int pages = (len + P - 1) / P;
@@ -109,9 +112,18 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
         q[i] = (float)(uni() * 2 - 1);
     float scale = 1.0f / sqrtf((float)D);
 
-    int n_items = kw_cuda_attn_plan_size(n_rows, row_ptr, spans, max_tokens);
+    const bool table = mode == 3;
+    int32_t *pages = malloc(sizeof(int32_t) * (size_t)(ns + 1)), *row_tok = malloc(4 * n_rows);
+    for (int r = 0; r < n_rows; r++) { /* mode 3 builds dense rows: spans are whole pages */
+        row_tok[r] = 0;
+        for (int i = row_ptr[r]; i < row_ptr[r + 1]; i++)
+            pages[i] = spans[i].page, row_tok[r] += spans[i].n;
+    }
+    int n_items = table ? kw_cuda_attn_plan_table_size(n_rows, row_tok, P, max_tokens)
+                        : kw_cuda_attn_plan_size(n_rows, row_ptr, spans, max_tokens);
     int32_t *items = malloc(sizeof(int32_t) * 4 * n_items), *row_part = malloc(8 * n_rows);
-    int n_parts = kw_cuda_attn_plan(n_rows, row_ptr, spans, max_tokens, items, row_part);
+    int n_parts = table ? kw_cuda_attn_plan_table(n_rows, row_tok, P, max_tokens, items, row_part)
+                        : kw_cuda_attn_plan(n_rows, row_ptr, spans, max_tokens, items, row_part);
 
     kw_cuda_attn a = {0};
     a.base[0] = bf16 ? dev(kvb, 2 * (size_t)2 * P * D * n_pages)
@@ -129,6 +141,8 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     a.scale = scale, a.n_items = n_items, a.items = dev(items, 16 * (size_t)n_items);
     a.row_part = dev(row_part, 8 * (size_t)n_rows), a.n_parts = n_parts;
     a.partial = dev(NULL, 4 * (size_t)(n_parts ? n_parts : 1) * g * (D + 2));
+    if (table)
+        a.pages = dev(pages, 4 * (size_t)(ns + 1)), a.row_tokens = dev(row_tok, 4 * (size_t)n_rows);
     int rc = kw_cuda_attn_decode(NULL, &a);
     cudaDeviceSynchronize();
     cudaMemcpy(out, a.out, 4 * (size_t)nq * D, cudaMemcpyDeviceToHost);
@@ -181,12 +195,15 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     int ok = rc == 0 && err < bound && lse_err < 1e-5;
     printf("%s attn D=%d g=%d %s %-6s rows=%d len=%d items=%d parts=%d rel_l2=%.3g lse=%.2g%s%s\n",
            ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
-           mode == 0 ? "dense" : mode == 1 ? "tokens" : "pages", n_rows, len, n_items, n_parts,
+           mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", n_rows,
+           len, n_items, n_parts,
            err, lse_err, rc ? " " : "", rc ? kw_cuda_last_error() : "");
     cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.row_ptr);
     cudaFree((void *)a.spans), cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos);
     cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.lse), cudaFree((void *)a.items);
-    cudaFree((void *)a.row_part), cudaFree(a.partial);
+    cudaFree((void *)a.row_part), cudaFree(a.partial), cudaFree((void *)a.pages);
+    cudaFree((void *)a.row_tokens);
+    free(pages), free(row_tok);
     free(pl.kv), free(pl.pos), free(kvb), free(row_ptr), free(q_row), free(q_pos), free(spans);
     free(q), free(out), free(lse), free(items), free(row_part), free(acc);
     return !ok;
@@ -200,11 +217,14 @@ int main(void)
     }
     int fails = 0;
     for (int bf16 = 0; bf16 < 2; bf16++)
-        for (int mode = 0; mode < 3; mode++) {
+        for (int mode = 0; mode < (bf16 ? 4 : 3); mode++) { /* table mode: bf16 pages only */
             fails += run_case(128, 4, bf16, mode, 8 + irand(20), 50 + irand(600), 256);
             fails += run_case(64, 1, bf16, mode, 16 + irand(30), 30 + irand(300), 128);
             fails += run_case(128, 8, bf16, mode, 2, 4000 + irand(1000), 512); /* split rows */
             fails += run_case(128, 2, bf16, mode, 5, 1 + irand(40), 64);
+            fails += run_case(64, 4, bf16, mode, 3, 900 + irand(400), 200);
+            fails += run_case(64, 8, bf16, mode, 4, 20 + irand(100), 32);
+            fails += run_case(128, 1, bf16, mode, 6, 700 + irand(700), 320);
         }
     printf("cuda attention: %d cases failed\n", fails);
     return fails ? 1 : 0;
