@@ -18,6 +18,8 @@ static const struct {
     {"dequant", "GGUF dequantization throughput"},
     {"cuda_attn", "decode attention over views on the GPU beside the copy bandwidth "
                   "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
+    {"cuda_gemv", "decode-shaped bf16 linear layers (1-8 rows, 8B shapes): the "
+                  "weight-streaming kernel beside cuBLAS and the copy bandwidth (CUDA builds)"},
     {"model", "the CUDA engine on a whole model: prefill and decode tokens per second at "
               "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
               "MODEL.gguf [--ctx ...] [--batch ...]; tests/bench/run_gpu_model.sh adds "

@@ -320,12 +320,13 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
 }
 
 /* The split-K item size for a decode step reading `toks` tokens in one layer: enough
- * items for about 4 blocks per multiprocessor (132 on an H100/H200), at least 64
- * tokens, a multiple of 16. */
+ * items for about 4 blocks per multiprocessor (132 on an H100/H200; two waves of the
+ * decode kernel's 2 blocks per multiprocessor), at least 256 tokens (4 tiles, so each
+ * item's copy pipeline fills), a multiple of 64. */
 int kw__cf_plan_tokens(int64_t toks)
 {
     int t = (int)(toks / (132 * 4));
-    return t < 64 ? 64 : (t + 15) / 16 * 16;
+    return t < 256 ? 256 : (t + 63) / 64 * 64;
 }
 
 /* 1. of a step: every step token placed in the pool for every layer (slots). */

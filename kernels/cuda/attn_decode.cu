@@ -4,14 +4,15 @@
 // range of one row's tokens). Tiles of the item's K rows, V rows and positions go through
 // a cp.async pipeline of NS shared-memory stages, so the loads of the next tiles are in
 // flight while this one is computed: decode is bound by reading the KV, and the loads
-// must not wait on the math. Warps split the row's G query heads (HG head groups) and each
-// tile's tokens (TG groups of 32): a lane per token for the scores (its K row against the
-// warp's heads, q in shared memory), lanes over channels for P V. Rows come either as span
-// lists (flattened per item into shared memory first) or, in table mode, as a page list
-// and a length (a sequence's dense view: no list is built per token).
+// must not wait on the math. The math runs on tensor cores with the row's query heads as
+// the rows of the MMA tile (see the kernel). Rows come either as span lists (flattened per
+// item into shared memory first) or, in table mode, as a page list and a length (a
+// sequence's dense view: no list is built per token). Q and P are rounded to bf16 for the
+// MMAs; accumulation, the softmax and the merge stay f32.
 //
-// f32 pages (tests and references): attn_decode_kernel, the same math with K/V read
-// straight from global memory.
+// f32 pages (tests and references): attn_decode_kernel, scalar f32 math with K/V read
+// straight from global memory: a lane per token for the scores, lanes over channels for
+// the values.
 //
 // Both: scores use exp2 with the scale folded into log2(e); per-warp (max, sum, acc) are
 // merged in shared memory; a whole-row item writes the normalized output, a part writes
@@ -42,24 +43,6 @@ template <> struct loader<float, 2> {
         x[0] = v.x, x[1] = v.y;
     }
 };
-template <> struct loader<__nv_bfloat16, 4> {
-    __device__ static void load(const __nv_bfloat16 *p, float *x)
-    {
-        uint2 u = *reinterpret_cast<const uint2 *>(p);
-        __nv_bfloat162 a = *reinterpret_cast<__nv_bfloat162 *>(&u.x);
-        __nv_bfloat162 b = *reinterpret_cast<__nv_bfloat162 *>(&u.y);
-        float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
-        x[0] = fa.x, x[1] = fa.y, x[2] = fb.x, x[3] = fb.y;
-    }
-};
-template <> struct loader<__nv_bfloat16, 2> {
-    __device__ static void load(const __nv_bfloat16 *p, float *x)
-    {
-        float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(p));
-        x[0] = f.x, x[1] = f.y;
-    }
-};
-
 // The item's tokens, flattened from its spans into shared memory: the element offset of
 // the K row in its pool (V is P rows further) and the stored position.
 constexpr int MAX_ITEM_TOKENS = 1024;
@@ -268,11 +251,6 @@ __global__ void attn_combine_kernel(const kw_cuda_attn a)
 
 // ---- bf16 pages: K/V streamed through shared memory (see the top of the file) ----
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
-}
 __device__ __forceinline__ void cp_async4(void *dst, const void *src)
 {
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
@@ -284,28 +262,69 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
-template <int D, int G, bool TABLE> struct stream_cfg {
-    static constexpr int HG = G < 4 ? G : 4; // head groups (warps per token group)
-    static constexpr int TG = 4 / HG;         // token groups of 32 per tile
-    static constexpr int J = G / HG;          // heads per warp
-    static constexpr int TT = 32 * TG;        // tokens per tile
-    static constexpr int LDK = D + 8;         // smem row (bf16): 16-byte reads conflict-free
-    static constexpr int NS = TT == 128 ? 2 : 3;
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, bool valid)
+{
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (low half) = lo
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p)
+{
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+
+// c += A(16x16, rows 8..15 zero: a1 = a3 = 0) B(16x8), bf16 in, f32 accumulate
+__device__ __forceinline__ void mma_top(float *c, uint32_t a0, uint32_t a2, uint32_t b0,
+                                        uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+// Tensor-core decode. The row's G <= 8 query heads are rows 0..G-1 of a 16-row MMA tile
+// (rows G..15 zero), so S = Q K^T and O += P V run as m16n8k16 MMAs: per 16 tokens and
+// head_dim 128, 16 MMAs for the scores and 16 for P V, where scalar code would spend
+// 2 x G x 16 x 128 FMAs. A tile of TT = 64 tokens is 16 per warp; K fragments come from
+// ldmatrix, V fragments from ldmatrix.trans, P stays in registers (the score
+// accumulators repacked as the A fragment). Lane l holds head l / 4 and, per 8-token
+// group, tokens 2 (l % 4) and 2 (l % 4) + 1.
+template <int D, bool TABLE> struct stream_cfg {
+    static constexpr int TT = 64;     // tokens per tile: 16 per warp
+    static constexpr int LDK = D + 8; // smem row (bf16): ldmatrix rows conflict-free
+    static constexpr int NS = 3;      // stages: two tiles in flight while one is computed
     static constexpr size_t kv_bytes = (size_t)TT * LDK * 2;
     static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
-    static constexpr size_t q_bytes = (size_t)G * D * 4;
-    static constexpr size_t bytes =
-        q_bytes + NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
+    static constexpr size_t bytes = NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
 };
 
 // Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
-// stage. Tokens past the item's end are not copied (the math stops before them).
-template <int D, int G, bool TABLE>
+// stage. Rows past the item's end are zero-filled: P V multiplies them by p = 0, and
+// stale shared memory could hold NaNs.
+template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
                                            const token_list &tl, const int32_t *ptab, int b0,
                                            int n, int tile)
 {
-    using C = stream_cfg<D, G, TABLE>;
+    using C = stream_cfg<D, TABLE>;
     constexpr int CH = D / 8;
     const int P = a.page_tokens;
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
@@ -315,17 +334,17 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
     for (int idx = threadIdx.x; idx < C::TT * 2 * CH; idx += WARPS * 32) {
         const int tk = idx / (2 * CH), w = idx % (2 * CH), isv = w / CH, c = w % CH;
         const int i = i0 + tk;
-        if (i >= n)
-            continue;
-        const __nv_bfloat16 *src;
-        if constexpr (TABLE) {
-            const int t = b0 + i;
-            src = (const __nv_bfloat16 *)a.base[0]
-                  + ((int64_t)ptab[t / P] * 2 * P + t % P + isv * P) * D;
-        } else {
-            src = (const __nv_bfloat16 *)a.base[tl.pool[i]] + tl.off[i] + (int64_t)isv * P * D;
+        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[0];
+        if (i < n) {
+            if constexpr (TABLE) {
+                const int t = b0 + i;
+                src += ((int64_t)ptab[t / P] * 2 * P + t % P + isv * P) * D + c * 8;
+            } else {
+                src = (const __nv_bfloat16 *)a.base[tl.pool[i]] + tl.off[i]
+                      + (int64_t)isv * P * D + c * 8;
+            }
         }
-        cp_async16((isv ? Vs : Ks) + tk * C::LDK + c * 8, src + c * 8);
+        cp_async16_zfill((isv ? Vs : Ks) + tk * C::LDK + c * 8, src, i < n);
     }
     if constexpr (TABLE)
         for (int tk = threadIdx.x; tk < C::TT; tk += WARPS * 32) {
@@ -338,50 +357,52 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
 template <int D, int G, bool TABLE>
 __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
 {
-    using C = stream_cfg<D, G, TABLE>;
-    constexpr int CH = D / 8, E = D / 32;
+    using C = stream_cfg<D, TABLE>;
+    constexpr int KS = D / 16, NT = D / 8; // k-steps of the scores, n-tiles of the output
     extern __shared__ __align__(16) unsigned char sm[];
-    float *qs = (float *)sm;
-    unsigned char *stages = sm + C::q_bytes;
+    unsigned char *stages = sm;
     token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // span mode only
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int hg = warp % C::HG, tg = warp / C::HG;
+    const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
     const int32_t *it = a.items + 4 * blockIdx.x;
     const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
     const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
     const float sc = a.scale * LOG2E;
-    for (int i = threadIdx.x; i < G * D; i += WARPS * 32)
-        qs[i] = a.q[(size_t)qrow * D + i] * sc;
+    // Q as A fragments (scaled into log2 units, bf16), rows >= G zero
+    uint32_t qa[KS][2];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        qa[kk][0] = qa[kk][1] = 0u;
+        if (g < G) {
+            const float *qr = a.q + (size_t)(qrow + g) * D + kk * 16 + 2 * t4;
+            qa[kk][0] = pack_bf16(qr[0] * sc, qr[1] * sc);
+            qa[kk][1] = pack_bf16(qr[8] * sc, qr[9] * sc);
+        }
+    }
     int n;
-    if constexpr (TABLE)
+    if constexpr (TABLE) {
         n = b1 - b0;
-    else {
-        flatten_spans<D>(a, b0, b1, tl);
+    } else {
+        flatten_spans<D>(a, b0, b1, tl); // ends with __syncthreads
         n = tl.n;
     }
-    __syncthreads();
     const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
     const int ntiles = (n + C::TT - 1) / C::TT;
 
-
-    float acc[C::J][E], m[C::J], l[C::J];
+    float o[NT][4];
 #pragma unroll
-    for (int j = 0; j < C::J; j++) {
-#pragma unroll
-        for (int e = 0; e < E; e++)
-            acc[j][e] = 0.f;
-        m[j] = -FLT_MAX;
-        l[j] = 0.f;
-    }
+    for (int j = 0; j < NT; j++)
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
 #pragma unroll
     for (int s = 0; s < C::NS - 1; s++) {
         if (s < ntiles)
-            issue_tile<D, G, TABLE>(a, stages, tl, ptab, b0, n, s);
+            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, s);
         cp_async_commit();
     }
     for (int tile = 0; tile < ntiles; tile++) {
         if (tile + C::NS - 1 < ntiles)
-            issue_tile<D, G, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1);
+            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1);
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
         __syncthreads();            // everyone's have
@@ -389,97 +410,85 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
             (const __nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
         const __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
         const int32_t *ps = (const int32_t *)(Vs + C::TT * C::LDK);
-        const int r0 = tg * 32, i0 = tile * C::TT + r0; // this warp's rows of the tile
-        const int nt = min(32, n - i0);
+        const int r0 = warp * 16, i0 = tile * C::TT + r0; // this warp's 16 rows
+        const int nt = min(16, n - i0);
         if (nt > 0) {
-            bool live = false;
-            if (lane < nt) {
-                const int p = TABLE ? ps[r0 + lane] : tl.pos[i0 + lane];
-                live = p <= qpos;
+            float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+            const __nv_bfloat16 *kb =
+                Ks + (r0 + (lane & 7) + ((lane >> 4) << 3)) * C::LDK + ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                uint32_t b[4];
+                ldsm_x4(b, kb + kk * 16);
+                mma_top(s[0], qa[kk][0], qa[kk][1], b[0], b[1]);
+                mma_top(s[1], qa[kk][0], qa[kk][1], b[2], b[3]);
             }
-            float s[C::J];
+            bool live[2][2];
+            float mx = -FLT_MAX;
 #pragma unroll
-            for (int j = 0; j < C::J; j++)
-                s[j] = 0.f;
-            if (live) {
-                const __nv_bfloat16 *kr = Ks + (r0 + lane) * C::LDK;
+            for (int j = 0; j < 2; j++)
 #pragma unroll
-                for (int c = 0; c < CH; c++) {
-                    uint4 u = *reinterpret_cast<const uint4 *>(kr + c * 8);
-                    const __nv_bfloat162 *h2 = reinterpret_cast<const __nv_bfloat162 *>(&u);
-                    float k[8];
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        float2 f = __bfloat1622float2(h2[e]);
-                        k[2 * e] = f.x, k[2 * e + 1] = f.y;
-                    }
-#pragma unroll
-                    for (int j = 0; j < C::J; j++) {
-                        const float4 *qv =
-                            reinterpret_cast<const float4 *>(qs + (hg + j * C::HG) * D + c * 8);
-                        const float4 q0 = qv[0], q1 = qv[1];
-                        s[j] += k[0] * q0.x + k[1] * q0.y + k[2] * q0.z + k[3] * q0.w +
-                                k[4] * q1.x + k[5] * q1.y + k[6] * q1.z + k[7] * q1.w;
-                    }
+                for (int e = 0; e < 2; e++) {
+                    const int tk = 8 * j + 2 * t4 + e;
+                    bool ok = tk < nt;
+                    if (ok)
+                        ok = (TABLE ? ps[r0 + tk] : tl.pos[i0 + tk]) <= qpos;
+                    live[j][e] = ok;
+                    if (ok)
+                        mx = fmaxf(mx, s[j][e]);
                 }
-            }
-            float p[C::J];
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float mn = fmaxf(m_run, mx), corr = exp2f(m_run - mn);
+            float p[2][2], ls = 0.f;
 #pragma unroll
-            for (int j = 0; j < C::J; j++) {
-                float mx = live ? s[j] : -FLT_MAX;
+            for (int j = 0; j < 2; j++)
 #pragma unroll
-                for (int o = 16; o > 0; o >>= 1)
-                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-                const float mn = fmaxf(m[j], mx), corr = exp2f(m[j] - mn);
-                p[j] = live ? exp2f(s[j] - mn) : 0.f;
-                float sum = p[j];
-#pragma unroll
-                for (int o = 16; o > 0; o >>= 1)
-                    sum += __shfl_xor_sync(0xffffffffu, sum, o);
-                l[j] = l[j] * corr + sum;
-#pragma unroll
-                for (int e = 0; e < E; e++)
-                    acc[j][e] *= corr;
-                m[j] = mn;
-            }
-#pragma unroll 8
-            for (int u = 0; u < nt; u++) {
-                float v[E];
-                loader<__nv_bfloat16, E>::load(Vs + (r0 + u) * C::LDK + lane * E, v);
-#pragma unroll
-                for (int j = 0; j < C::J; j++) {
-                    const float pu = __shfl_sync(0xffffffffu, p[j], u);
-#pragma unroll
-                    for (int e = 0; e < E; e++)
-                        acc[j][e] += pu * v[e];
+                for (int e = 0; e < 2; e++) {
+                    p[j][e] = live[j][e] ? exp2f(s[j][e] - mn) : 0.f;
+                    ls += p[j][e];
                 }
+            l_run = l_run * corr + ls;
+            m_run = mn;
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                o[j][0] *= corr, o[j][1] *= corr;
+            const uint32_t pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
+            const __nv_bfloat16 *vb = Vs + (r0 + (lane & 15)) * C::LDK + (lane >> 4) * 8;
+#pragma unroll
+            for (int j = 0; j < NT; j += 2) {
+                uint32_t b[4];
+                ldsm_x4_t(b, vb + j * 8);
+                mma_top(o[j], pa0, pa2, b[0], b[1]);
+                mma_top(o[j + 1], pa0, pa2, b[2], b[3]);
             }
         }
         __syncthreads(); // the stage is refilled by the next iteration's issue
     }
     cp_async_wait<0>();
     __syncthreads();
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 1);
+    l_run += __shfl_xor_sync(0xffffffffu, l_run, 2);
 
-    // merge the token groups of each head through shared memory (over the stages)
-    float *mg = (float *)stages; // (TG, G, D + 2)
+    // merge the warps' (max, sum, acc) per head through shared memory (over the stages)
+    float *mg = (float *)stages; // (WARPS, G, D + 2)
+    if (g < G) {
+        float *dst = mg + ((size_t)warp * G + g) * (D + 2);
 #pragma unroll
-    for (int j = 0; j < C::J; j++) {
-        float *dst = mg + ((size_t)tg * G + hg + j * C::HG) * (D + 2);
-#pragma unroll
-        for (int e = 0; e < E; e++)
-            dst[2 + lane * E + e] = acc[j][e];
-        if (lane == 0)
-            dst[0] = m[j], dst[1] = l[j];
+        for (int j = 0; j < NT; j++)
+            dst[2 + j * 8 + 2 * t4] = o[j][0], dst[2 + j * 8 + 2 * t4 + 1] = o[j][1];
+        if (t4 == 0)
+            dst[0] = m_run, dst[1] = l_run;
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
         const int j = idx / D, d = idx % D;
         float mx = -FLT_MAX;
-        for (int t = 0; t < C::TG; t++)
-            mx = fmaxf(mx, mg[((size_t)t * G + j) * (D + 2)]);
+        for (int w = 0; w < WARPS; w++)
+            mx = fmaxf(mx, mg[((size_t)w * G + j) * (D + 2)]);
         float ls = 0.f, as = 0.f;
-        for (int t = 0; t < C::TG; t++) {
-            const float *x = mg + ((size_t)t * G + j) * (D + 2);
+        for (int w = 0; w < WARPS; w++) {
+            const float *x = mg + ((size_t)w * G + j) * (D + 2);
             const float f = x[1] > 0.f ? exp2f(x[0] - mx) : 0.f;
             ls += x[1] * f;
             as += x[2 + d] * f;
@@ -499,7 +508,7 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
 
 template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
 {
-    using C = stream_cfg<D, G, TABLE>;
+    using C = stream_cfg<D, TABLE>;
     static bool configured = false; // the engine launches from one thread
     if (!configured) {
         KW_CUDA_TRY(cudaFuncSetAttribute(attn_stream_kernel<D, G, TABLE>,

@@ -99,6 +99,14 @@ int kw_cuda_linear(void *stream, const float *x, const float *w, const float *bi
 int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, const float *bias,
                         float *y, int M, int N, int K);
 int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n);
+/* kw_cuda_gemv_bf16: the same product for M <= 8 rows (K a multiple of 8, x and w 16-byte
+ * aligned; else KW_EINVAL) as a weight-streaming kernel; kw_cuda_linear_bf16 takes it for
+ * M <= the rows set by kw_cuda_set_gemv_rows (default KW_GEMV_MAX_ROWS, 0: always cuBLAS;
+ * process-wide, for benchmarks). */
+#define KW_GEMV_MAX_ROWS 2
+int kw_cuda_gemv_bf16(void *stream, const void *x, const void *w, const float *bias, float *y,
+                      int M, int N, int K);
+void kw_cuda_set_gemv_rows(int max_rows);
 /* rmsnorm.cu: as kw_cuda_rmsnorm with a bf16 y (the input of the next GEMM) */
 int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y, int rows,
                          int dim, float eps);

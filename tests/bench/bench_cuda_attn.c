@@ -126,7 +126,7 @@ static void bench(int B, int ctx, int mode, double bw)
     const char *eb = getenv("KW_BENCH_BLOCKS");
     int target_items = 132 * (eb && atoi(eb) > 0 ? atoi(eb) : 4);
     int max_tok = (int)(tokens / (size_t)target_items);
-    max_tok = max_tok < 64 ? 64 : (max_tok + 15) / 16 * 16;
+    max_tok = max_tok < 256 ? 256 : (max_tok + 63) / 64 * 64; /* as the engine plans */
     int32_t *pages = malloc(4 * (ns + 1)), *row_tok = malloc(4 * (size_t)n_rows);
     for (int r = 0; r < n_rows; r++) {
         row_tok[r] = 0;

@@ -191,8 +191,10 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
                 lse_err = 1;
         }
     double err = sqrt(num / (den > 0 ? den : 1));
-    double bound = 1e-5;
-    int ok = rc == 0 && err < bound && lse_err < 1e-5;
+    /* f32 pages: f32 math throughout. bf16 pages: tensor cores with q and the
+     * probabilities rounded to bf16 (relative 2^-9 each) */
+    double bound = bf16 ? 5e-3 : 1e-5;
+    int ok = rc == 0 && err < bound && lse_err < bound;
     printf("%s attn D=%d g=%d %s %-6s rows=%d len=%d items=%d parts=%d rel_l2=%.3g lse=%.2g%s%s\n",
            ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
            mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", n_rows,

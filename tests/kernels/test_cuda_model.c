@@ -91,11 +91,14 @@ static uint16_t *to_bf16(const float *x, size_t n, float *rounded)
 static int test_gemm(void)
 {
     int fails = 0;
-    for (int trial = 0; trial < 12; trial++) {
+    for (int trial = 0; trial < 22; trial++) {
         int M = trial < 3 ? 1 + trial : 1 + (int)(uni() * 300), N = 1 + (int)(uni() * 1500),
             K = 1 + (int)(uni() * 1200);
         if (trial == 11)
             M = 512, N = 2048, K = 1024;
+        if (trial >= 12) /* decode shapes: the weight-streaming kernel (K a multiple of 8) */
+            M = 1 + (trial - 12) % 8, K = 8 * (1 + (int)(uni() * 700)),
+            N = trial == 21 ? 4099 : 1 + (int)(uni() * 3000);
         size_t nx = (size_t)M * K, nw = (size_t)N * K, ny = (size_t)M * N;
         float *x = randv(nx, 1), *w = randv(nw, 0.05f), *b = randv((size_t)N, 0.5f),
               *y = malloc(ny * 4), *r = malloc(ny * 4), *xr = malloc(nx * 4), *wr = malloc(nw * 4);
@@ -119,6 +122,12 @@ static int test_gemm(void)
         kw_ref_linear(xr, wr, with_bias ? b : NULL, r, M, N, K);
         fails += report("linear_bf16", rc, rel_l2(y, r, ny), 1e-4, shape);
         fails += report("linear_bf16~", rc, e_f32, 1e-2, shape);
+        if (M <= 8 && K % 8 == 0) { /* the weight-streaming kernel, called directly */
+            CK(cudaMemset(dy, 0xff, ny * 4));
+            rc = kw_cuda_gemv_bf16(NULL, dxb, dwb, with_bias ? db : NULL, dy, M, N, K);
+            dget(y, dy, ny * 4);
+            fails += report("gemv_bf16", rc, rel_l2(y, r, ny), 1e-4, shape);
+        }
         cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy), cudaFree(dxb), cudaFree(dwb);
         free(x), free(w), free(b), free(y), free(r), free(xr), free(wr), free(xb), free(wb);
     }
