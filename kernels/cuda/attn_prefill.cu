@@ -1,203 +1,443 @@
-// Causal prefill attention over views: a block takes 64 query tokens of one query head
-// and walks its KV head's row of the view in tiles of 64 stored tokens (any spans, pages
-// in the main or temporary pool). Per tile: S = Q K^T on tensor cores (bf16 in, f32
-// accumulate), masked by stored position (key pos <= query pos), online softmax in f32,
-// O += P V on tensor cores. Tiles whose smallest position is beyond the block's last
-// query are skipped, so causal prefill does about half the work of full attention.
-// Q is rounded to bf16 after scaling; O, the running max and sum stay f32.
+// Causal prefill attention over views, FlashAttention-2 style on tensor cores (sm_80+).
+// A block (4 warps) takes 64 query tokens of one query head, 16 rows per warp, and walks
+// its KV head's row of the view in tiles of 64 stored tokens. Per tile, with
+// mma.sync m16n8k16 (bf16 in, f32 accumulate): S = Q K^T with Q in registers and K from
+// shared memory (ldmatrix), masked by stored position (key pos <= query pos), online
+// softmax in registers (exp2, log2(e) folded into one FMA), P rounded to bf16 straight
+// from the S accumulators as the A operand of O += P V (V through ldmatrix.trans).
+// K/V tiles arrive by 16-byte cp.async into two shared-memory stages, so the loads of the
+// next visible tile overlap the math of this one; rows are padded by 16 bytes so
+// ldmatrix is free of bank conflicts.
+// Token addresses come from windows of 1024 tokens flattened by the whole block (span
+// mode: a block prefix scan over span lengths, then a binary search per token; table
+// mode: one page lookup per token) together with their positions; a tile whose smallest
+// position is beyond the block's last query is skipped (causal prefill does about half
+// the work of full attention), and tiles wholly visible to every query skip the mask.
+// Q is rounded to bf16 after scaling; O, the running max and sum stay f32 (the sum is
+// of the bf16 P the MMA uses). Stored positions must be below INT_MAX (INT_MAX marks
+// the padding past a row's end).
 #include <cuda_bf16.h>
-#include <mma.h>
 #include <climits>
+#include <cstdint>
 
 #include "attn_prefill.cuh"
 #include "common.cuh"
 
-using namespace nvcuda;
-
 namespace {
 
 constexpr int BQ = 64, BK = 64, WARPS = 4, THREADS = WARPS * 32;
+constexpr int WT = 1024;             // tokens per flattened window
+constexpr int WTILES = WT / BK;      // 16: one bit each in the window masks
+constexpr int TPT = WT / THREADS;    // tokens per thread in a window
+constexpr int SPANS = THREADS;       // spans per step of a span-mode flatten
+constexpr uint16_t NO_SLOT = 0xffff; // padding past the row's end
+constexpr float LOG2E = 1.4426950408889634f;
 
+// Shared memory (bytes). bf16 rows are D + 8 elements: 16 bytes of padding shift each row
+// by 4 banks, so the 8 row addresses of an ldmatrix phase cover all 32 banks.
 template <int D> struct smem_layout {
-    static constexpr int LD = D + 8;      // bf16 tiles (Q, K, V)
-    static constexpr int LDS = BK + 4;    // f32 scores
-    static constexpr int LDP = BK + 8;    // bf16 probabilities
-    static constexpr int LDO = D + 4;     // f32 output accumulator
-    static constexpr size_t q = 0, k = q + BQ * LD * 2, v = k + BK * LD * 2,
-                            s = v + BK * LD * 2, p = s + BQ * LDS * 4, o = p + BQ * LDP * 2,
-                            m = o + BQ * LDO * 4, l = m + BQ * 4, qpos = l + BQ * 4,
-                            kpos = qpos + BQ * 4, kaddr = kpos + BK * 4,
-                            misc = kaddr + BK * 8, bytes = misc + 64;
+    static constexpr int LD = D + 8;
+    static constexpr size_t tile = (size_t)BK * LD * 2;
+    static constexpr size_t q = 0, k = q + (size_t)BQ * LD * 2, v = k + 2 * tile,
+                            kpos = v + 2 * tile,       // int32 (2, BK): positions per stage
+                            flags = kpos + 2 * BK * 4, // int32 (2): stage needs the mask
+                            wpage = flags + 16,        // uint32 (WT): page | pool << 31
+                            wpos = wpage + WT * 4,     // int32 (WT)
+                            wslot = wpos + WT * 4,     // uint16 (WT)
+                            tmin = wslot + WT * 2,     // int32 (WTILES)
+                            tmax = tmin + WTILES * 4,  // int32 (WTILES)
+                            spage = tmax + WTILES * 4, // uint32 (SPANS): page | pool << 31
+                            sfirst = spage + SPANS * 4, // int32 (SPANS)
+                            sincl = sfirst + SPANS * 4, // int32 (SPANS): inclusive sums
+                            red = sincl + SPANS * 4,    // int32 (16): reductions
+                            bytes = red + 64;
+    static_assert(BQ * LD * 2 == tile, "Q and K/V tiles share a shape");
 };
 
+__device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+// 16 bytes global -> shared, L2 only; ok false zero-fills without reading src
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool ok)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                 "r"(ok ? 16 : 0)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t *r, uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// c (16x8 f32) += a (16x16 bf16, row) * b (16x8 bf16, col)
+__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float ex2(float x) // 2^x; -inf gives 0
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v)
+{
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
 template <int D>
-__global__ void __launch_bounds__(THREADS) prefill_kernel(const kw_cuda_prefill a)
+__global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefill a)
 {
     using L = smem_layout<D>;
+    constexpr int LD = L::LD;
+    constexpr int KD = D / 16; // k-steps of S = Q K^T
+    constexpr int ND = D / 8;  // n-blocks of O
+    constexpr int CH = D / 8;  // 16-byte chunks per K/V row
+    constexpr int NB = BK / 8; // n-blocks of S
     extern __shared__ __align__(128) unsigned char sm[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)(sm + L::q), *Ks = (__nv_bfloat16 *)(sm + L::k),
-                  *Vs = (__nv_bfloat16 *)(sm + L::v), *Ps = (__nv_bfloat16 *)(sm + L::p);
-    float *Ss = (float *)(sm + L::s), *Os = (float *)(sm + L::o), *Ms = (float *)(sm + L::m),
-          *Ls = (float *)(sm + L::l);
-    int32_t *qpos = (int32_t *)(sm + L::qpos), *kpos = (int32_t *)(sm + L::kpos);
-    int64_t *kaddr = (int64_t *)(sm + L::kaddr);
-    int32_t *misc = (int32_t *)(sm + L::misc);
+                  *Vs = (__nv_bfloat16 *)(sm + L::v);
+    int32_t *kpos = (int32_t *)(sm + L::kpos), *flags = (int32_t *)(sm + L::flags);
+    uint32_t *wpage = (uint32_t *)(sm + L::wpage), *spage = (uint32_t *)(sm + L::spage);
+    int32_t *wpos = (int32_t *)(sm + L::wpos), *tmin = (int32_t *)(sm + L::tmin),
+            *tmax = (int32_t *)(sm + L::tmax), *sfirst = (int32_t *)(sm + L::sfirst),
+            *sincl = (int32_t *)(sm + L::sincl), *red = (int32_t *)(sm + L::red);
+    uint16_t *wslot = (uint16_t *)(sm + L::wslot);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-    const int item = blockIdx.x, h = blockIdx.y;
+    const int g = lane / 4, tig = lane % 4; // mma fragment row group, column pair
+    // the last query tiles of a sequence read the most: start them first
+    const int item = a.n_items - 1 - (int)blockIdx.x, h = blockIdx.y;
     const int seq = a.items[2 * item], q0 = a.items[2 * item + 1];
     const int t_begin = a.tok_off[seq] + q0;
     const int nq = min(BQ, a.tok_off[seq + 1] - t_begin);
-    const int g = a.n_head / a.n_kv, kvh = h / g, row = seq * a.n_kv + kvh;
+    const int kvh = h / (a.n_head / a.n_kv), row = seq * a.n_kv + kvh;
     const int P = a.page_tokens;
+    const bool table = a.pages != nullptr;
 
-    // Q tile (scaled, bf16), positions, state
-    for (int i = tid; i < BQ * D; i += THREADS) {
-        int r = i / D, c = i % D;
-        float x = r < nq ? a.q[((int64_t)(t_begin + r) * a.n_head + h) * D + c] * a.scale : 0.f;
-        Qs[r * L::LD + c] = __float2bfloat16_rn(x);
+    // Q tile, scaled and rounded to bf16 (rows past the chunk are zeros)
+    for (int i = tid; i < BQ * D / 4; i += THREADS) {
+        int r = i / (D / 4), c = i % (D / 4) * 4;
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < nq)
+            x = *(const float4 *)(a.q + ((int64_t)(t_begin + r) * a.n_head + h) * D + c);
+        __nv_bfloat162 lo = __floats2bfloat162_rn(x.x * a.scale, x.y * a.scale);
+        __nv_bfloat162 hi = __floats2bfloat162_rn(x.z * a.scale, x.w * a.scale);
+        *(uint2 *)&Qs[r * LD + c] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
     }
-    for (int i = tid; i < BQ * D; i += THREADS)
-        Os[(i / D) * L::LDO + i % D] = 0.f;
-    if (tid < BQ) {
-        qpos[tid] = tid < nq ? a.q_pos[t_begin + tid] : INT_MIN;
-        Ms[tid] = -INFINITY;
-        Ls[tid] = 0.f;
+    // query positions (INT_MIN: no query; at most INT_MAX - 1 so padding stays hidden)
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    const int qp0 = r0 < nq ? min(a.q_pos[t_begin + r0], INT_MAX - 1) : INT_MIN;
+    const int qp1 = r1 < nq ? min(a.q_pos[t_begin + r1], INT_MAX - 1) : INT_MIN;
+    if (tid < BQ) { // warps 0 and 1, whole
+        int p = tid < nq ? min(a.q_pos[t_begin + tid], INT_MAX - 1) : INT_MIN;
+        int mx = __reduce_max_sync(0xffffffffu, p);
+        int mn = __reduce_min_sync(0xffffffffu, tid < nq ? p : INT_MAX);
+        if (lane == 0)
+            red[warp] = mx, red[2 + warp] = mn;
     }
     __syncthreads();
-    if (tid == 0) {
-        int mx = INT_MIN;
-        for (int r = 0; r < nq; r++)
-            mx = max(mx, qpos[r]);
-        misc[0] = mx;
-        misc[1] = a.row_ptr[row]; // span cursor
-        misc[2] = 0;              // offset inside the span
-    }
-    __syncthreads();
-    const int max_qpos = misc[0];
-    const int span_end = a.row_ptr[row + 1];
+    const int max_q = max(red[0], red[1]), min_q = min(red[2], red[3]);
+    uint32_t qf[KD][4]; // A fragments of this warp's 16 rows
+#pragma unroll
+    for (int kk = 0; kk < KD; kk++)
+        ldsm_x4(qf[kk], smem_u32(&Qs[(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
+                                     kk * 16 + (lane >> 4) * 8]));
 
-    for (;;) {
-        // the next tile's token addresses (a serial walk: 64 steps, small beside the MMAs)
-        if (tid == 0) {
-            int sp = misc[1], off = misc[2], mn = INT_MAX, n = 0;
-            while (n < BK && sp < span_end) {
-                kw_cuda_span s = a.spans[sp];
-                int take = min(BK - n, (int)s.n - off);
-                const int32_t *pp = a.pos[s.pool] + (int64_t)s.page * P + s.first + off;
-                for (int j = 0; j < take; j++, n++) {
-                    kpos[n] = pp[j];
-                    mn = min(mn, pp[j]);
-                    kaddr[n] = ((int64_t)s.pool << 62) | ((int64_t)s.page * 2 * P + s.first + off + j);
-                }
-                off += take;
-                if (off == s.n)
-                    sp++, off = 0;
+    // The row's token windows. Every thread keeps the same copy of this state.
+    const int rp = a.row_ptr[row];
+    const int span_end = table ? 0 : a.row_ptr[row + 1];
+    const int n_row = table ? a.row_tokens[row] : 0;
+    int cs = rp, co = 0; // span mode: the next token is slot co of span cs
+    int wbase = 0;       // table mode: the next window's first token
+    bool row_done = false;
+    uint32_t vis = 0, full = 0; // tiles of the window left to run; tiles needing no mask
+
+    // Fills wpage / wslot / wpos with the next WT tokens of the row and sets vis, full.
+    auto flatten = [&]() {
+        __syncthreads(); // every thread is done with the previous window's entries
+        if (tid < WTILES)
+            tmin[tid] = INT_MAX, tmax[tid] = INT_MIN;
+        if (table) {
+            int pg[TPT];
+#pragma unroll
+            for (int m = 0; m < TPT; m++) {
+                int t = wbase + tid + m * THREADS;
+                pg[m] = t < n_row ? a.pages[rp + t / P] : 0;
             }
-            for (int j = n; j < BK; j++)
-                kpos[j] = INT_MAX, kaddr[j] = -1;
-            misc[1] = sp, misc[2] = off;
-            misc[3] = n;
-            misc[4] = mn;
+#pragma unroll
+            for (int m = 0; m < TPT; m++) {
+                int j = tid + m * THREADS, t = wbase + j, slot = t % P;
+                bool ok = t < n_row;
+                wpage[j] = (uint32_t)pg[m];
+                wslot[j] = ok ? (uint16_t)slot : NO_SLOT;
+                wpos[j] = ok ? a.pos[0][(int64_t)pg[m] * P + slot] : INT_MAX;
+            }
+            wbase += WT;
+            row_done = wbase >= n_row;
+        } else {
+            int filled = 0;
+            while (filled < WT && cs < span_end) {
+                // SPANS spans from the cursor, one per thread; the first starts at slot co
+                int i = cs + tid, n = 0, first = 0;
+                uint32_t pg = 0;
+                if (i < span_end) {
+                    kw_cuda_span s = a.spans[i];
+                    n = s.n, first = s.first, pg = (uint32_t)s.page | (uint32_t)(s.pool != 0) << 31;
+                    if (tid == 0)
+                        n -= co, first += co;
+                }
+                int x = n; // block inclusive scan of the lengths
+#pragma unroll
+                for (int d = 1; d < 32; d <<= 1) {
+                    int y = __shfl_up_sync(0xffffffffu, x, d);
+                    if (lane >= d)
+                        x += y;
+                }
+                if (lane == 31)
+                    red[4 + warp] = x;
+                __syncthreads();
+                for (int w = 0; w < warp; w++)
+                    x += red[4 + w];
+                sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
+                __syncthreads();
+                const int total = sincl[SPANS - 1], take = min(total, WT - filled);
+#pragma unroll
+                for (int m = 0; m < TPT; m++) {
+                    int j = tid + m * THREADS;
+                    if (j < take) { // token j is in the first span whose inclusive sum > j
+                        int lo = 0, hi = SPANS - 1;
+                        while (lo < hi) {
+                            int mid = (lo + hi) / 2;
+                            if (sincl[mid] > j)
+                                hi = mid;
+                            else
+                                lo = mid + 1;
+                        }
+                        uint32_t sp = spage[lo];
+                        int slot = sfirst[lo] + j - (lo ? sincl[lo - 1] : 0);
+                        const int32_t *pb = sp >> 31 ? a.pos[1] : a.pos[0];
+                        wpage[filled + j] = sp;
+                        wslot[filled + j] = (uint16_t)slot;
+                        wpos[filled + j] = pb[(int64_t)(sp & 0x7fffffffu) * P + slot];
+                    }
+                }
+                if (total <= WT - filled) { // every span of this step fits
+                    cs = min(cs + SPANS, span_end), co = 0;
+                    filled += total;
+                } else { // the window ends inside span lo: the next one resumes there
+                    int lo = 0, hi = SPANS - 1;
+                    while (lo < hi) {
+                        int mid = (lo + hi) / 2;
+                        if (sincl[mid] > take)
+                            hi = mid;
+                        else
+                            lo = mid + 1;
+                    }
+                    co = take - (lo ? sincl[lo - 1] : 0) + (lo ? 0 : co);
+                    cs += lo;
+                    filled = WT;
+                }
+                __syncthreads(); // sincl / spage / sfirst / red are rewritten next step
+            }
+            row_done = cs >= span_end;
+            for (int j = filled + tid; j < WT; j += THREADS)
+                wpage[j] = 0, wslot[j] = NO_SLOT, wpos[j] = INT_MAX;
         }
         __syncthreads();
-        const int n_tile = misc[3];
-        if (n_tile == 0)
-            break;
-        if (misc[4] > max_qpos) { // nothing in this tile is visible to any query
-            __syncthreads();
-            continue;
-        }
-        // K and V rows: 8 bf16 (16 bytes) at a time
-        for (int i = tid; i < BK * (D / 8); i += THREADS) {
-            int r = i / (D / 8), c = (i % (D / 8)) * 8;
-            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
-            int64_t ad = kaddr[r];
-            if (ad >= 0) {
-                int pool = (int)(ad >> 62);
-                int64_t rowk = ad & ((1LL << 62) - 1); // page*2P + slot: K row index
-                const __nv_bfloat16 *b = (const __nv_bfloat16 *)a.base[pool];
-                int64_t page = rowk / (2 * P), slot = rowk % (2 * P);
-                const __nv_bfloat16 *kr = b + (page * 2 * P + slot) * D + c;
-                kv = *(const uint4 *)kr;
-                vv = *(const uint4 *)(kr + (int64_t)P * D);
+        // smallest and largest position per tile (a warp's 32 tokens lie in one tile)
+#pragma unroll
+        for (int m = 0; m < TPT; m++) {
+            int j = tid + m * THREADS, p = wpos[j];
+            int mn = __reduce_min_sync(0xffffffffu, p), mx = __reduce_max_sync(0xffffffffu, p);
+            if (lane == 0) {
+                atomicMin(&tmin[j / BK], mn);
+                atomicMax(&tmax[j / BK], mx);
             }
-            *(uint4 *)&Ks[r * L::LD + c] = kv;
-            *(uint4 *)&Vs[r * L::LD + c] = vv;
         }
         __syncthreads();
-        // S = Q K^T for this warp's 16 rows
-        {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-            for (int n = 0; n < BK / 16; n++) {
-                wmma::fill_fragment(acc, 0.f);
-                for (int kk = 0; kk < D / 16; kk++) {
-                    wmma::load_matrix_sync(fa, Qs + warp * 16 * L::LD + kk * 16, L::LD);
-                    wmma::load_matrix_sync(fb, Ks + n * 16 * L::LD + kk * 16, L::LD);
-                    wmma::mma_sync(acc, fa, fb, acc);
-                }
-                wmma::store_matrix_sync(Ss + warp * 16 * L::LDS + n * 16, acc, L::LDS,
-                                        wmma::mem_row_major);
+        vis = 0, full = 0;
+#pragma unroll
+        for (int t = 0; t < WTILES; t++) {
+            vis |= (uint32_t)(tmin[t] <= max_q) << t;
+            full |= (uint32_t)(tmax[t] <= min_q) << t;
+        }
+    };
+
+    // The next tile to run (its index in the current window), or -1 at the row's end.
+    auto next_tile = [&]() -> int {
+        while (!vis) {
+            if (row_done)
+                return -1;
+            flatten();
+        }
+        int t = __ffs(vis) - 1;
+        vis &= vis - 1;
+        return t;
+    };
+
+    // Starts the loads of window tile tl into stage st (one cp.async group).
+    auto issue = [&](int tl, int st) {
+        __nv_bfloat16 *kd = Ks + st * BK * LD, *vd = Vs + st * BK * LD;
+#pragma unroll
+        for (int m = 0; m < BK * CH / THREADS; m++) {
+            int c = tid + m * THREADS, r = c / CH, ch = c % CH, j = tl * BK + r;
+            uint32_t sp = wpage[j];
+            int slot = wslot[j];
+            bool ok = slot != NO_SLOT;
+            const __nv_bfloat16 *b = (const __nv_bfloat16 *)(sp >> 31 ? a.base[1] : a.base[0]);
+            const __nv_bfloat16 *src =
+                ok ? b + ((int64_t)(sp & 0x7fffffffu) * 2 * P + slot) * D + ch * 8
+                   : (const __nv_bfloat16 *)a.q; // not read
+            cp_async16(smem_u32(kd + r * LD + ch * 8), src, ok);
+            cp_async16(smem_u32(vd + r * LD + ch * 8), ok ? src + (int64_t)P * D : src, ok);
+        }
+        if (tid < BK)
+            kpos[st * BK + tid] = wpos[tl * BK + tid];
+        if (tid == 0)
+            flags[st] = !((full >> tl) & 1);
+        cp_async_commit();
+    };
+
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; // rows r0, r1 (l: partial)
+
+    int cur = next_tile(), st = 0;
+    if (cur >= 0)
+        issue(cur, 0);
+    while (cur >= 0) {
+        const int nxt = next_tile();
+        if (nxt >= 0) {
+            issue(nxt, st ^ 1);
+            cp_async_wait<1>();
+        } else
+            cp_async_wait<0>();
+        __syncthreads(); // stage st is complete for every thread
+
+        const __nv_bfloat16 *kb = Ks + st * BK * LD, *vb = Vs + st * BK * LD;
+        // S = Q K^T (16 x 64 per warp)
+        float s[NB][4];
+#pragma unroll
+        for (int i = 0; i < NB; i++)
+            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+            for (int nb = 0; nb < BK / 16; nb++) {
+                uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                ldsm_x4(b, smem_u32(kb + (nb * 16 + (lane & 7) + (lane >> 4) * 8) * LD +
+                                    kk * 16 + ((lane >> 3) & 1) * 8));
+                mma_bf16(s[2 * nb], qf[kk], b[0], b[1]);
+                mma_bf16(s[2 * nb + 1], qf[kk], b[2], b[3]);
+            }
+        if (flags[st]) { // key at column c is visible to a row iff kpos[c] <= its position
+            const int32_t *kp = kpos + st * BK;
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
+                s[nb][0] = p.x <= qp0 ? s[nb][0] : -INFINITY;
+                s[nb][1] = p.y <= qp0 ? s[nb][1] : -INFINITY;
+                s[nb][2] = p.x <= qp1 ? s[nb][2] : -INFINITY;
+                s[nb][3] = p.y <= qp1 ? s[nb][3] : -INFINITY;
             }
         }
-        __syncwarp();
-        // online softmax: two lanes per row, 32 columns each
-        {
-            int r = warp * 16 + lane / 2, half = lane % 2;
-            float *srow = Ss + r * L::LDS + half * 32;
-            int qp = qpos[r];
-            float mx = -INFINITY;
-            for (int j = 0; j < 32; j++) {
-                float x = kpos[half * 32 + j] <= qp ? srow[j] : -INFINITY;
-                srow[j] = x;
-                mx = fmaxf(mx, x);
-            }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            float m_old = Ms[r], m_new = fmaxf(m_old, mx);
-            float alpha = m_new == -INFINITY ? 1.f : __expf(m_old - m_new);
-            float sum = 0.f;
-            __nv_bfloat16 *prow = Ps + r * L::LDP + half * 32;
-            for (int j = 0; j < 32; j++) {
-                float p = m_new == -INFINITY ? 0.f : __expf(srow[j] - m_new);
-                __nv_bfloat16 pb = __float2bfloat16_rn(p);
-                sum += __bfloat162float(pb); // the sum of what P V uses
-                prow[j] = pb;
-            }
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            float *orow = Os + r * L::LDO + half * (D / 2);
-            for (int c = 0; c < D / 2; c++)
-                orow[c] *= alpha;
-            __syncwarp();
-            if (half == 0) {
-                Ms[r] = m_new;
-                Ls[r] = Ls[r] * alpha + sum;
-            }
+        // online softmax: a row's 64 scores lie in the 4 lanes of a quad
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
+            mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
         }
-        __syncwarp();
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        // a row that has seen nothing keeps max -inf: subtract 0 so -inf maps to 0, not NaN
+        const float b0 = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
+        const float b1 = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
+        const float al0 = ex2(m0 * LOG2E - b0), al1 = ex2(m1 * LOG2E - b1);
+        m0 = mx0, m1 = mx1;
+        l0 *= al0, l1 *= al1;
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[i][0] *= al0, o[i][1] *= al0;
+            o[i][2] *= al1, o[i][3] *= al1;
+        }
+        // P as bf16 A fragments: keys 16kk .. +15 are S n-blocks 2kk and 2kk + 1
+        uint32_t pa[BK / 16][4];
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            __nv_bfloat162 u = __floats2bfloat162_rn(ex2(fmaf(s[nb][0], LOG2E, -b0)),
+                                                     ex2(fmaf(s[nb][1], LOG2E, -b0)));
+            __nv_bfloat162 w = __floats2bfloat162_rn(ex2(fmaf(s[nb][2], LOG2E, -b1)),
+                                                     ex2(fmaf(s[nb][3], LOG2E, -b1)));
+            float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
+            l0 += fu.x + fu.y, l1 += fw.x + fw.y; // the sum of the P the MMA uses
+            pa[nb / 2][(nb % 2) * 2] = bf16x2_bits(u);
+            pa[nb / 2][(nb % 2) * 2 + 1] = bf16x2_bits(w);
+        }
         // O += P V
-        {
-            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
-            for (int n = 0; n < D / 16; n++) {
-                float *o = Os + warp * 16 * L::LDO + n * 16;
-                wmma::load_matrix_sync(acc, o, L::LDO, wmma::mem_row_major);
-                for (int kk = 0; kk < BK / 16; kk++) {
-                    wmma::load_matrix_sync(fa, Ps + warp * 16 * L::LDP + kk * 16, L::LDP);
-                    wmma::load_matrix_sync(fb, Vs + kk * 16 * L::LD + n * 16, L::LD);
-                    wmma::mma_sync(acc, fa, fb, acc);
-                }
-                wmma::store_matrix_sync(o, acc, L::LDO, wmma::mem_row_major);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+            for (int nd = 0; nd < D / 16; nd++) {
+                uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                ldsm_x4_trans(b, smem_u32(vb + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
+                                          nd * 16 + (lane >> 4) * 8));
+                mma_bf16(o[2 * nd], pa[kk], b[0], b[1]);
+                mma_bf16(o[2 * nd + 1], pa[kk], b[2], b[3]);
             }
-        }
-        __syncthreads();
+        __syncthreads(); // stage st is free for the tile after next
+        st ^= 1;
+        cur = nxt;
     }
-    for (int i = tid; i < nq * D; i += THREADS) {
-        int r = i / D, c = i % D;
-        float l = Ls[r];
-        a.out[((int64_t)(t_begin + r) * a.n_head + h) * D + c] = l > 0.f ? Os[r * L::LDO + c] / l : 0.f;
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    if (r0 < nq) {
+        float *op = a.out + ((int64_t)(t_begin + r0) * a.n_head + h) * D + 2 * tig;
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            *(float2 *)(op + i * 8) = make_float2(o[i][0] * inv0, o[i][1] * inv0);
+    }
+    if (r1 < nq) {
+        float *op = a.out + ((int64_t)(t_begin + r1) * a.n_head + h) * D + 2 * tig;
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            *(float2 *)(op + i * 8) = make_float2(o[i][2] * inv1, o[i][3] * inv1);
     }
 }
 
@@ -209,6 +449,10 @@ template <int D> int launch(cudaStream_t st, const kw_cuda_prefill &a)
         KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)L::bytes));
+        // two blocks per multiprocessor need most of it as shared memory
+        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
+                                         cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         (int)cudaSharedmemCarveoutMaxShared));
         configured = true;
     }
     dim3 grid(a.n_items, a.n_head);
@@ -216,6 +460,8 @@ template <int D> int launch(cudaStream_t st, const kw_cuda_prefill &a)
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
+
+bool aligned(const void *p, uintptr_t n) { return ((uintptr_t)p & (n - 1)) == 0; }
 
 } // namespace
 
@@ -233,15 +479,21 @@ extern "C" int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t 
 
 extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
 {
-    if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->n_kv <= 0
-        || a->n_head % a->n_kv || a->n_items < 0)
+    // page_tokens < 0xffff: a slot fits the uint16 token entries beside NO_SLOT
+    if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->page_tokens >= NO_SLOT ||
+        a->n_kv <= 0 || a->n_head <= 0 || a->n_head > 65535 || a->n_head % a->n_kv ||
+        a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128))
         return KW_EINVAL;
     if (a->n_items == 0)
         return KW_OK;
+    // 16-byte cp.async rows and float4 Q loads; float2 output stores
+    if (!a->q || !a->out || !a->q_pos || !a->tok_off || !a->row_ptr || !a->items ||
+        !a->base[0] || !a->pos[0] || (a->pages ? !a->row_tokens : !a->spans) ||
+        !aligned(a->q, 16) || !aligned(a->out, 8) || !aligned(a->base[0], 16) ||
+        !aligned(a->base[1], 16))
+        return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
     if (a->head_dim == 128)
         return launch<128>(st, *a);
-    if (a->head_dim == 64)
-        return launch<64>(st, *a);
-    return KW_EINVAL;
+    return launch<64>(st, *a);
 }
