@@ -18,6 +18,9 @@ static const struct {
     {"dequant", "GGUF dequantization throughput"},
     {"cuda_attn", "decode attention over views on the GPU beside the copy bandwidth "
                   "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
+    {"cuda_prefill", "causal prefill attention alone on the GPU, table and span views, "
+                     "4k..32k tokens, in TFLOP/s against a nominal peak (CUDA builds; args: "
+                     "[MAX_CTX] [PEAK_TFLOPS]; tests/bench/run_gpu.sh adds PyTorch SDPA)"},
     {"model", "the CUDA engine on a whole model: prefill and decode tokens per second at "
               "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
               "MODEL.gguf [--ctx ...] [--batch ...]; tests/bench/run_gpu_model.sh adds "
