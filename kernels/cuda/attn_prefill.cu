@@ -13,6 +13,8 @@
 // mode: one page lookup per token) together with their positions; a tile whose smallest
 // position is beyond the block's last query is skipped (causal prefill does about half
 // the work of full attention), and tiles wholly visible to every query skip the mask.
+// Past a window with nothing visible, table mode tests 4 windows at a time by their
+// positions alone (the tail of a causal prefill).
 // Q is rounded to bf16 after scaling; O, the running max and sum stay f32 (the sum is
 // of the bf16 P the MMA uses). Stored positions must be below INT_MAX (INT_MAX marks
 // the padding past a row's end).
@@ -30,6 +32,7 @@ constexpr int WT = 1024;             // tokens per flattened window
 constexpr int WTILES = WT / BK;      // 16: one bit each in the window masks
 constexpr int TPT = WT / THREADS;    // tokens per thread in a window
 constexpr int SPANS = THREADS;       // spans per step of a span-mode flatten
+constexpr int SKIP = 4;              // windows per step of a table-mode skip
 constexpr uint16_t NO_SLOT = 0xffff; // padding past the row's end
 constexpr float LOG2E = 1.4426950408889634f;
 
@@ -49,7 +52,8 @@ template <int D> struct smem_layout {
                             spage = tmax + WTILES * 4, // uint32 (SPANS): page | pool << 31
                             sfirst = spage + SPANS * 4, // int32 (SPANS)
                             sincl = sfirst + SPANS * 4, // int32 (SPANS): inclusive sums
-                            red = sincl + SPANS * 4,    // int32 (16): reductions
+                            red = sincl + SPANS * 4,    // int32 (16): reductions (0-3
+                                                        // query positions, 4-7 scan, 8-11 skip)
                             bytes = red + 64;
     static_assert(BQ * LD * 2 == tile, "Q and K/V tiles share a shape");
 };
@@ -291,12 +295,48 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
         }
     };
 
+    // Table mode after a window with nothing visible (the tail of a causal prefill):
+    // skips SKIP windows at a time while none of their tokens is visible, reading only
+    // positions, many per thread, so the tail costs fewer round trips.
+    auto skip_ahead = [&]() {
+        for (;;) {
+            __syncthreads(); // red[8..11] is rewritten
+            int pg[SKIP * TPT], mn = INT_MAX;
+#pragma unroll
+            for (int m = 0; m < SKIP * TPT; m++) {
+                int t = wbase + tid + m * THREADS;
+                pg[m] = t < n_row ? a.pages[rp + t / P] : -1;
+            }
+#pragma unroll
+            for (int m = 0; m < SKIP * TPT; m++) {
+                int t = wbase + tid + m * THREADS;
+                if (pg[m] >= 0)
+                    mn = min(mn, a.pos[0][(int64_t)pg[m] * P + t % P]);
+            }
+            mn = __reduce_min_sync(0xffffffffu, mn);
+            if (lane == 0)
+                red[8 + warp] = mn;
+            __syncthreads();
+            if (min(min(red[8], red[9]), min(red[10], red[11])) <= max_q)
+                return; // flatten from here
+            wbase += SKIP * WT;
+            if (wbase >= n_row) {
+                row_done = true;
+                return;
+            }
+        }
+    };
+
     // The next tile to run (its index in the current window), or -1 at the row's end.
+    bool skipping = false; // table mode: the last window had nothing visible
     auto next_tile = [&]() -> int {
         while (!vis) {
+            if (skipping && !row_done)
+                skip_ahead();
             if (row_done)
                 return -1;
             flatten();
+            skipping = table && !vis;
         }
         int t = __ffs(vis) - 1;
         vis &= vis - 1;

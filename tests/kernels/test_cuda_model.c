@@ -326,6 +326,11 @@ static int test_prefill(void)
         fails += test_prefill_case(64, 4, 2, 3000, 1, ctx, nq, PF_DENSE, "bigpage");
     }
     {
+        /* a whole causal prefill: early query tiles skip the later windows */
+        int ctx[] = {5000}, nq[] = {5000};
+        fails += test_prefill_case(64, 4, 2, 16, 1, ctx, nq, PF_DENSE, "causal");
+    }
+    {
         int ctx[] = {3000}, nq[] = {1000};
         fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, PF_DENSE, "long");
     }
