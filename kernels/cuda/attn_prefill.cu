@@ -1,18 +1,22 @@
 // Causal prefill attention over views, FlashAttention-2 style on tensor cores (sm_80+).
-// A block (4 warps) takes 64 query tokens of one query head, 16 rows per warp, and walks
-// its KV head's row of the view in tiles of 64 stored tokens. Per tile, with
-// mma.sync m16n8k16 (bf16 in, f32 accumulate): S = Q K^T with Q in registers and K from
-// shared memory (ldmatrix), masked by stored position (key pos <= query pos), online
-// softmax in registers (exp2, log2(e) folded into one FMA), P rounded to bf16 straight
-// from the S accumulators as the A operand of O += P V (V through ldmatrix.trans).
-// K/V tiles arrive by 16-byte cp.async into two shared-memory stages, so the loads of the
-// next visible tile overlap the math of this one; rows are padded by 16 bytes so
-// ldmatrix is free of bank conflicts.
+// A block (4 warps) takes 128 query tokens of one query head, 32 rows per warp (two m16
+// blocks, so each K/V fragment read from shared memory feeds two MMAs), and walks its KV
+// head's row of the view in tiles of 64 stored tokens. Per tile, with mma.sync m16n8k16
+// (bf16 in, f32 accumulate): S = Q K^T with Q and K from shared memory (ldmatrix),
+// masked by stored position (key pos <= query pos), online softmax in registers (exp2,
+// log2(e) folded into one FMA), P rounded to bf16 straight from the S accumulators as
+// the A operand of O += P V (V through ldmatrix.trans). K/V tiles arrive by 16-byte
+// cp.async into two shared-memory stages, so the loads of the next visible tile overlap
+// the math of this one; 16-byte chunks are XOR-swizzled by row so ldmatrix is free of
+// bank conflicts. A warp none of whose rows sees a tile skips its math. About 109 KB of
+// shared memory at head_dim 128 (Q, two K/V stages, token windows): two blocks per SM.
 // Token addresses come from windows of 1024 tokens flattened by the whole block (span
 // mode: a block prefix scan over span lengths, then a binary search per token; table
 // mode: one page lookup per token) together with their positions; a tile whose smallest
 // position is beyond the block's last query is skipped (causal prefill does about half
 // the work of full attention), and tiles wholly visible to every query skip the mask.
+// Past a window with nothing visible, table mode tests 4 windows at a time by their
+// positions alone (the tail of a causal prefill).
 // Q is rounded to bf16 after scaling; O, the running max and sum stay f32 (the sum is
 // of the bf16 P the MMA uses). Stored positions must be below INT_MAX (INT_MAX marks
 // the padding past a row's end).
@@ -25,22 +29,24 @@
 
 namespace {
 
-constexpr int BQ = 64, BK = 64, WARPS = 4, THREADS = WARPS * 32;
+constexpr int BQ = 128, BK = 64, WARPS = 4, THREADS = WARPS * 32;
+constexpr int MB = BQ / WARPS / 16;  // m16 row blocks per warp
 constexpr int WT = 1024;             // tokens per flattened window
 constexpr int WTILES = WT / BK;      // 16: one bit each in the window masks
 constexpr int TPT = WT / THREADS;    // tokens per thread in a window
 constexpr int SPANS = THREADS;       // spans per step of a span-mode flatten
+constexpr int SKIP = 4;              // windows per step of a table-mode skip
+static_assert(MB == 2 && TPT * THREADS == WT, "tile shapes");
 constexpr uint16_t NO_SLOT = 0xffff; // padding past the row's end
 constexpr float LOG2E = 1.4426950408889634f;
 
-// Shared memory (bytes). bf16 rows are D + 8 elements: 16 bytes of padding shift each row
-// by 4 banks, so the 8 row addresses of an ldmatrix phase cover all 32 banks.
+// Shared memory (bytes). bf16 tiles (Q, K, V) have rows of D elements, swizzled (swz).
 template <int D> struct smem_layout {
-    static constexpr int LD = D + 8;
-    static constexpr size_t tile = (size_t)BK * LD * 2;
-    static constexpr size_t q = 0, k = q + (size_t)BQ * LD * 2, v = k + 2 * tile,
+    static constexpr size_t tile = (size_t)BK * D * 2;
+    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + 2 * tile,
                             kpos = v + 2 * tile,       // int32 (2, BK): positions per stage
-                            flags = kpos + 2 * BK * 4, // int32 (2): stage needs the mask
+                            flags = kpos + 2 * BK * 4, // int32 (2, 2) per stage: needs the
+                                                       // mask; smallest position
                             wpage = flags + 16,        // uint32 (WT): page | pool << 31
                             wpos = wpage + WT * 4,     // int32 (WT)
                             wslot = wpos + WT * 4,     // uint16 (WT)
@@ -49,10 +55,20 @@ template <int D> struct smem_layout {
                             spage = tmax + WTILES * 4, // uint32 (SPANS): page | pool << 31
                             sfirst = spage + SPANS * 4, // int32 (SPANS)
                             sincl = sfirst + SPANS * 4, // int32 (SPANS): inclusive sums
-                            red = sincl + SPANS * 4,    // int32 (16): reductions
-                            bytes = red + 64;
-    static_assert(BQ * LD * 2 == tile, "Q and K/V tiles share a shape");
+                            red = sincl + SPANS * 4,    // int32 (16): reductions (0-7
+                                                        // query positions, 8-11 scan,
+                                                        // 12-15 skip)
+                            qpos = red + 64,            // int32 (BQ)
+                            bytes = qpos + BQ * 4;
 };
+
+// Element offset of 16-byte chunk c (8 elements) of row r in a swizzled tile: chunk c sits
+// at c ^ (r & 7), so the 8 rows of an ldmatrix phase, same c, hit 8 different bank groups.
+template <int D> __device__ __forceinline__ int swz(int r, int c)
+{
+    static_assert(D / 8 >= 8, "the swizzle needs 8 chunks per row");
+    return r * D + ((c ^ (r & 7)) << 3);
+}
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
 {
@@ -116,7 +132,6 @@ template <int D>
 __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefill a)
 {
     using L = smem_layout<D>;
-    constexpr int LD = L::LD;
     constexpr int KD = D / 16; // k-steps of S = Q K^T
     constexpr int ND = D / 8;  // n-blocks of O
     constexpr int CH = D / 8;  // 16-byte chunks per K/V row
@@ -128,7 +143,8 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
     uint32_t *wpage = (uint32_t *)(sm + L::wpage), *spage = (uint32_t *)(sm + L::spage);
     int32_t *wpos = (int32_t *)(sm + L::wpos), *tmin = (int32_t *)(sm + L::tmin),
             *tmax = (int32_t *)(sm + L::tmax), *sfirst = (int32_t *)(sm + L::sfirst),
-            *sincl = (int32_t *)(sm + L::sincl), *red = (int32_t *)(sm + L::red);
+            *sincl = (int32_t *)(sm + L::sincl), *red = (int32_t *)(sm + L::red),
+            *qpos = (int32_t *)(sm + L::qpos);
     uint16_t *wslot = (uint16_t *)(sm + L::wslot);
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -150,32 +166,32 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             x = *(const float4 *)(a.q + ((int64_t)(t_begin + r) * a.n_head + h) * D + c);
         __nv_bfloat162 lo = __floats2bfloat162_rn(x.x * a.scale, x.y * a.scale);
         __nv_bfloat162 hi = __floats2bfloat162_rn(x.z * a.scale, x.w * a.scale);
-        *(uint2 *)&Qs[r * LD + c] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
+        *(uint2 *)&Qs[swz<D>(r, c / 8) + c % 8] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
     }
-    // query positions (INT_MIN: no query; at most INT_MAX - 1 so padding stays hidden)
-    const int r0 = warp * 16 + g, r1 = r0 + 8;
-    const int qp0 = r0 < nq ? min(a.q_pos[t_begin + r0], INT_MAX - 1) : INT_MIN;
-    const int qp1 = r1 < nq ? min(a.q_pos[t_begin + r1], INT_MAX - 1) : INT_MIN;
-    if (tid < BQ) { // warps 0 and 1, whole
+    // Query positions (INT_MIN: no query; at most INT_MAX - 1 so padding stays hidden),
+    // kept in shared memory with their maxima (read there, to spare registers). Thread
+    // tid holds query row tid, so warp w reduces exactly its own 32 rows.
+    {
         int p = tid < nq ? min(a.q_pos[t_begin + tid], INT_MAX - 1) : INT_MIN;
+        qpos[tid] = p;
         int mx = __reduce_max_sync(0xffffffffu, p);
         int mn = __reduce_min_sync(0xffffffffu, tid < nq ? p : INT_MAX);
         if (lane == 0)
-            red[warp] = mx, red[2 + warp] = mn;
+            red[warp] = mx, red[4 + warp] = mn;
     }
     __syncthreads();
-    const int max_q = max(red[0], red[1]), min_q = min(red[2], red[3]);
-    uint32_t qf[KD][4]; // A fragments of this warp's 16 rows
-#pragma unroll
-    for (int kk = 0; kk < KD; kk++)
-        ldsm_x4(qf[kk], smem_u32(&Qs[(warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
-                                     kk * 16 + (lane >> 4) * 8]));
+    // red[warp]: the warp's largest query position; the block's largest and smallest
+    // (read where needed, not kept live across the tile loop)
+    auto max_q = [&]() { return max(max(red[0], red[1]), max(red[2], red[3])); };
+    auto min_q = [&]() { return min(min(red[4], red[5]), min(red[6], red[7])); };
 
-    // The row's token windows. Every thread keeps the same copy of this state.
-    const int rp = a.row_ptr[row];
-    const int span_end = table ? 0 : a.row_ptr[row + 1];
-    const int n_row = table ? a.row_tokens[row] : 0;
-    int cs = rp, co = 0; // span mode: the next token is slot co of span cs
+    // The row's token windows. Every thread keeps the same copy of this state. The row's
+    // bounds are read again where used (cached loads), so they do not hold registers
+    // through the tile loop.
+    auto rp = [&]() { return a.row_ptr[row]; };
+    auto span_end = [&]() { return a.row_ptr[row + 1]; };
+    auto n_row = [&]() { return a.row_tokens[row]; };
+    int cs = rp(), co = 0; // span mode: the next token is slot co of span cs
     int wbase = 0;       // table mode: the next window's first token
     bool row_done = false;
     uint32_t vis = 0, full = 0; // tiles of the window left to run; tiles needing no mask
@@ -186,29 +202,31 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
         if (tid < WTILES)
             tmin[tid] = INT_MAX, tmax[tid] = INT_MIN;
         if (table) {
+            const int rp0 = rp(), nr = n_row();
             int pg[TPT];
 #pragma unroll
             for (int m = 0; m < TPT; m++) {
                 int t = wbase + tid + m * THREADS;
-                pg[m] = t < n_row ? a.pages[rp + t / P] : 0;
+                pg[m] = t < nr ? a.pages[rp0 + t / P] : 0;
             }
 #pragma unroll
             for (int m = 0; m < TPT; m++) {
                 int j = tid + m * THREADS, t = wbase + j, slot = t % P;
-                bool ok = t < n_row;
+                bool ok = t < nr;
                 wpage[j] = (uint32_t)pg[m];
                 wslot[j] = ok ? (uint16_t)slot : NO_SLOT;
                 wpos[j] = ok ? a.pos[0][(int64_t)pg[m] * P + slot] : INT_MAX;
             }
             wbase += WT;
-            row_done = wbase >= n_row;
+            row_done = wbase >= nr;
         } else {
+            const int se = span_end();
             int filled = 0;
-            while (filled < WT && cs < span_end) {
+            while (filled < WT && cs < se) {
                 // SPANS spans from the cursor, one per thread; the first starts at slot co
                 int i = cs + tid, n = 0, first = 0;
                 uint32_t pg = 0;
-                if (i < span_end) {
+                if (i < se) {
                     kw_cuda_span s = a.spans[i];
                     n = s.n, first = s.first, pg = (uint32_t)s.page | (uint32_t)(s.pool != 0) << 31;
                     if (tid == 0)
@@ -222,10 +240,10 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                         x += y;
                 }
                 if (lane == 31)
-                    red[4 + warp] = x;
+                    red[8 + warp] = x;
                 __syncthreads();
                 for (int w = 0; w < warp; w++)
-                    x += red[4 + w];
+                    x += red[8 + w];
                 sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
                 __syncthreads();
                 const int total = sincl[SPANS - 1], take = min(total, WT - filled);
@@ -250,7 +268,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                     }
                 }
                 if (total <= WT - filled) { // every span of this step fits
-                    cs = min(cs + SPANS, span_end), co = 0;
+                    cs = min(cs + SPANS, se), co = 0;
                     filled += total;
                 } else { // the window ends inside span lo: the next one resumes there
                     int lo = 0, hi = SPANS - 1;
@@ -267,7 +285,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                 }
                 __syncthreads(); // sincl / spage / sfirst / red are rewritten next step
             }
-            row_done = cs >= span_end;
+            row_done = cs >= se;
             for (int j = filled + tid; j < WT; j += THREADS)
                 wpage[j] = 0, wslot[j] = NO_SLOT, wpos[j] = INT_MAX;
         }
@@ -284,19 +302,57 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
         }
         __syncthreads();
         vis = 0, full = 0;
+        const int mxq = max_q(), mnq = min_q();
 #pragma unroll
         for (int t = 0; t < WTILES; t++) {
-            vis |= (uint32_t)(tmin[t] <= max_q) << t;
-            full |= (uint32_t)(tmax[t] <= min_q) << t;
+            vis |= (uint32_t)(tmin[t] <= mxq) << t;
+            full |= (uint32_t)(tmax[t] <= mnq) << t;
+        }
+    };
+
+    // Table mode after a window with nothing visible (the tail of a causal prefill):
+    // skips SKIP windows at a time while none of their tokens is visible, reading only
+    // positions, many per thread, so the tail costs fewer round trips.
+    auto skip_ahead = [&]() {
+        for (;;) {
+            __syncthreads(); // red[12..15] is rewritten
+            const int rp0 = rp(), nr = n_row();
+            int pg[SKIP * TPT], mn = INT_MAX;
+#pragma unroll
+            for (int m = 0; m < SKIP * TPT; m++) {
+                int t = wbase + tid + m * THREADS;
+                pg[m] = t < nr ? a.pages[rp0 + t / P] : -1;
+            }
+#pragma unroll
+            for (int m = 0; m < SKIP * TPT; m++) {
+                int t = wbase + tid + m * THREADS;
+                if (pg[m] >= 0)
+                    mn = min(mn, a.pos[0][(int64_t)pg[m] * P + t % P]);
+            }
+            mn = __reduce_min_sync(0xffffffffu, mn);
+            if (lane == 0)
+                red[12 + warp] = mn;
+            __syncthreads();
+            if (min(min(red[12], red[13]), min(red[14], red[15])) <= max_q())
+                return; // flatten from here
+            wbase += SKIP * WT;
+            if (wbase >= nr) {
+                row_done = true;
+                return;
+            }
         }
     };
 
     // The next tile to run (its index in the current window), or -1 at the row's end.
+    bool skipping = false; // table mode: the last window had nothing visible
     auto next_tile = [&]() -> int {
         while (!vis) {
+            if (skipping && !row_done)
+                skip_ahead();
             if (row_done)
                 return -1;
             flatten();
+            skipping = table && !vis;
         }
         int t = __ffs(vis) - 1;
         vis &= vis - 1;
@@ -305,7 +361,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
 
     // Starts the loads of window tile tl into stage st (one cp.async group).
     auto issue = [&](int tl, int st) {
-        __nv_bfloat16 *kd = Ks + st * BK * LD, *vd = Vs + st * BK * LD;
+        __nv_bfloat16 *kd = Ks + st * BK * D, *vd = Vs + st * BK * D;
 #pragma unroll
         for (int m = 0; m < BK * CH / THREADS; m++) {
             int c = tid + m * THREADS, r = c / CH, ch = c % CH, j = tl * BK + r;
@@ -316,21 +372,26 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             const __nv_bfloat16 *src =
                 ok ? b + ((int64_t)(sp & 0x7fffffffu) * 2 * P + slot) * D + ch * 8
                    : (const __nv_bfloat16 *)a.q; // not read
-            cp_async16(smem_u32(kd + r * LD + ch * 8), src, ok);
-            cp_async16(smem_u32(vd + r * LD + ch * 8), ok ? src + (int64_t)P * D : src, ok);
+            cp_async16(smem_u32(kd + swz<D>(r, ch)), src, ok);
+            cp_async16(smem_u32(vd + swz<D>(r, ch)), ok ? src + (int64_t)P * D : src, ok);
         }
         if (tid < BK)
             kpos[st * BK + tid] = wpos[tl * BK + tid];
         if (tid == 0)
-            flags[st] = !((full >> tl) & 1);
+            flags[2 * st] = !((full >> tl) & 1), flags[2 * st + 1] = tmin[tl];
         cp_async_commit();
     };
 
-    float o[ND][4];
+    float o[MB][ND][4];
 #pragma unroll
-    for (int i = 0; i < ND; i++)
-        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f; // rows r0, r1 (l: partial)
+    for (int mi = 0; mi < MB; mi++)
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            o[mi][i][0] = o[mi][i][1] = o[mi][i][2] = o[mi][i][3] = 0.f;
+    float m[MB][2], l[MB][2]; // running max and (this thread's partial) sum per row
+#pragma unroll
+    for (int mi = 0; mi < MB; mi++)
+        m[mi][0] = m[mi][1] = -INFINITY, l[mi][0] = l[mi][1] = 0.f;
 
     int cur = next_tile(), st = 0;
     if (cur >= 0)
@@ -344,101 +405,133 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             cp_async_wait<0>();
         __syncthreads(); // stage st is complete for every thread
 
-        const __nv_bfloat16 *kb = Ks + st * BK * LD, *vb = Vs + st * BK * LD;
-        // S = Q K^T (16 x 64 per warp)
-        float s[NB][4];
+        // a tile whose smallest position is beyond all of this warp's rows is all masked
+        // for them: its math would leave m, l and O as they are
+        if (flags[2 * st + 1] <= red[warp]) {
+            const __nv_bfloat16 *kb = Ks + st * BK * D, *vb = Vs + st * BK * D;
+            // S = Q K^T (32 x 64 per warp)
+            float s[MB][NB][4];
 #pragma unroll
-        for (int i = 0; i < NB; i++)
-            s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+            for (int mi = 0; mi < MB; mi++)
 #pragma unroll
-        for (int kk = 0; kk < KD; kk++)
+                for (int i = 0; i < NB; i++)
+                    s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
 #pragma unroll
-            for (int nb = 0; nb < BK / 16; nb++) {
-                uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                ldsm_x4(b, smem_u32(kb + (nb * 16 + (lane & 7) + (lane >> 4) * 8) * LD +
-                                    kk * 16 + ((lane >> 3) & 1) * 8));
-                mma_bf16(s[2 * nb], qf[kk], b[0], b[1]);
-                mma_bf16(s[2 * nb + 1], qf[kk], b[2], b[3]);
+            for (int kk = 0; kk < KD; kk++) {
+                uint32_t qa[MB][4]; // rows mi*16 .. +15, channels kk*16 .. +15
+#pragma unroll
+                for (int mi = 0; mi < MB; mi++)
+                    ldsm_x4(qa[mi], smem_u32(Qs + swz<D>(warp * 32 + mi * 16 + (lane & 7) +
+                                                             ((lane >> 3) & 1) * 8,
+                                                         kk * 2 + (lane >> 4))));
+#pragma unroll
+                for (int nb = 0; nb < BK / 16; nb++) {
+                    uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                    ldsm_x4(b, smem_u32(kb + swz<D>(nb * 16 + (lane & 7) + (lane >> 4) * 8,
+                                                    kk * 2 + ((lane >> 3) & 1))));
+#pragma unroll
+                    for (int mi = 0; mi < MB; mi++) {
+                        mma_bf16(s[mi][2 * nb], qa[mi], b[0], b[1]);
+                        mma_bf16(s[mi][2 * nb + 1], qa[mi], b[2], b[3]);
+                    }
+                }
             }
-        if (flags[st]) { // key at column c is visible to a row iff kpos[c] <= its position
-            const int32_t *kp = kpos + st * BK;
+            if (flags[2 * st]) { // key at column c is visible to a row iff kpos[c] <= its position
+                const int32_t *kp = kpos + st * BK;
 #pragma unroll
-            for (int nb = 0; nb < NB; nb++) {
-                int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
-                s[nb][0] = p.x <= qp0 ? s[nb][0] : -INFINITY;
-                s[nb][1] = p.y <= qp0 ? s[nb][1] : -INFINITY;
-                s[nb][2] = p.x <= qp1 ? s[nb][2] : -INFINITY;
-                s[nb][3] = p.y <= qp1 ? s[nb][3] : -INFINITY;
+                for (int mi = 0; mi < MB; mi++) {
+                    const int q0 = qpos[warp * 32 + mi * 16 + g], q1 = qpos[warp * 32 + mi * 16 + g + 8];
+#pragma unroll
+                    for (int nb = 0; nb < NB; nb++) {
+                        int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
+                        s[mi][nb][0] = p.x <= q0 ? s[mi][nb][0] : -INFINITY;
+                        s[mi][nb][1] = p.y <= q0 ? s[mi][nb][1] : -INFINITY;
+                        s[mi][nb][2] = p.x <= q1 ? s[mi][nb][2] : -INFINITY;
+                        s[mi][nb][3] = p.y <= q1 ? s[mi][nb][3] : -INFINITY;
+                    }
+                }
+            }
+            // online softmax: a row's 64 scores lie in the 4 lanes of a quad
+            float base[MB][2]; // the new max times log2(e); 0 for a row that has seen nothing
+#pragma unroll
+            for (int mi = 0; mi < MB; mi++) {
+                float mx0 = m[mi][0], mx1 = m[mi][1];
+#pragma unroll
+                for (int nb = 0; nb < NB; nb++) {
+                    mx0 = fmaxf(mx0, fmaxf(s[mi][nb][0], s[mi][nb][1]));
+                    mx1 = fmaxf(mx1, fmaxf(s[mi][nb][2], s[mi][nb][3]));
+                }
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+                // max -inf (nothing seen yet): subtract 0 so -inf maps to 0, not NaN
+                base[mi][0] = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
+                base[mi][1] = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
+                const float al0 = ex2(m[mi][0] * LOG2E - base[mi][0]);
+                const float al1 = ex2(m[mi][1] * LOG2E - base[mi][1]);
+                m[mi][0] = mx0, m[mi][1] = mx1;
+                l[mi][0] *= al0, l[mi][1] *= al1;
+#pragma unroll
+                for (int i = 0; i < ND; i++) {
+                    o[mi][i][0] *= al0, o[mi][i][1] *= al0;
+                    o[mi][i][2] *= al1, o[mi][i][3] *= al1;
+                }
+            }
+            // O += P V, 16 keys at a time: keys 16kk .. +15 are S n-blocks 2kk and 2kk + 1,
+            // whose accumulators are P's bf16 A fragment once exponentiated
+#pragma unroll
+            for (int kk = 0; kk < BK / 16; kk++) {
+                uint32_t pa[MB][4];
+#pragma unroll
+                for (int mi = 0; mi < MB; mi++)
+#pragma unroll
+                    for (int half = 0; half < 2; half++) {
+                        const float *sv = s[mi][2 * kk + half];
+                        __nv_bfloat162 u = __floats2bfloat162_rn(
+                            ex2(fmaf(sv[0], LOG2E, -base[mi][0])), ex2(fmaf(sv[1], LOG2E, -base[mi][0])));
+                        __nv_bfloat162 w = __floats2bfloat162_rn(
+                            ex2(fmaf(sv[2], LOG2E, -base[mi][1])), ex2(fmaf(sv[3], LOG2E, -base[mi][1])));
+                        float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
+                        l[mi][0] += fu.x + fu.y, l[mi][1] += fw.x + fw.y; // the P the MMA uses
+                        pa[mi][half * 2] = bf16x2_bits(u);
+                        pa[mi][half * 2 + 1] = bf16x2_bits(w);
+                    }
+#pragma unroll
+                for (int nd = 0; nd < D / 16; nd++) {
+                    uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                    ldsm_x4_trans(b, smem_u32(vb + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
+                                                          nd * 2 + (lane >> 4))));
+#pragma unroll
+                    for (int mi = 0; mi < MB; mi++) {
+                        mma_bf16(o[mi][2 * nd], pa[mi], b[0], b[1]);
+                        mma_bf16(o[mi][2 * nd + 1], pa[mi], b[2], b[3]);
+                    }
+                }
             }
         }
-        // online softmax: a row's 64 scores lie in the 4 lanes of a quad
-        float mx0 = m0, mx1 = m1;
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            mx0 = fmaxf(mx0, fmaxf(s[nb][0], s[nb][1]));
-            mx1 = fmaxf(mx1, fmaxf(s[nb][2], s[nb][3]));
-        }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        // a row that has seen nothing keeps max -inf: subtract 0 so -inf maps to 0, not NaN
-        const float b0 = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
-        const float b1 = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
-        const float al0 = ex2(m0 * LOG2E - b0), al1 = ex2(m1 * LOG2E - b1);
-        m0 = mx0, m1 = mx1;
-        l0 *= al0, l1 *= al1;
-#pragma unroll
-        for (int i = 0; i < ND; i++) {
-            o[i][0] *= al0, o[i][1] *= al0;
-            o[i][2] *= al1, o[i][3] *= al1;
-        }
-        // P as bf16 A fragments: keys 16kk .. +15 are S n-blocks 2kk and 2kk + 1
-        uint32_t pa[BK / 16][4];
-#pragma unroll
-        for (int nb = 0; nb < NB; nb++) {
-            __nv_bfloat162 u = __floats2bfloat162_rn(ex2(fmaf(s[nb][0], LOG2E, -b0)),
-                                                     ex2(fmaf(s[nb][1], LOG2E, -b0)));
-            __nv_bfloat162 w = __floats2bfloat162_rn(ex2(fmaf(s[nb][2], LOG2E, -b1)),
-                                                     ex2(fmaf(s[nb][3], LOG2E, -b1)));
-            float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
-            l0 += fu.x + fu.y, l1 += fw.x + fw.y; // the sum of the P the MMA uses
-            pa[nb / 2][(nb % 2) * 2] = bf16x2_bits(u);
-            pa[nb / 2][(nb % 2) * 2 + 1] = bf16x2_bits(w);
-        }
-        // O += P V
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++)
-#pragma unroll
-            for (int nd = 0; nd < D / 16; nd++) {
-                uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                ldsm_x4_trans(b, smem_u32(vb + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * LD +
-                                          nd * 16 + (lane >> 4) * 8));
-                mma_bf16(o[2 * nd], pa[kk], b[0], b[1]);
-                mma_bf16(o[2 * nd + 1], pa[kk], b[2], b[3]);
-            }
         __syncthreads(); // stage st is free for the tile after next
         st ^= 1;
         cur = nxt;
     }
 
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
-    if (r0 < nq) {
-        float *op = a.out + ((int64_t)(t_begin + r0) * a.n_head + h) * D + 2 * tig;
 #pragma unroll
-        for (int i = 0; i < ND; i++)
-            *(float2 *)(op + i * 8) = make_float2(o[i][0] * inv0, o[i][1] * inv0);
-    }
-    if (r1 < nq) {
-        float *op = a.out + ((int64_t)(t_begin + r1) * a.n_head + h) * D + 2 * tig;
+    for (int mi = 0; mi < MB; mi++)
 #pragma unroll
-        for (int i = 0; i < ND; i++)
-            *(float2 *)(op + i * 8) = make_float2(o[i][2] * inv1, o[i][3] * inv1);
-    }
+        for (int hh = 0; hh < 2; hh++) {
+            float sum = l[mi][hh];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            const int r = warp * 32 + mi * 16 + g + hh * 8;
+            if (r < nq) {
+                float *op = a.out + ((int64_t)(t_begin + r) * a.n_head + h) * D + 2 * tig;
+#pragma unroll
+                for (int i = 0; i < ND; i++)
+                    *(float2 *)(op + i * 8) =
+                        make_float2(o[mi][i][2 * hh] * inv, o[mi][i][2 * hh + 1] * inv);
+            }
+        }
 }
 
 template <int D> int launch(cudaStream_t st, const kw_cuda_prefill &a)

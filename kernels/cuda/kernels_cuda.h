@@ -129,9 +129,10 @@ int kw_cuda_kv_append(void *stream, void *base, int32_t *pos_base, int page_toke
 /* attn_prefill.cu: causal attention of chunks of query tokens over views (bf16 pages,
  * head_dim 64 or 128). Sequence s has query tokens [tok_off[s], tok_off[s+1]) of q and
  * reads row s * n_kv + kvh of the concatenated views (rows per KV head). A query at
- * position p reads stored tokens with position <= p; a query that reads nothing gets
- * zeros. Work items (seq, first query token) in tiles of 64 queries come from
- * kw_cuda_prefill_items (items NULL: count only). */
+ * position p reads stored tokens with position <= p (stored positions below INT_MAX);
+ * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
+ * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless
+ * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
 typedef struct kw_cuda_prefill {
     const void *base[2];          /* device: main and temporary pool */
     const int32_t *pos[2];

@@ -1,6 +1,14 @@
-"""PyTorch peers for the decode-attention benchmark, on the same GPU in the same run:
-SDPA over the dense KV (bf16, 32 query / 8 KV heads, head_dim 128) and gather-then-SDPA
-over a 25% token selection. Prints CSV lines in bench_cuda_attn's format."""
+"""PyTorch peers for the attention benchmarks, on the same GPU in the same run.
+
+  bench_sdpa.py [MAX_CTX] [BW_GBPS]: decode, SDPA over the dense KV (bf16, 32 query /
+      8 KV heads, head_dim 128) and gather-then-SDPA over a 25% token selection, in
+      bench_cuda_attn's CSV format.
+  bench_sdpa.py prefill [MAX_CTX] [PEAK_TFLOPS]: causal prefill attention of one
+      sequence (every token a query, contexts 4k..MAX_CTX, default 32k) with
+      is_causal=True, in bench_cuda_prefill's CSV format and FLOP count. View "gqa"
+      passes the 8 KV heads with enable_gqa=True; "expanded" repeats them to 32 heads
+      first (outside the timing), in case a fused backend does not take GQA.
+"""
 import sys
 
 import torch
@@ -23,7 +31,42 @@ def timeit(fn, reps=30):
     return ts[len(ts) // 2]
 
 
+def prefill(max_ctx, peak):
+    torch.manual_seed(0)
+    H, HKV, D = 32, 8, 128
+    ctx = 4096
+    while ctx <= max_ctx:
+        q = torch.randn(1, H, ctx, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, HKV, ctx, D, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        flop = 4.0 * H * D * (ctx * (ctx + 1) / 2)
+        reps = 20 if ctx <= 8192 else 10
+        views = []
+        try:
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            views.append(("gqa", lambda: F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, enable_gqa=True)))
+        except (TypeError, RuntimeError):  # PyTorch before 2.5
+            pass
+        ke = k.repeat_interleave(H // HKV, dim=1)
+        ve = v.repeat_interleave(H // HKV, dim=1)
+        views.append(("expanded", lambda: F.scaled_dot_product_attention(
+            q, ke, ve, is_causal=True)))
+        for name, fn in views:
+            ms = timeit(fn, reps)
+            tf = flop / (ms * 1e-3) / 1e12
+            print(f"sdpa_prefill,{name},{ctx},{ctx},{ms:.4f},{flop/1e12:.3f},{tf:.1f},"
+                  f"{100*tf/peak:.1f}", flush=True)
+        del q, k, v, ke, ve, views
+        torch.cuda.empty_cache()
+        ctx *= 2
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "prefill":
+        prefill(int(sys.argv[2]) if len(sys.argv) > 2 else 32768,
+                float(sys.argv[3]) if len(sys.argv) > 3 else 800.0)
+        return
     max_ctx = int(sys.argv[1]) if len(sys.argv) > 1 else 131072
     bw = float(sys.argv[2]) * 1e9 if len(sys.argv) > 2 else 3.0e12
     torch.manual_seed(0)

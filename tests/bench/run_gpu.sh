@@ -1,20 +1,43 @@
 #!/usr/bin/env bash
 # On a GPU machine: builds with CUDA, checks the CUDA kernels against the CPU references,
-# then times decode attention over views beside PyTorch SDPA (same GPU, same run).
-# Usage: tests/bench/run_gpu.sh [MAX_CTX] [OUT_DIR]
+# then times decode attention over views and causal prefill attention beside PyTorch
+# SDPA (same GPU, same run), and ends with a prefill table side by side.
+# Usage: tests/bench/run_gpu.sh [MAX_CTX] [OUT_DIR]   (MAX_CTX: decode, default 131072;
+# PREFILL_MAX_CTX, default 32768, and PEAK_TFLOPS, default 800, in the environment)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 max_ctx=${1:-131072}
 out=${2:-bench-out}
+prefill_ctx=${PREFILL_MAX_CTX:-32768}
+peak=${PEAK_TFLOPS:-800}
 mkdir -p "$out"
 [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled
 ninja -C build-gpu
 ./build-gpu/tests/kernels/test_cuda_kernels | tail -1
 ./build-gpu/tests/kernels/test_cuda_attn | tail -1
+./build-gpu/tests/kernels/test_cuda_model | grep -E '^FAIL|prefill|failure'
 ./build-gpu/tests/bench/bench_cuda_attn "$max_ctx" | tee "$out/attn_view.csv"
 bw=$(grep copy_bandwidth "$out/attn_view.csv" | cut -d, -f2)
+./build-gpu/tests/bench/bench_cuda_prefill "$prefill_ctx" "$peak" | tee "$out/prefill.csv"
+: > "$out/sdpa_prefill.csv"
 if python3 -c 'import torch' 2>/dev/null; then
   python3 tests/bench/bench_sdpa.py "$max_ctx" "$bw" | tee "$out/sdpa.csv"
+  python3 tests/bench/bench_sdpa.py prefill "$prefill_ctx" "$peak" | tee "$out/sdpa_prefill.csv"
 else
   echo "PyTorch not installed: no SDPA peer numbers"
 fi
+# side by side: kvweave (table and span views) against the faster SDPA view, per context
+echo
+echo "causal prefill attention, 32/8 heads, head_dim 128, q tokens = ctx (TFLOP/s)"
+printf '%8s %10s %10s %10s %8s %8s\n' ctx kvw_table kvw_spans sdpa ratio pct_peak
+awk -F, -v peak="$peak" '
+  FNR == NR { if ($1 == "prefill_attn") { kv[$2, $4] = $7; ctx[$4] = 1 } next }
+  $1 == "sdpa_prefill" && (!($4 in sd) || $7 + 0 > sd[$4] + 0) { sd[$4] = $7 }
+  END {
+    for (c in ctx) {
+      t = kv["table", c]; s = (c in sd) ? sd[c] : ""
+      printf "%8d %10.1f %10.1f %10s %8s %7.1f%%\n", c, t, kv["spans", c],
+             s == "" ? "-" : sprintf("%.1f", s), s == "" ? "-" : sprintf("%.2f", t / s),
+             100 * t / peak
+    }
+  }' "$out/prefill.csv" "$out/sdpa_prefill.csv" | sort -n

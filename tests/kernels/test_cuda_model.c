@@ -1,10 +1,11 @@
 /* The CUDA kernels of the device engine against the CPU references, on random shapes and
  * data with poisoned outputs: cuBLAS GEMMs (f32, and bf16 with f32 accumulation), causal
- * prefill attention over paged bf16 views (dense and token-level spans, GQA, chunks),
- * page append, bf16 embedding gather. Skipped (exit 77, with a line saying why) without
- * a CUDA device. Bounds: f32 paths rel L2 < 1e-4; bf16 GEMM against the reference on
- * the same bf16-rounded inputs < 1e-4 (and < 1e-2 against the unrounded f32 inputs);
- * attention (bf16 pages, Q and P rounded to bf16 for the tensor cores) < 1e-2. */
+ * prefill attention over paged bf16 views (dense, token-level and run spans over both
+ * pools, GQA, chunks; dense views also in table mode), page append, bf16 embedding
+ * gather. Skipped (exit 77, with a line saying why) without a CUDA device. Bounds: f32
+ * paths rel L2 < 1e-4; bf16 GEMM against the reference on the same bf16-rounded inputs
+ * < 1e-4 (and < 1e-2 against the unrounded f32 inputs); attention (bf16 pages, Q and P
+ * rounded to bf16 for the tensor cores) < 1e-2. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>
@@ -136,9 +137,23 @@ static int test_gemm(void)
 
 /* A random paged pool: n_seq sequences, each KV head with ctx tokens at increasing
  * positions (with gaps, as after eviction) on shuffled pages; query chunks are the last
- * nq tokens' positions. Views: dense (whole pages) or token-level (a random subset). */
+ * nq tokens' positions. Views (mode): PF_DENSE whole pages, PF_TOKENS a random subset of
+ * single tokens, PF_RUNS random runs inside pages, a third of them read through the
+ * temporary pool (which holds the main pool's pages shifted by one, so a wrong pool
+ * reads wrong data). Dense views also run in table mode. */
+enum { PF_DENSE = 0, PF_TOKENS = 1, PF_RUNS = 2 };
+
+/* out poisoned (NaN) before the kernel, so an element it does not write fails */
+static int run_prefill(const kw_cuda_prefill *a, float *out, size_t n)
+{
+    CK(cudaMemset(a->out, 0xff, n * 4));
+    int rc = kw_cuda_attn_prefill(NULL, a);
+    dget(out, a->out, n * 4);
+    return rc;
+}
+
 static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, const int *ctx,
-                             const int *nq, int sparse, const char *label)
+                             const int *nq, int mode, const char *label)
 {
     int n_pages = 0;
     for (int s = 0; s < n_seq; s++)
@@ -180,22 +195,40 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
                 int g = perm[next++], n = ctx[s] - pg * P < P ? ctx[s] - pg * P : P;
                 for (int c = 0; c < n; c++)
                     pos[(size_t)g * P + c] = sp[pg * P + c];
-                if (!sparse)
+                if (mode == PF_DENSE) {
                     kw_view_add(views[s], 0, g, 0, n);
-                else
+                } else if (mode == PF_TOKENS) {
                     for (int c = 0; c < n; c++)
                         if (uni() < 0.3 || pg * P + c >= ctx[s] - nq[s])
                             kw_view_add(views[s], 0, g, c, 1);
+                } else {
+                    for (int c = 0, len; c < n; c += len) {
+                        len = 1 + (int)(uni() * (n - c));
+                        if (uni() < 0.4 && pg * P + c + len <= ctx[s] - nq[s])
+                            continue; /* dropped (never one holding a query's own token) */
+                        int tmp = uni() < 0.3;
+                        kw_view_add(views[s], tmp, tmp ? (g + n_pages - 1) % n_pages : g, c, len);
+                    }
+                }
             }
         }
         free(sp);
     }
+    /* temporary pool: page x holds main page x + 1 */
+    float *pool1 = malloc((size_t)n_pages * pf * 4);
+    int32_t *pos1 = malloc((size_t)n_pages * P * 4);
+    for (int x = 0; x < n_pages; x++) {
+        int src = (x + 1) % n_pages;
+        memcpy(pool1 + (size_t)x * pf, pool + (size_t)src * pf, pf * 4);
+        memcpy(pos1 + (size_t)x * P, pos + (size_t)src * P, (size_t)P * 4);
+    }
+    uint16_t *poolb1 = to_bf16(pool1, (size_t)n_pages * pf, NULL);
     float *q = randv((size_t)n_tok * n_head * D, 1.f), *ref = malloc((size_t)n_tok * n_head * D * 4),
           *out = malloc((size_t)n_tok * n_head * D * 4);
     float scale = 1.f / sqrtf((float)D);
-    kw_kvmem mem = {.base = {(const uint8_t *)pool, (const uint8_t *)pool},
+    kw_kvmem mem = {.base = {(const uint8_t *)pool, (const uint8_t *)pool1},
                     .page_bytes = {(int64_t)pf * 4, (int64_t)pf * 4},
-                    .dtype = {KW_KV_F32, KW_KV_F32}, .pos = {pos, pos}, .page_tokens = P,
+                    .dtype = {KW_KV_F32, KW_KV_F32}, .pos = {pos, pos1}, .page_tokens = P,
                     .head_dim = D};
     kw_attn_args ra = {.mem = mem, .n_seq = n_seq, .views = (const kw_view *const *)views,
                        .tok_off = tok_off, .q = q, .q_pos = q_pos, .n_head = n_head,
@@ -221,29 +254,57 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
     int32_t *items = malloc((size_t)n_items * 8);
     kw_cuda_prefill_items(n_seq, tok_off, items);
     kw_cuda_prefill a = {0};
-    a.base[0] = a.base[1] = dput(poolb, (size_t)n_pages * pf * 2);
-    a.pos[0] = a.pos[1] = dput(pos, (size_t)n_pages * P * 4);
+    a.base[0] = dput(poolb, (size_t)n_pages * pf * 2);
+    a.base[1] = dput(poolb1, (size_t)n_pages * pf * 2);
+    a.pos[0] = dput(pos, (size_t)n_pages * P * 4);
+    a.pos[1] = dput(pos1, (size_t)n_pages * P * 4);
     a.kv = KW_CUDA_KV_BF16, a.page_tokens = P, a.head_dim = D;
     a.n_head = n_head, a.n_kv = n_kv, a.n_seq = n_seq;
     a.tok_off = dput(tok_off, (size_t)(n_seq + 1) * 4);
     a.row_ptr = dput(row_ptr, (size_t)(n_rows + 1) * 4);
-    a.spans = dput(spans, (size_t)(k + 1) * sizeof *spans);
+    void *d_spans = dput(spans, (size_t)(k + 1) * sizeof *spans);
+    a.spans = d_spans;
     a.q_pos = dput(q_pos, (size_t)n_tok * 4);
     a.q = dput(q, (size_t)n_tok * n_head * D * 4);
-    a.out = dput(NULL, (size_t)n_tok * n_head * D * 4);
+    size_t n_out = (size_t)n_tok * n_head * D;
+    a.out = dput(NULL, n_out * 4);
     a.scale = scale, a.n_items = n_items, a.items = dput(items, (size_t)n_items * 8);
-    int rc = kw_cuda_attn_prefill(NULL, &a);
-    dget(out, a.out, (size_t)n_tok * n_head * D * 4);
+    int rc = run_prefill(&a, out, n_out);
     char shape[160];
     snprintf(shape, sizeof shape, "%s D=%d heads=%d/%d P=%d seqs=%d tokens=%d", label, D, n_head,
              n_kv, P, n_seq, n_tok);
-    int fail = report("prefill", rc, rel_l2(out, ref, (size_t)n_tok * n_head * D), 1e-2, shape);
-    cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);
-    cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans), cudaFree((void *)a.q_pos);
+    int fail = report("prefill", rc, rel_l2(out, ref, n_out), 1e-2, shape);
+    if (mode == PF_DENSE) {
+        /* table mode over the same views: a dense row's spans are its pages in order, all
+         * full from slot 0 but the last, so row_ptr indexes the page list as it did the
+         * spans */
+        int32_t *pages = malloc((size_t)(k + 1) * 4), *row_tokens = malloc((size_t)n_rows * 4);
+        int bad = 0;
+        for (int r = 0; r < n_rows; r++) {
+            row_tokens[r] = 0;
+            for (int i = row_ptr[r]; i < row_ptr[r + 1]; i++) {
+                pages[i] = spans[i].page;
+                row_tokens[r] += spans[i].n;
+                bad += spans[i].first != 0 || spans[i].pool != 0 ||
+                       (i + 1 < row_ptr[r + 1] && spans[i].n != P);
+            }
+        }
+        a.pages = dput(pages, (size_t)(k + 1) * 4);
+        a.row_tokens = dput(row_tokens, (size_t)n_rows * 4);
+        a.spans = NULL; /* unused in table mode */
+        rc = run_prefill(&a, out, n_out);
+        fail += report("prefill_tab", rc, bad ? INFINITY : rel_l2(out, ref, n_out), 1e-2, shape);
+        cudaFree((void *)a.pages), cudaFree((void *)a.row_tokens);
+        free(pages), free(row_tokens);
+    }
+    cudaFree((void *)a.base[0]), cudaFree((void *)a.base[1]), cudaFree((void *)a.pos[0]);
+    cudaFree((void *)a.pos[1]), cudaFree((void *)a.tok_off), cudaFree((void *)a.row_ptr);
+    cudaFree(d_spans), cudaFree((void *)a.q_pos);
     cudaFree((void *)a.q), cudaFree(a.out), cudaFree((void *)a.items);
     for (int s = 0; s < n_seq; s++)
         kw_view_free(views[s]);
     free(pool), free(poolb), free(pos), free(perm), free(q_pos), free(q), free(ref), free(out);
+    free(pool1), free(poolb1), free(pos1);
     free(row_ptr), free(spans), free(items);
     return fail;
 }
@@ -261,7 +322,34 @@ static int test_prefill(void)
     }
     {
         int ctx[] = {700, 130}, nq[] = {65, 130};
-        fails += test_prefill_case(128, 28, 4, 8, 2, ctx, nq, 1, "tokens");
+        fails += test_prefill_case(128, 28, 4, 8, 2, ctx, nq, PF_TOKENS, "tokens");
+    }
+    {
+        /* runs crossing the kernel's 64-token tiles and 1024-token windows, both pools */
+        int ctx[] = {2500, 300}, nq[] = {200, 300};
+        fails += test_prefill_case(128, 8, 2, 64, 2, ctx, nq, PF_RUNS, "runs");
+    }
+    {
+        /* pages (spans) longer than the kernel's 1024-token windows, ending inside them */
+        int ctx[] = {7000}, nq[] = {300};
+        fails += test_prefill_case(64, 4, 2, 3000, 1, ctx, nq, PF_DENSE, "bigpage");
+    }
+    {
+        /* a whole causal prefill: early query tiles skip the later windows */
+        int ctx[] = {5000}, nq[] = {5000};
+        fails += test_prefill_case(64, 4, 2, 16, 1, ctx, nq, PF_DENSE, "causal");
+    }
+    {
+        int ctx[] = {3000}, nq[] = {1000};
+        fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, PF_DENSE, "long");
+    }
+    {
+        int ctx[24], nq[24];
+        for (int s = 0; s < 24; s++) {
+            ctx[s] = 1 + (int)(uni() * 600);
+            nq[s] = s % 3 ? 1 + (int)(uni() * ctx[s]) : ctx[s];
+        }
+        fails += test_prefill_case(64, 16, 4, 16, 24, ctx, nq, PF_DENSE, "many");
     }
     for (int t = 0; t < 3; t++) {
         int n_seq = 1 + (int)(uni() * 4), ctx[4], nq[4];

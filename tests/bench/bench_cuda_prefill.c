@@ -1,0 +1,171 @@
+/* Causal prefill attention alone on the GPU: one sequence whose every token is a query
+ * (q tokens = ctx), 32 query / 8 KV heads, head_dim 128, bf16 pages of 16 tokens on
+ * shuffled pages, as a table-mode view (page lists) and a span-mode view (one span per
+ * page), contexts 4k..32k. Times with CUDA events (warm-up, median of repeats). FLOPs are
+ * those of the causal half: 4 * n_head * head_dim * ctx * (ctx + 1) / 2 (QK^T and PV),
+ * reported as TFLOP/s and as a share of a nominal peak (800 TFLOP/s unless given). One
+ * CSV line per case (header first). A benchmark, never a test.
+ * Usage: bench_cuda_prefill [MAX_CTX] [PEAK_TFLOPS] */
+#include <cuda_runtime_api.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_common.h"
+#include "cuda/kernels_cuda.h"
+
+#define CK(x)                                                                              \
+    do {                                                                                   \
+        if ((x) != cudaSuccess) {                                                          \
+            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+enum { P = 16, D = 128, H = 32, HKV = 8 };
+
+static uint64_t rng = 11;
+static double uni(void)
+{
+    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
+static void *upload(const void *h, size_t bytes)
+{
+    void *d;
+    CK(cudaMalloc(&d, bytes));
+    CK(cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* median milliseconds of one launch */
+static double time_prefill(const kw_cuda_prefill *a, int reps)
+{
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    double t[32];
+    for (int i = 0; i < reps + 3; i++) { /* 3 warm-ups */
+        CK(cudaEventRecord(e0, 0));
+        if (kw_cuda_attn_prefill(NULL, a) != 0) {
+            fprintf(stderr, "launch failed: %s\n", kw_cuda_last_error());
+            exit(1);
+        }
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 3)
+            t[i - 3] = ms;
+    }
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return kwb_median(t, reps);
+}
+
+static void bench(int ctx, double peak)
+{
+    const int pages_row = (ctx + P - 1) / P, n_rows = HKV, n_pages = n_rows * pages_row;
+    size_t pool_elems = (size_t)n_pages * 2 * P * D;
+    /* pool: random bf16 in [-1, 1), filled from a 1M-element pattern */
+    uint16_t *pat = malloc(2 * 1024 * 1024);
+    for (int i = 0; i < 1024 * 1024; i++) {
+        float f = (float)(uni() * 2 - 1);
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        pat[i] = (uint16_t)(u >> 16);
+    }
+    void *base;
+    CK(cudaMalloc(&base, pool_elems * 2));
+    for (size_t off = 0; off < pool_elems; off += 1024 * 1024) {
+        size_t n = pool_elems - off < 1024 * 1024 ? pool_elems - off : 1024 * 1024;
+        CK(cudaMemcpy((uint16_t *)base + off, pat, n * 2, cudaMemcpyHostToDevice));
+    }
+    /* row r's page p is a shuffled pool page holding tokens p*P .. at positions = index */
+    int32_t *perm = malloc(sizeof(int32_t) * n_pages), *pos = malloc(sizeof(int32_t) * n_pages * P);
+    for (int i = 0; i < n_pages; i++)
+        perm[i] = i;
+    for (int i = n_pages - 1; i > 0; i--) {
+        int j = (int)(uni() * (i + 1)), t = perm[i];
+        perm[i] = perm[j], perm[j] = t;
+    }
+    int32_t *row_ptr = malloc(sizeof(int32_t) * (n_rows + 1)), *row_tokens = malloc(4 * n_rows);
+    kw_cuda_span *sp = malloc(sizeof(kw_cuda_span) * n_pages);
+    for (int r = 0; r < n_rows; r++) {
+        row_ptr[r] = r * pages_row;
+        row_tokens[r] = ctx;
+        for (int p = 0; p < pages_row; p++) {
+            int g = perm[r * pages_row + p], n = ctx - p * P < P ? ctx - p * P : P;
+            for (int c = 0; c < P; c++)
+                pos[(size_t)g * P + c] = p * P + c;
+            sp[r * pages_row + p] = (kw_cuda_span){g, 0, (uint16_t)n, 0};
+        }
+    }
+    row_ptr[n_rows] = n_pages;
+    int32_t *q_pos = malloc(4 * (size_t)ctx), tok_off[2] = {0, ctx};
+    for (int i = 0; i < ctx; i++)
+        q_pos[i] = i;
+    int n_items = kw_cuda_prefill_items(1, tok_off, NULL);
+    int32_t *items = malloc(8 * (size_t)n_items);
+    kw_cuda_prefill_items(1, tok_off, items);
+    size_t nq = (size_t)ctx * H * D;
+    float *q, *out;
+    CK(cudaMalloc((void **)&q, nq * 4));
+    CK(cudaMalloc((void **)&out, nq * 4));
+    float *hq = malloc(sizeof(float) * 1024 * 1024);
+    for (int i = 0; i < 1024 * 1024; i++)
+        hq[i] = (float)(uni() * 2 - 1);
+    for (size_t off = 0; off < nq; off += 1024 * 1024) {
+        size_t n = nq - off < 1024 * 1024 ? nq - off : 1024 * 1024;
+        CK(cudaMemcpy(q + off, hq, n * 4, cudaMemcpyHostToDevice));
+    }
+
+    kw_cuda_prefill a = {0};
+    a.base[0] = a.base[1] = base;
+    a.pos[0] = a.pos[1] = upload(pos, sizeof(int32_t) * n_pages * P);
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = P, a.head_dim = D;
+    a.n_head = H, a.n_kv = HKV, a.n_seq = 1;
+    a.tok_off = upload(tok_off, sizeof tok_off);
+    a.row_ptr = upload(row_ptr, sizeof(int32_t) * (n_rows + 1));
+    a.q_pos = upload(q_pos, 4 * (size_t)ctx);
+    a.q = q, a.out = out, a.scale = 0.08838835f;
+    a.n_items = n_items, a.items = upload(items, 8 * (size_t)n_items);
+    const int32_t *d_pages = upload(perm, sizeof(int32_t) * n_pages); /* rows' pages in order */
+    const int32_t *d_row_tokens = upload(row_tokens, 4 * (size_t)n_rows);
+    const kw_cuda_span *d_spans = upload(sp, sizeof(kw_cuda_span) * n_pages);
+    int reps = ctx <= 8192 ? 20 : 10;
+    double flop = 4.0 * H * D * ((double)ctx * (ctx + 1) / 2);
+    for (int mode = 0; mode < 2; mode++) {
+        a.pages = mode == 0 ? d_pages : NULL;
+        a.row_tokens = mode == 0 ? d_row_tokens : NULL;
+        a.spans = mode == 0 ? NULL : d_spans;
+        double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
+        printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode == 0 ? "table" : "spans", ctx,
+               ctx, ms, flop / 1e12, tf, 100.0 * tf / peak);
+        fflush(stdout);
+    }
+    cudaFree(base), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);
+    cudaFree((void *)a.row_ptr), cudaFree((void *)a.q_pos), cudaFree((void *)a.items);
+    cudaFree((void *)d_pages), cudaFree((void *)d_row_tokens), cudaFree((void *)d_spans);
+    cudaFree(q), cudaFree(out);
+    free(pat), free(perm), free(pos), free(row_ptr), free(row_tokens), free(sp), free(q_pos);
+    free(items), free(hq);
+}
+
+int main(int argc, char **argv)
+{
+    if (kw_cuda_device_count() == 0) {
+        printf("SKIP: no CUDA device\n");
+        return 77;
+    }
+    int max_ctx = argc > 1 ? atoi(argv[1]) : 32768;
+    double peak = argc > 2 ? atof(argv[2]) : 800.0;
+    printf("peak_TFLOPs,%.1f\n", peak);
+    printf("bench,view,q_tokens,ctx,ms,TFLOP,TFLOPs,pct_peak\n");
+    for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
+        bench(ctx, peak);
+    return 0;
+}
