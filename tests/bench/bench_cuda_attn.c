@@ -211,6 +211,12 @@ int main(int argc, char **argv)
     printf("copy_bandwidth_GBps,%.1f\n", bw / 1e9);
     printf("bench,view,batch,ctx,ms,MB,GBps,pct_copy_bw,items,parts\n");
     int max_ctx = argc > 1 ? atoi(argv[1]) : 131072;
+    const char *only = getenv("KW_BENCH_ONLY"); /* "B,ctx,mode": one case (for profilers) */
+    int ob, oc, om;
+    if (only && sscanf(only, "%d,%d,%d", &ob, &oc, &om) == 3) {
+        bench(ob, oc, om, bw);
+        return 0;
+    }
     for (int B = 1; B <= 8; B *= 8)
         for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
             for (int mode = 0; mode < 4; mode++)
