@@ -319,13 +319,13 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
     return a;
 }
 
-/* The split-K item size for a decode step reading `toks` tokens in one layer: enough
- * items for about 4 blocks per multiprocessor (132 on an H100/H200; two waves of the
- * decode kernel's 2 blocks per multiprocessor), at least 256 tokens (4 tiles, so each
- * item's copy pipeline fills), a multiple of 64. */
+/* The split-K item size for a decode step reading `toks` tokens in one layer: about 8
+ * items per multiprocessor (132 on an H100/H200: four waves of the decode kernel's 2
+ * blocks per multiprocessor, so the last wave's tail is short), at least 256 tokens (4
+ * tiles, so each item's copy pipeline fills), a multiple of 64. */
 int kw__cf_plan_tokens(int64_t toks)
 {
-    int t = (int)(toks / (132 * 4));
+    int t = (int)(toks / (132 * 8));
     return t < 256 ? 256 : (t + 63) / 64 * 64;
 }
 

@@ -318,39 +318,56 @@ template <int D, bool TABLE> struct stream_cfg {
 
 // Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
 // stage. Rows past the item's end are zero-filled: P V multiplies them by p = 0, and
-// stale shared memory could hold NaNs.
+// stale shared memory could hold NaNs. A thread copies one 16-byte chunk column of a row
+// group, so a token's address is found once per pass (not per chunk) and all page
+// lookups of the tile are issued before the copies; lp = log2(P) when P is a power of
+// two (shifts instead of divisions), else -1. This address work, not the math, is what
+// bounds the kernel's issue rate.
 template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
                                            const token_list &tl, const int32_t *ptab, int b0,
-                                           int n, int tile)
+                                           int n, int tile, int lp)
 {
     using C = stream_cfg<D, TABLE>;
-    constexpr int CH = D / 8;
+    constexpr int CH = D / 8;                  // 16-byte chunks per row
+    constexpr int RPP = WARPS * 32 / CH;       // rows per pass
+    constexpr int PASSES = C::TT / RPP;
     const int P = a.page_tokens;
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
     __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
     int32_t *ps = (int32_t *)(Vs + C::TT * C::LDK);
-    const int i0 = tile * C::TT;
-    for (int idx = threadIdx.x; idx < C::TT * 2 * CH; idx += WARPS * 32) {
-        const int tk = idx / (2 * CH), w = idx % (2 * CH), isv = w / CH, c = w % CH;
-        const int i = i0 + tk;
-        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[0];
+    const int i0 = tile * C::TT, c = threadIdx.x % CH, rg = threadIdx.x / CH;
+    int64_t off[PASSES];
+    int pool[PASSES];
+#pragma unroll
+    for (int p = 0; p < PASSES; p++) {
+        const int i = i0 + p * RPP + rg;
+        off[p] = 0, pool[p] = 0;
         if (i < n) {
             if constexpr (TABLE) {
                 const int t = b0 + i;
-                src += ((int64_t)ptab[t / P] * 2 * P + t % P + isv * P) * D + c * 8;
+                const int pg = ptab[lp >= 0 ? t >> lp : t / P];
+                off[p] = ((int64_t)pg * 2 * P + (lp >= 0 ? t & (P - 1) : t % P)) * D;
             } else {
-                src = (const __nv_bfloat16 *)a.base[tl.pool[i]] + tl.off[i]
-                      + (int64_t)isv * P * D + c * 8;
+                off[p] = tl.off[i], pool[p] = tl.pool[i];
             }
         }
-        cp_async16_zfill((isv ? Vs : Ks) + tk * C::LDK + c * 8, src, i < n);
+    }
+#pragma unroll
+    for (int p = 0; p < PASSES; p++) {
+        const int tk = p * RPP + rg;
+        const bool ok = i0 + tk < n;
+        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + c * 8;
+        cp_async16_zfill(Ks + tk * C::LDK + c * 8, src, ok);
+        cp_async16_zfill(Vs + tk * C::LDK + c * 8, src + (ok ? (int64_t)P * D : 0), ok);
     }
     if constexpr (TABLE)
         for (int tk = threadIdx.x; tk < C::TT; tk += WARPS * 32) {
             const int t = b0 + i0 + tk;
-            if (i0 + tk < n)
-                cp_async4(ps + tk, a.pos[0] + (int64_t)ptab[t / P] * P + t % P);
+            if (i0 + tk < n) {
+                const int pg = ptab[lp >= 0 ? t >> lp : t / P];
+                cp_async4(ps + tk, a.pos[0] + (int64_t)pg * P + (lp >= 0 ? t & (P - 1) : t % P));
+            }
         }
 }
 
@@ -388,6 +405,7 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     }
     const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
     const int ntiles = (n + C::TT - 1) / C::TT;
+    const int P = a.page_tokens, lp = (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1;
 
     float o[NT][4];
 #pragma unroll
@@ -397,12 +415,12 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
 #pragma unroll
     for (int s = 0; s < C::NS - 1; s++) {
         if (s < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, s);
+            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, s, lp);
         cp_async_commit();
     }
     for (int tile = 0; tile < ntiles; tile++) {
         if (tile + C::NS - 1 < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1);
+            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1, lp);
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
         __syncthreads();            // everyone's have

@@ -122,9 +122,9 @@ static void bench(int B, int ctx, int mode, double bw)
         q_row[r] = r * G;
         q_pos[r] = ctx;
     }
-    /* items: about KW_BENCH_BLOCKS (default 4) per multiprocessor of 132 */
+    /* items: about KW_BENCH_BLOCKS (default 8, as the engine plans) per multiprocessor of 132 */
     const char *eb = getenv("KW_BENCH_BLOCKS");
-    int target_items = 132 * (eb && atoi(eb) > 0 ? atoi(eb) : 4);
+    int target_items = 132 * (eb && atoi(eb) > 0 ? atoi(eb) : 8);
     int max_tok = (int)(tokens / (size_t)target_items);
     max_tok = max_tok < 256 ? 256 : (max_tok + 63) / 64 * 64; /* as the engine plans */
     int32_t *pages = malloc(4 * (ns + 1)), *row_tok = malloc(4 * (size_t)n_rows);
