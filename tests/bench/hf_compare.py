@@ -41,6 +41,63 @@ def sha256(path):
     return h.hexdigest()
 
 
+def gguf_meta(path):
+    """The GGUF's scalar and string metadata as a dict."""
+    import gguf
+
+    r = gguf.GGUFReader(path)
+    out = {}
+    for k, f in r.fields.items():
+        if not f.data:
+            continue
+        v = f.parts[f.data[0]]
+        if f.types and f.types[0] == gguf.GGUFValueType.STRING:
+            out[k] = bytes(v).decode("utf-8", "replace")
+        elif len(f.data) == 1 and getattr(v, "size", 0) == 1:
+            out[k] = v[0].item()
+    return out
+
+
+def apply_rope_scaling(model, path):
+    """transformers' GGUF loader reads rope.freq_base but not {arch}.rope.scaling.* (nor a
+    rope_freqs tensor), so a Llama-3.1 GGUF would run with plain RoPE there while kvweave
+    applies the llama3 frequency scaling the file declares. Give transformers' rotary
+    embedding the same frequencies (computed here from the metadata), so both sides run
+    the model the file describes."""
+    m = gguf_meta(path)
+    arch = m.get("general.architecture", "llama")
+    kind = m.get(f"{arch}.rope.scaling.type")
+    if kind is None:
+        return
+    rot = getattr(model.model, "rotary_emb", None)
+    if rot is None or not hasattr(rot, "inv_freq"):
+        sys.exit("hf_compare: the GGUF declares RoPE scaling but this transformers version "
+                 "has no rotary_emb.inv_freq to set")
+    dim = int(m.get(f"{arch}.rope.dimension_count") or model.config.head_dim)
+    base = float(m.get(f"{arch}.rope.freq_base", 10000.0))
+    inv = (1.0 / (np.float32(base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))).astype(np.float64)  # as float32, as both sides compute it
+    factor = float(m.get(f"{arch}.rope.scaling.factor", 1.0))
+    if kind == "linear":
+        inv = inv / factor
+    elif kind == "llama3":
+        lo = float(m.get(f"{arch}.rope.scaling.low_freq_factor", 1.0))
+        hi = float(m.get(f"{arch}.rope.scaling.high_freq_factor", 4.0))
+        old = float(m.get(f"{arch}.rope.scaling.original_context_length", 8192))
+        wavelen = 2 * np.pi / inv
+        smooth = np.clip((old / wavelen - lo) / (hi - lo), 0.0, 1.0)
+        # long wavelengths (> old / lo) divided by factor, short ones (< old / hi) kept,
+        # the band between interpolated
+        inv = (1 - smooth) * inv / factor + smooth * inv
+    else:
+        sys.exit(f"hf_compare: RoPE scaling type '{kind}' is not handled here")
+    t = torch.tensor(inv, dtype=torch.float32, device=rot.inv_freq.device)
+    rot.inv_freq = t
+    if hasattr(rot, "original_inv_freq"):
+        rot.original_inv_freq = t.clone()
+    print(f"# RoPE scaling {kind} (factor {factor}) applied to transformers' rotary "
+          "embedding", file=sys.stderr)
+
+
 def sync(dev):
     if dev == "cuda":
         torch.cuda.synchronize()
@@ -62,6 +119,7 @@ def main():
     t0 = time.time()
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=name, torch_dtype=dt)
     model.to(a.device).eval()
+    apply_rope_scaling(model, a.model)
     print(f"# loaded {a.model} in {time.time() - t0:.1f} s ({a.device}, {a.dtype})",
           file=sys.stderr)
     V = model.config.vocab_size
