@@ -110,6 +110,36 @@ template <> __device__ float dot_row<float, 64>(const float *k, const float *q)
     }
     return s;
 }
+// The end of both kernels: merge the warps' (max, sum, acc) per head, mg (WARPS, G, D + 2)
+// in shared memory, and write the normalized output (whole-row item) or the part.
+template <int D, int G>
+__device__ void merge_write(const kw_cuda_attn &a, const float *mg, int part, int32_t qrow)
+{
+    for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
+        const int j = idx / D, d = idx % D;
+        float mx = -FLT_MAX;
+        for (int w = 0; w < WARPS; w++)
+            mx = fmaxf(mx, mg[((size_t)w * G + j) * (D + 2)]);
+        float ls = 0.f, as = 0.f;
+        for (int w = 0; w < WARPS; w++) {
+            const float *x = mg + ((size_t)w * G + j) * (D + 2);
+            const float f = x[1] > 0.f ? exp2f(x[0] - mx) : 0.f;
+            ls += x[1] * f;
+            as += x[2 + d] * f;
+        }
+        if (part < 0) {
+            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+            if (d == 0 && a.lse)
+                a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
+        } else {
+            float *pt = a.partial + ((size_t)part * G + j) * (D + 2);
+            pt[2 + d] = as;
+            if (d == 0)
+                pt[0] = mx, pt[1] = ls;
+        }
+    }
+}
+
 // Scores: a lane per token (its whole K row against every query head, q from shared
 // memory). Values: lanes split the channels and walk the warp's 32 tokens, so V rows are
 // read coalesced.
@@ -197,28 +227,7 @@ attn_decode_kernel(const kw_cuda_attn a)
             sm[warp][j][0] = m[j], sm[warp][j][1] = l[j];
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
-        const int j = idx / D, d = idx % D;
-        float mx = -FLT_MAX;
-        for (int w = 0; w < WARPS; w++)
-            mx = fmaxf(mx, sm[w][j][0]);
-        float ls = 0.f, as = 0.f;
-        for (int w = 0; w < WARPS; w++) {
-            float f = sm[w][j][1] > 0.f ? exp2f(sm[w][j][0] - mx) : 0.f;
-            ls += sm[w][j][1] * f;
-            as += sm[w][j][2 + d] * f;
-        }
-        if (part < 0) {
-            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
-            if (d == 0 && a.lse)
-                a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
-        } else {
-            float *pt = a.partial + ((size_t)part * G + j) * (D + 2);
-            pt[2 + d] = as;
-            if (d == 0)
-                pt[0] = mx, pt[1] = ls;
-        }
-    }
+    merge_write<D, G>(a, &sm[0][0][0], part, qrow);
 }
 
 // One block per split row: merge its parts.
@@ -499,29 +508,7 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
             dst[0] = m_run, dst[1] = l_run;
     }
     __syncthreads();
-    for (int idx = threadIdx.x; idx < G * D; idx += WARPS * 32) {
-        const int j = idx / D, d = idx % D;
-        float mx = -FLT_MAX;
-        for (int w = 0; w < WARPS; w++)
-            mx = fmaxf(mx, mg[((size_t)w * G + j) * (D + 2)]);
-        float ls = 0.f, as = 0.f;
-        for (int w = 0; w < WARPS; w++) {
-            const float *x = mg + ((size_t)w * G + j) * (D + 2);
-            const float f = x[1] > 0.f ? exp2f(x[0] - mx) : 0.f;
-            ls += x[1] * f;
-            as += x[2 + d] * f;
-        }
-        if (part < 0) {
-            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
-            if (d == 0 && a.lse)
-                a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
-        } else {
-            float *pt = a.partial + ((size_t)part * G + j) * (D + 2);
-            pt[2 + d] = as;
-            if (d == 0)
-                pt[0] = mx, pt[1] = ls;
-        }
-    }
+    merge_write<D, G>(a, mg, part, qrow);
 }
 
 template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
