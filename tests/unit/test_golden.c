@@ -11,7 +11,8 @@
  * (bf16 weights and KV): logits within KVWEAVE_GOLDEN_BOUND (default 2e-2 there, the
  * bound of the CUDA-vs-CPU tests), and the greedy continuations are counted (printed)
  * rather than required identical: bf16 rounding may flip a near tie, which then changes
- * every later token. At least half of the prompts must match all 32 tokens. Pre-RoPE
+ * every later token (on random 8B-width weights with a 128k vocabulary the first flip
+ * came after 21 to 29 tokens). Every prompt's first GREEDY_PREFIX tokens must match. Pre-RoPE
  * pools are CPU-only. */
 #include <jansson.h>
 #include <math.h>
@@ -29,6 +30,7 @@
 #include "runtime/forward.h"
 
 #define NG 32
+#define GREEDY_PREFIX 8 /* CUDA mode: tokens every continuation must share */
 #define MAXP 8
 
 static kw_model *model;
@@ -211,7 +213,7 @@ static void greedy(bool together, bool pre_rope)
     }
     kw_engine_wait_idle(e);
     kw_engine_close(e);
-    int same = 0;
+    int same = 0, early = -1;
     for (int p = 0; p < np; p++) {
         json_t *g = json_object_get(json_array_get(ps, p), "greedy");
         assert_int_equal(s.r[p]->n_gen, NG);
@@ -220,6 +222,8 @@ static void greedy(bool together, bool pre_rope)
             if (s.r[p]->tokens[i] != json_integer_value(json_array_get(g, i)))
                 first_diff = i;
         same += first_diff == NG;
+        if (first_diff < GREEDY_PREFIX && early < 0)
+            early = p;
         if (first_diff < NG && cuda_dev < 0)
             fail_msg("prompt %d token %d: %d, transformers %lld (%s, %s)", p, first_diff,
                      s.r[p]->tokens[first_diff],
@@ -233,8 +237,8 @@ static void greedy(bool together, bool pre_rope)
     printf("greedy (%s, %s, %s): %d of %d prompts identical for %d tokens\n",
            cuda_dev >= 0 ? "cuda" : "cpu", together ? "batch" : "one by one",
            pre_rope ? "pre-RoPE" : "post-RoPE", same, np, NG);
-    if (2 * same < np)
-        fail_msg("greedy: only %d of %d prompts identical", same, np);
+    if (early >= 0)
+        fail_msg("greedy: prompt %d differs within its first %d tokens", early, GREEDY_PREFIX);
 }
 
 static void test_golden_greedy_one_by_one(void **st)
