@@ -9,5 +9,18 @@ int kwb_parse_list(const char *s, int *out, int max); /* "1,8" -> {1, 8}; the co
 /* Device-to-device copy of 1 GiB, bytes read + written per second, median of 10 after 2
  * warm-ups (CUDA events); 0 when the buffers cannot be allocated. */
 double kwb_copy_bandwidth(void);
+/* Median milliseconds of reps calls of fn(arg), each between two CUDA events on the
+ * default stream, after warmup calls; fn returns < 0 on failure (the benchmark exits
+ * with kw_cuda_last_error). */
+double kwb_time_ms(int (*fn)(void *), void *arg, int warmup, int reps);
+
+/* exits on a failed CUDA runtime call, naming it */
+#define KWB_CK(x)                                                                          \
+    do {                                                                                   \
+        if ((x) != 0) {                                                                    \
+            fprintf(stderr, "%s failed at %s:%d\n", #x, __FILE__, __LINE__);               \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
 
 #endif

@@ -11,37 +11,27 @@
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 
-#define CK(x)                                                                              \
-    do {                                                                                   \
-        if ((x) != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define CK KWB_CK
 
-/* median ms of reps calls of kw_cuda_linear_bf16 (each rotating through copies of w, so
- * the weights are never served from L2) */
+typedef struct lin {
+    void **w;
+    int nw, i, M, N, K;
+    const void *x;
+    float *y;
+} lin;
+
+static int launch_linear(void *p)
+{
+    lin *l = p;
+    return kw_cuda_linear_bf16(NULL, l->x, l->w[l->i++ % l->nw], NULL, l->y, l->M, l->N, l->K);
+}
+
+/* median ms of calls of kw_cuda_linear_bf16, each on the next of nw copies of w, so the
+ * weights are never served from L2 */
 static double time_linear(void **w, int nw, const void *x, float *y, int M, int N, int K)
 {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    double t[31];
-    for (int i = 0; i < 36; i++) {
-        CK(cudaEventRecord(e0, 0));
-        if (kw_cuda_linear_bf16(NULL, x, w[i % nw], NULL, y, M, N, K) != 0) {
-            fprintf(stderr, "linear failed: %s\n", kw_cuda_last_error());
-            exit(1);
-        }
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 5)
-            t[i - 5] = ms;
-    }
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    return kwb_median(t, 31);
+    lin l = {w, nw, 0, M, N, K, x, y};
+    return kwb_time_ms(launch_linear, &l, 5, 31);
 }
 
 int main(void)

@@ -15,13 +15,7 @@
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 
-#define CK(x)                                                                              \
-    do {                                                                                   \
-        if ((x) != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define CK KWB_CK
 
 enum { P = 16, D = 128, H = 32, HKV = 8 };
 
@@ -42,28 +36,12 @@ static void *upload(const void *h, size_t bytes)
     return d;
 }
 
+static int launch_prefill(void *a) { return kw_cuda_attn_prefill(NULL, a); }
+
 /* median milliseconds of one launch */
 static double time_prefill(const kw_cuda_prefill *a, int reps)
 {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    double t[32];
-    for (int i = 0; i < reps + 3; i++) { /* 3 warm-ups */
-        CK(cudaEventRecord(e0, 0));
-        if (kw_cuda_attn_prefill(NULL, a) != 0) {
-            fprintf(stderr, "launch failed: %s\n", kw_cuda_last_error());
-            exit(1);
-        }
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 3)
-            t[i - 3] = ms;
-    }
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    return kwb_median(t, reps);
+    return kwb_time_ms(launch_prefill, (void *)a, 3, reps);
 }
 
 static void bench(int ctx, double peak)
