@@ -56,7 +56,8 @@ struct kw_cfwd {
     int32_t *cq_list;            /* keep..., src..., dst... of each table in turn */
     int cq_n, cq_off_cap, cq_rc;
     size_t cq_len, cq_cap;
-    int32_t *h_list;             /* host scratch for prefill items */
+    int32_t *h_list;             /* host scratch: prefill items (hooked steps), every
+                                    layer's row lengths (dense steps) */
     size_t h_list_cap;
 };
 
