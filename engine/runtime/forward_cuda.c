@@ -186,8 +186,7 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     if (rc == 0)
         rc = dmalloc(&c->xb, (size_t)xb, "activations", err);
     c->slots = malloc(sizeof(int32_t) * (size_t)f->n_layer * T * f->n_head_kv);
-    c->view = kw_view_new();
-    bool ok = c->slots && c->view;
+    bool ok = c->slots != NULL;
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
         ok = ok && (c->views[i] = kw_view_new()) != NULL;
     if (rc == 0 && !ok)
@@ -263,7 +262,6 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(q[i]);
     free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list);
     free(c->slots);
-    kw_view_free(c->view);
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
         kw_view_free(c->views[i]);
     if (c->st)

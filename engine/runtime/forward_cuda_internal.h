@@ -42,7 +42,6 @@ struct kw_cfwd {
     float *partial;
     size_t partial_cap; /* floats */
     int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
-    kw_view *view;
     int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
     /* steps with hooks (see run_hooked) */
     kw_view *views[KW_FWD_MAX_SEQ];
