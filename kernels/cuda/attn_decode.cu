@@ -18,6 +18,7 @@
 // merged in shared memory; a whole-row item writes the normalized output, a part writes
 // (max, sum, unnormalized acc) for the combine kernel. Spans hold at most 255 tokens.
 #include <cfloat>
+#include <cstdint>
 #include <cuda_bf16.h>
 
 #include "attn_decode.cuh"
@@ -149,6 +150,8 @@ attn_decode_kernel(const kw_cuda_attn a)
 {
     constexpr int E = D / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (a.live_items && (int)blockIdx.x >= *a.live_items)
+        return; // a fixed grid (CUDA graph) larger than this call's plan
     const int32_t *it = a.items + 4 * blockIdx.x;
     const int row = it[0], s0 = it[1], s1 = it[2], part = it[3];
     const int P = a.page_tokens;
@@ -390,6 +393,8 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // span mode only
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
+    if (a.live_items && (int)blockIdx.x >= *a.live_items)
+        return; // a fixed grid (CUDA graph) larger than this call's plan
     const int32_t *it = a.items + 4 * blockIdx.x;
     const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
     const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
@@ -556,6 +561,20 @@ int launch_g(cudaStream_t st, const kw_cuda_attn &a)
     }
 }
 
+// Blocks of the bf16 table-mode decode kernel per multiprocessor (the same shared memory
+// and threads for every G and for span mode, give or take the token list).
+template <int D> cudaError_t stream_occupancy(int *per)
+{
+    using C = stream_cfg<D, true>;
+    cudaError_t e = cudaFuncSetAttribute(attn_stream_kernel<D, 4, true>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)C::bytes);
+    if (e != cudaSuccess)
+        return e;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(per, attn_stream_kernel<D, 4, true>,
+                                                         WARPS * 32, C::bytes);
+}
+
 } // namespace
 
 static int clamp_tokens(int max_tokens)
@@ -643,6 +662,60 @@ extern "C" int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, in
         }
     }
     return parts;
+}
+
+// The item size whose whole waves of items over `slots` concurrent blocks cost the least,
+// an item costing its tokens plus a fixed ITEM_COST (pipeline fill, partial write and
+// merge). Candidates cut the longest row into k items, k = 1, 2, ... (with equal rows the
+// best is the largest size that still fills whole waves: one wave of long items at batch
+// 1, where fixed short items left most of each item's copy pipeline empty), or spread all
+// tokens over w whole waves (unequal rows).
+extern "C" int kw_cuda_attn_plan_tokens(int n_rows, const int32_t *row_tokens, int slots, int cap)
+{
+    constexpr int64_t ITEM_COST = 192;
+    int64_t maxlen = 0;
+    for (int r = 0; r < n_rows; r++)
+        maxlen = row_tokens[r] > maxlen ? row_tokens[r] : maxlen;
+    if (slots < 1)
+        slots = 1;
+    int64_t lim = cap > 0 ? cap / 64 * 64 : INT32_MAX / 2;
+    if (lim < 64)
+        lim = 64;
+    int64_t total = 0, best_t = 64, best_cost = INT64_MAX;
+    for (int r = 0; r < n_rows; r++)
+        total += row_tokens[r];
+    auto consider = [&](int64_t t) {
+        t = (t + 63) / 64 * 64;
+        t = t < 64 ? 64 : t > lim ? lim : t;
+        int64_t n = 0;
+        for (int r = 0; r < n_rows; r++)
+            n += row_tokens[r] > t ? (row_tokens[r] + t - 1) / t : 1;
+        const int64_t cost = (n + slots - 1) / slots * (t + ITEM_COST);
+        if (cost < best_cost || (cost == best_cost && t > best_t))
+            best_cost = cost, best_t = t;
+    };
+    // the longest row in k items (equal rows: whole waves), and the total in w waves
+    const int64_t kmax = (int64_t)8 * slots / (n_rows > 0 ? n_rows : 1) + 2;
+    for (int64_t k = 1; k <= kmax && (maxlen + k - 1) / k > 32; k++)
+        consider((maxlen + k - 1) / k);
+    for (int64_t w = 1; w <= 16 || (w * slots * 64 < total && w < (int64_t)1 << 40);
+         w += w < 16 ? 1 : w / 8)
+        consider((total + w * slots - 1) / (w * slots));
+    return (int)best_t;
+}
+
+extern "C" int kw_cuda_attn_slots(int head_dim)
+{
+    int dev = 0, sms = 0, per = 0;
+    KW_CUDA_TRY(cudaGetDevice(&dev));
+    KW_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    if (head_dim == 128)
+        KW_CUDA_TRY(stream_occupancy<128>(&per));
+    else if (head_dim == 64)
+        KW_CUDA_TRY(stream_occupancy<64>(&per));
+    else
+        return KW_EINVAL;
+    return sms * (per > 0 ? per : 1);
 }
 
 extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)

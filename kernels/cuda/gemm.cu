@@ -3,9 +3,10 @@
 // One cuBLAS handle per thread (created on first use); each call sets its stream.
 //
 // bf16 with few rows (decode: M = batch <= KW_GEMV_MAX_ROWS) goes to gemv_bf16 instead:
-// the step is bound by reading the weights once, so a warp streams R weight rows with
-// 16-byte loads, several in flight per lane, and applies them to all M rows of x (read
-// through L1), with the bias added at the end.
+// the step is bound by reading the weights once, so a block streams a few weight rows
+// with 16-byte loads, several in flight per thread, and applies them to all M rows of x
+// (read through L1); the same kernel fuses the Q/K/V products (up to three outputs per
+// launch), a residual add, or the MLP's gate, up and SwiGLU (bf16 out).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cstdint>
@@ -31,6 +32,13 @@ static int get_handle(cudaStream_t st, cublasHandle_t *out)
             handle = nullptr;
             return blas_fail(s, "cublasCreate", __LINE__);
         }
+        // an explicit workspace, so calls inside a CUDA graph capture allocate nothing
+        static thread_local void *ws;
+        const size_t ws_bytes = (size_t)32 << 20;
+        if (!ws && cudaMalloc(&ws, ws_bytes) != cudaSuccess)
+            ws = nullptr;
+        if (ws)
+            cublasSetWorkspace(handle, ws, ws_bytes);
     }
     cublasSetStream(handle, st);
     *out = handle;
@@ -87,7 +95,7 @@ extern "C" int kw_cuda_linear(void *stream, const float *x, const float *w, cons
 
 namespace {
 
-constexpr int GEMV_WARPS = 4;
+constexpr int GEMV_THREADS = 128;
 
 __device__ __forceinline__ void bf16x8(const uint4 &u, float *f)
 {
@@ -99,54 +107,82 @@ __device__ __forceinline__ void bf16x8(const uint4 &u, float *f)
     }
 }
 
-// A warp computes R output columns (weight rows n0 .. n0 + R - 1) for all M rows of x.
-template <int M, int R, int U>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-gemv_bf16(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__ w,
-          const float *__restrict__ b, float *__restrict__ y, int N, int K)
+enum { GV_STORE = 0, GV_ADD = 1, GV_SWIGLU = 2 };
+
+// Up to three products in one launch; blocks [blk_end[s-1], blk_end[s]) serve output s.
+struct gemv_args {
+    const __nv_bfloat16 *x;
+    int K, n_seg;
+    int blk_end[3], n[3];
+    const __nv_bfloat16 *w[3];
+    const __nv_bfloat16 *w_up; // GV_SWIGLU: the up matrix (w[0] is the gate)
+    const float *b[3];
+    float *y[3];
+    __nv_bfloat16 *yb; // GV_SWIGLU output
+};
+
+// A warp group of KS warps computes NO outputs (weight rows n0 .. n0 + NO - 1; in
+// GV_SWIGLU the gate and up rows of each) for all M rows of x; its KS warps split K, each
+// lane with U 16-byte loads per weight row in flight. KS = 1 (a warp streams whole rows,
+// no block-level reduction) serves wide matrices; KS = 2 or 4 spreads narrow ones (the
+// 1024-row K/V projections) over enough warps to keep the memory system busy, their
+// partial sums meeting through shared memory.
+template <int M, int NO, int MODE, int U, int KS>
+__global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
-    const int lane = threadIdx.x % 32;
-    const int n0 = (blockIdx.x * GEMV_WARPS + threadIdx.x / 32) * R;
-    if (n0 >= N)
+    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
+    constexpr int GROUPS = WARPS / KS;
+    __shared__ float red[KS > 1 ? WARPS : 1][KS > 1 ? M * R : 1];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int grp = warp / KS, kpart = warp % KS;
+    // the block's output (constant indices only: the arguments stay in the parameter bank)
+    const int blk = blockIdx.x, s = (a.n_seg > 1 && blk >= a.blk_end[0]) + (a.n_seg > 2 && blk >= a.blk_end[1]);
+    const int first = s == 0 ? 0 : s == 1 ? a.blk_end[0] : a.blk_end[1];
+    const int N = s == 0 ? a.n[0] : s == 1 ? a.n[1] : a.n[2], K = a.K;
+    const __nv_bfloat16 *w_s = s == 0 ? a.w[0] : s == 1 ? a.w[1] : a.w[2];
+    const int n0 = ((blk - first) * GROUPS + grp) * NO;
+    if (KS == 1 && n0 >= N)
         return;
     const int nch = K / 8; // 16-byte chunks per row
     const uint4 *wr[R];
 #pragma unroll
-    for (int r = 0; r < R; r++)
-        wr[r] = reinterpret_cast<const uint4 *>(w + (size_t)min(n0 + r, N - 1) * K);
-    const uint4 *xr = reinterpret_cast<const uint4 *>(x);
+    for (int r = 0; r < R; r++) {
+        const __nv_bfloat16 *base = MODE == GV_SWIGLU && r >= NO ? a.w_up : w_s;
+        wr[r] = reinterpret_cast<const uint4 *>(base + (size_t)min(n0 + r % NO, N - 1) * K);
+    }
+    const uint4 *xr = reinterpret_cast<const uint4 *>(a.x);
     float acc[M][R];
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
         for (int r = 0; r < R; r++)
             acc[m][r] = 0.f;
-    for (int c0 = lane; c0 < nch; c0 += 32 * U) {
+    constexpr int STEP = 32 * KS; // chunks between one lane's consecutive loads
+    for (int c0 = kpart * 32 + lane; c0 < nch; c0 += STEP * U) {
         uint4 wv[U][R];
 #pragma unroll
         for (int u = 0; u < U; u++) // all weight loads first: bytes in flight
 #pragma unroll
             for (int r = 0; r < R; r++)
-                if (c0 + 32 * u < nch)
-                    wv[u][r] = __ldcs(wr[r] + c0 + 32 * u); // streamed: read once
+                if (c0 + STEP * u < nch)
+                    wv[u][r] = __ldcs(wr[r] + c0 + STEP * u); // read once
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const int c = c0 + 32 * u;
+            const int c = c0 + STEP * u;
             if (c >= nch)
                 break;
-            float wf[R][8];
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                bf16x8(wv[u][r], wf[r]);
 #pragma unroll
             for (int m = 0; m < M; m++) {
                 float xf[8];
-                bf16x8(xr[(size_t)m * nch + c], xf);
+                bf16x8(__ldg(xr + (size_t)m * nch + c), xf);
 #pragma unroll
-                for (int r = 0; r < R; r++)
+                for (int r = 0; r < R; r++) {
+                    float wf[8];
+                    bf16x8(wv[u][r], wf);
 #pragma unroll
                     for (int e = 0; e < 8; e++)
-                        acc[m][r] += wf[r][e] * xf[e];
+                        acc[m][r] += wf[e] * xf[e];
+                }
             }
         }
     }
@@ -158,20 +194,89 @@ gemv_bf16(const __nv_bfloat16 *__restrict__ x, const __nv_bfloat16 *__restrict__
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync(0xffffffffu, v, o);
-            if (lane == 0 && n0 + r < N)
-                y[(size_t)m * N + n0 + r] = v + (b ? b[n0 + r] : 0.f);
+            acc[m][r] = v;
+            if (KS > 1 && lane == 0)
+                red[warp][m * R + r] = v;
+        }
+    if constexpr (KS > 1) {
+        __syncthreads();
+        if (kpart != 0)
+            return;
+#pragma unroll
+        for (int m = 0; m < M; m++)
+#pragma unroll
+            for (int r = 0; r < R; r++)
+#pragma unroll
+                for (int k = 1; k < KS; k++)
+                    acc[m][r] += red[warp + k][m * R + r];
+    }
+    // lane j < M * NO writes output (m, r) = (j / NO, j % NO)
+#pragma unroll
+    for (int m = 0; m < M; m++)
+#pragma unroll
+        for (int r = 0; r < NO; r++) {
+            const int n = n0 + r;
+            if (lane != m * NO + r || n >= N)
+                continue;
+            float v = acc[m][r];
+            if constexpr (MODE == GV_SWIGLU) {
+                const float u = acc[m][NO + r];
+                a.yb[(size_t)m * N + n] = __float2bfloat16_rn(v / (1.f + __expf(-v)) * u);
+            } else {
+                const float *b = s == 0 ? a.b[0] : s == 1 ? a.b[1] : a.b[2];
+                float *y = (s == 0 ? a.y[0] : s == 1 ? a.y[1] : a.y[2]) + (size_t)m * N + n;
+                v += b ? b[n] : 0.f;
+                *y = MODE == GV_ADD ? *y + v : v;
+            }
         }
 }
 
-template <int M> int gemv_launch(cudaStream_t st, const void *x, const void *w, const float *b,
-                                 float *y, int N, int K)
+// KS: the fewest K-splitting warps per output group that still give about 16 warps per
+// multiprocessor of an H100/H200 (2048 warps).
+template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args &a)
 {
-    constexpr int R = M <= 2 ? 2 : 4, U = M <= 2 ? 8 : 4; // U: 16-byte loads in flight per row
-    const int blocks = (N + GEMV_WARPS * R - 1) / (GEMV_WARPS * R);
-    gemv_bf16<M, R, U><<<blocks, GEMV_WARPS * 32, 0, st>>>(
-        (const __nv_bfloat16 *)x, (const __nv_bfloat16 *)w, b, y, N, K);
+    constexpr int NO = M <= 2 ? 2 : 4;                 // outputs per warp group
+    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO; // weight rows per warp group
+    constexpr int U = R >= 16 ? 1 : 16 / R;            // loads in flight per row and lane
+    constexpr int PER_BLOCK = NO * (GEMV_THREADS / 32 / KS);
+    int blocks = 0;
+    for (int s = 0; s < a.n_seg; s++)
+        a.blk_end[s] = blocks += (a.n[s] + PER_BLOCK - 1) / PER_BLOCK;
+    gemv_bf16<M, NO, MODE, U, KS><<<blocks, GEMV_THREADS, 0, st>>>(a);
     KW_CUDA_LAUNCHED();
     return KW_OK;
+}
+
+template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
+{
+    constexpr int NO = M <= 2 ? 2 : 4;
+    int64_t groups = 0;
+    for (int s = 0; s < a.n_seg; s++)
+        groups += (a.n[s] + NO - 1) / NO;
+    if (groups >= 2048)
+        return gemv_launch_ks<M, MODE, 1>(st, a);
+    if (groups >= 1024)
+        return gemv_launch_ks<M, MODE, 2>(st, a);
+    return gemv_launch_ks<M, MODE, 4>(st, a);
+}
+
+template <int MODE> int gemv_dispatch(cudaStream_t st, int M, gemv_args &a)
+{
+    switch (M) {
+    case 1: return gemv_launch<1, MODE>(st, a);
+    case 2: return gemv_launch<2, MODE>(st, a);
+    case 3: return gemv_launch<3, MODE>(st, a);
+    case 4: return gemv_launch<4, MODE>(st, a);
+    case 5: return gemv_launch<5, MODE>(st, a);
+    case 6: return gemv_launch<6, MODE>(st, a);
+    case 7: return gemv_launch<7, MODE>(st, a);
+    default: return gemv_launch<8, MODE>(st, a);
+    }
+}
+
+bool aligned16(const void *p)
+{
+    return (uintptr_t)p % 16 == 0;
 }
 
 int gemv_max_rows = KW_GEMV_MAX_ROWS;
@@ -183,23 +288,47 @@ extern "C" void kw_cuda_set_gemv_rows(int max_rows)
     gemv_max_rows = max_rows < 0 ? 0 : max_rows > 8 ? 8 : max_rows;
 }
 
+extern "C" int kw_cuda_gemv_rows(void)
+{
+    return gemv_max_rows;
+}
+
+extern "C" int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K,
+                                       const kw_cuda_gemv_out *outs, int n_out, int add)
+{
+    if (M <= 0 || M > 8 || K <= 0 || K % 8 || !x || !aligned16(x) || n_out < 1 || n_out > 3
+        || !outs)
+        return KW_EINVAL;
+    gemv_args a = {};
+    a.x = (const __nv_bfloat16 *)x, a.K = K, a.n_seg = n_out;
+    for (int s = 0; s < n_out; s++) {
+        if (outs[s].n <= 0 || !outs[s].w || !outs[s].y || !aligned16(outs[s].w))
+            return KW_EINVAL;
+        a.w[s] = (const __nv_bfloat16 *)outs[s].w, a.b[s] = outs[s].bias;
+        a.y[s] = outs[s].y, a.n[s] = outs[s].n;
+    }
+    cudaStream_t st = (cudaStream_t)stream;
+    return add ? gemv_dispatch<GV_ADD>(st, M, a) : gemv_dispatch<GV_STORE>(st, M, a);
+}
+
 extern "C" int kw_cuda_gemv_bf16(void *stream, const void *x, const void *w, const float *b,
                                  float *y, int M, int N, int K)
 {
-    if (M <= 0 || M > 8 || N <= 0 || K <= 0 || K % 8 || !x || !w || !y
-        || ((uintptr_t)x | (uintptr_t)w) % 16)
+    kw_cuda_gemv_out o = {w, b, y, N};
+    return kw_cuda_gemv_multi_bf16(stream, x, M, K, &o, 1, 0);
+}
+
+extern "C" int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void *w_gate,
+                                        const void *w_up, void *out, int M, int N, int K)
+{
+    if (M <= 0 || M > 8 || N <= 0 || K <= 0 || K % 8 || !x || !w_gate || !w_up || !out
+        || !aligned16(x) || !aligned16(w_gate) || !aligned16(w_up))
         return KW_EINVAL;
-    cudaStream_t st = (cudaStream_t)stream;
-    switch (M) {
-    case 1: return gemv_launch<1>(st, x, w, b, y, N, K);
-    case 2: return gemv_launch<2>(st, x, w, b, y, N, K);
-    case 3: return gemv_launch<3>(st, x, w, b, y, N, K);
-    case 4: return gemv_launch<4>(st, x, w, b, y, N, K);
-    case 5: return gemv_launch<5>(st, x, w, b, y, N, K);
-    case 6: return gemv_launch<6>(st, x, w, b, y, N, K);
-    case 7: return gemv_launch<7>(st, x, w, b, y, N, K);
-    default: return gemv_launch<8>(st, x, w, b, y, N, K);
-    }
+    gemv_args a = {};
+    a.x = (const __nv_bfloat16 *)x, a.K = K, a.n_seg = 1, a.n[0] = N;
+    a.w[0] = (const __nv_bfloat16 *)w_gate, a.w_up = (const __nv_bfloat16 *)w_up;
+    a.yb = (__nv_bfloat16 *)out;
+    return gemv_dispatch<GV_SWIGLU>((cudaStream_t)stream, M, a);
 }
 
 extern "C" int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, const float *b,

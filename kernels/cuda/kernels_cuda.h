@@ -73,6 +73,10 @@ typedef struct kw_cuda_attn {
      * the items hold token ranges (kw_cuda_attn_plan_table). */
     const int32_t *pages;         /* device */
     const int32_t *row_tokens;    /* device (n_rows) */
+    /* Nullable, device: the plan's item count, when n_items is a fixed grid at least as
+     * large (a CUDA graph replays one launch for plans of any size up to n_items; blocks
+     * past the count exit, and the merge runs whenever n_parts > 0). */
+    const int32_t *live_items;
 } kw_cuda_attn;
 
 /* Host-side plan from host copies of row_ptr and spans: cuts each row into items of at
@@ -89,6 +93,13 @@ int kw_cuda_attn_plan_table_size(int n_rows, const int32_t *row_tokens, int page
                                  int max_tokens);
 int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, int page_tokens,
                             int max_tokens, int32_t *items, int32_t *row_part);
+/* The item size (max_tokens for the plans above) for a call over rows of these lengths
+ * on `slots` concurrent blocks: the size whose whole waves of items cost least (an item
+ * costs its tokens plus a fixed amount), a multiple of 64 from 64 to cap (0: no cap). */
+int kw_cuda_attn_plan_tokens(int n_rows, const int32_t *row_tokens, int slots, int cap);
+/* Concurrent blocks of the bf16 decode kernel on the current device (multiprocessors x
+ * blocks per multiprocessor), or a negative code. */
+int kw_cuda_attn_slots(int head_dim);
 int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a);
 
 /* gemm.cu (cuBLAS): y(M,N) = x(M,K) w(N,K)^T (+ bias(N), nullable), row-major.
@@ -107,6 +118,22 @@ int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n);
 int kw_cuda_gemv_bf16(void *stream, const void *x, const void *w, const float *bias, float *y,
                       int M, int N, int K);
 void kw_cuda_set_gemv_rows(int max_rows);
+int kw_cuda_gemv_rows(void);
+/* Fused decode GEMVs (M <= 8, K a multiple of 8, x and weights 16-byte aligned; else
+ * KW_EINVAL). kw_cuda_gemv_multi_bf16: n_out (1..3) products y_i(M, n_i) = x(M,K)
+ * w_i(n_i,K)^T (+ bias_i) in one launch (the Q, K and V projections); add != 0 adds to
+ * y_i instead of storing (a residual). kw_cuda_gemv_swiglu_bf16: out(M,N) =
+ * bf16(silu(x w_gate^T) * (x w_up^T)), the MLP's first half in one pass. */
+typedef struct kw_cuda_gemv_out {
+    const void *w;
+    const float *bias; /* nullable */
+    float *y;
+    int n;
+} kw_cuda_gemv_out;
+int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K,
+                            const kw_cuda_gemv_out *outs, int n_out, int add);
+int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void *w_gate, const void *w_up,
+                             void *out, int M, int N, int K);
 /* rmsnorm.cu: as kw_cuda_rmsnorm with a bf16 y (the input of the next GEMM) */
 int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y, int rows,
                          int dim, float eps);

@@ -122,17 +122,19 @@ static void bench(int B, int ctx, int mode, double bw)
         q_row[r] = r * G;
         q_pos[r] = ctx;
     }
-    /* items: about KW_BENCH_BLOCKS (default 8, as the engine plans) per multiprocessor of 132 */
-    const char *eb = getenv("KW_BENCH_BLOCKS");
-    int target_items = 132 * (eb && atoi(eb) > 0 ? atoi(eb) : 8);
-    int max_tok = (int)(tokens / (size_t)target_items);
-    max_tok = max_tok < 256 ? 256 : (max_tok + 63) / 64 * 64; /* as the engine plans */
     int32_t *pages = malloc(4 * (ns + 1)), *row_tok = malloc(4 * (size_t)n_rows);
     for (int r = 0; r < n_rows; r++) {
         row_tok[r] = 0;
         for (int i = row_ptr[r]; i < row_ptr[r + 1]; i++)
             pages[i] = sp[i].page, row_tok[r] += sp[i].n;
     }
+    /* item size: as the engine plans (whole waves of the device's concurrent blocks), or
+     * KW_BENCH_ITEM tokens */
+    const char *ei = getenv("KW_BENCH_ITEM");
+    int max_tok = ei && atoi(ei) > 0
+                      ? atoi(ei)
+                      : kw_cuda_attn_plan_tokens(n_rows, row_tok, kw_cuda_attn_slots(D),
+                                                 mode == 3 ? 0 : 768);
     int n_items = mode == 3 ? kw_cuda_attn_plan_table_size(n_rows, row_tok, P, max_tok)
                             : kw_cuda_attn_plan_size(n_rows, row_ptr, sp, max_tok);
     int32_t *items = malloc(16 * (size_t)n_items), *row_part = malloc(8 * (size_t)n_rows);

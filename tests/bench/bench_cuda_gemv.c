@@ -34,6 +34,79 @@ static double time_linear(void **w, int nw, const void *x, float *y, int M, int 
     return kwb_time_ms(launch_linear, &l, 5, 31);
 }
 
+/* The fused decode passes at the 8B shapes: Q/K/V (4096 + 1024 + 1024 rows of 4096) in
+ * one launch vs three kw_cuda_linear_bf16 calls, and gate/up/SwiGLU (2 x 14336 rows of
+ * 4096, bf16 out) vs two calls and the separate SwiGLU kernel, M = 1 and 2 rows. */
+typedef struct fused {
+    void **w; /* 6 matrices per copy: q k v gate up (and a spare) */
+    int nw, i, M, kind, split;
+    const void *x;
+    float *y[3];
+    void *yb;
+} fused;
+
+static int launch_fused(void *p)
+{
+    fused *f = p;
+    void **w = f->w + 6 * (f->i++ % f->nw);
+    const int E = 4096, KD = 1024, F = 14336;
+    int rc;
+    if (f->kind == 0) {
+        if (!f->split) {
+            kw_cuda_gemv_out o[3] = {{w[0], NULL, f->y[0], E}, {w[1], NULL, f->y[1], KD},
+                                     {w[2], NULL, f->y[2], KD}};
+            return kw_cuda_gemv_multi_bf16(NULL, f->x, f->M, E, o, 3, 0);
+        }
+        if ((rc = kw_cuda_linear_bf16(NULL, f->x, w[0], NULL, f->y[0], f->M, E, E)) ||
+            (rc = kw_cuda_linear_bf16(NULL, f->x, w[1], NULL, f->y[1], f->M, KD, E)))
+            return rc;
+        return kw_cuda_linear_bf16(NULL, f->x, w[2], NULL, f->y[2], f->M, KD, E);
+    }
+    if (!f->split)
+        return kw_cuda_gemv_swiglu_bf16(NULL, f->x, w[3], w[4], f->yb, f->M, F, E);
+    if ((rc = kw_cuda_linear_bf16(NULL, f->x, w[3], NULL, f->y[0], f->M, F, E)) ||
+        (rc = kw_cuda_linear_bf16(NULL, f->x, w[4], NULL, f->y[1], f->M, F, E)))
+        return rc;
+    return kw_cuda_swiglu_bf16(NULL, f->y[0], f->y[1], f->yb, (int64_t)f->M * F);
+}
+
+static void bench_fused(const uint16_t *h, double bw)
+{
+    const int E = 4096, KD = 1024, F = 14336, nw = 4;
+    const size_t sz[6] = {(size_t)E * E, (size_t)KD * E, (size_t)KD * E, (size_t)F * E,
+                          (size_t)F * E, 8};
+    void *w[6 * 4], *x, *yb;
+    float *y[3];
+    for (int i = 0; i < 6 * nw; i++) {
+        size_t bytes = sz[i % 6] * 2;
+        CK(cudaMalloc(&w[i], bytes));
+        for (size_t off = 0; off < bytes; off += (size_t)1 << 21)
+            CK(cudaMemcpy((uint8_t *)w[i] + off, h,
+                          bytes - off < ((size_t)1 << 21) ? bytes - off : ((size_t)1 << 21),
+                          cudaMemcpyHostToDevice));
+    }
+    CK(cudaMalloc(&x, (size_t)8 * E * 2));
+    CK(cudaMemcpy(x, h, (size_t)8 * E * 2, cudaMemcpyHostToDevice));
+    for (int i = 0; i < 3; i++)
+        CK(cudaMalloc((void **)&y[i], (size_t)8 * F * 4));
+    CK(cudaMalloc(&yb, (size_t)8 * F * 2));
+    for (int kind = 0; kind < 2; kind++)
+        for (int M = 1; M <= 2; M++)
+            for (int split = 0; split < 2; split++) {
+                fused f = {w, nw, 0, M, kind, split, x, {y[0], y[1], y[2]}, yb};
+                double ms = kwb_time_ms(launch_fused, &f, 5, 31);
+                double bytes = kind ? 2.0 * F * E * 2 : (double)(E + 2 * KD) * E * 2;
+                printf("%s,%d,%d,%d,%s,%.4f,%.1f,%.1f\n", kind ? "gate_up_swiglu" : "qkv", M,
+                       kind ? 2 * F : E + 2 * KD, E, split ? "separate" : "fused", ms,
+                       bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / bw);
+            }
+    for (int i = 0; i < 6 * nw; i++)
+        cudaFree(w[i]);
+    for (int i = 0; i < 3; i++)
+        cudaFree(y[i]);
+    cudaFree(x), cudaFree(yb);
+}
+
 int main(void)
 {
     if (kw_cuda_device_count() == 0) {
@@ -82,6 +155,7 @@ int main(void)
         cudaFree(x), cudaFree(y);
     }
     kw_cuda_set_gemv_rows(KW_GEMV_MAX_ROWS);
+    bench_fused(h, bw);
     free(h);
     return 0;
 }

@@ -283,9 +283,64 @@ static int check_plans(void)
     return bad;
 }
 
+/* Item sizes (kw_cuda_attn_plan_tokens): multiples of 64 within [64, cap]; equal rows
+ * fill whole waves: batch 1 (8 rows of 32k on 264 blocks) gets one wave of at least 200
+ * long items, not four waves of short ones; on random row sets the chosen size costs at
+ * most 1.25x the best multiple of 64 under the planner's cost model (waves x (size +
+ * 192)), found by trying them all. */
+static int check_item_sizes(void)
+{
+    int bad = 0;
+    int32_t eight[8], sixty4[64];
+    for (int r = 0; r < 64; r++)
+        sixty4[r] = 131072, eight[r % 8] = 32768;
+    int t = kw_cuda_attn_plan_tokens(8, eight, 264, 0);
+    int n = kw_cuda_attn_plan_table_size(8, eight, 16, t);
+    if (t % 64 || n > 264 || n < 200) {
+        printf("FAIL item size: 8 rows of 32768 on 264 blocks: %d tokens, %d items\n", t, n);
+        bad = 1;
+    }
+    t = kw_cuda_attn_plan_tokens(64, sixty4, 264, 0);
+    n = kw_cuda_attn_plan_table_size(64, sixty4, 16, t);
+    if (t % 64 || n % 64 || n > 4 * 264) {
+        printf("FAIL item size: 64 rows of 131072 on 264 blocks: %d tokens, %d items\n", t, n);
+        bad = 1;
+    }
+    double worst = 1;
+    for (int trial = 0; trial < 300 && !bad; trial++) {
+        int rows = 1 + irand(60), slots = 1 + irand(600), cap = irand(3) ? 0 : 64 + irand(2000);
+        int32_t len[60];
+        int maxlen = 0;
+        for (int r = 0; r < rows; r++) {
+            len[r] = irand(4) ? irand(20000) : irand(100);
+            maxlen = len[r] > maxlen ? len[r] : maxlen;
+        }
+        t = kw_cuda_attn_plan_tokens(rows, len, slots, cap);
+        int lim = cap ? (cap / 64 * 64 < 64 ? 64 : cap / 64 * 64) : maxlen + 64;
+        int64_t best = INT64_MAX, got = 0;
+        for (int c = 64; c <= lim; c += 64) { /* every size, under the same cost model */
+            int64_t w = (kw_cuda_attn_plan_table_size(rows, len, 16, c) + slots - 1) / slots;
+            best = w * (c + 192) < best ? w * (c + 192) : best;
+            if (c == t)
+                got = w * (c + 192);
+        }
+        if (got > 0 && (double)got / best > worst)
+            worst = (double)got / best;
+        if (t % 64 || t < 64 || t > lim || got == 0 || got > best * 5 / 4) {
+            printf("FAIL item size trial %d: rows=%d slots=%d cap=%d: %d tokens, cost %lld, "
+                   "best %lld\n", trial, rows, slots, cap, t, (long long)got, (long long)best);
+            bad = 1;
+        }
+    }
+    printf("    item sizes: worst cost %.3fx the best size's over 300 random row sets\n", worst);
+    printf("%s attention item sizes: batch-1 and batch-8 shapes, 300 random row sets\n",
+           bad ? "FAIL" : "ok  ");
+    return bad;
+}
+
 int main(void)
 {
-    if (check_plans())
+    if (check_plans() | check_item_sizes())
         return 1;
     if (kw_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device found; the CUDA kernels were compiled and linked only "

@@ -135,6 +135,77 @@ static int test_gemm(void)
     return fails;
 }
 
+/* The fused decode GEMVs: three outputs of different widths in one launch (with biases,
+ * stored), a residual add (y += x w^T on a random y), and gate/up/SwiGLU into bf16, each
+ * against an f32 reference on the same bf16-rounded inputs, for M = 1..8 rows. Bounds:
+ * 1e-4 for f32 outputs; 1e-2 for the bf16 SwiGLU output (its rounding, 2^-9 relative). */
+static int test_gemv_fused(void)
+{
+    int fails = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        const int M = 1 + trial, K = 8 * (1 + (int)(uni() * 600));
+        int n[3] = {1 + (int)(uni() * 2000), 1 + (int)(uni() * 700), 1 + (int)(uni() * 700)};
+        if (trial == 7)
+            n[0] = 4099;
+        char shape[80];
+        snprintf(shape, sizeof shape, "M=%d K=%d n=%d/%d/%d", M, K, n[0], n[1], n[2]);
+        float *x = randv((size_t)M * K, 1), *xr = malloc(sizeof(float) * M * K);
+        uint16_t *xb = to_bf16(x, (size_t)M * K, xr);
+        void *dx = dput(xb, (size_t)M * K * 2);
+        kw_cuda_gemv_out o[3];
+        float *w[3], *wr[3], *b[3], *ref[3], *got[3], *dy[3];
+        uint16_t *wb[3];
+        for (int s = 0; s < 3; s++) {
+            w[s] = randv((size_t)n[s] * K, 0.05f), wr[s] = malloc(sizeof(float) * n[s] * K);
+            wb[s] = to_bf16(w[s], (size_t)n[s] * K, wr[s]);
+            b[s] = randv((size_t)n[s], 0.5f);
+            ref[s] = malloc(sizeof(float) * M * n[s]), got[s] = malloc(sizeof(float) * M * n[s]);
+            kw_ref_linear(xr, wr[s], s == 1 ? NULL : b[s], ref[s], M, n[s], K);
+            o[s] = (kw_cuda_gemv_out){dput(wb[s], (size_t)n[s] * K * 2),
+                                      s == 1 ? NULL : dput(b[s], (size_t)n[s] * 4),
+                                      dy[s] = dput(NULL, (size_t)M * n[s] * 4), n[s]};
+        }
+        int rc = kw_cuda_gemv_multi_bf16(NULL, dx, M, K, o, 3, 0);
+        double e = 0;
+        for (int s = 0; s < 3; s++) {
+            dget(got[s], dy[s], (size_t)M * n[s] * 4);
+            double es = rel_l2(got[s], ref[s], (size_t)M * n[s]);
+            e = es > e ? es : e;
+        }
+        fails += report("gemv_qkv", rc, e, 1e-4, shape);
+        /* residual: y starts random, gets x w0^T + b0 added */
+        float *y0 = randv((size_t)M * n[0], 2);
+        CK(cudaMemcpy(dy[0], y0, sizeof(float) * M * n[0], cudaMemcpyHostToDevice));
+        rc = kw_cuda_gemv_multi_bf16(NULL, dx, M, K, o, 1, 1);
+        dget(got[0], dy[0], (size_t)M * n[0] * 4);
+        for (int i = 0; i < M * n[0]; i++)
+            ref[0][i] += y0[i];
+        fails += report("gemv_add", rc, rel_l2(got[0], ref[0], (size_t)M * n[0]), 1e-4, shape);
+        /* SwiGLU: gate = w1 (n[1] rows), up = w2 (n[2] rows; the first n[1]) */
+        int F = n[1] < n[2] ? n[1] : n[2];
+        float *g = malloc(sizeof(float) * M * F), *u = malloc(sizeof(float) * M * F),
+              *sref = malloc(sizeof(float) * M * F), *sgot = malloc(sizeof(float) * M * F);
+        kw_ref_linear(xr, wr[1], NULL, g, M, F, K);
+        kw_ref_linear(xr, wr[2], NULL, u, M, F, K);
+        for (int i = 0; i < M * F; i++)
+            sref[i] = g[i] / (1.f + expf(-g[i])) * u[i];
+        void *dsw = dput(NULL, (size_t)M * F * 2);
+        rc = kw_cuda_gemv_swiglu_bf16(NULL, dx, o[1].w, o[2].w, dsw, M, F, K);
+        uint16_t *hs = malloc((size_t)M * F * 2);
+        dget(hs, dsw, (size_t)M * F * 2);
+        for (int i = 0; i < M * F; i++)
+            sgot[i] = kw_bf16_to_f32(hs[i]);
+        fails += report("gemv_swiglu", rc, rel_l2(sgot, sref, (size_t)M * F), 1e-2, shape);
+        cudaFree(dx), cudaFree(dsw);
+        for (int s = 0; s < 3; s++) {
+            cudaFree((void *)o[s].w), cudaFree((void *)o[s].bias), cudaFree(dy[s]);
+            free(w[s]), free(wr[s]), free(wb[s]), free(b[s]), free(ref[s]), free(got[s]);
+        }
+        free(x), free(xr), free(xb), free(y0), free(g), free(u), free(sref), free(sgot), free(hs);
+    }
+    return fails;
+}
+
 /* A random paged pool: n_seq sequences, each KV head with ctx tokens at increasing
  * positions (with gaps, as after eviction) on shuffled pages; query chunks are the last
  * nq tokens' positions. Views (mode): PF_DENSE whole pages, PF_TOKENS a random subset of
@@ -422,7 +493,7 @@ int main(void)
         printf("SKIP: no CUDA device (the CUDA model kernels need one)\n");
         return 77;
     }
-    int fails = test_gemm() + test_prefill() + test_append_embed();
+    int fails = test_gemm() + test_gemv_fused() + test_prefill() + test_append_embed();
     printf("%s: %d failure(s)\n", fails ? "FAIL" : "ok", fails);
     return fails ? 1 : 0;
 }
