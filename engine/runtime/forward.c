@@ -186,6 +186,13 @@ int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t
     return kw__cfwd_fill(f->cuda, kv, n_past, n_tok, seed, err);
 }
 
+void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches)
+{
+    *captures = 0, *launches = 0;
+    if (f->cuda)
+        kw__cfwd_graph_stats(f->cuda, captures, launches);
+}
+
 int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool,
                      int device, kw_fwd **out, kw_error *err)
 {

@@ -27,6 +27,8 @@ int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t
 int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool,
                      int device, kw_fwd **out, kw_error *err);
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f);
+/* CUDA forwards: decode steps captured as CUDA graphs and replayed (0 and 0 otherwise). */
+void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches);
 
 typedef struct kw_fwd_step {
     int n_seq;

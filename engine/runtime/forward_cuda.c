@@ -220,6 +220,11 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
     c->dev = device;
     int g = f->n_head / f->n_head_kv;
     c->dec_g = (g == 1 || g == 2 || g == 4 || g == 8) ? g : 1;
+    c->attn_slots = kw_cuda_attn_slots(f->head_dim);
+    if (c->attn_slots <= 0)
+        c->attn_slots = 264; /* an H100's 132 multiprocessors x 2 */
+    const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
+    c->graphs_on = !(ge && strcmp(ge, "0") == 0);
     int rc = 0;
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess)
         rc = kw_error_set(err, KW_ECUDA, "cuda: cannot create a stream");
@@ -247,6 +252,9 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
             cudaFree(p[i]);
     }
     free(c->L);
+    for (int i = 0; i <= KW_FWD_MAX_SEQ; i++)
+        if (c->graphs[i].exec)
+            cudaGraphExecDestroy(c->graphs[i].exec);
     if (c->output != c->tok_embd)
         cudaFree(c->output);
     void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
@@ -317,14 +325,11 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
     return a;
 }
 
-/* The split-K item size for a decode step reading `toks` tokens in one layer: about 8
- * items per multiprocessor (132 on an H100/H200: four waves of the decode kernel's 2
- * blocks per multiprocessor, so the last wave's tail is short), at least 256 tokens (4
- * tiles, so each item's copy pipeline fills), a multiple of 64. */
-int kw__cf_plan_tokens(int64_t toks)
+/* The split-K item size for a decode call over rows of these lengths: whole waves of the
+ * device's concurrent decode blocks (kw_cuda_attn_plan_tokens). */
+int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap)
 {
-    int t = (int)(toks / (132 * 8));
-    return t < 256 ? 256 : (t + 63) / 64 * 64;
+    return kw_cuda_attn_plan_tokens(n_rows, row_tokens, c->attn_slots, cap);
 }
 
 /* 1. of a step: every step token placed in the pool for every layer (slots). */
@@ -365,6 +370,12 @@ int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err)
     int E = f->n_embd, qd = f->n_head * f->head_dim, kd = f->n_head_kv * f->head_dim;
     void *st = c->st;
     KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
+    if (n_tok <= kw_cuda_gemv_rows() && E % 8 == 0) { /* decode: one weight-streaming pass */
+        kw_cuda_gemv_out o[3] = {{w->wq, w->bq, c->q, qd}, {w->wk, w->bk, c->k, kd},
+                                 {w->wv, w->bv, c->v, kd}};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->xb, n_tok, E, o, 3, 0));
+        return 0;
+    }
     KTRY(kw_cuda_linear_bf16(st, c->xb, w->wq, w->bq, c->q, n_tok, qd, E));
     KTRY(kw_cuda_linear_bf16(st, c->xb, w->wk, w->bk, c->k, n_tok, kd, E));
     KTRY(kw_cuda_linear_bf16(st, c->xb, w->wv, w->bv, c->v, n_tok, kd, E));
@@ -392,6 +403,17 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err)
     int E = f->n_embd, qd = f->n_head * f->head_dim, F = f->n_ff;
     void *st = c->st;
     KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+    if (n_tok <= kw_cuda_gemv_rows() && qd % 8 == 0 && E % 8 == 0 && F % 8 == 0) {
+        /* decode: weight-streaming passes with the residual adds and SwiGLU fused in; the
+         * SwiGLU output (bf16) lives in the gate buffer, unused on this path */
+        kw_cuda_gemv_out o = {w->wo, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->xb, n_tok, qd, &o, 1, 1));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
+        KTRY(kw_cuda_gemv_swiglu_bf16(st, c->xb, w->wgate, w->wup, c->gate, n_tok, F, E));
+        o = (kw_cuda_gemv_out){w->wdown, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->gate, n_tok, F, &o, 1, 1));
+        return 0;
+    }
     KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
     KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
     KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
@@ -441,6 +463,104 @@ static int step_begin(kw_cfwd *c, kw_error *err)
     return rc;
 }
 
+/* What the layers of a dense step read from the uploaded step buffer. */
+typedef struct stepargs {
+    const uint8_t *ds;
+    size_t o_pos, o_slots, o_rowptr, o_rowtok, o_pages, o_tokoff, o_qrow, o_qpos, o_nitems,
+        o_items;
+    int n_tok, ns, rows, gpr, decode, fixed_grid, n_items;
+    const int *plan_items, *plan_parts;
+    const size_t *plan_off, *row_part_off;
+} stepargs;
+
+/* 2. of a dense step: embedding and every layer, all on the stream. With fixed_grid
+ * (decode steps that a CUDA graph replays) every decode-attention launch has n_items
+ * blocks, reads its live item count from the step buffer and always merges, so the
+ * launches do not depend on the step's plan. */
+static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const uint8_t *ds = a->ds;
+    const int32_t *d_pos = (const int32_t *)(ds + a->o_pos);
+    void *st = c->st;
+    int rc;
+    KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, f->n_embd, (const int32_t *)ds,
+                            a->n_tok, c->x));
+    for (int l = 0; l < f->n_layer; l++) {
+        if ((rc = kw__cf_layer_qkv(c, l, a->n_tok, err)) < 0 ||
+            (rc = kw__cf_layer_rope_append(c, l, a->n_tok, d_pos,
+                                           (const int32_t *)(ds + a->o_slots), err)) < 0)
+            return rc;
+        const int32_t *d_rp = (const int32_t *)(ds + a->o_rowptr) + (size_t)l * (a->rows + 1);
+        const int32_t *d_pg = (const int32_t *)(ds + a->o_pages);
+        const int32_t *d_rt = (const int32_t *)(ds + a->o_rowtok) + (size_t)l * a->rows;
+        const int32_t *d_it = (const int32_t *)(ds + a->o_items);
+        if (a->decode) {
+            kw_cuda_attn at = kw__cf_decode_args(c);
+            at.n_rows = a->rows, at.g_per_row = a->gpr;
+            at.row_ptr = d_rp, at.pages = d_pg, at.row_tokens = d_rt;
+            at.q_row = (const int32_t *)(ds + a->o_qrow);
+            at.q_pos = (const int32_t *)(ds + a->o_qpos);
+            at.items = d_it + a->plan_off[l], at.row_part = d_it + a->row_part_off[l];
+            if (a->fixed_grid) {
+                at.n_items = a->n_items, at.n_parts = 1;
+                at.live_items = (const int32_t *)(ds + a->o_nitems) + l;
+            } else {
+                at.n_items = a->plan_items[l], at.n_parts = a->plan_parts[l];
+            }
+            KTRY(kw_cuda_attn_decode(st, &at));
+        } else {
+            kw_cuda_prefill at = kw__cf_prefill_args(c, a->ns);
+            at.tok_off = (const int32_t *)(ds + a->o_tokoff), at.row_ptr = d_rp;
+            at.pages = d_pg, at.row_tokens = d_rt;
+            at.q_pos = d_pos;
+            at.n_items = a->n_items, at.items = d_it;
+            KTRY(kw_cuda_attn_prefill(st, &at));
+        }
+        if ((rc = kw__cf_layer_post(c, l, a->n_tok, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Decode steps of one batch size replay a CUDA graph of run_layers (fixed grid): the
+ * second step of a batch size captures it (the first runs eagerly, so lazy set-up such
+ * as cuBLAS handles and kernel attributes happens outside the capture), and a step whose
+ * buffers moved (the step buffer or the split-K partials grew) recaptures. A capture
+ * that fails leaves that batch size eager. */
+static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
+{
+    kw_cgraph *g = &c->graphs[a->ns];
+    if (g->exec && (g->ds != a->ds || g->partial != c->partial)) {
+        cudaGraphExecDestroy(g->exec);
+        g->exec = NULL;
+    }
+    if (!g->exec && !g->failed && g->seen++ > 0) {
+        cudaGraph_t gr = NULL;
+        if (cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+            kw_error scratch = {0};
+            int rc = run_layers(c, a, &scratch);
+            cudaError_t e = cudaStreamEndCapture(c->st, &gr);
+            if (rc == 0 && e == cudaSuccess && gr)
+                e = cudaGraphInstantiate(&g->exec, gr, 0);
+            if (gr)
+                cudaGraphDestroy(gr);
+            if (rc < 0 || e != cudaSuccess) {
+                g->exec = NULL;
+                (void)cudaGetLastError();
+            }
+        }
+        g->failed = g->exec == NULL;
+        g->ds = a->ds, g->partial = c->partial;
+        c->graph_captures++;
+    }
+    if (!g->exec)
+        return run_layers(c, a, err);
+    CU(cudaGraphLaunch(g->exec, c->st), "decode graph launch");
+    c->graph_launches++;
+    return 0;
+}
+
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
 {
     int rc0 = step_begin(c, err);
@@ -455,13 +575,16 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     bool decode = true;
     for (int i = 0; i < ns; i++)
         decode = decode && s->tok_n[i] == 1;
+    if (L > 512 || nkv > KW_CUDA_MAX_KV)
+        return kw_error_set(err, KW_ELIMIT, "cuda: at most 512 layers and %d KV heads",
+                            KW_CUDA_MAX_KV);
     /* 1. place the step's tokens in every layer */
     kw__cf_place_tokens(c, s, n_tok);
     /* Views in table mode: each row is its sequence's page list for (layer, KV head) and
      * a length, so no per-page span list is built. Rows per KV head (prefill, decode with
      * g in 1/2/4/8) or per query head (rows of one KV head share its page list). */
     const bool per_q = decode && c->dec_g == 1 && g > 1;
-    const int rows = ns * (per_q ? H : nkv);
+    const int rows = ns * (per_q ? H : nkv), gpr = per_q ? 1 : g;
     int64_t n_pg = 0;
     for (int i = 0; i < ns; i++)
         for (int l = 0; l < L; l++)
@@ -470,19 +593,6 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
                 kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
                 n_pg += np;
             }
-    /* stage layout */
-    size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)n_tok),
-           o_slots = align16(o_pos + 4 * (size_t)n_tok),
-           o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
-           o_rowtok = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
-           o_pages = align16(o_rowtok + 4 * (size_t)L * rows),
-           o_logit = align16(o_pages + 4 * (size_t)(n_pg + 1)),
-           o_tokoff = align16(o_logit + 4 * (size_t)(s->n_logits + 1)),
-           o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
-           o_qpos = align16(o_qrow + 4 * (size_t)rows), o_items = align16(o_qpos + 4 * (size_t)rows);
-    if (L > 512 || nkv > KW_CUDA_MAX_KV)
-        return kw_error_set(err, KW_ELIMIT, "cuda: at most 512 layers and %d KV heads",
-                            KW_CUDA_MAX_KV);
     int32_t *row_tok = c->h_list; /* host copy of every layer's row lengths, for the plan */
     if ((size_t)L * rows > c->h_list_cap) {
         row_tok = realloc(c->h_list, sizeof(int32_t) * (size_t)L * rows);
@@ -494,30 +604,49 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         for (int i = 0, ri = 0; i < ns; i++)
             for (int h = 0; h < (per_q ? H : nkv); h++)
                 row_tok[(size_t)l * rows + ri++] = kw_kvseq_len(s->seqs[i]->kv, l, per_q ? h / g : h);
-    int n_items = 0, plan_items[512], plan_parts[512], max_parts = 0;
+    /* the plan: decode items per layer at a fixed stride (the graph's grid when every
+     * layer's plan fits it), or the prefill tiles */
+    int n_items = 0, plan_items[512], plan_parts[512], max_parts = 0, max_items = 0;
+    int max_tok[512];
     size_t plan_off[512], row_part_off[512], plan_ints = 0;
-    int max_tok = 0;
+    int tok_off[KW_FWD_MAX_SEQ + 1];
+    for (int i = 0; i < ns; i++)
+        tok_off[i] = s->tok_first[i];
+    tok_off[ns] = n_tok;
+    bool fixed = false;
     if (decode) {
-        int64_t toks = 0;
-        for (size_t j = 0; j < (size_t)L * rows; j++)
-            toks += row_tok[j];
-        max_tok = kw__cf_plan_tokens(toks / L);
         for (int l = 0; l < L; l++) {
+            max_tok[l] = kw__cf_plan_tokens(c, rows, row_tok + (size_t)l * rows, 0);
             plan_items[l] = kw_cuda_attn_plan_table_size(rows, row_tok + (size_t)l * rows, c->P,
-                                                         max_tok);
-            plan_off[l] = plan_ints;
-            row_part_off[l] = plan_ints + 4 * (size_t)plan_items[l];
-            plan_ints += 4 * (size_t)plan_items[l] + 2 * (size_t)rows;
+                                                         max_tok[l]);
+            max_items = plan_items[l] > max_items ? plan_items[l] : max_items;
         }
+        const int cap = 4 * c->attn_slots + rows; /* four waves, plus a short row each */
+        fixed = c->graphs_on && ns <= KW_FWD_MAX_SEQ && max_items <= cap;
+        n_items = fixed ? cap : max_items;
+        for (int l = 0; l < L; l++) {
+            plan_off[l] = (size_t)l * (4 * (size_t)n_items + 2 * (size_t)rows);
+            row_part_off[l] = plan_off[l] + 4 * (size_t)n_items;
+        }
+        plan_ints = (size_t)L * (4 * (size_t)n_items + 2 * (size_t)rows);
     } else {
-        int tok_off[KW_FWD_MAX_SEQ + 1];
-        for (int i = 0; i < ns; i++)
-            tok_off[i] = s->tok_first[i];
-        tok_off[ns] = n_tok;
         n_items = kw_cuda_prefill_items(ns, tok_off, NULL);
         plan_ints = (size_t)2 * n_items;
     }
-    size_t total = o_items + 4 * plan_ints + 64;
+    /* stage layout: sections whose offsets depend only on the batch shape first (a
+     * captured graph finds them at the same addresses every step), the page lists last */
+    size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)n_tok),
+           o_slots = align16(o_pos + 4 * (size_t)n_tok),
+           o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
+           o_rowtok = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
+           o_logit = align16(o_rowtok + 4 * (size_t)L * rows),
+           o_tokoff = align16(o_logit + 4 * (size_t)(n_tok + 1)),
+           o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
+           o_qpos = align16(o_qrow + 4 * (size_t)rows),
+           o_nitems = align16(o_qpos + 4 * (size_t)rows),
+           o_items = align16(o_nitems + 4 * (size_t)L),
+           o_pages = align16(o_items + 4 * plan_ints);
+    size_t total = o_pages + 4 * (size_t)(n_pg + 1) + 64;
     int rc = kw__cf_stage_reserve(c, total, err);
     if (rc < 0)
         return rc;
@@ -526,12 +655,10 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
     memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
     memcpy(hs + o_rowtok, row_tok, 4 * (size_t)L * rows);
+    /* page lists of every layer in one array; row_ptr holds absolute starts */
     int32_t *rp = (int32_t *)(hs + o_rowptr), *pg = (int32_t *)(hs + o_pages);
     int64_t k = 0;
-    int32_t layer_pg0[512];
     for (int l = 0; l < L; l++) {
-        int64_t base = k;
-        layer_pg0[l] = (int32_t)base;
         int32_t *r = rp + (size_t)l * (rows + 1);
         int ri = 0;
         for (int i = 0; i < ns; i++) {
@@ -539,24 +666,21 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             for (int h = 0; h < nkv; h++) {
                 int np;
                 const int32_t *pp = kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
-                kv_start[h] = (int32_t)(k - base);
+                kv_start[h] = (int32_t)k;
                 memcpy(pg + k, pp, 4 * (size_t)np);
                 k += np;
             }
             for (int h = 0; h < (per_q ? H : nkv); h++) /* a query head reads KV head h / g */
                 r[ri++] = kv_start[per_q ? h / g : h];
         }
-        r[ri] = (int32_t)(k - base);
+        r[ri] = (int32_t)k;
     }
     memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
-    int32_t *tok_off = (int32_t *)(hs + o_tokoff);
-    for (int i = 0; i < ns; i++)
-        tok_off[i] = s->tok_first[i];
-    tok_off[ns] = n_tok;
+    memcpy(hs + o_tokoff, tok_off, 4 * (size_t)(ns + 1));
     int32_t *qrow = (int32_t *)(hs + o_qrow), *qpos = (int32_t *)(hs + o_qpos);
     int32_t *items = (int32_t *)(hs + o_items);
     if (decode) {
-        int rpr = per_q ? H : nkv, gpr = per_q ? 1 : g;
+        int rpr = per_q ? H : nkv;
         for (int i = 0; i < ns; i++)
             for (int h = 0; h < rpr; h++) {
                 qrow[i * rpr + h] = s->tok_first[i] * H + h * gpr;
@@ -564,50 +688,26 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             }
         for (int l = 0; l < L; l++) {
             plan_parts[l] = kw_cuda_attn_plan_table(rows, row_tok + (size_t)l * rows, c->P,
-                                                    max_tok, items + plan_off[l],
+                                                    max_tok[l], items + plan_off[l],
                                                     items + row_part_off[l]);
             max_parts = plan_parts[l] > max_parts ? plan_parts[l] : max_parts;
+            ((int32_t *)(hs + o_nitems))[l] = plan_items[l];
         }
+        if (fixed)
+            max_parts = n_items; /* a graph's partials stay put for any plan that fits */
         if ((rc = kw__cf_ensure_partial(c, (size_t)(max_parts + 1) * gpr * (hd + 2), err)) < 0)
             return rc;
     } else
         kw_cuda_prefill_items(ns, tok_off, items);
     CU(cudaMemcpyAsync(c->stage.d, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
-    uint8_t *ds = c->stage.d;
-    const int32_t *d_ids = (const int32_t *)(ds + o_ids), *d_pos = (const int32_t *)(ds + o_pos);
-    void *st = c->st;
     /* 2. layers */
-    KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, f->n_embd, d_ids, n_tok, c->x));
-    for (int l = 0; l < L; l++) {
-        if ((rc = kw__cf_layer_qkv(c, l, n_tok, err)) < 0 ||
-            (rc = kw__cf_layer_rope_append(c, l, n_tok, d_pos, (const int32_t *)(ds + o_slots), err)) < 0)
-            return rc;
-        const int32_t *d_rp = (const int32_t *)(ds + o_rowptr) + (size_t)l * (rows + 1);
-        const int32_t *d_pg = (const int32_t *)(ds + o_pages) + layer_pg0[l];
-        const int32_t *d_rt = (const int32_t *)(ds + o_rowtok) + (size_t)l * rows;
-        if (decode) {
-            kw_cuda_attn a = kw__cf_decode_args(c);
-            a.n_rows = rows, a.g_per_row = per_q ? 1 : g;
-            a.row_ptr = d_rp, a.pages = d_pg, a.row_tokens = d_rt;
-            a.q_row = (const int32_t *)(ds + o_qrow), a.q_pos = (const int32_t *)(ds + o_qpos);
-            a.n_items = plan_items[l];
-            a.items = (const int32_t *)(ds + o_items) + plan_off[l];
-            a.row_part = (const int32_t *)(ds + o_items) + row_part_off[l];
-            a.n_parts = plan_parts[l];
-            KTRY(kw_cuda_attn_decode(st, &a));
-        } else {
-            kw_cuda_prefill a = kw__cf_prefill_args(c, ns);
-            a.tok_off = (const int32_t *)(ds + o_tokoff), a.row_ptr = d_rp;
-            a.pages = d_pg, a.row_tokens = d_rt;
-            a.q_pos = d_pos;
-            a.n_items = n_items, a.items = (const int32_t *)(ds + o_items);
-            KTRY(kw_cuda_attn_prefill(st, &a));
-        }
-        if ((rc = kw__cf_layer_post(c, l, n_tok, err)) < 0)
-            return rc;
-    }
+    stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_pages, o_tokoff, o_qrow,
+                  o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
+                  plan_items, plan_parts, plan_off, row_part_off};
+    if ((rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err)) < 0)
+        return rc;
     /* 3. logits */
-    if ((rc = kw__cf_logits_out(c, s, (const int32_t *)(ds + o_logit), err)) < 0)
+    if ((rc = kw__cf_logits_out(c, s, (const int32_t *)(c->stage.d + o_logit), err)) < 0)
         return rc;
     for (int i = 0; i < ns; i++) {
         int64_t nv = 0;
@@ -616,6 +716,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         s->attended[i] = nv;
     }
     return 0;
+}
+
+void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches)
+{
+    *captures = c->graph_captures, *launches = c->graph_launches;
 }
 
 int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
@@ -686,6 +791,12 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     (void)c;
     return NULL;
 }
+void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches)
+{
+    (void)c;
+    *captures = 0, *launches = 0;
+}
+
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)
 {
     (void)c, (void)pool, (void)s, (void)n_tok;

@@ -21,5 +21,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
  * V to every layer of kv, without running the model (a context for decode timing). */
 int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
                   kw_error *err);
+/* Decode steps captured as CUDA graphs and replayed so far (0 and 0 when graphs are off). */
+void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches);
 
 #endif

@@ -294,10 +294,17 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
     memcpy(h + o_pit, c->h_list, 8 * (size_t)n_items);
     int plan_items = 0, plan_parts = 0;
     if (n_dec) {
-        int64_t toks = 0;
-        for (int64_t j = 0; j < dk; j++)
-            toks += dsp[j].n;
-        int max_tok = kw__cf_plan_tokens(toks);
+        int32_t *rt = malloc(sizeof(int32_t) * (size_t)dec_rows);
+        if (!rt)
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        for (int r = 0; r < dec_rows; r++) {
+            rt[r] = 0;
+            for (int j = drp[r]; j < drp[r + 1]; j++)
+                rt[r] += dsp[j].n;
+        }
+        /* span-mode items flatten into the kernel's 1024-token list */
+        int max_tok = kw__cf_plan_tokens(c, dec_rows, rt, 768);
+        free(rt);
         plan_items = kw_cuda_attn_plan_size(dec_rows, drp, dsp, max_tok);
         if ((size_t)plan_items > plan_max)
             return kw_error_set(err, KW_EINTERNAL, "cuda: decode plan larger than reserved");

@@ -21,6 +21,13 @@ typedef struct pinbuf {
     size_t cap, off;
 } pinbuf;
 
+/* A captured decode step (run_graph in forward_cuda.c), per batch size. */
+typedef struct kw_cgraph {
+    cudaGraphExec_t exec;
+    const void *ds, *partial; /* the step buffer and partials it was captured with */
+    int seen, failed;
+} kw_cgraph;
+
 struct kw_cfwd {
     kw_model_config cfg;
     int max_tok, max_seq, dev;
@@ -43,6 +50,11 @@ struct kw_cfwd {
     size_t partial_cap; /* floats */
     int32_t *slots;     /* host (n_layer, max_tok, n_kv) */
     int dec_g;          /* g_per_row for decode: n_head / n_kv when 1, 2, 4 or 8, else 1 */
+    int attn_slots;     /* concurrent decode-attention blocks (kw_cuda_attn_slots) */
+    /* CUDA graphs of dense decode steps, by batch size (KVWEAVE_CUDA_GRAPHS=0: off) */
+    kw_cgraph graphs[KW_FWD_MAX_SEQ + 1];
+    int graphs_on;
+    int64_t graph_captures, graph_launches;
     /* steps with hooks (see run_hooked) */
     kw_view *views[KW_FWD_MAX_SEQ];
     pinbuf lst;                  /* per-layer lists, used front to back (lst.off) */
@@ -88,7 +100,7 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err);
 int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);
-int kw__cf_plan_tokens(int64_t toks);
+int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap);
 
 /* forward_cuda_hooks.c */
 int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem);

@@ -175,6 +175,10 @@ int main(int argc, char **argv)
             for (int i = 0; i < B; i++)
                 kw_kvseq_free(sq[i].kv);
         }
+    int64_t caps, launches;
+    kw__fwd_graph_stats(f, &caps, &launches);
+    printf("# decode steps as CUDA graphs: %lld captured, %lld replayed (KVWEAVE_CUDA_GRAPHS=0 "
+           "turns them off)\n", (long long)caps, (long long)launches);
     printf("\n# kvweave CUDA engine\n%s", table);
     kw__fwd_free(f);
     kw_kvpool_free(pool);
