@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine: builds with CUDA, checks the CUDA kernels and the CUDA engine against
 # the CPU, generates a Llama-3.1-8B-shaped model with random bf16 weights, times the CUDA
-# engine's prefill and decode (bench_model) and the same shapes in PyTorch (when
-# importable), and prints a side-by-side table last.
+# engine's prefill and decode (bench_model) and the same shapes in plain PyTorch and in
+# Hugging Face transformers (when importable), and prints a side-by-side table last.
 # Usage: tests/bench/run_gpu_model.sh [OUT_DIR] [LIKE] [LAYERS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,23 +39,30 @@ PY
 )
   python3 tests/bench/bench_model_torch.py --layers "$L" --dim "$E" --heads "$H" --kv "$KV" \
     --ff "$FF" --vocab "$V" --ctx "$ctx" --batch "$batch" | tee "$out/torch.csv"
-  python3 - "$out/kvweave.csv" "$out/torch.csv" <<'PY'
-import csv, sys
+  : > "$out/hf.csv"
+  if python3 -c 'import transformers' 2>/dev/null; then  # batch 1 only
+    python3 tests/bench/bench_hf.py --layers "$L" --dim "$E" --heads "$H" --kv "$KV" \
+      --ff "$FF" --vocab "$V" --ctx "$ctx" | tee "$out/hf.csv"
+  fi
+  python3 - "$out/kvweave.csv" "$out/torch.csv" "$out/hf.csv" <<'PY'
+import sys
 def load(p):
     r = {}
     for line in open(p):
         f = line.strip().split(",")
         if len(f) >= 5 and f[0] in ("prefill", "decode"):
-            r[(f[0], int(f[1]), int(f[2]))] = f
+            r[(f[0], int(f[1]), int(f[2]))] = float(f[4]), f
     return r
-k, t = load(sys.argv[1]), load(sys.argv[2])
-print("\nkind     batch   ctx   kvweave tok/s   torch tok/s   ratio   floor ms  kvweave % of floor")
+k, t, h = (load(p) for p in sys.argv[1:4])
+nan = float("nan")
+print("\n(tok/s; ratio = kvweave / peer; floor: bytes / copy bandwidth or FLOPs / peak)")
+print("kind     batch   ctx   kvweave   torch  ratio  transformers  ratio  floor ms  % of floor")
 for key in sorted(k):
-    kv = k[key]
-    tv = t.get(key)
-    ratio = float(kv[4]) / float(tv[4]) if tv else float("nan")
-    print(f"{key[0]:8} {key[1]:5} {key[2]:6} {float(kv[4]):14.1f} {float(tv[4]) if tv else float('nan'):13.1f}"
-          f" {ratio:7.2f} {float(kv[5]):10.2f} {float(kv[6]):8.1f}%")
+    kv, f = k[key]
+    tv = t.get(key, (nan,))[0]
+    hv = h.get(key, (nan,))[0]
+    print(f"{key[0]:8} {key[1]:5} {key[2]:6} {kv:9.1f} {tv:7.1f} {kv / tv:6.2f} {hv:13.1f}"
+          f" {kv / hv:6.2f} {float(f[5]):9.2f} {float(f[6]):9.1f}%")
 PY
 else
   echo "PyTorch not installed: no peer numbers"
