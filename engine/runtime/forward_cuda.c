@@ -7,7 +7,8 @@
  *     out, + bias) -> RoPE -> page append (bf16) -> attention over the views (the prefill
  *     kernel when any sequence brings more than one token, else the decode kernel) ->
  *     output GEMM -> residual -> RMSNorm -> gate, up GEMMs -> SwiGLU (bf16) -> down GEMM
- *     -> residual;
+ *     -> residual (at 1-2 rows: fused weight-streaming passes, see kw__cf_layer_*); a
+ *     dense decode step replays a CUDA graph of this part (run_graph);
  *  3. the logit rows: RMSNorm -> output GEMM -> copied to the host (sampling stays in
  *     batch.c), then the stream is synchronized.
  * Numerics: weights and KV in bf16, activations f32 between kernels, GEMM inputs rounded
