@@ -234,31 +234,47 @@ attn_decode_kernel(const kw_cuda_attn a)
 }
 
 // One block per split row: merge its parts.
+// Split rows: the parts of a row are merged per (row, head) by one block of D threads
+// (thread d owns output column d), in one pass with a running maximum; eight parts' loads
+// are issued together, so a 32-part row costs a few memory round trips, not 64.
 template <int D, int G>
-__global__ void attn_combine_kernel(const kw_cuda_attn a)
+__global__ void __launch_bounds__(D) attn_combine_kernel(const kw_cuda_attn a)
 {
-    const int row = blockIdx.x;
+    const int row = blockIdx.x, j = blockIdx.y, d = threadIdx.x;
     const int p0 = a.row_part[2 * row], np = a.row_part[2 * row + 1];
     if (np == 0)
         return;
     const int32_t qrow = a.q_row[row];
-    for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
-        const int j = idx / D, d = idx % D;
-        float mx = -FLT_MAX;
-        for (int p = 0; p < np; p++)
-            mx = fmaxf(mx, a.partial[((size_t)(p0 + p) * G + j) * (D + 2)]);
-        float ls = 0.f, as = 0.f;
-        for (int p = 0; p < np; p++) {
-            const float *pt = a.partial + ((size_t)(p0 + p) * G + j) * (D + 2);
-            float f = pt[1] > 0.f ? exp2f(pt[0] - mx) : 0.f;
-            ls += pt[1] * f;
-            as += pt[2 + d] * f;
+    const size_t stride = (size_t)G * (D + 2);
+    const float *base = a.partial + ((size_t)p0 * G + j) * (D + 2);
+    float mx = -FLT_MAX, ls = 0.f, as = 0.f;
+    auto add = [&](float m, float l, float v) {
+        if (l > 0.f) {
+            const float nm = fmaxf(mx, m), so = exp2f(mx - nm), sn = exp2f(m - nm);
+            ls = ls * so + l * sn, as = as * so + v * sn, mx = nm;
         }
-        a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
-        if (d == 0 && a.lse)
-            a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
+    };
+    int p = 0;
+    for (; p + 8 <= np; p += 8) {
+        float m[8], l[8], v[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+            const float *pt = base + (size_t)(p + u) * stride;
+            m[u] = pt[0], l[u] = pt[1], v[u] = pt[2 + d];
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+            add(m[u], l[u], v[u]);
     }
+    for (; p < np; p++) {
+        const float *pt = base + (size_t)p * stride;
+        add(pt[0], pt[1], pt[2 + d]);
+    }
+    a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+    if (d == 0 && a.lse)
+        a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
 }
+
 
 
 // ---- bf16 pages: K/V streamed through shared memory (see the top of the file) ----
@@ -328,17 +344,46 @@ template <int D, bool TABLE> struct stream_cfg {
     static constexpr size_t bytes = NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
 };
 
+// The page of each token a thread copies in one tile (table mode): loaded one tile ahead
+// of the copies that need them, so the page-table read's latency is hidden behind a
+// tile's math instead of stalling the copies. pg[p]: the token of pass p; pp: the token
+// whose position this thread copies (threads < TT).
+template <int D> struct tile_pages {
+    static constexpr int PASSES = stream_cfg<D, true>::TT / (WARPS * 32 / (D / 8));
+    static_assert(WARPS * 32 >= stream_cfg<D, true>::TT, "one position per thread");
+    int pg[PASSES];
+    int pp;
+};
+
+template <int D, bool TABLE>
+__device__ __forceinline__ void load_pages(const int32_t *ptab, int P, int lp, int b0, int n,
+                                           int tile, tile_pages<D> &tp)
+{
+    if constexpr (TABLE) {
+        using C = stream_cfg<D, TABLE>;
+        constexpr int RPP = WARPS * 32 / (D / 8);
+        const int i0 = tile * C::TT, rg = threadIdx.x / (D / 8);
+#pragma unroll
+        for (int p = 0; p < tile_pages<D>::PASSES; p++) {
+            const int i = i0 + p * RPP + rg, t = b0 + i;
+            tp.pg[p] = i < n ? ptab[lp >= 0 ? t >> lp : t / P] : 0;
+        }
+        const int i = i0 + (int)threadIdx.x, t = b0 + i;
+        tp.pp = threadIdx.x < C::TT && i < n ? ptab[lp >= 0 ? t >> lp : t / P] : 0;
+    }
+}
+
 // Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
 // stage. Rows past the item's end are zero-filled: P V multiplies them by p = 0, and
 // stale shared memory could hold NaNs. A thread copies one 16-byte chunk column of a row
-// group, so a token's address is found once per pass (not per chunk) and all page
-// lookups of the tile are issued before the copies; lp = log2(P) when P is a power of
-// two (shifts instead of divisions), else -1. This address work, not the math, is what
+// group, so a token's address is found once per pass (not per chunk); in table mode the
+// pages come from load_pages, a tile earlier. lp = log2(P) when P is a power of two
+// (shifts instead of divisions), else -1. This address work, not the math, is what
 // bounds the kernel's issue rate.
 template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
-                                           const token_list &tl, const int32_t *ptab, int b0,
-                                           int n, int tile, int lp)
+                                           const token_list &tl, const tile_pages<D> &tp,
+                                           int b0, int n, int tile, int lp)
 {
     using C = stream_cfg<D, TABLE>;
     constexpr int CH = D / 8;                  // 16-byte chunks per row
@@ -358,8 +403,7 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         if (i < n) {
             if constexpr (TABLE) {
                 const int t = b0 + i;
-                const int pg = ptab[lp >= 0 ? t >> lp : t / P];
-                off[p] = ((int64_t)pg * 2 * P + (lp >= 0 ? t & (P - 1) : t % P)) * D;
+                off[p] = ((int64_t)tp.pg[p] * 2 * P + (lp >= 0 ? t & (P - 1) : t % P)) * D;
             } else {
                 off[p] = tl.off[i], pool[p] = tl.pool[i];
             }
@@ -373,29 +417,24 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         cp_async16_zfill(Ks + tk * C::LDK + c * 8, src, ok);
         cp_async16_zfill(Vs + tk * C::LDK + c * 8, src + (ok ? (int64_t)P * D : 0), ok);
     }
-    if constexpr (TABLE)
-        for (int tk = threadIdx.x; tk < C::TT; tk += WARPS * 32) {
-            const int t = b0 + i0 + tk;
-            if (i0 + tk < n) {
-                const int pg = ptab[lp >= 0 ? t >> lp : t / P];
-                cp_async4(ps + tk, a.pos[0] + (int64_t)pg * P + (lp >= 0 ? t & (P - 1) : t % P));
-            }
-        }
+    if constexpr (TABLE) {
+        const int tk = threadIdx.x, t = b0 + i0 + tk;
+        if (tk < C::TT && i0 + tk < n)
+            cp_async4(ps + tk, a.pos[0] + (int64_t)tp.pp * P + (lp >= 0 ? t & (P - 1) : t % P));
+    }
 }
 
+// One work item of the tensor-core decode kernel (below).
 template <int D, int G, bool TABLE>
-__global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
+__device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char *sm, int item)
 {
     using C = stream_cfg<D, TABLE>;
     constexpr int KS = D / 16, NT = D / 8; // k-steps of the scores, n-tiles of the output
-    extern __shared__ __align__(16) unsigned char sm[];
     unsigned char *stages = sm;
     token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // span mode only
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
-    if (a.live_items && (int)blockIdx.x >= *a.live_items)
-        return; // a fixed grid (CUDA graph) larger than this call's plan
-    const int32_t *it = a.items + 4 * blockIdx.x;
+    const int32_t *it = a.items + 4 * item;
     const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
     const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
     const float sc = a.scale * LOG2E;
@@ -426,15 +465,21 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     for (int j = 0; j < NT; j++)
         o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
+    tile_pages<D> tp;
+    load_pages<D, TABLE>(ptab, P, lp, b0, n, 0, tp);
 #pragma unroll
     for (int s = 0; s < C::NS - 1; s++) {
-        if (s < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, s, lp);
+        if (s < ntiles) {
+            issue_tile<D, TABLE>(a, stages, tl, tp, b0, n, s, lp);
+            load_pages<D, TABLE>(ptab, P, lp, b0, n, s + 1, tp);
+        }
         cp_async_commit();
     }
     for (int tile = 0; tile < ntiles; tile++) {
-        if (tile + C::NS - 1 < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ptab, b0, n, tile + C::NS - 1, lp);
+        if (tile + C::NS - 1 < ntiles) {
+            issue_tile<D, TABLE>(a, stages, tl, tp, b0, n, tile + C::NS - 1, lp);
+            load_pages<D, TABLE>(ptab, P, lp, b0, n, tile + C::NS, tp); // used next round
+        }
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
         __syncthreads();            // everyone's have
@@ -516,17 +561,36 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     merge_write<D, G>(a, mg, part, qrow);
 }
 
+// A block per item; with live_items (a fixed grid for CUDA graphs) at most one wave of
+// resident blocks, each taking items blockIdx.x, + gridDim.x, ... below the live count.
+template <int D, int G, bool TABLE>
+__global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
+{
+    extern __shared__ __align__(16) unsigned char sm[];
+    const int n = a.live_items ? *a.live_items : a.n_items;
+    for (int item = blockIdx.x; item < n; item += gridDim.x) {
+        stream_item<D, G, TABLE>(a, sm, item);
+        __syncthreads(); // the merge read shared memory that the next item's copies refill
+    }
+}
+
 template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
 {
     using C = stream_cfg<D, TABLE>;
-    static bool configured = false; // the engine launches from one thread
-    if (!configured) {
+    static int resident = 0; // the engine launches from one thread, on one device
+    if (!resident) {
         KW_CUDA_TRY(cudaFuncSetAttribute(attn_stream_kernel<D, G, TABLE>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)C::bytes));
-        configured = true;
+        int dev = 0, sms = 0, per = 0;
+        KW_CUDA_TRY(cudaGetDevice(&dev));
+        KW_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        KW_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per, attn_stream_kernel<D, G, TABLE>, WARPS * 32, C::bytes));
+        resident = sms * (per > 0 ? per : 1);
     }
-    attn_stream_kernel<D, G, TABLE><<<a.n_items, WARPS * 32, C::bytes, st>>>(a);
+    const int grid = a.live_items && a.n_items > resident ? resident : a.n_items;
+    attn_stream_kernel<D, G, TABLE><<<grid, WARPS * 32, C::bytes, st>>>(a);
     return KW_OK;
 }
 
@@ -544,7 +608,7 @@ int launch(cudaStream_t st, const kw_cuda_attn &a)
     }
     KW_CUDA_LAUNCHED();
     if (a.n_parts > 0)
-        attn_combine_kernel<D, G><<<a.n_rows, 128, 0, st>>>(a);
+        attn_combine_kernel<D, G><<<dim3(a.n_rows, G), D, 0, st>>>(a);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }

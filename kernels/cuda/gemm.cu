@@ -112,7 +112,7 @@ enum { GV_STORE = 0, GV_ADD = 1, GV_SWIGLU = 2 };
 // Up to three products in one launch; blocks [blk_end[s-1], blk_end[s]) serve output s.
 struct gemv_args {
     const __nv_bfloat16 *x;
-    int K, n_seg;
+    int K, n_seg, total_blocks;
     int blk_end[3], n[3];
     const __nv_bfloat16 *w[3];
     const __nv_bfloat16 *w_up; // GV_SWIGLU: the up matrix (w[0] is the gate)
@@ -121,22 +121,17 @@ struct gemv_args {
     __nv_bfloat16 *yb; // GV_SWIGLU output
 };
 
-// A warp group of KS warps computes NO outputs (weight rows n0 .. n0 + NO - 1; in
-// GV_SWIGLU the gate and up rows of each) for all M rows of x; its KS warps split K, each
-// lane with U 16-byte loads per weight row in flight. KS = 1 (a warp streams whole rows,
-// no block-level reduction) serves wide matrices; KS = 2 or 4 spreads narrow ones (the
-// 1024-row K/V projections) over enough warps to keep the memory system busy, their
-// partial sums meeting through shared memory.
+// One block group: the outputs of block blk (see gemv_bf16 below).
 template <int M, int NO, int MODE, int U, int KS>
-__global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
+__device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
+                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 * NO : NO)])
 {
     constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
     constexpr int GROUPS = WARPS / KS;
-    __shared__ float red[KS > 1 ? WARPS : 1][KS > 1 ? M * R : 1];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int grp = warp / KS, kpart = warp % KS;
     // the block's output (constant indices only: the arguments stay in the parameter bank)
-    const int blk = blockIdx.x, s = (a.n_seg > 1 && blk >= a.blk_end[0]) + (a.n_seg > 2 && blk >= a.blk_end[1]);
+    const int s = (a.n_seg > 1 && blk >= a.blk_end[0]) + (a.n_seg > 2 && blk >= a.blk_end[1]);
     const int first = s == 0 ? 0 : s == 1 ? a.blk_end[0] : a.blk_end[1];
     const int N = s == 0 ? a.n[0] : s == 1 ? a.n[1] : a.n[2], K = a.K;
     const __nv_bfloat16 *w_s = s == 0 ? a.w[0] : s == 1 ? a.w[1] : a.w[2];
@@ -200,15 +195,17 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
         }
     if constexpr (KS > 1) {
         __syncthreads();
+        if (kpart == 0)
+#pragma unroll
+            for (int m = 0; m < M; m++)
+#pragma unroll
+                for (int r = 0; r < R; r++)
+#pragma unroll
+                    for (int k = 1; k < KS; k++)
+                        acc[m][r] += red[warp + k][m * R + r];
+        __syncthreads(); // red is free for the next block group
         if (kpart != 0)
             return;
-#pragma unroll
-        for (int m = 0; m < M; m++)
-#pragma unroll
-            for (int r = 0; r < R; r++)
-#pragma unroll
-                for (int k = 1; k < KS; k++)
-                    acc[m][r] += red[warp + k][m * R + r];
     }
     // lane j < M * NO writes output (m, r) = (j / NO, j % NO)
 #pragma unroll
@@ -231,6 +228,34 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
         }
 }
 
+// A warp group of KS warps computes NO outputs (weight rows n0 .. n0 + NO - 1; in
+// GV_SWIGLU the gate and up rows of each) for all M rows of x; its KS warps split K, each
+// lane with U 16-byte loads per weight row in flight. KS = 1 (a warp streams whole rows,
+// no block-level reduction) serves wide matrices; KS = 2 or 4 spreads narrow ones (the
+// 1024-row K/V projections) over enough warps to keep the memory system busy, their
+// partial sums meeting through shared memory. The grid is one wave of resident blocks
+// that stride over the block groups (no tail of a last partial wave, no block launches
+// in between).
+template <int M, int NO, int MODE, int U, int KS>
+__global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
+{
+    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
+    __shared__ float red[KS > 1 ? WARPS : 1][M * R];
+    for (int blk = blockIdx.x; blk < a.total_blocks; blk += gridDim.x)
+        gemv_block<M, NO, MODE, U, KS>(a, blk, red);
+}
+
+// The resident blocks of a kernel on the current device (132 x 4 if the query fails).
+static int resident_blocks(const void *kernel)
+{
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, kernel, GEMV_THREADS, 0) != cudaSuccess)
+        return 132 * 4;
+    return sms * (per > 0 ? per : 1);
+}
+
 // KS: the fewest K-splitting warps per output group that still give about 16 warps per
 // multiprocessor of an H100/H200 (2048 warps).
 template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args &a)
@@ -242,7 +267,12 @@ template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args
     int blocks = 0;
     for (int s = 0; s < a.n_seg; s++)
         a.blk_end[s] = blocks += (a.n[s] + PER_BLOCK - 1) / PER_BLOCK;
-    gemv_bf16<M, NO, MODE, U, KS><<<blocks, GEMV_THREADS, 0, st>>>(a);
+    a.total_blocks = blocks;
+    static int resident = 0; // per instance; the engine uses one device per process
+    if (!resident)
+        resident = resident_blocks((const void *)gemv_bf16<M, NO, MODE, U, KS>);
+    const int grid = min(blocks, resident);
+    gemv_bf16<M, NO, MODE, U, KS><<<grid, GEMV_THREADS, 0, st>>>(a);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }

@@ -73,9 +73,11 @@ typedef struct kw_cuda_attn {
      * the items hold token ranges (kw_cuda_attn_plan_table). */
     const int32_t *pages;         /* device */
     const int32_t *row_tokens;    /* device (n_rows) */
-    /* Nullable, device: the plan's item count, when n_items is a fixed grid at least as
-     * large (a CUDA graph replays one launch for plans of any size up to n_items; blocks
-     * past the count exit, and the merge runs whenever n_parts > 0). */
+    /* Nullable, device: the plan's item count, when n_items is a capacity at least as
+     * large (a CUDA graph replays one launch for plans of any size up to n_items: bf16
+     * pages launch one wave of resident blocks that loop over the live items, f32 pages
+     * n_items blocks of which those past the count exit; the merge runs whenever
+     * n_parts > 0). */
     const int32_t *live_items;
 } kw_cuda_attn;
 
