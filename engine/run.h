@@ -43,6 +43,8 @@ typedef struct kw_run_env {
     const char *(*engine_model_sha256)(void *engine); /* nullable */
     const char *(*engine_model_path)(void *engine);   /* nullable */
     double (*engine_busy_s)(void *engine);            /* nullable */
+    /* nullable: bytes the engine's steps copied host -> device and device -> host */
+    void (*engine_io_bytes)(void *engine, int64_t *h2d, int64_t *d2h);
 } kw_run_env;
 
 typedef struct kw_run_opts {

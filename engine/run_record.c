@@ -299,6 +299,12 @@ void kwr_record_figures(kw_exec *x, double wall)
         sum += lane_busy[l];
     }
     kw_db_metric(x->db, x->uuid, -1, "wall_s", wall, 0, &err);
+    if (x->engine && x->o->env && x->o->env->engine_io_bytes) {
+        int64_t h2d = 0, d2h = 0; /* host <-> device copies of the engine's steps */
+        x->o->env->engine_io_bytes(x->engine, &h2d, &d2h);
+        kw_db_metric(x->db, x->uuid, -1, "h2d_bytes", (double)h2d, 0, &err);
+        kw_db_metric(x->db, x->uuid, -1, "d2h_bytes", (double)d2h, 0, &err);
+    }
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* the process's peak resident set (kB on Linux) */
         kw_db_metric(x->db, x->uuid, -1, "peak_rss_bytes", (double)ru.ru_maxrss * 1024.0, 0, &err);

@@ -39,7 +39,13 @@ static double env_busy(void *e)
     kw_engine_get_stats(e, &st);
     return st.busy_s;
 }
-static const kw_run_env engine_env = {env_open, env_close, env_sha, env_path, env_busy};
+static void env_io(void *e, int64_t *h2d, int64_t *d2h)
+{
+    kw_engine_stats st;
+    kw_engine_get_stats(e, &st);
+    *h2d = st.h2d_bytes, *d2h = st.d2h_bytes;
+}
+static const kw_run_env engine_env = {env_open, env_close, env_sha, env_path, env_busy, env_io};
 
 /* ----------------------------------------------------------------- run ---- */
 

@@ -640,7 +640,10 @@ static void run_step(kw_engine *e, stepbuf *b)
             done[j] = true;
         }
     }
+    int64_t h2d, d2h;
+    kw__fwd_io_stats(e->f, &h2d, &d2h);
     pthread_mutex_lock(&e->mu);
+    e->st.h2d_bytes = h2d, e->st.d2h_bytes = d2h;
     e->st.steps++;
     e->st.busy_s += kw_now() - t0;
     for (int j = 0; j < k; j++)

@@ -186,6 +186,13 @@ int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t
     return kw__cfwd_fill(f->cuda, kv, n_past, n_tok, seed, err);
 }
 
+void kw__fwd_io_stats(const kw_fwd *f, int64_t *h2d, int64_t *d2h)
+{
+    *h2d = 0, *d2h = 0;
+    if (f->cuda)
+        kw__cfwd_io_stats(f->cuda, h2d, d2h);
+}
+
 void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches)
 {
     *captures = 0, *launches = 0;

@@ -29,6 +29,8 @@ int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *poo
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f);
 /* CUDA forwards: decode steps captured as CUDA graphs and replayed (0 and 0 otherwise). */
 void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches);
+/* Bytes copied host <-> device by steps so far (0 and 0 on the CPU). */
+void kw__fwd_io_stats(const kw_fwd *f, int64_t *h2d, int64_t *d2h);
 
 typedef struct kw_fwd_step {
     int n_seq;

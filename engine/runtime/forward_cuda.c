@@ -441,6 +441,7 @@ int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_err
         CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
                            (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
            "logits copy");
+        c->d2h_bytes += (int64_t)nr * f->n_vocab * 4;
         if (r0 + nr < s->n_logits)
             CU(cudaStreamSynchronize(c->st), "logits");
     }
@@ -703,6 +704,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     } else
         kw_cuda_prefill_items(ns, tok_off, items);
     CU(cudaMemcpyAsync(c->stage.d, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    c->h2d_bytes += (int64_t)total;
     /* 2. layers */
     stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_pages, o_tokoff, o_qrow,
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
@@ -724,6 +726,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
 void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches)
 {
     *captures = c->graph_captures, *launches = c->graph_launches;
+}
+
+void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h)
+{
+    *h2d = c->h2d_bytes, *d2h = c->d2h_bytes;
 }
 
 int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed,
@@ -798,6 +805,11 @@ void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches
 {
     (void)c;
     *captures = 0, *launches = 0;
+}
+void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h)
+{
+    (void)c;
+    *h2d = 0, *d2h = 0;
 }
 
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)

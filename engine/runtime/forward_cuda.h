@@ -23,5 +23,8 @@ int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed
                   kw_error *err);
 /* Decode steps captured as CUDA graphs and replayed so far (0 and 0 when graphs are off). */
 void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches);
+/* Bytes steps copied host -> device (work lists, step inputs) and device -> host
+ * (logits, copies for hooks) so far. */
+void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h);
 
 #endif

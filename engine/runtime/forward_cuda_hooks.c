@@ -95,6 +95,7 @@ int kw__cf_flush_compact(kw_cfwd *c, kw_error *err)
     c->cq_n = 0;
     c->cq_len = 0;
     CU(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, c->st), "compaction lists");
+    c->h2d_bytes += (int64_t)bytes;
     const int32_t *dd = (const int32_t *)d, *dl = dd + offs;
     int hd = c->cfg.head_dim;
     rc = kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
@@ -134,6 +135,7 @@ int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *
     if (cudaMemcpyAsync(h, src, (size_t)n * hd * 2, cudaMemcpyDeviceToHost, c->st) != cudaSuccess
         || cudaStreamSynchronize(c->st) != cudaSuccess)
         rc = KW_ECUDA;
+    c->d2h_bytes += (int64_t)n * hd * 2;
     for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
         out[i] = kw_bf16_to_f32(h[i]);
     free(h);
@@ -172,6 +174,7 @@ int kw__cf_lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error
 static int d2h(kw_cfwd *c, float *h, const float *d, size_t n, kw_error *err)
 {
     CU(cudaMemcpyAsync(h, d, n * 4, cudaMemcpyDeviceToHost, c->st), "copy for hooks");
+    c->d2h_bytes += (int64_t)n * 4;
     CU(cudaStreamSynchronize(c->st), "copy for hooks");
     return 0;
 }
@@ -314,6 +317,7 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
             return rc;
     }
     CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "layer lists");
+    c->h2d_bytes += (int64_t)total;
     if (n_pre) {
         kw_cuda_prefill a = kw__cf_prefill_args(c, ns);
         a.tok_off = d_tokoff, a.row_ptr = (const int32_t *)(d + o_prp);
@@ -369,6 +373,7 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
     }
     off[w->n_rows] = (int32_t)k;
     CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "probability lists");
+    c->h2d_bytes += (int64_t)total;
     int t0 = s->tok_first[i], nq = s->tok_n[i], tile = 64;
     kw_cuda_view_probs_args a = {.base = c->kv_base, .pos = c->kv_pos, .page_tokens = c->P,
                                  .head_dim = hd, .n_head = H, .group = g,
@@ -451,6 +456,7 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
         tok_off[i] = s->tok_first[i];
     tok_off[ns] = n_tok;
     CU(cudaMemcpyAsync(ds, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
+    c->h2d_bytes += (int64_t)total;
     const int32_t *d_pos = (const int32_t *)(ds + o_pos);
     kw_hookcall hc = {.cfg = f, .pool = pool, .s = s, .views = c->views, .stream = c->st};
     if ((rc = kw__hooks_begin(&hc)) < 0)

@@ -55,6 +55,8 @@ struct kw_cfwd {
     kw_cgraph graphs[KW_FWD_MAX_SEQ + 1];
     int graphs_on;
     int64_t graph_captures, graph_launches;
+    /* bytes copied host -> device and device -> host by steps (not the weights at open) */
+    int64_t h2d_bytes, d2h_bytes;
     /* steps with hooks (see run_hooked) */
     kw_view *views[KW_FWD_MAX_SEQ];
     pinbuf lst;                  /* per-layer lists, used front to back (lst.off) */

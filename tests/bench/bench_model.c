@@ -4,8 +4,8 @@
  *   decode:  (weight bytes + KV bytes read) / measured device copy bandwidth
  *   prefill: FLOPs (2 x matmul params x tokens + causal attention) / peak bf16 FLOP/s
  * Times are wall-clock around whole steps (each step ends with a stream sync and the
- * logits copy), medians over repeats after warm-up. Prints CSV; the last lines are a
- * short table.
+ * logits copy), medians over repeats after warm-up; the bytes steps copied host <->
+ * device are averaged per step. Prints CSV; the last lines are a short table.
  *
  *   bench_model MODEL.gguf [--ctx 2048,8192,32768] [--batch 1,8] [--chunk 4096]
  *               [--prefill-max 32768] [--peak-tflops 800] [--steps 20] */
@@ -108,7 +108,9 @@ int main(int argc, char **argv)
     printf("# engine open (upload %.2f GB of weights) %.1f s\n", weight_bytes / 1e9, kwb_now() - t0);
     float *logits = malloc(sizeof(float) * (size_t)maxb * V);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_tok), *pos = malloc(sizeof(int32_t) * (size_t)max_tok);
-    printf("kind,batch,ctx,ms,tok_per_s,floor_ms,pct_of_floor\n");
+    printf("kind,batch,ctx,ms,tok_per_s,floor_ms,pct_of_floor,h2d_bytes_per_step,"
+           "d2h_bytes_per_step\n");
+    int64_t h0, d0, h1, d1;
     char table[4096] = "";
     /* prefill: one sequence, chunks of `chunk` tokens */
     for (int ci = 0; ci < nctx; ci++) {
@@ -117,6 +119,7 @@ int main(int argc, char **argv)
             continue;
         int reps = C <= 8192 ? 3 : 1, warm = ci == 0 ? 1 : 0; /* kernels warm after the first */
         double t[4];
+        kw__fwd_io_stats(f, &h0, &d0);
         for (int r = -warm; r < reps; r++) {
             kw_seq sq = {.id = 1, .kv = kw_kvseq_new(pool)}, *sp = &sq;
             double a = kwb_now();
@@ -133,8 +136,10 @@ int main(int argc, char **argv)
         double s = kwb_median(t, reps);
         double flops = 2.0 * mat_params * C + 2.0 * 2.0 * c->n_layer * (double)qd * C * (C + 1) / 2.0;
         double floor_s = flops / peak;
-        printf("prefill,1,%d,%.2f,%.0f,%.2f,%.1f\n", C, s * 1e3, C / s, floor_s * 1e3,
-               100 * floor_s / s);
+        kw__fwd_io_stats(f, &h1, &d1);
+        const int chunks = (C + chunk - 1) / chunk, nst = chunks * (reps + warm);
+        printf("prefill,1,%d,%.2f,%.0f,%.2f,%.1f,%.0f,%.0f\n", C, s * 1e3, C / s, floor_s * 1e3,
+               100 * floor_s / s, (double)(h1 - h0) / nst, (double)(d1 - d0) / nst);
         snprintf(table + strlen(table), sizeof table - strlen(table),
                  "prefill  b=1 ctx=%-6d %9.0f tok/s  %8.1f ms  floor %8.1f ms  %5.1f%% of floor\n",
                  C, C / s, s * 1e3, floor_s * 1e3, 100 * floor_s / s);
@@ -157,6 +162,7 @@ int main(int argc, char **argv)
             }
             double t[256];
             int n = steps > 256 ? 256 : steps;
+            kw__fwd_io_stats(f, &h0, &d0);
             for (int st = -3; st < n; st++) {
                 for (int i = 0; i < B; i++)
                     ids[i] = rand_id((int)V), pos[i] = sq[i].n_past;
@@ -165,13 +171,16 @@ int main(int argc, char **argv)
                 if (st >= 0)
                     t[st] = kwb_now() - a;
             }
+            kw__fwd_io_stats(f, &h1, &d1);
             double s = kwb_median(t, n);
             double floor_s = (weight_bytes + (double)B * C * kv_tok_bytes) / bw;
-            printf("decode,%d,%d,%.3f,%.1f,%.3f,%.1f\n", B, C, s * 1e3, B / s, floor_s * 1e3,
-                   100 * floor_s / s);
+            double hs = (double)(h1 - h0) / (n + 3), dd = (double)(d1 - d0) / (n + 3);
+            printf("decode,%d,%d,%.3f,%.1f,%.3f,%.1f,%.0f,%.0f\n", B, C, s * 1e3, B / s,
+                   floor_s * 1e3, 100 * floor_s / s, hs, dd);
             snprintf(table + strlen(table), sizeof table - strlen(table),
-                     "decode   b=%d ctx=%-6d %9.1f tok/s  %8.2f ms  floor %8.2f ms  %5.1f%% of floor\n",
-                     B, C, B / s, s * 1e3, floor_s * 1e3, 100 * floor_s / s);
+                     "decode   b=%d ctx=%-6d %9.1f tok/s  %8.2f ms  floor %8.2f ms  %5.1f%% of floor"
+                     "  copies/step %.2f MB up %.2f MB down\n",
+                     B, C, B / s, s * 1e3, floor_s * 1e3, 100 * floor_s / s, hs / 1e6, dd / 1e6);
             for (int i = 0; i < B; i++)
                 kw_kvseq_free(sq[i].kv);
         }

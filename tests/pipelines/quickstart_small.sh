@@ -21,6 +21,12 @@ score=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
 echo "finished=$ok score=$score"
 [ "$ok" = 2 ]
 python3 -c "import sys; s=float(sys.argv[1]); sys.exit(0 if 0 <= s <= 1 else 1)" "$score"
+# the run's host <-> device copies are recorded (none on the CPU)
+io=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
+    "SELECT group_concat(key || '=' || value, ' ') FROM (SELECT key, value FROM metrics
+     WHERE sample IS NULL AND key IN ('d2h_bytes', 'h2d_bytes') ORDER BY key)" | tail -1)
+echo "copies recorded: $io"
+[ "$io" = "d2h_bytes=0.0 h2d_bytes=0.0" ]
 "$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/e.db" --quiet \
     --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
     --set run.max_batch=1 --set run.pool_mb=64 --set run.chunk=128

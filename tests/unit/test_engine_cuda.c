@@ -87,6 +87,7 @@ static int parity(const kw_model *m, int *fails)
     float *lc = malloc(sizeof(float) * CH * V), *lg = malloc(sizeof(float) * CH * V);
     double worst_pre = 0, worst_dec = 0, sum_dec = 0;
     int agree = 0, total = 0;
+    int64_t logit_bytes = 0; /* what the steps must have copied down: every logit row */
     for (int p = 0; p < 3; p++) {
         int n = lens[p];
         int32_t *ids = malloc(sizeof(int32_t) * (n + NDEC)), *pos = malloc(sizeof(int32_t) * (n + NDEC));
@@ -101,6 +102,7 @@ static int parity(const kw_model *m, int *fails)
                 return printf("FAIL prefill: %s\n", err.msg), 1;
             double e = rel_l2(lg, lc, (size_t)c * V);
             worst_pre = e > worst_pre ? e : worst_pre;
+            logit_bytes += (int64_t)c * V * 4;
         }
         int32_t next = argmax(lc + (size_t)((n - 1) % CH) * V, V);
         for (int d = 0; d < NDEC; d++) {
@@ -109,6 +111,7 @@ static int parity(const kw_model *m, int *fails)
                 return printf("FAIL decode: %s\n", err.msg), 1;
             double e = rel_l2(lg, lc, (size_t)V);
             worst_dec = e > worst_dec ? e : worst_dec;
+            logit_bytes += (int64_t)V * 4;
             sum_dec += e;
             int a = argmax(lc, V), b = argmax(lg, V);
             agree += a == b;
@@ -119,8 +122,14 @@ static int parity(const kw_model *m, int *fails)
         kw_kvseq_free(gpu.seq.kv);
         free(ids), free(pos);
     }
-    int64_t caps, launches;
+    int64_t caps, launches, h2d, d2h;
     kw__fwd_graph_stats(gpu.f, &caps, &launches);
+    kw__fwd_io_stats(gpu.f, &h2d, &d2h);
+    /* copies counted: exactly the logit rows down (no hooks here), some lists up */
+    bool io_ok = d2h == logit_bytes && h2d > 0;
+    printf("%s host<->device copies counted: %lld bytes down (logits: %lld), %lld up\n",
+           io_ok ? "ok  " : "FAIL", (long long)d2h, (long long)logit_bytes, (long long)h2d);
+    *fails += !io_ok;
     const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
     bool graphs = !(ge && strcmp(ge, "0") == 0);
     /* with graphs on, every decode step after each batch size's first two replays one */

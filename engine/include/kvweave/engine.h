@@ -171,6 +171,7 @@ typedef struct kw_engine_stats {
     int64_t prefix_prefills;       /* shared prefixes computed */
     double busy_s;
     int64_t pages_total, pages_peak;
+    int64_t h2d_bytes, d2h_bytes; /* copied host <-> device by steps (0 on the CPU) */
 } kw_engine_stats;
 void kw_engine_get_stats(kw_engine *e, kw_engine_stats *out);
 
