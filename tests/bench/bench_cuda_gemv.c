@@ -34,6 +34,18 @@ static double time_linear(void **w, int nw, const void *x, float *y, int M, int 
     return kwb_time_ms(launch_linear, &l, 5, 31);
 }
 
+/* A device buffer of `bytes` filled with the 2 MB pattern h (repeated). */
+static void *pattern_buffer(const uint16_t *h, size_t bytes)
+{
+    void *d;
+    CK(cudaMalloc(&d, bytes));
+    for (size_t off = 0; off < bytes; off += (size_t)1 << 21)
+        CK(cudaMemcpy((uint8_t *)d + off, h,
+                      bytes - off < ((size_t)1 << 21) ? bytes - off : ((size_t)1 << 21),
+                      cudaMemcpyHostToDevice));
+    return d;
+}
+
 /* The fused decode passes at the 8B shapes: Q/K/V (4096 + 1024 + 1024 rows of 4096) in
  * one launch vs three kw_cuda_linear_bf16 calls, and gate/up/SwiGLU (2 x 14336 rows of
  * 4096, bf16 out) vs two calls and the separate SwiGLU kernel, M = 1 and 2 rows. */
@@ -77,16 +89,9 @@ static void bench_fused(const uint16_t *h, double bw)
                           (size_t)F * E, 8};
     void *w[6 * 4], *x, *yb;
     float *y[3];
-    for (int i = 0; i < 6 * nw; i++) {
-        size_t bytes = sz[i % 6] * 2;
-        CK(cudaMalloc(&w[i], bytes));
-        for (size_t off = 0; off < bytes; off += (size_t)1 << 21)
-            CK(cudaMemcpy((uint8_t *)w[i] + off, h,
-                          bytes - off < ((size_t)1 << 21) ? bytes - off : ((size_t)1 << 21),
-                          cudaMemcpyHostToDevice));
-    }
-    CK(cudaMalloc(&x, (size_t)8 * E * 2));
-    CK(cudaMemcpy(x, h, (size_t)8 * E * 2, cudaMemcpyHostToDevice));
+    for (int i = 0; i < 6 * nw; i++)
+        w[i] = pattern_buffer(h, sz[i % 6] * 2);
+    x = pattern_buffer(h, (size_t)8 * E * 2);
     for (int i = 0; i < 3; i++)
         CK(cudaMalloc((void **)&y[i], (size_t)8 * F * 4));
     CK(cudaMalloc(&yb, (size_t)8 * F * 2));
@@ -130,15 +135,9 @@ int main(void)
             nw = 8;
         void *w[8], *x;
         float *y;
-        for (int i = 0; i < nw; i++) {
-            CK(cudaMalloc(&w[i], wb));
-            for (size_t off = 0; off < wb; off += (size_t)1 << 21)
-                CK(cudaMemcpy((uint8_t *)w[i] + off, h,
-                              wb - off < ((size_t)1 << 21) ? wb - off : ((size_t)1 << 21),
-                              cudaMemcpyHostToDevice));
-        }
-        CK(cudaMalloc(&x, (size_t)8 * K * 2));
-        CK(cudaMemcpy(x, h, (size_t)8 * K * 2, cudaMemcpyHostToDevice));
+        for (int i = 0; i < nw; i++)
+            w[i] = pattern_buffer(h, wb);
+        x = pattern_buffer(h, (size_t)8 * K * 2);
         CK(cudaMalloc((void **)&y, (size_t)8 * N * 4));
         for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
             int M = rows[ri];
