@@ -639,12 +639,13 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     }
     /* stage layout: sections whose offsets depend only on the batch shape first (a
      * captured graph finds them at the same addresses every step), the page lists last */
+    const int n_lrows = n_tok > s->n_logits ? n_tok : s->n_logits; /* n_tok in decode */
     size_t o_ids = 0, o_pos = align16(o_ids + 4 * (size_t)n_tok),
            o_slots = align16(o_pos + 4 * (size_t)n_tok),
            o_rowptr = align16(o_slots + 4 * (size_t)L * n_tok * nkv),
            o_rowtok = align16(o_rowptr + 4 * (size_t)L * (rows + 1)),
            o_logit = align16(o_rowtok + 4 * (size_t)L * rows),
-           o_tokoff = align16(o_logit + 4 * (size_t)(n_tok + 1)),
+           o_tokoff = align16(o_logit + 4 * (size_t)(n_lrows + 1)),
            o_qrow = align16(o_tokoff + 4 * (size_t)(ns + 1)),
            o_qpos = align16(o_qrow + 4 * (size_t)rows),
            o_nitems = align16(o_qpos + 4 * (size_t)rows),
