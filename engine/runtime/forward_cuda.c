@@ -626,7 +626,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         /* plans of up to four waves plus a short row each fit a graph (its attention
          * launches are one wave of resident blocks that loop over the live items) */
         const int cap = 4 * c->attn_slots + rows;
-        fixed = c->graphs_on && ns <= KW_FWD_MAX_SEQ && max_items <= cap;
+        fixed = c->graphs_on && ns <= KW_FWD_MAX_SEQ && max_items <= cap && s->n_logits <= n_tok;
         n_items = fixed ? cap : max_items;
         for (int l = 0; l < L; l++) {
             plan_off[l] = (size_t)l * (4 * (size_t)n_items + 2 * (size_t)rows);
