@@ -610,6 +610,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
      * layer's plan fits it), or the prefill tiles */
     int n_items = 0, plan_items[512], plan_parts[512], max_parts = 0, max_items = 0;
     int max_tok[512];
+    bool same[512];
     size_t plan_off[512], row_part_off[512], plan_ints = 0;
     int tok_off[KW_FWD_MAX_SEQ + 1];
     for (int i = 0; i < ns; i++)
@@ -618,9 +619,15 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     bool fixed = false;
     if (decode) {
         for (int l = 0; l < L; l++) {
-            max_tok[l] = kw__cf_plan_tokens(c, rows, row_tok + (size_t)l * rows, 0);
-            plan_items[l] = kw_cuda_attn_plan_table_size(rows, row_tok + (size_t)l * rows, c->P,
-                                                         max_tok[l]);
+            const int32_t *rt = row_tok + (size_t)l * rows;
+            /* dense views: every layer's rows alike, so one plan serves them all */
+            same[l] = l > 0 && memcmp(rt, rt - rows, 4 * (size_t)rows) == 0;
+            if (same[l]) {
+                max_tok[l] = max_tok[l - 1], plan_items[l] = plan_items[l - 1];
+                continue;
+            }
+            max_tok[l] = kw__cf_plan_tokens(c, rows, rt, 0);
+            plan_items[l] = kw_cuda_attn_plan_table_size(rows, rt, c->P, max_tok[l]);
             max_items = plan_items[l] > max_items ? plan_items[l] : max_items;
         }
         /* plans of up to four waves plus a short row each fit a graph (its attention
@@ -692,9 +699,15 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
                 qpos[i * rpr + h] = s->pos[s->tok_first[i]];
             }
         for (int l = 0; l < L; l++) {
-            plan_parts[l] = kw_cuda_attn_plan_table(rows, row_tok + (size_t)l * rows, c->P,
-                                                    max_tok[l], items + plan_off[l],
-                                                    items + row_part_off[l]);
+            if (same[l]) {
+                memcpy(items + plan_off[l], items + plan_off[l - 1], 16 * (size_t)plan_items[l]);
+                memcpy(items + row_part_off[l], items + row_part_off[l - 1], 8 * (size_t)rows);
+                plan_parts[l] = plan_parts[l - 1];
+            } else {
+                plan_parts[l] = kw_cuda_attn_plan_table(rows, row_tok + (size_t)l * rows, c->P,
+                                                        max_tok[l], items + plan_off[l],
+                                                        items + row_part_off[l]);
+            }
             max_parts = plan_parts[l] > max_parts ? plan_parts[l] : max_parts;
             ((int32_t *)(hs + o_nitems))[l] = plan_items[l];
         }
