@@ -1,6 +1,7 @@
-/* The CUDA forward's internals, shared by forward_cuda.c (weights, pool, dense steps)
- * and forward_cuda_hooks.c (steps with KV hooks, the pool's device callbacks). Only
- * built with CUDA. */
+/* The CUDA forward's internals, shared by forward_cuda.c (weights, pool, dense steps and
+ * their graphs), forward_cuda_layers.c (the per-layer kernels and helpers both kinds of
+ * step use) and forward_cuda_hooks.c (steps with KV hooks, the pool's device callbacks).
+ * Only built with CUDA. */
 #ifndef KW_RUNTIME_FORWARD_CUDA_INTERNAL_H
 #define KW_RUNTIME_FORWARD_CUDA_INTERNAL_H
 
@@ -90,7 +91,7 @@ struct kw_cfwd {
 
 static inline size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
 
-/* forward_cuda.c */
+/* forward_cuda_layers.c */
 int kw__cf_pinbuf_grow(pinbuf *b, size_t bytes, const char *what, kw_error *err);
 int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err);
 void kw__cf_place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok);

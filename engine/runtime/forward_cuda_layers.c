@@ -1,0 +1,186 @@
+/* The building blocks of a CUDA step that the dense step (forward_cuda.c) and steps with
+ * KV hooks (forward_cuda_hooks.c) share: pinned list buffers, attention arguments and
+ * plans, token placement, and the per-layer kernels around attention (norms, the
+ * projections (cuBLAS, or the fused weight-streaming passes at 1-2 rows), RoPE, page
+ * append, MLP) and the logit rows. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_cuda.h"
+#include "kernels.h"
+#include "kw_config.h"
+
+#if KW_HAVE_CUDA
+#include "forward_cuda_internal.h"
+
+/* Grows b to at least bytes (contents not kept). */
+int kw__cf_pinbuf_grow(pinbuf *b, size_t bytes, const char *what, kw_error *err)
+{
+    if (bytes <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : (size_t)1 << 20;
+    while (cap < bytes)
+        cap *= 2;
+    cudaFreeHost(b->h);
+    cudaFree(b->d);
+    b->h = NULL, b->d = NULL, b->cap = 0;
+    CU(cudaMallocHost((void **)&b->h, cap), what);
+    CU(cudaMalloc((void **)&b->d, cap), what);
+    b->cap = cap;
+    return 0;
+}
+
+int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
+{
+    return kw__cf_pinbuf_grow(&c->stage, bytes, "step buffer", err);
+}
+
+/* Attention arguments with the pool, the queries, the output and the scale filled in. */
+kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c)
+{
+    kw_cuda_attn a = {0};
+    a.base[0] = a.base[1] = c->kv_base;
+    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
+    a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
+    a.partial = c->partial;
+    return a;
+}
+
+kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
+{
+    kw_cuda_prefill a = {0};
+    a.base[0] = a.base[1] = c->kv_base;
+    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
+    a.n_head = c->cfg.n_head, a.n_kv = c->cfg.n_head_kv, a.n_seq = n_seq;
+    a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
+    return a;
+}
+
+/* The split-K item size for a decode call over rows of these lengths: whole waves of the
+ * device's concurrent decode blocks (kw_cuda_attn_plan_tokens). */
+int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap)
+{
+    return kw_cuda_attn_plan_tokens(n_rows, row_tokens, c->attn_slots, cap);
+}
+
+/* 1. of a step: every step token placed in the pool for every layer (slots). */
+void kw__cf_place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok)
+{
+    const int L = c->cfg.n_layer, nkv = c->cfg.n_head_kv;
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < s->n_seq; i++) {
+            int32_t *sl = c->slots + ((size_t)l * n_tok + s->tok_first[i]) * nkv;
+            int ra = kw_kvseq_append_slots(s->seqs[i]->kv, l, s->pos + s->tok_first[i],
+                                           s->tok_n[i], sl);
+            if (ra < 0) {
+                if (s->seq_rc[i] == 0)
+                    s->seq_rc[i] = ra;
+                for (int j = 0; j < s->tok_n[i] * nkv; j++)
+                    sl[j] = -1;
+            }
+        }
+}
+
+int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err)
+{
+    if (need <= c->partial_cap)
+        return 0;
+    cudaFree(c->partial);
+    c->partial = NULL;
+    c->partial_cap = 0;
+    CU(cudaMalloc((void **)&c->partial, need * 2 * 4), "split-K partials");
+    c->partial_cap = need * 2;
+    return 0;
+}
+
+/* Norm and the Q, K, V projections of layer l (K before RoPE in c->k). */
+int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const clw *w = &c->L[l];
+    int E = f->n_embd, qd = f->n_head * f->head_dim, kd = f->n_head_kv * f->head_dim;
+    void *st = c->st;
+    KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
+    if (n_tok <= kw_cuda_gemv_rows() && E % 8 == 0) { /* decode: one weight-streaming pass */
+        kw_cuda_gemv_out o[3] = {{w->wq, w->bq, c->q, qd}, {w->wk, w->bk, c->k, kd},
+                                 {w->wv, w->bv, c->v, kd}};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->xb, n_tok, E, o, 3, 0));
+        return 0;
+    }
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wq, w->bq, c->q, n_tok, qd, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wk, w->bk, c->k, n_tok, kd, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wv, w->bv, c->v, n_tok, kd, E));
+    return 0;
+}
+
+/* RoPE on q and k, then K and V into their slots of layer l. */
+int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
+                             const int32_t *d_slots, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int il = f->rope_layout == KW_ROPE_INTERLEAVED, nkv = f->n_head_kv;
+    KTRY(kw_cuda_rope(c->st, c->q, d_pos, n_tok, f->n_head, f->head_dim, c->inv_freq, il));
+    KTRY(kw_cuda_rope(c->st, c->k, d_pos, n_tok, nkv, f->head_dim, c->inv_freq, il));
+    KTRY(kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv, c->k,
+                           c->v, d_pos, d_slots + (size_t)l * n_tok * nkv));
+    return 0;
+}
+
+/* Output projection, residual and the MLP of layer l (attention output in c->att). */
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    const clw *w = &c->L[l];
+    int E = f->n_embd, qd = f->n_head * f->head_dim, F = f->n_ff;
+    void *st = c->st;
+    KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+    if (n_tok <= kw_cuda_gemv_rows() && qd % 8 == 0 && E % 8 == 0 && F % 8 == 0) {
+        /* decode: weight-streaming passes with the residual adds and SwiGLU fused in; the
+         * SwiGLU output (bf16) lives in the gate buffer, unused on this path */
+        kw_cuda_gemv_out o = {w->wo, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->xb, n_tok, qd, &o, 1, 1));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
+        KTRY(kw_cuda_gemv_swiglu_bf16(st, c->xb, w->wgate, w->wup, c->gate, n_tok, F, E));
+        o = (kw_cuda_gemv_out){w->wdown, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_bf16(st, c->gate, n_tok, F, &o, 1, 1));
+        return 0;
+    }
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
+    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wup, NULL, c->up, n_tok, F, E));
+    KTRY(kw_cuda_swiglu_bf16(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
+    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wdown, NULL, c->tmp, n_tok, E, F));
+    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    return 0;
+}
+
+/* 3. of a step: the logit rows, in blocks of max_seq rows, copied to the host; ends with
+ * the stream synchronized. */
+int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err)
+{
+    const kw_model_config *f = &c->cfg;
+    int E = f->n_embd;
+    void *st = c->st;
+    for (int r0 = 0; r0 < s->n_logits; r0 += c->max_seq) {
+        int nr = s->n_logits - r0 < c->max_seq ? s->n_logits - r0 : c->max_seq;
+        KTRY(kw_cuda_gather_rows(st, c->x, d_logit + r0, nr, E, c->rows));
+        KTRY(kw_cuda_rmsnorm_bf16(st, c->rows, c->out_norm, c->xb, nr, E, f->norm_eps));
+        KTRY(kw_cuda_linear_bf16(st, c->xb, c->output, NULL, c->logits, nr, f->n_vocab, E));
+        CU(cudaMemcpyAsync(s->logits + (size_t)r0 * f->n_vocab, c->logits,
+                           (size_t)nr * f->n_vocab * 4, cudaMemcpyDeviceToHost, c->st),
+           "logits copy");
+        c->d2h_bytes += (int64_t)nr * f->n_vocab * 4;
+        if (r0 + nr < s->n_logits)
+            CU(cudaStreamSynchronize(c->st), "logits");
+    }
+    CU(cudaStreamSynchronize(c->st), "step");
+    return 0;
+}
+
+#endif
