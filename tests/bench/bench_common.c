@@ -21,6 +21,14 @@ static int cmpd(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+double kwb_uni(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+}
+
 double kwb_median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof *v, cmpd);

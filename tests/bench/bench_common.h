@@ -1,9 +1,12 @@
-/* Shared by the CUDA engine benchmarks (bench_model, bench_methods): wall clock, medians,
- * comma lists, and the device copy bandwidth the floors are taken against. */
+/* Shared by the CUDA benchmarks: wall clock, medians, a seeded uniform draw, comma lists,
+ * and the device copy bandwidth the floors are taken against. */
 #ifndef KW_BENCH_COMMON_H
 #define KW_BENCH_COMMON_H
 
+#include <stdint.h>
+
 double kwb_now(void);                            /* monotonic seconds */
+double kwb_uni(uint64_t *state);                 /* uniform [0, 1), splitmix64 of state */
 double kwb_median(double *v, int n);             /* sorts v */
 int kwb_parse_list(const char *s, int *out, int max); /* "1,8" -> {1, 8}; the count */
 /* Device-to-device copy of 1 GiB, bytes read + written per second, median of 10 after 2

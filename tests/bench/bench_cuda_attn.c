@@ -1,7 +1,8 @@
 /* Decode attention over views on the GPU: dense, token-level (25%) and page-level (25%)
  * views of a bf16 paged pool, 32 query / 8 KV heads, head_dim 128, batch 1 and 8,
- * contexts 4k..128k, and the dense view in table mode (the engine's dense decode). Times with CUDA events (warm-up, median of repeats) and reports
- * achieved bytes/s against the measured device-to-device copy bandwidth. Prints one CSV
+ * contexts 4k..128k, and the dense view in table mode (the engine's dense decode). Times
+ * with CUDA events (warm-up, median of repeats) and reports achieved bytes/s against the
+ * measured device-to-device copy bandwidth (kwb_copy_bandwidth). Prints one CSV
  * line per case (header first). A benchmark, never a test. */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
@@ -9,23 +10,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 
-#define CK(x)                                                                              \
-    do {                                                                                   \
-        if ((x) != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define CK KWB_CK
 
 static uint64_t rng = 7;
 static double uni(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return kwb_uni(&rng);
 }
 
 static int cmpf(const void *a, const void *b)
@@ -41,30 +34,6 @@ static float median_ms(cudaEvent_t *ev, int reps)
         CK(cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]));
     qsort(t, reps, sizeof(float), cmpf);
     return t[reps / 2];
-}
-
-static double copy_bandwidth(void)
-{
-    size_t bytes = (size_t)2 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemset(a, 1, bytes));
-    cudaEvent_t ev[40];
-    for (int i = 0; i < 40; i++)
-        CK(cudaEventCreate(&ev[i]));
-    CK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    for (int i = 0; i < 20; i++) {
-        CK(cudaEventRecord(ev[2 * i], 0));
-        CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
-        CK(cudaEventRecord(ev[2 * i + 1], 0));
-    }
-    CK(cudaDeviceSynchronize());
-    double ms = median_ms(ev, 20);
-    for (int i = 0; i < 40; i++)
-        cudaEventDestroy(ev[i]);
-    cudaFree(a), cudaFree(b);
-    return 2.0 * bytes / (ms * 1e-3); /* read + write */
 }
 
 /* mode 0 dense, 1 token-level 25%, 2 page-level 25%, 3 dense in table mode (page lists) */
@@ -209,7 +178,7 @@ int main(int argc, char **argv)
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    double bw = copy_bandwidth();
+    double bw = kwb_copy_bandwidth();
     printf("copy_bandwidth_GBps,%.1f\n", bw / 1e9);
     printf("bench,view,batch,ctx,ms,MB,GBps,pct_copy_bw,items,parts\n");
     int max_ctx = argc > 1 ? atoi(argv[1]) : 131072;

@@ -22,10 +22,7 @@ enum { P = 16, D = 128, H = 32, HKV = 8 };
 static uint64_t rng = 11;
 static double uni(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return kwb_uni(&rng);
 }
 
 static void *upload(const void *h, size_t bytes)

@@ -12,24 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kernels.h"
 
-#define CK(x)                                                                              \
-    do {                                                                                   \
-        if ((x) != cudaSuccess) {                                                          \
-            fprintf(stderr, "%s failed at line %d\n", #x, __LINE__);                       \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define CK KWB_CK
 
 static uint64_t rng = 11;
 static double uni(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return kwb_uni(&rng);
 }
 
 static int cmpf(const void *a, const void *b)
@@ -65,26 +57,6 @@ static float time_ms(launch_fn f, void *ctx)
         cudaEventDestroy(ev[i]);
     qsort(t, REPS, sizeof(float), cmpf);
     return t[REPS / 2];
-}
-
-static int copy_launch(void *ctx)
-{
-    void **p = ctx;
-    return cudaMemcpyAsync(p[1], p[0], *(size_t *)p[2], cudaMemcpyDeviceToDevice, 0) !=
-           cudaSuccess;
-}
-
-static double copy_bandwidth(void)
-{
-    size_t bytes = (size_t)2 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CK(cudaMemset(a, 1, bytes));
-    void *ctx[3] = {a, b, &bytes};
-    double ms = time_ms(copy_launch, ctx);
-    cudaFree(a), cudaFree(b);
-    return 2.0 * bytes / (ms * 1e-3); /* read + write */
 }
 
 /* Device buffer of n floats: random values in [lo, lo + span) (never zero for lo > 0
@@ -313,7 +285,7 @@ int main(void)
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    bw = copy_bandwidth();
+    bw = kwb_copy_bandwidth();
     printf("copy_bandwidth_GBps,%.1f\n", bw / 1e9);
     printf("bench,shape,ms,MB,floor_ms,GBps,pct_floor\n");
     bench_window(1);
