@@ -116,6 +116,20 @@ __device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// The first index i < n with incl[i] > v (incl: inclusive prefix sums; n - 1 if none).
+__device__ __forceinline__ int first_above(const int *incl, int n, int v)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (incl[mid] > v)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
 __device__ __forceinline__ float ex2(float x) // 2^x; -inf gives 0
 {
     float y;
@@ -251,14 +265,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                 for (int m = 0; m < TPT; m++) {
                     int j = tid + m * THREADS;
                     if (j < take) { // token j is in the first span whose inclusive sum > j
-                        int lo = 0, hi = SPANS - 1;
-                        while (lo < hi) {
-                            int mid = (lo + hi) / 2;
-                            if (sincl[mid] > j)
-                                hi = mid;
-                            else
-                                lo = mid + 1;
-                        }
+                        const int lo = first_above(sincl, SPANS, j);
                         uint32_t sp = spage[lo];
                         int slot = sfirst[lo] + j - (lo ? sincl[lo - 1] : 0);
                         const int32_t *pb = sp >> 31 ? a.pos[1] : a.pos[0];
@@ -271,14 +278,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                     cs = min(cs + SPANS, se), co = 0;
                     filled += total;
                 } else { // the window ends inside span lo: the next one resumes there
-                    int lo = 0, hi = SPANS - 1;
-                    while (lo < hi) {
-                        int mid = (lo + hi) / 2;
-                        if (sincl[mid] > take)
-                            hi = mid;
-                        else
-                            lo = mid + 1;
-                    }
+                    const int lo = first_above(sincl, SPANS, take);
                     co = take - (lo ? sincl[lo - 1] : 0) + (lo ? 0 : co);
                     cs += lo;
                     filled = WT;
