@@ -574,7 +574,10 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     }
 }
 
-template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
+// Configures one instance of the kernel (its shared memory) once and returns the blocks
+// of it the device holds at a time (multiprocessors x blocks per multiprocessor), or a
+// negative code.
+template <int D, int G, bool TABLE> int stream_resident()
 {
     using C = stream_cfg<D, TABLE>;
     static int resident = 0; // the engine launches from one thread, on one device
@@ -589,6 +592,15 @@ template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_
             &per, attn_stream_kernel<D, G, TABLE>, WARPS * 32, C::bytes));
         resident = sms * (per > 0 ? per : 1);
     }
+    return resident;
+}
+
+template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
+{
+    using C = stream_cfg<D, TABLE>;
+    const int resident = stream_resident<D, G, TABLE>();
+    if (resident < 0)
+        return resident;
     const int grid = a.live_items && a.n_items > resident ? resident : a.n_items;
     attn_stream_kernel<D, G, TABLE><<<grid, WARPS * 32, C::bytes, st>>>(a);
     return KW_OK;
@@ -623,20 +635,6 @@ int launch_g(cudaStream_t st, const kw_cuda_attn &a)
     case 8: return launch<T, D, 8>(st, a);
     default: return KW_EINVAL;
     }
-}
-
-// Blocks of the bf16 table-mode decode kernel per multiprocessor (the same shared memory
-// and threads for every G and for span mode, give or take the token list).
-template <int D> cudaError_t stream_occupancy(int *per)
-{
-    using C = stream_cfg<D, true>;
-    cudaError_t e = cudaFuncSetAttribute(attn_stream_kernel<D, 4, true>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)C::bytes);
-    if (e != cudaSuccess)
-        return e;
-    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(per, attn_stream_kernel<D, 4, true>,
-                                                         WARPS * 32, C::bytes);
 }
 
 } // namespace
@@ -770,16 +768,11 @@ extern "C" int kw_cuda_attn_plan_tokens(int n_rows, const int32_t *row_tokens, i
 
 extern "C" int kw_cuda_attn_slots(int head_dim)
 {
-    int dev = 0, sms = 0, per = 0;
-    KW_CUDA_TRY(cudaGetDevice(&dev));
-    KW_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    if (head_dim == 128)
-        KW_CUDA_TRY(stream_occupancy<128>(&per));
-    else if (head_dim == 64)
-        KW_CUDA_TRY(stream_occupancy<64>(&per));
-    else
-        return KW_EINVAL;
-    return sms * (per > 0 ? per : 1);
+    // the table-mode G = 4 instance: every G and span mode take the same threads and
+    // (give or take the span list) the same shared memory
+    return head_dim == 128 ? stream_resident<128, 4, true>()
+           : head_dim == 64 ? stream_resident<64, 4, true>()
+                            : KW_EINVAL;
 }
 
 extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
