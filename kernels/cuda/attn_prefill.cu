@@ -1,15 +1,19 @@
-// Causal prefill attention over views, FlashAttention-2 style on tensor cores (sm_80+).
-// A block (4 warps) takes 128 query tokens of one query head, 32 rows per warp (two m16
-// blocks, so each K/V fragment read from shared memory feeds two MMAs), and walks its KV
-// head's row of the view in tiles of 64 stored tokens. Per tile, with mma.sync m16n8k16
-// (bf16 in, f32 accumulate): S = Q K^T with Q and K from shared memory (ldmatrix),
-// masked by stored position (key pos <= query pos), online softmax in registers (exp2,
-// log2(e) folded into one FMA), P rounded to bf16 straight from the S accumulators as
-// the A operand of O += P V (V through ldmatrix.trans). K/V tiles arrive by 16-byte
-// cp.async into two shared-memory stages, so the loads of the next visible tile overlap
-// the math of this one; 16-byte chunks are XOR-swizzled by row so ldmatrix is free of
-// bank conflicts. A warp none of whose rows sees a tile skips its math. About 109 KB of
-// shared memory at head_dim 128 (Q, two K/V stages, token windows): two blocks per SM.
+// Causal prefill attention over views, FlashAttention-2 style on tensor cores. A block
+// takes 128 query tokens of one query head and walks its KV head's row of the view in
+// tiles of stored tokens, with one of two math paths:
+//  - MMA (sm_80+): 4 warps, 32 rows each (two m16 blocks, so each K/V fragment read from
+//    shared memory feeds two MMAs), tiles of 64 keys; mma.sync m16n8k16 (bf16 in, f32
+//    accumulate) with Q and K through ldmatrix, V through ldmatrix.trans. About 109 KB of
+//    shared memory at head_dim 128: two blocks per SM.
+//  - WG (sm_90a, head_dim 128): 2 warpgroups, 64 rows each, tiles of 128 keys; wgmma
+//    m64n128k16 reads Q and K (K-major) and V (MN-major) straight from shared memory in
+//    the 128-byte swizzle, P from registers. About 175 KB: one block per SM.
+// Per tile: S = Q K^T, masked by stored position (key pos <= query pos), online softmax
+// in registers (exp2, log2(e) folded into one FMA), P rounded to bf16 straight from the S
+// accumulators (whose layout is the A fragment's), then O += P V. K/V tiles arrive by
+// 16-byte cp.async into two shared-memory stages, so the loads of the next visible tile
+// overlap the math of this one; 16-byte chunks are XOR-swizzled by row (swz). A warp (WG:
+// a warpgroup) none of whose rows sees a tile skips its math.
 // Token addresses come from windows of 1024 tokens flattened by the whole block (span
 // mode: a block prefix scan over span lengths, then a binary search per token; table
 // mode: one page lookup per token) together with their positions; a tile whose smallest
@@ -29,45 +33,61 @@
 
 namespace {
 
-constexpr int BQ = 128, BK = 64, WARPS = 4, THREADS = WARPS * 32;
-constexpr int MB = BQ / WARPS / 16;  // m16 row blocks per warp
+constexpr int BQ = 128;              // query tokens per block
 constexpr int WT = 1024;             // tokens per flattened window
-constexpr int WTILES = WT / BK;      // 16: one bit each in the window masks
-constexpr int TPT = WT / THREADS;    // tokens per thread in a window
-constexpr int SPANS = THREADS;       // spans per step of a span-mode flatten
 constexpr int SKIP = 4;              // windows per step of a table-mode skip
-static_assert(MB == 2 && TPT * THREADS == WT, "tile shapes");
 constexpr uint16_t NO_SLOT = 0xffff; // padding past the row's end
 constexpr float LOG2E = 1.4426950408889634f;
 
-// Shared memory (bytes). bf16 tiles (Q, K, V) have rows of D elements, swizzled (swz).
-template <int D> struct smem_layout {
-    static constexpr size_t tile = (size_t)BK * D * 2;
-    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + 2 * tile,
-                            kpos = v + 2 * tile,       // int32 (2, BK): positions per stage
-                            flags = kpos + 2 * BK * 4, // int32 (2, 2) per stage: needs the
-                                                       // mask; smallest position
-                            wpage = flags + 16,        // uint32 (WT): page | pool << 31
-                            wpos = wpage + WT * 4,     // int32 (WT)
-                            wslot = wpos + WT * 4,     // uint16 (WT)
-                            tmin = wslot + WT * 2,     // int32 (WTILES)
-                            tmax = tmin + WTILES * 4,  // int32 (WTILES)
-                            spage = tmax + WTILES * 4, // uint32 (SPANS): page | pool << 31
-                            sfirst = spage + SPANS * 4, // int32 (SPANS)
-                            sincl = sfirst + SPANS * 4, // int32 (SPANS): inclusive sums
-                            red = sincl + SPANS * 4,    // int32 (16): reductions (0-7
-                                                        // query positions, 8-11 scan,
-                                                        // 12-15 skip)
-                            qpos = red + 64,            // int32 (BQ)
-                            bytes = qpos + BQ * 4;
+// The two math paths. MMA (sm_80+): 4 warps, 32 query rows each (two m16 blocks), tiles
+// of 64 keys. WG (sm_90a): 2 warpgroups, 64 query rows each, tiles of 128 keys, wgmma.
+// (Overlapping a warpgroup's softmax with its own P V, FlashAttention-3 style, with tiles
+// of 64 keys in 4 stages, measured no faster: 309 vs 313 TFLOP/s at 32k on an H200.)
+template <bool WG> struct cfg {
+    static constexpr int WARPS = WG ? 8 : 4, THREADS = WARPS * 32;
+    static constexpr int BK = WG ? 128 : 64; // keys per tile
+    static constexpr int STAGES = 2;         // K/V tile buffers
+    static constexpr int MB = WG ? 1 : 2;    // m16 row blocks per warp
+    static constexpr int WTILES = WT / BK;   // one bit each in the window masks
+    static constexpr int TPT = WT / THREADS; // tokens per thread in a window
+    static constexpr int SPANS = THREADS;    // spans per step of a span-mode flatten
+    // red[]: per-warp query maxima, minima, scan partials, skip minima
+    static constexpr int RMAX = 0, RMIN = WARPS, RSCAN = 2 * WARPS, RSKIP = 3 * WARPS;
+    static_assert(TPT * THREADS == WT && WTILES <= 32 && BK % 32 == 0, "tile shapes");
 };
 
-// Element offset of 16-byte chunk c (8 elements) of row r in a swizzled tile: chunk c sits
-// at c ^ (r & 7), so the 8 rows of an ldmatrix phase, same c, hit 8 different bank groups.
-template <int D> __device__ __forceinline__ int swz(int r, int c)
+// Shared memory (bytes). bf16 tiles (Q, K, V) are laid out by swz. The Q, K and V tiles
+// start on 1024-byte boundaries, as wgmma's 128-byte swizzle needs.
+template <int D, bool WG> struct smem_layout {
+    using C = cfg<WG>;
+    static constexpr size_t tile = (size_t)C::BK * D * 2;
+    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + C::STAGES * tile,
+                            kpos = v + C::STAGES * tile, // int32 (STAGES, BK): positions
+                            flags = kpos + C::STAGES * C::BK * 4, // int32 (STAGES, 2): needs
+                                                                  // the mask; smallest position
+                            wpage = flags + C::STAGES * 8, // uint32 (WT): page | pool << 31
+                            wpos = wpage + WT * 4,        // int32 (WT)
+                            wslot = wpos + WT * 4,        // uint16 (WT)
+                            tmin = wslot + WT * 2,        // int32 (WTILES)
+                            tmax = tmin + C::WTILES * 4,  // int32 (WTILES)
+                            spage = tmax + C::WTILES * 4, // uint32 (SPANS): page | pool << 31
+                            sfirst = spage + C::SPANS * 4, // int32 (SPANS)
+                            sincl = sfirst + C::SPANS * 4, // int32 (SPANS): inclusive sums
+                            red = sincl + C::SPANS * 4,    // int32 (4 * WARPS): reductions
+                            qpos = red + 16 * C::WARPS,    // int32 (BQ)
+                            bytes = qpos + BQ * 4;
+    static_assert(k % 1024 == 0 && v % 1024 == 0 && tile % 1024 == 0, "tile alignment");
+};
+
+// Element offset of 16-byte chunk c (8 elements) of row r in a tile of ROWS rows: the
+// tile is stored as D / 64 column blocks of 64 elements (128 bytes a row), one after the
+// other, and chunk c of a row sits at (c % 8) ^ (r % 8) in its block. This is the layout
+// of wgmma's 128-byte swizzle (K-major for Q and K, MN-major for V); for ldmatrix the 8
+// rows of a phase, same c, hit 8 different bank groups.
+template <int D, int ROWS> __device__ __forceinline__ int swz(int r, int c)
 {
-    static_assert(D / 8 >= 8, "the swizzle needs 8 chunks per row");
-    return r * D + ((c ^ (r & 7)) << 3);
+    static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
+    return (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
 }
 
 __device__ __forceinline__ uint32_t smem_u32(const void *p)
@@ -142,15 +162,106 @@ __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v)
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-template <int D>
-__global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefill a)
+// Hopper warpgroup MMA (sm_90a only; the kernel that uses these is not launched elsewhere).
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define KW_WGMMA 1
+#endif
+// the 64 accumulator operands of an m64n128 wgmma
+#define KW_D64 \
+    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+
+#define KW_ACC4(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
+#define KW_ACC64                                                                           \
+    KW_ACC4(0), KW_ACC4(1), KW_ACC4(2), KW_ACC4(3), KW_ACC4(4), KW_ACC4(5), KW_ACC4(6),    \
+        KW_ACC4(7), KW_ACC4(8), KW_ACC4(9), KW_ACC4(10), KW_ACC4(11), KW_ACC4(12),         \
+        KW_ACC4(13), KW_ACC4(14), KW_ACC4(15)
+
+// Shared-memory matrix descriptor of a tile in the 128-byte swizzle: start address, the
+// byte offsets between 64-element column blocks (lbo: MN-major only) and between groups
+// of 8 rows (sbo), swizzle mode 1. Addresses and offsets are in 16-byte units.
+__device__ __forceinline__ uint64_t wg_desc(uint32_t addr, uint32_t lbo, uint32_t sbo)
 {
-    using L = smem_layout<D>;
+    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 |
+           (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
+}
+
+__device__ __forceinline__ void wg_fence()
+{
+#ifdef KW_WGMMA
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+// Generic-proxy shared-memory writes (st.shared, cp.async) made visible to wgmma
+__device__ __forceinline__ void fence_async_smem()
+{
+#ifdef KW_WGMMA
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// d (64 x 128 f32 per warpgroup) = [d +] A B; A (64 x 16) and B (16 x 128) K-major in
+// shared memory. acc = 0 overwrites d.
+__device__ __forceinline__ void wgmma_ss(float (*d)[4], uint64_t da, uint64_t db, int acc)
+{
+#ifdef KW_WGMMA
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{" KW_D64 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : KW_ACC64
+        : "l"(da), "l"(db), "r"(acc));
+#else
+    __trap();
+#endif
+}
+
+template <int N> __device__ __forceinline__ void wg_wait()
+{
+#ifdef KW_WGMMA
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void wg_commit()
+{
+#ifdef KW_WGMMA
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+
+// d += A B; A (64 x 16 bf16) in registers (the mma.sync m16n8k16 A fragment per warp),
+// B (16 x 128) MN-major in shared memory.
+__device__ __forceinline__ void wgmma_rs(float (*d)[4], const uint32_t *a, uint64_t db)
+{
+#ifdef KW_WGMMA
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{" KW_D64 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : KW_ACC64
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+#else
+    __trap();
+#endif
+}
+
+template <int D, bool WG>
+__global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
+    prefill_kernel(const kw_cuda_prefill a)
+{
+    using C = cfg<WG>;
+    using L = smem_layout<D, WG>;
+    constexpr int THREADS = C::THREADS, WARPS = C::WARPS, BK = C::BK, MB = C::MB;
+    constexpr int WTILES = C::WTILES, TPT = C::TPT, SPANS = C::SPANS;
+    constexpr int RMAX = C::RMAX, RMIN = C::RMIN, RSCAN = C::RSCAN, RSKIP = C::RSKIP;
+    static_assert(!WG || D == 128, "the wgmma path is for head_dim 128");
     constexpr int KD = D / 16; // k-steps of S = Q K^T
     constexpr int ND = D / 8;  // n-blocks of O
     constexpr int CH = D / 8;  // 16-byte chunks per K/V row
     constexpr int NB = BK / 8; // n-blocks of S
-    extern __shared__ __align__(128) unsigned char sm[];
+    extern __shared__ __align__(1024) unsigned char sm[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)(sm + L::q), *Ks = (__nv_bfloat16 *)(sm + L::k),
                   *Vs = (__nv_bfloat16 *)(sm + L::v);
     int32_t *kpos = (int32_t *)(sm + L::kpos), *flags = (int32_t *)(sm + L::flags);
@@ -180,24 +291,48 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             x = *(const float4 *)(a.q + ((int64_t)(t_begin + r) * a.n_head + h) * D + c);
         __nv_bfloat162 lo = __floats2bfloat162_rn(x.x * a.scale, x.y * a.scale);
         __nv_bfloat162 hi = __floats2bfloat162_rn(x.z * a.scale, x.w * a.scale);
-        *(uint2 *)&Qs[swz<D>(r, c / 8) + c % 8] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
+        *(uint2 *)&Qs[swz<D, BQ>(r, c / 8) + c % 8] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
     }
     // Query positions (INT_MIN: no query; at most INT_MAX - 1 so padding stays hidden),
     // kept in shared memory with their maxima (read there, to spare registers). Thread
-    // tid holds query row tid, so warp w reduces exactly its own 32 rows.
+    // tid < BQ holds query row tid, so warp w reduces rows 32w .. 32w + 31: the rows of
+    // its MMAs (MMA path) or half of its warpgroup's (WG path).
     {
         int p = tid < nq ? min(a.q_pos[t_begin + tid], INT_MAX - 1) : INT_MIN;
-        qpos[tid] = p;
+        if (tid < BQ)
+            qpos[tid] = p;
         int mx = __reduce_max_sync(0xffffffffu, p);
         int mn = __reduce_min_sync(0xffffffffu, tid < nq ? p : INT_MAX);
         if (lane == 0)
-            red[warp] = mx, red[4 + warp] = mn;
+            red[RMAX + warp] = mx, red[RMIN + warp] = mn;
     }
+    if (WG)
+        fence_async_smem(); // the Q tile is read by wgmma
     __syncthreads();
-    // red[warp]: the warp's largest query position; the block's largest and smallest
+    // red[RMAX + w]: warp w's largest query position; the block's largest and smallest
     // (read where needed, not kept live across the tile loop)
-    auto max_q = [&]() { return max(max(red[0], red[1]), max(red[2], red[3])); };
-    auto min_q = [&]() { return min(min(red[4], red[5]), min(red[6], red[7])); };
+    auto max_q = [&]() {
+        int x = red[RMAX];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++)
+            x = max(x, red[RMAX + w]);
+        return x;
+    };
+    auto min_q = [&]() {
+        int x = red[RMIN];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++)
+            x = min(x, red[RMIN + w]);
+        return x;
+    };
+    // the largest query position among the rows this warp's math covers (WG: warpgroup
+    // wg's rows 64wg .. 64wg + 63 are held by warps 2wg and 2wg + 1)
+    auto rows_max = [&]() {
+        return WG ? max(red[RMAX + 2 * (warp >> 2)], red[RMAX + 2 * (warp >> 2) + 1])
+                  : red[RMAX + warp];
+    };
+    // the first query row of m16 block mi of this warp
+    auto row0 = [&](int mi) { return WG ? (warp >> 2) * 64 + (warp & 3) * 16 : warp * 32 + mi * 16; };
 
     // The row's token windows. Every thread keeps the same copy of this state. The row's
     // bounds are read again where used (cached loads), so they do not hold registers
@@ -254,10 +389,10 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
                         x += y;
                 }
                 if (lane == 31)
-                    red[8 + warp] = x;
+                    red[RSCAN + warp] = x;
                 __syncthreads();
                 for (int w = 0; w < warp; w++)
-                    x += red[8 + w];
+                    x += red[RSCAN + w];
                 sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
                 __syncthreads();
                 const int total = sincl[SPANS - 1], take = min(total, WT - filled);
@@ -315,7 +450,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
     // positions, many per thread, so the tail costs fewer round trips.
     auto skip_ahead = [&]() {
         for (;;) {
-            __syncthreads(); // red[12..15] is rewritten
+            __syncthreads(); // red[RSKIP ..] is rewritten
             const int rp0 = rp(), nr = n_row();
             int pg[SKIP * TPT], mn = INT_MAX;
 #pragma unroll
@@ -331,9 +466,13 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             }
             mn = __reduce_min_sync(0xffffffffu, mn);
             if (lane == 0)
-                red[12 + warp] = mn;
+                red[RSKIP + warp] = mn;
             __syncthreads();
-            if (min(min(red[12], red[13]), min(red[14], red[15])) <= max_q())
+            int smin = red[RSKIP];
+#pragma unroll
+            for (int w = 1; w < WARPS; w++)
+                smin = min(smin, red[RSKIP + w]);
+            if (smin <= max_q())
                 return; // flatten from here
             wbase += SKIP * WT;
             if (wbase >= nr) {
@@ -372,8 +511,8 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             const __nv_bfloat16 *src =
                 ok ? b + ((int64_t)(sp & 0x7fffffffu) * 2 * P + slot) * D + ch * 8
                    : (const __nv_bfloat16 *)a.q; // not read
-            cp_async16(smem_u32(kd + swz<D>(r, ch)), src, ok);
-            cp_async16(smem_u32(vd + swz<D>(r, ch)), ok ? src + (int64_t)P * D : src, ok);
+            cp_async16(smem_u32(kd + swz<D, BK>(r, ch)), src, ok);
+            cp_async16(smem_u32(vd + swz<D, BK>(r, ch)), ok ? src + (int64_t)P * D : src, ok);
         }
         if (tid < BK)
             kpos[st * BK + tid] = wpos[tl * BK + tid];
@@ -393,6 +532,96 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
     for (int mi = 0; mi < MB; mi++)
         m[mi][0] = m[mi][1] = -INFINITY, l[mi][0] = l[mi][1] = 0.f;
 
+    // S of the tile in stage st (NB n-blocks per m16 row block) masked where needed: key at
+    // column c is visible to a row iff kpos[c] <= its position
+    auto mask = [&](float (*s)[NB][4], int st) {
+        if (!flags[2 * st])
+            return;
+        const int32_t *kp = kpos + st * BK;
+#pragma unroll
+        for (int mi = 0; mi < MB; mi++) {
+            const int q0 = qpos[row0(mi) + g], q1 = qpos[row0(mi) + g + 8];
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
+                s[mi][nb][0] = p.x <= q0 ? s[mi][nb][0] : -INFINITY;
+                s[mi][nb][1] = p.y <= q0 ? s[mi][nb][1] : -INFINITY;
+                s[mi][nb][2] = p.x <= q1 ? s[mi][nb][2] : -INFINITY;
+                s[mi][nb][3] = p.y <= q1 ? s[mi][nb][3] : -INFINITY;
+            }
+        }
+    };
+    // Online softmax over a tile's scores (a row's BK scores lie in the 4 lanes of a
+    // quad): the new row maxima into m, l scaled; base = the new max times log2(e) (0 for
+    // a row that has seen nothing), al = the factor O must be scaled by.
+    auto softmax = [&](float (*s)[NB][4], float (*base)[2], float (*al)[2]) {
+#pragma unroll
+        for (int mi = 0; mi < MB; mi++) {
+            float mx0 = m[mi][0], mx1 = m[mi][1];
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                mx0 = fmaxf(mx0, fmaxf(s[mi][nb][0], s[mi][nb][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[mi][nb][2], s[mi][nb][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            // max -inf (nothing seen yet): subtract 0 so -inf maps to 0, not NaN
+            base[mi][0] = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
+            base[mi][1] = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
+            al[mi][0] = ex2(m[mi][0] * LOG2E - base[mi][0]);
+            al[mi][1] = ex2(m[mi][1] * LOG2E - base[mi][1]);
+            m[mi][0] = mx0, m[mi][1] = mx1;
+            l[mi][0] *= al[mi][0], l[mi][1] *= al[mi][1];
+        }
+    };
+    auto rescale = [&](const float (*al)[2]) {
+#pragma unroll
+        for (int mi = 0; mi < MB; mi++)
+#pragma unroll
+            for (int i = 0; i < ND; i++) {
+                o[mi][i][0] *= al[mi][0], o[mi][i][1] *= al[mi][0];
+                o[mi][i][2] *= al[mi][1], o[mi][i][3] *= al[mi][1];
+            }
+    };
+    // P for keys 16kk .. +15 of m16 block mi: S n-blocks 2kk and 2kk + 1, whose
+    // accumulators are P's bf16 A fragment once exponentiated; adds them to l
+    auto p_frag = [&](float (*s)[NB][4], const float (*base)[2], int mi, int kk, uint32_t *pa) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const float *sv = s[mi][2 * kk + half];
+            __nv_bfloat162 u = __floats2bfloat162_rn(ex2(fmaf(sv[0], LOG2E, -base[mi][0])),
+                                                     ex2(fmaf(sv[1], LOG2E, -base[mi][0])));
+            __nv_bfloat162 w = __floats2bfloat162_rn(ex2(fmaf(sv[2], LOG2E, -base[mi][1])),
+                                                     ex2(fmaf(sv[3], LOG2E, -base[mi][1])));
+            float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
+            l[mi][0] += fu.x + fu.y, l[mi][1] += fw.x + fw.y; // the P the MMA uses
+            pa[half * 2] = bf16x2_bits(u);
+            pa[half * 2 + 1] = bf16x2_bits(w);
+        }
+    };
+    // WG: S = Q K^T of the tile in stage st for this warpgroup's 64 rows, issued (not
+    // waited for). Q and K are K-major; k-step kk reads 32 bytes of column block kk / 4.
+    auto wg_qk = [&](float (*s)[4], int st) {
+        const uint32_t qb = smem_u32(Qs) + (warp >> 2) * 64 * 128;
+        const uint32_t kb = smem_u32(Ks + st * BK * D);
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+            wgmma_ss(s, wg_desc(qb + (kk / 4) * BQ * 128 + (kk % 4) * 32, 16, 1024),
+                     wg_desc(kb + (kk / 4) * BK * 128 + (kk % 4) * 32, 16, 1024), kk);
+        wg_commit();
+    };
+    // WG: O += P V for the tile in stage st, issued. V is MN-major, its column blocks
+    // BK * 128 bytes apart; k-step kk reads token rows 16kk .. +15.
+    auto wg_pv = [&](const uint32_t (*pa)[4], int st) {
+        const uint32_t vb = smem_u32(Vs + st * BK * D);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+            wgmma_rs(o[0], pa[kk], wg_desc(vb + kk * 16 * 128, BK * 128, 1024));
+        wg_commit();
+    };
+
     int cur = next_tile(), st = 0;
     if (cur >= 0)
         issue(cur, 0);
@@ -403,109 +632,79 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             cp_async_wait<1>();
         } else
             cp_async_wait<0>();
-        __syncthreads(); // stage st is complete for every thread
+        if (WG)
+            fence_async_smem(); // this thread's copies are read by wgmma
+        __syncthreads();        // stage st is complete for every thread
 
-        // a tile whose smallest position is beyond all of this warp's rows is all masked
-        // for them: its math would leave m, l and O as they are
-        if (flags[2 * st + 1] <= red[warp]) {
+        // a tile whose smallest position is beyond all of this warp's rows is all
+        // masked for them: its math would leave m, l and O as they are (WG: the test
+        // is over the warpgroup's rows, the same for its four warps)
+        if (flags[2 * st + 1] <= rows_max()) {
             const __nv_bfloat16 *kb = Ks + st * BK * D, *vb = Vs + st * BK * D;
-            // S = Q K^T (32 x 64 per warp)
-            float s[MB][NB][4];
-#pragma unroll
-            for (int mi = 0; mi < MB; mi++)
-#pragma unroll
-                for (int i = 0; i < NB; i++)
-                    s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                uint32_t qa[MB][4]; // rows mi*16 .. +15, channels kk*16 .. +15
-#pragma unroll
-                for (int mi = 0; mi < MB; mi++)
-                    ldsm_x4(qa[mi], smem_u32(Qs + swz<D>(warp * 32 + mi * 16 + (lane & 7) +
-                                                             ((lane >> 3) & 1) * 8,
-                                                         kk * 2 + (lane >> 4))));
-#pragma unroll
-                for (int nb = 0; nb < BK / 16; nb++) {
-                    uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                    ldsm_x4(b, smem_u32(kb + swz<D>(nb * 16 + (lane & 7) + (lane >> 4) * 8,
-                                                    kk * 2 + ((lane >> 3) & 1))));
-#pragma unroll
-                    for (int mi = 0; mi < MB; mi++) {
-                        mma_bf16(s[mi][2 * nb], qa[mi], b[0], b[1]);
-                        mma_bf16(s[mi][2 * nb + 1], qa[mi], b[2], b[3]);
-                    }
-                }
-            }
-            if (flags[2 * st]) { // key at column c is visible to a row iff kpos[c] <= its position
-                const int32_t *kp = kpos + st * BK;
-#pragma unroll
-                for (int mi = 0; mi < MB; mi++) {
-                    const int q0 = qpos[warp * 32 + mi * 16 + g], q1 = qpos[warp * 32 + mi * 16 + g + 8];
-#pragma unroll
-                    for (int nb = 0; nb < NB; nb++) {
-                        int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
-                        s[mi][nb][0] = p.x <= q0 ? s[mi][nb][0] : -INFINITY;
-                        s[mi][nb][1] = p.y <= q0 ? s[mi][nb][1] : -INFINITY;
-                        s[mi][nb][2] = p.x <= q1 ? s[mi][nb][2] : -INFINITY;
-                        s[mi][nb][3] = p.y <= q1 ? s[mi][nb][3] : -INFINITY;
-                    }
-                }
-            }
-            // online softmax: a row's 64 scores lie in the 4 lanes of a quad
-            float base[MB][2]; // the new max times log2(e); 0 for a row that has seen nothing
-#pragma unroll
-            for (int mi = 0; mi < MB; mi++) {
-                float mx0 = m[mi][0], mx1 = m[mi][1];
-#pragma unroll
-                for (int nb = 0; nb < NB; nb++) {
-                    mx0 = fmaxf(mx0, fmaxf(s[mi][nb][0], s[mi][nb][1]));
-                    mx1 = fmaxf(mx1, fmaxf(s[mi][nb][2], s[mi][nb][3]));
-                }
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-                // max -inf (nothing seen yet): subtract 0 so -inf maps to 0, not NaN
-                base[mi][0] = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
-                base[mi][1] = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
-                const float al0 = ex2(m[mi][0] * LOG2E - base[mi][0]);
-                const float al1 = ex2(m[mi][1] * LOG2E - base[mi][1]);
-                m[mi][0] = mx0, m[mi][1] = mx1;
-                l[mi][0] *= al0, l[mi][1] *= al1;
-#pragma unroll
-                for (int i = 0; i < ND; i++) {
-                    o[mi][i][0] *= al0, o[mi][i][1] *= al0;
-                    o[mi][i][2] *= al1, o[mi][i][3] *= al1;
-                }
-            }
-            // O += P V, 16 keys at a time: keys 16kk .. +15 are S n-blocks 2kk and 2kk + 1,
-            // whose accumulators are P's bf16 A fragment once exponentiated
-#pragma unroll
-            for (int kk = 0; kk < BK / 16; kk++) {
-                uint32_t pa[MB][4];
+            // S = Q K^T (MMA: 32 x 64 per warp; WG: 64 x 128 per warpgroup)
+            float s[MB][NB][4], base[MB][2], al[MB][2];
+            if constexpr (WG) {
+                wg_fence();
+                wg_qk(s[0], st);
+                wg_wait<0>();
+            } else {
 #pragma unroll
                 for (int mi = 0; mi < MB; mi++)
 #pragma unroll
-                    for (int half = 0; half < 2; half++) {
-                        const float *sv = s[mi][2 * kk + half];
-                        __nv_bfloat162 u = __floats2bfloat162_rn(
-                            ex2(fmaf(sv[0], LOG2E, -base[mi][0])), ex2(fmaf(sv[1], LOG2E, -base[mi][0])));
-                        __nv_bfloat162 w = __floats2bfloat162_rn(
-                            ex2(fmaf(sv[2], LOG2E, -base[mi][1])), ex2(fmaf(sv[3], LOG2E, -base[mi][1])));
-                        float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
-                        l[mi][0] += fu.x + fu.y, l[mi][1] += fw.x + fw.y; // the P the MMA uses
-                        pa[mi][half * 2] = bf16x2_bits(u);
-                        pa[mi][half * 2 + 1] = bf16x2_bits(w);
+                    for (int i = 0; i < NB; i++)
+                        s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
+#pragma unroll
+                for (int kk = 0; kk < KD; kk++) {
+                    uint32_t qa[MB][4]; // rows mi*16 .. +15, channels kk*16 .. +15
+#pragma unroll
+                    for (int mi = 0; mi < MB; mi++)
+                        ldsm_x4(qa[mi], smem_u32(Qs + swz<D, BQ>(row0(mi) + (lane & 7) +
+                                                                     ((lane >> 3) & 1) * 8,
+                                                                 kk * 2 + (lane >> 4))));
+#pragma unroll
+                    for (int nb = 0; nb < BK / 16; nb++) {
+                        uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                        ldsm_x4(b, smem_u32(kb + swz<D, BK>(nb * 16 + (lane & 7) +
+                                                                (lane >> 4) * 8,
+                                                            kk * 2 + ((lane >> 3) & 1))));
+#pragma unroll
+                        for (int mi = 0; mi < MB; mi++) {
+                            mma_bf16(s[mi][2 * nb], qa[mi], b[0], b[1]);
+                            mma_bf16(s[mi][2 * nb + 1], qa[mi], b[2], b[3]);
+                        }
                     }
+                }
+            }
+            mask(s, st);
+            softmax(s, base, al);
+            rescale(al);
+            if constexpr (WG) {
+                uint32_t pa[BK / 16][4];
 #pragma unroll
-                for (int nd = 0; nd < D / 16; nd++) {
-                    uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                    ldsm_x4_trans(b, smem_u32(vb + swz<D>(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8,
-                                                          nd * 2 + (lane >> 4))));
+                for (int kk = 0; kk < BK / 16; kk++)
+                    p_frag(s, base, 0, kk, pa[kk]);
+                wg_fence();
+                wg_pv(pa, st);
+                wg_wait<0>();
+            } else {
+                // O += P V, 16 keys at a time
 #pragma unroll
-                    for (int mi = 0; mi < MB; mi++) {
-                        mma_bf16(o[mi][2 * nd], pa[mi], b[0], b[1]);
-                        mma_bf16(o[mi][2 * nd + 1], pa[mi], b[2], b[3]);
+                for (int kk = 0; kk < BK / 16; kk++) {
+                    uint32_t pa[MB][4];
+#pragma unroll
+                    for (int mi = 0; mi < MB; mi++)
+                        p_frag(s, base, mi, kk, pa[mi]);
+#pragma unroll
+                    for (int nd = 0; nd < D / 16; nd++) {
+                        uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                        ldsm_x4_trans(b, smem_u32(vb + swz<D, BK>(kk * 16 + (lane & 7) +
+                                                                      ((lane >> 3) & 1) * 8,
+                                                                  nd * 2 + (lane >> 4))));
+#pragma unroll
+                        for (int mi = 0; mi < MB; mi++) {
+                            mma_bf16(o[mi][2 * nd], pa[mi], b[0], b[1]);
+                            mma_bf16(o[mi][2 * nd + 1], pa[mi], b[2], b[3]);
+                        }
                     }
                 }
             }
@@ -523,7 +722,7 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
             sum += __shfl_xor_sync(0xffffffffu, sum, 1);
             sum += __shfl_xor_sync(0xffffffffu, sum, 2);
             const float inv = sum > 0.f ? 1.f / sum : 0.f;
-            const int r = warp * 32 + mi * 16 + g + hh * 8;
+            const int r = row0(mi) + g + hh * 8;
             if (r < nq) {
                 float *op = a.out + ((int64_t)(t_begin + r) * a.n_head + h) * D + 2 * tig;
 #pragma unroll
@@ -534,22 +733,37 @@ __global__ void __launch_bounds__(THREADS, 2) prefill_kernel(const kw_cuda_prefi
         }
 }
 
-template <int D> int launch(cudaStream_t st, const kw_cuda_prefill &a)
+// Whether this device runs the wgmma path: compute capability 9.0, for which the library
+// holds sm_90a code (asked once per process, of the current device).
+bool wgmma_device()
 {
-    using L = smem_layout<D>;
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0, major = 0, minor = 0;
+        v = cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+            major == 9 && minor == 0;
+    }
+    return v;
+}
+
+template <int D, bool WG> int launch(cudaStream_t st, const kw_cuda_prefill &a)
+{
+    using L = smem_layout<D, WG>;
     static bool configured = false;
     if (!configured) {
-        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
+        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D, WG>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)L::bytes));
-        // two blocks per multiprocessor need most of it as shared memory
-        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
+        // MMA: two blocks per multiprocessor need most of it as shared memory
+        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D, WG>,
                                          cudaFuncAttributePreferredSharedMemoryCarveout,
                                          (int)cudaSharedmemCarveoutMaxShared));
         configured = true;
     }
     dim3 grid(a.n_items, a.n_head);
-    prefill_kernel<D><<<grid, THREADS, L::bytes, st>>>(a);
+    prefill_kernel<D, WG><<<grid, cfg<WG>::THREADS, L::bytes, st>>>(a);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
@@ -575,7 +789,8 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
     // page_tokens < 0xffff: a slot fits the uint16 token entries beside NO_SLOT
     if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->page_tokens >= NO_SLOT ||
         a->n_kv <= 0 || a->n_head <= 0 || a->n_head > 65535 || a->n_head % a->n_kv ||
-        a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128))
+        a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128) ||
+        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA)
         return KW_EINVAL;
     if (a->n_items == 0)
         return KW_OK;
@@ -586,7 +801,12 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
         !aligned(a->base[1], 16))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
+    const bool wg_ok = a->head_dim == 128 && wgmma_device();
+    if (a->kernel == KW_CUDA_PREFILL_WGMMA && !wg_ok)
+        return KW_ENOSYS;
+    if (a->kernel == KW_CUDA_PREFILL_WGMMA || (a->kernel == KW_CUDA_PREFILL_AUTO && wg_ok))
+        return launch<128, true>(st, *a);
     if (a->head_dim == 128)
-        return launch<128>(st, *a);
-    return launch<64>(st, *a);
+        return launch<128, false>(st, *a);
+    return launch<64, false>(st, *a);
 }

@@ -162,6 +162,14 @@ int kw_cuda_kv_append(void *stream, void *base, int32_t *pos_base, int page_toke
  * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
  * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless
  * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
+/* The math of the prefill kernel: AUTO picks WGMMA (Hopper warpgroup MMA, compute
+ * capability 9.0, head_dim 128) where it runs, else MMA (mma.sync, sm_80 and later).
+ * Asking for WGMMA where it cannot run returns KW_ENOSYS. */
+typedef enum {
+    KW_CUDA_PREFILL_AUTO = 0,
+    KW_CUDA_PREFILL_MMA = 1,
+    KW_CUDA_PREFILL_WGMMA = 2,
+} kw_cuda_prefill_kernel;
 typedef struct kw_cuda_prefill {
     const void *base[2];          /* device: main and temporary pool */
     const int32_t *pos[2];
@@ -181,6 +189,7 @@ typedef struct kw_cuda_prefill {
      * tokens 0 .. row_tokens[r] - 1; spans is unused */
     const int32_t *pages;         /* device */
     const int32_t *row_tokens;    /* device (n_seq * n_kv) */
+    int kernel;                   /* kw_cuda_prefill_kernel */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);

@@ -113,13 +113,17 @@ static void bench(int ctx, double peak)
     const kw_cuda_span *d_spans = upload(sp, sizeof(kw_cuda_span) * n_pages);
     int reps = ctx <= 8192 ? 20 : 10;
     double flop = 4.0 * H * D * ((double)ctx * (ctx + 1) / 2);
-    for (int mode = 0; mode < 2; mode++) {
-        a.pages = mode == 0 ? d_pages : NULL;
-        a.row_tokens = mode == 0 ? d_row_tokens : NULL;
-        a.spans = mode == 0 ? NULL : d_spans;
+    /* table and spans: the kernel the device gets by default; table_mma: the mma.sync
+     * kernel forced, for comparison where the default is the wgmma one */
+    static const char *const mode_name[3] = {"table", "spans", "table_mma"};
+    for (int mode = 0; mode < 3; mode++) {
+        a.pages = mode != 1 ? d_pages : NULL;
+        a.row_tokens = mode != 1 ? d_row_tokens : NULL;
+        a.spans = mode != 1 ? NULL : d_spans;
+        a.kernel = mode == 2 ? KW_CUDA_PREFILL_MMA : KW_CUDA_PREFILL_AUTO;
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
-        printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode == 0 ? "table" : "spans", ctx,
-               ctx, ms, flop / 1e12, tf, 100.0 * tf / peak);
+        printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], ctx, ctx, ms,
+               flop / 1e12, tf, 100.0 * tf / peak);
         fflush(stdout);
     }
     cudaFree(base), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);

@@ -223,6 +223,29 @@ static int run_prefill(const kw_cuda_prefill *a, float *out, size_t n)
     return rc;
 }
 
+/* Runs a with each kernel (mma.sync everywhere; wgmma where the device has it, said once
+ * when it does not) and reports each against ref. */
+static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, size_t n,
+                           const char *what, int bad, const char *shape)
+{
+    static int said;
+    int fail = 0;
+    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA; k++) {
+        a->kernel = k;
+        int rc = run_prefill(a, out, n);
+        if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
+            if (a->head_dim == 128 && !said++)
+                printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
+            continue;
+        }
+        char name[64];
+        snprintf(name, sizeof name, "%s/%s", what, k == KW_CUDA_PREFILL_MMA ? "mma" : "wgmma");
+        fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
+    }
+    a->kernel = KW_CUDA_PREFILL_AUTO;
+    return fail;
+}
+
 static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, const int *ctx,
                              const int *nq, int mode, const char *label)
 {
@@ -340,11 +363,10 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
     size_t n_out = (size_t)n_tok * n_head * D;
     a.out = dput(NULL, n_out * 4);
     a.scale = scale, a.n_items = n_items, a.items = dput(items, (size_t)n_items * 8);
-    int rc = run_prefill(&a, out, n_out);
     char shape[160];
     snprintf(shape, sizeof shape, "%s D=%d heads=%d/%d P=%d seqs=%d tokens=%d", label, D, n_head,
              n_kv, P, n_seq, n_tok);
-    int fail = report("prefill", rc, rel_l2(out, ref, n_out), 1e-2, shape);
+    int fail = prefill_kernels(&a, out, ref, n_out, "prefill", 0, shape);
     if (mode == PF_DENSE) {
         /* table mode over the same views: a dense row's spans are its pages in order, all
          * full from slot 0 but the last, so row_ptr indexes the page list as it did the
@@ -363,8 +385,7 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
         a.pages = dput(pages, (size_t)(k + 1) * 4);
         a.row_tokens = dput(row_tokens, (size_t)n_rows * 4);
         a.spans = NULL; /* unused in table mode */
-        rc = run_prefill(&a, out, n_out);
-        fail += report("prefill_tab", rc, bad ? INFINITY : rel_l2(out, ref, n_out), 1e-2, shape);
+        fail += prefill_kernels(&a, out, ref, n_out, "prefill_tab", bad, shape);
         cudaFree((void *)a.pages), cudaFree((void *)a.row_tokens);
         free(pages), free(row_tokens);
     }
@@ -415,12 +436,20 @@ static int test_prefill(void)
         fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, PF_DENSE, "long");
     }
     {
+        /* head_dim 128 (the wgmma path's): a whole causal prefill, pages crossing windows */
+        int ctx[] = {4100}, nq[] = {4100};
+        fails += test_prefill_case(128, 4, 1, 16, 1, ctx, nq, PF_DENSE, "causal128");
+        int ctx2[] = {2600}, nq2[] = {700};
+        fails += test_prefill_case(128, 4, 2, 1500, 1, ctx2, nq2, PF_DENSE, "bigpage128");
+    }
+    {
         int ctx[24], nq[24];
         for (int s = 0; s < 24; s++) {
             ctx[s] = 1 + (int)(uni() * 600);
             nq[s] = s % 3 ? 1 + (int)(uni() * ctx[s]) : ctx[s];
         }
         fails += test_prefill_case(64, 16, 4, 16, 24, ctx, nq, PF_DENSE, "many");
+        fails += test_prefill_case(128, 8, 4, 16, 24, ctx, nq, PF_DENSE, "many128");
     }
     for (int t = 0; t < 3; t++) {
         int n_seq = 1 + (int)(uni() * 4), ctx[4], nq[4];
