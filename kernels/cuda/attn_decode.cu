@@ -23,6 +23,7 @@
 
 #include "attn_decode.cuh"
 #include "common.cuh"
+#include "tc.cuh"
 
 namespace {
 
@@ -284,38 +285,10 @@ __device__ __forceinline__ void cp_async4(void *dst, const void *src)
     unsigned d = (unsigned)__cvta_generic_to_shared(dst);
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
-__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, bool valid)
-{
-    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
-                 "r"(valid ? 16 : 0));
-}
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi); // .x (low half) = lo
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t *r, const void *p)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
-}
-__device__ __forceinline__ void ldsm_x4_t(uint32_t *r, const void *p)
-{
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(a));
+    return bf16x2_bits(__floats2bfloat162_rn(lo, hi)); // .x (low half) = lo
 }
 
 // c += A(16x16, rows 8..15 zero: a1 = a3 = 0) B(16x8), bf16 in, f32 accumulate
@@ -414,8 +387,8 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         const int tk = p * RPP + rg;
         const bool ok = i0 + tk < n;
         const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + c * 8;
-        cp_async16_zfill(Ks + tk * C::LDK + c * 8, src, ok);
-        cp_async16_zfill(Vs + tk * C::LDK + c * 8, src + (ok ? (int64_t)P * D : 0), ok);
+        cp_async16(smem_u32(Ks + tk * C::LDK + c * 8), src, ok);
+        cp_async16(smem_u32(Vs + tk * C::LDK + c * 8), src + (ok ? (int64_t)P * D : 0), ok);
     }
     if constexpr (TABLE) {
         const int tk = threadIdx.x, t = b0 + i0 + tk;
@@ -496,7 +469,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
                 uint32_t b[4];
-                ldsm_x4(b, kb + kk * 16);
+                ldsm_x4(b, smem_u32(kb + kk * 16));
                 mma_top(s[0], qa[kk][0], qa[kk][1], b[0], b[1]);
                 mma_top(s[1], qa[kk][0], qa[kk][1], b[2], b[3]);
             }
@@ -535,7 +508,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 uint32_t b[4];
-                ldsm_x4_t(b, vb + j * 8);
+                ldsm_x4_trans(b, smem_u32(vb + j * 8));
                 mma_top(o[j], pa0, pa2, b[0], b[1]);
                 mma_top(o[j + 1], pa0, pa2, b[2], b[3]);
             }

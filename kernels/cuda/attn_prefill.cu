@@ -30,6 +30,7 @@
 
 #include "attn_prefill.cuh"
 #include "common.cuh"
+#include "tc.cuh"
 
 namespace {
 
@@ -90,52 +91,6 @@ template <int D, int ROWS> __device__ __forceinline__ int swz(int r, int c)
     return (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
 }
 
-__device__ __forceinline__ uint32_t smem_u32(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-// 16 bytes global -> shared, L2 only; ok false zero-fills without reading src
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool ok)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                 "r"(ok ? 16 : 0)
-                 : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N> __device__ __forceinline__ void cp_async_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t *r, uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t *r, uint32_t addr)
-{
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-// c (16x8 f32) += a (16x16 bf16, row) * b (16x8 bf16, col)
-__device__ __forceinline__ void mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 // The first index i < n with incl[i] > v (incl: inclusive prefix sums; n - 1 if none).
 __device__ __forceinline__ int first_above(const int *incl, int n, int v)
 {
@@ -155,96 +110,6 @@ __device__ __forceinline__ float ex2(float x) // 2^x; -inf gives 0
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
-}
-
-__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v)
-{
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
-// Hopper warpgroup MMA (sm_90a only; the kernel that uses these is not launched elsewhere).
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define KW_WGMMA 1
-#endif
-// the 64 accumulator operands of an m64n128 wgmma
-#define KW_D64 \
-    "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
-    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
-    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
-    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
-
-#define KW_ACC4(i) "+f"(d[i][0]), "+f"(d[i][1]), "+f"(d[i][2]), "+f"(d[i][3])
-#define KW_ACC64                                                                           \
-    KW_ACC4(0), KW_ACC4(1), KW_ACC4(2), KW_ACC4(3), KW_ACC4(4), KW_ACC4(5), KW_ACC4(6),    \
-        KW_ACC4(7), KW_ACC4(8), KW_ACC4(9), KW_ACC4(10), KW_ACC4(11), KW_ACC4(12),         \
-        KW_ACC4(13), KW_ACC4(14), KW_ACC4(15)
-
-// Shared-memory matrix descriptor of a tile in the 128-byte swizzle: start address, the
-// byte offsets between 64-element column blocks (lbo: MN-major only) and between groups
-// of 8 rows (sbo), swizzle mode 1. Addresses and offsets are in 16-byte units.
-__device__ __forceinline__ uint64_t wg_desc(uint32_t addr, uint32_t lbo, uint32_t sbo)
-{
-    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 |
-           (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
-}
-
-__device__ __forceinline__ void wg_fence()
-{
-#ifdef KW_WGMMA
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-
-// Generic-proxy shared-memory writes (st.shared, cp.async) made visible to wgmma
-__device__ __forceinline__ void fence_async_smem()
-{
-#ifdef KW_WGMMA
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-
-// d (64 x 128 f32 per warpgroup) = [d +] A B; A (64 x 16) and B (16 x 128) K-major in
-// shared memory. acc = 0 overwrites d.
-__device__ __forceinline__ void wgmma_ss(float (*d)[4], uint64_t da, uint64_t db, int acc)
-{
-#ifdef KW_WGMMA
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{" KW_D64 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-        : KW_ACC64
-        : "l"(da), "l"(db), "r"(acc));
-#else
-    __trap();
-#endif
-}
-
-template <int N> __device__ __forceinline__ void wg_wait()
-{
-#ifdef KW_WGMMA
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-#endif
-}
-
-__device__ __forceinline__ void wg_commit()
-{
-#ifdef KW_WGMMA
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-
-// d += A B; A (64 x 16 bf16) in registers (the mma.sync m16n8k16 A fragment per warp),
-// B (16 x 128) MN-major in shared memory.
-__device__ __forceinline__ void wgmma_rs(float (*d)[4], const uint32_t *a, uint64_t db)
-{
-#ifdef KW_WGMMA
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{" KW_D64 "}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-        : KW_ACC64
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-#else
-    __trap();
-#endif
 }
 
 template <int D, bool WG>
@@ -309,22 +174,18 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     if (WG)
         fence_async_smem(); // the Q tile is read by wgmma
     __syncthreads();
+    // the largest (take_max) or smallest of red[b .. b + WARPS): one entry per warp
+    auto fold = [&](int b, bool take_max) {
+        int x = red[b];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++)
+            x = take_max ? max(x, red[b + w]) : min(x, red[b + w]);
+        return x;
+    };
     // red[RMAX + w]: warp w's largest query position; the block's largest and smallest
     // (read where needed, not kept live across the tile loop)
-    auto max_q = [&]() {
-        int x = red[RMAX];
-#pragma unroll
-        for (int w = 1; w < WARPS; w++)
-            x = max(x, red[RMAX + w]);
-        return x;
-    };
-    auto min_q = [&]() {
-        int x = red[RMIN];
-#pragma unroll
-        for (int w = 1; w < WARPS; w++)
-            x = min(x, red[RMIN + w]);
-        return x;
-    };
+    auto max_q = [&]() { return fold(RMAX, true); };
+    auto min_q = [&]() { return fold(RMIN, false); };
     // the largest query position among the rows this warp's math covers (WG: warpgroup
     // wg's rows 64wg .. 64wg + 63 are held by warps 2wg and 2wg + 1)
     auto rows_max = [&]() {
@@ -468,11 +329,7 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
             if (lane == 0)
                 red[RSKIP + warp] = mn;
             __syncthreads();
-            int smin = red[RSKIP];
-#pragma unroll
-            for (int w = 1; w < WARPS; w++)
-                smin = min(smin, red[RSKIP + w]);
-            if (smin <= max_q())
+            if (fold(RSKIP, false) <= max_q())
                 return; // flatten from here
             wbase += SKIP * WT;
             if (wbase >= nr) {
