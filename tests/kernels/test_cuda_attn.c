@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cuda/kernels_cuda.h"
+#include "kvweave/status.h"
 
 static uint64_t rng = 0x51a7e5ull;
 static double uni(void)
@@ -354,9 +355,42 @@ static int check_item_sizes(void)
     return bad;
 }
 
+/* The prefill launcher's argument checks, which come before any device call (so they run
+ * without a GPU): an empty call with valid arguments is KW_OK under every kernel choice;
+ * an unknown kernel choice, or a head_dim the kernels lack, is KW_EINVAL. */
+static int check_prefill_args(void)
+{
+    static int32_t ints[16];
+    static kw_cuda_span span;
+    static float f[32] __attribute__((aligned(16)));
+    kw_cuda_prefill a = {0};
+    a.base[0] = a.base[1] = f, a.pos[0] = a.pos[1] = ints;
+    a.kv = KW_CUDA_KV_BF16, a.page_tokens = 16, a.head_dim = 128;
+    a.n_head = 8, a.n_kv = 2, a.n_seq = 1;
+    a.tok_off = a.row_ptr = a.q_pos = a.items = ints;
+    a.spans = &span, a.q = f, a.out = f, a.scale = 1.f, a.n_items = 0;
+    int fails = 0;
+    struct { int kernel, head_dim, want; } cases[] = {
+        {KW_CUDA_PREFILL_AUTO, 128, KW_OK}, {KW_CUDA_PREFILL_MMA, 64, KW_OK},
+        {KW_CUDA_PREFILL_WGMMA, 128, KW_OK}, {KW_CUDA_PREFILL_WGMMA + 1, 128, KW_EINVAL},
+        {-1, 128, KW_EINVAL}, {KW_CUDA_PREFILL_AUTO, 96, KW_EINVAL}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        a.kernel = cases[i].kernel, a.head_dim = cases[i].head_dim;
+        int rc = kw_cuda_attn_prefill(NULL, &a);
+        if (rc != cases[i].want) {
+            printf("FAIL prefill args: kernel %d head_dim %d gave %d, want %d\n", a.kernel,
+                   a.head_dim, rc, cases[i].want);
+            fails++;
+        }
+    }
+    if (!fails)
+        printf("ok   prefill launcher argument checks (%zu cases)\n", sizeof cases / sizeof *cases);
+    return fails;
+}
+
 int main(void)
 {
-    if (check_plans() | check_item_sizes())
+    if (check_plans() | check_item_sizes() | check_prefill_args())
         return 1;
     if (kw_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device found; the CUDA kernels were compiled and linked only "
