@@ -47,7 +47,6 @@ constexpr float LOG2E = 1.4426950408889634f;
 template <bool WG> struct cfg {
     static constexpr int WARPS = WG ? 8 : 4, THREADS = WARPS * 32;
     static constexpr int BK = WG ? 128 : 64; // keys per tile
-    static constexpr int STAGES = 2;         // K/V tile buffers
     static constexpr int MB = WG ? 1 : 2;    // m16 row blocks per warp
     static constexpr int WTILES = WT / BK;   // one bit each in the window masks
     static constexpr int TPT = WT / THREADS; // tokens per thread in a window
@@ -57,16 +56,16 @@ template <bool WG> struct cfg {
     static_assert(TPT * THREADS == WT && WTILES <= 32 && BK % 32 == 0, "tile shapes");
 };
 
-// Shared memory (bytes). bf16 tiles (Q, K, V) are laid out by swz. The Q, K and V tiles
-// start on 1024-byte boundaries, as wgmma's 128-byte swizzle needs.
+// Shared memory (bytes): Q, two stages of K and V, token windows. bf16 tiles are laid out
+// by swz and start on 1024-byte boundaries, as wgmma's 128-byte swizzle needs.
 template <int D, bool WG> struct smem_layout {
     using C = cfg<WG>;
     static constexpr size_t tile = (size_t)C::BK * D * 2;
-    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + C::STAGES * tile,
-                            kpos = v + C::STAGES * tile, // int32 (STAGES, BK): positions
-                            flags = kpos + C::STAGES * C::BK * 4, // int32 (STAGES, 2): needs
-                                                                  // the mask; smallest position
-                            wpage = flags + C::STAGES * 8, // uint32 (WT): page | pool << 31
+    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + 2 * tile,
+                            kpos = v + 2 * tile,          // int32 (2, BK): positions per stage
+                            flags = kpos + 2 * C::BK * 4, // int32 (2, 2) per stage: needs the
+                                                          // mask; smallest position
+                            wpage = flags + 16,           // uint32 (WT): page | pool << 31
                             wpos = wpage + WT * 4,        // int32 (WT)
                             wslot = wpos + WT * 4,        // uint16 (WT)
                             tmin = wslot + WT * 2,        // int32 (WTILES)
@@ -193,7 +192,9 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
                   : red[RMAX + warp];
     };
     // the first query row of m16 block mi of this warp
-    auto row0 = [&](int mi) { return WG ? (warp >> 2) * 64 + (warp & 3) * 16 : warp * 32 + mi * 16; };
+    auto row0 = [&](int mi) {
+        return WG ? (warp >> 2) * 64 + (warp & 3) * 16 : warp * 32 + mi * 16;
+    };
 
     // The row's token windows. Every thread keeps the same copy of this state. The row's
     // bounds are read again where used (cached loads), so they do not hold registers
