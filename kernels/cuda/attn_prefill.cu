@@ -42,8 +42,13 @@ constexpr float LOG2E = 1.4426950408889634f;
 
 // The two math paths. MMA (sm_80+): 4 warps, 32 query rows each (two m16 blocks), tiles
 // of 64 keys. WG (sm_90a): 2 warpgroups, 64 query rows each, tiles of 128 keys, wgmma.
-// (Overlapping a warpgroup's softmax with its own P V, FlashAttention-3 style, with tiles
-// of 64 keys in 4 stages, measured no faster: 309 vs 313 TFLOP/s at 32k on an H200.)
+// Measured no faster on an H200 at 32k, and so not kept: overlapping a warpgroup's
+// softmax with its own P V, FlashAttention-3 style (tiles of 64 keys in 4 stages: 309 vs
+// 313 TFLOP/s); a warp-specialized block with a loading warpgroup feeding K/V by TMA
+// through mbarriers (299 against 313, with or without the two math warpgroups taking
+// turns). There, copies alone took 22.7 ms (3.0 TB/s from L2) and math alone 19.8 ms: the
+// copies bound this kernel, since every (query head, 128-query tile) block reads its K/V
+// once. What would cut them is sharing K/V tiles among a GQA group's query heads.
 template <bool WG> struct cfg {
     static constexpr int WARPS = WG ? 8 : 4, THREADS = WARPS * 32;
     static constexpr int BK = WG ? 128 : 64; // keys per tile
