@@ -151,6 +151,8 @@ attn_decode_kernel(const kw_cuda_attn a)
 {
     constexpr int E = D / 32;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    kw_grid_wait();
+    kw_grid_dependents();
     if (a.live_items && (int)blockIdx.x >= *a.live_items)
         return; // a fixed grid (CUDA graph) larger than this call's plan
     const int32_t *it = a.items + 4 * blockIdx.x;
@@ -242,6 +244,8 @@ template <int D, int G>
 __global__ void __launch_bounds__(D) attn_combine_kernel(const kw_cuda_attn a)
 {
     const int row = blockIdx.x, j = blockIdx.y, d = threadIdx.x;
+    kw_grid_wait();
+    kw_grid_dependents();
     const int p0 = a.row_part[2 * row], np = a.row_part[2 * row + 1];
     if (np == 0)
         return;
@@ -540,6 +544,8 @@ template <int D, int G, bool TABLE>
 __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
 {
     extern __shared__ __align__(16) unsigned char sm[];
+    kw_grid_wait();
+    kw_grid_dependents();
     const int n = a.live_items ? *a.live_items : a.n_items;
     for (int item = blockIdx.x; item < n; item += gridDim.x) {
         stream_item<D, G, TABLE>(a, sm, item);
@@ -575,7 +581,7 @@ template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_
     if (resident < 0)
         return resident;
     const int grid = a.live_items && a.n_items > resident ? resident : a.n_items;
-    attn_stream_kernel<D, G, TABLE><<<grid, WARPS * 32, C::bytes, st>>>(a);
+    KW_CUDA_TRY(kw_launch(attn_stream_kernel<D, G, TABLE>, grid, WARPS * 32, C::bytes, st, a));
     return KW_OK;
 }
 
@@ -588,12 +594,12 @@ int launch(cudaStream_t st, const kw_cuda_attn &a)
             if (rc < 0)
                 return rc;
         } else {
-            attn_decode_kernel<T, D, G><<<a.n_items, WARPS * 32, 0, st>>>(a);
+            KW_CUDA_TRY(kw_launch(attn_decode_kernel<T, D, G>, a.n_items, WARPS * 32, 0, st, a));
         }
     }
     KW_CUDA_LAUNCHED();
     if (a.n_parts > 0)
-        attn_combine_kernel<D, G><<<dim3(a.n_rows, G), D, 0, st>>>(a);
+        KW_CUDA_TRY(kw_launch(attn_combine_kernel<D, G>, dim3(a.n_rows, G), D, 0, st, a));
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }

@@ -17,3 +17,42 @@ extern "C" int kw__cuda_fail(cudaError_t e, const char *call, const char *file, 
 
 // After a launch: a bad configuration shows up here, not at the next sync.
 #define KW_CUDA_LAUNCHED() KW_CUDA_TRY(cudaGetLastError())
+
+// Programmatic dependent launch (Hopper): a kernel launched by kw_launch may start while
+// the kernel before it on the stream is still running, so every such kernel calls
+// kw_grid_wait() before it reads what earlier kernels wrote or writes what they read, and
+// may do independent work (issue loads of weights) before it. kw_grid_dependents() lets
+// the next kernel's blocks be scheduled once every block of this one has called it.
+// Both are no-ops on code built for other architectures, where kw_cuda_pdl_on() is 0.
+__device__ __forceinline__ void kw_grid_wait()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void kw_grid_dependents()
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// kw_cuda_pdl_on() (kernels_cuda.h) is 1 when launches may overlap: the device runs this
+// library's sm_90a code (compute capability 9.0) and KVWEAVE_CUDA_PDL is not "0".
+extern "C" int kw_cuda_pdl_on(void);
+
+// Launches kernel k like k<<<grid, block, smem, st>>>(args...), with programmatic
+// dependent launch when kw_cuda_pdl_on(); k must call kw_grid_wait() as described above.
+template <typename... P, typename... A>
+static inline cudaError_t kw_launch(void (*k)(P...), dim3 grid, dim3 block, size_t smem,
+                                    cudaStream_t st, A &&...args)
+{
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = st;
+    cfg.attrs = at, cfg.numAttrs = kw_cuda_pdl_on() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
+}

@@ -54,6 +54,8 @@ __global__ void add_bias_f32(float *__restrict__ y, const float *__restrict__ b,
 
 __global__ void to_bf16(const float *__restrict__ x, __nv_bfloat16 *__restrict__ y, int64_t n)
 {
+    kw_grid_wait();
+    kw_grid_dependents();
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
         y[i] = __float2bfloat16_rn(x[i]);
@@ -124,7 +126,8 @@ struct gemv_args {
 // One block group: the outputs of block blk (see gemv_bf16 below).
 template <int M, int NO, int MODE, int U, int KS>
 __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
-                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 * NO : NO)])
+                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 * NO : NO)],
+                                           bool wait)
 {
     constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
     constexpr int GROUPS = WARPS / KS;
@@ -136,8 +139,11 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
     const int N = s == 0 ? a.n[0] : s == 1 ? a.n[1] : a.n[2], K = a.K;
     const __nv_bfloat16 *w_s = s == 0 ? a.w[0] : s == 1 ? a.w[1] : a.w[2];
     const int n0 = ((blk - first) * GROUPS + grp) * NO;
-    if (KS == 1 && n0 >= N)
+    if (KS == 1 && n0 >= N) {
+        if (wait) // no rows in this group, maybe some in a later one (of another output)
+            kw_grid_wait();
         return;
+    }
     const int nch = K / 8; // 16-byte chunks per row
     const uint4 *wr[R];
 #pragma unroll
@@ -153,6 +159,7 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
         for (int r = 0; r < R; r++)
             acc[m][r] = 0.f;
     constexpr int STEP = 32 * KS; // chunks between one lane's consecutive loads
+    bool waited = !wait;
     for (int c0 = kpart * 32 + lane; c0 < nch; c0 += STEP * U) {
         uint4 wv[U][R];
 #pragma unroll
@@ -161,6 +168,10 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             for (int r = 0; r < R; r++)
                 if (c0 + STEP * u < nch)
                     wv[u][r] = __ldcs(wr[r] + c0 + STEP * u); // read once
+        if (!waited) { // the weights do not depend on earlier kernels; x does
+            kw_grid_wait();
+            waited = true;
+        }
 #pragma unroll
         for (int u = 0; u < U; u++) {
             const int c = c0 + STEP * u;
@@ -181,6 +192,8 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             }
         }
     }
+    if (!waited) // no chunk of K fell to this lane
+        kw_grid_wait();
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
@@ -241,8 +254,10 @@ __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
     constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
     __shared__ float red[KS > 1 ? WARPS : 1][M * R];
+    kw_grid_dependents(); // all blocks are resident (one wave): the next kernel may queue
+    // the first block group's weight loads are issued before waiting for the kernel before
     for (int blk = blockIdx.x; blk < a.total_blocks; blk += gridDim.x)
-        gemv_block<M, NO, MODE, U, KS>(a, blk, red);
+        gemv_block<M, NO, MODE, U, KS>(a, blk, red, blk == (int)blockIdx.x);
 }
 
 // The resident blocks of a kernel on the current device (132 x 4 if the query fails).
@@ -272,8 +287,7 @@ template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args
     if (!resident)
         resident = resident_blocks((const void *)gemv_bf16<M, NO, MODE, U, KS>);
     const int grid = min(blocks, resident);
-    gemv_bf16<M, NO, MODE, U, KS><<<grid, GEMV_THREADS, 0, st>>>(a);
-    KW_CUDA_LAUNCHED();
+    KW_CUDA_TRY(kw_launch(gemv_bf16<M, NO, MODE, U, KS>, grid, GEMV_THREADS, 0, st, a));
     return KW_OK;
 }
 
@@ -386,7 +400,7 @@ extern "C" int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n)
 {
     if (n <= 0 || !x || !y)
         return KW_EINVAL;
-    to_bf16<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(x, (__nv_bfloat16 *)y, n);
-    KW_CUDA_LAUNCHED();
+    KW_CUDA_TRY(kw_launch(to_bf16, blocks_for(n), 256, 0, (cudaStream_t)stream, x,
+                          (__nv_bfloat16 *)y, n));
     return KW_OK;
 }

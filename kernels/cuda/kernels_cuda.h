@@ -14,6 +14,13 @@ extern "C" {
 int kw_cuda_device_count(void);
 /* The message of the last failure on this thread ("" if none). */
 const char *kw_cuda_last_error(void);
+/* Programmatic dependent launch of the decode-path kernels (a kernel's start overlaps the
+ * end of the one before it on the stream; weight loads are issued before the wait): on by
+ * default on compute capability 9.0, off with KVWEAVE_CUDA_PDL=0 or kw_cuda_set_pdl(0);
+ * kw_cuda_set_pdl(1) decides again from the device and the environment. kw_cuda_pdl_on:
+ * whether launches use it now. */
+void kw_cuda_set_pdl(int on);
+int kw_cuda_pdl_on(void);
 
 /* rmsnorm.cu */
 int kw_cuda_rmsnorm(void *stream, const float *x, const float *g, float *y, int rows, int dim,
@@ -154,6 +161,13 @@ int kw_cuda_gather_rows(void *stream, const float *x, const int32_t *rows, int n
 int kw_cuda_kv_append(void *stream, void *base, int32_t *pos_base, int page_tokens,
                       int head_dim, int n_tok, int n_kv, const float *k, const float *v,
                       const int32_t *pos, const int32_t *slots);
+/* kw_cuda_rope then kw_cuda_kv_append in one launch: q (n_tok, n_head, head_dim) and k
+ * (n_tok, n_kv, head_dim) rotated in place (kw_cuda_rope's arithmetic), then k and v
+ * appended as kw_cuda_kv_append does. */
+int kw_cuda_rope_append(void *stream, float *q, float *k, const float *v, const int32_t *pos,
+                        int n_tok, int n_head, int n_kv, int head_dim, const float *inv_freq,
+                        int interleaved, void *base, int32_t *pos_base, int page_tokens,
+                        const int32_t *slots);
 
 /* attn_prefill.cu: causal attention of chunks of query tokens over views (bf16 pages,
  * head_dim 64 or 128). Sequence s has query tokens [tok_off[s], tok_off[s+1]) of q and

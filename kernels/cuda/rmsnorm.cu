@@ -10,6 +10,8 @@ __global__ void rmsnorm_f32(const float *__restrict__ x, const float *__restrict
 {
     const float *xr = x + (size_t)blockIdx.x * dim;
     TO *yr = y + (size_t)blockIdx.x * dim;
+    kw_grid_wait();
+    kw_grid_dependents();
     float ss = 0.f;
     for (int i = threadIdx.x; i < dim; i += THREADS)
         ss += xr[i] * xr[i];
@@ -37,8 +39,8 @@ extern "C" int kw_cuda_rmsnorm(void *stream, const float *x, const float *g, flo
 {
     if (rows <= 0 || dim <= 0 || !x || !g || !y)
         return KW_EINVAL;
-    rmsnorm_f32<256, float><<<rows, 256, 0, (cudaStream_t)stream>>>(x, g, y, dim, eps);
-    KW_CUDA_LAUNCHED();
+    KW_CUDA_TRY(kw_launch(rmsnorm_f32<256, float>, rows, 256, 0, (cudaStream_t)stream, x, g, y,
+                          dim, eps));
     return KW_OK;
 }
 
@@ -47,8 +49,7 @@ extern "C" int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g
 {
     if (rows <= 0 || dim <= 0 || !x || !g || !y)
         return KW_EINVAL;
-    rmsnorm_f32<256, __nv_bfloat16><<<rows, 256, 0, (cudaStream_t)stream>>>(
-        x, g, (__nv_bfloat16 *)y, dim, eps);
-    KW_CUDA_LAUNCHED();
+    KW_CUDA_TRY(kw_launch(rmsnorm_f32<256, __nv_bfloat16>, rows, 256, 0, (cudaStream_t)stream, x,
+                          g, (__nv_bfloat16 *)y, dim, eps));
     return KW_OK;
 }

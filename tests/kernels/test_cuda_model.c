@@ -1,8 +1,8 @@
 /* The CUDA kernels of the device engine against the CPU references, on random shapes and
  * data with poisoned outputs: cuBLAS GEMMs (f32, and bf16 with f32 accumulation), causal
  * prefill attention over paged bf16 views (dense, token-level and run spans over both
- * pools, GQA, chunks; dense views also in table mode), page append, bf16 embedding
- * gather. Skipped (exit 77, with a line saying why) without a CUDA device. Bounds: f32
+ * pools, GQA, chunks; dense views also in table mode), page append (and RoPE fused
+ * with it, bit-identical to the two launches), bf16 embedding gather. Skipped (exit 77, with a line saying why) without a CUDA device. Bounds: f32
  * paths rel L2 < 1e-4; bf16 GEMM against the reference on the same bf16-rounded inputs
  * < 1e-4 (and < 1e-2 against the unrounded f32 inputs); attention (bf16 pages, Q and P
  * rounded to bf16 for the tensor cores) < 1e-2. */
@@ -516,13 +516,71 @@ static int test_append_embed(void)
     return fails;
 }
 
+/* kw_cuda_rope_append against kw_cuda_rope (q, k) then kw_cuda_kv_append: the same
+ * arithmetic, so q, k, the pages (poisoned alike first) and the positions must be equal
+ * bit for bit. Random head_dim, heads, tokens, layouts, slots (some skipped). */
+static int test_rope_append(void)
+{
+    int fails = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        int D = trial < 2 ? 128 : trial < 4 ? 64 : 2 * (4 + (int)(uni() * 60));
+        int n_kv = 1 + (int)(uni() * 8), n_head = n_kv * (1 + (int)(uni() * 4));
+        int n_tok = 1 + (int)(uni() * 40), P = trial % 3 ? 16 : 7, n_pages = 8 + n_tok * n_kv;
+        int il = trial % 2;
+        size_t nq = (size_t)n_tok * n_head * D, nk = (size_t)n_tok * n_kv * D;
+        size_t pool = (size_t)n_pages * 2 * P * D * 2, npos = (size_t)n_pages * P;
+        float *q = randv(nq, 2), *k = randv(nk, 2), *v = randv(nk, 2), inv[256];
+        for (int i = 0; i < D / 2; i++)
+            inv[i] = powf(10000.f, -2.f * i / D);
+        int32_t *pos = malloc((size_t)n_tok * 4), *slots = malloc(nk / D * 4);
+        for (int t = 0; t < n_tok; t++)
+            pos[t] = (int32_t)(uni() * 100000);
+        for (int i = 0; i < n_tok * n_kv; i++) /* distinct slots, one in 6 skipped */
+            slots[i] = i % 6 == 5 ? -1 : (int32_t)(((size_t)i * 7 + 3) % npos);
+        uint8_t *poison = malloc(pool);
+        for (size_t i = 0; i < pool; i++)
+            poison[i] = (uint8_t)(uni() * 256);
+        void *dq[2], *dk[2], *base[2], *dpp[2];
+        for (int w = 0; w < 2; w++)
+            dq[w] = dput(q, nq * 4), dk[w] = dput(k, nk * 4), base[w] = dput(poison, pool),
+            dpp[w] = dput(NULL, npos * 4);
+        const float *dv = dput(v, nk * 4), *dinv = dput(inv, sizeof inv);
+        const int32_t *dpos = dput(pos, (size_t)n_tok * 4), *dsl = dput(slots, nk / D * 4);
+        int rc = kw_cuda_rope(NULL, dq[0], dpos, n_tok, n_head, D, dinv, il);
+        rc = rc ? rc : kw_cuda_rope(NULL, dk[0], dpos, n_tok, n_kv, D, dinv, il);
+        rc = rc ? rc : kw_cuda_kv_append(NULL, base[0], dpp[0], P, D, n_tok, n_kv, dk[0], dv,
+                                         dpos, dsl);
+        rc = rc ? rc : kw_cuda_rope_append(NULL, dq[1], dk[1], dv, dpos, n_tok, n_head, n_kv, D,
+                                           dinv, il, base[1], dpp[1], P, dsl);
+        size_t diff = 0;
+        size_t sizes[4] = {nq * 4, nk * 4, pool, npos * 4};
+        void *bufs[4][2] = {{dq[0], dq[1]}, {dk[0], dk[1]}, {base[0], base[1]}, {dpp[0], dpp[1]}};
+        for (int b = 0; b < 4; b++) {
+            uint8_t *h0 = malloc(sizes[b]), *h1 = malloc(sizes[b]);
+            dget(h0, bufs[b][0], sizes[b]);
+            dget(h1, bufs[b][1], sizes[b]);
+            for (size_t i = 0; i < sizes[b]; i++)
+                diff += h0[i] != h1[i];
+            free(h0), free(h1);
+        }
+        int ok = rc == 0 && diff == 0;
+        printf("%s rope_append  D=%d heads=%d/%d tok=%d P=%d %s: %zu bytes differ (bound 0)%s%s\n",
+               ok ? "ok  " : "FAIL", D, n_head, n_kv, n_tok, P, il ? "interleaved" : "half", diff,
+               rc ? " " : "", rc ? kw_cuda_last_error() : "");
+        fails += !ok;
+        free(q), free(k), free(v), free(pos), free(slots), free(poison);
+    }
+    return fails;
+}
+
 int main(void)
 {
     if (kw_cuda_device_count() < 1) {
         printf("SKIP: no CUDA device (the CUDA model kernels need one)\n");
         return 77;
     }
-    int fails = test_gemm() + test_gemv_fused() + test_prefill() + test_append_embed();
+    int fails = test_gemm() + test_gemv_fused() + test_prefill() + test_append_embed() +
+                test_rope_append();
     printf("%s: %d failure(s)\n", fails ? "FAIL" : "ok", fails);
     return fails ? 1 : 0;
 }

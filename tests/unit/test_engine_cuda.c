@@ -70,21 +70,35 @@ static int step(side *sd, const int32_t *ids, const int32_t *pos, int n, float *
     return rc < 0 ? rc : s.seq_rc[0];
 }
 
+/* A step of the side that runs with programmatic dependent launch off. */
+static int pdl_off_step(side *sd, const int32_t *ids, const int32_t *pos, int n, float *logits,
+                        kw_error *err)
+{
+    kw_cuda_set_pdl(0);
+    int rc = step(sd, ids, pos, n, logits, err);
+    kw_cuda_set_pdl(1);
+    return rc;
+}
+
 static int parity(const kw_model *m, int *fails)
 {
     const int V = m->cfg.n_vocab, CH = 256, NDEC = 32;
     kw_error err = {0};
-    side cpu = {0}, gpu = {0};
+    side cpu = {0}, gpu = {0}, gpu0 = {0}; /* gpu0: the same steps with PDL off */
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.n_pages = (int64_t)m->cfg.n_layer * m->cfg.n_head_kv * (1200 / 16 + 4);
     if (kw_kvpool_new(&m->cfg, &po, &cpu.pool, &err) < 0 || kw__fwd_new(m, CH, &cpu.f, &err) < 0)
         return printf("FAIL cpu side: %s\n", err.msg), 1;
     po.device_pages = true;
     if (kw_kvpool_new(&m->cfg, &po, &gpu.pool, &err) < 0
-        || kw__fwd_new_cuda(m, CH, 4, gpu.pool, 0, &gpu.f, &err) < 0)
+        || kw__fwd_new_cuda(m, CH, 4, gpu.pool, 0, &gpu.f, &err) < 0
+        || kw_kvpool_new(&m->cfg, &po, &gpu0.pool, &err) < 0
+        || kw__fwd_new_cuda(m, CH, 4, gpu0.pool, 0, &gpu0.f, &err) < 0)
         return printf("FAIL cuda side: %s\n", err.msg), 1;
     int lens[] = {7, 100, 700};
-    float *lc = malloc(sizeof(float) * CH * V), *lg = malloc(sizeof(float) * CH * V);
+    float *lc = malloc(sizeof(float) * CH * V), *lg = malloc(sizeof(float) * CH * V),
+          *l0 = malloc(sizeof(float) * CH * V);
+    int pdl_differ = 0, pdl_steps = 0; /* steps whose logits differ with PDL off */
     double worst_pre = 0, worst_dec = 0, sum_dec = 0;
     int agree = 0, total = 0;
     int64_t logit_bytes = 0; /* what the steps must have copied down: every logit row */
@@ -95,11 +109,14 @@ static int parity(const kw_model *m, int *fails)
             ids[i] = (int32_t)(3 + rnd() % (uint64_t)(V - 3)), pos[i] = i;
         cpu.seq = (kw_seq){.id = (uint64_t)p, .kv = kw_kvseq_new(cpu.pool)};
         gpu.seq = (kw_seq){.id = (uint64_t)p, .kv = kw_kvseq_new(gpu.pool)};
+        gpu0.seq = (kw_seq){.id = (uint64_t)p, .kv = kw_kvseq_new(gpu0.pool)};
         for (int t = 0; t < n; t += CH) {
             int c = n - t < CH ? n - t : CH;
             if (step(&cpu, ids + t, pos + t, c, lc, &err) < 0
-                || step(&gpu, ids + t, pos + t, c, lg, &err) < 0)
+                || step(&gpu, ids + t, pos + t, c, lg, &err) < 0
+                || pdl_off_step(&gpu0, ids + t, pos + t, c, l0, &err) < 0)
                 return printf("FAIL prefill: %s\n", err.msg), 1;
+            pdl_differ += memcmp(lg, l0, sizeof(float) * c * V) != 0, pdl_steps++;
             double e = rel_l2(lg, lc, (size_t)c * V);
             worst_pre = e > worst_pre ? e : worst_pre;
             logit_bytes += (int64_t)c * V * 4;
@@ -107,8 +124,10 @@ static int parity(const kw_model *m, int *fails)
         int32_t next = argmax(lc + (size_t)((n - 1) % CH) * V, V);
         for (int d = 0; d < NDEC; d++) {
             int32_t ps = n + d;
-            if (step(&cpu, &next, &ps, 1, lc, &err) < 0 || step(&gpu, &next, &ps, 1, lg, &err) < 0)
+            if (step(&cpu, &next, &ps, 1, lc, &err) < 0 || step(&gpu, &next, &ps, 1, lg, &err) < 0
+                || pdl_off_step(&gpu0, &next, &ps, 1, l0, &err) < 0)
                 return printf("FAIL decode: %s\n", err.msg), 1;
+            pdl_differ += memcmp(lg, l0, sizeof(float) * V) != 0, pdl_steps++;
             double e = rel_l2(lg, lc, (size_t)V);
             worst_dec = e > worst_dec ? e : worst_dec;
             logit_bytes += (int64_t)V * 4;
@@ -120,6 +139,7 @@ static int parity(const kw_model *m, int *fails)
         }
         kw_kvseq_free(cpu.seq.kv);
         kw_kvseq_free(gpu.seq.kv);
+        kw_kvseq_free(gpu0.seq.kv);
         free(ids), free(pos);
     }
     int64_t caps, launches, h2d, d2h;
@@ -140,9 +160,13 @@ static int parity(const kw_model *m, int *fails)
            (long long)caps, (long long)launches, CH, worst_pre, worst_dec, sum_dec / total,
            agree, total);
     *fails += !ok;
-    kw__fwd_free(cpu.f), kw__fwd_free(gpu.f);
-    kw_kvpool_free(cpu.pool), kw_kvpool_free(gpu.pool);
-    free(lc), free(lg);
+    /* launches that overlap (programmatic dependent launch) must not change a bit */
+    printf("%s logits with PDL %s vs off: %d of %d steps differ\n", pdl_differ ? "FAIL" : "ok  ",
+           kw_cuda_pdl_on() ? "on" : "unavailable", pdl_differ, pdl_steps);
+    *fails += pdl_differ != 0;
+    kw__fwd_free(cpu.f), kw__fwd_free(gpu.f), kw__fwd_free(gpu0.f);
+    kw_kvpool_free(cpu.pool), kw_kvpool_free(gpu.pool), kw_kvpool_free(gpu0.pool);
+    free(lc), free(lg), free(l0);
     return 0;
 }
 
