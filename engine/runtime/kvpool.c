@@ -1,6 +1,7 @@
 /* The paged, reference-counted KV pool, per-(sequence, layer, KV head) page tables and
  * views. Layout and rules: kvpool.h. */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@ typedef struct kw_ptab {
     int32_t *pages;
     int n_pages, cap;
     int n_tok;
+    uint32_t edits; /* changes other than appends (kw_kvseq_pages_edits) */
 } kw_ptab;
 
 struct kw_kvpool {
@@ -32,7 +34,10 @@ struct kw_kvpool {
 struct kw_kvseq {
     kw_kvpool *p;
     kw_ptab *t; /* (n_layer * n_kv) */
+    uint64_t uid;
 };
+
+static _Atomic uint64_t next_uid = 1;
 
 kw_kvpool_opts kw_kvpool_defaults(void)
 {
@@ -215,6 +220,7 @@ static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
     memcpy(page_pos(p, ng), page_pos(p, g), (size_t)p->P * sizeof(int32_t));
     page_unref(p, g);
     t->pages[pi] = ng;
+    t->edits++;
     return 0;
 }
 
@@ -224,6 +230,7 @@ kw_kvseq *kw_kvseq_new(kw_kvpool *p)
     if (!s)
         return NULL;
     s->p = p;
+    s->uid = atomic_fetch_add(&next_uid, 1);
     s->t = calloc((size_t)p->n_layer * p->n_kv, sizeof *s->t);
     if (!s->t) {
         free(s);
@@ -272,6 +279,7 @@ kw_kvseq *kw_kvseq_fork(kw_kvseq *s)
         }
         b->n_pages = a->n_pages;
         b->n_tok = a->n_tok;
+        b->edits++;
         if (b->n_tok % p->P)
             own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
     }
@@ -302,6 +310,7 @@ int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer)
         }
         b->n_pages = a->n_pages;
         b->n_tok = a->n_tok;
+        b->edits++;
         if (b->n_tok % p->P)
             own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
     }
@@ -382,6 +391,14 @@ int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh)
 {
     const kw_ptab *t = tab_c(s, layer, kvh);
     return t ? t->n_tok : KW_EINVAL;
+}
+
+uint64_t kw_kvseq_uid(const kw_kvseq *s) { return s->uid; }
+
+uint32_t kw_kvseq_pages_edits(const kw_kvseq *s, int layer, int kvh)
+{
+    const kw_ptab *t = tab_c(s, layer, kvh);
+    return t ? t->edits : 0;
 }
 
 const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n)
@@ -520,6 +537,7 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         page_unref(p, t->pages[j]);
     t->n_pages = np;
     t->n_tok = n_keep;
+    t->edits++;
     return 0;
 }
 

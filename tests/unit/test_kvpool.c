@@ -463,6 +463,46 @@ static void test_kvpool_device_pages_keep_and_read(void **state)
     free(m.kv), free(m.pos);
 }
 
+/* The edit count of a page list: unchanged by appends (the old list stays a prefix),
+ * changed by a copy-on-write replacement and by compaction; uids are distinct. */
+static void test_kvpool_pages_edits_track_non_appends(void **state)
+{
+    (void)state;
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = 64;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvseq *a = kw_kvseq_new(p);
+    append(a, &c, 0, 6); /* 1 full + 1 partial page per table */
+    uint32_t e0 = kw_kvseq_pages_edits(a, 1, 0);
+    int n0, n1;
+    int32_t before[8];
+    const int32_t *pg = kw_kvseq_pages(a, 1, 0, &n0);
+    assert_int_equal(n0, 2);
+    memcpy(before, pg, sizeof(int32_t) * (size_t)n0);
+    append(a, &c, 6, 7); /* fills the partial page, adds two */
+    pg = kw_kvseq_pages(a, 1, 0, &n1);
+    assert_int_equal(n1, 4);
+    assert_int_equal(kw_kvseq_pages_edits(a, 1, 0), e0);
+    assert_memory_equal(pg, before, sizeof(int32_t) * (size_t)n0);
+    /* a fork copies the partial last page for itself: a's list is untouched */
+    kw_kvseq *b = kw_kvseq_fork(a);
+    assert_non_null(b);
+    assert_true(kw_kvseq_uid(b) != kw_kvseq_uid(a));
+    append(a, &c, 13, 1);
+    assert_int_equal(kw_kvseq_pages_edits(a, 1, 0), e0);
+    /* compaction of a table whose pages b shares: pages replaced and the list cut */
+    uint32_t e1 = kw_kvseq_pages_edits(a, 0, 1);
+    int32_t keep[3] = {0, 5, 9};
+    assert_int_equal(kw_kvseq_keep(a, 0, 1, keep, 3), 0);
+    assert_int_not_equal(kw_kvseq_pages_edits(a, 0, 1), e1);
+    kw_kvseq_free(a), kw_kvseq_free(b);
+    kw_kvpool_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_kvpool_fork_shares_full_pages_copies_partial),
         cmocka_unit_test(test_kvpool_share_layer_forks_one_layer_before_eviction),
         cmocka_unit_test(test_kvpool_keep_frees_pages),
+        cmocka_unit_test(test_kvpool_pages_edits_track_non_appends),
         cmocka_unit_test(test_view_dense_and_tokens),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),
         cmocka_unit_test(test_kvpool_device_pages_keep_and_read),

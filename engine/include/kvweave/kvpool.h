@@ -159,6 +159,12 @@ void kw_kvpool_set_device(kw_kvpool *p, const kw_kvpool_device *d);
 int kw_kvseq_len(const kw_kvseq *s, int layer, int kvh);
 /* Pages of one table (transfer none); *n gets the count. */
 const int32_t *kw_kvseq_pages(const kw_kvseq *s, int layer, int kvh, int *n);
+/* Changes to one table's page list other than appends (a copy-on-write page replaced,
+ * a compaction): a copy of its first n pages stays a prefix of the list while this count
+ * is unchanged (the CUDA forward keeps page lists on the device this way). */
+uint32_t kw_kvseq_pages_edits(const kw_kvseq *s, int layer, int kvh);
+/* A number no other sequence of the process has had. */
+uint64_t kw_kvseq_uid(const kw_kvseq *s);
 /* Reads token j of (layer, kvh): pointers into an f32 pool (transfer none); with an
  * int8 pool k and v must be NULL (KW_ENOSYS otherwise): use kw_kvseq_token_f32. */
 int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k,
