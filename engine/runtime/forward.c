@@ -193,6 +193,11 @@ void kw__fwd_io_stats(const kw_fwd *f, int64_t *h2d, int64_t *d2h)
         kw__cfwd_io_stats(f->cuda, h2d, d2h);
 }
 
+int64_t kw__fwd_ptab(kw_fwd *f, int64_t min_ints)
+{
+    return f->cuda ? kw__cfwd_ptab(f->cuda, min_ints) : 0;
+}
+
 void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches)
 {
     *captures = 0, *launches = 0;

@@ -111,7 +111,9 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     int64_t pool_bytes = c->n_pages * ((int64_t)2 * c->P * f->head_dim * 2 + c->P * 4);
     int64_t xb = (int64_t)c->max_tok * (E > qd ? (E > F ? E : F) : (qd > F ? qd : F)) * 2;
     int64_t act = (int64_t)act_floats(c) * 4 + xb;
-    int64_t work = (int64_t)256 << 20; /* cuBLAS workspace, step lists, split-K partials */
+    /* cuBLAS workspace, step lists, split-K partials; the device page table (at most
+     * about 4.5 ints per pool page: its regions' slack, doubled at a reset) */
+    int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages;
     int64_t wb = matrix_bytes(f);
     size_t fr = 0, tot = 0;
     CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
@@ -265,6 +267,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(p[i]);
     cudaFreeHost(c->stage.h);
     cudaFreeHost(c->lst.h);
+    kw__cf_ptab_free(c);
     free(c->cq_off), free(c->cq_list);
     void *q[] = {c->lst.d, c->d_pout, c->d_pscr, c->d_lse};
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
@@ -300,9 +303,9 @@ static int step_begin(kw_cfwd *c, kw_error *err)
 /* What the layers of a dense step read from the uploaded step buffer. */
 typedef struct stepargs {
     const uint8_t *ds;
-    size_t o_pos, o_slots, o_rowptr, o_rowtok, o_pages, o_tokoff, o_qrow, o_qpos, o_nitems,
+    size_t o_pos, o_slots, o_rowptr, o_rowtok, o_tokoff, o_qrow, o_qpos, o_nitems,
         o_items;
-    int n_tok, ns, rows, gpr, decode, fixed_grid, n_items;
+    int n_tok, ns, rows, gpr, decode, fixed_grid, n_items, shared_plan;
     const int *plan_items, *plan_parts;
     const size_t *plan_off, *row_part_off;
 } stepargs;
@@ -326,7 +329,7 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
                                            (const int32_t *)(ds + a->o_slots), err)) < 0)
             return rc;
         const int32_t *d_rp = (const int32_t *)(ds + a->o_rowptr) + (size_t)l * (a->rows + 1);
-        const int32_t *d_pg = (const int32_t *)(ds + a->o_pages);
+        const int32_t *d_pg = c->d_ptab;
         const int32_t *d_rt = (const int32_t *)(ds + a->o_rowtok) + (size_t)l * a->rows;
         const int32_t *d_it = (const int32_t *)(ds + a->o_items);
         if (a->decode) {
@@ -342,6 +345,7 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
             } else {
                 at.n_items = a->plan_items[l], at.n_parts = a->plan_parts[l];
             }
+            at.out_bf16 = c->xb; /* the output projection's input, no conversion pass */
             KTRY(kw_cuda_attn_decode(st, &at));
         } else {
             kw_cuda_prefill at = kw__cf_prefill_args(c, a->ns);
@@ -351,7 +355,7 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
             at.n_items = a->n_items, at.items = d_it;
             KTRY(kw_cuda_attn_prefill(st, &at));
         }
-        if ((rc = kw__cf_layer_post(c, l, a->n_tok, err)) < 0)
+        if ((rc = kw__cf_layer_post(c, l, a->n_tok, a->decode, err)) < 0)
             return rc;
     }
     return 0;
@@ -360,12 +364,14 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
 /* Decode steps of one batch size replay a CUDA graph of run_layers (fixed grid): the
  * second step of a batch size captures it (the first runs eagerly, so lazy set-up such
  * as cuBLAS handles and kernel attributes happens outside the capture), and a step whose
- * buffers moved (the step buffer or the split-K partials grew) recaptures. A capture
- * that fails leaves that batch size eager. */
+ * buffers moved (the step buffer, the split-K partials or the page table grew) or whose
+ * layers stopped sharing one plan (or started) recaptures. A capture that fails leaves
+ * that batch size eager. */
 static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
 {
     kw_cgraph *g = &c->graphs[a->ns];
-    if (g->exec && (g->ds != a->ds || g->partial != c->partial)) {
+    if (g->exec && (g->ds != a->ds || g->partial != c->partial || g->ptab != c->d_ptab ||
+                    g->shared_plan != a->shared_plan)) {
         cudaGraphExecDestroy(g->exec);
         g->exec = NULL;
     }
@@ -385,7 +391,8 @@ static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
             }
         }
         g->failed = g->exec == NULL;
-        g->ds = a->ds, g->partial = c->partial;
+        g->ds = a->ds, g->partial = c->partial, g->ptab = c->d_ptab;
+        g->shared_plan = a->shared_plan;
         c->graph_captures++;
     }
     if (!g->exec)
@@ -419,14 +426,15 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
      * g in 1/2/4/8) or per query head (rows of one KV head share its page list). */
     const bool per_q = decode && c->dec_g == 1 && g > 1;
     const int rows = ns * (per_q ? H : nkv), gpr = per_q ? 1 : g;
-    int64_t n_pg = 0;
-    for (int i = 0; i < ns; i++)
-        for (int l = 0; l < L; l++)
-            for (int h = 0; h < nkv; h++) {
-                int np;
-                kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
-                n_pg += np;
-            }
+    /* the page lists live on the device between steps: this step sends what changed */
+    if (ns > KW_FWD_MAX_SEQ)
+        return kw_error_set(err, KW_ELIMIT, "cuda: at most %d sequences per step",
+                            KW_FWD_MAX_SEQ);
+    int64_t patch_ints = 0;
+    int rc = kw__cf_ptab_plan(c, s->seqs, ns, &patch_ints, err);
+    if (rc < 0)
+        return rc;
+    const int32_t *start = c->pstart; /* region of (sequence, layer, KV head) */
     int32_t *row_tok = c->h_list; /* host copy of every layer's row lengths, for the plan */
     if ((size_t)L * rows > c->h_list_cap) {
         row_tok = realloc(c->h_list, sizeof(int32_t) * (size_t)L * rows);
@@ -448,7 +456,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     for (int i = 0; i < ns; i++)
         tok_off[i] = s->tok_first[i];
     tok_off[ns] = n_tok;
-    bool fixed = false;
+    bool fixed = false, shared_plan = false;
     if (decode) {
         for (int l = 0; l < L; l++) {
             const int32_t *rt = row_tok + (size_t)l * rows;
@@ -467,11 +475,15 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         const int cap = 4 * c->attn_slots + rows;
         fixed = c->graphs_on && ns <= KW_FWD_MAX_SEQ && max_items <= cap && s->n_logits <= n_tok;
         n_items = fixed ? cap : max_items;
+        /* layers with equal row lengths (all of them, in a dense view) read one copy */
+        shared_plan = true;
+        for (int l = 1; l < L; l++)
+            shared_plan = shared_plan && same[l];
         for (int l = 0; l < L; l++) {
-            plan_off[l] = (size_t)l * (4 * (size_t)n_items + 2 * (size_t)rows);
+            plan_off[l] = (size_t)(shared_plan ? 0 : l) * (4 * (size_t)n_items + 2 * (size_t)rows);
             row_part_off[l] = plan_off[l] + 4 * (size_t)n_items;
         }
-        plan_ints = (size_t)L * (4 * (size_t)n_items + 2 * (size_t)rows);
+        plan_ints = (size_t)(shared_plan ? 1 : L) * (4 * (size_t)n_items + 2 * (size_t)rows);
     } else {
         n_items = kw_cuda_prefill_items(ns, tok_off, NULL);
         plan_ints = (size_t)2 * n_items;
@@ -489,36 +501,29 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
            o_qpos = align16(o_qrow + 4 * (size_t)rows),
            o_nitems = align16(o_qpos + 4 * (size_t)rows),
            o_items = align16(o_nitems + 4 * (size_t)L),
-           o_pages = align16(o_items + 4 * plan_ints);
-    size_t total = o_pages + 4 * (size_t)(n_pg + 1) + 64;
-    int rc = kw__cf_stage_reserve(c, total, err);
-    if (rc < 0)
+           o_runs = align16(o_items + 4 * plan_ints),
+           o_pdata = align16(o_runs + 12 * (size_t)c->n_prun);
+    size_t total = o_pdata + 4 * (size_t)patch_ints + 64;
+    if ((rc = kw__cf_stage_reserve(c, total, err)) < 0)
         return rc;
     uint8_t *hs = c->stage.h;
     memcpy(hs + o_ids, s->ids, 4 * (size_t)n_tok);
     memcpy(hs + o_pos, s->pos, 4 * (size_t)n_tok);
     memcpy(hs + o_slots, c->slots, 4 * (size_t)L * n_tok * nkv);
     memcpy(hs + o_rowtok, row_tok, 4 * (size_t)L * rows);
-    /* page lists of every layer in one array; row_ptr holds absolute starts */
-    int32_t *rp = (int32_t *)(hs + o_rowptr), *pg = (int32_t *)(hs + o_pages);
-    int64_t k = 0;
+    /* row_ptr: each row's region of the device page table (a query head reads KV head
+     * h / g); the patch that brings the table up to date */
+    int32_t *rp = (int32_t *)(hs + o_rowptr);
     for (int l = 0; l < L; l++) {
         int32_t *r = rp + (size_t)l * (rows + 1);
         int ri = 0;
-        for (int i = 0; i < ns; i++) {
-            int32_t kv_start[KW_CUDA_MAX_KV];
-            for (int h = 0; h < nkv; h++) {
-                int np;
-                const int32_t *pp = kw_kvseq_pages(s->seqs[i]->kv, l, h, &np);
-                kv_start[h] = (int32_t)k;
-                memcpy(pg + k, pp, 4 * (size_t)np);
-                k += np;
-            }
-            for (int h = 0; h < (per_q ? H : nkv); h++) /* a query head reads KV head h / g */
-                r[ri++] = kv_start[per_q ? h / g : h];
-        }
-        r[ri] = (int32_t)k;
+        for (int i = 0; i < ns; i++)
+            for (int h = 0; h < (per_q ? H : nkv); h++)
+                r[ri++] = start[((size_t)i * L + l) * nkv + (per_q ? h / g : h)];
+        r[ri] = 0; /* unused in table mode */
     }
+    const int n_runs = kw__cf_ptab_write(c, s->seqs, (int32_t *)(hs + o_runs),
+                                         (int32_t *)(hs + o_pdata));
     memcpy(hs + o_logit, s->logit_tok, 4 * (size_t)s->n_logits);
     memcpy(hs + o_tokoff, tok_off, 4 * (size_t)(ns + 1));
     int32_t *qrow = (int32_t *)(hs + o_qrow), *qpos = (int32_t *)(hs + o_qpos);
@@ -532,8 +537,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             }
         for (int l = 0; l < L; l++) {
             if (same[l]) {
-                memcpy(items + plan_off[l], items + plan_off[l - 1], 16 * (size_t)plan_items[l]);
-                memcpy(items + row_part_off[l], items + row_part_off[l - 1], 8 * (size_t)rows);
+                if (!shared_plan) {
+                    memcpy(items + plan_off[l], items + plan_off[l - 1],
+                           16 * (size_t)plan_items[l]);
+                    memcpy(items + row_part_off[l], items + row_part_off[l - 1], 8 * (size_t)rows);
+                }
                 plan_parts[l] = plan_parts[l - 1];
             } else {
                 plan_parts[l] = kw_cuda_attn_plan_table(rows, row_tok + (size_t)l * rows, c->P,
@@ -551,10 +559,12 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
         kw_cuda_prefill_items(ns, tok_off, items);
     CU(cudaMemcpyAsync(c->stage.d, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
     c->h2d_bytes += (int64_t)total;
+    KTRY(kw_cuda_scatter_runs(c->st, c->d_ptab, (const int32_t *)(c->stage.d + o_runs), n_runs,
+                              (const int32_t *)(c->stage.d + o_pdata)));
     /* 2. layers */
-    stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_pages, o_tokoff, o_qrow,
+    stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_tokoff, o_qrow,
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
-                  plan_items, plan_parts, plan_off, row_part_off};
+                  shared_plan, plan_items, plan_parts, plan_off, row_part_off};
     if ((rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err)) < 0)
         return rc;
     /* 3. logits */
@@ -656,6 +666,11 @@ void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h)
 {
     (void)c;
     *h2d = 0, *d2h = 0;
+}
+int64_t kw__cfwd_ptab(kw_cfwd *c, int64_t min_ints)
+{
+    (void)c, (void)min_ints;
+    return 0;
 }
 
 int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_error *err)

@@ -26,5 +26,7 @@ void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches
 /* Bytes steps copied host -> device (work lists, step inputs) and device -> host
  * (logits, copies for hooks) so far. */
 void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h);
+/* kw__fwd_ptab */
+int64_t kw__cfwd_ptab(kw_cfwd *c, int64_t min_ints);
 
 #endif

@@ -507,7 +507,7 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
         kw__hooks_call(&hc, l, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
         if ((rc = kw__cf_flush_compact(c, err)) < 0)
             break;
-        rc = kw__cf_layer_post(c, l, n_tok, err);
+        rc = kw__cf_layer_post(c, l, n_tok, false, err);
     }
     if (rc == 0) {
         kw__hooks_step_end(&hc);

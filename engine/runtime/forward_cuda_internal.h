@@ -25,9 +25,27 @@ typedef struct pinbuf {
 /* A captured decode step (run_graph in forward_cuda.c), per batch size. */
 typedef struct kw_cgraph {
     cudaGraphExec_t exec;
-    const void *ds, *partial; /* the step buffer and partials it was captured with */
+    const void *ds, *partial, *ptab; /* the buffers it was captured with */
+    int shared_plan;                 /* every layer read the first layer's plan */
     int seen, failed;
 } kw_cgraph;
+
+/* What the device page table holds of one sequence's lists (forward_cuda_ptab.c). */
+typedef struct kw_pmir {
+    uint64_t uid;     /* kw_kvseq_uid; 0: none */
+    int64_t used_at;  /* the step that last used it */
+    int32_t *off, *cap, *n; /* per (layer, KV head): region, its room, pages there */
+    uint32_t *ed;     /* kw_kvseq_pages_edits when the region was filled */
+} kw_pmir;
+
+/* A patch of a step: pages [from, from + count) of table tab of step sequence seq, to
+ * d_ptab[dst ..]. */
+typedef struct kw_prun {
+    int seq, tab, from, count;
+    int32_t dst;
+} kw_prun;
+
+#define KW_CF_MIRRORS (2 * KW_FWD_MAX_SEQ)
 
 struct kw_cfwd {
     kw_model_config cfg;
@@ -73,6 +91,14 @@ struct kw_cfwd {
     int32_t *h_list;             /* host scratch: prefill items (hooked steps), every
                                     layer's row lengths (dense steps) */
     size_t h_list_cap;
+    /* dense steps' page lists, kept on the device (forward_cuda_ptab.c) */
+    int32_t *d_ptab;
+    int64_t ptab_cap, ptab_used, step_no; /* ints */
+    int64_t ptab_min, ptab_resets;        /* smallest size (0: 1 << 20); rebuilds */
+    kw_pmir mir[KW_CF_MIRRORS];
+    kw_prun *prun;               /* this step's patches */
+    int32_t *pstart;             /* this step's regions: (ns, n_layer * n_kv) */
+    int n_prun, prun_cap;        /* prun_cap: entries of prun and pstart */
 };
 
 #define CU(call, what)                                                                     \
@@ -99,11 +125,20 @@ int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
 int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err);
 int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
                              const int32_t *d_slots, kw_error *err);
-int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err);
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err);
 int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);
 int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap);
+
+/* forward_cuda_ptab.c: kw__cf_ptab_plan brings the device table's regions up to date
+ * for a step's sequences (c->pstart: (ns, n_layer * n_kv) region offsets) and counts the
+ * page ids to send; kw__cf_ptab_write writes the patch (runs of (dst, src, count) and
+ * the ids) for kw_cuda_scatter_runs and returns the run count. */
+int kw__cf_ptab_plan(kw_cfwd *c, kw_seq *const *seqs, int ns, int64_t *patch_ints,
+                     kw_error *err);
+int kw__cf_ptab_write(const kw_cfwd *c, kw_seq *const *seqs, int32_t *runs, int32_t *data);
+void kw__cf_ptab_free(kw_cfwd *c);
 
 /* forward_cuda_hooks.c */
 int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem);

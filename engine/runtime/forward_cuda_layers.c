@@ -129,14 +129,16 @@ int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
     return 0;
 }
 
-/* Output projection, residual and the MLP of layer l (attention output in c->att). */
-int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, kw_error *err)
+/* Output projection, residual and the MLP of layer l (attention output in c->att, or
+ * already as bf16 in c->xb when att_bf16). */
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
     const clw *w = &c->L[l];
     int E = f->n_embd, qd = f->n_head * f->head_dim, F = f->n_ff;
     void *st = c->st;
-    KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+    if (!att_bf16)
+        KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
     if (n_tok <= kw_cuda_gemv_rows() && qd % 8 == 0 && E % 8 == 0 && F % 8 == 0) {
         /* decode: weight-streaming passes with the residual adds and SwiGLU fused in; the
          * SwiGLU output (bf16) lives in the gate buffer, unused on this path */

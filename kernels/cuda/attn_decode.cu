@@ -112,6 +112,15 @@ template <> __device__ float dot_row<float, 64>(const float *k, const float *q)
     }
     return s;
 }
+// One output value: bf16 into out_bf16 when the caller asked for it, else f32 into out.
+__device__ __forceinline__ void put_out(const kw_cuda_attn &a, size_t i, float v)
+{
+    if (a.out_bf16)
+        static_cast<__nv_bfloat16 *>(a.out_bf16)[i] = __float2bfloat16_rn(v);
+    else
+        a.out[i] = v;
+}
+
 // The end of both kernels: merge the warps' (max, sum, acc) per head, mg (WARPS, G, D + 2)
 // in shared memory, and write the normalized output (whole-row item) or the part.
 template <int D, int G>
@@ -130,7 +139,7 @@ __device__ void merge_write(const kw_cuda_attn &a, const float *mg, int part, in
             as += x[2 + d] * f;
         }
         if (part < 0) {
-            a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+            put_out(a, (size_t)(qrow + j) * D + d, ls > 0.f ? as / ls : 0.f);
             if (d == 0 && a.lse)
                 a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
         } else {
@@ -275,7 +284,7 @@ __global__ void __launch_bounds__(D) attn_combine_kernel(const kw_cuda_attn a)
         const float *pt = base + (size_t)p * stride;
         add(pt[0], pt[1], pt[2 + d]);
     }
-    a.out[(size_t)(qrow + j) * D + d] = ls > 0.f ? as / ls : 0.f;
+    put_out(a, (size_t)(qrow + j) * D + d, ls > 0.f ? as / ls : 0.f);
     if (d == 0 && a.lse)
         a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
 }
@@ -757,7 +766,7 @@ extern "C" int kw_cuda_attn_slots(int head_dim)
 extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
 {
     if (!a || a->n_rows < 0 || a->page_tokens <= 0 || (a->n_parts > 0 && !a->partial)
-        || (a->pages && (a->kv != KW_CUDA_KV_BF16 || !a->row_ptr)))
+        || (!a->out && !a->out_bf16) || (a->pages && (a->kv != KW_CUDA_KV_BF16 || !a->row_ptr)))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
     if (a->kv == KW_CUDA_KV_F32) {

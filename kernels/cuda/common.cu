@@ -27,14 +27,14 @@ extern "C" int kw_cuda_device_count(void)
     return n;
 }
 
-// -1: not decided yet; set on first use from the device and KVWEAVE_CUDA_PDL.
-static int pdl_state = -1;
+// -1: not decided yet (first use: KVWEAVE_CUDA_PDL=1 and the device); asked: what
+// kw_cuda_set_pdl asked for (-1: the environment's choice).
+static int pdl_state = -1, pdl_asked = -1;
 
 extern "C" void kw_cuda_set_pdl(int on)
 {
-    pdl_state = -1; // on: decided again from the device and the environment
-    if (!on)
-        pdl_state = 0;
+    pdl_asked = on < 0 ? -1 : on > 0;
+    pdl_state = -1;
 }
 
 extern "C" int kw_cuda_pdl_on(void)
@@ -42,8 +42,9 @@ extern "C" int kw_cuda_pdl_on(void)
     if (pdl_state >= 0)
         return pdl_state;
     const char *env = getenv("KVWEAVE_CUDA_PDL");
+    const int want = pdl_asked >= 0 ? pdl_asked : env && !strcmp(env, "1");
     int dev = 0, major = 0, minor = 0;
-    if ((env && !strcmp(env, "0")) || cudaGetDevice(&dev) != cudaSuccess ||
+    if (!want || cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
         (void)cudaGetLastError();

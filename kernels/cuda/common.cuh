@@ -38,8 +38,9 @@ __device__ __forceinline__ void kw_grid_dependents()
 #endif
 }
 
-// kw_cuda_pdl_on() (kernels_cuda.h) is 1 when launches may overlap: the device runs this
-// library's sm_90a code (compute capability 9.0) and KVWEAVE_CUDA_PDL is not "0".
+// kw_cuda_pdl_on() (kernels_cuda.h) is 1 when launches may overlap: asked for
+// (KVWEAVE_CUDA_PDL=1 or kw_cuda_set_pdl) and the device runs this library's sm_90a code
+// (compute capability 9.0).
 extern "C" int kw_cuda_pdl_on(void);
 
 // Launches kernel k like k<<<grid, block, smem, st>>>(args...), with programmatic

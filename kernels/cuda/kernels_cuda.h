@@ -15,10 +15,10 @@ int kw_cuda_device_count(void);
 /* The message of the last failure on this thread ("" if none). */
 const char *kw_cuda_last_error(void);
 /* Programmatic dependent launch of the decode-path kernels (a kernel's start overlaps the
- * end of the one before it on the stream; weight loads are issued before the wait): on by
- * default on compute capability 9.0, off with KVWEAVE_CUDA_PDL=0 or kw_cuda_set_pdl(0);
- * kw_cuda_set_pdl(1) decides again from the device and the environment. kw_cuda_pdl_on:
- * whether launches use it now. */
+ * end of the one before it on the stream; weight loads are issued before the wait), on
+ * compute capability 9.0 only: off by default, on with KVWEAVE_CUDA_PDL=1;
+ * kw_cuda_set_pdl(1) / (0) turn it on / off whatever the environment says, (-1) returns
+ * to the environment's choice. kw_cuda_pdl_on: whether launches use it now. */
 void kw_cuda_set_pdl(int on);
 int kw_cuda_pdl_on(void);
 
@@ -65,6 +65,8 @@ typedef struct kw_cuda_attn {
     const int32_t *q_pos;         /* device (n_rows) */
     const float *q;               /* device (n_q_rows, head_dim) */
     float *out;                   /* device (n_q_rows, head_dim) */
+    void *out_bf16;               /* nullable, device bf16 (n_q_rows, head_dim): written
+                                     instead of out (the next GEMM's input) */
     float *lse;                   /* device (n_q_rows), nullable */
     float scale;
     /* split-K plan (kw_cuda_attn_plan): work items over span ranges */
@@ -228,6 +230,10 @@ int kw_cuda_page_compact(void *stream, uint8_t *base, int32_t *pos, int64_t page
                          int page_tokens, int row_bytes, int scale_bytes, int n_tab,
                          const int32_t *keep_off, const int32_t *keep, const int32_t *src_off,
                          const int32_t *src, const int32_t *dst_off, const int32_t *dst);
+/* Copies runs of ints: runs (n_runs, 3) of (dst offset, src offset, count) from src into
+ * dst (a device page table patched with what a step added). */
+int kw_cuda_scatter_runs(void *stream, int32_t *dst, const int32_t *runs, int n_runs,
+                         const int32_t *src);
 
 /* attn_probs.cu: attention probabilities of one sequence's queries over its view, for
  * hooks (bf16 pages). Row r of the view reads the global slots (page * P + slot, in view

@@ -236,3 +236,27 @@ extern "C" int kw_cuda_page_compact(void *stream, uint8_t *base, int32_t *pos,
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
+
+// ---- page-table patches ----
+
+// Block per run: dst[run.dst + i] = src[run.src + i] for i < run.n.
+__global__ void scatter_runs(int32_t *__restrict__ dst, const int32_t *__restrict__ runs,
+                             const int32_t *__restrict__ src)
+{
+    const int32_t *r = runs + 3 * (size_t)blockIdx.x;
+    const int64_t d = r[0], s = r[1];
+    for (int i = threadIdx.x; i < r[2]; i += blockDim.x)
+        dst[d + i] = src[s + i];
+}
+
+extern "C" int kw_cuda_scatter_runs(void *stream, int32_t *dst, const int32_t *runs, int n_runs,
+                                    const int32_t *src)
+{
+    if (n_runs < 0 || (n_runs > 0 && (!dst || !runs || !src)))
+        return KW_EINVAL;
+    if (n_runs == 0)
+        return KW_OK;
+    scatter_runs<<<n_runs, 128, 0, (cudaStream_t)stream>>>(dst, runs, src);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}

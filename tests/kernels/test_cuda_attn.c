@@ -13,6 +13,7 @@
 
 #include "cuda/kernels_cuda.h"
 #include "kvweave/status.h"
+#include "kvweave/tensor.h"
 
 static uint64_t rng = 0x51a7e5ull;
 static double uni(void)
@@ -206,6 +207,21 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     cudaMemcpy(lse2, fx.lse, 4 * (size_t)nq, cudaMemcpyDeviceToHost);
     int same = rc2 == 0 && memcmp(out, out2, 4 * (size_t)nq * D) == 0
                && memcmp(lse, lse2, 4 * (size_t)nq) == 0;
+    /* bf16 output (the decode step's output-projection input): each value the
+     * round-to-nearest-even bf16 of the f32 output, over a poisoned buffer */
+    kw_cuda_attn bo = a;
+    uint16_t *ob = malloc(2 * (size_t)nq * D);
+    bo.out = NULL;
+    cudaMalloc(&bo.out_bf16, 2 * (size_t)nq * D);
+    cudaMemset(bo.out_bf16, 0xff, 2 * (size_t)nq * D);
+    int rc3 = kw_cuda_attn_decode(NULL, &bo);
+    cudaDeviceSynchronize();
+    cudaMemcpy(ob, bo.out_bf16, 2 * (size_t)nq * D, cudaMemcpyDeviceToHost);
+    int bf_same = rc3 == 0;
+    for (size_t i = 0; bf_same && i < (size_t)nq * D; i++)
+        bf_same = ob[i] == kw_f32_to_bf16(out[i]);
+    same = same && bf_same;
+    cudaFree(bo.out_bf16), free(ob);
     cudaFree((void *)fx.live_items);
     free(out2), free(lse2);
     /* f32 pages: f32 math throughout. bf16 pages: tensor cores with q and the
@@ -213,7 +229,7 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     double bound = bf16 ? 5e-3 : 1e-5;
     int ok = rc == 0 && err < bound && lse_err < bound && same;
     printf("%s attn D=%d g=%d %s %-6s rows=%d len=%d items=%d parts=%d rel_l2=%.3g lse=%.2g "
-           "fixed-grid %s%s%s\n", ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
+           "fixed-grid and bf16 out %s%s%s\n", ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
            mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", n_rows,
            len, n_items, n_parts, err, lse_err, same ? "identical" : "DIFFERS", rc ? " " : "",
            rc ? kw_cuda_last_error() : "");

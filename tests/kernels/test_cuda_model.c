@@ -1,11 +1,12 @@
 /* The CUDA kernels of the device engine against the CPU references, on random shapes and
  * data with poisoned outputs: cuBLAS GEMMs (f32, and bf16 with f32 accumulation), causal
  * prefill attention over paged bf16 views (dense, token-level and run spans over both
- * pools, GQA, chunks; dense views also in table mode), page append (and RoPE fused
- * with it, bit-identical to the two launches), bf16 embedding gather. Skipped (exit 77, with a line saying why) without a CUDA device. Bounds: f32
- * paths rel L2 < 1e-4; bf16 GEMM against the reference on the same bf16-rounded inputs
- * < 1e-4 (and < 1e-2 against the unrounded f32 inputs); attention (bf16 pages, Q and P
- * rounded to bf16 for the tensor cores) < 1e-2. */
+ * pools, GQA, chunks; dense views also in table mode), page append (and RoPE fused with
+ * it, bit-identical to the two launches), bf16 embedding gather. Skipped (exit 77, with
+ * a line saying why) without a CUDA device. Bounds: f32 paths rel L2 < 1e-4; bf16 GEMM
+ * against the reference on the same bf16-rounded inputs < 1e-4 (and < 1e-2 against the
+ * unrounded f32 inputs); attention (bf16 pages, Q and P rounded to bf16 for the tensor
+ * cores) < 1e-2. */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdint.h>

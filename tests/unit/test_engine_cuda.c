@@ -84,7 +84,9 @@ static int parity(const kw_model *m, int *fails)
 {
     const int V = m->cfg.n_vocab, CH = 256, NDEC = 32;
     kw_error err = {0};
-    side cpu = {0}, gpu = {0}, gpu0 = {0}; /* gpu0: the same steps with PDL off */
+    /* gpu0: the same steps with PDL off and a device page table small enough to be
+     * rebuilt again and again (its regions overflow as the prompts grow) */
+    side cpu = {0}, gpu = {0}, gpu0 = {0};
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.n_pages = (int64_t)m->cfg.n_layer * m->cfg.n_head_kv * (1200 / 16 + 4);
     if (kw_kvpool_new(&m->cfg, &po, &cpu.pool, &err) < 0 || kw__fwd_new(m, CH, &cpu.f, &err) < 0)
@@ -95,6 +97,8 @@ static int parity(const kw_model *m, int *fails)
         || kw_kvpool_new(&m->cfg, &po, &gpu0.pool, &err) < 0
         || kw__fwd_new_cuda(m, CH, 4, gpu0.pool, 0, &gpu0.f, &err) < 0)
         return printf("FAIL cuda side: %s\n", err.msg), 1;
+    kw__fwd_ptab(gpu0.f, 512);
+    kw_cuda_set_pdl(1); /* the gpu side; pdl_off_step turns it off for gpu0's steps */
     int lens[] = {7, 100, 700};
     float *lc = malloc(sizeof(float) * CH * V), *lg = malloc(sizeof(float) * CH * V),
           *l0 = malloc(sizeof(float) * CH * V);
@@ -160,10 +164,15 @@ static int parity(const kw_model *m, int *fails)
            (long long)caps, (long long)launches, CH, worst_pre, worst_dec, sum_dec / total,
            agree, total);
     *fails += !ok;
-    /* launches that overlap (programmatic dependent launch) must not change a bit */
-    printf("%s logits with PDL %s vs off: %d of %d steps differ\n", pdl_differ ? "FAIL" : "ok  ",
-           kw_cuda_pdl_on() ? "on" : "unavailable", pdl_differ, pdl_steps);
-    *fails += pdl_differ != 0;
+    /* launches that overlap (programmatic dependent launch) and rebuilding the device
+     * page table must not change a bit */
+    int64_t rebuilt = kw__fwd_ptab(gpu0.f, 0);
+    int same_ok = pdl_differ == 0 && rebuilt >= 1;
+    printf("%s logits with PDL %s and the page table kept vs PDL off and the table rebuilt "
+           "%lld times: %d of %d steps differ\n", same_ok ? "ok  " : "FAIL",
+           kw_cuda_pdl_on() ? "on" : "unavailable", (long long)rebuilt, pdl_differ, pdl_steps);
+    *fails += !same_ok;
+    kw_cuda_set_pdl(-1);
     kw__fwd_free(cpu.f), kw__fwd_free(gpu.f), kw__fwd_free(gpu0.f);
     kw_kvpool_free(cpu.pool), kw_kvpool_free(gpu.pool), kw_kvpool_free(gpu0.pool);
     free(lc), free(lg), free(l0);
