@@ -20,6 +20,18 @@ static kw_model_config small_cfg(void)
     return c;
 }
 
+/* A pool of n_pages pages of 4 tokens for small_cfg(). */
+static kw_kvpool *small_pool(const kw_model_config *c, int n_pages)
+{
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4;
+    o.n_pages = n_pages;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(c, &o, &p, &err), 0);
+    return p;
+}
+
 static float val(int layer, int h, int pos, int i, int which)
 {
     return (float)(layer * 1000 + h * 100 + pos) + 0.01f * i + 0.5f * which + 0.25f;
@@ -67,12 +79,7 @@ static void check_token(const kw_kvseq *s, const kw_model_config *c, int l, int 
 static void test_kvpool_append_spans_pages(void **state)
 {
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *s = kw_kvseq_new(p);
     append(s, &c, 0, 3);
     append(s, &c, 3, 7); /* 10 tokens: 3 pages per table */
@@ -90,12 +97,7 @@ static void test_kvpool_append_spans_pages(void **state)
 static void test_kvpool_full_pool_refuses(void **state)
 {
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 4; /* one page per (layer, head) */
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 4); /* one page per (layer, head) */
     kw_kvseq *s = kw_kvseq_new(p);
     append(s, &c, 0, 4);
     float k[64] = {1}, v[64] = {1};
@@ -109,12 +111,7 @@ static void test_kvpool_full_pool_refuses(void **state)
 static void test_kvpool_fork_shares_full_pages_copies_partial(void **state)
 {
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *a = kw_kvseq_new(p);
     append(a, &c, 0, 10); /* 2 full + 1 partial page per table */
     int64_t before = kw_kvpool_free_pages(p);
@@ -162,12 +159,7 @@ static void test_kvpool_share_layer_forks_one_layer_before_eviction(void **state
 {
     (void)state;
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *a = kw_kvseq_new(p), *b = kw_kvseq_new(p);
     append(a, &c, 0, 10);
     int64_t before = kw_kvpool_free_pages(p);
@@ -198,12 +190,7 @@ static void test_kvpool_share_layer_forks_one_layer_before_eviction(void **state
 static void test_kvpool_keep_frees_pages(void **state)
 {
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *s = kw_kvseq_new(p);
     append(s, &c, 0, 16);
     int64_t f0 = kw_kvpool_free_pages(p);
@@ -223,12 +210,7 @@ static void test_kvpool_keep_frees_pages(void **state)
 static void test_view_dense_and_tokens(void **state)
 {
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *s = kw_kvseq_new(p);
     append(s, &c, 0, 10);
     kw_view *w = kw_view_new();
@@ -469,12 +451,7 @@ static void test_kvpool_pages_edits_track_non_appends(void **state)
 {
     (void)state;
     kw_model_config c = small_cfg();
-    kw_kvpool_opts o = kw_kvpool_defaults();
-    o.page_tokens = 4;
-    o.n_pages = 64;
-    kw_kvpool *p;
-    kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    kw_kvpool *p = small_pool(&c, 64);
     kw_kvseq *a = kw_kvseq_new(p);
     append(a, &c, 0, 6); /* 1 full + 1 partial page per table */
     uint32_t e0 = kw_kvseq_pages_edits(a, 1, 0);
