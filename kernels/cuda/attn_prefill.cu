@@ -596,19 +596,10 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
         }
 }
 
-// Whether this device runs the wgmma path: compute capability 9.0, for which the library
-// holds sm_90a code (asked once per process, of the current device).
+// Whether this device runs the wgmma path (the library's sm_90a code).
 bool wgmma_device()
 {
-    static int v = -1;
-    if (v < 0) {
-        int dev = 0, major = 0, minor = 0;
-        v = cudaGetDevice(&dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
-            major == 9 && minor == 0;
-    }
-    return v;
+    return kw__cuda_sm90a();
 }
 
 template <int D, bool WG> int launch(cudaStream_t st, const kw_cuda_prefill &a)

@@ -27,6 +27,21 @@ extern "C" int kw_cuda_device_count(void)
     return n;
 }
 
+extern "C" int kw__cuda_sm90a(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        int dev = 0, major = 0, minor = 0;
+        v = cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+            major == 9 && minor == 0;
+        if (!v)
+            (void)cudaGetLastError();
+    }
+    return v;
+}
+
 // -1: not decided yet (first use: KVWEAVE_CUDA_PDL=1 and the device); asked: what
 // kw_cuda_set_pdl asked for (-1: the environment's choice).
 static int pdl_state = -1, pdl_asked = -1;
@@ -43,12 +58,5 @@ extern "C" int kw_cuda_pdl_on(void)
         return pdl_state;
     const char *env = getenv("KVWEAVE_CUDA_PDL");
     const int want = pdl_asked >= 0 ? pdl_asked : env && !strcmp(env, "1");
-    int dev = 0, major = 0, minor = 0;
-    if (!want || cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return pdl_state = 0;
-    }
-    return pdl_state = major == 9 && minor == 0;
+    return pdl_state = want && kw__cuda_sm90a();
 }

@@ -38,6 +38,10 @@ __device__ __forceinline__ void kw_grid_dependents()
 #endif
 }
 
+// 1 when the current device has compute capability 9.0, for which the library holds
+// sm_90a code (wgmma, griddepcontrol); asked once per process.
+extern "C" int kw__cuda_sm90a(void);
+
 // kw_cuda_pdl_on() (kernels_cuda.h) is 1 when launches may overlap: asked for
 // (KVWEAVE_CUDA_PDL=1 or kw_cuda_set_pdl) and the device runs this library's sm_90a code
 // (compute capability 9.0).

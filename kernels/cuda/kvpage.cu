@@ -58,8 +58,9 @@ __global__ void rope_append_bf16(float *__restrict__ q, float *__restrict__ k,
     const float p = (float)pos[t];
     const int32_t s = is_k ? slots[(size_t)t * n_kv + h] : -1;
     __nv_bfloat16 *kp = nullptr, *vp = nullptr;
-    const float *vr = v + ((size_t)t * n_kv + h) * hd;
+    const float *vr = nullptr;
     if (s >= 0) {
+        vr = v + ((size_t)t * n_kv + h) * hd;
         __nv_bfloat16 *pg = base + (int64_t)(s / P) * 2 * P * hd;
         kp = pg + (int64_t)(s % P) * hd, vp = pg + (int64_t)(P + s % P) * hd;
         if (threadIdx.x == 0)
