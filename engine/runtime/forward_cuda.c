@@ -115,6 +115,12 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
      * about 4.5 ints per pool page: its regions' slack, doubled at a reset) */
     int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages;
     int64_t wb = matrix_bytes(f);
+    /* span views address a token as its K row in the pool, in 32 bits */
+    if (c->n_pages * 2 * c->P >= ((int64_t)1 << 32))
+        return kw_error_set(err, KW_EINVAL, "cuda: a KV pool of %lld pages of %d tokens has "
+                            "%lld K/V rows, more than the 2^32 the attention kernels address; "
+                            "lower the pool size (engine option pool_mb / n_pages)",
+                            (long long)c->n_pages, c->P, (long long)(c->n_pages * 2 * c->P));
     size_t fr = 0, tot = 0;
     CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
     int64_t need = wb + pool_bytes + act + work;

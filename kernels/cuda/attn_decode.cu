@@ -45,45 +45,75 @@ template <> struct loader<float, 2> {
         x[0] = v.x, x[1] = v.y;
     }
 };
-// The item's tokens, flattened from its spans into shared memory: the element offset of
-// the K row in its pool (V is P rows further) and the stored position.
+// The item's tokens, flattened from its spans into shared memory: the K row of each in
+// its pool (page * 2P + slot, in rows of D elements; V is P rows further) and the pool.
+// Positions are not copied here: the kernels read them from the pool's position array at
+// the token's index (token_pos), so flattening makes no global reads besides the spans.
 constexpr int MAX_ITEM_TOKENS = 1024;
+constexpr int FLAT_SPANS = 8; // spans per thread per round of flatten_spans
 
 struct token_list {
-    long long off[MAX_ITEM_TOKENS];
-    int pos[MAX_ITEM_TOKENS];
+    uint32_t row[MAX_ITEM_TOKENS]; // pools of < 2^32 rows (kw_cuda_attn.base)
     unsigned char pool[MAX_ITEM_TOKENS];
-    int scan[WARPS * 32];
+    int warp_sum[WARPS];
     int n;
 };
 
+// Index of a K row's token in its pool's position array (page * P + slot).
+__device__ __forceinline__ int64_t token_pos(uint32_t row, int P, int lp)
+{
+    const int64_t page = lp >= 0 ? row >> (lp + 1) : row / (2 * P);
+    return row - page * P;
+}
+
+// Rounds of up to FLAT_SPANS x 128 spans: a thread loads its run of consecutive spans
+// (all loads in flight together), the block scans the runs' token counts (warp shuffles,
+// then the warps' sums), and each thread writes its runs' tokens.
 template <int D>
 __device__ void flatten_spans(const kw_cuda_attn &a, int s0, int s1, token_list &tl)
 {
-    const int P = a.page_tokens;
+    const int P = a.page_tokens, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     int total = 0;
-    for (int b = s0; b < s1; b += WARPS * 32) {
-        const int si = b + threadIdx.x;
-        kw_cuda_span sp = {0, 0, 0, 0};
-        if (si < s1)
-            sp = a.spans[si];
-        tl.scan[threadIdx.x] = sp.n;
-        __syncthreads();
-        for (int o = 1; o < WARPS * 32; o <<= 1) { // inclusive scan (Hillis-Steele)
-            int v = threadIdx.x >= o ? tl.scan[threadIdx.x - o] : 0;
-            __syncthreads();
-            tl.scan[threadIdx.x] += v;
-            __syncthreads();
+    for (int b = s0; b < s1; b += FLAT_SPANS * WARPS * 32) {
+        const int left = s1 - b;
+        const int per = min(FLAT_SPANS, (left + WARPS * 32 - 1) / (WARPS * 32));
+        const int mine = b + (int)threadIdx.x * per;
+        kw_cuda_span sp[FLAT_SPANS];
+        int cnt = 0;
+#pragma unroll
+        for (int k = 0; k < FLAT_SPANS; k++) {
+            sp[k] = kw_cuda_span{0, 0, 0, 0};
+            if (k < per && mine + k < s1)
+                sp[k] = a.spans[mine + k];
         }
-        const int start = total + tl.scan[threadIdx.x] - sp.n;
-        const int32_t *pp = a.pos[sp.pool] + (size_t)sp.page * P;
-        for (int c = 0; c < sp.n && start + c < MAX_ITEM_TOKENS; c++) {
-            tl.off[start + c] = ((long long)sp.page * 2 * P + sp.first + c) * D;
-            tl.pos[start + c] = pp[sp.first + c];
-            tl.pool[start + c] = sp.pool;
+#pragma unroll
+        for (int k = 0; k < FLAT_SPANS; k++)
+            cnt += sp[k].n;
+        int inc = cnt; // inclusive scan over the warp, then over the warps
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, inc, o);
+            if (lane >= o)
+                inc += v;
         }
-        total += tl.scan[WARPS * 32 - 1];
+        if (lane == 31)
+            tl.warp_sum[warp] = inc;
         __syncthreads();
+        int start = total + inc - cnt, round = 0;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) {
+            start += w < warp ? tl.warp_sum[w] : 0;
+            round += tl.warp_sum[w];
+        }
+#pragma unroll
+        for (int k = 0; k < FLAT_SPANS; k++) {
+            const uint32_t r0 = (uint32_t)sp[k].page * 2 * P + sp[k].first;
+            for (int c = 0; c < sp[k].n && start + c < MAX_ITEM_TOKENS; c++)
+                tl.row[start + c] = r0 + c, tl.pool[start + c] = sp[k].pool;
+            start += sp[k].n;
+        }
+        total += round;
+        __syncthreads(); // warp_sum is rewritten by the next round
     }
     if (threadIdx.x == 0)
         tl.n = total < MAX_ITEM_TOKENS ? total : MAX_ITEM_TOKENS;
@@ -188,10 +218,11 @@ attn_decode_kernel(const kw_cuda_attn a)
     const T *base[2] = {(const T *)a.base[0], (const T *)a.base[1]};
     for (int t0 = warp * 32; t0 < tl.n; t0 += WARPS * 32) {
         const int t = t0 + lane;
-        const bool live = t < tl.n && tl.pos[t] <= qpos;
+        const bool live =
+            t < tl.n && a.pos[tl.pool[t]][token_pos(tl.row[t], P, -1)] <= qpos;
         float s[G];
         if (live) {
-            const T *k = base[tl.pool[t]] + tl.off[t];
+            const T *k = base[tl.pool[t]] + (size_t)tl.row[t] * D;
 #pragma unroll
             for (int j = 0; j < G; j++)
                 s[j] = dot_row<T, D>(k, qs[j]);
@@ -219,7 +250,7 @@ attn_decode_kernel(const kw_cuda_attn a)
 #pragma unroll 4
         for (int u = 0; u < nt; u++) {
             float v[E];
-            loader<T, E>::load(base[tl.pool[t0 + u]] + tl.off[t0 + u] + (size_t)P * D + lane * E,
+            loader<T, E>::load(base[tl.pool[t0 + u]] + ((size_t)tl.row[t0 + u] + P) * D + lane * E,
                                v);
 #pragma unroll
             for (int j = 0; j < G; j++) {
@@ -329,6 +360,12 @@ template <int D, bool TABLE> struct stream_cfg {
     static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
     static constexpr size_t bytes = NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
 };
+// Two blocks per multiprocessor in both modes on an H100/H200 (228 KB of shared memory,
+// 1 KB of it reserved per block): span mode at 110 KB, table mode at 105 KB. With 12 bytes
+// per listed token (a 64-bit offset and a position) span mode fit only one, and the
+// list's flattening could not overlap another block's copies.
+static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024,
+              "span-mode decode attention: two blocks per multiprocessor");
 
 // The page of each token a thread copies in one tile (table mode): loaded one tile ahead
 // of the copies that need them, so the page-table read's latency is hidden behind a
@@ -391,7 +428,7 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
                 const int t = b0 + i;
                 off[p] = ((int64_t)tp.pg[p] * 2 * P + (lp >= 0 ? t & (P - 1) : t % P)) * D;
             } else {
-                off[p] = tl.off[i], pool[p] = tl.pool[i];
+                off[p] = (int64_t)tl.row[i] * D, pool[p] = tl.pool[i];
             }
         }
     }
@@ -403,10 +440,12 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         cp_async16(smem_u32(Ks + tk * C::LDK + c * 8), src, ok);
         cp_async16(smem_u32(Vs + tk * C::LDK + c * 8), src + (ok ? (int64_t)P * D : 0), ok);
     }
-    if constexpr (TABLE) {
-        const int tk = threadIdx.x, t = b0 + i0 + tk;
-        if (tk < C::TT && i0 + tk < n)
+    const int tk = threadIdx.x, t = b0 + i0 + tk;
+    if (tk < C::TT && i0 + tk < n) {
+        if constexpr (TABLE)
             cp_async4(ps + tk, a.pos[0] + (int64_t)tp.pp * P + (lp >= 0 ? t & (P - 1) : t % P));
+        else
+            cp_async4(ps + tk, a.pos[tl.pool[i0 + tk]] + token_pos(tl.row[i0 + tk], P, lp));
     }
 }
 
@@ -495,7 +534,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
                     const int tk = 8 * j + 2 * t4 + e;
                     bool ok = tk < nt;
                     if (ok)
-                        ok = (TABLE ? ps[r0 + tk] : tl.pos[i0 + tk]) <= qpos;
+                        ok = ps[r0 + tk] <= qpos;
                     live[j][e] = ok;
                     if (ok)
                         mx = fmaxf(mx, s[j][e]);

@@ -54,7 +54,9 @@ typedef struct kw_cuda_span {
 typedef enum kw_cuda_kvtype { KW_CUDA_KV_F32 = 0, KW_CUDA_KV_BF16 = 1 } kw_cuda_kvtype;
 
 typedef struct kw_cuda_attn {
-    const void *base[2];          /* device: main and temporary pool (nullable) */
+    /* device: main and temporary pool (nullable), each of fewer than 2^32 K/V rows
+     * (pages x 2 x page_tokens) */
+    const void *base[2];
     const int32_t *pos[2];        /* device */
     kw_cuda_kvtype kv;
     int page_tokens, head_dim;    /* head_dim: 64 or 128 */
