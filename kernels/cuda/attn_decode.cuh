@@ -2,3 +2,7 @@
 // temporary pool) is a CSR of spans, read by this one kernel. See kernels_cuda.h.
 #pragma once
 #include "kernels_cuda.h"
+
+// The tokens a span-view work item may hold: the kernel flattens an item into this many
+// shared-memory slots (attn_decode.cu); the planner (attn_plan.cu) cuts items below it.
+#define KW_ATTN_MAX_ITEM_TOKENS 1024
