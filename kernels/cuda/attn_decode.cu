@@ -69,7 +69,6 @@ __device__ __forceinline__ int64_t token_pos(uint32_t row, int P, int lp)
 // Rounds of up to FLAT_SPANS x 128 spans: a thread loads its run of consecutive spans
 // (all loads in flight together), the block scans the runs' token counts (warp shuffles,
 // then the warps' sums), and each thread writes its runs' tokens.
-template <int D>
 __device__ void flatten_spans(const kw_cuda_attn &a, int s0, int s1, token_list &tl)
 {
     const int P = a.page_tokens, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -204,7 +203,7 @@ attn_decode_kernel(const kw_cuda_attn a)
     __shared__ token_list tl;
     for (int i = threadIdx.x; i < G * D; i += WARPS * 32)
         qs[i / D][i % D] = a.q[(size_t)qrow * D + i] * sc;
-    flatten_spans<D>(a, s0, s1, tl);
+    flatten_spans(a, s0, s1, tl);
 
     float acc[G][E], m[G], l[G];
 #pragma unroll
@@ -250,7 +249,8 @@ attn_decode_kernel(const kw_cuda_attn a)
 #pragma unroll 4
         for (int u = 0; u < nt; u++) {
             float v[E];
-            loader<T, E>::load(base[tl.pool[t0 + u]] + ((size_t)tl.row[t0 + u] + P) * D + lane * E,
+            loader<T, E>::load(base[tl.pool[t0 + u]] + ((size_t)tl.row[t0 + u] + P) * D
+                                   + lane * E,
                                v);
 #pragma unroll
             for (int j = 0; j < G; j++) {
@@ -478,7 +478,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     if constexpr (TABLE) {
         n = b1 - b0;
     } else {
-        flatten_spans<D>(a, b0, b1, tl); // ends with __syncthreads
+        flatten_spans(a, b0, b1, tl); // ends with __syncthreads
         n = tl.n;
     }
     const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
