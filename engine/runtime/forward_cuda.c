@@ -84,7 +84,8 @@ static size_t act_floats(const kw_cfwd *c)
     const kw_model_config *f = &c->cfg;
     size_t T = (size_t)c->max_tok, E = (size_t)f->n_embd, qd = (size_t)f->n_head * f->head_dim,
            kd = (size_t)f->n_head_kv * f->head_dim, F = (size_t)f->n_ff;
-    return T * (3 * E + 2 * qd + 2 * kd + 2 * F) + (size_t)c->max_seq * ((size_t)f->n_vocab + E);
+    /* x, q, k, v, att; gate and up as bf16 (half a float each); rows, logits */
+    return T * (E + 2 * qd + 2 * kd + F) + (size_t)c->max_seq * ((size_t)f->n_vocab + E);
 }
 
 static void cow_copy(void *ud, int32_t dst, int32_t src)
@@ -188,10 +189,13 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     size_t T = (size_t)c->max_tok, S = (size_t)c->max_seq;
     struct { float **p; size_t n; } a[] = {
         {&c->x, T * E}, {&c->q, T * qd}, {&c->k, T * kd}, {&c->v, T * kd}, {&c->att, T * qd},
-        {&c->gate, T * F}, {&c->up, T * F}, {&c->tmp, T * E}, {&c->rows, S * E},
-        {&c->logits, S * f->n_vocab}};
+        {&c->rows, S * E}, {&c->logits, S * f->n_vocab}};
     for (size_t i = 0; rc == 0 && i < sizeof a / sizeof *a; i++)
         rc = dmalloc((void **)a[i].p, a[i].n * 4, "activations", err);
+    if (rc == 0)
+        rc = dmalloc(&c->gate, T * F * 2, "activations", err);
+    if (rc == 0)
+        rc = dmalloc(&c->up, T * F * 2, "activations", err);
     if (rc == 0)
         rc = dmalloc(&c->xb, (size_t)xb, "activations", err);
     c->slots = malloc(sizeof(int32_t) * (size_t)f->n_layer * T * f->n_head_kv);
@@ -267,7 +271,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     if (c->output != c->tok_embd)
         cudaFree(c->output);
     void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
-                 c->k, c->v, c->att, c->gate, c->up, c->tmp, c->rows, c->logits, c->xb,
+                 c->k, c->v, c->att, c->gate, c->up, c->rows, c->logits, c->xb,
                  c->stage.d, c->partial};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         cudaFree(p[i]);

@@ -61,7 +61,8 @@ struct kw_cfwd {
     int64_t n_pages;
     int P;
     /* activations */
-    float *x, *q, *k, *v, *att, *gate, *up, *tmp, *rows, *logits;
+    float *x, *q, *k, *v, *att, *rows, *logits;
+    void *gate, *up; /* bf16 (max_tok, n_ff): the MLP's gate and up, then SwiGLU's output */
     void *xb; /* bf16 GEMM input (max_tok, max(n_embd, n_head * head_dim, n_ff)) */
     /* per-step work lists: built in stage.h (pinned), copied to stage.d */
     pinbuf stage;

@@ -150,14 +150,15 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err
         KTRY(kw_cuda_gemv_multi_bf16(st, c->gate, n_tok, F, &o, 1, 1));
         return 0;
     }
-    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wo, NULL, c->tmp, n_tok, E, qd));
-    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    /* prefill: cuBLAS adds the output and down products into the residual (beta = 1) and
+     * writes gate and up as bf16 (in the first halves of their f32 buffers), so no f32
+     * product makes a round trip through memory */
+    KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wo, NULL, c->x, n_tok, E, qd, KW_LIN_ADD));
     KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
-    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E));
-    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wup, NULL, c->up, n_tok, F, E));
-    KTRY(kw_cuda_swiglu_bf16(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
-    KTRY(kw_cuda_linear_bf16(st, c->xb, w->wdown, NULL, c->tmp, n_tok, E, F));
-    KTRY(kw_cuda_add(st, c->x, c->tmp, (int64_t)n_tok * E));
+    KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E, KW_LIN_BF16));
+    KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wup, NULL, c->up, n_tok, F, E, KW_LIN_BF16));
+    KTRY(kw_cuda_swiglu_bf16_in(st, c->gate, c->up, c->xb, (int64_t)n_tok * F));
+    KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wdown, NULL, c->x, n_tok, E, F, KW_LIN_ADD));
     return 0;
 }
 

@@ -99,6 +99,30 @@ extern "C" int kw_cuda_swiglu_bf16(void *stream, const float *gate, const float 
     return KW_OK;
 }
 
+__global__ void swiglu_bf16_in(const __nv_bfloat162 *__restrict__ g,
+                               const __nv_bfloat162 *__restrict__ u,
+                               __nv_bfloat162 *__restrict__ o, int64_t n2)
+{
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n2;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const float2 a = __bfloat1622float2(g[i]), b = __bfloat1622float2(u[i]);
+        o[i] = __floats2bfloat162_rn(a.x / (1.f + __expf(-a.x)) * b.x,
+                                     a.y / (1.f + __expf(-a.y)) * b.y);
+    }
+}
+
+extern "C" int kw_cuda_swiglu_bf16_in(void *stream, const void *gate, const void *up,
+                                      void *out, int64_t n)
+{
+    if (n <= 0 || n % 2 || !gate || !up || !out || ((uintptr_t)gate | (uintptr_t)up |
+                                                     (uintptr_t)out) % 4)
+        return KW_EINVAL;
+    swiglu_bf16_in<<<blocks_for(n / 2), 256, 0, (cudaStream_t)stream>>>(
+        (const __nv_bfloat162 *)gate, (const __nv_bfloat162 *)up, (__nv_bfloat162 *)out, n / 2);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
+
 // Ids are checked by the caller (the engine checks them on the host before the step).
 __global__ void embed_bf16(const __nv_bfloat16 *__restrict__ table, int64_t n_rows, int dim,
                            const int32_t *__restrict__ ids, float *__restrict__ out)

@@ -272,7 +272,10 @@ static int resident_blocks(const void *kernel)
 }
 
 // KS: the fewest K-splitting warps per output group that still give about 16 warps per
-// multiprocessor of an H100/H200 (2048 warps).
+// multiprocessor of an H100/H200 (2048 warps). Measured on an 8B shape (H200, batch 1):
+// asking for 48 (KS = 4 for the 4096-row output and down projections, 2 for Q/K/V) made
+// those passes 3-7 us faster each when timed alone, but the CUDA-graph decode step no
+// faster (6.32-6.39 ms either way at 32k).
 template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args &a)
 {
     constexpr int NO = M <= 2 ? 2 : 4;                 // outputs per warp group
@@ -394,6 +397,38 @@ extern "C" int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, c
     if (s != CUBLAS_STATUS_SUCCESS)
         return blas_fail(s, "cublasGemmEx(bf16)", __LINE__);
     return bias(st, y, b, M, N);
+}
+
+// The prefill path's epilogues, done by cuBLAS: KW_LIN_ADD accumulates into the f32 y
+// (beta = 1: the residual add without an f32 product written and read back), KW_LIN_BF16
+// writes y as bf16 (the MLP's gate and up, read once by the SwiGLU). Up to the gemv rows
+// limit, KW_LIN_ADD alone goes to the weight-streaming kernel.
+extern "C" int kw_cuda_linear_bf16_ex(void *stream, const void *x, const void *w,
+                                      const float *b, void *y, int M, int N, int K, int flags)
+{
+    const bool add = flags & KW_LIN_ADD, out16 = flags & KW_LIN_BF16;
+    if (M <= 0 || N <= 0 || K <= 0 || !x || !w || !y || (flags & ~(KW_LIN_ADD | KW_LIN_BF16))
+        || (add && out16) || (out16 && b))
+        return KW_EINVAL;
+    if (!add && !out16)
+        return kw_cuda_linear_bf16(stream, x, w, b, (float *)y, M, N, K);
+    if (add && M <= gemv_max_rows && K % 8 == 0 && ((uintptr_t)x | (uintptr_t)w) % 16 == 0) {
+        kw_cuda_gemv_out o = {w, b, (float *)y, N};
+        return kw_cuda_gemv_multi_bf16(stream, x, M, K, &o, 1, 1);
+    }
+    cudaStream_t st = (cudaStream_t)stream;
+    cublasHandle_t h;
+    int rc = get_handle(st, &h);
+    if (rc)
+        return rc;
+    const float one = 1.f, beta = add ? 1.f : 0.f;
+    cublasStatus_t s = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, w, CUDA_R_16BF,
+                                    K, x, CUDA_R_16BF, K, &beta, y,
+                                    out16 ? CUDA_R_16BF : CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return blas_fail(s, "cublasGemmEx(bf16, epilogue)", __LINE__);
+    return out16 ? KW_OK : bias(st, (float *)y, b, M, N);
 }
 
 extern "C" int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n)

@@ -123,6 +123,12 @@ int kw_cuda_linear(void *stream, const float *x, const float *w, const float *bi
 int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, const float *bias,
                         float *y, int M, int N, int K);
 int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n);
+/* kw_cuda_linear_bf16_ex: the same product with an epilogue in cuBLAS: KW_LIN_ADD adds it
+ * (and bias) to the f32 y (y += x w^T + bias; a residual), KW_LIN_BF16 stores y as bf16
+ * (bias must be NULL); not both (KW_EINVAL). flags = 0 is kw_cuda_linear_bf16. */
+enum { KW_LIN_ADD = 1, KW_LIN_BF16 = 2 };
+int kw_cuda_linear_bf16_ex(void *stream, const void *x, const void *w, const float *bias,
+                           void *y, int M, int N, int K, int flags);
 /* kw_cuda_gemv_bf16: the same product for M <= 8 rows (K a multiple of 8, x and w 16-byte
  * aligned; else KW_EINVAL) as a weight-streaming kernel; kw_cuda_linear_bf16 takes it for
  * M <= the rows set by kw_cuda_set_gemv_rows (default KW_GEMV_MAX_ROWS, 0: always cuBLAS;
@@ -154,6 +160,9 @@ int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y, 
  * checked by the caller; a bad id gives a NaN row); out(n, dim) = x[rows[i]] */
 int kw_cuda_swiglu_bf16(void *stream, const float *gate, const float *up, void *out,
                         int64_t n);
+/* the same from bf16 gate and up (n even, 4-byte aligned pointers; else KW_EINVAL) */
+int kw_cuda_swiglu_bf16_in(void *stream, const void *gate, const void *up, void *out,
+                           int64_t n);
 int kw_cuda_embed_bf16(void *stream, const void *table, int64_t n_rows, int dim,
                        const int32_t *ids, int n, float *out);
 int kw_cuda_gather_rows(void *stream, const float *x, const int32_t *rows, int n, int dim,

@@ -130,6 +130,30 @@ static int test_gemm(void)
             dget(y, dy, ny * 4);
             fails += report("gemv_bf16", rc, rel_l2(y, r, ny), 1e-4, shape);
         }
+        /* the epilogues: y += x w^T + b on a random y (residual), and a bf16 y; the bf16
+         * bound is its rounding (2^-9 relative per element) */
+        float *y0 = randv(ny, 1);
+        CK(cudaMemcpy(dy, y0, ny * 4, cudaMemcpyHostToDevice));
+        rc = kw_cuda_linear_bf16_ex(NULL, dxb, dwb, with_bias ? db : NULL, dy, M, N, K,
+                                    KW_LIN_ADD);
+        dget(y, dy, ny * 4);
+        float *ra = malloc(ny * 4);
+        for (size_t i = 0; i < ny; i++)
+            ra[i] = r[i] + y0[i];
+        fails += report("linear_bf16_add", rc, rel_l2(y, ra, ny), 1e-4, shape);
+        CK(cudaMemset(dy, 0xff, ny * 4));
+        rc = kw_cuda_linear_bf16_ex(NULL, dxb, dwb, NULL, dy, M, N, K, KW_LIN_BF16);
+        uint16_t *yb = malloc(ny * 2);
+        dget(yb, dy, ny * 2);
+        kw_ref_linear(xr, wr, NULL, ra, M, N, K);
+        for (size_t i = 0; i < ny; i++)
+            y[i] = kw_bf16_to_f32(yb[i]);
+        fails += report("linear_bf16_out16", rc, rel_l2(y, ra, ny), 1e-2, shape);
+        if (kw_cuda_linear_bf16_ex(NULL, dxb, dwb, db, dy, M, N, K, KW_LIN_BF16) != KW_EINVAL ||
+            kw_cuda_linear_bf16_ex(NULL, dxb, dwb, NULL, dy, M, N, K, 3) != KW_EINVAL)
+            fails += report("linear_bf16_ex refuses bias with bf16 out, or both flags",
+                            KW_EINVAL, 1, 0, shape);
+        free(y0), free(ra), free(yb);
         cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy), cudaFree(dxb), cudaFree(dwb);
         free(x), free(w), free(b), free(y), free(r), free(xr), free(wr), free(xb), free(wb);
     }
@@ -197,6 +221,20 @@ static int test_gemv_fused(void)
         for (int i = 0; i < M * F; i++)
             sgot[i] = kw_bf16_to_f32(hs[i]);
         fails += report("gemv_swiglu", rc, rel_l2(sgot, sref, (size_t)M * F), 1e-2, shape);
+        /* the prefill form: SwiGLU of bf16 gate and up (the reference on the same rounded
+         * inputs; bound: the output's bf16 rounding), poisoned output */
+        if (M * F % 2 == 0) {
+            float *gr = malloc(sizeof(float) * M * F), *ur = malloc(sizeof(float) * M * F);
+            uint16_t *gb = to_bf16(g, (size_t)M * F, gr), *ub = to_bf16(u, (size_t)M * F, ur);
+            void *dg = dput(gb, (size_t)M * F * 2), *du = dput(ub, (size_t)M * F * 2);
+            CK(cudaMemset(dsw, 0xff, (size_t)M * F * 2));
+            rc = kw_cuda_swiglu_bf16_in(NULL, dg, du, dsw, (int64_t)M * F);
+            dget(hs, dsw, (size_t)M * F * 2);
+            for (int i = 0; i < M * F; i++)
+                sgot[i] = kw_bf16_to_f32(hs[i]), sref[i] = gr[i] / (1.f + expf(-gr[i])) * ur[i];
+            fails += report("swiglu_bf16_in", rc, rel_l2(sgot, sref, (size_t)M * F), 1e-2, shape);
+            cudaFree(dg), cudaFree(du), free(gr), free(ur), free(gb), free(ub);
+        }
         cudaFree(dx), cudaFree(dsw);
         for (int s = 0; s < 3; s++) {
             cudaFree((void *)o[s].w), cudaFree((void *)o[s].bias), cudaFree(dy[s]);
