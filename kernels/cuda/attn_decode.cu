@@ -280,10 +280,17 @@ attn_decode_kernel(const kw_cuda_attn a)
 // Split rows: the parts of a row are merged per (row, head) by one block of D threads
 // (thread d owns output column d), in one pass with a running maximum; eight parts' loads
 // are issued together, so a 32-part row costs a few memory round trips, not 64.
+// The merge of a split row's parts: a block per (row, query head), CQ groups of D threads,
+// group q taking parts q, q + CQ, ... with 8 loads in flight per thread, so a row of about
+// 32 parts (a batch-1 decode at 32k) costs one round trip to memory instead of the four
+// of a single group; the groups' (max, sum, acc) then meet in shared memory.
+constexpr int CQ = 4;
+
 template <int D, int G>
-__global__ void __launch_bounds__(D) attn_combine_kernel(const kw_cuda_attn a)
+__global__ void __launch_bounds__(CQ * D) attn_combine_kernel(const kw_cuda_attn a)
 {
-    const int row = blockIdx.x, j = blockIdx.y, d = threadIdx.x;
+    __shared__ float red[CQ][D + 2];
+    const int row = blockIdx.x, j = blockIdx.y, d = threadIdx.x % D, q = threadIdx.x / D;
     kw_grid_wait();
     kw_grid_dependents();
     const int p0 = a.row_part[2 * row], np = a.row_part[2 * row + 1];
@@ -299,28 +306,37 @@ __global__ void __launch_bounds__(D) attn_combine_kernel(const kw_cuda_attn a)
             ls = ls * so + l * sn, as = as * so + v * sn, mx = nm;
         }
     };
-    int p = 0;
-    for (; p + 8 <= np; p += 8) {
+    int p = q;
+    for (; p + 7 * CQ < np; p += 8 * CQ) {
         float m[8], l[8], v[8];
 #pragma unroll
         for (int u = 0; u < 8; u++) {
-            const float *pt = base + (size_t)(p + u) * stride;
+            const float *pt = base + (size_t)(p + u * CQ) * stride;
             m[u] = pt[0], l[u] = pt[1], v[u] = pt[2 + d];
         }
 #pragma unroll
         for (int u = 0; u < 8; u++)
             add(m[u], l[u], v[u]);
     }
-    for (; p < np; p++) {
+    for (; p < np; p += CQ) {
         const float *pt = base + (size_t)p * stride;
         add(pt[0], pt[1], pt[2 + d]);
     }
+    if (q > 0) {
+        if (d == 0)
+            red[q][0] = mx, red[q][1] = ls;
+        red[q][2 + d] = as;
+    }
+    __syncthreads();
+    if (q > 0)
+        return;
+#pragma unroll
+    for (int k = 1; k < CQ; k++)
+        add(red[k][0], red[k][1], red[k][2 + d]);
     put_out(a, (size_t)(qrow + j) * D + d, ls > 0.f ? as / ls : 0.f);
     if (d == 0 && a.lse)
         a.lse[qrow + j] = ls > 0.f ? (mx + log2f(ls)) / LOG2E : -INFINITY;
 }
-
-
 
 // ---- bf16 pages: K/V streamed through shared memory (see the top of the file) ----
 
@@ -647,7 +663,7 @@ int launch(cudaStream_t st, const kw_cuda_attn &a)
     }
     KW_CUDA_LAUNCHED();
     if (a.n_parts > 0)
-        KW_CUDA_TRY(kw_launch(attn_combine_kernel<D, G>, dim3(a.n_rows, G), D, 0, st, a));
+        KW_CUDA_TRY(kw_launch(attn_combine_kernel<D, G>, dim3(a.n_rows, G), CQ * D, 0, st, a));
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
