@@ -5,7 +5,8 @@
  * those of the causal half: 4 * n_head * head_dim * ctx * (ctx + 1) / 2 (QK^T and PV),
  * reported as TFLOP/s and as a share of a nominal peak (800 TFLOP/s unless given). One
  * CSV line per case (header first). A benchmark, never a test.
- * Usage: bench_cuda_prefill [MAX_CTX] [PEAK_TFLOPS] */
+ * Usage: bench_cuda_prefill [MAX_CTX] [PEAK_TFLOPS] [MIN_CTX]   (contexts MIN_CTX, 2 MIN_CTX,
+ * .. MAX_CTX; MIN_CTX = MAX_CTX gives one context, e.g. for a profiler) */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -142,9 +143,10 @@ int main(int argc, char **argv)
     }
     int max_ctx = argc > 1 ? atoi(argv[1]) : 32768;
     double peak = argc > 2 ? atof(argv[2]) : 800.0;
+    int min_ctx = argc > 3 ? atoi(argv[3]) : 4096; /* one context alone: a profiler's view */
     printf("peak_TFLOPs,%.1f\n", peak);
     printf("bench,view,q_tokens,ctx,ms,TFLOP,TFLOPs,pct_peak\n");
-    for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
+    for (int ctx = min_ctx > 0 ? min_ctx : 4096; ctx <= max_ctx; ctx *= 2)
         bench(ctx, peak);
     return 0;
 }
