@@ -151,8 +151,7 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err
         return 0;
     }
     /* prefill: cuBLAS adds the output and down products into the residual (beta = 1) and
-     * writes gate and up as bf16 (in the first halves of their f32 buffers), so no f32
-     * product makes a round trip through memory */
+     * writes gate and up as bf16, so no f32 product makes a round trip through memory */
     KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wo, NULL, c->x, n_tok, E, qd, KW_LIN_ADD));
     KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->ffn_norm, c->xb, n_tok, E, f->norm_eps));
     KTRY(kw_cuda_linear_bf16_ex(st, c->xb, w->wgate, NULL, c->gate, n_tok, F, E, KW_LIN_BF16));
