@@ -32,6 +32,9 @@
 #include "common.cuh"
 #include "tc.cuh"
 
+// attn_prefill_ws.cu: the warp-specialized wgmma kernel
+extern "C" int kw__cuda_prefill_ws(void *stream, const kw_cuda_prefill *a);
+
 namespace {
 
 constexpr int BQ = 128;              // query tokens per block
@@ -53,12 +56,15 @@ constexpr float LOG2E = 1.4426950408889634f;
 // (window flattening, barriers, the proxy fence). What would help is overlap: a loading
 // warp that feeds K/V through mbarriers, and the two math warpgroups taking turns so one's
 // softmax runs beside the other's MMAs (FlashAttention-3); each part alone was tried.
-// Measured no faster, and so not kept: overlapping a warpgroup's softmax with its own P V
-// (tiles of 64 keys in 4 stages: 309 vs 313 TFLOP/s); a warp-specialized block with a
-// loading warpgroup feeding K/V by TMA through mbarriers (299 against 313, with or without
-// the math warpgroups taking turns); one warpgroup of 64 rows per block, one K and one V
-// buffer (K of the next tile copied during this one's P V, V during its Q K^T), two blocks
-// per multiprocessor so that one's softmax meets the other's MMAs (213 against 312).
+// The warp-specialized kernel of attn_prefill_ws.cu (two loading warpgroups, the math
+// ones taking turns) is faster: 336 against 313 TFLOP/s; its measurements show the
+// copies are what bounds both. Measured no faster, and so not kept: overlapping a
+// warpgroup's softmax with its own P V (tiles of 64 keys in 4 stages: 309 vs 313
+// TFLOP/s); a warp-specialized block with one loading warpgroup feeding K/V by TMA
+// through mbarriers (299 against 313, with or without the math warpgroups taking turns);
+// one warpgroup of 64 rows per block, one K and one V buffer (K of the next tile copied
+// during this one's P V, V during its Q K^T), two blocks per multiprocessor so that one's
+// softmax meets the other's MMAs (213 against 312).
 template <bool WG> struct cfg {
     static constexpr int WARPS = WG ? 8 : 4, THREADS = WARPS * 32;
     static constexpr int BK = WG ? 128 : 64; // keys per tile
@@ -654,7 +660,7 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
     if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->page_tokens >= NO_SLOT ||
         a->n_kv <= 0 || a->n_head <= 0 || a->n_head > 65535 || a->n_head % a->n_kv ||
         a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128) ||
-        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA)
+        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA_WS)
         return KW_EINVAL;
     if (a->n_items == 0)
         return KW_OK;
@@ -666,8 +672,10 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
     const bool wg_ok = a->head_dim == 128 && wgmma_device();
-    if (a->kernel == KW_CUDA_PREFILL_WGMMA && !wg_ok)
+    if ((a->kernel == KW_CUDA_PREFILL_WGMMA || a->kernel == KW_CUDA_PREFILL_WGMMA_WS) && !wg_ok)
         return KW_ENOSYS;
+    if (a->kernel == KW_CUDA_PREFILL_WGMMA_WS)
+        return kw__cuda_prefill_ws(stream, a);
     if (a->kernel == KW_CUDA_PREFILL_WGMMA || (a->kernel == KW_CUDA_PREFILL_AUTO && wg_ok))
         return launch<128, true>(st, *a);
     if (a->head_dim == 128)

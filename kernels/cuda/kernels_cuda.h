@@ -191,11 +191,14 @@ int kw_cuda_rope_append(void *stream, float *q, float *k, const float *v, const 
  * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
 /* The math of the prefill kernel: AUTO picks WGMMA (Hopper warpgroup MMA, compute
  * capability 9.0, head_dim 128) where it runs, else MMA (mma.sync, sm_80 and later).
- * Asking for WGMMA where it cannot run returns KW_ENOSYS. */
+ * WGMMA_WS is the warp-specialized wgmma kernel (attn_prefill_ws.cu: warpgroups that
+ * load, two that compute), asked for by name. Asking for WGMMA or WGMMA_WS where they
+ * cannot run returns KW_ENOSYS. */
 typedef enum {
     KW_CUDA_PREFILL_AUTO = 0,
     KW_CUDA_PREFILL_MMA = 1,
     KW_CUDA_PREFILL_WGMMA = 2,
+    KW_CUDA_PREFILL_WGMMA_WS = 3,
 } kw_cuda_prefill_kernel;
 typedef struct kw_cuda_prefill {
     const void *base[2];          /* device: main and temporary pool */

@@ -142,3 +142,68 @@ __device__ __forceinline__ void wgmma_rs(float (*d)[4], const uint32_t *a, uint6
     __trap();
 #endif
 }
+
+// Shared-memory barriers (mbarrier objects, sm_80+; try_wait sm_90) and named block
+// barriers, for blocks whose warps take different roles.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+
+// arrive (release: this thread's earlier writes are seen by a thread that waits)
+__device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+
+// an arrival, counted among the expected ones, once every cp.async this thread has issued
+// so far has landed
+__device__ __forceinline__ void cp_async_arrive(uint32_t bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// waits until the phase of the given parity has completed (acquire)
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t done;
+    do
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    while (!done);
+#else
+    __trap();
+#endif
+}
+
+// named barrier id among n threads (a multiple of 32): all wait, or arrive and go on
+__device__ __forceinline__ void bar_sync(int id, int n)
+{
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+__device__ __forceinline__ void bar_arrive(int id, int n)
+{
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+// A warpgroup's register budget per thread, raised or lowered (sm_90a; N a multiple of 8)
+template <int N> __device__ __forceinline__ void regs_raise()
+{
+#ifdef KW_WGMMA
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}
+
+template <int N> __device__ __forceinline__ void regs_lower()
+{
+#ifdef KW_WGMMA
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+#endif
+}

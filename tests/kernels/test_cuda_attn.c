@@ -388,7 +388,8 @@ static int check_prefill_args(void)
     int fails = 0;
     struct { int kernel, head_dim, want; } cases[] = {
         {KW_CUDA_PREFILL_AUTO, 128, KW_OK}, {KW_CUDA_PREFILL_MMA, 64, KW_OK},
-        {KW_CUDA_PREFILL_WGMMA, 128, KW_OK}, {KW_CUDA_PREFILL_WGMMA + 1, 128, KW_EINVAL},
+        {KW_CUDA_PREFILL_WGMMA, 128, KW_OK}, {KW_CUDA_PREFILL_WGMMA_WS, 128, KW_OK},
+        {KW_CUDA_PREFILL_WGMMA_WS + 1, 128, KW_EINVAL},
         {-1, 128, KW_EINVAL}, {KW_CUDA_PREFILL_AUTO, 96, KW_EINVAL}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         a.kernel = cases[i].kernel, a.head_dim = cases[i].head_dim;

@@ -262,23 +262,24 @@ static int run_prefill(const kw_cuda_prefill *a, float *out, size_t n)
     return rc;
 }
 
-/* Runs a with each kernel (mma.sync everywhere; wgmma where the device has it, said once
- * when it does not) and reports each against ref. */
+/* Runs a with each kernel (mma.sync everywhere; the two wgmma kernels where the device has
+ * them, said once when it does not) and reports each against ref. */
 static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, size_t n,
                            const char *what, int bad, const char *shape)
 {
     static int said;
     int fail = 0;
-    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA; k++) {
+    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA_WS; k++) {
         a->kernel = k;
         int rc = run_prefill(a, out, n);
-        if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
+        if (k >= KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
             if (a->head_dim == 128 && !said++)
                 printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
             continue;
         }
         char name[64];
-        snprintf(name, sizeof name, "%s/%s", what, k == KW_CUDA_PREFILL_MMA ? "mma" : "wgmma");
+        static const char *const kname[] = {"auto", "mma", "wgmma", "ws"};
+        snprintf(name, sizeof name, "%s/%s", what, kname[k]);
         fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
     }
     a->kernel = KW_CUDA_PREFILL_AUTO;
@@ -612,14 +613,36 @@ static int test_rope_append(void)
     return fails;
 }
 
-int main(void)
+/* test_cuda_model [GROUP...]: every group, or the named ones */
+int main(int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        int (*run)(void);
+    } groups[] = {{"gemm", test_gemm},       {"gemv", test_gemv_fused},
+                  {"prefill", test_prefill}, {"append", test_append_embed},
+                  {"rope", test_rope_append}};
+    enum { N_GROUPS = sizeof groups / sizeof groups[0] };
+    int want[N_GROUPS] = {0};
+    for (int i = 1; i < argc; i++) {
+        int g = 0;
+        while (g < N_GROUPS && strcmp(argv[i], groups[g].name))
+            g++;
+        if (g == N_GROUPS) {
+            fprintf(stderr, "test_cuda_model: no test group '%s' (gemm, gemv, prefill, "
+                            "append, rope)\n", argv[i]);
+            return 2;
+        }
+        want[g] = 1;
+    }
     if (kw_cuda_device_count() < 1) {
         printf("SKIP: no CUDA device (the CUDA model kernels need one)\n");
         return 77;
     }
-    int fails = test_gemm() + test_gemv_fused() + test_prefill() + test_append_embed() +
-                test_rope_append();
+    int fails = 0;
+    for (int g = 0; g < N_GROUPS; g++)
+        if (argc == 1 || want[g])
+            fails += groups[g].run();
     printf("%s: %d failure(s)\n", fails ? "FAIL" : "ok", fails);
     return fails ? 1 : 0;
 }

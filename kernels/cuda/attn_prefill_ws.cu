@@ -1,0 +1,575 @@
+// Causal prefill attention over views on Hopper (sm_90a, head_dim 128): a
+// warp-specialized block, asked for as KW_CUDA_PREFILL_WGMMA_WS. It does what the kernels
+// of attn_prefill.cu do (same work items, token windows, masking by stored position and
+// online softmax; see there) with four warpgroups:
+//  - two loading warpgroups flatten the row's token windows of 1024 tokens and copy each
+//    visible tile of 128 tokens, K and V, into two-stage rings (one for K, one for V) by
+//    16-byte cp.async. Shared-memory barriers say when a stage is full (cp.async arrives
+//    on it once a thread's copies land) and when it is free again, so flattening and
+//    copies run beside the math;
+//  - two math warpgroups of 64 query rows each run S = Q K^T and O += P V with wgmma
+//    (m64n128k16; Q and K K-major, V MN-major, in the 128-byte swizzle; P from registers)
+//    and the softmax in registers. They take turns at the tensor cores (named barriers):
+//    one issues Q K^T of this tile together with P V of the last one, then does its
+//    softmax while the other's MMAs run, so a warpgroup's softmax also runs beside its own
+//    P V.
+// The loading warpgroups give registers to the math ones (setmaxnreg: 56 and 200 per
+// thread, no spills). Every tile is computed by both math warpgroups, even one no row of
+// a warpgroup sees (it is all masked and changes nothing): a branch around wgmma makes
+// the compiler serialize them.
+//
+// Measured (H200, 32k causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, one
+// run): 336 TFLOP/s against 313 for AUTO's wgmma kernel (attn_prefill.cu), 333 against
+// 306 at 16k; span views 286 against 268. Leaving stages out shows what bounds it:
+// without the copies the math runs at 491 TFLOP/s; the copies alone (no math) take what
+// 528 TFLOP/s would. With one loading warpgroup instead of two, the copies alone ran at
+// 330 and the whole kernel at 246: the rate of cp.async grows with the warps that issue
+// them, not with how far ahead they run (arrivals by cp.async instead of waits on copy
+// groups changed nothing, nor did leaving out the proxy fences). Copies by the tensor
+// memory accelerator (TMA; a box of one page per copy in table mode) are the next step.
+#include <cuda_bf16.h>
+#include <climits>
+#include <cstdint>
+
+#include "attn_prefill.cuh"
+#include "common.cuh"
+#include "tc.cuh"
+
+namespace {
+
+constexpr int D = 128, BQ = 128, BK = 128; // head dim, queries per block, keys per tile
+constexpr int WT = 1024;                   // tokens per flattened window
+constexpr int SKIP = 4;                    // windows per step of a table-mode skip
+constexpr int PT = 256;                    // loading threads (two warpgroups)
+constexpr int MT = 128;                    // threads per math warpgroup
+constexpr int THREADS = PT + 2 * MT;
+constexpr int WTILES = WT / BK, TPT = WT / PT, SPANS = PT;
+constexpr int KD = D / 16, NB = BK / 8, ND = D / 8, CH = D / 8;
+constexpr int LOAD_REGS = 56, MATH_REGS = 200; // 256 * 56 + 256 * 200 <= 65536
+constexpr uint16_t NO_SLOT = 0xffff;
+constexpr float LOG2E = 1.4426950408889634f;
+// named barriers: the loading warpgroups; math warpgroup c (its own rows); c's turn
+enum { BAR_LOAD = 1, BAR_MATH = 2, BAR_TURN = 4 };
+// red[]: loading warps' query maxima / minima, scan partials, skip minima
+enum { RMAX = 0, RMIN = 8, RSCAN = 16, RSKIP = 24 };
+
+// Shared memory (bytes). bf16 tiles in the 128-byte swizzle start on 1024-byte bounds.
+struct smem_layout {
+    static constexpr size_t tile = (size_t)BK * D * 2;
+    static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + 2 * tile,
+                            kpos = v + 2 * tile,        // int32 (2, BK): positions per K stage
+                            kflag = kpos + 2 * BK * 4,  // int32 (2, 4): mask?, smallest, end
+                            bars = kflag + 32,          // uint64 (8): full K, empty K, full V,
+                                                        // empty V, two stages each
+                            wpage = bars + 64,          // uint32 (WT): page | pool << 31
+                            wpos = wpage + WT * 4,      // int32 (WT)
+                            wslot = wpos + WT * 4,      // uint16 (WT)
+                            tmin = wslot + WT * 2,      // int32 (WTILES)
+                            tmax = tmin + WTILES * 4,   // int32 (WTILES)
+                            spage = tmax + WTILES * 4,  // uint32 (SPANS)
+                            sfirst = spage + SPANS * 4, // int32 (SPANS)
+                            sincl = sfirst + SPANS * 4, // int32 (SPANS): inclusive sums
+                            red = sincl + SPANS * 4,    // int32 (32)
+                            qpos = red + 32 * 4,        // int32 (BQ)
+                            bytes = qpos + BQ * 4;
+    static_assert(k % 1024 == 0 && v % 1024 == 0 && tile % 1024 == 0 && bars % 8 == 0,
+                  "alignment");
+};
+
+// Element offset of 16-byte chunk c of row r in a tile of ROWS rows (attn_prefill.cu)
+template <int ROWS> __device__ __forceinline__ int swz(int r, int c)
+{
+    return (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
+}
+
+__device__ __forceinline__ int first_above(const int *incl, int n, int v)
+{
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (incl[mid] > v)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ float ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+struct block_ctx {
+    int t_begin, nq, row;
+};
+
+// The loading warpgroup (threads 0 .. 127).
+__device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned char *sm,
+                                          const block_ctx &b)
+{
+    using L = smem_layout;
+    __nv_bfloat16 *Ks = (__nv_bfloat16 *)(sm + L::k), *Vs = (__nv_bfloat16 *)(sm + L::v);
+    int32_t *kpos = (int32_t *)(sm + L::kpos), *kflag = (int32_t *)(sm + L::kflag);
+    uint32_t *wpage = (uint32_t *)(sm + L::wpage), *spage = (uint32_t *)(sm + L::spage);
+    int32_t *wpos = (int32_t *)(sm + L::wpos), *tmin = (int32_t *)(sm + L::tmin),
+            *tmax = (int32_t *)(sm + L::tmax), *sfirst = (int32_t *)(sm + L::sfirst),
+            *sincl = (int32_t *)(sm + L::sincl), *red = (int32_t *)(sm + L::red);
+    uint16_t *wslot = (uint16_t *)(sm + L::wslot);
+    const uint32_t bars = smem_u32(sm + L::bars);
+    auto full_k = [&](int s) { return bars + 8 * s; };
+    auto empty_k = [&](int s) { return bars + 16 + 8 * s; };
+    auto full_v = [&](int s) { return bars + 32 + 8 * s; };
+    auto empty_v = [&](int s) { return bars + 48 + 8 * s; };
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int P = a.page_tokens, row = b.row;
+    const bool table = a.pages != nullptr;
+    // the block's largest and smallest query position
+    int mxq, mnq;
+    {
+        int p = tid < b.nq ? min(a.q_pos[b.t_begin + tid], INT_MAX - 1) : INT_MIN;
+        int mx = __reduce_max_sync(0xffffffffu, p);
+        int mn = __reduce_min_sync(0xffffffffu, tid < b.nq ? p : INT_MAX);
+        if (lane == 0)
+            red[RMAX + warp] = mx, red[RMIN + warp] = mn;
+        bar_sync(BAR_LOAD, PT);
+        mxq = red[RMAX], mnq = red[RMIN];
+        for (int w = 1; w < PT / 32; w++)
+            mxq = max(mxq, red[RMAX + w]), mnq = min(mnq, red[RMIN + w]);
+    }
+    auto fold_min = [&](int base) {
+        int x = red[base];
+        for (int w = 1; w < PT / 32; w++)
+            x = min(x, red[base + w]);
+        return x;
+    };
+
+    auto rp = [&]() { return a.row_ptr[row]; };
+    auto span_end = [&]() { return a.row_ptr[row + 1]; };
+    auto n_row = [&]() { return a.row_tokens[row]; };
+    int cs = rp(), co = 0, wbase = 0;
+    bool row_done = false, skipping = false;
+    uint32_t vis = 0, full = 0;
+
+    auto flatten = [&]() {
+        bar_sync(BAR_LOAD, PT);
+        if (tid < WTILES)
+            tmin[tid] = INT_MAX, tmax[tid] = INT_MIN;
+        if (table) {
+            const int rp0 = rp(), nr = n_row();
+            int pg[TPT];
+#pragma unroll
+            for (int m = 0; m < TPT; m++) {
+                int t = wbase + tid + m * PT;
+                pg[m] = t < nr ? a.pages[rp0 + t / P] : 0;
+            }
+#pragma unroll
+            for (int m = 0; m < TPT; m++) {
+                int j = tid + m * PT, t = wbase + j, slot = t % P;
+                bool ok = t < nr;
+                wpage[j] = (uint32_t)pg[m];
+                wslot[j] = ok ? (uint16_t)slot : NO_SLOT;
+                wpos[j] = ok ? a.pos[0][(int64_t)pg[m] * P + slot] : INT_MAX;
+            }
+            wbase += WT;
+            row_done = wbase >= nr;
+        } else {
+            const int se = span_end();
+            int filled = 0;
+            while (filled < WT && cs < se) {
+                int i = cs + tid, n = 0, first = 0;
+                uint32_t pg = 0;
+                if (i < se) {
+                    kw_cuda_span s = a.spans[i];
+                    n = s.n, first = s.first, pg = (uint32_t)s.page | (uint32_t)(s.pool != 0) << 31;
+                    if (tid == 0)
+                        n -= co, first += co;
+                }
+                int x = n;
+#pragma unroll
+                for (int d = 1; d < 32; d <<= 1) {
+                    int y = __shfl_up_sync(0xffffffffu, x, d);
+                    if (lane >= d)
+                        x += y;
+                }
+                if (lane == 31)
+                    red[RSCAN + warp] = x;
+                bar_sync(BAR_LOAD, PT);
+                for (int w = 0; w < warp; w++)
+                    x += red[RSCAN + w];
+                sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
+                bar_sync(BAR_LOAD, PT);
+                const int total = sincl[SPANS - 1], take = min(total, WT - filled);
+#pragma unroll
+                for (int m = 0; m < TPT; m++) {
+                    int j = tid + m * PT;
+                    if (j < take) {
+                        const int lo = first_above(sincl, SPANS, j);
+                        uint32_t sp = spage[lo];
+                        int slot = sfirst[lo] + j - (lo ? sincl[lo - 1] : 0);
+                        const int32_t *pb = sp >> 31 ? a.pos[1] : a.pos[0];
+                        wpage[filled + j] = sp;
+                        wslot[filled + j] = (uint16_t)slot;
+                        wpos[filled + j] = pb[(int64_t)(sp & 0x7fffffffu) * P + slot];
+                    }
+                }
+                if (total <= WT - filled) {
+                    cs = min(cs + SPANS, se), co = 0;
+                    filled += total;
+                } else {
+                    const int lo = first_above(sincl, SPANS, take);
+                    co = take - (lo ? sincl[lo - 1] : 0) + (lo ? 0 : co);
+                    cs += lo;
+                    filled = WT;
+                }
+                bar_sync(BAR_LOAD, PT);
+            }
+            row_done = cs >= se;
+            for (int j = filled + tid; j < WT; j += PT)
+                wpage[j] = 0, wslot[j] = NO_SLOT, wpos[j] = INT_MAX;
+        }
+        bar_sync(BAR_LOAD, PT);
+#pragma unroll
+        for (int m = 0; m < TPT; m++) {
+            int j = tid + m * PT, p = wpos[j];
+            int mn = __reduce_min_sync(0xffffffffu, p), mx = __reduce_max_sync(0xffffffffu, p);
+            if (lane == 0) {
+                atomicMin(&tmin[j / BK], mn);
+                atomicMax(&tmax[j / BK], mx);
+            }
+        }
+        bar_sync(BAR_LOAD, PT);
+        vis = 0, full = 0;
+#pragma unroll
+        for (int t = 0; t < WTILES; t++) {
+            vis |= (uint32_t)(tmin[t] <= mxq) << t;
+            full |= (uint32_t)(tmax[t] <= mnq) << t;
+        }
+    };
+
+    auto skip_ahead = [&]() {
+        for (;;) {
+            bar_sync(BAR_LOAD, PT);
+            const int rp0 = rp(), nr = n_row();
+            int mn = INT_MAX;
+#pragma unroll 8
+            for (int m = 0; m < SKIP * TPT; m++) {
+                int t = wbase + tid + m * PT;
+                if (t < nr)
+                    mn = min(mn, a.pos[0][(int64_t)a.pages[rp0 + t / P] * P + t % P]);
+            }
+            mn = __reduce_min_sync(0xffffffffu, mn);
+            if (lane == 0)
+                red[RSKIP + warp] = mn;
+            bar_sync(BAR_LOAD, PT);
+            if (fold_min(RSKIP) <= mxq)
+                return;
+            wbase += SKIP * WT;
+            if (wbase >= nr) {
+                row_done = true;
+                return;
+            }
+        }
+    };
+
+    // 16-byte chunk copies of tile tl's K (kv 0) or V (kv 1) rows into dst
+    auto copy = [&](int tl, __nv_bfloat16 *dst, int kv) {
+#pragma unroll 4
+        for (int m = 0; m < BK * CH / PT; m++) {
+            int c = tid + m * PT, r = c / CH, ch = c % CH, j = tl * BK + r;
+            uint32_t sp = wpage[j];
+            int slot = wslot[j];
+            bool ok = slot != NO_SLOT;
+            const __nv_bfloat16 *bp = (const __nv_bfloat16 *)(sp >> 31 ? a.base[1] : a.base[0]);
+            const __nv_bfloat16 *src =
+                ok ? bp + ((int64_t)(sp & 0x7fffffffu) * 2 * P + (int64_t)kv * P + slot) * D +
+                         ch * 8
+                   : (const __nv_bfloat16 *)a.q; // not read
+            cp_async16(smem_u32(dst + swz<BK>(r, ch)), src, ok);
+        }
+    };
+
+    int j = 0; // tiles handed over
+    for (;;) {
+        if (!vis) {
+            while (!vis) {
+                if (skipping && !row_done)
+                    skip_ahead();
+                if (row_done)
+                    break;
+                flatten();
+                skipping = table && !vis;
+            }
+            if (!vis)
+                break;
+        }
+        const int tl = __ffs(vis) - 1;
+        vis &= vis - 1;
+        const int s = j & 1;
+        const uint32_t par = ((j >> 1) & 1) ^ 1; // the release of the tile two back
+        mbar_wait(empty_k(s), par);
+        copy(tl, Ks + s * BK * D, 0);
+        if (tid < BK)
+            kpos[s * BK + tid] = wpos[tl * BK + tid];
+        if (tid == 0)
+            kflag[4 * s] = !((full >> tl) & 1), kflag[4 * s + 1] = tmin[tl], kflag[4 * s + 2] = 0;
+        cp_async_arrive(full_k(s)); // once this thread's copies have landed
+        mbar_arrive(full_k(s));     // its positions and flags
+        mbar_wait(empty_v(s), par);
+        copy(tl, Vs + s * BK * D, 1);
+        cp_async_arrive(full_v(s));
+        j++;
+    }
+    // the end of the row: a K stage whose flag says so
+    const int s = j & 1;
+    mbar_wait(empty_k(s), ((j >> 1) & 1) ^ 1);
+    if (tid == 0)
+        kflag[4 * s + 2] = 1;
+    mbar_arrive(full_k(s));
+    mbar_arrive(full_k(s));
+}
+
+// A math warpgroup c (0 or 1: query rows 64c .. 64c + 63).
+__device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned char *sm,
+                                          const block_ctx &b, int c)
+{
+    using L = smem_layout;
+    __nv_bfloat16 *Qs = (__nv_bfloat16 *)(sm + L::q), *Ks = (__nv_bfloat16 *)(sm + L::k),
+                  *Vs = (__nv_bfloat16 *)(sm + L::v);
+    const int32_t *kpos = (const int32_t *)(sm + L::kpos);
+    const volatile int32_t *kflag = (const volatile int32_t *)(sm + L::kflag);
+    int32_t *qpos = (int32_t *)(sm + L::qpos);
+    const uint32_t bars = smem_u32(sm + L::bars);
+    auto full_k = [&](int s) { return bars + 8 * s; };
+    auto empty_k = [&](int s) { return bars + 16 + 8 * s; };
+    auto full_v = [&](int s) { return bars + 32 + 8 * s; };
+    auto empty_v = [&](int s) { return bars + 48 + 8 * s; };
+
+    const int ct = threadIdx.x - PT - MT * c, w4 = ct / 32, lane = ct % 32;
+    const int g = lane / 4, tig = lane % 4;
+    const int r0 = 64 * c + 16 * w4; // this warp's first query row
+
+    // Q rows 64c .. 64c + 63, scaled and rounded to bf16 (rows past the chunk are zeros)
+    for (int i = ct; i < 64 * D / 4; i += MT) {
+        int r = 64 * c + i / (D / 4), cc = i % (D / 4) * 4;
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (r < b.nq)
+            x = *(const float4 *)(a.q +
+                                  ((int64_t)(b.t_begin + r) * a.n_head + blockIdx.y) * D + cc);
+        __nv_bfloat162 lo = __floats2bfloat162_rn(x.x * a.scale, x.y * a.scale);
+        __nv_bfloat162 hi = __floats2bfloat162_rn(x.z * a.scale, x.w * a.scale);
+        *(uint2 *)&Qs[swz<BQ>(r, cc / 8) + cc % 8] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
+    }
+    {
+        const int r = 64 * c + ct;
+        int p = ct < 64 && r < b.nq ? min(a.q_pos[b.t_begin + r], INT_MAX - 1) : INT_MIN;
+        if (ct < 64)
+            qpos[r] = p;
+    }
+    fence_async_smem(); // the Q rows are read by wgmma
+    bar_sync(BAR_MATH + c, MT);
+    const int qp0 = qpos[r0 + g], qp1 = qpos[r0 + g + 8];
+
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++)
+        o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+    uint32_t pa[BK / 16][4]; // P of the last tile, bf16
+
+    const uint32_t qb = smem_u32(Qs) + c * 64 * 128;
+    auto issue_qk = [&](float (*s)[4], int st) {
+        const uint32_t kb = smem_u32(Ks + st * BK * D);
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+            wgmma_ss(s, wg_desc(qb + (kk / 4) * BQ * 128 + (kk % 4) * 32, 16, 1024),
+                     wg_desc(kb + (kk / 4) * BK * 128 + (kk % 4) * 32, 16, 1024), kk);
+        wg_commit();
+    };
+    auto issue_pv = [&](int st) {
+        const uint32_t vb = smem_u32(Vs + st * BK * D);
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+            wgmma_rs(o, pa[kk], wg_desc(vb + kk * 16 * 128, BK * 128, 1024));
+        wg_commit();
+    };
+    auto release = [&](uint32_t bar) { // one arrival per warp
+        __syncwarp();
+        if (lane == 0)
+            mbar_arrive(bar);
+    };
+
+    // Scores of the tile in K stage st (its wgmma waited for): masked where needed, then
+    // the online softmax: new row maxima, O and l scaled, P (bf16) into pa, summed into l.
+    // A tile no row of this warpgroup sees is all masked here and leaves m, l and O as
+    // they are (its math is not skipped: a branch around wgmma makes the compiler
+    // serialize them).
+    float al0, al1;
+    auto mask_softmax = [&](float (*sc)[4], int st) {
+        if (kflag[4 * st]) {
+            const int32_t *kp = kpos + st * BK;
+#pragma unroll
+            for (int nb = 0; nb < NB; nb++) {
+                int2 p = *(const int2 *)&kp[nb * 8 + 2 * tig];
+                sc[nb][0] = p.x <= qp0 ? sc[nb][0] : -INFINITY;
+                sc[nb][1] = p.y <= qp0 ? sc[nb][1] : -INFINITY;
+                sc[nb][2] = p.x <= qp1 ? sc[nb][2] : -INFINITY;
+                sc[nb][3] = p.y <= qp1 ? sc[nb][3] : -INFINITY;
+            }
+        }
+        release(empty_k(st));
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            mx0 = fmaxf(mx0, fmaxf(sc[nb][0], sc[nb][1]));
+            mx1 = fmaxf(mx1, fmaxf(sc[nb][2], sc[nb][3]));
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        // max -inf (nothing seen yet): subtract 0 so -inf maps to 0, not NaN
+        const float base0 = mx0 == -INFINITY ? 0.f : mx0 * LOG2E;
+        const float base1 = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
+        al0 = ex2(m0 * LOG2E - base0), al1 = ex2(m1 * LOG2E - base1);
+        m0 = mx0, m1 = mx1;
+        l0 *= al0, l1 *= al1;
+        return make_float2(base0, base1);
+    };
+    auto make_p = [&](float (*sc)[4], float2 base) {
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++)
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                const float *sv = sc[2 * kk + half];
+                __nv_bfloat162 u = __floats2bfloat162_rn(ex2(fmaf(sv[0], LOG2E, -base.x)),
+                                                         ex2(fmaf(sv[1], LOG2E, -base.x)));
+                __nv_bfloat162 w = __floats2bfloat162_rn(ex2(fmaf(sv[2], LOG2E, -base.y)),
+                                                         ex2(fmaf(sv[3], LOG2E, -base.y)));
+                float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
+                l0 += fu.x + fu.y, l1 += fw.x + fw.y; // the P the MMA uses
+                pa[kk][half * 2] = bf16x2_bits(u);
+                pa[kk][half * 2 + 1] = bf16x2_bits(w);
+            }
+    };
+
+    // the other warpgroup takes the first turn at the tensor cores from warpgroup 0
+    if (c == 1)
+        bar_arrive(BAR_TURN, 2 * MT);
+    int j = 0; // tiles taken
+    mbar_wait(full_k(0), 0);
+    fence_async_smem(); // the copies, seen here, are read by wgmma
+    if (!kflag[2]) {
+        float sc[NB][4];
+        bar_sync(BAR_TURN + c, 2 * MT);
+        wg_fence();
+        issue_qk(sc, 0);
+        bar_arrive(BAR_TURN + (c ^ 1), 2 * MT);
+        wg_wait<0>();
+        make_p(sc, mask_softmax(sc, 0));
+        for (j = 1;; j++) {
+            const int s = j & 1, sp = s ^ 1;
+            mbar_wait(full_k(s), (j >> 1) & 1);
+            if (kflag[4 * s + 2])
+                break;
+            fence_async_smem();
+            bar_sync(BAR_TURN + c, 2 * MT);
+            mbar_wait(full_v(sp), ((j - 1) >> 1) & 1);
+            fence_async_smem();
+            wg_fence();
+            issue_qk(sc, s);
+            issue_pv(sp); // P V of the last tile
+            bar_arrive(BAR_TURN + (c ^ 1), 2 * MT);
+            wg_wait<1>();
+            const float2 base = mask_softmax(sc, s);
+            wg_wait<0>(); // P V of the last tile is done: its V stage and pa are free
+            release(empty_v(sp));
+#pragma unroll
+            for (int i = 0; i < ND; i++) {
+                o[i][0] *= al0, o[i][1] *= al0;
+                o[i][2] *= al1, o[i][3] *= al1;
+            }
+            make_p(sc, base);
+        }
+        // P V of the last tile, in a last turn (warpgroup 1 hands no turn back)
+        bar_sync(BAR_TURN + c, 2 * MT);
+        mbar_wait(full_v((j - 1) & 1), ((j - 1) >> 1) & 1);
+        fence_async_smem();
+        wg_fence();
+        issue_pv((j - 1) & 1);
+        if (c == 0)
+            bar_arrive(BAR_TURN + 1, 2 * MT);
+        wg_wait<0>();
+    } else { // no tile: the last turn alone
+        bar_sync(BAR_TURN + c, 2 * MT);
+        if (c == 0)
+            bar_arrive(BAR_TURN + 1, 2 * MT);
+    }
+
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float sum = hh ? l1 : l0;
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;
+        const int r = r0 + g + hh * 8;
+        if (r < b.nq) {
+            float *op = a.out + ((int64_t)(b.t_begin + r) * a.n_head + blockIdx.y) * D + 2 * tig;
+#pragma unroll
+            for (int i = 0; i < ND; i++)
+                *(float2 *)(op + i * 8) = make_float2(o[i][2 * hh] * inv, o[i][2 * hh + 1] * inv);
+        }
+    }
+}
+
+__global__ void __launch_bounds__(THREADS, 1) ws_kernel(const __grid_constant__ kw_cuda_prefill a)
+{
+    extern __shared__ __align__(1024) unsigned char sm[];
+    // the last query tiles of a sequence read the most: start them first
+    const int item = a.n_items - 1 - (int)blockIdx.x, h = blockIdx.y;
+    const int seq = a.items[2 * item], q0 = a.items[2 * item + 1];
+    block_ctx b;
+    b.t_begin = a.tok_off[seq] + q0;
+    b.nq = min(BQ, a.tok_off[seq + 1] - b.t_begin);
+    b.row = seq * a.n_kv + h / (a.n_head / a.n_kv);
+    if (threadIdx.x == 0) {
+        const uint32_t bars = smem_u32(sm + smem_layout::bars);
+        for (int s = 0; s < 2; s++) {
+            mbar_init(bars + 8 * s, 2 * PT);  // full K: every loading thread's copies
+                                              // and its stores
+            mbar_init(bars + 16 + 8 * s, 8);  // empty K: every math warp
+            mbar_init(bars + 32 + 8 * s, PT); // full V
+            mbar_init(bars + 48 + 8 * s, 8);  // empty V
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+    if (threadIdx.x < PT) {
+        regs_lower<LOAD_REGS>();
+        load_role(a, sm, b);
+    } else {
+        regs_raise<MATH_REGS>();
+        math_role(a, sm, b, ((int)threadIdx.x - PT) / MT);
+    }
+}
+
+} // namespace
+
+// The warp-specialized kernel (kw_cuda_attn_prefill has checked a and that the device
+// runs sm_90a code).
+extern "C" int kw__cuda_prefill_ws(void *stream, const kw_cuda_prefill *a)
+{
+    static bool configured = false;
+    if (!configured) {
+        KW_CUDA_TRY(cudaFuncSetAttribute(ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem_layout::bytes));
+        configured = true;
+    }
+    dim3 grid(a->n_items, a->n_head);
+    ws_kernel<<<grid, THREADS, smem_layout::bytes, (cudaStream_t)stream>>>(*a);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}
