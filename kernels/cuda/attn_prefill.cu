@@ -30,6 +30,7 @@
 
 #include "attn_prefill.cuh"
 #include "common.cuh"
+#include "prefill_window.cuh"
 #include "tc.cuh"
 
 // attn_prefill_ws.cu: the warp-specialized wgmma kernel
@@ -37,10 +38,10 @@ extern "C" int kw__cuda_prefill_ws(void *stream, const kw_cuda_prefill *a);
 
 namespace {
 
-constexpr int BQ = 128;              // query tokens per block
-constexpr int WT = 1024;             // tokens per flattened window
-constexpr int SKIP = 4;              // windows per step of a table-mode skip
-constexpr uint16_t NO_SLOT = 0xffff; // padding past the row's end
+using namespace kw_prefill;
+
+constexpr int BQ = 128; // query tokens per block
+constexpr int SKIP = 4; // windows per step of a table-mode skip
 constexpr float LOG2E = 1.4426950408889634f;
 
 // The two math paths. MMA (sm_80+): 4 warps, 32 query rows each (two m16 blocks), tiles
@@ -100,38 +101,6 @@ template <int D, bool WG> struct smem_layout {
     static_assert(k % 1024 == 0 && v % 1024 == 0 && tile % 1024 == 0, "tile alignment");
 };
 
-// Element offset of 16-byte chunk c (8 elements) of row r in a tile of ROWS rows: the
-// tile is stored as D / 64 column blocks of 64 elements (128 bytes a row), one after the
-// other, and chunk c of a row sits at (c % 8) ^ (r % 8) in its block. This is the layout
-// of wgmma's 128-byte swizzle (K-major for Q and K, MN-major for V); for ldmatrix the 8
-// rows of a phase, same c, hit 8 different bank groups.
-template <int D, int ROWS> __device__ __forceinline__ int swz(int r, int c)
-{
-    static_assert(D % 64 == 0, "rows of whole 128-byte blocks");
-    return (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
-}
-
-// The first index i < n with incl[i] > v (incl: inclusive prefix sums; n - 1 if none).
-__device__ __forceinline__ int first_above(const int *incl, int n, int v)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (incl[mid] > v)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
-}
-
-__device__ __forceinline__ float ex2(float x) // 2^x; -inf gives 0
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
 template <int D, bool WG>
 __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     prefill_kernel(const kw_cuda_prefill a)
@@ -139,7 +108,7 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     using C = cfg<WG>;
     using L = smem_layout<D, WG>;
     constexpr int THREADS = C::THREADS, WARPS = C::WARPS, BK = C::BK, MB = C::MB;
-    constexpr int WTILES = C::WTILES, TPT = C::TPT, SPANS = C::SPANS;
+    constexpr int TPT = C::TPT;
     constexpr int RMAX = C::RMAX, RMIN = C::RMIN, RSCAN = C::RSCAN, RSKIP = C::RSKIP;
     static_assert(!WG || D == 128, "the wgmma path is for head_dim 128");
     constexpr int KD = D / 16; // k-steps of S = Q K^T
@@ -221,111 +190,14 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     // bounds are read again where used (cached loads), so they do not hold registers
     // through the tile loop.
     auto rp = [&]() { return a.row_ptr[row]; };
-    auto span_end = [&]() { return a.row_ptr[row + 1]; };
     auto n_row = [&]() { return a.row_tokens[row]; };
-    int cs = rp(), co = 0; // span mode: the next token is slot co of span cs
-    int wbase = 0;       // table mode: the next window's first token
-    bool row_done = false;
-    uint32_t vis = 0, full = 0; // tiles of the window left to run; tiles needing no mask
+    window_state ws = {rp(), 0, 0, false, 0, 0}; // prefill_window.cuh
+    const window_smem wm = {wpage, spage, wpos, tmin, tmax, sfirst, sincl, red + RSCAN, wslot};
 
-    // Fills wpage / wslot / wpos with the next WT tokens of the row and sets vis, full.
+    // Fills the window with the next WT tokens of the row and sets ws.vis, ws.full.
     auto flatten = [&]() {
-        __syncthreads(); // every thread is done with the previous window's entries
-        if (tid < WTILES)
-            tmin[tid] = INT_MAX, tmax[tid] = INT_MIN;
-        if (table) {
-            const int rp0 = rp(), nr = n_row();
-            int pg[TPT];
-#pragma unroll
-            for (int m = 0; m < TPT; m++) {
-                int t = wbase + tid + m * THREADS;
-                pg[m] = t < nr ? a.pages[rp0 + t / P] : 0;
-            }
-#pragma unroll
-            for (int m = 0; m < TPT; m++) {
-                int j = tid + m * THREADS, t = wbase + j, slot = t % P;
-                bool ok = t < nr;
-                wpage[j] = (uint32_t)pg[m];
-                wslot[j] = ok ? (uint16_t)slot : NO_SLOT;
-                wpos[j] = ok ? a.pos[0][(int64_t)pg[m] * P + slot] : INT_MAX;
-            }
-            wbase += WT;
-            row_done = wbase >= nr;
-        } else {
-            const int se = span_end();
-            int filled = 0;
-            while (filled < WT && cs < se) {
-                // SPANS spans from the cursor, one per thread; the first starts at slot co
-                int i = cs + tid, n = 0, first = 0;
-                uint32_t pg = 0;
-                if (i < se) {
-                    kw_cuda_span s = a.spans[i];
-                    n = s.n, first = s.first, pg = (uint32_t)s.page | (uint32_t)(s.pool != 0) << 31;
-                    if (tid == 0)
-                        n -= co, first += co;
-                }
-                int x = n; // block inclusive scan of the lengths
-#pragma unroll
-                for (int d = 1; d < 32; d <<= 1) {
-                    int y = __shfl_up_sync(0xffffffffu, x, d);
-                    if (lane >= d)
-                        x += y;
-                }
-                if (lane == 31)
-                    red[RSCAN + warp] = x;
-                __syncthreads();
-                for (int w = 0; w < warp; w++)
-                    x += red[RSCAN + w];
-                sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
-                __syncthreads();
-                const int total = sincl[SPANS - 1], take = min(total, WT - filled);
-#pragma unroll
-                for (int m = 0; m < TPT; m++) {
-                    int j = tid + m * THREADS;
-                    if (j < take) { // token j is in the first span whose inclusive sum > j
-                        const int lo = first_above(sincl, SPANS, j);
-                        uint32_t sp = spage[lo];
-                        int slot = sfirst[lo] + j - (lo ? sincl[lo - 1] : 0);
-                        const int32_t *pb = sp >> 31 ? a.pos[1] : a.pos[0];
-                        wpage[filled + j] = sp;
-                        wslot[filled + j] = (uint16_t)slot;
-                        wpos[filled + j] = pb[(int64_t)(sp & 0x7fffffffu) * P + slot];
-                    }
-                }
-                if (total <= WT - filled) { // every span of this step fits
-                    cs = min(cs + SPANS, se), co = 0;
-                    filled += total;
-                } else { // the window ends inside span lo: the next one resumes there
-                    const int lo = first_above(sincl, SPANS, take);
-                    co = take - (lo ? sincl[lo - 1] : 0) + (lo ? 0 : co);
-                    cs += lo;
-                    filled = WT;
-                }
-                __syncthreads(); // sincl / spage / sfirst / red are rewritten next step
-            }
-            row_done = cs >= se;
-            for (int j = filled + tid; j < WT; j += THREADS)
-                wpage[j] = 0, wslot[j] = NO_SLOT, wpos[j] = INT_MAX;
-        }
-        __syncthreads();
-        // smallest and largest position per tile (a warp's 32 tokens lie in one tile)
-#pragma unroll
-        for (int m = 0; m < TPT; m++) {
-            int j = tid + m * THREADS, p = wpos[j];
-            int mn = __reduce_min_sync(0xffffffffu, p), mx = __reduce_max_sync(0xffffffffu, p);
-            if (lane == 0) {
-                atomicMin(&tmin[j / BK], mn);
-                atomicMax(&tmax[j / BK], mx);
-            }
-        }
-        __syncthreads();
-        vis = 0, full = 0;
-        const int mxq = max_q(), mnq = min_q();
-#pragma unroll
-        for (int t = 0; t < WTILES; t++) {
-            vis |= (uint32_t)(tmin[t] <= mxq) << t;
-            full |= (uint32_t)(tmax[t] <= mnq) << t;
-        }
+        flatten_window<THREADS, BK>(a, row, table, P, tid, lane, warp, wm, ws,
+                                    [] { __syncthreads(); }, max_q, min_q);
     };
 
     // Table mode after a window with nothing visible (the tail of a causal prefill):
@@ -338,12 +210,12 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
             int pg[SKIP * TPT], mn = INT_MAX;
 #pragma unroll
             for (int m = 0; m < SKIP * TPT; m++) {
-                int t = wbase + tid + m * THREADS;
+                int t = ws.wbase + tid + m * THREADS;
                 pg[m] = t < nr ? a.pages[rp0 + t / P] : -1;
             }
 #pragma unroll
             for (int m = 0; m < SKIP * TPT; m++) {
-                int t = wbase + tid + m * THREADS;
+                int t = ws.wbase + tid + m * THREADS;
                 if (pg[m] >= 0)
                     mn = min(mn, a.pos[0][(int64_t)pg[m] * P + t % P]);
             }
@@ -353,9 +225,9 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
             __syncthreads();
             if (fold(RSKIP, false) <= max_q())
                 return; // flatten from here
-            wbase += SKIP * WT;
-            if (wbase >= nr) {
-                row_done = true;
+            ws.wbase += SKIP * WT;
+            if (ws.wbase >= nr) {
+                ws.row_done = true;
                 return;
             }
         }
@@ -364,16 +236,16 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     // The next tile to run (its index in the current window), or -1 at the row's end.
     bool skipping = false; // table mode: the last window had nothing visible
     auto next_tile = [&]() -> int {
-        while (!vis) {
-            if (skipping && !row_done)
+        while (!ws.vis) {
+            if (skipping && !ws.row_done)
                 skip_ahead();
-            if (row_done)
+            if (ws.row_done)
                 return -1;
             flatten();
-            skipping = table && !vis;
+            skipping = table && !ws.vis;
         }
-        int t = __ffs(vis) - 1;
-        vis &= vis - 1;
+        int t = __ffs(ws.vis) - 1;
+        ws.vis &= ws.vis - 1;
         return t;
     };
 
@@ -396,7 +268,7 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
         if (tid < BK)
             kpos[st * BK + tid] = wpos[tl * BK + tid];
         if (tid == 0)
-            flags[2 * st] = !((full >> tl) & 1), flags[2 * st + 1] = tmin[tl];
+            flags[2 * st] = !((ws.full >> tl) & 1), flags[2 * st + 1] = tmin[tl];
         cp_async_commit();
     };
 

@@ -33,12 +33,14 @@
 
 #include "attn_prefill.cuh"
 #include "common.cuh"
+#include "prefill_window.cuh"
 #include "tc.cuh"
 
 namespace {
 
+using namespace kw_prefill;
+
 constexpr int D = 128, BQ = 128, BK = 128; // head dim, queries per block, keys per tile
-constexpr int WT = 1024;                   // tokens per flattened window
 constexpr int SKIP = 4;                    // windows per step of a table-mode skip
 constexpr int PT = 256;                    // loading threads (two warpgroups)
 constexpr int MT = 128;                    // threads per math warpgroup
@@ -46,7 +48,6 @@ constexpr int THREADS = PT + 2 * MT;
 constexpr int WTILES = WT / BK, TPT = WT / PT, SPANS = PT;
 constexpr int KD = D / 16, NB = BK / 8, ND = D / 8, CH = D / 8;
 constexpr int LOAD_REGS = 56, MATH_REGS = 200; // 256 * 56 + 256 * 200 <= 65536
-constexpr uint16_t NO_SLOT = 0xffff;
 constexpr float LOG2E = 1.4426950408889634f;
 // named barriers: the loading warpgroups; math warpgroup c (its own rows); c's turn
 enum { BAR_LOAD = 1, BAR_MATH = 2, BAR_TURN = 4 };
@@ -75,32 +76,6 @@ struct smem_layout {
     static_assert(k % 1024 == 0 && v % 1024 == 0 && tile % 1024 == 0 && bars % 8 == 0,
                   "alignment");
 };
-
-// Element offset of 16-byte chunk c of row r in a tile of ROWS rows (attn_prefill.cu)
-template <int ROWS> __device__ __forceinline__ int swz(int r, int c)
-{
-    return (c >> 3) * ROWS * 64 + r * 64 + (((c & 7) ^ (r & 7)) << 3);
-}
-
-__device__ __forceinline__ int first_above(const int *incl, int n, int v)
-{
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        const int mid = (lo + hi) / 2;
-        if (incl[mid] > v)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return lo;
-}
-
-__device__ __forceinline__ float ex2(float x)
-{
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
 
 struct block_ctx {
     int t_begin, nq, row;
@@ -148,106 +123,15 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
     };
 
     auto rp = [&]() { return a.row_ptr[row]; };
-    auto span_end = [&]() { return a.row_ptr[row + 1]; };
     auto n_row = [&]() { return a.row_tokens[row]; };
-    int cs = rp(), co = 0, wbase = 0;
-    bool row_done = false, skipping = false;
-    uint32_t vis = 0, full = 0;
+    window_state ws = {rp(), 0, 0, false, 0, 0}; // prefill_window.cuh
+    const window_smem wm = {wpage, spage, wpos, tmin, tmax, sfirst, sincl, red + RSCAN, wslot};
+    bool skipping = false; // table mode: the last window had nothing visible
 
     auto flatten = [&]() {
-        bar_sync(BAR_LOAD, PT);
-        if (tid < WTILES)
-            tmin[tid] = INT_MAX, tmax[tid] = INT_MIN;
-        if (table) {
-            const int rp0 = rp(), nr = n_row();
-            int pg[TPT];
-#pragma unroll
-            for (int m = 0; m < TPT; m++) {
-                int t = wbase + tid + m * PT;
-                pg[m] = t < nr ? a.pages[rp0 + t / P] : 0;
-            }
-#pragma unroll
-            for (int m = 0; m < TPT; m++) {
-                int j = tid + m * PT, t = wbase + j, slot = t % P;
-                bool ok = t < nr;
-                wpage[j] = (uint32_t)pg[m];
-                wslot[j] = ok ? (uint16_t)slot : NO_SLOT;
-                wpos[j] = ok ? a.pos[0][(int64_t)pg[m] * P + slot] : INT_MAX;
-            }
-            wbase += WT;
-            row_done = wbase >= nr;
-        } else {
-            const int se = span_end();
-            int filled = 0;
-            while (filled < WT && cs < se) {
-                int i = cs + tid, n = 0, first = 0;
-                uint32_t pg = 0;
-                if (i < se) {
-                    kw_cuda_span s = a.spans[i];
-                    n = s.n, first = s.first, pg = (uint32_t)s.page | (uint32_t)(s.pool != 0) << 31;
-                    if (tid == 0)
-                        n -= co, first += co;
-                }
-                int x = n;
-#pragma unroll
-                for (int d = 1; d < 32; d <<= 1) {
-                    int y = __shfl_up_sync(0xffffffffu, x, d);
-                    if (lane >= d)
-                        x += y;
-                }
-                if (lane == 31)
-                    red[RSCAN + warp] = x;
-                bar_sync(BAR_LOAD, PT);
-                for (int w = 0; w < warp; w++)
-                    x += red[RSCAN + w];
-                sincl[tid] = x, spage[tid] = pg, sfirst[tid] = first;
-                bar_sync(BAR_LOAD, PT);
-                const int total = sincl[SPANS - 1], take = min(total, WT - filled);
-#pragma unroll
-                for (int m = 0; m < TPT; m++) {
-                    int j = tid + m * PT;
-                    if (j < take) {
-                        const int lo = first_above(sincl, SPANS, j);
-                        uint32_t sp = spage[lo];
-                        int slot = sfirst[lo] + j - (lo ? sincl[lo - 1] : 0);
-                        const int32_t *pb = sp >> 31 ? a.pos[1] : a.pos[0];
-                        wpage[filled + j] = sp;
-                        wslot[filled + j] = (uint16_t)slot;
-                        wpos[filled + j] = pb[(int64_t)(sp & 0x7fffffffu) * P + slot];
-                    }
-                }
-                if (total <= WT - filled) {
-                    cs = min(cs + SPANS, se), co = 0;
-                    filled += total;
-                } else {
-                    const int lo = first_above(sincl, SPANS, take);
-                    co = take - (lo ? sincl[lo - 1] : 0) + (lo ? 0 : co);
-                    cs += lo;
-                    filled = WT;
-                }
-                bar_sync(BAR_LOAD, PT);
-            }
-            row_done = cs >= se;
-            for (int j = filled + tid; j < WT; j += PT)
-                wpage[j] = 0, wslot[j] = NO_SLOT, wpos[j] = INT_MAX;
-        }
-        bar_sync(BAR_LOAD, PT);
-#pragma unroll
-        for (int m = 0; m < TPT; m++) {
-            int j = tid + m * PT, p = wpos[j];
-            int mn = __reduce_min_sync(0xffffffffu, p), mx = __reduce_max_sync(0xffffffffu, p);
-            if (lane == 0) {
-                atomicMin(&tmin[j / BK], mn);
-                atomicMax(&tmax[j / BK], mx);
-            }
-        }
-        bar_sync(BAR_LOAD, PT);
-        vis = 0, full = 0;
-#pragma unroll
-        for (int t = 0; t < WTILES; t++) {
-            vis |= (uint32_t)(tmin[t] <= mxq) << t;
-            full |= (uint32_t)(tmax[t] <= mnq) << t;
-        }
+        flatten_window<PT, BK>(a, row, table, P, tid, lane, warp, wm, ws,
+                               [] { bar_sync(BAR_LOAD, PT); }, [&] { return mxq; },
+                               [&] { return mnq; });
     };
 
     auto skip_ahead = [&]() {
@@ -257,7 +141,7 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
             int mn = INT_MAX;
 #pragma unroll 8
             for (int m = 0; m < SKIP * TPT; m++) {
-                int t = wbase + tid + m * PT;
+                int t = ws.wbase + tid + m * PT;
                 if (t < nr)
                     mn = min(mn, a.pos[0][(int64_t)a.pages[rp0 + t / P] * P + t % P]);
             }
@@ -267,9 +151,9 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
             bar_sync(BAR_LOAD, PT);
             if (fold_min(RSKIP) <= mxq)
                 return;
-            wbase += SKIP * WT;
-            if (wbase >= nr) {
-                row_done = true;
+            ws.wbase += SKIP * WT;
+            if (ws.wbase >= nr) {
+                ws.row_done = true;
                 return;
             }
         }
@@ -288,34 +172,36 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
                 ok ? bp + ((int64_t)(sp & 0x7fffffffu) * 2 * P + (int64_t)kv * P + slot) * D +
                          ch * 8
                    : (const __nv_bfloat16 *)a.q; // not read
-            cp_async16(smem_u32(dst + swz<BK>(r, ch)), src, ok);
+            cp_async16(smem_u32(dst + swz<D, BK>(r, ch)), src, ok);
         }
     };
 
     int j = 0; // tiles handed over
     for (;;) {
-        if (!vis) {
-            while (!vis) {
-                if (skipping && !row_done)
+        if (!ws.vis) {
+            while (!ws.vis) {
+                if (skipping && !ws.row_done)
                     skip_ahead();
-                if (row_done)
+                if (ws.row_done)
                     break;
                 flatten();
-                skipping = table && !vis;
+                skipping = table && !ws.vis;
             }
-            if (!vis)
+            if (!ws.vis)
                 break;
         }
-        const int tl = __ffs(vis) - 1;
-        vis &= vis - 1;
+        const int tl = __ffs(ws.vis) - 1;
+        ws.vis &= ws.vis - 1;
         const int s = j & 1;
         const uint32_t par = ((j >> 1) & 1) ^ 1; // the release of the tile two back
         mbar_wait(empty_k(s), par);
         copy(tl, Ks + s * BK * D, 0);
         if (tid < BK)
             kpos[s * BK + tid] = wpos[tl * BK + tid];
-        if (tid == 0)
-            kflag[4 * s] = !((full >> tl) & 1), kflag[4 * s + 1] = tmin[tl], kflag[4 * s + 2] = 0;
+        if (tid == 0) {
+            kflag[4 * s] = !((ws.full >> tl) & 1), kflag[4 * s + 1] = tmin[tl];
+            kflag[4 * s + 2] = 0;
+        }
         cp_async_arrive(full_k(s)); // once this thread's copies have landed
         mbar_arrive(full_k(s));     // its positions and flags
         mbar_wait(empty_v(s), par);
@@ -361,7 +247,8 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
                                   ((int64_t)(b.t_begin + r) * a.n_head + blockIdx.y) * D + cc);
         __nv_bfloat162 lo = __floats2bfloat162_rn(x.x * a.scale, x.y * a.scale);
         __nv_bfloat162 hi = __floats2bfloat162_rn(x.z * a.scale, x.w * a.scale);
-        *(uint2 *)&Qs[swz<BQ>(r, cc / 8) + cc % 8] = make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
+        *(uint2 *)&Qs[swz<D, BQ>(r, cc / 8) + cc % 8] =
+            make_uint2(bf16x2_bits(lo), bf16x2_bits(hi));
     }
     {
         const int r = 64 * c + ct;
