@@ -239,6 +239,23 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
     const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0);
     int rc = 0;
+    /* the prefill attention kernel, where asked for (kernels_cuda.h) */
+    const char *pe = getenv("KVWEAVE_CUDA_PREFILL");
+    c->prefill_kernel = pe ? kw_cuda_prefill_kernel_parse(pe) : KW_CUDA_PREFILL_AUTO;
+    if (c->prefill_kernel < 0)
+        rc = kw_error_set(err, KW_EINVAL,
+                          "KVWEAVE_CUDA_PREFILL=%s: not a prefill attention kernel (auto, mma, "
+                          "wgmma, wgmma_ws)", pe);
+    else if (c->prefill_kernel >= KW_CUDA_PREFILL_WGMMA &&
+             !kw_cuda_prefill_kernel_runs(c->prefill_kernel, f->head_dim))
+        rc = kw_error_set(err, KW_EINVAL,
+                          "KVWEAVE_CUDA_PREFILL=%s: this kernel needs a device of compute "
+                          "capability 9.0 and head_dim 128 (this model's head_dim: %d); "
+                          "auto picks one that runs", pe, f->head_dim);
+    if (rc < 0) {
+        kw__cfwd_free(c);
+        return rc;
+    }
     if (cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking) != cudaSuccess)
         rc = kw_error_set(err, KW_ECUDA, "cuda: cannot create a stream");
     if (rc == 0)

@@ -74,6 +74,7 @@ struct kw_cfwd {
     /* CUDA graphs of dense decode steps, by batch size (KVWEAVE_CUDA_GRAPHS=0: off) */
     kw_cgraph graphs[KW_FWD_MAX_SEQ + 1];
     int graphs_on;
+    int prefill_kernel; /* kw_cuda_prefill_kernel: KVWEAVE_CUDA_PREFILL, else AUTO */
     int64_t graph_captures, graph_launches;
     /* bytes copied host -> device and device -> host by steps (not the weights at open) */
     int64_t h2d_bytes, d2h_bytes;

@@ -27,6 +27,7 @@
 #include <cuda_bf16.h>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 
 #include "attn_prefill.cuh"
 #include "common.cuh"
@@ -524,6 +525,26 @@ extern "C" int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t 
             n++;
         }
     return n;
+}
+
+extern "C" int kw_cuda_prefill_kernel_parse(const char *name)
+{
+    static const char *const names[] = {"auto", "mma", "wgmma", "wgmma_ws"};
+    for (int k = 0; name && k < (int)(sizeof names / sizeof names[0]); k++)
+        if (!strcmp(name, names[k]))
+            return k;
+    return -1;
+}
+
+extern "C" int kw_cuda_prefill_kernel_runs(int kernel, int head_dim)
+{
+    if (head_dim != 64 && head_dim != 128)
+        return 0;
+    if (kernel == KW_CUDA_PREFILL_AUTO || kernel == KW_CUDA_PREFILL_MMA)
+        return 1;
+    if (kernel == KW_CUDA_PREFILL_WGMMA || kernel == KW_CUDA_PREFILL_WGMMA_WS)
+        return head_dim == 128 && wgmma_device();
+    return 0;
 }
 
 extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)

@@ -222,6 +222,11 @@ typedef struct kw_cuda_prefill {
     int kernel;                   /* kw_cuda_prefill_kernel */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
+/* The kernel named "auto", "mma", "wgmma" or "wgmma_ws", or -1 for any other name. */
+int kw_cuda_prefill_kernel_parse(const char *name);
+/* 1 when that kernel runs on the current device for this head_dim (AUTO always does,
+ * MMA for head_dim 64 and 128). */
+int kw_cuda_prefill_kernel_runs(int kernel, int head_dim);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
 
 /* select.cu: kernels.h "selection" on device pointers. pool1d: max_mode != 0 for the max,

@@ -402,7 +402,33 @@ static int check_prefill_args(void)
     }
     if (!fails)
         printf("ok   prefill launcher argument checks (%zu cases)\n", sizeof cases / sizeof *cases);
-    return fails;
+    /* kernel names (KVWEAVE_CUDA_PREFILL) and which kernels can run for a head_dim */
+    struct { const char *name; int want; } names[] = {
+        {"auto", KW_CUDA_PREFILL_AUTO}, {"mma", KW_CUDA_PREFILL_MMA},
+        {"wgmma", KW_CUDA_PREFILL_WGMMA}, {"wgmma_ws", KW_CUDA_PREFILL_WGMMA_WS},
+        {"WGMMA", -1}, {"wgmma_ws ", -1}, {"", -1}, {NULL, -1}};
+    int nfail = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (kw_cuda_prefill_kernel_parse(names[i].name) != names[i].want) {
+            printf("FAIL prefill kernel name '%s' gave %d, want %d\n",
+                   names[i].name ? names[i].name : "(null)",
+                   kw_cuda_prefill_kernel_parse(names[i].name), names[i].want);
+            nfail++;
+        }
+    if (!kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_AUTO, 64) ||
+        !kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_MMA, 128) ||
+        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_AUTO, 96) ||
+        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, 64) ||
+        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA_WS, 64) ||
+        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA_WS + 1, 128)) {
+        printf("FAIL prefill kernel runs: a kernel said to run where it cannot, or not to "
+               "run where it always can\n");
+        nfail++;
+    }
+    if (!nfail)
+        printf("ok   prefill kernel names and head_dim limits (%zu names)\n",
+               sizeof names / sizeof *names);
+    return fails + nfail;
 }
 
 int main(void)
