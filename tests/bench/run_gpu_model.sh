@@ -4,6 +4,8 @@
 # engine's prefill and decode (bench_model) and the same shapes in plain PyTorch and in
 # Hugging Face transformers (when importable), and prints a side-by-side table last.
 # Usage: tests/bench/run_gpu_model.sh [OUT_DIR] [LIKE] [LAYERS]
+# (environment: KW_BENCH_CTX, KW_BENCH_BATCH, KW_BENCH_SKIP_TESTS, KW_BENCH_MODEL_DIR, and
+# KW_BENCH_PREFILL_KERNELS: prefill attention kernels to time beside the default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-bench-out}
@@ -11,6 +13,7 @@ like=${2:-llama-3.1-8b}
 layers=${3:-0}
 ctx=${KW_BENCH_CTX:-2048,8192,32768}
 batch=${KW_BENCH_BATCH:-1,8}
+prefill_kernels=${KW_BENCH_PREFILL_KERNELS:-}
 mkdir -p "$out"
 [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled
 ninja -C build-gpu
@@ -25,6 +28,22 @@ if [ ! -f "$model_dir/model.gguf" ]; then
 fi
 ./build-gpu/kvweave bench model "$model_dir/model.gguf" --ctx "$ctx" --batch "$batch" \
   | tee "$out/kvweave.csv"
+# other prefill attention kernels (KVWEAVE_CUDA_PREFILL; KW_BENCH_PREFILL_KERNELS=wgmma_ws
+# for example): the engine check with each, then its prefill at batch 1 (rows prefill_K)
+for k in ${prefill_kernels//,/ }; do
+  if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
+    if KVWEAVE_CUDA_PREFILL=$k ./build-gpu/tests/unit/test_engine_cuda \
+        > "$out/engine_cuda_$k.txt" 2>&1; then
+      echo "engine check, prefill kernel $k: $(tail -1 "$out/engine_cuda_$k.txt")"
+    else
+      echo "engine check, prefill kernel $k: FAILED"
+      tail -20 "$out/engine_cuda_$k.txt"
+    fi
+  fi
+  KVWEAVE_CUDA_PREFILL=$k ./build-gpu/kvweave bench model "$model_dir/model.gguf" \
+    --ctx "$ctx" --batch 1 --steps 1 | grep '^prefill,' | sed "s/^prefill,/prefill_$k,/" \
+    | tee "$out/kvweave_prefill_$k.csv"
+done
 if python3 -c 'import torch' 2>/dev/null; then
   read -r L E H KV FF V < <(python3 - "$like" "$layers" <<'PY'
 import sys
