@@ -81,7 +81,7 @@ struct block_ctx {
     int t_begin, nq, row;
 };
 
-// The loading warpgroup (threads 0 .. 127).
+// The loading warpgroups (threads 0 .. PT - 1).
 __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned char *sm,
                                           const block_ctx &b)
 {
