@@ -18,11 +18,12 @@
 // a warpgroup sees (it is all masked and changes nothing): a branch around wgmma makes
 // the compiler serialize them.
 //
-// Measured (H200, 32k causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, one
-// run): 336 TFLOP/s against 313 for AUTO's wgmma kernel (attn_prefill.cu), 333 against
-// 306 at 16k; span views 286 against 268. Leaving stages out shows what bounds it:
-// without the copies the math runs at 491 TFLOP/s; the copies alone (no math) take what
-// 528 TFLOP/s would. With one loading warpgroup instead of two, the copies alone ran at
+// Measured (H200, causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, both
+// kernels in one run): 336 TFLOP/s at 32k against 313 for AUTO's wgmma kernel
+// (attn_prefill.cu), 333 against 306 at 16k; span views 286 at 32k (AUTO's: 268, in
+// another run). Leaving stages out shows what bounds it: the copies alone (no math) take
+// what 528 TFLOP/s would; without the copies the math ran at 491 (measured with one
+// loading warpgroup). With one loading warpgroup instead of two, the copies alone ran at
 // 330 and the whole kernel at 246: the rate of cp.async grows with the warps that issue
 // them, not with how far ahead they run (arrivals by cp.async instead of waits on copy
 // groups changed nothing, nor did leaving out the proxy fences). Copies by the tensor
