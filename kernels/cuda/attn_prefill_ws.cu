@@ -78,6 +78,17 @@ struct smem_layout {
                   "alignment");
 };
 
+// The shared-memory barriers of the K and V rings (smem_layout::bars), two stages each:
+// full (every loading thread has arrived: its copies, and for K its positions and flags)
+// and empty (every math warp has arrived: done with the stage).
+struct ring_bars {
+    uint32_t base; // shared-memory address
+    __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
+    __device__ __forceinline__ uint32_t empty_k(int s) const { return base + 16 + 8 * s; }
+    __device__ __forceinline__ uint32_t full_v(int s) const { return base + 32 + 8 * s; }
+    __device__ __forceinline__ uint32_t empty_v(int s) const { return base + 48 + 8 * s; }
+};
+
 struct block_ctx {
     int t_begin, nq, row;
 };
@@ -94,11 +105,7 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
             *tmax = (int32_t *)(sm + L::tmax), *sfirst = (int32_t *)(sm + L::sfirst),
             *sincl = (int32_t *)(sm + L::sincl), *red = (int32_t *)(sm + L::red);
     uint16_t *wslot = (uint16_t *)(sm + L::wslot);
-    const uint32_t bars = smem_u32(sm + L::bars);
-    auto full_k = [&](int s) { return bars + 8 * s; };
-    auto empty_k = [&](int s) { return bars + 16 + 8 * s; };
-    auto full_v = [&](int s) { return bars + 32 + 8 * s; };
-    auto empty_v = [&](int s) { return bars + 48 + 8 * s; };
+    const ring_bars rb{smem_u32(sm + L::bars)};
 
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int P = a.page_tokens, row = b.row;
@@ -195,7 +202,7 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
         ws.vis &= ws.vis - 1;
         const int s = j & 1;
         const uint32_t par = ((j >> 1) & 1) ^ 1; // the release of the tile two back
-        mbar_wait(empty_k(s), par);
+        mbar_wait(rb.empty_k(s), par);
         copy(tl, Ks + s * BK * D, 0);
         if (tid < BK)
             kpos[s * BK + tid] = wpos[tl * BK + tid];
@@ -203,20 +210,20 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
             kflag[4 * s] = !((ws.full >> tl) & 1), kflag[4 * s + 1] = tmin[tl];
             kflag[4 * s + 2] = 0;
         }
-        cp_async_arrive(full_k(s)); // once this thread's copies have landed
-        mbar_arrive(full_k(s));     // its positions and flags
-        mbar_wait(empty_v(s), par);
+        cp_async_arrive(rb.full_k(s)); // once this thread's copies have landed
+        mbar_arrive(rb.full_k(s));     // its positions and flags
+        mbar_wait(rb.empty_v(s), par);
         copy(tl, Vs + s * BK * D, 1);
-        cp_async_arrive(full_v(s));
+        cp_async_arrive(rb.full_v(s));
         j++;
     }
     // the end of the row: a K stage whose flag says so
     const int s = j & 1;
-    mbar_wait(empty_k(s), ((j >> 1) & 1) ^ 1);
+    mbar_wait(rb.empty_k(s), ((j >> 1) & 1) ^ 1);
     if (tid == 0)
         kflag[4 * s + 2] = 1;
-    mbar_arrive(full_k(s));
-    mbar_arrive(full_k(s));
+    mbar_arrive(rb.full_k(s));
+    mbar_arrive(rb.full_k(s));
 }
 
 // A math warpgroup c (0 or 1: query rows 64c .. 64c + 63).
@@ -229,11 +236,7 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
     const int32_t *kpos = (const int32_t *)(sm + L::kpos);
     const volatile int32_t *kflag = (const volatile int32_t *)(sm + L::kflag);
     int32_t *qpos = (int32_t *)(sm + L::qpos);
-    const uint32_t bars = smem_u32(sm + L::bars);
-    auto full_k = [&](int s) { return bars + 8 * s; };
-    auto empty_k = [&](int s) { return bars + 16 + 8 * s; };
-    auto full_v = [&](int s) { return bars + 32 + 8 * s; };
-    auto empty_v = [&](int s) { return bars + 48 + 8 * s; };
+    const ring_bars rb{smem_u32(sm + L::bars)};
 
     const int ct = threadIdx.x - PT - MT * c, w4 = ct / 32, lane = ct % 32;
     const int g = lane / 4, tig = lane % 4;
@@ -308,7 +311,7 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
                 sc[nb][3] = p.y <= qp1 ? sc[nb][3] : -INFINITY;
             }
         }
-        release(empty_k(st));
+        release(rb.empty_k(st));
         float mx0 = m0, mx1 = m1;
 #pragma unroll
         for (int nb = 0; nb < NB; nb++) {
@@ -348,7 +351,7 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
     if (c == 1)
         bar_arrive(BAR_TURN, 2 * MT);
     int j = 0; // tiles taken
-    mbar_wait(full_k(0), 0);
+    mbar_wait(rb.full_k(0), 0);
     fence_async_smem(); // the copies, seen here, are read by wgmma
     if (!kflag[2]) {
         float sc[NB][4];
@@ -360,12 +363,12 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
         make_p(sc, mask_softmax(sc, 0));
         for (j = 1;; j++) {
             const int s = j & 1, sp = s ^ 1;
-            mbar_wait(full_k(s), (j >> 1) & 1);
+            mbar_wait(rb.full_k(s), (j >> 1) & 1);
             if (kflag[4 * s + 2])
                 break;
             fence_async_smem();
             bar_sync(BAR_TURN + c, 2 * MT);
-            mbar_wait(full_v(sp), ((j - 1) >> 1) & 1);
+            mbar_wait(rb.full_v(sp), ((j - 1) >> 1) & 1);
             fence_async_smem();
             wg_fence();
             issue_qk(sc, s);
@@ -374,7 +377,7 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
             wg_wait<1>();
             const float2 base = mask_softmax(sc, s);
             wg_wait<0>(); // P V of the last tile is done: its V stage and pa are free
-            release(empty_v(sp));
+            release(rb.empty_v(sp));
 #pragma unroll
             for (int i = 0; i < ND; i++) {
                 o[i][0] *= al0, o[i][1] *= al0;
@@ -384,7 +387,7 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
         }
         // P V of the last tile, in a last turn (warpgroup 1 hands no turn back)
         bar_sync(BAR_TURN + c, 2 * MT);
-        mbar_wait(full_v((j - 1) & 1), ((j - 1) >> 1) & 1);
+        mbar_wait(rb.full_v((j - 1) & 1), ((j - 1) >> 1) & 1);
         fence_async_smem();
         wg_fence();
         issue_pv((j - 1) & 1);
@@ -424,13 +427,12 @@ __global__ void __launch_bounds__(THREADS, 1) ws_kernel(const __grid_constant__ 
     b.nq = min(BQ, a.tok_off[seq + 1] - b.t_begin);
     b.row = seq * a.n_kv + h / (a.n_head / a.n_kv);
     if (threadIdx.x == 0) {
-        const uint32_t bars = smem_u32(sm + smem_layout::bars);
+        const ring_bars rb{smem_u32(sm + smem_layout::bars)};
         for (int s = 0; s < 2; s++) {
-            mbar_init(bars + 8 * s, 2 * PT);  // full K: every loading thread's copies
-                                              // and its stores
-            mbar_init(bars + 16 + 8 * s, 8);  // empty K: every math warp
-            mbar_init(bars + 32 + 8 * s, PT); // full V
-            mbar_init(bars + 48 + 8 * s, 8);  // empty V
+            mbar_init(rb.full_k(s), 2 * PT); // every loading thread's copies and stores
+            mbar_init(rb.empty_k(s), 8);     // every math warp
+            mbar_init(rb.full_v(s), PT);     // every loading thread's copies
+            mbar_init(rb.empty_v(s), 8);
         }
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
