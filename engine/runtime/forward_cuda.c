@@ -245,11 +245,11 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
     if (c->prefill_kernel < 0)
         rc = kw_error_set(err, KW_EINVAL,
                           "KVWEAVE_CUDA_PREFILL=%s: not a prefill attention kernel (auto, mma, "
-                          "wgmma, wgmma_ws)", pe);
+                          "wgmma)", pe);
     else if (c->prefill_kernel >= KW_CUDA_PREFILL_WGMMA &&
              !kw_cuda_prefill_kernel_runs(c->prefill_kernel, f->head_dim))
         rc = kw_error_set(err, KW_EINVAL,
-                          "KVWEAVE_CUDA_PREFILL=%s: this kernel needs a device of compute "
+                          "KVWEAVE_CUDA_PREFILL=%s: the wgmma kernel needs a device of compute "
                           "capability 9.0 and head_dim 128 (this model's head_dim: %d); "
                           "auto picks one that runs", pe, f->head_dim);
     if (rc < 0) {

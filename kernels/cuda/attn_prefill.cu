@@ -1,19 +1,18 @@
-// Causal prefill attention over views, FlashAttention-2 style on tensor cores. A block
-// takes 128 query tokens of one query head and walks its KV head's row of the view in
-// tiles of stored tokens, with one of two math paths:
-//  - MMA (sm_80+): 4 warps, 32 rows each (two m16 blocks, so each K/V fragment read from
-//    shared memory feeds two MMAs), tiles of 64 keys; mma.sync m16n8k16 (bf16 in, f32
-//    accumulate) with Q and K through ldmatrix, V through ldmatrix.trans. About 109 KB of
-//    shared memory at head_dim 128: two blocks per SM.
-//  - WG (sm_90a, head_dim 128): 2 warpgroups, 64 rows each, tiles of 128 keys; wgmma
-//    m64n128k16 reads Q and K (K-major) and V (MN-major) straight from shared memory in
-//    the 128-byte swizzle, P from registers. About 175 KB: one block per SM.
+// Causal prefill attention over views, FlashAttention-2 style on tensor cores, and the
+// launcher that picks the kernel. On Hopper (sm_90a) with head_dim 128 the launcher runs
+// the warp-specialized wgmma kernel of attn_prefill_ws.cu; everywhere else (sm_80 and
+// later, head_dim 64 or 128) the mma.sync kernel here. A block of it takes 128 query
+// tokens of one query head and walks its KV head's row of the view in tiles of 64 stored
+// tokens: 4 warps, 32 rows each (two m16 blocks, so each K/V fragment read from shared
+// memory feeds two MMAs); mma.sync m16n8k16 (bf16 in, f32 accumulate) with Q and K
+// through ldmatrix, V through ldmatrix.trans. About 109 KB of shared memory at head_dim
+// 128: two blocks per SM.
 // Per tile: S = Q K^T, masked by stored position (key pos <= query pos), online softmax
 // in registers (exp2, log2(e) folded into one FMA), P rounded to bf16 straight from the S
 // accumulators (whose layout is the A fragment's), then O += P V. K/V tiles arrive by
 // 16-byte cp.async into two shared-memory stages, so the loads of the next visible tile
-// overlap the math of this one; 16-byte chunks are XOR-swizzled by row (swz). A warp (WG:
-// a warpgroup) none of whose rows sees a tile skips its math.
+// overlap the math of this one; 16-byte chunks are XOR-swizzled by row (swz). A warp none
+// of whose rows sees a tile skips its math.
 // Token addresses come from windows of 1024 tokens flattened by the whole block (span
 // mode: a block prefix scan over span lengths, then a binary search per token; table
 // mode: one page lookup per token) together with their positions; a tile whose smallest
@@ -34,7 +33,7 @@
 #include "prefill_window.cuh"
 #include "tc.cuh"
 
-// attn_prefill_ws.cu: the warp-specialized wgmma kernel
+// attn_prefill_ws.cu: the warp-specialized wgmma kernel (sm_90a, head_dim 128)
 extern "C" int kw__cuda_prefill_ws(void *stream, const kw_cuda_prefill *a);
 
 namespace {
@@ -45,32 +44,11 @@ constexpr int BQ = 128; // query tokens per block
 constexpr int SKIP = 4; // windows per step of a table-mode skip
 constexpr float LOG2E = 1.4426950408889634f;
 
-// The two math paths. MMA (sm_80+): 4 warps, 32 query rows each (two m16 blocks), tiles
-// of 64 keys. WG (sm_90a): 2 warpgroups, 64 query rows each, tiles of 128 keys, wgmma.
-//
-// Where the WG path's time goes (H200, 32k causal, 32/8 heads: 28.3 ms, 311 TFLOP/s;
-// variants that leave one stage out, timed in one run): without the softmax (P = S
-// rounded) 21.3 ms, without the K/V copies 23.0 ms, without the MMAs 18.5 ms, without
-// softmax and copies 15.8 ms, without all three 5.7 ms. The stages add up (5.7 + 10.2
-// MMA + 7.0 softmax + 5.3 copies = 28.2): nothing overlaps. Under ncu the tensor pipe is
-// 32% busy, L2 throughput 24% (hit rate 98%), issue slots 35%, 8 warps per multiprocessor
-// (one block, 230 registers). About 1200 cycles per tile are neither copies nor math
-// (window flattening, barriers, the proxy fence). What would help is overlap: a loading
-// warp that feeds K/V through mbarriers, and the two math warpgroups taking turns so one's
-// softmax runs beside the other's MMAs (FlashAttention-3); each part alone was tried.
-// The warp-specialized kernel of attn_prefill_ws.cu (two loading warpgroups, the math
-// ones taking turns) is faster: 336 against 313 TFLOP/s; its measurements show the
-// copies are what bounds both. Measured no faster, and so not kept: overlapping a
-// warpgroup's softmax with its own P V (tiles of 64 keys in 4 stages: 309 vs 313
-// TFLOP/s); a warp-specialized block with one loading warpgroup feeding K/V by TMA
-// through mbarriers (299 against 313, with or without the math warpgroups taking turns);
-// one warpgroup of 64 rows per block, one K and one V buffer (K of the next tile copied
-// during this one's P V, V during its Q K^T), two blocks per multiprocessor so that one's
-// softmax meets the other's MMAs (213 against 312).
-template <bool WG> struct cfg {
-    static constexpr int WARPS = WG ? 8 : 4, THREADS = WARPS * 32;
-    static constexpr int BK = WG ? 128 : 64; // keys per tile
-    static constexpr int MB = WG ? 1 : 2;    // m16 row blocks per warp
+// 4 warps, 32 query rows each (two m16 blocks), tiles of 64 keys
+struct cfg {
+    static constexpr int WARPS = 4, THREADS = WARPS * 32;
+    static constexpr int BK = 64;            // keys per tile
+    static constexpr int MB = 2;             // m16 row blocks per warp
     static constexpr int WTILES = WT / BK;   // one bit each in the window masks
     static constexpr int TPT = WT / THREADS; // tokens per thread in a window
     static constexpr int SPANS = THREADS;    // spans per step of a span-mode flatten
@@ -80,9 +58,9 @@ template <bool WG> struct cfg {
 };
 
 // Shared memory (bytes): Q, two stages of K and V, token windows. bf16 tiles are laid out
-// by swz and start on 1024-byte boundaries, as wgmma's 128-byte swizzle needs.
-template <int D, bool WG> struct smem_layout {
-    using C = cfg<WG>;
+// by swz.
+template <int D> struct smem_layout {
+    using C = cfg;
     static constexpr size_t tile = (size_t)C::BK * D * 2;
     static constexpr size_t q = 0, k = q + (size_t)BQ * D * 2, v = k + 2 * tile,
                             kpos = v + 2 * tile,          // int32 (2, BK): positions per stage
@@ -99,24 +77,22 @@ template <int D, bool WG> struct smem_layout {
                             red = sincl + C::SPANS * 4,    // int32 (4 * WARPS): reductions
                             qpos = red + 16 * C::WARPS,    // int32 (BQ)
                             bytes = qpos + BQ * 4;
-    static_assert(k % 1024 == 0 && v % 1024 == 0 && tile % 1024 == 0, "tile alignment");
+    static_assert(k % 16 == 0 && v % 16 == 0 && tile % 16 == 0, "tile alignment");
 };
 
-template <int D, bool WG>
-__global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
-    prefill_kernel(const kw_cuda_prefill a)
+template <int D>
+__global__ void __launch_bounds__(cfg::THREADS, 2) prefill_kernel(const kw_cuda_prefill a)
 {
-    using C = cfg<WG>;
-    using L = smem_layout<D, WG>;
+    using C = cfg;
+    using L = smem_layout<D>;
     constexpr int THREADS = C::THREADS, WARPS = C::WARPS, BK = C::BK, MB = C::MB;
     constexpr int TPT = C::TPT;
     constexpr int RMAX = C::RMAX, RMIN = C::RMIN, RSCAN = C::RSCAN, RSKIP = C::RSKIP;
-    static_assert(!WG || D == 128, "the wgmma path is for head_dim 128");
     constexpr int KD = D / 16; // k-steps of S = Q K^T
     constexpr int ND = D / 8;  // n-blocks of O
     constexpr int CH = D / 8;  // 16-byte chunks per K/V row
     constexpr int NB = BK / 8; // n-blocks of S
-    extern __shared__ __align__(1024) unsigned char sm[];
+    extern __shared__ __align__(16) unsigned char sm[];
     __nv_bfloat16 *Qs = (__nv_bfloat16 *)(sm + L::q), *Ks = (__nv_bfloat16 *)(sm + L::k),
                   *Vs = (__nv_bfloat16 *)(sm + L::v);
     int32_t *kpos = (int32_t *)(sm + L::kpos), *flags = (int32_t *)(sm + L::flags);
@@ -151,7 +127,7 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     // Query positions (INT_MIN: no query; at most INT_MAX - 1 so padding stays hidden),
     // kept in shared memory with their maxima (read there, to spare registers). Thread
     // tid < BQ holds query row tid, so warp w reduces rows 32w .. 32w + 31: the rows of
-    // its MMAs (MMA path) or half of its warpgroup's (WG path).
+    // its MMAs.
     {
         int p = tid < nq ? min(a.q_pos[t_begin + tid], INT_MAX - 1) : INT_MIN;
         if (tid < BQ)
@@ -161,8 +137,6 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
         if (lane == 0)
             red[RMAX + warp] = mx, red[RMIN + warp] = mn;
     }
-    if (WG)
-        fence_async_smem(); // the Q tile is read by wgmma
     __syncthreads();
     // the largest (take_max) or smallest of red[b .. b + WARPS): one entry per warp
     auto fold = [&](int b, bool take_max) {
@@ -176,16 +150,10 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
     // (read where needed, not kept live across the tile loop)
     auto max_q = [&]() { return fold(RMAX, true); };
     auto min_q = [&]() { return fold(RMIN, false); };
-    // the largest query position among the rows this warp's math covers (WG: warpgroup
-    // wg's rows 64wg .. 64wg + 63 are held by warps 2wg and 2wg + 1)
-    auto rows_max = [&]() {
-        return WG ? max(red[RMAX + 2 * (warp >> 2)], red[RMAX + 2 * (warp >> 2) + 1])
-                  : red[RMAX + warp];
-    };
+    // the largest query position among the rows this warp's math covers
+    auto rows_max = [&]() { return red[RMAX + warp]; };
     // the first query row of m16 block mi of this warp
-    auto row0 = [&](int mi) {
-        return WG ? (warp >> 2) * 64 + (warp & 3) * 16 : warp * 32 + mi * 16;
-    };
+    auto row0 = [&](int mi) { return warp * 32 + mi * 16; };
 
     // The row's token windows. Every thread keeps the same copy of this state. The row's
     // bounds are read again where used (cached loads), so they do not hold registers
@@ -353,27 +321,6 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
             pa[half * 2 + 1] = bf16x2_bits(w);
         }
     };
-    // WG: S = Q K^T of the tile in stage st for this warpgroup's 64 rows, issued (not
-    // waited for). Q and K are K-major; k-step kk reads 32 bytes of column block kk / 4.
-    auto wg_qk = [&](float (*s)[4], int st) {
-        const uint32_t qb = smem_u32(Qs) + (warp >> 2) * 64 * 128;
-        const uint32_t kb = smem_u32(Ks + st * BK * D);
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++)
-            wgmma_ss(s, wg_desc(qb + (kk / 4) * BQ * 128 + (kk % 4) * 32, 16, 1024),
-                     wg_desc(kb + (kk / 4) * BK * 128 + (kk % 4) * 32, 16, 1024), kk);
-        wg_commit();
-    };
-    // WG: O += P V for the tile in stage st, issued. V is MN-major, its column blocks
-    // BK * 128 bytes apart; k-step kk reads token rows 16kk .. +15.
-    auto wg_pv = [&](const uint32_t (*pa)[4], int st) {
-        const uint32_t vb = smem_u32(Vs + st * BK * D);
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++)
-            wgmma_rs(o[0], pa[kk], wg_desc(vb + kk * 16 * 128, BK * 128, 1024));
-        wg_commit();
-    };
-
     int cur = next_tile(), st = 0;
     if (cur >= 0)
         issue(cur, 0);
@@ -384,79 +331,60 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
             cp_async_wait<1>();
         } else
             cp_async_wait<0>();
-        if (WG)
-            fence_async_smem(); // this thread's copies are read by wgmma
-        __syncthreads();        // stage st is complete for every thread
+        __syncthreads(); // stage st is complete for every thread
 
         // a tile whose smallest position is beyond all of this warp's rows is all
-        // masked for them: its math would leave m, l and O as they are (WG: the test
-        // is over the warpgroup's rows, the same for its four warps)
+        // masked for them: its math would leave m, l and O as they are
         if (flags[2 * st + 1] <= rows_max()) {
             const __nv_bfloat16 *kb = Ks + st * BK * D, *vb = Vs + st * BK * D;
-            // S = Q K^T (MMA: 32 x 64 per warp; WG: 64 x 128 per warpgroup)
+            // S = Q K^T (32 x 64 per warp)
             float s[MB][NB][4], base[MB][2], al[MB][2];
-            if constexpr (WG) {
-                wg_fence();
-                wg_qk(s[0], st);
-                wg_wait<0>();
-            } else {
+#pragma unroll
+            for (int mi = 0; mi < MB; mi++)
+#pragma unroll
+                for (int i = 0; i < NB; i++)
+                    s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) {
+                uint32_t qa[MB][4]; // rows mi*16 .. +15, channels kk*16 .. +15
 #pragma unroll
                 for (int mi = 0; mi < MB; mi++)
+                    ldsm_x4(qa[mi], smem_u32(Qs + swz<D, BQ>(row0(mi) + (lane & 7) +
+                                                                 ((lane >> 3) & 1) * 8,
+                                                             kk * 2 + (lane >> 4))));
 #pragma unroll
-                    for (int i = 0; i < NB; i++)
-                        s[mi][i][0] = s[mi][i][1] = s[mi][i][2] = s[mi][i][3] = 0.f;
+                for (int nb = 0; nb < BK / 16; nb++) {
+                    uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                    ldsm_x4(b, smem_u32(kb + swz<D, BK>(nb * 16 + (lane & 7) +
+                                                            (lane >> 4) * 8,
+                                                        kk * 2 + ((lane >> 3) & 1))));
 #pragma unroll
-                for (int kk = 0; kk < KD; kk++) {
-                    uint32_t qa[MB][4]; // rows mi*16 .. +15, channels kk*16 .. +15
-#pragma unroll
-                    for (int mi = 0; mi < MB; mi++)
-                        ldsm_x4(qa[mi], smem_u32(Qs + swz<D, BQ>(row0(mi) + (lane & 7) +
-                                                                     ((lane >> 3) & 1) * 8,
-                                                                 kk * 2 + (lane >> 4))));
-#pragma unroll
-                    for (int nb = 0; nb < BK / 16; nb++) {
-                        uint32_t b[4]; // keys nb*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                        ldsm_x4(b, smem_u32(kb + swz<D, BK>(nb * 16 + (lane & 7) +
-                                                                (lane >> 4) * 8,
-                                                            kk * 2 + ((lane >> 3) & 1))));
-#pragma unroll
-                        for (int mi = 0; mi < MB; mi++) {
-                            mma_bf16(s[mi][2 * nb], qa[mi], b[0], b[1]);
-                            mma_bf16(s[mi][2 * nb + 1], qa[mi], b[2], b[3]);
-                        }
+                    for (int mi = 0; mi < MB; mi++) {
+                        mma_bf16(s[mi][2 * nb], qa[mi], b[0], b[1]);
+                        mma_bf16(s[mi][2 * nb + 1], qa[mi], b[2], b[3]);
                     }
                 }
             }
             mask(s, st);
             softmax(s, base, al);
             rescale(al);
-            if constexpr (WG) {
-                uint32_t pa[BK / 16][4];
+            // O += P V, 16 keys at a time
 #pragma unroll
-                for (int kk = 0; kk < BK / 16; kk++)
-                    p_frag(s, base, 0, kk, pa[kk]);
-                wg_fence();
-                wg_pv(pa, st);
-                wg_wait<0>();
-            } else {
-                // O += P V, 16 keys at a time
+            for (int kk = 0; kk < BK / 16; kk++) {
+                uint32_t pa[MB][4];
 #pragma unroll
-                for (int kk = 0; kk < BK / 16; kk++) {
-                    uint32_t pa[MB][4];
+                for (int mi = 0; mi < MB; mi++)
+                    p_frag(s, base, mi, kk, pa[mi]);
 #pragma unroll
-                    for (int mi = 0; mi < MB; mi++)
-                        p_frag(s, base, mi, kk, pa[mi]);
+                for (int nd = 0; nd < D / 16; nd++) {
+                    uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
+                    ldsm_x4_trans(b, smem_u32(vb + swz<D, BK>(kk * 16 + (lane & 7) +
+                                                                  ((lane >> 3) & 1) * 8,
+                                                              nd * 2 + (lane >> 4))));
 #pragma unroll
-                    for (int nd = 0; nd < D / 16; nd++) {
-                        uint32_t b[4]; // channels nd*16 .. +7 (b0, b1), +8 .. +15 (b2, b3)
-                        ldsm_x4_trans(b, smem_u32(vb + swz<D, BK>(kk * 16 + (lane & 7) +
-                                                                      ((lane >> 3) & 1) * 8,
-                                                                  nd * 2 + (lane >> 4))));
-#pragma unroll
-                        for (int mi = 0; mi < MB; mi++) {
-                            mma_bf16(o[mi][2 * nd], pa[mi], b[0], b[1]);
-                            mma_bf16(o[mi][2 * nd + 1], pa[mi], b[2], b[3]);
-                        }
+                    for (int mi = 0; mi < MB; mi++) {
+                        mma_bf16(o[mi][2 * nd], pa[mi], b[0], b[1]);
+                        mma_bf16(o[mi][2 * nd + 1], pa[mi], b[2], b[3]);
                     }
                 }
             }
@@ -485,28 +413,22 @@ __global__ void __launch_bounds__(cfg<WG>::THREADS, WG ? 1 : 2)
         }
 }
 
-// Whether this device runs the wgmma path (the library's sm_90a code).
-bool wgmma_device()
+template <int D> int launch(cudaStream_t st, const kw_cuda_prefill &a)
 {
-    return kw__cuda_sm90a();
-}
-
-template <int D, bool WG> int launch(cudaStream_t st, const kw_cuda_prefill &a)
-{
-    using L = smem_layout<D, WG>;
+    using L = smem_layout<D>;
     static bool configured = false;
     if (!configured) {
-        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D, WG>,
+        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)L::bytes));
-        // MMA: two blocks per multiprocessor need most of it as shared memory
-        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D, WG>,
+        // two blocks per multiprocessor need most of it as shared memory
+        KW_CUDA_TRY(cudaFuncSetAttribute(prefill_kernel<D>,
                                          cudaFuncAttributePreferredSharedMemoryCarveout,
                                          (int)cudaSharedmemCarveoutMaxShared));
         configured = true;
     }
     dim3 grid(a.n_items, a.n_head);
-    prefill_kernel<D, WG><<<grid, cfg<WG>::THREADS, L::bytes, st>>>(a);
+    prefill_kernel<D><<<grid, cfg::THREADS, L::bytes, st>>>(a);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
@@ -529,7 +451,7 @@ extern "C" int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t 
 
 extern "C" int kw_cuda_prefill_kernel_parse(const char *name)
 {
-    static const char *const names[] = {"auto", "mma", "wgmma", "wgmma_ws"};
+    static const char *const names[] = {"auto", "mma", "wgmma"};
     for (int k = 0; name && k < (int)(sizeof names / sizeof names[0]); k++)
         if (!strcmp(name, names[k]))
             return k;
@@ -542,8 +464,8 @@ extern "C" int kw_cuda_prefill_kernel_runs(int kernel, int head_dim)
         return 0;
     if (kernel == KW_CUDA_PREFILL_AUTO || kernel == KW_CUDA_PREFILL_MMA)
         return 1;
-    if (kernel == KW_CUDA_PREFILL_WGMMA || kernel == KW_CUDA_PREFILL_WGMMA_WS)
-        return head_dim == 128 && wgmma_device();
+    if (kernel == KW_CUDA_PREFILL_WGMMA)
+        return head_dim == 128 && kw__cuda_sm90a();
     return 0;
 }
 
@@ -553,7 +475,7 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
     if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->page_tokens >= NO_SLOT ||
         a->n_kv <= 0 || a->n_head <= 0 || a->n_head > 65535 || a->n_head % a->n_kv ||
         a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128) ||
-        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA_WS)
+        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA)
         return KW_EINVAL;
     if (a->n_items == 0)
         return KW_OK;
@@ -564,14 +486,12 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
         !aligned(a->base[1], 16))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
-    const bool wg_ok = a->head_dim == 128 && wgmma_device();
-    if ((a->kernel == KW_CUDA_PREFILL_WGMMA || a->kernel == KW_CUDA_PREFILL_WGMMA_WS) && !wg_ok)
+    const bool wg_ok = a->head_dim == 128 && kw__cuda_sm90a();
+    if (a->kernel == KW_CUDA_PREFILL_WGMMA && !wg_ok)
         return KW_ENOSYS;
-    if (a->kernel == KW_CUDA_PREFILL_WGMMA_WS)
-        return kw__cuda_prefill_ws(stream, a);
     if (a->kernel == KW_CUDA_PREFILL_WGMMA || (a->kernel == KW_CUDA_PREFILL_AUTO && wg_ok))
-        return launch<128, true>(st, *a);
+        return kw__cuda_prefill_ws(stream, a);
     if (a->head_dim == 128)
-        return launch<128, false>(st, *a);
-    return launch<64, false>(st, *a);
+        return launch<128>(st, *a);
+    return launch<64>(st, *a);
 }

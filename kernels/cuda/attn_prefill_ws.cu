@@ -1,7 +1,7 @@
 // Causal prefill attention over views on Hopper (sm_90a, head_dim 128): a
-// warp-specialized block, asked for as KW_CUDA_PREFILL_WGMMA_WS. It does what the kernels
-// of attn_prefill.cu do (same work items, token windows, masking by stored position and
-// online softmax; see there) with four warpgroups:
+// warp-specialized block (KW_CUDA_PREFILL_WGMMA, what AUTO runs there). It does what the
+// mma.sync kernel of attn_prefill.cu does (same work items, token windows, masking by
+// stored position and online softmax; see there) with four warpgroups:
 //  - two loading warpgroups flatten the row's token windows of 1024 tokens and copy each
 //    visible tile of 128 tokens, K and V, into two-stage rings (one for K, one for V) by
 //    16-byte cp.async. Shared-memory barriers say when a stage is full (cp.async arrives
@@ -19,9 +19,14 @@
 // the compiler serialize them.
 //
 // Measured (H200, causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, both
-// kernels in one run): 336 TFLOP/s at 32k against 313 for AUTO's wgmma kernel
-// (attn_prefill.cu), 333 against 306 at 16k; span views 286 at 32k (AUTO's: 268, in
-// another run). Leaving stages out shows what bounds it: the copies alone (no math) take
+// kernels in one run): 336 TFLOP/s at 32k, 332 at 16k, 307 at 8k; span views 286 at 32k.
+// The kernel it replaced, two warpgroups that each loaded and computed (tiles of 128
+// keys, two stages by cp.async), ran at 314, 310 and 286: its stages did not overlap
+// (alone, at 32k: MMAs 10.2 ms, softmax 7.0, copies 5.3, the rest 5.7, adding up to the
+// whole 28.2). Measured no faster there, and so not kept: a warpgroup's softmax beside
+// its own P V (tiles of 64 keys, 4 stages: 309 against 313), one loading warpgroup
+// feeding K/V by TMA (299), one warpgroup of 64 rows per block, two blocks per
+// multiprocessor (213). Leaving stages out of this kernel shows what bounds it: the copies alone (no math) take
 // what 528 TFLOP/s would; without the copies the math ran at 491 (measured with one
 // loading warpgroup). With one loading warpgroup instead of two, the copies alone ran at
 // 330 and the whole kernel at 246: the rate of cp.async grows with the warps that issue

@@ -189,16 +189,14 @@ int kw_cuda_rope_append(void *stream, float *q, float *k, const float *v, const 
  * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
  * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless
  * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
-/* The math of the prefill kernel: AUTO picks WGMMA (Hopper warpgroup MMA, compute
- * capability 9.0, head_dim 128) where it runs, else MMA (mma.sync, sm_80 and later).
- * WGMMA_WS is the warp-specialized wgmma kernel (attn_prefill_ws.cu: warpgroups that
- * load, two that compute), asked for by name. Asking for WGMMA or WGMMA_WS where they
- * cannot run returns KW_ENOSYS. */
+/* The prefill kernel: AUTO picks WGMMA (attn_prefill_ws.cu: Hopper warpgroup MMA,
+ * warp-specialized; compute capability 9.0, head_dim 128) where it runs, else MMA
+ * (attn_prefill.cu: mma.sync, sm_80 and later). Asking for WGMMA where it cannot run
+ * returns KW_ENOSYS. */
 typedef enum {
     KW_CUDA_PREFILL_AUTO = 0,
     KW_CUDA_PREFILL_MMA = 1,
     KW_CUDA_PREFILL_WGMMA = 2,
-    KW_CUDA_PREFILL_WGMMA_WS = 3,
 } kw_cuda_prefill_kernel;
 typedef struct kw_cuda_prefill {
     const void *base[2];          /* device: main and temporary pool */
@@ -222,7 +220,7 @@ typedef struct kw_cuda_prefill {
     int kernel;                   /* kw_cuda_prefill_kernel */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
-/* The kernel named "auto", "mma", "wgmma" or "wgmma_ws", or -1 for any other name. */
+/* The kernel named "auto", "mma" or "wgmma", or -1 for any other name. */
 int kw_cuda_prefill_kernel_parse(const char *name);
 /* 1 when that kernel runs on the current device for this head_dim (AUTO always does,
  * MMA for head_dim 64 and 128). */

@@ -115,21 +115,16 @@ static void bench(int ctx, double peak)
     int reps = ctx <= 8192 ? 20 : 10;
     double flop = 4.0 * H * D * ((double)ctx * (ctx + 1) / 2);
     /* table and spans: the kernel the device gets by default; table_mma: the mma.sync
-     * kernel forced, for comparison where the default is the wgmma one; table_ws and
-     * spans_ws: the warp-specialized wgmma kernel, where the device runs it */
-    static const char *const mode_name[5] = {"table", "spans", "table_mma", "table_ws",
-                                             "spans_ws"};
-    static const int mode_kernel[5] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
-                                       KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_WGMMA_WS,
-                                       KW_CUDA_PREFILL_WGMMA_WS};
-    for (int mode = 0; mode < 5; mode++) {
-        const int spans = mode == 1 || mode == 4;
+     * kernel forced, for comparison where the default is the wgmma one */
+    static const char *const mode_name[3] = {"table", "spans", "table_mma"};
+    static const int mode_kernel[3] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
+                                       KW_CUDA_PREFILL_MMA};
+    for (int mode = 0; mode < 3; mode++) {
+        const int spans = mode == 1;
         a.pages = spans ? NULL : d_pages;
         a.row_tokens = spans ? NULL : d_row_tokens;
         a.spans = spans ? d_spans : NULL;
         a.kernel = mode_kernel[mode];
-        if (mode_kernel[mode] == KW_CUDA_PREFILL_WGMMA_WS && kw_cuda_attn_prefill(NULL, &a))
-            continue; /* not on this device */
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
         printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], ctx, ctx, ms,
                flop / 1e12, tf, 100.0 * tf / peak);

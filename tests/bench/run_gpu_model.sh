@@ -28,8 +28,9 @@ if [ ! -f "$model_dir/model.gguf" ]; then
 fi
 ./build-gpu/kvweave bench model "$model_dir/model.gguf" --ctx "$ctx" --batch "$batch" \
   | tee "$out/kvweave.csv"
-# other prefill attention kernels (KVWEAVE_CUDA_PREFILL; KW_BENCH_PREFILL_KERNELS=wgmma_ws
-# for example): the engine check with each, then its prefill at batch 1 (rows prefill_K)
+# other prefill attention kernels (KVWEAVE_CUDA_PREFILL; KW_BENCH_PREFILL_KERNELS=mma for
+# example): the engine check with each, then its prefill at batch 1 (rows prefill_K). The
+# engine check's model has head_dim 64, where only auto and mma run
 for k in ${prefill_kernels//,/ }; do
   if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
     if KVWEAVE_CUDA_PREFILL=$k ./build-gpu/tests/unit/test_engine_cuda \

@@ -262,23 +262,23 @@ static int run_prefill(const kw_cuda_prefill *a, float *out, size_t n)
     return rc;
 }
 
-/* Runs a with each kernel (mma.sync everywhere; the two wgmma kernels where the device has
- * them, said once when it does not) and reports each against ref. */
+/* Runs a with each kernel (mma.sync everywhere; the wgmma kernel where the device has it,
+ * said once when it does not) and reports each against ref. */
 static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, size_t n,
                            const char *what, int bad, const char *shape)
 {
     static int said;
     int fail = 0;
-    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA_WS; k++) {
+    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA; k++) {
         a->kernel = k;
         int rc = run_prefill(a, out, n);
-        if (k >= KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
+        if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
             if (a->head_dim == 128 && !said++)
                 printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
             continue;
         }
         char name[64];
-        static const char *const kname[] = {"auto", "mma", "wgmma", "ws"};
+        static const char *const kname[] = {"auto", "mma", "wgmma"};
         snprintf(name, sizeof name, "%s/%s", what, kname[k]);
         fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
     }
