@@ -3,10 +3,13 @@
 // mma.sync kernel of attn_prefill.cu does (same work items, token windows, masking by
 // stored position and online softmax; see there) with four warpgroups:
 //  - two loading warpgroups flatten the row's token windows of 1024 tokens and copy each
-//    visible tile of 128 tokens, K and V, into two-stage rings (one for K, one for V) by
-//    16-byte cp.async. Shared-memory barriers say when a stage is full (cp.async arrives
-//    on it once a thread's copies land) and when it is free again, so flattening and
-//    copies run beside the math;
+//    visible tile of 128 tokens, K and V, into two-stage rings (one for K, one for V):
+//    in table mode with pages of P | 128 tokens (P a multiple of 8) by TMA, one box of a
+//    page's P rows x 64 columns per copy from a tensor map over the pool, landing in the
+//    128-byte swizzle; else (span views, other page sizes, a row's last partial tile) by
+//    16-byte cp.async. Shared-memory barriers say when a stage is full (the copies'
+//    bytes and every loading thread's arrival) and when it is free again, so flattening
+//    and copies run beside the math;
 //  - two math warpgroups of 64 query rows each run S = Q K^T and O += P V with wgmma
 //    (m64n128k16; Q and K K-major, V MN-major, in the 128-byte swizzle; P from registers)
 //    and the softmax in registers. They take turns at the tensor cores (named barriers):
@@ -18,21 +21,21 @@
 // a warpgroup sees (it is all masked and changes nothing): a branch around wgmma makes
 // the compiler serialize them.
 //
-// Measured (H200, causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, both
-// kernels in one run): 336 TFLOP/s at 32k, 332 at 16k, 307 at 8k; span views 286 at 32k.
-// The kernel it replaced, two warpgroups that each loaded and computed (tiles of 128
-// keys, two stages by cp.async), ran at 314, 310 and 286: its stages did not overlap
+// Measured (H200, causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, one run):
+// table views 425 TFLOP/s at 32k, 415 at 16k, 380 at 8k; the same kernel copying by
+// cp.async 323, 318 and 295 (the copies were what bounded it: alone, with no math, they
+// took what 528 TFLOP/s would, and the rate of cp.async grew with the warps issuing
+// them, not with how far ahead they ran; without copies the math ran at 491). Span views
+// (cp.async) 286 at 32k.
+// The kernel this one replaced, two warpgroups that each loaded and computed (tiles of
+// 128 keys, two stages by cp.async), ran at 314, 310 and 286: its stages did not overlap
 // (alone, at 32k: MMAs 10.2 ms, softmax 7.0, copies 5.3, the rest 5.7, adding up to the
 // whole 28.2). Measured no faster there, and so not kept: a warpgroup's softmax beside
 // its own P V (tiles of 64 keys, 4 stages: 309 against 313), one loading warpgroup
 // feeding K/V by TMA (299), one warpgroup of 64 rows per block, two blocks per
-// multiprocessor (213). Leaving stages out of this kernel shows what bounds it: the copies alone (no math) take
-// what 528 TFLOP/s would; without the copies the math ran at 491 (measured with one
-// loading warpgroup). With one loading warpgroup instead of two, the copies alone ran at
-// 330 and the whole kernel at 246: the rate of cp.async grows with the warps that issue
-// them, not with how far ahead they run (arrivals by cp.async instead of waits on copy
-// groups changed nothing, nor did leaving out the proxy fences). Copies by the tensor
-// memory accelerator (TMA; a box of one page per copy in table mode) are the next step.
+// multiprocessor (213).
+#include <cuda.h> // CUtensorMap
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <climits>
 #include <cstdint>
@@ -84,8 +87,9 @@ struct smem_layout {
 };
 
 // The shared-memory barriers of the K and V rings (smem_layout::bars), two stages each:
-// full (every loading thread has arrived: its copies, and for K its positions and flags)
-// and empty (every math warp has arrived: done with the stage).
+// full (every loading thread has arrived: its cp.async copies, and for K its positions
+// and flags; TMA copies complete their bytes on it) and empty (every math warp has
+// arrived: done with the stage).
 struct ring_bars {
     uint32_t base; // shared-memory address
     __device__ __forceinline__ uint32_t full_k(int s) const { return base + 8 * s; }
@@ -99,8 +103,8 @@ struct block_ctx {
 };
 
 // The loading warpgroups (threads 0 .. PT - 1).
-__device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned char *sm,
-                                          const block_ctx &b)
+__device__ __forceinline__ void load_role(const kw_cuda_prefill &a, const CUtensorMap *tmap,
+                                          bool tma, unsigned char *sm, const block_ctx &b)
 {
     using L = smem_layout;
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)(sm + L::k), *Vs = (__nv_bfloat16 *)(sm + L::v);
@@ -189,6 +193,20 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
         }
     };
 
+    // Table mode, whole pages of P | BK tokens (tma): tile tl's K (kv 0) or V (kv 1) by
+    // TMA, one box of P rows x 64 columns per page and column block, each issued by one
+    // thread, which expects its bytes on bar as it arrives; the other threads arrive.
+    // The box lands in the 128-byte swizzle, as swz lays rows out.
+    auto copy_tma = [&](int tl, __nv_bfloat16 *dst, int kv, uint32_t bar) {
+        if (tid < 2 * BK / P) {
+            const int i = tid >> 1, cb = tid & 1;
+            mbar_arrive_tx(bar, P * 128);
+            tma_load_3d(smem_u32(dst + cb * BK * 64 + i * P * 64), tmap, cb * 64, kv * P,
+                        (int)wpage[tl * BK + i * P], bar);
+        } else
+            mbar_arrive(bar);
+    };
+
     int j = 0; // tiles handed over
     for (;;) {
         if (!ws.vis) {
@@ -207,19 +225,29 @@ __device__ __forceinline__ void load_role(const kw_cuda_prefill &a, unsigned cha
         ws.vis &= ws.vis - 1;
         const int s = j & 1;
         const uint32_t par = ((j >> 1) & 1) ^ 1; // the release of the tile two back
+        // by TMA unless the tile ends past the row (its last token is padding)
+        const bool by_tma = tma && wslot[tl * BK + BK - 1] != NO_SLOT;
         mbar_wait(rb.empty_k(s), par);
-        copy(tl, Ks + s * BK * D, 0);
+        if (by_tma)
+            copy_tma(tl, Ks + s * BK * D, 0, rb.full_k(s));
+        else
+            copy(tl, Ks + s * BK * D, 0);
         if (tid < BK)
             kpos[s * BK + tid] = wpos[tl * BK + tid];
         if (tid == 0) {
             kflag[4 * s] = !((ws.full >> tl) & 1), kflag[4 * s + 1] = tmin[tl];
             kflag[4 * s + 2] = 0;
         }
-        cp_async_arrive(rb.full_k(s)); // once this thread's copies have landed
-        mbar_arrive(rb.full_k(s));     // its positions and flags
+        if (!by_tma)
+            cp_async_arrive(rb.full_k(s)); // once this thread's copies have landed
+        mbar_arrive(rb.full_k(s));         // its positions and flags
         mbar_wait(rb.empty_v(s), par);
-        copy(tl, Vs + s * BK * D, 1);
-        cp_async_arrive(rb.full_v(s));
+        if (by_tma)
+            copy_tma(tl, Vs + s * BK * D, 1, rb.full_v(s));
+        else {
+            copy(tl, Vs + s * BK * D, 1);
+            cp_async_arrive(rb.full_v(s));
+        }
         j++;
     }
     // the end of the row: a K stage whose flag says so
@@ -421,7 +449,9 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
     }
 }
 
-__global__ void __launch_bounds__(THREADS, 1) ws_kernel(const __grid_constant__ kw_cuda_prefill a)
+__global__ void __launch_bounds__(THREADS, 1)
+    ws_kernel(const __grid_constant__ kw_cuda_prefill a, const __grid_constant__ CUtensorMap tmap,
+              int tma)
 {
     extern __shared__ __align__(1024) unsigned char sm[];
     // the last query tiles of a sequence read the most: start them first
@@ -444,11 +474,39 @@ __global__ void __launch_bounds__(THREADS, 1) ws_kernel(const __grid_constant__ 
     __syncthreads();
     if (threadIdx.x < PT) {
         regs_lower<LOAD_REGS>();
-        load_role(a, sm, b);
+        load_role(a, &tmap, tma != 0, sm, b);
     } else {
         regs_raise<MATH_REGS>();
         math_role(a, sm, b, ((int)threadIdx.x - PT) / MT);
     }
+}
+
+// The pool as a 3-D tensor for TMA: (page, K rows then V rows, head_dim), bf16; a box is
+// one page's K or V rows, 64 columns (128 bytes: the 128-byte swizzle's width). The
+// number of pages is not known here: the map allows any page id of int32 (the view's
+// page ids are the pool's). False where the driver has no tensor maps.
+bool pool_map(CUtensorMap *m, const kw_cuda_prefill &a)
+{
+    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                             cudaEnableDefault, &q) != cudaSuccess ||
+            q != cudaDriverEntryPointSuccess) {
+            (void)cudaGetLastError();
+            f = nullptr;
+        }
+        return (PFN_cuTensorMapEncodeTiled_v12000)f;
+    }();
+    if (!encode)
+        return false;
+    const cuuint64_t P = (cuuint64_t)a.page_tokens;
+    const cuuint64_t dims[3] = {D, 2 * P, 0x7fffffff}, strides[2] = {D * 2, 2 * P * D * 2};
+    const cuuint32_t box[3] = {64, (cuuint32_t)P, 1}, one[3] = {1, 1, 1};
+    return encode(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void *>(a.base[0]), dims,
+                  strides, box, one, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
 } // namespace
@@ -463,8 +521,12 @@ extern "C" int kw__cuda_prefill_ws(void *stream, const kw_cuda_prefill *a)
                                          (int)smem_layout::bytes));
         configured = true;
     }
+    // TMA in table mode for pages that tile BK in whole 8-row swizzle groups
+    CUtensorMap map = {};
+    const int P = a->page_tokens;
+    const bool tma = a->pages && P % 8 == 0 && BK % P == 0 && !a->no_tma && pool_map(&map, *a);
     dim3 grid(a->n_items, a->n_head);
-    ws_kernel<<<grid, THREADS, smem_layout::bytes, (cudaStream_t)stream>>>(*a);
+    ws_kernel<<<grid, THREADS, smem_layout::bytes, (cudaStream_t)stream>>>(*a, map, tma);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }

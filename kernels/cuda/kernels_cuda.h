@@ -218,6 +218,8 @@ typedef struct kw_cuda_prefill {
     const int32_t *pages;         /* device */
     const int32_t *row_tokens;    /* device (n_seq * n_kv) */
     int kernel;                   /* kw_cuda_prefill_kernel */
+    int no_tma;                   /* 1: the WGMMA kernel copies K/V by cp.async in table
+                                   * mode too (it uses TMA there otherwise), to compare */
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
 /* The kernel named "auto", "mma" or "wgmma", or -1 for any other name. */

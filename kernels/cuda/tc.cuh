@@ -164,6 +164,33 @@ __device__ __forceinline__ void cp_async_arrive(uint32_t bar)
     asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
+// an arrival that also expects tx more bytes of asynchronous copies (TMA) on this phase
+__device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, uint32_t tx)
+{
+#ifdef KW_WGMMA
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n"
+                 ::"r"(bar), "r"(tx)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
+// A TMA copy of the box at coordinates (c0, c1, c2) of a 3-D tensor map (a kernel
+// parameter, __grid_constant__) into shared memory at dst; its bytes complete on bar
+__device__ __forceinline__ void tma_load_3d(uint32_t dst, const void *map, int c0, int c1,
+                                            int c2, uint32_t bar)
+{
+#ifdef KW_WGMMA
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::"
+                 "bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+#else
+    __trap();
+#endif
+}
+
 // waits until the phase of the given parity has completed (acquire)
 __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
 {

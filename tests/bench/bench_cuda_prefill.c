@@ -114,17 +114,20 @@ static void bench(int ctx, double peak)
     const kw_cuda_span *d_spans = upload(sp, sizeof(kw_cuda_span) * n_pages);
     int reps = ctx <= 8192 ? 20 : 10;
     double flop = 4.0 * H * D * ((double)ctx * (ctx + 1) / 2);
-    /* table and spans: the kernel the device gets by default; table_mma: the mma.sync
-     * kernel forced, for comparison where the default is the wgmma one */
-    static const char *const mode_name[3] = {"table", "spans", "table_mma"};
-    static const int mode_kernel[3] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
-                                       KW_CUDA_PREFILL_MMA};
-    for (int mode = 0; mode < 3; mode++) {
+    /* table and spans: the kernel the device gets by default; where that is the wgmma
+     * kernel, table_mma: the mma.sync kernel forced, and table_cpasync: the wgmma kernel
+     * copying K/V by cp.async instead of TMA */
+    static const char *const mode_name[4] = {"table", "spans", "table_mma", "table_cpasync"};
+    static const int mode_kernel[4] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
+                                       KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_AUTO};
+    const int wgmma = kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, D);
+    for (int mode = 0; mode < (wgmma ? 4 : 2); mode++) {
         const int spans = mode == 1;
         a.pages = spans ? NULL : d_pages;
         a.row_tokens = spans ? NULL : d_row_tokens;
         a.spans = spans ? d_spans : NULL;
         a.kernel = mode_kernel[mode];
+        a.no_tma = mode == 3;
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
         printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], ctx, ctx, ms,
                flop / 1e12, tf, 100.0 * tf / peak);
