@@ -12,8 +12,11 @@
  * bound of the CUDA-vs-CPU tests), and the greedy continuations are counted (printed)
  * rather than required identical: bf16 rounding may flip a near tie, which then changes
  * every later token (on random 8B-width weights with a 128k vocabulary the first flip
- * came after 21 to 29 tokens). Every prompt's first GREEDY_PREFIX tokens must match. Pre-RoPE
- * pools are CPU-only. */
+ * came after 21 to 29 tokens). Every prompt's first GREEDY_PREFIX tokens must match,
+ * except where the first token differs on a near tie in transformers' own logits (the
+ * token kvweave picked is within TIE_REL of the top one at the prompt's last position; on
+ * the same weights one 700-token prompt's two best logits were 5.2484 and 5.2444, closer
+ * than bf16's error). Pre-RoPE pools are CPU-only. */
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -31,6 +34,7 @@
 
 #define NG 32
 #define GREEDY_PREFIX 8 /* CUDA mode: tokens every continuation must share */
+#define TIE_REL 5e-3    /* CUDA mode: a first-token tie, relative to the top logit */
 #define MAXP 8
 
 static kw_model *model;
@@ -87,6 +91,26 @@ static int teardown(void **st)
     free(full);
     kw_model_free(model);
     return 0;
+}
+
+/* At prompt pr's last position (n - 1), transformers' top logit minus its logit for tok,
+ * relative to the top logit's magnitude, when tok is among the stored top-k there; else
+ * -1 (not known to be close). */
+static double tie_gap(json_t *pr, int n, int32_t tok)
+{
+    json_t *pos = json_object_get(pr, "positions"), *top = json_object_get(pr, "top");
+    for (size_t i = 0; i < json_array_size(pos); i++) {
+        if (json_integer_value(json_array_get(pos, i)) != n - 1)
+            continue;
+        json_t *t = json_array_get(top, i);
+        double best = json_real_value(json_array_get(json_array_get(t, 0), 1));
+        for (size_t k = 0; k < json_array_size(t); k++) {
+            json_t *e = json_array_get(t, k);
+            if (json_integer_value(json_array_get(e, 0)) == tok && best != 0.0)
+                return (best - json_real_value(json_array_get(e, 1))) / fabs(best);
+        }
+    }
+    return -1.0;
 }
 
 static int32_t *ids_of(json_t *pr, int *n)
@@ -215,14 +239,22 @@ static void greedy(bool together, bool pre_rope)
     kw_engine_close(e);
     int same = 0, early = -1;
     for (int p = 0; p < np; p++) {
-        json_t *g = json_object_get(json_array_get(ps, p), "greedy");
+        json_t *pr = json_array_get(ps, p), *g = json_object_get(pr, "greedy");
         assert_int_equal(s.r[p]->n_gen, NG);
         int first_diff = NG;
         for (int i = NG - 1; i >= 0; i--)
             if (s.r[p]->tokens[i] != json_integer_value(json_array_get(g, i)))
                 first_diff = i;
         same += first_diff == NG;
-        if (first_diff < GREEDY_PREFIX && early < 0)
+        const double gap = first_diff == 0
+                               ? tie_gap(pr, (int)json_array_size(json_object_get(pr, "ids")),
+                                         s.r[p]->tokens[0])
+                               : -1.0;
+        if (first_diff == 0 && cuda_dev >= 0 && gap >= 0 && gap <= TIE_REL)
+            printf("prompt %d: first greedy token %d is a near tie in transformers' logits "
+                   "(%.2g below its top, relative; tie bound %g)\n", p, s.r[p]->tokens[0], gap,
+                   TIE_REL);
+        else if (first_diff < GREEDY_PREFIX && early < 0)
             early = p;
         if (first_diff < NG && cuda_dev < 0)
             fail_msg("prompt %d token %d: %d, transformers %lld (%s, %s)", p, first_diff,
