@@ -483,6 +483,17 @@ static int test_prefill(void)
         fails += test_prefill_case(128, 4, 2, 1500, 1, ctx2, nq2, PF_DENSE, "bigpage128");
     }
     {
+        /* table views copied by TMA with other page sizes (16, 2 and 1 pages a tile of
+         * 128 keys), and pages of 24 tokens, which do not tile it (cp.async) */
+        int ctx[] = {1500, 333}, nq[] = {1500, 200};
+        static const int ps[] = {8, 64, 128, 24};
+        for (int i = 0; i < 4; i++) {
+            char label[32];
+            snprintf(label, sizeof label, "page%d", ps[i]);
+            fails += test_prefill_case(128, 8, 2, ps[i], 2, ctx, nq, PF_DENSE, label);
+        }
+    }
+    {
         int ctx[24], nq[24];
         for (int s = 0; s < 24; s++) {
             ctx[s] = 1 + (int)(uni() * 600);
