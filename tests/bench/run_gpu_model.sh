@@ -17,11 +17,17 @@ prefill_kernels=${KW_BENCH_PREFILL_KERNELS:-}
 mkdir -p "$out"
 [ -f build-gpu/build.ninja ] || meson setup build-gpu -Dcuda=enabled
 ninja -C build-gpu
+model_dir=${KW_BENCH_MODEL_DIR:-/tmp/kw-bench-model}
+check_dir=$model_dir-2l # the engine check on LIKE's widths and heads, 2 layers
 if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
   ./build-gpu/tests/kernels/test_cuda_model | tail -1
   ./build-gpu/tests/unit/test_engine_cuda | tee "$out/engine_cuda.txt" | grep -v '^model'
+  # head_dim 128 for the Llama and Qwen shapes: prefill runs the wgmma kernel
+  [ -f "$check_dir/model.gguf" ] || ./build-gpu/kvweave gen model --arch llama --like "$like" \
+    --dtype bf16 --seed 1 --layers 2 --out "$check_dir" > /dev/null
+  KW_CUDA_TEST_MODEL="$check_dir/model.gguf" ./build-gpu/tests/unit/test_engine_cuda \
+    | tee "$out/engine_cuda_$like.txt" | grep -v '^model'
 fi
-model_dir=${KW_BENCH_MODEL_DIR:-/tmp/kw-bench-model}
 if [ ! -f "$model_dir/model.gguf" ]; then
   ./build-gpu/kvweave gen model --arch llama --like "$like" --dtype bf16 --seed 1 \
     --layers "$layers" --out "$model_dir"
@@ -29,11 +35,12 @@ fi
 ./build-gpu/kvweave bench model "$model_dir/model.gguf" --ctx "$ctx" --batch "$batch" \
   | tee "$out/kvweave.csv"
 # other prefill attention kernels (KVWEAVE_CUDA_PREFILL; KW_BENCH_PREFILL_KERNELS=mma for
-# example): the engine check with each, then its prefill at batch 1 (rows prefill_K). The
-# engine check's model has head_dim 64, where only auto and mma run
+# example): the engine check on LIKE's 2-layer model with each, then its prefill at batch
+# 1 (rows prefill_K)
 for k in ${prefill_kernels//,/ }; do
   if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
-    if KVWEAVE_CUDA_PREFILL=$k ./build-gpu/tests/unit/test_engine_cuda \
+    if KVWEAVE_CUDA_PREFILL=$k KW_CUDA_TEST_MODEL="$check_dir/model.gguf" \
+        ./build-gpu/tests/unit/test_engine_cuda \
         > "$out/engine_cuda_$k.txt" 2>&1; then
       echo "engine check, prefill kernel $k: $(tail -1 "$out/engine_cuda_$k.txt")"
     else
