@@ -26,6 +26,7 @@ int kw_cmd_db(int argc, char **argv);
 int kw_cmd_pull(int argc, char **argv);
 /* cmd_gen.c */
 int kw_cmd_gen(int argc, char **argv);
+int kw_cmd_gen_model(int argc, char **argv); /* `gen-model`: `gen model` */
 int kw_cmd_bench(int argc, char **argv);
 
 /* main.c: shared helpers */

@@ -190,9 +190,15 @@ static int gen_model(int argc, char **argv)
     int64_t n = kw_genmodel_write(&s, path, &err);
     if (n < 0)
         return kw_cli_fail(&err);
-    fprintf(stderr, "kvweave gen model: wrote %s (%s, %d layers, %s, %.1f MB)\n", path, like,
-            layers ? (int)layers : sh->n_layer, dtype, (double)n / 1e6);
+    const int nl = layers ? (int)layers : sh->n_layer;
+    fprintf(stderr, "kvweave gen model: wrote %s (%s, %d layer%s, %s, %.1f MB)\n", path, like,
+            nl, nl == 1 ? "" : "s", dtype, (double)n / 1e6);
     return 0;
+}
+
+int kw_cmd_gen_model(int argc, char **argv)
+{
+    return gen_model(argc, argv);
 }
 
 int kw_cmd_gen(int argc, char **argv)

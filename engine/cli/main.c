@@ -27,6 +27,7 @@ static const struct {
     {"db", kw_cmd_db, "results store maintenance (`db merge DEST SHARD...`)"},
     {"pull", kw_cmd_pull, "download a model or data set by name into the cache"},
     {"gen", kw_cmd_gen, "generate synthetic data sets and models"},
+    {"gen-model", kw_cmd_gen_model, "the same as `gen model`"},
     {"bench", kw_cmd_bench, "run benchmarks"},
 };
 

@@ -68,5 +68,12 @@ check plan 0 "phase calibration (4 stages; samples: ratio 0.25, seed 7)" -- plan
 check plan_cell 0 "cell gen.max_new=32,evict.capacity=256" -- plan "$GOOD" --cell 5
 check plan_no_cell 2 "--cell 6: the sweep has 6 cells" -- plan "$GOOD" --cell 6
 
+# kvweave gen model (also spelled gen-model): bad arguments, then a one-layer model
+check gen_model_like 2 "unknown --like 'nope' (known: smollm2-135m, llama-3.1-8b, qwen2.5-7b)" -- gen model --like nope --out "$TMP/gm"
+check gen_model_dtype 2 "--dtype wants bf16, f16 or f32, got 'q4'" -- gen model --like smollm2-135m --dtype q4 --out "$TMP/gm"
+check gen_model_layers 2 "--layers wants a non-negative integer, got '-3'" -- gen model --like smollm2-135m --layers -3 --out "$TMP/gm"
+check gen_model_usage 2 "usage: kvweave gen model" -- gen-model
+check gen_model_alias 0 "wrote $TMP/gm/model.gguf (smollm2-135m, 1 layer, bf16" -- gen-model --like smollm2-135m --layers 1 --out "$TMP/gm"
+
 [ "$fails" -eq 0 ] || { echo "$fails failed"; exit 1; }
 echo "all bad inputs rejected with exit 2 and a clear message"
