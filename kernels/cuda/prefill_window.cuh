@@ -1,6 +1,6 @@
-// The token windows the two causal prefill attention kernels (attn_prefill.cu: mma.sync
-// and wgmma; attn_prefill_ws.cu: warp-specialized wgmma) walk a view's row in, and the
-// small helpers both use.
+// The token windows the two causal prefill attention kernels (attn_prefill.cu: mma.sync;
+// attn_prefill_ws.cu: warp-specialized wgmma) walk a view's row in, and the small helpers
+// both use.
 #pragma once
 
 #include <climits>
