@@ -16,6 +16,10 @@ double kwb_copy_bandwidth(void);
  * default stream, after warmup calls; fn returns < 0 on failure (the benchmark exits
  * with kw_cuda_last_error). */
 double kwb_time_ms(int (*fn)(void *), void *arg, int warmup, int reps);
+/* The same with batch calls back to back between the events: milliseconds per call
+ * (median over reps batches), as a kernel runs among others in a step, without the
+ * host's launch latency of an idle device in each figure. */
+double kwb_time_ms_batch(int (*fn)(void *), void *arg, int warmup, int reps, int batch);
 
 /* exits on a failed CUDA runtime call, naming it */
 #define KWB_CK(x)                                                                          \

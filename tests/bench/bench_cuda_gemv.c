@@ -2,7 +2,8 @@
  * 4, 8 rows at the Llama-3.1-8B shapes (q/o 4096x4096, k/v 1024x4096, gate/up 14336x4096,
  * down 4096x14336, head 128256x4096), the weight-streaming kernel (kw_cuda_gemv_bf16)
  * beside cuBLAS (cublasGemmEx, bf16 in, f32 out) in the same run. Bytes = weights + x + y;
- * CUDA events, warm-up, medians. Prints CSV. A benchmark, never a test. */
+ * CUDA events around 16 calls back to back (each on the next copy of the weights),
+ * warm-up, medians. Prints CSV. A benchmark, never a test. */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ static int launch_linear(void *p)
 static double time_linear(void **w, int nw, const void *x, float *y, int M, int N, int K)
 {
     lin l = {w, nw, 0, M, N, K, x, y};
-    return kwb_time_ms(launch_linear, &l, 5, 31);
+    return kwb_time_ms_batch(launch_linear, &l, 3, 15, 16);
 }
 
 /* A device buffer of `bytes` filled with the 2 MB pattern h (repeated). */
@@ -99,7 +100,7 @@ static void bench_fused(const uint16_t *h, double bw)
         for (int M = 1; M <= 2; M++)
             for (int split = 0; split < 2; split++) {
                 fused f = {w, nw, 0, M, kind, split, x, {y[0], y[1], y[2]}, yb};
-                double ms = kwb_time_ms(launch_fused, &f, 5, 31);
+                double ms = kwb_time_ms_batch(launch_fused, &f, 3, 15, 16);
                 double bytes = kind ? 2.0 * F * E * 2 : (double)(E + 2 * KD) * E * 2;
                 printf("%s,%d,%d,%d,%s,%.4f,%.1f,%.1f\n", kind ? "gate_up_swiglu" : "qkv", M,
                        kind ? 2 * F : E + 2 * KD, E, split ? "separate" : "fused", ms,
