@@ -4,8 +4,8 @@
 //
 // bf16 with few rows (decode: M = batch <= KW_GEMV_MAX_ROWS) goes to gemv_bf16 instead:
 // the step is bound by reading the weights once, so a block streams a few weight rows
-// with 16-byte loads, several in flight per thread, and applies them to all M rows of x
-// (read through L1); the same kernel fuses the Q/K/V products (up to three outputs per
+// with 16-byte loads, its warps splitting K, and applies them to all M rows of x
+// (read through L2); the same kernel fuses the Q/K/V products (up to three outputs per
 // launch), a residual add, or the MLP's gate, up and SwiGLU (bf16 out).
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -168,7 +168,13 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             for (int r = 0; r < R; r++)
                 if (c0 + STEP * u < nch)
                     wv[u][r] = __ldcs(wr[r] + c0 + STEP * u); // read once
-        if (!waited) { // the weights do not depend on earlier kernels; x does
+        // the weights do not depend on earlier kernels; x and the residual do, and are read
+        // through L2 (ld.global.cg): with programmatic dependent launch this kernel starts
+        // while the one before still runs, and with the launch shape of gemv_launch,
+        // reading them through L1 gave stale values in the decode step (logits 1.4
+        // relative off the CPU's on the H200, every step); through L2, the same bits as
+        // with it off
+        if (!waited) {
             kw_grid_wait();
             waited = true;
         }
@@ -180,7 +186,7 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
 #pragma unroll
             for (int m = 0; m < M; m++) {
                 float xf[8];
-                bf16x8(__ldg(xr + (size_t)m * nch + c), xf);
+                bf16x8(__ldcg(xr + (size_t)m * nch + c), xf); // see kw_grid_wait above
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     float wf[8];
@@ -236,19 +242,17 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
                 const float *b = s == 0 ? a.b[0] : s == 1 ? a.b[1] : a.b[2];
                 float *y = (s == 0 ? a.y[0] : s == 1 ? a.y[1] : a.y[2]) + (size_t)m * N + n;
                 v += b ? b[n] : 0.f;
-                *y = MODE == GV_ADD ? *y + v : v;
+                *y = MODE == GV_ADD ? __ldcg(y) + v : v; // through L2, as x
             }
         }
 }
 
 // A warp group of KS warps computes NO outputs (weight rows n0 .. n0 + NO - 1; in
 // GV_SWIGLU the gate and up rows of each) for all M rows of x; its KS warps split K, each
-// lane with U 16-byte loads per weight row in flight. KS = 1 (a warp streams whole rows,
-// no block-level reduction) serves wide matrices; KS = 2 or 4 spreads narrow ones (the
-// 1024-row K/V projections) over enough warps to keep the memory system busy, their
-// partial sums meeting through shared memory. The grid is one wave of resident blocks
-// that stride over the block groups (no tail of a last partial wave, no block launches
-// in between).
+// lane with U 16-byte loads per weight row in flight, their partial sums meeting through
+// shared memory (gemv_launch says which shape is used). The grid is one wave of resident
+// blocks that stride over the block groups (no tail of a last partial wave, no block
+// launches in between).
 template <int M, int NO, int MODE, int U, int KS>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
@@ -271,16 +275,18 @@ static int resident_blocks(const void *kernel)
     return sms * (per > 0 ? per : 1);
 }
 
-// KS: the fewest K-splitting warps per output group that still give about 16 warps per
-// multiprocessor of an H100/H200 (2048 warps). Measured on an 8B shape (H200, batch 1):
-// asking for 48 (KS = 4 for the 4096-row output and down projections, 2 for Q/K/V) made
-// those passes 3-7 us faster each when timed alone, but the CUDA-graph decode step no
-// faster (6.32-6.39 ms either way at 32k).
-template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args &a)
+// The shape of the launch, from a sweep of NO (outputs per warp group), U (loads per row
+// and lane in flight) and KS at the Llama-3.1-8B decode products (H200, 16 calls back to
+// back on rotating copies of the weights): fewer, wider groups with one load per row in
+// flight (NO = 4, U = 1: 4 loads per lane, 8 for gate/up) and K split over 4 warps (2 from
+// M = 3, where the extra rows of x make each warp's work longer) beat the deeper per-lane
+// queues (U = 16 / R) everywhere. At M = 1: down 30.1 us against 37.5 (93% of the copy
+// bandwidth), output 11.4 against 13.8, Q/K/V 16.4 against 19.4, gate/up 56.0 against
+// 59.7; at M = 4 the down projection took 35.9 us against 47.4. Many small loads spread
+// over many warps keep more of the memory system busy than a few warps with deep queues.
+template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
 {
-    constexpr int NO = M <= 2 ? 2 : 4;                 // outputs per warp group
-    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO; // weight rows per warp group
-    constexpr int U = R >= 16 ? 1 : 16 / R;            // loads in flight per row and lane
+    constexpr int NO = 4, U = 1, KS = M <= 2 ? 4 : 2;
     constexpr int PER_BLOCK = NO * (GEMV_THREADS / 32 / KS);
     int blocks = 0;
     for (int s = 0; s < a.n_seg; s++)
@@ -292,19 +298,6 @@ template <int M, int MODE, int KS> int gemv_launch_ks(cudaStream_t st, gemv_args
     const int grid = min(blocks, resident);
     KW_CUDA_TRY(kw_launch(gemv_bf16<M, NO, MODE, U, KS>, grid, GEMV_THREADS, 0, st, a));
     return KW_OK;
-}
-
-template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
-{
-    constexpr int NO = M <= 2 ? 2 : 4;
-    int64_t groups = 0;
-    for (int s = 0; s < a.n_seg; s++)
-        groups += (a.n[s] + NO - 1) / NO;
-    if (groups >= 2048)
-        return gemv_launch_ks<M, MODE, 1>(st, a);
-    if (groups >= 1024)
-        return gemv_launch_ks<M, MODE, 2>(st, a);
-    return gemv_launch_ks<M, MODE, 4>(st, a);
 }
 
 template <int MODE> int gemv_dispatch(cudaStream_t st, int M, gemv_args &a)
