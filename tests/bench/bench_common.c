@@ -77,29 +77,7 @@ double kwb_copy_bandwidth(void)
 
 double kwb_time_ms(int (*fn)(void *), void *arg, int warmup, int reps)
 {
-    cudaEvent_t e0, e1;
-    KWB_CK(cudaEventCreate(&e0));
-    KWB_CK(cudaEventCreate(&e1));
-    double *t = malloc(sizeof(double) * (size_t)(reps > 0 ? reps : 1));
-    if (!t)
-        exit(1);
-    for (int i = 0; i < warmup + reps; i++) {
-        KWB_CK(cudaEventRecord(e0, 0));
-        if (fn(arg) < 0) {
-            fprintf(stderr, "launch failed: %s\n", kw_cuda_last_error());
-            exit(1);
-        }
-        KWB_CK(cudaEventRecord(e1, 0));
-        KWB_CK(cudaEventSynchronize(e1));
-        float ms;
-        KWB_CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= warmup)
-            t[i - warmup] = ms;
-    }
-    cudaEventDestroy(e0), cudaEventDestroy(e1);
-    double m = kwb_median(t, reps);
-    free(t);
-    return m;
+    return kwb_time_ms_batch(fn, arg, warmup, reps, 1);
 }
 
 double kwb_time_ms_batch(int (*fn)(void *), void *arg, int warmup, int reps, int batch)
