@@ -98,6 +98,7 @@ extern "C" int kw_cuda_linear(void *stream, const float *x, const float *w, cons
 namespace {
 
 constexpr int GEMV_THREADS = 128;
+constexpr int GEMV_NO = 4; // outputs per warp group (gemv_launch says why)
 
 __device__ __forceinline__ void bf16x8(const uint4 &u, float *f)
 {
@@ -124,12 +125,13 @@ struct gemv_args {
 };
 
 // One block group: the outputs of block blk (see gemv_bf16 below).
-template <int M, int NO, int MODE, int U, int KS>
+template <int M, int MODE, int KS>
 __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
-                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 * NO : NO)],
+                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 : 1) * GEMV_NO],
                                            bool wait)
 {
-    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
+    constexpr int NO = GEMV_NO, R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
+    static_assert(KS > 1 && WARPS % KS == 0, "a warp group is 2 or 4 warps of the block");
     constexpr int GROUPS = WARPS / KS;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int grp = warp / KS, kpart = warp % KS;
@@ -138,12 +140,7 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
     const int first = s == 0 ? 0 : s == 1 ? a.blk_end[0] : a.blk_end[1];
     const int N = s == 0 ? a.n[0] : s == 1 ? a.n[1] : a.n[2], K = a.K;
     const __nv_bfloat16 *w_s = s == 0 ? a.w[0] : s == 1 ? a.w[1] : a.w[2];
-    const int n0 = ((blk - first) * GROUPS + grp) * NO;
-    if (KS == 1 && n0 >= N) {
-        if (wait) // no rows in this group, maybe some in a later one (of another output)
-            kw_grid_wait();
-        return;
-    }
+    const int n0 = ((blk - first) * GROUPS + grp) * NO; // past N: computes, writes nothing
     const int nch = K / 8; // 16-byte chunks per row
     const uint4 *wr[R];
 #pragma unroll
@@ -160,14 +157,11 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             acc[m][r] = 0.f;
     constexpr int STEP = 32 * KS; // chunks between one lane's consecutive loads
     bool waited = !wait;
-    for (int c0 = kpart * 32 + lane; c0 < nch; c0 += STEP * U) {
-        uint4 wv[U][R];
+    for (int c = kpart * 32 + lane; c < nch; c += STEP) {
+        uint4 wv[R];
 #pragma unroll
-        for (int u = 0; u < U; u++) // all weight loads first: bytes in flight
-#pragma unroll
-            for (int r = 0; r < R; r++)
-                if (c0 + STEP * u < nch)
-                    wv[u][r] = __ldcs(wr[r] + c0 + STEP * u); // read once
+        for (int r = 0; r < R; r++) // the weight loads first: bytes in flight
+            wv[r] = __ldcs(wr[r] + c); // read once
         // the weights do not depend on earlier kernels; x and the residual do, and are read
         // through L2 (ld.global.cg): with programmatic dependent launch this kernel starts
         // while the one before still runs, and with the launch shape of gemv_launch,
@@ -179,22 +173,16 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             waited = true;
         }
 #pragma unroll
-        for (int u = 0; u < U; u++) {
-            const int c = c0 + STEP * u;
-            if (c >= nch)
-                break;
+        for (int m = 0; m < M; m++) {
+            float xf[8];
+            bf16x8(__ldcg(xr + (size_t)m * nch + c), xf); // see kw_grid_wait above
 #pragma unroll
-            for (int m = 0; m < M; m++) {
-                float xf[8];
-                bf16x8(__ldcg(xr + (size_t)m * nch + c), xf); // see kw_grid_wait above
+            for (int r = 0; r < R; r++) {
+                float wf[8];
+                bf16x8(wv[r], wf);
 #pragma unroll
-                for (int r = 0; r < R; r++) {
-                    float wf[8];
-                    bf16x8(wv[u][r], wf);
-#pragma unroll
-                    for (int e = 0; e < 8; e++)
-                        acc[m][r] += wf[e] * xf[e];
-                }
+                for (int e = 0; e < 8; e++)
+                    acc[m][r] += wf[e] * xf[e];
             }
         }
     }
@@ -209,23 +197,21 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             for (int o = 16; o > 0; o >>= 1)
                 v += __shfl_xor_sync(0xffffffffu, v, o);
             acc[m][r] = v;
-            if (KS > 1 && lane == 0)
+            if (lane == 0)
                 red[warp][m * R + r] = v;
         }
-    if constexpr (KS > 1) {
-        __syncthreads();
-        if (kpart == 0)
+    __syncthreads();
+    if (kpart == 0)
 #pragma unroll
-            for (int m = 0; m < M; m++)
+        for (int m = 0; m < M; m++)
 #pragma unroll
-                for (int r = 0; r < R; r++)
+            for (int r = 0; r < R; r++)
 #pragma unroll
-                    for (int k = 1; k < KS; k++)
-                        acc[m][r] += red[warp + k][m * R + r];
-        __syncthreads(); // red is free for the next block group
-        if (kpart != 0)
-            return;
-    }
+                for (int k = 1; k < KS; k++)
+                    acc[m][r] += red[warp + k][m * R + r];
+    __syncthreads(); // red is free for the next block group
+    if (kpart != 0)
+        return;
     // lane j < M * NO writes output (m, r) = (j / NO, j % NO)
 #pragma unroll
     for (int m = 0; m < M; m++)
@@ -247,21 +233,21 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
         }
 }
 
-// A warp group of KS warps computes NO outputs (weight rows n0 .. n0 + NO - 1; in
+// A warp group of KS warps computes GEMV_NO outputs (weight rows n0 .. n0 + NO - 1; in
 // GV_SWIGLU the gate and up rows of each) for all M rows of x; its KS warps split K, each
-// lane with U 16-byte loads per weight row in flight, their partial sums meeting through
-// shared memory (gemv_launch says which shape is used). The grid is one wave of resident
+// lane with one 16-byte load per weight row in flight, their partial sums meeting through
+// shared memory (gemv_launch says why this shape). The grid is one wave of resident
 // blocks that stride over the block groups (no tail of a last partial wave, no block
 // launches in between).
-template <int M, int NO, int MODE, int U, int KS>
+template <int M, int MODE, int KS>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
-    constexpr int R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
-    __shared__ float red[KS > 1 ? WARPS : 1][M * R];
+    constexpr int R = (MODE == GV_SWIGLU ? 2 : 1) * GEMV_NO, WARPS = GEMV_THREADS / 32;
+    __shared__ float red[WARPS][M * R];
     kw_grid_dependents(); // all blocks are resident (one wave): the next kernel may queue
     // the first block group's weight loads are issued before waiting for the kernel before
     for (int blk = blockIdx.x; blk < a.total_blocks; blk += gridDim.x)
-        gemv_block<M, NO, MODE, U, KS>(a, blk, red, blk == (int)blockIdx.x);
+        gemv_block<M, MODE, KS>(a, blk, red, blk == (int)blockIdx.x);
 }
 
 // The resident blocks of a kernel on the current device (132 x 4 if the query fails).
@@ -286,17 +272,17 @@ static int resident_blocks(const void *kernel)
 // over many warps keep more of the memory system busy than a few warps with deep queues.
 template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
 {
-    constexpr int NO = 4, U = 1, KS = M <= 2 ? 4 : 2;
-    constexpr int PER_BLOCK = NO * (GEMV_THREADS / 32 / KS);
+    constexpr int KS = M <= 2 ? 4 : 2;
+    constexpr int PER_BLOCK = GEMV_NO * (GEMV_THREADS / 32 / KS);
     int blocks = 0;
     for (int s = 0; s < a.n_seg; s++)
         a.blk_end[s] = blocks += (a.n[s] + PER_BLOCK - 1) / PER_BLOCK;
     a.total_blocks = blocks;
     static int resident = 0; // per instance; the engine uses one device per process
     if (!resident)
-        resident = resident_blocks((const void *)gemv_bf16<M, NO, MODE, U, KS>);
+        resident = resident_blocks((const void *)gemv_bf16<M, MODE, KS>);
     const int grid = min(blocks, resident);
-    KW_CUDA_TRY(kw_launch(gemv_bf16<M, NO, MODE, U, KS>, grid, GEMV_THREADS, 0, st, a));
+    KW_CUDA_TRY(kw_launch(gemv_bf16<M, MODE, KS>, grid, GEMV_THREADS, 0, st, a));
     return KW_OK;
 }
 
