@@ -112,6 +112,12 @@ __device__ __forceinline__ void bf16x8(const uint4 &u, float *f)
 
 enum { GV_STORE = 0, GV_ADD = 1, GV_SWIGLU = 2 };
 
+// weight rows per warp group: its outputs' rows (GV_SWIGLU: the gate and the up row of each)
+constexpr int gemv_rows(int mode)
+{
+    return (mode == GV_SWIGLU ? 2 : 1) * GEMV_NO;
+}
+
 // Up to three products in one launch; blocks [blk_end[s-1], blk_end[s]) serve output s.
 struct gemv_args {
     const __nv_bfloat16 *x;
@@ -127,10 +133,10 @@ struct gemv_args {
 // One block group: the outputs of block blk (see gemv_bf16 below).
 template <int M, int MODE, int KS>
 __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
-                                           float (*red)[M * (MODE == GV_SWIGLU ? 2 : 1) * GEMV_NO],
+                                           float (*red)[M * gemv_rows(MODE)],
                                            bool wait)
 {
-    constexpr int NO = GEMV_NO, R = MODE == GV_SWIGLU ? 2 * NO : NO, WARPS = GEMV_THREADS / 32;
+    constexpr int NO = GEMV_NO, R = gemv_rows(MODE), WARPS = GEMV_THREADS / 32;
     static_assert(KS > 1 && WARPS % KS == 0, "a warp group is 2 or 4 warps of the block");
     constexpr int GROUPS = WARPS / KS;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -242,8 +248,7 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
 template <int M, int MODE, int KS>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
-    constexpr int R = (MODE == GV_SWIGLU ? 2 : 1) * GEMV_NO, WARPS = GEMV_THREADS / 32;
-    __shared__ float red[WARPS][M * R];
+    __shared__ float red[GEMV_THREADS / 32][M * gemv_rows(MODE)];
     kw_grid_dependents(); // all blocks are resident (one wave): the next kernel may queue
     // the first block group's weight loads are issued before waiting for the kernel before
     for (int blk = blockIdx.x; blk < a.total_blocks; blk += gridDim.x)
