@@ -1,9 +1,10 @@
 /* Decode attention over views on the GPU: dense, token-level (25%) and page-level (25%)
  * views of a bf16 paged pool, 32 query / 8 KV heads, head_dim 128, batch 1 and 8,
  * contexts 4k..128k, and the dense view in table mode (the engine's dense decode). Times
- * with CUDA events (warm-up, median of repeats) and reports achieved bytes/s against the
- * measured device-to-device copy bandwidth (kwb_copy_bandwidth). Prints one CSV
- * line per case (header first). A benchmark, never a test. */
+ * with CUDA events (warm-up, median of repeats of 16 calls back to back) and reports
+ * achieved bytes/s against the measured device-to-device copy bandwidth
+ * (kwb_copy_bandwidth). Prints one CSV line per case (header first). A benchmark, never a
+ * test. */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,19 +22,9 @@ static double uni(void)
     return kwb_uni(&rng);
 }
 
-static int cmpf(const void *a, const void *b)
+static int run_decode(void *arg)
 {
-    float x = *(const float *)a, y = *(const float *)b;
-    return (x > y) - (x < y);
-}
-
-static float median_ms(cudaEvent_t *ev, int reps)
-{
-    float t[64];
-    for (int i = 0; i < reps; i++)
-        CK(cudaEventElapsedTime(&t[i], ev[2 * i], ev[2 * i + 1]));
-    qsort(t, reps, sizeof(float), cmpf);
-    return t[reps / 2];
+    return kw_cuda_attn_decode(NULL, (const kw_cuda_attn *)arg);
 }
 
 /* mode 0 dense, 1 token-level 25%, 2 page-level 25%, 3 dense in table mode (page lists) */
@@ -136,22 +127,10 @@ static void bench(int B, int ctx, int mode, double bw)
     CK(cudaMalloc((void **)&a.out, sizeof(float) * n_rows * G * D));
     CK(cudaMalloc((void **)&a.partial, sizeof(float) * (n_parts + 1) * G * (D + 2)));
 
-    cudaEvent_t ev[60];
-    for (int i = 0; i < 60; i++)
-        CK(cudaEventCreate(&ev[i]));
-    for (int i = 0; i < 5; i++)
-        kw_cuda_attn_decode(NULL, &a);
-    int reps = 30;
-    for (int i = 0; i < reps; i++) {
-        CK(cudaEventRecord(ev[2 * i], 0));
-        if (kw_cuda_attn_decode(NULL, &a) != 0) {
-            fprintf(stderr, "launch failed: %s\n", kw_cuda_last_error());
-            exit(1);
-        }
-        CK(cudaEventRecord(ev[2 * i + 1], 0));
-    }
-    CK(cudaDeviceSynchronize());
-    float ms = median_ms(ev, reps);
+    /* 16 calls back to back between two events: one call alone would also time the host
+     * launching onto an idle GPU, several us of a 20-50 us call (bench_sdpa.py times
+     * PyTorch the same way) */
+    float ms = (float)kwb_time_ms_batch(run_decode, &a, 5, 15, 16);
     /* bytes read: K and V of every attended token, positions, spans or page ids */
     double bytes = (double)tokens * 2 * D * 2 + (double)tokens * 4
                    + ns * (mode == 3 ? 4 : sizeof(kw_cuda_span));
@@ -162,8 +141,6 @@ static void bench(int B, int ctx, int mode, double bw)
            bytes / 1e6, bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / bw,
            n_items, n_parts);
     (void)dense_bytes;
-    for (int i = 0; i < 60; i++)
-        cudaEventDestroy(ev[i]);
     cudaFree(base), cudaFree(pos), cudaFree((void *)a.row_ptr), cudaFree((void *)a.spans);
     cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos), cudaFree((void *)a.items);
     cudaFree((void *)a.row_part), cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.partial);

@@ -14,8 +14,13 @@ import sys
 import torch
 import torch.nn.functional as F
 
+DECODE_BATCH = 16  # decode calls timed back to back (bench_cuda_attn does the same)
 
-def timeit(fn, reps=30):
+
+def timeit(fn, reps=30, batch=1):
+    """Median ms per call; batch calls back to back between the events (decode calls are
+    short enough that one call alone would also time the host launching onto an idle
+    GPU), as kwb_time_ms_batch does for kvweave's kernels."""
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
@@ -23,10 +28,11 @@ def timeit(fn, reps=30):
     for _ in range(reps):
         a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         a.record()
-        fn()
+        for _ in range(batch):
+            fn()
         b.record()
         torch.cuda.synchronize()
-        ts.append(a.elapsed_time(b))
+        ts.append(a.elapsed_time(b) / batch)
     ts.sort()
     return ts[len(ts) // 2]
 
@@ -76,7 +82,8 @@ def main():
             q = torch.randn(B, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
             k = torch.randn(B, 8, ctx, 128, device="cuda", dtype=torch.bfloat16)
             v = torch.randn_like(k)
-            ms = timeit(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+            ms = timeit(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+                        batch=DECODE_BATCH)
             byt = k.numel() * 2 * 2
             print(f"sdpa_dense,dense,{B},{ctx},{ms:.4f},{byt/1e6:.1f},"
                   f"{byt/(ms*1e-3)/1e9:.1f},{100*byt/(ms*1e-3)/bw:.1f},0,0")
@@ -87,7 +94,7 @@ def main():
                 vv = v.index_select(2, idx)
                 return F.scaled_dot_product_attention(q, kk, vv, enable_gqa=True)
 
-            ms = timeit(gathered)
+            ms = timeit(gathered, batch=DECODE_BATCH)
             byt = k.numel() * 2 * 2 // 4
             print(f"sdpa_gather,tokens25,{B},{ctx},{ms:.4f},{byt/1e6:.1f},"
                   f"{byt/(ms*1e-3)/1e9:.1f},{100*byt/(ms*1e-3)/bw:.1f},0,0")
