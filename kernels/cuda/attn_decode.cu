@@ -368,16 +368,36 @@ __device__ __forceinline__ void mma_top(float *c, uint32_t a0, uint32_t a2, uint
 // ldmatrix, V fragments from ldmatrix.trans, P stays in registers (the score
 // accumulators repacked as the A fragment). Lane l holds head l / 4 and, per 8-token
 // group, tokens 2 (l % 4) and 2 (l % 4) + 1.
+//
+// K and V rows sit in shared memory unpadded, their 16-byte chunks swizzled: chunk c of
+// row r at chunk c ^ (r % 8) of the row (sw), so ldmatrix's eight rows fall in distinct
+// banks. A copying warp's lanes take consecutive chunks of shared memory, each reading
+// the pool chunk that belongs there (issue_tile): the copy of a 128-byte line of the pool
+// then lands on one 128-byte line of shared memory in lane order, and the L2 serves each
+// warp's 512 bytes as 4 requests of 4 sectors. With rows padded by 16 bytes instead
+// (conflict-free too), a line landed across two lines of shared memory and the L2 was
+// asked for 1.5 sectors per sector read from DRAM (ncu, H200, batch 8 at 32k: 50.6 M
+// sectors in 22.1 M requests for 33.8 M from DRAM; now 33.8 M in 8.5 M), which held the
+// kernel to 88.7% of the copy bandwidth at batch 8 / 128k (now 93.8%); with lanes in
+// the pool's order and the swizzle on the shared-memory side, no two lanes of a line
+// were adjacent in shared memory and it took 67.4 M sectors.
 template <int D, bool TABLE> struct stream_cfg {
-    static constexpr int TT = 64;     // tokens per tile: 16 per warp
-    static constexpr int LDK = D + 8; // smem row (bf16): ldmatrix rows conflict-free
-    static constexpr int NS = 3;      // stages: two tiles in flight while one is computed
-    static constexpr size_t kv_bytes = (size_t)TT * LDK * 2;
+    static constexpr int TT = 64; // tokens per tile: 16 per warp
+    static constexpr int NS = 3;  // stages: two tiles in flight while one is computed
+    static constexpr size_t kv_bytes = (size_t)TT * D * 2;
     static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
     static constexpr size_t bytes = NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
+    // element offset of chunk c (8 elements) of row r
+    static __device__ __forceinline__ int sw(int r, int c)
+    {
+        return r * D + ((c ^ (r & 7)) << 3);
+    }
 };
+static_assert(stream_cfg<128, true>::stage_bytes % 128 == 0 &&
+                  stream_cfg<64, true>::stage_bytes % 128 == 0,
+              "each stage starts on a 128-byte line");
 // Two blocks per multiprocessor in both modes on an H100/H200 (228 KB of shared memory,
-// 1 KB of it reserved per block): span mode at 110 KB, table mode at 105 KB. With 12 bytes
+// 1 KB of it reserved per block): span mode at 104 KB, table mode at 99 KB. With 12 bytes
 // per listed token (a 64-bit offset and a position) span mode fit only one, and the
 // list's flattening could not overlap another block's copies.
 static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024,
@@ -430,8 +450,8 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
     constexpr int PASSES = C::TT / RPP;
     const int P = a.page_tokens;
     __nv_bfloat16 *Ks = (__nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
-    __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
-    int32_t *ps = (int32_t *)(Vs + C::TT * C::LDK);
+    __nv_bfloat16 *Vs = Ks + C::TT * D;
+    int32_t *ps = (int32_t *)(Vs + C::TT * D);
     const int i0 = tile * C::TT, c = threadIdx.x % CH, rg = threadIdx.x / CH;
     int64_t off[PASSES];
     int pool[PASSES];
@@ -452,9 +472,10 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
     for (int p = 0; p < PASSES; p++) {
         const int tk = p * RPP + rg;
         const bool ok = i0 + tk < n;
-        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + c * 8;
-        cp_async16(smem_u32(Ks + tk * C::LDK + c * 8), src, ok);
-        cp_async16(smem_u32(Vs + tk * C::LDK + c * 8), src + (ok ? (int64_t)P * D : 0), ok);
+        const int g = c ^ (tk & 7); // the pool chunk of shared-memory chunk c (stream_cfg)
+        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + g * 8;
+        cp_async16(smem_u32(Ks + C::sw(tk, g)), src, ok);
+        cp_async16(smem_u32(Vs + C::sw(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
     }
     const int tk = threadIdx.x, t = b0 + i0 + tk;
     if (tk < C::TT && i0 + tk < n) {
@@ -526,18 +547,18 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
         __syncthreads();            // everyone's have
         const __nv_bfloat16 *Ks =
             (const __nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
-        const __nv_bfloat16 *Vs = Ks + C::TT * C::LDK;
-        const int32_t *ps = (const int32_t *)(Vs + C::TT * C::LDK);
+        const __nv_bfloat16 *Vs = Ks + C::TT * D;
+        const int32_t *ps = (const int32_t *)(Vs + C::TT * D);
         const int r0 = warp * 16, i0 = tile * C::TT + r0; // this warp's 16 rows
         const int nt = min(16, n - i0);
         if (nt > 0) {
             float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-            const __nv_bfloat16 *kb =
-                Ks + (r0 + (lane & 7) + ((lane >> 4) << 3)) * C::LDK + ((lane >> 3) & 1) * 8;
+            // ldmatrix rows: lane l gives row r0 + l % 8 + 8 (l / 16), chunk 2 kk + (l / 8) % 2
+            const int kr = r0 + (lane & 7) + ((lane >> 4) << 3), kc = (lane >> 3) & 1;
 #pragma unroll
             for (int kk = 0; kk < KS; kk++) {
                 uint32_t b[4];
-                ldsm_x4(b, smem_u32(kb + kk * 16));
+                ldsm_x4(b, smem_u32(Ks + C::sw(kr, 2 * kk + kc)));
                 mma_top(s[0], qa[kk][0], qa[kk][1], b[0], b[1]);
                 mma_top(s[1], qa[kk][0], qa[kk][1], b[2], b[3]);
             }
@@ -572,11 +593,12 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
             for (int j = 0; j < NT; j++)
                 o[j][0] *= corr, o[j][1] *= corr;
             const uint32_t pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
-            const __nv_bfloat16 *vb = Vs + (r0 + (lane & 15)) * C::LDK + (lane >> 4) * 8;
+            // ldmatrix.trans rows: lane l gives row r0 + l % 16, chunk j + l / 16
+            const int vr = r0 + (lane & 15), vc = lane >> 4;
 #pragma unroll
             for (int j = 0; j < NT; j += 2) {
                 uint32_t b[4];
-                ldsm_x4_trans(b, smem_u32(vb + j * 8));
+                ldsm_x4_trans(b, smem_u32(Vs + C::sw(vr, j + vc)));
                 mma_top(o[j], pa0, pa2, b[0], b[1]);
                 mma_top(o[j + 1], pa0, pa2, b[2], b[3]);
             }
