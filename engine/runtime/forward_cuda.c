@@ -111,7 +111,7 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     c->P = kw_kvpool_options(pool)->page_tokens;
     int64_t pool_bytes = c->n_pages * ((int64_t)2 * c->P * f->head_dim * 2 + c->P * 4);
     int64_t xb = (int64_t)c->max_tok * (E > qd ? (E > F ? E : F) : (qd > F ? qd : F)) * 2;
-    int64_t act = (int64_t)act_floats(c) * 4 + xb;
+    int64_t act = (int64_t)act_floats(c) * 4 + xb + (int64_t)KW_CF_FOLD_ROWS * E * 4;
     /* cuBLAS workspace, step lists, split-K partials; the device page table (at most
      * about 4.5 ints per pool page: its regions' slack, doubled at a reset) */
     int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages;
@@ -198,6 +198,11 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
         rc = dmalloc(&c->up, T * F * 2, "activations", err);
     if (rc == 0)
         rc = dmalloc(&c->xb, (size_t)xb, "activations", err);
+    if (rc == 0)
+        rc = dmalloc(&c->xg, (size_t)KW_CF_FOLD_ROWS * E * 2, "activations", err);
+    if (rc == 0)
+        rc = dmalloc((void **)&c->ss, (size_t)KW_CF_FOLD_ROWS * ((E + 3) / 4) * 4, "activations",
+                     err);
     c->slots = malloc(sizeof(int32_t) * (size_t)f->n_layer * T * f->n_head_kv);
     bool ok = c->slots != NULL;
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
@@ -238,6 +243,8 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
         c->attn_slots = 264; /* an H100's 132 multiprocessors x 2 */
     const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
     c->graphs_on = !(ge && strcmp(ge, "0") == 0);
+    const char *fe = getenv("KVWEAVE_CUDA_FOLD");
+    c->fold_on = !(fe && strcmp(fe, "0") == 0);
     int rc = 0;
     /* the prefill attention kernel, where asked for (kernels_cuda.h) */
     const char *pe = getenv("KVWEAVE_CUDA_PREFILL");
@@ -289,7 +296,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(c->output);
     void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
                  c->k, c->v, c->att, c->gate, c->up, c->rows, c->logits, c->xb,
-                 c->stage.d, c->partial};
+                 c->xg, c->ss, c->stage.d, c->partial};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         cudaFree(p[i]);
     cudaFreeHost(c->stage.h);
@@ -350,10 +357,15 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
     int rc;
     KTRY(kw_cuda_embed_bf16(st, c->tok_embd, f->n_vocab, f->n_embd, (const int32_t *)ds,
                             a->n_tok, c->x));
+    /* decode: the norms (and RoPE with the append) folded into the weight-streaming passes */
+    const bool fold = a->decode && kw__cf_fold_ok(c, a->n_tok);
+    if (fold && (rc = kw__cf_fold_first(c, a->n_tok, err)) < 0)
+        return rc;
+    const int32_t *d_slots = (const int32_t *)(ds + a->o_slots);
     for (int l = 0; l < f->n_layer; l++) {
-        if ((rc = kw__cf_layer_qkv(c, l, a->n_tok, err)) < 0 ||
-            (rc = kw__cf_layer_rope_append(c, l, a->n_tok, d_pos,
-                                           (const int32_t *)(ds + a->o_slots), err)) < 0)
+        const kw_cf_fold fl = {d_pos, d_slots + (size_t)l * a->n_tok * f->n_head_kv};
+        if ((rc = kw__cf_layer_qkv(c, l, a->n_tok, fold ? &fl : NULL, err)) < 0 ||
+            (rc == 0 && (rc = kw__cf_layer_rope_append(c, l, a->n_tok, d_pos, d_slots, err)) < 0))
             return rc;
         const int32_t *d_rp = (const int32_t *)(ds + a->o_rowptr) + (size_t)l * (a->rows + 1);
         const int32_t *d_pg = c->d_ptab;
@@ -382,7 +394,7 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
             at.n_items = a->n_items, at.items = d_it;
             KTRY(kw_cuda_attn_prefill(st, &at));
         }
-        if ((rc = kw__cf_layer_post(c, l, a->n_tok, a->decode, err)) < 0)
+        if ((rc = kw__cf_layer_post(c, l, a->n_tok, a->decode, fold, err)) < 0)
             return rc;
     }
     return 0;

@@ -468,7 +468,7 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
     if (rc < 0)
         kw_error_set(err, rc, "cuda: embedding: %s", kw_cuda_last_error());
     for (int l = 0; rc == 0 && l < L; l++) {
-        if ((rc = kw__cf_layer_qkv(c, l, n_tok, err)) < 0)
+        if ((rc = kw__cf_layer_qkv(c, l, n_tok, NULL, err)) < 0)
             break;
         if (hc.any[KW_HC_ON_KV]) {
             if ((rc = d2h(c, c->hk, c->k, (size_t)n_tok * nkv * hd, err)) < 0 ||
@@ -507,7 +507,7 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
         kw__hooks_call(&hc, l, KW_HC_PREFILL_END, NULL, NULL, NULL, NULL);
         if ((rc = kw__cf_flush_compact(c, err)) < 0)
             break;
-        rc = kw__cf_layer_post(c, l, n_tok, false, err);
+        rc = kw__cf_layer_post(c, l, n_tok, false, false, err);
     }
     if (rc == 0) {
         kw__hooks_step_end(&hc);

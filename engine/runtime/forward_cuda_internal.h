@@ -64,6 +64,11 @@ struct kw_cfwd {
     float *x, *q, *k, *v, *att, *rows, *logits;
     void *gate, *up; /* bf16 (max_tok, n_ff): the MLP's gate and up, then SwiGLU's output */
     void *xb; /* bf16 GEMM input (max_tok, max(n_embd, n_head * head_dim, n_ff)) */
+    /* dense decode steps' folded norms (kw_cuda_gemv_ext): bf16(h * g) of the residual
+     * and its partial sums of squares, for KW_CF_FOLD_ROWS rows */
+    void *xg;
+    float *ss;
+    int fold_on;        /* KVWEAVE_CUDA_FOLD=0: off */
     /* per-step work lists: built in stage.h (pinned), copied to stage.d */
     pinbuf stage;
     float *partial;
@@ -124,10 +129,24 @@ int kw__cf_pinbuf_grow(pinbuf *b, size_t bytes, const char *what, kw_error *err)
 int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err);
 void kw__cf_place_tokens(kw_cfwd *c, kw_fwd_step *s, int n_tok);
 int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
-int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err);
+/* The folded forms of a dense decode step (kw_cuda_gemv_ext): the norms go into the
+ * GEMVs (each residual-writing pass also writes the next norm's input), and RoPE with the
+ * page append into the Q/K/V pass where the model pairs dimensions (2i, 2i + 1). Steps of
+ * one sequence only (KW_CF_FOLD_ROWS): on the 8B shape (H200) they took a batch-1 step
+ * from 5.76 to 5.63 ms at 32k, but a batch-2 step from 7.22 to 7.41 ms. */
+#define KW_CF_FOLD_ROWS 1
+typedef struct kw_cf_fold {
+    const int32_t *pos, *slots; /* the step's positions, this layer's slots */
+} kw_cf_fold;
+bool kw__cf_fold_ok(const kw_cfwd *c, int n_tok);
+int kw__cf_fold_first(kw_cfwd *c, int n_tok, kw_error *err);
+/* Returns 1 when fold took RoPE and the append as well (kw__cf_layer_rope_append is then
+ * not called), 0 when not; fold NULL: the plain norm and projections. */
+int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, const kw_cf_fold *fold, kw_error *err);
 int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
                              const int32_t *d_slots, kw_error *err);
-int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err);
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, bool fold,
+                      kw_error *err);
 int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);

@@ -98,17 +98,47 @@ int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err)
     return 0;
 }
 
-/* Norm and the Q, K, V projections of layer l (K before RoPE in c->k). */
-int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, kw_error *err)
+/* Whether a dense decode step of n_tok rows takes the folded forms: the weight-streaming
+ * passes serve it (n_tok <= kw_cuda_gemv_rows()), its rows are few enough for them to
+ * pay (KW_CF_FOLD_ROWS) and KVWEAVE_CUDA_FOLD is not 0. */
+bool kw__cf_fold_ok(const kw_cfwd *c, int n_tok)
+{
+    const kw_model_config *f = &c->cfg;
+    int qd = f->n_head * f->head_dim;
+    return c->fold_on && c->xg && n_tok <= kw_cuda_gemv_rows() && n_tok <= KW_CF_FOLD_ROWS &&
+           f->n_embd % 8 == 0 && qd % 8 == 0 && f->n_ff % 8 == 0;
+}
+
+/* The first layer's folded norm input, from the embedded rows. */
+int kw__cf_fold_first(kw_cfwd *c, int n_tok, kw_error *err)
+{
+    KTRY(kw_cuda_norm_parts(c->st, c->x, c->L[0].attn_norm, c->xg, c->ss, n_tok,
+                            c->cfg.n_embd));
+    return 0;
+}
+
+/* Norm and the Q, K, V projections of layer l (K before RoPE in c->k), or with fold the
+ * folded forms (see kw__cf_layer_qkv in forward_cuda_internal.h). */
+int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, const kw_cf_fold *fold, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
     const clw *w = &c->L[l];
     int E = f->n_embd, qd = f->n_head * f->head_dim, kd = f->n_head_kv * f->head_dim;
     void *st = c->st;
+    kw_cuda_gemv_out o[3] = {{w->wq, w->bq, c->q, qd}, {w->wk, w->bk, c->k, kd},
+                             {w->wv, w->bv, c->v, kd}};
+    if (fold) {
+        const bool rope = f->rope_layout == KW_ROPE_INTERLEAVED;
+        kw_cuda_gemv_ext e = {.ss_in = c->ss, .eps = f->norm_eps};
+        if (rope)
+            e.pos = fold->pos, e.slots = fold->slots, e.inv_freq = c->inv_freq,
+            e.head_dim = f->head_dim, e.page_tokens = c->P, e.kv_base = c->kv_base,
+            e.kv_pos = c->kv_pos;
+        KTRY(kw_cuda_gemv_multi_ext(st, c->xg, n_tok, E, o, 3, 0, &e));
+        return rope;
+    }
     KTRY(kw_cuda_rmsnorm_bf16(st, c->x, w->attn_norm, c->xb, n_tok, E, f->norm_eps));
     if (n_tok <= kw_cuda_gemv_rows() && E % 8 == 0) { /* decode: one weight-streaming pass */
-        kw_cuda_gemv_out o[3] = {{w->wq, w->bq, c->q, qd}, {w->wk, w->bk, c->k, kd},
-                                 {w->wv, w->bv, c->v, kd}};
         KTRY(kw_cuda_gemv_multi_bf16(st, c->xb, n_tok, E, o, 3, 0));
         return 0;
     }
@@ -131,8 +161,10 @@ int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
 }
 
 /* Output projection, residual and the MLP of layer l (attention output in c->att, or
- * already as bf16 in c->xb when att_bf16). */
-int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err)
+ * already as bf16 in c->xb when att_bf16). With fold (kw__cf_fold_ok): the residual
+ * passes write the next norm's input (the MLP's, then the next layer's; the last layer's
+ * output norm is not folded) and the gate/up pass takes it. */
+int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, bool fold, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
     const clw *w = &c->L[l];
@@ -140,6 +172,19 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, kw_error *err
     void *st = c->st;
     if (!att_bf16)
         KTRY(kw_cuda_to_bf16(st, c->att, c->xb, (int64_t)n_tok * qd));
+    if (fold) {
+        kw_cuda_gemv_ext e = {.g_out = w->ffn_norm, .xg_out = c->xg, .ss_out = c->ss};
+        kw_cuda_gemv_out o = {w->wo, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_ext(st, c->xb, n_tok, qd, &o, 1, 1, &e));
+        e = (kw_cuda_gemv_ext){.ss_in = c->ss, .eps = f->norm_eps};
+        KTRY(kw_cuda_gemv_swiglu_ext(st, c->xg, w->wgate, w->wup, c->gate, n_tok, F, E, &e));
+        const bool last = l + 1 == f->n_layer;
+        e = (kw_cuda_gemv_ext){.g_out = last ? NULL : c->L[l + 1].attn_norm,
+                               .xg_out = last ? NULL : c->xg, .ss_out = last ? NULL : c->ss};
+        o = (kw_cuda_gemv_out){w->wdown, NULL, c->x, E};
+        KTRY(kw_cuda_gemv_multi_ext(st, c->gate, n_tok, F, &o, 1, 1, &e));
+        return 0;
+    }
     if (n_tok <= kw_cuda_gemv_rows() && qd % 8 == 0 && E % 8 == 0 && F % 8 == 0) {
         /* decode: weight-streaming passes with the residual adds and SwiGLU fused in; the
          * SwiGLU output (bf16) lives in the gate buffer, unused on this path */

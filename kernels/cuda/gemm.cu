@@ -99,6 +99,7 @@ namespace {
 
 constexpr int GEMV_THREADS = 128;
 constexpr int GEMV_NO = 4; // outputs per warp group (gemv_launch says why)
+static_assert(GEMV_NO == KW_GEMV_NORM_PART, "a norm's partial sum covers one warp group");
 
 __device__ __forceinline__ void bf16x8(const uint4 &u, float *f)
 {
@@ -128,12 +129,77 @@ struct gemv_args {
     const float *b[3];
     float *y[3];
     __nv_bfloat16 *yb; // GV_SWIGLU output
+    kw_cuda_gemv_ext e; // the folded RMSNorm and RoPE with the append (kw_cuda_gemv_ext)
+    int n_ss;           // e.ss_in: partial sums per row (K / GEMV_NO, rounded up)
 };
 
-// One block group: the outputs of block blk (see gemv_bf16 below).
-template <int M, int MODE, int KS>
+// This thread's share of the folded norm's sums of squares: partial sums t, t + 128, ...
+// of each row (the same threads add the same parts in every block, so every block finds
+// the same scale). Called after a block group's K loop: the loads (8 in flight per row,
+// which covers the 1024 parts of a 4096-wide row in one trip to L2) overlap the shuffles
+// that sum the products, and hold no registers while the weights stream.
+template <int M>
+__device__ __forceinline__ void norm_share(const gemv_args &a, float (&ssum)[M])
+{
+    constexpr int NSS = 8;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+        const float *ss = a.e.ss_in + (size_t)m * a.n_ss;
+        float s = 0.f;
+        for (int i0 = threadIdx.x; i0 < a.n_ss; i0 += NSS * GEMV_THREADS) {
+            float v[NSS];
+#pragma unroll
+            for (int u = 0; u < NSS; u++) {
+                const int i = i0 + u * GEMV_THREADS;
+                v[u] = i < a.n_ss ? __ldcg(ss + i) : 0.f;
+            }
+#pragma unroll
+            for (int u = 0; u < NSS; u++)
+                s += v[u];
+        }
+        ssum[m] = s;
+    }
+}
+
+// Output n of segment s for row m, value v (the product and bias, f32), in the forms of
+// kw_cuda_gemv_ext: added to the residual, or stored (with RoPE and the page append for
+// q, k and v: rotated with its pair's value pv, kw_cuda_rope_append's arithmetic).
+// Returns the value left in y.
+template <int MODE>
+__device__ __forceinline__ float gemv_put_ext(const gemv_args &a, int s, int m, int n, int N,
+                                              float v, float pv)
+{
+    float *y = (s == 0 ? a.y[0] : s == 1 ? a.y[1] : a.y[2]) + (size_t)m * N + n;
+    if constexpr (MODE == GV_ADD) {
+        v = __ldcg(y) + v; // through L2, as x
+    } else if (a.e.pos) {
+        const int hd = a.e.head_dim, d = n % hd;
+        if (s < 2) { // q and k: rotate the pair (d & ~1, d | 1)
+            float sn, c;
+            sincosf((float)a.e.pos[m] * a.e.inv_freq[d / 2], &sn, &c);
+            v = d % 2 == 0 ? v * c - pv * sn : pv * sn + v * c;
+        }
+        if (s > 0) { // k and v into the token's slot
+            const int n_kv = N / hd, h = n / hd;
+            const int32_t slot = a.e.slots[(size_t)m * n_kv + h];
+            if (slot >= 0) {
+                const int P = a.e.page_tokens;
+                __nv_bfloat16 *pg = (__nv_bfloat16 *)a.e.kv_base + (int64_t)(slot / P) * 2 * P * hd;
+                pg[(int64_t)((s == 1 ? 0 : P) + slot % P) * hd + d] = __float2bfloat16_rn(v);
+                if (s == 1 && d == 0)
+                    a.e.kv_pos[slot] = a.e.pos[m];
+            }
+        }
+    }
+    *y = v;
+    return v;
+}
+
+// One block group: the outputs of block blk (see gemv_bf16 below). EXT: with the forms
+// of kw_cuda_gemv_ext (a separate instance, so the plain passes keep their registers).
+template <int M, int MODE, int KS, bool EXT>
 __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
-                                           float (*red)[M * gemv_rows(MODE)],
+                                           float (*red)[M * gemv_rows(MODE) + (EXT ? M : 0)],
                                            bool wait)
 {
     constexpr int NO = GEMV_NO, R = gemv_rows(MODE), WARPS = GEMV_THREADS / 32;
@@ -194,6 +260,10 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
     }
     if (!waited) // no chunk of K fell to this lane
         kw_grid_wait();
+    [[maybe_unused]] float ssum[M]; // the folded norm: this thread's share of each row's sum
+    if constexpr (EXT)
+        if (a.e.ss_in)
+            norm_share<M>(a, ssum);
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
@@ -206,8 +276,20 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             if (lane == 0)
                 red[warp][m * R + r] = v;
         }
+    if constexpr (EXT)
+        if (a.e.ss_in)
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                float v = ssum[m];
+#pragma unroll
+                for (int o = 16; o > 0; o >>= 1)
+                    v += __shfl_xor_sync(0xffffffffu, v, o);
+                if (lane == 0)
+                    red[warp][M * R + m] = v;
+            }
     __syncthreads();
-    if (kpart == 0)
+    [[maybe_unused]] float scale[M]; // the folded norm's 1 / sqrt(mean(h^2) + eps) per row
+    if (kpart == 0) {
 #pragma unroll
         for (int m = 0; m < M; m++)
 #pragma unroll
@@ -215,10 +297,22 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
 #pragma unroll
                 for (int k = 1; k < KS; k++)
                     acc[m][r] += red[warp + k][m * R + r];
+        if constexpr (EXT)
+#pragma unroll
+            for (int m = 0; m < M; m++) {
+                float t = 0.f;
+#pragma unroll
+                for (int w = 0; w < WARPS; w++) // all warps of the block, in one order
+                    t += red[w][M * R + m];
+                scale[m] = a.e.ss_in ? rsqrtf(t / K + a.e.eps) : 1.f;
+            }
+    }
     __syncthreads(); // red is free for the next block group
     if (kpart != 0)
         return;
-    // lane j < M * NO writes output (m, r) = (j / NO, j % NO)
+    // lane j < M * NO writes output (m, r) = (j / NO, j % NO); with e.g_out, `left` is
+    // the new residual value it wrote (0 elsewhere), for the next norm's partial sums
+    [[maybe_unused]] float left = 0.f;
 #pragma unroll
     for (int m = 0; m < M; m++)
 #pragma unroll
@@ -227,9 +321,19 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
             if (lane != m * NO + r || n >= N)
                 continue;
             float v = acc[m][r];
+            if constexpr (EXT)
+                v *= scale[m];
             if constexpr (MODE == GV_SWIGLU) {
-                const float u = acc[m][NO + r];
+                float u = acc[m][NO + r];
+                if constexpr (EXT)
+                    u *= scale[m];
                 a.yb[(size_t)m * N + n] = __float2bfloat16_rn(v / (1.f + __expf(-v)) * u);
+            } else if constexpr (EXT) {
+                const float *b = s == 0 ? a.b[0] : s == 1 ? a.b[1] : a.b[2];
+                float pv = 0.f; // the RoPE pair's value (n ^ 1 is in this group: NO even)
+                if (MODE == GV_STORE && a.e.pos && s < 2)
+                    pv = acc[m][r ^ 1] * scale[m] + (b ? b[n ^ 1] : 0.f);
+                left = gemv_put_ext<MODE>(a, s, m, n, N, v + (b ? b[n] : 0.f), pv);
             } else {
                 const float *b = s == 0 ? a.b[0] : s == 1 ? a.b[1] : a.b[2];
                 float *y = (s == 0 ? a.y[0] : s == 1 ? a.y[1] : a.y[2]) + (size_t)m * N + n;
@@ -237,6 +341,20 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
                 *y = MODE == GV_ADD ? __ldcg(y) + v : v; // through L2, as x
             }
         }
+    if constexpr (EXT && MODE == GV_ADD) {
+        if (a.e.g_out) { // the next norm's input: bf16(h * g) and h^2 summed over the group
+            const int j = lane < M * NO ? lane : 0, m = j / NO, n = n0 + j % NO;
+            const bool mine = lane < M * NO && n < N;
+            if (mine)
+                ((__nv_bfloat16 *)a.e.xg_out)[(size_t)m * N + n] =
+                    __float2bfloat16_rn(left * a.e.g_out[n]);
+            float q = mine ? left * left : 0.f;
+            q += __shfl_xor_sync(0xffffffffu, q, 1);
+            q += __shfl_xor_sync(0xffffffffu, q, 2);
+            if (lane < M * NO && lane % NO == 0 && n0 < N)
+                a.e.ss_out[(size_t)m * ((N + NO - 1) / NO) + n0 / NO] = q;
+        }
+    }
 }
 
 // A warp group of KS warps computes GEMV_NO outputs (weight rows n0 .. n0 + NO - 1; in
@@ -245,14 +363,14 @@ __device__ __forceinline__ void gemv_block(const gemv_args &a, int blk,
 // shared memory (gemv_launch says why this shape). The grid is one wave of resident
 // blocks that stride over the block groups (no tail of a last partial wave, no block
 // launches in between).
-template <int M, int MODE, int KS>
+template <int M, int MODE, int KS, bool EXT>
 __global__ void __launch_bounds__(GEMV_THREADS) gemv_bf16(const gemv_args a)
 {
-    __shared__ float red[GEMV_THREADS / 32][M * gemv_rows(MODE)];
+    __shared__ float red[GEMV_THREADS / 32][M * gemv_rows(MODE) + (EXT ? M : 0)];
     kw_grid_dependents(); // all blocks are resident (one wave): the next kernel may queue
     // the first block group's weight loads are issued before waiting for the kernel before
     for (int blk = blockIdx.x; blk < a.total_blocks; blk += gridDim.x)
-        gemv_block<M, MODE, KS>(a, blk, red, blk == (int)blockIdx.x);
+        gemv_block<M, MODE, KS, EXT>(a, blk, red, blk == (int)blockIdx.x);
 }
 
 // The resident blocks of a kernel on the current device (132 x 4 if the query fails).
@@ -275,7 +393,7 @@ static int resident_blocks(const void *kernel)
 // bandwidth), output 11.4 against 13.8, Q/K/V 16.4 against 19.4, gate/up 56.0 against
 // 59.7; at M = 4 the down projection took 35.9 us against 47.4. Many small loads spread
 // over many warps keep more of the memory system busy than a few warps with deep queues.
-template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
+template <int M, int MODE, bool EXT> int gemv_launch(cudaStream_t st, gemv_args &a)
 {
     constexpr int KS = M <= 2 ? 4 : 2;
     constexpr int PER_BLOCK = GEMV_NO * (GEMV_THREADS / 32 / KS);
@@ -285,24 +403,31 @@ template <int M, int MODE> int gemv_launch(cudaStream_t st, gemv_args &a)
     a.total_blocks = blocks;
     static int resident = 0; // per instance; the engine uses one device per process
     if (!resident)
-        resident = resident_blocks((const void *)gemv_bf16<M, MODE, KS>);
+        resident = resident_blocks((const void *)gemv_bf16<M, MODE, KS, EXT>);
     const int grid = min(blocks, resident);
-    KW_CUDA_TRY(kw_launch(gemv_bf16<M, MODE, KS>, grid, GEMV_THREADS, 0, st, a));
+    KW_CUDA_TRY(kw_launch(gemv_bf16<M, MODE, KS, EXT>, grid, GEMV_THREADS, 0, st, a));
     return KW_OK;
 }
 
-template <int MODE> int gemv_dispatch(cudaStream_t st, int M, gemv_args &a)
+template <int MODE, bool EXT> int gemv_dispatch_m(cudaStream_t st, int M, gemv_args &a)
 {
     switch (M) {
-    case 1: return gemv_launch<1, MODE>(st, a);
-    case 2: return gemv_launch<2, MODE>(st, a);
-    case 3: return gemv_launch<3, MODE>(st, a);
-    case 4: return gemv_launch<4, MODE>(st, a);
-    case 5: return gemv_launch<5, MODE>(st, a);
-    case 6: return gemv_launch<6, MODE>(st, a);
-    case 7: return gemv_launch<7, MODE>(st, a);
-    default: return gemv_launch<8, MODE>(st, a);
+    case 1: return gemv_launch<1, MODE, EXT>(st, a);
+    case 2: return gemv_launch<2, MODE, EXT>(st, a);
+    case 3: return gemv_launch<3, MODE, EXT>(st, a);
+    case 4: return gemv_launch<4, MODE, EXT>(st, a);
+    case 5: return gemv_launch<5, MODE, EXT>(st, a);
+    case 6: return gemv_launch<6, MODE, EXT>(st, a);
+    case 7: return gemv_launch<7, MODE, EXT>(st, a);
+    default: return gemv_launch<8, MODE, EXT>(st, a);
     }
+}
+
+// the instance with the kw_cuda_gemv_ext forms where a.e asks for one
+template <int MODE> int gemv_dispatch(cudaStream_t st, int M, gemv_args &a)
+{
+    const bool ext = a.e.ss_in || a.e.g_out || a.e.pos;
+    return ext ? gemv_dispatch_m<MODE, true>(st, M, a) : gemv_dispatch_m<MODE, false>(st, M, a);
 }
 
 bool aligned16(const void *p)
@@ -324,8 +449,26 @@ extern "C" int kw_cuda_gemv_rows(void)
     return gemv_max_rows;
 }
 
-extern "C" int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K,
-                                       const kw_cuda_gemv_out *outs, int n_out, int add)
+// What kw_cuda_gemv_ext asks of a call, checked against the call's outputs.
+static bool ext_ok(const kw_cuda_gemv_ext *e, int mode, const kw_cuda_gemv_out *outs, int n_out)
+{
+    if (e->ss_in && !(e->eps >= 0.f))
+        return false;
+    if (e->g_out && (mode != GV_ADD || n_out != 1 || !e->xg_out || !e->ss_out))
+        return false;
+    if (e->pos) {
+        const int hd = e->head_dim;
+        if (mode != GV_STORE || n_out != 3 || hd <= 0 || hd % 2 || !e->inv_freq ||
+            !e->slots || !e->kv_base || !e->kv_pos || e->page_tokens <= 0 || outs[1].n % hd ||
+            outs[0].n % hd || outs[2].n != outs[1].n)
+            return false;
+    }
+    return true;
+}
+
+extern "C" int kw_cuda_gemv_multi_ext(void *stream, const void *x, int M, int K,
+                                      const kw_cuda_gemv_out *outs, int n_out, int add,
+                                      const kw_cuda_gemv_ext *ext)
 {
     if (M <= 0 || M > 8 || K <= 0 || K % 8 || !x || !aligned16(x) || n_out < 1 || n_out > 3
         || !outs)
@@ -338,8 +481,19 @@ extern "C" int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K
         a.w[s] = (const __nv_bfloat16 *)outs[s].w, a.b[s] = outs[s].bias;
         a.y[s] = outs[s].y, a.n[s] = outs[s].n;
     }
+    if (ext) {
+        if (!ext_ok(ext, add ? GV_ADD : GV_STORE, outs, n_out))
+            return KW_EINVAL;
+        a.e = *ext, a.n_ss = (K + GEMV_NO - 1) / GEMV_NO;
+    }
     cudaStream_t st = (cudaStream_t)stream;
     return add ? gemv_dispatch<GV_ADD>(st, M, a) : gemv_dispatch<GV_STORE>(st, M, a);
+}
+
+extern "C" int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K,
+                                       const kw_cuda_gemv_out *outs, int n_out, int add)
+{
+    return kw_cuda_gemv_multi_ext(stream, x, M, K, outs, n_out, add, NULL);
 }
 
 extern "C" int kw_cuda_gemv_bf16(void *stream, const void *x, const void *w, const float *b,
@@ -349,8 +503,9 @@ extern "C" int kw_cuda_gemv_bf16(void *stream, const void *x, const void *w, con
     return kw_cuda_gemv_multi_bf16(stream, x, M, K, &o, 1, 0);
 }
 
-extern "C" int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void *w_gate,
-                                        const void *w_up, void *out, int M, int N, int K)
+extern "C" int kw_cuda_gemv_swiglu_ext(void *stream, const void *x, const void *w_gate,
+                                       const void *w_up, void *out, int M, int N, int K,
+                                       const kw_cuda_gemv_ext *ext)
 {
     if (M <= 0 || M > 8 || N <= 0 || K <= 0 || K % 8 || !x || !w_gate || !w_up || !out
         || !aligned16(x) || !aligned16(w_gate) || !aligned16(w_up))
@@ -359,7 +514,18 @@ extern "C" int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void 
     a.x = (const __nv_bfloat16 *)x, a.K = K, a.n_seg = 1, a.n[0] = N;
     a.w[0] = (const __nv_bfloat16 *)w_gate, a.w_up = (const __nv_bfloat16 *)w_up;
     a.yb = (__nv_bfloat16 *)out;
+    if (ext) {
+        if (ext->g_out || ext->pos || !ext_ok(ext, GV_SWIGLU, NULL, 1))
+            return KW_EINVAL;
+        a.e = *ext, a.n_ss = (K + GEMV_NO - 1) / GEMV_NO;
+    }
     return gemv_dispatch<GV_SWIGLU>((cudaStream_t)stream, M, a);
+}
+
+extern "C" int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void *w_gate,
+                                        const void *w_up, void *out, int M, int N, int K)
+{
+    return kw_cuda_gemv_swiglu_ext(stream, x, w_gate, w_up, out, M, N, K, NULL);
 }
 
 extern "C" int kw_cuda_linear_bf16(void *stream, const void *x, const void *w, const float *b,

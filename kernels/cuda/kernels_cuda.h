@@ -153,6 +153,38 @@ int kw_cuda_gemv_multi_bf16(void *stream, const void *x, int M, int K,
                             const kw_cuda_gemv_out *outs, int n_out, int add);
 int kw_cuda_gemv_swiglu_bf16(void *stream, const void *x, const void *w_gate, const void *w_up,
                              void *out, int M, int N, int K);
+/* The decode step's RMSNorm and RoPE folded into the GEMVs around them (the _ext forms;
+ * ext NULL: as above). A norm of residual rows h (M, K) with weight g is applied as
+ * y = (bf16(h * g) w^T) / sqrt(mean(h^2) + eps) (the same as bf16(h / sqrt(..) * g) w^T up
+ * to rounding), so the kernel that writes h also writes the GEMV's input: with g_out
+ * (kw_cuda_gemv_multi_ext, add != 0, one output), xg_out = bf16(y * g_out) from the new
+ * residual y and ss_out (M, ceil(n / KW_GEMV_NORM_PART)), the sums of y^2 over each
+ * KW_GEMV_NORM_PART outputs; kw_cuda_norm_parts writes the same for a residual no GEMV
+ * wrote (the first layer's). The GEMV on xg then takes ss_in (those sums, K = n) and eps
+ * and scales each row's products before the bias. With pos (store, three outputs: q, k,
+ * v of head_dim-wide heads): RoPE with interleaved pairs (2i, 2i + 1) on q and k, and k
+ * and v appended as bf16 at slots, as kw_cuda_rope_append does. KW_EINVAL where a field
+ * does not fit the call. */
+#define KW_GEMV_NORM_PART 4
+typedef struct kw_cuda_gemv_ext {
+    const float *ss_in; /* (M, ceil(K / KW_GEMV_NORM_PART)) */
+    float eps;
+    const float *g_out; /* (n) */
+    void *xg_out;       /* bf16 (M, n), 16-byte aligned for the GEMV that reads it */
+    float *ss_out;      /* (M, ceil(n / KW_GEMV_NORM_PART)) */
+    const int32_t *pos, *slots; /* (M), (M, n_kv) */
+    const float *inv_freq;      /* (head_dim / 2) */
+    int head_dim, page_tokens;
+    void *kv_base;
+    int32_t *kv_pos;
+} kw_cuda_gemv_ext;
+int kw_cuda_gemv_multi_ext(void *stream, const void *x, int M, int K,
+                           const kw_cuda_gemv_out *outs, int n_out, int add,
+                           const kw_cuda_gemv_ext *ext);
+int kw_cuda_gemv_swiglu_ext(void *stream, const void *x, const void *w_gate, const void *w_up,
+                            void *out, int M, int N, int K, const kw_cuda_gemv_ext *ext);
+int kw_cuda_norm_parts(void *stream, const float *h, const float *g, void *xg, float *ss,
+                       int M, int K);
 /* rmsnorm.cu: as kw_cuda_rmsnorm with a bf16 y (the input of the next GEMM) */
 int kw_cuda_rmsnorm_bf16(void *stream, const float *x, const float *g, void *y, int rows,
                          int dim, float eps);
