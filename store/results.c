@@ -203,14 +203,23 @@ static int check_file(const char *path, bool readonly, kw_error *err)
     }
     if (S_ISDIR(sb.st_mode))
         return kw_error_set(err, KW_EDB, "'%s' is a directory, not a SQLite database", path);
-    if (sb.st_size == 0)
-        return KW_OK;
+    /* Another process may be creating or checkpointing the file while it is read here: the
+     * header is read first, then whether a -wal file exists, then the size, so a size
+     * taken before the header was written cannot make a growing file look truncated. */
     unsigned char h[100];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return kw_error_set(err, KW_EIO, "cannot open '%s': %s", path, strerror(errno));
     ssize_t n = pread(fd, h, sizeof h, 0);
+    char wal[4200];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    struct stat wb;
+    bool has_wal = stat(wal, &wb) == 0 && wb.st_size > 0;
+    if (fstat(fd, &sb) != 0)
+        sb.st_size = 0;
     close(fd);
+    if (n == 0)
+        return KW_OK; /* empty: a new store */
     if (n < 16 || memcmp(h, "SQLite format 3", 16) != 0)
         return kw_error_set(err, KW_EDB, "'%s' is not a SQLite database (no SQLite header; "
                             "%lld bytes)", path, (long long)sb.st_size);
@@ -227,10 +236,6 @@ static int check_file(const char *path, bool readonly, kw_error *err)
      * "version-valid-for". A -wal file means a checkpoint may be extending the file right
      * now, so the size is only compared when there is none. */
     uint32_t pages = be32(h + 28);
-    char wal[4200];
-    snprintf(wal, sizeof wal, "%s-wal", path);
-    struct stat wb;
-    bool has_wal = stat(wal, &wb) == 0 && wb.st_size > 0;
     if (pages && be32(h + 24) == be32(h + 92) && !has_wal &&
         (uint64_t)sb.st_size < (uint64_t)pages * page)
         return kw_error_set(err, KW_EDB, "'%s' is truncated: its header says %u pages of %u "
@@ -353,17 +358,28 @@ static int probe_tables(kw_db *db, kw_error *err)
     return KW_OK;
 }
 
+/* Switching a new store to WAL takes the file for a moment. When several processes open
+ * the same new store at once, SQLite can answer "database is locked" here without calling
+ * the busy handler (where waiting could deadlock), so the switch is tried again every 2 ms
+ * for up to the busy timeout. */
 static int set_wal(kw_db *db, kw_error *err)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db->h, "PRAGMA journal_mode = WAL", -1, &st, NULL);
     bool wal = false;
-    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        const char *m = (const char *)sqlite3_column_text(st, 0);
-        wal = m && !strcmp(m, "wal");
+    int rc = SQLITE_OK;
+    for (int waited = 0;; waited += 2) {
+        sqlite3_stmt *st = NULL;
+        rc = sqlite3_prepare_v2(db->h, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+            const char *m = (const char *)sqlite3_column_text(st, 0);
+            wal = m && !strcmp(m, "wal");
+        }
+        rc = sqlite3_extended_errcode(db->h);
+        sqlite3_finalize(st);
+        const int prim = rc & 0xff;
+        if (wal || (prim != SQLITE_BUSY && prim != SQLITE_LOCKED) || waited >= KW_DB_BUSY_MS)
+            break;
+        sqlite3_sleep(2);
     }
-    rc = sqlite3_extended_errcode(db->h);
-    sqlite3_finalize(st);
     if (!wal)
         return kw__db_fail(db, rc ? rc : SQLITE_ERROR, err, "cannot switch to WAL mode");
     return kw__db_exec(db, err, "cannot set the connection up",
