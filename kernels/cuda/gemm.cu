@@ -6,7 +6,9 @@
 // the step is bound by reading the weights once, so a block streams a few weight rows
 // with 16-byte loads, its warps splitting K, and applies them to all M rows of x
 // (read through L2); the same kernel fuses the Q/K/V products (up to three outputs per
-// launch), a residual add, or the MLP's gate, up and SwiGLU (bf16 out).
+// launch), a residual add, or the MLP's gate, up and SwiGLU (bf16 out), and in separate
+// instances (EXT) the forms of kw_cuda_gemv_ext: a folded RMSNorm on either side of a
+// pass, and RoPE with the page append after the Q/K/V products.
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cstdint>
