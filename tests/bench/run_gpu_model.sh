@@ -21,6 +21,7 @@ model_dir=${KW_BENCH_MODEL_DIR:-/tmp/kw-bench-model}
 check_dir=$model_dir-2l # the engine check on LIKE's widths and heads, 2 layers
 if [ -z "${KW_BENCH_SKIP_TESTS:-}" ]; then
   ./build-gpu/tests/kernels/test_cuda_model | tail -1
+  ./build-gpu/tests/kernels/test_cuda_gemv | tail -1
   ./build-gpu/tests/unit/test_engine_cuda | tee "$out/engine_cuda.txt" | grep -v '^model'
   # head_dim 128 for the Llama and Qwen shapes: prefill runs the wgmma kernel
   [ -f "$check_dir/model.gguf" ] || ./build-gpu/kvweave gen model --arch llama --like "$like" \
