@@ -404,13 +404,14 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
  * second step of a batch size captures it (the first runs eagerly, so lazy set-up such
  * as cuBLAS handles and kernel attributes happens outside the capture), and a step whose
  * buffers moved (the step buffer, the split-K partials or the page table grew) or whose
- * layers stopped sharing one plan (or started) recaptures. A capture that fails leaves
+ * layers stopped sharing one plan (or started), or whose launches' overlap
+ * (kw_cuda_pdl_on) changed, recaptures. A capture that fails leaves
  * that batch size eager. */
 static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
 {
     kw_cgraph *g = &c->graphs[a->ns];
     if (g->exec && (g->ds != a->ds || g->partial != c->partial || g->ptab != c->d_ptab ||
-                    g->shared_plan != a->shared_plan)) {
+                    g->shared_plan != a->shared_plan || g->pdl != kw_cuda_pdl_on())) {
         cudaGraphExecDestroy(g->exec);
         g->exec = NULL;
     }
@@ -431,7 +432,7 @@ static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
         }
         g->failed = g->exec == NULL;
         g->ds = a->ds, g->partial = c->partial, g->ptab = c->d_ptab;
-        g->shared_plan = a->shared_plan;
+        g->shared_plan = a->shared_plan, g->pdl = kw_cuda_pdl_on();
         c->graph_captures++;
     }
     if (!g->exec)
@@ -604,7 +605,11 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_tokoff, o_qrow,
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
                   shared_plan, plan_items, plan_parts, plan_off, row_part_off};
-    if ((rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err)) < 0)
+    if (kw_cuda_pdl_auto())
+        kw_cuda_pdl_step(decode && ns >= KW_CF_PDL_SEQS);
+    rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err);
+    kw_cuda_pdl_step(-1);
+    if (rc < 0)
         return rc;
     /* 3. logits */
     if ((rc = kw__cf_logits_out(c, s, (const int32_t *)(c->stage.d + o_logit), err)) < 0)

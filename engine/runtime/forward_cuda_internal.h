@@ -27,6 +27,7 @@ typedef struct kw_cgraph {
     cudaGraphExec_t exec;
     const void *ds, *partial, *ptab; /* the buffers it was captured with */
     int shared_plan;                 /* every layer read the first layer's plan */
+    int pdl;                         /* its launches overlap (kw_cuda_pdl_on) */
     int seen, failed;
 } kw_cgraph;
 
@@ -135,6 +136,11 @@ int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
  * one sequence only (KW_CF_FOLD_ROWS): on the 8B shape (H200) they took a batch-1 step
  * from 5.76 to 5.63 ms at 32k, but a batch-2 step from 7.22 to 7.41 ms. */
 #define KW_CF_FOLD_ROWS 1
+/* Decode steps of at least this many sequences launch with programmatic dependent launch
+ * unless KVWEAVE_CUDA_PDL says otherwise (kw_cuda_pdl_step): on the 8B shape (H200, one
+ * run) it took steps of 2, 4 and 8 sequences 2-5% faster (b2 32k 7.14 -> 6.95 ms, b8 8k
+ * 8.21 -> 7.84) but a step of one 2% slower (5.64 -> 5.75 ms at 32k). */
+#define KW_CF_PDL_SEQS 2
 typedef struct kw_cf_fold {
     const int32_t *pos, *slots; /* the step's positions, this layer's slots */
 } kw_cf_fold;

@@ -42,9 +42,11 @@ extern "C" int kw__cuda_sm90a(void)
     return v;
 }
 
-// -1: not decided yet (first use: KVWEAVE_CUDA_PDL=1 and the device); asked: what
-// kw_cuda_set_pdl asked for (-1: the environment's choice).
+// The forced choice: -1 not decided yet, 0 off, 1 on, 2 auto (nothing forced; the
+// caller decides with kw_cuda_pdl_step). asked: what kw_cuda_set_pdl asked for (-1: the
+// environment's choice). step: this thread's per-step choice under auto (-1: none, off).
 static int pdl_state = -1, pdl_asked = -1;
+static thread_local int pdl_step = -1;
 
 extern "C" void kw_cuda_set_pdl(int on)
 {
@@ -52,11 +54,24 @@ extern "C" void kw_cuda_set_pdl(int on)
     pdl_state = -1;
 }
 
-extern "C" int kw_cuda_pdl_on(void)
+static int pdl_forced(void)
 {
     if (pdl_state >= 0)
         return pdl_state;
     const char *env = getenv("KVWEAVE_CUDA_PDL");
-    const int want = pdl_asked >= 0 ? pdl_asked : env && !strcmp(env, "1");
-    return pdl_state = want && kw__cuda_sm90a();
+    const int want = pdl_asked >= 0                 ? pdl_asked
+                     : env && !strcmp(env, "1") ? 1
+                     : env && !strcmp(env, "0") ? 0
+                                                : 2;
+    return pdl_state = kw__cuda_sm90a() ? want : 0;
+}
+
+extern "C" int kw_cuda_pdl_auto(void) { return pdl_forced() == 2; }
+
+extern "C" void kw_cuda_pdl_step(int on) { pdl_step = on < 0 ? -1 : on > 0; }
+
+extern "C" int kw_cuda_pdl_on(void)
+{
+    const int f = pdl_forced();
+    return f == 2 ? pdl_step > 0 : f;
 }

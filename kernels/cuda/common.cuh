@@ -43,7 +43,8 @@ __device__ __forceinline__ void kw_grid_dependents()
 extern "C" int kw__cuda_sm90a(void);
 
 // kw_cuda_pdl_on() (kernels_cuda.h) is 1 when launches may overlap: asked for
-// (KVWEAVE_CUDA_PDL=1 or kw_cuda_set_pdl) and the device runs this library's sm_90a code
+// (KVWEAVE_CUDA_PDL=1, kw_cuda_set_pdl, or kw_cuda_pdl_step on this thread when nothing
+// forces a choice) and the device runs this library's sm_90a code
 // (compute capability 9.0).
 extern "C" int kw_cuda_pdl_on(void);
 

@@ -16,10 +16,16 @@ int kw_cuda_device_count(void);
 const char *kw_cuda_last_error(void);
 /* Programmatic dependent launch of the decode-path kernels (a kernel's start overlaps the
  * end of the one before it on the stream; weight loads are issued before the wait), on
- * compute capability 9.0 only: off by default, on with KVWEAVE_CUDA_PDL=1;
- * kw_cuda_set_pdl(1) / (0) turn it on / off whatever the environment says, (-1) returns
- * to the environment's choice. kw_cuda_pdl_on: whether launches use it now. */
+ * compute capability 9.0 only. KVWEAVE_CUDA_PDL=1 turns it on for every launch, =0 off;
+ * unset (or any other value) leaves the choice to the caller, per group of launches:
+ * kw_cuda_pdl_step(1) / (0) on this thread (the CUDA engine turns it on for decode steps
+ * of two or more sequences), (-1) clears it (off). kw_cuda_set_pdl(1) / (0) forces it on /
+ * off whatever the environment says, (-1) returns to the environment's choice.
+ * kw_cuda_pdl_auto: whether nothing forces a choice; kw_cuda_pdl_on: whether this
+ * thread's launches use it now. */
 void kw_cuda_set_pdl(int on);
+int kw_cuda_pdl_auto(void);
+void kw_cuda_pdl_step(int on);
 int kw_cuda_pdl_on(void);
 
 /* rmsnorm.cu */

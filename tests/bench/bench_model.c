@@ -188,8 +188,9 @@ int main(int argc, char **argv)
     kw__fwd_graph_stats(f, &caps, &launches);
     printf("# decode steps as CUDA graphs: %lld captured, %lld replayed (KVWEAVE_CUDA_GRAPHS=0 "
            "turns them off)\n", (long long)caps, (long long)launches);
-    printf("# programmatic dependent launch: %s (KVWEAVE_CUDA_PDL=1 turns it on)\n",
-           kw_cuda_pdl_on() ? "on" : "off");
+    printf("# programmatic dependent launch: %s (KVWEAVE_CUDA_PDL=1 turns it on for every "
+           "step, =0 off)\n",
+           kw_cuda_pdl_auto() ? "decode steps of 2+ sequences" : kw_cuda_pdl_on() ? "on" : "off");
     printf("\n# kvweave CUDA engine\n%s", table);
     kw__fwd_free(f);
     kw_kvpool_free(pool);
