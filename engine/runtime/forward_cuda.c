@@ -606,7 +606,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
                   shared_plan, plan_items, plan_parts, plan_off, row_part_off};
     if (kw_cuda_pdl_auto())
-        kw_cuda_pdl_step(decode && ns >= KW_CF_PDL_SEQS);
+        kw_cuda_pdl_step(decode); /* KW_CF_PDL */
     rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err);
     kw_cuda_pdl_step(-1);
     if (rc < 0)

@@ -177,7 +177,13 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, bool fold, kw
         kw_cuda_gemv_out o = {w->wo, NULL, c->x, E};
         KTRY(kw_cuda_gemv_multi_ext(st, c->xb, n_tok, qd, &o, 1, 1, &e));
         e = (kw_cuda_gemv_ext){.ss_in = c->ss, .eps = f->norm_eps};
+        /* a one-row step's gate/up pass does not overlap the output pass (KW_CF_PDL) */
+        const bool apart = n_tok == 1 && kw_cuda_pdl_auto() && kw_cuda_pdl_on();
+        if (apart)
+            kw_cuda_pdl_step(0);
         KTRY(kw_cuda_gemv_swiglu_ext(st, c->xg, w->wgate, w->wup, c->gate, n_tok, F, E, &e));
+        if (apart) /* kw__cfwd_run clears the choice after the layers, error or not */
+            kw_cuda_pdl_step(1);
         const bool last = l + 1 == f->n_layer;
         e = (kw_cuda_gemv_ext){.g_out = last ? NULL : c->L[l + 1].attn_norm,
                                .xg_out = last ? NULL : c->xg, .ss_out = last ? NULL : c->ss};

@@ -18,8 +18,8 @@ const char *kw_cuda_last_error(void);
  * end of the one before it on the stream; weight loads are issued before the wait), on
  * compute capability 9.0 only. KVWEAVE_CUDA_PDL=1 turns it on for every launch, =0 off;
  * unset (or any other value) leaves the choice to the caller, per group of launches:
- * kw_cuda_pdl_step(1) / (0) on this thread (the CUDA engine turns it on for decode steps
- * of two or more sequences), (-1) clears it (off). kw_cuda_set_pdl(1) / (0) forces it on /
+ * kw_cuda_pdl_step(1) / (0) on this thread (the CUDA engine turns it on for decode
+ * steps), (-1) clears it (off). kw_cuda_set_pdl(1) / (0) forces it on /
  * off whatever the environment says, (-1) returns to the environment's choice.
  * kw_cuda_pdl_auto: whether nothing forces a choice; kw_cuda_pdl_on: whether this
  * thread's launches use it now. */

@@ -190,7 +190,7 @@ int main(int argc, char **argv)
            "turns them off)\n", (long long)caps, (long long)launches);
     printf("# programmatic dependent launch: %s (KVWEAVE_CUDA_PDL=1 turns it on for every "
            "step, =0 off)\n",
-           kw_cuda_pdl_auto() ? "decode steps of 2+ sequences" : kw_cuda_pdl_on() ? "on" : "off");
+           kw_cuda_pdl_auto() ? "decode steps" : kw_cuda_pdl_on() ? "on" : "off");
     printf("\n# kvweave CUDA engine\n%s", table);
     kw__fwd_free(f);
     kw_kvpool_free(pool);
