@@ -138,7 +138,7 @@ int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
 #define KW_CF_FOLD_ROWS 1
 /* KW_CF_PDL: decode steps launch their layers with programmatic dependent launch unless
  * KVWEAVE_CUDA_PDL says otherwise (kw_cuda_pdl_step), except the gate/up pass of a step of
- * one sequence. On the 8B shape (H200, two rounds in one run each): steps of 2, 4 and 8
+ * one sequence on the folded path (kw__cf_layer_post). On the 8B shape (H200, two rounds in one run each): steps of 2, 4 and 8
  * sequences 1-4% faster with every pass overlapping (batch 2 at 8k 5.54 -> 5.29 ms); a
  * step of one 2% slower so, but 0-1.7% faster with every pass but gate/up, the only pass
  * that was slower alone with it (32k: 5.61 and 5.63 against 5.69 and 5.64 ms). */

@@ -189,7 +189,7 @@ int main(int argc, char **argv)
     printf("# decode steps as CUDA graphs: %lld captured, %lld replayed (KVWEAVE_CUDA_GRAPHS=0 "
            "turns them off)\n", (long long)caps, (long long)launches);
     printf("# programmatic dependent launch: %s (KVWEAVE_CUDA_PDL=1 turns it on for every "
-           "step, =0 off)\n",
+           "pass, =0 off)\n",
            kw_cuda_pdl_auto() ? "decode steps" : kw_cuda_pdl_on() ? "on" : "off");
     printf("\n# kvweave CUDA engine\n%s", table);
     kw__fwd_free(f);
