@@ -136,12 +136,14 @@ int kw__cf_ensure_partial(kw_cfwd *c, size_t need, kw_error *err);
  * one sequence only (KW_CF_FOLD_ROWS): on the 8B shape (H200) they took a batch-1 step
  * from 5.76 to 5.63 ms at 32k, but a batch-2 step from 7.22 to 7.41 ms. */
 #define KW_CF_FOLD_ROWS 1
-/* KW_CF_PDL: decode steps launch their layers with programmatic dependent launch unless
- * KVWEAVE_CUDA_PDL says otherwise (kw_cuda_pdl_step), except the gate/up pass of a step of
- * one sequence on the folded path (kw__cf_layer_post). On the 8B shape (H200, two rounds in one run each): steps of 2, 4 and 8
- * sequences 1-4% faster with every pass overlapping (batch 2 at 8k 5.54 -> 5.29 ms); a
- * step of one 2% slower so, but 0-1.7% faster with every pass but gate/up, the only pass
- * that was slower alone with it (32k: 5.61 and 5.63 against 5.69 and 5.64 ms). */
+/* The launch-overlap policy (comments elsewhere refer to it as KW_CF_PDL): decode steps
+ * launch their layers with programmatic dependent launch unless KVWEAVE_CUDA_PDL says
+ * otherwise (kw__cfwd_run sets kw_cuda_pdl_step), except the gate/up pass of a step of
+ * one sequence on the folded path (kw__cf_layer_post). On the 8B shape (H200, two rounds
+ * in one run each): steps of 2, 4 and 8 sequences 1-4% faster with every pass
+ * overlapping (batch 2 at 8k 5.54 -> 5.29 ms); a step of one 2% slower so, but 0-1.7%
+ * faster with every pass but gate/up, the only pass that was slower alone with it (32k:
+ * 5.61 and 5.63 against 5.69 and 5.64 ms). */
 typedef struct kw_cf_fold {
     const int32_t *pos, *slots; /* the step's positions, this layer's slots */
 } kw_cf_fold;
