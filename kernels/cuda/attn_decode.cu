@@ -386,7 +386,9 @@ template <int D, bool TABLE> struct stream_cfg {
     static constexpr int NS = 3;  // stages: two tiles in flight while one is computed
     static constexpr size_t kv_bytes = (size_t)TT * D * 2;
     static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
-    static constexpr size_t bytes = NS * stage_bytes + (TABLE ? 0 : sizeof(token_list));
+    // table mode: a ring of NS tiles' K rows (page * 2P + slot), see stream_item
+    static constexpr size_t bytes =
+        NS * stage_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
     // element offset of chunk c (8 elements) of row r
     static __device__ __forceinline__ int sw(int r, int c)
     {
@@ -397,52 +399,39 @@ static_assert(stream_cfg<128, true>::stage_bytes % 128 == 0 &&
                   stream_cfg<64, true>::stage_bytes % 128 == 0,
               "each stage starts on a 128-byte line");
 // Two blocks per multiprocessor in both modes on an H100/H200 (228 KB of shared memory,
-// 1 KB of it reserved per block): span mode at 104 KB, table mode at 99 KB. With 12 bytes
+// 1 KB of it reserved per block): span mode at 104 KB, table mode at 100 KB. With 12 bytes
 // per listed token (a 64-bit offset and a position) span mode fit only one, and the
 // list's flattening could not overlap another block's copies.
 static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024,
               "span-mode decode attention: two blocks per multiprocessor");
+static_assert(2 * (stream_cfg<128, true>::bytes + 1024) <= 228 * 1024,
+              "table-mode decode attention: two blocks per multiprocessor");
 
-// The page of each token a thread copies in one tile (table mode): loaded one tile ahead
-// of the copies that need them, so the page-table read's latency is hidden behind a
-// tile's math instead of stalling the copies. pg[p]: the token of pass p; pp: the token
-// whose position this thread copies (threads < TT).
-template <int D> struct tile_pages {
-    static constexpr int PASSES = stream_cfg<D, true>::TT / (WARPS * 32 / (D / 8));
-    static_assert(WARPS * 32 >= stream_cfg<D, true>::TT, "one position per thread");
-    int pg[PASSES];
-    int pp;
-};
-
-template <int D, bool TABLE>
-__device__ __forceinline__ void load_pages(const int32_t *ptab, int P, int lp, int b0, int n,
-                                           int tile, tile_pages<D> &tp)
+// Table mode: the K row (page * 2P + slot, main pool) of token i of the item, read from
+// the row's page list; threads < TT each find one token's row of a tile. The rows of the
+// tiles in flight sit in a ring in shared memory (stream_item), so the copies read them as
+// span mode reads its flattened list, and each page id is loaded once per token.
+__device__ __forceinline__ uint32_t table_row(const int32_t *ptab, int P, int lp, int b0, int i,
+                                              int n)
 {
-    if constexpr (TABLE) {
-        using C = stream_cfg<D, TABLE>;
-        constexpr int RPP = WARPS * 32 / (D / 8);
-        const int i0 = tile * C::TT, rg = threadIdx.x / (D / 8);
-#pragma unroll
-        for (int p = 0; p < tile_pages<D>::PASSES; p++) {
-            const int i = i0 + p * RPP + rg, t = b0 + i;
-            tp.pg[p] = i < n ? ptab[lp >= 0 ? t >> lp : t / P] : 0;
-        }
-        const int i = i0 + (int)threadIdx.x, t = b0 + i;
-        tp.pp = threadIdx.x < C::TT && i < n ? ptab[lp >= 0 ? t >> lp : t / P] : 0;
-    }
+    if (i >= n)
+        return 0;
+    const int t = b0 + i;
+    const int pg = ptab[lp >= 0 ? t >> lp : t / P];
+    return (uint32_t)pg * 2 * P + (uint32_t)(lp >= 0 ? t & (P - 1) : t % P);
 }
 
 // Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
 // stage. Rows past the item's end are zero-filled: P V multiplies them by p = 0, and
 // stale shared memory could hold NaNs. A thread copies one 16-byte chunk column of a row
-// group, so a token's address is found once per pass (not per chunk); in table mode the
-// pages come from load_pages, a tile earlier. lp = log2(P) when P is a power of two
+// group, so a token's address is found once per pass (not per chunk), from the span
+// list's rows or, in table mode, the ring's (table_row). lp = log2(P) when P is a power of two
 // (shifts instead of divisions), else -1. This address work, not the math, is what
 // bounds the kernel's issue rate.
 template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
-                                           const token_list &tl, const tile_pages<D> &tp,
-                                           int b0, int n, int tile, int lp)
+                                           const token_list &tl, const uint32_t *ring,
+                                           int n, int tile, int lp)
 {
     using C = stream_cfg<D, TABLE>;
     constexpr int CH = D / 8;                  // 16-byte chunks per row
@@ -461,8 +450,7 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         off[p] = 0, pool[p] = 0;
         if (i < n) {
             if constexpr (TABLE) {
-                const int t = b0 + i;
-                off[p] = ((int64_t)tp.pg[p] * 2 * P + (lp >= 0 ? t & (P - 1) : t % P)) * D;
+                off[p] = (int64_t)ring[(tile % C::NS) * C::TT + p * RPP + rg] * D;
             } else {
                 off[p] = (int64_t)tl.row[i] * D, pool[p] = tl.pool[i];
             }
@@ -477,10 +465,10 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
         cp_async16(smem_u32(Ks + C::sw(tk, g)), src, ok);
         cp_async16(smem_u32(Vs + C::sw(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
     }
-    const int tk = threadIdx.x, t = b0 + i0 + tk;
+    const int tk = threadIdx.x;
     if (tk < C::TT && i0 + tk < n) {
         if constexpr (TABLE)
-            cp_async4(ps + tk, a.pos[0] + (int64_t)tp.pp * P + (lp >= 0 ? t & (P - 1) : t % P));
+            cp_async4(ps + tk, a.pos[0] + token_pos(ring[(tile % C::NS) * C::TT + tk], P, lp));
         else
             cp_async4(ps + tk, a.pos[tl.pool[i0 + tk]] + token_pos(tl.row[i0 + tk], P, lp));
     }
@@ -527,20 +515,41 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     for (int j = 0; j < NT; j++)
         o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
-    tile_pages<D> tp;
-    load_pages<D, TABLE>(ptab, P, lp, b0, n, 0, tp);
+    // table mode: ring[(t % NS) * TT + k] is the row of token k of tile t, for the tiles
+    // whose copies are still to be issued. The first NS tiles' rows are found together
+    // (one round trip), then each iteration loads tile + NS's row into `next` and stores
+    // it in the ring the iteration after, so the load's latency hides behind a tile's math.
+    uint32_t *ring = TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes) : nullptr;
+    uint32_t next = 0;
+    if constexpr (TABLE) {
+        if (threadIdx.x < C::TT) {
+            uint32_t r[C::NS + 1];
+#pragma unroll
+            for (int k = 0; k <= C::NS; k++)
+                r[k] = table_row(ptab, P, lp, b0, k * C::TT + threadIdx.x, n);
+#pragma unroll
+            for (int k = 0; k < C::NS; k++)
+                ring[k * C::TT + threadIdx.x] = r[k];
+            next = r[C::NS];
+        }
+        __syncthreads();
+    }
 #pragma unroll
     for (int s = 0; s < C::NS - 1; s++) {
-        if (s < ntiles) {
-            issue_tile<D, TABLE>(a, stages, tl, tp, b0, n, s, lp);
-            load_pages<D, TABLE>(ptab, P, lp, b0, n, s + 1, tp);
-        }
+        if (s < ntiles)
+            issue_tile<D, TABLE>(a, stages, tl, ring, n, s, lp);
         cp_async_commit();
     }
     for (int tile = 0; tile < ntiles; tile++) {
-        if (tile + C::NS - 1 < ntiles) {
-            issue_tile<D, TABLE>(a, stages, tl, tp, b0, n, tile + C::NS - 1, lp);
-            load_pages<D, TABLE>(ptab, P, lp, b0, n, tile + C::NS, tp); // used next round
+        if (tile + C::NS - 1 < ntiles)
+            issue_tile<D, TABLE>(a, stages, tl, ring, n, tile + C::NS - 1, lp);
+        if constexpr (TABLE) {
+            // tile's slot was last read when its copies were issued, NS - 1 iterations
+            // ago; the syncs below order this store before the next iteration's reads
+            if (threadIdx.x < C::TT) {
+                ring[(tile % C::NS) * C::TT + threadIdx.x] = next;
+                next = table_row(ptab, P, lp, b0, (tile + C::NS + 1) * C::TT + threadIdx.x, n);
+            }
         }
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
