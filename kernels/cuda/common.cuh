@@ -62,3 +62,9 @@ static inline cudaError_t kw_launch(void (*k)(P...), dim3 grid, dim3 block, size
     cfg.attrs = at, cfg.numAttrs = kw_cuda_pdl_on() ? 1 : 0;
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
+
+// kw_cuda_i8_page_bytes (kernels_cuda.h) for device code: an int8 page's bytes.
+__host__ __device__ __forceinline__ int64_t kw_i8_page_bytes(int page_tokens, int head_dim)
+{
+    return 2 * (int64_t)page_tokens * head_dim + 8 * (int64_t)page_tokens;
+}

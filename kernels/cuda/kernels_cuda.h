@@ -59,6 +59,13 @@ typedef struct kw_cuda_span {
 
 typedef enum kw_cuda_kvtype { KW_CUDA_KV_F32 = 0, KW_CUDA_KV_BF16 = 1 } kw_cuda_kvtype;
 
+/* Bytes of one page of kvpool.h's int8 pages (positions apart): K (P, head_dim) and V
+ * (P, head_dim) as int8, then the P K scales and the P V scales as f32. */
+static inline int64_t kw_cuda_i8_page_bytes(int page_tokens, int head_dim)
+{
+    return 2 * (int64_t)page_tokens * head_dim + 8 * (int64_t)page_tokens;
+}
+
 typedef struct kw_cuda_attn {
     /* device: main and temporary pool (nullable), each of fewer than 2^32 K/V rows
      * (pages x 2 x page_tokens) */
@@ -219,10 +226,36 @@ int kw_cuda_rope_append(void *stream, float *q, float *k, const float *v, const 
                         int n_tok, int n_head, int n_kv, int head_dim, const float *inv_freq,
                         int interleaved, void *base, int32_t *pos_base, int page_tokens,
                         const int32_t *slots);
+/* The same two into int8 pages (kvpool.h's int8 layout, kw_cuda_i8_page_bytes a page):
+ * each K and V row quantized as the host pool does (kvpool.c: absmax over the row, scale
+ * = absmax / 127, int8 = round-to-nearest-even(x * (127 / absmax)) clamped to
+ * [-127, 127], scale 0 and zeros for a zero row), so a finite row's bytes and scale equal
+ * the host pool's. head_dim even. */
+int kw_cuda_kv_append_i8(void *stream, void *base, int32_t *pos_base, int page_tokens,
+                         int head_dim, int n_tok, int n_kv, const float *k, const float *v,
+                         const int32_t *pos, const int32_t *slots);
+int kw_cuda_rope_append_i8(void *stream, float *q, float *k, const float *v,
+                           const int32_t *pos, int n_tok, int n_head, int n_kv, int head_dim,
+                           const float *inv_freq, int interleaved, void *base,
+                           int32_t *pos_base, int page_tokens, const int32_t *slots);
+/* Dequantizes the pages of view rows of an int8 pool into bf16 pages (kw_cuda_kv_append's
+ * layout) for the prefill kernels: row r (< n_rows) holds tokens 0 .. row_tokens[r] - 1
+ * of pages[row_ptr[r] ..] (table mode's rows); its page i goes to bf16 page
+ * dst_ptr[r] + i of dst, its positions to dst_pos (slots past the row's end: zeros and
+ * position 0x7f7f7f7f); rows with dst_ptr[r] < 0 are skipped. Each value is
+ * bf16(scale x int8) (f32 product, round to nearest even). max_pages: at least the page
+ * count of every row. page_tokens even, head_dim a multiple of 16, src and dst 16-byte
+ * aligned (else KW_EINVAL). */
+int kw_cuda_rows_i8_to_bf16(void *stream, const void *src, const int32_t *src_pos,
+                            int page_tokens, int head_dim, int n_rows, const int32_t *pages,
+                            const int32_t *row_ptr, const int32_t *row_tokens,
+                            const int32_t *dst_ptr, int max_pages, void *dst,
+                            int32_t *dst_pos);
 
 /* attn_prefill.cu: causal attention of chunks of query tokens over views (bf16 pages,
- * head_dim 64 or 128). Sequence s has query tokens [tok_off[s], tok_off[s+1]) of q and
- * reads row s * n_kv + kvh of the concatenated views (rows per KV head). A query at
+ * head_dim 64 or 128; an int8 pool's rows go through kw_cuda_rows_i8_to_bf16 first).
+ * Sequence s has query tokens [tok_off[s], tok_off[s+1]) of q and reads row
+ * s * n_kv + kvh of the concatenated views (rows per KV head). A query at
  * position p reads stored tokens with position <= p (stored positions below INT_MAX);
  * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
  * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless

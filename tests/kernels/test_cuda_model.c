@@ -3,8 +3,11 @@
  * weight-streaming GEMV behind them at few rows; its fused and folded forms are in
  * test_cuda_gemv.c), causal prefill attention over paged bf16 views (dense, token-level and run spans over both
  * pools, GQA, chunks; dense views also in table mode), page append (and RoPE fused with
- * it, bit-identical to the two launches), bf16 embedding gather. Skipped (exit 77, with
- * a line saying why) without a CUDA device. Bounds: f32 paths rel L2 < 1e-4; bf16 GEMM
+ * it, bit-identical to the two launches), bf16 embedding gather; int8 pages (append_i8):
+ * the appends' bytes and scales bit-identical to the host pool's quantization of the same
+ * rows (and RoPE fused with the append to the two launches), and the prefill path's
+ * gather bit-identical to bf16(scale x int8). Skipped (exit 77, with a line saying why)
+ * without a CUDA device. Bounds: f32 paths rel L2 < 1e-4; bf16 GEMM
  * against the reference on the same bf16-rounded inputs < 1e-4 (and < 1e-2 against the
  * unrounded f32 inputs); attention (bf16 pages, Q and P rounded to bf16 for the tensor
  * cores) < 1e-2. */
@@ -460,13 +463,320 @@ static int test_rope_append(void)
     return fails;
 }
 
+/* ---- int8 pages ---- */
+
+/* A host int8 pool holding n_tok tokens of one layer (k, v: (n_tok, n_kv, hd)), appended
+ * in two calls (so a page is filled across them); slots[t * n_kv + h]: where the host put
+ * token t of KV head h (page * P + slot). */
+static kw_kvpool *host_i8(int P, int hd, int n_kv, int n_tok, const float *k, const float *v,
+                          const int32_t *pos, int32_t *slots, kw_kvseq **seq)
+{
+    kw_model_config cfg = {.n_layer = 1, .n_head = 2 * n_kv, .n_head_kv = n_kv, .head_dim = hd};
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = P, o.dtype = KW_KV_I8;
+    o.n_pages = (int64_t)n_kv * ((n_tok + P - 1) / P) + 4;
+    kw_kvpool *pool = NULL;
+    kw_error err = {0};
+    if (kw_kvpool_new(&cfg, &o, &pool, &err) < 0) {
+        fprintf(stderr, "kw_kvpool_new: %s\n", err.msg);
+        exit(1);
+    }
+    *seq = kw_kvseq_new(pool);
+    int a = n_tok / 3;
+    size_t row = (size_t)n_kv * hd;
+    if (kw_kvseq_append(*seq, 0, k, v, pos, a) < 0 ||
+        kw_kvseq_append(*seq, 0, k + a * row, v + a * row, pos + a, n_tok - a) < 0) {
+        fprintf(stderr, "kw_kvseq_append failed\n");
+        exit(1);
+    }
+    for (int h = 0; h < n_kv; h++) {
+        int np;
+        const int32_t *pg = kw_kvseq_pages(*seq, 0, h, &np);
+        for (int t = 0; t < n_tok; t++)
+            slots[(size_t)t * n_kv + h] = pg[t / P] * P + t % P;
+    }
+    return pool;
+}
+
+/* Rows of random magnitude (1/16 .. 16) with some exact zeros (a zero row's scale is 0), so
+ * every row has its own scale. */
+static float *rows_i8_input(size_t n_rows, int hd)
+{
+    float *x = randv(n_rows * hd, 1);
+    for (size_t r = 0; r < n_rows; r++) {
+        float m = (float)exp2(uni() * 8 - 4);
+        for (int d = 0; d < hd; d++)
+            x[r * hd + d] = r % 11 == 7 ? 0.f : x[r * hd + d] * m;
+    }
+    return x;
+}
+
+/* Bytes of token t's K and V rows and scales at slot s that differ between two int8
+ * pools (page layout of kvpool.h). */
+static size_t i8_slot_diff(const uint8_t *a, const uint8_t *b, int P, int hd, int32_t s)
+{
+    size_t pb = (size_t)kw_cuda_i8_page_bytes(P, hd), d = 0, off = (size_t)(s / P) * pb;
+    int slot = s % P;
+    for (int w = 0; w < 2; w++) {
+        size_t r = off + ((size_t)w * P + slot) * hd, sc = off + (size_t)2 * P * hd +
+                                                          ((size_t)w * P + slot) * 4;
+        for (int i = 0; i < hd; i++)
+            d += a[r + i] != b[r + i];
+        for (int i = 0; i < 4; i++)
+            d += a[sc + i] != b[sc + i];
+    }
+    return d;
+}
+
+/* kw_cuda_kv_append_i8 against the host pool's own quantization (kw_kvseq_append on a
+ * KW_KV_I8 pool) of the same f32 rows: the K and V bytes, scales and positions of every
+ * appended slot equal bit for bit; slots marked -1 leave the poisoned pool as it was. */
+static int test_append_i8_exact(void)
+{
+    int fails = 0;
+    static const int shapes[][4] = {{16, 128, 8, 37}, {16, 64, 4, 100}, {6, 128, 2, 50},
+                                    {7, 40, 3, 23}, {2, 64, 1, 9}}; /* P, hd, n_kv, n_tok */
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int P = shapes[si][0], hd = shapes[si][1], n_kv = shapes[si][2], n_tok = shapes[si][3];
+        size_t nr = (size_t)n_tok * n_kv;
+        float *k = rows_i8_input(nr, hd), *v = rows_i8_input(nr, hd);
+        int32_t *pos = malloc((size_t)n_tok * 4), *slots = malloc(nr * 4), *dsl = malloc(nr * 4);
+        for (int t = 0; t < n_tok; t++)
+            pos[t] = 17 + 5 * t;
+        kw_kvseq *seq;
+        kw_kvpool *pool = host_i8(P, hd, n_kv, n_tok, k, v, pos, slots, &seq);
+        kw_kvmem mem = kw_kvpool_mem(pool);
+        int64_t n_pages = kw_kvpool_options(pool)->n_pages;
+        size_t bytes = (size_t)(n_pages * mem.page_bytes[0]);
+        if (mem.page_bytes[0] != kw_cuda_i8_page_bytes(P, hd)) {
+            printf("FAIL append_i8: host page of %lld bytes, device layout %lld\n",
+                   (long long)mem.page_bytes[0], (long long)kw_cuda_i8_page_bytes(P, hd));
+            fails++;
+        }
+        uint8_t *poison = malloc(bytes), *got = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++)
+            poison[i] = (uint8_t)(uni() * 256);
+        for (size_t i = 0; i < nr; i++)
+            dsl[i] = i % 5 == 3 ? -1 : slots[i]; /* skipped: stays poisoned */
+        void *base = dput(poison, bytes);
+        int32_t *dpos = dput(NULL, (size_t)n_pages * P * 4);
+        int32_t *gpos = malloc((size_t)n_pages * P * 4);
+        int rc = kw_cuda_kv_append_i8(NULL, base, dpos, P, hd, n_tok, n_kv, dput(k, nr * hd * 4),
+                                      dput(v, nr * hd * 4), dput(pos, (size_t)n_tok * 4),
+                                      dput(dsl, nr * 4));
+        dget(got, base, bytes);
+        dget(gpos, dpos, (size_t)n_pages * P * 4);
+        size_t diff = 0, kept = 0, bad_pos = 0;
+        for (size_t i = 0; i < nr; i++) {
+            if (dsl[i] < 0)
+                kept += i8_slot_diff(got, poison, P, hd, slots[i]) == 0;
+            else {
+                diff += i8_slot_diff(got, mem.base[0], P, hd, slots[i]);
+                bad_pos += gpos[slots[i]] != pos[i / n_kv];
+            }
+        }
+        size_t n_skip = (nr + 1) / 5;
+        int ok = rc == 0 && diff == 0 && bad_pos == 0 && kept == n_skip;
+        printf("%s append_i8    P=%d hd=%d kv=%d tok=%d: %zu bytes differ from the host pool's "
+               "(bound 0), %zu bad positions, %zu of %zu skipped slots untouched%s%s\n",
+               ok ? "ok  " : "FAIL", P, hd, n_kv, n_tok, diff, bad_pos, kept, n_skip,
+               rc ? " " : "", rc ? kw_cuda_last_error() : "");
+        fails += !ok;
+        kw_kvseq_free(seq);
+        kw_kvpool_free(pool);
+        free(k), free(v), free(pos), free(slots), free(dsl), free(poison), free(got), free(gpos);
+    }
+    return fails;
+}
+
+/* kw_cuda_rope_append_i8 against kw_cuda_rope then kw_cuda_kv_append_i8 (bit for bit: q,
+ * k, the pool, positions), and its pages against the host pool's quantization of the
+ * rotated K it left in k and of V. */
+static int test_rope_append_i8(void)
+{
+    int fails = 0;
+    for (int trial = 0; trial < 6; trial++) {
+        int D = trial < 2 ? 128 : trial < 4 ? 64 : 2 * (4 + (int)(uni() * 60));
+        int n_kv = 1 + (int)(uni() * 8), n_head = n_kv * (1 + (int)(uni() * 4));
+        int n_tok = 1 + (int)(uni() * 40), P = trial % 3 ? 16 : 6, il = trial % 2;
+        size_t nq = (size_t)n_tok * n_head * D, nk = (size_t)n_tok * n_kv * D, nr = nk / D;
+        float *q = randv(nq, 2), *k = rows_i8_input(nr, D), *v = rows_i8_input(nr, D), inv[256];
+        for (int i = 0; i < D / 2; i++)
+            inv[i] = powf(10000.f, -2.f * i / D);
+        int32_t *pos = malloc((size_t)n_tok * 4), *slots = malloc(nr * 4);
+        for (int t = 0; t < n_tok; t++)
+            pos[t] = (int32_t)(uni() * 100000);
+        /* the host pool places the tokens; its pages are compared after the rotation */
+        kw_kvseq *seq;
+        kw_kvpool *pool = host_i8(P, D, n_kv, n_tok, k, v, pos, slots, &seq);
+        int64_t n_pages = kw_kvpool_options(pool)->n_pages;
+        size_t bytes = (size_t)(n_pages * kw_cuda_i8_page_bytes(P, D)), npos = (size_t)n_pages * P;
+        uint8_t *poison = malloc(bytes);
+        for (size_t i = 0; i < bytes; i++)
+            poison[i] = (uint8_t)(uni() * 256);
+        void *dq[2], *dk[2], *base[2], *dpp[2];
+        for (int w = 0; w < 2; w++)
+            dq[w] = dput(q, nq * 4), dk[w] = dput(k, nk * 4), base[w] = dput(poison, bytes),
+            dpp[w] = dput(NULL, npos * 4);
+        const float *dv = dput(v, nk * 4), *dinv = dput(inv, sizeof inv);
+        const int32_t *dpos = dput(pos, (size_t)n_tok * 4), *dsl = dput(slots, nr * 4);
+        int rc = kw_cuda_rope(NULL, dq[0], dpos, n_tok, n_head, D, dinv, il);
+        rc = rc ? rc : kw_cuda_rope(NULL, dk[0], dpos, n_tok, n_kv, D, dinv, il);
+        rc = rc ? rc : kw_cuda_kv_append_i8(NULL, base[0], dpp[0], P, D, n_tok, n_kv, dk[0], dv,
+                                            dpos, dsl);
+        rc = rc ? rc : kw_cuda_rope_append_i8(NULL, dq[1], dk[1], dv, dpos, n_tok, n_head, n_kv,
+                                              D, dinv, il, base[1], dpp[1], P, dsl);
+        size_t diff = 0, sizes[4] = {nq * 4, nk * 4, bytes, npos * 4};
+        void *bufs[4][2] = {{dq[0], dq[1]}, {dk[0], dk[1]}, {base[0], base[1]}, {dpp[0], dpp[1]}};
+        uint8_t *pages = malloc(bytes);
+        for (int b = 0; b < 4; b++) {
+            uint8_t *h0 = malloc(sizes[b]), *h1 = malloc(sizes[b]);
+            dget(h0, bufs[b][0], sizes[b]);
+            dget(h1, bufs[b][1], sizes[b]);
+            for (size_t i = 0; i < sizes[b]; i++)
+                diff += h0[i] != h1[i];
+            if (b == 1) /* the rotated K, into a second host pool */
+                memcpy(k, h1, nk * 4);
+            if (b == 2)
+                memcpy(pages, h1, bytes);
+            free(h0), free(h1);
+        }
+        kw_kvseq *seq2;
+        int32_t *slots2 = malloc(nr * 4);
+        kw_kvpool *pool2 = host_i8(P, D, n_kv, n_tok, k, v, pos, slots2, &seq2);
+        kw_kvmem mem = kw_kvpool_mem(pool2);
+        size_t host_diff = 0;
+        for (size_t i = 0; i < nr; i++) /* the same placement: the same pool history */
+            host_diff += slots2[i] != slots[i] ? 1
+                                               : i8_slot_diff(pages, mem.base[0], P, D, slots[i]);
+        int ok = rc == 0 && diff == 0 && host_diff == 0;
+        printf("%s rope_append_i8 D=%d heads=%d/%d tok=%d P=%d %s: %zu bytes differ from the two "
+               "launches, %zu from the host pool's quantization (bound 0)%s%s\n",
+               ok ? "ok  " : "FAIL", D, n_head, n_kv, n_tok, P, il ? "interleaved" : "half", diff,
+               host_diff, rc ? " " : "", rc ? kw_cuda_last_error() : "");
+        fails += !ok;
+        kw_kvseq_free(seq), kw_kvseq_free(seq2);
+        kw_kvpool_free(pool), kw_kvpool_free(pool2);
+        free(q), free(k), free(v), free(pos), free(slots), free(slots2), free(poison), free(pages);
+    }
+    return fails;
+}
+
+/* kw_cuda_rows_i8_to_bf16 (the prefill path's gather) against the host: every valid slot
+ * of every row's pages is bf16(scale x int8) bit for bit (kw_kvmem_row's value, rounded
+ * to nearest even) with its position; slots past a row's end are zeros at position
+ * 0x7f7f7f7f; rows with no destination (-1) and pages past the rows leave the poisoned
+ * scratch as it was. Rows of random lengths (some empty) over shuffled pages. */
+static int test_gather_i8(void)
+{
+    int fails = 0;
+    static const int shapes[][3] = {{16, 128, 12}, {16, 64, 30}, {6, 128, 7}, {2, 64, 5}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int P = shapes[si][0], hd = shapes[si][1], n_rows = shapes[si][2];
+        int32_t *len = malloc((size_t)n_rows * 4), *row_ptr = malloc((size_t)n_rows * 4),
+                *dst_ptr = malloc((size_t)n_rows * 4);
+        int n_src = 0, n_dst = 0, maxp = 0;
+        for (int r = 0; r < n_rows; r++) {
+            len[r] = r % 5 == 2 ? 0 : 1 + (int)(uni() * 40 * P);
+            int np = (len[r] + P - 1) / P;
+            row_ptr[r] = n_src, n_src += np;
+            dst_ptr[r] = r % 7 == 4 ? -1 : n_dst;
+            n_dst += dst_ptr[r] < 0 ? 0 : np;
+            maxp = np > maxp ? np : maxp;
+        }
+        /* a random int8 pool (bytes from the host quantization of random rows) */
+        int n_pages = n_src + 3;
+        size_t pb = (size_t)kw_cuda_i8_page_bytes(P, hd), bytes = (size_t)n_pages * pb;
+        uint8_t *pool = malloc(bytes);
+        int32_t *pos = malloc((size_t)n_pages * P * 4), *pages = malloc((size_t)(n_src + 1) * 4);
+        for (int g = 0; g < n_pages; g++) { /* random bytes and scales (some 0) */
+            float *sc = (float *)(void *)(pool + g * pb + (size_t)2 * P * hd);
+            for (int r = 0; r < 2 * P; r++) {
+                int8_t *q = (int8_t *)pool + g * pb + (size_t)r * hd;
+                for (int d = 0; d < hd; d++)
+                    q[d] = (int8_t)(-127 + (int)(uni() * 255));
+                sc[r] = r % 9 == 5 ? 0.f : (float)exp2(uni() * 8 - 4) / 127.f;
+            }
+        }
+        for (int i = 0; i < n_pages * P; i++)
+            pos[i] = (int32_t)(uni() * 1e6);
+        for (int i = 0; i < n_src; i++) /* a permutation of the pool's pages */
+            pages[i] = i;
+        for (int i = n_src - 1; i > 0; i--) {
+            int j = (int)(uni() * (i + 1)), t = pages[i];
+            pages[i] = pages[j], pages[j] = t;
+        }
+        size_t dbytes = (size_t)(n_dst + 2) * 2 * P * hd * 2, dpos_n = (size_t)(n_dst + 2) * P;
+        uint8_t *poison = malloc(dbytes);
+        for (size_t i = 0; i < dbytes; i++)
+            poison[i] = (uint8_t)(uni() * 256);
+        void *ddst = dput(poison, dbytes);
+        int32_t *ddpos = dput(NULL, dpos_n * 4);
+        int rc = kw_cuda_rows_i8_to_bf16(NULL, dput(pool, bytes),
+                                         dput(pos, (size_t)n_pages * P * 4), P, hd, n_rows,
+                                         dput(pages, (size_t)(n_src + 1) * 4),
+                                         dput(row_ptr, (size_t)n_rows * 4),
+                                         dput(len, (size_t)n_rows * 4),
+                                         dput(dst_ptr, (size_t)n_rows * 4), maxp, ddst, ddpos);
+        uint16_t *got = malloc(dbytes);
+        int32_t *gpos = malloc(dpos_n * 4);
+        dget(got, ddst, dbytes);
+        dget(gpos, ddpos, dpos_n * 4);
+        size_t vals = 0, bad = 0, tail_bad = 0, untouched = 0;
+        for (int r = 0; r < n_rows; r++) {
+            if (dst_ptr[r] < 0)
+                continue;
+            for (int i = 0; i * P < len[r]; i++) {
+                int g = pages[row_ptr[r] + i], d = dst_ptr[r] + i;
+                const uint8_t *pg = pool + g * pb;
+                const float *sc = (const float *)(const void *)(pg + (size_t)2 * P * hd);
+                for (int slot = 0; slot < P; slot++) {
+                    bool valid = i * P + slot < len[r];
+                    int32_t want_pos = valid ? pos[(size_t)g * P + slot] : 0x7f7f7f7f;
+                    if (gpos[(size_t)d * P + slot] != want_pos)
+                        *(valid ? &bad : &tail_bad) += 1;
+                    for (int w = 0; w < 2; w++) {
+                        const int8_t *q = (const int8_t *)pg + ((size_t)w * P + slot) * hd;
+                        const uint16_t *o = got + ((size_t)d * 2 * P + (size_t)w * P + slot) * hd;
+                        for (int e = 0; e < hd; e++) {
+                            float x = sc[w * P + slot] * (float)q[e];
+                            uint16_t want = valid ? kw_f32_to_bf16(x) : 0;
+                            if (o[e] != want)
+                                *(valid ? &bad : &tail_bad) += 1;
+                            vals += valid;
+                        }
+                    }
+                }
+            }
+        }
+        /* the scratch past the written pages keeps its poison */
+        size_t past = (size_t)n_dst * 2 * P * hd * 2;
+        untouched = memcmp((uint8_t *)got + past, poison + past, dbytes - past) == 0;
+        int ok = rc == 0 && bad == 0 && tail_bad == 0 && untouched;
+        printf("%s gather_i8    P=%d hd=%d rows=%d pages=%d: %zu of %zu values differ from "
+               "bf16(scale x int8) (bound 0), %zu tail slots not cleared, scratch past the rows "
+               "%s%s%s\n", ok ? "ok  " : "FAIL", P, hd, n_rows, n_dst, bad, vals, tail_bad,
+               untouched ? "untouched" : "WRITTEN", rc ? " " : "", rc ? kw_cuda_last_error() : "");
+        fails += !ok;
+        free(len), free(row_ptr), free(dst_ptr), free(pool), free(pos), free(pages);
+        free(poison), free(got), free(gpos);
+    }
+    return fails;
+}
+
+static int test_append_i8(void)
+{
+    return test_append_i8_exact() + test_rope_append_i8() + test_gather_i8();
+}
+
 /* test_cuda_model [GROUP...]: every group, or the named ones */
 int main(int argc, char **argv)
 {
     static const cuda_check_group groups[] = {{"gemm", test_gemm},
                                               {"prefill", test_prefill},
                                               {"append", test_append_embed},
-                                              {"rope", test_rope_append}};
+                                              {"rope", test_rope_append},
+                                              {"append_i8", test_append_i8}};
     return cuda_check_main("test_cuda_model", groups, sizeof groups / sizeof *groups, argc,
                            argv);
 }
