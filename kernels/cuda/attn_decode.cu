@@ -381,30 +381,51 @@ __device__ __forceinline__ void mma_top(float *c, uint32_t a0, uint32_t a2, uint
 // kernel to 88.7% of the copy bandwidth at batch 8 / 128k (now 93.8%); with lanes in
 // the pool's order and the swizzle on the shared-memory side, no two lanes of a line
 // were adjacent in shared memory and it took 67.4 M sectors.
-template <int D, bool TABLE> struct stream_cfg {
-    static constexpr int TT = 64; // tokens per tile: 16 per warp
-    static constexpr int NS = 3;  // stages: two tiles in flight while one is computed
-    static constexpr size_t kv_bytes = (size_t)TT * D * 2;
-    static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * 4;
+//
+// Int8 pages (I8): a stage holds the tile's int8 K and V rows, positions and K and V
+// scales; each warp turns its 16 rows of the landed stage into bf16 (exact: |q| <= 127
+// needs 7 bits) in a tile of the bf16 layout above (cvt, one for the block), so the MMAs
+// are the bf16 kernel's. The K scale multiplies the scores, the V scale the
+// probabilities before P V (the softmax sum takes them unscaled). Int8 rows are 8 (D =
+// 128) or 4 (D = 64) chunks of 16 bytes, swizzled by sw8 so that the 8 rows a quarter
+// warp converts at once fall in distinct banks; copies go in shared-memory order as
+// above. A tile is half the bytes, so there is one stage more.
+template <int D, bool TABLE, bool I8 = false> struct stream_cfg {
+    static constexpr int TT = 64;         // tokens per tile: 16 per warp
+    static constexpr int NS = I8 ? 4 : 3; // stages: NS - 1 tiles in flight, one computed
+    static constexpr size_t kv_bytes = (size_t)TT * D * (I8 ? 1 : 2);
+    // K, V, positions (and with I8 the K and V scales)
+    static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * (I8 ? 12 : 4);
+    static constexpr size_t cvt_bytes = I8 ? (size_t)2 * TT * D * 2 : 0; // bf16 K and V
     // table mode: a ring of NS tiles' K rows (page * 2P + slot), see stream_item
     static constexpr size_t bytes =
-        NS * stage_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
+        NS * stage_bytes + cvt_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
     // element offset of chunk c (8 elements) of row r
     static __device__ __forceinline__ int sw(int r, int c)
     {
         return r * D + ((c ^ (r & 7)) << 3);
     }
+    // byte offset of chunk c (16 int8 elements) of int8 row r: chunk c ^ swz8(r) of the row
+    static __device__ __forceinline__ int swz8(int r) { return D == 128 ? r & 7 : (r >> 1) & 3; }
+    static __device__ __forceinline__ int sw8(int r, int c)
+    {
+        return r * D + ((c ^ swz8(r)) << 4);
+    }
 };
 static_assert(stream_cfg<128, true>::stage_bytes % 128 == 0 &&
-                  stream_cfg<64, true>::stage_bytes % 128 == 0,
+                  stream_cfg<64, true>::stage_bytes % 128 == 0 &&
+                  stream_cfg<128, true, true>::stage_bytes % 128 == 0 &&
+                  stream_cfg<64, true, true>::stage_bytes % 128 == 0,
               "each stage starts on a 128-byte line");
 // Two blocks per multiprocessor in both modes on an H100/H200 (228 KB of shared memory,
 // 1 KB of it reserved per block): span mode at 104 KB, table mode at 100 KB. With 12 bytes
 // per listed token (a 64-bit offset and a position) span mode fit only one, and the
 // list's flattening could not overlap another block's copies.
-static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024,
+static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024 &&
+                  2 * (stream_cfg<128, false, true>::bytes + 1024) <= 228 * 1024,
               "span-mode decode attention: two blocks per multiprocessor");
-static_assert(2 * (stream_cfg<128, true>::bytes + 1024) <= 228 * 1024,
+static_assert(2 * (stream_cfg<128, true>::bytes + 1024) <= 228 * 1024 &&
+                  2 * (stream_cfg<128, true, true>::bytes + 1024) <= 228 * 1024,
               "table-mode decode attention: two blocks per multiprocessor");
 
 // Table mode: the K row (page * 2P + slot, main pool) of token i of the item, read from
@@ -474,14 +495,123 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
     }
 }
 
+// The page of an int8 pool's token from its K row (page * 2P + slot).
+__device__ __forceinline__ int64_t row_page(uint32_t row, int P, int lp)
+{
+    return lp >= 0 ? row >> (lp + 1) : row / (2 * P);
+}
+
+// issue_tile for int8 pages: K and V rows (chunks in sw8's order), and per token its
+// position and its K and V scales (at the end of its page).
+template <int D, bool TABLE>
+__device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned char *stages,
+                                              const token_list &tl, const uint32_t *ring,
+                                              int n, int tile, int lp)
+{
+    using C = stream_cfg<D, TABLE, true>;
+    constexpr int CH = D / 16;           // 16-byte chunks per row
+    constexpr int RPP = WARPS * 32 / CH; // rows per pass
+    constexpr int PASSES = C::TT / RPP;
+    const int P = a.page_tokens;
+    const int64_t pb = kw_i8_page_bytes(P, D);
+    unsigned char *K8 = stages + (tile % C::NS) * C::stage_bytes, *V8 = K8 + C::kv_bytes;
+    int32_t *ps = (int32_t *)(V8 + C::kv_bytes);
+    float *ks = (float *)(ps + C::TT), *vs = ks + C::TT;
+    const int i0 = tile * C::TT, c = threadIdx.x % CH, rg = threadIdx.x / CH;
+    int64_t off[PASSES];
+    int pool[PASSES];
+#pragma unroll
+    for (int p = 0; p < PASSES; p++) {
+        const int i = i0 + p * RPP + rg;
+        off[p] = 0, pool[p] = 0;
+        if (i < n) {
+            const uint32_t r = TABLE ? ring[(tile % C::NS) * C::TT + p * RPP + rg] : tl.row[i];
+            const int64_t pg = row_page(r, P, lp);
+            off[p] = pg * pb + (int64_t)(r - pg * 2 * P) * D;
+            if constexpr (!TABLE)
+                pool[p] = tl.pool[i];
+        }
+    }
+#pragma unroll
+    for (int p = 0; p < PASSES; p++) {
+        const int tk = p * RPP + rg;
+        const bool ok = i0 + tk < n;
+        const int g = c ^ C::swz8(tk); // the pool chunk of shared-memory chunk c
+        const unsigned char *src = (const unsigned char *)a.base[pool[p]] + off[p] + g * 16;
+        cp_async16(smem_u32(K8 + C::sw8(tk, g)), src, ok);
+        cp_async16(smem_u32(V8 + C::sw8(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
+    }
+    const int tk = threadIdx.x;
+    if (tk < C::TT && i0 + tk < n) {
+        const uint32_t r = TABLE ? ring[(tile % C::NS) * C::TT + tk] : tl.row[i0 + tk];
+        const int64_t pg = row_page(r, P, lp);
+        const int slot = (int)(r - pg * 2 * P), pl = TABLE ? 0 : tl.pool[i0 + tk];
+        const float *sc = (const float *)((const unsigned char *)a.base[pl] + pg * pb +
+                                          2 * (int64_t)P * D) + slot;
+        cp_async4(ps + tk, a.pos[pl] + pg * P + slot);
+        cp_async4(ks + tk, sc);
+        cp_async4(vs + tk, sc + P);
+    }
+}
+
+// Two int8 values as bf16x2: bytes 2k and 2k + 1 of w (each x + 128, x the int8 value)
+// placed under the exponent of 2^23 make the f32 2^23 + 128 + x, from which subtracting
+// 2^23 + 128 leaves x exactly; its upper half is its bf16 (x has at most 8 significant
+// bits). Integer and add units only: the conversion units are a quarter as fast, and
+// this runs on every K and V value read.
+__device__ __forceinline__ uint32_t i8pair_bf16(uint32_t w, int k)
+{
+    const float lo = __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7440 | (2 * k))) - 8388736.f;
+    const float hi = __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7441 | (2 * k))) - 8388736.f;
+    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632);
+}
+
+// A warp's 16 rows (r0 ..) of the landed int8 stage, K and V, into the bf16 tile cvt
+// (sw's layout). Lanes 8q .. 8q + 7 take one chunk column of 8 consecutive rows, so both
+// the int8 reads (sw8) and the bf16 writes (sw) of a quarter warp fall in distinct banks.
+template <int D, bool TABLE>
+__device__ __forceinline__ void convert_rows(const unsigned char *stg, __nv_bfloat16 *cvt,
+                                             int r0, int lane)
+{
+    using C = stream_cfg<D, TABLE, true>;
+    constexpr int CH = D / 16, U = 2 * 16 * CH / 32; // chunks per row; per lane
+#pragma unroll
+    for (int k = 0; k < U; k++) {
+        const int u = lane + 32 * k, i = u & 7, c = (u >> 3) % CH, rh = (u >> 3) / CH % 2,
+                  w = u / (16 * CH);
+        const int r = r0 + rh * 8 + i;
+        const uint4 raw = *(const uint4 *)(stg + w * C::kv_bytes + C::sw8(r, c));
+        const uint32_t x0 = raw.x ^ 0x80808080u, x1 = raw.y ^ 0x80808080u,
+                       x2 = raw.z ^ 0x80808080u, x3 = raw.w ^ 0x80808080u;
+        const uint4 lo = make_uint4(i8pair_bf16(x0, 0), i8pair_bf16(x0, 1), i8pair_bf16(x1, 0),
+                                    i8pair_bf16(x1, 1));
+        const uint4 hi = make_uint4(i8pair_bf16(x2, 0), i8pair_bf16(x2, 1), i8pair_bf16(x3, 0),
+                                    i8pair_bf16(x3, 1));
+        __nv_bfloat16 *dst = cvt + (size_t)w * C::TT * D;
+        *(uint4 *)(dst + C::sw(r, 2 * c)) = lo;
+        *(uint4 *)(dst + C::sw(r, 2 * c + 1)) = hi;
+    }
+}
+
+template <int D, bool TABLE, bool I8>
+__device__ __forceinline__ void issue(const kw_cuda_attn &a, unsigned char *stages,
+                                      const token_list &tl, const uint32_t *ring, int n,
+                                      int tile, int lp)
+{
+    if constexpr (I8)
+        issue_tile_i8<D, TABLE>(a, stages, tl, ring, n, tile, lp);
+    else
+        issue_tile<D, TABLE>(a, stages, tl, ring, n, tile, lp);
+}
+
 // One work item of the tensor-core decode kernel (below).
-template <int D, int G, bool TABLE>
+template <int D, int G, bool TABLE, bool I8>
 __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char *sm, int item)
 {
-    using C = stream_cfg<D, TABLE>;
+    using C = stream_cfg<D, TABLE, I8>;
     constexpr int KS = D / 16, NT = D / 8; // k-steps of the scores, n-tiles of the output
     unsigned char *stages = sm;
-    token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // span mode only
+    token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes + C::cvt_bytes); // spans
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
     const int32_t *it = a.items + 4 * item;
@@ -519,7 +649,8 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     // whose copies are still to be issued. The first NS tiles' rows are found together
     // (one round trip), then each iteration loads tile + NS's row into `next` and stores
     // it in the ring the iteration after, so the load's latency hides behind a tile's math.
-    uint32_t *ring = TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes) : nullptr;
+    uint32_t *ring =
+        TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes + C::cvt_bytes) : nullptr;
     uint32_t next = 0;
     if constexpr (TABLE) {
         if (threadIdx.x < C::TT) {
@@ -537,12 +668,12 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
     for (int s = 0; s < C::NS - 1; s++) {
         if (s < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ring, n, s, lp);
+            issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp);
         cp_async_commit();
     }
     for (int tile = 0; tile < ntiles; tile++) {
         if (tile + C::NS - 1 < ntiles)
-            issue_tile<D, TABLE>(a, stages, tl, ring, n, tile + C::NS - 1, lp);
+            issue<D, TABLE, I8>(a, stages, tl, ring, n, tile + C::NS - 1, lp);
         if constexpr (TABLE) {
             // tile's slot was last read when its copies were issued, NS - 1 iterations
             // ago; the syncs below order this store before the next iteration's reads
@@ -554,13 +685,25 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
         __syncthreads();            // everyone's have
-        const __nv_bfloat16 *Ks =
-            (const __nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
-        const __nv_bfloat16 *Vs = Ks + C::TT * D;
-        const int32_t *ps = (const int32_t *)(Vs + C::TT * D);
+        const unsigned char *stg = stages + (tile % C::NS) * C::stage_bytes;
+        const __nv_bfloat16 *Ks, *Vs;
+        const int32_t *ps;
+        const float *kscale = nullptr, *vscale = nullptr; // int8 pages
+        if constexpr (I8) {
+            Ks = (const __nv_bfloat16 *)(stages + C::NS * C::stage_bytes), Vs = Ks + C::TT * D;
+            ps = (const int32_t *)(stg + 2 * C::kv_bytes);
+            kscale = (const float *)(ps + C::TT), vscale = kscale + C::TT;
+        } else {
+            Ks = (const __nv_bfloat16 *)stg, Vs = Ks + C::TT * D;
+            ps = (const int32_t *)(Vs + C::TT * D);
+        }
         const int r0 = warp * 16, i0 = tile * C::TT + r0; // this warp's 16 rows
         const int nt = min(16, n - i0);
         if (nt > 0) {
+            if constexpr (I8) { // this warp's rows as bf16, read by this warp alone
+                convert_rows<D, TABLE>(stg, const_cast<__nv_bfloat16 *>(Ks), r0, lane);
+                __syncwarp();
+            }
             float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
             // ldmatrix rows: lane l gives row r0 + l % 8 + 8 (l / 16), chunk 2 kk + (l / 8) % 2
             const int kr = r0 + (lane & 7) + ((lane >> 4) << 3), kc = (lane >> 3) & 1;
@@ -582,8 +725,11 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
                     if (ok)
                         ok = ps[r0 + tk] <= qpos;
                     live[j][e] = ok;
-                    if (ok)
+                    if (ok) {
+                        if constexpr (I8)
+                            s[j][e] *= kscale[r0 + tk];
                         mx = fmaxf(mx, s[j][e]);
+                    }
                 }
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
@@ -601,7 +747,18 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
             for (int j = 0; j < NT; j++)
                 o[j][0] *= corr, o[j][1] *= corr;
-            const uint32_t pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
+            uint32_t pa0, pa2;
+            if constexpr (I8) { // the V scales go into the probabilities
+                float pv[2][2];
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        pv[j][e] = live[j][e] ? p[j][e] * vscale[r0 + 8 * j + 2 * t4 + e] : 0.f;
+                pa0 = pack_bf16(pv[0][0], pv[0][1]), pa2 = pack_bf16(pv[1][0], pv[1][1]);
+            } else {
+                pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
+            }
             // ldmatrix.trans rows: lane l gives row r0 + l % 16, chunk j + l / 16
             const int vr = r0 + (lane & 15), vc = lane >> 4;
 #pragma unroll
@@ -635,7 +792,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 
 // A block per item; with live_items (a fixed grid for CUDA graphs) at most one wave of
 // resident blocks, each taking items blockIdx.x, + gridDim.x, ... below the live count.
-template <int D, int G, bool TABLE>
+template <int D, int G, bool TABLE, bool I8>
 __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
 {
     extern __shared__ __align__(16) unsigned char sm[];
@@ -643,7 +800,7 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
     kw_grid_dependents();
     const int n = a.live_items ? *a.live_items : a.n_items;
     for (int item = blockIdx.x; item < n; item += gridDim.x) {
-        stream_item<D, G, TABLE>(a, sm, item);
+        stream_item<D, G, TABLE, I8>(a, sm, item);
         __syncthreads(); // the merge read shared memory that the next item's copies refill
     }
 }
@@ -651,32 +808,33 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
 // Configures one instance of the kernel (its shared memory) once and returns the blocks
 // of it the device holds at a time (multiprocessors x blocks per multiprocessor), or a
 // negative code.
-template <int D, int G, bool TABLE> int stream_resident()
+template <int D, int G, bool TABLE, bool I8> int stream_resident()
 {
-    using C = stream_cfg<D, TABLE>;
+    using C = stream_cfg<D, TABLE, I8>;
     static int resident = 0; // the engine launches from one thread, on one device
     if (!resident) {
-        KW_CUDA_TRY(cudaFuncSetAttribute(attn_stream_kernel<D, G, TABLE>,
+        KW_CUDA_TRY(cudaFuncSetAttribute(attn_stream_kernel<D, G, TABLE, I8>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)C::bytes));
         int dev = 0, sms = 0, per = 0;
         KW_CUDA_TRY(cudaGetDevice(&dev));
         KW_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
         KW_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-            &per, attn_stream_kernel<D, G, TABLE>, WARPS * 32, C::bytes));
+            &per, attn_stream_kernel<D, G, TABLE, I8>, WARPS * 32, C::bytes));
         resident = sms * (per > 0 ? per : 1);
     }
     return resident;
 }
 
-template <int D, int G, bool TABLE> int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
+template <int D, int G, bool TABLE, bool I8>
+int launch_stream(cudaStream_t st, const kw_cuda_attn &a)
 {
-    using C = stream_cfg<D, TABLE>;
-    const int resident = stream_resident<D, G, TABLE>();
+    using C = stream_cfg<D, TABLE, I8>;
+    const int resident = stream_resident<D, G, TABLE, I8>();
     if (resident < 0)
         return resident;
     const int grid = a.live_items && a.n_items > resident ? resident : a.n_items;
-    KW_CUDA_TRY(kw_launch(attn_stream_kernel<D, G, TABLE>, grid, WARPS * 32, C::bytes, st, a));
+    KW_CUDA_TRY(kw_launch(attn_stream_kernel<D, G, TABLE, I8>, grid, WARPS * 32, C::bytes, st, a));
     return KW_OK;
 }
 
@@ -684,8 +842,10 @@ template <typename T, int D, int G>
 int launch(cudaStream_t st, const kw_cuda_attn &a)
 {
     if (a.n_items > 0) {
-        if constexpr (sizeof(T) == 2) {
-            int rc = a.pages ? launch_stream<D, G, true>(st, a) : launch_stream<D, G, false>(st, a);
+        if constexpr (sizeof(T) <= 2) { // bf16, or int8 (made bf16 in shared memory)
+            constexpr bool I8 = sizeof(T) == 1;
+            int rc = a.pages ? launch_stream<D, G, true, I8>(st, a)
+                             : launch_stream<D, G, false, I8>(st, a);
             if (rc < 0)
                 return rc;
         } else {
@@ -717,15 +877,30 @@ extern "C" int kw_cuda_attn_slots(int head_dim)
 {
     // the table-mode G = 4 instance: every G and span mode take the same threads and
     // (give or take the span list) the same shared memory
-    return head_dim == 128 ? stream_resident<128, 4, true>()
-           : head_dim == 64 ? stream_resident<64, 4, true>()
+    return head_dim == 128 ? stream_resident<128, 4, true, false>()
+           : head_dim == 64 ? stream_resident<64, 4, true, false>()
+                            : KW_EINVAL;
+}
+
+extern "C" int kw_cuda_attn_slots_kv(int head_dim, kw_cuda_kvtype kv)
+{
+    if (kv == KW_CUDA_KV_BF16)
+        return kw_cuda_attn_slots(head_dim);
+    if (kv != KW_CUDA_KV_I8)
+        return KW_EINVAL;
+    return head_dim == 128 ? stream_resident<128, 4, true, true>()
+           : head_dim == 64 ? stream_resident<64, 4, true, true>()
                             : KW_EINVAL;
 }
 
 extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
 {
     if (!a || a->n_rows < 0 || a->page_tokens <= 0 || (a->n_parts > 0 && !a->partial)
-        || (!a->out && !a->out_bf16) || (a->pages && (a->kv != KW_CUDA_KV_BF16 || !a->row_ptr)))
+        || (!a->out && !a->out_bf16) || (a->pages && (a->kv == KW_CUDA_KV_F32 || !a->row_ptr)))
+        return KW_EINVAL;
+    // int8 pages: rows of whole 16-byte lines (a page is P (2 head_dim + 8) bytes: P even)
+    if (a->kv == KW_CUDA_KV_I8 && (a->page_tokens % 2 || (uintptr_t)a->base[0] % 16 ||
+                                   (uintptr_t)a->base[1] % 16))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
     if (a->kv == KW_CUDA_KV_F32) {
@@ -734,6 +909,9 @@ extern "C" int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a)
     } else if (a->kv == KW_CUDA_KV_BF16) {
         if (a->head_dim == 128) return launch_g<__nv_bfloat16, 128>(st, *a);
         if (a->head_dim == 64) return launch_g<__nv_bfloat16, 64>(st, *a);
+    } else if (a->kv == KW_CUDA_KV_I8) {
+        if (a->head_dim == 128) return launch_g<int8_t, 128>(st, *a);
+        if (a->head_dim == 64) return launch_g<int8_t, 64>(st, *a);
     }
     return KW_EINVAL;
 }

@@ -47,17 +47,26 @@ int kw_cuda_argmax(void *stream, const float *x, int rows, int n, int32_t *out);
 
 /* attn_decode.cu: one query token per row group, reading a view of a paged pool.
  * Pool page g of pool b holds K (P, head_dim) then V (P, head_dim) at
- * base[b] + g * 2 * P * head_dim elements, and P positions at pos[b] + g * P. A row r
- * serves g_per_row consecutive query heads starting at q row q_row[r] (its KV head's
- * group, or one head when the view is per query head); it reads spans
- * [row_ptr[r], row_ptr[r+1]) and only stored tokens with position <= q_pos[r]. */
+ * base[b] + g * 2 * P * head_dim elements (f32 or bf16; int8 pages: KW_CUDA_KV_I8
+ * below), and P positions at pos[b] + g * P. A row r serves g_per_row consecutive query
+ * heads starting at q row q_row[r] (its KV head's group, or one head when the view is per
+ * query head); it reads spans [row_ptr[r], row_ptr[r+1]) and only stored tokens with
+ * position <= q_pos[r]. */
 typedef struct kw_cuda_span {
     int32_t page;
     uint16_t first, n;
     uint8_t pool;
 } kw_cuda_span;
 
-typedef enum kw_cuda_kvtype { KW_CUDA_KV_F32 = 0, KW_CUDA_KV_BF16 = 1 } kw_cuda_kvtype;
+/* KW_CUDA_KV_I8: kvpool.h's int8 pages (kw_cuda_i8_page_bytes each): K (P, head_dim) and
+ * V (P, head_dim) as int8, then the P K scales and the P V scales as f32 (row = scale x
+ * int8); both pools of a call in that layout. page_tokens must be even, so that every
+ * page and row starts on a 16-byte line (KW_EINVAL otherwise). */
+typedef enum kw_cuda_kvtype {
+    KW_CUDA_KV_F32 = 0,
+    KW_CUDA_KV_BF16 = 1,
+    KW_CUDA_KV_I8 = 2,
+} kw_cuda_kvtype;
 
 /* Bytes of one page of kvpool.h's int8 pages (positions apart): K (P, head_dim) and V
  * (P, head_dim) as int8, then the P K scales and the P V scales as f32. */
@@ -71,7 +80,7 @@ typedef struct kw_cuda_attn {
      * (pages x 2 x page_tokens) */
     const void *base[2];
     const int32_t *pos[2];        /* device */
-    kw_cuda_kvtype kv;
+    kw_cuda_kvtype kv;            /* table mode: BF16 or I8 */
     int page_tokens, head_dim;    /* head_dim: 64 or 128 */
     int n_rows, g_per_row;        /* g_per_row <= 8 */
     const int32_t *row_ptr;       /* device (n_rows + 1) */
@@ -91,10 +100,10 @@ typedef struct kw_cuda_attn {
     const int32_t *row_part;      /* device (n_rows, 2): first part, part count (0: unsplit) */
     float *partial;               /* device (n_parts, g_per_row, head_dim + 2) */
     int n_parts;
-    /* Table mode (pages non-NULL; bf16 pages): row r holds tokens 0 .. row_tokens[r] - 1
-     * of its page list pages[row_ptr[r] ..]: token t at page pages[row_ptr[r] + t / P],
-     * slot t % P, main pool (a sequence's dense view, no span list). spans is unused and
-     * the items hold token ranges (kw_cuda_attn_plan_table). */
+    /* Table mode (pages non-NULL; bf16 or int8 pages): row r holds tokens
+     * 0 .. row_tokens[r] - 1 of its page list pages[row_ptr[r] ..]: token t at page
+     * pages[row_ptr[r] + t / P], slot t % P, main pool (a sequence's dense view, no span
+     * list). spans is unused and the items hold token ranges (kw_cuda_attn_plan_table). */
     const int32_t *pages;         /* device */
     const int32_t *row_tokens;    /* device (n_rows) */
     /* Nullable, device: the plan's item count, when n_items is a capacity at least as
@@ -124,8 +133,10 @@ int kw_cuda_attn_plan_table(int n_rows, const int32_t *row_tokens, int page_toke
  * costs its tokens plus a fixed amount), a multiple of 64 from 64 to cap (0: no cap). */
 int kw_cuda_attn_plan_tokens(int n_rows, const int32_t *row_tokens, int slots, int cap);
 /* Concurrent blocks of the bf16 decode kernel on the current device (multiprocessors x
- * blocks per multiprocessor), or a negative code. */
+ * blocks per multiprocessor), or a negative code; kw_cuda_attn_slots_kv: of the kernel for
+ * pages of type kv (KW_CUDA_KV_BF16 or KW_CUDA_KV_I8). */
 int kw_cuda_attn_slots(int head_dim);
+int kw_cuda_attn_slots_kv(int head_dim, kw_cuda_kvtype kv);
 int kw_cuda_attn_decode(void *stream, const kw_cuda_attn *a);
 
 /* gemm.cu (cuBLAS): y(M,N) = x(M,K) w(N,K)^T (+ bias(N), nullable), row-major.

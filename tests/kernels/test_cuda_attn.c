@@ -1,8 +1,12 @@
 /* CUDA decode attention over views against a plain double-precision reference: random
- * pools (f32 and bf16 pages), dense, token-level and page-level views, and dense views in
- * table mode (page lists and row lengths), rows per KV head (g = 2, 4, 8) and per query
- * head (g = 1), masked positions, empty rows, and rows long enough to be split. Poisoned
- * outputs. Without a CUDA device only the host-side plans are checked, then 77 (skip). */
+ * pools (f32, bf16 and int8 pages), dense, token-level and page-level views, and dense
+ * views in table mode (page lists and row lengths), rows per KV head (g = 2, 4, 8) and per
+ * query head (g = 1), masked positions, empty rows, and rows long enough to be split.
+ * Int8 pages: rows of random magnitudes quantized as the host pool does (kvpool.c), the
+ * reference on their dequantized values (scale x int8, as the CPU engine reads them), span
+ * views reading both pools, pages of 16, 6 and 2 tokens (6: not a power of two). Poisoned
+ * outputs. Without a CUDA device only the host-side plans and the launchers' argument
+ * checks run, then 77 (skip). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdbool.h>
@@ -52,15 +56,71 @@ static void *dev(const void *h, size_t bytes)
     return d;
 }
 
+enum { KV_F32 = 0, KV_BF16 = 1, KV_I8 = 2 };
+static const char *const kv_name[] = {"f32 ", "bf16", "int8"};
+
+/* One row quantized as kvpool.c's row_put does: absmax, scale absmax / 127, int8 =
+ * lrintf(x * 127 / absmax) clamped to [-127, 127]. */
+static float quant_row(const float *x, int n, int8_t *q)
+{
+    float mx = 0.f;
+    for (int i = 0; i < n; i++)
+        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
+    float sc = mx / 127.f, inv = mx > 0.f ? 127.f / mx : 0.f;
+    for (int i = 0; i < n; i++) {
+        long v = lrintf(x[i] * inv);
+        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+    return sc;
+}
+
+/* A random pool of n_pages pages of P tokens. dev: its device bytes in the layout of type
+ * kv; kv: the values the kernel should see (bf16-rounded for bf16, scale x int8 for int8,
+ * K (P, D) then V (P, D) per page). Int8 rows get magnitudes from 1/8 to 8, so the
+ * scales differ from row to row. */
 typedef struct pool {
-    int P, D, n_pages;
-    float *kv;     /* host values (bf16-rounded when bf16) */
-    int32_t *pos;
+    float *kv;
+    uint8_t *dev;
+    size_t dev_bytes;
 } pool;
 
+static pool make_pool(int kv, int P, int D, int n_pages)
+{
+    size_t n = (size_t)2 * P * D * n_pages, eb = kv == KV_F32 ? 4 : kv == KV_BF16 ? 2 : 1;
+    pool pl = {malloc(sizeof(float) * n), NULL, 0};
+    pl.dev_bytes = kv == KV_I8 ? (size_t)n_pages * (size_t)kw_cuda_i8_page_bytes(P, D) : n * eb;
+    pl.dev = malloc(pl.dev_bytes);
+    for (size_t i = 0; i < n; i++) {
+        float x = (float)(uni() * 2 - 1);
+        if (kv == KV_BF16) {
+            ((uint16_t *)pl.dev)[i] = to_bf16(x);
+            x = from_bf16(((uint16_t *)pl.dev)[i]);
+        } else if (kv == KV_F32) {
+            memcpy(pl.dev + 4 * i, &x, 4);
+        }
+        pl.kv[i] = x;
+    }
+    for (int pg = 0; kv == KV_I8 && pg < n_pages; pg++) {
+        uint8_t *b = pl.dev + (size_t)pg * (size_t)kw_cuda_i8_page_bytes(P, D);
+        float *sc = (float *)(void *)(b + (size_t)2 * P * D);
+        for (int r = 0; r < 2 * P; r++) {
+            float *x = pl.kv + ((size_t)pg * 2 * P + r) * D;
+            float m = (float)exp2((uni() * 6 - 3)); /* 1/8 .. 8 */
+            for (int d = 0; d < D; d++)
+                x[d] *= m;
+            int8_t *q = (int8_t *)b + (size_t)r * D;
+            sc[r] = quant_row(x, D, q);
+            for (int d = 0; d < D; d++)
+                x[d] = sc[r] * (float)q[d]; /* as kw_kvmem_row reads it */
+        }
+    }
+    return pl;
+}
+
 /* mode 0 dense pages, 1 token subset, 2 page subset (3: dense, passed in table mode);
- * rows of len tokens each */
-static int build_row(kw_cuda_span *spans, int n, int mode, int len, int P, int page0)
+ * rows of len tokens each; with two_pools a third of the spans read the temporary pool */
+static int build_row(kw_cuda_span *spans, int n, int mode, int len, int P, int page0,
+                     bool two_pools)
 {
     int pages = (len + P - 1) / P;
     for (int p = 0; p < pages; p++) {
@@ -70,31 +130,27 @@ static int build_row(kw_cuda_span *spans, int n, int mode, int len, int P, int p
         if (mode == 1) {
             for (int c = 0; c < cnt; c++)
                 if (uni() < 0.3)
-                    spans[n++] = (kw_cuda_span){page0 + p, (uint16_t)c, 1, 0};
+                    spans[n++] = (kw_cuda_span){page0 + p, (uint16_t)c, 1,
+                                                (uint8_t)(two_pools && uni() < 0.3)};
         } else {
-            spans[n++] = (kw_cuda_span){page0 + p, 0, (uint16_t)cnt, 0};
+            spans[n++] = (kw_cuda_span){page0 + p, 0, (uint16_t)cnt,
+                                        (uint8_t)(two_pools && uni() < 0.3)};
         }
     }
     return n;
 }
 
-static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int max_tokens)
+static int run_case(int D, int g, int kv, int mode, int n_rows, int len, int max_tokens, int P)
 {
-    const int P = 16;
     int pages_per_row = (len + P - 1) / P, n_pages = n_rows * pages_per_row + 1;
-    pool pl = {P, D, n_pages, malloc(sizeof(float) * 2 * P * D * (size_t)n_pages),
-               malloc(sizeof(int32_t) * P * (size_t)n_pages)};
-    uint16_t *kvb = malloc(2 * sizeof(uint16_t) * 2 * P * D * (size_t)n_pages);
-    for (size_t i = 0; i < (size_t)2 * P * D * n_pages; i++) {
-        float x = (float)(uni() * 2 - 1);
-        if (bf16) {
-            kvb[i] = to_bf16(x);
-            x = from_bf16(kvb[i]);
-        }
-        pl.kv[i] = x;
-    }
+    /* int8 span views read both pools (the temporary one holds other values) */
+    const bool two = kv == KV_I8 && mode != 3;
+    pool pl[2] = {make_pool(kv, P, D, n_pages), {0}};
+    if (two)
+        pl[1] = make_pool(kv, P, D, n_pages);
+    int32_t *pos = malloc(sizeof(int32_t) * P * (size_t)n_pages);
     for (int i = 0; i < P * n_pages; i++)
-        pl.pos[i] = i % (P * pages_per_row);
+        pos[i] = i % (P * pages_per_row);
     int32_t *row_ptr = malloc(sizeof(int32_t) * (n_rows + 1)), *q_row = malloc(4 * n_rows),
             *q_pos = malloc(4 * n_rows);
     kw_cuda_span *spans = malloc(sizeof(kw_cuda_span) * (size_t)n_rows * (len + 1));
@@ -102,7 +158,7 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     row_ptr[0] = 0;
     for (int r = 0; r < n_rows; r++) {
         if (r % 7 != 3) /* every 7th row stays empty */
-            ns = build_row(spans, ns, mode, len, P, r * pages_per_row);
+            ns = build_row(spans, ns, mode, len, P, r * pages_per_row, two);
         row_ptr[r + 1] = ns;
         q_row[r] = r * g;
         q_pos[r] = r % 3 == 0 ? len / 2 : len; /* some rows mask their later tokens */
@@ -128,10 +184,11 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
                         : kw_cuda_attn_plan(n_rows, row_ptr, spans, max_tokens, items, row_part);
 
     kw_cuda_attn a = {0};
-    a.base[0] = bf16 ? dev(kvb, 2 * (size_t)2 * P * D * n_pages)
-                     : dev(pl.kv, 4 * (size_t)2 * P * D * n_pages);
-    a.pos[0] = dev(pl.pos, 4 * (size_t)P * n_pages);
-    a.kv = bf16 ? KW_CUDA_KV_BF16 : KW_CUDA_KV_F32;
+    a.base[0] = dev(pl[0].dev, pl[0].dev_bytes);
+    a.pos[0] = dev(pos, 4 * (size_t)P * n_pages);
+    if (two)
+        a.base[1] = dev(pl[1].dev, pl[1].dev_bytes), a.pos[1] = a.pos[0];
+    a.kv = kv == KV_F32 ? KW_CUDA_KV_F32 : kv == KV_BF16 ? KW_CUDA_KV_BF16 : KW_CUDA_KV_I8;
     a.page_tokens = P, a.head_dim = D, a.n_rows = n_rows, a.g_per_row = g;
     a.row_ptr = dev(row_ptr, 4 * (size_t)(n_rows + 1));
     a.spans = dev(spans, sizeof(kw_cuda_span) * (size_t)(ns ? ns : 1));
@@ -162,10 +219,11 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
                 for (int s = row_ptr[r]; s < row_ptr[r + 1]; s++)
                     for (int c = 0; c < spans[s].n; c++) {
                         int slot = spans[s].first + c, pg = spans[s].page;
-                        if (pl.pos[pg * P + slot] > q_pos[r])
+                        if (pos[pg * P + slot] > q_pos[r])
                             continue;
-                        const float *k = pl.kv + ((size_t)pg * 2 * P + slot) * D;
-                        const float *v = pl.kv + ((size_t)pg * 2 * P + P + slot) * D;
+                        const float *kvp = pl[spans[s].pool].kv;
+                        const float *k = kvp + ((size_t)pg * 2 * P + slot) * D;
+                        const float *v = kvp + ((size_t)pg * 2 * P + P + slot) * D;
                         double sc = 0;
                         for (int d = 0; d < D; d++)
                             sc += (double)qq[d] * k[d];
@@ -225,21 +283,30 @@ static int run_case(int D, int g, int bf16, int mode, int n_rows, int len, int m
     cudaFree((void *)fx.live_items);
     free(out2), free(lse2);
     /* f32 pages: f32 math throughout. bf16 pages: tensor cores with q and the
-     * probabilities rounded to bf16 (relative 2^-9 each) */
-    double bound = bf16 ? 5e-3 : 1e-5;
+     * probabilities rounded to bf16 (relative 2^-9 each). int8 pages: the same tensor-core
+     * path on exact bf16 copies of the int8 values, with the probabilities times the V
+     * scales rounded to bf16; against the dequantized values */
+    double bound = kv == KV_I8 ? 1e-2 : kv == KV_BF16 ? 5e-3 : 1e-5;
     int ok = rc == 0 && err < bound && lse_err < bound && same;
-    printf("%s attn D=%d g=%d %s %-6s rows=%d len=%d items=%d parts=%d rel_l2=%.3g lse=%.2g "
-           "fixed-grid and bf16 out %s%s%s\n", ok ? "ok  " : "FAIL", D, g, bf16 ? "bf16" : "f32 ",
-           mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", n_rows,
-           len, n_items, n_parts, err, lse_err, same ? "identical" : "DIFFERS", rc ? " " : "",
-           rc ? kw_cuda_last_error() : "");
-    cudaFree((void *)a.base[0]), cudaFree((void *)a.pos[0]), cudaFree((void *)a.row_ptr);
+    int n_tmp = 0;
+    for (int i = 0; i < ns; i++)
+        n_tmp += spans[i].pool;
+    printf("%s attn D=%d g=%d %s %-6s P=%d rows=%d len=%d spans=%d (temporary pool %d) "
+           "items=%d parts=%d rel_l2=%.3g lse=%.2g (bound %.0e) fixed-grid and bf16 out %s%s%s\n",
+           ok ? "ok  " : "FAIL", D, g, kv_name[kv],
+           mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", P, n_rows,
+           len, ns, n_tmp, n_items, n_parts, err, lse_err, bound, same ? "identical" : "DIFFERS",
+           rc ? " " : "", rc ? kw_cuda_last_error() : "");
+    cudaFree((void *)a.base[0]), cudaFree((void *)a.base[1]), cudaFree((void *)a.pos[0]);
+    cudaFree((void *)a.row_ptr);
     cudaFree((void *)a.spans), cudaFree((void *)a.q_row), cudaFree((void *)a.q_pos);
     cudaFree((void *)a.q), cudaFree(a.out), cudaFree(a.lse), cudaFree((void *)a.items);
     cudaFree((void *)a.row_part), cudaFree(a.partial), cudaFree((void *)a.pages);
     cudaFree((void *)a.row_tokens);
     free(pages), free(row_tok);
-    free(pl.kv), free(pl.pos), free(kvb), free(row_ptr), free(q_row), free(q_pos), free(spans);
+    for (int b = 0; b < 2; b++)
+        free(pl[b].kv), free(pl[b].dev);
+    free(pos), free(row_ptr), free(q_row), free(q_pos), free(spans);
     free(q), free(out), free(lse), free(items), free(row_part), free(acc);
     return !ok;
 }
@@ -429,26 +496,78 @@ static int check_prefill_args(void)
     return fails + nfail;
 }
 
+/* The int8 launchers' argument checks (before any device call): the decode kernel and
+ * the prefill gather refuse odd page sizes (rows would not start on 16-byte lines) and
+ * misaligned pools, the gather head_dims that are not a multiple of 16, the appends odd
+ * head_dims; empty calls with valid arguments are KW_OK. */
+static int check_i8_args(void)
+{
+    static int32_t ints[16];
+    static float f[64] __attribute__((aligned(16)));
+    kw_cuda_attn a = {0};
+    a.base[0] = f, a.pos[0] = ints, a.kv = KW_CUDA_KV_I8, a.page_tokens = 7, a.head_dim = 128;
+    a.n_rows = 0, a.g_per_row = 4, a.out = f;
+    int fails = 0;
+    typedef struct { const char *what; int got, want; } argcase;
+    argcase c[8];
+    int n = 0;
+    c[n++] = (argcase){"decode, 7-token pages", kw_cuda_attn_decode(NULL, &a), KW_EINVAL};
+    a.page_tokens = 16, a.base[0] = (const uint8_t *)f + 4;
+    c[n++] = (argcase){"decode, pool not 16-byte aligned", kw_cuda_attn_decode(NULL, &a),
+                            KW_EINVAL};
+    c[n++] = (argcase){"gather, 7-token pages",
+                            kw_cuda_rows_i8_to_bf16(NULL, f, ints, 7, 128, 0, ints, ints, ints,
+                                                    ints, 0, f, ints), KW_EINVAL};
+    c[n++] = (argcase){"gather, head_dim 72",
+                            kw_cuda_rows_i8_to_bf16(NULL, f, ints, 16, 72, 0, ints, ints, ints,
+                                                    ints, 0, f, ints), KW_EINVAL};
+    c[n++] = (argcase){"gather, empty",
+                            kw_cuda_rows_i8_to_bf16(NULL, f, ints, 16, 128, 0, ints, ints, ints,
+                                                    ints, 0, f, ints), KW_OK};
+    c[n++] = (argcase){"append, head_dim 63",
+                            kw_cuda_kv_append_i8(NULL, f, ints, 16, 63, 1, 1, f, f, ints, ints),
+                            KW_EINVAL};
+    c[n++] = (argcase){"rope append, head_dim 63",
+                            kw_cuda_rope_append_i8(NULL, f, f, f, ints, 1, 2, 1, 63, f, 1, f,
+                                                   ints, 16, ints), KW_EINVAL};
+    for (int i = 0; i < n; i++)
+        if (c[i].got != c[i].want) {
+            printf("FAIL int8 args: %s gave %d, want %d\n", c[i].what, c[i].got, c[i].want);
+            fails++;
+        }
+    if (!fails)
+        printf("ok   int8 launcher argument checks (%d cases)\n", n);
+    return fails;
+}
+
 int main(void)
 {
-    if (check_plans() | check_item_sizes() | check_prefill_args())
+    if (check_plans() | check_item_sizes() | check_prefill_args() | check_i8_args())
         return 1;
     if (kw_cuda_device_count() == 0) {
         printf("SKIP: no CUDA device found; the CUDA kernels were compiled and linked only "
                "(the host-side plans were checked)\n");
         return 77;
     }
-    int fails = 0;
-    for (int bf16 = 0; bf16 < 2; bf16++)
-        for (int mode = 0; mode < (bf16 ? 4 : 3); mode++) { /* table mode: bf16 pages only */
-            fails += run_case(128, 4, bf16, mode, 8 + irand(20), 50 + irand(600), 256);
-            fails += run_case(64, 1, bf16, mode, 16 + irand(30), 30 + irand(300), 128);
-            fails += run_case(128, 8, bf16, mode, 2, 4000 + irand(1000), 512); /* split rows */
-            fails += run_case(128, 2, bf16, mode, 5, 1 + irand(40), 64);
-            fails += run_case(64, 4, bf16, mode, 3, 900 + irand(400), 200);
-            fails += run_case(64, 8, bf16, mode, 4, 20 + irand(100), 32);
-            fails += run_case(128, 1, bf16, mode, 6, 700 + irand(700), 320);
+    int fails = 0, cases = 0;
+    for (int kv = KV_F32; kv <= KV_I8; kv++)
+        for (int mode = 0; mode < (kv != KV_F32 ? 4 : 3); mode++) { /* table: bf16 and int8 */
+            fails += run_case(128, 4, kv, mode, 8 + irand(20), 50 + irand(600), 256, 16);
+            fails += run_case(64, 1, kv, mode, 16 + irand(30), 30 + irand(300), 128, 16);
+            fails += run_case(128, 8, kv, mode, 2, 4000 + irand(1000), 512, 16); /* split rows */
+            fails += run_case(128, 2, kv, mode, 5, 1 + irand(40), 64, 16);
+            fails += run_case(64, 4, kv, mode, 3, 900 + irand(400), 200, 16);
+            fails += run_case(64, 8, kv, mode, 4, 20 + irand(100), 32, 16);
+            fails += run_case(128, 1, kv, mode, 6, 700 + irand(700), 320, 16);
+            cases += 7;
+            if (kv == KV_I8) { /* pages of 6 and 2 tokens: page and slot by division */
+                fails += run_case(128, 4, kv, mode, 6, 300 + irand(900), 256, 6);
+                fails += run_case(64, 2, kv, mode, 9, 40 + irand(300), 128, 6);
+                fails += run_case(128, 8, kv, mode, 2, 3000 + irand(500), 384, 6); /* split */
+                fails += run_case(128, 1, kv, mode, 4, 100 + irand(200), 64, 2);
+                cases += 4;
+            }
         }
-    printf("cuda attention: %d cases failed\n", fails);
+    printf("cuda attention: %d of %d cases failed\n", fails, cases);
     return fails ? 1 : 0;
 }
