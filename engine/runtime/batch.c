@@ -69,11 +69,15 @@ static int check_opts(const kw_model *m, kw_engine_opts *o, kw_error *err)
     if (o->page_tokens > 4096)
         return kw_error_set(err, KW_ERANGE, "engine: page_tokens %d, at most 4096",
                             o->page_tokens);
-    if (o->cuda && (o->kv_dtype != KW_KV_F32 || o->pre_rope))
-        return kw_error_set(err, KW_ENOSYS, "engine: the CUDA device stores KV as bf16 after "
-                            "RoPE (int8 pages and pre-RoPE pools are CPU-only)");
+    if (o->cuda && o->pre_rope)
+        return kw_error_set(err, KW_ENOSYS, "engine: the CUDA device stores KV after RoPE "
+                            "(as bf16 or int8 pages; pre-RoPE pools are CPU-only)");
+    if (o->cuda && o->kv_dtype == KW_KV_I8 && o->page_tokens % 2)
+        return kw_error_set(err, KW_EINVAL, "engine: int8 KV pages on the CUDA device need an "
+                            "even page size (page_tokens %d)", o->page_tokens);
     if (o->n_pages <= 0) {
-        int64_t eb = o->cuda ? 2 : o->kv_dtype == KW_KV_I8 ? 1 : 4;
+        /* bytes per element: f32 on the CPU, bf16 on the GPU, int8 on both */
+        int64_t eb = o->kv_dtype == KW_KV_I8 ? 1 : o->cuda ? 2 : 4;
         int64_t pb = 2LL * o->page_tokens * m->cfg.head_dim * eb + 12LL * o->page_tokens;
         o->n_pages = o->pool_mb * 1024 * 1024 / pb;
     }
@@ -212,6 +216,10 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         int rc = kw_hookstack_check(r->hooks, err);
         if (rc < 0)
             return rc;
+        if (r->hooks->n > 0 && e->o.cuda && e->o.kv_dtype == KW_KV_I8)
+            return kw_error_set(err, KW_ENOSYS, "engine: KV methods on the CUDA device need "
+                                "bf16 KV pages; this engine holds int8 pages (run the methods "
+                                "with the default page type, or on the CPU)");
     }
     if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
         return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "

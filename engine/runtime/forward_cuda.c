@@ -13,7 +13,13 @@
  *     batch.c), then the stream is synchronized.
  * Numerics: weights and KV in bf16, activations f32 between kernels, GEMM inputs rounded
  * to bf16, all accumulation in f32. Steps with KV hooks take forward_cuda_hooks.c's
- * per-layer path instead. */
+ * per-layer path instead.
+ * Int8 pages (a KW_KV_I8 host pool): the same page numbering with kvpool.h's int8 page
+ * layout on the device (int8 K and V rows, then their f32 scales), quantized by the
+ * append as the host pool would; decode attention reads them directly; prefill attention
+ * reads each layer's pages dequantized into a bf16 scratch first (kw__cf_i8_prefill);
+ * RoPE and the append are not folded into the Q/K/V pass; steps with KV hooks are
+ * refused (KW_ENOSYS). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,7 +98,7 @@ static void cow_copy(void *ud, int32_t dst, int32_t src)
 {
     kw_cfwd *c = ud;
     kw__cf_flush_quiet(c); /* a queued compaction may write the page being copied */
-    size_t pb = (size_t)2 * c->P * c->cfg.head_dim * 2;
+    size_t pb = (size_t)c->page_bytes;
     cudaMemcpyAsync((uint8_t *)c->kv_base + (size_t)dst * pb,
                     (const uint8_t *)c->kv_base + (size_t)src * pb, pb,
                     cudaMemcpyDeviceToDevice, c->st);
@@ -109,12 +115,22 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     kw_kvpool_stats(pool, &ps);
     c->n_pages = ps.pages_total;
     c->P = kw_kvpool_options(pool)->page_tokens;
-    int64_t pool_bytes = c->n_pages * ((int64_t)2 * c->P * f->head_dim * 2 + c->P * 4);
+    c->i8 = kw_kvpool_options(pool)->dtype == KW_KV_I8;
+    c->page_bytes = c->i8 ? kw_cuda_i8_page_bytes(c->P, f->head_dim)
+                          : (int64_t)2 * c->P * f->head_dim * 2;
+    int64_t pool_bytes = c->n_pages * (c->page_bytes + c->P * 4);
     int64_t xb = (int64_t)c->max_tok * (E > qd ? (E > F ? E : F) : (qd > F ? qd : F)) * 2;
     int64_t act = (int64_t)act_floats(c) * 4 + xb + (int64_t)KW_CF_FOLD_ROWS * E * 4;
     /* cuBLAS workspace, step lists, split-K partials; the device page table (at most
-     * about 4.5 ints per pool page: its regions' slack, doubled at a reset) */
-    int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages;
+     * about 4.5 ints per pool page: its regions' slack, doubled at a reset); int8 pages:
+     * the prefill scratch */
+    const int64_t i8_scratch = kw__cf_i8_reserve(c, c->n_pages, &c->i8_cap);
+    /* KVWEAVE_CUDA_I8_SCRATCH=N: a smaller scratch (pages), so that prefill steps split
+     * into groups (tests) */
+    const char *se = getenv("KVWEAVE_CUDA_I8_SCRATCH");
+    if (c->i8 && se && atoll(se) > 0 && atoll(se) < c->i8_cap)
+        c->i8_cap = atoll(se);
+    int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages + i8_scratch;
     int64_t wb = matrix_bytes(f);
     /* span views address a token as its K row in the pool, in 32 bits */
     if (c->n_pages * 2 * c->P >= ((int64_t)1 << 32))
@@ -125,14 +141,19 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     size_t fr = 0, tot = 0;
     CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
     int64_t need = wb + pool_bytes + act + work;
+    char scr[64] = "";
+    if (c->i8)
+        snprintf(scr, sizeof scr, " (%.0f of it the int8 prefill scratch)",
+                 i8_scratch / 1048576.0);
     if (need > (int64_t)fr)
         return kw_error_set(err, KW_ENOMEM, "cuda: device %d has %.0f MiB free of %.0f MiB; "
-                            "the engine needs %.0f MiB: weights %.0f + KV pool %.0f (%lld "
-                            "pages of %d tokens) + activations %.0f + workspace %.0f; lower "
+                            "the engine needs %.0f MiB: weights %.0f + KV pool %.0f (%lld %s "
+                            "pages of %d tokens) + activations %.0f + workspace %.0f%s; lower "
                             "the pool size (engine option pool_mb / n_pages), max_batch or "
                             "chunk", c->dev, fr / 1048576.0, tot / 1048576.0, need / 1048576.0,
-                            wb / 1048576.0, pool_bytes / 1048576.0, (long long)c->n_pages, c->P,
-                            act / 1048576.0, work / 1048576.0);
+                            wb / 1048576.0, pool_bytes / 1048576.0, (long long)c->n_pages,
+                            c->i8 ? "int8" : "bf16", c->P, act / 1048576.0, work / 1048576.0,
+                            scr);
     int rc = 0;
     c->L = calloc((size_t)f->n_layer, sizeof *c->L);
     if (!c->L)
@@ -177,8 +198,7 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     CU(cudaMemcpy(c->inv_freq, inv, (size_t)f->head_dim / 2 * 4, cudaMemcpyHostToDevice),
        "inv_freq");
     /* pool */
-    if ((rc = dmalloc(&c->kv_base, (size_t)c->n_pages * 2 * c->P * f->head_dim * 2, "KV pool",
-                      err)) < 0 ||
+    if ((rc = dmalloc(&c->kv_base, (size_t)(c->n_pages * c->page_bytes), "KV pool", err)) < 0 ||
         (rc = dmalloc((void **)&c->kv_pos, (size_t)c->n_pages * c->P * 4, "KV positions", err)) < 0)
         return rc;
     CU(cudaMemset(c->kv_pos, 0x7f, (size_t)c->n_pages * c->P * 4), "KV positions");
@@ -217,10 +237,14 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
 {
     *out = NULL;
     const kw_model_config *f = &m->cfg;
-    if (!kw_kvpool_options(pool)->device_pages || kw_kvpool_options(pool)->pre_rope
-        || kw_kvpool_options(pool)->dtype != KW_KV_F32)
+    const kw_kvpool_opts *po = kw_kvpool_options(pool);
+    if (!po->device_pages || po->pre_rope || (po->dtype != KW_KV_F32 && po->dtype != KW_KV_I8))
         return kw_error_set(err, KW_EINVAL, "cuda: the KV pool must hold device pages, "
-                            "stored after RoPE (bf16 on the device)");
+                            "stored after RoPE (bf16 on the device, or int8)");
+    if (po->dtype == KW_KV_I8 && po->page_tokens % 2)
+        return kw_error_set(err, KW_EINVAL, "cuda: int8 KV pages of %d tokens: the CUDA "
+                            "kernels need an even page size (whole 16-byte lines per row)",
+                            po->page_tokens);
     if (f->head_dim != 64 && f->head_dim != 128)
         return kw_error_set(err, KW_ENOSYS, "cuda: head_dim %d (the attention kernels take 64 "
                             "or 128)", f->head_dim);
@@ -238,7 +262,8 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
     c->dev = device;
     int g = f->n_head / f->n_head_kv;
     c->dec_g = (g == 1 || g == 2 || g == 4 || g == 8) ? g : 1;
-    c->attn_slots = kw_cuda_attn_slots(f->head_dim);
+    c->attn_slots = kw_cuda_attn_slots_kv(f->head_dim, po->dtype == KW_KV_I8 ? KW_CUDA_KV_I8
+                                                                             : KW_CUDA_KV_BF16);
     if (c->attn_slots <= 0)
         c->attn_slots = 264; /* an H100's 132 multiprocessors x 2 */
     const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
@@ -296,7 +321,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
         cudaFree(c->output);
     void *p[] = {c->tok_embd, c->out_norm, c->inv_freq, c->kv_base, c->kv_pos, c->x, c->q,
                  c->k, c->v, c->att, c->gate, c->up, c->rows, c->logits, c->xb,
-                 c->xg, c->ss, c->stage.d, c->partial};
+                 c->xg, c->ss, c->stage.d, c->partial, c->i8_pages, c->i8_pos, c->i8_iota};
     for (size_t i = 0; i < sizeof p / sizeof *p; i++)
         cudaFree(p[i]);
     cudaFreeHost(c->stage.h);
@@ -306,7 +331,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     void *q[] = {c->lst.d, c->d_pout, c->d_pscr, c->d_lse};
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         cudaFree(q[i]);
-    free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list);
+    free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list), free(c->i8_plan);
     free(c->slots);
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
         kw_view_free(c->views[i]);
@@ -342,6 +367,7 @@ typedef struct stepargs {
     int n_tok, ns, rows, gpr, decode, fixed_grid, n_items, shared_plan;
     const int *plan_items, *plan_parts;
     const size_t *plan_off, *row_part_off;
+    size_t o_i8rp; /* int8 pages in prefill: each layer's rows' first scratch pages */
 } stepargs;
 
 /* 2. of a dense step: embedding and every layer, all on the stream. With fixed_grid
@@ -392,7 +418,13 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
             at.pages = d_pg, at.row_tokens = d_rt;
             at.q_pos = d_pos;
             at.n_items = a->n_items, at.items = d_it;
-            KTRY(kw_cuda_attn_prefill(st, &at));
+            if (c->i8) {
+                const int32_t *d_dst = (const int32_t *)(ds + a->o_i8rp) + (size_t)l * a->rows;
+                if ((rc = kw__cf_i8_prefill(c, &at, l, d_dst, err)) < 0)
+                    return rc;
+            } else {
+                KTRY(kw_cuda_attn_prefill(st, &at));
+            }
         }
         if ((rc = kw__cf_layer_post(c, l, a->n_tok, a->decode, fold, err)) < 0)
             return rc;
@@ -448,8 +480,12 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     if (rc0 < 0)
         return rc0;
     for (int i = 0; s->stacks && i < s->n_seq; i++)
-        if (s->stacks[i] && s->stacks[i]->n > 0)
+        if (s->stacks[i] && s->stacks[i]->n > 0) {
+            if (c->i8) /* the hooked path reads and copies bf16 pages only */
+                return kw_error_set(err, KW_ENOSYS, "cuda: KV methods (hooks) need bf16 KV "
+                                    "pages on the device; this engine holds int8 pages");
             return kw__cf_run_hooked(c, pool, s, n_tok, err);
+        }
     const kw_model_config *f = &c->cfg;
     const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq;
     const int g = H / nkv;
@@ -541,7 +577,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
            o_qpos = align16(o_qrow + 4 * (size_t)rows),
            o_nitems = align16(o_qpos + 4 * (size_t)rows),
            o_items = align16(o_nitems + 4 * (size_t)L),
-           o_runs = align16(o_items + 4 * plan_ints),
+           o_i8rp = align16(o_items + 4 * plan_ints),
+           o_runs = align16(o_i8rp + (!decode && c->i8 ? 4 * (size_t)L * rows : 0)),
            o_pdata = align16(o_runs + 12 * (size_t)c->n_prun);
     size_t total = o_pdata + 4 * (size_t)patch_ints + 64;
     if ((rc = kw__cf_stage_reserve(c, total, err)) < 0)
@@ -595,8 +632,14 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
             max_parts = n_items; /* a graph's partials stay put for any plan that fits */
         if ((rc = kw__cf_ensure_partial(c, (size_t)(max_parts + 1) * gpr * (hd + 2), err)) < 0)
             return rc;
-    } else
+    } else {
         kw_cuda_prefill_items(ns, tok_off, items);
+        int64_t need = 0;
+        if (c->i8 && ((rc = kw__cf_i8_plan(c, ns, row_tok, tok_off, (int32_t *)(hs + o_i8rp),
+                                           &need, err)) < 0 ||
+                      (rc = kw__cf_i8_grow(c, need, err)) < 0))
+            return rc;
+    }
     CU(cudaMemcpyAsync(c->stage.d, hs, total, cudaMemcpyHostToDevice, c->st), "step upload");
     c->h2d_bytes += (int64_t)total;
     KTRY(kw_cuda_scatter_runs(c->st, c->d_ptab, (const int32_t *)(c->stage.d + o_runs), n_runs,
@@ -604,7 +647,7 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     /* 2. layers */
     stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_tokoff, o_qrow,
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
-                  shared_plan, plan_items, plan_parts, plan_off, row_part_off};
+                  shared_plan, plan_items, plan_parts, plan_off, row_part_off, o_i8rp};
     if (kw_cuda_pdl_auto())
         kw_cuda_pdl_step(decode); /* KW_CF_PDL */
     rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err);
@@ -670,8 +713,8 @@ int kw__cfwd_fill(kw_cfwd *c, kw_kvseq *kv, int n_past, int n_tok, uint64_t seed
             break;
         }
         cudaMemcpy(ds, slots, (size_t)n_tok * nkv * 4, cudaMemcpyHostToDevice);
-        if ((rc = kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv,
-                                    d, d, dp, ds)) < 0)
+        if ((rc = (c->i8 ? kw_cuda_kv_append_i8 : kw_cuda_kv_append)(
+                 c->st, c->kv_base, c->kv_pos, c->P, f->head_dim, n_tok, nkv, d, d, dp, ds)) < 0)
             kw_error_set(err, rc, "cuda: append: %s", kw_cuda_last_error());
         cudaStreamSynchronize(c->st);
     }

@@ -1,7 +1,8 @@
 /* The CUDA forward pass (internal to the runtime): the device-specific part of a step,
  * behind forward.h's kw__fwd_* calls. The engine's scheduling (batch.c), the pool's page
  * tables and the views stay on the host; weights (bf16), KV pages (bf16, kvpool.c's page
- * layout and numbering) and activations (f32; bf16 at GEMM inputs) live on the device.
+ * layout and numbering; or int8 pages, see forward_cuda.c) and activations (f32; bf16 at
+ * GEMM inputs) live on the device.
  * Steps with KV hooks call them on the host, as the CPU forward does (hookcall.c). */
 #ifndef KW_RUNTIME_FORWARD_CUDA_H
 #define KW_RUNTIME_FORWARD_CUDA_H

@@ -98,9 +98,10 @@ int kw__cf_flush_compact(kw_cfwd *c, kw_error *err)
     c->h2d_bytes += (int64_t)bytes;
     const int32_t *dd = (const int32_t *)d, *dl = dd + offs;
     int hd = c->cfg.head_dim;
-    rc = kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, (int64_t)2 * c->P * hd * 2, c->P,
-                              hd * 2, 0, n, dd, dl, dd + n + 1, dl + nk, dd + 2 * (n + 1),
-                              dl + nk + nsrc);
+    /* int8 pages move their rows' scales too (4 bytes each) */
+    rc = kw_cuda_page_compact(c->st, c->kv_base, c->kv_pos, c->page_bytes, c->P,
+                              c->i8 ? hd : hd * 2, c->i8 ? 4 : 0, n, dd, dl, dd + n + 1,
+                              dl + nk, dd + 2 * (n + 1), dl + nk + nsrc);
     if (rc < 0)
         return kw_error_set(err, rc, "cuda: page compaction: %s", kw_cuda_last_error());
     return 0;
@@ -116,7 +117,32 @@ void kw__cf_flush_quiet(kw_cfwd *c)
         c->cq_rc = rc;
 }
 
-/* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 -> f32. */
+/* dev_read of int8 pages: the rows and their scales, dequantized as kw_kvmem_row does. */
+static int dev_read_i8(kw_cfwd *c, int32_t page, int first, int n, int which, float *out)
+{
+    const int hd = c->cfg.head_dim, P = c->P;
+    int8_t *h = malloc((size_t)n * hd + (size_t)n * 4);
+    if (!h)
+        return KW_ENOMEM;
+    float *sc = (float *)(void *)(h + (size_t)n * hd);
+    const uint8_t *pg = (const uint8_t *)c->kv_base + (size_t)page * (size_t)c->page_bytes;
+    const size_t r0 = (size_t)which * P + first;
+    int rc = 0;
+    if (cudaMemcpyAsync(h, pg + r0 * hd, (size_t)n * hd, cudaMemcpyDeviceToHost, c->st)
+            != cudaSuccess ||
+        cudaMemcpyAsync(sc, pg + (size_t)2 * P * hd + r0 * 4, (size_t)n * 4,
+                        cudaMemcpyDeviceToHost, c->st) != cudaSuccess ||
+        cudaStreamSynchronize(c->st) != cudaSuccess)
+        rc = KW_ECUDA;
+    c->d2h_bytes += (int64_t)n * (hd + 4);
+    for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
+        out[i] = sc[i / hd] * (float)h[i];
+    free(h);
+    return rc;
+}
+
+/* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 (or int8)
+ * -> f32. */
 int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *out)
 {
     kw_cfwd *c = ud;
@@ -126,6 +152,8 @@ int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *
     kw__cf_flush_quiet(c);
     if (c->cq_rc < 0)
         return c->cq_rc;
+    if (c->i8)
+        return dev_read_i8(c, page, first, n, which, out);
     uint16_t *h = malloc((size_t)n * hd * 2);
     if (!h)
         return KW_ENOMEM;

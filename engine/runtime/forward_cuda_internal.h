@@ -61,6 +61,17 @@ struct kw_cfwd {
     int32_t *kv_pos;
     int64_t n_pages;
     int P;
+    int i8;             /* int8 pages (a KW_KV_I8 host pool), else bf16 */
+    int64_t page_bytes; /* one page (positions apart): bf16 2 P head_dim x 2 bytes, or
+                           kw_cuda_i8_page_bytes */
+    /* int8 pages in prefill steps (kw__cf_i8_prefill): each layer's rows dequantized into
+     * bf16 pages i8_pages (positions i8_pos), read through the identity page list i8_iota */
+    void *i8_pages;
+    int32_t *i8_pos, *i8_iota;
+    int64_t i8_cap;     /* pages at most (counted at open) */
+    int64_t i8_have;    /* pages allocated (grown by the prefill steps that need them) */
+    int32_t *i8_plan;   /* host: the step's groups, per layer (kw__cf_i8_plan) */
+    size_t i8_plan_cap; /* ints */
     /* activations */
     float *x, *q, *k, *v, *att, *rows, *logits;
     void *gate, *up; /* bf16 (max_tok, n_ff): the MLP's gate and up, then SwiGLU's output */
@@ -160,6 +171,29 @@ int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_err
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);
 int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap);
+/* Int8 pages in prefill. The prefill kernels read bf16 pages, so before each layer's
+ * prefill attention the rows' pages are dequantized (kw_cuda_rows_i8_to_bf16) into a bf16
+ * scratch of at most i8_cap pages, which the kernels then read in table mode through an
+ * identity page list. Sequences go in groups whose pages fit i8_cap, one gather and one
+ * prefill launch per group. kw__cf_i8_reserve: the scratch's largest size in device
+ * bytes for a pool of n_pages (counted by the memory admission at open) and in pages (0
+ * and 0 for bf16 pages): no more than one layer of the pool holds (a sequence's pages of
+ * a layer are distinct and as many in every layer, so one sequence always fits) nor than
+ * a sequence of the model's whole context needs. The scratch is allocated by the first
+ * prefill step that needs it and grown as steps need more (never past i8_cap).
+ * kw__cf_i8_plan (host only): per layer l, from every layer's row lengths (rows per KV
+ * head) and the step's tok_off, writes each row's first scratch page (dst: (L, rows)) and
+ * the groups into c->i8_plan, and the largest group's pages to *need; KW_ELIMIT when a
+ * sequence does not fit. kw__cf_i8_grow: the scratch made at least `pages` pages.
+ * kw__cf_i8_prefill: the gathers and launches of layer l, given the arguments of the
+ * whole step's launch (pages, row_ptr, row_tokens, items) and layer l's dst on the
+ * device. */
+int64_t kw__cf_i8_reserve(const kw_cfwd *c, int64_t n_pages, int64_t *cap_pages);
+int kw__cf_i8_plan(kw_cfwd *c, int ns, const int32_t *row_tok, const int32_t *tok_off,
+                   int32_t *dst, int64_t *need, kw_error *err);
+int kw__cf_i8_grow(kw_cfwd *c, int64_t pages, kw_error *err);
+int kw__cf_i8_prefill(kw_cfwd *c, const kw_cuda_prefill *a, int l, const int32_t *d_dst,
+                      kw_error *err);
 
 /* forward_cuda_ptab.c: kw__cf_ptab_plan brings the device table's regions up to date
  * for a step's sequences (c->pstart: (ns, n_layer * n_kv) region offsets) and counts the

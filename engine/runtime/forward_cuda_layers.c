@@ -43,7 +43,8 @@ kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c)
     kw_cuda_attn a = {0};
     a.base[0] = a.base[1] = c->kv_base;
     a.pos[0] = a.pos[1] = c->kv_pos;
-    a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
+    a.kv = c->i8 ? KW_CUDA_KV_I8 : KW_CUDA_KV_BF16;
+    a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
     a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
     a.partial = c->partial;
     return a;
@@ -59,6 +60,129 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
     a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
     a.kernel = c->prefill_kernel;
     return a;
+}
+
+/* ---- int8 pages in prefill (forward_cuda_internal.h) ---- */
+
+static int64_t i8_cap_pages(const kw_cfwd *c, int64_t n_pages)
+{
+    const kw_model_config *f = &c->cfg;
+    int64_t cap = n_pages / f->n_layer + 1;
+    if (f->n_ctx_train > 0) {
+        int64_t seq = (int64_t)f->n_head_kv * ((f->n_ctx_train + c->P - 1) / c->P + 1);
+        cap = seq < cap ? seq : cap;
+    }
+    return cap;
+}
+
+int64_t kw__cf_i8_reserve(const kw_cfwd *c, int64_t n_pages, int64_t *cap_pages)
+{
+    *cap_pages = c->i8 ? i8_cap_pages(c, n_pages) : 0;
+    /* bf16 K and V, positions, and the page list's entry */
+    return *cap_pages * ((int64_t)2 * c->P * c->cfg.head_dim * 2 + (int64_t)c->P * 4 + 4);
+}
+
+/* c->i8_plan, per layer (1 + 5 ns ints): the group count, then per group its first row,
+ * rows, largest page count of a row, first prefill item and item count. */
+int kw__cf_i8_plan(kw_cfwd *c, int ns, const int32_t *row_tok, const int32_t *tok_off,
+                   int32_t *dst, int64_t *need, kw_error *err)
+{
+    *need = 0;
+    const int L = c->cfg.n_layer, nkv = c->cfg.n_head_kv, P = c->P, rows = ns * nkv;
+    const size_t per = 1 + 5 * (size_t)ns;
+    if ((size_t)L * per > c->i8_plan_cap) {
+        int32_t *p = realloc(c->i8_plan, sizeof(int32_t) * (size_t)L * per);
+        if (!p)
+            return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+        c->i8_plan = p, c->i8_plan_cap = (size_t)L * per;
+    }
+    int items_before[KW_FWD_MAX_SEQ + 1];
+    for (int i = 0; i <= ns; i++)
+        items_before[i] = kw_cuda_prefill_items(i, tok_off, NULL);
+    for (int l = 0; l < L; l++) {
+        const int32_t *rt = row_tok + (size_t)l * rows;
+        int32_t *d = dst + (size_t)l * rows, *pl = c->i8_plan + (size_t)l * per, *g = NULL;
+        int64_t off = 0;
+        pl[0] = 0;
+        for (int i = 0; i < ns; i++) {
+            int64_t np = 0;
+            for (int h = 0; h < nkv; h++)
+                np += (rt[i * nkv + h] + P - 1) / P;
+            if (np > c->i8_cap)
+                return kw_error_set(err, KW_ELIMIT, "cuda: sequence %d of the step holds %lld "
+                                    "pages in layer %d, more than the %lld pages of the int8 "
+                                    "prefill scratch", i, (long long)np, l,
+                                    (long long)c->i8_cap);
+            if (!g || off + np > c->i8_cap) {
+                g = pl + 1 + 5 * pl[0]++;
+                g[0] = i * nkv, g[1] = 0, g[2] = 0, g[3] = items_before[i];
+                off = 0;
+            }
+            for (int h = 0; h < nkv; h++) {
+                int np_h = (rt[i * nkv + h] + P - 1) / P;
+                d[i * nkv + h] = (int32_t)off;
+                off += np_h;
+                g[2] = np_h > g[2] ? np_h : g[2];
+            }
+            g[1] += nkv;
+            g[4] = items_before[i + 1] - g[3];
+            *need = off > *need ? off : *need;
+        }
+    }
+    return 0;
+}
+
+/* Doubling from 1024 pages (capped at i8_cap), so few steps grow it. cudaFree waits for
+ * the device: nothing in flight reads the old scratch. */
+int kw__cf_i8_grow(kw_cfwd *c, int64_t pages, kw_error *err)
+{
+    if (pages <= c->i8_have)
+        return 0;
+    int64_t n = c->i8_have ? c->i8_have : 1024;
+    while (n < pages)
+        n *= 2;
+    n = n < c->i8_cap ? n : c->i8_cap;
+    n = n > pages ? n : pages;
+    cudaFree(c->i8_pages), cudaFree(c->i8_pos), cudaFree(c->i8_iota);
+    c->i8_pages = NULL, c->i8_pos = c->i8_iota = NULL, c->i8_have = 0;
+    const size_t P = (size_t)c->P, hd = (size_t)c->cfg.head_dim;
+    int32_t *iota = malloc((size_t)n * 4);
+    bool ok = iota && cudaMalloc(&c->i8_pages, (size_t)n * 2 * P * hd * 2) == cudaSuccess &&
+              cudaMalloc((void **)&c->i8_pos, (size_t)n * P * 4) == cudaSuccess &&
+              cudaMalloc((void **)&c->i8_iota, (size_t)n * 4) == cudaSuccess;
+    for (int64_t i = 0; ok && i < n; i++)
+        iota[i] = (int32_t)i;
+    ok = ok && cudaMemcpyAsync(c->i8_iota, iota, (size_t)n * 4, cudaMemcpyHostToDevice, c->st)
+                   == cudaSuccess && cudaStreamSynchronize(c->st) == cudaSuccess;
+    free(iota);
+    if (!ok) {
+        (void)cudaGetLastError();
+        return kw_error_set(err, KW_ENOMEM, "cuda: no device memory for the int8 prefill "
+                            "scratch (%lld bf16 pages, %.0f MiB; at most %lld, counted at "
+                            "open)", (long long)n, (double)n * (2 * P * hd * 2 + P * 4 + 4)
+                            / 1048576.0, (long long)c->i8_cap);
+    }
+    c->i8_have = n;
+    return 0;
+}
+
+int kw__cf_i8_prefill(kw_cfwd *c, const kw_cuda_prefill *a, int l, const int32_t *d_dst,
+                      kw_error *err)
+{
+    const int32_t *pl = c->i8_plan + (size_t)l * (1 + 5 * (size_t)a->n_seq);
+    for (int k = 0; k < pl[0]; k++) {
+        const int32_t *g = pl + 1 + 5 * k;
+        KTRY(kw_cuda_rows_i8_to_bf16(c->st, c->kv_base, c->kv_pos, c->P, c->cfg.head_dim, g[1],
+                                     a->pages, a->row_ptr + g[0], a->row_tokens + g[0],
+                                     d_dst + g[0], g[2], c->i8_pages, c->i8_pos));
+        kw_cuda_prefill b = *a;
+        b.base[0] = b.base[1] = c->i8_pages;
+        b.pos[0] = b.pos[1] = c->i8_pos;
+        b.pages = c->i8_iota, b.row_ptr = d_dst;
+        b.items = a->items + 2 * (size_t)g[3], b.n_items = g[4];
+        KTRY(kw_cuda_attn_prefill(c->st, &b));
+    }
+    return 0;
 }
 
 /* The split-K item size for a decode call over rows of these lengths: whole waves of the
@@ -128,7 +252,9 @@ int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, const kw_cf_fold *fold, kw_er
     kw_cuda_gemv_out o[3] = {{w->wq, w->bq, c->q, qd}, {w->wk, w->bk, c->k, kd},
                              {w->wv, w->bv, c->v, kd}};
     if (fold) {
-        const bool rope = f->rope_layout == KW_ROPE_INTERLEAVED;
+        /* int8 pages: a row's scale needs the whole row, which the pass writes element by
+         * element, so RoPE and the append stay a kernel of their own */
+        const bool rope = f->rope_layout == KW_ROPE_INTERLEAVED && !c->i8;
         kw_cuda_gemv_ext e = {.ss_in = c->ss, .eps = f->norm_eps};
         if (rope)
             e.pos = fold->pos, e.slots = fold->slots, e.inv_freq = c->inv_freq,
@@ -148,15 +274,20 @@ int kw__cf_layer_qkv(kw_cfwd *c, int l, int n_tok, const kw_cf_fold *fold, kw_er
     return 0;
 }
 
-/* RoPE on q and k, then K and V into their slots of layer l. */
+/* RoPE on q and k, then K and V into their slots of layer l (bf16 or int8 pages). */
 int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
                              const int32_t *d_slots, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
     int il = f->rope_layout == KW_ROPE_INTERLEAVED, nkv = f->n_head_kv;
-    KTRY(kw_cuda_rope_append(c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv,
-                             f->head_dim, c->inv_freq, il, c->kv_base, c->kv_pos, c->P,
-                             d_slots + (size_t)l * n_tok * nkv));
+    if (c->i8)
+        KTRY(kw_cuda_rope_append_i8(c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv,
+                                    f->head_dim, c->inv_freq, il, c->kv_base, c->kv_pos, c->P,
+                                    d_slots + (size_t)l * n_tok * nkv));
+    else
+        KTRY(kw_cuda_rope_append(c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv,
+                                 f->head_dim, c->inv_freq, il, c->kv_base, c->kv_pos, c->P,
+                                 d_slots + (size_t)l * n_tok * nkv));
     return 0;
 }
 

@@ -48,9 +48,11 @@ typedef struct kw_engine_opts {
     int threads;          /* OpenMP threads; 0: the default */
     int obs_window;       /* queries for KW_NEED_OBS_PROBS; default 32 */
     bool cuda;            /* run on CUDA device cuda_device (kw_engine_open: "cuda[:N]"):
-                             bf16 weights and KV pages on the device, pool sized as for
-                             bf16; KV hooks run on the host with copies of what they
-                             need (forward_cuda_hooks.c) */
+                             bf16 weights and KV pages on the device (int8 pages with
+                             kv_dtype KW_KV_I8: even page_tokens, no KV hooks), pool
+                             sized as for bf16 (int8: 1 byte an element); KV hooks run on
+                             the host with copies of what they need
+                             (forward_cuda_hooks.c) */
     int cuda_device;
 } kw_engine_opts;
 kw_engine_opts kw_engine_defaults(void);
