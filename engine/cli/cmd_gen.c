@@ -25,8 +25,8 @@ static const struct {
                      "[MAX_CTX] [PEAK_TFLOPS]; tests/bench/run_gpu.sh adds PyTorch SDPA)"},
     {"model", "the CUDA engine on a whole model: prefill and decode tokens per second at "
               "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
-              "MODEL.gguf [--ctx ...] [--batch ...]; tests/bench/run_gpu_model.sh adds "
-              "PyTorch)"},
+              "MODEL.gguf [--ctx ...] [--batch ...] [--kv bf16|int8]; "
+              "tests/bench/run_gpu_model.sh adds PyTorch)"},
     {"methods", "KV methods on the CUDA engine at long context: decode speed and KV memory "
                 "of each method against full attention, beside the bandwidth floor (CUDA "
                 "builds; args: MODEL.gguf [--ctx 32768] [--batch 1,8] [--budget 2048] "

@@ -8,7 +8,9 @@
  * device are averaged per step. Prints CSV; the last lines are a short table.
  *
  *   bench_model MODEL.gguf [--ctx 2048,8192,32768] [--batch 1,8] [--chunk 4096]
- *               [--prefill-max 32768] [--peak-tflops 800] [--steps 20] */
+ *               [--prefill-max 32768] [--peak-tflops 800] [--steps 20] [--kv bf16|int8]
+ * --kv int8: int8 KV pages on the device (decode reads half the KV bytes; prefill reads
+ * each layer's pages dequantized into bf16 first). */
 #include <cuda_runtime_api.h>
 #include <math.h>
 #include <stdio.h>
@@ -52,13 +54,22 @@ int main(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         fprintf(stderr, "usage: bench_model MODEL.gguf [--ctx 2048,8192,32768] [--batch 1,8] "
-                        "[--chunk 4096] [--prefill-max 32768] [--peak-tflops 800] [--steps 20]\n");
+                        "[--chunk 4096] [--prefill-max 32768] [--peak-tflops 800] [--steps 20] "
+                        "[--kv bf16|int8]\n");
         return 2;
     }
     int ctx[8] = {2048, 8192, 32768}, nctx = 3, bat[8] = {1, 8}, nbat = 2, chunk = 4096,
         pmax = 32768, steps = 20;
     double peak = 800e12;
+    bool i8 = false;
     for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--kv")) {
+            if (strcmp(argv[i + 1], "int8") && strcmp(argv[i + 1], "bf16")) {
+                fprintf(stderr, "bench_model: --kv %s: bf16 or int8\n", argv[i + 1]);
+                return 2;
+            }
+            i8 = !strcmp(argv[i + 1], "int8");
+        }
         if (!strcmp(argv[i], "--ctx")) nctx = kwb_parse_list(argv[i + 1], ctx, 8);
         else if (!strcmp(argv[i], "--batch")) nbat = kwb_parse_list(argv[i + 1], bat, 8);
         else if (!strcmp(argv[i], "--chunk")) chunk = atoi(argv[i + 1]);
@@ -87,14 +98,18 @@ int main(int argc, char **argv)
     double layer_params = (double)(2 * qd * E + 2 * kd * E + 3 * F * E);
     double mat_params = layer_params * c->n_layer;
     double weight_bytes = 2.0 * (mat_params + (double)V * E); /* bf16, with the head */
-    double kv_tok_bytes = 2.0 * 2.0 * (double)kd * c->n_layer;  /* K + V, bf16 */
+    /* K + V per token: bf16, or int8 with a 4-byte scale per row */
+    double kv_tok_bytes = i8 ? 2.0 * ((double)kd + 4.0 * c->n_head_kv) * c->n_layer
+                             : 2.0 * 2.0 * (double)kd * c->n_layer;
     double bw = kwb_copy_bandwidth();
     printf("# model %s: %d layers, %lld dim, %d/%d heads, ff %lld, vocab %lld; weights %.2f GB "
-           "(bf16); KV %.0f KB/token; copy bandwidth %.0f GB/s; peak %.0f TFLOP/s\n",
+           "(bf16); KV %.0f KB/token (%s pages); copy bandwidth %.0f GB/s; peak %.0f TFLOP/s\n",
            argv[1], c->n_layer, (long long)E, c->n_head, c->n_head_kv, (long long)F,
-           (long long)V, weight_bytes / 1e9, kv_tok_bytes / 1024, bw / 1e9, peak / 1e12);
+           (long long)V, weight_bytes / 1e9, kv_tok_bytes / 1024, i8 ? "int8" : "bf16",
+           bw / 1e9, peak / 1e12);
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.device_pages = true;
+    po.dtype = i8 ? KW_KV_I8 : KW_KV_F32;
     po.n_pages = (int64_t)c->n_layer * c->n_head_kv * ((maxc + steps + 64) / 16 + 2) * maxb;
     kw_kvpool *pool;
     kw_fwd *f;
@@ -191,7 +206,7 @@ int main(int argc, char **argv)
     printf("# programmatic dependent launch: %s (KVWEAVE_CUDA_PDL=1 turns it on for every "
            "pass, =0 off)\n",
            kw_cuda_pdl_auto() ? "decode steps" : kw_cuda_pdl_on() ? "on" : "off");
-    printf("\n# kvweave CUDA engine\n%s", table);
+    printf("\n# kvweave CUDA engine (%s KV pages)\n%s", i8 ? "int8" : "bf16", table);
     kw__fwd_free(f);
     kw_kvpool_free(pool);
     kw_model_free(m);
