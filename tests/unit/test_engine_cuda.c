@@ -7,8 +7,8 @@
  *     number of identical 32-token continuations is reported;
  *  3. memory admission: a pool larger than the device fails at open with the numbers.
  *  4. int8 pages (parity_i8): 1. and 2. with int8 KV pages on both devices (the CUDA
- *     engine's int8 device pages against the CPU engine's int8 pool; the same 2e-2
- *     bound), prefill steps of several sequences split into groups by a small scratch
+ *     engine's int8 device pages against the CPU engine's int8 pool; bound I8_BOUND,
+ *     below), prefill steps of several sequences split into groups by a small scratch
  *     (bit-identical logits), the device memory an int8 pool takes against a bf16 one of
  *     as many pages, and the refusals (KV methods and odd page sizes with int8 pages,
  *     pre-RoPE pools).
@@ -28,6 +28,15 @@
 #include "kvweave/genmodel.h"
 #include "runtime/forward.h"
 #include "runtime/forward_cuda_internal.h"
+
+/* The logits bound with int8 pages on both devices. Each device quantizes its own K and
+ * V rows, which differ by the device's bf16 arithmetic (about 2^-8 relative); wherever
+ * that difference straddles a rounding boundary the two pools hold values a whole int8
+ * step apart (absmax / 127 of the row), so the pools, and the logits, differ more than
+ * bf16 pages differ from f32 ones. Measured on an H200: SmolLM2 shape, prefill / decode
+ * worst 0.0142 / 0.0133; Llama-3.1-8B shape (2 layers) 0.0207 / 0.0209, where bf16 pages
+ * against f32 give 0.0119 / 0.0123 (bound 2e-2). */
+#define I8_BOUND 3e-2
 
 static uint64_t rng = 12345;
 static uint64_t rnd(void)
@@ -169,12 +178,13 @@ static int parity(const kw_model *m, kw_kvdtype dt, int *fails)
     const char *ge = getenv("KVWEAVE_CUDA_GRAPHS");
     bool graphs = !(ge && strcmp(ge, "0") == 0);
     /* with graphs on, every decode step after each batch size's first two replays one */
-    int ok = worst_pre < 2e-2 && worst_dec < 2e-2 && (!graphs || launches >= total - 2);
+    const double bound = dt == KW_KV_I8 ? I8_BOUND : 2e-2;
+    int ok = worst_pre < bound && worst_dec < bound && (!graphs || launches >= total - 2);
     printf("%s logits CUDA vs CPU%s (decode graphs %s: %lld captured, %lld replayed): prefill "
            "(chunks of %d, prompts 7/100/700) worst rel_l2 %.3g; decode worst %.3g mean %.3g "
-           "(bound 2e-2); argmax agreement %d/%d\n", ok ? "ok  " : "FAIL", tn,
+           "(bound %.0e); argmax agreement %d/%d\n", ok ? "ok  " : "FAIL", tn,
            graphs ? "on" : "off", (long long)caps, (long long)launches, CH, worst_pre, worst_dec,
-           sum_dec / total, agree, total);
+           sum_dec / total, bound, agree, total);
     *fails += !ok;
     /* launches that overlap (programmatic dependent launch) and rebuilding the device
      * page table must not change a bit */
@@ -274,11 +284,11 @@ static int i8_groups(const kw_model *m, int *fails)
         double e = rel_l2(lg[1], lg[0], (size_t)NS * V);
         worst_rel = e > worst_rel ? e : worst_rel;
     }
-    int ok = rc == 0 && differ == 0 && worst_rel < 2e-2;
+    int ok = rc == 0 && differ == 0 && worst_rel < I8_BOUND;
     printf("%s int8 prefill in groups (scratch of %s pages, steps of %d sequences): %zu logits "
            "differ from one group (bound 0); against the CPU on int8 pages worst rel_l2 %.3g "
-           "(bound 2e-2)%s%s\n", ok ? "ok  " : "FAIL", cap, NS, differ, worst_rel,
-           rc < 0 ? ": " : "", rc < 0 ? err.msg : "");
+           "(bound %.0e)%s%s\n", ok ? "ok  " : "FAIL", cap, NS, differ, worst_rel,
+           I8_BOUND, rc < 0 ? ": " : "", rc < 0 ? err.msg : "");
     *fails += !ok;
     for (int k = 0; k < 3; k++) {
         for (int i = 0; i < NS; i++)
