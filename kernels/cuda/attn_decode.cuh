@@ -4,5 +4,5 @@
 #include "kernels_cuda.h"
 
 // The tokens a span-view work item may hold: the kernel flattens an item into this many
-// shared-memory slots (attn_decode.cu); the planner (attn_plan.cu) cuts items below it.
+// shared-memory slots (flatten_spans); the planner (attn_plan.cu) cuts items below it.
 #define KW_ATTN_MAX_ITEM_TOKENS 1024
