@@ -280,14 +280,9 @@ int kw__cf_layer_rope_append(kw_cfwd *c, int l, int n_tok, const int32_t *d_pos,
 {
     const kw_model_config *f = &c->cfg;
     int il = f->rope_layout == KW_ROPE_INTERLEAVED, nkv = f->n_head_kv;
-    if (c->i8)
-        KTRY(kw_cuda_rope_append_i8(c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv,
-                                    f->head_dim, c->inv_freq, il, c->kv_base, c->kv_pos, c->P,
-                                    d_slots + (size_t)l * n_tok * nkv));
-    else
-        KTRY(kw_cuda_rope_append(c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv,
-                                 f->head_dim, c->inv_freq, il, c->kv_base, c->kv_pos, c->P,
-                                 d_slots + (size_t)l * n_tok * nkv));
+    KTRY((c->i8 ? kw_cuda_rope_append_i8 : kw_cuda_rope_append)(
+        c->st, c->q, c->k, c->v, d_pos, n_tok, f->n_head, nkv, f->head_dim, c->inv_freq, il,
+        c->kv_base, c->kv_pos, c->P, d_slots + (size_t)l * n_tok * nkv));
     return 0;
 }
 
