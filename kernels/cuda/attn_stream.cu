@@ -61,23 +61,35 @@ __device__ __forceinline__ void mma_top(float *c, uint32_t a0, uint32_t a2, uint
 // were adjacent in shared memory and it took 67.4 M sectors.
 //
 // Int8 pages (I8): a stage holds the tile's int8 K and V rows, positions and K and V
-// scales; each warp turns its 16 rows of the landed stage into bf16 (exact: |q| <= 127
-// needs 7 bits) in a tile of the bf16 layout above (cvt, one for the block), so the MMAs
-// are the bf16 kernel's. The K scale multiplies the scores, the V scale the
-// probabilities before P V (the softmax sum takes them unscaled). Int8 rows are 8 (D =
-// 128) or 4 (D = 64) chunks of 16 bytes, swizzled by sw8 so that the 8 rows a quarter
-// warp converts at once fall in distinct banks; copies go in shared-memory order as
-// above. A tile is half the bytes, so there is one stage more.
+// scales. Each lane builds its MMA fragments straight from the landed int8 rows in
+// registers, as f16 (an int8 value is exact in f16: a byte under the exponent of 1024
+// makes 1024 + 128 + x, and one f16x2 subtraction per two values leaves x), and the MMAs
+// run on f16 (int8_frag_k, int8_frag_v). For that, both MMAs take their dimensions in an
+// order of their own, which the dot products and sums do not see:
+//  - S = Q K^T: lane t4's four head dimensions of k-step kk are (D / 4) t4 + 4 kk + 0..3
+//    (Q packed the same way), so a lane reads its K row's D / 4 bytes as 16-byte words;
+//  - O += P V: column g of n-tile 4q + m is head dimension 32q + 4g + m, so a lane reads
+//    4 bytes from each of its four token rows per four n-tiles; the output is written
+//    back in head-dimension order at the end.
+// The K scale multiplies the scores. The V scale goes into the probabilities, divided by
+// the largest V scale the warp has seen (vref, so f16 P stays within [0, 1]; O is scaled
+// down when vref grows and multiplied by it at the end); the softmax sum takes them
+// unscaled. Int8 rows are 8 (D = 128) or 4 (D = 64) chunks of 16 bytes, swizzled by sw8,
+// so at D = 128 a warp's K and V reads fall in distinct banks (at D = 64 the V reads are
+// 2-way); copies go in shared-memory order as above. A tile is half the bytes, so there
+// is one stage more, and with no bf16 copy of the tile three blocks fit a multiprocessor.
+// Measured before this (H200, b8 / 32k, ncu): turning each stage into a bf16 tile in
+// shared memory for ldmatrix took twice the bf16 kernel's instructions, with two blocks
+// per multiprocessor, and ran slower than bf16 pages (0.289 against 0.254 ms).
 template <int D, bool TABLE, bool I8 = false> struct stream_cfg {
     static constexpr int TT = 64;         // tokens per tile: 16 per warp
     static constexpr int NS = I8 ? 4 : 3; // stages: NS - 1 tiles in flight, one computed
     static constexpr size_t kv_bytes = (size_t)TT * D * (I8 ? 1 : 2);
     // K, V, positions (and with I8 the K and V scales)
     static constexpr size_t stage_bytes = 2 * kv_bytes + (size_t)TT * (I8 ? 12 : 4);
-    static constexpr size_t cvt_bytes = I8 ? (size_t)2 * TT * D * 2 : 0; // bf16 K and V
     // table mode: a ring of NS tiles' K rows (page * 2P + slot), see stream_item
     static constexpr size_t bytes =
-        NS * stage_bytes + cvt_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
+        NS * stage_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
     // element offset of chunk c (8 elements) of row r
     static __device__ __forceinline__ int sw(int r, int c)
     {
@@ -105,6 +117,10 @@ static_assert(2 * (stream_cfg<128, false>::bytes + 1024) <= 228 * 1024 &&
 static_assert(2 * (stream_cfg<128, true>::bytes + 1024) <= 228 * 1024 &&
                   2 * (stream_cfg<128, true, true>::bytes + 1024) <= 228 * 1024,
               "table-mode decode attention: two blocks per multiprocessor");
+// int8 pages: three (the registers allow it too: at most 168 per thread)
+static_assert(3 * (stream_cfg<128, false, true>::bytes + 1024) <= 228 * 1024 &&
+                  3 * (stream_cfg<128, true, true>::bytes + 1024) <= 228 * 1024,
+              "int8 decode attention: three blocks per multiprocessor");
 
 // Table mode: the K row (page * 2P + slot, main pool) of token i of the item, read from
 // the row's page list; threads < TT each find one token's row of a tile. The rows of the
@@ -232,43 +248,76 @@ __device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned ch
     }
 }
 
-// Two int8 values as bf16x2: bytes 2k and 2k + 1 of w (each x + 128, x the int8 value)
-// placed under the exponent of 2^23 make the f32 2^23 + 128 + x, from which subtracting
-// 2^23 + 128 leaves x exactly; its upper half is its bf16 (x has at most 8 significant
-// bits). Integer and add units only: the conversion units are a quarter as fast, and
-// this runs on every K and V value read.
-__device__ __forceinline__ uint32_t i8pair_bf16(uint32_t w, int k)
+__device__ __forceinline__ uint32_t pack_f16(float lo, float hi)
 {
-    const float lo = __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7440 | (2 * k))) - 8388736.f;
-    const float hi = __uint_as_float(__byte_perm(w, 0x4b000000u, 0x7441 | (2 * k))) - 8388736.f;
-    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632);
+    uint32_t r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo)); // lo in the low half
+    return r;
 }
 
-// A warp's 16 rows (r0 ..) of the landed int8 stage, K and V, into the bf16 tile cvt
-// (sw's layout). Lanes 8q .. 8q + 7 take one chunk column of 8 consecutive rows, so both
-// the int8 reads (sw8) and the bf16 writes (sw) of a quarter warp fall in distinct banks.
+// mma_top on f16 inputs (int8 pages)
+__device__ __forceinline__ void mma_top_f16(float *c, uint32_t a0, uint32_t a2, uint32_t b0,
+                                            uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+// Two bytes of u (each x ^ 0x80 = x + 128, x an int8 value; sel 0x4140: bytes 0 and 1,
+// 0x4342: bytes 2 and 3) as f16x2, exactly: under the exponent of 1024 (0x64) a byte
+// makes 1024 + 128 + x, from which subtracting 1152 (0x6480) leaves x.
+__device__ __forceinline__ uint32_t i8pair_f16(uint32_t u, uint32_t sel)
+{
+    uint32_t r;
+    asm("sub.rn.f16x2 %0, %1, %2;\n"
+        : "=r"(r)
+        : "r"(__byte_perm(u, 0x64646464u, sel)), "r"(0x64806480u));
+    return r;
+}
+
+// int8 pages: the K fragments (b0, b1 of each k-step) of token row r for lane t4: bytes
+// (D / 4) t4 .. of the row, 4 per k-step (stream_cfg's comment on I8)
 template <int D, bool TABLE>
-__device__ __forceinline__ void convert_rows(const unsigned char *stg, __nv_bfloat16 *cvt,
-                                             int r0, int lane)
+__device__ __forceinline__ void int8_frag_k(const unsigned char *K8, int r, int t4,
+                                            uint32_t (&b)[D / 16][2])
 {
     using C = stream_cfg<D, TABLE, true>;
-    constexpr int CH = D / 16, U = 2 * 16 * CH / 32; // chunks per row; per lane
+    constexpr int KS = D / 16, W = KS / 4; // k-steps; 16-byte words per lane
 #pragma unroll
-    for (int k = 0; k < U; k++) {
-        const int u = lane + 32 * k, i = u & 7, c = (u >> 3) % CH, rh = (u >> 3) / CH % 2,
-                  w = u / (16 * CH);
-        const int r = r0 + rh * 8 + i;
-        const uint4 raw = *(const uint4 *)(stg + w * C::kv_bytes + C::sw8(r, c));
-        const uint32_t x0 = raw.x ^ 0x80808080u, x1 = raw.y ^ 0x80808080u,
-                       x2 = raw.z ^ 0x80808080u, x3 = raw.w ^ 0x80808080u;
-        const uint4 lo = make_uint4(i8pair_bf16(x0, 0), i8pair_bf16(x0, 1), i8pair_bf16(x1, 0),
-                                    i8pair_bf16(x1, 1));
-        const uint4 hi = make_uint4(i8pair_bf16(x2, 0), i8pair_bf16(x2, 1), i8pair_bf16(x3, 0),
-                                    i8pair_bf16(x3, 1));
-        __nv_bfloat16 *dst = cvt + (size_t)w * C::TT * D;
-        *(uint4 *)(dst + C::sw(r, 2 * c)) = lo;
-        *(uint4 *)(dst + C::sw(r, 2 * c + 1)) = hi;
+    for (int c = 0; c < W; c++) {
+        const uint4 x = *(const uint4 *)(K8 + C::sw8(r, W * t4 + c));
+        const uint32_t w[4] = {x.x ^ 0x80808080u, x.y ^ 0x80808080u, x.z ^ 0x80808080u,
+                               x.w ^ 0x80808080u};
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+            b[4 * c + k][0] = i8pair_f16(w[k], 0x4140), b[4 * c + k][1] = i8pair_f16(w[k], 0x4342);
     }
+}
+
+// int8 pages: the V fragments of n-tiles 4q .. 4q + 3 for lane (g, t4) of the warp whose
+// rows start at r0: 4 bytes (head dimensions 32q + 4g + m, m the n-tile's) of each of the
+// token rows r0 + 2 t4 + {0, 1, 8, 9}, paired per dimension (b0: rows + 0 and + 1, b1:
+// rows + 8 and + 9)
+template <int D, bool TABLE>
+__device__ __forceinline__ void int8_frag_v(const unsigned char *V8, int r0, int g, int t4,
+                                            int q, uint32_t (&b)[4][2])
+{
+    using C = stream_cfg<D, TABLE, true>;
+    const int cb = 2 * q + (g >> 2), wo = 4 * (g & 3);
+    uint32_t w[4];
+#pragma unroll
+    for (int e = 0; e < 4; e++)
+        w[e] = *(const uint32_t *)(V8 + C::sw8(r0 + 2 * t4 + (e & 1) + 8 * (e >> 1), cb) + wo);
+    const uint32_t lo01 = __byte_perm(w[0], w[1], 0x5140) ^ 0x80808080u, // dims m = 0, 1
+        hi01 = __byte_perm(w[0], w[1], 0x7362) ^ 0x80808080u,            // m = 2, 3
+        lo89 = __byte_perm(w[2], w[3], 0x5140) ^ 0x80808080u,
+                   hi89 = __byte_perm(w[2], w[3], 0x7362) ^ 0x80808080u;
+    b[0][0] = i8pair_f16(lo01, 0x4140), b[0][1] = i8pair_f16(lo89, 0x4140);
+    b[1][0] = i8pair_f16(lo01, 0x4342), b[1][1] = i8pair_f16(lo89, 0x4342);
+    b[2][0] = i8pair_f16(hi01, 0x4140), b[2][1] = i8pair_f16(hi89, 0x4140);
+    b[3][0] = i8pair_f16(hi01, 0x4342), b[3][1] = i8pair_f16(hi89, 0x4342);
 }
 
 template <int D, bool TABLE, bool I8>
@@ -289,22 +338,30 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     using C = stream_cfg<D, TABLE, I8>;
     constexpr int KS = D / 16, NT = D / 8; // k-steps of the scores, n-tiles of the output
     unsigned char *stages = sm;
-    token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes + C::cvt_bytes); // spans
+    token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // spans
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
     const int32_t *it = a.items + 4 * item;
     const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
     const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
     const float sc = a.scale * LOG2E;
-    // Q as A fragments (scaled into log2 units, bf16), rows >= G zero
+    // Q as A fragments (scaled into log2 units, bf16; f16 in int8_frag_k's order on int8
+    // pages), rows >= G zero
     uint32_t qa[KS][2];
 #pragma unroll
     for (int kk = 0; kk < KS; kk++) {
         qa[kk][0] = qa[kk][1] = 0u;
         if (g < G) {
-            const float *qr = a.q + (size_t)(qrow + g) * D + kk * 16 + 2 * t4;
-            qa[kk][0] = pack_bf16(qr[0] * sc, qr[1] * sc);
-            qa[kk][1] = pack_bf16(qr[8] * sc, qr[9] * sc);
+            if constexpr (I8) {
+                const float4 x = *(const float4 *)(a.q + (size_t)(qrow + g) * D + D / 4 * t4 +
+                                                   4 * kk);
+                qa[kk][0] = pack_f16(x.x * sc, x.y * sc);
+                qa[kk][1] = pack_f16(x.z * sc, x.w * sc);
+            } else {
+                const float *qr = a.q + (size_t)(qrow + g) * D + kk * 16 + 2 * t4;
+                qa[kk][0] = pack_bf16(qr[0] * sc, qr[1] * sc);
+                qa[kk][1] = pack_bf16(qr[8] * sc, qr[9] * sc);
+            }
         }
     }
     int n;
@@ -323,12 +380,12 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     for (int j = 0; j < NT; j++)
         o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
     float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
+    float vref = 0.f, vinv = 0.f;        // int8 pages: the largest V scale seen, 1 / it
     // table mode: ring[(t % NS) * TT + k] is the row of token k of tile t, for the tiles
     // whose copies are still to be issued. The first NS tiles' rows are found together
     // (one round trip), then each iteration loads tile + NS's row into `next` and stores
     // it in the ring the iteration after, so the load's latency hides behind a tile's math.
-    uint32_t *ring =
-        TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes + C::cvt_bytes) : nullptr;
+    uint32_t *ring = TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes) : nullptr;
     uint32_t next = 0;
     if constexpr (TABLE) {
         if (threadIdx.x < C::TT) {
@@ -368,7 +425,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
         const int32_t *ps;
         const float *kscale = nullptr, *vscale = nullptr; // int8 pages
         if constexpr (I8) {
-            Ks = (const __nv_bfloat16 *)(stages + C::NS * C::stage_bytes), Vs = Ks + C::TT * D;
+            Ks = Vs = nullptr;
             ps = (const int32_t *)(stg + 2 * C::kv_bytes);
             kscale = (const float *)(ps + C::TT), vscale = kscale + C::TT;
         } else {
@@ -378,19 +435,26 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
         const int r0 = warp * 16, i0 = tile * C::TT + r0; // this warp's 16 rows
         const int nt = min(16, n - i0);
         if (nt > 0) {
-            if constexpr (I8) { // this warp's rows as bf16, read by this warp alone
-                convert_rows<D, TABLE>(stg, const_cast<__nv_bfloat16 *>(Ks), r0, lane);
-                __syncwarp();
-            }
             float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-            // ldmatrix rows: lane l gives row r0 + l % 8 + 8 (l / 16), chunk 2 kk + (l / 8) % 2
-            const int kr = r0 + (lane & 7) + ((lane >> 4) << 3), kc = (lane >> 3) & 1;
+            if constexpr (I8) {
 #pragma unroll
-            for (int kk = 0; kk < KS; kk++) {
-                uint32_t b[4];
-                ldsm_x4(b, smem_u32(Ks + C::sw(kr, 2 * kk + kc)));
-                mma_top(s[0], qa[kk][0], qa[kk][1], b[0], b[1]);
-                mma_top(s[1], qa[kk][0], qa[kk][1], b[2], b[3]);
+                for (int h = 0; h < 2; h++) { // tokens r0 + 8h + g
+                    uint32_t b[KS][2];
+                    int8_frag_k<D, TABLE>(stg, r0 + 8 * h + g, t4, b);
+#pragma unroll
+                    for (int kk = 0; kk < KS; kk++)
+                        mma_top_f16(s[h], qa[kk][0], qa[kk][1], b[kk][0], b[kk][1]);
+                }
+            } else {
+                // ldmatrix rows: lane l gives row r0 + l % 8 + 8 (l / 16), chunk 2 kk + (l / 8) % 2
+                const int kr = r0 + (lane & 7) + ((lane >> 4) << 3), kc = (lane >> 3) & 1;
+#pragma unroll
+                for (int kk = 0; kk < KS; kk++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, smem_u32(Ks + C::sw(kr, 2 * kk + kc)));
+                    mma_top(s[0], qa[kk][0], qa[kk][1], b[0], b[1]);
+                    mma_top(s[1], qa[kk][0], qa[kk][1], b[2], b[3]);
+                }
             }
             bool live[2][2];
             float mx = -FLT_MAX;
@@ -422,29 +486,52 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
                 }
             l_run = l_run * corr + ls;
             m_run = mn;
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-                o[j][0] *= corr, o[j][1] *= corr;
-            uint32_t pa0, pa2;
-            if constexpr (I8) { // the V scales go into the probabilities
-                float pv[2][2];
+            if constexpr (I8) {
+                // the V scales go into the probabilities, over vref (the warp's tokens are
+                // the same in every group of 4 lanes, so vref is the warp's)
+                float vs[2][2], vmx = 0.f;
 #pragma unroll
                 for (int j = 0; j < 2; j++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        pv[j][e] = live[j][e] ? p[j][e] * vscale[r0 + 8 * j + 2 * t4 + e] : 0.f;
-                pa0 = pack_bf16(pv[0][0], pv[0][1]), pa2 = pack_bf16(pv[1][0], pv[1][1]);
-            } else {
-                pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
-            }
-            // ldmatrix.trans rows: lane l gives row r0 + l % 16, chunk j + l / 16
-            const int vr = r0 + (lane & 15), vc = lane >> 4;
+                    for (int e = 0; e < 2; e++) {
+                        vs[j][e] = live[j][e] ? vscale[r0 + 8 * j + 2 * t4 + e] : 0.f;
+                        vmx = fmaxf(vmx, vs[j][e]);
+                    }
+                vmx = fmaxf(vmx, __shfl_xor_sync(0xffffffffu, vmx, 1));
+                vmx = fmaxf(vmx, __shfl_xor_sync(0xffffffffu, vmx, 2));
+                float oc = corr;
+                if (vmx > vref) {
+                    const float inv = 1.f / vmx;
+                    oc *= vref * inv;
+                    vref = vmx, vinv = inv;
+                }
 #pragma unroll
-            for (int j = 0; j < NT; j += 2) {
-                uint32_t b[4];
-                ldsm_x4_trans(b, smem_u32(Vs + C::sw(vr, j + vc)));
-                mma_top(o[j], pa0, pa2, b[0], b[1]);
-                mma_top(o[j + 1], pa0, pa2, b[2], b[3]);
+                for (int j = 0; j < NT; j++)
+                    o[j][0] *= oc, o[j][1] *= oc;
+                const uint32_t pa0 = pack_f16(p[0][0] * vs[0][0] * vinv, p[0][1] * vs[0][1] * vinv),
+                               pa2 = pack_f16(p[1][0] * vs[1][0] * vinv, p[1][1] * vs[1][1] * vinv);
+#pragma unroll
+                for (int q = 0; q < NT / 4; q++) {
+                    uint32_t b[4][2];
+                    int8_frag_v<D, TABLE>(stg + C::kv_bytes, r0, g, t4, q, b);
+#pragma unroll
+                    for (int m = 0; m < 4; m++)
+                        mma_top_f16(o[4 * q + m], pa0, pa2, b[m][0], b[m][1]);
+                }
+            } else {
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    o[j][0] *= corr, o[j][1] *= corr;
+                const uint32_t pa0 = pack_bf16(p[0][0], p[0][1]), pa2 = pack_bf16(p[1][0], p[1][1]);
+                // ldmatrix.trans rows: lane l gives row r0 + l % 16, chunk j + l / 16
+                const int vr = r0 + (lane & 15), vc = lane >> 4;
+#pragma unroll
+                for (int j = 0; j < NT; j += 2) {
+                    uint32_t b[4];
+                    ldsm_x4_trans(b, smem_u32(Vs + C::sw(vr, j + vc)));
+                    mma_top(o[j], pa0, pa2, b[0], b[1]);
+                    mma_top(o[j + 1], pa0, pa2, b[2], b[3]);
+                }
             }
         }
         __syncthreads(); // the stage is refilled by the next iteration's issue
@@ -458,9 +545,17 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     float *mg = (float *)stages; // (WARPS, G, D + 2)
     if (g < G) {
         float *dst = mg + ((size_t)warp * G + g) * (D + 2);
+        if constexpr (I8) { // column c of n-tile j is dimension 32 (j / 4) + 4c + j % 4
 #pragma unroll
-        for (int j = 0; j < NT; j++)
-            dst[2 + j * 8 + 2 * t4] = o[j][0], dst[2 + j * 8 + 2 * t4 + 1] = o[j][1];
+            for (int j = 0; j < NT; j++) {
+                const int d = 32 * (j / 4) + 8 * t4 + j % 4;
+                dst[2 + d] = o[j][0] * vref, dst[2 + d + 4] = o[j][1] * vref;
+            }
+        } else {
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+                dst[2 + j * 8 + 2 * t4] = o[j][0], dst[2 + j * 8 + 2 * t4 + 1] = o[j][1];
+        }
         if (t4 == 0)
             dst[0] = m_run, dst[1] = l_run;
     }

@@ -1,6 +1,9 @@
 /* Decode attention over views on the GPU: dense, token-level (25%) and page-level (25%)
  * views of a bf16 paged pool, 32 query / 8 KV heads, head_dim 128, batch 1 and 8,
- * contexts 4k..128k, and the dense view in table mode (the engine's dense decode). Times
+ * contexts 4k..128k, and the dense view in table mode (the engine's dense decode) over
+ * bf16 pages and over int8 pages (view table_i8: its bytes are the int8 rows, scales and
+ * positions read, about half of bf16's, so its % of copy bandwidth compares it with the
+ * device, and its ms with table's: int8 pages pay off where they run faster). Times
  * with CUDA events (warm-up, median of repeats of 16 calls back to back) and reports
  * achieved bytes/s against the measured device-to-device copy bandwidth
  * (kwb_copy_bandwidth). Prints one CSV line per case (header first). A benchmark, never a
@@ -27,22 +30,41 @@ static int run_decode(void *arg)
     return kw_cuda_attn_decode(NULL, (const kw_cuda_attn *)arg);
 }
 
-/* mode 0 dense, 1 token-level 25%, 2 page-level 25%, 3 dense in table mode (page lists) */
+/* mode 0 dense, 1 token-level 25%, 2 page-level 25%, 3 dense in table mode (page lists),
+ * 4 the same over int8 pages */
 static void bench(int B, int ctx, int mode, double bw)
 {
     const int P = 16, D = 128, HKV = 8, G = 4, pages_row = ctx / P;
-    const int n_rows = B * HKV;
+    const int n_rows = B * HKV, i8 = mode == 4, table = mode >= 3;
     size_t n_pages = (size_t)n_rows * pages_row;
-    size_t pool_elems = n_pages * 2 * P * D;
-    uint16_t *h = malloc(2 * 1024 * 1024);
-    for (int i = 0; i < 1024 * 1024; i++)
-        h[i] = (uint16_t)(0x3c00 + (int)(uni() * 512)); /* bf16 in [1, 2): not zeros */
+    /* bf16: pages of 2P rows of D; int8: the host pool's int8 page (K and V rows as int8,
+     * then a float scale per row) */
+    const size_t page_bytes = i8 ? (size_t)kw_cuda_i8_page_bytes(P, D) : (size_t)2 * P * D * 2;
+    const size_t chunk_pages = 256, pool_bytes = n_pages * page_bytes;
+    unsigned char *h = malloc(chunk_pages * page_bytes);
+    for (size_t pg = 0; pg < chunk_pages; pg++) {
+        unsigned char *hb = h + pg * page_bytes;
+        if (i8) {
+            for (int i = 0; i < 2 * P * D; i++)
+                hb[i] = (unsigned char)(int)(uni() * 255 - 127); /* int8 in [-127, 127] */
+            for (int i = 0; i < 2 * P; i++) {
+                float s = (float)(0.004 + 0.004 * uni());
+                memcpy(hb + 2 * P * D + 4 * i, &s, 4);
+            }
+        } else {
+            for (int i = 0; i < 2 * P * D; i++) { /* bf16 in [1, 2): not zeros */
+                uint16_t v = (uint16_t)(0x3c00 + (int)(uni() * 512));
+                memcpy(hb + 2 * i, &v, 2);
+            }
+        }
+    }
     void *base;
     int32_t *pos;
-    CK(cudaMalloc(&base, pool_elems * 2));
-    for (size_t off = 0; off < pool_elems; off += 1024 * 1024) {
-        size_t n = pool_elems - off < 1024 * 1024 ? pool_elems - off : 1024 * 1024;
-        CK(cudaMemcpy((uint16_t *)base + off, h, n * 2, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&base, pool_bytes));
+    for (size_t off = 0; off < pool_bytes; off += chunk_pages * page_bytes) {
+        size_t n = pool_bytes - off < chunk_pages * page_bytes ? pool_bytes - off
+                                                                : chunk_pages * page_bytes;
+        CK(cudaMemcpy((unsigned char *)base + off, h, n, cudaMemcpyHostToDevice));
     }
     int32_t *hp = malloc(sizeof(int32_t) * n_pages * P);
     for (size_t i = 0; i < n_pages * P; i++)
@@ -58,7 +80,7 @@ static void bench(int B, int ctx, int mode, double bw)
     for (int r = 0; r < n_rows; r++) {
         for (int p = 0; p < pages_row; p++) {
             int32_t page = r * pages_row + p;
-            if (mode == 0 || mode == 3) {
+            if (mode == 0 || table) {
                 sp[ns++] = (kw_cuda_span){page, 0, (uint16_t)P, 0};
                 tokens += P;
             } else if (mode == 2) {
@@ -93,16 +115,16 @@ static void bench(int B, int ctx, int mode, double bw)
     const char *ei = getenv("KW_BENCH_ITEM");
     int max_tok = ei && atoi(ei) > 0
                       ? atoi(ei)
-                      : kw_cuda_attn_plan_tokens(n_rows, row_tok, kw_cuda_attn_slots(D),
-                                                 mode == 3 ? 0 : 768);
-    int n_items = mode == 3 ? kw_cuda_attn_plan_table_size(n_rows, row_tok, P, max_tok)
+                      : kw_cuda_attn_plan_tokens(n_rows, row_tok, kw_cuda_attn_slots_kv(D, i8 ? KW_CUDA_KV_I8 : KW_CUDA_KV_BF16),
+                                                 table ? 0 : 768);
+    int n_items = table ? kw_cuda_attn_plan_table_size(n_rows, row_tok, P, max_tok)
                             : kw_cuda_attn_plan_size(n_rows, row_ptr, sp, max_tok);
     int32_t *items = malloc(16 * (size_t)n_items), *row_part = malloc(8 * (size_t)n_rows);
-    int n_parts = mode == 3 ? kw_cuda_attn_plan_table(n_rows, row_tok, P, max_tok, items, row_part)
+    int n_parts = table ? kw_cuda_attn_plan_table(n_rows, row_tok, P, max_tok, items, row_part)
                             : kw_cuda_attn_plan(n_rows, row_ptr, sp, max_tok, items, row_part);
 
     kw_cuda_attn a = {0};
-    a.base[0] = base, a.pos[0] = pos, a.kv = KW_CUDA_KV_BF16, a.page_tokens = P;
+    a.base[0] = base, a.pos[0] = pos, a.kv = i8 ? KW_CUDA_KV_I8 : KW_CUDA_KV_BF16, a.page_tokens = P;
     a.head_dim = D, a.n_rows = n_rows, a.g_per_row = G, a.scale = 0.088f;
     a.n_items = n_items, a.n_parts = n_parts;
     void *d;
@@ -116,7 +138,7 @@ static void bench(int B, int ctx, int mode, double bw)
     UP(q_pos, q_pos, 4 * (size_t)n_rows);
     UP(items, items, 16 * (size_t)n_items);
     UP(row_part, row_part, 8 * (size_t)n_rows);
-    if (mode == 3) {
+    if (table) {
         UP(pages, pages, 4 * (ns + 1));
         UP(row_tokens, row_tok, 4 * (size_t)n_rows);
     }
@@ -131,12 +153,14 @@ static void bench(int B, int ctx, int mode, double bw)
      * launching onto an idle GPU, several us of a 20-50 us call (bench_sdpa.py times
      * PyTorch the same way) */
     float ms = (float)kwb_time_ms_batch(run_decode, &a, 5, 15, 16);
-    /* bytes read: K and V of every attended token, positions, spans or page ids */
-    double bytes = (double)tokens * 2 * D * 2 + (double)tokens * 4
-                   + ns * (mode == 3 ? 4 : sizeof(kw_cuda_span));
+    /* bytes read: K and V of every attended token (int8: and their two scales), positions,
+     * spans or page ids */
+    double bytes = (double)tokens * 2 * D * (i8 ? 1 : 2) + (double)tokens * (i8 ? 12 : 4)
+                   + ns * (table ? 4 : sizeof(kw_cuda_span));
     double dense_bytes = (double)n_rows * ctx * 2 * D * 2;
     printf("attn_view,%s,%d,%d,%.4f,%.1f,%.1f,%.1f,%d,%d\n",
-           mode == 0 ? "dense" : mode == 1 ? "tokens25" : mode == 2 ? "pages25" : "table",
+           mode == 0 ? "dense" : mode == 1 ? "tokens25" : mode == 2 ? "pages25"
+           : mode == 3 ? "table" : "table_i8",
            B, ctx, ms,
            bytes / 1e6, bytes / (ms * 1e-3) / 1e9, 100.0 * bytes / (ms * 1e-3) / bw,
            n_items, n_parts);
@@ -167,7 +191,7 @@ int main(int argc, char **argv)
     }
     for (int B = 1; B <= 8; B *= 8)
         for (int ctx = 4096; ctx <= max_ctx; ctx *= 2)
-            for (int mode = 0; mode < 4; mode++)
+            for (int mode = 0; mode < 5; mode++)
                 bench(B, ctx, mode, bw);
     return 0;
 }
