@@ -47,6 +47,7 @@ static const kw_param_spec run_specs[] = {
     {"pool_mb", KW_PARAM_INT, "0", 0, 1.0e8, NULL, NULL},
     {"max_batch", KW_PARAM_INT, "0", 0, 64, NULL, NULL},
     {"chunk", KW_PARAM_INT, "0", 0, 1 << 20, NULL, NULL},
+    {"kv_pages", KW_PARAM_ENUM, "float", 0, 0, "float|int8", NULL},
 };
 static const kw_param_spec calib_specs[] = {
     {"sample_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL, NULL},
@@ -84,9 +85,10 @@ static int run_settings(gctx *c)
 {
     const kw_pdesc *d = c->d;
     kw_graph *g = c->g;
-    kw_pval v[7] = {0}, cv[3] = {0};
+    enum { N_RUN = sizeof run_specs / sizeof *run_specs };
+    kw_pval v[N_RUN] = {0}, cv[3] = {0};
     int rc = KW_OK;
-    for (int i = 0; i < 7 && rc >= 0; i++)
+    for (int i = 0; i < N_RUN && rc >= 0; i++)
         rc = setting(c, "run", d->run, d->n_run, &run_specs[i], &v[i]);
     for (int i = 0; i < 3 && rc >= 0; i++)
         rc = setting(c, "calibration", d->calib, d->n_calib, &calib_specs[i], &cv[i]);
@@ -107,11 +109,12 @@ static int run_settings(gctx *c)
         g->engine.pool_mb = v[4].i;
         g->engine.max_batch = (int)v[5].i;
         g->engine.chunk = (int)v[6].i;
+        g->engine.kv_int8 = !strcmp(v[7].s, "int8");
         g->calib.sample_ratio = cv[0].f;
         g->calib.n = cv[1].i;
         g->calib.seed = cv[2].set ? (uint64_t)cv[2].i : g->seed;
     }
-    for (int i = 0; i < 7; i++)
+    for (int i = 0; i < N_RUN; i++)
         kw__pval_clear(&v[i]);
     for (int i = 0; i < 3; i++)
         kw__pval_clear(&cv[i]);

@@ -118,6 +118,8 @@ typedef struct kw_engine_req {
     int64_t pool_mb;     /* KV pool size in MiB */
     int max_batch;       /* sequences running at once */
     int chunk;           /* prefill tokens per step */
+    bool kv_int8;        /* run.kv_pages: int8 KV pages (default float: f32 on the CPU,
+                            bf16 on the GPU) */
 } kw_engine_req;
 
 typedef struct kw_calib {
@@ -136,7 +138,8 @@ typedef struct kw_graph {
     char *db;            /* nullable: run.db */
     int64_t limit;       /* 0 = all samples */
     uint64_t seed;
-    kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk (0: the engine's) */
+    kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk (0: the engine's),
+                             run.kv_pages */
     kw_calib calib;
     char **plugins;      /* from `plugins:` */
     int n_plugins;

@@ -250,6 +250,8 @@ int kwr_record_params(kw_exec *x, kw_error *err)
             snprintf(buf, sizeof buf, "%" PRId64, eng[i].v);
             rc = kw_db_param(x->db, x->uuid, eng[i].key, buf, err);
         }
+    if (rc >= 0 && g->engine.kv_int8)
+        rc = kw_db_param(x->db, x->uuid, "run.kv_pages", "int8", err);
     if (rc >= 0 && g->model && g->model[0])
         rc = kw_db_param(x->db, x->uuid, "model", g->model, err);
     for (int i = 0; rc >= 0 && i < x->n_recs; i++)

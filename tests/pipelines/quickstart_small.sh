@@ -2,7 +2,9 @@
 # The quickstart pipeline on the real default model, made small (2 samples of 512
 # tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1];
 # with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
-# and records them, and a pool too small for a prompt fails that sample naming the knob.
+# and records them; with int8 KV pages (run.kv_pages) the samples finish and hold about a
+# quarter of the f32 pages' bytes; a pool too small for a prompt fails that sample naming
+# the knob.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -38,6 +40,22 @@ echo "engine settings recorded: $got"
 ok=$("$KVWEAVE_BIN" query --db "$tmp/e.db" --format csv \
     "SELECT count(*) FROM samples WHERE status = 'FINISHED'" | tail -1)
 [ "$ok" = 2 ]
+"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/q.db" --quiet \
+    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 --set run.kv_pages=int8
+ok=$("$KVWEAVE_BIN" query --db "$tmp/q.db" --format csv \
+    "SELECT count(*) || ' ' || (SELECT value FROM params WHERE key = 'run.kv_pages')
+     FROM samples WHERE status = 'FINISHED'" | tail -1)
+echo "int8 pages: finished, setting recorded: $ok"
+[ "$ok" = "2 int8" ]
+# a row of K or V: head_dim + 4 bytes (int8 values and a scale) against 4 x head_dim (f32)
+payload() {
+    "$KVWEAVE_BIN" query --db "$1" --format csv "SELECT value FROM metrics
+        WHERE sample IS NULL AND key = 'mem/kv_payload_peak_bytes'" | tail -1
+}
+f32=$(payload "$tmp/r.db") i8=$(payload "$tmp/q.db")
+echo "KV payload peak: f32 pages $f32 bytes, int8 pages $i8"
+python3 -c "import sys; r=float(sys.argv[2])/float(sys.argv[1]); sys.exit(0 if 0.2 < r < 0.3 else 1)" \
+    "$f32" "$i8"
 "$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/s.db" --set dataset.n=1 \
     --set dataset.length=512 --set run.pool_mb=1 --quiet > "$tmp/small.txt" 2>&1 || true
 cat "$tmp/small.txt"
