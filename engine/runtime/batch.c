@@ -216,10 +216,6 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
         int rc = kw_hookstack_check(r->hooks, err);
         if (rc < 0)
             return rc;
-        if (r->hooks->n > 0 && e->o.cuda && e->o.kv_dtype == KW_KV_I8)
-            return kw_error_set(err, KW_ENOSYS, "engine: KV methods on the CUDA device need "
-                                "bf16 KV pages; this engine holds int8 pages (run the methods "
-                                "with the default page type, or on the CPU)");
     }
     if (r->reference < KW_REF_NONE || r->reference > KW_REF_OWN)
         return kw_error_set(err, KW_EINVAL, "engine: reference mode %d is none of "

@@ -18,8 +18,8 @@
  * layout on the device (int8 K and V rows, then their f32 scales), quantized by the
  * append as the host pool would; decode attention reads them directly; prefill attention
  * reads each layer's pages dequantized into a bf16 scratch first (kw__cf_i8_prefill);
- * RoPE and the append are not folded into the Q/K/V pass; steps with KV hooks are
- * refused (KW_ENOSYS). */
+ * RoPE and the append are not folded into the Q/K/V pass; steps with KV hooks read a
+ * bf16 copy of the pages each view names (forward_cuda_hooks.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,6 +332,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         cudaFree(q[i]);
     free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list), free(c->i8_plan);
+    free(c->i8_map);
     free(c->slots);
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
         kw_view_free(c->views[i]);
@@ -480,12 +481,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     if (rc0 < 0)
         return rc0;
     for (int i = 0; s->stacks && i < s->n_seq; i++)
-        if (s->stacks[i] && s->stacks[i]->n > 0) {
-            if (c->i8) /* the hooked path reads and copies bf16 pages only */
-                return kw_error_set(err, KW_ENOSYS, "cuda: KV methods (hooks) need bf16 KV "
-                                    "pages on the device; this engine holds int8 pages");
+        if (s->stacks[i] && s->stacks[i]->n > 0)
             return kw__cf_run_hooked(c, pool, s, n_tok, err);
-        }
     const kw_model_config *f = &c->cfg;
     const int L = f->n_layer, nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq;
     const int g = H / nkv;

@@ -213,6 +213,95 @@ static void seq_fail(kw_fwd_step *s, int i, int rc)
         s->seq_rc[i] = rc;
 }
 
+/* Int8 pages in a hooked step: the attention and probability kernels of views read a bf16
+ * copy of the pages a view names. i8_view_pages walks view w's rows: the pages its spans
+ * name, a row's pages in the order its spans name them (a page named by consecutive spans
+ * once), into pg (when not NULL) with row offsets rp and row lengths in tokens rt (whole
+ * pages), and map[j], the copy's page of span j. Returns the page count; *maxp the most of
+ * a row. */
+static int64_t i8_view_pages(const kw_view *w, int P, int32_t *map, int32_t *pg, int32_t *rp,
+                             int32_t *rt, int *maxp)
+{
+    int64_t k = 0;
+    *maxp = 0;
+    for (int r = 0; r < w->n_rows; r++) {
+        const int64_t k0 = k;
+        int32_t last = -1;
+        for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++) {
+            if (k == k0 || w->spans[j].page != last) {
+                last = w->spans[j].page;
+                if (pg)
+                    pg[k] = last;
+                k++;
+            }
+            map[j] = (int32_t)(k - 1);
+        }
+        if (rp)
+            rp[r] = (int32_t)k0, rt[r] = (int32_t)((k - k0) * P);
+        *maxp = k - k0 > *maxp ? (int)(k - k0) : *maxp;
+    }
+    if (rp)
+        rp[w->n_rows] = (int32_t)k;
+    return k;
+}
+
+/* The lists of i8_view_pages for view w in a region of the layer's list buffer: its
+ * bytes (i8_lists_bytes), filled (i8_lists_fill: the page count, *maxp) before the region
+ * is uploaded, then the copy made from the uploaded region d (i8_lists_copy: the pages of
+ * the view dequantized into the int8 scratch, c->i8_pages and c->i8_pos, as bf16 pages
+ * through kw_cuda_rows_i8_to_bf16; the scratch holds one view at a time, and a later copy
+ * overwrites it in stream order). One region with the attention's or the probabilities'
+ * lists: a second region taken later could wrap the buffer over the first before the
+ * kernels that read it have run. */
+static size_t i8_lists_bytes(const kw_view *w)
+{
+    return align16(4 * (size_t)w->row_ptr[w->n_rows] + 4) + align16(4 * ((size_t)w->n_rows + 1)) +
+           4 * (size_t)w->n_rows;
+}
+
+static int64_t i8_lists_fill(const kw_cfwd *c, const kw_view *w, uint8_t *h, int32_t *map,
+                             int *maxp)
+{
+    size_t o_rp = align16(4 * (size_t)w->row_ptr[w->n_rows] + 4),
+           o_rt = o_rp + align16(4 * ((size_t)w->n_rows + 1));
+    return i8_view_pages(w, c->P, map, (int32_t *)h, (int32_t *)(h + o_rp),
+                         (int32_t *)(h + o_rt), maxp);
+}
+
+static int i8_lists_copy(kw_cfwd *c, const kw_view *w, int i, const uint8_t *d, int64_t np,
+                         int maxp, kw_error *err)
+{
+    if (np == 0)
+        return 0;
+    if (np > c->i8_cap)
+        return kw_error_set(err, KW_ELIMIT, "cuda: the view of sequence %d names %lld int8 "
+                            "pages, more than the %lld pages of the int8 scratch", i,
+                            (long long)np, (long long)c->i8_cap);
+    int rc = kw__cf_i8_grow(c, np, err);
+    if (rc < 0)
+        return rc;
+    size_t o_rp = align16(4 * (size_t)w->row_ptr[w->n_rows] + 4),
+           o_rt = o_rp + align16(4 * ((size_t)w->n_rows + 1));
+    /* a row's copy starts at its first page in the list: rp doubles as the destinations */
+    KTRY(kw_cuda_rows_i8_to_bf16(c->st, c->kv_base, c->kv_pos, c->P, c->cfg.head_dim,
+                                 w->n_rows, (const int32_t *)d, (const int32_t *)(d + o_rp),
+                                 (const int32_t *)(d + o_rt), (const int32_t *)(d + o_rp), maxp,
+                                 c->i8_pages, c->i8_pos));
+    return 0;
+}
+
+/* The span map's buffer (c->i8_map) at least n entries. */
+static int i8_map_grow(kw_cfwd *c, int64_t n, kw_error *err)
+{
+    if ((size_t)n <= c->i8_map_cap)
+        return 0;
+    int32_t *m = realloc(c->i8_map, sizeof(int32_t) * (size_t)n);
+    if (!m)
+        return kw_error_set(err, KW_ENOMEM, "cuda: out of memory");
+    c->i8_map = m, c->i8_map_cap = (size_t)n;
+    return 0;
+}
+
 /* Attention of layer l over c->views: prefill kernel for sequences of several tokens,
  * decode kernel for single tokens. */
 static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
@@ -283,11 +372,20 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
            o_qrow = align16(o_dsp + sizeof(kw_cuda_span) * (size_t)(dec_spans + 1)),
            o_qpos = align16(o_qrow + 4 * ((size_t)dec_rows + 1)),
            o_dit = align16(o_qpos + 4 * ((size_t)dec_rows + 1)),
-           o_rpart = align16(o_dit + 16 * plan_max), total = o_rpart + 8 * ((size_t)dec_rows + 1);
+           o_rpart = align16(o_dit + 16 * plan_max), o_i8 = align16(o_rpart + 8 * ((size_t)dec_rows + 1));
+    /* int8 pages: then the lists of each prefill sequence's view copy */
+    size_t i8_off[KW_FWD_MAX_SEQ + 1], total = o_i8;
+    for (int i = 0; i < ns; i++) {
+        i8_off[i] = total;
+        if (c->i8 && s->tok_n[i] > 1)
+            total = align16(total + i8_lists_bytes(c->views[i]));
+    }
     uint8_t *h = NULL, *d = NULL;
     int rc = kw__cf_lst_take(c, total, &h, &d, err);
     if (rc < 0)
         return rc;
+    int64_t i8_np[KW_FWD_MAX_SEQ];
+    int i8_maxp[KW_FWD_MAX_SEQ];
     int32_t *prp = (int32_t *)(h + o_prp), *drp = (int32_t *)(h + o_drp);
     kw_cuda_span *psp = (kw_cuda_span *)(h + o_psp), *dsp = (kw_cuda_span *)(h + o_dsp);
     int32_t *qrow = (int32_t *)(h + o_qrow), *qpos = (int32_t *)(h + o_qpos);
@@ -296,11 +394,17 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
     for (int i = 0; i < ns; i++) {
         const kw_view *w = c->views[i];
         bool pre = s->tok_n[i] > 1;
+        if (pre && c->i8) { /* spans of the view's int8 copy (made below) */
+            if ((rc = i8_map_grow(c, w->row_ptr[w->n_rows] + 1, err)) < 0)
+                return rc;
+            i8_np[i] = i8_lists_fill(c, w, h + i8_off[i], c->i8_map, &i8_maxp[i]);
+        }
         for (int r = 0; pre && r < nkv; r++) {
             prp[ri++] = (int32_t)pk;
             for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++) {
                 kw_span x = w->spans[j];
-                psp[pk++] = (kw_cuda_span){x.page, x.first, x.n, x.pool};
+                psp[pk++] = c->i8 ? (kw_cuda_span){c->i8_map[j], x.first, x.n, 0}
+                                  : (kw_cuda_span){x.page, x.first, x.n, x.pool};
             }
         }
         for (int r = 0; !pre && r < nkv; r++)
@@ -352,7 +456,25 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
         a.spans = (const kw_cuda_span *)(d + o_psp);
         a.q_pos = d_pos;
         a.n_items = n_items, a.items = (const int32_t *)(d + o_pit);
-        KTRY(kw_cuda_attn_prefill(c->st, &a));
+        if (!c->i8)
+            KTRY(kw_cuda_attn_prefill(c->st, &a));
+        /* int8 pages: a sequence at a time, over its view's copy (the items of a sequence
+         * are consecutive) */
+        for (int i = 0, k = 0; c->i8 && i < ns; i++) {
+            int k0 = k;
+            while (k < n_items && c->h_list[2 * k] == i)
+                k++;
+            if (k == k0)
+                continue;
+            if ((rc = i8_lists_copy(c, c->views[i], i, d + i8_off[i], i8_np[i], i8_maxp[i],
+                                    err)) < 0)
+                return rc;
+            kw_cuda_prefill b = a;
+            b.base[0] = b.base[1] = c->i8_pages;
+            b.pos[0] = b.pos[1] = c->i8_pos;
+            b.items = a.items + 2 * (size_t)k0, b.n_items = k - k0;
+            KTRY(kw_cuda_attn_prefill(c->st, &b));
+        }
     }
     if (n_dec) {
         kw_cuda_attn a = kw__cf_decode_args(c);
@@ -387,23 +509,36 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
         len = rl > len ? rl : len;
     }
     uint8_t *h = NULL, *d = NULL;
-    size_t o_off = 0, o_sl = align16(4 * ((size_t)w->n_rows + 1)), total = o_sl + 4 * (size_t)(n_slots + 1);
+    size_t o_off = 0, o_sl = align16(4 * ((size_t)w->n_rows + 1)),
+           o_i8 = align16(o_sl + 4 * (size_t)(n_slots + 1)),
+           total = o_i8 + (c->i8 ? i8_lists_bytes(w) : 0);
     int rc = kw__cf_lst_take(c, total, &h, &d, err);
     if (rc < 0)
         return rc;
     int32_t *off = (int32_t *)(h + o_off), *sl = (int32_t *)(h + o_sl);
+    /* int8 pages: the view's pages copied as bf16 first, its spans renamed to the copy's */
+    int64_t i8_np = 0;
+    int i8_maxp = 0;
+    if (c->i8) {
+        if ((rc = i8_map_grow(c, w->row_ptr[w->n_rows] + 1, err)) < 0)
+            return rc;
+        i8_np = i8_lists_fill(c, w, h + o_i8, c->i8_map, &i8_maxp);
+    }
     int64_t k = 0;
     for (int r = 0; r < w->n_rows; r++) {
         off[r] = (int32_t)k;
         for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++)
             for (int t = 0; t < w->spans[j].n; t++)
-                sl[k++] = w->spans[j].page * c->P + w->spans[j].first + t;
+                sl[k++] = (c->i8 ? c->i8_map[j] : w->spans[j].page) * c->P + w->spans[j].first + t;
     }
     off[w->n_rows] = (int32_t)k;
     CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "probability lists");
     c->h2d_bytes += (int64_t)total;
+    if (c->i8 && (rc = i8_lists_copy(c, w, i, d + o_i8, i8_np, i8_maxp, err)) < 0)
+        return rc;
     int t0 = s->tok_first[i], nq = s->tok_n[i], tile = 64;
-    kw_cuda_view_probs_args a = {.base = c->kv_base, .pos = c->kv_pos, .page_tokens = c->P,
+    kw_cuda_view_probs_args a = {.base = c->i8 ? c->i8_pages : c->kv_base,
+                                 .pos = c->i8 ? c->i8_pos : c->kv_pos, .page_tokens = c->P,
                                  .head_dim = hd, .n_head = H, .group = g,
                                  .per_qhead = w->per_qhead, .row_off = (const int32_t *)(d + o_off),
                                  .slots = (const int32_t *)(d + o_sl), .len = len,

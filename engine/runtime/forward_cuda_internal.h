@@ -72,6 +72,8 @@ struct kw_cfwd {
     int64_t i8_have;    /* pages allocated (grown by the prefill steps that need them) */
     int32_t *i8_plan;   /* host: the step's groups, per layer (kw__cf_i8_plan) */
     size_t i8_plan_cap; /* ints */
+    int32_t *i8_map;    /* host: a hooked step's view spans -> pages of their bf16 copy */
+    size_t i8_map_cap;  /* ints */
     /* activations */
     float *x, *q, *k, *v, *att, *rows, *logits;
     void *gate, *up; /* bf16 (max_tok, n_ff): the MLP's gate and up, then SwiGLU's output */

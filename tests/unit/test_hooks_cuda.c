@@ -12,7 +12,14 @@
  *     frees device pages), and the tokens kept per (layer, KV head) are the same (mean
  *     Jaccard similarity of the kept positions >= 0.9: bf16 scores can reorder near
  *     ties).
- * Skipped (exit 77, with a line saying why) without a CUDA device. */
+ *  3. all of that again with int8 KV pages on both devices (the CUDA forward's hooked path
+ *     reads a bf16 copy of the pages each view names). Bound 3e-2 for the logits and for
+ *     what the spy is handed from the pages (probabilities, LSE): each device quantizes
+ *     its own K and V, and where their rounding straddles an int8 step the two pools
+ *     differ by a whole step (test_engine_cuda's I8_BOUND). The kept positions' bound
+ *     stays 0.9 (on an H200 the int8 pass measured 0.987 at the lowest).
+ * Skipped (exit 77, with a line saying why) without a CUDA device.
+ *   test_hooks_cuda [bf16|int8]: one page type only (default: both). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +116,7 @@ typedef struct side {
 } side;
 
 static int n_prompt[NS] = {500, 200}, n_all[NS], chunk[NS] = {128, 128};
+static kw_kvdtype kv_dt = KW_KV_F32; /* both devices' page type (3. above) */
 
 static int side_open(side *d, const kw_model *m, bool cuda, kw_kvmethod *meth, bool with_spy,
                      kw_error *err)
@@ -118,6 +126,7 @@ static int side_open(side *d, const kw_model *m, bool cuda, kw_kvmethod *meth, b
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.n_pages = (int64_t)c->n_layer * c->n_head_kv * NS * (600 / 16 + 4);
     po.device_pages = cuda;
+    po.dtype = kv_dt;
     if (kw_kvpool_new(c, &po, &d->pool, err) < 0)
         return -1;
     if ((cuda ? kw__fwd_new_cuda(m, 512, 8, d->pool, 0, &d->f, err) : kw__fwd_new(m, 512, &d->f, err)) < 0)
@@ -226,12 +235,14 @@ static int run_case(const kw_model *m, const char *name, kw_kvmethod *mc, kw_kvm
     for (int i = 0; i < NS; i++)
         pc += kw_kvseq_pages_held(cpu.seq[i].kv), pg += kw_kvseq_pages_held(gpu.seq[i].kv);
     double jac = jaccard(&cpu, &gpu, c);
-    int ok = worst < 2e-2 && pc == pg && jac >= 0.9;
-    printf("%s %-10s logits rel_l2 worst %.3g (bound 2e-2); pages held cpu %lld cuda %lld "
-           "(full attention %lld); kept positions mean Jaccard %.4f (bound 0.9)\n",
-           ok ? "ok  " : "FAIL", name, worst, (long long)pc, (long long)pg,
+    const bool i8 = kv_dt == KW_KV_I8;
+    const double lb = i8 ? 3e-2 : 2e-2, jb = 0.9;
+    int ok = worst < lb && pc == pg && jac >= jb;
+    printf("%s %-10s%s logits rel_l2 worst %.3g (bound %.0e); pages held cpu %lld cuda %lld "
+           "(full attention %lld); kept positions mean Jaccard %.4f (bound %.2f)\n",
+           ok ? "ok  " : "FAIL", name, i8 ? " int8" : "", worst, lb, (long long)pc, (long long)pg,
            (long long)((int64_t)c->n_layer * c->n_head_kv * ((n_all[0] + 15) / 16 + (n_all[1] + 15) / 16)),
-           jac);
+           jac, jb);
     printf("     %-10s worst single position: sequence %d position %d (%s, chunk %d), rel_l2 %.3g\n",
            name, wi, wp, wp < n_prompt[wi] ? "prompt" : "generated", wp / chunk[wi], wpos);
     *fails += !ok;
@@ -242,10 +253,12 @@ static int run_case(const kw_model *m, const char *name, kw_kvmethod *mc, kw_kvm
         double eo = a->obs_sz && a->obs_sz == b->obs_sz ? rt_rel_l2(b->obs, a->obs, (int64_t)a->obs_sz) : INFINITY;
         double es = a->step_sz && a->step_sz == b->step_sz ? rt_rel_l2(b->step, a->step, (int64_t)a->step_sz) : INFINITY;
         double el = rt_rel_l2(b->lse, a->lse, a->H);
-        int ok2 = ek < 2e-2 && eq < 2e-2 && eo < 2e-2 && es < 2e-2 && el < 2e-2;
-        printf("%s spy at layer %d, CUDA vs CPU rel_l2 (bound 2e-2): K before RoPE %.3g, Q %.3g, "
-               "observation probabilities (%d queries) %.3g, step probabilities %.3g, LSE %.3g\n",
-               ok2 ? "ok  " : "FAIL", SPY_LAYER, ek, eq, a->obs_n, eo, es, el);
+        int ok2 = ek < 2e-2 && eq < 2e-2 && eo < lb && es < lb && el < lb;
+        printf("%s spy at layer %d%s, CUDA vs CPU rel_l2 (bound 2e-2; from the pages %.0e): K "
+               "before RoPE %.3g, Q %.3g, observation probabilities (%d queries) %.3g, step "
+               "probabilities %.3g, LSE %.3g\n",
+               ok2 ? "ok  " : "FAIL", SPY_LAYER, i8 ? " (int8 pages)" : "", lb, ek, eq, a->obs_n,
+               eo, es, el);
         *fails += !ok2;
     }
     side_close(&cpu);
@@ -269,8 +282,13 @@ static void method_free(kw_kvmethod *m)
     free(m);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    const char *only = argc > 1 ? argv[1] : "";
+    if (*only && strcmp(only, "bf16") && strcmp(only, "int8")) {
+        fprintf(stderr, "usage: test_hooks_cuda [bf16|int8]\n");
+        return 2;
+    }
     if (kw_cuda_device_count() < 1) {
         printf("SKIP: no CUDA device (the CUDA hook tests need one)\n");
         return 77;
@@ -297,23 +315,29 @@ int main(void)
             ids[i][j] = (int32_t)(3 + rt_rand_u64(&r) % (uint64_t)(m->cfg.n_vocab - 3));
     }
     int fails = 0;
-    run_case(m, "spy", NULL, NULL, true, &fails);
-    struct { const char *name; kw__evict_kind kind; int cap; } ev[] = {
-        {"streaming", KW_EVICT_STREAMING, 96}, {"h2o", KW_EVICT_H2O, 96},
-        {"snapkv", KW_EVICT_SNAPKV, 96}, {"pyramidkv", KW_EVICT_PYRAMID, 96}};
-    for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) {
-        kw_kvmethod *a = evict(ev[i].kind, ev[i].cap), *b = evict(ev[i].kind, ev[i].cap);
-        run_case(m, ev[i].name, a, b, false, &fails);
-        method_free(a), method_free(b);
+    for (int pass = 0; pass < 2; pass++) {
+        if (*only && strcmp(only, pass ? "int8" : "bf16"))
+            continue;
+        kv_dt = pass ? KW_KV_I8 : KW_KV_F32;
+        run_case(m, "spy", NULL, NULL, true, &fails);
+        struct { const char *name; kw__evict_kind kind; int cap; } ev[] = {
+            {"streaming", KW_EVICT_STREAMING, 96}, {"h2o", KW_EVICT_H2O, 96},
+            {"snapkv", KW_EVICT_SNAPKV, 96}, {"pyramidkv", KW_EVICT_PYRAMID, 96}};
+        for (size_t i = 0; i < sizeof ev / sizeof *ev; i++) {
+            kw_kvmethod *a = evict(ev[i].kind, ev[i].cap), *b = evict(ev[i].kind, ev[i].cap);
+            run_case(m, ev[i].name, a, b, false, &fails);
+            method_free(a), method_free(b);
+        }
+        kw_quest_opts qo = {.page = 16, .budget = 64, .min_pages = 2, .dense_layers = 2};
+        kw_kvmethod *qa = NULL, *qb = NULL;
+        if (kw__quest_method(&qo, NULL, &qa, &err) < 0 ||
+            kw__quest_method(&qo, NULL, &qb, &err) < 0) {
+            printf("FAIL quest: %s\n", err.msg);
+            fails++;
+        } else
+            run_case(m, "quest", qa, qb, false, &fails);
+        method_free(qa), method_free(qb);
     }
-    kw_quest_opts qo = {.page = 16, .budget = 64, .min_pages = 2, .dense_layers = 2};
-    kw_kvmethod *qa = NULL, *qb = NULL;
-    if (kw__quest_method(&qo, NULL, &qa, &err) < 0 || kw__quest_method(&qo, NULL, &qb, &err) < 0) {
-        printf("FAIL quest: %s\n", err.msg);
-        fails++;
-    } else
-        run_case(m, "quest", qa, qb, false, &fails);
-    method_free(qa), method_free(qb);
     for (int i = 0; i < NS; i++)
         free(ids[i]);
     kw_model_free(m);

@@ -49,7 +49,7 @@ typedef struct kw_engine_opts {
     int obs_window;       /* queries for KW_NEED_OBS_PROBS; default 32 */
     bool cuda;            /* run on CUDA device cuda_device (kw_engine_open: "cuda[:N]"):
                              bf16 weights and KV pages on the device (int8 pages with
-                             kv_dtype KW_KV_I8: even page_tokens, no KV hooks), pool
+                             kv_dtype KW_KV_I8: even page_tokens), pool
                              sized as for bf16 (int8: 1 byte an element); KV hooks run on
                              the host with copies of what they need
                              (forward_cuda_hooks.c) */
