@@ -253,17 +253,24 @@ static int64_t i8_view_pages(const kw_view *w, int P, int32_t *map, int32_t *pg,
  * overwrites it in stream order). One region with the attention's or the probabilities'
  * lists: a second region taken later could wrap the buffer over the first before the
  * kernels that read it have run. */
+static size_t i8_lists_layout(const kw_view *w, size_t *o_rp, size_t *o_rt)
+{
+    *o_rp = align16(4 * (size_t)w->row_ptr[w->n_rows] + 4); /* pages, then row offsets */
+    *o_rt = *o_rp + align16(4 * ((size_t)w->n_rows + 1));  /* then row lengths */
+    return *o_rt + 4 * (size_t)w->n_rows;
+}
+
 static size_t i8_lists_bytes(const kw_view *w)
 {
-    return align16(4 * (size_t)w->row_ptr[w->n_rows] + 4) + align16(4 * ((size_t)w->n_rows + 1)) +
-           4 * (size_t)w->n_rows;
+    size_t o_rp, o_rt;
+    return i8_lists_layout(w, &o_rp, &o_rt);
 }
 
 static int64_t i8_lists_fill(const kw_cfwd *c, const kw_view *w, uint8_t *h, int32_t *map,
                              int *maxp)
 {
-    size_t o_rp = align16(4 * (size_t)w->row_ptr[w->n_rows] + 4),
-           o_rt = o_rp + align16(4 * ((size_t)w->n_rows + 1));
+    size_t o_rp, o_rt;
+    i8_lists_layout(w, &o_rp, &o_rt);
     return i8_view_pages(w, c->P, map, (int32_t *)h, (int32_t *)(h + o_rp),
                          (int32_t *)(h + o_rt), maxp);
 }
@@ -280,8 +287,8 @@ static int i8_lists_copy(kw_cfwd *c, const kw_view *w, int i, const uint8_t *d, 
     int rc = kw__cf_i8_grow(c, np, err);
     if (rc < 0)
         return rc;
-    size_t o_rp = align16(4 * (size_t)w->row_ptr[w->n_rows] + 4),
-           o_rt = o_rp + align16(4 * ((size_t)w->n_rows + 1));
+    size_t o_rp, o_rt;
+    i8_lists_layout(w, &o_rp, &o_rt);
     /* a row's copy starts at its first page in the list: rp doubles as the destinations */
     KTRY(kw_cuda_rows_i8_to_bf16(c->st, c->kv_base, c->kv_pos, c->P, c->cfg.head_dim,
                                  w->n_rows, (const int32_t *)d, (const int32_t *)(d + o_rp),
