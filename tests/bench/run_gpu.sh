@@ -49,11 +49,13 @@ awk -F, -v peak="$peak" '
   }' "$out/prefill.csv" "$out/sdpa_prefill.csv" | sort -n
 # decode attention side by side: the engine's dense view (table mode) and the 25% views
 # against SDPA over the dense KV and PyTorch's gather-then-SDPA of the same 25% of tokens
-# (ms per call; % of the measured copy bandwidth; speedup = SDPA dense ms / this ms)
+# (ms per call; % of the measured copy bandwidth; speedup = SDPA dense ms / this ms); and
+# the dense view over int8 pages (kvw_int8: its % is of its own bytes, about half;
+# vs_bf16 = bf16 table ms / int8 ms)
 echo
-echo "decode attention over views, 32/8 heads, head_dim 128, bf16 pages (ms, % of copy bandwidth)"
-printf '%5s %7s %15s %15s %7s %15s %8s %15s %8s\n' batch ctx kvw_dense sdpa_dense ratio \
-  kvw_tokens25 vs_dense sdpa_gather25 vs_dense
+echo "decode attention over views, 32/8 heads, head_dim 128, bf16 pages and int8 ones (ms, % of copy bandwidth)"
+printf '%5s %7s %15s %15s %7s %15s %8s %15s %8s %15s %7s\n' batch ctx kvw_dense sdpa_dense \
+  ratio kvw_tokens25 vs_dense sdpa_gather25 vs_dense kvw_int8 vs_bf16
 awk -F, '
   FNR == NR { if ($1 == "attn_view") { ms[$2, $3, $4] = $5; pc[$2, $3, $4] = $8; key[$3 " " $4] = 1 } next }
   $1 == "sdpa_dense" { sd[$3, $4] = $5; sp[$3, $4] = $8 }
@@ -61,11 +63,15 @@ awk -F, '
   END {
     for (k in key) {
       split(k, a, " "); b = a[1]; c = a[2]; d = sd[b, c]
-      printf "%5d %7d %8.4f %5.1f%% %8s %5s%% %7s %8.4f %5.1f%% %8s %15s %8s\n", b, c,
-             ms["table", b, c], pc["table", b, c], d == "" ? "-" : d, d == "" ? "-" : sp[b, c],
-             d == "" ? "-" : sprintf("%.2f", d / ms["table", b, c]), ms["tokens25", b, c],
-             pc["tokens25", b, c], d == "" ? "-" : sprintf("%.2fx", d / ms["tokens25", b, c]),
+      i8 = ms["table_i8", b, c]
+      printf "%5d %7d %8.4f %5.1f%% %8s %5s%% %7s %8.4f %5.1f%% %8s %15s %8s %8s %5s%% %7s\n",
+             b, c, ms["table", b, c], pc["table", b, c], d == "" ? "-" : d,
+             d == "" ? "-" : sp[b, c], d == "" ? "-" : sprintf("%.2f", d / ms["table", b, c]),
+             ms["tokens25", b, c], pc["tokens25", b, c],
+             d == "" ? "-" : sprintf("%.2fx", d / ms["tokens25", b, c]),
              sg[b, c] == "" ? "-" : sg[b, c],
-             sg[b, c] == "" || d == "" ? "-" : sprintf("%.2fx", d / sg[b, c])
+             sg[b, c] == "" || d == "" ? "-" : sprintf("%.2fx", d / sg[b, c]),
+             i8 == "" ? "-" : i8, i8 == "" ? "-" : sprintf("%.1f", pc["table_i8", b, c]),
+             i8 == "" ? "-" : sprintf("%.2fx", ms["table", b, c] / i8)
     }
   }' "$out/attn_view.csv" "$out/sdpa.csv" | sort -n -k1,1 -k2,2
