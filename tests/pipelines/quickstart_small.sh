@@ -2,9 +2,9 @@
 # The quickstart pipeline on the real default model, made small (2 samples of 512
 # tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1];
 # with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
-# and records them; with int8 KV pages (run.kv_pages) the samples finish and hold about a
-# quarter of the f32 pages' bytes; a pool too small for a prompt fails that sample naming
-# the knob.
+# and records them; with int8 KV pages (run.kv_pages, set or swept) the samples finish
+# and hold about a quarter of the f32 pages' bytes; a pool too small for a prompt fails
+# that sample naming the knob.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -56,6 +56,21 @@ f32=$(payload "$tmp/r.db") i8=$(payload "$tmp/q.db")
 echo "KV payload peak: f32 pages $f32 bytes, int8 pages $i8"
 python3 -c "import sys; r=float(sys.argv[2])/float(sys.argv[1]); sys.exit(0 if 0.2 < r < 0.3 else 1)" \
     "$f32" "$i8"
+# a sweep over the page type: each cell's engine takes its own (not the first cell's)
+sed 's/^run: .*/&\nsweep: { run.kv_pages: [float, int8] }/' pipelines/quickstart.yaml > "$tmp/sweep.yaml"
+"$KVWEAVE_BIN" run "$tmp/sweep.yaml" --db "$tmp/w.db" --quiet \
+    --set dataset.n=1 --set dataset.length=512 --set dataset.max_new=8
+cells=$("$KVWEAVE_BIN" query --db "$tmp/w.db" --format csv "SELECT group_concat(v, ' ') FROM
+    (SELECT r.cell_label || '=' || CAST(m.value AS INTEGER) AS v FROM runs r JOIN metrics m
+     ON m.run = r.uuid WHERE m.sample IS NULL AND m.key = 'mem/kv_payload_peak_bytes'
+     ORDER BY r.cell_label)" | tail -1)
+echo "sweep cells, KV payload peak: $cells"
+python3 - "$cells" <<'PY'
+import sys
+c = dict(x.rsplit("=", 1) for x in sys.argv[1].split())
+r = int(c["run.kv_pages=int8"]) / int(c["run.kv_pages=float"])
+sys.exit(0 if 0.2 < r < 0.3 else "int8 cell's KV payload is %.3f of the float cell's" % r)
+PY
 "$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/s.db" --set dataset.n=1 \
     --set dataset.length=512 --set run.pool_mb=1 --quiet > "$tmp/small.txt" 2>&1 || true
 cat "$tmp/small.txt"
