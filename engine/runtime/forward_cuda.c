@@ -412,6 +412,10 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
                 at.n_items = a->plan_items[l], at.n_parts = a->plan_parts[l];
             }
             at.out_bf16 = c->xb; /* the output projection's input, no conversion pass */
+            /* the kernel ahead (Q/K/V pass or RoPE append) writes each row's new token and
+             * the queries; the plan is in the uploaded step buffer, and the page table's
+             * runs were scattered before the embedding, which launches without overlap */
+            at.early = 1;
             KTRY(kw_cuda_attn_decode(st, &at));
         } else {
             kw_cuda_prefill at = kw__cf_prefill_args(c, a->ns);

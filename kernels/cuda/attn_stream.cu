@@ -122,6 +122,21 @@ static_assert(3 * (stream_cfg<128, false, true>::bytes + 1024) <= 228 * 1024 &&
                   3 * (stream_cfg<128, true, true>::bytes + 1024) <= 228 * 1024,
               "int8 decode attention: three blocks per multiprocessor");
 
+// Which copies an issue of a tile makes (kw_cuda_attn.early): K and V rows of the item's
+// tokens lo .. hi - 1, zeros for the rows at or past hi when fill (the item's end: P V
+// multiplies them by p = 0, and stale shared memory could hold NaNs), and the tokens'
+// positions (and int8 scales) when meta. A whole tile is {0, n, true, true}; before the
+// wait for the kernel ahead, {0, e, false, false} copies only rows it does not write; after
+// it, {e, n, true, true} copies the rest. Rows are copied L2-only (cp.async.cg), so rows
+// copied early are never stale; positions and scales go through L1 (4-byte cp.async), so
+// they are copied only after the wait.
+struct tile_part {
+    int lo, hi;
+    bool fill, meta;
+    __device__ __forceinline__ bool copies(int i) const { return i >= lo && i < hi; }
+    __device__ __forceinline__ bool fills(int i) const { return fill && i >= hi; }
+};
+
 // Table mode: the K row (page * 2P + slot, main pool) of token i of the item, read from
 // the row's page list; threads < TT each find one token's row of a tile. The rows of the
 // tiles in flight sit in a ring in shared memory (stream_item), so the copies read them as
@@ -146,7 +161,7 @@ __device__ __forceinline__ uint32_t table_row(const int32_t *ptab, int P, int lp
 template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
                                            const token_list &tl, const uint32_t *ring,
-                                           int n, int tile, int lp)
+                                           int n, int tile, int lp, const tile_part &tp)
 {
     using C = stream_cfg<D, TABLE>;
     constexpr int CH = D / 8;                  // 16-byte chunks per row
@@ -174,14 +189,16 @@ __device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char 
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
         const int tk = p * RPP + rg;
-        const bool ok = i0 + tk < n;
+        const bool ok = tp.copies(i0 + tk);
+        if (!ok && !tp.fills(i0 + tk))
+            continue;
         const int g = c ^ (tk & 7); // the pool chunk of shared-memory chunk c (stream_cfg)
         const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + g * 8;
         cp_async16(smem_u32(Ks + C::sw(tk, g)), src, ok);
         cp_async16(smem_u32(Vs + C::sw(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
     }
     const int tk = threadIdx.x;
-    if (tk < C::TT && i0 + tk < n) {
+    if (tp.meta && tk < C::TT && i0 + tk < n) {
         if constexpr (TABLE)
             cp_async4(ps + tk, a.pos[0] + token_pos(ring[(tile % C::NS) * C::TT + tk], P, lp));
         else
@@ -200,7 +217,7 @@ __device__ __forceinline__ int64_t row_page(uint32_t row, int P, int lp)
 template <int D, bool TABLE>
 __device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned char *stages,
                                               const token_list &tl, const uint32_t *ring,
-                                              int n, int tile, int lp)
+                                              int n, int tile, int lp, const tile_part &tp)
 {
     using C = stream_cfg<D, TABLE, true>;
     constexpr int CH = D / 16;           // 16-byte chunks per row
@@ -229,14 +246,16 @@ __device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned ch
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
         const int tk = p * RPP + rg;
-        const bool ok = i0 + tk < n;
+        const bool ok = tp.copies(i0 + tk);
+        if (!ok && !tp.fills(i0 + tk))
+            continue;
         const int g = c ^ C::swz8(tk); // the pool chunk of shared-memory chunk c
         const unsigned char *src = (const unsigned char *)a.base[pool[p]] + off[p] + g * 16;
         cp_async16(smem_u32(K8 + C::sw8(tk, g)), src, ok);
         cp_async16(smem_u32(V8 + C::sw8(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
     }
     const int tk = threadIdx.x;
-    if (tk < C::TT && i0 + tk < n) {
+    if (tp.meta && tk < C::TT && i0 + tk < n) {
         const uint32_t r = TABLE ? ring[(tile % C::NS) * C::TT + tk] : tl.row[i0 + tk];
         const int64_t pg = row_page(r, P, lp);
         const int slot = (int)(r - pg * 2 * P), pl = TABLE ? 0 : tl.pool[i0 + tk];
@@ -323,17 +342,62 @@ __device__ __forceinline__ void int8_frag_v(const unsigned char *V8, int r0, int
 template <int D, bool TABLE, bool I8>
 __device__ __forceinline__ void issue(const kw_cuda_attn &a, unsigned char *stages,
                                       const token_list &tl, const uint32_t *ring, int n,
-                                      int tile, int lp)
+                                      int tile, int lp, const tile_part &tp)
 {
     if constexpr (I8)
-        issue_tile_i8<D, TABLE>(a, stages, tl, ring, n, tile, lp);
+        issue_tile_i8<D, TABLE>(a, stages, tl, ring, n, tile, lp, tp);
     else
-        issue_tile<D, TABLE>(a, stages, tl, ring, n, tile, lp);
+        issue_tile<D, TABLE>(a, stages, tl, ring, n, tile, lp, tp);
 }
 
-// One work item of the tensor-core decode kernel (below).
+// The start of a work item: its row, first token and part, its token count n, and in
+// table mode the ring of its first tiles' K rows (see stream_item) with the rows of tile
+// NS in `next` (threads < TT); span mode flattens the item's spans. Reads only the plan
+// and the page table or span list.
+struct item_head {
+    int row, b0, part, n;
+    uint32_t next;
+};
+
+template <int D, bool TABLE, bool I8>
+__device__ __forceinline__ item_head item_begin(const kw_cuda_attn &a, unsigned char *sm,
+                                                int item)
+{
+    using C = stream_cfg<D, TABLE, I8>;
+    const int32_t *it = a.items + 4 * item;
+    item_head h;
+    h.row = it[0], h.b0 = it[1], h.part = it[3], h.next = 0;
+    const int b1 = it[2];
+    if constexpr (TABLE) {
+        h.n = b1 - h.b0;
+        const int32_t *ptab = a.pages + a.row_ptr[h.row];
+        const int P = a.page_tokens, lp = (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1;
+        uint32_t *ring = (uint32_t *)(sm + C::NS * C::stage_bytes);
+        if (threadIdx.x < C::TT) {
+            uint32_t r[C::NS + 1];
+#pragma unroll
+            for (int k = 0; k <= C::NS; k++)
+                r[k] = table_row(ptab, P, lp, h.b0, k * C::TT + threadIdx.x, h.n);
+#pragma unroll
+            for (int k = 0; k < C::NS; k++)
+                ring[k * C::TT + threadIdx.x] = r[k];
+            h.next = r[C::NS];
+        }
+        __syncthreads();
+    } else {
+        token_list &tl = *(token_list *)(sm + C::NS * C::stage_bytes);
+        flatten_spans(a, h.b0, b1, tl); // ends with __syncthreads
+        h.n = tl.n;
+    }
+    return h;
+}
+
+// One work item of the tensor-core decode kernel (below). began: the kernel began the item
+// before waiting for the kernel ahead (kw_cuda_attn.early), its head is pre, and the K and
+// V rows of its tokens below e in its first NS - 1 tiles are issued (uncommitted).
 template <int D, int G, bool TABLE, bool I8>
-__device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char *sm, int item)
+__device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char *sm, int item,
+                                            bool began, item_head pre, int e)
 {
     using C = stream_cfg<D, TABLE, I8>;
     constexpr int KS = D / 16, NT = D / 8; // k-steps of the scores, n-tiles of the output
@@ -341,12 +405,47 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     token_list &tl = *(token_list *)(stages + C::NS * C::stage_bytes); // spans
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int g = lane / 4, t4 = lane % 4; // fragment row (head) and column pair
-    const int32_t *it = a.items + 4 * item;
-    const int row = it[0], b0 = it[1], b1 = it[2], part = it[3];
+    const item_head h = began ? pre : item_begin<D, TABLE, I8>(a, sm, item);
+    const int row = h.row, b0 = h.b0, part = h.part, n = h.n;
+    const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
+    const int ntiles = (n + C::TT - 1) / C::TT;
+    const int P = a.page_tokens, lp = (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1;
+
+    float o[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
+    float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
+    float vref = 0.f, vinv = 0.f;        // int8 pages: the largest V scale seen, 1 / it
+    // table mode: ring[(t % NS) * TT + k] is the row of token k of tile t, for the tiles
+    // whose copies are still to be issued. The first NS tiles' rows are found together
+    // (one round trip, item_begin), then each iteration loads tile + NS's row into `next`
+    // and stores it in the ring the iteration after, so the load's latency hides behind a
+    // tile's math.
+    uint32_t *ring = TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes) : nullptr;
+    uint32_t next = h.next;
+    if (began) {
+        // the rest of the first NS - 1 tiles (rows from e, positions, zeros), in the group
+        // of the copies issued before the wait; empty groups keep the loop's count
+#pragma unroll
+        for (int s = 0; s < C::NS - 1; s++)
+            if (s < ntiles)
+                issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{e, n, true, true});
+#pragma unroll
+        for (int s = 0; s < C::NS - 1; s++)
+            cp_async_commit();
+    } else {
+#pragma unroll
+        for (int s = 0; s < C::NS - 1; s++) {
+            if (s < ntiles)
+                issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{0, n, true, true});
+            cp_async_commit();
+        }
+    }
     const int32_t qrow = a.q_row[row], qpos = a.q_pos[row];
     const float sc = a.scale * LOG2E;
     // Q as A fragments (scaled into log2 units, bf16; f16 in int8_frag_k's order on int8
-    // pages), rows >= G zero
+    // pages), rows >= G zero; loaded once the first copies are on their way
     uint32_t qa[KS][2];
 #pragma unroll
     for (int kk = 0; kk < KS; kk++) {
@@ -364,62 +463,22 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
             }
         }
     }
-    int n;
-    if constexpr (TABLE) {
-        n = b1 - b0;
-    } else {
-        flatten_spans(a, b0, b1, tl); // ends with __syncthreads
-        n = tl.n;
-    }
-    const int32_t *ptab = TABLE ? a.pages + a.row_ptr[row] : nullptr;
-    const int ntiles = (n + C::TT - 1) / C::TT;
-    const int P = a.page_tokens, lp = (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1;
-
-    float o[NT][4];
-#pragma unroll
-    for (int j = 0; j < NT; j++)
-        o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.f;
-    float m_run = -FLT_MAX, l_run = 0.f; // l_run: this lane's columns only, summed at the end
-    float vref = 0.f, vinv = 0.f;        // int8 pages: the largest V scale seen, 1 / it
-    // table mode: ring[(t % NS) * TT + k] is the row of token k of tile t, for the tiles
-    // whose copies are still to be issued. The first NS tiles' rows are found together
-    // (one round trip), then each iteration loads tile + NS's row into `next` and stores
-    // it in the ring the iteration after, so the load's latency hides behind a tile's math.
-    uint32_t *ring = TABLE ? (uint32_t *)(stages + C::NS * C::stage_bytes) : nullptr;
-    uint32_t next = 0;
-    if constexpr (TABLE) {
-        if (threadIdx.x < C::TT) {
-            uint32_t r[C::NS + 1];
-#pragma unroll
-            for (int k = 0; k <= C::NS; k++)
-                r[k] = table_row(ptab, P, lp, b0, k * C::TT + threadIdx.x, n);
-#pragma unroll
-            for (int k = 0; k < C::NS; k++)
-                ring[k * C::TT + threadIdx.x] = r[k];
-            next = r[C::NS];
-        }
-        __syncthreads();
-    }
-#pragma unroll
-    for (int s = 0; s < C::NS - 1; s++) {
-        if (s < ntiles)
-            issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp);
-        cp_async_commit();
-    }
     for (int tile = 0; tile < ntiles; tile++) {
         if (tile + C::NS - 1 < ntiles)
-            issue<D, TABLE, I8>(a, stages, tl, ring, n, tile + C::NS - 1, lp);
+            issue<D, TABLE, I8>(a, stages, tl, ring, n, tile + C::NS - 1, lp,
+                                tile_part{0, n, true, true});
+        cp_async_commit();
+        cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
+        __syncthreads();            // everyone's have
         if constexpr (TABLE) {
-            // tile's slot was last read when its copies were issued, NS - 1 iterations
-            // ago; the syncs below order this store before the next iteration's reads
+            // tile's slot was last read when its copies were issued, before the barrier
+            // above (every thread is past it); the barrier at the end of the iteration
+            // orders this store before the next one's issue, which reads the slot
             if (threadIdx.x < C::TT) {
                 ring[(tile % C::NS) * C::TT + threadIdx.x] = next;
                 next = table_row(ptab, P, lp, b0, (tile + C::NS + 1) * C::TT + threadIdx.x, n);
             }
         }
-        cp_async_commit();
-        cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
-        __syncthreads();            // everyone's have
         const unsigned char *stg = stages + (tile % C::NS) * C::stage_bytes;
         const __nv_bfloat16 *Ks, *Vs;
         const int32_t *ps;
@@ -569,11 +628,33 @@ template <int D, int G, bool TABLE, bool I8>
 __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_attn a)
 {
     extern __shared__ __align__(16) unsigned char sm[];
+    // a.early: the first item's head, and the K and V rows of its first tiles that the
+    // kernel ahead does not write, before waiting for it (tile_part says why rows only)
+    item_head pre = {0, 0, 0, 0, 0};
+    int e = 0;
+    bool began = false;
+    if constexpr (TABLE) {
+        if (a.early > 0 && (int)blockIdx.x < (a.live_items ? *a.live_items : a.n_items)) {
+            using C = stream_cfg<D, TABLE, I8>;
+            pre = item_begin<D, TABLE, I8>(a, sm, blockIdx.x);
+            e = min(pre.n, max(0, a.row_tokens[pre.row] - a.early - pre.b0));
+            const int P = a.page_tokens, lp = (P & (P - 1)) == 0 ? __ffs(P) - 1 : -1;
+            const token_list &tl = *(const token_list *)(sm + C::NS * C::stage_bytes);
+            const uint32_t *ring = (const uint32_t *)(sm + C::NS * C::stage_bytes);
+#pragma unroll
+            for (int s = 0; s < C::NS - 1; s++)
+                if (s * C::TT < e)
+                    issue<D, TABLE, I8>(a, sm, tl, ring, pre.n, s, lp,
+                                        tile_part{0, e, false, false});
+            began = true;
+        }
+    }
     kw_grid_wait();
     kw_grid_dependents();
     const int n = a.live_items ? *a.live_items : a.n_items;
     for (int item = blockIdx.x; item < n; item += gridDim.x) {
-        stream_item<D, G, TABLE, I8>(a, sm, item);
+        stream_item<D, G, TABLE, I8>(a, sm, item, began, pre, e);
+        began = false;
         __syncthreads(); // the merge read shared memory that the next item's copies refill
     }
 }

@@ -112,6 +112,13 @@ typedef struct kw_cuda_attn {
      * n_items blocks of which those past the count exit; the merge runs whenever
      * n_parts > 0). */
     const int32_t *live_items;
+    /* Table mode, with programmatic dependent launch: early = k > 0 says the kernel ahead
+     * on the stream writes nothing the call reads but the queries and the last k tokens of
+     * each row (their K, V and positions), and that the plan, the page table and the row
+     * lengths were written before it started. A block then finds its first item's pages
+     * and starts copying the K and V of its other tokens before that kernel ends (the
+     * decode step: the token it appends). 0: nothing is read before it ends. */
+    int early;
 } kw_cuda_attn;
 
 /* Host-side plan from host copies of row_ptr and spans: cuts each row into items of at

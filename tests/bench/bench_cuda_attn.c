@@ -148,6 +148,10 @@ static void bench(int B, int ctx, int mode, double bw)
     UP(q, hq, sizeof(float) * n_rows * G * D);
     CK(cudaMalloc((void **)&a.out, sizeof(float) * n_rows * G * D));
     CK(cudaMalloc((void **)&a.partial, sizeof(float) * (n_parts + 1) * G * (D + 2)));
+    /* as the engine's decode steps: a call's first tiles start before the call ahead ends
+     * (KW_BENCH_EARLY=0: not) */
+    const char *ee = getenv("KW_BENCH_EARLY");
+    a.early = ee && atoi(ee) == 0 ? 0 : 1;
 
     /* 16 calls back to back between two events: one call alone would also time the host
      * launching onto an idle GPU, several us of a 20-50 us call (bench_sdpa.py times
@@ -181,6 +185,10 @@ int main(int argc, char **argv)
     }
     double bw = kwb_copy_bandwidth();
     printf("copy_bandwidth_GBps,%.1f\n", bw / 1e9);
+    /* launches overlap as in the engine's decode steps (KVWEAVE_CUDA_PDL decides if set) */
+    if (kw_cuda_pdl_auto())
+        kw_cuda_pdl_step(1);
+    printf("pdl,%d\n", kw_cuda_pdl_on());
     printf("bench,view,batch,ctx,ms,MB,GBps,pct_copy_bw,items,parts\n");
     int max_ctx = argc > 1 ? atoi(argv[1]) : 131072;
     const char *only = getenv("KW_BENCH_ONLY"); /* "B,ctx,mode": one case (for profilers) */

@@ -280,6 +280,18 @@ static int run_case(int D, int g, int kv, int mode, int n_rows, int len, int max
         bf_same = ob[i] == kw_f32_to_bf16(out[i]);
     same = same && bf_same;
     cudaFree(bo.out_bf16), free(ob);
+    /* early starts (table mode): a block's first tiles copied in two parts, the rows before
+     * each row's last `early` tokens first; the same arithmetic, so identical outputs, for
+     * a last part of 1 token and of 37 (more than a page, fewer than a tile) */
+    for (int k = 1; k <= 37 && same; k += 36) {
+        kw_cuda_attn ea = a;
+        ea.early = k;
+        cudaMemset(ea.out, 0xff, 4 * (size_t)nq * D);
+        int rc5 = kw_cuda_attn_decode(NULL, &ea);
+        cudaDeviceSynchronize();
+        cudaMemcpy(out2, ea.out, 4 * (size_t)nq * D, cudaMemcpyDeviceToHost);
+        same = rc5 == 0 && memcmp(out, out2, 4 * (size_t)nq * D) == 0;
+    }
     cudaFree((void *)fx.live_items);
     free(out2), free(lse2);
     /* f32 pages: f32 math throughout. bf16 pages: tensor cores with q and the
@@ -292,7 +304,7 @@ static int run_case(int D, int g, int kv, int mode, int n_rows, int len, int max
     for (int i = 0; i < ns; i++)
         n_tmp += spans[i].pool;
     printf("%s attn D=%d g=%d %s %-6s P=%d rows=%d len=%d spans=%d (temporary pool %d) "
-           "items=%d parts=%d rel_l2=%.3g lse=%.2g (bound %.0e) fixed-grid and bf16 out %s%s%s\n",
+           "items=%d parts=%d rel_l2=%.3g lse=%.2g (bound %.0e) fixed-grid, bf16 out and early starts %s%s%s\n",
            ok ? "ok  " : "FAIL", D, g, kv_name[kv],
            mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", P, n_rows,
            len, ns, n_tmp, n_items, n_parts, err, lse_err, bound, same ? "identical" : "DIFFERS",
