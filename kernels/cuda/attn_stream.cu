@@ -11,6 +11,7 @@
 #include <cfloat>
 #include <cstdint>
 #include <cuda_bf16.h>
+#include <type_traits>
 
 #include "attn_decode_common.cuh"
 #include "common.cuh"
@@ -74,7 +75,7 @@ __device__ __forceinline__ void mma_top(float *c, uint32_t a0, uint32_t a2, uint
 // The K scale multiplies the scores. The V scale goes into the probabilities, divided by
 // the largest V scale the warp has seen (vref, so f16 P stays within [0, 1]; O is scaled
 // down when vref grows and multiplied by it at the end); the softmax sum takes them
-// unscaled. Int8 rows are 8 (D = 128) or 4 (D = 64) chunks of 16 bytes, swizzled by sw8,
+// unscaled. Int8 rows are 8 (D = 128) or 4 (D = 64) chunks of 16 bytes, swizzled by sw,
 // so at D = 128 a warp's K and V reads fall in distinct banks (at D = 64 the V reads are
 // 2-way); copies go in shared-memory order as above. A tile is half the bytes, so there
 // is one stage more, and with no bf16 copy of the tile three blocks fit a multiprocessor.
@@ -90,16 +91,18 @@ template <int D, bool TABLE, bool I8 = false> struct stream_cfg {
     // table mode: a ring of NS tiles' K rows (page * 2P + slot), see stream_item
     static constexpr size_t bytes =
         NS * stage_bytes + (TABLE ? (size_t)NS * TT * 4 : sizeof(token_list));
-    // element offset of chunk c (8 elements) of row r
+    using T = std::conditional_t<I8, unsigned char, __nv_bfloat16>; // a page's element
+    static constexpr int CS = I8 ? 4 : 3; // log2 of the elements in a 16-byte chunk
+    // chunk c (16 bytes) of row r sits at chunk c ^ swz(r) of the row: bf16 rows of 16 or
+    // 8 chunks by r % 8, int8 rows of 8 (D = 128) by r % 8 and of 4 (D = 64) by r / 2 % 4
+    static __device__ __forceinline__ int swz(int r)
+    {
+        return !I8 || D == 128 ? r & 7 : (r >> 1) & 3;
+    }
+    // element offset of chunk c of row r
     static __device__ __forceinline__ int sw(int r, int c)
     {
-        return r * D + ((c ^ (r & 7)) << 3);
-    }
-    // byte offset of chunk c (16 int8 elements) of int8 row r: chunk c ^ swz8(r) of the row
-    static __device__ __forceinline__ int swz8(int r) { return D == 128 ? r & 7 : (r >> 1) & 3; }
-    static __device__ __forceinline__ int sw8(int r, int c)
-    {
-        return r * D + ((c ^ swz8(r)) << 4);
+        return r * D + ((c ^ swz(r)) << CS);
     }
 };
 static_assert(stream_cfg<128, true>::stage_bytes % 128 == 0 &&
@@ -151,85 +154,37 @@ __device__ __forceinline__ uint32_t table_row(const int32_t *ptab, int P, int lp
     return (uint32_t)pg * 2 * P + (uint32_t)(lp >= 0 ? t & (P - 1) : t % P);
 }
 
-// Starts the copies of one tile (K rows, V rows, and in table mode positions) into its
-// stage. Rows past the item's end are zero-filled: P V multiplies them by p = 0, and
-// stale shared memory could hold NaNs. A thread copies one 16-byte chunk column of a row
-// group, so a token's address is found once per pass (not per chunk), from the span
-// list's rows or, in table mode, the ring's (table_row). lp = log2(P) when P is a power of two
-// (shifts instead of divisions), else -1. This address work, not the math, is what
-// bounds the kernel's issue rate.
-template <int D, bool TABLE>
-__device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
-                                           const token_list &tl, const uint32_t *ring,
-                                           int n, int tile, int lp, const tile_part &tp)
-{
-    using C = stream_cfg<D, TABLE>;
-    constexpr int CH = D / 8;                  // 16-byte chunks per row
-    constexpr int RPP = WARPS * 32 / CH;       // rows per pass
-    constexpr int PASSES = C::TT / RPP;
-    const int P = a.page_tokens;
-    __nv_bfloat16 *Ks = (__nv_bfloat16 *)(stages + (tile % C::NS) * C::stage_bytes);
-    __nv_bfloat16 *Vs = Ks + C::TT * D;
-    int32_t *ps = (int32_t *)(Vs + C::TT * D);
-    const int i0 = tile * C::TT, c = threadIdx.x % CH, rg = threadIdx.x / CH;
-    int64_t off[PASSES];
-    int pool[PASSES];
-#pragma unroll
-    for (int p = 0; p < PASSES; p++) {
-        const int i = i0 + p * RPP + rg;
-        off[p] = 0, pool[p] = 0;
-        if (i < n) {
-            if constexpr (TABLE) {
-                off[p] = (int64_t)ring[(tile % C::NS) * C::TT + p * RPP + rg] * D;
-            } else {
-                off[p] = (int64_t)tl.row[i] * D, pool[p] = tl.pool[i];
-            }
-        }
-    }
-#pragma unroll
-    for (int p = 0; p < PASSES; p++) {
-        const int tk = p * RPP + rg;
-        const bool ok = tp.copies(i0 + tk);
-        if (!ok && !tp.fills(i0 + tk))
-            continue;
-        const int g = c ^ (tk & 7); // the pool chunk of shared-memory chunk c (stream_cfg)
-        const __nv_bfloat16 *src = (const __nv_bfloat16 *)a.base[pool[p]] + off[p] + g * 8;
-        cp_async16(smem_u32(Ks + C::sw(tk, g)), src, ok);
-        cp_async16(smem_u32(Vs + C::sw(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
-    }
-    const int tk = threadIdx.x;
-    if (tp.meta && tk < C::TT && i0 + tk < n) {
-        if constexpr (TABLE)
-            cp_async4(ps + tk, a.pos[0] + token_pos(ring[(tile % C::NS) * C::TT + tk], P, lp));
-        else
-            cp_async4(ps + tk, a.pos[tl.pool[i0 + tk]] + token_pos(tl.row[i0 + tk], P, lp));
-    }
-}
-
 // The page of an int8 pool's token from its K row (page * 2P + slot).
 __device__ __forceinline__ int64_t row_page(uint32_t row, int P, int lp)
 {
     return lp >= 0 ? row >> (lp + 1) : row / (2 * P);
 }
 
-// issue_tile for int8 pages: K and V rows (chunks in sw8's order), and per token its
-// position and its K and V scales (at the end of its page).
-template <int D, bool TABLE>
-__device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned char *stages,
-                                              const token_list &tl, const uint32_t *ring,
-                                              int n, int tile, int lp, const tile_part &tp)
+// Starts the copies of one tile into its stage: K and V rows (their 16-byte chunks in the
+// stage's swizzle, stream_cfg::sw), and with tp.meta per token its position and, on int8
+// pages, its K and V scales (at the end of its page). tp says which rows are copied and
+// which zero-filled (tile_part). A thread copies one 16-byte chunk column of a row group,
+// so a token's address is found once per pass (not per chunk), from the span list's rows
+// or, in table mode, the ring's (table_row). lp = log2(P) when P is a power of two
+// (shifts instead of divisions), else -1. This address work, not the math, is what
+// bounds the kernel's issue rate.
+template <int D, bool TABLE, bool I8>
+__device__ __forceinline__ void issue_tile(const kw_cuda_attn &a, unsigned char *stages,
+                                           const token_list &tl, const uint32_t *ring,
+                                           int n, int tile, int lp, const tile_part &tp)
 {
-    using C = stream_cfg<D, TABLE, true>;
-    constexpr int CH = D / 16;           // 16-byte chunks per row
+    using C = stream_cfg<D, TABLE, I8>;
+    using T = typename C::T;
+    constexpr int CH = D >> C::CS;       // 16-byte chunks per row
     constexpr int RPP = WARPS * 32 / CH; // rows per pass
     constexpr int PASSES = C::TT / RPP;
     const int P = a.page_tokens;
-    const int64_t pb = kw_i8_page_bytes(P, D);
-    unsigned char *K8 = stages + (tile % C::NS) * C::stage_bytes, *V8 = K8 + C::kv_bytes;
-    int32_t *ps = (int32_t *)(V8 + C::kv_bytes);
-    float *ks = (float *)(ps + C::TT), *vs = ks + C::TT;
+    const int64_t pb = kw_i8_page_bytes(P, D); // int8 pages
+    T *Ks = (T *)(stages + (tile % C::NS) * C::stage_bytes);
+    T *Vs = Ks + C::TT * D;
+    int32_t *ps = (int32_t *)(Vs + C::TT * D);
     const int i0 = tile * C::TT, c = threadIdx.x % CH, rg = threadIdx.x / CH;
-    int64_t off[PASSES];
+    int64_t off[PASSES]; // elements into the pool
     int pool[PASSES];
 #pragma unroll
     for (int p = 0; p < PASSES; p++) {
@@ -237,8 +192,12 @@ __device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned ch
         off[p] = 0, pool[p] = 0;
         if (i < n) {
             const uint32_t r = TABLE ? ring[(tile % C::NS) * C::TT + p * RPP + rg] : tl.row[i];
-            const int64_t pg = row_page(r, P, lp);
-            off[p] = pg * pb + (int64_t)(r - pg * 2 * P) * D;
+            if constexpr (I8) {
+                const int64_t pg = row_page(r, P, lp);
+                off[p] = pg * pb + (int64_t)(r - pg * 2 * P) * D;
+            } else {
+                off[p] = (int64_t)r * D;
+            }
             if constexpr (!TABLE)
                 pool[p] = tl.pool[i];
         }
@@ -249,21 +208,26 @@ __device__ __forceinline__ void issue_tile_i8(const kw_cuda_attn &a, unsigned ch
         const bool ok = tp.copies(i0 + tk);
         if (!ok && !tp.fills(i0 + tk))
             continue;
-        const int g = c ^ C::swz8(tk); // the pool chunk of shared-memory chunk c
-        const unsigned char *src = (const unsigned char *)a.base[pool[p]] + off[p] + g * 16;
-        cp_async16(smem_u32(K8 + C::sw8(tk, g)), src, ok);
-        cp_async16(smem_u32(V8 + C::sw8(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
+        const int g = c ^ C::swz(tk); // the pool chunk of shared-memory chunk c
+        const T *src = (const T *)a.base[pool[p]] + off[p] + (g << C::CS);
+        cp_async16(smem_u32(Ks + C::sw(tk, g)), src, ok);
+        cp_async16(smem_u32(Vs + C::sw(tk, g)), src + (ok ? (int64_t)P * D : 0), ok);
     }
     const int tk = threadIdx.x;
     if (tp.meta && tk < C::TT && i0 + tk < n) {
         const uint32_t r = TABLE ? ring[(tile % C::NS) * C::TT + tk] : tl.row[i0 + tk];
-        const int64_t pg = row_page(r, P, lp);
-        const int slot = (int)(r - pg * 2 * P), pl = TABLE ? 0 : tl.pool[i0 + tk];
-        const float *sc = (const float *)((const unsigned char *)a.base[pl] + pg * pb +
-                                          2 * (int64_t)P * D) + slot;
-        cp_async4(ps + tk, a.pos[pl] + pg * P + slot);
-        cp_async4(ks + tk, sc);
-        cp_async4(vs + tk, sc + P);
+        if constexpr (I8) {
+            float *ks = (float *)(ps + C::TT), *vs = ks + C::TT;
+            const int64_t pg = row_page(r, P, lp);
+            const int slot = (int)(r - pg * 2 * P), pl = TABLE ? 0 : tl.pool[i0 + tk];
+            const float *sc = (const float *)((const unsigned char *)a.base[pl] + pg * pb +
+                                              2 * (int64_t)P * D) + slot;
+            cp_async4(ps + tk, a.pos[pl] + pg * P + slot);
+            cp_async4(ks + tk, sc);
+            cp_async4(vs + tk, sc + P);
+        } else {
+            cp_async4(ps + tk, a.pos[TABLE ? 0 : tl.pool[i0 + tk]] + token_pos(r, P, lp));
+        }
     }
 }
 
@@ -306,7 +270,7 @@ __device__ __forceinline__ void int8_frag_k(const unsigned char *K8, int r, int 
     constexpr int KS = D / 16, W = KS / 4; // k-steps; 16-byte words per lane
 #pragma unroll
     for (int c = 0; c < W; c++) {
-        const uint4 x = *(const uint4 *)(K8 + C::sw8(r, W * t4 + c));
+        const uint4 x = *(const uint4 *)(K8 + C::sw(r, W * t4 + c));
         const uint32_t w[4] = {x.x ^ 0x80808080u, x.y ^ 0x80808080u, x.z ^ 0x80808080u,
                                x.w ^ 0x80808080u};
 #pragma unroll
@@ -328,7 +292,7 @@ __device__ __forceinline__ void int8_frag_v(const unsigned char *V8, int r0, int
     uint32_t w[4];
 #pragma unroll
     for (int e = 0; e < 4; e++)
-        w[e] = *(const uint32_t *)(V8 + C::sw8(r0 + 2 * t4 + (e & 1) + 8 * (e >> 1), cb) + wo);
+        w[e] = *(const uint32_t *)(V8 + C::sw(r0 + 2 * t4 + (e & 1) + 8 * (e >> 1), cb) + wo);
     const uint32_t lo01 = __byte_perm(w[0], w[1], 0x5140) ^ 0x80808080u, // dims m = 0, 1
         hi01 = __byte_perm(w[0], w[1], 0x7362) ^ 0x80808080u,            // m = 2, 3
         lo89 = __byte_perm(w[2], w[3], 0x5140) ^ 0x80808080u,
@@ -339,16 +303,6 @@ __device__ __forceinline__ void int8_frag_v(const unsigned char *V8, int r0, int
     b[3][0] = i8pair_f16(hi01, 0x4342), b[3][1] = i8pair_f16(hi89, 0x4342);
 }
 
-template <int D, bool TABLE, bool I8>
-__device__ __forceinline__ void issue(const kw_cuda_attn &a, unsigned char *stages,
-                                      const token_list &tl, const uint32_t *ring, int n,
-                                      int tile, int lp, const tile_part &tp)
-{
-    if constexpr (I8)
-        issue_tile_i8<D, TABLE>(a, stages, tl, ring, n, tile, lp, tp);
-    else
-        issue_tile<D, TABLE>(a, stages, tl, ring, n, tile, lp, tp);
-}
 
 // The start of a work item: its row, first token and part, its token count n, and in
 // table mode the ring of its first tiles' K rows (see stream_item) with the rows of tile
@@ -430,7 +384,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++)
             if (s < ntiles)
-                issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{e, n, true, true});
+                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{e, n, true, true});
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++)
             cp_async_commit();
@@ -438,7 +392,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++) {
             if (s < ntiles)
-                issue<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{0, n, true, true});
+                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{0, n, true, true});
             cp_async_commit();
         }
     }
@@ -465,7 +419,7 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
     }
     for (int tile = 0; tile < ntiles; tile++) {
         if (tile + C::NS - 1 < ntiles)
-            issue<D, TABLE, I8>(a, stages, tl, ring, n, tile + C::NS - 1, lp,
+            issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, tile + C::NS - 1, lp,
                                 tile_part{0, n, true, true});
         cp_async_commit();
         cp_async_wait<C::NS - 1>(); // this thread's copies of `tile` have landed
@@ -662,7 +616,7 @@ __global__ void __launch_bounds__(WARPS * 32) attn_stream_kernel(const kw_cuda_a
 #pragma unroll
             for (int s = 0; s < C::NS - 1; s++)
                 if (s * C::TT < e)
-                    issue<D, TABLE, I8>(a, sm, tl, ring, pre.n, s, lp,
+                    issue_tile<D, TABLE, I8>(a, sm, tl, ring, pre.n, s, lp,
                                         tile_part{0, e, false, false});
             began = true;
         }
