@@ -303,7 +303,6 @@ __device__ __forceinline__ void int8_frag_v(const unsigned char *V8, int r0, int
     b[3][0] = i8pair_f16(hi01, 0x4342), b[3][1] = i8pair_f16(hi89, 0x4342);
 }
 
-
 // The start of a work item: its row, first token and part, its token count n, and in
 // table mode the ring of its first tiles' K rows (see stream_item) with the rows of tile
 // NS in `next` (threads < TT); span mode flattens the item's spans. Reads only the plan
@@ -384,7 +383,8 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++)
             if (s < ntiles)
-                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{e, n, true, true});
+                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp,
+                                         tile_part{e, n, true, true});
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++)
             cp_async_commit();
@@ -392,7 +392,8 @@ __device__ __forceinline__ void stream_item(const kw_cuda_attn &a, unsigned char
 #pragma unroll
         for (int s = 0; s < C::NS - 1; s++) {
             if (s < ntiles)
-                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp, tile_part{0, n, true, true});
+                issue_tile<D, TABLE, I8>(a, stages, tl, ring, n, s, lp,
+                                         tile_part{0, n, true, true});
             cp_async_commit();
         }
     }

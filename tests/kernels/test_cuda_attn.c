@@ -304,7 +304,8 @@ static int run_case(int D, int g, int kv, int mode, int n_rows, int len, int max
     for (int i = 0; i < ns; i++)
         n_tmp += spans[i].pool;
     printf("%s attn D=%d g=%d %s %-6s P=%d rows=%d len=%d spans=%d (temporary pool %d) "
-           "items=%d parts=%d rel_l2=%.3g lse=%.2g (bound %.0e) fixed-grid, bf16 out and early starts %s%s%s\n",
+           "items=%d parts=%d rel_l2=%.3g lse=%.2g (bound %.0e) fixed-grid, bf16 out and "
+           "early starts %s%s%s\n",
            ok ? "ok  " : "FAIL", D, g, kv_name[kv],
            mode == 0 ? "dense" : mode == 1 ? "tokens" : mode == 2 ? "pages" : "table", P, n_rows,
            len, ns, n_tmp, n_items, n_parts, err, lse_err, bound, same ? "identical" : "DIFFERS",
