@@ -40,6 +40,26 @@ extern "C" int kw_cuda_kv_append(void *stream, void *base, int32_t *pos_base, in
     return KW_OK;
 }
 
+// Rotates pair i of a row x in place (kw_cuda_rope's arithmetic): x[i0], x[i1] become
+// r0, r1.
+__device__ __forceinline__ void rope_pair(float *x, float p, const float *inv_freq, int i,
+                                          int half, int interleaved, int &i0, int &i1,
+                                          float &r0, float &r1)
+{
+    float sn, c;
+    sincosf(p * inv_freq[i], &sn, &c);
+    i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+    const float a = x[i0], b = x[i1];
+    r0 = a * c - b * sn, r1 = a * sn + b * c;
+    x[i0] = r0, x[i1] = r1;
+}
+
+// Threads of a rope-append block: one per rotated pair, whole warps, at most 128.
+static int rope_threads(int head_dim)
+{
+    return head_dim / 2 < 128 ? ((head_dim / 2 + 31) / 32) * 32 : 128;
+}
+
 // RoPE and append in one launch (a decode step's layer had three): blocks (t, h) with
 // h < n_head rotate query head h of token t in place; the others rotate K head
 // h - n_head in place (as kw_cuda_rope does) and write it and the V row to the token's
@@ -69,12 +89,9 @@ __global__ void rope_append_bf16(float *__restrict__ q, float *__restrict__ k,
             pos_base[s] = pos[t];
     }
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float sn, c;
-        sincosf(p * inv_freq[i], &sn, &c);
-        const int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-        const float a = x[i0], b = x[i1];
-        const float r0 = a * c - b * sn, r1 = a * sn + b * c;
-        x[i0] = r0, x[i1] = r1;
+        int i0, i1;
+        float r0, r1;
+        rope_pair(x, p, inv_freq, i, half, interleaved, i0, i1, r0, r1);
         if (kp) {
             kp[i0] = __float2bfloat16_rn(r0), kp[i1] = __float2bfloat16_rn(r1);
             vp[i0] = __float2bfloat16_rn(vr[i0]), vp[i1] = __float2bfloat16_rn(vr[i1]);
@@ -92,7 +109,7 @@ extern "C" int kw_cuda_rope_append(void *stream, float *q, float *k, const float
         n_head + n_kv > 65535 || page_tokens <= 0 || !q || !k || !v || !pos || !inv_freq ||
         !base || !pos_base || !slots)
         return KW_EINVAL;
-    const int threads = head_dim / 2 < 128 ? ((head_dim / 2 + 31) / 32) * 32 : 128;
+    const int threads = rope_threads(head_dim);
     KW_CUDA_TRY(kw_launch(rope_append_bf16, dim3(n_tok, n_head + n_kv), threads, 0,
                           (cudaStream_t)stream, q, k, v, pos, inv_freq, n_head, n_kv, head_dim,
                           interleaved, (__nv_bfloat16 *)base, pos_base, page_tokens, slots));
@@ -211,12 +228,9 @@ __global__ void rope_append_i8(float *__restrict__ q, float *__restrict__ k,
     const float *vr = is_k ? v + ((size_t)t * n_kv + h) * hd : nullptr;
     float mk = 0.f, mv = 0.f;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        float sn, c;
-        sincosf(p * inv_freq[i], &sn, &c);
-        const int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-        const float a = x[i0], b = x[i1];
-        const float r0 = a * c - b * sn, r1 = a * sn + b * c;
-        x[i0] = r0, x[i1] = r1;
+        int i0, i1;
+        float r0, r1;
+        rope_pair(x, p, inv_freq, i, half, interleaved, i0, i1, r0, r1);
         if (s >= 0) {
             mk = fmaxf(mk, fmaxf(fabsf(r0), fabsf(r1)));
             mv = fmaxf(mv, fmaxf(fabsf(vr[i0]), fabsf(vr[i1])));
@@ -239,7 +253,7 @@ extern "C" int kw_cuda_rope_append_i8(void *stream, float *q, float *k, const fl
     if (i8_append_args(page_tokens, head_dim, n_tok, n_kv, base, pos_base) || n_head <= 0 ||
         n_head + n_kv > 65535 || !q || !k || !v || !pos || !inv_freq || !slots)
         return KW_EINVAL;
-    const int threads = head_dim / 2 < 128 ? ((head_dim / 2 + 31) / 32) * 32 : 128;
+    const int threads = rope_threads(head_dim);
     KW_CUDA_TRY(kw_launch(rope_append_i8, dim3(n_tok, n_head + n_kv), threads, 0,
                           (cudaStream_t)stream, q, k, v, pos, inv_freq, n_head, n_kv, head_dim,
                           interleaved, (uint8_t *)base, pos_base, page_tokens, slots));
