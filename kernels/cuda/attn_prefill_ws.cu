@@ -13,15 +13,25 @@
 //  - two math warpgroups of 64 query rows each run S = Q K^T and O += P V with wgmma
 //    (m64n128k16; Q and K K-major, V MN-major, in the 128-byte swizzle; P from registers)
 //    and the softmax in registers. They take turns at the tensor cores (named barriers):
-//    one issues Q K^T of this tile together with P V of the last one, then does its
-//    softmax while the other's MMAs run, so a warpgroup's softmax also runs beside its own
-//    P V.
+//    a turn issues Q K^T of this tile, scales O and issues P V of the last tile; the
+//    exponentials of this tile run beside that P V, only their rounding to bf16 waits
+//    for it (FlashAttention-3's order; l sums the exponentials before rounding), and all
+//    of it runs beside the other warpgroup's turn.
 // The loading warpgroups give registers to the math ones (setmaxnreg: 56 and 200 per
 // thread, no spills). Every tile is computed by both math warpgroups, even one no row of
 // a warpgroup sees (it is all masked and changes nothing): a branch around wgmma makes
 // the compiler serialize them.
 //
-// Measured (H200, causal, 32/8 heads, pages of 16 tokens; bench_cuda_prefill, one run):
+// Where the time goes (ncu, H200, 16k, table view): the tensor pipe is 44% busy; the
+// math warps wait for a K stage in 35% of their samples and the loading warps for a free
+// V stage in half of theirs. K of tile j + 2 goes out only after V of tile j + 1, whose
+// stage frees when P V of tile j - 1 is done, so K has less than a tile's time to land.
+// Three K stages with V copied two tiles behind K measured slower (395 against 413 TFLOP/s
+// at 32k, same run). The softmax order above: 386 / 421 / 427 TFLOP/s at 8k / 16k / 32k
+// against 383 / 416 / 423 for the exponentials after P V (same run, two rounds alike).
+//
+// Measured before that change (H200, causal, 32/8 heads, pages of 16 tokens;
+// bench_cuda_prefill, one run):
 // table views 425 TFLOP/s at 32k, 415 at 16k, 380 at 8k; the same kernel copying by
 // cp.async 323, 318 and 295 (the copies were what bounded it: alone, with no math, they
 // took what 528 TFLOP/s would, and the rate of cp.async grew with the warps issuing
@@ -327,12 +337,12 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
     };
 
     // Scores of the tile in K stage st (its wgmma waited for): masked where needed, then
-    // the online softmax: new row maxima, O and l scaled, P (bf16) into pa, summed into l.
-    // A tile no row of this warpgroup sees is all masked here and leaves m, l and O as
-    // they are (its math is not skipped: a branch around wgmma makes the compiler
-    // serialize them).
-    float al0, al1;
-    auto mask_softmax = [&](float (*sc)[4], int st) {
+    // the online softmax in place: new row maxima, the factor al that O is to be scaled
+    // by, l scaled and the exponentials (f32, left in sc) summed into it. A tile no row of
+    // this warpgroup sees is all masked here and leaves m, l and O as they are (its math
+    // is not skipped: a branch around wgmma makes the compiler serialize them).
+    float al0 = 1.f, al1 = 1.f;
+    auto softmax = [&](float (*sc)[4], int st) {
         if (kflag[4 * st]) {
             const int32_t *kp = kpos + st * BK;
 #pragma unroll
@@ -360,26 +370,39 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
         const float base1 = mx1 == -INFINITY ? 0.f : mx1 * LOG2E;
         al0 = ex2(m0 * LOG2E - base0), al1 = ex2(m1 * LOG2E - base1);
         m0 = mx0, m1 = mx1;
-        l0 *= al0, l1 *= al1;
-        return make_float2(base0, base1);
+        float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+        for (int nb = 0; nb < NB; nb++) {
+            sc[nb][0] = ex2(fmaf(sc[nb][0], LOG2E, -base0));
+            sc[nb][1] = ex2(fmaf(sc[nb][1], LOG2E, -base0));
+            sc[nb][2] = ex2(fmaf(sc[nb][2], LOG2E, -base1));
+            sc[nb][3] = ex2(fmaf(sc[nb][3], LOG2E, -base1));
+            s0 += sc[nb][0] + sc[nb][1], s1 += sc[nb][2] + sc[nb][3];
+        }
+        l0 = l0 * al0 + s0, l1 = l1 * al1 + s1;
     };
-    auto make_p = [&](float (*sc)[4], float2 base) {
+    auto make_p = [&](float (*sc)[4]) { // P, bf16, into pa (A fragments of P V)
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++)
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 const float *sv = sc[2 * kk + half];
-                __nv_bfloat162 u = __floats2bfloat162_rn(ex2(fmaf(sv[0], LOG2E, -base.x)),
-                                                         ex2(fmaf(sv[1], LOG2E, -base.x)));
-                __nv_bfloat162 w = __floats2bfloat162_rn(ex2(fmaf(sv[2], LOG2E, -base.y)),
-                                                         ex2(fmaf(sv[3], LOG2E, -base.y)));
-                float2 fu = __bfloat1622float2(u), fw = __bfloat1622float2(w);
-                l0 += fu.x + fu.y, l1 += fw.x + fw.y; // the P the MMA uses
-                pa[kk][half * 2] = bf16x2_bits(u);
-                pa[kk][half * 2 + 1] = bf16x2_bits(w);
+                pa[kk][half * 2] = bf16x2_bits(__floats2bfloat162_rn(sv[0], sv[1]));
+                pa[kk][half * 2 + 1] = bf16x2_bits(__floats2bfloat162_rn(sv[2], sv[3]));
             }
     };
+    auto rescale_o = [&]() {
+#pragma unroll
+        for (int i = 0; i < ND; i++) {
+            o[i][0] *= al0, o[i][1] *= al0;
+            o[i][2] *= al1, o[i][3] *= al1;
+        }
+    };
 
+    // A turn at the tensor cores issues Q K^T of this tile, scales O (while Q K^T runs)
+    // and issues P V of the last tile; the exponentials of this tile run beside that
+    // P V, only their conversion to bf16 waits for it (FlashAttention-3's order), and the
+    // other warpgroup's turn runs beside both.
     // the other warpgroup takes the first turn at the tensor cores from warpgroup 0
     if (c == 1)
         bar_arrive(BAR_TURN, 2 * MT);
@@ -393,7 +416,8 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
         issue_qk(sc, 0);
         bar_arrive(BAR_TURN + (c ^ 1), 2 * MT);
         wg_wait<0>();
-        make_p(sc, mask_softmax(sc, 0));
+        softmax(sc, 0);
+        make_p(sc);
         for (j = 1;; j++) {
             const int s = j & 1, sp = s ^ 1;
             mbar_wait(rb.full_k(s), (j >> 1) & 1);
@@ -405,23 +429,21 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
             fence_async_smem();
             wg_fence();
             issue_qk(sc, s);
+            rescale_o();
+            wg_fence();
             issue_pv(sp); // P V of the last tile
             bar_arrive(BAR_TURN + (c ^ 1), 2 * MT);
             wg_wait<1>();
-            const float2 base = mask_softmax(sc, s);
+            softmax(sc, s);
             wg_wait<0>(); // P V of the last tile is done: its V stage and pa are free
             release(rb.empty_v(sp));
-#pragma unroll
-            for (int i = 0; i < ND; i++) {
-                o[i][0] *= al0, o[i][1] *= al0;
-                o[i][2] *= al1, o[i][3] *= al1;
-            }
-            make_p(sc, base);
+            make_p(sc);
         }
         // P V of the last tile, in a last turn (warpgroup 1 hands no turn back)
         bar_sync(BAR_TURN + c, 2 * MT);
         mbar_wait(rb.full_v((j - 1) & 1), ((j - 1) >> 1) & 1);
         fence_async_smem();
+        rescale_o();
         wg_fence();
         issue_pv((j - 1) & 1);
         if (c == 0)
