@@ -27,7 +27,7 @@
 // V stage in half of theirs. K of tile j + 2 goes out only after V of tile j + 1, whose
 // stage frees when P V of tile j - 1 is done, so K has less than a tile's time to land.
 // Three K stages with V copied two tiles behind K (on top of the softmax order above)
-// measured slower: 395 TFLOP/s at 32k against 413 for the kernel before both, same run.
+// measured slower: 395 TFLOP/s at 32k against 413-416 for the kernel before both, same run.
 // The softmax order above: 386 / 421 / 427 TFLOP/s at 8k / 16k / 32k
 // against 383 / 416 / 423 for the exponentials after P V (same run, two rounds alike).
 //
