@@ -28,8 +28,8 @@
 // stage frees when P V of tile j - 1 is done, so K has less than a tile's time to land.
 // Three K stages with V copied two tiles behind K (on top of the softmax order above)
 // measured slower: 395 TFLOP/s at 32k against 413-416 for the kernel before both, same run.
-// The softmax order above: 386 / 421 / 427 TFLOP/s at 8k / 16k / 32k
-// against 383 / 416 / 423 for the exponentials after P V (same run, two rounds alike).
+// The softmax order above: 386 / 421 / 427 TFLOP/s at 8k / 16k / 32k against 383 / 416 /
+// 423 for the exponentials after P V (same run, two rounds alike).
 //
 // Measured before that change (H200, causal, 32/8 heads, pages of 16 tokens;
 // bench_cuda_prefill, one run):
@@ -400,11 +400,8 @@ __device__ __forceinline__ void math_role(const kw_cuda_prefill &a, unsigned cha
         }
     };
 
-    // A turn at the tensor cores issues Q K^T of this tile, scales O (while Q K^T runs)
-    // and issues P V of the last tile; the exponentials of this tile run beside that
-    // P V, only their conversion to bf16 waits for it (FlashAttention-3's order), and the
-    // other warpgroup's turn runs beside both.
-    // the other warpgroup takes the first turn at the tensor cores from warpgroup 0
+    // Turns in the order the header describes; the other warpgroup takes the first turn
+    // at the tensor cores from warpgroup 0
     if (c == 1)
         bar_arrive(BAR_TURN, 2 * MT);
     int j = 0; // tiles taken
