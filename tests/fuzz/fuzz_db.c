@@ -1,15 +1,13 @@
 /* Fuzz target: arbitrary bytes as a results database file. The bytes are written to a
  * scratch file which is opened read-only (then queried like `runs`, `show last` and
  * `export` do) and read-write (then a run is recorded). Every refusal must explain itself
- * with a kw_error; nothing may crash. With -DKW_FUZZ it is a libFuzzer target; without,
- * main() replays every file of the directories (or files) it is given.
+ * with a kw_error; nothing may crash. A libFuzzer target with -Dfuzz=true; else replay.c's main() replays
+ * the corpus.
  * Seed corpus: tests/fuzz/corpus/db (tests/fuzz/make_db_corpus.py). */
-#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvweave/util.h"
@@ -97,52 +95,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     scratch_clear();
     return 0;
 }
-
-#ifndef KW_FUZZ
-static int replay_file(const char *p)
-{
-    char *buf;
-    size_t n;
-    kw_error err = {0};
-    if (kw_read_file(p, &buf, &n, &err) < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-    free(buf);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0;
-    for (int i = 1; i < argc; i++) {
-        struct stat sb;
-        if (stat(argv[i], &sb) != 0) {
-            fprintf(stderr, "fuzz_db: cannot read '%s'\n", argv[i]);
-            return 1;
-        }
-        if (!S_ISDIR(sb.st_mode)) {
-            if (replay_file(argv[i]) < 0)
-                return 1;
-            files++;
-            continue;
-        }
-        DIR *d = opendir(argv[i]);
-        struct dirent *e;
-        while (d && (e = readdir(d))) {
-            if (e->d_name[0] == '.' || strstr(e->d_name, ".py"))
-                continue;
-            char p[4096];
-            snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
-            if (replay_file(p) < 0)
-                return 1;
-            files++;
-        }
-        if (d)
-            closedir(d);
-    }
-    printf("fuzz_db: replayed %d inputs\n", files);
-    return files > 0 ? 0 : 1;
-}
-#endif

@@ -1,7 +1,6 @@
 /* Fuzz target: the JSONL reader with the LongBench record check and prompt filling, in
- * fail and skip modes. Built for libFuzzer with -Dfuzz=true (clang); otherwise main()
- * below replays every file of the corpus directories given on the command line. */
-#include <dirent.h>
+ * fail and skip modes. A libFuzzer target with -Dfuzz=true (clang); else replay.c's main()
+ * replays the corpus. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,44 +43,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     read_stream(data, size, true);
     return 0;
 }
-
-#ifndef KW_LIBFUZZER
-static int replay_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "fuzz_jsonl: cannot open %s\n", path);
-        return 1;
-    }
-    static uint8_t buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, n);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0, bad = 0;
-    for (int i = 1; i < argc; i++) {
-        DIR *d = opendir(argv[i]);
-        if (!d) {
-            bad |= replay_file(argv[i]);
-            files++;
-            continue;
-        }
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (e->d_name[0] == '.')
-                continue;
-            char p[4096];
-            snprintf(p, sizeof p, "%s/%s", argv[i], e->d_name);
-            bad |= replay_file(p);
-            files++;
-        }
-        closedir(d);
-    }
-    printf("fuzz_jsonl: replayed %d inputs\n", files);
-    return bad || files == 0;
-}
-#endif

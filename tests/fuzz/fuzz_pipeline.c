@@ -1,11 +1,9 @@
 /* Fuzz target: pipeline parser + graph build (+ --set, sweep cells, describe) against the
- * fake operators of tests/pipelines/testops.c. With -DKW_FUZZ it is a libFuzzer target;
- * without, main() replays every file of the directories (or files) it is given. */
-#include <dirent.h>
+ * fake operators of tests/pipelines/testops.c. A libFuzzer target with -Dfuzz=true;
+ * else replay.c's main() replays the corpus. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../pipelines/testops.c"
 #include "graph.h"
@@ -63,49 +61,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     kw_pdesc_free(d);
     return 0;
 }
-
-#ifndef KW_FUZZ
-static int replay_file(const char *path)
-{
-    char *buf;
-    size_t n;
-    kw_error err = {0};
-    if (kw_read_file(path, &buf, &n, &err) < 0) {
-        fprintf(stderr, "%s\n", err.msg);
-        return -1;
-    }
-    LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-    free(buf);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0;
-    for (int a = 1; a < argc; a++) {
-        struct stat st;
-        if (stat(argv[a], &st) < 0 || !S_ISDIR(st.st_mode)) {
-            if (replay_file(argv[a]) < 0)
-                return 1;
-            files++;
-            continue;
-        }
-        struct dirent **ents;
-        int n = scandir(argv[a], &ents, NULL, alphasort);
-        if (n < 0) {
-            fprintf(stderr, "cannot read %s\n", argv[a]);
-            return 1;
-        }
-        for (int i = 0; i < n; i++) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[a], ents[i]->d_name);
-            if (ents[i]->d_name[0] != '.' && replay_file(path) == 0)
-                files++;
-            free(ents[i]);
-        }
-        free(ents);
-    }
-    printf("replayed %d inputs\n", files);
-    return files > 0 ? 0 : 1;
-}
-#endif

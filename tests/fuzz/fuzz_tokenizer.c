@@ -3,9 +3,7 @@
  * Input byte 0 chooses: even -> the rest is a tokenizer.json (must load or fail with a
  * message, never crash); odd -> the rest is text for a fixed byte-level tokenizer (ids
  * must decode back to the same bytes, and streaming decode must give the same bytes).
- * Built with -DKW_FUZZ_LIBFUZZER under clang's libFuzzer; otherwise main() replays every
- * file of the corpus directories given as arguments. */
-#include <dirent.h>
+ * A libFuzzer target with -Dfuzz=true (clang); else replay.c's main() replays the corpus. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,10 +80,18 @@ static void check_text(const uint8_t *d, size_t n, int special)
     free(text);
 }
 
+static void free_text_tokenizer(void)
+{
+    kw_tokenizer_free(g_text_tk);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
 {
-    if (!g_text_tk && !(g_text_tk = make_text_tokenizer()))
-        abort();
+    if (!g_text_tk) {
+        if (!(g_text_tk = make_text_tokenizer()))
+            abort();
+        atexit(free_text_tokenizer);
+    }
     if (n == 0)
         return 0;
     if (d[0] & 1) {
@@ -105,45 +111,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n)
     }
     return 0;
 }
-
-#ifndef KW_FUZZ_LIBFUZZER
-static int replay_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    uint8_t *buf = NULL;
-    size_t n = 0, cap = 0, r;
-    do {
-        if (n + 4096 > cap) buf = realloc(buf, cap = (cap + 4096) * 2);
-        r = fread(buf + n, 1, 4096, f);
-        n += r;
-    } while (r > 0);
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, n);
-    free(buf);
-    return 0;
-}
-
-int main(int argc, char **argv)
-{
-    int files = 0;
-    for (int a = 1; a < argc; a++) {
-        DIR *d = opendir(argv[a]);
-        if (!d) {
-            fprintf(stderr, "fuzz_tokenizer: cannot open corpus %s\n", argv[a]);
-            return 1;
-        }
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (e->d_name[0] == '.') continue;
-            char p[4096];
-            snprintf(p, sizeof p, "%s/%s", argv[a], e->d_name);
-            if (replay_file(p) == 0) files++;
-        }
-        closedir(d);
-    }
-    kw_tokenizer_free(g_text_tk);
-    printf("fuzz_tokenizer: replayed %d inputs\n", files);
-    return files > 0 ? 0 : 1;
-}
-#endif

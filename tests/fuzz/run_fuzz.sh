@@ -19,10 +19,11 @@ if [ -z "${BIN:-}" ] || [ ! -x "$BIN" ]; then
         >"$WORK/kw_config.h"
     E=$SRC/engine
     # shellcheck disable=SC2086
-    clang -g -O1 -std=c11 -D_GNU_SOURCE -DKW_FUZZ -fsanitize=fuzzer,address,undefined \
+    clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
         -I"$WORK" -I"$E/include" -I"$E" \
         "$SRC/tests/fuzz/fuzz_pipeline.c" "$E/registry.c" "$E/yamltree.c" "$E/pipeline.c" \
         "$E/ptype.c" "$E/graph.c" "$E/plan.c" "$E/status.c" "$E/util.c" "$E/value.c" \
+        "$E/budget.c" "$E/kvroles.c" "$E/stats.c" \
         -lyaml -ljansson -lcrypto -ldl -lm -o "$BIN" 2>"$WORK/cc.log" || {
         cat "$WORK/cc.log"
         grep -q "fuzzer" "$WORK/cc.log" && { echo "libFuzzer not available: skipped"; exit 77; }

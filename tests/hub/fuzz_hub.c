@@ -1,8 +1,7 @@
 /* Fuzz target for what the hub sends kvweave: HTTP header lines, tree API pages, and
  * the names users write. The first byte picks the parser, the rest is its input.
- * Built for libFuzzer with -Dfuzz=true (KW_FUZZ); otherwise main() replays every file
- * of the corpus directory given as argv[1]. */
-#include <dirent.h>
+ * A libFuzzer target with -Dfuzz=true; else tests/fuzz/replay.c's main() replays the
+ * corpus. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,40 +66,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     free(s);
     return 0;
 }
-
-#ifndef KW_FUZZ
-int main(int argc, char **argv)
-{
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
-        return 2;
-    }
-    DIR *d = opendir(argv[1]);
-    if (!d) {
-        fprintf(stderr, "cannot open corpus '%s'\n", argv[1]);
-        return 1;
-    }
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s", argv[1], e->d_name);
-        char *buf;
-        size_t len;
-        kw_error err = {0};
-        if (kw_read_file(p, &buf, &len, &err) < 0) {
-            fprintf(stderr, "%s\n", err.msg);
-            closedir(d);
-            return 1;
-        }
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, len);
-        free(buf);
-        n++;
-    }
-    closedir(d);
-    printf("replayed %d inputs\n", n);
-    return n > 0 ? 0 : 1;
-}
-#endif
