@@ -163,14 +163,12 @@ static int print_query(kw_db *db, const char *sql, const char *const *args, int 
         kw__table_clear(&c.t);
         return kw_cli_fail(&err);
     }
-    if (c.t.nrows > 0 || none) {
-        if (title)
-            section(title, color);
-        if (c.t.nrows > 0)
-            kw__table_print(&c.t, stdout, color, "  ");
-        else
-            printf("  %s\n", none);
-    }
+    if (title && (c.t.nrows > 0 || none))
+        section(title, color);
+    if (c.t.nrows > 0)
+        kw__table_print(&c.t, stdout, color, "  ");
+    else if (none)
+        printf("  %s\n", none);
     kw__table_clear(&c.t);
     return 0;
 }
@@ -343,38 +341,34 @@ static int show_run(kw_db *db, const char *u, bool color)
                             "'FAILED'", arg, 1, &f);
     printf("  %-15s %s%s\n  %-15s %.0f ok, %.0f failed\n", "wall", w,
            times[1] > 0 ? "" : " (still running)", "samples", ok, bad);
-    int rc = print_query(db, "SELECT key, value FROM params WHERE run = ?1 ORDER BY key", arg,
-                         1, "rr", "params", NULL, color);
-    if (rc == 0)
-        rc = print_query(
-            db,
-            "SELECT substr(k.key, 7) AS task, coalesce((SELECT value FROM metrics r WHERE "
-            "r.run = ?1 AND r.sample IS NULL AND r.key = k.key ORDER BY r.step DESC LIMIT 1), "
-            "(SELECT avg(value) FROM metrics p WHERE p.run = ?1 AND p.sample IS NOT NULL AND "
-            "p.key = k.key)) AS score, (SELECT count(DISTINCT sample) FROM metrics p WHERE "
-            "p.run = ?1 AND p.sample IS NOT NULL AND p.key = k.key) AS samples FROM (SELECT "
-            "DISTINCT key FROM metrics WHERE run = ?1 AND key LIKE 'score/%') k ORDER BY task",
-            arg, 1, "rnn", "scores", NULL, color);
-    if (rc == 0)
-        rc = print_query(db,
-                         "SELECT key AS metric, value, step FROM metrics m WHERE run = ?1 AND "
-                         "sample IS NULL AND key NOT LIKE 'score/%' AND step = (SELECT "
-                         "max(step) FROM metrics x WHERE x.run = m.run AND x.sample IS NULL "
-                         "AND x.key = m.key) ORDER BY key",
-                         arg, 1, "rnn", "metrics", NULL, color);
-    if (rc == 0)
-        rc = print_query(db,
-                         "SELECT key AS metric, avg(value) AS mean, min(value) AS min, "
-                         "max(value) AS max, count(DISTINCT sample) AS samples FROM metrics "
-                         "WHERE run = ?1 AND sample IS NOT NULL AND key NOT LIKE 'score/%' "
-                         "GROUP BY key ORDER BY key",
-                         arg, 1, "rnnnn", "per-sample metrics", NULL, color);
-    if (rc == 0)
-        rc = print_query(db,
-                         "SELECT stage, lane, tasks, busy_s AS 'busy s', wait_s AS 'wait s', "
-                         "peak_bytes AS peak FROM stages WHERE run = ?1 AND stage <> '*' "
-                         "ORDER BY rowid",
-                         arg, 1, "rrnssb", "stages", NULL, color);
+    /* the run's sections, each a query of its uuid: title, column kinds, SQL */
+    static const struct {
+        const char *title, *cols, *sql;
+    } sections[] = {
+        {"params", "rr", "SELECT key, value FROM params WHERE run = ?1 ORDER BY key"},
+        {"scores", "rnn",
+         "SELECT substr(k.key, 7) AS task, coalesce((SELECT value FROM metrics r WHERE "
+         "r.run = ?1 AND r.sample IS NULL AND r.key = k.key ORDER BY r.step DESC LIMIT 1), "
+         "(SELECT avg(value) FROM metrics p WHERE p.run = ?1 AND p.sample IS NOT NULL AND "
+         "p.key = k.key)) AS score, (SELECT count(DISTINCT sample) FROM metrics p WHERE "
+         "p.run = ?1 AND p.sample IS NOT NULL AND p.key = k.key) AS samples FROM (SELECT "
+         "DISTINCT key FROM metrics WHERE run = ?1 AND key LIKE 'score/%') k ORDER BY task"},
+        {"metrics", "rnn",
+         "SELECT key AS metric, value, step FROM metrics m WHERE run = ?1 AND sample IS NULL "
+         "AND key NOT LIKE 'score/%' AND step = (SELECT max(step) FROM metrics x WHERE "
+         "x.run = m.run AND x.sample IS NULL AND x.key = m.key) ORDER BY key"},
+        {"per-sample metrics", "rnnnn",
+         "SELECT key AS metric, avg(value) AS mean, min(value) AS min, max(value) AS max, "
+         "count(DISTINCT sample) AS samples FROM metrics WHERE run = ?1 AND sample IS NOT "
+         "NULL AND key NOT LIKE 'score/%' GROUP BY key ORDER BY key"},
+        {"stages", "rrnssb",
+         "SELECT stage, lane, tasks, busy_s AS 'busy s', wait_s AS 'wait s', peak_bytes AS "
+         "peak FROM stages WHERE run = ?1 AND stage <> '*' ORDER BY rowid"},
+    };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof sections / sizeof *sections; i++)
+        rc = print_query(db, sections[i].sql, arg, 1, sections[i].cols, sections[i].title, NULL,
+                         color);
     if (rc == 0) {
         char wall_s[32];
         snprintf(wall_s, sizeof wall_s, "%.6f", wall > 0 ? wall : 0);
