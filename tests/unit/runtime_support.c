@@ -313,3 +313,59 @@ void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
     free(lg);
 }
 
+
+/* ---- stand-in KV methods ---- */
+
+/* Keeps the stored tokens j of every KV head of the layer for which want(s, j) holds. */
+static int keep_where(kw_lctx *c, kw_seq *s, bool (*want)(const kw_seq *s, int j))
+{
+    for (int h = 0; h < c->cfg->n_head_kv; h++) {
+        int n = kw_kvseq_len(s->kv, c->layer, h), nk = 0;
+        int32_t *keep = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+        if (!keep)
+            return KW_ENOMEM;
+        for (int j = 0; j < n; j++)
+            if (want(s, j))
+                keep[nk++] = j;
+        int rc = kw_kvseq_keep(s->kv, c->layer, h, keep, nk);
+        free(keep);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static bool in_half(const kw_seq *s, int j)
+{
+    return j < s->n_prompt / 2 || j >= s->n_prompt - 3;
+}
+
+int rt_keep_half_at_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
+{
+    (void)st;
+    for (int i = 0; i < b->n_seq; i++) {
+        int rc = keep_where(c, b->seqs[i], in_half);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static bool not_first(const kw_seq *s, int j)
+{
+    (void)s;
+    return j > 0;
+}
+
+int rt_drop_oldest_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    (void)st, (void)a;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (!b->prefill[i] || b->last_chunk[i])
+            continue;
+        int rc = keep_where(c, b->seqs[i], not_first);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}

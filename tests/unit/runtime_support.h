@@ -30,6 +30,13 @@ void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
               const kw_hookstack *const *stacks, int32_t **ids, const int *n,
               const int *n_prompt, const int *start, const int *chunk, float **out);
 
+/* Stand-in KV methods (hook callbacks; st unused). rt_keep_half_at_prefill_end (an
+ * on_prefill_end) keeps the first half and the last 3 prompt tokens of every KV head;
+ * rt_drop_oldest_after_chunk (an after_attn) drops the oldest stored token of every KV
+ * head after each prompt chunk but the last: a method that acts before the prompt ends. */
+int rt_keep_half_at_prefill_end(void *st, kw_lctx *c, const kw_batch *b);
+int rt_drop_oldest_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a);
+
 double rt_rel_l2(const float *a, const float *b, int64_t n);
 uint64_t rt_rand_u64(uint64_t *s);
 double rt_rand01(uint64_t *s);

@@ -262,28 +262,9 @@ static void test_fidelity_sees_an_eviction(void **s)
 /* A method that drops prompt tokens after each prompt chunk but the last (the engine
  * here prefills 32 tokens a step): the shared reference is refused with a message that
  * names reference_prefill, and reference_prefill: own gives the exact full branch. */
-static int drop_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
-{
-    (void)st, (void)a;
-    for (int i = 0; i < b->n_seq; i++) {
-        if (!b->prefill[i] || b->last_chunk[i])
-            continue;
-        for (int h = 0; h < c->cfg->n_head_kv; h++) {
-            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
-            int32_t keep[256];
-            for (int j = 1; j < n && j < 257; j++)
-                keep[j - 1] = j;
-            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, n - 1);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
 static const kw_kvhook chunkdrop_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                                          .roles = KW_ROLE_EVICT, .name = "test.chunkdrop",
-                                         .after_attn = drop_after_chunk};
+                                         .after_attn = rt_drop_oldest_after_chunk};
 
 static void test_fidelity_reference_prefill_own_for_prefill_time_methods(void **s)
 {

@@ -346,26 +346,6 @@ static void test_engine_underclaimed_sequence_fails_cleanly(void **st)
 
 /* ---- fidelity: a full-attention reference branch beside the sequence ---- */
 
-/* Keeps the first half and the last 3 prompt tokens of every KV head at prefill end. */
-static int half_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
-{
-    (void)st;
-    for (int i = 0; i < b->n_seq; i++) {
-        kw_seq *s = b->seqs[i];
-        for (int h = 0; h < c->cfg->n_head_kv; h++) {
-            int n = kw_kvseq_len(s->kv, c->layer, h), nk = 0;
-            int32_t keep[512];
-            for (int j = 0; j < n && j < 512; j++)
-                if (j < s->n_prompt / 2 || j >= s->n_prompt - 3)
-                    keep[nk++] = j;
-            int rc = kw_kvseq_keep(s->kv, c->layer, h, keep, nk);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
 typedef struct halfkeep { int n_prompt; } halfkeep;
 
 static int half_keep(void *u, int layer, int head, int qpos, int kpos)
@@ -474,7 +454,7 @@ static void test_engine_reference_branch_measures_an_eviction(void **st)
     for (int i = 0; i < nf; i++)
         ids[np + i] = (i * 7 + 3) % V;
     kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
-                   .name = "test.half", .on_prefill_end = half_prefill_end};
+                   .name = "test.half", .on_prefill_end = rt_keep_half_at_prefill_end};
     kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
     for (int mode = KW_REF_SHARED; mode <= KW_REF_OWN; mode++) {
         kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, mode);
@@ -513,27 +493,6 @@ static void test_engine_reference_branch_measures_an_eviction(void **st)
     rt_tiny_free(m);
 }
 
-/* Drops the oldest stored token of every KV head after each prompt chunk but the last:
- * a method that acts before the prompt ends. */
-static int drop_after_chunk(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
-{
-    (void)st, (void)a;
-    for (int i = 0; i < b->n_seq; i++) {
-        if (!b->prefill[i] || b->last_chunk[i])
-            continue;
-        for (int h = 0; h < c->cfg->n_head_kv; h++) {
-            int n = kw_kvseq_len(b->seqs[i]->kv, c->layer, h);
-            int32_t keep[512];
-            for (int j = 1; j < n && j < 513; j++)
-                keep[j - 1] = j;
-            int rc = kw_kvseq_keep(b->seqs[i]->kv, c->layer, h, keep, n - 1);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
 /* A method that drops prompt tokens during chunked prefill: a shared reference would not
  * be full attention, so the sequence fails saying so; with its own prefill the branch is
  * exactly the plain full-attention forward pass. */
@@ -549,7 +508,7 @@ static void test_engine_reference_branch_own_prefill_for_prefill_time_methods(vo
     for (int i = 0; i < nf; i++)
         ids[np + i] = (i * 5 + 1) % V;
     kw_kvhook h = {.size = sizeof h, .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
-                   .name = "test.chunkdrop", .after_attn = drop_after_chunk};
+                   .name = "test.chunkdrop", .after_attn = rt_drop_oldest_after_chunk};
     kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {NULL}};
     kw_gen_result *r = run_reference(m, ids, np, nf, &hs, 16, KW_REF_SHARED);
     assert_int_equal(r->rc, KW_ERANGE);

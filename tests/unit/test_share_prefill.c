@@ -39,33 +39,13 @@ static void on_done(void *u, kw_gen_result *r)
     pthread_mutex_unlock(&sl->s->mu);
 }
 
-/* Keeps the first half and the last 3 prompt tokens of every KV head at prefill end. */
-static int half_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
-{
-    (void)st;
-    for (int i = 0; i < b->n_seq; i++) {
-        kw_seq *s = b->seqs[i];
-        for (int h = 0; h < c->cfg->n_head_kv; h++) {
-            int n = kw_kvseq_len(s->kv, c->layer, h), nk = 0;
-            int32_t keep[512];
-            for (int j = 0; j < n && j < 512; j++)
-                if (j < s->n_prompt / 2 || j >= s->n_prompt - 3)
-                    keep[nk++] = j;
-            int rc = kw_kvseq_keep(s->kv, c->layer, h, keep, nk);
-            if (rc < 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
 static const kw_kvhook tail_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                                     .roles = KW_ROLE_EVICT, .name = "half-at-end",
-                                    .on_prefill_end = half_prefill_end, .tail_only = true};
+                                    .on_prefill_end = rt_keep_half_at_prefill_end, .tail_only = true};
 /* the same eviction, not declared tail-only: it must prefill on its own */
 static const kw_kvhook early_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                                      .roles = KW_ROLE_EVICT, .name = "half-undeclared",
-                                     .on_prefill_end = half_prefill_end};
+                                     .on_prefill_end = rt_keep_half_at_prefill_end};
 
 static kw_engine *open_engine(const kw_model *m, int chunk)
 {
