@@ -13,32 +13,13 @@
 
 #include <cmocka.h>
 
+#include "gen_sink.h"
 #include "kvweave/engine.h"
 #include "runtime/sampler.h"
 #include "runtime_support.h"
 
 #define NP 5
 #define NGEN 20
-
-typedef struct sink {
-    pthread_mutex_t mu;
-    kw_gen_result *res[16];
-    int n;
-} sink;
-
-typedef struct slot {
-    sink *s;
-    int i;
-} slot;
-
-static void on_done(void *u, kw_gen_result *r)
-{
-    slot *sl = u;
-    pthread_mutex_lock(&sl->s->mu);
-    sl->s->res[sl->i] = r;
-    sl->s->n++;
-    pthread_mutex_unlock(&sl->s->mu);
-}
 
 static int32_t prompts[NP][200];
 static int plen[NP] = {3, 17, 60, 1, 130};
@@ -64,10 +45,10 @@ static kw_engine *open_engine(const kw_model *m, int max_batch, int chunk, int64
     return e;
 }
 
-static void submit(kw_engine *e, slot *sl, int p, const kw_sampling *smp, int max_new)
+static void submit(kw_engine *e, gen_slot *sl, int p, const kw_sampling *smp, int max_new)
 {
     kw_gen_req r = {.prompt = prompts[p], .n_prompt = plen[p], .max_new = max_new,
-                    .ignore_eos = true, .sample = p, .done = on_done, .user = sl};
+                    .ignore_eos = true, .sample = p, .done = gen_sink_done, .user = sl};
     if (smp)
         r.sampling = *smp;
     kw_error err = {0};
@@ -76,14 +57,13 @@ static void submit(kw_engine *e, slot *sl, int p, const kw_sampling *smp, int ma
 
 /* all prompts, either one at a time or all at once */
 static void run_all(const kw_model *m, bool together, int max_batch, int chunk, int64_t pages,
-                    const kw_sampling *smp, sink *out)
+                    const kw_sampling *smp, gen_sink *out)
 {
-    memset(out, 0, sizeof *out);
-    pthread_mutex_init(&out->mu, NULL);
+    gen_sink_init(out);
     kw_engine *e = open_engine(m, max_batch, chunk, pages);
-    slot sl[NP];
+    gen_slot sl[NP];
     for (int p = 0; p < NP; p++) {
-        sl[p] = (slot){out, p};
+        sl[p] = (gen_slot){out, p};
         submit(e, &sl[p], p, smp, NGEN);
         if (!together)
             kw_engine_wait_idle(e);
@@ -97,19 +77,12 @@ static void run_all(const kw_model *m, bool together, int max_batch, int chunk, 
     }
 }
 
-static void sink_free(sink *s)
-{
-    for (int i = 0; i < 16; i++)
-        kw_gen_result_free(s->res[i]);
-    pthread_mutex_destroy(&s->mu);
-}
-
 static void test_engine_greedy_matches_reference(void **st)
 {
     kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
     kw_model *m = rt_tiny_model(&c, 1);
     make_prompts(c.n_vocab);
-    sink s;
+    gen_sink s;
     run_all(m, false, 4, 32, 4096, NULL, &s);
     for (int p = 0; p < 2; p++) {
         int n = plen[p];
@@ -130,7 +103,7 @@ static void test_engine_greedy_matches_reference(void **st)
     assert_true(s.res[0]->ttft_s > 0);
     assert_true(s.res[0]->pages_peak > 0);
     assert_true(s.res[0]->attended_mean > plen[0]);
-    sink_free(&s);
+    gen_sink_free(&s);
     rt_tiny_free(m);
 }
 
@@ -142,22 +115,22 @@ static void test_engine_batch_equals_one_by_one(void **st)
     kw_sampling greedy = {0}, hot = {.temperature = 0.9f, .top_p = 0.9f, .seed = 1234};
     for (int mode = 0; mode < 2; mode++) {
         const kw_sampling *sm = mode ? &hot : &greedy;
-        sink a, b;
+        gen_sink a, b;
         run_all(m, false, 4, 32, 4096, sm, &a);
         run_all(m, true, 3, 16, 4096, sm, &b); /* 5 prompts over 3 slots, small chunks */
         for (int p = 0; p < NP; p++)
             assert_memory_equal(a.res[p]->tokens, b.res[p]->tokens, sizeof(int32_t) * NGEN);
         if (mode == 1) {
-            sink g;
+            gen_sink g;
             run_all(m, true, 5, 64, 4096, &greedy, &g);
             int differ = 0;
             for (int p = 0; p < NP; p++)
                 differ += memcmp(g.res[p]->tokens, a.res[p]->tokens, sizeof(int32_t) * NGEN) != 0;
             assert_true(differ > 0); /* sampling is not greedy */
-            sink_free(&g);
+            gen_sink_free(&g);
         }
-        sink_free(&a);
-        sink_free(&b);
+        gen_sink_free(&a);
+        gen_sink_free(&b);
     }
     rt_tiny_free(m);
 }
@@ -167,7 +140,7 @@ static void test_engine_small_pool_queues_and_finishes(void **st)
     kw_model_config c = rt_tiny_config(0, KW_ROPE_HALF);
     kw_model *m = rt_tiny_model(&c, 3);
     make_prompts(c.n_vocab);
-    sink a, b;
+    gen_sink a, b;
     run_all(m, true, 8, 64, 4096, NULL, &a);
     /* 150 tokens = 19 pages of 8 x 3 layers x 2 heads = 114 pages: one long one at a time */
     run_all(m, true, 8, 64, 130, NULL, &b);
@@ -176,7 +149,7 @@ static void test_engine_small_pool_queues_and_finishes(void **st)
     /* a sequence that can never fit is refused at submit */
     kw_engine *e = open_engine(m, 8, 64, 20);
     kw_gen_req r = {.prompt = prompts[4], .n_prompt = plen[4], .max_new = 5,
-                    .done = on_done, .user = NULL};
+                    .done = gen_sink_done, .user = NULL};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), KW_ELIMIT);
     assert_non_null(strstr(err.msg, "KV pages"));
@@ -185,8 +158,8 @@ static void test_engine_small_pool_queues_and_finishes(void **st)
     r.n_prompt = 1;
     assert_int_equal(kw_engine_submit(e, &r, &err), KW_ERANGE);
     kw_engine_close(e);
-    sink_free(&a);
-    sink_free(&b);
+    gen_sink_free(&a);
+    gen_sink_free(&b);
     rt_tiny_free(m);
 }
 
@@ -201,11 +174,11 @@ static void test_engine_teacher_forcing_logprobs(void **st)
     for (int i = 0; i < nf; i++)
         ids[np + i] = (i * 7 + 3) % c.n_vocab;
     kw_engine *e = open_engine(m, 4, 16, 4096);
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl = {&s, 0};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl = {&s, 0};
     kw_gen_req r = {.prompt = ids, .n_prompt = np, .forced = ids + np, .n_forced = nf,
-                    .topk = K, .done = on_done, .user = &sl};
+                    .topk = K, .done = gen_sink_done, .user = &sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     kw_engine_wait_idle(e);
@@ -237,7 +210,7 @@ static void test_engine_teacher_forcing_logprobs(void **st)
         assert_int_equal(res->topk_ids[i * K], best);
     }
     free(lg);
-    sink_free(&s);
+    gen_sink_free(&s);
     rt_tiny_free(m);
 }
 
@@ -246,7 +219,7 @@ static void test_engine_stops_on_eos(void **st)
     kw_model_config c = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
     kw_model *m = rt_tiny_model(&c, 5);
     make_prompts(c.n_vocab);
-    sink a;
+    gen_sink a;
     run_all(m, true, 8, 64, 4096, NULL, &a);
     /* two eos ids: the generation must stop at the first of either */
     int32_t eos = a.res[1]->tokens[6];
@@ -254,11 +227,11 @@ static void test_engine_stops_on_eos(void **st)
     m->cfg.eos_ids[1] = eos;
     m->cfg.n_eos = 2;
     kw_engine *e = open_engine(m, 8, 64, 4096);
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl = {&s, 0};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl = {&s, 0};
     kw_gen_req r = {.prompt = prompts[1], .n_prompt = plen[1], .max_new = NGEN,
-                    .done = on_done, .user = &sl};
+                    .done = gen_sink_done, .user = &sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     kw_engine_wait_idle(e);
@@ -268,8 +241,8 @@ static void test_engine_stops_on_eos(void **st)
         stop++;
     assert_true(s.res[0]->stopped_eos);
     assert_int_equal(s.res[0]->n_gen, stop + 1);
-    sink_free(&s);
-    sink_free(&a);
+    gen_sink_free(&s);
+    gen_sink_free(&a);
     rt_tiny_free(m);
 }
 
@@ -290,20 +263,20 @@ static void test_engine_uses_hook_reserve(void **st)
     kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {&claim}};
     kw_engine *e = open_engine(m, 8, 64, 500);
     kw_gen_req r = {.prompt = prompts[0], .n_prompt = plen[0], .max_new = 2, .hooks = &hs,
-                    .done = on_done};
+                    .done = gen_sink_done};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), KW_ELIMIT);
     claim = 100;
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl = {&s, 0};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl = {&s, 0};
     r.user = &sl;
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     kw_engine_wait_idle(e);
     assert_int_equal(s.res[0]->rc, 0);
     assert_int_equal(s.res[0]->n_gen, 2);
     kw_engine_close(e);
-    sink_free(&s);
+    gen_sink_free(&s);
     rt_tiny_free(m);
 }
 
@@ -319,11 +292,11 @@ static void test_engine_underclaimed_sequence_fails_cleanly(void **st)
     int64_t claim = 5;
     kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {&claim}};
     kw_engine *e = open_engine(m, 8, 64, 40);
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl[2] = {{&s, 0}, {&s, 1}};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl[2] = {{&s, 0}, {&s, 1}};
     kw_gen_req r = {.prompt = prompts[4], .n_prompt = plen[4], .max_new = 4, .hooks = &hs,
-                    .done = on_done, .user = &sl[0]};
+                    .done = gen_sink_done, .user = &sl[0]};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     r.prompt = prompts[0];
@@ -340,7 +313,7 @@ static void test_engine_underclaimed_sequence_fails_cleanly(void **st)
     assert_int_equal(s.res[1]->rc, 0);
     assert_int_equal(s.res[1]->n_gen, 4);
     assert_true(es.steps > 0);
-    sink_free(&s);
+    gen_sink_free(&s);
     rt_tiny_free(m);
 }
 
@@ -387,17 +360,17 @@ static kw_gen_result *run_reference(const kw_model *m, const int32_t *ids, int n
                                     const kw_hookstack *hs, int chunk, int mode)
 {
     kw_engine *e = open_engine(m, 4, chunk, 4096);
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl = {&s, 0};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl = {&s, 0};
     kw_gen_req r = {.prompt = ids, .n_prompt = np, .forced = ids + np, .n_forced = nf,
-                    .hooks = hs, .reference = mode, .done = on_done, .user = &sl};
+                    .hooks = hs, .reference = mode, .done = gen_sink_done, .user = &sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     /* a plain sequence beside it in the same batch */
-    slot sl2 = {&s, 1};
+    gen_slot sl2 = {&s, 1};
     kw_gen_req r2 = {.prompt = ids, .n_prompt = np, .max_new = 3, .ignore_eos = true,
-                     .done = on_done, .user = &sl2};
+                     .done = gen_sink_done, .user = &sl2};
     assert_int_equal(kw_engine_submit(e, &r2, &err), 0);
     kw_engine_wait_idle(e);
     kw_engine_stats es;
@@ -546,7 +519,7 @@ static void test_engine_reference_branch_needs_teacher_forcing(void **st)
     make_prompts(c.n_vocab);
     kw_engine *e = open_engine(m, 4, 16, 4096);
     kw_gen_req r = {.prompt = prompts[1], .n_prompt = plen[1], .max_new = 4, .reference = true,
-                    .done = on_done};
+                    .done = gen_sink_done};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), KW_EINVAL);
     assert_non_null(strstr(err.msg, "teacher forcing"));

@@ -24,6 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/kernels_cuda.h"
+#include "gen_sink.h"
 #include "kvweave/engine.h"
 #include "kvweave/genmodel.h"
 #include "runtime/forward.h"
@@ -302,24 +303,9 @@ static int i8_groups(const kw_model *m, int *fails)
 
 #define NP 6
 #define NGEN 32
-typedef struct sink {
-    pthread_mutex_t mu;
-    kw_gen_result *r[NP];
-} sink;
-typedef struct slot {
-    sink *s;
-    int i;
-} slot;
-static void on_done(void *u, kw_gen_result *r)
-{
-    slot *sl = u;
-    pthread_mutex_lock(&sl->s->mu);
-    sl->s->r[sl->i] = r;
-    pthread_mutex_unlock(&sl->s->mu);
-}
 
 static int run_engine(const kw_model *m, bool cuda, kw_kvdtype dt, int32_t prompts[NP][600],
-                      const int *plen, sink *out, double *secs)
+                      const int *plen, gen_sink *out, double *secs)
 {
     kw_engine_opts o = kw_engine_defaults();
     o.cuda = cuda;
@@ -331,15 +317,14 @@ static int run_engine(const kw_model *m, bool cuda, kw_kvdtype dt, int32_t promp
     kw_error err = {0};
     if (kw_engine_open_model(m, &o, &e, &err) < 0)
         return printf("FAIL engine open (%s): %s\n", cuda ? "cuda" : "cpu", err.msg), 1;
-    memset(out, 0, sizeof *out);
-    pthread_mutex_init(&out->mu, NULL);
-    slot sl[NP];
+    gen_sink_init(out);
+    gen_slot sl[NP];
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     for (int i = 0; i < NP; i++) {
-        sl[i] = (slot){out, i};
+        sl[i] = (gen_slot){out, i};
         kw_gen_req r = {.prompt = prompts[i], .n_prompt = plen[i], .max_new = NGEN,
-                        .ignore_eos = true, .sample = i, .done = on_done, .user = &sl[i]};
+                        .ignore_eos = true, .sample = i, .done = gen_sink_done, .user = &sl[i]};
         if (kw_engine_submit(e, &r, &err) < 0)
             return printf("FAIL submit: %s\n", err.msg), 1;
     }
@@ -357,21 +342,21 @@ static int engines(const kw_model *m, kw_kvdtype dt, int *fails)
     for (int i = 0; i < NP; i++)
         for (int j = 0; j < plen[i]; j++)
             prompts[i][j] = (int32_t)(3 + rnd() % (uint64_t)(m->cfg.n_vocab - 3));
-    sink sc, sg;
+    gen_sink sc, sg;
     double tc, tg;
     if (run_engine(m, false, dt, prompts, plen, &sc, &tc) ||
         run_engine(m, true, dt, prompts, plen, &sg, &tg))
         return (*fails)++, 1;
     int same = 0, okrc = 1, first_diff_sum = 0;
     for (int i = 0; i < NP; i++) {
-        okrc &= sc.r[i] && sg.r[i] && sc.r[i]->rc == 0 && sg.r[i]->rc == 0
-                && sg.r[i]->n_gen == NGEN;
+        okrc &= sc.res[i] && sg.res[i] && sc.res[i]->rc == 0 && sg.res[i]->rc == 0
+                && sg.res[i]->n_gen == NGEN;
         if (!okrc) {
-            printf("FAIL engine sequence %d: %s\n", i, sg.r[i] ? sg.r[i]->error : "no result");
+            printf("FAIL engine sequence %d: %s\n", i, sg.res[i] ? sg.res[i]->error : "no result");
             break;
         }
         int d = 0;
-        while (d < NGEN && sc.r[i]->tokens[d] == sg.r[i]->tokens[d])
+        while (d < NGEN && sc.res[i]->tokens[d] == sg.res[i]->tokens[d])
             d++;
         same += d == NGEN;
         first_diff_sum += d;
@@ -382,7 +367,7 @@ static int engines(const kw_model *m, kw_kvdtype dt, int *fails)
            same, NP, (double)first_diff_sum / NP, tc, tg);
     *fails += !okrc;
     for (int i = 0; i < NP; i++)
-        kw_gen_result_free(sc.r[i]), kw_gen_result_free(sg.r[i]);
+        kw_gen_result_free(sc.res[i]), kw_gen_result_free(sg.res[i]);
     return 0;
 }
 

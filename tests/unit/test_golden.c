@@ -29,6 +29,7 @@
 
 #include <cmocka.h>
 
+#include "gen_sink.h"
 #include "kvweave/engine.h"
 #include "runtime/forward.h"
 
@@ -194,23 +195,6 @@ static void test_golden_logits_match_transformers(void **st)
     kw_kvpool_free(pool);
 }
 
-typedef struct sink {
-    pthread_mutex_t mu;
-    kw_gen_result *r[MAXP];
-} sink;
-typedef struct slot {
-    sink *s;
-    int i;
-} slot;
-
-static void on_done(void *u, kw_gen_result *r)
-{
-    slot *sl = u;
-    pthread_mutex_lock(&sl->s->mu);
-    sl->s->r[sl->i] = r;
-    pthread_mutex_unlock(&sl->s->mu);
-}
-
 static void greedy(bool together, bool pre_rope)
 {
     kw_engine_opts o = kw_engine_defaults();
@@ -222,15 +206,16 @@ static void greedy(bool together, bool pre_rope)
     assert_int_equal(kw_engine_open_model(model, &o, &e, &err), 0);
     json_t *ps = json_object_get(gold, "prompts");
     int np = (int)json_array_size(ps);
-    sink s = {.mu = PTHREAD_MUTEX_INITIALIZER};
-    slot sl[MAXP];
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl[MAXP];
     int32_t *ids[MAXP];
     for (int p = 0; p < np; p++) {
         int n;
         ids[p] = ids_of(json_array_get(ps, p), &n);
-        sl[p] = (slot){&s, p};
+        sl[p] = (gen_slot){&s, p};
         kw_gen_req r = {.prompt = ids[p], .n_prompt = n, .max_new = NG, .ignore_eos = true,
-                        .done = on_done, .user = &sl[p]};
+                        .done = gen_sink_done, .user = &sl[p]};
         assert_int_equal(kw_engine_submit(e, &r, &err), 0);
         if (!together)
             kw_engine_wait_idle(e);
@@ -240,30 +225,30 @@ static void greedy(bool together, bool pre_rope)
     int same = 0, early = -1;
     for (int p = 0; p < np; p++) {
         json_t *pr = json_array_get(ps, p), *g = json_object_get(pr, "greedy");
-        assert_int_equal(s.r[p]->n_gen, NG);
+        assert_int_equal(s.res[p]->n_gen, NG);
         int first_diff = NG;
         for (int i = NG - 1; i >= 0; i--)
-            if (s.r[p]->tokens[i] != json_integer_value(json_array_get(g, i)))
+            if (s.res[p]->tokens[i] != json_integer_value(json_array_get(g, i)))
                 first_diff = i;
         same += first_diff == NG;
         const double gap = first_diff == 0
                                ? tie_gap(pr, (int)json_array_size(json_object_get(pr, "ids")),
-                                         s.r[p]->tokens[0])
+                                         s.res[p]->tokens[0])
                                : -1.0;
         if (first_diff == 0 && cuda_dev >= 0 && gap >= 0 && gap <= TIE_REL)
             printf("prompt %d: first greedy token %d is a near tie in transformers' logits "
-                   "(%.2g below its top, relative; tie bound %g)\n", p, s.r[p]->tokens[0], gap,
+                   "(%.2g below its top, relative; tie bound %g)\n", p, s.res[p]->tokens[0], gap,
                    TIE_REL);
         else if (first_diff < GREEDY_PREFIX && early < 0)
             early = p;
         if (first_diff < NG && cuda_dev < 0)
             fail_msg("prompt %d token %d: %d, transformers %lld (%s, %s)", p, first_diff,
-                     s.r[p]->tokens[first_diff],
+                     s.res[p]->tokens[first_diff],
                      (long long)json_integer_value(json_array_get(g, first_diff)),
                      together ? "batch" : "one by one", pre_rope ? "pre-RoPE" : "post-RoPE");
         if (first_diff < NG)
             printf("prompt %d: first differing greedy token at %d of %d\n", p, first_diff, NG);
-        kw_gen_result_free(s.r[p]);
+        kw_gen_result_free(s.res[p]);
         free(ids[p]);
     }
     printf("greedy (%s, %s, %s): %d of %d prompts identical for %d tokens\n",

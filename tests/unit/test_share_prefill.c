@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "gen_sink.h"
 #include "kvweave/engine.h"
 #include "runtime_support.h"
 
@@ -22,26 +23,10 @@
 /* obs_window 32 (default): prefix = (130 - 32) / 8 * 8 = 96, tail 34 */
 #define PREFIX 96
 
-typedef struct sink {
-    pthread_mutex_t mu;
-    kw_gen_result *res[8];
-} sink;
-typedef struct slot {
-    sink *s;
-    int i;
-} slot;
-
-static void on_done(void *u, kw_gen_result *r)
-{
-    slot *sl = u;
-    pthread_mutex_lock(&sl->s->mu);
-    sl->s->res[sl->i] = r;
-    pthread_mutex_unlock(&sl->s->mu);
-}
-
 static const kw_kvhook tail_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                                     .roles = KW_ROLE_EVICT, .name = "half-at-end",
-                                    .on_prefill_end = rt_keep_half_at_prefill_end, .tail_only = true};
+                                    .on_prefill_end = rt_keep_half_at_prefill_end,
+                                    .tail_only = true};
 /* the same eviction, not declared tail-only: it must prefill on its own */
 static const kw_kvhook early_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                                      .roles = KW_ROLE_EVICT, .name = "half-undeclared",
@@ -60,11 +45,11 @@ static kw_engine *open_engine(const kw_model *m, int chunk)
     return e;
 }
 
-static void submit(kw_engine *e, slot *sl, const int32_t *ids, const kw_hookstack *hs,
+static void submit(kw_engine *e, gen_slot *sl, const int32_t *ids, const kw_hookstack *hs,
                    bool share)
 {
     kw_gen_req r = {.prompt = ids, .n_prompt = NPR, .forced = ids + NPR, .n_forced = NF,
-                    .topk = 5, .hooks = hs, .share_prefill = share, .done = on_done,
+                    .topk = 5, .hooks = hs, .share_prefill = share, .done = gen_sink_done,
                     .user = sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
@@ -87,9 +72,9 @@ static void test_share_prefill_counts_prefix_once_and_matches_alone(void **st)
     /* alone: each in an engine of its own, own prefill in chunks of 16 */
     kw_gen_result *alone[3];
     for (int k = 0; k < 3; k++) {
-        sink s = {0};
-        pthread_mutex_init(&s.mu, NULL);
-        slot sl = {&s, 0};
+        gen_sink s;
+        gen_sink_init(&s);
+        gen_slot sl = {&s, 0};
         kw_engine *e = open_engine(m, 16);
         submit(e, &sl, ids, stacks[k], false);
         kw_engine_wait_idle(e);
@@ -103,9 +88,9 @@ static void test_share_prefill_counts_prefix_once_and_matches_alone(void **st)
 
     /* together, all asking to share: chunks of 16, so the followers wait for the
        leader over several steps */
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl[4] = {{&s, 0}, {&s, 1}, {&s, 2}, {&s, 3}};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl[4] = {{&s, 0}, {&s, 1}, {&s, 2}, {&s, 3}};
     kw_engine *e = open_engine(m, 16);
     for (int k = 0; k < 3; k++)
         submit(e, &sl[k], ids, stacks[k], true);
@@ -164,12 +149,12 @@ static void test_share_prefill_short_prompt_prefills_itself(void **st)
     int32_t ids[60];
     for (int i = 0; i < 60; i++)
         ids[i] = (i * 7 + 3) % c.n_vocab;
-    sink s = {0};
-    pthread_mutex_init(&s.mu, NULL);
-    slot sl = {&s, 0};
+    gen_sink s;
+    gen_sink_init(&s);
+    gen_slot sl = {&s, 0};
     kw_engine *e = open_engine(m, 16);
     kw_gen_req r = {.prompt = ids, .n_prompt = 36, .max_new = 4, .ignore_eos = true,
-                    .share_prefill = true, .done = on_done, .user = &sl};
+                    .share_prefill = true, .done = gen_sink_done, .user = &sl};
     kw_error err = {0};
     assert_int_equal(kw_engine_submit(e, &r, &err), 0);
     kw_engine_wait_idle(e);
