@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvweave/util.h"
 #include "run_internal.h"
 
 /* ---------------------------------------------------------------- params ---- */
@@ -181,9 +182,5 @@ uint64_t kw_rand_key(uint64_t seed, uint64_t sample, uint64_t step)
 
 double kw_rand_uniform(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
+    return (double)(kw_splitmix64(state) >> 11) * 0x1.0p-53;
 }

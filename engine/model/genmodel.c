@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kvweave/genmodel.h"
+#include "kvweave/util.h"
 
 static const kw_genmodel_shape shapes[] = {
     {"smollm2-135m", "llama", 30, 576, 9, 3, 64, 1536, 49152, 8192, 100000.f, 1e-5f, 0, 1, 0},
@@ -145,13 +146,7 @@ typedef struct gt {
     int is_matrix;  /* stored in the chosen dtype; else F32 */
 } gt;
 
-static uint64_t mix(uint64_t x)
-{
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-}
+static uint64_t mix(uint64_t x) { return kw_splitmix64(&x); }
 
 static uint64_t name_key(uint64_t seed, const char *s)
 {

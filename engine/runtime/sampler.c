@@ -4,15 +4,10 @@
 #include <stdlib.h>
 
 #include "kernels.h"
+#include "kvweave/util.h"
 #include "sampler.h"
 
-static uint64_t mix(uint64_t z)
-{
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t mix(uint64_t z) { return kw_splitmix64(&z); }
 
 uint64_t kw__sample_key(uint64_t seed, int64_t sample, int64_t step)
 {

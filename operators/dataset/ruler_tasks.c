@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kvweave/util.h"
 #include "ruler_internal.h"
 
 /* ---- random streams: splitmix64 keyed by (seed, index, stream) ---- */
@@ -13,13 +14,7 @@ typedef struct rng {
     uint64_t s;
 } rng;
 
-static uint64_t rng_next(rng *r)
-{
-    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+static uint64_t rng_next(rng *r) { return kw_splitmix64(&r->s); }
 
 static rng rng_for(uint64_t seed, int64_t index, uint64_t stream)
 {

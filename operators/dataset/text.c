@@ -154,21 +154,13 @@ static int init(kw_opctx *c, void *vst, kw_error *err)
     return 0;
 }
 
-static uint64_t splitmix(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Offset of window i among n over `span` + 1 possible starts. */
 static int64_t window_at(kw_opctx *c, int64_t i, int64_t n, int64_t span)
 {
     if (!strcmp(kw_param_str(c, "offsets"), "random")) {
         uint64_t s = (uint64_t)kw_param_int(c, "seed") * 0x100000001b3ULL + (uint64_t)i;
-        splitmix(&s);
-        return (int64_t)(splitmix(&s) % (uint64_t)(span + 1));
+        kw_splitmix64(&s);
+        return (int64_t)(kw_splitmix64(&s) % (uint64_t)(span + 1));
     }
     return n > 1 ? (int64_t)llround((double)i * (double)span / (double)(n - 1)) : 0;
 }

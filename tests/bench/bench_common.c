@@ -1,6 +1,7 @@
 /* Benchmark helpers (bench_common.h). */
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
+#include "kvweave/util.h"
 
 #include <cuda_runtime_api.h>
 #include <stdio.h>
@@ -23,10 +24,7 @@ static int cmpd(const void *a, const void *b)
 
 double kwb_uni(uint64_t *state)
 {
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return (double)(kw_splitmix64(state) >> 11) * 0x1.0p-53;
 }
 
 double kwb_median(double *v, int n)

@@ -9,14 +9,12 @@
 
 #include "cuda/kernels_cuda.h"
 #include "kernels.h"
+#include "kvweave/util.h"
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
 static double uni(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return (double)(kw_splitmix64(&rng) >> 11) * 0x1.0p-53;
 }
 
 static float *dev_copy(const float *h, size_t n)

@@ -10,38 +10,10 @@
 #include <string.h>
 #include <cmocka.h>
 
+#define CPU_CHECK_SEED 0x9e3779b97f4a7c15ull
+#include "cpu_check.h"
 #include "kernels.h"
 #include "kw_config.h"
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static double uni(void) /* splitmix64 -> [0,1) */
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
-static int irand(int lo, int hi) { return lo + (int)(uni() * (hi - lo + 1)); }
-static float *randv(int64_t n, float scale)
-{
-    if (n <= 0)
-        abort();
-    float *v = malloc(sizeof(float) * (size_t)n);
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
-        v[i] = (float)((uni() * 2 - 1) * scale);
-    return v;
-}
-static double rel_l2(const float *a, const float *b, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
 
 static void test_linear_matches_reference_on_random_shapes(void **s)
 {

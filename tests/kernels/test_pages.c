@@ -11,26 +11,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "cpu_check.h"
 #include "kernels.h"
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static double uni(void) /* splitmix64 -> [0,1) */
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
-static int irand(int lo, int hi) { return lo + (int)(uni() * (hi - lo + 1)); }
-static float *randv(int64_t n, float scale)
-{
-    float *v = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
-        v[i] = (float)((uni() * 2 - 1) * scale);
-    return v;
-}
 
 static void test_page_bounds_equal_reference_exactly(void **s)
 {

@@ -12,36 +12,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "cpu_check.h"
 #include "kernels.h"
-
-static uint64_t rng = 0x2545f4914f6cdd1dull;
-static double uni(void) /* splitmix64 -> [0,1) */
-{
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
-}
-static int irand(int lo, int hi) { return lo + (int)(uni() * (hi - lo + 1)); }
-/* values in (0, scale] */
-static float *randpos(int64_t n, float scale)
-{
-    float *v = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < n; i++)
-        v[i] = (float)((1.0 - uni()) * scale);
-    return v;
-}
-static double rel_l2(const float *a, const float *b, int64_t n)
-{
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
 
 static void test_window_scores_match_reference_per_group(void **s)
 {

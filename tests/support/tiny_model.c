@@ -8,6 +8,7 @@
 
 #include "gguf.h"
 #include "gguf_writer.h"
+#include "kvweave/util.h"
 #include "tiny_model.h"
 
 static const char *const merges[][2] = {
@@ -41,10 +42,7 @@ kw_tiny_spec kw_tiny_default(uint64_t seed)
 
 uint64_t kw_tiny_rand(uint64_t *x)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return kw_splitmix64(x);
 }
 
 float kw_tiny_uniform(uint64_t *x, float lo, float hi)

@@ -9,16 +9,14 @@
 
 #include "kernels.h"
 #include "kvweave/tensor.h"
+#include "kvweave/util.h"
 #include "runtime/forward.h"
 
 /* ---- tiny model ---- */
 
 uint64_t rt_rand_u64(uint64_t *s)
 {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return kw_splitmix64(s);
 }
 
 double rt_rand01(uint64_t *s) { return (double)(rt_rand_u64(s) >> 11) / 9007199254740992.0; }

@@ -27,6 +27,7 @@
 #include "gen_sink.h"
 #include "kvweave/engine.h"
 #include "kvweave/genmodel.h"
+#include "kvweave/util.h"
 #include "runtime/forward.h"
 #include "runtime/forward_cuda_internal.h"
 
@@ -42,10 +43,7 @@
 static uint64_t rng = 12345;
 static uint64_t rnd(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
+    return kw_splitmix64(&rng);
 }
 
 static double rel_l2(const float *a, const float *b, size_t n)

@@ -12,6 +12,7 @@
 
 #include "kvweave/budget.h"
 #include "kvweave/stats.h"
+#include "kvweave/util.h"
 #include "layer_budget/xkv_alloc.h"
 #include "op_standin.h"
 
@@ -20,10 +21,7 @@ extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_pyramid;
 static uint64_t rs = 0x243f6a8885a308d3ull;
 static double uni(void)
 {
-    uint64_t z = (rs += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return (double)((z ^ (z >> 31)) >> 11) * 0x1.0p-53;
+    return (double)(kw_splitmix64(&rs) >> 11) * 0x1.0p-53;
 }
 
 static int desc(const void *a, const void *b)

@@ -1,4 +1,4 @@
-/* kvweave — small shared helpers: paths, hashing, time. */
+/* kvweave — small shared helpers: paths, hashing, time, a seeded generator. */
 #ifndef KVWEAVE_UTIL_H
 #define KVWEAVE_UTIL_H
 
@@ -32,6 +32,17 @@ char *kw_utf8_valid_copy(const char *s);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 int kw_read_file(const char *path, char **out, size_t *n, kw_error *err);
+
+/* splitmix64: advances *state and returns its next 64 random bits. Every seeded stream of
+ * the project (datasets, sampling, synthetic weights, tests) is made with it, so a seed
+ * means the same numbers everywhere. */
+static inline uint64_t kw_splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
 
 #ifdef __cplusplus
 }
