@@ -17,6 +17,29 @@ typedef struct kw_decode_state {
     const kw_kvmethod *methods[KW_MAX_HOOKS];
 } kw_decode_state;
 
+/* Parameters that several decode operators take, as kw_param_spec initializers. */
+#define KW_DECODE_PARAM_MAX_NEW                                                            \
+    {"max_new", KW_PARAM_INT, "64", 0, 1 << 20, NULL,                                      \
+     "tokens to generate; when set it wins over the data set's max_new"}
+#define KW_DECODE_PARAM_LOGPROBS                                                           \
+    {"logprobs", KW_PARAM_BOOL, "false", 0, 0, NULL, "record each token's log-prob"}
+#define KW_DECODE_PARAM_IGNORE_EOS                                                         \
+    {"ignore_eos", KW_PARAM_BOOL, "false", 0, 0, NULL, "generate max_new tokens always"}
+#define KW_DECODE_PARAM_SHARE_PREFILL                                                      \
+    {"share_prefill", KW_PARAM_BOOL, "false", 0, 0, NULL,                                  \
+     "start from the prefill of the same prompt shared with other stages (branches of a "  \
+     "sweep): the engine prefills the prompt less its last tail once, without KV methods, " \
+     "and each sequence computes only its tail with its own; methods that act before the " \
+     "prompt ends (H2O, StreamingLLM evicting per chunk) prefill on their own. Recorded as " \
+     "the generation's prefill_share"}
+/* teacher forcing (kw__forced_req) */
+#define KW_DECODE_PARAM_PREFILL                                                            \
+    {"prefill", KW_PARAM_INT, "0", 0, 1 << 24, NULL,                                       \
+     "split the tokens: this many prompt tokens (0: use extra.continuation)"}
+#define KW_DECODE_PARAM_STEPS                                                              \
+    {"steps", KW_PARAM_INT, "0", 0, 1 << 24, NULL,                                         \
+     "positions scored (0: all); when set it wins over the data set's max_new"}
+
 /* Input ports of every decode operator: tokens (each) and kvmethods (once, any number,
  * stacked in order). */
 extern const kw_port kw__decode_inputs[2];

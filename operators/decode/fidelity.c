@@ -21,21 +21,15 @@
 #include "decode_common.h"
 
 static const kw_param_spec params[] = {
-    {"topk", KW_PARAM_INT, "5", 0, 1000, NULL, "top-k log-probs of the method recorded per position"},
-    {"prefill", KW_PARAM_INT, "0", 0, 1 << 24, NULL,
-     "split the tokens: this many prompt tokens (0: use extra.continuation)"},
-    {"steps", KW_PARAM_INT, "0", 0, 1 << 24, NULL,
-     "positions scored (0: all); when set it wins over the data set's max_new"},
+    {"topk", KW_PARAM_INT, "5", 0, 1000, NULL,
+     "top-k log-probs of the method recorded per position"},
+    KW_DECODE_PARAM_PREFILL,
+    KW_DECODE_PARAM_STEPS,
     {"reference_prefill", KW_PARAM_ENUM, "shared", 0, 0, "shared|own",
      "shared: the full branch takes the method's prefill KV before the method evicts (one "
      "prefill; exact for eviction at prefill end and decode-time methods); own: it "
      "prefills itself (exact for any method, twice the prefill)"},
-    {"share_prefill", KW_PARAM_BOOL, "false", 0, 0, NULL,
-     "start from the prefill of the same prompt shared with other stages (branches of a "
-     "sweep): the engine prefills the prompt less its last tail once, without KV methods, "
-     "and each sequence computes only its tail with its own; methods that act before the "
-     "prompt ends (H2O, StreamingLLM evicting per chunk) prefill on their own. Recorded as "
-     "the generation's prefill_share"},
+    KW_DECODE_PARAM_SHARE_PREFILL,
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -63,6 +57,7 @@ const kw_op kw_op_decode_fidelity = {
            "agreement, top-5 containment and the full branch's log-probs",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 5, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = sizeof params / sizeof *params,
+    .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

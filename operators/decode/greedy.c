@@ -2,17 +2,11 @@
 #include "decode_common.h"
 
 static const kw_param_spec params[] = {
-    {"max_new", KW_PARAM_INT, "64", 0, 1 << 20, NULL,
-     "tokens to generate; when set it wins over the data set's max_new"},
-    {"logprobs", KW_PARAM_BOOL, "false", 0, 0, NULL, "record each token's log-prob"},
+    KW_DECODE_PARAM_MAX_NEW,
+    KW_DECODE_PARAM_LOGPROBS,
     {"topk", KW_PARAM_INT, "0", 0, 1000, NULL, "with logprobs: the top-k log-probs too"},
-    {"ignore_eos", KW_PARAM_BOOL, "false", 0, 0, NULL, "generate max_new tokens always"},
-    {"share_prefill", KW_PARAM_BOOL, "false", 0, 0, NULL,
-     "start from the prefill of the same prompt shared with other stages (branches of a "
-     "sweep): the engine prefills the prompt less its last tail once, without KV methods, "
-     "and each sequence computes only its tail with its own; methods that act before the "
-     "prompt ends (H2O, StreamingLLM evicting per chunk) prefill on their own. Recorded as "
-     "the generation's prefill_share"},
+    KW_DECODE_PARAM_IGNORE_EOS,
+    KW_DECODE_PARAM_SHARE_PREFILL,
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -34,6 +28,7 @@ const kw_op kw_op_decode_greedy = {
     .doc = "greedy decoding on the device engine with stacked KV methods",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 5, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = sizeof params / sizeof *params,
+    .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

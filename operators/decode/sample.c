@@ -3,13 +3,12 @@
 #include "decode_common.h"
 
 static const kw_param_spec params[] = {
-    {"max_new", KW_PARAM_INT, "64", 0, 1 << 20, NULL,
-     "tokens to generate; when set it wins over the data set's max_new"},
+    KW_DECODE_PARAM_MAX_NEW,
     {"temperature", KW_PARAM_FLOAT, "0.7", 0, 100, NULL, "softmax temperature (0: greedy)"},
     {"top_p", KW_PARAM_FLOAT, "0.95", 0, 1, NULL, "nucleus mass kept"},
     {"seed", KW_PARAM_INT, "0", 0, 0, NULL, "added to the run's seed"},
-    {"logprobs", KW_PARAM_BOOL, "false", 0, 0, NULL, "record each token's log-prob"},
-    {"ignore_eos", KW_PARAM_BOOL, "false", 0, 0, NULL, "generate max_new tokens always"},
+    KW_DECODE_PARAM_LOGPROBS,
+    KW_DECODE_PARAM_IGNORE_EOS,
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -32,6 +31,7 @@ const kw_op kw_op_decode_sample = {
     .doc = "seeded temperature / top-p sampling on the device engine with stacked KV methods",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 6, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = sizeof params / sizeof *params,
+    .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

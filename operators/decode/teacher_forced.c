@@ -11,9 +11,8 @@
 
 static const kw_param_spec params[] = {
     {"topk", KW_PARAM_INT, "10", 0, 1000, NULL, "top-k log-probs recorded per position"},
-    {"prefill", KW_PARAM_INT, "0", 0, 1 << 24, NULL,
-     "split the tokens: this many prompt tokens (0: use extra.continuation)"},
-    {"steps", KW_PARAM_INT, "0", 0, 1 << 24, NULL, "positions scored (0: all); when set it wins over the data set's max_new"},
+    KW_DECODE_PARAM_PREFILL,
+    KW_DECODE_PARAM_STEPS,
 };
 
 static int run(kw_opctx *c, void *st, kw_task *t)
@@ -36,6 +35,7 @@ const kw_op kw_op_decode_teacher_forced = {
     .doc = "scores a continuation position by position (log-probs, NLL, top-k)",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL,
     .inputs = kw__decode_inputs, .n_inputs = 2, .outputs = kw__decode_outputs, .n_outputs = 1,
-    .params = params, .n_params = 3, .state_size = sizeof(kw_decode_state),
+    .params = params, .n_params = sizeof params / sizeof *params,
+    .state_size = sizeof(kw_decode_state),
     .init = kw__decode_init, .run = run, .fini = kw__decode_fini,
 };

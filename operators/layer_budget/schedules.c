@@ -91,7 +91,8 @@ const kw_op kw_op_layer_budget_uniform = {
     .doc = "the same budget in every layer and KV head (prompt tokens kept, window "
            "included; generated tokens not counted)",
     .lanes = KW_LANE_CPU, .flags = KW_OP_CACHEABLE | KW_OP_NEEDS_MODEL,
-    .outputs = outs, .n_outputs = 1, .params = uparams, .n_params = 1, .run = urun,
+    .outputs = outs, .n_outputs = 1, .params = uparams,
+    .n_params = sizeof uparams / sizeof *uparams, .run = urun,
 };
 
 const kw_op kw_op_layer_budget_pyramid = {
@@ -101,5 +102,6 @@ const kw_op kw_op_layer_budget_pyramid = {
            "as uniform B when the first layer is not capped by the prompt. Counts prompt "
            "tokens kept, window included.",
     .lanes = KW_LANE_CPU, .flags = KW_OP_CACHEABLE | KW_OP_NEEDS_MODEL,
-    .outputs = outs, .n_outputs = 1, .params = pparams, .n_params = 4, .run = prun,
+    .outputs = outs, .n_outputs = 1, .params = pparams,
+    .n_params = sizeof pparams / sizeof *pparams, .run = prun,
 };

@@ -289,6 +289,6 @@ const kw_op kw_op_mini_prefill_snap = {
            "sampling runs; the engine has no early exit, so the last layer's MLP does.",
     .lanes = KW_LANE_GPU, .flags = KW_OP_NEEDS_MODEL | KW_OP_CACHEABLE,
     .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
-    .params = params, .n_params = 3, .state_size = sizeof(snap_state),
+    .params = params, .n_params = sizeof params / sizeof *params, .state_size = sizeof(snap_state),
     .init = init, .run = run, .finish = finish, .fini = fini,
 };

@@ -67,6 +67,6 @@ const kw_op kw_op_score_ruler = {
     .outputs = outs,
     .n_outputs = 1,
     .params = params,
-    .n_params = 1,
+    .n_params = sizeof params / sizeof *params,
     .run = run,
 };

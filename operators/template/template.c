@@ -68,7 +68,7 @@ const kw_op kw_op_template_upper = {
     .outputs = outs,
     .n_outputs = 1,
     .params = params,
-    .n_params = 2,
+    .n_params = sizeof params / sizeof *params,
     .run = run,
 };
 

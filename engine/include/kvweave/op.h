@@ -23,7 +23,7 @@
  *       .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "template.upper", .version = 1,
  *       .doc = "upper-cases a sample field", .lanes = KW_LANE_CPU,
  *       .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
- *       .params = params, .n_params = 2, .run = run,
+ *       .params = params, .n_params = sizeof params / sizeof *params, .run = run,
  *   };
  *
  * A plug-in is a shared object exporting `kw_plugin_ops`, a NULL-terminated array of
