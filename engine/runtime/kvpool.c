@@ -256,6 +256,25 @@ kw_kvseq *kw_kvseq_free(kw_kvseq *s)
     return NULL;
 }
 
+/* Empty table b takes a's pages, shared (their references counted), and a private copy
+ * of a partly filled last page, which appends will write; the caller has checked that
+ * the pool has a free page for it. */
+static int tab_share(kw_kvpool *p, kw_ptab *b, const kw_ptab *a)
+{
+    if (tab_reserve(p, b, a->n_pages) < 0)
+        return KW_ENOMEM;
+    for (int j = 0; j < a->n_pages; j++) {
+        b->pages[j] = a->pages[j];
+        p->refc[a->pages[j]]++;
+    }
+    b->n_pages = a->n_pages;
+    b->n_tok = a->n_tok;
+    b->edits++;
+    if (b->n_tok % p->P)
+        own_page(p, b, b->n_pages - 1); /* cannot fail: counted by the caller */
+    return 0;
+}
+
 kw_kvseq *kw_kvseq_fork(kw_kvseq *s)
 {
     kw_kvpool *p = s->p;
@@ -268,21 +287,9 @@ kw_kvseq *kw_kvseq_fork(kw_kvseq *s)
     kw_kvseq *f = kw_kvseq_new(p);
     if (!f)
         return NULL;
-    for (int i = 0; i < nt; i++) {
-        const kw_ptab *a = &s->t[i];
-        kw_ptab *b = &f->t[i];
-        if (tab_reserve(p, b, a->n_pages) < 0)
+    for (int i = 0; i < nt; i++)
+        if (tab_share(p, &f->t[i], &s->t[i]) < 0)
             return kw_kvseq_free(f);
-        for (int j = 0; j < a->n_pages; j++) {
-            b->pages[j] = a->pages[j];
-            p->refc[a->pages[j]]++;
-        }
-        b->n_pages = a->n_pages;
-        b->n_tok = a->n_tok;
-        b->edits++;
-        if (b->n_tok % p->P)
-            own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
-    }
     return f;
 }
 
@@ -299,21 +306,9 @@ int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer)
     }
     if (need > p->n_free)
         return KW_ELIMIT;
-    for (int h = 0; h < p->n_kv; h++) {
-        const kw_ptab *a = &src->t[layer * p->n_kv + h];
-        kw_ptab *b = &dst->t[layer * p->n_kv + h];
-        if (tab_reserve(p, b, a->n_pages) < 0)
+    for (int h = 0; h < p->n_kv; h++)
+        if (tab_share(p, &dst->t[layer * p->n_kv + h], &src->t[layer * p->n_kv + h]) < 0)
             return KW_ENOMEM;
-        for (int j = 0; j < a->n_pages; j++) {
-            b->pages[j] = a->pages[j];
-            p->refc[a->pages[j]]++;
-        }
-        b->n_pages = a->n_pages;
-        b->n_tok = a->n_tok;
-        b->edits++;
-        if (b->n_tok % p->P)
-            own_page(p, b, b->n_pages - 1); /* cannot fail: counted above */
-    }
     return 0;
 }
 
