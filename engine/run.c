@@ -395,19 +395,25 @@ static ksample *sample_new(kw_exec *x, int64_t idx, kw_value *v)
     return s;
 }
 
+/* With x->mu held: waits for a signal on x->cv or one second, then prints progress (with
+ * the lock released). */
+static void wait_tick(kw_exec *x)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&x->cv, &x->mu, &ts);
+    pthread_mutex_unlock(&x->mu);
+    kwr_progress(x, false);
+    pthread_mutex_lock(&x->mu);
+}
+
 /* Starts a sample through the phase's per-sample stages (waits for room). */
 static int push_sample(kw_exec *x, int64_t idx, kw_value *v)
 {
     pthread_mutex_lock(&x->mu);
-    while (x->inflight >= x->o->inflight && !x->fatal) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-        pthread_mutex_unlock(&x->mu);
-        kwr_progress(x, false);
-        pthread_mutex_lock(&x->mu);
-    }
+    while (x->inflight >= x->o->inflight && !x->fatal)
+        wait_tick(x);
     x->inflight++;
     pthread_mutex_unlock(&x->mu);
     ksample *s = sample_new(x, idx, v);
@@ -426,15 +432,8 @@ static int push_sample(kw_exec *x, int64_t idx, kw_value *v)
 static void drain(kw_exec *x)
 {
     pthread_mutex_lock(&x->mu);
-    while (x->inflight > 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&x->cv, &x->mu, &ts);
-        pthread_mutex_unlock(&x->mu);
-        kwr_progress(x, false);
-        pthread_mutex_lock(&x->mu);
-    }
+    while (x->inflight > 0)
+        wait_tick(x);
     pthread_mutex_unlock(&x->mu);
 }
 
