@@ -253,6 +253,23 @@ typedef struct stepctx {
     kw_hookcall hc;
 } stepctx;
 
+/* K of slot cs of span s as attention reads it (after RoPE: a pre-RoPE pool's row is
+ * rotated from its stored position into kb, head_dim floats; else the row itself, or kb
+ * holding it where the pool does not store f32). */
+static const float *key_row(const kw_fwd *f, const kw_kvmem *mem, const kw_span *s, int cs,
+                            float *kb)
+{
+    const float *k = kw_kvmem_row(mem, s->pool, s->page, cs, 0, kb);
+    if (!mem->pre_rope)
+        return k;
+    const int hd = f->cfg.head_dim;
+    if (k != kb)
+        memcpy(kb, k, (size_t)hd * sizeof(float));
+    kw_k_rope(KW_BK_CPU, NULL, kb, &mem->pos[s->pool][(int64_t)s->page * mem->page_tokens + cs],
+              1, 1, hd, f->inv_freq, f->cfg.rope_layout);
+    return kb;
+}
+
 /* Probabilities of the last obs_n queries of sequence i over its view rows, from the
  * LSE the attention kernel returned. */
 static int obs_probs(stepctx *c, int i)
@@ -290,14 +307,7 @@ static int obs_probs(stepctx *c, int i)
                 for (int cs = s->first; cs < s->first + s->n; cs++, col++) {
                     if (pp[cs] > c->s->pos[t])
                         continue;
-                    const float *k = kw_kvmem_row(&mem, s->pool, s->page, cs, 0, kb);
-                    if (mem.pre_rope) {
-                        if (k != kb)
-                            memcpy(kb, k, (size_t)hd * sizeof(float));
-                        kw_k_rope(KW_BK_CPU, NULL, kb, &pp[cs], 1, 1, hd, f->inv_freq,
-                                  cf->rope_layout);
-                        k = kb;
-                    }
+                    const float *k = key_row(f, &mem, s, cs, kb);
                     float d = 0;
                     for (int x = 0; x < hd; x++)
                         d += q[x] * k[x];
@@ -343,14 +353,7 @@ static int step_probs(stepctx *c, int i)
             const kw_span *s = &w->spans[sp];
             const int32_t *pp = mem.pos[s->pool] + (int64_t)s->page * P;
             for (int cs = s->first; cs < s->first + s->n; cs++, col++) {
-                const float *k = kw_kvmem_row(&mem, s->pool, s->page, cs, 0, kb);
-                if (mem.pre_rope) {
-                    if (k != kb)
-                        memcpy(kb, k, (size_t)hd * sizeof(float));
-                    kw_k_rope(KW_BK_CPU, NULL, kb, &pp[cs], 1, 1, hd, f->inv_freq,
-                              cf->rope_layout);
-                    k = kb;
-                }
+                const float *k = key_row(f, &mem, s, cs, kb);
                 int q0 = pp[cs] > p0 ? (int)(pp[cs] - p0) : 0;
                 double acc = 0;
                 for (int qi = q0; qi < nq; qi++) {
