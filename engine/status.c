@@ -57,6 +57,8 @@ int kw_error_prefix(kw_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
+    if (!strncmp(err->msg, pre, strlen(pre)))
+        return err->code; /* the message names it already */
     memcpy(old, err->msg, sizeof old);
     snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
     return err->code;

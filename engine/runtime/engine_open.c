@@ -36,7 +36,7 @@ int kw_engine_open_opts(const char *model_spec, const char *device, const kw_eng
     rc = kw_engine_open_model(m, &oo, out, err);
     if (rc < 0) {
         kw_model_free(m);
-        return kw_error_prefix(err, "model '%s': ", model_spec);
+        return kw_error_prefix(err, "model '%s'", model_spec);
     }
     kw__engine_own_model(*out, m, kw_model_free);
     return 0;

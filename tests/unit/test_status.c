@@ -19,6 +19,23 @@ static void test_error_at_prefixes_place(void **s)
     assert_int_equal(kw_exit_code(KW_EIO), 3);
 }
 
+static void test_error_prefix_adds_context_once(void **s)
+{
+    (void)s;
+    kw_error e = {0};
+    kw_error_set(&e, KW_ENOTFOUND, "tensor 'x' is missing");
+    assert_int_equal(kw_error_prefix(&e, "model '%s'", "m.gguf"), KW_ENOTFOUND);
+    assert_string_equal(e.msg, "model 'm.gguf': tensor 'x' is missing");
+    /* an outer layer naming the same model adds nothing */
+    kw_error_prefix(&e, "model '%s'", "m.gguf");
+    assert_string_equal(e.msg, "model 'm.gguf': tensor 'x' is missing");
+    kw_error_set(&e, KW_ENOTFOUND, "model 'm' is not registered");
+    kw_error_prefix(&e, "model 'm'");
+    assert_string_equal(e.msg, "model 'm' is not registered");
+    kw_error_prefix(&e, "run");
+    assert_string_equal(e.msg, "run: model 'm' is not registered");
+}
+
 static void test_json_value_hash_is_canonical(void **s)
 {
     (void)s;
@@ -41,6 +58,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_at_prefixes_place),
+        cmocka_unit_test(test_error_prefix_adds_context_once),
         cmocka_unit_test(test_json_value_hash_is_canonical),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -65,7 +65,8 @@ int kw_error_at(kw_error *err, int code, const char *file, int line, int col,
                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 int kw_error_vset(kw_error *err, int code, const char *file, int line, int col,
                   const char *fmt, va_list ap);
-/* Prepends "prefix: " to an existing message (for context while unwinding). */
+/* Prepends "prefix: " to an existing message (for context while unwinding), unless the
+ * message starts with prefix already (an inner layer named the same thing). */
 int kw_error_prefix(kw_error *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 const char *kw_strerror(int code);
