@@ -747,7 +747,8 @@ int kw_run_graph(const kw_graph *g, kw_db *db, const kw_run_opts *o, kw_run_resu
         *err = x->fatal_err;
     }
     double wall = kw_now() - x->t0;
-    kwr_progress(x, true);
+    if (x->begun) /* a run that failed before it began has no progress to report */
+        kwr_progress(x, true);
     res->ok = x->ok;
     res->failed = x->failed;
     res->resumed = x->resumed;
