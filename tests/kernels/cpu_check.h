@@ -5,6 +5,7 @@
 #define KW_TESTS_CPU_CHECK_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -22,29 +23,20 @@ static inline double uni(void) { return (double)(kw_splitmix64(&rng) >> 11) * 0x
 /* uniform in [lo, hi] */
 static inline int irand(int lo, int hi) { return lo + (int)(uni() * (hi - lo + 1)); }
 
-/* n values uniform in (-scale, scale): a malloc'd array (one value when n is 0) */
-static inline float *randv(int64_t n, float scale)
+/* n random values (one when n is 0) in a malloc'd array: uniform in (-scale, scale), or
+ * with positive in (0, scale] */
+static inline float *rand_values(int64_t n, float scale, bool positive)
 {
     const int64_t m = n > 0 ? n : 1;
     float *v = malloc(sizeof(float) * (size_t)m);
     if (!v)
         abort();
     for (int64_t i = 0; i < m; i++)
-        v[i] = (float)((uni() * 2 - 1) * scale);
+        v[i] = (float)((positive ? 1.0 - uni() : uni() * 2 - 1) * scale);
     return v;
 }
-
-/* n values in (0, scale] (one value when n is 0) */
-static inline float *randpos(int64_t n, float scale)
-{
-    const int64_t m = n > 0 ? n : 1;
-    float *v = malloc(sizeof(float) * (size_t)m);
-    if (!v)
-        abort();
-    for (int64_t i = 0; i < m; i++)
-        v[i] = (float)((1.0 - uni()) * scale);
-    return v;
-}
+static inline float *randv(int64_t n, float scale) { return rand_values(n, scale, false); }
+static inline float *randpos(int64_t n, float scale) { return rand_values(n, scale, true); }
 
 /* ||a - b|| / ||b|| (or ||a - b|| where b is all zeros), in double */
 static inline double rel_l2(const float *a, const float *b, int64_t n)
