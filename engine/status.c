@@ -1,4 +1,5 @@
 /* Status codes and error details (status.h). */
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,8 +58,9 @@ int kw_error_prefix(kw_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
-    if (!strncmp(err->msg, pre, strlen(pre)))
-        return err->code; /* the message names it already */
+    size_t n = strlen(pre); /* msg[n] is inside the message where its first n match */
+    if (!strncmp(err->msg, pre, n) && !isalnum((unsigned char)err->msg[n]) && err->msg[n] != '_')
+        return err->code; /* the message starts by naming it already */
     memcpy(old, err->msg, sizeof old);
     snprintf(err->msg, sizeof err->msg, "%s: %s", pre, old);
     return err->code;

@@ -34,6 +34,10 @@ static void test_error_prefix_adds_context_once(void **s)
     assert_string_equal(e.msg, "model 'm' is not registered");
     kw_error_prefix(&e, "run");
     assert_string_equal(e.msg, "run: model 'm' is not registered");
+    /* a message that starts with the same letters but another word still gets it */
+    kw_error_set(&e, KW_EIO, "running out of disk");
+    kw_error_prefix(&e, "run");
+    assert_string_equal(e.msg, "run: running out of disk");
 }
 
 static void test_json_value_hash_is_canonical(void **s)

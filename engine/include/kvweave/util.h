@@ -33,9 +33,8 @@ char *kw_utf8_valid_copy(const char *s);
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 int kw_read_file(const char *path, char **out, size_t *n, kw_error *err);
 
-/* splitmix64: advances *state and returns its next 64 random bits. Every seeded stream of
- * the project (datasets, sampling, synthetic weights, tests) is made with it, so a seed
- * means the same numbers everywhere. */
+/* splitmix64: advances *state and returns its next 64 random bits. The seeded streams of
+ * data sets, sampling, synthetic weights and tests are made with it. */
 static inline uint64_t kw_splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
