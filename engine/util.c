@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvweave/util.h"
 
@@ -161,4 +162,17 @@ char *kw_utf8_valid_copy(const char *s)
     }
     *w = '\0';
     return o;
+}
+
+void kw_quiet_threads(char **argv)
+{
+    bool omp = getenv("OMP_WAIT_POLICY"), blas = getenv("OPENBLAS_THREAD_TIMEOUT");
+    if (omp && blas)
+        return;
+    if (!omp)
+        setenv("OMP_WAIT_POLICY", "passive", 1);
+    if (!blas)
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
+    execv("/proc/self/exe", argv);
+    /* exec failed: go on with the runtimes' defaults */
 }

@@ -74,21 +74,9 @@ const char *kw_cli_db_path(const char *flag)
     return buf;
 }
 
-/* OpenBLAS runs its own threads beside OpenMP's; OpenMP threads that spin while BLAS
- * works cost 3-4x on decode. libgomp reads OMP_WAIT_POLICY when it loads, so the policy
- * is set by re-executing once, unless the user chose one. */
-static void passive_openmp(char **argv)
-{
-    if (getenv("OMP_WAIT_POLICY"))
-        return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
-    execv("/proc/self/exe", argv);
-    /* exec failed: go on with the default policy */
-}
-
 int main(int argc, char **argv)
 {
-    passive_openmp(argv);
+    kw_quiet_threads(argv);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") ||
         !strcmp(argv[1], "help")) {
         usage(stdout);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "kvweave/engine.h"
+#include "kvweave/util.h"
 #include "runtime/forward.h"
 
 static double now_s(void)
@@ -168,13 +169,7 @@ static void step(kw_fwd *f, kw_kvpool *pool, int B, kw_seq **seqs, const int32_t
 
 int main(int argc, char **argv)
 {
-    /* OpenBLAS keeps its own threads: OpenMP threads that spin while they work take
-     * their cores (3-4x slower decode on 2 cores). The policy is read when the OpenMP
-     * runtime starts, so set it and start again. */
-    if (!getenv("OMP_WAIT_POLICY")) {
-        setenv("OMP_WAIT_POLICY", "passive", 1);
-        execv("/proc/self/exe", argv);
-    }
+    kw_quiet_threads(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *spec = NULL;
     bool quick = false;
@@ -218,8 +213,9 @@ int main(int argc, char **argv)
     }
     double bw = read_gbs();
     double kvtok = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * 4; /* bytes per token */
-    printf("model %s, %d threads, OMP_WAIT_POLICY=%s, memory read %.1f GB/s\n", m->name,
-           omp_get_max_threads(), getenv("OMP_WAIT_POLICY"), bw);
+    printf("model %s, %d threads, OMP_WAIT_POLICY=%s, OPENBLAS_THREAD_TIMEOUT=%s, memory read "
+           "%.1f GB/s\n", m->name, omp_get_max_threads(), getenv("OMP_WAIT_POLICY"),
+           getenv("OPENBLAS_THREAD_TIMEOUT"), bw);
     int32_t *ids = malloc(sizeof(int32_t) * pre[np - 1]);
     for (int i = 0; i < pre[np - 1]; i++)
         ids[i] = 100 + (i * 7919) % 40000;

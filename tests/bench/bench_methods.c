@@ -22,6 +22,7 @@
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/model.h"
+#include "kvweave/util.h"
 #include "retrieve/quest.h"
 #include "runtime/forward.h"
 
@@ -81,6 +82,7 @@ static void step_or_die(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s)
 
 int main(int argc, char **argv)
 {
+    kw_quiet_threads(argv);
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         fprintf(stderr, "usage: bench_methods MODEL.gguf [--ctx 32768] [--batch 1,8] "
                         "[--budget 2048] [--steps 20] [--methods full,snapkv,...]\n");

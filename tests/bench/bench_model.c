@@ -20,6 +20,7 @@
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/model.h"
+#include "kvweave/util.h"
 #include "runtime/forward.h"
 
 static uint64_t rs = 88172645463325252ULL;
@@ -52,6 +53,7 @@ static int run_step(kw_fwd *f, kw_kvpool *pool, kw_seq **seqs, int ns, const int
 
 int main(int argc, char **argv)
 {
+    kw_quiet_threads(argv);
     if (argc < 2 || !strcmp(argv[1], "--help")) {
         fprintf(stderr, "usage: bench_model MODEL.gguf [--ctx 2048,8192,32768] [--batch 1,8] "
                         "[--chunk 4096] [--prefill-max 32768] [--peak-tflops 800] [--steps 20] "

@@ -30,6 +30,15 @@ double kw_wall_time(void);
  * tokens can end or start inside a character. NULL when out of memory. */
 char *kw_utf8_valid_copy(const char *s);
 
+/* For a program's first line: OpenBLAS runs its own threads beside OpenMP's, and threads
+ * of either that spin while the other works take its cores (2 cores: decode 3-4x slower
+ * with spinning OpenMP threads; prefill 15-20% slower with OpenBLAS threads spinning, as
+ * they do for 2^28 cycles after each call). Both runtimes read their settings when they
+ * load, so where the user set neither OMP_WAIT_POLICY nor OPENBLAS_THREAD_TIMEOUT, this
+ * sets them (passive; 4, the shortest spin) and executes the program again; it returns
+ * at once when both are set, or if the exec fails. */
+void kw_quiet_threads(char **argv);
+
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
 int kw_read_file(const char *path, char **out, size_t *n, kw_error *err);
 
