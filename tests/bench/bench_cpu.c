@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "kernels.h"
 #include "kvweave/engine.h"
 #include "kvweave/util.h"
 #include "runtime/forward.h"
@@ -137,6 +138,93 @@ static double read_gbs(void)
     return best;
 }
 
+/* Median seconds of kw_k_attn_view over 5 runs (after one to warm up). */
+static double time_attn(const kw_attn_args *a)
+{
+    double t[5];
+    for (int r = -1; r < 5; r++) {
+        double t0 = now_s();
+        if (kw_k_attn_view(KW_BK_CPU, NULL, a) < 0) {
+            fprintf(stderr, "bench: attention failed\n");
+            exit(3);
+        }
+        if (r >= 0)
+            t[r] = now_s() - t0;
+    }
+    for (int i = 1; i < 5; i++) /* sort: the median is t[2] */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double x = t[j];
+            t[j] = t[j - 1], t[j - 1] = x;
+        }
+    return t[2];
+}
+
+/* The attention kernel alone, one layer of the model's shape over L stored tokens (f32
+ * pages of 16): prefill of the last 512 tokens (FLOPs against the sgemm rate) and decode
+ * steps of 1 and 8 sequences (K/V bytes against the memory bandwidth). */
+static void bench_attention(const kw_model_config *c, int L, double gf, double bw)
+{
+    kw_model_config one = *c;
+    one.n_layer = 1;
+    const int B = 8, H = c->n_head, hd = c->head_dim, nkv = c->n_head_kv, nq = 512;
+    kw_kvpool_opts po = kw_kvpool_defaults();
+    po.n_pages = (int64_t)B * nkv * (L / 16 + 2);
+    kw_kvpool *pool;
+    kw_error err = {0};
+    if (kw_kvpool_new(&one, &po, &pool, &err) < 0) {
+        fprintf(stderr, "bench: %s\n", err.msg);
+        exit(3);
+    }
+    float *k = malloc(sizeof(float) * L * nkv * hd), *v = malloc(sizeof(float) * L * nkv * hd);
+    float *q = malloc(sizeof(float) * nq * H * hd), *o = malloc(sizeof(float) * nq * H * hd);
+    int32_t *pos = malloc(sizeof(int32_t) * L), qp[512];
+    for (int i = 0; i < L * nkv * hd; i++)
+        k[i] = frand(), v[i] = frand();
+    for (int i = 0; i < nq * H * hd; i++)
+        q[i] = frand();
+    for (int i = 0; i < L; i++)
+        pos[i] = i;
+    kw_kvseq *sq[8];
+    kw_view *w[8];
+    for (int b = 0; b < B; b++) {
+        sq[b] = kw_kvseq_new(pool);
+        w[b] = kw_view_new();
+        if (kw_kvseq_append(sq[b], 0, k, v, pos, L) < 0 ||
+            kw_view_dense(w[b], sq[b], 0, false) < 0) {
+            fprintf(stderr, "bench: attention pool\n");
+            exit(3);
+        }
+    }
+    int off[9];
+    kw_attn_args a = {.mem = kw_kvpool_mem(pool), .views = (const kw_view *const *)w,
+                      .tok_off = off, .q = q, .q_pos = qp, .n_head = H, .n_kv = nkv,
+                      .scale = 1.f / sqrtf((float)hd), .out = o};
+    /* prefill: the last nq positions of one sequence */
+    for (int i = 0; i < nq; i++)
+        qp[i] = L - nq + i;
+    off[0] = 0, off[1] = nq;
+    a.n_seq = 1;
+    double t = time_attn(&a), fl = 4.0 * H * hd * ((double)nq * (L - nq) + nq * (nq + 1) / 2.0);
+    printf("attention alone, one layer, ctx %d: prefill of %d tokens %.2f ms (%.1f GFLOP/s, "
+           "sgemm rate %.0f)", L, nq, t * 1e3, fl / t / 1e9, gf);
+    for (int bi = 0; bi < 2; bi++) {
+        int nb = bi ? B : 1;
+        for (int b = 0; b <= nb; b++)
+            off[b] = b;
+        for (int b = 0; b < nb; b++)
+            qp[b] = L - 1;
+        a.n_seq = nb;
+        t = time_attn(&a);
+        double bytes = 2.0 * nb * L * nkv * hd * sizeof(float);
+        printf("; decode batch %d %.3f ms (%.1f GB/s of K/V)", nb, t * 1e3, bytes / t / 1e9);
+    }
+    printf(" (memory read %.1f GB/s)\n", bw);
+    for (int b = 0; b < B; b++)
+        kw_view_free(w[b]), kw_kvseq_free(sq[b]);
+    kw_kvpool_free(pool);
+    free(k), free(v), free(q), free(o), free(pos);
+}
+
 /* One step of the forward pass: sequences seqs[0..B) each bring n tokens from ids at
  * positions p0[i]..; logits for each sequence's last token. */
 static void step(kw_fwd *f, kw_kvpool *pool, int B, kw_seq **seqs, const int32_t *ids, int n,
@@ -238,6 +326,7 @@ int main(int argc, char **argv)
                "attention %.0f GFLOP more\n", L, L / t, t, gf, flops / gf / 1e9, att / 1e9);
         if (L == 512)
             goto next;
+        bench_attention(c, L, gf, bw);
         /* decode at context L: batch 1, then 8 forks of the same prefix */
         for (int bi = 0; bi < 2; bi++) {
             int B = bi ? max_b : 1, p0[max_b];
