@@ -46,11 +46,11 @@ static void rope_one(float *k, int32_t pos, int hd, const float *inv_freq,
 
 /* exp(x) in a form the compiler vectorizes: x = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 in
  * two parts), e^r by Cephes' degree-6 polynomial for expf (within 2 ulp of expf), 2^k
- * made in the exponent bits. 0 below -87.3 (e^x is not a normal float there) and for
- * -inf; +inf above 88.7. */
+ * made in the exponent bits (k <= 127). 0 below -87.3 (e^x is not a normal float there)
+ * and for -inf; +inf above 88.3 (attention takes it of scores less their maximum, <= 0). */
 static inline float exp_fast(float x)
 {
-    const float lo = -87.3f, hi = 88.7f;
+    const float lo = -87.3f, hi = 88.3f;
     float xc = x < lo ? lo : x > hi ? hi : x;
     float k = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f; /* round(x / ln 2) */
     float r = xc - k * 0.693359375f;
