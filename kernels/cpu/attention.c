@@ -158,6 +158,31 @@ static inline void scores4(const float *const q[VB], const float *kt, int hd, fl
     }
 }
 
+/* s[r][c] = q[r] . K_c for the m rows kr[c] of K (decode: K read in pool order), r < VB:
+ * each 8 floats of a row serve the four vectors. */
+static inline void scores4_rows(const float *const q[VB], const float *const *kr, int m,
+                                int hd, float s[VB][CH])
+{
+    for (int c = 0; c < m; c++) {
+        const float *k = kr[c];
+        v8 a[VB];
+        for (int r = 0; r < VB; r++)
+            a[r] = (v8){0};
+        int i = 0;
+        for (; i + 8 <= hd; i += 8) {
+            const v8 kv = *(const v8u *)(k + i);
+            for (int r = 0; r < VB; r++)
+                a[r] += *(const v8u *)(q[r] + i) * kv;
+        }
+        for (int r = 0; r < VB; r++) {
+            float d = hsum8(a[r]);
+            for (int j = i; j < hd; j++)
+                d += q[r][j] * k[j];
+            s[r][c] = d;
+        }
+    }
+}
+
 /* acc[r][0 .. hd) += sum over c < m of p[r][c] V_c (the rows vr[c]), r < VB. */
 static inline void pv4(float *const acc[VB], const float p[VB][CH], const float *const *vr,
                        int m, int hd)
@@ -264,7 +289,9 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                 q4[r] = v0 + r < nv ? qv[v0 + r] : zero;
                 s4[r] = v0 + r < nv ? st + (v0 + r) * (hd + 2) : scratch;
             }
-            if (!rows)
+            if (rows)
+                scores4_rows(q4, kr, m, hd, sc);
+            else
                 scores4(q4, kt, hd, sc);
             for (int r = 0; r < VB; r++) {
                 float *s = s4[r];
@@ -272,15 +299,6 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                     memset(sc[r], 0, (size_t)m * sizeof(float));
                     continue;
                 }
-                if (rows)
-                    for (int c = 0; c < m; c++) {
-                        const float *q = q4[r], *k = kr[c];
-                        float d = 0.f;
-#pragma omp simd reduction(+ : d)
-                        for (int i = 0; i < hd; i++)
-                            d += q[i] * k[i];
-                        sc[r][c] = d;
-                    }
                 softmax_chunk(sc[r], m, kp, qp[v0 + r], a->scale, s, hd);
             }
             float *acc4[VB];
