@@ -101,9 +101,8 @@ static inline float hsum8(v8 x)
  * scores sc become weights, 0 for the keys past its position kp[c] > qp. sc and kp
  * have room for m rounded up to 8 (CH is a multiple of 8); the entries past m become
  * 0 whatever they held. */
-__attribute__((target_clones("arch=x86-64-v3", "default"), noinline))
-static void softmax_chunk(float *sc, int m, const int32_t *kp, int32_t qp, float scale,
-                          float *s, int hd)
+static inline void softmax_chunk(float *sc, int m, const int32_t *kp, int32_t qp,
+                                 float scale, float *s, int hd)
 {
     const v8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
     const int mr = (m + 7) & ~7;
