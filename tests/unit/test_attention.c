@@ -1,7 +1,8 @@
 /* The view attention kernel against its plain reference on random shapes and data:
  * dense views, random token subsets per KV head and per query head, temporary-pool
  * spans, pre-RoPE storage, chunked prefill (causal by position), long rows that take
- * the split-K path, and int8 pages. Error bound: max |kernel - ref| <= 2e-5 * (1 + max |ref|). */
+ * the split-K path, int8 pages, and scores far apart (a softmax close to one-hot, where
+ * most exponentials underflow to 0). Error bound: max |kernel - ref| <= 2e-5 * (1 + max |ref|). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@ static float frand(void) { return (float)(urand() * 2 - 1); }
 static int irand(int lo, int hi) { return lo + (int)(urand() * (hi - lo + 1)); }
 
 static kw_kvdtype g_dtype = KW_KV_F32; /* page type of the fixtures' pools */
+static float g_qamp = 2.f;             /* queries are uniform in [-g_qamp, g_qamp] */
 
 typedef struct fixture {
     kw_model_config cfg;
@@ -127,7 +129,7 @@ static void run_case(fixture *f, int mode, bool with_lse)
           *l2 = malloc(sizeof(float) * nt * H);
     int32_t *qp = malloc(sizeof(int32_t) * nt);
     for (int j = 0; j < nt * H * hd; j++)
-        q[j] = 2 * frand();
+        q[j] = g_qamp * frand();
     for (int i = 0; i < f->n_seq; i++)
         for (int t = off[i]; t < off[i + 1]; t++)
             qp[t] = f->len[i] - f->nq[i] + (t - off[i]);
@@ -211,6 +213,23 @@ static void test_attention_int8_pages(void **state)
     g_dtype = KW_KV_F32;
 }
 
+/* queries 200x larger: scaled scores spread over hundreds, so that most weights are
+ * exp(x) with x far below -87 (0 in floats), and a chunk's maximum can rise far above
+ * the running one (rescaling by a factor that underflows) */
+static void test_attention_peaked_scores(void **state)
+{
+    g_qamp = 400.f;
+    for (int rep = 0; rep < 4; rep++) {
+        int n_kv = irand(1, 3), g = irand(1, 4), hd = 8 * irand(2, 10);
+        fixture f;
+        make(&f, irand(1, 3), n_kv * g, n_kv, hd, 16, rep == 1, 50, 700, 40);
+        for (int mode = 0; mode < 3; mode++)
+            run_case(&f, mode, true);
+        unmake(&f);
+    }
+    g_qamp = 2.f;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_attention_long_rows_split_k),
         cmocka_unit_test(test_attention_chunked_prefill_is_causal),
         cmocka_unit_test(test_attention_int8_pages),
+        cmocka_unit_test(test_attention_peaked_scores),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
