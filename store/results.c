@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "kvweave/util.h"
+#include "kw_commit.h"
 #include "kw_config.h"
 #include "migrations.h"
 #include "store_internal.h"

@@ -7,6 +7,7 @@
 
 #include "cli.h"
 #include "kvweave/util.h"
+#include "kw_commit.h"
 #include "kw_config.h"
 
 static const struct {

@@ -15,7 +15,7 @@ BIN=${KVWEAVE_BUILD:+$KVWEAVE_BUILD/tests/fuzz/fuzz_pipeline}
 if [ -z "${BIN:-}" ] || [ ! -x "$BIN" ]; then
     command -v clang >/dev/null 2>&1 || { echo "clang not found: skipped"; exit 77; }
     BIN=$WORK/fuzz_pipeline
-    printf '#define KW_VERSION "fuzz"\n#define KW_HAVE_CUDA 0\n#define KW_GIT_COMMIT "fuzz"\n' \
+    printf '#define KW_VERSION "fuzz"\n#define KW_HAVE_CUDA 0\n' \
         >"$WORK/kw_config.h"
     E=$SRC/engine
     # shellcheck disable=SC2086

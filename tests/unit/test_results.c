@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "kvweave/util.h"
+#include "kw_commit.h"
 #include "kw_config.h"
 #include "results.h"
 
