@@ -53,10 +53,17 @@ static const kw_run_env engine_env = {env_open, env_close, env_sha, env_path, en
 
 static volatile sig_atomic_t stop_flag;
 
+/* The first SIGINT or SIGTERM stops the run gracefully: no new samples; those in
+ * flight finish and are recorded, and the run ends as KILLED. A second one ends the
+ * process at once: the run stays RUNNING, which --resume continues like a KILLED one. */
 static void on_signal(int sig)
 {
+    static const char msg[] = "\nkvweave: stopping: no new samples; those in flight finish "
+                              "and are recorded (interrupt again to quit now)\n";
     stop_flag = 1;
-    signal(sig, SIG_DFL); /* a second one ends the process */
+    signal(sig, SIG_DFL);
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1); /* async-signal-safe */
+    (void)w;
 }
 
 static int usage_run(void)
@@ -74,7 +81,8 @@ static int usage_run(void)
            "  --threads N              cpu lane threads (default: the cores)\n"
            "  --quiet                  no progress lines\n"
            "\nExit codes: 0 all samples ok, 1 some failed, 2 bad input, 3 internal error,\n"
-           "130 interrupted (what finished is recorded; --resume continues).\n");
+           "130 interrupted (what finished is recorded; --resume continues). An interrupt\n"
+           "lets the samples in flight finish; a second one quits at once.\n");
     return 0;
 }
 

@@ -116,6 +116,7 @@ sleep 1.2
 kill -INT $pid
 wait $pid; rc=$?
 [ $rc = 130 ] || fail "interrupted run exit $rc"
+grep -q "stopping: no new samples" "$tmp/out6" || fail "no stopping message: $(cat "$tmp/out6")"
 r6=$(q "SELECT uuid FROM runs WHERE pipeline = 'slow'")
 s=$(q "SELECT status FROM runs WHERE uuid = '$r6'")
 [ "$s" = KILLED ] || fail "interrupted run status $s"
@@ -129,6 +130,25 @@ n=$(q "SELECT count(*) FROM samples WHERE run = '$r6' AND status = 'FINISHED'")
 m=$(q "SELECT printf('%.4f', value) FROM metrics WHERE run = '$r6' AND sample IS NULL AND key = 'x'")
 [ "$m" = 19.5000 ] || fail "the resumed run's mean of x is $m, want 19.5"
 echo "resume: $done1 samples before the interrupt, 40 after"
+# a second interrupt quits at once: the run stays RUNNING, and --resume finishes it
+# (samples of 1.5 s: the first two are still running at the second interrupt)
+sed -e 's/^name: slow/name: slow2/' -e 's/n: 40/n: 4/' -e 's/sleep_ms: 100/sleep_ms: 1500/' \
+    "$tmp/slow.yaml" > "$tmp/slow2.yaml"
+"$KVWEAVE_BIN" run "$tmp/slow2.yaml" --db "$db" --quiet --threads 2 --inflight 2 \
+    > "$tmp/out6b" 2>&1 &
+pid=$!
+sleep 0.6
+kill -INT $pid
+sleep 0.1
+kill -INT $pid
+wait $pid; rc=$?
+[ $rc = 130 ] || fail "twice-interrupted run exit $rc"
+s=$(q "SELECT status FROM runs WHERE pipeline = 'slow2'")
+[ "$s" = RUNNING ] || fail "twice-interrupted run status $s"
+kv "$tmp/slow2.yaml" --resume --threads 2 > /dev/null 2>&1 || fail "resume after two interrupts"
+n=$(q "SELECT count(*) FROM samples s JOIN runs r ON r.uuid = s.run
+       WHERE r.pipeline = 'slow2' AND s.status = 'FINISHED'")
+[ "$n" = 4 ] || fail "after two interrupts and resume: $n of 4 samples"
 
 # 7. a sweep: a parent run and one child run per cell
 cat > "$tmp/sweep.yaml" <<YAML
