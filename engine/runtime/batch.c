@@ -654,11 +654,15 @@ static void run_step(kw_engine *e, stepbuf *b)
         *(b->prefill[j] ? &e->st.prefill_tokens : &e->st.decode_tokens) += b->n[j];
     e->st.pages_peak = ms.pages_used > e->st.pages_peak ? ms.pages_used : e->st.pages_peak;
     pthread_mutex_unlock(&e->mu);
-    /* retire: failed and finished sequences leave the batch */
+    /* retire: failed and finished sequences leave the batch. Which rows are reference
+     * branches is read first: retiring a sequence frees its branch, the row after it. */
+    bool branch[KW_FWD_MAX_SEQ];
+    for (int j = 0; j < k; j++)
+        branch[j] = b->q[j]->owner != NULL;
     for (int j = 0; j < k; j++) {
         int src = rc < 0 ? rc : st.seq_rc[j];
         bool ref_failed = false;
-        if (b->q[j]->owner)
+        if (branch[j])
             continue; /* retires with its sequence */
         if (src >= 0 && b->ref_at[j] >= 0 && st.seq_rc[b->ref_at[j]] < 0) {
             src = st.seq_rc[b->ref_at[j]];
