@@ -243,8 +243,10 @@ static int cmp_span(const void *x, const void *y)
 /* f1_score(prediction_tokens, ground_truth_tokens) over Counter overlap. */
 static double f1_tokens(tokv *pr, tokv *gt)
 {
-    qsort(pr->v, pr->n, sizeof *pr->v, cmp_span);
-    qsort(gt->v, gt->n, sizeof *gt->v, cmp_span);
+    if (pr->n) /* an empty list may have no array: qsort's is declared nonnull */
+        qsort(pr->v, pr->n, sizeof *pr->v, cmp_span);
+    if (gt->n)
+        qsort(gt->v, gt->n, sizeof *gt->v, cmp_span);
     size_t same = 0, i = 0, j = 0;
     while (i < pr->n && j < gt->n) {
         int c = cmp_span(&pr->v[i], &gt->v[j]);
