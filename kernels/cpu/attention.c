@@ -114,7 +114,7 @@ static inline void softmax_chunk(float *sc, int m, const int32_t *kp, int32_t qp
         vmx = sel8(x > vmx, x, vmx);
     }
     float mx = hmax8(vmx), *acc = s + 2;
-    if (mx == -INFINITY) { /* nothing seen yet: no weight */
+    if (mx == -INFINITY) { /* no key of the chunk is visible: no weight */
         memset(sc, 0, (size_t)mr * sizeof(float));
         return;
     }
