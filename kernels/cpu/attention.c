@@ -23,6 +23,15 @@
 
 #include "kernels.h"
 
+/* run_item is compiled twice, for x86-64-v3 and the baseline, and picked at load time
+ * (an ifunc). Not under ThreadSanitizer: the resolver runs before its runtime starts and
+ * crashes there. */
+#ifdef __SANITIZE_THREAD__
+#define KW_CLONES
+#else
+#define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
 #define SPLIT_MIN 256
 #define MAX_V 64 /* query vectors per item */
 #define CH 64    /* keys per chunk */
@@ -217,7 +226,7 @@ static inline void pv4(float *const acc[VB], const float p[VB][CH], const float 
  * vectorized loop, else (decode) each score is a dot product with K's row. Then for each
  * vector its online-softmax update, and P V from the chunk's V rows for four vectors at
  * once (VB). buf: (2 CH + 3) hd + 2 floats. */
-__attribute__((target_clones("arch=x86-64-v3", "default")))
+KW_CLONES
 static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, int h0, int ng,
                      float *st, float *buf)
 {
