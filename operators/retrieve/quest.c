@@ -36,6 +36,7 @@
 
 #include "kernels.h"
 #include "kvweave/op.h"
+#include "keys.h"
 #include "quest.h"
 
 typedef struct qparams {
@@ -106,25 +107,17 @@ static int grow_table(qtable *t, int need, int hd)
     return 0;
 }
 
-/* Stored position of token j of a table, read from the pool's position array. */
-static int32_t pos_of(const kw_kvmem *m, const int32_t *pages, int j)
-{
-    return m->pos[KW_POOL_MAIN][(int64_t)pages[j / m->page_tokens] * m->page_tokens
-                                + j % m->page_tokens];
-}
-
 /* Brings the bounds of table (l, h) up to the tokens stored now. */
 static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
                         const kw_kvmem *mem, int l, int h)
 {
     const kw_kvseq *kv = s->kv;
-    int Q = st->p->o.page, hd = st->cfg.head_dim, npg;
+    int Q = st->p->o.page, hd = st->cfg.head_dim;
     int n = kw_kvseq_len(kv, l, h), np = (n + Q - 1) / Q, sealed = n / Q;
     int from = t->n_sealed < sealed ? t->n_sealed : sealed;
-    const int32_t *pages = kw_kvseq_pages(kv, l, h, &npg);
     for (int p = 0; p < from; p++)
-        if (pos_of(mem, pages, p * Q) != t->pos0[p]
-            || pos_of(mem, pages, p * Q + Q - 1) != t->pos1[p]) {
+        if (kw__key_pos(kv, mem, l, h, p * Q) != t->pos0[p]
+            || kw__key_pos(kv, mem, l, h, p * Q + Q - 1) != t->pos1[p]) {
             from = p;
             break;
         }
@@ -139,14 +132,8 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
     if (rc < 0)
         return rc;
     qs->rows_cap = (int)cap;
-    /* one read per pool page (a device pool copies them to the host) */
-    if (nr > 0 && (rc = kw_kvseq_rows_f32(kv, l, h, from * Q, nr, 0, qs->rows)) < 0)
-        return rc;
-    for (int r = 0; r < nr; r++)
-        qs->rpos[r] = pos_of(mem, pages, from * Q + r);
-    if (nr > 0 && mem->pre_rope
-        && (rc = kw_k_rope(KW_BK_CPU, NULL, qs->rows, qs->rpos, nr, 1, hd, st->inv_freq,
-                           st->cfg.rope_layout)) < 0)
+    if ((rc = kw__keys_as_read(kv, mem, l, h, from * Q, nr, st->inv_freq, st->cfg.rope_layout,
+                               hd, qs->rows, qs->rpos)) < 0)
         return rc;
     if (nr > 0
         && (rc = kw_k_page_bounds(KW_BK_CPU, NULL, qs->rows, nr, hd, Q,
