@@ -1,11 +1,13 @@
 #!/bin/sh
-# The Quest and XKV pipelines on the real default model, made small (2 samples of 512
-# tokens, 8 new tokens): Quest with a budget covering the context reads what full
-# attention reads, with 64 tokens it reads less and holds the same KV, and with a ratio
-# of 0.14 of its prompts (512 and 534 tokens: 72 and 75 tokens, 4 pages as 64 tokens are)
-# it reads what the 64-token budget reads; XKV calibrates on one sample, hands out exactly
-# total_size tokens and drives SnapKV and Quest, and with a ratio hands out
-# n_layer x (round(ratio x the calibration prompt) - window).
+# The Quest, ClusterKV and XKV pipelines on the real default model, made small (2
+# samples of 512 tokens, 8 new tokens): Quest with a budget covering the context reads
+# what full attention reads, with 64 tokens it reads less and holds the same KV, and
+# with a ratio of 0.14 of its prompts (512 and 534 tokens: 72 and 75 tokens, 4 pages as
+# 64 tokens are) it reads what the 64-token budget reads; XKV calibrates on one sample,
+# hands out exactly total_size tokens and drives SnapKV and Quest, and with a ratio
+# hands out n_layer x (round(ratio x the calibration prompt) - window). ClusterKV
+# likewise: all tokens with a covering budget, fewer with 64 and the same KV, and XKV's
+# budgets drive it.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -75,3 +77,25 @@ want=$(python3 -c "import sys; p=int(sys.argv[1]); print('%d over 1 samples' % (
 echo "xkv ratio 0.25 of a $p-token calibration prompt: $alloc"
 [ "$alloc" = "$want" ]
 [ "$(q "$tmp/xr.db" "SELECT count(*) FROM metrics WHERE key = 'gen/n_prompt' AND sample IS NOT NULL AND value = $p")" -ge 1 ]
+
+# ClusterKV: a budget covering the context reads what full attention reads; 64 tokens
+# (16 sink + 48 recalled by cluster, of 32 clusters) read less and hold the same KV; XKV's
+# per-layer budgets drive it too
+"$KVWEAVE_BIN" run pipelines/clusterkv_ruler.yaml --db "$tmp/cw.db" $small --set sel.budget=100000
+"$KVWEAVE_BIN" run pipelines/clusterkv_ruler.yaml --db "$tmp/c.db" $small --set sel.budget=64 \
+    --set sel.clusters=32
+for db in cw c; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+done
+cwide=$(metric "$tmp/cw.db" mem/attended_mean)
+csel=$(metric "$tmp/c.db" mem/attended_mean)
+kvc=$(q "$tmp/c.db" "$per_tok")
+echo "clusterkv: attended_mean $cwide (budget covers the context) -> $csel (64 tokens); kv peak per token $kvc bytes (full: $kvw)"
+[ "$cwide" = "$wide" ]
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if s < 0.5*w else 1)" "$cwide" "$csel"
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if abs(s - w) < 0.005*w else 1)" "$kvw" "$kvc"
+[ "$(q "$tmp/c.db" "SELECT value > 0 FROM metrics WHERE sample IS NULL AND key = 'mem/meta_bytes'")" = 1 ]
+"$KVWEAVE_BIN" run pipelines/xkv_clusterkv_ruler.yaml --db "$tmp/xc.db" $xkv --set sel.clusters=32
+[ "$(q "$tmp/xc.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+[ "$(q "$tmp/xc.db" "SELECT value LIKE 'budget input%' FROM params WHERE key = 'sel.budget_source'")" = 1 ]
+echo "xkv+clusterkv: attended_mean $(metric "$tmp/xc.db" mem/attended_mean)"

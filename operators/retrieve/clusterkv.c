@@ -1,0 +1,515 @@
+/* retrieve.clusterkv — recall of keys by semantic clusters (ClusterKV; METHODS.md), a
+ * SELECT hook.
+ *
+ * At a sequence's first decode step, in each layer >= dense_layers and for each KV head,
+ * the keys of its stored tokens after the first `sink` are clustered by k-means
+ * (kw__ckv_kmeans: `clusters` clusters, `iters` rounds, assignment by cosine similarity,
+ * centroids the means of the members' raw keys, seeded by the sequence's seed, the layer,
+ * the head and the first token). The index is CSR-style: per cluster its members' stored
+ * indices. At each decode step, every query head scores the clusters by q . centroid,
+ * takes whole clusters best first until budget - sink tokens (the last one cut short, its
+ * earliest tokens kept), and reads the sink, those tokens and every token not yet
+ * clustered (the generated ones, the current token among them). Every `window` generated
+ * tokens, those tokens are clustered into `window_clusters` more clusters appended to the
+ * index. When no query head of a sequence would leave a token out, the dense view stays.
+ * Prefill is dense. The view has one row per query head.
+ *
+ * budget is the per-layer input's entry (layer, KV head), else the `budget` param. K is
+ * taken as attention reads it (after RoPE; a pre-RoPE pool's rows are rotated). An
+ * EVICT hook below it that compacts a table under the index fails the sequence (the
+ * index would point at other tokens).
+ *
+ * ClusterKV keeps every token in the pool: it lowers the tokens attended per step, not
+ * the KV memory. Its index (centroids, head_dim floats per cluster; one index per
+ * clustered token) is added to the sequence's meta_bytes. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clusterkv.h"
+#include "kernels.h"
+#include "keys.h"
+#include "kvweave/op.h"
+#include "kvweave/util.h"
+
+typedef struct cparams {
+    kw_clusterkv_opts o;
+    int32_t *budget; /* nullable (n_layer, n_kv) */
+    int n_layer, n_kv;
+} cparams;
+
+typedef struct cstate {
+    const cparams *p;
+    kw_model_config cfg;
+    float *inv_freq; /* (head_dim / 2), for pre-RoPE pools */
+} cstate;
+
+typedef struct ctable {
+    int n_done;        /* tokens [sink, n_done) are indexed (0: not yet looked at) */
+    int32_t last_pos;  /* position of token n_done - 1 when it was indexed */
+    int n_cl;          /* clusters */
+    float *cent;       /* (n_cl, head_dim) */
+    int32_t *start;    /* (n_cl + 1) cluster c: member[start[c] .. start[c + 1]) */
+    int32_t *member;   /* stored indices, increasing within a cluster */
+    int64_t cap_cent, cap_start, cap_mem;
+} ctable;
+
+typedef struct cseq {
+    ctable *t; /* (n_layer, n_kv) */
+    float *rows;
+    int32_t *rpos, *label;
+    int64_t rows_cap;
+    float *scores; /* (g, n_cl) */
+    int64_t scores_cap;
+    int32_t *order; /* clusters, best first */
+    int64_t order_cap;
+    uint8_t *pick; /* indexed tokens chosen */
+    int64_t pick_cap;
+} cseq;
+
+static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    int64_t c = *cap * 2 > need ? *cap * 2 : need;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q)
+        return KW_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+/* ---- k-means ---- */
+
+static void normalize_rows(const float *x, float *y, int m, int d)
+{
+    for (int i = 0; i < m; i++) {
+        const float *a = x + (int64_t)i * d;
+        float *b = y + (int64_t)i * d;
+        double ss = 0;
+        for (int j = 0; j < d; j++)
+            ss += (double)a[j] * a[j];
+        float inv = ss > 0 ? (float)(1 / sqrt(ss)) : 0.f;
+        for (int j = 0; j < d; j++)
+            b[j] = a[j] * inv;
+    }
+}
+
+int kw__ckv_kmeans(const float *x, int m, int d, int k, int iters, uint64_t seed,
+                   int32_t *label, float *cent)
+{
+    if (k < 1 || k > m || d < 1 || iters < 1)
+        return KW_EINVAL;
+    float *xn = malloc(sizeof(float) * (size_t)m * d);
+    float *cn = malloc(sizeof(float) * (size_t)k * d);
+    float *sim = malloc(sizeof(float) * (size_t)m * k);
+    int32_t *idx = malloc(sizeof(int32_t) * (size_t)m);
+    int32_t *cnt = malloc(sizeof(int32_t) * (size_t)k);
+    int rc = xn && cn && sim && idx && cnt ? 0 : KW_ENOMEM;
+    if (rc == 0) {
+        normalize_rows(x, xn, m, d);
+        for (int i = 0; i < m; i++)
+            idx[i] = i;
+        uint64_t s = seed;
+        for (int c = 0; c < k; c++) { /* k distinct rows: a partial Fisher-Yates shuffle */
+            int j = c + (int)(kw_splitmix64(&s) % (uint64_t)(m - c)), t = idx[c];
+            idx[c] = idx[j], idx[j] = t;
+            memcpy(cent + (int64_t)c * d, x + (int64_t)idx[c] * d, sizeof(float) * (size_t)d);
+        }
+    }
+    for (int it = 0; rc == 0 && it < iters; it++) {
+        normalize_rows(cent, cn, k, d);
+        if ((rc = kw_k_linear(KW_BK_CPU, NULL, xn, cn, NULL, sim, m, k, d)) < 0)
+            break;
+        for (int i = 0; i < m; i++) {
+            const float *r = sim + (int64_t)i * k;
+            int best = 0;
+            for (int c = 1; c < k; c++)
+                best = r[c] > r[best] ? c : best;
+            label[i] = best;
+        }
+        memset(cnt, 0, sizeof(int32_t) * (size_t)k);
+        memset(cn, 0, sizeof(float) * (size_t)k * d); /* now the members' sums */
+        for (int i = 0; i < m; i++) {
+            float *a = cn + (int64_t)label[i] * d;
+            const float *b = x + (int64_t)i * d;
+            cnt[label[i]]++;
+            for (int j = 0; j < d; j++)
+                a[j] += b[j];
+        }
+        for (int c = 0; c < k; c++)
+            for (int j = 0; cnt[c] > 0 && j < d; j++)
+                cent[(int64_t)c * d + j] = cn[(int64_t)c * d + j] / (float)cnt[c];
+    }
+    free(xn), free(cn), free(sim), free(idx), free(cnt);
+    return rc;
+}
+
+/* ---- the index ---- */
+
+static int budget_for(const cparams *p, int l, int kvh)
+{
+    return p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : p->o.budget;
+}
+
+static int indexed(const ctable *t)
+{
+    return t->n_cl ? t->start[t->n_cl] : 0;
+}
+
+/* Clusters tokens [a, a + m) of (l, h) into min(k, m) more clusters of t. */
+static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
+                     int l, int h, int a, int m, int k)
+{
+    int hd = st->cfg.head_dim, n_idx = indexed(t);
+    k = k < m ? k : m;
+    int64_t cap = cs->rows_cap;
+    int rc = grow((void **)&cs->rows, &cap, m, sizeof(float) * (size_t)hd);
+    cap = cs->rows_cap;
+    if (rc == 0)
+        rc = grow((void **)&cs->rpos, &cap, m, sizeof(int32_t));
+    cap = cs->rows_cap;
+    if (rc == 0)
+        rc = grow((void **)&cs->label, &cap, m, sizeof(int32_t));
+    if (rc == 0)
+        cs->rows_cap = cap;
+    if (rc == 0)
+        rc = grow((void **)&t->cent, &t->cap_cent, t->n_cl + k, sizeof(float) * (size_t)hd);
+    if (rc == 0)
+        rc = grow((void **)&t->start, &t->cap_start, t->n_cl + k + 1, sizeof(int32_t));
+    if (rc == 0)
+        rc = grow((void **)&t->member, &t->cap_mem, n_idx + m, sizeof(int32_t));
+    if (rc == 0)
+        rc = kw__keys_as_read(s->kv, mem, l, h, a, m, st->inv_freq, st->cfg.rope_layout, hd,
+                              cs->rows, cs->rpos);
+    /* keyed by the sequence's seed, the table and the first token */
+    uint64_t seed = s->seed ^ ((uint64_t)(l * st->cfg.n_head_kv + h) << 32) ^ (uint64_t)a;
+    if (rc == 0)
+        rc = kw__ckv_kmeans(cs->rows, m, hd, k, st->p->o.iters, seed, cs->label,
+                            t->cent + (int64_t)t->n_cl * hd);
+    if (rc < 0)
+        return rc;
+    /* members by cluster (a counting sort; increasing token order within each) */
+    int32_t *start = t->start + t->n_cl;
+    start[0] = n_idx;
+    memset(start + 1, 0, sizeof(int32_t) * (size_t)k);
+    for (int i = 0; i < m; i++)
+        start[cs->label[i] + 1]++;
+    for (int c = 0; c < k; c++)
+        start[c + 1] += start[c];
+    for (int i = 0; i < m; i++) /* start[c] moves past c's members, then back */
+        t->member[start[cs->label[i]]++] = a + i;
+    for (int c = k; c > 0; c--)
+        start[c] = start[c - 1];
+    start[0] = n_idx;
+    t->n_cl += k;
+    s->meta_bytes += (int64_t)k * (hd * (int64_t)sizeof(float) + 4) + (int64_t)m * 4;
+    return 0;
+}
+
+/* Brings t up to the n tokens stored before this step: the first index at the first
+ * decode step, then a window's clusters for every `window` tokens since. */
+static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
+                      int l, int h, int n)
+{
+    const kw_clusterkv_opts *o = &st->p->o;
+    int rc = 0;
+    if (indexed(t) > 0
+        && (n < t->n_done || kw__key_pos(s->kv, mem, l, h, t->n_done - 1) != t->last_pos))
+        return KW_EINVAL; /* the table was compacted under the index */
+    if (t->n_done == 0) {
+        t->n_done = n > o->sink ? n : o->sink;
+        if (n > o->sink)
+            rc = index_add(st, cs, t, s, mem, l, h, o->sink, n - o->sink, o->clusters);
+    }
+    for (; rc == 0 && n - t->n_done >= o->window; t->n_done += o->window)
+        rc = index_add(st, cs, t, s, mem, l, h, t->n_done, o->window, o->window_clusters);
+    if (rc == 0 && indexed(t) > 0)
+        t->last_pos = kw__key_pos(s->kv, mem, l, h, t->n_done - 1);
+    return rc;
+}
+
+/* ---- selection ---- */
+
+static int add_tokens(kw_view *w, const kw_kvseq *kv, int l, int h, int a, int e)
+{
+    for (int j = a; j < e; j++) {
+        int rc = kw_view_add_token(w, kv, l, h, j);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int by_score(const void *x, const void *y, void *sc)
+{
+    const float *s = sc;
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return s[a] > s[b] ? -1 : s[a] < s[b] ? 1 : (a > b) - (a < b);
+}
+
+/* The rows of KV head h's query heads: the sink, the clusters best first up to
+ * budget - sink tokens, and the tokens not indexed; n tokens stored. */
+static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
+                        const kw_kvseq *kv, int l, int h, const float *qg, int n)
+{
+    const kw_clusterkv_opts *o = &st->p->o;
+    int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, rc = 0;
+    int sink = o->sink < n ? o->sink : n, n_idx = indexed(t), from = t->n_done;
+    int want = budget_for(st->p, l, h) - o->sink;
+    want = want > 0 ? want : 0;
+    bool sel = n_idx > want;
+    if (sel) {
+        int64_t cap = cs->scores_cap;
+        if ((rc = grow((void **)&cs->scores, &cap, (int64_t)g * t->n_cl, sizeof(float))) < 0)
+            return rc;
+        cs->scores_cap = cap;
+        cap = cs->order_cap;
+        if ((rc = grow((void **)&cs->order, &cap, t->n_cl, sizeof(int32_t))) < 0)
+            return rc;
+        cs->order_cap = cap;
+        cap = cs->pick_cap;
+        if ((rc = grow((void **)&cs->pick, &cap, n_idx, 1)) < 0)
+            return rc;
+        cs->pick_cap = cap;
+        if ((rc = kw_k_linear(KW_BK_CPU, NULL, qg, t->cent, NULL, cs->scores, g, t->n_cl, hd))
+            < 0)
+            return rc;
+    }
+    for (int r = 0; rc == 0 && r < g; r++) {
+        if ((rc = kw_view_begin_row(w, h * g + r)) < 0)
+            return rc;
+        if (!sel) {
+            rc = add_tokens(w, kv, l, h, 0, n);
+            continue;
+        }
+        for (int c = 0; c < t->n_cl; c++)
+            cs->order[c] = c;
+        qsort_r(cs->order, (size_t)t->n_cl, sizeof(int32_t), by_score,
+                cs->scores + (int64_t)r * t->n_cl);
+        memset(cs->pick, 0, (size_t)n_idx);
+        int taken = 0;
+        for (int i = 0; i < t->n_cl && taken < want; i++) {
+            int c = cs->order[i];
+            for (int x = t->start[c]; x < t->start[c + 1] && taken < want; x++, taken++)
+                cs->pick[t->member[x] - o->sink] = 1;
+        }
+        rc = add_tokens(w, kv, l, h, 0, sink);
+        for (int j = 0; rc == 0 && j < n_idx; j++)
+            if (cs->pick[j])
+                rc = kw_view_add_token(w, kv, l, h, o->sink + j);
+        if (rc == 0)
+            rc = add_tokens(w, kv, l, h, from, n);
+    }
+    return rc;
+}
+
+static int c_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
+{
+    const cstate *st = stp;
+    const kw_model_config *cf = &st->cfg;
+    int l = c->layer, H = cf->n_head, Hk = cf->n_head_kv, hd = cf->head_dim, g = H / Hk;
+    if (l < st->p->o.dense_layers)
+        return 0;
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    for (int i = 0; i < b->n_seq; i++) {
+        if (b->prefill[i])
+            continue;
+        kw_seq *s = b->seqs[i];
+        cseq *cs = s->hook_seq[c->hook_index];
+        bool any = false;
+        int rc = 0;
+        for (int h = 0; rc == 0 && h < Hk; h++) {
+            ctable *t = &cs->t[(int64_t)l * Hk + h];
+            rc = table_sync(st, cs, t, s, &mem, l, h, kw_kvseq_len(s->kv, l, h) - b->tok_n[i]);
+            any = any || indexed(t) > budget_for(st->p, l, h) - st->p->o.sink;
+        }
+        if (rc < 0)
+            return rc;
+        if (!any)
+            continue;
+        int tq = b->tok_first[i] + b->tok_n[i] - 1;
+        rc = kw_view_reset(out[i], H, true);
+        for (int h = 0; rc == 0 && h < Hk; h++)
+            rc = select_group(st, cs, &cs->t[(int64_t)l * Hk + h], out[i], s->kv, l, h,
+                              q + ((int64_t)tq * H + (int64_t)h * g) * hd,
+                              kw_kvseq_len(s->kv, l, h));
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int c_seq_open(void *stp, kw_seq *s, int idx)
+{
+    const cstate *st = stp;
+    cseq *cs = calloc(1, sizeof *cs);
+    if (cs)
+        cs->t = calloc((size_t)st->cfg.n_layer * st->cfg.n_head_kv, sizeof *cs->t);
+    if (!cs || !cs->t) {
+        free(cs);
+        return KW_ENOMEM;
+    }
+    s->hook_seq[idx] = cs;
+    return 0;
+}
+
+static void c_seq_close(void *stp, kw_seq *s, int idx)
+{
+    const cstate *st = stp;
+    cseq *cs = s->hook_seq[idx];
+    if (!cs)
+        return;
+    for (int64_t i = 0; i < (int64_t)st->cfg.n_layer * st->cfg.n_head_kv; i++)
+        free(cs->t[i].cent), free(cs->t[i].start), free(cs->t[i].member);
+    free(cs->t);
+    free(cs->rows), free(cs->rpos), free(cs->label), free(cs->scores), free(cs->order);
+    free(cs->pick);
+    free(cs);
+    s->hook_seq[idx] = NULL;
+}
+
+const kw_kvhook kw__clusterkv_hook = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
+    .needs = KW_NEED_HOST_Q, .name = "retrieve.clusterkv", .seq_open = c_seq_open,
+    .select = c_select, .seq_close = c_seq_close,
+    .tail_only = true, /* selects in decoding only; the index comes from the pool */
+};
+
+static void params_free(void *pp)
+{
+    cparams *p = pp;
+    if (p)
+        free(p->budget);
+    free(p);
+}
+
+static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
+{
+    const cparams *p = pp;
+    if (p->budget && (p->n_layer != cfg->n_layer || p->n_kv != cfg->n_head_kv))
+        return kw_error_set(err, KW_EINVAL, "retrieve.clusterkv: budget made for %d layers "
+                            "x %d KV heads, the model has %d x %d", p->n_layer, p->n_kv,
+                            cfg->n_layer, cfg->n_head_kv);
+    cstate *st = calloc(1, sizeof *st);
+    if (st)
+        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
+    if (!st || !st->inv_freq) {
+        free(st);
+        return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
+    }
+    st->p = p;
+    st->cfg = *cfg;
+    kw_rope_inv_freq(cfg, st->inv_freq);
+    *out = st;
+    return 0;
+}
+
+static void state_free(void *pst)
+{
+    cstate *st = pst;
+    if (st)
+        free(st->inv_freq);
+    free(st);
+}
+
+int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
+                         kw_kvmethod **out, kw_error *err)
+{
+    *out = NULL;
+    if (o->budget < 1 || o->sink < 0 || o->clusters < 1 || o->iters < 1 || o->window < 1
+        || o->window_clusters < 1 || o->dense_layers < 0)
+        return kw_error_set(err, KW_EINVAL, "retrieve.clusterkv: budget %d, sink %d, "
+                            "clusters %d, iters %d, window %d, window_clusters %d, "
+                            "dense_layers %d", o->budget, o->sink, o->clusters, o->iters,
+                            o->window, o->window_clusters, o->dense_layers);
+    cparams *p = calloc(1, sizeof *p);
+    kw_kvmethod *m = calloc(1, sizeof *m);
+    if (p && m && per_layer) {
+        size_t n = (size_t)per_layer->n_layer * per_layer->n_kv_head;
+        if ((p->budget = malloc(sizeof(int32_t) * n)))
+            memcpy(p->budget, per_layer->tokens, sizeof(int32_t) * n);
+        p->n_layer = per_layer->n_layer;
+        p->n_kv = per_layer->n_kv_head;
+    }
+    if (!p || !m || (per_layer && !p->budget)) {
+        params_free(p);
+        free(m);
+        return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
+    }
+    p->o = *o;
+    *m = (kw_kvmethod){.hook = &kw__clusterkv_hook, .params = p, .params_free = params_free,
+                       .state_new = state_new, .state_free = state_free};
+    *out = m;
+    return 0;
+}
+
+/* ---- the operator ---- */
+
+static const kw_port ins[] = {
+    {"budget", KW_T_BUDGET, KW_ONCE, KW_PORT_OPTIONAL,
+     "per-layer (per KV head) token budgets; replaces `budget` (e.g. from layer_budget.*)"},
+};
+static const kw_port outs[] = {
+    {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the ClusterKV SELECT hook"},
+};
+static const kw_param_spec params[] = {
+    {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
+     "tokens read per query head and layer at each decode step: the sink plus the "
+     "recalled clustered tokens (tokens not yet clustered are read on top)"},
+    {"sink", KW_PARAM_INT, "16", 0, 1 << 20, NULL, "the first tokens: always read"},
+    {"clusters", KW_PARAM_INT, "400", 1, 1 << 20, NULL,
+     "k-means clusters of the prompt's keys per layer and KV head"},
+    {"iters", KW_PARAM_INT, "20", 1, 1000, NULL, "k-means iterations"},
+    {"window", KW_PARAM_INT, "320", 1, 1 << 20, NULL,
+     "generated tokens clustered together once there are this many"},
+    {"window_clusters", KW_PARAM_INT, "8", 1, 1 << 20, NULL, "clusters each window adds"},
+    {"dense_layers", KW_PARAM_INT, "2", 0, 1 << 16, NULL,
+     "the first layers read every token"},
+};
+
+static int run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    kw_clusterkv_opts o = {.budget = (int)kw_param_int(c, "budget"),
+                           .sink = (int)kw_param_int(c, "sink"),
+                           .clusters = (int)kw_param_int(c, "clusters"),
+                           .iters = (int)kw_param_int(c, "iters"),
+                           .window = (int)kw_param_int(c, "window"),
+                           .window_clusters = (int)kw_param_int(c, "window_clusters"),
+                           .dense_layers = (int)kw_param_int(c, "dense_layers")};
+    kw_value *bv = kw_task_in(t, 0);
+    const kw_budget *b = NULL;
+    if (bv) {
+        if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
+            return kw_task_fail(t, KW_ETYPE, "retrieve.clusterkv: input 'budget' is a '%s'",
+                                kw_value_type(bv));
+        b = kw_value_data(bv);
+    }
+    kw_kvmethod *m;
+    kw_error err = {0};
+    int rc = kw__clusterkv_method(&o, b, &m, &err);
+    if (rc < 0)
+        return kw_task_fail(t, rc, "%s", err.msg);
+    kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
+    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)" : "param");
+    return kw_task_out(t, 0, kw_value_kvmethod(m));
+}
+
+const kw_op kw_op_retrieve_clusterkv = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.clusterkv", .version = 1,
+    .doc = "ClusterKV recall by semantic clusters (SELECT): at the first decode step the "
+           "keys after the first `sink` are clustered per layer and KV head by k-means "
+           "(cosine assignment, centroids the members' mean keys, seeded); each decode "
+           "query head scores the clusters by q . centroid and reads whole clusters best "
+           "first up to budget - sink tokens (the last cut short), the sink, and the "
+           "tokens not yet clustered; every `window` generated tokens are clustered into "
+           "`window_clusters` more. The first dense_layers layers and prefill read "
+           "everything. Saves no KV memory (every token stays in the pool; the index adds "
+           "a centroid per cluster and an index per token): it lowers the tokens attended "
+           "per step. A budget input sets the budget per layer and KV head.",
+    .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
+    .params = params, .n_params = sizeof params / sizeof *params, .run = run,
+    .kv_roles = KW_ROLE_SELECT,
+};
