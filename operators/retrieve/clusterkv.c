@@ -1,8 +1,9 @@
 /* retrieve.clusterkv — recall of keys by semantic clusters (ClusterKV; METHODS.md), a
  * SELECT hook.
  *
- * At a sequence's first decode step, in each layer >= dense_layers and for each KV head,
- * the keys of its stored tokens after the first `sink` are clustered by k-means
+ * At a sequence's first decode step, in each layer >= dense_layers and for each KV head
+ * whose stored tokens after the first `sink` outnumber budget - sink (else at the first
+ * step where they do), the keys of those tokens are clustered by k-means
  * (kw__ckv_kmeans: `clusters` clusters, `iters` rounds, assignment by cosine similarity,
  * centroids the means of the members' raw keys, seeded by the sequence's seed, the layer,
  * the head and the first token). The index is CSR-style: per cluster its members' stored
@@ -14,7 +15,9 @@
  * index. When no query head of a sequence would leave a token out, the dense view stays.
  * Prefill is dense. The view has one row per query head.
  *
- * budget is the per-layer input's entry (layer, KV head), else the `budget` param. K is
+ * budget is the per-layer input's entry (layer, KV head), else the sequence's own: the
+ * `budget` param, or with `ratio` > 0 round(ratio x its prompt tokens), fixed when the
+ * sequence opens. K is
  * taken as attention reads it (after RoPE; a pre-RoPE pool's rows are rotated). An
  * EVICT hook below it that compacts a table under the index fails the sequence (the
  * index would point at other tokens).
@@ -22,6 +25,7 @@
  * ClusterKV keeps every token in the pool: it lowers the tokens attended per step, not
  * the KV memory. Its index (centroids, head_dim floats per cluster; one index per
  * clustered token) is added to the sequence's meta_bytes. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,7 +59,8 @@ typedef struct ctable {
 } ctable;
 
 typedef struct cseq {
-    ctable *t; /* (n_layer, n_kv) */
+    int budget; /* without a per-layer budget: the param's, or ratio x the prompt */
+    ctable *t;  /* (n_layer, n_kv) */
     float *rows;
     int32_t *rpos, *label;
     int64_t rows_cap;
@@ -148,9 +153,9 @@ int kw__ckv_kmeans(const float *x, int m, int d, int k, int iters, uint64_t seed
 
 /* ---- the index ---- */
 
-static int budget_for(const cparams *p, int l, int kvh)
+static int budget_for(const cparams *p, const cseq *cs, int l, int kvh)
 {
-    return p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : p->o.budget;
+    return p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : cs->budget;
 }
 
 static int indexed(const ctable *t)
@@ -209,15 +214,19 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
 }
 
 /* Brings t up to the n tokens stored before this step: the first index at the first
- * decode step, then a window's clusters for every `window` tokens since. */
+ * decode step where the tokens after the sink outnumber want (the budget less the sink;
+ * until then every token is read and nothing is clustered), then a window's clusters
+ * for every `window` tokens since. */
 static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
-                      int l, int h, int n)
+                      int l, int h, int n, int want)
 {
     const kw_clusterkv_opts *o = &st->p->o;
     int rc = 0;
     if (indexed(t) > 0
         && (n < t->n_done || kw__key_pos(s->kv, mem, l, h, t->n_done - 1) != t->last_pos))
         return KW_EINVAL; /* the table was compacted under the index */
+    if (t->n_done == 0 && n - o->sink <= want)
+        return 0;
     if (t->n_done == 0) {
         t->n_done = n > o->sink ? n : o->sink;
         if (n > o->sink)
@@ -257,7 +266,7 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
     const kw_clusterkv_opts *o = &st->p->o;
     int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, rc = 0;
     int sink = o->sink < n ? o->sink : n, n_idx = indexed(t), from = t->n_done;
-    int want = budget_for(st->p, l, h) - o->sink;
+    int want = budget_for(st->p, cs, l, h) - o->sink;
     want = want > 0 ? want : 0;
     bool sel = n_idx > want;
     if (sel) {
@@ -322,8 +331,10 @@ static int c_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         int rc = 0;
         for (int h = 0; rc == 0 && h < Hk; h++) {
             ctable *t = &cs->t[(int64_t)l * Hk + h];
-            rc = table_sync(st, cs, t, s, &mem, l, h, kw_kvseq_len(s->kv, l, h) - b->tok_n[i]);
-            any = any || indexed(t) > budget_for(st->p, l, h) - st->p->o.sink;
+            int want = budget_for(st->p, cs, l, h) - st->p->o.sink;
+            rc = table_sync(st, cs, t, s, &mem, l, h, kw_kvseq_len(s->kv, l, h) - b->tok_n[i],
+                            want);
+            any = any || indexed(t) > want;
         }
         if (rc < 0)
             return rc;
@@ -351,6 +362,9 @@ static int c_seq_open(void *stp, kw_seq *s, int idx)
         free(cs);
         return KW_ENOMEM;
     }
+    const kw_clusterkv_opts *o = &st->p->o;
+    double b = round(o->ratio * s->n_prompt);
+    cs->budget = !(o->ratio > 0) ? o->budget : b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
     s->hook_seq[idx] = cs;
     return 0;
 }
@@ -418,12 +432,13 @@ int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
                          kw_kvmethod **out, kw_error *err)
 {
     *out = NULL;
-    if (o->budget < 1 || o->sink < 0 || o->clusters < 1 || o->iters < 1 || o->window < 1
-        || o->window_clusters < 1 || o->dense_layers < 0)
-        return kw_error_set(err, KW_EINVAL, "retrieve.clusterkv: budget %d, sink %d, "
+    if ((o->budget < 1 && !(o->ratio > 0)) || o->sink < 0 || o->clusters < 1 || o->iters < 1
+        || o->window < 1 || o->window_clusters < 1 || o->dense_layers < 0
+        || !(o->ratio >= 0 && o->ratio <= 1))
+        return kw_error_set(err, KW_EINVAL, "retrieve.clusterkv: budget %d, ratio %g, sink %d, "
                             "clusters %d, iters %d, window %d, window_clusters %d, "
-                            "dense_layers %d", o->budget, o->sink, o->clusters, o->iters,
-                            o->window, o->window_clusters, o->dense_layers);
+                            "dense_layers %d", o->budget, o->ratio, o->sink, o->clusters,
+                            o->iters, o->window, o->window_clusters, o->dense_layers);
     cparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
     if (p && m && per_layer) {
@@ -458,6 +473,9 @@ static const kw_param_spec params[] = {
     {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
      "tokens read per query head and layer at each decode step: the sink plus the "
      "recalled clustered tokens (tokens not yet clustered are read on top)"},
+    {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
+     "when set > 0: budget = round(ratio x prompt tokens) of each sequence (at least 1), "
+     "same counting (wins over budget; not with a budget input)"},
     {"sink", KW_PARAM_INT, "16", 0, 1 << 20, NULL, "the first tokens: always read"},
     {"clusters", KW_PARAM_INT, "400", 1, 1 << 20, NULL,
      "k-means clusters of the prompt's keys per layer and KV head"},
@@ -481,19 +499,27 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                            .dense_layers = (int)kw_param_int(c, "dense_layers")};
     kw_value *bv = kw_task_in(t, 0);
     const kw_budget *b = NULL;
+    bool rs = kw_param_is_set(c, "ratio");
     if (bv) {
         if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
             return kw_task_fail(t, KW_ETYPE, "retrieve.clusterkv: input 'budget' is a '%s'",
                                 kw_value_type(bv));
+        if (rs)
+            return kw_task_fail(t, KW_EINVAL, "%s: a budget input and 'ratio' are both set; "
+                                "the budget decides the tokens read, leave ratio unset",
+                                kw_ctx_stage(c));
         b = kw_value_data(bv);
     }
+    if (rs)
+        o.ratio = kw_param_float(c, "ratio");
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__clusterkv_method(&o, b, &m, &err);
     if (rc < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
-    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)" : "param");
+    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)"
+                                      : o.ratio > 0 ? "ratio" : "param");
     return kw_task_out(t, 0, kw_value_kvmethod(m));
 }
 
@@ -508,7 +534,8 @@ const kw_op kw_op_retrieve_clusterkv = {
            "`window_clusters` more. The first dense_layers layers and prefill read "
            "everything. Saves no KV memory (every token stays in the pool; the index adds "
            "a centroid per cluster and an index per token): it lowers the tokens attended "
-           "per step. A budget input sets the budget per layer and KV head.",
+           "per step. `ratio` > 0 sets the budget per sequence to round(ratio x its prompt "
+           "tokens) when it opens; a budget input sets it per layer and KV head.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = sizeof params / sizeof *params, .run = run,
     .kv_roles = KW_ROLE_SELECT,

@@ -17,6 +17,8 @@ typedef struct kw_clusterkv_opts {
     int window;          /* generated tokens clustered together once there are this many */
     int window_clusters; /* clusters each window adds */
     int dense_layers;    /* layers [0, dense_layers) read everything */
+    double ratio;        /* > 0: each sequence's budget is round(ratio x its prompt tokens),
+                            at least 1 (budget is then unused); in [0, 1] */
 } kw_clusterkv_opts;
 
 /* k-means of the m rows of x (m, d) into k <= m clusters, iters rounds of: assign each

@@ -1,9 +1,10 @@
 /* retrieve.clusterkv: k-means against a plain double-precision Lloyd from the same
  * seeded start; the hook's recall on keys planted in two opposite groups (the query's
- * group is read, the other not), the sink and the tokens not yet clustered always
- * read, exactly budget - sink clustered tokens, a budget that covers the context
- * leaving the dense view, dense layers and prefill, the windows of generated tokens
- * added to the index, and a table compacted under the index failing the sequence. */
+ * group is read, the other not; the budget by the param or a prompt ratio), the sink
+ * and the tokens not yet clustered always read, exactly budget - sink clustered tokens,
+ * a budget that covers the context leaving the dense view (and clustering nothing),
+ * dense layers and prefill, the windows of generated tokens added to the index, and a
+ * table compacted under the index failing the sequence. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -147,7 +148,7 @@ static void append(fixture *fx, int j0, int n)
     free(k), free(v), free(pos);
 }
 
-static void fx_open(fixture *fx, const kw_clusterkv_opts *o)
+static void fx_open(fixture *fx, const kw_clusterkv_opts *o, int n_prompt)
 {
     memset(fx, 0, sizeof *fx);
     fx->rs = 0xc1u;
@@ -161,6 +162,7 @@ static void fx_open(fixture *fx, const kw_clusterkv_opts *o)
     assert_int_equal(kw_kvpool_new(&fx->cfg, &po, &fx->pool, &err), 0);
     fx->seq.kv = kw_kvseq_new(fx->pool);
     fx->seq.seed = 5;
+    fx->seq.n_prompt = n_prompt;
     assert_int_equal(kw__clusterkv_method(o, NULL, &fx->m, &err), 0);
     assert_int_equal(fx->m->state_new(fx->m->params, &fx->cfg, &fx->st, &err), 0);
     assert_int_equal(fx->m->hook->seq_open(fx->st, &fx->seq, 0), 0);
@@ -227,13 +229,14 @@ static float *queries(const fixture *fx)
     return q;
 }
 
-static void test_recall_by_cluster(void **state)
+/* o: a budget of 48 tokens, by the param or as a ratio of the sequence's n_prompt
+ * (seq_prompt; the tokens stored are the same either way) */
+static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
 {
-    (void)state;
-    kw_clusterkv_opts o = {.budget = 8 + 40, .sink = 8, .clusters = 6, .iters = 10,
-                           .window = 32, .window_clusters = 2, .dense_layers = 1};
+    kw_clusterkv_opts o = *op;
     fixture fx;
-    fx_open(&fx, &o);
+    fx_open(&fx, &o, seq_prompt);
+    o.budget = 48;
     int n_prompt = 8 + 120; /* 40 of the 120 clustered tokens are in the + group */
     append(&fx, 0, n_prompt + 1); /* the prompt and the first decode token */
     float *q = queries(&fx);
@@ -294,13 +297,24 @@ static void test_recall_by_cluster(void **state)
     fx_close(&fx);
 }
 
+static void test_recall_by_cluster(void **state)
+{
+    (void)state;
+    kw_clusterkv_opts o = {.budget = 8 + 40, .sink = 8, .clusters = 6, .iters = 10,
+                           .window = 32, .window_clusters = 2, .dense_layers = 1};
+    recall_case(&o, 0);
+    o.budget = 1; /* unused: 0.3 x a prompt of 160 tokens */
+    o.ratio = 0.3;
+    recall_case(&o, 160);
+}
+
 static void test_budget_covering_the_context_keeps_the_dense_view(void **state)
 {
     (void)state;
     kw_clusterkv_opts o = {.budget = 200, .sink = 4, .clusters = 5, .iters = 3,
                            .window = 100, .window_clusters = 2, .dense_layers = 0};
     fixture fx;
-    fx_open(&fx, &o);
+    fx_open(&fx, &o, 0);
     append(&fx, 0, 150);
     float *q = queries(&fx);
     for (int l = 0; l < fx.cfg.n_layer; l++) {
@@ -308,6 +322,7 @@ static void test_budget_covering_the_context_keeps_the_dense_view(void **state)
         assert_false(fx.w->per_qhead);
         assert_int_equal(kw_view_tokens(fx.w), 150 * fx.cfg.n_head_kv);
     }
+    assert_int_equal(fx.seq.meta_bytes, 0); /* nothing clustered: nothing to recall */
     free(q);
     fx_close(&fx);
 }
