@@ -392,7 +392,8 @@ static int attention(stepctx *c, int layer, int n_tok)
     for (int i = 0; i < s->n_seq; i++)
         off[i] = s->tok_first[i];
     off[s->n_seq] = n_tok;
-    bool want_lse = c->hc.needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS | KW_NEED_STEP_PROBS);
+    bool want_lse = c->hc.needs & (KW_NEED_LSE | KW_NEED_OBS_PROBS | KW_NEED_STEP_PROBS
+                                   | KW_NEED_DECODE_PROBS);
     kw_kvmem mem = kw_kvpool_mem(c->pool);
     kw_attn_args a = {.mem = mem, .n_seq = s->n_seq,
                       .views = (const kw_view *const *)f->views, .tok_off = off, .q = f->q,

@@ -18,7 +18,8 @@ int kw__hooks_begin(kw_hookcall *c)
             const kw_kvhook *h = hs->hooks[idx];
             if (h->needs & KW_NEED_OBS_PROBS && s->last_chunk[i])
                 c->want_obs[i] = true;
-            if (h->needs & KW_NEED_STEP_PROBS)
+            if (h->needs & KW_NEED_STEP_PROBS
+                || (h->needs & KW_NEED_DECODE_PROBS && !s->prefill[i]))
                 c->want_step[i] = true;
             c->needs |= h->needs;
             c->any[KW_HC_ON_KV] |= h->on_kv != NULL;

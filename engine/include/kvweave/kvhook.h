@@ -52,6 +52,8 @@ enum { /* kw_kvhook.needs */
                                      each view token got from the sequence's queries of
                                      the step, summed over those queries, per query head
                                      (a decode step: its query's probabilities) */
+    KW_NEED_DECODE_PROBS = 1u << 5, /* as STEP_PROBS, on decode steps only (no prompt
+                                       chunk pays for them) */
 };
 
 /* Shape of a sequence, for reserve. */
@@ -124,7 +126,8 @@ typedef struct kw_sctx {
  * unless some hook needs OBS_PROBS and this step ends the prompt. views[i] is the view
  * attention read.
  *
- * step_probs[i] (KW_NEED_STEP_PROBS, every step, prefill chunks and decode tokens):
+ * step_probs[i] (KW_NEED_STEP_PROBS, every step, prefill chunks and decode tokens;
+ * KW_NEED_DECODE_PROBS, decode steps only: NULL for a sequence in a prompt chunk):
  * (n_head, step_len[i]) for query head h and the j-th token of h's view row (view
  * order), the sum over the sequence's queries of this step of their probability on that
  * token (masked tokens count 0). A decode step has one query: these are its
