@@ -1,13 +1,13 @@
 #!/bin/sh
-# The Quest, ClusterKV and XKV pipelines on the real default model, made small (2
-# samples of 512 tokens, 8 new tokens): Quest with a budget covering the context reads
+# The Quest, ClusterKV, OmniKV and XKV pipelines on the real default model, made small
+# (2 samples of 512 tokens, 8 new tokens): Quest with a budget covering the context reads
 # what full attention reads, with 64 tokens it reads less and holds the same KV, and
 # with a ratio of 0.14 of its prompts (512 and 534 tokens: 72 and 75 tokens, 4 pages as
 # 64 tokens are) it reads what the 64-token budget reads; XKV calibrates on one sample,
 # hands out exactly total_size tokens and drives SnapKV and Quest, and with a ratio
 # hands out n_layer x (round(ratio x the calibration prompt) - window). ClusterKV
 # likewise: all tokens with a covering budget, fewer with 64 and the same KV, and XKV's
-# budgets drive it.
+# budgets drive it; OmniKV: all tokens when it keeps them all, fewer with 48, same KV.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -99,3 +99,19 @@ python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if abs(s - w) <
 [ "$(q "$tmp/xc.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
 [ "$(q "$tmp/xc.db" "SELECT value LIKE 'budget input%' FROM params WHERE key = 'sel.budget_source'")" = 1 ]
 echo "xkv+clusterkv: attended_mean $(metric "$tmp/xc.db" mem/attended_mean)"
+
+# OmniKV: keep_tokens covering the context reads what full attention reads; 48 tokens
+# (with 8 sink and 128 recent) read less in the layers after each observation layer,
+# holding the same KV
+"$KVWEAVE_BIN" run pipelines/omnikv_ruler.yaml --db "$tmp/ow.db" $small --set sel.keep_tokens=100000
+"$KVWEAVE_BIN" run pipelines/omnikv_ruler.yaml --db "$tmp/o.db" $small --set sel.keep_tokens=48
+for db in ow o; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+done
+owide=$(metric "$tmp/ow.db" mem/attended_mean)
+osel=$(metric "$tmp/o.db" mem/attended_mean)
+kvo=$(q "$tmp/o.db" "$per_tok")
+echo "omnikv: attended_mean $owide (keep covers the context) -> $osel (48 tokens); kv peak per token $kvo bytes (full: $kvw)"
+[ "$owide" = "$wide" ]
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if s < 0.7*w else 1)" "$owide" "$osel"
+python3 -c "import sys; w,s=map(float,sys.argv[1:3]); sys.exit(0 if abs(s - w) < 0.005*w else 1)" "$kvw" "$kvo"
