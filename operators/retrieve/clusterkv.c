@@ -25,7 +25,6 @@
  * ClusterKV keeps every token in the pool: it lowers the tokens attended per step, not
  * the KV memory. Its index (centroids, head_dim floats per cluster; one index per
  * clustered token) is added to the sequence's meta_bytes. */
-#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,13 +32,13 @@
 #include "clusterkv.h"
 #include "kernels.h"
 #include "keys.h"
+#include "shared.h"
 #include "kvweave/op.h"
 #include "kvweave/util.h"
 
 typedef struct cparams {
     kw_clusterkv_opts o;
-    int32_t *budget; /* nullable (n_layer, n_kv) */
-    int n_layer, n_kv;
+    kw_rbudget b; /* per layer and KV head, or none */
 } cparams;
 
 typedef struct cstate {
@@ -155,7 +154,7 @@ int kw__ckv_kmeans(const float *x, int m, int d, int k, int iters, uint64_t seed
 
 static int budget_for(const cparams *p, const cseq *cs, int l, int kvh)
 {
-    return p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : cs->budget;
+    return kw__rbudget_at(&p->b, l, kvh, cs->budget);
 }
 
 static int indexed(const ctable *t)
@@ -362,9 +361,7 @@ static int c_seq_open(void *stp, kw_seq *s, int idx)
         free(cs);
         return KW_ENOMEM;
     }
-    const kw_clusterkv_opts *o = &st->p->o;
-    double b = round(o->ratio * s->n_prompt);
-    cs->budget = !(o->ratio > 0) ? o->budget : b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
+    cs->budget = kw__ratio_budget(st->p->o.ratio, st->p->o.budget, s->n_prompt);
     s->hook_seq[idx] = cs;
     return 0;
 }
@@ -395,17 +392,16 @@ static void params_free(void *pp)
 {
     cparams *p = pp;
     if (p)
-        free(p->budget);
+        free(p->b.tokens);
     free(p);
 }
 
 static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
 {
     const cparams *p = pp;
-    if (p->budget && (p->n_layer != cfg->n_layer || p->n_kv != cfg->n_head_kv))
-        return kw_error_set(err, KW_EINVAL, "retrieve.clusterkv: budget made for %d layers "
-                            "x %d KV heads, the model has %d x %d", p->n_layer, p->n_kv,
-                            cfg->n_layer, cfg->n_head_kv);
+    int rc = kw__rbudget_check(&p->b, cfg, "retrieve.clusterkv", err);
+    if (rc < 0)
+        return rc;
     cstate *st = calloc(1, sizeof *st);
     if (st)
         st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
@@ -441,14 +437,7 @@ int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
                             o->iters, o->window, o->window_clusters, o->dense_layers);
     cparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
-    if (p && m && per_layer) {
-        size_t n = (size_t)per_layer->n_layer * per_layer->n_kv_head;
-        if ((p->budget = malloc(sizeof(int32_t) * n)))
-            memcpy(p->budget, per_layer->tokens, sizeof(int32_t) * n);
-        p->n_layer = per_layer->n_layer;
-        p->n_kv = per_layer->n_kv_head;
-    }
-    if (!p || !m || (per_layer && !p->budget)) {
+    if (!p || !m || kw__rbudget_copy(per_layer, &p->b) < 0) {
         params_free(p);
         free(m);
         return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
@@ -497,29 +486,15 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                            .window = (int)kw_param_int(c, "window"),
                            .window_clusters = (int)kw_param_int(c, "window_clusters"),
                            .dense_layers = (int)kw_param_int(c, "dense_layers")};
-    kw_value *bv = kw_task_in(t, 0);
-    const kw_budget *b = NULL;
-    bool rs = kw_param_is_set(c, "ratio");
-    if (bv) {
-        if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
-            return kw_task_fail(t, KW_ETYPE, "retrieve.clusterkv: input 'budget' is a '%s'",
-                                kw_value_type(bv));
-        if (rs)
-            return kw_task_fail(t, KW_EINVAL, "%s: a budget input and 'ratio' are both set; "
-                                "the budget decides the tokens read, leave ratio unset",
-                                kw_ctx_stage(c));
-        b = kw_value_data(bv);
-    }
-    if (rs)
-        o.ratio = kw_param_float(c, "ratio");
+    const kw_budget *b;
+    int rc = kw__retrieve_budget_in(c, t, &b, &o.ratio);
+    if (rc < 0)
+        return rc;
     kw_kvmethod *m;
     kw_error err = {0};
-    int rc = kw__clusterkv_method(&o, b, &m, &err);
-    if (rc < 0)
+    if ((rc = kw__clusterkv_method(&o, b, &m, &err)) < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
-    kw_ctx_record(c, "budget_source", b ? "budget input (per layer, per KV head)"
-                                      : o.ratio > 0 ? "ratio" : "param");
     return kw_task_out(t, 0, kw_value_kvmethod(m));
 }
 

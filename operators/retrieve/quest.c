@@ -38,11 +38,11 @@
 #include "kvweave/op.h"
 #include "keys.h"
 #include "quest.h"
+#include "shared.h"
 
 typedef struct qparams {
     kw_quest_opts o;
-    int32_t *budget; /* nullable (n_layer, n_kv) */
-    int n_layer, n_kv;
+    kw_rbudget b; /* per layer and KV head, or none */
 } qparams;
 
 typedef struct qstate {
@@ -170,15 +170,12 @@ static int add_range(kw_view *w, const kw_kvseq *kv, int l, int h, int P, int a,
 
 int kw__quest_seq_budget(const kw_quest_opts *o, int n_prompt)
 {
-    if (!(o->ratio > 0))
-        return o->budget;
-    double b = round(o->ratio * n_prompt);
-    return b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
+    return kw__ratio_budget(o->ratio, o->budget, n_prompt);
 }
 
 static int pages_for(const qparams *p, const qseq *qs, int l, int kvh)
 {
-    int budget = p->budget ? p->budget[(int64_t)l * p->n_kv + kvh] : qs->budget;
+    int budget = kw__rbudget_at(&p->b, l, kvh, qs->budget);
     int k = budget / p->o.page;
     return k < p->o.min_pages ? p->o.min_pages : k;
 }
@@ -308,17 +305,16 @@ static void params_free(void *pp)
 {
     qparams *p = pp;
     if (p)
-        free(p->budget);
+        free(p->b.tokens);
     free(p);
 }
 
 static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
 {
     const qparams *p = pp;
-    if (p->budget && (p->n_layer != cfg->n_layer || p->n_kv != cfg->n_head_kv))
-        return kw_error_set(err, KW_EINVAL, "retrieve.quest: budget made for %d layers x %d "
-                            "KV heads, the model has %d x %d", p->n_layer, p->n_kv,
-                            cfg->n_layer, cfg->n_head_kv);
+    int rc = kw__rbudget_check(&p->b, cfg, "retrieve.quest", err);
+    if (rc < 0)
+        return rc;
     qstate *st = calloc(1, sizeof *st);
     if (st)
         st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
@@ -352,14 +348,7 @@ int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvme
                             o->min_pages, o->dense_layers);
     qparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
-    if (p && m && per_layer) {
-        size_t n = (size_t)per_layer->n_layer * per_layer->n_kv_head;
-        if ((p->budget = malloc(sizeof(int32_t) * n)))
-            memcpy(p->budget, per_layer->tokens, sizeof(int32_t) * n);
-        p->n_layer = per_layer->n_layer;
-        p->n_kv = per_layer->n_kv_head;
-    }
-    if (!p || !m || (per_layer && !p->budget)) {
+    if (!p || !m || kw__rbudget_copy(per_layer, &p->b) < 0) {
         params_free(p);
         free(m);
         return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
@@ -404,37 +393,15 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                        .min_pages = (int)kw_param_int(c, "min_pages"),
                        .dense_layers = (int)kw_param_int(c, "dense_layers"),
                        .kv_rows = !strcmp(kw_param_str(c, "rows"), "kvhead")};
-    kw_value *bv = kw_task_in(t, 0);
-    const kw_budget *b = NULL;
-    bool rs = kw_param_is_set(c, "ratio");
-    if (bv) {
-        if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
-            return kw_task_fail(t, KW_ETYPE, "retrieve.quest: input 'budget' is a '%s'",
-                                kw_value_type(bv));
-        if (rs)
-            return kw_task_fail(t, KW_EINVAL, "%s: a budget input and 'ratio' are both set; "
-                                "the budget decides the tokens read, leave ratio unset",
-                                kw_ctx_stage(c));
-        b = kw_value_data(bv);
-    }
-    if (rs) /* a ratio > 0 set in the pipeline (or by --set) wins over budget */
-        o.ratio = kw_param_float(c, "ratio");
+    const kw_budget *b;
+    int rc = kw__retrieve_budget_in(c, t, &b, &o.ratio);
+    if (rc < 0)
+        return rc;
     kw_kvmethod *m;
     kw_error err = {0};
-    int rc = kw__quest_method(&o, b, &m, &err);
-    if (rc < 0)
+    if ((rc = kw__quest_method(&o, b, &m, &err)) < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
-    char buf[64];
-    if (b) {
-        kw_ctx_record(c, "budget_source", "budget input (per layer, per KV head)");
-    } else if (o.ratio > 0) {
-        kw_ctx_record(c, "budget_source", "ratio");
-        snprintf(buf, sizeof buf, "%.17g", o.ratio);
-        kw_ctx_record(c, "budget_ratio", buf);
-    } else {
-        kw_ctx_record(c, "budget_source", "param");
-    }
     return kw_task_out(t, 0, kw_value_kvmethod(m));
 }
 

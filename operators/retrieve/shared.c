@@ -1,0 +1,73 @@
+/* What the selection hooks share (shared.h). */
+#include "shared.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvweave/kvhook.h"
+
+int kw__rbudget_copy(const kw_budget *in, kw_rbudget *out)
+{
+    *out = (kw_rbudget){0};
+    if (!in)
+        return 0;
+    size_t n = (size_t)in->n_layer * in->n_kv_head;
+    if (!(out->tokens = malloc(sizeof(int32_t) * n)))
+        return KW_ENOMEM;
+    memcpy(out->tokens, in->tokens, sizeof(int32_t) * n);
+    out->n_layer = in->n_layer;
+    out->n_kv = in->n_kv_head;
+    return 0;
+}
+
+int kw__rbudget_check(const kw_rbudget *b, const kw_model_config *cfg, const char *op,
+                      kw_error *err)
+{
+    if (b->tokens && (b->n_layer != cfg->n_layer || b->n_kv != cfg->n_head_kv))
+        return kw_error_set(err, KW_EINVAL, "%s: budget made for %d layers x %d KV heads, "
+                            "the model has %d x %d", op, b->n_layer, b->n_kv, cfg->n_layer,
+                            cfg->n_head_kv);
+    return 0;
+}
+
+int kw__ratio_budget(double ratio, int budget, int n_prompt)
+{
+    if (!(ratio > 0))
+        return budget;
+    double b = round(ratio * n_prompt);
+    return b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
+}
+
+int kw__retrieve_budget_in(kw_opctx *c, kw_task *t, const kw_budget **b, double *ratio)
+{
+    kw_value *bv = kw_task_in(t, 0);
+    bool rs = kw_param_is_set(c, "ratio");
+    *b = NULL;
+    *ratio = 0;
+    if (bv) {
+        if (strcmp(kw_value_type(bv), KW_T_BUDGET) != 0)
+            return kw_task_fail(t, KW_ETYPE, "%s: input 'budget' is a '%s'", kw_ctx_stage(c),
+                                kw_value_type(bv));
+        if (rs)
+            return kw_task_fail(t, KW_EINVAL, "%s: a budget input and 'ratio' are both set; "
+                                "the budget decides the tokens read, leave ratio unset",
+                                kw_ctx_stage(c));
+        *b = kw_value_data(bv);
+    }
+    if (rs) /* a ratio > 0 set in the pipeline (or by --set) wins over budget */
+        *ratio = kw_param_float(c, "ratio");
+    char buf[64];
+    if (*b) {
+        kw_ctx_record(c, "budget_source", "budget input (per layer, per KV head)");
+    } else if (*ratio > 0) {
+        kw_ctx_record(c, "budget_source", "ratio");
+        snprintf(buf, sizeof buf, "%.17g", *ratio);
+        kw_ctx_record(c, "budget_ratio", buf);
+    } else {
+        kw_ctx_record(c, "budget_source", "param");
+    }
+    return 0;
+}
