@@ -16,6 +16,7 @@
 
 #include "kvweave/util.h"
 #include "retrieve/clusterkv.h"
+#include "hook_fixture.h"
 #include "runtime_support.h"
 
 /* ---- k-means ---- */
@@ -113,19 +114,9 @@ static void test_kmeans_matches_plain_lloyd(void **state)
 
 /* ---- the hook ---- */
 
-typedef struct fixture {
-    kw_model_config cfg;
-    kw_kvpool *pool;
-    kw_seq seq;
-    kw_kvmethod *m;
-    void *st;
-    kw_view *w;
-    uint64_t rs;
-} fixture;
-
 /* n tokens in every layer; token j of each KV head has K = +u or -u (the group of
  * sign[j]: j % 3 == 0 is +) plus noise, u the head's own direction */
-static void append(fixture *fx, int j0, int n)
+static void append(hook_fx *fx, int j0, int n)
 {
     const kw_model_config *c = &fx->cfg;
     int hd = c->head_dim, kd = c->n_head_kv * hd;
@@ -148,78 +139,20 @@ static void append(fixture *fx, int j0, int n)
     free(k), free(v), free(pos);
 }
 
-static void fx_open(fixture *fx, const kw_clusterkv_opts *o, int n_prompt)
+static void fx_open(hook_fx *fx, const kw_clusterkv_opts *o, int n_prompt)
 {
-    memset(fx, 0, sizeof *fx);
-    fx->rs = 0xc1u;
-    fx->cfg = rt_tiny_config(0, KW_ROPE_HALF);
-    fx->cfg.n_layer = 3;
-    fx->cfg.head_dim = 16;
-    kw_kvpool_opts po = kw_kvpool_defaults();
-    po.page_tokens = 16;
-    po.n_pages = 4096;
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    cfg.n_layer = 3;
+    cfg.head_dim = 16;
+    kw_kvmethod *m;
     kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&fx->cfg, &po, &fx->pool, &err), 0);
-    fx->seq.kv = kw_kvseq_new(fx->pool);
-    fx->seq.seed = 5;
-    fx->seq.n_prompt = n_prompt;
-    assert_int_equal(kw__clusterkv_method(o, NULL, &fx->m, &err), 0);
-    assert_int_equal(fx->m->state_new(fx->m->params, &fx->cfg, &fx->st, &err), 0);
-    assert_int_equal(fx->m->hook->seq_open(fx->st, &fx->seq, 0), 0);
-    fx->w = kw_view_new();
-}
-
-static void fx_close(fixture *fx)
-{
-    fx->m->hook->seq_close(fx->st, &fx->seq, 0);
-    fx->m->state_free(fx->st);
-    fx->m->params_free(fx->m->params);
-    free(fx->m);
-    kw_view_free(fx->w);
-    kw_kvseq_free(fx->seq.kv);
-    kw_kvpool_free(fx->pool);
-}
-
-/* select for the sequence's last stored token (a decode step, or a prefill token) */
-static int call_select(fixture *fx, int layer, bool prefill, const float *q)
-{
-    kw_seq *seqs[1] = {&fx->seq};
-    int first = 0, n = 1;
-    int32_t pos = 0;
-    bool last = false;
-    kw_batch b = {.n_seq = 1, .seqs = seqs, .tok_first = &first, .tok_n = &n, .pos = &pos,
-                  .prefill = &prefill, .last_chunk = &last};
-    kw_lctx lc = {.layer = layer, .hook_index = 0, .cfg = &fx->cfg, .pool = fx->pool};
-    assert_int_equal(kw_view_dense(fx->w, fx->seq.kv, layer, false), 0);
-    kw_view *out[1] = {fx->w};
-    return fx->m->hook->select(fx->st, &lc, &b, q, out);
-}
-
-/* the stored indices of row r, in view order, into got (n), as 0/1 */
-static int row_marks(const fixture *fx, int layer, int r, char *got, int n)
-{
-    int g = fx->cfg.n_head / fx->cfg.n_head_kv, kvh = fx->w->per_qhead ? r / g : r, npg;
-    const int32_t *pages = kw_kvseq_pages(fx->seq.kv, layer, kvh, &npg);
-    int total = 0;
-    memset(got, 0, (size_t)n);
-    for (int s = fx->w->row_ptr[r]; s < fx->w->row_ptr[r + 1]; s++) {
-        const kw_span *sp = &fx->w->spans[s];
-        int pi = -1;
-        for (int j = 0; j < npg; j++)
-            pi = pages[j] == sp->page ? j : pi;
-        assert_true(pi >= 0);
-        for (int x = sp->first; x < sp->first + sp->n; x++) {
-            int j = pi * 16 + x;
-            assert_true(j < n);
-            assert_int_equal(got[j], 0);
-            got[j] = 1, total++;
-        }
-    }
-    return total;
+    assert_int_equal(kw__clusterkv_method(o, NULL, &m, &err), 0);
+    hfx_open(fx, &cfg, 16, 4096, m, 5, n_prompt);
+    fx->rs = 0xc1u;
 }
 
 /* queries: heads of KV head 0 along +u, of KV head 1 along -u */
-static float *queries(const fixture *fx)
+static float *queries(const hook_fx *fx)
 {
     int H = fx->cfg.n_head, hd = fx->cfg.head_dim, g = H / fx->cfg.n_head_kv;
     float *q = malloc(sizeof(float) * (size_t)H * hd);
@@ -234,7 +167,7 @@ static float *queries(const fixture *fx)
 static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
 {
     kw_clusterkv_opts o = *op;
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, &o, seq_prompt);
     o.budget = 48;
     int n_prompt = 8 + 120; /* 40 of the 120 clustered tokens are in the + group */
@@ -243,17 +176,17 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
     int g = fx.cfg.n_head / fx.cfg.n_head_kv, n = n_prompt + 1;
     char *got = malloc((size_t)n + 64);
     /* prefill and the dense layer: the dense view stays */
-    assert_int_equal(call_select(&fx, 2, true, q), 0);
+    assert_int_equal(hfx_select(&fx, 2, true, q), 0);
     assert_false(fx.w->per_qhead);
-    assert_int_equal(call_select(&fx, 0, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 0, false, q), 0);
     assert_false(fx.w->per_qhead);
     int64_t meta0 = fx.seq.meta_bytes;
-    assert_int_equal(call_select(&fx, 1, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 1, false, q), 0);
     assert_true(fx.w->per_qhead);
     assert_int_equal(fx.w->n_rows, fx.cfg.n_head);
     assert_true(fx.seq.meta_bytes > meta0);
     for (int r = 0; r < fx.cfg.n_head; r++) {
-        int total = row_marks(&fx, 1, r, got, n), plus = r / g == 0;
+        int total = hfx_row_marks(&fx, 1, r, got, n), plus = r / g == 0;
         assert_int_equal(total, o.sink + (o.budget - o.sink) + 1);
         for (int j = 0; j < o.sink; j++)
             assert_int_equal(got[j], 1);
@@ -269,22 +202,22 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
     /* generated tokens: read until a window of 32 is clustered, then recalled by cluster */
     append(&fx, n, 31);
     n += 31;
-    assert_int_equal(call_select(&fx, 1, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 1, false, q), 0);
     for (int r = 0; r < fx.cfg.n_head; r++) {
-        assert_int_equal(row_marks(&fx, 1, r, got, n), o.budget + 32);
+        assert_int_equal(hfx_row_marks(&fx, 1, r, got, n), o.budget + 32);
         for (int j = n_prompt; j < n; j++)
             assert_int_equal(got[j], 1);
     }
     int64_t meta1 = fx.seq.meta_bytes;
     append(&fx, n, 1);
     n += 1;
-    assert_int_equal(call_select(&fx, 1, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 1, false, q), 0);
     int hd = fx.cfg.head_dim;
     /* one window of 32 indexed into 2 clusters, for each of the 2 KV heads */
     assert_int_equal(fx.seq.meta_bytes - meta1,
                      2 * (2 * (hd * (int64_t)sizeof(float) + 4) + 32 * 4));
     for (int r = 0; r < fx.cfg.n_head; r++) {
-        assert_int_equal(row_marks(&fx, 1, r, got, n), o.budget + 1);
+        assert_int_equal(hfx_row_marks(&fx, 1, r, got, n), o.budget + 1);
         assert_int_equal(got[n - 1], 1);
     }
     /* a table compacted under the index: the sequence fails */
@@ -292,9 +225,9 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
     for (int j = 0; j < 64; j++)
         keep[j] = 2 * j;
     assert_int_equal(kw_kvseq_keep(fx.seq.kv, 1, 0, keep, 64), 0);
-    assert_true(call_select(&fx, 1, false, q) < 0);
+    assert_true(hfx_select(&fx, 1, false, q) < 0);
     free(q), free(got);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 static void test_recall_by_cluster(void **state)
@@ -313,18 +246,18 @@ static void test_budget_covering_the_context_keeps_the_dense_view(void **state)
     (void)state;
     kw_clusterkv_opts o = {.budget = 200, .sink = 4, .clusters = 5, .iters = 3,
                            .window = 100, .window_clusters = 2, .dense_layers = 0};
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, &o, 0);
     append(&fx, 0, 150);
     float *q = queries(&fx);
     for (int l = 0; l < fx.cfg.n_layer; l++) {
-        assert_int_equal(call_select(&fx, l, false, q), 0);
+        assert_int_equal(hfx_select(&fx, l, false, q), 0);
         assert_false(fx.w->per_qhead);
         assert_int_equal(kw_view_tokens(fx.w), 150 * fx.cfg.n_head_kv);
     }
     assert_int_equal(fx.seq.meta_bytes, 0); /* nothing clustered: nothing to recall */
     free(q);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 static void test_bad_options_are_refused(void **state)

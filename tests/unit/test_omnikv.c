@@ -13,105 +13,28 @@
 #include <cmocka.h>
 
 #include "retrieve/omnikv.h"
+#include "hook_fixture.h"
 #include "runtime_support.h"
 
-typedef struct fixture {
-    kw_model_config cfg;
-    kw_kvpool *pool;
-    kw_seq seq;
-    kw_kvmethod *m;
-    void *st;
-    kw_view *w;
-    uint64_t rs;
-} fixture;
-
-static void fx_open(fixture *fx, const kw_omnikv_opts *o, const char *layers, int n_tok)
+static void fx_open(hook_fx *fx, const kw_omnikv_opts *o, const char *layers, int n_tok)
 {
-    memset(fx, 0, sizeof *fx);
-    fx->rs = 0x0a1u;
-    fx->cfg = rt_tiny_config(0, KW_ROPE_HALF);
-    fx->cfg.n_layer = 5;
-    kw_kvpool_opts po = kw_kvpool_defaults();
-    po.page_tokens = 16;
-    po.n_pages = 1024;
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    cfg.n_layer = 5;
+    kw_kvmethod *m;
     kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&fx->cfg, &po, &fx->pool, &err), 0);
-    fx->seq.kv = kw_kvseq_new(fx->pool);
-    assert_int_equal(kw__omnikv_method(o, layers, &fx->m, &err), 0);
-    assert_int_equal(fx->m->state_new(fx->m->params, &fx->cfg, &fx->st, &err), 0);
-    assert_int_equal(fx->m->hook->seq_open(fx->st, &fx->seq, 0), 0);
-    fx->w = kw_view_new();
-    int kd = fx->cfg.n_head_kv * fx->cfg.head_dim;
+    assert_int_equal(kw__omnikv_method(o, layers, &m, &err), 0);
+    hfx_open(fx, &cfg, 16, 1024, m, 0, 0);
+    fx->rs = 0x0a1u;
+    int kd = cfg.n_head_kv * cfg.head_dim;
     float *k = malloc(sizeof(float) * (size_t)n_tok * kd);
     int32_t *pos = malloc(sizeof(int32_t) * (size_t)n_tok);
     for (int i = 0; i < n_tok * kd; i++)
         k[i] = (float)rt_rand01(&fx->rs);
     for (int t = 0; t < n_tok; t++)
         pos[t] = t;
-    for (int l = 0; l < fx->cfg.n_layer; l++)
+    for (int l = 0; l < cfg.n_layer; l++)
         assert_int_equal(kw_kvseq_append(fx->seq.kv, l, k, k, pos, n_tok), 0);
     free(k), free(pos);
-}
-
-static void fx_close(fixture *fx)
-{
-    fx->m->hook->seq_close(fx->st, &fx->seq, 0);
-    fx->m->state_free(fx->st);
-    fx->m->params_free(fx->m->params);
-    free(fx->m);
-    kw_view_free(fx->w);
-    kw_kvseq_free(fx->seq.kv);
-    kw_kvpool_free(fx->pool);
-}
-
-static kw_batch batch(fixture *fx, kw_seq **seqs, bool *prefill)
-{
-    static int first = 0, n = 1;
-    static int32_t pos = 0;
-    static bool last = false;
-    seqs[0] = &fx->seq;
-    return (kw_batch){.n_seq = 1, .seqs = seqs, .tok_first = &first, .tok_n = &n,
-                      .pos = &pos, .prefill = prefill, .last_chunk = &last};
-}
-
-static int after_attn(fixture *fx, int layer, bool prefill, const float *probs, int len)
-{
-    kw_seq *seqs[1];
-    kw_batch b = batch(fx, seqs, &prefill);
-    kw_lctx lc = {.layer = layer, .hook_index = 0, .cfg = &fx->cfg, .pool = fx->pool};
-    const float *sp[1] = {probs};
-    kw_attn_stats a = {.n_head = fx->cfg.n_head, .step_probs = probs ? sp : NULL,
-                       .step_len = &len};
-    return fx->m->hook->after_attn(fx->st, &lc, &b, &a);
-}
-
-static int select_at(fixture *fx, int layer, bool prefill)
-{
-    kw_seq *seqs[1];
-    kw_batch b = batch(fx, seqs, &prefill);
-    kw_lctx lc = {.layer = layer, .hook_index = 0, .cfg = &fx->cfg, .pool = fx->pool};
-    assert_int_equal(kw_view_dense(fx->w, fx->seq.kv, layer, false), 0);
-    kw_view *out[1] = {fx->w};
-    return fx->m->hook->select(fx->st, &lc, &b, NULL, out);
-}
-
-/* the stored indices of row r as 0/1 marks (n) */
-static void row_marks(const fixture *fx, int layer, int r, char *got, int n)
-{
-    int npg;
-    const int32_t *pages = kw_kvseq_pages(fx->seq.kv, layer, r, &npg);
-    memset(got, 0, (size_t)n);
-    for (int s = fx->w->row_ptr[r]; s < fx->w->row_ptr[r + 1]; s++) {
-        const kw_span *sp = &fx->w->spans[s];
-        int pi = -1;
-        for (int j = 0; j < npg; j++)
-            pi = pages[j] == sp->page ? j : pi;
-        assert_true(pi >= 0);
-        for (int x = sp->first; x < sp->first + sp->n; x++) {
-            assert_int_equal(got[pi * 16 + x], 0);
-            got[pi * 16 + x] = 1;
-        }
-    }
 }
 
 static void test_observation_layers_choose_the_later_layers_tokens(void **state)
@@ -120,7 +43,7 @@ static void test_observation_layers_choose_the_later_layers_tokens(void **state)
     kw_omnikv_opts o = {.keep_tokens = 10, .sink = 2, .recent = 4, .kernel = 3};
     for (int trial = 0; trial < 4; trial++) {
         int n = 60 + trial * 37;
-        fixture fx;
+        hook_fx fx;
         fx_open(&fx, &o, "1,3", n);
         int H = fx.cfg.n_head;
         float *p = malloc(sizeof(float) * (size_t)H * n);
@@ -151,21 +74,21 @@ static void test_observation_layers_choose_the_later_layers_tokens(void **state)
             want[j] = beat < o.keep_tokens;
         }
         /* layer 0 (before the first observation layer) and prefill: dense */
-        assert_int_equal(select_at(&fx, 0, false), 0);
+        assert_int_equal(hfx_select(&fx, 0, false, NULL), 0);
         assert_int_equal(kw_view_tokens(fx.w), (int64_t)n * fx.cfg.n_head_kv);
-        assert_int_equal(after_attn(&fx, 1, false, p, n), 0);
-        assert_int_equal(select_at(&fx, 2, true), 0);
+        assert_int_equal(hfx_after_attn(&fx, 1, false, p, n), 0);
+        assert_int_equal(hfx_select(&fx, 2, true, NULL), 0);
         assert_int_equal(kw_view_tokens(fx.w), (int64_t)n * fx.cfg.n_head_kv);
         for (int l = 2; l <= 4; l += 2) { /* layer 3 observes: layer 4 gets its choice */
             if (l == 4) {
-                assert_int_equal(select_at(&fx, 3, false), 0);
+                assert_int_equal(hfx_select(&fx, 3, false, NULL), 0);
                 assert_int_equal(kw_view_tokens(fx.w), (int64_t)n * fx.cfg.n_head_kv);
-                assert_int_equal(after_attn(&fx, 3, false, p, n), 0);
+                assert_int_equal(hfx_after_attn(&fx, 3, false, p, n), 0);
             }
-            assert_int_equal(select_at(&fx, l, false), 0);
+            assert_int_equal(hfx_select(&fx, l, false, NULL), 0);
             assert_int_equal(fx.w->n_rows, fx.cfg.n_head_kv);
             for (int r = 0; r < fx.cfg.n_head_kv; r++) {
-                row_marks(&fx, l, r, got, n);
+                hfx_row_marks(&fx, l, r, got, n);
                 for (int j = 0; j < n; j++)
                     if (got[j] != want[j])
                         fail_msg("trial %d layer %d row %d token %d: read %d, want %d", trial,
@@ -173,10 +96,10 @@ static void test_observation_layers_choose_the_later_layers_tokens(void **state)
             }
         }
         /* probabilities over another number of tokens: not the dense view */
-        assert_true(after_attn(&fx, 1, false, p, n - 1) < 0);
-        assert_true(after_attn(&fx, 1, false, NULL, n) < 0);
+        assert_true(hfx_after_attn(&fx, 1, false, p, n - 1) < 0);
+        assert_true(hfx_after_attn(&fx, 1, false, NULL, n) < 0);
         free(p), free(sc), free(pl), free(want), free(got);
-        fx_close(&fx);
+        hfx_close(&fx);
     }
 }
 
@@ -184,15 +107,15 @@ static void test_a_short_context_is_read_whole(void **state)
 {
     (void)state;
     kw_omnikv_opts o = {.keep_tokens = 50, .sink = 4, .recent = 8, .kernel = 5};
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, &o, "0", 62); /* 62 - 4 - 8 = 50 tokens between: all kept */
     float *p = calloc((size_t)fx.cfg.n_head * 62, sizeof(float));
-    assert_int_equal(after_attn(&fx, 0, false, p, 62), 0);
-    assert_int_equal(select_at(&fx, 1, false), 0);
+    assert_int_equal(hfx_after_attn(&fx, 0, false, p, 62), 0);
+    assert_int_equal(hfx_select(&fx, 1, false, NULL), 0);
     assert_false(fx.w->per_qhead);
     assert_int_equal(kw_view_tokens(fx.w), 62 * fx.cfg.n_head_kv);
     free(p);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 static void test_layer_lists(void **state)

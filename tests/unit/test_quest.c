@@ -18,23 +18,14 @@
 #include "kvweave/op.h"
 #include "op_standin.h"
 #include "retrieve/quest.h"
+#include "hook_fixture.h"
 #include "runtime_support.h"
 
 extern const kw_op kw_op_retrieve_quest;
 
 /* ---- the hook on a pool filled with random K ---- */
 
-typedef struct fixture {
-    kw_model_config cfg;
-    kw_kvpool *pool;
-    kw_seq seq;
-    kw_kvmethod *m;
-    void *st;
-    kw_view *w;
-    uint64_t rs;
-} fixture;
-
-static void fill(fixture *fx, int n_tok, int32_t pos0)
+static void fill(hook_fx *fx, int n_tok, int32_t pos0)
 {
     const kw_model_config *c = &fx->cfg;
     int kd = c->n_head_kv * c->head_dim;
@@ -53,79 +44,23 @@ static void fill(fixture *fx, int n_tok, int32_t pos0)
     free(k), free(v), free(pos);
 }
 
-static void fx_open(fixture *fx, int pool_page, const kw_quest_opts *o)
+static void fx_open(hook_fx *fx, int pool_page, const kw_quest_opts *o)
 {
-    memset(fx, 0, sizeof *fx);
-    fx->rs = 0x5eed;
-    fx->cfg = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
-    fx->cfg.n_layer = 4;
-    fx->cfg.head_dim = 16;
-    kw_kvpool_opts po = kw_kvpool_defaults();
-    po.page_tokens = pool_page;
-    po.n_pages = 8192;
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_INTERLEAVED);
+    cfg.n_layer = 4;
+    cfg.head_dim = 16;
+    kw_kvmethod *m;
     kw_error err = {0};
-    assert_int_equal(kw_kvpool_new(&fx->cfg, &po, &fx->pool, &err), 0);
-    fx->seq.kv = kw_kvseq_new(fx->pool);
-    assert_int_equal(kw__quest_method(o, NULL, &fx->m, &err), 0);
-    assert_int_equal(fx->m->state_new(fx->m->params, &fx->cfg, &fx->st, &err), 0);
-    assert_int_equal(fx->m->hook->seq_open(fx->st, &fx->seq, 0), 0);
-    fx->w = kw_view_new();
-}
-
-static void fx_close(fixture *fx)
-{
-    fx->m->hook->seq_close(fx->st, &fx->seq, 0);
-    fx->m->state_free(fx->st);
-    fx->m->params_free(fx->m->params);
-    free(fx->m);
-    kw_view_free(fx->w);
-    kw_kvseq_free(fx->seq.kv);
-    kw_kvpool_free(fx->pool);
-}
-
-/* Calls select for one decode (or prefill) token of the sequence with queries q. */
-static int call_select(fixture *fx, int layer, bool prefill, const float *q)
-{
-    kw_seq *seqs[1] = {&fx->seq};
-    int first = 0, n = 1;
-    int32_t pos = 0;
-    bool last = false;
-    kw_batch b = {.n_seq = 1, .seqs = seqs, .tok_first = &first, .tok_n = &n, .pos = &pos,
-                  .prefill = &prefill, .last_chunk = &last};
-    kw_lctx lc = {.layer = layer, .hook_index = 0, .cfg = &fx->cfg, .pool = fx->pool};
-    assert_int_equal(kw_view_dense(fx->w, fx->seq.kv, layer, false), 0);
-    kw_view *out[1] = {fx->w};
-    return fx->m->hook->select(fx->st, &lc, &b, q, out);
-}
-
-/* Stored indices read by row r (each at most once), marked in got (n). */
-static void row_tokens(const fixture *fx, int layer, int r, bool *got, int n)
-{
-    int g = fx->cfg.n_head / fx->cfg.n_head_kv, kvh = fx->w->per_qhead ? r / g : r, npg;
-    const int32_t *pages = kw_kvseq_pages(fx->seq.kv, layer, kvh, &npg);
-    int P = kw_kvpool_options(fx->pool)->page_tokens;
-    memset(got, 0, sizeof(bool) * (size_t)n);
-    for (int s = fx->w->row_ptr[r]; s < fx->w->row_ptr[r + 1]; s++) {
-        const kw_span *sp = &fx->w->spans[s];
-        int pi = -1;
-        for (int j = 0; j < npg; j++)
-            if (pages[j] == sp->page)
-                pi = j;
-        assert_true(pi >= 0);
-        for (int x = sp->first; x < sp->first + sp->n; x++) {
-            int j = pi * P + x;
-            assert_true(j < n);
-            assert_false(got[j]);
-            got[j] = true;
-        }
-    }
+    assert_int_equal(kw__quest_method(o, NULL, &m, &err), 0);
+    hfx_open(fx, &cfg, pool_page, 8192, m, 0, 0);
+    fx->rs = 0x5eed;
 }
 
 /* Brute force: the page score of every page in double from the stored keys; page p
  * other than the last is chosen iff fewer than k - 1 pages beat it (higher score, or
  * equal and lower index). Pages within 1e-4 of the k-th score may go either way
  * (f32 kernel against f64 here). Returns the number of rows checked with selection. */
-static int check_layer(fixture *fx, int layer, const float *q, const kw_quest_opts *o)
+static int check_layer(hook_fx *fx, int layer, const float *q, const kw_quest_opts *o)
 {
     const kw_model_config *c = &fx->cfg;
     int hd = c->head_dim, g = c->n_head / c->n_head_kv, Q = o->page, checked = 0;
@@ -135,8 +70,9 @@ static int check_layer(fixture *fx, int layer, const float *q, const kw_quest_op
         int kvh = o->kv_rows ? r : r / g, n = kw_kvseq_len(fx->seq.kv, layer, kvh);
         int np = (n + Q - 1) / Q;
         int k = o->budget / Q < o->min_pages ? o->min_pages : o->budget / Q;
-        bool *got = malloc((size_t)n), want;
-        row_tokens(fx, layer, r, got, n);
+        char *got = malloc((size_t)n);
+        bool want;
+        hfx_row_marks(fx, layer, r, got, n);
         double *sc = malloc(sizeof(double) * (size_t)np);
         for (int p = 0; p < np; p++)
             sc[p] = -INFINITY;
@@ -189,7 +125,7 @@ static int check_layer(fixture *fx, int layer, const float *q, const kw_quest_op
     return checked;
 }
 
-static float *rand_q(fixture *fx)
+static float *rand_q(hook_fx *fx)
 {
     int n = fx->cfg.n_head * fx->cfg.head_dim;
     float *q = malloc(sizeof(float) * (size_t)n);
@@ -202,14 +138,14 @@ static void brute_force_case(int pool_page, int quest_page, int budget, bool kv_
 {
     kw_quest_opts o = {.page = quest_page, .budget = budget, .min_pages = 3, .dense_layers = 2,
                        .kv_rows = kv_rows};
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, pool_page, &o);
     fill(&fx, 203, 0);
     int checked = 0;
     for (int step = 0; step < 40; step++) {
         for (int l = 2; l < fx.cfg.n_layer; l++) {
             float *q = rand_q(&fx);
-            assert_int_equal(call_select(&fx, l, false, q), 0);
+            assert_int_equal(hfx_select(&fx, l, false, q), 0);
             checked += check_layer(&fx, l, q, &o);
             free(q);
         }
@@ -229,7 +165,7 @@ static void brute_force_case(int pool_page, int quest_page, int budget, bool kv_
     }
     assert_true(checked > 100);
     assert_true(fx.seq.meta_bytes > 0);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 static void test_quest_pages_equal_brute_force_top_k(void **s)
@@ -245,32 +181,32 @@ static void test_quest_dense_layers_prefill_and_current_page(void **s)
 {
     (void)s;
     kw_quest_opts o = {.page = 16, .budget = 16, .min_pages = 3, .dense_layers = 2};
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, 16, &o);
     fill(&fx, 300, 0);
     float *q = rand_q(&fx);
     for (int l = 0; l < 2; l++) { /* dense layers: the view is left dense */
-        assert_int_equal(call_select(&fx, l, false, q), 0);
+        assert_int_equal(hfx_select(&fx, l, false, q), 0);
         assert_false(fx.w->per_qhead);
         assert_int_equal(kw_view_tokens(fx.w), 300 * fx.cfg.n_head_kv);
     }
-    assert_int_equal(call_select(&fx, 3, true, q), 0); /* prefill: dense */
+    assert_int_equal(hfx_select(&fx, 3, true, q), 0); /* prefill: dense */
     assert_false(fx.w->per_qhead);
-    assert_int_equal(call_select(&fx, 3, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 3, false, q), 0);
     assert_true(fx.w->per_qhead);
-    bool got[300];
+    char got[300];
     for (int r = 0; r < fx.cfg.n_head; r++) {
         assert_int_equal(kw_view_row_tokens(fx.w, r), 3 * 16 - 4); /* the last page has 12 */
-        row_tokens(&fx, 3, r, got, 300);
+        hfx_row_marks(&fx, 3, r, got, 300);
         for (int j = 288; j < 300; j++)
             assert_true(got[j]);
     }
     free(q);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 /* Reopens the fixture's sequence as one whose prompt has n_prompt tokens. */
-static void fx_reopen(fixture *fx, int n_prompt)
+static void fx_reopen(hook_fx *fx, int n_prompt)
 {
     fx->m->hook->seq_close(fx->st, &fx->seq, 0);
     fx->seq.n_prompt = n_prompt;
@@ -297,13 +233,13 @@ static void test_quest_ratio_budget_is_a_share_of_each_prompt(void **s)
         {100, 3 * 16},  /* 25 tokens: 1 page, min_pages 3 */
         {400, 6 * 16},  /* 100 tokens: 6 whole pages */
     };
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, 16, &o);
     fill(&fx, 320, 0);
     float *q = rand_q(&fx);
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         fx_reopen(&fx, want[i].n_prompt);
-        assert_int_equal(call_select(&fx, 3, false, q), 0);
+        assert_int_equal(hfx_select(&fx, 3, false, q), 0);
         assert_true(fx.w->per_qhead);
         for (int r = 0; r < fx.cfg.n_head; r++)
             assert_int_equal(kw_view_row_tokens(fx.w, r), want[i].tokens);
@@ -311,16 +247,16 @@ static void test_quest_ratio_budget_is_a_share_of_each_prompt(void **s)
                                      .budget = want[i].tokens, .min_pages = 3}),
                          fx.cfg.n_head);
     }
-    fx_close(&fx);
+    hfx_close(&fx);
     /* without ratio the same prompt reads everything: the view stays dense */
     o.ratio = 0;
     fx_open(&fx, 16, &o);
     fill(&fx, 320, 0);
     fx_reopen(&fx, 320);
-    assert_int_equal(call_select(&fx, 3, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 3, false, q), 0);
     assert_false(fx.w->per_qhead);
     free(q);
-    fx_close(&fx);
+    hfx_close(&fx);
     kw_kvmethod *m;
     kw_error err = {0};
     o.ratio = 1.5;
@@ -490,7 +426,7 @@ static void test_quest_per_layer_budget_sets_pages_per_layer(void **s)
 {
     (void)s;
     kw_quest_opts o = {.page = 16, .budget = 1024, .min_pages = 3, .dense_layers = 2};
-    fixture fx;
+    hook_fx fx;
     fx_open(&fx, 16, &o);
     kw_budget *b = kw_budget_new(fx.cfg.n_layer, fx.cfg.n_head_kv, true);
     kw_budget_set_layer(b, 2, 80);  /* 5 pages */
@@ -510,14 +446,14 @@ static void test_quest_per_layer_budget_sets_pages_per_layer(void **s)
     fill(&fx, 320, 0);
     float *q = rand_q(&fx);
     int g = fx.cfg.n_head / fx.cfg.n_head_kv;
-    assert_int_equal(call_select(&fx, 2, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 2, false, q), 0);
     for (int r = 0; r < fx.cfg.n_head; r++)
         assert_int_equal(kw_view_row_tokens(fx.w, r), 5 * 16);
-    assert_int_equal(call_select(&fx, 3, false, q), 0);
+    assert_int_equal(hfx_select(&fx, 3, false, q), 0);
     for (int r = 0; r < fx.cfg.n_head; r++)
         assert_int_equal(kw_view_row_tokens(fx.w, r), (r / g == 0 ? 8 : 3) * 16);
     free(q);
-    fx_close(&fx);
+    hfx_close(&fx);
 }
 
 int main(void)
