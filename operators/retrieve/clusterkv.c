@@ -37,15 +37,12 @@
 #include "kvweave/util.h"
 
 typedef struct cparams {
+    kw_rparams r; /* the name and the per-layer budget (or none) */
     kw_clusterkv_opts o;
-    kw_rbudget b; /* per layer and KV head, or none */
 } cparams;
 
-typedef struct cstate {
-    const cparams *p;
-    kw_model_config cfg;
-    float *inv_freq; /* (head_dim / 2), for pre-RoPE pools */
-} cstate;
+typedef kw_rstate cstate; /* p: the cparams */
+#define CP(st) ((const cparams *)(st)->p)
 
 typedef struct ctable {
     int n_done;        /* tokens [sink, n_done) are indexed (0: not yet looked at) */
@@ -154,7 +151,7 @@ int kw__ckv_kmeans(const float *x, int m, int d, int k, int iters, uint64_t seed
 
 static int budget_for(const cparams *p, const cseq *cs, int l, int kvh)
 {
-    return kw__rbudget_at(&p->b, l, kvh, cs->budget);
+    return kw__rbudget_at(&p->r.b, l, kvh, cs->budget);
 }
 
 static int indexed(const ctable *t)
@@ -190,7 +187,7 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
     /* keyed by the sequence's seed, the table and the first token */
     uint64_t seed = s->seed ^ ((uint64_t)(l * st->cfg.n_head_kv + h) << 32) ^ (uint64_t)a;
     if (rc == 0)
-        rc = kw__ckv_kmeans(cs->rows, m, hd, k, st->p->o.iters, seed, cs->label,
+        rc = kw__ckv_kmeans(cs->rows, m, hd, k, CP(st)->o.iters, seed, cs->label,
                             t->cent + (int64_t)t->n_cl * hd);
     if (rc < 0)
         return rc;
@@ -219,7 +216,7 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
 static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
                       int l, int h, int n, int want)
 {
-    const kw_clusterkv_opts *o = &st->p->o;
+    const kw_clusterkv_opts *o = &CP(st)->o;
     int rc = 0;
     if (indexed(t) > 0
         && (n < t->n_done || kw__key_pos(s->kv, mem, l, h, t->n_done - 1) != t->last_pos))
@@ -262,10 +259,10 @@ static int by_score(const void *x, const void *y, void *sc)
 static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
                         const kw_kvseq *kv, int l, int h, const float *qg, int n)
 {
-    const kw_clusterkv_opts *o = &st->p->o;
+    const kw_clusterkv_opts *o = &CP(st)->o;
     int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, rc = 0;
     int sink = o->sink < n ? o->sink : n, n_idx = indexed(t), from = t->n_done;
-    int want = budget_for(st->p, cs, l, h) - o->sink;
+    int want = budget_for(CP(st), cs, l, h) - o->sink;
     want = want > 0 ? want : 0;
     bool sel = n_idx > want;
     if (sel) {
@@ -318,7 +315,7 @@ static int c_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
     const cstate *st = stp;
     const kw_model_config *cf = &st->cfg;
     int l = c->layer, H = cf->n_head, Hk = cf->n_head_kv, hd = cf->head_dim, g = H / Hk;
-    if (l < st->p->o.dense_layers)
+    if (l < CP(st)->o.dense_layers)
         return 0;
     kw_kvmem mem = kw_kvpool_mem(c->pool);
     for (int i = 0; i < b->n_seq; i++) {
@@ -330,7 +327,7 @@ static int c_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         int rc = 0;
         for (int h = 0; rc == 0 && h < Hk; h++) {
             ctable *t = &cs->t[(int64_t)l * Hk + h];
-            int want = budget_for(st->p, cs, l, h) - st->p->o.sink;
+            int want = budget_for(CP(st), cs, l, h) - CP(st)->o.sink;
             rc = table_sync(st, cs, t, s, &mem, l, h, kw_kvseq_len(s->kv, l, h) - b->tok_n[i],
                             want);
             any = any || indexed(t) > want;
@@ -361,7 +358,7 @@ static int c_seq_open(void *stp, kw_seq *s, int idx)
         free(cs);
         return KW_ENOMEM;
     }
-    cs->budget = kw__ratio_budget(st->p->o.ratio, st->p->o.budget, s->n_prompt);
+    cs->budget = kw__ratio_budget(CP(st)->o.ratio, CP(st)->o.budget, s->n_prompt);
     s->hook_seq[idx] = cs;
     return 0;
 }
@@ -388,42 +385,6 @@ const kw_kvhook kw__clusterkv_hook = {
     .tail_only = true, /* selects in decoding only; the index comes from the pool */
 };
 
-static void params_free(void *pp)
-{
-    cparams *p = pp;
-    if (p)
-        free(p->b.tokens);
-    free(p);
-}
-
-static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
-{
-    const cparams *p = pp;
-    int rc = kw__rbudget_check(&p->b, cfg, "retrieve.clusterkv", err);
-    if (rc < 0)
-        return rc;
-    cstate *st = calloc(1, sizeof *st);
-    if (st)
-        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
-    if (!st || !st->inv_freq) {
-        free(st);
-        return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
-    }
-    st->p = p;
-    st->cfg = *cfg;
-    kw_rope_inv_freq(cfg, st->inv_freq);
-    *out = st;
-    return 0;
-}
-
-static void state_free(void *pst)
-{
-    cstate *st = pst;
-    if (st)
-        free(st->inv_freq);
-    free(st);
-}
-
 int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
                          kw_kvmethod **out, kw_error *err)
 {
@@ -437,14 +398,16 @@ int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
                             o->iters, o->window, o->window_clusters, o->dense_layers);
     cparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
-    if (!p || !m || kw__rbudget_copy(per_layer, &p->b) < 0) {
-        params_free(p);
+    if (!p || !m || kw__rbudget_copy(per_layer, &p->r.b) < 0) {
+        kw__rparams_free(p);
         free(m);
         return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
     }
+    p->r.op = "retrieve.clusterkv";
     p->o = *o;
-    *m = (kw_kvmethod){.hook = &kw__clusterkv_hook, .params = p, .params_free = params_free,
-                       .state_new = state_new, .state_free = state_free};
+    *m = (kw_kvmethod){.hook = &kw__clusterkv_hook, .params = p,
+                       .params_free = kw__rparams_free, .state_new = kw__rstate_new,
+                       .state_free = kw__rstate_free};
     *out = m;
     return 0;
 }

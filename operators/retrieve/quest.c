@@ -41,15 +41,12 @@
 #include "shared.h"
 
 typedef struct qparams {
+    kw_rparams r; /* the name and the per-layer budget (or none) */
     kw_quest_opts o;
-    kw_rbudget b; /* per layer and KV head, or none */
 } qparams;
 
-typedef struct qstate {
-    const qparams *p;
-    kw_model_config cfg;
-    float *inv_freq; /* (head_dim / 2), for pre-RoPE pools */
-} qstate;
+typedef kw_rstate qstate; /* p: the qparams */
+#define QP(st) ((const qparams *)(st)->p)
 
 typedef struct qtable {
     int n_pages, n_sealed, cap;
@@ -112,7 +109,7 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
                         const kw_kvmem *mem, int l, int h)
 {
     const kw_kvseq *kv = s->kv;
-    int Q = st->p->o.page, hd = st->cfg.head_dim;
+    int Q = QP(st)->o.page, hd = st->cfg.head_dim;
     int n = kw_kvseq_len(kv, l, h), np = (n + Q - 1) / Q, sealed = n / Q;
     int from = t->n_sealed < sealed ? t->n_sealed : sealed;
     for (int p = 0; p < from; p++)
@@ -175,7 +172,7 @@ int kw__quest_seq_budget(const kw_quest_opts *o, int n_prompt)
 
 static int pages_for(const qparams *p, const qseq *qs, int l, int kvh)
 {
-    int budget = kw__rbudget_at(&p->b, l, kvh, qs->budget);
+    int budget = kw__rbudget_at(&p->r.b, l, kvh, qs->budget);
     int k = budget / p->o.page;
     return k < p->o.min_pages ? p->o.min_pages : k;
 }
@@ -185,9 +182,9 @@ static int pages_for(const qparams *p, const qseq *qs, int l, int kvh)
 static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
                         const kw_kvseq *kv, int l, int kvh, const float *qg, int P)
 {
-    int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, Q = st->p->o.page;
-    int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(st->p, qs, l, kvh), rc;
-    bool shared = st->p->o.kv_rows;
+    int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, Q = QP(st)->o.page;
+    int n = kw_kvseq_len(kv, l, kvh), np = t->n_pages, k = pages_for(QP(st), qs, l, kvh), rc;
+    bool shared = QP(st)->o.kv_rows;
     if (np > k) {
         int64_t cap = qs->scores_cap;
         if ((rc = grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
@@ -232,11 +229,11 @@ static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
     const qstate *st = stp;
     const kw_model_config *cf = &st->cfg;
     int l = c->layer, H = cf->n_head, Hk = cf->n_head_kv, hd = cf->head_dim, g = H / Hk;
-    if (l < st->p->o.dense_layers)
+    if (l < QP(st)->o.dense_layers)
         return 0;
     const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
     kw_kvmem mem = kw_kvpool_mem(c->pool);
-    bool per_q = !st->p->o.kv_rows;
+    bool per_q = !QP(st)->o.kv_rows;
     for (int i = 0; i < b->n_seq; i++) {
         if (b->prefill[i])
             continue;
@@ -245,7 +242,7 @@ static int q_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         bool any = false;
         for (int h = 0; h < Hk && !any; h++) {
             int n = kw_kvseq_len(s->kv, l, h);
-            any = (n + st->p->o.page - 1) / st->p->o.page > pages_for(st->p, qs, l, h);
+            any = (n + QP(st)->o.page - 1) / QP(st)->o.page > pages_for(QP(st), qs, l, h);
         }
         if (!any)
             continue;
@@ -273,7 +270,7 @@ static int q_seq_open(void *stp, kw_seq *s, int idx)
         free(qs);
         return KW_ENOMEM;
     }
-    qs->budget = kw__quest_seq_budget(&st->p->o, s->n_prompt);
+    qs->budget = kw__quest_seq_budget(&QP(st)->o, s->n_prompt);
     s->hook_seq[idx] = qs;
     return 0;
 }
@@ -301,42 +298,6 @@ const kw_kvhook kw__quest_hook = {
     .tail_only = true, /* selects in decoding only; page bounds come from the pool */
 };
 
-static void params_free(void *pp)
-{
-    qparams *p = pp;
-    if (p)
-        free(p->b.tokens);
-    free(p);
-}
-
-static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
-{
-    const qparams *p = pp;
-    int rc = kw__rbudget_check(&p->b, cfg, "retrieve.quest", err);
-    if (rc < 0)
-        return rc;
-    qstate *st = calloc(1, sizeof *st);
-    if (st)
-        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
-    if (!st || !st->inv_freq) {
-        free(st);
-        return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
-    }
-    st->p = p;
-    st->cfg = *cfg;
-    kw_rope_inv_freq(cfg, st->inv_freq);
-    *out = st;
-    return 0;
-}
-
-static void state_free(void *pst)
-{
-    qstate *st = pst;
-    if (st)
-        free(st->inv_freq);
-    free(st);
-}
-
 int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvmethod **out,
                      kw_error *err)
 {
@@ -348,14 +309,16 @@ int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvme
                             o->min_pages, o->dense_layers);
     qparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
-    if (!p || !m || kw__rbudget_copy(per_layer, &p->b) < 0) {
-        params_free(p);
+    if (!p || !m || kw__rbudget_copy(per_layer, &p->r.b) < 0) {
+        kw__rparams_free(p);
         free(m);
         return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
     }
+    p->r.op = "retrieve.quest";
     p->o = *o;
-    *m = (kw_kvmethod){.hook = &kw__quest_hook, .params = p, .params_free = params_free,
-                       .state_new = state_new, .state_free = state_free};
+    *m = (kw_kvmethod){.hook = &kw__quest_hook, .params = p,
+                       .params_free = kw__rparams_free, .state_new = kw__rstate_new,
+                       .state_free = kw__rstate_free};
     *out = m;
     return 0;
 }

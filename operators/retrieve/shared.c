@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "kvweave/kvhook.h"
 
 int kw__rbudget_copy(const kw_budget *in, kw_rbudget *out)
@@ -39,6 +40,42 @@ int kw__ratio_budget(double ratio, int budget, int n_prompt)
         return budget;
     double b = round(ratio * n_prompt);
     return b < 1 ? 1 : b > INT_MAX ? INT_MAX : (int)b;
+}
+
+void kw__rparams_free(void *params)
+{
+    kw_rparams *p = params;
+    if (p)
+        free(p->b.tokens);
+    free(p);
+}
+
+int kw__rstate_new(const void *params, const kw_model_config *cfg, void **out, kw_error *err)
+{
+    const kw_rparams *p = params;
+    int rc = kw__rbudget_check(&p->b, cfg, p->op, err);
+    if (rc < 0)
+        return rc;
+    kw_rstate *st = calloc(1, sizeof *st);
+    if (st)
+        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2 + 1));
+    if (!st || !st->inv_freq) {
+        free(st);
+        return kw_error_set(err, KW_ENOMEM, "%s: out of memory", p->op);
+    }
+    st->p = params;
+    st->cfg = *cfg;
+    kw_rope_inv_freq(cfg, st->inv_freq);
+    *out = st;
+    return 0;
+}
+
+void kw__rstate_free(void *pst)
+{
+    kw_rstate *st = pst;
+    if (st)
+        free(st->inv_freq);
+    free(st);
 }
 
 int kw__retrieve_budget_in(kw_opctx *c, kw_task *t, const kw_budget **b, double *ratio)

@@ -1,6 +1,6 @@
 /* What the selection hooks (retrieve.*) share: the per-layer budget they copy from their
- * input, a sequence's budget from a prompt ratio, and the operator side of the budget
- * input and the ratio. */
+ * input, a sequence's budget from a prompt ratio, their params' head and their state,
+ * and the operator side of the budget input and the ratio. */
 #ifndef KW_OPS_RETRIEVE_SHARED_H
 #define KW_OPS_RETRIEVE_SHARED_H
 
@@ -28,6 +28,26 @@ static inline int kw__rbudget_at(const kw_rbudget *b, int layer, int kvh, int ot
 
 /* budget, or with ratio > 0 round(ratio x n_prompt) (half away from zero), at least 1. */
 int kw__ratio_budget(double ratio, int budget, int n_prompt);
+
+/* The first member of a selection hook's params: its name (for errors) and its
+ * per-layer budget. */
+typedef struct kw_rparams {
+    const char *op;
+    kw_rbudget b;
+} kw_rparams;
+/* kw_kvmethod.params_free for params that begin with a kw_rparams. */
+void kw__rparams_free(void *params);
+
+/* A selection hook's state: its params (beginning with a kw_rparams), the model's
+ * config, and inv_freq (head_dim / 2): plain RoPE frequencies, for pre-RoPE pools.
+ * kw__rstate_new (kw_kvmethod.state_new) checks the params' budget against cfg. */
+typedef struct kw_rstate {
+    const void *p;
+    kw_model_config cfg;
+    float *inv_freq;
+} kw_rstate;
+int kw__rstate_new(const void *params, const kw_model_config *cfg, void **st, kw_error *err);
+void kw__rstate_free(void *st);
 
 /* The operator's optional budget input (port 0) and its `ratio` param: *b the input's
  * budget or NULL, *ratio the param when set, else 0. Both set: the task fails (a
