@@ -396,28 +396,17 @@ int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,
                             "clusters %d, iters %d, window %d, window_clusters %d, "
                             "dense_layers %d", o->budget, o->ratio, o->sink, o->clusters,
                             o->iters, o->window, o->window_clusters, o->dense_layers);
-    cparams *p = calloc(1, sizeof *p);
-    kw_kvmethod *m = calloc(1, sizeof *m);
-    if (!p || !m || kw__rbudget_copy(per_layer, &p->r.b) < 0) {
-        kw__rparams_free(p);
-        free(m);
-        return kw_error_set(err, KW_ENOMEM, "retrieve.clusterkv: out of memory");
-    }
-    p->r.op = "retrieve.clusterkv";
-    p->o = *o;
-    *m = (kw_kvmethod){.hook = &kw__clusterkv_hook, .params = p,
-                       .params_free = kw__rparams_free, .state_new = kw__rstate_new,
-                       .state_free = kw__rstate_free};
-    *out = m;
-    return 0;
+    cparams *p;
+    int rc = kw__rmethod_new(&kw__clusterkv_hook, "retrieve.clusterkv", sizeof *p, per_layer, out,
+                             (void **)&p, err);
+    if (rc == 0)
+        p->o = *o;
+    return rc;
 }
 
 /* ---- the operator ---- */
 
-static const kw_port ins[] = {
-    {"budget", KW_T_BUDGET, KW_ONCE, KW_PORT_OPTIONAL,
-     "per-layer (per KV head) token budgets; replaces `budget` (e.g. from layer_budget.*)"},
-};
+static const kw_port ins[] = {KW_RETRIEVE_BUDGET_PORT};
 static const kw_port outs[] = {
     {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the ClusterKV SELECT hook"},
 };
@@ -425,9 +414,7 @@ static const kw_param_spec params[] = {
     {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
      "tokens read per query head and layer at each decode step: the sink plus the "
      "recalled clustered tokens (tokens not yet clustered are read on top)"},
-    {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
-     "when set > 0: budget = round(ratio x prompt tokens) of each sequence (at least 1), "
-     "same counting (wins over budget; not with a budget input)"},
+    KW_RETRIEVE_RATIO_PARAM,
     {"sink", KW_PARAM_INT, "16", 0, 1 << 20, NULL, "the first tokens: always read"},
     {"clusters", KW_PARAM_INT, "400", 1, 1 << 20, NULL,
      "k-means clusters of the prompt's keys per layer and KV head"},

@@ -307,28 +307,17 @@ int kw__quest_method(const kw_quest_opts *o, const kw_budget *per_layer, kw_kvme
         return kw_error_set(err, KW_EINVAL, "retrieve.quest: page %d, budget %d, ratio %g, "
                             "min_pages %d, dense_layers %d", o->page, o->budget, o->ratio,
                             o->min_pages, o->dense_layers);
-    qparams *p = calloc(1, sizeof *p);
-    kw_kvmethod *m = calloc(1, sizeof *m);
-    if (!p || !m || kw__rbudget_copy(per_layer, &p->r.b) < 0) {
-        kw__rparams_free(p);
-        free(m);
-        return kw_error_set(err, KW_ENOMEM, "retrieve.quest: out of memory");
-    }
-    p->r.op = "retrieve.quest";
-    p->o = *o;
-    *m = (kw_kvmethod){.hook = &kw__quest_hook, .params = p,
-                       .params_free = kw__rparams_free, .state_new = kw__rstate_new,
-                       .state_free = kw__rstate_free};
-    *out = m;
-    return 0;
+    qparams *p;
+    int rc = kw__rmethod_new(&kw__quest_hook, "retrieve.quest", sizeof *p, per_layer, out,
+                             (void **)&p, err);
+    if (rc == 0)
+        p->o = *o;
+    return rc;
 }
 
 /* ---- the operator ---- */
 
-static const kw_port ins[] = {
-    {"budget", KW_T_BUDGET, KW_ONCE, KW_PORT_OPTIONAL,
-     "per-layer (per KV head) token budgets; replaces `budget` (e.g. from layer_budget.*)"},
-};
+static const kw_port ins[] = {KW_RETRIEVE_BUDGET_PORT};
 static const kw_port outs[] = {
     {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the Quest SELECT hook"},
 };
@@ -337,9 +326,7 @@ static const kw_param_spec params[] = {
     {"budget", KW_PARAM_INT, "1024", 1, 1 << 24, NULL,
      "tokens read per query head and layer at each decode step, as budget / page whole "
      "pages, the current page included"},
-    {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
-     "when set > 0: budget = round(ratio x prompt tokens) of each sequence (at least 1), "
-     "same counting (wins over budget; not with a budget input)"},
+    KW_RETRIEVE_RATIO_PARAM,
     {"min_pages", KW_PARAM_INT, "3", 1, 1 << 20, NULL, "at least this many pages"},
     {"dense_layers", KW_PARAM_INT, "2", 0, 1 << 16, NULL,
      "the first layers read every token"},

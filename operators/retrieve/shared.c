@@ -50,6 +50,27 @@ void kw__rparams_free(void *params)
     free(p);
 }
 
+int kw__rmethod_new(const kw_kvhook *hook, const char *op, size_t params_size,
+                    const kw_budget *per_layer, kw_kvmethod **out, void **params,
+                    kw_error *err)
+{
+    *out = NULL;
+    *params = NULL;
+    kw_rparams *p = calloc(1, params_size);
+    kw_kvmethod *m = calloc(1, sizeof *m);
+    if (!p || !m || kw__rbudget_copy(per_layer, &p->b) < 0) {
+        kw__rparams_free(p);
+        free(m);
+        return kw_error_set(err, KW_ENOMEM, "%s: out of memory", op);
+    }
+    p->op = op;
+    *m = (kw_kvmethod){.hook = hook, .params = p, .params_free = kw__rparams_free,
+                       .state_new = kw__rstate_new, .state_free = kw__rstate_free};
+    *out = m;
+    *params = p;
+    return 0;
+}
+
 int kw__rstate_new(const void *params, const kw_model_config *cfg, void **out, kw_error *err)
 {
     const kw_rparams *p = params;
