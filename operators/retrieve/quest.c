@@ -67,19 +67,6 @@ typedef struct qseq {
     int sel_cap;
 } qseq;
 
-static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    int64_t c = *cap * 2 > need ? *cap * 2 : need;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q)
-        return KW_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 /* Capacity grows by 32 pages at a time (a page fills every `page` decode steps). */
 static int grow_table(qtable *t, int need, int hd)
 {
@@ -122,10 +109,10 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
     int nr = n - from * Q;
     int64_t cap = qs->rows_cap;
     if (rc == 0)
-        rc = grow((void **)&qs->rows, &cap, nr, sizeof(float) * (size_t)hd);
+        rc = kw__grow((void **)&qs->rows, &cap, nr, sizeof(float) * (size_t)hd);
     cap = qs->rows_cap;
     if (rc == 0)
-        rc = grow((void **)&qs->rpos, &cap, nr, sizeof(int32_t));
+        rc = kw__grow((void **)&qs->rpos, &cap, nr, sizeof(int32_t));
     if (rc < 0)
         return rc;
     qs->rows_cap = (int)cap;
@@ -187,11 +174,11 @@ static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
     bool shared = QP(st)->o.kv_rows;
     if (np > k) {
         int64_t cap = qs->scores_cap;
-        if ((rc = grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
+        if ((rc = kw__grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
             return rc;
         qs->scores_cap = cap;
         cap = qs->sel_cap;
-        if ((rc = grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
+        if ((rc = kw__grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
             return rc;
         qs->sel_cap = (int)cap;
         if ((rc = kw_k_page_scores(KW_BK_CPU, NULL, qg, g, hd, t->mn, t->mx, np, qs->scores)) < 0)
