@@ -4,7 +4,8 @@
  * At each decode step, every observation layer (`layers`, e.g. "0,1,2,8,18") attends to
  * every token; after its attention, each token's score is its probability under the
  * step's query, the largest over the query heads, max-pooled over `kernel` neighbours;
- * the `keep_tokens` best-scored tokens between the first `sink` and the last `recent`
+ * the `keep_tokens` best-scored tokens (or with `ratio` > 0, round(ratio x the prompt
+ * tokens), fixed when the sequence opens) between the first `sink` and the last `recent`
  * (ties: the earlier token), with the sink and the recent tokens, are the set that the
  * following layers read, up to the next observation layer. Layers before the first
  * observation layer and prefill read everything; when the tokens between the sink and
@@ -24,6 +25,7 @@
 #include "kernels.h"
 #include "kvweave/op.h"
 #include "omnikv.h"
+#include "shared.h"
 
 typedef struct oparams {
     kw_omnikv_opts o;
@@ -38,6 +40,7 @@ typedef struct ostate {
 } ostate;
 
 typedef struct oseq {
+    int keep;    /* keep_tokens, or ratio x the prompt */
     int n_sel;   /* tokens chosen at the last observation layer; -1: none, read all */
     int n_at;    /* tokens stored when they were chosen */
     int32_t *sel; /* (n_sel) stored indices, increasing */
@@ -77,7 +80,7 @@ static int choose(const ostate *st, oseq *q, kw_seq *s, int l, const float *prob
         return KW_EINVAL; /* not the dense view */
     int a = o->sink < n ? o->sink : n, e = n - o->recent > a ? n - o->recent : a;
     q->n_at = n;
-    if (e - a <= o->keep_tokens) {
+    if (e - a <= q->keep) {
         q->n_sel = -1;
         return 0;
     }
@@ -94,15 +97,15 @@ static int choose(const ostate *st, oseq *q, kw_seq *s, int l, const float *prob
                           q->pooled)) < 0)
         return rc;
     int32_t *mid = q->sel + a; /* the chosen ones go between the sink and the recent */
-    if ((rc = kw_k_topk(KW_BK_CPU, NULL, q->pooled + a, 1, e - a, o->keep_tokens, mid)) < 0)
+    if ((rc = kw_k_topk(KW_BK_CPU, NULL, q->pooled + a, 1, e - a, q->keep, mid)) < 0)
         return rc;
     for (int j = 0; j < a; j++)
         q->sel[j] = j;
-    for (int j = 0; j < o->keep_tokens; j++)
+    for (int j = 0; j < q->keep; j++)
         mid[j] += a;
     for (int j = e; j < n; j++)
-        q->sel[a + o->keep_tokens + (j - e)] = j;
-    q->n_sel = a + o->keep_tokens + (n - e);
+        q->sel[a + q->keep + (j - e)] = j;
+    q->n_sel = a + q->keep + (n - e);
     return 0;
 }
 
@@ -154,10 +157,11 @@ static int o_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
 
 static int o_seq_open(void *stp, kw_seq *s, int idx)
 {
-    (void)stp;
+    const kw_omnikv_opts *o = &((const ostate *)stp)->p->o;
     oseq *q = calloc(1, sizeof *q);
     if (!q)
         return KW_ENOMEM;
+    q->keep = kw__ratio_budget(o->ratio, o->keep_tokens, s->n_prompt);
     q->n_sel = -1;
     s->hook_seq[idx] = q;
     return 0;
@@ -249,10 +253,11 @@ int kw__omnikv_method(const kw_omnikv_opts *o, const char *layers, kw_kvmethod *
                       kw_error *err)
 {
     *out = NULL;
-    if (o->keep_tokens < 1 || o->sink < 0 || o->recent < 1 || o->kernel < 1)
-        return kw_error_set(err, KW_EINVAL, "retrieve.omnikv: keep_tokens %d, sink %d, "
-                            "recent %d, kernel %d", o->keep_tokens, o->sink, o->recent,
-                            o->kernel);
+    if (o->keep_tokens < 1 || o->sink < 0 || o->recent < 1 || o->kernel < 1
+        || !(o->ratio >= 0 && o->ratio <= 1))
+        return kw_error_set(err, KW_EINVAL, "retrieve.omnikv: keep_tokens %d, ratio %g, "
+                            "sink %d, recent %d, kernel %d", o->keep_tokens, o->ratio, o->sink,
+                            o->recent, o->kernel);
     oparams *p = calloc(1, sizeof *p);
     kw_kvmethod *m = calloc(1, sizeof *m);
     if (!p || !m) {
@@ -282,6 +287,9 @@ static const kw_param_spec params[] = {
      "it read), increasing, comma-separated"},
     {"keep_tokens", KW_PARAM_INT, "2048", 1, 1 << 24, NULL,
      "tokens chosen between the sink and the recent ones"},
+    {"ratio", KW_PARAM_FLOAT, "0", 0, 1, NULL,
+     "when set > 0: keep_tokens = round(ratio x prompt tokens) of each sequence (at least "
+     "1; the sink and the recent tokens on top; wins over keep_tokens)"},
     {"sink", KW_PARAM_INT, "8", 0, 1 << 20, NULL, "the first tokens: always read"},
     {"recent", KW_PARAM_INT, "128", 1, 1 << 20, NULL,
      "the last tokens (the current one among them): always read"},
@@ -295,12 +303,15 @@ static int run(kw_opctx *c, void *st, kw_task *t)
                         .sink = (int)kw_param_int(c, "sink"),
                         .recent = (int)kw_param_int(c, "recent"),
                         .kernel = (int)kw_param_int(c, "kernel")};
+    if (kw_param_is_set(c, "ratio"))
+        o.ratio = kw_param_float(c, "ratio");
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__omnikv_method(&o, kw_param_str(c, "layers"), &m, &err);
     if (rc < 0)
         return kw_task_fail(t, rc, "%s", err.msg);
     kw_ctx_record(c, "kv_memory", "unchanged: selection reads fewer tokens, the pool keeps all");
+    kw_ctx_record(c, "budget_source", o.ratio > 0 ? "ratio" : "param");
     return kw_task_out(t, 0, kw_value_kvmethod(m));
 }
 
@@ -313,7 +324,8 @@ const kw_op kw_op_retrieve_omnikv = {
            "the layers after it read, up to the next observation layer. Layers before the "
            "first observation layer and prefill read everything. Saves no KV memory (the "
            "pool keeps every token; nothing is offloaded): it lowers the tokens attended "
-           "per step.",
+           "per step. `ratio` > 0 sets keep_tokens per sequence to round(ratio x its "
+           "prompt tokens).",
     .lanes = KW_LANE_CPU, .outputs = outs, .n_outputs = 1, .params = params,
     .n_params = sizeof params / sizeof *params, .run = run, .kv_roles = KW_ROLE_SELECT,
 };

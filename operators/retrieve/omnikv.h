@@ -12,6 +12,8 @@ typedef struct kw_omnikv_opts {
     int sink;        /* the first tokens: always read */
     int recent;      /* the last tokens (the current one among them): always read */
     int kernel;      /* max-pooling width of the scores */
+    double ratio;    /* > 0: each sequence's keep_tokens is round(ratio x its prompt
+                        tokens), at least 1; in [0, 1] */
 } kw_omnikv_opts;
 
 /* "0,1,2,8,18" into *out (transfer full), *n entries: increasing layer numbers. */

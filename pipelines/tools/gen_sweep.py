@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the budget sweep pipelines of issue 6: every KV method (StreamingLLM, H2O,
-SnapKV, PyramidKV, Quest, ClusterKV, XKV+SnapKV) at budgets given as ratios of the prompt, plus a
+SnapKV, PyramidKV, Quest, ClusterKV, OmniKV, XKV+SnapKV) at budgets given as ratios of the prompt, plus a
 full-attention branch, as one branch per (method, budget) in one pipeline per data set:
 
   sweep_budgets.yaml       RULER niah tasks at 4k: decode.greedy + score.ruler per branch
@@ -15,7 +15,8 @@ say so in the generation's prefill_share).
 Budgets are `ratio`s of the prompt everywhere, so no branch depends on a nominal prompt
 length. compress.* and retrieve.* take the ratio of each sample's prompt (Quest and
 ClusterKV read round(ratio x prompt) tokens per query head and layer, ClusterKV's sink
-included and its tokens not yet clustered on top). layer_budget.xkv takes it of the
+included and its tokens not yet clustered on top; OmniKV chooses round(ratio x prompt)
+tokens, its 8 sink and 128 recent ones on top). layer_budget.xkv takes it of the
 calibration samples' prompts: each one's total is n_layer x (round(ratio x prompt) -
 window), the same tokens as a uniform SnapKV capacity of ratio x prompt with XKV's window
 of 8 included, and the averaged allocation is every sample's budget (XKV's budget is
@@ -29,7 +30,7 @@ import argparse
 import os
 import sys
 
-METHODS = ["streaming", "h2o", "snapkv", "pyramidkv", "quest", "clusterkv", "xkv"]
+METHODS = ["streaming", "h2o", "snapkv", "pyramidkv", "quest", "clusterkv", "omnikv", "xkv"]
 NIAH = ("niah_single_1,niah_single_2,niah_single_3,niah_multikey_1,niah_multikey_2,"
         "niah_multikey_3,niah_multivalue,niah_multiquery")
 
@@ -65,6 +66,9 @@ def method_stages(m, r, a):
     if m == "clusterkv":
         return [{"id": kv, "op": "retrieve.clusterkv",
                  "with": {"ratio": r, "sink": 16, "clusters": 400, "dense_layers": 2}}], kv
+    if m == "omnikv":
+        return [{"id": kv, "op": "retrieve.omnikv",
+                 "with": {"ratio": r, "layers": '"0,1,2,8,18"'}}], kv
     if m == "xkv":
         b = "xkv_budget_%s" % pct(r)
         return [{"id": b, "op": "layer_budget.xkv", "in": ["probe"],

@@ -1,6 +1,7 @@
 /* retrieve.omnikv: the tokens an observation layer chooses against a brute force (largest
  * probability over the heads, max-pooled, the best between the sink and the recent
- * tokens, ties to the earlier) as the later layers' views; observation layers, the
+ * tokens, ties to the earlier; their number given or as a prompt ratio) as the later
+ * layers' views; observation layers, the
  * layers before them and prefill left dense; a short context read whole; probabilities
  * that do not match the stored tokens failing the sequence; the layer list's parser. */
 #include <math.h>
@@ -16,14 +17,15 @@
 #include "hook_fixture.h"
 #include "runtime_support.h"
 
-static void fx_open(hook_fx *fx, const kw_omnikv_opts *o, const char *layers, int n_tok)
+static void fx_open(hook_fx *fx, const kw_omnikv_opts *o, const char *layers, int n_tok,
+                    int n_prompt)
 {
     kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
     cfg.n_layer = 5;
     kw_kvmethod *m;
     kw_error err = {0};
     assert_int_equal(kw__omnikv_method(o, layers, &m, &err), 0);
-    hfx_open(fx, &cfg, 16, 1024, m, 0, 0);
+    hfx_open(fx, &cfg, 16, 1024, m, 0, n_prompt);
     fx->rs = 0x0a1u;
     int kd = cfg.n_head_kv * cfg.head_dim;
     float *k = malloc(sizeof(float) * (size_t)n_tok * kd);
@@ -41,10 +43,13 @@ static void test_observation_layers_choose_the_later_layers_tokens(void **state)
 {
     (void)state;
     kw_omnikv_opts o = {.keep_tokens = 10, .sink = 2, .recent = 4, .kernel = 3};
-    for (int trial = 0; trial < 4; trial++) {
+    for (int trial = 0; trial < 6; trial++) {
         int n = 60 + trial * 37;
         hook_fx fx;
-        fx_open(&fx, &o, "1,3", n);
+        kw_omnikv_opts ot = o; /* trials 4, 5: 10 tokens as 0.1 of a prompt of 100 */
+        if (trial >= 4)
+            ot.keep_tokens = 1, ot.ratio = 0.1;
+        fx_open(&fx, &ot, "1,3", n, trial >= 4 ? 100 : 0);
         int H = fx.cfg.n_head;
         float *p = malloc(sizeof(float) * (size_t)H * n);
         for (int i = 0; i < H * n; i++) /* a few peaks over a low floor, in steps of 1/64 */
@@ -108,7 +113,7 @@ static void test_a_short_context_is_read_whole(void **state)
     (void)state;
     kw_omnikv_opts o = {.keep_tokens = 50, .sink = 4, .recent = 8, .kernel = 5};
     hook_fx fx;
-    fx_open(&fx, &o, "0", 62); /* 62 - 4 - 8 = 50 tokens between: all kept */
+    fx_open(&fx, &o, "0", 62, 0); /* 62 - 4 - 8 = 50 tokens between: all kept */
     float *p = calloc((size_t)fx.cfg.n_head * 62, sizeof(float));
     assert_int_equal(hfx_after_attn(&fx, 0, false, p, 62), 0);
     assert_int_equal(hfx_select(&fx, 1, false, NULL), 0);
