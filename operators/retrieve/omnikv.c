@@ -45,27 +45,17 @@ typedef struct oseq {
     int n_at;    /* tokens stored when they were chosen */
     int32_t *sel; /* (n_sel) stored indices, increasing */
     float *score, *pooled;
-    int cap;
+    int64_t cap_sel, cap_score, cap_pooled;
 } oseq;
 
 static int grow_seq(oseq *q, int n)
 {
-    if (n <= q->cap)
-        return 0;
-    int c = n > 2 * q->cap ? n : 2 * q->cap;
-    int32_t *s = realloc(q->sel, sizeof(int32_t) * (size_t)c);
-    if (s)
-        q->sel = s;
-    float *a = realloc(q->score, sizeof(float) * (size_t)c);
-    if (a)
-        q->score = a;
-    float *b = realloc(q->pooled, sizeof(float) * (size_t)c);
-    if (b)
-        q->pooled = b;
-    if (!s || !a || !b)
-        return KW_ENOMEM;
-    q->cap = c;
-    return 0;
+    int rc = kw__grow((void **)&q->sel, &q->cap_sel, n, sizeof(int32_t));
+    if (rc == 0)
+        rc = kw__grow((void **)&q->score, &q->cap_score, n, sizeof(float));
+    if (rc == 0)
+        rc = kw__grow((void **)&q->pooled, &q->cap_pooled, n, sizeof(float));
+    return rc;
 }
 
 /* The set of the observation layer l from the step's probabilities (H, len). */
