@@ -352,6 +352,9 @@ static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
     kw_kvpool_stats(e->pool, &ms);
     r->page_bytes = ms.page_bytes;
     r->meta_bytes = q->s.meta_bytes;
+    r->store_bytes = q->s.store_bytes;
+    r->load_bytes = q->s.load_bytes;
+    r->load_bytes_full = q->s.load_bytes_full;
     r->tmp_bytes_peak = e->tmp_peak * ms.page_bytes;
     if (q->mem_samples) {
         r->pages_mean = q->pages_sum / q->mem_samples;
@@ -688,7 +691,8 @@ static void run_step(kw_engine *e, stepbuf *b)
                                                   "failed (the KV pool is full?)"
                           : src == KW_ELIMIT    ? "the KV pool is full (the sequence's claim "
                                                   "was too small)"
-                          : src < 0             ? "a kv method failed"
+                          : src < 0             ? (q->s.error[0] ? q->s.error
+                                                                 : "a kv method failed")
                                                 : NULL;
         seq_finish(e, q, src, why);
     }

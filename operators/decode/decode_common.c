@@ -227,6 +227,11 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
     json_object_set_new(mem, "meta_bytes", json_integer(r->meta_bytes));
     json_object_set_new(mem, "tmp_bytes_peak", json_integer(r->tmp_bytes_peak));
     json_object_set_new(mem, "attended_mean", json_real(r->attended_mean));
+    if (r->store_bytes || r->load_bytes) { /* an offloading method's block-store traffic */
+        json_object_set_new(mem, "store_bytes", json_integer(r->store_bytes));
+        json_object_set_new(mem, "load_bytes", json_integer(r->load_bytes));
+        json_object_set_new(mem, "load_bytes_full", json_integer(r->load_bytes_full));
+    }
     json_object_set_new(g, "memory", mem);
     if (sample)
         json_object_set(g, "sample", sample);

@@ -85,6 +85,10 @@ typedef struct kw_gen_result {
     int64_t meta_bytes;                       /* hooks' metadata at the end */
     int64_t tmp_bytes_peak;                   /* temporary pool, whole engine */
     double attended_mean;                     /* tokens read per layer and decode step */
+    int64_t store_bytes, load_bytes;          /* KV written to and read from a block
+                                                 store (an offloading method) */
+    int64_t load_bytes_full;                  /* what reloading each selection whole
+                                                 would have read */
     /* with kw_gen_req.reference, per position (n_gen), against the full-attention
      * branch (nullable otherwise): */
     float *ref_kl;        /* KL(full || this) in nats, over the whole vocabulary */

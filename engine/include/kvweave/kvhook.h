@@ -86,6 +86,12 @@ typedef struct kw_seq {
     kw_kvseq *kv;       /* its KV tables (transfer none) */
     void *hook_seq[KW_MAX_HOOKS]; /* per-hook per-sequence state */
     int64_t meta_bytes; /* hooks add their metadata here for the memory figures */
+    /* a STORE hook that moves KV out of the pool and back adds its traffic here: */
+    int64_t store_bytes;     /* written to a block store */
+    int64_t load_bytes;      /* read back into the pool */
+    int64_t load_bytes_full; /* what reading every selection whole would have read */
+    char error[200];         /* a hook may say here why it returned an error (the
+                                sequence's recorded error; the first one is kept) */
 } kw_seq;
 
 /* The sequences of a step that a call concerns (those whose stack holds the hook), and
