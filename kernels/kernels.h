@@ -111,6 +111,19 @@ void kw_ref_window_scores(const float *probs, int n_q, int n_head, int len, int 
 void kw_ref_pool1d(const float *x, int rows, int n, int kernel, kw_pooling mode, float *out);
 void kw_ref_topk(const float *x, int rows, int n, int k, int32_t *idx);
 
+/* ---- KVStar's multi-query vote (kernels/cpu/kvstar.c; CPU only: it runs on host threads
+ * beside the device) ----
+ * For each of n_q queries q (n_q, n_head, head_dim) and each query head h, with KV head
+ * kvh = h / (n_head / n_kv): the query cut to its KV head's kept channels chan (n_kv, dk)
+ * scores every sub-vector of that KV head, sub (n_kv, n_sub, dk) as IEEE fp16 bits, by
+ * a plain dot product (no 1/sqrt(d) scaling); a softmax over the n_sub logits; and
+ * score[s / per_block] += its probability, for every query and head. score: (n_sub /
+ * per_block), overwritten. Thread-safe (no OpenMP inside). */
+int kw_k_kvstar_vote(const float *q, int n_q, int n_head, int n_kv, int head_dim,
+                     const int32_t *chan, int dk, const uint16_t *sub, int n_sub,
+                     int per_block, float *score);
+/* (fp16 bits: kw_f32_to_f16 and kw_f16_to_f32 in tensor.h) */
+
 /* ---- page metadata for query-aware selection (kernels/cpu/pages.c,
  * kernels/cuda/pages.cu; CUDA page scores take head_dim <= 256) ----
  * k: (n_tok, head_dim) the keys of one KV head in stored order; page p covers rows

@@ -32,6 +32,7 @@ extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
 extern const kw_op kw_op_retrieve_clusterkv;
+extern const kw_op kw_op_retrieve_kvstar;
 extern const kw_op kw_op_retrieve_omnikv;
 extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
 extern const kw_op kw_op_mini_prefill_snap;
@@ -71,6 +72,7 @@ const kw_op *const kw_builtin_ops[] = {
     /* query-aware selection, XKV calibration and layer budgets (issue 6) */
     &kw_op_retrieve_quest,
     &kw_op_retrieve_clusterkv,
+    &kw_op_retrieve_kvstar,
     &kw_op_retrieve_omnikv,
     &kw_op_layer_budget_xkv,
     &kw_op_layer_budget_uniform,

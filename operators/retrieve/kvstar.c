@@ -1,0 +1,908 @@
+/* retrieve.kvstar — KVStar's multi-step sparse retrieval with offloading (METHODS.md), an
+ * EVICT + STORE hook on the CPU engine.
+ *
+ * Blocks. A prompt of n tokens has n / block whole blocks; the first init_window and the
+ * last local_window of them, the prompt's partial last block and every generated token
+ * stay in the pool; the blocks between them are the middle ones, of which k =
+ * ceil(n_middle x sparse_ratio) are in the pool at any time.
+ *
+ * At the end of prefill, layer by layer:
+ *  - every whole block is written to the block store (store/kvstore.h: one file per block
+ *    named by its hash, [L0 K][L0 V][L1 K]..., each layer's slab (block, n_kv, head_dim)
+ *    f32). A block's hash chains SHA-256 over the previous block's hash and its layer-0
+ *    K rows (which depend on the tokens and their positions only), rooted in the model's
+ *    shapes: equal prefixes name equal files, so sequences of one prompt (sweep cells,
+ *    repeats) write a block once and share it, and a `persist`ed store is reused by
+ *    later runs of the same model;
+ *  - the block representation: per KV head, the round(head_dim x dim_prune_ratio)
+ *    channels of largest mean |K| over the middle blocks' tokens (K after RoPE), and each
+ *    group of inner_token_merge consecutive tokens averaged over those channels, in fp16
+ *    (host memory, counted in meta_bytes);
+ *  - the first vote, with the prompt's last retrieval_stride queries (kw_k_kvstar_vote:
+ *    no 1/sqrt(d), a softmax over all sub-vectors per query and head, a block's score is
+ *    the mass of its sub-vectors summed over queries and heads; top k, ties to the
+ *    earlier block), and the middle blocks it did not pick leave the pool
+ *    (kw_kvseq_keep): their pages are freed.
+ *
+ * Decoding, stride s: the query of every decode step is kept. At step j*s (j >= 1) the
+ * vote over steps (j-1)*s+1 .. j*s starts on a retrieval thread; at step (j+1)*s its
+ * result is taken, and the blocks it picked that are not in the pool start loading from
+ * the store (pread, on a thread); before attention of step (j+1)*s+1 the loads are waited
+ * for, the middle blocks no longer picked leave the pool and the loaded ones are
+ * appended (with their positions). So a selection acts about two strides after its
+ * queries, and retrieval and reads run behind decoding. Blocks that stay picked are not
+ * read again (incremental transfer): load_bytes counts what was read, load_bytes_full
+ * what reading each selection whole would have read. The mode is deterministic: the step
+ * waits for late host work, so results do not depend on CPU speed.
+ *
+ * Decisions where the publication is silent: the channel importance is taken over the
+ * middle blocks' tokens (those the representation covers); a prompt with no middle block,
+ * or with k >= its middle blocks, is left whole (nothing to offload); generated tokens
+ * are never offloaded; the pool's rows go to the store as f32 (an int8 pool's rows are
+ * dequantized, and quantized again, to the same values, when they come back).
+ *
+ * Limits: the CPU engine only (a device pool fails the sequence with a clear error);
+ * pools that store K before RoPE are refused. The dense view over what the pool holds is
+ * what attention reads; a SELECT hook stacked after KVStar chooses among it. Block files
+ * are removed when the last sequence using them closes, unless `persist`; the default
+ * store is a new directory under $TMPDIR, removed at the end of the run.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "keys.h"
+#include "kvstar.h"
+#include "kvstore.h"
+#include "kvweave/op.h"
+#include "kvweave/tensor.h"
+#include "kvweave/util.h"
+#include "shared.h"
+
+typedef struct kparams {
+    kw_kvstar_opts o;
+    char *store; /* o.store points here */
+} kparams;
+
+/* ---- a small pool of worker threads (retrieval and block reads) ---- */
+
+typedef struct ktask ktask;
+struct ktask {
+    int (*fn)(ktask *t);
+    ktask *next;
+    int rc;
+    bool queued, done;
+};
+
+typedef struct kpool {
+    pthread_mutex_t mu;
+    pthread_cond_t work, done;
+    ktask *head, *tail;
+    bool stop;
+    int n;
+    pthread_t th[KW_KVSTAR_MAX_THREADS];
+} kpool;
+
+static void *worker(void *arg)
+{
+    kpool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->work, &p->mu);
+        if (!p->head)
+            break;
+        ktask *t = p->head;
+        p->head = t->next;
+        if (!p->head)
+            p->tail = NULL;
+        pthread_mutex_unlock(&p->mu);
+        int rc = t->fn(t);
+        pthread_mutex_lock(&p->mu);
+        t->rc = rc;
+        t->done = true;
+        pthread_cond_broadcast(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Runs t on a thread (inline when the pool has none). */
+static void task_submit(kpool *p, ktask *t)
+{
+    t->queued = true;
+    t->done = false;
+    t->next = NULL;
+    if (p->n == 0) {
+        t->rc = t->fn(t);
+        t->done = true;
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (p->tail)
+        p->tail->next = t;
+    else
+        p->head = t;
+    p->tail = t;
+    pthread_cond_signal(&p->work);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* t's result once it has run; 0 for a task not submitted. */
+static int task_wait(kpool *p, ktask *t)
+{
+    if (!t->queued)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    while (!t->done)
+        pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    t->queued = false;
+    return t->rc;
+}
+
+/* ---- state ---- */
+
+typedef struct kblk { /* a block file some open sequence uses */
+    kw_blockid id;
+    int refs;
+    bool ours; /* this run created it */
+} kblk;
+
+typedef struct kstate {
+    const kparams *p;
+    kw_model_config cfg;
+    kw_kvstore *store;
+    bool tmp_root;       /* the store's root is ours to remove */
+    int64_t slab;        /* bytes of one layer of one block: K then V */
+    int dk, per_block;   /* kept channels; sub-vectors per block */
+    char root_hex[65];   /* the hash chain's root */
+    kblk *blk;
+    int n_blk, cap_blk;
+    kpool pool;
+} kstate;
+
+typedef struct kseq kseq;
+
+typedef struct kretr { /* a vote */
+    ktask t;
+    const kstate *st;
+    const int32_t *chan;
+    const uint16_t *sub;
+    int n_mid, k, nq;
+    float *q;     /* (stride, n_head, head_dim) a copy of the queries */
+    float *score; /* (n_mid) */
+    int32_t *sel; /* (k) middle blocks picked, increasing */
+} kretr;
+
+typedef struct kload { /* block reads for one layer */
+    ktask t;
+    const kstate *st;
+    const kseq *ks;
+    int layer, n;
+    int32_t *blk; /* (n) middle blocks to read */
+    float *buf;   /* (n, slab floats) */
+    kw_error err;
+} kload;
+
+typedef struct klayer {
+    int32_t *chan;  /* (n_kv, dk) */
+    uint16_t *sub;  /* (n_kv, n_mid * per_block, dk) fp16 */
+    uint8_t *res;   /* (n_mid) 1: in the pool (or loading, to be appended) */
+    uint8_t *drop;  /* (n_mid) 1: leaves the pool at the next apply */
+    float *qbuf;    /* (stride, n_head, head_dim) */
+    int nq_pre;     /* prompt queries in qbuf */
+    kretr r;
+    kload ld;
+} klayer;
+
+struct kseq {
+    bool active;
+    int n_full, n_mid, k, first_mid;
+    kw_blockid *ids; /* (n_full) */
+    uint8_t *writes; /* (n_full) this sequence writes the block's file */
+    int n_ids;       /* blocks registered (references taken) */
+    klayer *ly;      /* (n_layer) */
+    float *rows;     /* scratch: (max(block, middle tokens), head_dim) */
+    float *slabbuf;  /* scratch: one slab */
+    int32_t *keep;
+    int64_t keep_cap;
+};
+
+#define KP(st) (&(st)->p->o)
+
+static int fail(kw_seq *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(kw_seq *s, int rc, const char *fmt, ...)
+{
+    if (!s->error[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->error, sizeof s->error, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+void kw__kvstar_blocks(const kw_kvstar_opts *o, int n_prompt, int *n_full, int *n_mid, int *k)
+{
+    *n_full = n_prompt / o->block;
+    int m = *n_full - o->init_window - o->local_window;
+    *n_mid = m > 0 ? m : 0;
+    *k = (int)ceil(*n_mid * o->sparse_ratio - 1e-9);
+}
+
+/* ---- representation ---- */
+
+void kw__kvstar_represent(const float *k, int n_tok, int head_dim, int dk, int merge,
+                          int32_t *chan, uint16_t *sub)
+{
+    double imp[head_dim];
+    for (int c = 0; c < head_dim; c++)
+        imp[c] = 0;
+    for (int t = 0; t < n_tok; t++)
+        for (int c = 0; c < head_dim; c++)
+            imp[c] += fabsf(k[(int64_t)t * head_dim + c]);
+    /* the dk largest (ties to the lower channel), listed in increasing order */
+    int n = 0;
+    for (int c = 0; c < head_dim; c++) {
+        int before = 0;
+        for (int e = 0; e < head_dim; e++)
+            before += imp[e] > imp[c] || (imp[e] == imp[c] && e < c);
+        if (before < dk)
+            chan[n++] = c;
+    }
+    for (int s = 0; s < n_tok / merge; s++)
+        for (int c = 0; c < dk; c++) {
+            float a = 0;
+            for (int t = 0; t < merge; t++)
+                a += k[((int64_t)s * merge + t) * head_dim + chan[c]];
+            sub[(int64_t)s * dk + c] = kw_f32_to_f16(a / (float)merge);
+        }
+}
+
+/* ---- block registry ---- */
+
+static kblk *blk_find(kstate *st, kw_blockid id)
+{
+    for (int i = 0; i < st->n_blk; i++)
+        if (st->blk[i].id.hi == id.hi && st->blk[i].id.lo == id.lo)
+            return &st->blk[i];
+    return NULL;
+}
+
+static void blk_release(kstate *st, kw_blockid id)
+{
+    kblk *b = blk_find(st, id);
+    if (!b || --b->refs > 0)
+        return;
+    if (b->ours && !KP(st)->persist) {
+        kw_kvstore_remove(st->store, id, false);
+        kw_kvstore_remove(st->store, id, true); /* a writer that failed midway */
+        char dir[4096];
+        if (kw_kvstore_path(st->store, id, false, dir, sizeof dir) == 0) {
+            *strrchr(dir, '/') = 0;
+            rmdir(dir); /* only when empty */
+        }
+    }
+    *b = st->blk[--st->n_blk];
+}
+
+/* ---- tasks ---- */
+
+static int retr_run(ktask *t)
+{
+    kretr *r = (kretr *)t;
+    const kstate *st = r->st;
+    const kw_model_config *c = &st->cfg;
+    int rc = kw_k_kvstar_vote(r->q, r->nq, c->n_head, c->n_head_kv, c->head_dim, r->chan,
+                              st->dk, r->sub, r->n_mid * st->per_block, st->per_block, r->score);
+    if (rc == 0)
+        rc = kw_k_topk(KW_BK_CPU, NULL, r->score, 1, r->n_mid, r->k, r->sel);
+    return rc;
+}
+
+static int load_run(ktask *t)
+{
+    kload *l = (kload *)t;
+    const kstate *st = l->st;
+    int64_t nf = st->slab / (int64_t)sizeof(float);
+    for (int i = 0; i < l->n; i++) {
+        kw_blockid id = l->ks->ids[l->ks->first_mid + l->blk[i]];
+        int rc = kw_kvstore_read(st->store, id, (int64_t)l->layer * st->slab, l->buf + i * nf,
+                                 st->slab, &l->err);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- pool access ---- */
+
+/* K (which 0) or V (1) of prompt block b of layer l as (block, n_kv, head_dim) into out. */
+static int gather(const kstate *st, kseq *ks, const kw_kvseq *kv, int l, int b, int which,
+                  float *out)
+{
+    int B = KP(st)->block, Hk = st->cfg.n_head_kv, hd = st->cfg.head_dim;
+    for (int h = 0; h < Hk; h++) {
+        int rc = kw_kvseq_rows_f32(kv, l, h, b * B, B, which, ks->rows);
+        if (rc < 0)
+            return rc;
+        for (int t = 0; t < B; t++)
+            memcpy(out + ((int64_t)t * Hk + h) * hd, ks->rows + (int64_t)t * hd,
+                   sizeof(float) * (size_t)hd);
+    }
+    return 0;
+}
+
+/* Keeps the stored tokens of layer l except those of the middle blocks marked in drop. */
+static int drop_blocks(const kstate *st, kseq *ks, kw_kvseq *kv, const kw_kvmem *mem, int l,
+                       const uint8_t *drop)
+{
+    int B = KP(st)->block;
+    int64_t lo = (int64_t)ks->first_mid * B, hi = lo + (int64_t)ks->n_mid * B;
+    for (int h = 0; h < st->cfg.n_head_kv; h++) {
+        int n = kw_kvseq_len(kv, l, h), nk = 0;
+        int rc = kw__grow((void **)&ks->keep, &ks->keep_cap, n, sizeof(int32_t));
+        if (rc < 0)
+            return rc;
+        for (int j = 0; j < n; j++) {
+            int32_t p = kw__key_pos(kv, mem, l, h, j);
+            if (p < lo || p >= hi || !drop[(p - lo) / B])
+                ks->keep[nk++] = j;
+        }
+        if (nk < n && (rc = kw_kvseq_keep(kv, l, h, ks->keep, nk)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- the hook ---- */
+
+static int register_blocks(kstate *st, kseq *ks, kw_seq *s)
+{
+    const kw_model_config *c = &st->cfg;
+    int B = KP(st)->block;
+    int64_t kbytes = (int64_t)B * c->n_head_kv * c->head_dim * (int64_t)sizeof(float);
+    char *buf = malloc(64 + (size_t)kbytes), hex[65];
+    if (!buf)
+        return KW_ENOMEM;
+    memcpy(hex, st->root_hex, sizeof hex);
+    int rc = 0;
+    kw_error err = {0};
+    for (int b = 0; b < ks->n_full && rc == 0; b++) {
+        memcpy(buf, hex, 64);
+        if ((rc = gather(st, ks, s->kv, 0, b, 0, (float *)(void *)(buf + 64))) < 0)
+            break;
+        kw_sha256_hex(buf, 64 + (size_t)kbytes, hex);
+        kw_blockid id = kw_blockid_from_hex(hex);
+        ks->ids[b] = id;
+        kblk *e = blk_find(st, id);
+        if (e) { /* another open sequence has it (it writes it, or it was on disk) */
+            e->refs++;
+            ks->n_ids = b + 1;
+            continue;
+        }
+        int have = kw_kvstore_lookup(st->store, id, &err);
+        if (have == 0)
+            have = kw_kvstore_create(st->store, id, &err);
+        else if (have == 1)
+            have = 2;
+        if (have < 0) {
+            rc = fail(s, have, "retrieve.kvstar: %s", err.msg);
+            break;
+        }
+        if (st->n_blk == st->cap_blk) {
+            int64_t cap = st->cap_blk;
+            if ((rc = kw__grow((void **)&st->blk, &cap, st->n_blk + 1, sizeof *st->blk)) < 0) {
+                kw_kvstore_remove(st->store, id, true);
+                break;
+            }
+            st->cap_blk = (int)cap;
+        }
+        st->blk[st->n_blk++] = (kblk){.id = id, .refs = 1, .ours = have == 0};
+        ks->writes[b] = have == 0;
+        ks->n_ids = b + 1;
+    }
+    free(buf);
+    return rc;
+}
+
+static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
+{
+    const kw_model_config *cf = &st->cfg;
+    const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
+    int l = c->layer, B = KP(st)->block, Hk = cf->n_head_kv, hd = cf->head_dim, rc;
+    if (po->device_pages)
+        return fail(s, KW_ENOSYS, "retrieve.kvstar runs on the CPU engine only (run with "
+                    "--device cpu)");
+    if (po->pre_rope)
+        return fail(s, KW_ENOSYS, "retrieve.kvstar: a pool that stores K before RoPE is not "
+                    "supported (its votes use K after RoPE)");
+    for (int h = 0; h < Hk; h++)
+        if (kw_kvseq_len(s->kv, l, h) != s->n_prompt)
+            return fail(s, KW_EINVAL, "retrieve.kvstar: layer %d KV head %d holds %d tokens "
+                        "at the prompt's end, want all %d (another method dropped some)", l,
+                        h, kw_kvseq_len(s->kv, l, h), s->n_prompt);
+    if (l == 0 && (rc = register_blocks(st, ks, s)) < 0)
+        return rc;
+    /* this layer's slab of every block this sequence writes */
+    kw_error err = {0};
+    int64_t half = (int64_t)B * Hk * hd;
+    for (int b = 0; b < ks->n_full; b++) {
+        if (!ks->writes[b])
+            continue;
+        if ((rc = gather(st, ks, s->kv, l, b, 0, ks->slabbuf)) < 0
+            || (rc = gather(st, ks, s->kv, l, b, 1, ks->slabbuf + half)) < 0)
+            return rc;
+        if ((rc = kw_kvstore_write(st->store, ks->ids[b], (int64_t)l * st->slab, ks->slabbuf,
+                                   st->slab, &err)) < 0
+            || (l == cf->n_layer - 1 && (rc = kw_kvstore_commit(st->store, ks->ids[b], &err)) < 0))
+            return fail(s, rc, "retrieve.kvstar: %s", err.msg);
+        s->store_bytes += st->slab;
+    }
+    /* the representation of the middle blocks */
+    klayer *ly = &ks->ly[l];
+    int nt = ks->n_mid * B, nsub = ks->n_mid * st->per_block;
+    for (int h = 0; h < Hk; h++) {
+        if ((rc = kw_kvseq_rows_f32(s->kv, l, h, ks->first_mid * B, nt, 0, ks->rows)) < 0)
+            return rc;
+        kw__kvstar_represent(ks->rows, nt, hd, st->dk, KP(st)->inner_token_merge,
+                             ly->chan + (int64_t)h * st->dk, ly->sub + (int64_t)h * nsub * st->dk);
+    }
+    s->meta_bytes += (int64_t)Hk * st->dk * ((int64_t)sizeof(int32_t) + (int64_t)nsub * 2);
+    /* the first vote, with the prompt's last queries; the blocks it did not pick go */
+    ly->r.nq = ly->nq_pre;
+    memcpy(ly->r.q, ly->qbuf, sizeof(float) * (size_t)ly->nq_pre * cf->n_head * hd);
+    task_submit(&st->pool, &ly->r.t);
+    if ((rc = task_wait(&st->pool, &ly->r.t)) < 0)
+        return rc;
+    for (int m = 0; m < ks->n_mid; m++)
+        ly->res[m] = 0;
+    for (int i = 0; i < ks->k; i++)
+        ly->res[ly->r.sel[i]] = 1;
+    for (int m = 0; m < ks->n_mid; m++)
+        ly->drop[m] = !ly->res[m];
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    return drop_blocks(st, ks, s->kv, &mem, l, ly->drop);
+}
+
+static int kv_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
+{
+    kstate *st = stp;
+    int worst = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *s = b->seqs[i];
+        kseq *ks = s->hook_seq[c->hook_index];
+        if (!ks->active)
+            continue;
+        int rc = prefill_end_seq(st, c, s, ks);
+        if (rc < 0 && worst == 0)
+            worst = rc;
+        if (rc < 0)
+            fail(s, rc, "retrieve.kvstar: layer %d at the prompt's end: %s", c->layer,
+                 kw_strerror(rc));
+    }
+    return worst;
+}
+
+/* The loads of the last vote are in: the middle blocks it dropped leave the pool, the
+ * loaded ones are appended, and the view is rebuilt over what the pool holds. */
+static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
+{
+    klayer *ly = &ks->ly[c->layer];
+    int rc = task_wait(&st->pool, &ly->ld.t);
+    if (rc < 0) {
+        free(ly->ld.buf);
+        ly->ld.buf = NULL;
+        return fail(s, rc, "retrieve.kvstar: %s", ly->ld.err.msg[0] ? ly->ld.err.msg
+                                                                     : kw_strerror(rc));
+    }
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int B = KP(st)->block, l = c->layer;
+    if ((rc = drop_blocks(st, ks, s->kv, &mem, l, ly->drop)) < 0)
+        return rc;
+    int64_t nf = st->slab / (int64_t)sizeof(float), half = nf / 2;
+    int32_t pos[B];
+    for (int i = 0; i < ly->ld.n && rc == 0; i++) {
+        int64_t p0 = (int64_t)(ks->first_mid + ly->ld.blk[i]) * B;
+        for (int t = 0; t < B; t++)
+            pos[t] = (int32_t)(p0 + t);
+        const float *k = ly->ld.buf + i * nf;
+        rc = kw_kvseq_append(s->kv, l, k, k + half, pos, B);
+    }
+    free(ly->ld.buf);
+    ly->ld.buf = NULL;
+    if (rc < 0)
+        return rc;
+    for (int m = 0; m < ks->n_mid; m++)
+        ly->drop[m] = 0;
+    return kw_view_dense(out, s->kv, l, false);
+}
+
+/* Takes the finished vote of layer l and starts reading the blocks it added. */
+static int take_vote(kstate *st, kw_seq *s, kseq *ks, int l)
+{
+    klayer *ly = &ks->ly[l];
+    int rc = task_wait(&st->pool, &ly->r.t);
+    if (rc < 0)
+        return fail(s, rc, "retrieve.kvstar: the vote of layer %d failed: %s", l,
+                    kw_strerror(rc));
+    uint8_t *want = ly->drop; /* scratch: 1 for picked blocks */
+    for (int m = 0; m < ks->n_mid; m++)
+        want[m] = 0;
+    for (int i = 0; i < ks->k; i++)
+        want[ly->r.sel[i]] = 1;
+    int n_add = 0;
+    for (int m = 0; m < ks->n_mid; m++)
+        n_add += want[m] && !ly->res[m];
+    s->load_bytes_full += (int64_t)ks->k * st->slab;
+    if (n_add == 0) { /* the same k blocks: none leaves either */
+        memset(ly->drop, 0, (size_t)ks->n_mid);
+        return 0;
+    }
+    ly->ld.buf = malloc((size_t)n_add * (size_t)st->slab);
+    if (!ly->ld.buf)
+        return KW_ENOMEM;
+    ly->ld.n = 0;
+    for (int m = 0; m < ks->n_mid; m++) {
+        uint8_t w = want[m]; /* want is drop's memory */
+        if (w && !ly->res[m])
+            ly->ld.blk[ly->ld.n++] = m;
+        ly->drop[m] = !w && ly->res[m];
+        ly->res[m] = w;
+    }
+    s->load_bytes += (int64_t)n_add * st->slab;
+    ly->ld.err.msg[0] = 0;
+    task_submit(&st->pool, &ly->ld.t);
+    return 0;
+}
+
+static int kv_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
+{
+    kstate *st = stp;
+    const kw_model_config *cf = &st->cfg;
+    int l = c->layer, S = KP(st)->retrieval_stride, worst = 0;
+    size_t qsz = sizeof(float) * (size_t)cf->n_head * cf->head_dim;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *s = b->seqs[i];
+        kseq *ks = s->hook_seq[c->hook_index];
+        if (!ks->active)
+            continue;
+        klayer *ly = &ks->ly[l];
+        int base = s->n_prompt > S ? s->n_prompt - S : 0, rc = 0;
+        for (int t = b->tok_first[i]; t < b->tok_first[i] + b->tok_n[i] && rc == 0; t++) {
+            int32_t p = b->pos[t];
+            const float *qt = q + (int64_t)t * cf->n_head * cf->head_dim;
+            if (p < s->n_prompt) { /* the prompt's last S queries, for the first vote */
+                if (p >= base) {
+                    memcpy(ly->qbuf + (size_t)(p - base) * cf->n_head * cf->head_dim, qt, qsz);
+                    if (p - base + 1 > ly->nq_pre)
+                        ly->nq_pre = p - base + 1;
+                }
+                continue;
+            }
+            int d = p - s->n_prompt + 1; /* decode step */
+            /* a vote that changed nothing started no load: there is nothing to apply */
+            if (d > 2 * S && (d - 1) % S == 0 && ly->ld.t.queued)
+                rc = apply(st, c, s, ks, out[i]);
+            memcpy(ly->qbuf + (size_t)((d - 1) % S) * cf->n_head * cf->head_dim, qt, qsz);
+            if (rc == 0 && d % S == 0) {
+                if (ly->r.t.queued)
+                    rc = take_vote(st, s, ks, l);
+                if (rc == 0) {
+                    ly->r.nq = S;
+                    memcpy(ly->r.q, ly->qbuf, qsz * (size_t)S);
+                    task_submit(&st->pool, &ly->r.t);
+                }
+            }
+        }
+        if (rc < 0) {
+            fail(s, rc, "retrieve.kvstar: layer %d: %s", l, kw_strerror(rc));
+            worst = worst ? worst : rc;
+        }
+    }
+    return worst;
+}
+
+static void seq_free(kstate *st, kseq *ks)
+{
+    for (int l = 0; ks->ly && l < st->cfg.n_layer; l++) {
+        klayer *ly = &ks->ly[l];
+        task_wait(&st->pool, &ly->r.t);
+        task_wait(&st->pool, &ly->ld.t);
+        free(ly->chan), free(ly->sub), free(ly->res), free(ly->drop), free(ly->qbuf);
+        free(ly->r.q), free(ly->r.score), free(ly->r.sel), free(ly->ld.blk), free(ly->ld.buf);
+    }
+    for (int b = 0; b < ks->n_ids; b++)
+        blk_release(st, ks->ids[b]);
+    free(ks->ly), free(ks->ids), free(ks->writes), free(ks->rows), free(ks->slabbuf);
+    free(ks->keep);
+    free(ks);
+}
+
+static int kv_seq_open(void *stp, kw_seq *s, int idx)
+{
+    kstate *st = stp;
+    const kw_model_config *cf = &st->cfg;
+    int L = cf->n_layer, Hk = cf->n_head_kv, hd = cf->head_dim, B = KP(st)->block;
+    int S = KP(st)->retrieval_stride;
+    kseq *ks = calloc(1, sizeof *ks);
+    if (!ks)
+        return KW_ENOMEM;
+    kw__kvstar_blocks(KP(st), s->n_prompt, &ks->n_full, &ks->n_mid, &ks->k);
+    ks->first_mid = KP(st)->init_window;
+    ks->active = ks->n_mid > 0 && ks->k < ks->n_mid;
+    s->hook_seq[idx] = ks;
+    if (!ks->active)
+        return 0;
+    int nsub = ks->n_mid * st->per_block, rows = ks->n_mid * B > B ? ks->n_mid * B : B;
+    bool ok = (ks->ly = calloc((size_t)L, sizeof *ks->ly))
+              && (ks->ids = calloc((size_t)ks->n_full, sizeof *ks->ids))
+              && (ks->writes = calloc((size_t)ks->n_full, 1))
+              && (ks->rows = malloc(sizeof(float) * (size_t)rows * hd))
+              && (ks->slabbuf = malloc((size_t)st->slab));
+    for (int l = 0; ok && l < L; l++) {
+        klayer *ly = &ks->ly[l];
+        ly->r = (kretr){.t.fn = retr_run, .st = st, .n_mid = ks->n_mid, .k = ks->k};
+        ly->ld = (kload){.t.fn = load_run, .st = st, .ks = ks, .layer = l};
+        ok = (ly->chan = malloc(sizeof(int32_t) * (size_t)Hk * st->dk))
+             && (ly->sub = malloc(sizeof(uint16_t) * (size_t)Hk * nsub * st->dk))
+             && (ly->res = calloc((size_t)ks->n_mid, 1))
+             && (ly->drop = calloc((size_t)ks->n_mid, 1))
+             && (ly->qbuf = malloc(sizeof(float) * (size_t)S * cf->n_head * hd))
+             && (ly->r.q = malloc(sizeof(float) * (size_t)S * cf->n_head * hd))
+             && (ly->r.score = malloc(sizeof(float) * (size_t)ks->n_mid))
+             && (ly->r.sel = malloc(sizeof(int32_t) * (size_t)(ks->k > 0 ? ks->k : 1)))
+             && (ly->ld.blk = malloc(sizeof(int32_t) * (size_t)ks->n_mid));
+        ly->r.chan = ly->chan;
+        ly->r.sub = ly->sub;
+    }
+    if (!ok) {
+        seq_free(st, ks);
+        s->hook_seq[idx] = NULL;
+        return KW_ENOMEM;
+    }
+    return 0;
+}
+
+static void kv_seq_close(void *stp, kw_seq *s, int idx)
+{
+    kseq *ks = s->hook_seq[idx];
+    if (ks)
+        seq_free(stp, ks);
+    s->hook_seq[idx] = NULL;
+}
+
+const kw_kvhook kw__kvstar_hook = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT | KW_ROLE_STORE,
+    .needs = KW_NEED_HOST_Q, .name = "retrieve.kvstar", .seq_open = kv_seq_open,
+    .select = kv_select, .on_prefill_end = kv_prefill_end, .seq_close = kv_seq_close,
+    .tail_only = false, /* keeps the prompt's last queries from every chunk */
+};
+
+/* ---- method and state ---- */
+
+static void params_free(void *pp)
+{
+    kparams *p = pp;
+    if (p)
+        free(p->store);
+    free(p);
+}
+
+static void state_free(void *sp)
+{
+    kstate *st = sp;
+    if (!st)
+        return;
+    if (st->pool.n > 0) {
+        pthread_mutex_lock(&st->pool.mu);
+        st->pool.stop = true;
+        pthread_cond_broadcast(&st->pool.work);
+        pthread_mutex_unlock(&st->pool.mu);
+        for (int i = 0; i < st->pool.n; i++)
+            pthread_join(st->pool.th[i], NULL);
+    }
+    pthread_mutex_destroy(&st->pool.mu);
+    pthread_cond_destroy(&st->pool.work);
+    pthread_cond_destroy(&st->pool.done);
+    if (st->store && st->tmp_root) {
+        char *root = strdup(kw_kvstore_root(st->store)), *data = NULL;
+        if (root && asprintf(&data, "%s/data", root) >= 0) {
+            rmdir(data); /* empty once every sequence closed */
+            rmdir(root);
+        }
+        free(data);
+        free(root);
+    }
+    kw_kvstore_free(st->store);
+    free(st->blk);
+    free(st);
+}
+
+static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
+{
+    const kparams *p = pp;
+    const kw_kvstar_opts *o = &p->o;
+    *out = NULL;
+    int dk = (int)lround(cfg->head_dim * o->dim_prune_ratio);
+    if (dk < 1 || dk > cfg->head_dim)
+        return kw_error_set(err, KW_EINVAL, "retrieve.kvstar: dim_prune_ratio %g keeps %d of "
+                            "head_dim %d channels; want at least 1", o->dim_prune_ratio, dk,
+                            cfg->head_dim);
+    kstate *st = calloc(1, sizeof *st);
+    if (!st)
+        return kw_error_set(err, KW_ENOMEM, "retrieve.kvstar: out of memory");
+    st->p = p;
+    st->cfg = *cfg;
+    st->dk = dk;
+    st->per_block = o->block / o->inner_token_merge;
+    st->slab = 2 * (int64_t)o->block * cfg->n_head_kv * cfg->head_dim * (int64_t)sizeof(float);
+    pthread_mutex_init(&st->pool.mu, NULL);
+    pthread_cond_init(&st->pool.work, NULL);
+    pthread_cond_init(&st->pool.done, NULL);
+    char hdr[256];
+    snprintf(hdr, sizeof hdr, "kvweave retrieve.kvstar block file v1: f32 slabs, layers %d, "
+             "kv heads %d, head_dim %d, block %d, hidden %d", cfg->n_layer, cfg->n_head_kv,
+             cfg->head_dim, o->block, cfg->n_embd);
+    kw_sha256_hex(hdr, strlen(hdr), st->root_hex);
+    char *root = NULL;
+    int rc = 0;
+    if (o->store && *o->store)
+        root = strdup(o->store);
+    else {
+        const char *td = getenv("TMPDIR");
+        if (asprintf(&root, "%s/kvweave-kvstar-XXXXXX", td && *td ? td : "/tmp") >= 0
+            && !mkdtemp(root)) {
+            rc = kw_error_set(err, KW_EIO, "retrieve.kvstar: cannot create a block store "
+                              "under %s: %s (set `store`)", td && *td ? td : "/tmp",
+                              strerror(errno));
+        }
+        st->tmp_root = true;
+    }
+    if (rc == 0 && !root)
+        rc = kw_error_set(err, KW_ENOMEM, "retrieve.kvstar: out of memory");
+    if (rc == 0)
+        rc = kw_kvstore_open(root, cfg->n_layer * st->slab, &st->store, err);
+    if (rc < 0 && st->tmp_root && root)
+        rmdir(root);
+    free(root);
+    for (int i = 0; rc == 0 && i < o->threads; i++) {
+        if (pthread_create(&st->pool.th[i], NULL, worker, &st->pool) != 0) {
+            rc = kw_error_set(err, KW_EINTERNAL, "retrieve.kvstar: cannot start thread %d", i);
+            break;
+        }
+        st->pool.n++;
+    }
+    if (rc < 0) {
+        state_free(st);
+        return rc;
+    }
+    *out = st;
+    return 0;
+}
+
+kw_kvstar_opts kw__kvstar_defaults(void)
+{
+    return (kw_kvstar_opts){.block = 128, .init_window = 1, .local_window = 2,
+                            .sparse_ratio = 0.25, .dim_prune_ratio = 0.25,
+                            .inner_token_merge = 2, .retrieval_stride = 8, .threads = 2};
+}
+
+int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err)
+{
+    *out = NULL;
+    const char *bad = o->block < 1 || o->block > 65535 ? "block: want 1..65535"
+                      : o->inner_token_merge < 1 || o->block % o->inner_token_merge
+                          ? "inner_token_merge: want a divisor of block"
+                      : o->init_window < 0 || o->local_window < 0
+                          ? "init_window and local_window: want >= 0"
+                      : !(o->sparse_ratio > 0 && o->sparse_ratio <= 1)
+                          ? "sparse_ratio: want a value in (0, 1]"
+                      : !(o->dim_prune_ratio > 0 && o->dim_prune_ratio <= 1)
+                          ? "dim_prune_ratio: want a value in (0, 1]"
+                      : o->retrieval_stride < 1 ? "retrieval_stride: want >= 1"
+                      : o->threads < 0 || o->threads > KW_KVSTAR_MAX_THREADS
+                          ? "threads: want 0..64"
+                          : NULL;
+    if (bad)
+        return kw_error_set(err, KW_EINVAL, "retrieve.kvstar: %s (block %d, inner_token_merge "
+                            "%d, init_window %d, local_window %d, sparse_ratio %g, "
+                            "dim_prune_ratio %g, retrieval_stride %d, threads %d)", bad,
+                            o->block, o->inner_token_merge, o->init_window, o->local_window,
+                            o->sparse_ratio, o->dim_prune_ratio, o->retrieval_stride,
+                            o->threads);
+    kw_kvmethod *m = calloc(1, sizeof *m);
+    kparams *p = calloc(1, sizeof *p);
+    if (!m || !p || (o->store && !(p->store = strdup(o->store)))) {
+        free(m);
+        params_free(p);
+        return kw_error_set(err, KW_ENOMEM, "retrieve.kvstar: out of memory");
+    }
+    p->o = *o;
+    p->o.store = p->store;
+    *m = (kw_kvmethod){.hook = &kw__kvstar_hook, .params = p, .params_free = params_free,
+                       .state_new = state_new, .state_free = state_free};
+    *out = m;
+    return 0;
+}
+
+/* ---- the operator ---- */
+
+static const kw_port outs[] = {
+    {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the KVStar EVICT + STORE hook"},
+};
+static const kw_param_spec params[] = {
+    {"block", KW_PARAM_INT, "128", 1, 65535, NULL, "tokens per block (the unit of storage, "
+     "voting and transfer)"},
+    {"init_window", KW_PARAM_INT, "1", 0, 1 << 20, NULL, "first blocks always in the pool"},
+    {"local_window", KW_PARAM_INT, "2", 0, 1 << 20, NULL,
+     "last whole prompt blocks always in the pool (the partial last block and generated "
+     "tokens stay too)"},
+    {"sparse_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
+     "fraction of the middle blocks in the pool: k = ceil(middle blocks x sparse_ratio)"},
+    {"dim_prune_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
+     "channels kept per KV head for the vote: round(head_dim x dim_prune_ratio), those of "
+     "largest mean |K|"},
+    {"inner_token_merge", KW_PARAM_INT, "2", 1, 65535, NULL,
+     "consecutive tokens averaged into one sub-vector (divides block)"},
+    {"retrieval_stride", KW_PARAM_INT, "8", 1, 1 << 16, NULL,
+     "queries per vote and decode steps between votes; a vote acts about two strides "
+     "after its queries"},
+    {"threads", KW_PARAM_INT, "2", 0, KW_KVSTAR_MAX_THREADS, NULL,
+     "host threads for votes and block reads; 0: on the engine thread"},
+    {"store", KW_PARAM_STRING, "", 0, 0, NULL,
+     "block store root (files <store>/data/<hi>/<lo>.dat); empty: a new directory under "
+     "$TMPDIR, removed at the end"},
+    {"persist", KW_PARAM_BOOL, "false", 0, 0, NULL,
+     "keep the block files when their sequences close (a later run of the same model "
+     "reads them instead of writing)"},
+};
+
+static int run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    kw_kvstar_opts o = {.block = (int)kw_param_int(c, "block"),
+                        .init_window = (int)kw_param_int(c, "init_window"),
+                        .local_window = (int)kw_param_int(c, "local_window"),
+                        .sparse_ratio = kw_param_float(c, "sparse_ratio"),
+                        .dim_prune_ratio = kw_param_float(c, "dim_prune_ratio"),
+                        .inner_token_merge = (int)kw_param_int(c, "inner_token_merge"),
+                        .retrieval_stride = (int)kw_param_int(c, "retrieval_stride"),
+                        .threads = (int)kw_param_int(c, "threads"),
+                        .store = kw_param_str(c, "store"),
+                        .persist = kw_param_bool(c, "persist")};
+    kw_kvmethod *m;
+    kw_error err = {0};
+    int rc = kw__kvstar_method(&o, &m, &err);
+    if (rc < 0)
+        return kw_task_fail(t, rc, "%s", err.msg);
+    kw_ctx_record(c, "kv_memory", "offloaded: middle blocks leave the pool for a block store "
+                  "and come back when picked");
+    return kw_task_out(t, 0, kw_value_kvmethod(m));
+}
+
+const kw_op kw_op_retrieve_kvstar = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.kvstar", .version = 1,
+    .doc = "KVStar multi-step sparse retrieval with offloading (EVICT + STORE; CPU engine): "
+           "at the prompt's end every whole block of `block` tokens is written to a block "
+           "store, the middle blocks (between the first init_window and the last "
+           "local_window) get a representation (the channels of largest mean |K|, pairs of "
+           "tokens averaged, fp16), and only the ceil(sparse_ratio x middle) blocks the "
+           "prompt's last retrieval_stride queries vote for stay in the pool. In decoding, "
+           "each retrieval_stride steps' queries vote on host threads; the blocks a vote "
+           "adds are read from the store (only those not in the pool) and swapped in two "
+           "strides after its queries. Saves KV memory (the pool holds the windows, the "
+           "picked blocks and generated tokens); load_bytes and load_bytes_full measure "
+           "the transfer.",
+    .lanes = KW_LANE_CPU, .outputs = outs, .n_outputs = 1, .params = params,
+    .n_params = sizeof params / sizeof *params, .run = run,
+    .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE,
+};

@@ -1,0 +1,42 @@
+/* retrieve.kvstar: KVStar's multi-step sparse retrieval with offloading to a block store
+ * (kvstar.c says what it does). */
+#ifndef KW_OPS_RETRIEVE_KVSTAR_H
+#define KW_OPS_RETRIEVE_KVSTAR_H
+
+#include <stdbool.h>
+
+#include "kvweave/kvhook.h"
+#include "kvweave/status.h"
+
+#define KW_KVSTAR_MAX_THREADS 64
+
+typedef struct kw_kvstar_opts {
+    int block;              /* tokens per block (128) */
+    int init_window;        /* first blocks always in the pool (1) */
+    int local_window;       /* last full prompt blocks always in the pool (2) */
+    double sparse_ratio;    /* of the middle blocks in the pool (0.25) */
+    double dim_prune_ratio; /* channels kept per KV head for the vote (0.25) */
+    int inner_token_merge;  /* tokens averaged into one sub-vector (2) */
+    int retrieval_stride;   /* queries per vote, decode steps between votes (8) */
+    int threads;            /* retrieval and load threads; 0: inline, on the engine thread */
+    const char *store;      /* the block store's root; NULL or "": a new temporary one */
+    bool persist;           /* keep the block files after the sequences close */
+} kw_kvstar_opts;
+
+kw_kvstar_opts kw__kvstar_defaults(void);
+/* A kvmethod of KVStar with o (copied); KW_EINVAL with the bad value in err. */
+int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err);
+extern const kw_kvhook kw__kvstar_hook;
+
+/* The blocks of a prompt of n_prompt tokens: *n_full whole blocks, of which *n_mid
+ * middle ones (neither in the init nor the local window) and *k in the pool. */
+void kw__kvstar_blocks(const kw_kvstar_opts *o, int n_prompt, int *n_full, int *n_mid, int *k);
+
+/* The block representation of one KV head (METHODS.md): from the K rows of the middle
+ * blocks, k (n_tok, head_dim) after RoPE, n_tok a multiple of merge: chan (dk) the dk
+ * channels of largest mean |K| (ties to the lower channel), increasing; sub (n_tok /
+ * merge, dk) fp16 bits, the mean of each merge consecutive rows over those channels. */
+void kw__kvstar_represent(const float *k, int n_tok, int head_dim, int dk, int merge,
+                          int32_t *chan, uint16_t *sub);
+
+#endif

@@ -1,0 +1,52 @@
+#!/bin/sh
+# retrieve.kvstar on the real default model, made small (2 samples of 512 tokens, blocks
+# of 32 tokens so that 13 of the 16 whole blocks are middle ones, 24 new tokens so that a
+# decode vote is swapped in at step 17): the pool holds less than with every middle
+# block kept (sparse_ratio 1, which leaves the prompt whole), every whole block went to
+# the store (blocks the prompts share, once), a vote read only the blocks it added, the store's files are gone after the
+# run; with persist they stay, and a second run of the same prompts writes none of them.
+set -eu
+home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
+if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
+    echo "SKIP: the default model is not fetched (run ./setup.sh)"
+    exit 77
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/ks.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$KVWEAVE_SRC"
+small="--set dataset.n=2 --set dataset.length=512 --set gen.max_new=24 --set gen.ignore_eos=true
+  --set kv.block=32 --set kv.store=$tmp/store --quiet"
+q() { "$KVWEAVE_BIN" query --db "$1" --format csv "$2" | tail -1; }
+metric() { q "$1" "SELECT value FROM metrics WHERE sample IS NULL AND key = '$2'"; }
+finished() { [ "$(q "$1" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]; }
+dat() { find "$tmp/store" -name '*.dat' 2>/dev/null | wc -l; }
+
+"$KVWEAVE_BIN" run pipelines/kvstar_ruler.yaml --db "$tmp/all.db" $small --set kv.sparse_ratio=1
+"$KVWEAVE_BIN" run pipelines/kvstar_ruler.yaml --db "$tmp/k.db" $small
+finished "$tmp/all.db"
+finished "$tmp/k.db"
+all=$(metric "$tmp/all.db" mem/kv_payload_mean_bytes)
+kv=$(metric "$tmp/k.db" mem/kv_payload_mean_bytes)
+stored=$(metric "$tmp/k.db" mem/store_bytes)
+loaded=$(metric "$tmp/k.db" mem/load_bytes)
+full=$(metric "$tmp/k.db" mem/load_bytes_full)
+n_prompt=$(metric "$tmp/k.db" gen/n_prompt)
+echo "kvstar: kv payload mean $all (all blocks) -> $kv bytes; stored $stored, loaded $loaded of $full bytes; prompt $n_prompt tokens"
+python3 - "$all" "$kv" "$stored" "$loaded" "$full" "$n_prompt" <<'PY'
+import sys
+a, k, stored, loaded, full, n = map(float, sys.argv[1:])
+assert k < 0.75 * a, (k, a)
+# whole blocks of 32 tokens x 30 layers x (K + V) x 3 KV heads x 64 x 4 bytes, at most;
+# blocks the two prompts share (the template, the haystack's start) are written once
+assert 0 < stored <= (int(n) // 32 + 1) * 30 * 49152, stored
+assert 0 < full and loaded <= full, (loaded, full)
+PY
+[ "$(dat)" = 0 ]
+# persist: the files stay, and a second run of the same prompts writes none
+"$KVWEAVE_BIN" run pipelines/kvstar_ruler.yaml --db "$tmp/p1.db" $small --set kv.persist=true
+"$KVWEAVE_BIN" run pipelines/kvstar_ruler.yaml --db "$tmp/p2.db" $small --set kv.persist=true
+finished "$tmp/p2.db"
+[ "$(dat)" -gt 0 ]
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) == 0 < float(sys.argv[2]) else 1)" \
+    "$(metric "$tmp/p2.db" mem/store_bytes)" "$(metric "$tmp/p1.db" mem/store_bytes)"
+[ "$(metric "$tmp/p2.db" score)" = "$(metric "$tmp/p1.db" score)" ]
