@@ -231,6 +231,7 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
         json_object_set_new(mem, "store_bytes", json_integer(r->store_bytes));
         json_object_set_new(mem, "load_bytes", json_integer(r->load_bytes));
         json_object_set_new(mem, "load_bytes_full", json_integer(r->load_bytes_full));
+        json_object_set_new(g, "hook_wait_s", json_real(r->hook_wait_s));
     }
     json_object_set_new(g, "memory", mem);
     if (sample)

@@ -135,14 +135,20 @@ static void task_submit(kpool *p, ktask *t)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* t's result once it has run; 0 for a task not submitted. */
-static int task_wait(kpool *p, ktask *t)
+/* t's result once it has run; 0 for a task not submitted. The time spent waiting is
+ * added to *waited (nullable). */
+static int task_wait(kpool *p, ktask *t, double *waited)
 {
     if (!t->queued)
         return 0;
     pthread_mutex_lock(&p->mu);
-    while (!t->done)
-        pthread_cond_wait(&p->done, &p->mu);
+    if (!t->done) {
+        double t0 = kw_now();
+        while (!t->done)
+            pthread_cond_wait(&p->done, &p->mu);
+        if (waited)
+            *waited += kw_now() - t0;
+    }
     pthread_mutex_unlock(&p->mu);
     t->queued = false;
     return t->rc;
@@ -461,7 +467,7 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
     ly->r.nq = ly->nq_pre;
     memcpy(ly->r.q, ly->qbuf, sizeof(float) * (size_t)ly->nq_pre * cf->n_head * hd);
     task_submit(&st->pool, &ly->r.t);
-    if ((rc = task_wait(&st->pool, &ly->r.t)) < 0)
+    if ((rc = task_wait(&st->pool, &ly->r.t, NULL)) < 0)
         return rc;
     for (int m = 0; m < ks->n_mid; m++)
         ly->res[m] = 0;
@@ -497,7 +503,7 @@ static int kv_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
 static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
 {
     klayer *ly = &ks->ly[c->layer];
-    int rc = task_wait(&st->pool, &ly->ld.t);
+    int rc = task_wait(&st->pool, &ly->ld.t, &s->wait_s);
     if (rc < 0) {
         free(ly->ld.buf);
         ly->ld.buf = NULL;
@@ -530,7 +536,7 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
 static int take_vote(kstate *st, kw_seq *s, kseq *ks, int l)
 {
     klayer *ly = &ks->ly[l];
-    int rc = task_wait(&st->pool, &ly->r.t);
+    int rc = task_wait(&st->pool, &ly->r.t, &s->wait_s);
     if (rc < 0)
         return fail(s, rc, "retrieve.kvstar: the vote of layer %d failed: %s", l,
                     kw_strerror(rc));
@@ -615,8 +621,8 @@ static void seq_free(kstate *st, kseq *ks)
 {
     for (int l = 0; ks->ly && l < st->cfg.n_layer; l++) {
         klayer *ly = &ks->ly[l];
-        task_wait(&st->pool, &ly->r.t);
-        task_wait(&st->pool, &ly->ld.t);
+        task_wait(&st->pool, &ly->r.t, NULL);
+        task_wait(&st->pool, &ly->ld.t, NULL);
         free(ly->chan), free(ly->sub), free(ly->res), free(ly->drop), free(ly->qbuf);
         free(ly->r.q), free(ly->r.score), free(ly->r.sel), free(ly->ld.blk), free(ly->ld.buf);
     }

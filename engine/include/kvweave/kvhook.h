@@ -90,6 +90,7 @@ typedef struct kw_seq {
     int64_t store_bytes;     /* written to a block store */
     int64_t load_bytes;      /* read back into the pool */
     int64_t load_bytes_full; /* what reading every selection whole would have read */
+    double wait_s;           /* time the engine thread waited for the hook's host work */
     char error[200];         /* a hook may say here why it returned an error (the
                                 sequence's recorded error; the first one is kept) */
 } kw_seq;
