@@ -6,8 +6,8 @@
  *     and per-step probabilities, LSE) and changes nothing: what it is handed on the
  *     device equals what it is handed on the CPU (relative L2, bound 2e-2 as for the
  *     logits: bf16 weights and KV on the device), and the logits equal;
- *  2. StreamingLLM (evicting per prompt chunk), H2O, SnapKV, PyramidKV and Quest at small
- *     budgets: the logits of every position agree within 2e-2 (relative L2 per sequence),
+ *  2. StreamingLLM (evicting per prompt chunk), H2O, SnapKV, PyramidKV, Quest, ClusterKV
+ *     and OmniKV at small budgets: the logits of every position agree within 2e-2 (relative L2 per sequence),
  *     the pool holds the same number of pages on both devices after the run (eviction
  *     frees device pages), and the tokens kept per (layer, KV head) are the same (mean
  *     Jaccard similarity of the kept positions >= 0.9: bf16 scores can reorder near
@@ -29,6 +29,8 @@
 #include "compress/evict.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/genmodel.h"
+#include "retrieve/clusterkv.h"
+#include "retrieve/omnikv.h"
 #include "retrieve/quest.h"
 #include "runtime/forward.h"
 #include "runtime_support.h"
@@ -337,6 +339,27 @@ int main(int argc, char **argv)
         } else
             run_case(m, "quest", qa, qb, false, &fails);
         method_free(qa), method_free(qb);
+        /* ClusterKV: the k-means of bf16 keys may draw other clusters than f32 keys;
+         * the same logits bound applies as for Quest's pages */
+        kw_clusterkv_opts co = {.budget = 96, .sink = 16, .clusters = 32, .iters = 10,
+                                .window = 320, .window_clusters = 8, .dense_layers = 2};
+        kw_kvmethod *ca = NULL, *cb = NULL;
+        if (kw__clusterkv_method(&co, NULL, &ca, &err) < 0 ||
+            kw__clusterkv_method(&co, NULL, &cb, &err) < 0) {
+            printf("FAIL clusterkv: %s\n", err.msg);
+            fails++;
+        } else
+            run_case(m, "clusterkv", ca, cb, false, &fails);
+        method_free(ca), method_free(cb);
+        kw_omnikv_opts oo = {.keep_tokens = 64, .sink = 8, .recent = 32, .kernel = 5};
+        kw_kvmethod *oa = NULL, *ob = NULL;
+        if (kw__omnikv_method(&oo, "0,1,2,8,18", &oa, &err) < 0 ||
+            kw__omnikv_method(&oo, "0,1,2,8,18", &ob, &err) < 0) {
+            printf("FAIL omnikv: %s\n", err.msg);
+            fails++;
+        } else
+            run_case(m, "omnikv", oa, ob, false, &fails);
+        method_free(oa), method_free(ob);
     }
     for (int i = 0; i < NS; i++)
         free(ids[i]);
