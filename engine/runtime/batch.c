@@ -17,7 +17,7 @@
 
 kw_engine_opts kw_engine_defaults(void)
 {
-    kw_engine_opts o = {.page_tokens = 16, .pool_mb = 1024, .n_tmp_pages = 256,
+    kw_engine_opts o = {.page_tokens = 16, .pool_mb = 1024, .n_tmp_pages = 16384,
                         .max_batch = 16, .chunk = 512, .obs_window = 32};
     return o;
 }
@@ -622,7 +622,8 @@ static void run_step(kw_engine *e, stepbuf *b)
     int rc = kw__fwd_run(e->f, e->pool, &st, &err);
     kw_kvmem_stats ms;
     kw_kvpool_stats(e->pool, &ms);
-    e->tmp_peak = ms.tmp_pages_used > e->tmp_peak ? ms.tmp_pages_used : e->tmp_peak;
+    int64_t tpk = kw_kvpool_tmp_peak(e->pool);
+    e->tmp_peak = tpk > e->tmp_peak ? tpk : e->tmp_peak;
     kw_kvpool_tmp_reset(e->pool);
     bool done[KW_FWD_MAX_SEQ] = {0};
     int V = e->m->cfg.n_vocab;

@@ -26,7 +26,7 @@ struct kw_kvpool {
     int64_t n_free;
     float *tmp;
     int32_t *tmp_pos;
-    int64_t tmp_used;
+    int64_t tmp_used, tmp_peak;
     int64_t table_bytes;
     kw_kvpool_device dev; /* device_pages pools */
 };
@@ -557,7 +557,17 @@ int kw_kvpool_tmp_alloc(kw_kvpool *p, int32_t *page)
     if (p->tmp_used >= p->o.n_tmp_pages)
         return KW_ELIMIT;
     *page = (int32_t)p->tmp_used++;
+    if (p->tmp_used > p->tmp_peak)
+        p->tmp_peak = p->tmp_used;
     return 0;
+}
+
+int64_t kw_kvpool_tmp_used(const kw_kvpool *p) { return p->tmp_used; }
+
+void kw_kvpool_tmp_truncate(kw_kvpool *p, int64_t n_used)
+{
+    if (n_used >= 0 && n_used < p->tmp_used)
+        p->tmp_used = n_used;
 }
 
 float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos)
@@ -570,6 +580,13 @@ float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos)
 }
 
 void kw_kvpool_tmp_reset(kw_kvpool *p) { p->tmp_used = 0; }
+
+int64_t kw_kvpool_tmp_peak(kw_kvpool *p)
+{
+    int64_t v = p->tmp_peak;
+    p->tmp_peak = p->tmp_used;
+    return v;
+}
 
 /* ---- views ---- */
 

@@ -40,7 +40,8 @@ typedef struct kw_engine_opts {
     int page_tokens;      /* KV page size P; default 16 */
     int64_t n_pages;      /* KV pool pages; 0: from pool_mb */
     int64_t pool_mb;      /* KV pool size when n_pages is 0; default 1024 */
-    int64_t n_tmp_pages;  /* temporary pool pages; default 256 */
+    int64_t n_tmp_pages;  /* temporary pool pages; default 16384 (host memory, touched
+                             only when a STORE hook reconstructs tokens there) */
     bool pre_rope;        /* store K before RoPE */
     kw_kvdtype kv_dtype;  /* KV page type: KW_KV_F32 (default) or KW_KV_I8 */
     int max_batch;        /* running sequences; default 16 (at most 64) */

@@ -26,7 +26,8 @@
  *
  * The temporary pool is a second, smaller arena with the same page layout for tokens
  * that live one step (reconstructed or loaded by a STORE hook); it is reset by
- * kw_kvpool_tmp_reset at the end of each step. Views may point into either.
+ * kw_kvpool_tmp_reset at the end of each step, and a hook may give its pages back
+ * earlier (kw_kvpool_tmp_truncate). Views may point into either.
  */
 #ifndef KVWEAVE_KVPOOL_H
 #define KVWEAVE_KVPOOL_H
@@ -190,6 +191,13 @@ int64_t kw_kvseq_tokens_stored(const kw_kvseq *s); /* sum over layers and KV hea
 int kw_kvpool_tmp_alloc(kw_kvpool *p, int32_t *page);
 float *kw_kvpool_tmp_page(kw_kvpool *p, int32_t page, int32_t **pos);
 void kw_kvpool_tmp_reset(kw_kvpool *p);
+/* Pages in use; kw_kvpool_tmp_truncate gives back those allocated after a count that
+ * kw_kvpool_tmp_used returned (a hook frees its pages once its layer's attention is
+ * done, so a step's layers reuse them). */
+int64_t kw_kvpool_tmp_used(const kw_kvpool *p);
+void kw_kvpool_tmp_truncate(kw_kvpool *p, int64_t n_used);
+/* The most pages in use at once since the last call. */
+int64_t kw_kvpool_tmp_peak(kw_kvpool *p);
 
 /* ---- views ----
  * A view is what attention reads for one sequence at one layer: rows (a KV head, or a
