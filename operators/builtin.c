@@ -28,6 +28,7 @@ extern const kw_op kw_op_decode_teacher_forced;
 /* compress: eviction */
 extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
     kw_op_compress_pyramidkv;
+extern const kw_op kw_op_compress_deltakv, kw_op_compress_deltakv_fit;
 
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
@@ -68,6 +69,8 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_compress_h2o,
     &kw_op_compress_snapkv,
     &kw_op_compress_pyramidkv,
+    &kw_op_compress_deltakv_fit,
+    &kw_op_compress_deltakv,
 
     /* query-aware selection, XKV calibration and layer budgets (issue 6) */
     &kw_op_retrieve_quest,

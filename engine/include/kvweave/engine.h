@@ -91,6 +91,7 @@ typedef struct kw_gen_result {
     int64_t load_bytes_full;                  /* what reloading each selection whole
                                                  would have read */
     double hook_wait_s;                       /* the engine waited for hooks' host work */
+    int64_t held_peak_bytes;                  /* KV a STORE hook held outside the pool */
     /* with kw_gen_req.reference, per position (n_gen), against the full-attention
      * branch (nullable otherwise): */
     float *ref_kl;        /* KL(full || this) in nats, over the whole vocabulary */

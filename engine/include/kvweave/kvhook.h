@@ -91,6 +91,8 @@ typedef struct kw_seq {
     int64_t load_bytes;      /* read back into the pool */
     int64_t load_bytes_full; /* what reading every selection whole would have read */
     double wait_s;           /* time the engine thread waited for the hook's host work */
+    int64_t held_peak_bytes; /* the most KV bytes the hook held outside the pool at once
+                                (DeltaKV's references and latents) */
     char error[200];         /* a hook may say here why it returned an error (the
                                 sequence's recorded error; the first one is kept) */
 } kw_seq;

@@ -1,0 +1,617 @@
+/* compress.deltakv — DeltaKV's residual compression against reference tokens (METHODS.md),
+ * an EVICT + STORE hook on the CPU engine, over a compressor that compress.deltakv_fit
+ * fits in the calibration phase.
+ *
+ * Per layer a token is x = [K; V] of all its KV heads, K before RoPE (dim = 2 n_kv
+ * head_dim). The first `sink` tokens stay in the pool. When a token leaves the window of
+ * the last `recent` positions (after each step's attention; at the prompt's end after
+ * on_prefill_end, so a full-attention reference branch still shares the whole prompt;
+ * the sinks, references too, are copied to the hook and stay in the pool):
+ *  - a reference ("center") token, every `every`-th position, moves to the hook whole
+ *    (f32, before RoPE);
+ *  - any other token is stored as latent = U^T (x - ref), ref the nearest preceding
+ *    center by L2 (the sinks count as centers; one neighbour, as at inference), as f32
+ *    or int8 with one scale per token;
+ * and their slots in the pool are freed at once, so the pool holds the sinks, the recent
+ * window and the step's tokens, whatever the length. Before each layer's attention
+ * (materialize) the hook rebuilds every token it holds, x = U latent + ref (centers
+ * exactly), applies RoPE from the stored positions and writes them to the temporary pool;
+ * the view stitches the pool's pages and those temporary pages per KV head. The
+ * temporary pages are given back after the layer's attention.
+ *
+ * Memory: the pool's payload falls to the sinks and the window; what the hook holds
+ * (centers, latents, their positions and references) is recorded as held_peak_bytes
+ * beside the pool's figures. Attention still reads every token (reconstructed): DeltaKV
+ * saves memory, not bandwidth. The K rows come out of the (post-RoPE) pool and are
+ * rotated back by their positions before encoding (the rotation is orthogonal, the
+ * round trip is exact up to float rounding).
+ *
+ * Limits: the CPU engine only, a pool that stores K after RoPE (the default), and no
+ * other hook that evicts. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "deltakv.h"
+#include "kernels.h"
+#include "kvweave/op.h"
+
+/* ---- the compressor ---- */
+
+void kw__compressor_free(void *p)
+{
+    kw_deltakv_comp *c = p;
+    if (c)
+        free(c->u);
+    free(c);
+}
+
+const kw_type kw__type_compressor = {.name = KW_T_COMPRESSOR, .free = kw__compressor_free};
+
+kw_value *kw__value_compressor(kw_deltakv_comp *c)
+{
+    return kw_value_new(&kw__type_compressor, c);
+}
+
+int kw__deltakv_nearest(const float *x, const float *c, int n_c, int dim)
+{
+    int best = 0;
+    double bd = INFINITY;
+    for (int i = 0; i < n_c; i++) {
+        const float *r = c + (int64_t)i * dim;
+        double d = 0;
+        for (int j = 0; j < dim; j++)
+            d += ((double)x[j] - r[j]) * ((double)x[j] - r[j]);
+        if (d < bd)
+            bd = d, best = i;
+    }
+    return best;
+}
+
+void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
+            double *w, double *work, const int *lwork, int *info);
+
+int kw__deltakv_basis(const double *cov, int dim, int latent, float *u, double *kept)
+{
+    double *a = malloc(sizeof(double) * (size_t)dim * dim), *w = malloc(sizeof(double) * dim);
+    int lwork = -1, info = 0;
+    double q;
+    if (!a || !w) {
+        free(a), free(w);
+        return KW_ENOMEM;
+    }
+    memcpy(a, cov, sizeof(double) * (size_t)dim * dim);
+    dsyev_("V", "U", &dim, a, &dim, w, &q, &lwork, &info);
+    lwork = info == 0 ? (int)q : 3 * dim;
+    double *work = malloc(sizeof(double) * (size_t)lwork);
+    if (!work) {
+        free(a), free(w);
+        return KW_ENOMEM;
+    }
+    dsyev_("V", "U", &dim, a, &dim, w, work, &lwork, &info);
+    free(work);
+    if (info != 0) {
+        free(a), free(w);
+        return KW_EINVAL;
+    }
+    /* eigenvalues ascending; eigenvector j is column j of the (column-major) a */
+    double tot = 0, top = 0;
+    for (int j = 0; j < dim; j++)
+        tot += w[j] > 0 ? w[j] : 0;
+    for (int c = 0; c < latent; c++) {
+        int j = dim - 1 - c;
+        top += w[j] > 0 ? w[j] : 0;
+        for (int i = 0; i < dim; i++)
+            u[(int64_t)i * latent + c] = (float)a[(int64_t)j * dim + i];
+    }
+    *kept = tot > 0 ? top / tot : 1;
+    free(a), free(w);
+    return 0;
+}
+
+/* ---- the hook ---- */
+
+typedef struct dparams {
+    kw_deltakv_opts o;
+    kw_value *comp; /* a reference */
+} dparams;
+
+typedef struct dstate {
+    const dparams *p;
+    const kw_deltakv_comp *c;
+    kw_model_config cfg;
+    float *inv_freq;
+    int64_t tmp_mark; /* temporary pages in use before this layer's reconstructions */
+} dstate;
+
+typedef struct dlayer {
+    int n_c, cap_c;
+    float *cx;      /* (n_c, dim) centers, K before RoPE */
+    int32_t *cpos;
+    int n_l, cap_l;
+    float *lf;      /* (n_l, latent) f32 latents, or */
+    int8_t *li;     /* (n_l, latent) int8 latents and */
+    float *ls;      /* (n_l) their scales */
+    int32_t *lref, *lpos;
+    int n_sink;     /* the first n_sink centers are the sinks, which stay in the pool too */
+    int32_t enc_to; /* positions below it are encoded (or sinks) */
+} dlayer;
+
+typedef struct dseq {
+    dlayer *ly;
+    float *x, *res, *k;     /* scratch: (m, dim), (m, dim), (m, n_kv, head_dim) */
+    int64_t x_cap, res_cap, k_cap;
+    int32_t *pos, *keep;
+    int64_t pos_cap, keep_cap;
+} dseq;
+
+#define DP(st) (&(st)->p->o)
+
+static int fail(kw_seq *s, int rc, const char *msg)
+{
+    if (!s->error[0])
+        snprintf(s->error, sizeof s->error, "compress.deltakv: %s", msg);
+    return rc;
+}
+
+static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    int64_t c = *cap ? *cap : 64;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q)
+        return KW_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static int grow_i(void **p, int *cap, int need, size_t elem)
+{
+    int64_t c = *cap;
+    int rc = grow(p, &c, need, elem);
+    *cap = (int)c;
+    return rc;
+}
+
+static int64_t layer_bytes(const dstate *st, const dlayer *ly)
+{
+    int D = st->c->dim, r = st->c->latent;
+    int64_t per_l = (int64_t)r * (DP(st)->int8 ? 1 : 4) + (DP(st)->int8 ? 4 : 0) + 8;
+    return (int64_t)ly->n_c * (D * 4 + 4) + ly->n_l * per_l;
+}
+
+/* The tokens of layer l between enc_to and limit leave the pool: centers whole, the
+ * others as latents. */
+static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t limit)
+{
+    const kw_model_config *cf = &st->cfg;
+    dlayer *ly = &ds->ly[l];
+    int Hk = cf->n_head_kv, hd = cf->head_dim, D = st->c->dim, r = st->c->latent, rc;
+    if (limit <= ly->enc_to)
+        return 0;
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int n = kw_kvseq_len(s->kv, l, 0), j0 = -1, j1 = -1;
+    for (int j = 0; j < n; j++) {
+        const int32_t *pages;
+        int np;
+        pages = kw_kvseq_pages(s->kv, l, 0, &np);
+        int32_t p = mem.pos[KW_POOL_MAIN][(int64_t)pages[j / mem.page_tokens] * mem.page_tokens
+                                          + j % mem.page_tokens];
+        if (p >= ly->enc_to && p < limit) {
+            if (j0 < 0)
+                j0 = j;
+            j1 = j + 1;
+        }
+    }
+    ly->enc_to = limit;
+    if (j0 < 0)
+        return 0;
+    int m = j1 - j0;
+    if ((rc = grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
+        || (rc = grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
+        return rc;
+    if ((rc = grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
+        || (rc = grow((void **)&ds->res, &ds->res_cap, (int64_t)m * D, sizeof(float))) < 0)
+        return rc;
+    float *k = ds->k, *v = ds->res; /* v: one head's rows for now */
+    for (int h = 0; h < Hk && rc == 0; h++) {
+        if ((rc = kw_kvseq_rows_f32(s->kv, l, h, j0, m, 0, v)) == 0)
+            for (int t = 0; t < m; t++)
+                memcpy(k + ((int64_t)t * Hk + h) * hd, v + (int64_t)t * hd, sizeof(float) * hd);
+        if (rc == 0 && (rc = kw_kvseq_rows_f32(s->kv, l, h, j0, m, 1, v)) == 0)
+            for (int t = 0; t < m; t++)
+                memcpy(ds->x + (int64_t)t * D + Hk * hd + h * hd, v + (int64_t)t * hd,
+                       sizeof(float) * hd);
+    }
+    for (int t = 0; rc == 0 && t < m; t++) {
+        int32_t p;
+        if ((rc = kw_kvseq_token_f32(s->kv, l, 0, j0 + t, NULL, NULL, &p)) == 0)
+            ds->pos[t] = -p; /* rotate back */
+    }
+    if (rc == 0)
+        rc = kw_k_rope(KW_BK_CPU, NULL, k, ds->pos, m, Hk, hd, st->inv_freq, cf->rope_layout);
+    for (int t = 0; t < m; t++) {
+        memcpy(ds->x + (int64_t)t * D, k + (int64_t)t * Hk * hd, sizeof(float) * Hk * hd);
+        ds->pos[t] = -ds->pos[t];
+    }
+    if (rc < 0)
+        return rc;
+    /* in position order: a center joins the references; any other token's residual
+     * against the nearest center so far is encoded */
+    float *res = ds->res; /* (m, D) residuals of the non-centers, packed */
+    int n_res = 0, l0 = ly->n_l;
+    for (int t = 0; t < m; t++) {
+        const float *xt = ds->x + (int64_t)t * D;
+        if (kw__deltakv_center(ds->pos[t], DP(st)->sink, DP(st)->every) || ly->n_c == 0) {
+            int cc = ly->cap_c; /* cx and cpos grow together */
+            if ((rc = grow_i((void **)&ly->cpos, &cc, ly->n_c + 1, sizeof(int32_t))) < 0
+                || (rc = grow_i((void **)&ly->cx, &ly->cap_c, ly->n_c + 1, sizeof(float) * D)) < 0)
+                return rc;
+            memcpy(ly->cx + (int64_t)ly->n_c * D, xt, sizeof(float) * D);
+            ly->cpos[ly->n_c++] = ds->pos[t];
+            ly->n_sink += ds->pos[t] < DP(st)->sink;
+            continue;
+        }
+        int ref = kw__deltakv_nearest(xt, ly->cx, ly->n_c, D);
+        int need = ly->n_l + 1, cap = ly->cap_l;
+        if ((rc = grow_i((void **)&ly->lref, &cap, need, sizeof(int32_t))) < 0)
+            return rc;
+        cap = ly->cap_l;
+        if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
+            return rc;
+        cap = ly->cap_l;
+        if (DP(st)->int8) {
+            if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
+                return rc;
+            cap = ly->cap_l;
+            if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
+                return rc;
+        } else if ((rc = grow_i((void **)&ly->lf, &cap, need, sizeof(float) * r)) < 0)
+            return rc;
+        ly->cap_l = cap;
+        ly->lref[ly->n_l] = ref;
+        ly->lpos[ly->n_l++] = ds->pos[t];
+        for (int j = 0; j < D; j++)
+            res[(int64_t)n_res * D + j] = xt[j] - ly->cx[(int64_t)ref * D + j];
+        n_res++;
+    }
+    if (n_res > 0) { /* latents = residuals . U */
+        float *lat = DP(st)->int8 ? malloc(sizeof(float) * (size_t)n_res * r) : ly->lf + (int64_t)l0 * r;
+        if (!lat)
+            return KW_ENOMEM;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_res, r, D, 1.f, res, D,
+                    st->c->u + (int64_t)l * D * r, r, 0.f, lat, r);
+        if (DP(st)->int8) {
+            for (int t = 0; t < n_res; t++) {
+                const float *a = lat + (int64_t)t * r;
+                float mx = 0;
+                for (int j = 0; j < r; j++)
+                    mx = fabsf(a[j]) > mx ? fabsf(a[j]) : mx;
+                float sc = mx / 127.f, inv = sc > 0 ? 1.f / sc : 0;
+                ly->ls[l0 + t] = sc;
+                for (int j = 0; j < r; j++)
+                    ly->li[(int64_t)(l0 + t) * r + j] = (int8_t)lrintf(a[j] * inv);
+            }
+            free(lat);
+        }
+    }
+    /* their pool slots go */
+    for (int h = 0; h < Hk; h++) {
+        int nh = kw_kvseq_len(s->kv, l, h), nk = 0;
+        if ((rc = grow((void **)&ds->keep, &ds->keep_cap, nh, sizeof(int32_t))) < 0)
+            return rc;
+        for (int j = 0; j < nh; j++)
+            if (j < j0 || j >= j1 || ds->pos[j - j0] < DP(st)->sink)
+                ds->keep[nk++] = j;
+        if ((rc = kw_kvseq_keep(s->kv, l, h, ds->keep, nk)) < 0)
+            return rc;
+    }
+    int64_t held = 0;
+    for (int x = 0; x < cf->n_layer; x++)
+        held += layer_bytes(st, &ds->ly[x]);
+    if (held > s->held_peak_bytes)
+        s->held_peak_bytes = held;
+    return 0;
+}
+
+/* Stored tokens [0, n) of (l, h) as spans of main pool pages in row h of w. */
+static int add_pool(kw_view *w, const kw_kvseq *kv, int l, int h, int P)
+{
+    int npg, n = kw_kvseq_len(kv, l, h), rc = 0;
+    const int32_t *pages = kw_kvseq_pages(kv, l, h, &npg);
+    for (int j = 0; j < n && rc == 0; j += P)
+        rc = kw_view_add(w, KW_POOL_MAIN, pages[j / P], 0, n - j < P ? n - j : P);
+    return rc;
+}
+
+/* Rebuilds what layer l holds, writes it to temporary pages and makes the view the
+ * pool's pages plus those, per KV head. */
+static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
+{
+    const kw_model_config *cf = &st->cfg;
+    int l = c->layer, Hk = cf->n_head_kv, hd = cf->head_dim, D = st->c->dim, r = st->c->latent;
+    int P = kw_kvpool_options(c->pool)->page_tokens;
+    dlayer *ly = &ds->ly[l];
+    int nc = ly->n_c - ly->n_sink, m = nc + ly->n_l, rc; /* the sinks are in the pool */
+    if (m == 0)
+        return 0;
+    if ((rc = grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
+        || (rc = grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
+        || (rc = grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
+        return rc;
+    memcpy(ds->x, ly->cx + (int64_t)ly->n_sink * D, sizeof(float) * (size_t)nc * D);
+    memcpy(ds->pos, ly->cpos + ly->n_sink, sizeof(int32_t) * (size_t)nc);
+    if (ly->n_l > 0) { /* x = ref + latent . U^T */
+        float *xl = ds->x + (int64_t)nc * D;
+        const float *lat = ly->lf;
+        float *deq = NULL;
+        if (DP(st)->int8) {
+            if (!(deq = malloc(sizeof(float) * (size_t)ly->n_l * r)))
+                return KW_ENOMEM;
+            for (int64_t i = 0; i < (int64_t)ly->n_l * r; i++)
+                deq[i] = ly->ls[i / r] * ly->li[i];
+            lat = deq;
+        }
+        for (int t = 0; t < ly->n_l; t++)
+            memcpy(xl + (int64_t)t * D, ly->cx + (int64_t)ly->lref[t] * D, sizeof(float) * D);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ly->n_l, D, r, 1.f, lat, r,
+                    st->c->u + (int64_t)l * D * r, r, 1.f, xl, D);
+        free(deq);
+        memcpy(ds->pos + nc, ly->lpos, sizeof(int32_t) * (size_t)ly->n_l);
+    }
+    /* K (the first n_kv x head_dim of each row) gets RoPE at its position */
+    for (int t = 0; t < m; t++)
+        memcpy(ds->k + (int64_t)t * Hk * hd, ds->x + (int64_t)t * D, sizeof(float) * Hk * hd);
+    if ((rc = kw_k_rope(KW_BK_CPU, NULL, ds->k, ds->pos, m, Hk, hd, st->inv_freq,
+                        cf->rope_layout)) < 0)
+        return rc;
+    if ((rc = kw_view_reset(w, Hk, false)) < 0)
+        return rc;
+    for (int h = 0; h < Hk; h++) {
+        if ((rc = kw_view_begin_row(w, h)) < 0 || (rc = add_pool(w, s->kv, l, h, P)) < 0)
+            return rc;
+        for (int t0 = 0; t0 < m; t0 += P) {
+            int32_t page, *pp;
+            if ((rc = kw_kvpool_tmp_alloc(c->pool, &page)) < 0)
+                return fail(s, rc, "the temporary pool is full (raise the engine's "
+                            "n_tmp_pages)");
+            float *pg = kw_kvpool_tmp_page(c->pool, page, &pp);
+            int n = m - t0 < P ? m - t0 : P;
+            for (int t = 0; t < n; t++) {
+                memcpy(pg + (int64_t)t * hd, ds->k + ((int64_t)(t0 + t) * Hk + h) * hd,
+                       sizeof(float) * hd);
+                memcpy(pg + (int64_t)(P + t) * hd, ds->x + (int64_t)(t0 + t) * D + (Hk + h) * hd,
+                       sizeof(float) * hd);
+                pp[t] = ds->pos[t0 + t];
+            }
+            if ((rc = kw_view_add(w, KW_POOL_TMP, page, 0, n)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
+{
+    dstate *st = stp;
+    st->tmp_mark = kw_kvpool_tmp_used(c->pool);
+    int worst = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *s = b->seqs[i];
+        int rc = rebuild(st, c, s, s->hook_seq[c->hook_index], v[i]);
+        if (rc < 0) {
+            fail(s, rc, kw_strerror(rc));
+            worst = worst ? worst : rc;
+        }
+    }
+    return worst;
+}
+
+/* After attention: the temporary pages go back; tokens that left the recent window are
+ * encoded (at the prompt's end, in on_prefill_end instead). */
+static int d_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    (void)a;
+    dstate *st = stp;
+    kw_kvpool_tmp_truncate(c->pool, st->tmp_mark);
+    int worst = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (b->last_chunk[i])
+            continue;
+        kw_seq *s = b->seqs[i];
+        int32_t end = b->pos[b->tok_first[i] + b->tok_n[i] - 1] + 1;
+        int rc = encode(st, c, s, s->hook_seq[c->hook_index], c->layer, end - DP(st)->recent);
+        if (rc < 0) {
+            fail(s, rc, kw_strerror(rc));
+            worst = worst ? worst : rc;
+        }
+    }
+    return worst;
+}
+
+static int d_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
+{
+    dstate *st = stp;
+    int worst = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *s = b->seqs[i];
+        const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
+        int rc = po->device_pages ? fail(s, KW_ENOSYS, "runs on the CPU engine only (run "
+                                         "with --device cpu)")
+                 : po->pre_rope   ? fail(s, KW_ENOSYS, "a pool that stores K before RoPE is "
+                                         "not supported")
+                                  : encode(st, c, s, s->hook_seq[c->hook_index], c->layer,
+                                           s->n_prompt - DP(st)->recent);
+        if (rc < 0) {
+            fail(s, rc, kw_strerror(rc));
+            worst = worst ? worst : rc;
+        }
+    }
+    return worst;
+}
+
+static void seq_free(const dstate *st, dseq *ds)
+{
+    for (int l = 0; ds->ly && l < st->cfg.n_layer; l++) {
+        dlayer *ly = &ds->ly[l];
+        free(ly->cx), free(ly->cpos), free(ly->lf), free(ly->li), free(ly->ls);
+        free(ly->lref), free(ly->lpos);
+    }
+    free(ds->ly), free(ds->x), free(ds->res), free(ds->k), free(ds->pos), free(ds->keep);
+    free(ds);
+}
+
+static int d_seq_open(void *stp, kw_seq *s, int idx)
+{
+    const dstate *st = stp;
+    dseq *ds = calloc(1, sizeof *ds);
+    if (ds && !(ds->ly = calloc((size_t)st->cfg.n_layer, sizeof *ds->ly))) {
+        free(ds);
+        ds = NULL;
+    }
+    if (!ds)
+        return KW_ENOMEM;
+    s->hook_seq[idx] = ds;
+    return 0;
+}
+
+static void d_seq_close(void *stp, kw_seq *s, int idx)
+{
+    if (s->hook_seq[idx])
+        seq_free(stp, s->hook_seq[idx]);
+    s->hook_seq[idx] = NULL;
+}
+
+static const kw_kvhook deltakv_hook = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT | KW_ROLE_STORE,
+    .needs = 0, .name = "compress.deltakv", .seq_open = d_seq_open,
+    .materialize = d_materialize, .after_attn = d_after_attn,
+    .on_prefill_end = d_prefill_end, .seq_close = d_seq_close,
+    .tail_only = false, /* evicts while the prompt is prefilled */
+};
+
+static void params_free(void *pp)
+{
+    dparams *p = pp;
+    if (p)
+        kw_value_unref(p->comp);
+    free(p);
+}
+
+static void state_free(void *sp)
+{
+    dstate *st = sp;
+    if (st)
+        free(st->inv_freq);
+    free(st);
+}
+
+static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_error *err)
+{
+    const dparams *p = pp;
+    const kw_deltakv_comp *c = kw_value_data(p->comp);
+    *out = NULL;
+    if (c->n_layer != cfg->n_layer || c->dim != 2 * cfg->n_head_kv * cfg->head_dim)
+        return kw_error_set(err, KW_EINVAL, "compress.deltakv: the compressor was fitted for "
+                            "%d layers of [K; V] of %d values; this model has %d layers of %d",
+                            c->n_layer, c->dim, cfg->n_layer,
+                            2 * cfg->n_head_kv * cfg->head_dim);
+    dstate *st = calloc(1, sizeof *st);
+    if (st)
+        st->inv_freq = malloc(sizeof(float) * (size_t)(cfg->head_dim / 2));
+    if (!st || !st->inv_freq) {
+        state_free(st);
+        return kw_error_set(err, KW_ENOMEM, "compress.deltakv: out of memory");
+    }
+    st->p = p;
+    st->c = c;
+    st->cfg = *cfg;
+    kw_rope_inv_freq(cfg, st->inv_freq);
+    *out = st;
+    return 0;
+}
+
+int kw__deltakv_method(const kw_deltakv_opts *o, kw_value *comp, kw_kvmethod **out,
+                       kw_error *err)
+{
+    *out = NULL;
+    const kw_deltakv_comp *c = comp ? kw_value_data(comp) : NULL;
+    if (!c || strcmp(kw_value_type(comp), KW_T_COMPRESSOR))
+        return kw_error_set(err, KW_EINVAL, "compress.deltakv: no compressor");
+    if (o->sink < 1 || o->every < 1 || o->recent < 0)
+        return kw_error_set(err, KW_EINVAL, "compress.deltakv: sink %d (want >= 1), center "
+                            "every %d positions (want >= 1), recent %d (want >= 0)",
+                            o->sink, o->every, o->recent);
+    kw_kvmethod *m = calloc(1, sizeof *m);
+    dparams *p = calloc(1, sizeof *p);
+    if (!m || !p) {
+        free(m), free(p);
+        return kw_error_set(err, KW_ENOMEM, "compress.deltakv: out of memory");
+    }
+    p->o = *o;
+    p->comp = kw_value_ref(comp);
+    *m = (kw_kvmethod){.hook = &deltakv_hook, .params = p, .params_free = params_free,
+                       .state_new = state_new, .state_free = state_free};
+    *out = m;
+    return 0;
+}
+
+/* ---- the operator ---- */
+
+static const kw_port ins[] = {
+    {"compressor", KW_T_COMPRESSOR, KW_ONCE, 0,
+     "the linear compressor (compress.deltakv_fit, from the calibration phase)"},
+};
+static const kw_port outs[] = {
+    {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the DeltaKV EVICT + STORE hook"},
+};
+static const kw_param_spec params[] = {
+    {"sink", KW_PARAM_INT, "16", 1, 1 << 20, NULL, "first tokens kept whole in the pool"},
+    {"center_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL,
+     "reference tokens: every round(1 / center_ratio)-th position (kept whole, outside the "
+     "pool)"},
+    {"recent", KW_PARAM_INT, "128", 0, 1 << 20, NULL,
+     "last tokens kept whole in the pool; older ones are encoded"},
+    {"latent_int8", KW_PARAM_BOOL, "false", 0, 0, NULL,
+     "latents as int8 with one scale per token (f32 otherwise)"},
+};
+
+static int run(kw_opctx *c, void *st, kw_task *t)
+{
+    (void)st;
+    double cr = kw_param_float(c, "center_ratio");
+    if (!(cr > 0))
+        return kw_task_fail(t, KW_EINVAL, "compress.deltakv: center_ratio %g: want > 0", cr);
+    kw_deltakv_opts o = {.sink = (int)kw_param_int(c, "sink"), .every = (int)lround(1 / cr),
+                         .recent = (int)kw_param_int(c, "recent"),
+                         .int8 = kw_param_bool(c, "latent_int8")};
+    kw_kvmethod *m;
+    kw_error err = {0};
+    int rc = kw__deltakv_method(&o, kw_task_in(t, 0), &m, &err);
+    if (rc < 0)
+        return kw_task_fail(t, rc, "%s", err.msg);
+    kw_ctx_record(c, "kv_memory", "compressed: tokens older than the recent window leave the "
+                  "pool as residual latents (held_peak_bytes)");
+    return kw_task_out(t, 0, kw_value_kvmethod(m));
+}
+
+const kw_op kw_op_compress_deltakv = {
+    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "compress.deltakv", .version = 1,
+    .doc = "DeltaKV residual compression (EVICT + STORE; CPU engine): tokens leaving the "
+           "last `recent` positions leave the pool; every 1/center_ratio-th one (and the "
+           "first `sink`, which stay in the pool) is a reference kept whole, any other is "
+           "stored as U^T ([K;V] - nearest preceding reference), K before RoPE, with the "
+           "compressor U from compress.deltakv_fit; before attention every held token is "
+           "rebuilt (U latent + reference, then RoPE) into the temporary pool. Saves KV "
+           "memory (pool payload + held_peak_bytes), not bandwidth.",
+    .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
+    .params = params, .n_params = sizeof params / sizeof *params, .run = run,
+    .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE,
+};

@@ -1,0 +1,42 @@
+#!/bin/sh
+# compress.deltakv_fit and compress.deltakv on the real default model, made small (the
+# fit on 1 calibration sample of 10, then 2 samples of 512 tokens, 8 new tokens): with a
+# recent window covering the prompt nothing is encoded (full attention); with a lossless
+# basis (all 384 values) the answers are full attention's; with the pipeline's 128 int8
+# values the pool's payload plus what the hook holds is under half of full attention's
+# KV, the fit keeps most of the residuals' energy, and the temporary pool was used.
+set -eu
+home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
+if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
+    echo "SKIP: the default model is not fetched (run ./setup.sh)"
+    exit 77
+fi
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/dk.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cd "$KVWEAVE_SRC"
+small="--set dataset.n=10 --set dataset.length=512 --set dataset.max_new=8 --limit 2 --quiet"
+q() { "$KVWEAVE_BIN" query --db "$1" --format csv "$2" | tail -1; }
+metric() { q "$1" "SELECT value FROM metrics WHERE sample IS NULL AND key = '$2'"; }
+answers() { "$KVWEAVE_BIN" query --db "$1" --format csv "SELECT prediction FROM samples ORDER BY idx"; }
+
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/full.db" $small --set kv.recent=100000
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/exact.db" $small --set fit.latent=384 \
+    --set kv.latent_int8=false
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/dk.db" $small
+for db in full exact dk; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+done
+[ "$(q "$tmp/full.db" "SELECT count(*) FROM metrics WHERE key = 'mem/held_peak_bytes'")" = 0 ]
+[ "$(answers "$tmp/exact.db")" = "$(answers "$tmp/full.db")" ]
+full=$(metric "$tmp/full.db" mem/kv_payload_peak_bytes)
+pool=$(metric "$tmp/dk.db" mem/kv_payload_peak_bytes)
+held=$(metric "$tmp/dk.db" mem/held_peak_bytes)
+tmpb=$(metric "$tmp/dk.db" mem/tmp_bytes_peak)
+kept=$(q "$tmp/dk.db" "SELECT value FROM params WHERE key = 'fit.energy_kept'")
+echo "deltakv: full KV peak $full bytes -> pool $pool + held $held bytes; energy kept $kept; temporary pool peak $tmpb bytes"
+python3 - "$full" "$pool" "$held" "$kept" "$tmpb" <<'PY'
+import sys
+full, pool, held, kept, tmpb = map(float, sys.argv[1:])
+assert pool + held < 0.5 * full, (pool, held, full)
+assert kept > 0.95 and tmpb > 0, (kept, tmpb)
+PY

@@ -1,0 +1,378 @@
+/* compress.deltakv and its fit: the basis against a covariance of known eigenvectors; the
+ * hook on a small pool: what stays in the pool after the prompt and after a decode step
+ * (the sinks and the recent window), every token read back through the view (the pool's
+ * pages and the rebuilt temporary ones) equal to the original with a lossless basis, and
+ * to a double-precision reference (nearest preceding reference, U U^T of the residual)
+ * with a lossy one, f32 and int8 latents; the temporary pages given back after the
+ * layer's attention; a compressor of another model refused. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "compress/deltakv.h"
+#include "kernels.h"
+#include "hook_fixture.h"
+#include "runtime_support.h"
+
+static float rnd(uint64_t *rs) { return (float)(2 * rt_rand01(rs) - 1); }
+
+/* Random orthonormal columns q (n, k) row-major (Gram-Schmidt in double). */
+static void orthonormal(uint64_t *rs, int n, int k, double *q)
+{
+    for (int c = 0; c < k; c++) {
+        for (int i = 0; i < n; i++)
+            q[i * k + c] = rnd(rs);
+        for (int pass = 0; pass < 2; pass++)
+            for (int e = 0; e < c; e++) {
+                double d = 0;
+                for (int i = 0; i < n; i++)
+                    d += q[i * k + c] * q[i * k + e];
+                for (int i = 0; i < n; i++)
+                    q[i * k + c] -= d * q[i * k + e];
+            }
+        double nn = 0;
+        for (int i = 0; i < n; i++)
+            nn += q[i * k + c] * q[i * k + c];
+        for (int i = 0; i < n; i++)
+            q[i * k + c] /= sqrt(nn);
+    }
+}
+
+static void test_basis_of_a_known_covariance(void **state)
+{
+    (void)state;
+    uint64_t rs = 0xb1;
+    int n = 12, k = 3;
+    double q[12 * 12], cov[12 * 12] = {0}, lam[12];
+    orthonormal(&rs, n, n, q);
+    for (int j = 0; j < n; j++)
+        lam[j] = 1 + j * 0.5; /* distinct; the top 3 are columns 11, 10, 9 */
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++)
+            for (int j = 0; j < n; j++)
+                cov[a * n + b] += q[a * n + j] * lam[j] * q[b * n + j];
+    float u[12 * 3];
+    double kept;
+    assert_int_equal(kw__deltakv_basis(cov, n, k, u, &kept), 0);
+    for (int c = 0; c < k; c++) {
+        double d = 0;
+        for (int i = 0; i < n; i++)
+            d += u[i * k + c] * q[i * n + (n - 1 - c)];
+        if (fabs(fabs(d) - 1) > 1e-5)
+            fail_msg("basis column %d: |<u, q>| = %.8f, want 1", c, fabs(d));
+    }
+    double tot = 0;
+    for (int j = 0; j < n; j++)
+        tot += lam[j];
+    assert_true(fabs(kept - (lam[11] + lam[10] + lam[9]) / tot) < 1e-9);
+    float x[4] = {1, 1, 0, 0}, cs[3 * 4] = {0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1};
+    assert_int_equal(kw__deltakv_nearest(x, cs, 3, 4), 1); /* 1 and 2 tie: the earlier */
+}
+
+/* ---- the hook ---- */
+
+enum { NP = 50, SINK = 4, EVERY = 5, RECENT = 8 };
+
+typedef struct dfx {
+    hook_fx fx;
+    kw_value *comp;
+    float *k, *v; /* (L, NP + 4, Hk, hd) as appended (K after RoPE) */
+    float *u;     /* the basis, (L, D, r) */
+    int r;
+    int enc_limit; /* positions in [SINK, enc_limit) are encoded */
+} dfx;
+
+static int64_t off(const dfx *f, int l, int p)
+{
+    return ((int64_t)l * (NP + 4) + p) * f->fx.cfg.n_head_kv * f->fx.cfg.head_dim;
+}
+
+static void dfx_open(dfx *f, int r, bool int8, uint64_t seed)
+{
+    memset(f, 0, sizeof *f);
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    int L = cfg.n_layer, kd = cfg.n_head_kv * cfg.head_dim, D = 2 * kd;
+    uint64_t rs = seed;
+    kw_deltakv_comp *c = calloc(1, sizeof *c);
+    c->n_layer = L, c->dim = D, c->latent = r;
+    c->u = malloc(sizeof(float) * (size_t)L * D * r);
+    double *q = malloc(sizeof(double) * (size_t)D * r);
+    for (int l = 0; l < L; l++) {
+        orthonormal(&rs, D, r, q);
+        for (int i = 0; i < D * r; i++)
+            c->u[(int64_t)l * D * r + i] = (float)q[i];
+    }
+    free(q);
+    f->u = c->u, f->r = r;
+    f->comp = kw__value_compressor(c);
+    kw_deltakv_opts o = {.sink = SINK, .every = EVERY, .recent = RECENT, .int8 = int8};
+    kw_kvmethod *m;
+    kw_error err = {0};
+    assert_int_equal(kw__deltakv_method(&o, f->comp, &m, &err), 0);
+    hfx_open(&f->fx, &cfg, 4, 1024, m, 0, NP);
+    size_t sz = sizeof(float) * (size_t)L * (NP + 4) * kd;
+    f->k = malloc(sz), f->v = malloc(sz);
+    for (size_t i = 0; i < sz / sizeof(float); i++)
+        f->k[i] = rnd(&rs), f->v[i] = rnd(&rs);
+    int32_t pos[NP];
+    for (int t = 0; t < NP; t++)
+        pos[t] = t;
+    for (int l = 0; l < L; l++)
+        assert_int_equal(kw_kvseq_append(f->fx.seq.kv, l, f->k + off(f, l, 0),
+                                         f->v + off(f, l, 0), pos, NP), 0);
+}
+
+static void dfx_close(dfx *f)
+{
+    hfx_close(&f->fx);
+    kw_value_unref(f->comp);
+    free(f->k), free(f->v);
+}
+
+static int call(dfx *f, int l, int which, int32_t pos, bool prefill, bool last)
+{
+    hfx_batch hb;
+    hfx_batch_init(&f->fx, &hb, l, prefill);
+    hb.pos = pos, hb.last = last;
+    kw_view *out[1] = {f->fx.w};
+    const kw_kvhook *h = f->fx.m->hook;
+    kw_attn_stats a = {.n_head = f->fx.cfg.n_head};
+    switch (which) {
+    case 0:
+        assert_int_equal(kw_view_dense(f->fx.w, f->fx.seq.kv, l, false), 0);
+        return h->materialize(f->fx.st, &hb.lc, &hb.b, out);
+    case 1:
+        return h->after_attn(f->fx.st, &hb.lc, &hb.b, &a);
+    default:
+        return h->on_prefill_end(f->fx.st, &hb.lc, &hb.b);
+    }
+}
+
+/* Stored positions of (l, h) in the pool, as flags. */
+static void pool_positions(const dfx *f, int l, int h, char *in, int n)
+{
+    memset(in, 0, (size_t)n);
+    for (int j = 0; j < kw_kvseq_len(f->fx.seq.kv, l, h); j++) {
+        int32_t p;
+        assert_int_equal(kw_kvseq_token_f32(f->fx.seq.kv, l, h, j, NULL, NULL, &p), 0);
+        assert_true(p >= 0 && p < n);
+        in[p] = 1;
+    }
+}
+
+/* The expected rebuilt [K (after RoPE); V] of token p of layer l: x = [K before RoPE; V];
+ * references are the sinks and every EVERY-th position below `encoded`; a reference is
+ * exact, any other token is ref + U U^T (x - ref), ref its nearest preceding reference. */
+static void expected(const dfx *f, int l, int p, float *kout, float *vout)
+{
+    const kw_model_config *c = &f->fx.cfg;
+    int Hk = c->n_head_kv, hd = c->head_dim, kd = Hk * hd, D = 2 * kd, r = f->r;
+    float inv[4], *xs = malloc(sizeof(float) * (size_t)(p + 1) * D);
+    kw_rope_inv_freq(c, inv);
+    for (int t = 0; t <= p; t++) { /* every token up to p before RoPE */
+        memcpy(xs + (int64_t)t * D, f->k + off(f, l, t), sizeof(float) * kd);
+        int32_t neg = -t;
+        kw_k_rope(KW_BK_CPU, NULL, xs + (int64_t)t * D, &neg, 1, Hk, hd, inv, c->rope_layout);
+        memcpy(xs + (int64_t)t * D + kd, f->v + off(f, l, t), sizeof(float) * kd);
+    }
+    double x[32];
+    const float *xp = xs + (int64_t)p * D;
+    if (p < SINK || p >= f->enc_limit) { /* whole in the pool */
+        memcpy(kout, f->k + off(f, l, p), sizeof(float) * kd);
+        memcpy(vout, f->v + off(f, l, p), sizeof(float) * kd);
+        free(xs);
+        return;
+    }
+    if (kw__deltakv_center(p, SINK, EVERY)) {
+        for (int i = 0; i < D; i++)
+            x[i] = xp[i];
+    } else {
+        int best = -1;
+        double bd = INFINITY;
+        for (int t = 0; t < p; t++) {
+            if (!kw__deltakv_center(t, SINK, EVERY))
+                continue;
+            double d = 0;
+            for (int i = 0; i < D; i++)
+                d += ((double)xp[i] - xs[(int64_t)t * D + i]) * ((double)xp[i] - xs[(int64_t)t * D + i]);
+            if (d < bd)
+                bd = d, best = t;
+        }
+        const float *ref = xs + (int64_t)best * D, *u = f->u + (int64_t)l * D * r;
+        double lat[32] = {0};
+        for (int j = 0; j < r; j++)
+            for (int i = 0; i < D; i++)
+                lat[j] += u[i * r + j] * ((double)xp[i] - ref[i]);
+        for (int i = 0; i < D; i++) {
+            x[i] = ref[i];
+            for (int j = 0; j < r; j++)
+                x[i] += u[i * r + j] * lat[j];
+        }
+    }
+    float kf[16];
+    for (int i = 0; i < kd; i++)
+        kf[i] = (float)x[i];
+    int32_t pp = p;
+    kw_k_rope(KW_BK_CPU, NULL, kf, &pp, 1, Hk, hd, inv, c->rope_layout);
+    memcpy(kout, kf, sizeof(float) * kd);
+    for (int i = 0; i < kd; i++)
+        vout[i] = (float)x[kd + i];
+    free(xs);
+}
+
+/* Every token of layer l through the view after materialize: positions 0 .. n-1 once
+ * per KV head, K and V against expected() within tol (relative to the row's norm). */
+static double check_view(dfx *f, int l, int n, double tol)
+{
+    const kw_model_config *c = &f->fx.cfg;
+    int Hk = c->n_head_kv, hd = c->head_dim, kd = Hk * hd;
+    kw_kvmem mem = kw_kvpool_mem(f->fx.pool);
+    double worst = 0;
+    for (int h = 0; h < Hk; h++) {
+        char seen[NP + 4] = {0};
+        for (int s = f->fx.w->row_ptr[h]; s < f->fx.w->row_ptr[h + 1]; s++) {
+            const kw_span *sp = &f->fx.w->spans[s];
+            for (int x = sp->first; x < sp->first + sp->n; x++) {
+                int32_t p = mem.pos[sp->pool][(int64_t)sp->page * mem.page_tokens + x];
+                assert_true(p >= 0 && p < n);
+                assert_int_equal(seen[p], 0);
+                seen[p] = 1;
+                float buf[8] = {0}, ke[16], ve[16];
+                const float *kr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 0, buf);
+                float kk[8];
+                memcpy(kk, kr, sizeof kk);
+                const float *vr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 1, buf);
+                expected(f, l, p, ke, ve);
+                double e = 0, nn = 0;
+                for (int i = 0; i < hd; i++) {
+                    e += pow(kk[i] - ke[h * hd + i], 2) + pow(vr[i] - ve[h * hd + i], 2);
+                    nn += pow(ke[h * hd + i], 2) + pow(ve[h * hd + i], 2);
+                }
+                if (f->r == 2 * kd) { /* lossless: the original rows, RoPE round trip */
+                    double eo = 0;
+                    for (int i = 0; i < hd; i++)
+                        eo += pow(kk[i] - f->k[off(f, l, p) + h * hd + i], 2)
+                              + pow(vr[i] - f->v[off(f, l, p) + h * hd + i], 2);
+                    if (sqrt(eo / nn) > tol)
+                        fail_msg("layer %d head %d position %d: rel %.3g from the original",
+                                 l, h, p, sqrt(eo / nn));
+                }
+                double rel = sqrt(e / nn);
+                worst = rel > worst ? rel : worst;
+                if (rel > tol)
+                    fail_msg("layer %d head %d position %d (%s pool): rel %.3g > %.3g", l, h, p,
+                             sp->pool ? "temporary" : "main", rel, tol);
+            }
+        }
+        for (int p = 0; p < n; p++)
+            if (!seen[p])
+                fail_msg("layer %d head %d: position %d not in the view", l, h, p);
+    }
+    (void)kd;
+    return worst;
+}
+
+static void run_case(int r, bool int8, double tol)
+{
+    dfx f;
+    dfx_open(&f, r, int8, 0xd0 + (uint64_t)r);
+    const kw_model_config *c = &f.fx.cfg;
+    char in[NP + 4];
+    for (int l = 0; l < c->n_layer; l++) {
+        assert_int_equal(call(&f, l, 1, NP - 1, true, true), 0); /* the last chunk: no-op */
+        assert_int_equal(call(&f, l, 2, NP - 1, true, true), 0);
+        for (int h = 0; h < c->n_head_kv; h++) { /* the sinks and the last RECENT */
+            pool_positions(&f, l, h, in, NP);
+            for (int p = 0; p < NP; p++)
+                if (in[p] != (p < SINK || p >= NP - RECENT))
+                    fail_msg("layer %d head %d position %d: in the pool %d", l, h, p, in[p]);
+        }
+    }
+    assert_true(f.fx.seq.held_peak_bytes > 0);
+    f.enc_limit = NP - RECENT;
+    /* a decode step: position NP joins, NP - RECENT leaves the pool after attention */
+    for (int l = 0; l < c->n_layer; l++) {
+        int32_t p = NP;
+        assert_int_equal(kw_kvseq_append(f.fx.seq.kv, l, f.k + off(&f, l, NP),
+                                         f.v + off(&f, l, NP), &p, 1), 0);
+        int64_t mark = kw_kvpool_tmp_used(f.fx.pool);
+        assert_int_equal(call(&f, l, 0, NP, false, false), 0);
+        assert_true(kw_kvpool_tmp_used(f.fx.pool) > mark);
+        double w = check_view(&f, l, NP + 1, tol);
+        print_message("latent %d%s layer %d: worst rel %.3g (bound %.0e)\n", r,
+                      int8 ? " int8" : "", l, w, tol);
+        assert_int_equal(call(&f, l, 1, NP, false, false), 0);
+        assert_int_equal(kw_kvpool_tmp_used(f.fx.pool), mark); /* given back */
+        if (l == c->n_layer - 1) { /* position NP - RECENT is encoded now: read it back */
+            f.enc_limit = NP + 1 - RECENT;
+            for (int x = 0; x < c->n_layer; x++) {
+                assert_int_equal(call(&f, x, 0, NP, false, false), 0);
+                check_view(&f, x, NP + 1, tol);
+                kw_kvpool_tmp_truncate(f.fx.pool, mark);
+            }
+        }
+        pool_positions(&f, l, 0, in, NP + 1);
+        for (int q = 0; q <= NP; q++)
+            assert_int_equal(in[q], q < SINK || q >= NP + 1 - RECENT);
+    }
+    dfx_close(&f);
+}
+
+static void test_lossless_basis_rebuilds_every_token(void **state)
+{
+    (void)state;
+    run_case(32, false, 2e-6); /* U square: x = ref + (x - ref) up to rounding */
+}
+
+static void test_lossy_basis_against_reference(void **state)
+{
+    (void)state;
+    run_case(10, false, 2e-6);
+}
+
+static void test_int8_latents(void **state)
+{
+    (void)state;
+    run_case(10, true, 0.03); /* the f32 case's plus int8 rounding: sqrt(10) / 254 of the
+                                 residual's norm at most */
+}
+
+static void test_a_compressor_of_another_model(void **state)
+{
+    (void)state;
+    kw_deltakv_comp *c = calloc(1, sizeof *c);
+    c->n_layer = 3, c->dim = 48, c->latent = 4;
+    c->u = calloc(3 * 48 * 4, sizeof(float));
+    kw_value *v = kw__value_compressor(c);
+    kw_deltakv_opts o = {.sink = 4, .every = 10, .recent = 8};
+    kw_kvmethod *m;
+    kw_error err = {0};
+    assert_int_equal(kw__deltakv_method(&o, v, &m, &err), 0);
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    void *st;
+    assert_int_equal(m->state_new(m->params, &cfg, &st, &err), KW_EINVAL);
+    assert_non_null(strstr(err.msg, "fitted for 3 layers of [K; V] of 48 values; this model "
+                                    "has 3 layers of 32"));
+    m->params_free(m->params);
+    free(m);
+    o.every = 0;
+    assert_int_equal(kw__deltakv_method(&o, v, &m, &err), KW_EINVAL);
+    kw_value_unref(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basis_of_a_known_covariance),
+        cmocka_unit_test(test_lossless_basis_rebuilds_every_token),
+        cmocka_unit_test(test_lossy_basis_against_reference),
+        cmocka_unit_test(test_int8_latents),
+        cmocka_unit_test(test_a_compressor_of_another_model),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
