@@ -398,6 +398,16 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     return 0;
 }
 
+/* true when w reads every token the pool holds for layer l, one row per KV head (no
+ * SELECT hook chose among them) */
+static bool is_dense(const kw_view *w, const kw_kvseq *kv, int l, int n_kv)
+{
+    int64_t n = 0;
+    for (int h = 0; h < n_kv; h++)
+        n += kw_kvseq_len(kv, l, h);
+    return !w->per_qhead && w->n_rows == n_kv && kw_view_tokens(w) == n;
+}
+
 static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
 {
     dstate *st = stp;
@@ -405,6 +415,12 @@ static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
     int worst = 0;
     for (int i = 0; i < b->n_seq; i++) {
         kw_seq *s = b->seqs[i];
+        if (!is_dense(v[i], s->kv, c->layer, st->cfg.n_head_kv)) {
+            worst = worst ? worst : fail(s, KW_ENOSYS, "a SELECT hook chose tokens before "
+                                         "DeltaKV rebuilt its own; the two do not combine "
+                                         "yet (DeltaKV would drop that choice)");
+            continue;
+        }
         int rc = rebuild(st, c, s, s->hook_seq[c->hook_index], v[i]);
         if (rc < 0) {
             fail(s, rc, kw_strerror(rc));

@@ -503,6 +503,13 @@ static int kv_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
 static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
 {
     klayer *ly = &ks->ly[c->layer];
+    int64_t dense = 0;
+    for (int h = 0; h < st->cfg.n_head_kv; h++)
+        dense += kw_kvseq_len(s->kv, c->layer, h);
+    if (out->per_qhead || out->n_rows != st->cfg.n_head_kv || kw_view_tokens(out) != dense)
+        return fail(s, KW_ENOSYS, "retrieve.kvstar: a SELECT hook before it in the stack "
+                    "chose tokens; put retrieve.kvstar first (SELECT hooks after it choose "
+                    "among what it keeps)");
     int rc = task_wait(&st->pool, &ly->ld.t, &s->wait_s);
     if (rc < 0) {
         free(ly->ld.buf);

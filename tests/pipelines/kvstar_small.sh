@@ -3,8 +3,10 @@
 # of 32 tokens so that 13 of the 16 whole blocks are middle ones, 24 new tokens so that a
 # decode vote is swapped in at step 17): the pool holds less than with every middle
 # block kept (sparse_ratio 1, which leaves the prompt whole), every whole block went to
-# the store (blocks the prompts share, once), a vote read only the blocks it added, the store's files are gone after the
-# run; with persist they stay, and a second run of the same prompts writes none of them.
+# the store (blocks the prompts share, once), a vote read only the blocks it added, the
+# store's files are gone after the run; with persist they stay, and a second run of the
+# same prompts writes none of them;
+# stacked first, a SELECT hook after it reads less, and one before it is refused.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -50,3 +52,24 @@ finished "$tmp/p2.db"
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) == 0 < float(sys.argv[2]) else 1)" \
     "$(metric "$tmp/p2.db" mem/store_bytes)" "$(metric "$tmp/p1.db" mem/store_bytes)"
 [ "$(metric "$tmp/p2.db" score)" = "$(metric "$tmp/p1.db" score)" ]
+# stacked before a SELECT hook, KVStar chooses among what it keeps (Quest reads less); a
+# SELECT hook before it fails the sample with the order to use
+cat > "$tmp/stack.yaml" <<'YAML'
+name: kvstar-quest
+model: smollm2-135m-instruct
+dataset: { op: dataset.ruler, with: { task: niah_single_1, length: 512, n: 1, seed: 42 } }
+stages:
+  - { id: tok, op: tokenize.chat }
+  - { id: kv, op: retrieve.kvstar, with: { block: 32 } }
+  - { id: sel, op: retrieve.quest, with: { budget: 64 } }
+  - { id: gen, op: decode.greedy, in: [tok, kv, sel], with: { max_new: 24, ignore_eos: true } }
+  - { id: score, op: score.ruler, in: [gen, dataset] }
+run: { device: cpu, seed: 1 }
+YAML
+"$KVWEAVE_BIN" run "$tmp/stack.yaml" --db "$tmp/s1.db" --quiet
+[ "$(q "$tmp/s1.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 1 ]
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
+    "$(metric "$tmp/s1.db" mem/attended_mean)" "$(metric "$tmp/k.db" mem/attended_mean)"
+sed 's/in: \[tok, kv, sel\]/in: [tok, sel, kv]/' "$tmp/stack.yaml" > "$tmp/rev.yaml"
+if "$KVWEAVE_BIN" run "$tmp/rev.yaml" --db "$tmp/s2.db" --quiet 2> "$tmp/err"; then exit 1; fi
+grep -q "put retrieve.kvstar first" "$tmp/err"

@@ -342,6 +342,29 @@ static void test_int8_latents(void **state)
                                  residual's norm at most */
 }
 
+static void test_a_select_hook_before_it_is_refused(void **state)
+{
+    (void)state;
+    dfx f;
+    dfx_open(&f, 10, false, 0xe1);
+    for (int l = 0; l < f.fx.cfg.n_layer; l++)
+        assert_int_equal(call(&f, l, 2, NP - 1, true, true), 0);
+    hfx_batch hb;
+    hfx_batch_init(&f.fx, &hb, 0, false);
+    hb.pos = NP - 1;
+    int npg; /* a view of the first page of each head only */
+    assert_int_equal(kw_view_reset(f.fx.w, f.fx.cfg.n_head_kv, false), 0);
+    for (int h = 0; h < f.fx.cfg.n_head_kv; h++) {
+        const int32_t *pg = kw_kvseq_pages(f.fx.seq.kv, 0, h, &npg);
+        assert_int_equal(kw_view_begin_row(f.fx.w, h), 0);
+        assert_int_equal(kw_view_add(f.fx.w, KW_POOL_MAIN, pg[0], 0, 4), 0);
+    }
+    kw_view *out[1] = {f.fx.w};
+    assert_true(f.fx.m->hook->materialize(f.fx.st, &hb.lc, &hb.b, out) < 0);
+    assert_non_null(strstr(f.fx.seq.error, "a SELECT hook chose tokens before DeltaKV"));
+    dfx_close(&f);
+}
+
 static void test_a_compressor_of_another_model(void **state)
 {
     (void)state;
@@ -372,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_lossless_basis_rebuilds_every_token),
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
+        cmocka_unit_test(test_a_select_hook_before_it_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
