@@ -71,6 +71,19 @@ int kw_sha256_file(const char *path, char hex[65], kw_error *err)
     return KW_OK;
 }
 
+int kw_grow(void **p, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return 0;
+    int64_t c = *cap * 2 > need ? *cap * 2 : need;
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q)
+        return KW_ENOMEM;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
 double kw_now(void)
 {
     struct timespec ts;

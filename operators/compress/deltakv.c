@@ -38,6 +38,7 @@
 #include "deltakv.h"
 #include "kernels.h"
 #include "kvweave/op.h"
+#include "kvweave/util.h"
 
 /* ---- the compressor ---- */
 
@@ -157,25 +158,11 @@ static int fail(kw_seq *s, int rc, const char *msg)
     return rc;
 }
 
-static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    int64_t c = *cap ? *cap : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q)
-        return KW_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
 
 static int grow_i(void **p, int *cap, int need, size_t elem)
 {
     int64_t c = *cap;
-    int rc = grow(p, &c, need, elem);
+    int rc = kw_grow(p, &c, need, elem);
     *cap = (int)c;
     return rc;
 }
@@ -214,11 +201,11 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     if (j0 < 0)
         return 0;
     int m = j1 - j0;
-    if ((rc = grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
-        || (rc = grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
+    if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
         return rc;
-    if ((rc = grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
-        || (rc = grow((void **)&ds->res, &ds->res_cap, (int64_t)m * D, sizeof(float))) < 0)
+    if ((rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->res, &ds->res_cap, (int64_t)m * D, sizeof(float))) < 0)
         return rc;
     float *k = ds->k, *v = ds->res; /* v: one head's rows for now */
     for (int h = 0; h < Hk && rc == 0; h++) {
@@ -305,7 +292,7 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     /* their pool slots go */
     for (int h = 0; h < Hk; h++) {
         int nh = kw_kvseq_len(s->kv, l, h), nk = 0;
-        if ((rc = grow((void **)&ds->keep, &ds->keep_cap, nh, sizeof(int32_t))) < 0)
+        if ((rc = kw_grow((void **)&ds->keep, &ds->keep_cap, nh, sizeof(int32_t))) < 0)
             return rc;
         for (int j = 0; j < nh; j++)
             if (j < j0 || j >= j1 || ds->pos[j - j0] < DP(st)->sink)
@@ -342,9 +329,9 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     int nc = ly->n_c - ly->n_sink, m = nc + ly->n_l, rc; /* the sinks are in the pool */
     if (m == 0)
         return 0;
-    if ((rc = grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
-        || (rc = grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
-        || (rc = grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
+    if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
         return rc;
     memcpy(ds->x, ly->cx + (int64_t)ly->n_sink * D, sizeof(float) * (size_t)nc * D);
     memcpy(ds->pos, ly->cpos + ly->n_sink, sizeof(int32_t) * (size_t)nc);

@@ -16,8 +16,10 @@
 #include <cblas.h>
 
 #include "deltakv.h"
+#include "mini_prefill/probe.h"
 #include "kvweave/engine.h"
 #include "kvweave/op.h"
+#include "kvweave/util.h"
 
 typedef struct fit_state {
     pthread_mutex_t mu;
@@ -43,20 +45,6 @@ typedef struct fit_seq {
     int64_t x_cap;
 } fit_seq;
 
-static int grow(void **p, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    int64_t c = *cap ? *cap : 64;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q)
-        return KW_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
 
 static int probe_on_kv(void *stp, kw_lctx *c, const kw_batch *b, const float *k,
                        const float *v)
@@ -68,15 +56,15 @@ static int probe_on_kv(void *stp, kw_lctx *c, const kw_batch *b, const float *k,
         fit_seq *fs = b->seqs[i]->hook_seq[c->hook_index];
         fit_layer *ly = &fs->ly[l];
         int n = b->tok_n[i], n_res = 0;
-        if ((rc = grow((void **)&fs->res, &fs->res_cap, (int64_t)n * D, sizeof(double))) < 0
-            || (rc = grow((void **)&fs->x, &fs->x_cap, D, sizeof(float))) < 0)
+        if ((rc = kw_grow((void **)&fs->res, &fs->res_cap, (int64_t)n * D, sizeof(double))) < 0
+            || (rc = kw_grow((void **)&fs->x, &fs->x_cap, D, sizeof(float))) < 0)
             return rc;
         for (int t = b->tok_first[i]; t < b->tok_first[i] + n; t++) {
             memcpy(fs->x, k + (int64_t)t * Hk * hd, sizeof(float) * Hk * hd);
             memcpy(fs->x + Hk * hd, v + (int64_t)t * Hk * hd, sizeof(float) * Hk * hd);
             if (kw__deltakv_center(b->pos[t], st->sink, st->every) || ly->n_c == 0) {
                 int64_t cap = ly->cap_c;
-                if ((rc = grow((void **)&ly->cx, &cap, ly->n_c + 1, sizeof(float) * D)) < 0)
+                if ((rc = kw_grow((void **)&ly->cx, &cap, ly->n_c + 1, sizeof(float) * D)) < 0)
                     return rc;
                 ly->cap_c = (int)cap;
                 memcpy(ly->cx + (int64_t)ly->n_c++ * D, fs->x, sizeof(float) * D);
@@ -179,24 +167,13 @@ static void fini(kw_opctx *c, void *state)
     st->mu_ok = false;
 }
 
-static void on_done(void *user, kw_gen_result *r)
-{
-    kw_task *t = user;
-    int rc = r->rc;
-    if (rc < 0)
-        kw_task_fail(t, rc, "compress.deltakv_fit: prefill failed: %s", r->error);
-    kw_task_complete(t, rc < 0 ? rc : 0);
-    kw_gen_result_free(r);
-}
-
 static int run(kw_opctx *c, void *state, kw_task *t)
 {
     fit_state *st = state;
-    kw_engine *e = kw_ctx_engine(c);
-    if (!e)
-        return kw_task_fail(t, KW_ENOTFOUND, "compress.deltakv_fit: no device engine for this "
-                            "run");
-    const kw_model_config *cf = &kw_engine_model(e)->cfg;
+    const kw_model_config *cf;
+    int rc = kw__probe_model(c, t, "compress.deltakv_fit", &cf);
+    if (rc < 0)
+        return rc;
     int D = 2 * cf->n_head_kv * cf->head_dim;
     if (st->latent > D)
         return kw_task_fail(t, KW_EINVAL, "compress.deltakv_fit: latent %d is more than the "
@@ -213,17 +190,7 @@ static int run(kw_opctx *c, void *state, kw_task *t)
     pthread_mutex_unlock(&st->mu);
     if (!ok)
         return kw_task_fail(t, KW_ENOMEM, "compress.deltakv_fit: out of memory");
-    kw_value *v = kw_task_in(t, 0);
-    const kw_tokens *tk = v ? kw_value_data(v) : NULL;
-    if (!tk || tk->n < 1)
-        return kw_task_fail(t, KW_EINVAL, "compress.deltakv_fit: an empty prompt");
-    kw_gen_req r = {.prompt = tk->ids, .n_prompt = tk->n, .max_new = 0, .hooks = &st->hs,
-                    .sample = kw_task_sample(t), .done = on_done, .user = t};
-    kw_error err = {0};
-    int rc = kw_engine_submit(e, &r, &err);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "%s", err.msg);
-    return KW_PENDING;
+    return kw__probe_prefill(c, t, &st->hs, "compress.deltakv_fit");
 }
 
 static int finish(kw_opctx *c, void *state, kw_task *t)

@@ -21,6 +21,7 @@
 #include "kvweave/engine.h"
 #include "kvweave/op.h"
 #include "kvweave/stats.h"
+#include "probe.h"
 
 typedef struct snap_sample {
     int64_t sample;
@@ -201,38 +202,18 @@ static void fini(kw_opctx *c, void *state)
     st->mu_ok = false;
 }
 
-static void on_done(void *user, kw_gen_result *r)
-{
-    kw_task *t = user;
-    int rc = r->rc;
-    if (rc < 0)
-        kw_task_fail(t, rc, "mini_prefill.snap: prefill failed: %s", r->error);
-    kw_task_complete(t, rc < 0 ? rc : 0);
-    kw_gen_result_free(r);
-}
-
 static int run(kw_opctx *c, void *state, kw_task *t)
 {
     snap_state *st = state;
-    kw_engine *e = kw_ctx_engine(c);
-    if (!e)
-        return kw_task_fail(t, KW_ENOTFOUND, "mini_prefill.snap: no device engine for this run");
-    const kw_model_config *cf = &kw_engine_model(e)->cfg;
+    const kw_model_config *cf;
+    int rc = kw__probe_model(c, t, "mini_prefill.snap", &cf);
+    if (rc < 0)
+        return rc;
     pthread_mutex_lock(&st->mu);
     st->n_layer = cf->n_layer;
     st->n_kv = cf->n_head_kv;
     pthread_mutex_unlock(&st->mu);
-    kw_value *v = kw_task_in(t, 0);
-    const kw_tokens *tk = v ? kw_value_data(v) : NULL;
-    if (!tk || tk->n < 1)
-        return kw_task_fail(t, KW_EINVAL, "mini_prefill.snap: an empty prompt");
-    kw_gen_req r = {.prompt = tk->ids, .n_prompt = tk->n, .max_new = 0, .hooks = &st->hs,
-                    .sample = kw_task_sample(t), .done = on_done, .user = t};
-    kw_error err = {0};
-    int rc = kw_engine_submit(e, &r, &err);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "%s", err.msg);
-    return KW_PENDING;
+    return kw__probe_prefill(c, t, &st->hs, "mini_prefill.snap");
 }
 
 static int by_sample(const void *a, const void *b)

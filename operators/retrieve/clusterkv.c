@@ -153,21 +153,21 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
     int hd = st->cfg.head_dim, n_idx = indexed(t);
     k = k < m ? k : m;
     int64_t cap = cs->rows_cap;
-    int rc = kw__grow((void **)&cs->rows, &cap, m, sizeof(float) * (size_t)hd);
+    int rc = kw_grow((void **)&cs->rows, &cap, m, sizeof(float) * (size_t)hd);
     cap = cs->rows_cap;
     if (rc == 0)
-        rc = kw__grow((void **)&cs->rpos, &cap, m, sizeof(int32_t));
+        rc = kw_grow((void **)&cs->rpos, &cap, m, sizeof(int32_t));
     cap = cs->rows_cap;
     if (rc == 0)
-        rc = kw__grow((void **)&cs->label, &cap, m, sizeof(int32_t));
+        rc = kw_grow((void **)&cs->label, &cap, m, sizeof(int32_t));
     if (rc == 0)
         cs->rows_cap = cap;
     if (rc == 0)
-        rc = kw__grow((void **)&t->cent, &t->cap_cent, t->n_cl + k, sizeof(float) * (size_t)hd);
+        rc = kw_grow((void **)&t->cent, &t->cap_cent, t->n_cl + k, sizeof(float) * (size_t)hd);
     if (rc == 0)
-        rc = kw__grow((void **)&t->start, &t->cap_start, t->n_cl + k + 1, sizeof(int32_t));
+        rc = kw_grow((void **)&t->start, &t->cap_start, t->n_cl + k + 1, sizeof(int32_t));
     if (rc == 0)
-        rc = kw__grow((void **)&t->member, &t->cap_mem, n_idx + m, sizeof(int32_t));
+        rc = kw_grow((void **)&t->member, &t->cap_mem, n_idx + m, sizeof(int32_t));
     if (rc == 0)
         rc = kw__keys_as_read(s->kv, mem, l, h, a, m, st->inv_freq, st->cfg.rope_layout, hd,
                               cs->rows, cs->rpos);
@@ -254,15 +254,15 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
     bool sel = n_idx > want;
     if (sel) {
         int64_t cap = cs->scores_cap;
-        if ((rc = kw__grow((void **)&cs->scores, &cap, (int64_t)g * t->n_cl, sizeof(float))) < 0)
+        if ((rc = kw_grow((void **)&cs->scores, &cap, (int64_t)g * t->n_cl, sizeof(float))) < 0)
             return rc;
         cs->scores_cap = cap;
         cap = cs->order_cap;
-        if ((rc = kw__grow((void **)&cs->order, &cap, t->n_cl, sizeof(int32_t))) < 0)
+        if ((rc = kw_grow((void **)&cs->order, &cap, t->n_cl, sizeof(int32_t))) < 0)
             return rc;
         cs->order_cap = cap;
         cap = cs->pick_cap;
-        if ((rc = kw__grow((void **)&cs->pick, &cap, n_idx, 1)) < 0)
+        if ((rc = kw_grow((void **)&cs->pick, &cap, n_idx, 1)) < 0)
             return rc;
         cs->pick_cap = cap;
         if ((rc = kw_k_linear(KW_BK_CPU, NULL, qg, t->cent, NULL, cs->scores, g, t->n_cl, hd))

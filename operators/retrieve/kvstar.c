@@ -355,7 +355,7 @@ static int drop_blocks(const kstate *st, kseq *ks, kw_kvseq *kv, const kw_kvmem 
     int64_t lo = (int64_t)ks->first_mid * B, hi = lo + (int64_t)ks->n_mid * B;
     for (int h = 0; h < st->cfg.n_head_kv; h++) {
         int n = kw_kvseq_len(kv, l, h), nk = 0;
-        int rc = kw__grow((void **)&ks->keep, &ks->keep_cap, n, sizeof(int32_t));
+        int rc = kw_grow((void **)&ks->keep, &ks->keep_cap, n, sizeof(int32_t));
         if (rc < 0)
             return rc;
         for (int j = 0; j < n; j++) {
@@ -406,7 +406,7 @@ static int register_blocks(kstate *st, kseq *ks, kw_seq *s)
         }
         if (st->n_blk == st->cap_blk) {
             int64_t cap = st->cap_blk;
-            if ((rc = kw__grow((void **)&st->blk, &cap, st->n_blk + 1, sizeof *st->blk)) < 0) {
+            if ((rc = kw_grow((void **)&st->blk, &cap, st->n_blk + 1, sizeof *st->blk)) < 0) {
                 kw_kvstore_remove(st->store, id, true);
                 break;
             }

@@ -24,6 +24,7 @@
 
 #include "kernels.h"
 #include "kvweave/op.h"
+#include "kvweave/util.h"
 #include "omnikv.h"
 #include "shared.h"
 
@@ -50,11 +51,11 @@ typedef struct oseq {
 
 static int grow_seq(oseq *q, int n)
 {
-    int rc = kw__grow((void **)&q->sel, &q->cap_sel, n, sizeof(int32_t));
+    int rc = kw_grow((void **)&q->sel, &q->cap_sel, n, sizeof(int32_t));
     if (rc == 0)
-        rc = kw__grow((void **)&q->score, &q->cap_score, n, sizeof(float));
+        rc = kw_grow((void **)&q->score, &q->cap_score, n, sizeof(float));
     if (rc == 0)
-        rc = kw__grow((void **)&q->pooled, &q->cap_pooled, n, sizeof(float));
+        rc = kw_grow((void **)&q->pooled, &q->cap_pooled, n, sizeof(float));
     return rc;
 }
 

@@ -36,6 +36,7 @@
 
 #include "kernels.h"
 #include "kvweave/op.h"
+#include "kvweave/util.h"
 #include "keys.h"
 #include "quest.h"
 #include "shared.h"
@@ -109,10 +110,10 @@ static int table_update(const qstate *st, qseq *qs, qtable *t, kw_seq *s,
     int nr = n - from * Q;
     int64_t cap = qs->rows_cap;
     if (rc == 0)
-        rc = kw__grow((void **)&qs->rows, &cap, nr, sizeof(float) * (size_t)hd);
+        rc = kw_grow((void **)&qs->rows, &cap, nr, sizeof(float) * (size_t)hd);
     cap = qs->rows_cap;
     if (rc == 0)
-        rc = kw__grow((void **)&qs->rpos, &cap, nr, sizeof(int32_t));
+        rc = kw_grow((void **)&qs->rpos, &cap, nr, sizeof(int32_t));
     if (rc < 0)
         return rc;
     qs->rows_cap = (int)cap;
@@ -174,11 +175,11 @@ static int select_group(const qstate *st, qseq *qs, const qtable *t, kw_view *w,
     bool shared = QP(st)->o.kv_rows;
     if (np > k) {
         int64_t cap = qs->scores_cap;
-        if ((rc = kw__grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
+        if ((rc = kw_grow((void **)&qs->scores, &cap, (int64_t)g * np, sizeof(float))) < 0)
             return rc;
         qs->scores_cap = cap;
         cap = qs->sel_cap;
-        if ((rc = kw__grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
+        if ((rc = kw_grow((void **)&qs->sel, &cap, k, sizeof(int32_t))) < 0)
             return rc;
         qs->sel_cap = (int)cap;
         if ((rc = kw_k_page_scores(KW_BK_CPU, NULL, qg, g, hd, t->mn, t->mx, np, qs->scores)) < 0)

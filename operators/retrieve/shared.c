@@ -10,19 +10,6 @@
 #include "kernels.h"
 #include "kvweave/kvhook.h"
 
-int kw__grow(void **p, int64_t *cap, int64_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    int64_t c = *cap * 2 > need ? *cap * 2 : need;
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q)
-        return KW_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 int kw__rbudget_copy(const kw_budget *in, kw_rbudget *out)
 {
     *out = (kw_rbudget){0};

@@ -13,10 +13,6 @@
 #include "kvweave/model.h"
 #include "kvweave/op.h"
 
-/* Makes *p (*cap elements of elem bytes) hold at least need: at least doubles; KW_ENOMEM
- * leaves it as it was. */
-int kw__grow(void **p, int64_t *cap, int64_t need, size_t elem);
-
 /* Per-layer token budgets, (n_layer, n_kv) (tokens NULL: none). */
 typedef struct kw_rbudget {
     int32_t *tokens;

@@ -22,6 +22,9 @@ int kw_sha256_file(const char *path, char hex[65], kw_error *err);
 
 /* Monotonic clock in seconds; wall clock in seconds since the epoch. */
 double kw_now(void);
+/* Makes *p (*cap elements of elem bytes) hold at least need: at least doubles; KW_ENOMEM
+ * leaves it as it was. */
+int kw_grow(void **p, int64_t *cap, int64_t need, size_t elem);
 double kw_wall_time(void);
 
 /* A malloc'd copy of s that is valid UTF-8: each invalid piece becomes U+FFFD, a
