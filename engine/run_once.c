@@ -215,6 +215,8 @@ int kwr_calibrate(kw_exec *x, kw_error *err)
             break;
         kwr_cache_store(x, si, "calib");
     }
+    if (rc >= 0)
+        kwr_progress(x, true); /* the phase's count and time, once it is done */
     char num[32];
     snprintf(num, sizeof num, "%" PRId64, x->calib_done);
     kw_error e3 = {0};
