@@ -230,45 +230,81 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     }
     if (rc < 0)
         return rc;
-    /* in position order: a center joins the references; any other token's residual
-     * against the nearest center so far is encoded */
-    float *res = ds->res; /* (m, D) residuals of the non-centers, packed */
-    int n_res = 0, l0 = ly->n_l;
+    /* the references first (in position order; they are kept whole) */
     for (int t = 0; t < m; t++) {
-        const float *xt = ds->x + (int64_t)t * D;
-        if (kw__deltakv_center(ds->pos[t], DP(st)->sink, DP(st)->every) || ly->n_c == 0) {
-            int cc = ly->cap_c; /* cx and cpos grow together */
-            if ((rc = grow_i((void **)&ly->cpos, &cc, ly->n_c + 1, sizeof(int32_t))) < 0
-                || (rc = grow_i((void **)&ly->cx, &ly->cap_c, ly->n_c + 1, sizeof(float) * D)) < 0)
-                return rc;
-            memcpy(ly->cx + (int64_t)ly->n_c * D, xt, sizeof(float) * D);
-            ly->cpos[ly->n_c++] = ds->pos[t];
-            ly->n_sink += ds->pos[t] < DP(st)->sink;
+        if (!kw__deltakv_center(ds->pos[t], DP(st)->sink, DP(st)->every))
             continue;
-        }
-        int ref = kw__deltakv_nearest(xt, ly->cx, ly->n_c, D);
-        int need = ly->n_l + 1, cap = ly->cap_l;
-        if ((rc = grow_i((void **)&ly->lref, &cap, need, sizeof(int32_t))) < 0)
+        int cc = ly->cap_c; /* cx and cpos grow together */
+        if ((rc = grow_i((void **)&ly->cpos, &cc, ly->n_c + 1, sizeof(int32_t))) < 0
+            || (rc = grow_i((void **)&ly->cx, &ly->cap_c, ly->n_c + 1, sizeof(float) * D)) < 0)
             return rc;
-        cap = ly->cap_l;
-        if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
-            return rc;
-        cap = ly->cap_l;
-        if (DP(st)->int8) {
-            if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
-                return rc;
-            cap = ly->cap_l;
-            if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
-                return rc;
-        } else if ((rc = grow_i((void **)&ly->lf, &cap, need, sizeof(float) * r)) < 0)
-            return rc;
-        ly->cap_l = cap;
-        ly->lref[ly->n_l] = ref;
-        ly->lpos[ly->n_l++] = ds->pos[t];
-        for (int j = 0; j < D; j++)
-            res[(int64_t)n_res * D + j] = xt[j] - ly->cx[(int64_t)ref * D + j];
-        n_res++;
+        memcpy(ly->cx + (int64_t)ly->n_c * D, ds->x + (int64_t)t * D, sizeof(float) * D);
+        ly->cpos[ly->n_c++] = ds->pos[t];
+        ly->n_sink += ds->pos[t] < DP(st)->sink;
     }
+    /* then every other token's residual against its nearest preceding reference:
+     * |x - c|^2 = |x|^2 + |c|^2 - 2 x.c, the dot products by blocks of tokens in one GEMM */
+    enum { BT = 256 };
+    float *res = ds->res, *g = NULL, *cn = malloc(sizeof(float) * (size_t)ly->n_c);
+    if (!cn || !(g = malloc(sizeof(float) * (size_t)BT * ly->n_c))) {
+        free(cn);
+        return KW_ENOMEM;
+    }
+    for (int c0 = 0; c0 < ly->n_c; c0++) {
+        const float *cx = ly->cx + (int64_t)c0 * D;
+        float a = 0;
+        for (int j = 0; j < D; j++)
+            a += cx[j] * cx[j];
+        cn[c0] = a;
+    }
+    int n_res = 0, l0 = ly->n_l;
+    for (int t0 = 0; t0 < m && rc == 0; t0 += BT) {
+        int nb = m - t0 < BT ? m - t0 : BT;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, ly->n_c, D, 1.f,
+                    ds->x + (int64_t)t0 * D, D, ly->cx, D, 0.f, g, ly->n_c);
+        for (int t = t0; t < t0 + nb && rc == 0; t++) {
+            int32_t p = ds->pos[t];
+            if (kw__deltakv_center(p, DP(st)->sink, DP(st)->every))
+                continue;
+            const float *gt = g + (int64_t)(t - t0) * ly->n_c;
+            int ref = -1;
+            float bd = 0;
+            for (int c0 = 0; c0 < ly->n_c && ly->cpos[c0] < p; c0++) { /* ties: earlier */
+                float d = cn[c0] - 2 * gt[c0];
+                if (ref < 0 || d < bd)
+                    bd = d, ref = c0;
+            }
+            if (ref < 0) { /* cannot happen: position 0 is a sink */
+                rc = KW_EINTERNAL;
+                break;
+            }
+            int need = ly->n_l + 1, cap = ly->cap_l;
+            if ((rc = grow_i((void **)&ly->lref, &cap, need, sizeof(int32_t))) < 0)
+                break;
+            cap = ly->cap_l;
+            if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
+                break;
+            cap = ly->cap_l;
+            if (DP(st)->int8) {
+                if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
+                    break;
+                cap = ly->cap_l;
+                if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
+                    break;
+            } else if ((rc = grow_i((void **)&ly->lf, &cap, need, sizeof(float) * r)) < 0)
+                break;
+            ly->cap_l = cap;
+            ly->lref[ly->n_l] = ref;
+            ly->lpos[ly->n_l++] = p;
+            const float *xt = ds->x + (int64_t)t * D, *cr = ly->cx + (int64_t)ref * D;
+            for (int j = 0; j < D; j++)
+                res[(int64_t)n_res * D + j] = xt[j] - cr[j];
+            n_res++;
+        }
+    }
+    free(cn), free(g);
+    if (rc < 0)
+        return rc;
     if (n_res > 0) { /* latents = residuals . U */
         float *lat = DP(st)->int8 ? malloc(sizeof(float) * (size_t)n_res * r) : ly->lf + (int64_t)l0 * r;
         if (!lat)
