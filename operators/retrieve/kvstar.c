@@ -50,7 +50,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,94 +64,12 @@
 #include "kvweave/tensor.h"
 #include "kvweave/util.h"
 #include "shared.h"
+#include "taskpool.h"
 
 typedef struct kparams {
     kw_kvstar_opts o;
     char *store; /* o.store points here */
 } kparams;
-
-/* ---- a small pool of worker threads (retrieval and block reads) ---- */
-
-typedef struct ktask ktask;
-struct ktask {
-    int (*fn)(ktask *t);
-    ktask *next;
-    int rc;
-    bool queued, done;
-};
-
-typedef struct kpool {
-    pthread_mutex_t mu;
-    pthread_cond_t work, done;
-    ktask *head, *tail;
-    bool stop;
-    int n;
-    pthread_t th[KW_KVSTAR_MAX_THREADS];
-} kpool;
-
-static void *worker(void *arg)
-{
-    kpool *p = arg;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (!p->head && !p->stop)
-            pthread_cond_wait(&p->work, &p->mu);
-        if (!p->head)
-            break;
-        ktask *t = p->head;
-        p->head = t->next;
-        if (!p->head)
-            p->tail = NULL;
-        pthread_mutex_unlock(&p->mu);
-        int rc = t->fn(t);
-        pthread_mutex_lock(&p->mu);
-        t->rc = rc;
-        t->done = true;
-        pthread_cond_broadcast(&p->done);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return NULL;
-}
-
-/* Runs t on a thread (inline when the pool has none). */
-static void task_submit(kpool *p, ktask *t)
-{
-    t->queued = true;
-    t->done = false;
-    t->next = NULL;
-    if (p->n == 0) {
-        t->rc = t->fn(t);
-        t->done = true;
-        return;
-    }
-    pthread_mutex_lock(&p->mu);
-    if (p->tail)
-        p->tail->next = t;
-    else
-        p->head = t;
-    p->tail = t;
-    pthread_cond_signal(&p->work);
-    pthread_mutex_unlock(&p->mu);
-}
-
-/* t's result once it has run; 0 for a task not submitted. The time spent waiting is
- * added to *waited (nullable). */
-static int task_wait(kpool *p, ktask *t, double *waited)
-{
-    if (!t->queued)
-        return 0;
-    pthread_mutex_lock(&p->mu);
-    if (!t->done) {
-        double t0 = kw_now();
-        while (!t->done)
-            pthread_cond_wait(&p->done, &p->mu);
-        if (waited)
-            *waited += kw_now() - t0;
-    }
-    pthread_mutex_unlock(&p->mu);
-    t->queued = false;
-    return t->rc;
-}
 
 /* ---- state ---- */
 
@@ -172,13 +89,14 @@ typedef struct kstate {
     char root_hex[65];   /* the hash chain's root */
     kblk *blk;
     int n_blk, cap_blk;
-    kpool pool;
+    kw_tpool pool;
+    bool pool_on;
 } kstate;
 
 typedef struct kseq kseq;
 
 typedef struct kretr { /* a vote */
-    ktask t;
+    kw_ttask t;
     const kstate *st;
     const int32_t *chan;
     const uint16_t *sub;
@@ -189,7 +107,7 @@ typedef struct kretr { /* a vote */
 } kretr;
 
 typedef struct kload { /* block reads for one layer */
-    ktask t;
+    kw_ttask t;
     const kstate *st;
     const kseq *ks;
     int layer, n;
@@ -302,7 +220,7 @@ static void blk_release(kstate *st, kw_blockid id)
 
 /* ---- tasks ---- */
 
-static int retr_run(ktask *t)
+static int retr_run(kw_ttask *t)
 {
     kretr *r = (kretr *)t;
     const kstate *st = r->st;
@@ -314,7 +232,7 @@ static int retr_run(ktask *t)
     return rc;
 }
 
-static int load_run(ktask *t)
+static int load_run(kw_ttask *t)
 {
     kload *l = (kload *)t;
     const kstate *st = l->st;
@@ -466,8 +384,8 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
     /* the first vote, with the prompt's last queries; the blocks it did not pick go */
     ly->r.nq = ly->nq_pre;
     memcpy(ly->r.q, ly->qbuf, sizeof(float) * (size_t)ly->nq_pre * cf->n_head * hd);
-    task_submit(&st->pool, &ly->r.t);
-    if ((rc = task_wait(&st->pool, &ly->r.t, NULL)) < 0)
+    kw_tpool_submit(&st->pool, &ly->r.t);
+    if ((rc = kw_tpool_wait(&st->pool, &ly->r.t, NULL)) < 0)
         return rc;
     for (int m = 0; m < ks->n_mid; m++)
         ly->res[m] = 0;
@@ -510,7 +428,7 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
         return fail(s, KW_ENOSYS, "retrieve.kvstar: a SELECT hook before it in the stack "
                     "chose tokens; put retrieve.kvstar first (SELECT hooks after it choose "
                     "among what it keeps)");
-    int rc = task_wait(&st->pool, &ly->ld.t, &s->wait_s);
+    int rc = kw_tpool_wait(&st->pool, &ly->ld.t, &s->wait_s);
     if (rc < 0) {
         free(ly->ld.buf);
         ly->ld.buf = NULL;
@@ -543,7 +461,7 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
 static int take_vote(kstate *st, kw_seq *s, kseq *ks, int l)
 {
     klayer *ly = &ks->ly[l];
-    int rc = task_wait(&st->pool, &ly->r.t, &s->wait_s);
+    int rc = kw_tpool_wait(&st->pool, &ly->r.t, &s->wait_s);
     if (rc < 0)
         return fail(s, rc, "retrieve.kvstar: the vote of layer %d failed: %s", l,
                     kw_strerror(rc));
@@ -573,7 +491,7 @@ static int take_vote(kstate *st, kw_seq *s, kseq *ks, int l)
     }
     s->load_bytes += (int64_t)n_add * st->slab;
     ly->ld.err.msg[0] = 0;
-    task_submit(&st->pool, &ly->ld.t);
+    kw_tpool_submit(&st->pool, &ly->ld.t);
     return 0;
 }
 
@@ -612,7 +530,7 @@ static int kv_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, k
                 if (rc == 0) {
                     ly->r.nq = S;
                     memcpy(ly->r.q, ly->qbuf, qsz * (size_t)S);
-                    task_submit(&st->pool, &ly->r.t);
+                    kw_tpool_submit(&st->pool, &ly->r.t);
                 }
             }
         }
@@ -628,8 +546,8 @@ static void seq_free(kstate *st, kseq *ks)
 {
     for (int l = 0; ks->ly && l < st->cfg.n_layer; l++) {
         klayer *ly = &ks->ly[l];
-        task_wait(&st->pool, &ly->r.t, NULL);
-        task_wait(&st->pool, &ly->ld.t, NULL);
+        kw_tpool_wait(&st->pool, &ly->r.t, NULL);
+        kw_tpool_wait(&st->pool, &ly->ld.t, NULL);
         free(ly->chan), free(ly->sub), free(ly->res), free(ly->drop), free(ly->qbuf);
         free(ly->r.q), free(ly->r.score), free(ly->r.sel), free(ly->ld.blk), free(ly->ld.buf);
     }
@@ -715,17 +633,8 @@ static void state_free(void *sp)
     kstate *st = sp;
     if (!st)
         return;
-    if (st->pool.n > 0) {
-        pthread_mutex_lock(&st->pool.mu);
-        st->pool.stop = true;
-        pthread_cond_broadcast(&st->pool.work);
-        pthread_mutex_unlock(&st->pool.mu);
-        for (int i = 0; i < st->pool.n; i++)
-            pthread_join(st->pool.th[i], NULL);
-    }
-    pthread_mutex_destroy(&st->pool.mu);
-    pthread_cond_destroy(&st->pool.work);
-    pthread_cond_destroy(&st->pool.done);
+    if (st->pool_on)
+        kw_tpool_stop(&st->pool);
     if (st->store && st->tmp_root) {
         char *root = strdup(kw_kvstore_root(st->store)), *data = NULL;
         if (root && asprintf(&data, "%s/data", root) >= 0) {
@@ -758,9 +667,6 @@ static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_
     st->dk = dk;
     st->per_block = o->block / o->inner_token_merge;
     st->slab = 2 * (int64_t)o->block * cfg->n_head_kv * cfg->head_dim * (int64_t)sizeof(float);
-    pthread_mutex_init(&st->pool.mu, NULL);
-    pthread_cond_init(&st->pool.work, NULL);
-    pthread_cond_init(&st->pool.done, NULL);
     char hdr[256];
     snprintf(hdr, sizeof hdr, "kvweave retrieve.kvstar block file v1: f32 slabs, layers %d, "
              "kv heads %d, head_dim %d, block %d, hidden %d", cfg->n_layer, cfg->n_head_kv,
@@ -787,12 +693,11 @@ static int state_new(const void *pp, const kw_model_config *cfg, void **out, kw_
     if (rc < 0 && st->tmp_root && root)
         rmdir(root);
     free(root);
-    for (int i = 0; rc == 0 && i < o->threads; i++) {
-        if (pthread_create(&st->pool.th[i], NULL, worker, &st->pool) != 0) {
-            rc = kw_error_set(err, KW_EINTERNAL, "retrieve.kvstar: cannot start thread %d", i);
-            break;
-        }
-        st->pool.n++;
+    if (rc == 0) {
+        st->pool_on = true;
+        if (kw_tpool_start(&st->pool, o->threads) < 0)
+            rc = kw_error_set(err, KW_EINTERNAL, "retrieve.kvstar: cannot start %d threads "
+                              "(%d started)", o->threads, st->pool.n);
     }
     if (rc < 0) {
         state_free(st);
@@ -846,76 +751,3 @@ int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err)
     *out = m;
     return 0;
 }
-
-/* ---- the operator ---- */
-
-static const kw_port outs[] = {
-    {"kvmethod", KW_T_KVMETHOD, KW_ONCE, 0, "the KVStar EVICT + STORE hook"},
-};
-static const kw_param_spec params[] = {
-    {"block", KW_PARAM_INT, "128", 1, 65535, NULL, "tokens per block (the unit of storage, "
-     "voting and transfer)"},
-    {"init_window", KW_PARAM_INT, "1", 0, 1 << 20, NULL, "first blocks always in the pool"},
-    {"local_window", KW_PARAM_INT, "2", 0, 1 << 20, NULL,
-     "last whole prompt blocks always in the pool (the partial last block and generated "
-     "tokens stay too)"},
-    {"sparse_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
-     "fraction of the middle blocks in the pool: k = ceil(middle blocks x sparse_ratio)"},
-    {"dim_prune_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
-     "channels kept per KV head for the vote: round(head_dim x dim_prune_ratio), those of "
-     "largest mean |K|"},
-    {"inner_token_merge", KW_PARAM_INT, "2", 1, 65535, NULL,
-     "consecutive tokens averaged into one sub-vector (divides block)"},
-    {"retrieval_stride", KW_PARAM_INT, "8", 1, 1 << 16, NULL,
-     "queries per vote and decode steps between votes; a vote acts about two strides "
-     "after its queries"},
-    {"threads", KW_PARAM_INT, "2", 0, KW_KVSTAR_MAX_THREADS, NULL,
-     "host threads for votes and block reads; 0: on the engine thread"},
-    {"store", KW_PARAM_STRING, "", 0, 0, NULL,
-     "block store root (files <store>/data/<hi>/<lo>.dat); empty: a new directory under "
-     "$TMPDIR, removed at the end"},
-    {"persist", KW_PARAM_BOOL, "false", 0, 0, NULL,
-     "keep the block files when their sequences close (a later run of the same model "
-     "reads them instead of writing)"},
-};
-
-static int run(kw_opctx *c, void *st, kw_task *t)
-{
-    (void)st;
-    kw_kvstar_opts o = {.block = (int)kw_param_int(c, "block"),
-                        .init_window = (int)kw_param_int(c, "init_window"),
-                        .local_window = (int)kw_param_int(c, "local_window"),
-                        .sparse_ratio = kw_param_float(c, "sparse_ratio"),
-                        .dim_prune_ratio = kw_param_float(c, "dim_prune_ratio"),
-                        .inner_token_merge = (int)kw_param_int(c, "inner_token_merge"),
-                        .retrieval_stride = (int)kw_param_int(c, "retrieval_stride"),
-                        .threads = (int)kw_param_int(c, "threads"),
-                        .store = kw_param_str(c, "store"),
-                        .persist = kw_param_bool(c, "persist")};
-    kw_kvmethod *m;
-    kw_error err = {0};
-    int rc = kw__kvstar_method(&o, &m, &err);
-    if (rc < 0)
-        return kw_task_fail(t, rc, "%s", err.msg);
-    kw_ctx_record(c, "kv_memory", "offloaded: middle blocks leave the pool for a block store "
-                  "and come back when picked");
-    return kw_task_out(t, 0, kw_value_kvmethod(m));
-}
-
-const kw_op kw_op_retrieve_kvstar = {
-    .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.kvstar", .version = 1,
-    .doc = "KVStar multi-step sparse retrieval with offloading (EVICT + STORE; CPU engine): "
-           "at the prompt's end every whole block of `block` tokens is written to a block "
-           "store, the middle blocks (between the first init_window and the last "
-           "local_window) get a representation (the channels of largest mean |K|, pairs of "
-           "tokens averaged, fp16), and only the ceil(sparse_ratio x middle) blocks the "
-           "prompt's last retrieval_stride queries vote for stay in the pool. In decoding, "
-           "each retrieval_stride steps' queries vote on host threads; the blocks a vote "
-           "adds are read from the store (only those not in the pool) and swapped in two "
-           "strides after its queries. Saves KV memory (the pool holds the windows, the "
-           "picked blocks and generated tokens); load_bytes and load_bytes_full measure "
-           "the transfer.",
-    .lanes = KW_LANE_CPU, .outputs = outs, .n_outputs = 1, .params = params,
-    .n_params = sizeof params / sizeof *params, .run = run,
-    .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE,
-};

@@ -8,7 +8,7 @@
 #include "kvweave/kvhook.h"
 #include "kvweave/status.h"
 
-#define KW_KVSTAR_MAX_THREADS 64
+#define KW_KVSTAR_MAX_THREADS 64 /* KW_TPOOL_MAX */
 
 typedef struct kw_kvstar_opts {
     int block;              /* tokens per block (128) */
