@@ -421,6 +421,17 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     return 0;
 }
 
+/* 0, or the sequence failed: the pool is one DeltaKV cannot use */
+static int pool_ok(kw_seq *s, const kw_kvpool *pool)
+{
+    const kw_kvpool_opts *po = kw_kvpool_options(pool);
+    return po->device_pages ? fail(s, KW_ENOSYS, "runs on the CPU engine only (run with "
+                                   "--device cpu)")
+           : po->pre_rope   ? fail(s, KW_ENOSYS, "a pool that stores K before RoPE is not "
+                                   "supported")
+                            : 0;
+}
+
 /* true when w reads every token the pool holds for layer l, one row per KV head (no
  * SELECT hook chose among them) */
 static bool is_dense(const kw_view *w, const kw_kvseq *kv, int l, int n_kv)
@@ -438,6 +449,10 @@ static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
     int worst = 0;
     for (int i = 0; i < b->n_seq; i++) {
         kw_seq *s = b->seqs[i];
+        if (pool_ok(s, c->pool) < 0) {
+            worst = worst ? worst : KW_ENOSYS;
+            continue;
+        }
         if (!is_dense(v[i], s->kv, c->layer, st->cfg.n_head_kv)) {
             worst = worst ? worst : fail(s, KW_ENOSYS, "a SELECT hook chose tokens before "
                                          "DeltaKV rebuilt its own; the two do not combine "
@@ -465,6 +480,10 @@ static int d_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_
         if (b->last_chunk[i])
             continue;
         kw_seq *s = b->seqs[i];
+        if (pool_ok(s, c->pool) < 0) {
+            worst = worst ? worst : KW_ENOSYS;
+            continue;
+        }
         int32_t end = b->pos[b->tok_first[i] + b->tok_n[i] - 1] + 1;
         int rc = encode(st, c, s, s->hook_seq[c->hook_index], c->layer, end - DP(st)->recent);
         if (rc < 0) {
@@ -481,13 +500,10 @@ static int d_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
     int worst = 0;
     for (int i = 0; i < b->n_seq; i++) {
         kw_seq *s = b->seqs[i];
-        const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
-        int rc = po->device_pages ? fail(s, KW_ENOSYS, "runs on the CPU engine only (run "
-                                         "with --device cpu)")
-                 : po->pre_rope   ? fail(s, KW_ENOSYS, "a pool that stores K before RoPE is "
-                                         "not supported")
-                                  : encode(st, c, s, s->hook_seq[c->hook_index], c->layer,
-                                           s->n_prompt - DP(st)->recent);
+        int rc = pool_ok(s, c->pool);
+        if (rc == 0)
+            rc = encode(st, c, s, s->hook_seq[c->hook_index], c->layer,
+                        s->n_prompt - DP(st)->recent);
         if (rc < 0) {
             fail(s, rc, kw_strerror(rc));
             worst = worst ? worst : rc;

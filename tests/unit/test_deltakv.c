@@ -365,6 +365,27 @@ static void test_a_select_hook_before_it_is_refused(void **state)
     dfx_close(&f);
 }
 
+static void test_a_pool_with_k_before_rope_is_refused(void **state)
+{
+    (void)state;
+    dfx f;
+    dfx_open(&f, 10, false, 0xe2);
+    kw_kvseq_free(f.fx.seq.kv); /* the same tokens in a pool that stores K before RoPE */
+    kw_kvpool_free(f.fx.pool);
+    kw_kvpool_opts po = kw_kvpool_defaults();
+    po.n_pages = 1024, po.pre_rope = true;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&f.fx.cfg, &po, &f.fx.pool, &err), 0);
+    f.fx.seq.kv = kw_kvseq_new(f.fx.pool);
+    int32_t pos[NP];
+    for (int t = 0; t < NP; t++)
+        pos[t] = t;
+    assert_int_equal(kw_kvseq_append(f.fx.seq.kv, 0, f.k, f.v, pos, NP), 0);
+    assert_true(call(&f, 0, 0, NP - 1, true, false) < 0);
+    assert_non_null(strstr(f.fx.seq.error, "stores K before RoPE"));
+    dfx_close(&f);
+}
+
 static void test_a_compressor_of_another_model(void **state)
 {
     (void)state;
@@ -396,6 +417,7 @@ int main(void)
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
+        cmocka_unit_test(test_a_pool_with_k_before_rope_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
