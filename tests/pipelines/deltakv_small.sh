@@ -4,7 +4,8 @@
 # recent window covering the prompt nothing is encoded (full attention); with a lossless
 # basis (all 384 values) the answers are full attention's; with the pipeline's 128 int8
 # values the pool's payload plus what the hook holds is under half of full attention's
-# KV, the fit keeps most of the residuals' energy, and the temporary pool was used.
+# KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
+# int8 pages the pool holds less again.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -40,3 +41,9 @@ full, pool, held, kept, tmpb = map(float, sys.argv[1:])
 assert pool + held < 0.5 * full, (pool, held, full)
 assert kept > 0.95 and tmpb > 0, (kept, tmpb)
 PY
+# over int8 pages (METHODS.md: any method + KV quantization): the sinks and the window
+# are int8 in the pool, the rebuilt tokens f32 in the temporary pool
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/i8.db" $small --set run.kv_pages=int8
+[ "$(q "$tmp/i8.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
+    "$(metric "$tmp/i8.db" mem/kv_payload_peak_bytes)" "$pool"

@@ -6,7 +6,8 @@
 # the store (blocks the prompts share, once), a vote read only the blocks it added, the
 # store's files are gone after the run; with persist they stay, and a second run of the
 # same prompts writes none of them;
-# stacked first, a SELECT hook after it reads less, and one before it is refused.
+# stacked first, a SELECT hook after it reads less, and one before it is refused; over
+# int8 pages it runs and swaps blocks.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -73,3 +74,8 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) el
 sed 's/in: \[tok, kv, sel\]/in: [tok, sel, kv]/' "$tmp/stack.yaml" > "$tmp/rev.yaml"
 if "$KVWEAVE_BIN" run "$tmp/rev.yaml" --db "$tmp/s2.db" --quiet 2> "$tmp/err"; then exit 1; fi
 grep -q "put retrieve.kvstar first" "$tmp/err"
+# over int8 pages (METHODS.md: any method + KV quantization): blocks go out as f32 and
+# come back quantized again; a vote still swaps blocks in
+"$KVWEAVE_BIN" run pipelines/kvstar_ruler.yaml --db "$tmp/i8.db" $small --set run.kv_pages=int8
+finished "$tmp/i8.db"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)" "$(metric "$tmp/i8.db" mem/load_bytes_full)"
