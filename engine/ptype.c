@@ -187,7 +187,7 @@ static int int_value(const kw_ynode *n, const kw_param_spec *sp, int64_t *v, cha
     if (rc < 0)
         return why(w, nw, rc, "wants an int, got '%s'", n->text);
     if (has_bounds(sp) && ((double)*v < sp->min || (double)*v > sp->max))
-        return why(w, nw, KW_ERANGE, "%lld is out of range [%.17g, %.17g]", (long long)*v,
+        return why(w, nw, KW_ERANGE, "%lld is out of range [%.15g, %.15g]", (long long)*v,
                    sp->min, sp->max);
     return KW_OK;
 }
@@ -209,7 +209,7 @@ static int float_value(const kw_ynode *n, const kw_param_spec *sp, double *v, ch
     else if (rc < 0)
         return why(w, nw, rc, "wants a number, got '%s'", n->text);
     if (has_bounds(sp) && (isnan(*v) || *v < sp->min || *v > sp->max))
-        return why(w, nw, KW_ERANGE, "%s is out of range [%.17g, %.17g]", n->text, sp->min,
+        return why(w, nw, KW_ERANGE, "%s is out of range [%.15g, %.15g]", n->text, sp->min,
                    sp->max);
     return KW_OK;
 }

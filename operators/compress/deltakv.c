@@ -629,7 +629,7 @@ static const kw_port outs[] = {
 };
 static const kw_param_spec params[] = {
     {"sink", KW_PARAM_INT, "16", 1, 1 << 20, NULL, "first tokens kept whole in the pool"},
-    {"center_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL,
+    {"center_ratio", KW_PARAM_FLOAT, "0.1", 1e-6, 1, NULL,
      "reference tokens: every round(1 / center_ratio)-th position (kept whole, outside the "
      "pool)"},
     {"recent", KW_PARAM_INT, "128", 0, 1 << 20, NULL,

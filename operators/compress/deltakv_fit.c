@@ -135,7 +135,7 @@ static const kw_param_spec params[] = {
      "latent_dim: values stored per token and layer (DeltaKV: 256 or 512 for 7-8B models; "
      "at most 2 n_kv head_dim)"},
     {"sink", KW_PARAM_INT, "16", 1, 1 << 20, NULL, "first tokens that are references"},
-    {"center_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL,
+    {"center_ratio", KW_PARAM_FLOAT, "0.1", 1e-6, 1, NULL,
      "references: every round(1 / center_ratio)-th position"},
 };
 
@@ -175,9 +175,6 @@ static int run(kw_opctx *c, void *state, kw_task *t)
     if (rc < 0)
         return rc;
     int D = 2 * cf->n_head_kv * cf->head_dim;
-    if (st->latent > D)
-        return kw_task_fail(t, KW_EINVAL, "compress.deltakv_fit: latent %d is more than the "
-                            "%d values of [K; V] per token and layer", st->latent, D);
     pthread_mutex_lock(&st->mu);
     if (!st->cov) {
         st->n_layer = cf->n_layer;
@@ -190,6 +187,9 @@ static int run(kw_opctx *c, void *state, kw_task *t)
     pthread_mutex_unlock(&st->mu);
     if (!ok)
         return kw_task_fail(t, KW_ENOMEM, "compress.deltakv_fit: out of memory");
+    if (st->latent > D) /* finish says so too */
+        return kw_task_fail(t, KW_EINVAL, "compress.deltakv_fit: latent %d is more than the "
+                            "%d values of [K; V] per token and layer", st->latent, D);
     return kw__probe_prefill(c, t, &st->hs, "compress.deltakv_fit");
 }
 
@@ -198,6 +198,11 @@ static int finish(kw_opctx *c, void *state, kw_task *t)
     fit_state *st = state;
     pthread_mutex_lock(&st->mu);
     int L = st->n_layer, D = st->dim, r = st->latent;
+    if (st->dim > 0 && r > D) {
+        pthread_mutex_unlock(&st->mu);
+        return kw_task_fail(t, KW_EINVAL, "compress.deltakv_fit: latent %d is more than the "
+                            "%d values of [K; V] per token and layer of this model", r, D);
+    }
     int64_t least = -1;
     for (int l = 0; st->n_res && l < L; l++)
         least = least < 0 || st->n_res[l] < least ? st->n_res[l] : least;

@@ -14,9 +14,9 @@ static const kw_param_spec params[] = {
     {"local_window", KW_PARAM_INT, "2", 0, 1 << 20, NULL,
      "last whole prompt blocks always in the pool (the partial last block and generated "
      "tokens stay too)"},
-    {"sparse_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
+    {"sparse_ratio", KW_PARAM_FLOAT, "0.25", 1e-6, 1, NULL,
      "fraction of the middle blocks in the pool: k = ceil(middle blocks x sparse_ratio)"},
-    {"dim_prune_ratio", KW_PARAM_FLOAT, "0.25", 0, 1, NULL,
+    {"dim_prune_ratio", KW_PARAM_FLOAT, "0.25", 1e-6, 1, NULL,
      "channels kept per KV head for the vote: round(head_dim x dim_prune_ratio), those of "
      "largest mean |K|"},
     {"inner_token_merge", KW_PARAM_INT, "2", 1, 65535, NULL,
