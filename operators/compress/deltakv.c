@@ -38,6 +38,7 @@
 #include "deltakv.h"
 #include "kernels.h"
 #include "kvweave/op.h"
+#include "retrieve/keys.h"
 #include "kvweave/util.h"
 
 /* ---- the compressor ---- */
@@ -186,11 +187,7 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     kw_kvmem mem = kw_kvpool_mem(c->pool);
     int n = kw_kvseq_len(s->kv, l, 0), j0 = -1, j1 = -1;
     for (int j = 0; j < n; j++) {
-        const int32_t *pages;
-        int np;
-        pages = kw_kvseq_pages(s->kv, l, 0, &np);
-        int32_t p = mem.pos[KW_POOL_MAIN][(int64_t)pages[j / mem.page_tokens] * mem.page_tokens
-                                          + j % mem.page_tokens];
+        int32_t p = kw__key_pos(s->kv, &mem, l, 0, j);
         if (p >= ly->enc_to && p < limit) {
             if (j0 < 0)
                 j0 = j;
@@ -217,11 +214,8 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
                 memcpy(ds->x + (int64_t)t * D + Hk * hd + h * hd, v + (int64_t)t * hd,
                        sizeof(float) * hd);
     }
-    for (int t = 0; rc == 0 && t < m; t++) {
-        int32_t p;
-        if ((rc = kw_kvseq_token_f32(s->kv, l, 0, j0 + t, NULL, NULL, &p)) == 0)
-            ds->pos[t] = -p; /* rotate back */
-    }
+    for (int t = 0; t < m; t++)
+        ds->pos[t] = -kw__key_pos(s->kv, &mem, l, 0, j0 + t); /* rotate back */
     if (rc == 0)
         rc = kw_k_rope(KW_BK_CPU, NULL, k, ds->pos, m, Hk, hd, st->inv_freq, cf->rope_layout);
     for (int t = 0; t < m; t++) {
