@@ -1,5 +1,7 @@
 /* Hook stacks: role rules, and the kvmethod value type. */
+#include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "kvweave/kvhook.h"
@@ -62,3 +64,14 @@ static void kvmethod_free(void *p)
 const kw_type kw_type_kvmethod = {.name = KW_T_KVMETHOD, .free = kvmethod_free};
 
 kw_value *kw_value_kvmethod(kw_kvmethod *m) { return kw_value_new(&kw_type_kvmethod, m); }
+
+int kw_seq_fail(kw_seq *s, int rc, const char *fmt, ...)
+{
+    if (!s->error[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(s->error, sizeof s->error, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}

@@ -651,6 +651,14 @@ int kw_view_add(kw_view *w, int pool, int32_t page, int first, int n)
     return 0;
 }
 
+bool kw_view_is_dense(const kw_view *w, const kw_kvseq *s, int layer)
+{
+    int64_t n = 0;
+    for (int h = 0; h < s->p->n_kv; h++)
+        n += kw_kvseq_len(s, layer, h);
+    return !w->per_qhead && w->n_rows == s->p->n_kv && kw_view_tokens(w) == n;
+}
+
 int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead)
 {
     kw_kvpool *p = s->p;

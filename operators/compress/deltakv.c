@@ -152,14 +152,6 @@ typedef struct dseq {
 
 #define DP(st) (&(st)->p->o)
 
-static int fail(kw_seq *s, int rc, const char *msg)
-{
-    if (!s->error[0])
-        snprintf(s->error, sizeof s->error, "compress.deltakv: %s", msg);
-    return rc;
-}
-
-
 static int grow_i(void **p, int *cap, int need, size_t elem)
 {
     int64_t c = *cap;
@@ -397,8 +389,8 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
         for (int t0 = 0; t0 < m; t0 += P) {
             int32_t page, *pp;
             if ((rc = kw_kvpool_tmp_alloc(c->pool, &page)) < 0)
-                return fail(s, rc, "the temporary pool is full (raise the engine's "
-                            "n_tmp_pages)");
+                return kw_seq_fail(s, rc, "compress.deltakv: the temporary pool is full "
+                                   "(raise the engine's n_tmp_pages)");
             float *pg = kw_kvpool_tmp_page(c->pool, page, &pp);
             int n = m - t0 < P ? m - t0 : P;
             for (int t = 0; t < n; t++) {
@@ -419,21 +411,13 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
 static int pool_ok(kw_seq *s, const kw_kvpool *pool)
 {
     const kw_kvpool_opts *po = kw_kvpool_options(pool);
-    return po->device_pages ? fail(s, KW_ENOSYS, "runs on the CPU engine only (run with "
-                                   "--device cpu)")
-           : po->pre_rope   ? fail(s, KW_ENOSYS, "a pool that stores K before RoPE is not "
-                                   "supported")
-                            : 0;
-}
-
-/* true when w reads every token the pool holds for layer l, one row per KV head (no
- * SELECT hook chose among them) */
-static bool is_dense(const kw_view *w, const kw_kvseq *kv, int l, int n_kv)
-{
-    int64_t n = 0;
-    for (int h = 0; h < n_kv; h++)
-        n += kw_kvseq_len(kv, l, h);
-    return !w->per_qhead && w->n_rows == n_kv && kw_view_tokens(w) == n;
+    if (po->device_pages)
+        return kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: runs on the CPU engine only (run "
+                           "with --device cpu)");
+    if (po->pre_rope)
+        return kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a pool that stores K before RoPE "
+                           "is not supported");
+    return 0;
 }
 
 static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
@@ -447,15 +431,16 @@ static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
             worst = worst ? worst : KW_ENOSYS;
             continue;
         }
-        if (!is_dense(v[i], s->kv, c->layer, st->cfg.n_head_kv)) {
-            worst = worst ? worst : fail(s, KW_ENOSYS, "a SELECT hook chose tokens before "
-                                         "DeltaKV rebuilt its own; the two do not combine "
-                                         "yet (DeltaKV would drop that choice)");
+        if (!kw_view_is_dense(v[i], s->kv, c->layer)) {
+            kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a SELECT hook chose tokens before "
+                        "DeltaKV rebuilt its own; the two do not combine yet (DeltaKV would "
+                        "drop that choice)");
+            worst = worst ? worst : KW_ENOSYS;
             continue;
         }
         int rc = rebuild(st, c, s, s->hook_seq[c->hook_index], v[i]);
         if (rc < 0) {
-            fail(s, rc, kw_strerror(rc));
+            kw_seq_fail(s, rc, "compress.deltakv: %s", kw_strerror(rc));
             worst = worst ? worst : rc;
         }
     }
@@ -481,7 +466,7 @@ static int d_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_
         int32_t end = b->pos[b->tok_first[i] + b->tok_n[i] - 1] + 1;
         int rc = encode(st, c, s, s->hook_seq[c->hook_index], c->layer, end - DP(st)->recent);
         if (rc < 0) {
-            fail(s, rc, kw_strerror(rc));
+            kw_seq_fail(s, rc, "compress.deltakv: %s", kw_strerror(rc));
             worst = worst ? worst : rc;
         }
     }
@@ -499,7 +484,7 @@ static int d_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
             rc = encode(st, c, s, s->hook_seq[c->hook_index], c->layer,
                         s->n_prompt - DP(st)->recent);
         if (rc < 0) {
-            fail(s, rc, kw_strerror(rc));
+            kw_seq_fail(s, rc, "compress.deltakv: %s", kw_strerror(rc));
             worst = worst ? worst : rc;
         }
     }

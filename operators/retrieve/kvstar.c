@@ -50,7 +50,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,18 +140,6 @@ struct kseq {
 };
 
 #define KP(st) (&(st)->p->o)
-
-static int fail(kw_seq *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(kw_seq *s, int rc, const char *fmt, ...)
-{
-    if (!s->error[0]) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(s->error, sizeof s->error, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 void kw__kvstar_blocks(const kw_kvstar_opts *o, int n_prompt, int *n_full, int *n_mid, int *k)
 {
@@ -319,7 +306,7 @@ static int register_blocks(kstate *st, kseq *ks, kw_seq *s)
         else if (have == 1)
             have = 2;
         if (have < 0) {
-            rc = fail(s, have, "retrieve.kvstar: %s", err.msg);
+            rc = kw_seq_fail(s, have, "retrieve.kvstar: %s", err.msg);
             break;
         }
         if (st->n_blk == st->cap_blk) {
@@ -344,16 +331,16 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
     const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
     int l = c->layer, B = KP(st)->block, Hk = cf->n_head_kv, hd = cf->head_dim, rc;
     if (po->device_pages)
-        return fail(s, KW_ENOSYS, "retrieve.kvstar runs on the CPU engine only (run with "
-                    "--device cpu)");
+        return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar runs on the CPU engine only (run "
+                           "with --device cpu)");
     if (po->pre_rope)
-        return fail(s, KW_ENOSYS, "retrieve.kvstar: a pool that stores K before RoPE is not "
-                    "supported (its votes use K after RoPE)");
+        return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar: a pool that stores K before RoPE "
+                           "is not supported (its votes use K after RoPE)");
     for (int h = 0; h < Hk; h++)
         if (kw_kvseq_len(s->kv, l, h) != s->n_prompt)
-            return fail(s, KW_EINVAL, "retrieve.kvstar: layer %d KV head %d holds %d tokens "
-                        "at the prompt's end, want all %d (another method dropped some)", l,
-                        h, kw_kvseq_len(s->kv, l, h), s->n_prompt);
+            return kw_seq_fail(s, KW_EINVAL, "retrieve.kvstar: layer %d KV head %d holds %d "
+                               "tokens at the prompt's end, want all %d (another method "
+                               "dropped some)", l, h, kw_kvseq_len(s->kv, l, h), s->n_prompt);
     if (l == 0 && (rc = register_blocks(st, ks, s)) < 0)
         return rc;
     /* this layer's slab of every block this sequence writes */
@@ -368,7 +355,7 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
         if ((rc = kw_kvstore_write(st->store, ks->ids[b], (int64_t)l * st->slab, ks->slabbuf,
                                    st->slab, &err)) < 0
             || (l == cf->n_layer - 1 && (rc = kw_kvstore_commit(st->store, ks->ids[b], &err)) < 0))
-            return fail(s, rc, "retrieve.kvstar: %s", err.msg);
+            return kw_seq_fail(s, rc, "retrieve.kvstar: %s", err.msg);
         s->store_bytes += st->slab;
     }
     /* the representation of the middle blocks */
@@ -410,7 +397,7 @@ static int kv_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
         if (rc < 0 && worst == 0)
             worst = rc;
         if (rc < 0)
-            fail(s, rc, "retrieve.kvstar: layer %d at the prompt's end: %s", c->layer,
+            kw_seq_fail(s, rc, "retrieve.kvstar: layer %d at the prompt's end: %s", c->layer,
                  kw_strerror(rc));
     }
     return worst;
@@ -421,18 +408,15 @@ static int kv_prefill_end(void *stp, kw_lctx *c, const kw_batch *b)
 static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
 {
     klayer *ly = &ks->ly[c->layer];
-    int64_t dense = 0;
-    for (int h = 0; h < st->cfg.n_head_kv; h++)
-        dense += kw_kvseq_len(s->kv, c->layer, h);
-    if (out->per_qhead || out->n_rows != st->cfg.n_head_kv || kw_view_tokens(out) != dense)
-        return fail(s, KW_ENOSYS, "retrieve.kvstar: a SELECT hook before it in the stack "
-                    "chose tokens; put retrieve.kvstar first (SELECT hooks after it choose "
-                    "among what it keeps)");
+    if (!kw_view_is_dense(out, s->kv, c->layer))
+        return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar: a SELECT hook before it in the "
+                           "stack chose tokens; put retrieve.kvstar first (SELECT hooks after "
+                           "it choose among what it keeps)");
     int rc = kw_tpool_wait(&st->pool, &ly->ld.t, &s->wait_s);
     if (rc < 0) {
         free(ly->ld.buf);
         ly->ld.buf = NULL;
-        return fail(s, rc, "retrieve.kvstar: %s", ly->ld.err.msg[0] ? ly->ld.err.msg
+        return kw_seq_fail(s, rc, "retrieve.kvstar: %s", ly->ld.err.msg[0] ? ly->ld.err.msg
                                                                      : kw_strerror(rc));
     }
     kw_kvmem mem = kw_kvpool_mem(c->pool);
@@ -463,7 +447,7 @@ static int take_vote(kstate *st, kw_seq *s, kseq *ks, int l)
     klayer *ly = &ks->ly[l];
     int rc = kw_tpool_wait(&st->pool, &ly->r.t, &s->wait_s);
     if (rc < 0)
-        return fail(s, rc, "retrieve.kvstar: the vote of layer %d failed: %s", l,
+        return kw_seq_fail(s, rc, "retrieve.kvstar: the vote of layer %d failed: %s", l,
                     kw_strerror(rc));
     uint8_t *want = ly->drop; /* scratch: 1 for picked blocks */
     for (int m = 0; m < ks->n_mid; m++)
@@ -535,7 +519,7 @@ static int kv_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, k
             }
         }
         if (rc < 0) {
-            fail(s, rc, "retrieve.kvstar: layer %d: %s", l, kw_strerror(rc));
+            kw_seq_fail(s, rc, "retrieve.kvstar: layer %d: %s", l, kw_strerror(rc));
             worst = worst ? worst : rc;
         }
     }

@@ -202,6 +202,10 @@ typedef struct kw_hookstack {
     void *states[KW_MAX_HOOKS];
 } kw_hookstack;
 
+/* Records why a hook fails sequence s (s->error, the sample's recorded error; the first
+ * reason is kept) and returns rc, for `return kw_seq_fail(s, rc, "...", ...)`. */
+int kw_seq_fail(kw_seq *s, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* Checks sizes, abi and role rules; KW_EINVAL with the reason. */
 int kw_hookstack_check(const kw_hookstack *hs, kw_error *err);
 /* Union of the needs of the stack. */

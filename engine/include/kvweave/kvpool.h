@@ -232,6 +232,9 @@ int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead);
  * with the previous span when contiguous. */
 int kw_view_add_token(kw_view *w, const kw_kvseq *s, int layer, int kvh, int j);
 int64_t kw_view_tokens(const kw_view *w);
+/* true when w reads every token s holds in layer, one row per KV head: no SELECT hook
+ * chose among them (a hook that rebuilds the view checks this before it does) */
+bool kw_view_is_dense(const kw_view *w, const kw_kvseq *s, int layer);
 int kw_view_row_tokens(const kw_view *w, int row);
 
 #ifdef __cplusplus
