@@ -1,6 +1,4 @@
 /* retrieve.kvstar, the operator: its params make the hook's options (kvstar.c). */
-#include <string.h>
-
 #include "kvstar.h"
 #include "kvweave/op.h"
 
