@@ -277,8 +277,14 @@ int kw__cfwd_new(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool, i
     if (c->prefill_kernel < 0)
         rc = kw_error_set(err, KW_EINVAL,
                           "KVWEAVE_CUDA_PREFILL=%s: not a prefill attention kernel (auto, mma, "
-                          "wgmma)", pe);
-    else if (c->prefill_kernel >= KW_CUDA_PREFILL_WGMMA &&
+                          "wgmma, cudnn)", pe);
+    else if (c->prefill_kernel == KW_CUDA_PREFILL_CUDNN &&
+             !kw_cuda_prefill_kernel_runs(c->prefill_kernel, f->head_dim)) {
+        char why[256];
+        kw_cuda_cudnn_version(why, sizeof why);
+        rc = kw_error_set(err, KW_EINVAL, "KVWEAVE_CUDA_PREFILL=%s: %s; auto picks a kernel "
+                          "that runs", pe, why);
+    } else if (c->prefill_kernel == KW_CUDA_PREFILL_WGMMA &&
              !kw_cuda_prefill_kernel_runs(c->prefill_kernel, f->head_dim))
         rc = kw_error_set(err, KW_EINVAL,
                           "KVWEAVE_CUDA_PREFILL=%s: the wgmma kernel needs a device of compute "
@@ -369,7 +375,28 @@ typedef struct stepargs {
     const int *plan_items, *plan_parts;
     const size_t *plan_off, *row_part_off;
     size_t o_i8rp; /* int8 pages in prefill: each layer's rows' first scratch pages */
+    const int32_t *h_tokoff, *h_rowtok; /* host copies of the step buffer's sections */
 } stepargs;
+
+/* The host_kv_len of a prefill call over layer l's rows (kernels_cuda.h): a dense step's
+ * rows are the sequences' pages in order, their last tokens the step's queries, so the
+ * call may say so when every KV head of a sequence holds the same count (NULL otherwise,
+ * or for more sequences than kv_len holds). */
+static const int32_t *ordered_rows(const stepargs *a, int l, int nkv, int32_t *kv_len, int cap)
+{
+    if (a->ns > cap)
+        return NULL;
+    const int32_t *rt = a->h_rowtok + (size_t)l * a->rows;
+    for (int s = 0; s < a->ns; s++) {
+        kv_len[s] = rt[s * nkv];
+        for (int h = 1; h < nkv; h++)
+            if (rt[s * nkv + h] != kv_len[s])
+                return NULL;
+        if (kv_len[s] < a->h_tokoff[s + 1] - a->h_tokoff[s])
+            return NULL;
+    }
+    return kv_len;
+}
 
 /* 2. of a dense step: embedding and every layer, all on the stream. With fixed_grid
  * (decode steps that a CUDA graph replays) every decode-attention launch has n_items
@@ -428,6 +455,11 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
                 if ((rc = kw__cf_i8_prefill(c, &at, l, d_dst, err)) < 0)
                     return rc;
             } else {
+                int32_t kv_len[256];
+                at.host_kv_len = ordered_rows(a, l, f->n_head_kv, kv_len, 256);
+                at.host_tok_off = at.host_kv_len ? a->h_tokoff : NULL;
+                if (at.host_kv_len)
+                    at.kernel = c->prefill_kernel; /* cudnn where asked for */
                 KTRY(kw_cuda_attn_prefill(st, &at));
             }
         }
@@ -648,7 +680,8 @@ int kw__cfwd_run(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw_erro
     /* 2. layers */
     stepargs a = {c->stage.d, o_pos, o_slots, o_rowptr, o_rowtok, o_tokoff, o_qrow,
                   o_qpos, o_nitems, o_items, n_tok, ns, rows, gpr, decode, fixed, n_items,
-                  shared_plan, plan_items, plan_parts, plan_off, row_part_off, o_i8rp};
+                  shared_plan, plan_items, plan_parts, plan_off, row_part_off, o_i8rp,
+                  (const int32_t *)(hs + o_tokoff), (const int32_t *)(hs + o_rowtok)};
     if (kw_cuda_pdl_auto())
         kw_cuda_pdl_step(decode); /* KW_CF_PDL */
     rc = fixed ? run_graph(c, &a, err) : run_layers(c, &a, err);

@@ -58,7 +58,10 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
     a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
     a.n_head = c->cfg.n_head, a.n_kv = c->cfg.n_head_kv, a.n_seq = n_seq;
     a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
-    a.kernel = c->prefill_kernel;
+    /* cuDNN's kernel runs only where a call says its rows are ordered (run_layers' dense
+     * steps); every other call gets the best of kvweave's own */
+    a.kernel = c->prefill_kernel == KW_CUDA_PREFILL_CUDNN ? KW_CUDA_PREFILL_AUTO
+                                                          : c->prefill_kernel;
     return a;
 }
 

@@ -451,7 +451,7 @@ extern "C" int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t 
 
 extern "C" int kw_cuda_prefill_kernel_parse(const char *name)
 {
-    static const char *const names[] = {"auto", "mma", "wgmma"};
+    static const char *const names[] = {"auto", "mma", "wgmma", "cudnn"};
     for (int k = 0; name && k < (int)(sizeof names / sizeof names[0]); k++)
         if (!strcmp(name, names[k]))
             return k;
@@ -466,6 +466,8 @@ extern "C" int kw_cuda_prefill_kernel_runs(int kernel, int head_dim)
         return 1;
     if (kernel == KW_CUDA_PREFILL_WGMMA)
         return head_dim == 128 && kw__cuda_sm90a();
+    if (kernel == KW_CUDA_PREFILL_CUDNN)
+        return kw_cuda_cudnn_version(NULL, 0) > 0;
     return 0;
 }
 
@@ -475,7 +477,7 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
     if (!a || a->kv != KW_CUDA_KV_BF16 || a->page_tokens <= 0 || a->page_tokens >= NO_SLOT ||
         a->n_kv <= 0 || a->n_head <= 0 || a->n_head > 65535 || a->n_head % a->n_kv ||
         a->n_items < 0 || (a->head_dim != 64 && a->head_dim != 128) ||
-        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_WGMMA)
+        a->kernel < KW_CUDA_PREFILL_AUTO || a->kernel > KW_CUDA_PREFILL_CUDNN)
         return KW_EINVAL;
     if (a->n_items == 0)
         return KW_OK;
@@ -486,6 +488,15 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
         !aligned(a->base[1], 16))
         return KW_EINVAL;
     cudaStream_t st = (cudaStream_t)stream;
+    const bool dense = a->pages && a->host_tok_off && a->host_kv_len;
+    if (a->kernel == KW_CUDA_PREFILL_CUDNN && !dense)
+        return KW_EINVAL;
+    if (a->kernel == KW_CUDA_PREFILL_CUDNN || (a->kernel == KW_CUDA_PREFILL_AUTO && dense)) {
+        // AUTO falls back to the kernels below when cuDNN cannot run (nothing was queued)
+        int rc = kw__cuda_prefill_cudnn(stream, a);
+        if (rc != KW_ENOSYS || a->kernel == KW_CUDA_PREFILL_CUDNN)
+            return rc;
+    }
     const bool wg_ok = a->head_dim == 128 && kw__cuda_sm90a();
     if (a->kernel == KW_CUDA_PREFILL_WGMMA && !wg_ok)
         return KW_ENOSYS;

@@ -1,3 +1,8 @@
 // Causal prefill attention over views (bf16 pages), flash-style, on tensor cores.
 #pragma once
 #include "kernels_cuda.h"
+
+// attn_cudnn.cu: the CUDNN kernel (a->host_tok_off and a->host_kv_len set, table mode;
+// kw_cuda_attn_prefill has checked the rest). KW_ENOSYS when cuDNN is missing or has no
+// engine for the shape, before anything is queued.
+extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a);

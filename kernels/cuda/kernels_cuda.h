@@ -4,6 +4,7 @@
 #ifndef KW_KERNELS_CUDA_H
 #define KW_KERNELS_CUDA_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -278,14 +279,17 @@ int kw_cuda_rows_i8_to_bf16(void *stream, const void *src, const int32_t *src_po
  * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
  * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless
  * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
-/* The prefill kernel: AUTO picks WGMMA (attn_prefill_ws.cu: Hopper warpgroup MMA,
- * warp-specialized; compute capability 9.0, head_dim 128) where it runs, else MMA
- * (attn_prefill.cu: mma.sync, sm_80 and later). Asking for WGMMA where it cannot run
- * returns KW_ENOSYS. */
+/* The prefill kernel: AUTO picks CUDNN for a view of ordered rows (host_kv_len set) where
+ * cuDNN loads and has an engine for the shape, else WGMMA (attn_prefill_ws.cu: Hopper
+ * warpgroup MMA, warp-specialized; compute capability 9.0, head_dim 128) where it runs,
+ * else MMA (attn_prefill.cu: mma.sync, sm_80 and later). CUDNN (attn_cudnn.cu): cuDNN's
+ * fused flash attention over bf16 copies of the queries and of the rows' K and V, for
+ * such views only. Asking for a kernel that cannot run returns KW_ENOSYS. */
 typedef enum {
     KW_CUDA_PREFILL_AUTO = 0,
     KW_CUDA_PREFILL_MMA = 1,
     KW_CUDA_PREFILL_WGMMA = 2,
+    KW_CUDA_PREFILL_CUDNN = 3,
 } kw_cuda_prefill_kernel;
 typedef struct kw_cuda_prefill {
     const void *base[2];          /* device: main and temporary pool */
@@ -309,14 +313,27 @@ typedef struct kw_cuda_prefill {
     int kernel;                   /* kw_cuda_prefill_kernel */
     int no_tma;                   /* 1: the WGMMA kernel copies K/V by cp.async in table
                                    * mode too (it uses TMA there otherwise), to compare */
+    /* Ordered rows (table mode; nullable, host): the caller knows that each row of
+     * sequence s holds host_kv_len[s] tokens whose positions increase along the row, and
+     * that query j of the n_q queries of sequence s (host_tok_off: a host copy of tok_off)
+     * has the position of the row's token host_kv_len[s] - n_q + j, so that a query reads
+     * exactly the row's tokens up to that one (a causal mask aligned bottom right).
+     * Needed by CUDNN; AUTO uses it to choose CUDNN. */
+    const int32_t *host_tok_off, *host_kv_len;
 } kw_cuda_prefill;
 int kw_cuda_prefill_items(int n_seq, const int32_t *tok_off, int32_t *items);
-/* The kernel named "auto", "mma" or "wgmma", or -1 for any other name. */
+/* The kernel named "auto", "mma", "wgmma" or "cudnn", or -1 for any other name. */
 int kw_cuda_prefill_kernel_parse(const char *name);
 /* 1 when that kernel runs on the current device for this head_dim (AUTO always does,
  * MMA for head_dim 64 and 128). */
 int kw_cuda_prefill_kernel_runs(int kernel, int head_dim);
 int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
+/* cuDNN's version (e.g. 91300) when libcudnn.so.9 loads and a handle is created on the
+ * current device, else 0 with the reason in why (KVWEAVE_CUDNN=0 turns it off); once
+ * loaded, why holds the last failure to build a plan or to run one ("" if none). */
+int kw_cuda_cudnn_version(char *why, size_t why_size);
+/* Plans built for the CUDNN prefill kernel so far, and the seconds spent building them. */
+void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds);
 
 /* select.cu: kernels.h "selection" on device pointers. pool1d: max_mode != 0 for the max,
  * kernel <= 8192. topk: a row holding a NaN gets k indices of -1 (no synchronization). */

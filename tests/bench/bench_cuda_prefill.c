@@ -117,17 +117,37 @@ static void bench(int ctx, double peak)
     /* table and spans: the kernel the device gets by default; where that is the wgmma
      * kernel, table_mma: the mma.sync kernel forced, and table_cpasync: the wgmma kernel
      * copying K/V by cp.async instead of TMA */
-    static const char *const mode_name[4] = {"table", "spans", "table_mma", "table_cpasync"};
-    static const int mode_kernel[4] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
-                                       KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_AUTO};
+    /* table_cudnn: cuDNN's fused attention (the rows are ordered, so the caller may say so
+     * with host_kv_len; the other modes leave it unset and run kvweave's kernels), its
+     * copies of Q, K, V and O included */
+    static const char *const mode_name[5] = {"table", "spans", "table_mma", "table_cpasync",
+                                             "table_cudnn"};
+    static const int mode_kernel[5] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
+                                       KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_AUTO,
+                                       KW_CUDA_PREFILL_CUDNN};
     const int wgmma = kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, D);
-    for (int mode = 0; mode < (wgmma ? 4 : 2); mode++) {
+    const int cudnn = kw_cuda_cudnn_version(NULL, 0) > 0;
+    const int32_t kv_len[1] = {ctx};
+    for (int mode = 0; mode < 5; mode++) {
+        if ((mode >= 2 && mode <= 3 && !wgmma) || (mode == 4 && !cudnn))
+            continue;
         const int spans = mode == 1;
         a.pages = spans ? NULL : d_pages;
         a.row_tokens = spans ? NULL : d_row_tokens;
         a.spans = spans ? d_spans : NULL;
         a.kernel = mode_kernel[mode];
         a.no_tma = mode == 3;
+        a.host_tok_off = mode == 4 ? tok_off : NULL;
+        a.host_kv_len = mode == 4 ? kv_len : NULL;
+        int rc = kw_cuda_attn_prefill(NULL, &a); /* first call: cuDNN builds its plan */
+        if (rc < 0 || cudaDeviceSynchronize() != cudaSuccess) {
+            char why[256] = "";
+            if (mode == 4)
+                kw_cuda_cudnn_version(why, sizeof why);
+            printf("prefill_attn,%s,%d,%d,failed,%d,%s %s\n", mode_name[mode], ctx, ctx, rc,
+                   kw_cuda_last_error(), why);
+            continue;
+        }
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
         printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], ctx, ctx, ms,
                flop / 1e12, tf, 100.0 * tf / peak);
@@ -152,7 +172,17 @@ int main(int argc, char **argv)
     int min_ctx = argc > 3 ? atoi(argv[3]) : 4096; /* one context alone: a profiler's view */
     printf("peak_TFLOPs,%.1f\n", peak);
     printf("bench,view,q_tokens,ctx,ms,TFLOP,TFLOPs,pct_peak\n");
+    char why[256];
+    int ver = kw_cuda_cudnn_version(why, sizeof why);
+    if (ver)
+        printf("cudnn_version,%d\n", ver);
+    else
+        printf("cudnn_version,0,%s\n", why);
     for (int ctx = min_ctx > 0 ? min_ctx : 4096; ctx <= max_ctx; ctx *= 2)
         bench(ctx, peak);
+    int plans;
+    double build_s;
+    kw_cuda_cudnn_stats(&plans, &build_s);
+    printf("cudnn_plans,%d,%.3f\n", plans, build_s);
     return 0;
 }

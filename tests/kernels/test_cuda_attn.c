@@ -466,7 +466,8 @@ static int check_prefill_args(void)
     int fails = 0;
     struct { int kernel, head_dim, want; } cases[] = {
         {KW_CUDA_PREFILL_AUTO, 128, KW_OK}, {KW_CUDA_PREFILL_MMA, 64, KW_OK},
-        {KW_CUDA_PREFILL_WGMMA, 128, KW_OK}, {KW_CUDA_PREFILL_WGMMA + 1, 128, KW_EINVAL},
+        {KW_CUDA_PREFILL_WGMMA, 128, KW_OK}, {KW_CUDA_PREFILL_CUDNN, 128, KW_OK},
+        {KW_CUDA_PREFILL_CUDNN + 1, 128, KW_EINVAL},
         {-1, 128, KW_EINVAL}, {KW_CUDA_PREFILL_AUTO, 96, KW_EINVAL}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         a.kernel = cases[i].kernel, a.head_dim = cases[i].head_dim;
@@ -482,7 +483,7 @@ static int check_prefill_args(void)
     /* kernel names (KVWEAVE_CUDA_PREFILL) and which kernels can run for a head_dim */
     struct { const char *name; int want; } names[] = {
         {"auto", KW_CUDA_PREFILL_AUTO}, {"mma", KW_CUDA_PREFILL_MMA},
-        {"wgmma", KW_CUDA_PREFILL_WGMMA}, {"wgmma_ws", -1},
+        {"wgmma", KW_CUDA_PREFILL_WGMMA}, {"cudnn", KW_CUDA_PREFILL_CUDNN}, {"wgmma_ws", -1},
         {"WGMMA", -1}, {"wgmma ", -1}, {"", -1}, {NULL, -1}};
     int nfail = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
@@ -496,7 +497,7 @@ static int check_prefill_args(void)
         !kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_MMA, 128) ||
         kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_AUTO, 96) ||
         kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, 64) ||
-        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA + 1, 128)) {
+        kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_CUDNN + 1, 128)) {
         printf("FAIL prefill kernel runs: a kernel said to run where it cannot, or not to "
                "run where it always can\n");
         nfail++;

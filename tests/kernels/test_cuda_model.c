@@ -106,9 +106,10 @@ static int run_prefill(const kw_cuda_prefill *a, float *out, size_t n)
 static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, size_t n,
                            const char *what, int bad, const char *shape)
 {
-    static int said;
+    static int said, said_cudnn;
     int fail = 0;
-    for (int k = KW_CUDA_PREFILL_MMA; k <= KW_CUDA_PREFILL_WGMMA; k++) {
+    const int last = a->host_kv_len ? KW_CUDA_PREFILL_CUDNN : KW_CUDA_PREFILL_WGMMA;
+    for (int k = KW_CUDA_PREFILL_MMA; k <= last; k++) {
         a->kernel = k;
         int rc = run_prefill(a, out, n);
         if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
@@ -116,8 +117,15 @@ static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, siz
                 printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
             continue;
         }
+        if (k == KW_CUDA_PREFILL_CUDNN && rc == KW_ENOSYS) {
+            char why[256];
+            kw_cuda_cudnn_version(why, sizeof why);
+            if (!said_cudnn++)
+                printf("skip %s/cudnn: %s\n", what, why);
+            continue;
+        }
         char name[64];
-        static const char *const kname[] = {"auto", "mma", "wgmma"};
+        static const char *const kname[] = {"auto", "mma", "wgmma", "cudnn"};
         snprintf(name, sizeof name, "%s/%s", what, kname[k]);
         fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
     }
@@ -264,7 +272,11 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
         a.pages = dput(pages, (size_t)(k + 1) * 4);
         a.row_tokens = dput(row_tokens, (size_t)n_rows * 4);
         a.spans = NULL; /* unused in table mode */
+        /* rows whose positions increase and whose last tokens are the queries: the cuDNN
+         * kernel's bottom-right causal mask over indices is the view's mask over positions */
+        a.host_tok_off = tok_off, a.host_kv_len = ctx;
         fail += prefill_kernels(&a, out, ref, n_out, "prefill_tab", bad, shape);
+        a.host_tok_off = a.host_kv_len = NULL;
         cudaFree((void *)a.pages), cudaFree((void *)a.row_tokens);
         free(pages), free(row_tokens);
     }
