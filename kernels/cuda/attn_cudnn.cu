@@ -110,10 +110,14 @@ struct Api {
 
 // Unique ids of the graph's outside tensors (by-value scalars included: their host
 // values travel in the variant pack).
-enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_SKV, UID_SQ, UID_NEG, N_UID = 8 };
+enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_SKV, UID_SQ, UID_NEG, UID_STATS };
+
+// What a graph computes: the causal mask aligned bottom right, or no mask; with or
+// without the softmax statistics (max + log sum, per query and head) as an output.
+enum { G_CAUSAL = 1, G_STATS = 2 };
 
 struct Plan {
-    int n_head, n_kv, head_dim, n_q, n_kvtok;
+    int n_head, n_kv, head_dim, n_q, n_kvtok, kind;
     cudnnBackendDescriptor_t plan;
     std::vector<cudnnBackendDescriptor_t> descs; // everything the plan was built from
     int64_t workspace;
@@ -327,6 +331,7 @@ int build(Ctx &c, Plan &p)
     Api &a = c.api;
     Builder g{a, p.descs};
     const int64_t h = p.n_head, hk = p.n_kv, d = p.head_dim, sq = p.n_q, skv = p.n_kvtok;
+    const bool causal = p.kind & G_CAUSAL, want_stats = p.kind & G_STATS;
     const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT,
                           i32 = CUDNN_DATA_INT32, b8 = CUDNN_DATA_BOOLEAN;
     // Q, O: (sq, h, d) in memory; K, V: (skv, hk, d); K enters as K^T (b, hk, d, skv)
@@ -341,28 +346,32 @@ int build(Ctx &c, Plan &p)
     auto V = g.tensor(bf, v_dim, v_str, UID_V, false);
     auto O = g.tensor(bf, q_dim, q_str, UID_O, false);
     auto scale = g.scalar(f32, UID_SCALE);
-    auto s_kv = g.scalar(i32, UID_SKV);
-    auto s_q = g.scalar(i32, UID_SQ);
-    auto neg = g.scalar(f32, UID_NEG);
 
     std::vector<cudnnBackendDescriptor_t> ops;
     auto S = g.tensor(f32, s_dim, s_str, 0, false);
     ops.push_back(g.matmul(Q, KT, S));
     auto S1 = g.tensor(f32, s_dim, s_str, 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, f32, S, scale, nullptr, S1));
-    // causal, bottom right: keep row + s_kv - s_q >= col
-    auto row = g.tensor(i32, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, row, 2));
-    auto row2 = g.tensor(i32, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, i32, row, s_kv, nullptr, row2));
-    auto row3 = g.tensor(i32, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, i32, row2, s_q, nullptr, row3));
-    auto col = g.tensor(i32, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, col, 3));
-    auto keep = g.tensor(b8, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, b8, row3, col, nullptr, keep));
-    auto S2 = g.tensor(f32, s_dim, s_str, 0, false);
-    ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, S1, neg, keep, S2));
+    auto S2 = S1;
+    if (causal) { // bottom right: keep row + s_kv - s_q >= col
+        auto s_kv = g.scalar(i32, UID_SKV);
+        auto s_q = g.scalar(i32, UID_SQ);
+        auto neg = g.scalar(f32, UID_NEG);
+        auto row = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(
+            g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, row, 2));
+        auto row2 = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, i32, row, s_kv, nullptr, row2));
+        auto row3 = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_SUB, i32, row2, s_q, nullptr, row3));
+        auto col = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(
+            g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, col, 3));
+        auto keep = g.tensor(b8, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_GE, b8, row3, col, nullptr, keep));
+        S2 = g.tensor(f32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, S1, neg, keep, S2));
+    }
     // softmax with its statistics (virtual), as the fused engines expect
     auto M = g.tensor(f32, r_dim, r_str, 0, false);
     ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_MAX, S2, M));
@@ -374,7 +383,7 @@ int build(Ctx &c, Plan &p)
     ops.push_back(g.reduction(CUDNN_REDUCE_TENSOR_ADD, E, Z));
     auto LZ = g.tensor(f32, r_dim, r_str, 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_LOG, f32, Z, nullptr, nullptr, LZ));
-    auto stats = g.tensor(f32, r_dim, r_str, 0, false);
+    auto stats = g.tensor(f32, r_dim, r_str, want_stats ? UID_STATS : 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, f32, M, LZ, nullptr, stats));
     auto P = g.tensor(bf, s_dim, s_str, 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, f32, E, Z, nullptr, P));
@@ -442,19 +451,20 @@ int build(Ctx &c, Plan &p)
     char msg[128] = "";
     a.last_error(msg, sizeof msg);
     snprintf(c.why, sizeof c.why,
-             "no cuDNN engine runs causal attention of %lld queries over %lld keys, %lld/%lld "
-             "heads, head_dim %lld (%s)",
+             "no cuDNN engine runs %s attention of %lld queries over %lld keys, %lld/%lld "
+             "heads, head_dim %lld (%s)", causal ? "causal" : "unmasked",
              (long long)sq, (long long)skv, (long long)h, (long long)hk, (long long)d, msg);
     return KW_ENOSYS;
 }
 
 // The plan for this shape, built if new (c.mu held).
-int plan_for(Ctx &c, int n_head, int n_kv, int head_dim, int n_q, int n_kvtok, Plan **out)
+int plan_for(Ctx &c, int n_head, int n_kv, int head_dim, int n_q, int n_kvtok, int kind,
+             Plan **out)
 {
     for (int i = 0; i < c.n_plans; i++) {
         Plan &p = c.plans[i];
         if (p.n_head == n_head && p.n_kv == n_kv && p.head_dim == head_dim && p.n_q == n_q &&
-            p.n_kvtok == n_kvtok) {
+            p.n_kvtok == n_kvtok && p.kind == kind) {
             p.used = ++c.clock;
             *out = &p;
             return KW_OK;
@@ -473,6 +483,7 @@ int plan_for(Ctx &c, int n_head, int n_kv, int head_dim, int n_q, int n_kvtok, P
     Plan &p = c.plans[slot];
     p = Plan{};
     p.n_head = n_head, p.n_kv = n_kv, p.head_dim = head_dim, p.n_q = n_q, p.n_kvtok = n_kvtok;
+    p.kind = kind;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = build(c, p);
@@ -528,6 +539,84 @@ extern "C" void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds)
         *build_seconds = c.build_s;
 }
 
+namespace {
+
+// Runs plan p over the buffers (c.mu held); stats may be null for a plan without them.
+int exec(Ctx &c, const Plan &p, cudaStream_t st, void *q, void *k, void *v, void *o,
+         float *stats, float scale)
+{
+    Api &api = c.api;
+    float neg = -FLT_MAX;
+    int32_t skv = p.n_kvtok, sq = p.n_q;
+    int64_t uids[9];
+    void *ptrs[9];
+    int n = 0;
+    uids[n] = UID_Q, ptrs[n++] = q;
+    uids[n] = UID_K, ptrs[n++] = k;
+    uids[n] = UID_V, ptrs[n++] = v;
+    uids[n] = UID_O, ptrs[n++] = o;
+    uids[n] = UID_SCALE, ptrs[n++] = &scale;
+    if (p.kind & G_CAUSAL) {
+        uids[n] = UID_SKV, ptrs[n++] = &skv;
+        uids[n] = UID_SQ, ptrs[n++] = &sq;
+        uids[n] = UID_NEG, ptrs[n++] = &neg;
+    }
+    if (p.kind & G_STATS)
+        uids[n] = UID_STATS, ptrs[n++] = stats;
+    void *ws = c.ws;
+    cudnnBackendDescriptor_t pack = nullptr;
+    cudnnStatus_t e = api.set_stream(c.handle, st);
+    if (!e)
+        e = api.create_desc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
+    if (!e)
+        e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids);
+    if (!e)
+        e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, ptrs);
+    if (!e)
+        e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
+    if (!e)
+        e = api.finalize(pack);
+    if (!e)
+        e = api.execute(c.handle, p.plan, pack);
+    if (pack)
+        api.destroy_desc(pack);
+    if (e) {
+        char msg[128] = "";
+        api.last_error(msg, sizeof msg);
+        snprintf(c.why, sizeof c.why, "cuDNN execute: %s %s", api.error_string(e), msg);
+        return kw__cuda_fail(cudaErrorUnknown, c.why, __FILE__, __LINE__);
+    }
+    return KW_OK;
+}
+
+// -1: split where a chunk has keys before it (the default), 0: never, 1: the same
+int split_mode = -1;
+
+} // namespace
+
+// out (n_q, h, d) f32 = the two halves' outputs weighted by their softmax mass:
+// exp(L_a - m) o_a + exp(L_b - m) o_b over the sum of the weights, m = max(L_a, L_b);
+// stats (h, n_q). One thread per 2 values.
+__global__ void merge_halves(const __nv_bfloat162 *__restrict__ oa,
+                             const __nv_bfloat162 *__restrict__ ob,
+                             const float *__restrict__ la, const float *__restrict__ lb,
+                             int n_q, int h, int d, float2 *__restrict__ out)
+{
+    const int64_t n2 = (int64_t)n_q * h * d / 2;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n2;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t th = 2 * i / d; // token * h + head
+        const int head = (int)(th % h), tok = (int)(th / h);
+        const float a = la[(int64_t)head * n_q + tok], b = lb[(int64_t)head * n_q + tok];
+        const float m = fmaxf(a, b), wa = __expf(a - m), wb = __expf(b - m);
+        const float inv = 1.f / (wa + wb);
+        const float2 x = __bfloat1622float2(oa[i]), y = __bfloat1622float2(ob[i]);
+        out[i] = make_float2((wa * x.x + wb * y.x) * inv, (wa * x.y + wb * y.y) * inv);
+    }
+}
+
+extern "C" void kw_cuda_cudnn_split(int mode) { split_mode = mode; }
+
 extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
 {
     Ctx &c = ctx();
@@ -544,21 +633,34 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
             return KW_EINVAL;
         max_q = nq > max_q ? nq : max_q, max_kv = nk > max_kv ? nk : max_kv;
     }
-    // one buffer: Q and O (max_q, h, d), K and V (max_kv, hk, d), bf16
-    const size_t q_sz = (size_t)max_q * h * d * 2, kv_sz = (size_t)max_kv * hk * d * 2;
-    int rc = grow(&c.q, &c.q_bytes, 2 * q_sz + 2 * kv_sz, st);
+    // one buffer: Q and two outputs (max_q, h, d) and K and V (max_kv, hk, d) in bf16,
+    // the two halves' statistics (h, max_q) in f32
+    const size_t q_sz = (size_t)max_q * h * d * 2, kv_sz = (size_t)max_kv * hk * d * 2,
+                 st_sz = (size_t)max_q * h * 4;
+    int rc = grow(&c.q, &c.q_bytes, 3 * q_sz + 2 * kv_sz + 2 * st_sz, st);
     if (rc)
         return rc;
-    char *qb = (char *)c.q, *ob = qb + q_sz, *kb = ob + q_sz, *vb = kb + kv_sz;
+    char *qb = (char *)c.q, *ob = qb + q_sz, *ob2 = ob + q_sz, *kb = ob2 + q_sz,
+         *vb = kb + kv_sz;
+    float *la = (float *)(vb + kv_sz), *lb = la + max_q * h;
     const int threads = 256;
     for (int s = 0; s < a->n_seq; s++) {
         const int t0 = a->host_tok_off[s], nq = a->host_tok_off[s + 1] - t0;
-        const int nk = a->host_kv_len[s];
+        const int nk = a->host_kv_len[s], before = nk - nq;
         if (nq == 0)
             continue;
-        Plan *p = nullptr;
-        if ((rc = plan_for(c, h, hk, d, nq, nk, &p)) ||
-            (rc = grow(&c.ws, &c.ws_bytes, (size_t)p->workspace, st)))
+        // a chunk with keys before it: the unmasked rectangle and the causal square apart,
+        // merged by their statistics (split_mode 0: one bottom-right causal call)
+        const bool split = before > 0 && split_mode != 0;
+        Plan *p = nullptr, *p2 = nullptr;
+        if ((rc = plan_for(c, h, hk, d, nq, split ? nq : nk,
+                           G_CAUSAL | (split ? G_STATS : 0), &p)) ||
+            (split && (rc = plan_for(c, h, hk, d, nq, before, G_STATS, &p2))))
+            return rc;
+        // (the second lookup may have evicted the first plan only if MAX_PLANS were 1)
+        const int64_t need = p->workspace > (p2 ? p2->workspace : 0) ? p->workspace
+                                                                      : p2->workspace;
+        if ((rc = grow(&c.ws, &c.ws_bytes, (size_t)need, st)))
             return rc;
         const int64_t nqv = (int64_t)nq * h * d;
         f32_to_bf16<<<blocks_for(nqv / 4, threads), threads, 0, st>>>(
@@ -568,37 +670,21 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
             (const uint4 *)a->base[0], a->pages, a->row_ptr, s * hk, hk, nk, a->page_tokens, d,
             (uint4 *)kb, (uint4 *)vb);
         KW_CUDA_LAUNCHED();
-        float scale = a->scale, neg = -FLT_MAX;
-        int32_t skv = nk, sq = nq;
-        int64_t uids[N_UID] = {UID_Q, UID_K, UID_V, UID_O, UID_SCALE, UID_SKV, UID_SQ, UID_NEG};
-        void *ptrs[N_UID] = {qb, kb, vb, ob, &scale, &skv, &sq, &neg};
-        void *ws = c.ws;
-        Api &api = c.api;
-        cudnnBackendDescriptor_t pack = nullptr;
-        cudnnStatus_t e = api.set_stream(c.handle, st);
-        if (!e)
-            e = api.create_desc(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &pack);
-        if (!e)
-            e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, N_UID, uids);
-        if (!e)
-            e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, N_UID,
-                        ptrs);
-        if (!e)
-            e = api.set(pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &ws);
-        if (!e)
-            e = api.finalize(pack);
-        if (!e)
-            e = api.execute(c.handle, p->plan, pack);
-        if (pack)
-            api.destroy_desc(pack);
-        if (e) {
-            char msg[128] = "";
-            api.last_error(msg, sizeof msg);
-            snprintf(c.why, sizeof c.why, "cuDNN execute: %s %s", api.error_string(e), msg);
-            return kw__cuda_fail(cudaErrorUnknown, c.why, __FILE__, __LINE__);
+        float2 *out = (float2 *)(a->out + (int64_t)t0 * h * d);
+        if (!split) {
+            if ((rc = exec(c, *p, st, qb, kb, vb, ob, nullptr, a->scale)))
+                return rc;
+            bf16_to_f32<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
+                (const __nv_bfloat162 *)ob, out, nqv / 2);
+            KW_CUDA_LAUNCHED();
+            continue;
         }
-        bf16_to_f32<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
-            (const __nv_bfloat162 *)ob, (float2 *)(a->out + (int64_t)t0 * h * d), nqv / 2);
+        const size_t off = (size_t)before * hk * d * 2; // the chunk's own keys
+        if ((rc = exec(c, *p2, st, qb, kb, vb, ob, la, a->scale)) ||
+            (rc = exec(c, *p, st, qb, kb + off, vb + off, ob2, lb, a->scale)))
+            return rc;
+        merge_halves<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
+            (const __nv_bfloat162 *)ob, (const __nv_bfloat162 *)ob2, la, lb, nq, h, d, out);
         KW_CUDA_LAUNCHED();
     }
     return KW_OK;
@@ -622,5 +708,7 @@ extern "C" void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds)
 }
 
 extern "C" int kw__cuda_prefill_cudnn(void *, const kw_cuda_prefill *) { return KW_ENOSYS; }
+
+extern "C" void kw_cuda_cudnn_split(int) {}
 
 #endif

@@ -332,6 +332,11 @@ int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
  * current device, else 0 with the reason in why (KVWEAVE_CUDNN=0 turns it off); once
  * loaded, why holds the last failure to build a plan or to run one ("" if none). */
 int kw_cuda_cudnn_version(char *why, size_t why_size);
+/* How the CUDNN kernel runs a sequence whose queries have keys before them (a chunk of a
+ * chunked prefill): -1 (the default) or 1 as two cuDNN calls, the unmasked rectangle
+ * before the chunk and the chunk's own causal square, merged by their softmax statistics;
+ * 0 as one call with the causal mask aligned bottom right. For benchmarks and tests. */
+void kw_cuda_cudnn_split(int mode);
 /* Plans built for the CUDNN prefill kernel so far, and the seconds spent building them. */
 void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds);
 

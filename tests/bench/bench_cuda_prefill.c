@@ -5,8 +5,10 @@
  * those of the causal half: 4 * n_head * head_dim * ctx * (ctx + 1) / 2 (QK^T and PV),
  * reported as TFLOP/s and as a share of a nominal peak (800 TFLOP/s unless given). One
  * CSV line per case (header first). A benchmark, never a test.
- * Usage: bench_cuda_prefill [MAX_CTX] [PEAK_TFLOPS] [MIN_CTX]   (contexts MIN_CTX, 2 MIN_CTX,
- * .. MAX_CTX; MIN_CTX = MAX_CTX gives one context, e.g. for a profiler) */
+ * Usage: bench_cuda_prefill [MAX_CTX] [PEAK_TFLOPS] [MIN_CTX] [Q_TOKENS]   (contexts MIN_CTX,
+ * 2 MIN_CTX, .. MAX_CTX; MIN_CTX = MAX_CTX gives one context, e.g. for a profiler;
+ * Q_TOKENS: the queries are the context's last Q_TOKENS tokens, a chunk of a chunked
+ * prefill, whose FLOPs are the rectangle before it plus its causal half) */
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -42,8 +44,10 @@ static double time_prefill(const kw_cuda_prefill *a, int reps)
     return kwb_time_ms(launch_prefill, (void *)a, 3, reps);
 }
 
-static void bench(int ctx, double peak)
+static void bench(int ctx, int n_q, double peak)
 {
+    /* the queries: the last n_q tokens (a chunk of a chunked prefill), all when 0 */
+    n_q = n_q > 0 && n_q < ctx ? n_q : ctx;
     const int pages_row = (ctx + P - 1) / P, n_rows = HKV, n_pages = n_rows * pages_row;
     size_t pool_elems = (size_t)n_pages * 2 * P * D;
     /* pool: random bf16 in [-1, 1), filled from a 1M-element pattern */
@@ -81,13 +85,13 @@ static void bench(int ctx, double peak)
         }
     }
     row_ptr[n_rows] = n_pages;
-    int32_t *q_pos = malloc(4 * (size_t)ctx), tok_off[2] = {0, ctx};
-    for (int i = 0; i < ctx; i++)
-        q_pos[i] = i;
+    int32_t *q_pos = malloc(4 * (size_t)n_q), tok_off[2] = {0, n_q};
+    for (int i = 0; i < n_q; i++)
+        q_pos[i] = ctx - n_q + i;
     int n_items = kw_cuda_prefill_items(1, tok_off, NULL);
     int32_t *items = malloc(8 * (size_t)n_items);
     kw_cuda_prefill_items(1, tok_off, items);
-    size_t nq = (size_t)ctx * H * D;
+    size_t nq = (size_t)n_q * H * D;
     float *q, *out;
     CK(cudaMalloc((void **)&q, nq * 4));
     CK(cudaMalloc((void **)&out, nq * 4));
@@ -106,51 +110,57 @@ static void bench(int ctx, double peak)
     a.n_head = H, a.n_kv = HKV, a.n_seq = 1;
     a.tok_off = upload(tok_off, sizeof tok_off);
     a.row_ptr = upload(row_ptr, sizeof(int32_t) * (n_rows + 1));
-    a.q_pos = upload(q_pos, 4 * (size_t)ctx);
+    a.q_pos = upload(q_pos, 4 * (size_t)n_q);
     a.q = q, a.out = out, a.scale = 0.08838835f;
     a.n_items = n_items, a.items = upload(items, 8 * (size_t)n_items);
     const int32_t *d_pages = upload(perm, sizeof(int32_t) * n_pages); /* rows' pages in order */
     const int32_t *d_row_tokens = upload(row_tokens, 4 * (size_t)n_rows);
     const kw_cuda_span *d_spans = upload(sp, sizeof(kw_cuda_span) * n_pages);
     int reps = ctx <= 8192 ? 20 : 10;
-    double flop = 4.0 * H * D * ((double)ctx * (ctx + 1) / 2);
+    /* the rectangle before the chunk and the causal half of its own square */
+    double flop = 4.0 * H * D * ((double)n_q * (ctx - n_q) + (double)n_q * (n_q + 1) / 2);
     /* table and spans: the kernel the device gets by default; where that is the wgmma
      * kernel, table_mma: the mma.sync kernel forced, and table_cpasync: the wgmma kernel
      * copying K/V by cp.async instead of TMA */
     /* table_cudnn: cuDNN's fused attention (the rows are ordered, so the caller may say so
      * with host_kv_len; the other modes leave it unset and run kvweave's kernels), its
      * copies of Q, K, V and O included */
-    static const char *const mode_name[5] = {"table", "spans", "table_mma", "table_cpasync",
-                                             "table_cudnn"};
-    static const int mode_kernel[5] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
+    /* (table_cudnn1: a chunk with keys before it in one cuDNN call, the causal mask
+     * aligned bottom right, instead of the rectangle and the square apart) */
+    static const char *const mode_name[6] = {"table", "spans", "table_mma", "table_cpasync",
+                                             "table_cudnn", "table_cudnn1"};
+    static const int mode_kernel[6] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
                                        KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_AUTO,
-                                       KW_CUDA_PREFILL_CUDNN};
+                                       KW_CUDA_PREFILL_CUDNN, KW_CUDA_PREFILL_CUDNN};
     const int wgmma = kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, D);
     const int cudnn = kw_cuda_cudnn_version(NULL, 0) > 0;
     const int32_t kv_len[1] = {ctx};
-    for (int mode = 0; mode < 5; mode++) {
-        if ((mode >= 2 && mode <= 3 && !wgmma) || (mode == 4 && !cudnn))
+    for (int mode = 0; mode < 6; mode++) {
+        if ((mode >= 2 && mode <= 3 && !wgmma) || (mode >= 4 && !cudnn) ||
+            (mode == 5 && n_q == ctx))
             continue;
+        kw_cuda_cudnn_split(mode == 5 ? 0 : -1);
         const int spans = mode == 1;
         a.pages = spans ? NULL : d_pages;
         a.row_tokens = spans ? NULL : d_row_tokens;
         a.spans = spans ? d_spans : NULL;
         a.kernel = mode_kernel[mode];
         a.no_tma = mode == 3;
-        a.host_tok_off = mode == 4 ? tok_off : NULL;
-        a.host_kv_len = mode == 4 ? kv_len : NULL;
+        a.host_tok_off = mode >= 4 ? tok_off : NULL;
+        a.host_kv_len = mode >= 4 ? kv_len : NULL;
         int rc = kw_cuda_attn_prefill(NULL, &a); /* first call: cuDNN builds its plan */
         if (rc < 0 || cudaDeviceSynchronize() != cudaSuccess) {
             char why[256] = "";
-            if (mode == 4)
+            if (mode >= 4)
                 kw_cuda_cudnn_version(why, sizeof why);
-            printf("prefill_attn,%s,%d,%d,failed,%d,%s %s\n", mode_name[mode], ctx, ctx, rc,
+            printf("prefill_attn,%s,%d,%d,failed,%d,%s %s\n", mode_name[mode], n_q, ctx, rc,
                    kw_cuda_last_error(), why);
             continue;
         }
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
-        printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], ctx, ctx, ms,
+        printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], n_q, ctx, ms,
                flop / 1e12, tf, 100.0 * tf / peak);
+        kw_cuda_cudnn_split(-1);
         fflush(stdout);
     }
     cudaFree(base), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);
@@ -170,6 +180,7 @@ int main(int argc, char **argv)
     int max_ctx = argc > 1 ? atoi(argv[1]) : 32768;
     double peak = argc > 2 ? atof(argv[2]) : 800.0;
     int min_ctx = argc > 3 ? atoi(argv[3]) : 4096; /* one context alone: a profiler's view */
+    int n_q = argc > 4 ? atoi(argv[4]) : 0;
     printf("peak_TFLOPs,%.1f\n", peak);
     printf("bench,view,q_tokens,ctx,ms,TFLOP,TFLOPs,pct_peak\n");
     char why[256];
@@ -179,7 +190,7 @@ int main(int argc, char **argv)
     else
         printf("cudnn_version,0,%s\n", why);
     for (int ctx = min_ctx > 0 ? min_ctx : 4096; ctx <= max_ctx; ctx *= 2)
-        bench(ctx, peak);
+        bench(ctx, n_q, peak);
     int plans;
     double build_s;
     kw_cuda_cudnn_stats(&plans, &build_s);

@@ -108,16 +108,20 @@ static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, siz
 {
     static int said, said_cudnn;
     int fail = 0;
-    const int last = a->host_kv_len ? KW_CUDA_PREFILL_CUDNN : KW_CUDA_PREFILL_WGMMA;
+    /* cuDNN twice: chunks with keys before them as two calls merged (the default), then as
+     * one call with the mask aligned bottom right (k = CUDNN + 1) */
+    const int last = a->host_kv_len ? KW_CUDA_PREFILL_CUDNN + 1 : KW_CUDA_PREFILL_WGMMA;
     for (int k = KW_CUDA_PREFILL_MMA; k <= last; k++) {
-        a->kernel = k;
+        a->kernel = k > KW_CUDA_PREFILL_CUDNN ? KW_CUDA_PREFILL_CUDNN : k;
+        kw_cuda_cudnn_split(k > KW_CUDA_PREFILL_CUDNN ? 0 : -1);
         int rc = run_prefill(a, out, n);
+        kw_cuda_cudnn_split(-1);
         if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
             if (a->head_dim == 128 && !said++)
                 printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
             continue;
         }
-        if (k == KW_CUDA_PREFILL_CUDNN && rc == KW_ENOSYS) {
+        if (k >= KW_CUDA_PREFILL_CUDNN && rc == KW_ENOSYS) {
             char why[256];
             kw_cuda_cudnn_version(why, sizeof why);
             if (!said_cudnn++)
@@ -125,7 +129,7 @@ static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, siz
             continue;
         }
         char name[64];
-        static const char *const kname[] = {"auto", "mma", "wgmma", "cudnn"};
+        static const char *const kname[] = {"auto", "mma", "wgmma", "cudnn", "cudnn1"};
         snprintf(name, sizeof name, "%s/%s", what, kname[k]);
         fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
     }
