@@ -110,11 +110,16 @@ struct Api {
 
 // Unique ids of the graph's outside tensors (by-value scalars included: their host
 // values travel in the variant pack).
-enum { UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_SKV, UID_SQ, UID_NEG, UID_STATS };
+enum {
+    UID_Q = 1, UID_K, UID_V, UID_O, UID_SCALE, UID_SKV, UID_SQ, UID_NEG, UID_STATS,
+    UID_SEQ_Q, UID_SEQ_KV, UID_NEG_PAD
+};
 
 // What a graph computes: the causal mask aligned bottom right, or no mask; with or
-// without the softmax statistics (max + log sum, per query and head) as an output.
-enum { G_CAUSAL = 1, G_STATS = 2 };
+// without the softmax statistics (max + log sum, per query and head) as an output; for
+// its exact sizes, or (G_PAD) for any sizes up to them, the actual ones read from two
+// device ints (cuDNN's padding mask), so that one plan serves a range of lengths.
+enum { G_CAUSAL = 1, G_STATS = 2, G_PAD = 4 };
 
 struct Plan {
     int n_head, n_kv, head_dim, n_q, n_kvtok, kind;
@@ -298,8 +303,11 @@ struct Builder {
         fin(op, "reduction operation");
         return op;
     }
+    // m, n, k: nullable device ints that bound the product's sizes (padded graphs)
     cudnnBackendDescriptor_t matmul(cudnnBackendDescriptor_t a_, cudnnBackendDescriptor_t b,
-                                    cudnnBackendDescriptor_t c)
+                                    cudnnBackendDescriptor_t c, cudnnBackendDescriptor_t m_over,
+                                    cudnnBackendDescriptor_t n_over,
+                                    cudnnBackendDescriptor_t k_over)
     {
         cudnnBackendDescriptor_t m = make(CUDNN_BACKEND_MATMUL_DESCRIPTOR);
         cudnnDataType_t f = CUDNN_DATA_FLOAT;
@@ -310,6 +318,12 @@ struct Builder {
         set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, b);
         set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, c);
         set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_DESC, m);
+        if (m_over)
+            set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_M_OVERRIDE_DESC, m_over);
+        if (n_over)
+            set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_N_OVERRIDE_DESC, n_over);
+        if (k_over)
+            set_desc(op, CUDNN_ATTR_OPERATION_MATMUL_GEMM_K_OVERRIDE_DESC, k_over);
         fin(op, "matmul operation");
         return op;
     }
@@ -331,7 +345,8 @@ int build(Ctx &c, Plan &p)
     Api &a = c.api;
     Builder g{a, p.descs};
     const int64_t h = p.n_head, hk = p.n_kv, d = p.head_dim, sq = p.n_q, skv = p.n_kvtok;
-    const bool causal = p.kind & G_CAUSAL, want_stats = p.kind & G_STATS;
+    const bool causal = p.kind & G_CAUSAL, want_stats = p.kind & G_STATS,
+               pad = p.kind & G_PAD;
     const cudnnDataType_t bf = CUDNN_DATA_BFLOAT16, f32 = CUDNN_DATA_FLOAT,
                           i32 = CUDNN_DATA_INT32, b8 = CUDNN_DATA_BOOLEAN;
     // Q, O: (sq, h, d) in memory; K, V: (skv, hk, d); K enters as K^T (b, hk, d, skv)
@@ -346,16 +361,42 @@ int build(Ctx &c, Plan &p)
     auto V = g.tensor(bf, v_dim, v_str, UID_V, false);
     auto O = g.tensor(bf, q_dim, q_str, UID_O, false);
     auto scale = g.scalar(f32, UID_SCALE);
+    // padded: the actual lengths (device ints), which also bound both matmuls
+    static const int64_t one[4] = {1, 1, 1, 1};
+    cudnnBackendDescriptor_t seq_q = nullptr, seq_kv = nullptr;
+    if (pad) {
+        seq_q = g.tensor(i32, one, one, UID_SEQ_Q, false);
+        seq_kv = g.tensor(i32, one, one, UID_SEQ_KV, false);
+    }
 
     std::vector<cudnnBackendDescriptor_t> ops;
     auto S = g.tensor(f32, s_dim, s_str, 0, false);
-    ops.push_back(g.matmul(Q, KT, S));
+    ops.push_back(g.matmul(Q, KT, S, seq_q, seq_kv, nullptr));
     auto S1 = g.tensor(f32, s_dim, s_str, 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_MUL, f32, S, scale, nullptr, S1));
+    if (pad) { // keep row < seq_q and col < seq_kv
+        auto neg = g.scalar(f32, UID_NEG_PAD);
+        auto row = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(
+            g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, row, 2));
+        auto col = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(
+            g.pointwise(CUDNN_POINTWISE_GEN_INDEX, i32, S1, nullptr, nullptr, col, 3));
+        auto row_in = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_LT, i32, row, seq_q, nullptr, row_in));
+        auto col_in = g.tensor(i32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_CMP_LT, i32, col, seq_kv, nullptr, col_in));
+        auto both = g.tensor(b8, s_dim, s_str, 0, false);
+        ops.push_back(
+            g.pointwise(CUDNN_POINTWISE_LOGICAL_AND, b8, row_in, col_in, nullptr, both));
+        auto Sp = g.tensor(f32, s_dim, s_str, 0, false);
+        ops.push_back(g.pointwise(CUDNN_POINTWISE_BINARY_SELECT, f32, S1, neg, both, Sp));
+        S1 = Sp;
+    }
     auto S2 = S1;
     if (causal) { // bottom right: keep row + s_kv - s_q >= col
-        auto s_kv = g.scalar(i32, UID_SKV);
-        auto s_q = g.scalar(i32, UID_SQ);
+        auto s_kv = pad ? seq_kv : g.scalar(i32, UID_SKV);
+        auto s_q = pad ? seq_q : g.scalar(i32, UID_SQ);
         auto neg = g.scalar(f32, UID_NEG);
         auto row = g.tensor(i32, s_dim, s_str, 0, false);
         ops.push_back(
@@ -387,7 +428,7 @@ int build(Ctx &c, Plan &p)
     ops.push_back(g.pointwise(CUDNN_POINTWISE_ADD, f32, M, LZ, nullptr, stats));
     auto P = g.tensor(bf, s_dim, s_str, 0, false);
     ops.push_back(g.pointwise(CUDNN_POINTWISE_DIV, f32, E, Z, nullptr, P));
-    ops.push_back(g.matmul(P, V, O));
+    ops.push_back(g.matmul(P, V, O, seq_q, nullptr, seq_kv));
 
     auto graph = g.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
     g.set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &c.handle);
@@ -513,6 +554,8 @@ int grow(void **buf, size_t *have, size_t need, cudaStream_t st)
         KW_CUDA_TRY(cudaFree(*buf));
     *buf = nullptr, *have = 0;
     KW_CUDA_TRY(cudaMalloc(buf, need));
+    // finite from the start: a padded plan's tensors span rows no call wrote
+    KW_CUDA_TRY(cudaMemsetAsync(*buf, 0, need, st));
     *have = need;
     return KW_OK;
 }
@@ -541,24 +584,32 @@ extern "C" void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds)
 
 namespace {
 
-// Runs plan p over the buffers (c.mu held); stats may be null for a plan without them.
+// Runs plan p over the buffers (c.mu held); stats may be null for a plan without them,
+// lens (device: the actual query and key counts) for one without G_PAD.
 int exec(Ctx &c, const Plan &p, cudaStream_t st, void *q, void *k, void *v, void *o,
-         float *stats, float scale)
+         float *stats, float scale, int32_t *lens)
 {
     Api &api = c.api;
     float neg = -FLT_MAX;
     int32_t skv = p.n_kvtok, sq = p.n_q;
-    int64_t uids[9];
-    void *ptrs[9];
+    int64_t uids[12];
+    void *ptrs[12];
     int n = 0;
     uids[n] = UID_Q, ptrs[n++] = q;
     uids[n] = UID_K, ptrs[n++] = k;
     uids[n] = UID_V, ptrs[n++] = v;
     uids[n] = UID_O, ptrs[n++] = o;
     uids[n] = UID_SCALE, ptrs[n++] = &scale;
+    if (p.kind & G_PAD) {
+        uids[n] = UID_SEQ_Q, ptrs[n++] = lens;
+        uids[n] = UID_SEQ_KV, ptrs[n++] = lens + 1;
+        uids[n] = UID_NEG_PAD, ptrs[n++] = &neg;
+    }
     if (p.kind & G_CAUSAL) {
-        uids[n] = UID_SKV, ptrs[n++] = &skv;
-        uids[n] = UID_SQ, ptrs[n++] = &sq;
+        if (!(p.kind & G_PAD)) {
+            uids[n] = UID_SKV, ptrs[n++] = &skv;
+            uids[n] = UID_SQ, ptrs[n++] = &sq;
+        }
         uids[n] = UID_NEG, ptrs[n++] = &neg;
     }
     if (p.kind & G_STATS)
@@ -592,22 +643,49 @@ int exec(Ctx &c, const Plan &p, cudaStream_t st, void *q, void *k, void *v, void
 // -1: split where a chunk has keys before it (the default), 0: never, 1: the same
 int split_mode = -1;
 
+// The size a plan is built for: powers of two and 1.5 times them, from 128, so that
+// the plans of a run's many lengths stay few (a length below its size is padded).
+int bucket(int n)
+{
+    for (int b = 128;; b *= 2) {
+        if (n <= b)
+            return b;
+        if (n <= b + b / 2)
+            return b + b / 2;
+    }
+}
+
+// The plan for n_q queries over n_kv keys: built for exactly those sizes where they are
+// bucket sizes, else a padded one for their buckets.
+int plan_sized(Ctx &c, int h, int hk, int d, int n_q, int n_kv, int kind, Plan **out)
+{
+    const int bq = bucket(n_q), bk = bucket(n_kv);
+    if (bq == n_q && bk == n_kv)
+        return plan_for(c, h, hk, d, n_q, n_kv, kind, out);
+    return plan_for(c, h, hk, d, bq, bk, kind | G_PAD, out);
+}
+
 } // namespace
+
+__global__ void set_lens(int32_t *lens, int a0, int a1, int b0, int b1)
+{
+    lens[0] = a0, lens[1] = a1, lens[2] = b0, lens[3] = b1;
+}
 
 // out (n_q, h, d) f32 = the two halves' outputs weighted by their softmax mass:
 // exp(L_a - m) o_a + exp(L_b - m) o_b over the sum of the weights, m = max(L_a, L_b);
-// stats (h, n_q). One thread per 2 values.
+// stats (h, ls) with ls >= n_q rows per head. One thread per 2 values.
 __global__ void merge_halves(const __nv_bfloat162 *__restrict__ oa,
                              const __nv_bfloat162 *__restrict__ ob,
                              const float *__restrict__ la, const float *__restrict__ lb,
-                             int n_q, int h, int d, float2 *__restrict__ out)
+                             int n_q, int ls, int h, int d, float2 *__restrict__ out)
 {
     const int64_t n2 = (int64_t)n_q * h * d / 2;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n2;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t th = 2 * i / d; // token * h + head
         const int head = (int)(th % h), tok = (int)(th / h);
-        const float a = la[(int64_t)head * n_q + tok], b = lb[(int64_t)head * n_q + tok];
+        const float a = la[(int64_t)head * ls + tok], b = lb[(int64_t)head * ls + tok];
         const float m = fmaxf(a, b), wa = __expf(a - m), wb = __expf(b - m);
         const float inv = 1.f / (wa + wb);
         const float2 x = __bfloat1622float2(oa[i]), y = __bfloat1622float2(ob[i]);
@@ -633,16 +711,19 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
             return KW_EINVAL;
         max_q = nq > max_q ? nq : max_q, max_kv = nk > max_kv ? nk : max_kv;
     }
-    // one buffer: Q and two outputs (max_q, h, d) and K and V (max_kv, hk, d) in bf16,
-    // the two halves' statistics (h, max_q) in f32
-    const size_t q_sz = (size_t)max_q * h * d * 2, kv_sz = (size_t)max_kv * hk * d * 2,
-                 st_sz = (size_t)max_q * h * 4;
-    int rc = grow(&c.q, &c.q_bytes, 3 * q_sz + 2 * kv_sz + 2 * st_sz, st);
+    // one buffer: Q and two outputs (bq, h, d) and K and V (bk + bq, hk, d) in bf16 (a
+    // padded plan's tensors span their buckets; the square after `before` keys spans bq
+    // rows), the two halves' statistics (h, bq) in f32, and the lengths of two calls
+    const int64_t bq = bucket((int)max_q), bk = bucket((int)max_kv) + bq;
+    const size_t q_sz = (size_t)bq * h * d * 2, kv_sz = (size_t)bk * hk * d * 2,
+                 st_sz = (size_t)bq * h * 4;
+    int rc = grow(&c.q, &c.q_bytes, 3 * q_sz + 2 * kv_sz + 2 * st_sz + 16, st);
     if (rc)
         return rc;
     char *qb = (char *)c.q, *ob = qb + q_sz, *ob2 = ob + q_sz, *kb = ob2 + q_sz,
          *vb = kb + kv_sz;
-    float *la = (float *)(vb + kv_sz), *lb = la + max_q * h;
+    float *la = (float *)(vb + kv_sz), *lb = la + bq * h;
+    int32_t *lens = (int32_t *)(lb + bq * h);
     const int threads = 256;
     for (int s = 0; s < a->n_seq; s++) {
         const int t0 = a->host_tok_off[s], nq = a->host_tok_off[s + 1] - t0;
@@ -653,11 +734,10 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
         // merged by their statistics (split_mode 0: one bottom-right causal call)
         const bool split = before > 0 && split_mode != 0;
         Plan *p = nullptr, *p2 = nullptr;
-        if ((rc = plan_for(c, h, hk, d, nq, split ? nq : nk,
-                           G_CAUSAL | (split ? G_STATS : 0), &p)) ||
-            (split && (rc = plan_for(c, h, hk, d, nq, before, G_STATS, &p2))))
+        if ((rc = plan_sized(c, h, hk, d, nq, split ? nq : nk,
+                             G_CAUSAL | (split ? G_STATS : 0), &p)) ||
+            (split && (rc = plan_sized(c, h, hk, d, nq, before, G_STATS, &p2))))
             return rc;
-        // (the second lookup may have evicted the first plan only if MAX_PLANS were 1)
         const int64_t need = p->workspace > (p2 ? p2->workspace : 0) ? p->workspace
                                                                       : p2->workspace;
         if ((rc = grow(&c.ws, &c.ws_bytes, (size_t)need, st)))
@@ -670,9 +750,12 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
             (const uint4 *)a->base[0], a->pages, a->row_ptr, s * hk, hk, nk, a->page_tokens, d,
             (uint4 *)kb, (uint4 *)vb);
         KW_CUDA_LAUNCHED();
+        // the square (or whole causal) call's lengths, then the rectangle's
+        set_lens<<<1, 1, 0, st>>>(lens, nq, split ? nq : nk, nq, before);
+        KW_CUDA_LAUNCHED();
         float2 *out = (float2 *)(a->out + (int64_t)t0 * h * d);
         if (!split) {
-            if ((rc = exec(c, *p, st, qb, kb, vb, ob, nullptr, a->scale)))
+            if ((rc = exec(c, *p, st, qb, kb, vb, ob, nullptr, a->scale, lens)))
                 return rc;
             bf16_to_f32<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
                 (const __nv_bfloat162 *)ob, out, nqv / 2);
@@ -680,11 +763,13 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
             continue;
         }
         const size_t off = (size_t)before * hk * d * 2; // the chunk's own keys
-        if ((rc = exec(c, *p2, st, qb, kb, vb, ob, la, a->scale)) ||
-            (rc = exec(c, *p, st, qb, kb + off, vb + off, ob2, lb, a->scale)))
+        if ((rc = exec(c, *p2, st, qb, kb, vb, ob, la, a->scale, lens + 2)) ||
+            (rc = exec(c, *p, st, qb, kb + off, vb + off, ob2, lb, a->scale, lens)))
             return rc;
+        // both plans' statistics hold p->n_q rows per head (their query bucket, or nq)
         merge_halves<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
-            (const __nv_bfloat162 *)ob, (const __nv_bfloat162 *)ob2, la, lb, nq, h, d, out);
+            (const __nv_bfloat162 *)ob, (const __nv_bfloat162 *)ob2, la, lb, nq, p->n_q, h, d,
+            out);
         KW_CUDA_LAUNCHED();
     }
     return KW_OK;

@@ -331,6 +331,14 @@ static int test_prefill(void)
         fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, PF_DENSE, "long");
     }
     {
+        /* sizes cuDNN's plans are built for exactly (the others pad to them): a whole
+         * prefill of 1024 tokens, and a chunk of 512 after 1536 keys */
+        int ctx[] = {1024}, nq[] = {1024};
+        fails += test_prefill_case(128, 8, 2, 16, 1, ctx, nq, PF_DENSE, "exact");
+        int ctx2[] = {2048}, nq2[] = {512};
+        fails += test_prefill_case(128, 8, 2, 16, 1, ctx2, nq2, PF_DENSE, "exact_chunk");
+    }
+    {
         /* head_dim 128 (the wgmma path's): a whole causal prefill, pages crossing windows */
         int ctx[] = {4100}, nq[] = {4100};
         fails += test_prefill_case(128, 4, 1, 16, 1, ctx, nq, PF_DENSE, "causal128");
