@@ -127,6 +127,7 @@ struct Plan {
     std::vector<cudnnBackendDescriptor_t> descs; // everything the plan was built from
     int64_t workspace;
     unsigned long long used;                      // last use, for eviction
+    bool failed;                                  // no engine: not tried again
 };
 
 enum { MAX_PLANS = 32 };
@@ -508,7 +509,7 @@ int plan_for(Ctx &c, int n_head, int n_kv, int head_dim, int n_q, int n_kvtok, i
             p.n_kvtok == n_kvtok && p.kind == kind) {
             p.used = ++c.clock;
             *out = &p;
-            return KW_OK;
+            return p.failed ? KW_ENOSYS : KW_OK;
         }
     }
     int slot = c.n_plans;
@@ -530,15 +531,13 @@ int plan_for(Ctx &c, int n_head, int n_kv, int head_dim, int n_q, int n_kvtok, i
     int rc = build(c, p);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     c.build_s += (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    if (rc) {
+    p.used = ++c.clock;
+    if (rc) { // remembered, so that the shape does not pay for a failed build again
         destroy(c.api, p);
-        p = Plan{};
-        if (slot == c.n_plans - 1)
-            c.n_plans--;
+        p.failed = true;
         return rc;
     }
     c.n_built++;
-    p.used = ++c.clock;
     *out = &p;
     return KW_OK;
 }
