@@ -471,6 +471,19 @@ extern "C" int kw_cuda_prefill_kernel_runs(int kernel, int head_dim)
     return 0;
 }
 
+// AUTO's choice of cuDNN for a call over ordered rows: where every sequence has at least
+// 2^22 query-key pairs (2048 x 2048, 512 x 8192). Below that kvweave's kernels are about
+// as fast or faster (H200: 1024 x 1024, 169 against 141 TFLOP/s; 2048 x 2048, 258
+// against 274; 512 x 8192, 374 against 453), and each new shape costs cuDNN a plan.
+static bool cudnn_pays(const kw_cuda_prefill *a)
+{
+    for (int s = 0; s < a->n_seq; s++)
+        if ((int64_t)(a->host_tok_off[s + 1] - a->host_tok_off[s]) * a->host_kv_len[s] <
+            (int64_t)1 << 22)
+            return false;
+    return true;
+}
+
 extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
 {
     // page_tokens < 0xffff: a slot fits the uint16 token entries beside NO_SLOT
@@ -491,7 +504,8 @@ extern "C" int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a)
     const bool dense = a->pages && a->host_tok_off && a->host_kv_len;
     if (a->kernel == KW_CUDA_PREFILL_CUDNN && !dense)
         return KW_EINVAL;
-    if (a->kernel == KW_CUDA_PREFILL_CUDNN || (a->kernel == KW_CUDA_PREFILL_AUTO && dense)) {
+    if (a->kernel == KW_CUDA_PREFILL_CUDNN ||
+        (a->kernel == KW_CUDA_PREFILL_AUTO && dense && cudnn_pays(a))) {
         // AUTO falls back to the kernels below when cuDNN cannot run (nothing was queued)
         int rc = kw__cuda_prefill_cudnn(stream, a);
         if (rc != KW_ENOSYS || a->kernel == KW_CUDA_PREFILL_CUDNN)

@@ -279,8 +279,9 @@ int kw_cuda_rows_i8_to_bf16(void *stream, const void *src, const int32_t *src_po
  * a query that reads nothing gets zeros. Work items (seq, first query token) in tiles of
  * 128 queries come from kw_cuda_prefill_items (items NULL: count only). KW_EINVAL unless
  * page_tokens < 65535, q and the pool bases are 16-byte aligned and out 8-byte aligned. */
-/* The prefill kernel: AUTO picks CUDNN for a view of ordered rows (host_kv_len set) where
- * cuDNN loads and has an engine for the shape, else WGMMA (attn_prefill_ws.cu: Hopper
+/* The prefill kernel: AUTO picks CUDNN for a view of ordered rows (host_kv_len set) whose
+ * every sequence has at least 2^22 query-key pairs, where cuDNN loads and has an engine
+ * for the shape, else WGMMA (attn_prefill_ws.cu: Hopper
  * warpgroup MMA, warp-specialized; compute capability 9.0, head_dim 128) where it runs,
  * else MMA (attn_prefill.cu: mma.sync, sm_80 and later). CUDNN (attn_cudnn.cu): cuDNN's
  * fused flash attention over bf16 copies of the queries and of the rows' K and V, for
@@ -332,11 +333,6 @@ int kw_cuda_attn_prefill(void *stream, const kw_cuda_prefill *a);
  * current device, else 0 with the reason in why (KVWEAVE_CUDNN=0 turns it off); once
  * loaded, why holds the last failure to build a plan or to run one ("" if none). */
 int kw_cuda_cudnn_version(char *why, size_t why_size);
-/* How the CUDNN kernel runs a sequence whose queries have keys before them (a chunk of a
- * chunked prefill): -1 (the default) or 1 as two cuDNN calls, the unmasked rectangle
- * before the chunk and the chunk's own causal square, merged by their softmax statistics;
- * 0 as one call with the causal mask aligned bottom right. For benchmarks and tests. */
-void kw_cuda_cudnn_split(int mode);
 /* Plans built for the CUDNN prefill kernel so far, and the seconds spent building them. */
 void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds);
 

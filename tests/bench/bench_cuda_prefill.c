@@ -125,33 +125,29 @@ static void bench(int ctx, int n_q, double peak)
     /* table_cudnn: cuDNN's fused attention (the rows are ordered, so the caller may say so
      * with host_kv_len; the other modes leave it unset and run kvweave's kernels), its
      * copies of Q, K, V and O included */
-    /* (table_cudnn1: a chunk with keys before it in one cuDNN call, the causal mask
-     * aligned bottom right, instead of the rectangle and the square apart) */
-    static const char *const mode_name[6] = {"table", "spans", "table_mma", "table_cpasync",
-                                             "table_cudnn", "table_cudnn1"};
-    static const int mode_kernel[6] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
+    static const char *const mode_name[5] = {"table", "spans", "table_mma", "table_cpasync",
+                                             "table_cudnn"};
+    static const int mode_kernel[5] = {KW_CUDA_PREFILL_AUTO, KW_CUDA_PREFILL_AUTO,
                                        KW_CUDA_PREFILL_MMA, KW_CUDA_PREFILL_AUTO,
-                                       KW_CUDA_PREFILL_CUDNN, KW_CUDA_PREFILL_CUDNN};
+                                       KW_CUDA_PREFILL_CUDNN};
     const int wgmma = kw_cuda_prefill_kernel_runs(KW_CUDA_PREFILL_WGMMA, D);
     const int cudnn = kw_cuda_cudnn_version(NULL, 0) > 0;
     const int32_t kv_len[1] = {ctx};
-    for (int mode = 0; mode < 6; mode++) {
-        if ((mode >= 2 && mode <= 3 && !wgmma) || (mode >= 4 && !cudnn) ||
-            (mode == 5 && n_q == ctx))
+    for (int mode = 0; mode < 5; mode++) {
+        if ((mode >= 2 && mode <= 3 && !wgmma) || (mode == 4 && !cudnn))
             continue;
-        kw_cuda_cudnn_split(mode == 5 ? 0 : -1);
         const int spans = mode == 1;
         a.pages = spans ? NULL : d_pages;
         a.row_tokens = spans ? NULL : d_row_tokens;
         a.spans = spans ? d_spans : NULL;
         a.kernel = mode_kernel[mode];
         a.no_tma = mode == 3;
-        a.host_tok_off = mode >= 4 ? tok_off : NULL;
-        a.host_kv_len = mode >= 4 ? kv_len : NULL;
+        a.host_tok_off = mode == 4 ? tok_off : NULL;
+        a.host_kv_len = mode == 4 ? kv_len : NULL;
         int rc = kw_cuda_attn_prefill(NULL, &a); /* first call: cuDNN builds its plan */
         if (rc < 0 || cudaDeviceSynchronize() != cudaSuccess) {
             char why[256] = "";
-            if (mode >= 4)
+            if (mode == 4)
                 kw_cuda_cudnn_version(why, sizeof why);
             printf("prefill_attn,%s,%d,%d,failed,%d,%s %s\n", mode_name[mode], n_q, ctx, rc,
                    kw_cuda_last_error(), why);
@@ -160,7 +156,6 @@ static void bench(int ctx, int n_q, double peak)
         double ms = time_prefill(&a, reps), tf = flop / (ms * 1e-3) / 1e12;
         printf("prefill_attn,%s,%d,%d,%.4f,%.3f,%.1f,%.1f\n", mode_name[mode], n_q, ctx, ms,
                flop / 1e12, tf, 100.0 * tf / peak);
-        kw_cuda_cudnn_split(-1);
         fflush(stdout);
     }
     cudaFree(base), cudaFree((void *)a.pos[0]), cudaFree((void *)a.tok_off);

@@ -26,25 +26,30 @@ if python3 -c 'import torch' 2>/dev/null; then
 else
   echo "PyTorch not installed: no SDPA peer numbers"
 fi
-# side by side: kvweave (table and span views; where the default is the wgmma kernel,
-# kvw_mma: the mma.sync kernel forced, kvw_cpasync: K/V copied by cp.async, not TMA)
-# against the faster SDPA view, per context
+# side by side: kvweave (table and span views; kvw_cudnn: cuDNN's fused attention, which
+# the engine's dense prefill steps use where cuDNN loads; where the default is the wgmma
+# kernel, kvw_mma: the mma.sync kernel forced, kvw_cpasync: K/V copied by cp.async, not
+# TMA) against the fastest SDPA view, per context; ratio: the engine's choice (cuDNN where
+# it ran, else the table view) over SDPA
 echo
 echo "causal prefill attention, 32/8 heads, head_dim 128, q tokens = ctx (TFLOP/s)"
-printf '%8s %10s %10s %10s %11s %10s %8s %8s\n' ctx kvw_table kvw_spans kvw_mma kvw_cpasync \
-  sdpa ratio pct_peak
+printf '%8s %10s %10s %10s %10s %11s %10s %8s %8s\n' ctx kvw_table kvw_cudnn kvw_spans kvw_mma \
+  kvw_cpasync sdpa ratio pct_peak
 awk -F, -v peak="$peak" '
-  FNR == NR { if ($1 == "prefill_attn") { kv[$2, $4] = $7; ctx[$4] = 1 } next }
+  FNR == NR { if ($1 == "prefill_attn" && $5 != "failed") { kv[$2, $4] = $7; ctx[$4] = 1 } next }
   $1 == "sdpa_prefill" && (!($4 in sd) || $7 + 0 > sd[$4] + 0) { sd[$4] = $7 }
   END {
     for (c in ctx) {
       t = kv["table", c]; s = (c in sd) ? sd[c] : ""
+      cu = (("table_cudnn", c) in kv) ? kv["table_cudnn", c] : ""
+      best = cu != "" ? cu : t
       m = (("table_mma", c) in kv) ? sprintf("%.1f", kv["table_mma", c]) : "-"
       cp = (("table_cpasync", c) in kv) ? sprintf("%.1f", kv["table_cpasync", c]) : "-"
-      printf "%8d %10.1f %10.1f %10s %11s %10s %8s %7.1f%%\n", c, t, kv["spans", c], m, cp,
+      printf "%8d %10.1f %10s %10.1f %10s %11s %10s %8s %7.1f%%\n", c, t,
+             cu == "" ? "-" : sprintf("%.1f", cu), kv["spans", c], m, cp,
              s == "" ? "-" : sprintf("%.1f", s),
-             s == "" ? "-" : sprintf("%.2f", t / s),
-             100 * t / peak
+             s == "" ? "-" : sprintf("%.2f", best / s),
+             100 * best / peak
     }
   }' "$out/prefill.csv" "$out/sdpa_prefill.csv" | sort -n
 # decode attention side by side: the engine's dense view (table mode) and the 25% views

@@ -108,20 +108,16 @@ static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, siz
 {
     static int said, said_cudnn;
     int fail = 0;
-    /* cuDNN twice: chunks with keys before them as two calls merged (the default), then as
-     * one call with the mask aligned bottom right (k = CUDNN + 1) */
-    const int last = a->host_kv_len ? KW_CUDA_PREFILL_CUDNN + 1 : KW_CUDA_PREFILL_WGMMA;
+    const int last = a->host_kv_len ? KW_CUDA_PREFILL_CUDNN : KW_CUDA_PREFILL_WGMMA;
     for (int k = KW_CUDA_PREFILL_MMA; k <= last; k++) {
-        a->kernel = k > KW_CUDA_PREFILL_CUDNN ? KW_CUDA_PREFILL_CUDNN : k;
-        kw_cuda_cudnn_split(k > KW_CUDA_PREFILL_CUDNN ? 0 : -1);
+        a->kernel = k;
         int rc = run_prefill(a, out, n);
-        kw_cuda_cudnn_split(-1);
         if (k == KW_CUDA_PREFILL_WGMMA && rc == KW_ENOSYS) {
             if (a->head_dim == 128 && !said++)
                 printf("skip %s/wgmma: this device has no sm_90a warpgroup MMA\n", what);
             continue;
         }
-        if (k >= KW_CUDA_PREFILL_CUDNN && rc == KW_ENOSYS) {
+        if (k == KW_CUDA_PREFILL_CUDNN && rc == KW_ENOSYS) {
             char why[256];
             kw_cuda_cudnn_version(why, sizeof why);
             if (!said_cudnn++)
@@ -129,7 +125,7 @@ static int prefill_kernels(kw_cuda_prefill *a, float *out, const float *ref, siz
             continue;
         }
         char name[64];
-        static const char *const kname[] = {"auto", "mma", "wgmma", "cudnn", "cudnn1"};
+        static const char *const kname[] = {"auto", "mma", "wgmma", "cudnn"};
         snprintf(name, sizeof name, "%s/%s", what, kname[k]);
         fail += report(name, rc, bad ? INFINITY : rel_l2(out, ref, n), 1e-2, shape);
     }
@@ -332,11 +328,14 @@ static int test_prefill(void)
     }
     {
         /* sizes cuDNN's plans are built for exactly (the others pad to them): a whole
-         * prefill of 1024 tokens, and a chunk of 512 after 1536 keys */
+         * prefill of 1024 tokens, and a chunk of 512 after 1536 keys; and 5000 queries
+         * padded to 5120 */
         int ctx[] = {1024}, nq[] = {1024};
         fails += test_prefill_case(128, 8, 2, 16, 1, ctx, nq, PF_DENSE, "exact");
         int ctx2[] = {2048}, nq2[] = {512};
         fails += test_prefill_case(128, 8, 2, 16, 1, ctx2, nq2, PF_DENSE, "exact_chunk");
+        int ctx3[] = {6000}, nq3[] = {5000};
+        fails += test_prefill_case(128, 8, 2, 16, 1, ctx3, nq3, PF_DENSE, "padded_chunk");
     }
     {
         /* head_dim 128 (the wgmma path's): a whole causal prefill, pages crossing windows */
