@@ -20,9 +20,10 @@ static const struct {
                   "(CUDA builds; tests/bench/run_gpu.sh adds PyTorch SDPA side by side)"},
     {"cuda_gemv", "decode-shaped bf16 linear layers (1-8 rows, 8B shapes): the "
                   "weight-streaming kernel beside cuBLAS and the copy bandwidth (CUDA builds)"},
-    {"cuda_prefill", "causal prefill attention alone on the GPU, table and span views, "
-                     "4k..32k tokens, in TFLOP/s against a nominal peak (CUDA builds; args: "
-                     "[MAX_CTX] [PEAK_TFLOPS]; tests/bench/run_gpu.sh adds PyTorch SDPA)"},
+    {"cuda_prefill", "causal prefill attention alone on the GPU, table and span views and "
+                     "cuDNN's fused attention, 4k..32k tokens, in TFLOP/s against a nominal "
+                     "peak (CUDA builds; args: [MAX_CTX] [PEAK_TFLOPS] [MIN_CTX] [Q_TOKENS]; "
+                     "tests/bench/run_gpu.sh adds PyTorch SDPA)"},
     {"model", "the CUDA engine on a whole model: prefill and decode tokens per second at "
               "batches and contexts beside the bandwidth and FLOP floors (CUDA builds; args: "
               "MODEL.gguf [--ctx ...] [--batch ...] [--kv bf16|int8]; "

@@ -1,17 +1,18 @@
 // Causal prefill attention through cuDNN's fused flash attention (KW_CUDA_PREFILL_CUDNN),
 // for views of ordered rows (kw_cuda_prefill.host_kv_len: positions increase along each
-// row and the queries are its last tokens). cuDNN is loaded
-// at run time (dlopen of libcudnn.so.9), so a build or a machine without it still runs
-// kvweave's own kernels; kw_cuda_cudnn_version() says whether it was found.
+// row and the queries are its last tokens). cuDNN is loaded at run time (dlopen of
+// libcudnn.so.9), so a build or a machine without it still runs kvweave's own kernels;
+// kw_cuda_cudnn_version() says whether it was found.
 //
 // Per sequence: the queries (f32) become a bf16 (n_q, n_head, d) buffer, the K and V of
 // the sequence's rows are gathered from their pages into bf16 (kv_len, n_kv, d) buffers,
 // cuDNN computes softmax(scale Q K^T + causal mask) V with the diagonal aligned to the
 // bottom right (query i of n sits at position kv_len - n + i), and its bf16 output is
 // widened into out. The graph is the one cuDNN's fused engines recognize (the pattern
-// cuDNN's own frontend builds for SDPA inference before 9.21): matmul, scale,
-// gen_index / add / sub / cmp_ge / binary_select for the mask, max / sub / exp / sum /
-// log / add / div for the softmax, matmul. Plans are built once per shape and kept.
+// cuDNN's own frontend builds for SDPA inference before 9.21): matmul, scale, [padding
+// mask: gen_index / cmp_lt / logical_and / binary_select], gen_index / add / sub /
+// cmp_ge / binary_select for the causal mask, max / sub / exp / sum / log / add / div
+// for the softmax, matmul. Plans are built once per size (bucket below) and kept.
 #include <dlfcn.h>
 #include <float.h>
 #include <stdio.h>
@@ -732,6 +733,5 @@ extern "C" void kw_cuda_cudnn_stats(int *plans_built, double *build_seconds)
 }
 
 extern "C" int kw__cuda_prefill_cudnn(void *, const kw_cuda_prefill *) { return KW_ENOSYS; }
-
 
 #endif
