@@ -378,26 +378,6 @@ typedef struct stepargs {
     const int32_t *h_tokoff, *h_rowtok; /* host copies of the step buffer's sections */
 } stepargs;
 
-/* The host_kv_len of a prefill call over layer l's rows (kernels_cuda.h): a dense step's
- * rows are the sequences' pages in order, their last tokens the step's queries, so the
- * call may say so when every KV head of a sequence holds the same count (NULL otherwise,
- * or for more sequences than kv_len holds). */
-static const int32_t *ordered_rows(const stepargs *a, int l, int nkv, int32_t *kv_len, int cap)
-{
-    if (a->ns > cap)
-        return NULL;
-    const int32_t *rt = a->h_rowtok + (size_t)l * a->rows;
-    for (int s = 0; s < a->ns; s++) {
-        kv_len[s] = rt[s * nkv];
-        for (int h = 1; h < nkv; h++)
-            if (rt[s * nkv + h] != kv_len[s])
-                return NULL;
-        if (kv_len[s] < a->h_tokoff[s + 1] - a->h_tokoff[s])
-            return NULL;
-    }
-    return kv_len;
-}
-
 /* 2. of a dense step: embedding and every layer, all on the stream. With fixed_grid
  * (decode steps that a CUDA graph replays) every decode-attention launch has n_items
  * blocks, reads its live item count from the step buffer and always merges, so the
@@ -456,7 +436,9 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
                     return rc;
             } else {
                 int32_t kv_len[256];
-                at.host_kv_len = ordered_rows(a, l, f->n_head_kv, kv_len, 256);
+                at.host_kv_len = kw__cf_ordered_rows(a->ns, f->n_head_kv, a->h_tokoff,
+                                                     a->h_rowtok + (size_t)l * a->rows, kv_len,
+                                                     256);
                 at.host_tok_off = at.host_kv_len ? a->h_tokoff : NULL;
                 if (at.host_kv_len)
                     at.kernel = c->prefill_kernel; /* cudnn where asked for */

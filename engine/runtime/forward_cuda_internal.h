@@ -172,6 +172,13 @@ int kw__cf_layer_post(kw_cfwd *c, int l, int n_tok, bool att_bf16, bool fold,
 int kw__cf_logits_out(kw_cfwd *c, kw_fwd_step *s, const int32_t *d_logit, kw_error *err);
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c);
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq);
+/* The host_kv_len of a dense step's prefill call (kernels_cuda.h) over one layer's rows
+ * (row_tok: n_seq * n_kv host lengths; tok_off: the host token offsets): the rows are
+ * the sequences' pages in order and their last tokens the step's queries, so the call
+ * may say so where every KV head of a sequence holds the same count. kv_len, or NULL
+ * where they differ or for more sequences than cap. */
+const int32_t *kw__cf_ordered_rows(int n_seq, int n_kv, const int32_t *tok_off,
+                                   const int32_t *row_tok, int32_t *kv_len, int cap);
 int kw__cf_plan_tokens(const kw_cfwd *c, int n_rows, const int32_t *row_tokens, int cap);
 /* Int8 pages in prefill. The prefill kernels read bf16 pages, so before each layer's
  * prefill attention the rows' pages are dequantized (kw_cuda_rows_i8_to_bf16) into a bf16

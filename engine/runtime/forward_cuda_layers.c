@@ -65,6 +65,22 @@ kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
     return a;
 }
 
+const int32_t *kw__cf_ordered_rows(int n_seq, int n_kv, const int32_t *tok_off,
+                                   const int32_t *row_tok, int32_t *kv_len, int cap)
+{
+    if (n_seq > cap)
+        return NULL;
+    for (int s = 0; s < n_seq; s++) {
+        kv_len[s] = row_tok[s * n_kv];
+        for (int h = 1; h < n_kv; h++)
+            if (row_tok[s * n_kv + h] != kv_len[s])
+                return NULL;
+        if (kv_len[s] < tok_off[s + 1] - tok_off[s])
+            return NULL;
+    }
+    return kv_len;
+}
+
 /* ---- int8 pages in prefill (forward_cuda_internal.h) ---- */
 
 static int64_t i8_cap_pages(const kw_cfwd *c, int64_t n_pages)

@@ -276,7 +276,6 @@ static int test_prefill_case(int D, int n_head, int n_kv, int P, int n_seq, cons
          * kernel's bottom-right causal mask over indices is the view's mask over positions */
         a.host_tok_off = tok_off, a.host_kv_len = ctx;
         fail += prefill_kernels(&a, out, ref, n_out, "prefill_tab", bad, shape);
-        a.host_tok_off = a.host_kv_len = NULL;
         cudaFree((void *)a.pages), cudaFree((void *)a.row_tokens);
         free(pages), free(row_tokens);
     }
@@ -327,15 +326,11 @@ static int test_prefill(void)
         fails += test_prefill_case(128, 32, 8, 16, 1, ctx, nq, PF_DENSE, "long");
     }
     {
-        /* sizes cuDNN's plans are built for exactly (the others pad to them): a whole
-         * prefill of 1024 tokens, and a chunk of 512 after 1536 keys; and 5000 queries
-         * padded to 5120 */
-        int ctx[] = {1024}, nq[] = {1024};
-        fails += test_prefill_case(128, 8, 2, 16, 1, ctx, nq, PF_DENSE, "exact");
-        int ctx2[] = {2048}, nq2[] = {512};
-        fails += test_prefill_case(128, 8, 2, 16, 1, ctx2, nq2, PF_DENSE, "exact_chunk");
-        int ctx3[] = {6000}, nq3[] = {5000};
-        fails += test_prefill_case(128, 8, 2, 16, 1, ctx3, nq3, PF_DENSE, "padded_chunk");
+        /* sizes cuDNN's plans are built for exactly (1024 whole, 512 after 1536 keys; the
+         * others pad to them), and 5000 queries after 1000 keys, padded to 5120 x 6144 */
+        static const int c[3][2] = {{1024, 1024}, {2048, 512}, {6000, 5000}};
+        for (int i = 0; i < 3; i++)
+            fails += test_prefill_case(128, 8, 2, 16, 1, c[i], c[i] + 1, PF_DENSE, "bucket");
     }
     {
         /* head_dim 128 (the wgmma path's): a whole causal prefill, pages crossing windows */
