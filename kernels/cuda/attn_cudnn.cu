@@ -144,7 +144,8 @@ struct Ctx {
     // device buffers, grown on demand
     void *q = nullptr, *ws = nullptr; // Q, O, K, V; cuDNN's workspace
     size_t q_bytes = 0, ws_bytes = 0;
-    double build_s = 0; // seconds spent building plans
+    cudaEvent_t done = nullptr; // recorded after the work that last used the buffers
+    double build_s = 0;         // seconds spent building plans
     int n_built = 0;
 };
 
@@ -659,14 +660,11 @@ int plan_sized(Ctx &c, int h, int hk, int d, int n_q, int n_kv, Plan **out)
 
 __global__ void set_lens(int32_t *lens, int n_q, int n_kv) { lens[0] = n_q, lens[1] = n_kv; }
 
-extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
+namespace {
+
+// The sequences of one call (c.mu held).
+int run_seqs(Ctx &c, cudaStream_t st, const kw_cuda_prefill *a)
 {
-    Ctx &c = ctx();
-    std::lock_guard<std::mutex> lock(c.mu);
-    load(c);
-    if (c.state != 1)
-        return KW_ENOSYS;
-    cudaStream_t st = (cudaStream_t)stream;
     const int h = a->n_head, hk = a->n_kv, d = a->head_dim;
     int64_t max_q = 0, max_kv = 0;
     for (int s = 0; s < a->n_seq; s++) {
@@ -713,6 +711,26 @@ extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
         KW_CUDA_LAUNCHED();
     }
     return KW_OK;
+}
+
+} // namespace
+
+extern "C" int kw__cuda_prefill_cudnn(void *stream, const kw_cuda_prefill *a)
+{
+    Ctx &c = ctx();
+    std::lock_guard<std::mutex> lock(c.mu);
+    load(c);
+    if (c.state != 1)
+        return KW_ENOSYS;
+    cudaStream_t st = (cudaStream_t)stream;
+    // the buffers are shared by every caller: this stream waits for the work that used
+    // them last, whichever stream queued it (an event never recorded is complete)
+    if (!c.done)
+        KW_CUDA_TRY(cudaEventCreateWithFlags(&c.done, cudaEventDisableTiming));
+    KW_CUDA_TRY(cudaStreamWaitEvent(st, c.done, 0));
+    int rc = run_seqs(c, st, a);
+    KW_CUDA_TRY(cudaEventRecord(c.done, st));
+    return rc;
 }
 
 #else // no cudnn_graph.h at build time
