@@ -12,8 +12,11 @@
  *     (bit-identical logits), the device memory an int8 pool takes against a bf16 one of
  *     as many pages, a sequence with a KV hook running on int8 pages, and the refusals
  *     (odd page sizes with int8 pages, pre-RoPE pools).
+ *  5. cuDNN prefill (parity_cudnn): 1. and 2. with KVWEAVE_CUDA_PREFILL=cudnn, so that
+ *     every dense prefill step runs cuDNN's fused attention (said and skipped where
+ *     libcudnn.so.9 does not load).
  * Without a CUDA device only the host-side int8 prefill plan is checked, then 77 (skip).
- *   test_engine_cuda [parity|parity_i8]...: only those (default: everything). */
+ *   test_engine_cuda [parity|parity_i8|parity_cudnn]...: only those (default: everything). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -560,15 +563,17 @@ static int check_i8_plan(void)
 
 int main(int argc, char **argv)
 {
-    bool want[2] = {argc < 2, argc < 2}; /* parity, parity_i8 */
+    bool want[3] = {argc < 2, argc < 2, argc < 2}; /* parity, parity_i8, parity_cudnn */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "parity"))
             want[0] = true;
         else if (!strcmp(argv[i], "parity_i8"))
             want[1] = true;
+        else if (!strcmp(argv[i], "parity_cudnn"))
+            want[2] = true;
         else {
-            fprintf(stderr, "test_engine_cuda: no test group '%s' (parity, parity_i8)\n",
-                    argv[i]);
+            fprintf(stderr, "test_engine_cuda: no test group '%s' (parity, parity_i8, "
+                    "parity_cudnn)\n", argv[i]);
             return 2;
         }
     }
@@ -612,6 +617,22 @@ int main(int argc, char **argv)
         admission(m, dt, &fails);
         if (k)
             int8_memory_hooks_refusals(m, &fails);
+    }
+    /* the engine with cuDNN's prefill attention in every dense prefill step (AUTO leaves
+     * these short prompts to kvweave's kernels), where cuDNN loads */
+    if (want[2]) {
+        char why[256];
+        if (kw_cuda_cudnn_version(why, sizeof why) > 0) {
+            printf("-- cuDNN prefill attention forced (parity_cudnn)\n");
+            setenv("KVWEAVE_CUDA_PREFILL", "cudnn", 1);
+            if (parity(m, KW_KV_F32, &fails) == 0)
+                engines(m, KW_KV_F32, &fails);
+            else
+                fails++;
+            unsetenv("KVWEAVE_CUDA_PREFILL");
+        } else {
+            printf("skip parity_cudnn: %s\n", why);
+        }
     }
     kw_model_free(m);
     if (path == tmp)
