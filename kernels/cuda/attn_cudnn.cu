@@ -37,18 +37,6 @@
 
 // ---- the copies around the fused call (plain kernels, tested through the whole path) --
 
-// n (a multiple of 4) f32 values to bf16, round to nearest even
-__global__ void f32_to_bf16(const float4 *__restrict__ x, __nv_bfloat162 *__restrict__ y,
-                            int64_t n4)
-{
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n4;
-         i += (int64_t)gridDim.x * blockDim.x) {
-        float4 v = x[i];
-        y[2 * i] = __floats2bfloat162_rn(v.x, v.y);
-        y[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
-    }
-}
-
 __global__ void bf16_to_f32(const __nv_bfloat162 *__restrict__ x, float2 *__restrict__ y,
                             int64_t n2)
 {
@@ -78,12 +66,6 @@ __global__ void gather_kv(const uint4 *__restrict__ base, const int32_t *__restr
         k[i] = base[src];
         v[i] = base[src + (int64_t)page_tokens * vec];
     }
-}
-
-static int blocks_for(int64_t n, int threads)
-{
-    int64_t b = (n + threads - 1) / threads;
-    return (int)(b < 4096 ? (b > 0 ? b : 1) : 4096);
 }
 
 #if KW_HAVE_CUDNN_H
@@ -682,7 +664,6 @@ int run_seqs(Ctx &c, cudaStream_t st, const kw_cuda_prefill *a)
         return rc;
     char *qb = (char *)c.q, *ob = qb + q_sz, *kb = ob + q_sz, *vb = kb + kv_sz;
     int32_t *lens = (int32_t *)(vb + kv_sz);
-    const int threads = 256;
     for (int s = 0; s < a->n_seq; s++) {
         const int t0 = a->host_tok_off[s], nq = a->host_tok_off[s + 1] - t0;
         const int nk = a->host_kv_len[s];
@@ -693,10 +674,9 @@ int run_seqs(Ctx &c, cudaStream_t st, const kw_cuda_prefill *a)
             (rc = grow(&c.ws, &c.ws_bytes, (size_t)p->workspace, st)))
             return rc;
         const int64_t nqv = (int64_t)nq * h * d;
-        f32_to_bf16<<<blocks_for(nqv / 4, threads), threads, 0, st>>>(
-            (const float4 *)(a->q + (int64_t)t0 * h * d), (__nv_bfloat162 *)qb, nqv / 4);
-        KW_CUDA_LAUNCHED();
-        gather_kv<<<blocks_for((int64_t)nk * hk * d / 8, threads), threads, 0, st>>>(
+        if ((rc = kw_cuda_to_bf16(st, a->q + (int64_t)t0 * h * d, qb, nqv)))
+            return rc;
+        gather_kv<<<kw_blocks_for((int64_t)nk * hk * d / 8), 256, 0, st>>>(
             (const uint4 *)a->base[0], a->pages, a->row_ptr, s * hk, hk, nk, a->page_tokens, d,
             (uint4 *)kb, (uint4 *)vb);
         KW_CUDA_LAUNCHED();
@@ -706,7 +686,7 @@ int run_seqs(Ctx &c, cudaStream_t st, const kw_cuda_prefill *a)
         }
         if ((rc = exec(c, *p, st, qb, kb, vb, ob, a->scale, lens)))
             return rc;
-        bf16_to_f32<<<blocks_for(nqv / 2, threads), threads, 0, st>>>(
+        bf16_to_f32<<<kw_blocks_for(nqv / 2), 256, 0, st>>>(
             (const __nv_bfloat162 *)ob, (float2 *)(a->out + (int64_t)t0 * h * d), nqv / 2);
         KW_CUDA_LAUNCHED();
     }

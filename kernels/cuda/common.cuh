@@ -63,6 +63,13 @@ static inline cudaError_t kw_launch(void (*k)(P...), dim3 grid, dim3 block, size
     return cudaLaunchKernelEx(&cfg, k, static_cast<A &&>(args)...);
 }
 
+// Blocks of 256 threads for a grid-stride loop over n items (at least 1, at most 65536).
+static inline int kw_blocks_for(int64_t n)
+{
+    int64_t b = (n + 255) / 256;
+    return (int)(b > 65536 ? 65536 : b < 1 ? 1 : b);
+}
+
 // kw_cuda_i8_page_bytes (kernels_cuda.h) for device code: an int8 page's bytes.
 __host__ __device__ __forceinline__ int64_t kw_i8_page_bytes(int page_tokens, int head_dim)
 {

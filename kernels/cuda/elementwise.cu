@@ -36,18 +36,12 @@ __global__ void embed_f32(const float *__restrict__ table, int64_t n_rows, int d
         dst[i] = row[i];
 }
 
-static int blocks_for(int64_t n)
-{
-    int64_t b = (n + 255) / 256;
-    return (int)(b > 65536 ? 65536 : b < 1 ? 1 : b);
-}
-
 extern "C" int kw_cuda_swiglu(void *stream, const float *gate, const float *up, float *out,
                               int64_t n)
 {
     if (n <= 0)
         return KW_EINVAL;
-    swiglu_f32<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up, out, n);
+    swiglu_f32<<<kw_blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up, out, n);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
@@ -56,7 +50,7 @@ extern "C" int kw_cuda_add(void *stream, float *y, const float *x, int64_t n)
 {
     if (n <= 0)
         return KW_EINVAL;
-    add_f32<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, x, n);
+    add_f32<<<kw_blocks_for(n), 256, 0, (cudaStream_t)stream>>>(y, x, n);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
@@ -93,7 +87,7 @@ extern "C" int kw_cuda_swiglu_bf16(void *stream, const float *gate, const float 
 {
     if (n <= 0)
         return KW_EINVAL;
-    swiglu_bf16<<<blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up,
+    swiglu_bf16<<<kw_blocks_for(n), 256, 0, (cudaStream_t)stream>>>(gate, up,
                                                                    (__nv_bfloat16 *)out, n);
     KW_CUDA_LAUNCHED();
     return KW_OK;
@@ -117,7 +111,7 @@ extern "C" int kw_cuda_swiglu_bf16_in(void *stream, const void *gate, const void
     if (n <= 0 || n % 2 || !gate || !up || !out || ((uintptr_t)gate | (uintptr_t)up |
                                                      (uintptr_t)out) % 4)
         return KW_EINVAL;
-    swiglu_bf16_in<<<blocks_for(n / 2), 256, 0, (cudaStream_t)stream>>>(
+    swiglu_bf16_in<<<kw_blocks_for(n / 2), 256, 0, (cudaStream_t)stream>>>(
         (const __nv_bfloat162 *)gate, (const __nv_bfloat162 *)up, (__nv_bfloat162 *)out, n / 2);
     KW_CUDA_LAUNCHED();
     return KW_OK;

@@ -63,17 +63,11 @@ __global__ void to_bf16(const float *__restrict__ x, __nv_bfloat16 *__restrict__
         y[i] = __float2bfloat16_rn(x[i]);
 }
 
-static int blocks_for(int64_t n)
-{
-    int64_t b = (n + 255) / 256;
-    return (int)(b > 65536 ? 65536 : b < 1 ? 1 : b);
-}
-
 static int bias(cudaStream_t st, float *y, const float *b, int M, int N)
 {
     if (!b)
         return KW_OK;
-    add_bias_f32<<<blocks_for((int64_t)M * N), 256, 0, st>>>(y, b, M, N);
+    add_bias_f32<<<kw_blocks_for((int64_t)M * N), 256, 0, st>>>(y, b, M, N);
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
@@ -587,7 +581,7 @@ extern "C" int kw_cuda_to_bf16(void *stream, const float *x, void *y, int64_t n)
 {
     if (n <= 0 || !x || !y)
         return KW_EINVAL;
-    KW_CUDA_TRY(kw_launch(to_bf16, blocks_for(n), 256, 0, (cudaStream_t)stream, x,
+    KW_CUDA_TRY(kw_launch(to_bf16, kw_blocks_for(n), 256, 0, (cudaStream_t)stream, x,
                           (__nv_bfloat16 *)y, n));
     return KW_OK;
 }
