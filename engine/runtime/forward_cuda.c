@@ -204,7 +204,8 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     CU(cudaMemset(c->kv_pos, 0x7f, (size_t)c->n_pages * c->P * 4), "KV positions");
     kw_kvpool_set_device(pool, &(kw_kvpool_device){.ud = c, .copy = cow_copy,
                                                      .compact = kw__cf_dev_compact,
-                                                     .read = kw__cf_dev_read});
+                                                     .read = kw__cf_dev_read,
+                                                     .write = kw__cf_dev_write});
     /* activations */
     size_t T = (size_t)c->max_tok, S = (size_t)c->max_seq;
     struct { float **p; size_t n; } a[] = {
@@ -334,7 +335,7 @@ kw_cfwd *kw__cfwd_free(kw_cfwd *c)
     cudaFreeHost(c->lst.h);
     kw__cf_ptab_free(c);
     free(c->cq_off), free(c->cq_list);
-    void *q[] = {c->lst.d, c->d_pout, c->d_pscr, c->d_lse};
+    void *q[] = {c->lst.d, c->d_pout, c->d_pscr, c->d_lse, c->d_tmp, c->d_tmp_pos, c->d_io};
     for (size_t i = 0; i < sizeof q / sizeof *q; i++)
         cudaFree(q[i]);
     free(c->hq), free(c->hk), free(c->hv), free(c->hlse), free(c->h_list), free(c->i8_plan);

@@ -117,57 +117,111 @@ void kw__cf_flush_quiet(kw_cfwd *c)
         c->cq_rc = rc;
 }
 
-/* dev_read of int8 pages: the rows and their scales, dequantized as kw_kvmem_row does. */
-static int dev_read_i8(kw_cfwd *c, int32_t page, int first, int n, int which, float *out)
-{
-    const int hd = c->cfg.head_dim, P = c->P;
-    int8_t *h = malloc((size_t)n * hd + (size_t)n * 4);
-    if (!h)
-        return KW_ENOMEM;
-    float *sc = (float *)(void *)(h + (size_t)n * hd);
-    const uint8_t *pg = (const uint8_t *)c->kv_base + (size_t)page * (size_t)c->page_bytes;
-    const size_t r0 = (size_t)which * P + first;
-    int rc = 0;
-    if (cudaMemcpyAsync(h, pg + r0 * hd, (size_t)n * hd, cudaMemcpyDeviceToHost, c->st)
-            != cudaSuccess ||
-        cudaMemcpyAsync(sc, pg + (size_t)2 * P * hd + r0 * 4, (size_t)n * 4,
-                        cudaMemcpyDeviceToHost, c->st) != cudaSuccess ||
-        cudaStreamSynchronize(c->st) != cudaSuccess)
-        rc = KW_ECUDA;
-    c->d2h_bytes += (int64_t)n * (hd + 4);
-    for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
-        out[i] = sc[i / hd] * (float)h[i];
-    free(h);
-    return rc;
-}
-
-/* Host reads of device pages (kw_kvpool_device.read): n rows of one page, bf16 (or int8)
- * -> f32. */
-int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *out)
+/* Host reads of device pages (kw_kvpool_device.read): rows [first, first + n) of a table's
+ * pages, gathered as f32 on the device (kw_cuda_page_rows_f32: bf16 widened, int8 as
+ * scale x int8, as kw_kvmem_row does) and copied back in one transfer, however many
+ * pages they span. */
+int kw__cf_dev_read(void *ud, const int32_t *pages, int first, int n, int which, float *out)
 {
     kw_cfwd *c = ud;
-    int hd = c->cfg.head_dim;
-    if (first < 0 || n < 0 || first + n > c->P || page < 0 || page >= c->n_pages)
+    const int hd = c->cfg.head_dim, P = c->P;
+    if (first < 0 || first >= P || n < 0 || (which != 0 && which != 1))
         return KW_EINVAL;
+    if (n == 0)
+        return 0;
+    const int np = (first + n + P - 1) / P;
+    for (int i = 0; i < np; i++)
+        if (pages[i] < 0 || pages[i] >= c->n_pages)
+            return KW_EINVAL;
     kw__cf_flush_quiet(c);
     if (c->cq_rc < 0)
         return c->cq_rc;
-    if (c->i8)
-        return dev_read_i8(c, page, first, n, which, out);
-    uint16_t *h = malloc((size_t)n * hd * 2);
-    if (!h)
+    const size_t o_rows = align16(4 * (size_t)np), bytes = o_rows + (size_t)n * hd * 4;
+    if (kw__cf_dgrow(&c->d_io, &c->io_cap, bytes, 1) < 0)
         return KW_ENOMEM;
-    const uint16_t *src = (const uint16_t *)c->kv_base
-                          + ((size_t)page * 2 * c->P + (size_t)which * c->P + first) * hd;
+    uint8_t *d = c->d_io;
+    float *rows = (float *)(void *)(d + o_rows);
     int rc = 0;
-    if (cudaMemcpyAsync(h, src, (size_t)n * hd * 2, cudaMemcpyDeviceToHost, c->st) != cudaSuccess
-        || cudaStreamSynchronize(c->st) != cudaSuccess)
+    if (cudaMemcpyAsync(d, pages, 4 * (size_t)np, cudaMemcpyHostToDevice, c->st) != cudaSuccess)
         rc = KW_ECUDA;
-    c->d2h_bytes += (int64_t)n * hd * 2;
-    for (int64_t i = 0; rc == 0 && i < (int64_t)n * hd; i++)
-        out[i] = kw_bf16_to_f32(h[i]);
-    free(h);
+    if (rc == 0)
+        rc = kw_cuda_page_rows_f32(c->st, c->kv_base, c->i8 ? KW_CUDA_KV_I8 : KW_CUDA_KV_BF16,
+                                   P, hd, (const int32_t *)(void *)d, first, n, which, rows);
+    if (rc == 0 && (cudaMemcpyAsync(out, rows, (size_t)n * hd * 4, cudaMemcpyDeviceToHost,
+                                    c->st) != cudaSuccess ||
+                    cudaStreamSynchronize(c->st) != cudaSuccess))
+        rc = KW_ECUDA;
+    c->h2d_bytes += 4 * (int64_t)np;
+    c->d2h_bytes += (int64_t)n * hd * 4;
     return rc;
+}
+
+/* Host writes of device pages (kw_kvpool_device.write: kw_kvseq_append on the device
+ * pool, KVStar's blocks read back from its store): the rows, positions and slots copied
+ * in, then written by the page-append kernel of the pool's page type (bf16, or int8
+ * quantized as the host pool does). Queued compactions go first: one of them may still
+ * read a page the pool has since handed to these tokens. */
+int kw__cf_dev_write(void *ud, const int32_t *slots, int n_tok, int n_kv, const float *k,
+                     const float *v, const int32_t *pos)
+{
+    kw_cfwd *c = ud;
+    const int hd = c->cfg.head_dim;
+    if (n_tok < 0 || n_kv != c->cfg.n_head_kv || !slots || !k || !v || !pos)
+        return KW_EINVAL;
+    if (n_tok == 0)
+        return 0;
+    kw__cf_flush_quiet(c);
+    if (c->cq_rc < 0)
+        return c->cq_rc;
+    const size_t nr = (size_t)n_tok * n_kv, kb = nr * hd * 4, o_pos = 2 * kb,
+                 o_sl = align16(o_pos + 4 * (size_t)n_tok), bytes = o_sl + 4 * nr;
+    if (kw__cf_dgrow(&c->d_io, &c->io_cap, bytes, 1) < 0)
+        return KW_ENOMEM;
+    uint8_t *d = c->d_io;
+    const float *dk = (const float *)(void *)d, *dv = dk + nr * hd;
+    const int32_t *dp = (const int32_t *)(void *)(d + o_pos), *ds = (const int32_t *)(void *)(d + o_sl);
+    if (cudaMemcpyAsync(d, k, kb, cudaMemcpyHostToDevice, c->st) != cudaSuccess ||
+        cudaMemcpyAsync(d + kb, v, kb, cudaMemcpyHostToDevice, c->st) != cudaSuccess ||
+        cudaMemcpyAsync(d + o_pos, pos, 4 * (size_t)n_tok, cudaMemcpyHostToDevice, c->st) !=
+            cudaSuccess ||
+        cudaMemcpyAsync(d + o_sl, slots, 4 * nr, cudaMemcpyHostToDevice, c->st) != cudaSuccess)
+        return KW_ECUDA;
+    c->h2d_bytes += (int64_t)(2 * kb + 4 * (size_t)n_tok + 4 * nr);
+    return c->i8 ? kw_cuda_kv_append_i8(c->st, c->kv_base, c->kv_pos, c->P, hd, n_tok, n_kv, dk,
+                                        dv, dp, ds)
+                 : kw_cuda_kv_append(c->st, c->kv_base, c->kv_pos, c->P, hd, n_tok, n_kv, dk,
+                                     dv, dp, ds);
+}
+
+/* The host pool's temporary pages in use, [0, kw_kvpool_tmp_used), copied to the device's
+ * temporary pool as bf16 pages (the same element order: K (P, head_dim), then V), with
+ * their positions, through the I/O buffer in pieces of at most 64 MiB of f32. */
+static int tmp_upload(kw_cfwd *c, kw_kvpool *pool, kw_error *err)
+{
+    const int64_t n = kw_kvpool_tmp_used(pool);
+    if (n <= 0)
+        return 0;
+    int32_t *hpos = NULL;
+    const float *h = kw_kvpool_tmp_page(pool, 0, &hpos);
+    const size_t per = (size_t)2 * c->P * c->cfg.head_dim; /* values a page */
+    const int64_t piece = (int64_t)((64u << 20) / (per * 4)) > 0 ? (int64_t)((64u << 20) / (per * 4)) : 1;
+    const int64_t first = n < piece ? n : piece;
+    if (!h || kw__cf_dgrow(&c->d_tmp, &c->tmp_cap, (size_t)n * per * 2, 1) < 0 ||
+        kw__cf_dgrow((void **)&c->d_tmp_pos, &c->tmp_pos_cap, (size_t)n * c->P, 4) < 0 ||
+        kw__cf_dgrow(&c->d_io, &c->io_cap, (size_t)first * per * 4, 1) < 0)
+        return kw_error_set(err, KW_ENOMEM, "cuda: no device memory for %lld temporary "
+                            "pages (%.0f MiB)", (long long)n, n * per * 2 / 1048576.0);
+    for (int64_t g = 0; g < n; g += piece) {
+        const int64_t m = n - g < piece ? n - g : piece;
+        CU(cudaMemcpyAsync(c->d_io, h + (size_t)g * per, (size_t)m * per * 4,
+                           cudaMemcpyHostToDevice, c->st), "temporary pages");
+        KTRY(kw_cuda_to_bf16(c->st, (const float *)c->d_io,
+                             (uint16_t *)c->d_tmp + (size_t)g * per, (int64_t)m * (int64_t)per));
+    }
+    CU(cudaMemcpyAsync(c->d_tmp_pos, hpos, (size_t)n * c->P * 4, cudaMemcpyHostToDevice, c->st),
+       "temporary positions");
+    c->h2d_bytes += n * (int64_t)(per * 4 + (size_t)c->P * 4);
+    return 0;
 }
 
 /* ---- steps with KV hooks ----
@@ -311,21 +365,26 @@ static int i8_map_grow(kw_cfwd *c, int64_t n, kw_error *err)
 
 /* Attention of layer l over c->views: prefill kernel for sequences of several tokens,
  * decode kernel for single tokens. */
-static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
+static int hooked_attention(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, int l,
                             const int32_t *d_tokoff, const int32_t *d_pos, kw_error *err)
 {
     const kw_model_config *f = &c->cfg;
     const int nkv = f->n_head_kv, H = f->n_head, hd = f->head_dim, ns = s->n_seq, g = H / nkv;
     int n_pre = 0, n_dec = 0;
     bool dq = c->dec_g == 1 && g > 1; /* decode rows per query head */
+    bool tmp = false;
     for (int i = 0; i < ns; i++) {
         const kw_view *w = c->views[i];
         for (int j = 0; j < w->row_ptr[w->n_rows]; j++)
-            if (w->spans[j].pool != KW_POOL_MAIN) {
-                seq_fail(s, i, KW_ENOSYS); /* no temporary pool on the device */
+            if (w->spans[j].pool != KW_POOL_MAIN && c->i8) {
+                kw_seq_fail(s->seqs[i], KW_ENOSYS, "cuda: a view reads temporary-pool tokens "
+                            "(a MATERIALIZE hook's, such as DeltaKV's rebuilt ones), which "
+                            "int8 KV pages do not take on the device; use bf16 pages");
+                seq_fail(s, i, KW_ENOSYS);
                 kw_view_reset(c->views[i], nkv, false);
                 break;
-            }
+            } else if (w->spans[j].pool != KW_POOL_MAIN)
+                tmp = true;
         if (s->tok_n[i] > 1 && w->per_qhead) {
             seq_fail(s, i, KW_ENOSYS); /* the prefill kernel reads rows per KV head */
             kw_view_reset(c->views[i], nkv, false);
@@ -339,6 +398,9 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
         int64_t nv = kw_view_tokens(c->views[i]);
         s->attended[i] += c->views[i]->per_qhead ? nv / g : nv;
     }
+    int rc = tmp ? tmp_upload(c, pool, err) : 0;
+    if (rc < 0)
+        return rc;
     int64_t pre_spans = 0, dec_spans = 0;
     int dec_rows = n_dec * (dq ? H : nkv);
     for (int i = 0; i < ns; i++) {
@@ -388,8 +450,7 @@ static int hooked_attention(kw_cfwd *c, kw_fwd_step *s, int n_tok, int l,
             total = align16(total + i8_lists_bytes(c->views[i]));
     }
     uint8_t *h = NULL, *d = NULL;
-    int rc = kw__cf_lst_take(c, total, &h, &d, err);
-    if (rc < 0)
+    if ((rc = kw__cf_lst_take(c, total, &h, &d, err)) < 0)
         return rc;
     int64_t i8_np[KW_FWD_MAX_SEQ];
     int i8_maxp[KW_FWD_MAX_SEQ];
@@ -508,6 +569,14 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
     bool lse = hc->needs & KW_NEED_LSE;
     if (!hc->want_obs[i] && !hc->want_step[i] && !lse)
         return 0;
+    for (int j = 0; j < w->row_ptr[w->n_rows]; j++)
+        if (w->spans[j].pool != KW_POOL_MAIN) {
+            kw_seq_fail(s->seqs[i], KW_ENOSYS, "cuda: attention probabilities over "
+                        "temporary-pool tokens (a MATERIALIZE hook's) are not computed on the "
+                        "device; a hook that needs them runs with --device cpu");
+            seq_fail(s, i, KW_ENOSYS);
+            return 0;
+        }
     int64_t n_slots = 0;
     int len = 0;
     for (int r = 0; r < w->n_rows; r++) {
@@ -664,8 +733,8 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
             if ((rc = kw__cf_flush_compact(c, err)) < 0)
                 break;
         }
-        if ((rc = hooked_attention(c, s, n_tok, l, (const int32_t *)(ds + o_tokoff), d_pos,
-                                   err)) < 0)
+        if ((rc = hooked_attention(c, pool, s, n_tok, l, (const int32_t *)(ds + o_tokoff),
+                                   d_pos, err)) < 0)
             break;
         for (int i = 0; i < ns && rc == 0; i++)
             rc = hooked_probs(c, &hc, s, i, d_pos, err);

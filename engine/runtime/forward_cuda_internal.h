@@ -103,6 +103,16 @@ struct kw_cfwd {
     float *hq, *hk, *hv, *hlse;  /* host copies for hooks (max_tok rows) */
     float *d_pout, *d_pscr, *d_lse; /* attention probabilities for hooks */
     size_t pout_cap, pscr_cap;   /* floats */
+    /* the temporary pool on the device (bf16 pages only): the host pool's temporary pages
+     * (f32, written by MATERIALIZE hooks) copied as bf16 pages before a layer's attention
+     * reads them (tmp_upload); allocated by the first view that names one, grown to the
+     * most pages a layer used */
+    void *d_tmp;
+    int32_t *d_tmp_pos;
+    size_t tmp_cap, tmp_pos_cap; /* bytes, ints */
+    /* host reads and writes of device pages (dev_read, dev_write): page lists and rows */
+    void *d_io;
+    size_t io_cap;               /* bytes */
     /* compactions queued by kw_kvseq_keep (dev_compact), launched together by
      * flush_compact: per table offsets into the keep, src and dst lists */
     int32_t *cq_off;             /* (cq_n + 1) * 3: keep, src, dst offsets */
@@ -217,7 +227,9 @@ void kw__cf_ptab_free(kw_cfwd *c);
 int kw__cf_dgrow(void **p, size_t *cap, size_t n, size_t elem);
 int kw__cf_dev_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
                        const int32_t *dst, int n_dst);
-int kw__cf_dev_read(void *ud, int32_t page, int first, int n, int which, float *out);
+int kw__cf_dev_read(void *ud, const int32_t *pages, int first, int n, int which, float *out);
+int kw__cf_dev_write(void *ud, const int32_t *slots, int n_tok, int n_kv, const float *k,
+                     const float *v, const int32_t *pos);
 int kw__cf_flush_compact(kw_cfwd *c, kw_error *err);
 void kw__cf_flush_quiet(kw_cfwd *c);
 int kw__cf_lst_take(kw_cfwd *c, size_t bytes, uint8_t **h, uint8_t **d, kw_error *err);

@@ -41,8 +41,8 @@ int kw__cf_stage_reserve(kw_cfwd *c, size_t bytes, kw_error *err)
 kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c)
 {
     kw_cuda_attn a = {0};
-    a.base[0] = a.base[1] = c->kv_base;
-    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.base[0] = c->kv_base, a.base[1] = c->d_tmp ? c->d_tmp : c->kv_base;
+    a.pos[0] = c->kv_pos, a.pos[1] = c->d_tmp ? c->d_tmp_pos : c->kv_pos;
     a.kv = c->i8 ? KW_CUDA_KV_I8 : KW_CUDA_KV_BF16;
     a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
     a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);
@@ -53,8 +53,8 @@ kw_cuda_attn kw__cf_decode_args(const kw_cfwd *c)
 kw_cuda_prefill kw__cf_prefill_args(const kw_cfwd *c, int n_seq)
 {
     kw_cuda_prefill a = {0};
-    a.base[0] = a.base[1] = c->kv_base;
-    a.pos[0] = a.pos[1] = c->kv_pos;
+    a.base[0] = c->kv_base, a.base[1] = c->d_tmp ? c->d_tmp : c->kv_base;
+    a.pos[0] = c->kv_pos, a.pos[1] = c->d_tmp ? c->d_tmp_pos : c->kv_pos;
     a.kv = KW_CUDA_KV_BF16, a.page_tokens = c->P, a.head_dim = c->cfg.head_dim;
     a.n_head = c->cfg.n_head, a.n_kv = c->cfg.n_head_kv, a.n_seq = n_seq;
     a.q = c->q, a.out = c->att, a.scale = 1.f / sqrtf((float)c->cfg.head_dim);

@@ -357,9 +357,21 @@ static int append(kw_kvseq *s, int layer, const float *k, const float *v, const 
 int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
                     const int32_t *pos, int n_tok)
 {
-    if (!s->p->arena)
+    kw_kvpool *p = s->p;
+    if (p->arena)
+        return append(s, layer, k, v, pos, n_tok, NULL);
+    if (!p->dev.write)
         return KW_ENOSYS;
-    return append(s, layer, k, v, pos, n_tok, NULL);
+    if (n_tok <= 0)
+        return n_tok < 0 ? KW_EINVAL : 0;
+    int32_t *slots = malloc(sizeof(int32_t) * (size_t)n_tok * p->n_kv);
+    if (!slots)
+        return KW_ENOMEM;
+    int rc = append(s, layer, NULL, NULL, pos, n_tok, slots);
+    if (rc == 0)
+        rc = p->dev.write(p->dev.ud, slots, n_tok, p->n_kv, k, v, pos);
+    free(slots);
+    return rc;
 }
 
 int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
@@ -432,23 +444,20 @@ int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int 
     kw_kvpool *p = s->p;
     if (!p->arena && !p->dev.read)
         return KW_ENOSYS;
-    kw_kvmem m = kw_kvpool_mem(p);
     int P = p->P;
+    if (!p->arena)
+        return n ? p->dev.read(p->dev.ud, t->pages + j0 / P, j0 % P, n, which, out) : 0;
+    kw_kvmem m = kw_kvpool_mem(p);
     for (int j = j0; j < j0 + n;) {
         int32_t g = t->pages[j / P];
         int slot = j % P, cnt = P - slot < j0 + n - j ? P - slot : j0 + n - j;
         float *o = out + (int64_t)(j - j0) * p->hd;
-        if (!p->arena) {
-            int rc = p->dev.read(p->dev.ud, g, slot, cnt, which, o);
-            if (rc < 0)
-                return rc;
-        } else
-            for (int r = 0; r < cnt; r++) {
-                const float *x = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot + r, which,
-                                              o + (int64_t)r * p->hd);
-                if (x != o + (int64_t)r * p->hd)
-                    memcpy(o + (int64_t)r * p->hd, x, (size_t)p->hd * sizeof(float));
-            }
+        for (int r = 0; r < cnt; r++) {
+            const float *x = kw_kvmem_row(&m, KW_POOL_MAIN, g, slot + r, which,
+                                          o + (int64_t)r * p->hd);
+            if (x != o + (int64_t)r * p->hd)
+                memcpy(o + (int64_t)r * p->hd, x, (size_t)p->hd * sizeof(float));
+        }
         j += cnt;
     }
     return 0;

@@ -257,6 +257,14 @@ int kw_cuda_rope_append_i8(void *stream, float *q, float *k, const float *v,
                            const int32_t *pos, int n_tok, int n_head, int n_kv, int head_dim,
                            const float *inv_freq, int interleaved, void *base,
                            int32_t *pos_base, int page_tokens, const int32_t *slots);
+/* A table's rows for the host (kvpool.h, kw_kvpool_device.read): rows [first, first + n)
+ * of the pages pages[0..] (row j at slot j % P of pages[j / P]; first < P), K (which 0)
+ * or V (1) of bf16 pages (kw_cuda_kv_append's layout) or int8 pages (KW_CUDA_KV_I8) as
+ * f32 into out (n, head_dim): bf16 widened exactly, int8 as scale x int8 in f32 (the
+ * host pool's kw_kvmem_row). */
+int kw_cuda_page_rows_f32(void *stream, const void *base, kw_cuda_kvtype kv, int page_tokens,
+                          int head_dim, const int32_t *pages, int first, int n, int which,
+                          float *out);
 /* Dequantizes the pages of view rows of an int8 pool into bf16 pages (kw_cuda_kv_append's
  * layout) for the prefill kernels: row r (< n_rows) holds tokens 0 .. row_tokens[r] - 1
  * of pages[row_ptr[r] ..] (table mode's rows); its page i goes to bf16 page

@@ -321,3 +321,44 @@ extern "C" int kw_cuda_rows_i8_to_bf16(void *stream, const void *src, const int3
     KW_CUDA_LAUNCHED();
     return KW_OK;
 }
+
+// ---- host reads of a table's rows (kvpool.h, kw_kvpool_device.read) ----
+// One block per row: row j (of n, from first) is slot (first + j) % P of page
+// pages[(first + j) / P]; K (which 0) or V (1) as f32. bf16: the exact widening; int8:
+// scale x int8 in f32, as kw_kvmem_row does.
+__global__ void page_rows_f32(const uint8_t *__restrict__ base, int i8, int P, int hd,
+                              const int32_t *__restrict__ pages, int first, int which,
+                              float *__restrict__ out)
+{
+    const int64_t j = first + (int64_t)blockIdx.x, g = pages[j / P],
+                  r = (int64_t)which * P + j % P;
+    float *o = out + (int64_t)blockIdx.x * hd;
+    if (i8) {
+        const uint8_t *pg = base + g * kw_i8_page_bytes(P, hd);
+        const int8_t *q = (const int8_t *)pg + r * hd;
+        const float sc = ((const float *)(pg + (int64_t)2 * P * hd))[r];
+        for (int i = threadIdx.x; i < hd; i += blockDim.x)
+            o[i] = sc * (float)q[i];
+    } else {
+        const __nv_bfloat16 *x = (const __nv_bfloat16 *)base + (g * 2 * P + r) * hd;
+        for (int i = threadIdx.x; i < hd; i += blockDim.x)
+            o[i] = __bfloat162float(x[i]);
+    }
+}
+
+extern "C" int kw_cuda_page_rows_f32(void *stream, const void *base, kw_cuda_kvtype kv,
+                                     int page_tokens, int head_dim, const int32_t *pages,
+                                     int first, int n, int which, float *out)
+{
+    if (page_tokens <= 0 || head_dim <= 0 || first < 0 || first >= page_tokens || n < 0 ||
+        (which != 0 && which != 1) || (kv != KW_CUDA_KV_BF16 && kv != KW_CUDA_KV_I8) ||
+        !base || !pages || !out)
+        return KW_EINVAL;
+    if (n == 0)
+        return KW_OK;
+    page_rows_f32<<<n, head_dim < 128 ? head_dim : 128, 0, (cudaStream_t)stream>>>(
+        (const uint8_t *)base, kv == KW_CUDA_KV_I8, page_tokens, head_dim, pages, first,
+        which, out);
+    KW_CUDA_LAUNCHED();
+    return KW_OK;
+}

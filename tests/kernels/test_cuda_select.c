@@ -9,7 +9,8 @@
  *     ragged tables, partial last pages) and against the reference on bf16-sized rows
  *     into other pages;
  *   attention probabilities over a view (each query, summed, LSE) against a double
- *     reference on the same bf16 keys.
+ *     reference on the same bf16 keys;
+ *   host reads of page rows (bf16 and int8 pages, runs across pages): bit-exact.
  * Skipped (exit 77, with a line saying why) without a CUDA device. */
 #include <cuda_runtime_api.h>
 #include <float.h>
@@ -581,6 +582,86 @@ static int test_view_probs(void)
     return fails;
 }
 
+/* ---- host reads of device pages (kw_cuda_page_rows_f32, the engine's dev_read) ----
+ * int8 pages: a host int8 pool's arena on the device, and runs of rows of one table
+ * (starting mid-page, crossing pages, K or V) against kw_kvseq_rows_f32 on the host pool,
+ * byte for byte (the same f32 product). bf16 pages: a random arena and random page
+ * lists against the exact widening. */
+static int test_page_rows(kw_kvdtype dtype, int P, int hd)
+{
+    int bad = 0, rc = 0, runs = 0;
+    if (dtype == KW_KV_I8) {
+        kw_model_config cfg = {.n_layer = 1, .n_head = 4, .n_head_kv = 2, .head_dim = hd};
+        kw_kvpool_opts o = kw_kvpool_defaults();
+        o.page_tokens = P, o.n_pages = 512, o.dtype = KW_KV_I8;
+        kw_kvpool *pool;
+        kw_error err = {0};
+        if (kw_kvpool_new(&cfg, &o, &pool, &err) < 0)
+            return printf("FAIL page_rows: kw_kvpool_new: %s\n", err.msg), 1;
+        kw_kvseq *s = kw_kvseq_new(pool);
+        int n_tok = irand(P + 1, 600);
+        float *k = malloc((size_t)n_tok * 2 * hd * 4), *v = malloc((size_t)n_tok * 2 * hd * 4);
+        int32_t *pos = malloc((size_t)n_tok * 4);
+        for (size_t i = 0; i < (size_t)n_tok * 2 * hd; i++)
+            k[i] = nz(3.f, 1), v[i] = nz(3.f, 1);
+        for (int t = 0; t < n_tok; t++)
+            pos[t] = t;
+        rc |= kw_kvseq_append(s, 0, k, v, pos, n_tok);
+        kw_kvmem m = kw_kvpool_mem(pool);
+        uint8_t *dbase = dput(m.base[0], (size_t)o.n_pages * m.page_bytes[0]);
+        float *ref = malloc((size_t)n_tok * hd * 4), *got = malloc((size_t)n_tok * hd * 4);
+        for (int trial = 0; trial < 12; trial++) {
+            int h = trial % 2, which = (trial / 2) % 2, np;
+            int j0 = irand(0, n_tok - 1), n = irand(1, n_tok - j0);
+            const int32_t *pg = kw_kvseq_pages(s, 0, h, &np);
+            int32_t *dpg = dput(pg + j0 / P, sizeof(int32_t) * (size_t)(np - j0 / P));
+            float *dout = dpoison((size_t)n * hd * 4);
+            rc |= kw_cuda_page_rows_f32(NULL, dbase, KW_CUDA_KV_I8, P, hd, dpg, j0 % P, n, which, dout);
+            dget(got, dout, (size_t)n * hd * 4);
+            rc |= kw_kvseq_rows_f32(s, 0, h, j0, n, which, ref);
+            bad |= memcmp(got, ref, (size_t)n * hd * 4) != 0;
+            runs++;
+            cudaFree(dpg), cudaFree(dout);
+        }
+        cudaFree(dbase);
+        free(k), free(v), free(pos), free(ref), free(got);
+        kw_kvseq_free(s);
+        kw_kvpool_free(pool);
+    } else {
+        int n_pages = 64;
+        size_t pe = (size_t)2 * P * hd, ne = (size_t)n_pages * pe;
+        uint16_t *arena = malloc(ne * 2);
+        for (size_t i = 0; i < ne; i++)
+            arena[i] = to_bf16(nz(4.f, 1));
+        uint16_t *dbase = dput(arena, ne * 2);
+        for (int trial = 0; trial < 12; trial++) {
+            int np = irand(1, 20), first = irand(0, P - 1), which = trial % 2;
+            int n = irand(1, np * P - first);
+            int32_t pg[20];
+            for (int i = 0; i < np; i++)
+                pg[i] = irand(0, n_pages - 1);
+            int32_t *dpg = dput(pg, sizeof pg);
+            float *dout = dpoison((size_t)n * hd * 4), *got = malloc((size_t)n * hd * 4);
+            rc |= kw_cuda_page_rows_f32(NULL, dbase, KW_CUDA_KV_BF16, P, hd, dpg, first, n, which, dout);
+            dget(got, dout, (size_t)n * hd * 4);
+            for (int j = 0; j < n; j++) {
+                int r = first + j;
+                const uint16_t *x = arena + ((size_t)pg[r / P] * 2 * P + (size_t)which * P + r % P) * hd;
+                for (int i = 0; i < hd; i++)
+                    bad |= memcmp(&got[(size_t)j * hd + i], &(float){from_bf16(x[i])}, 4) != 0;
+            }
+            runs++;
+            cudaFree(dpg), cudaFree(dout), free(got);
+        }
+        cudaFree(dbase);
+        free(arena);
+    }
+    char shape[96];
+    snprintf(shape, sizeof shape, "%s P=%d d=%d runs=%d, exact", dtype ? "int8" : "bf16", P, hd,
+             runs);
+    return report("page_rows", rc, bad, 0, shape);
+}
+
 int main(void)
 {
     if (kw_cuda_device_count() == 0) {
@@ -592,6 +673,8 @@ int main(void)
     fails += test_compact_vs_keep(KW_KV_F32, 16, 128) + test_compact_vs_keep(KW_KV_F32, 5, 3) +
              test_compact_vs_keep(KW_KV_I8, 16, 64) + test_compact_vs_keep(KW_KV_I8, 7, 6);
     fails += test_view_probs();
+    fails += test_page_rows(KW_KV_I8, 16, 128) + test_page_rows(KW_KV_I8, 6, 64) +
+             test_page_rows(KW_KV_F32, 16, 128) + test_page_rows(KW_KV_F32, 5, 24);
     fails += test_compact_other_pages(128, 16) + test_compact_other_pages(64, 32) +
              test_compact_other_pages(3, 5) + test_compact_other_pages(2, 16);
     printf("worst relative errors: window %.3g, pool avg %.3g, page scores %.3g; max pool, "

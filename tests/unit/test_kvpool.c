@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "kvweave/kvpool.h"
+#include "mirror_device.h"
 
 static kw_model_config small_cfg(void)
 {
@@ -292,60 +293,8 @@ static void test_kvpool_int8_pages_round_trip(void **state)
 }
 
 
-/* ---- device_pages pools: the pool's side of kw_kvpool_device, against an arena pool ----
- * The "device" is a host mirror with the pool's page layout; its compact is a plain
- * gather (every kept token read from the pages as they were, then written). */
-typedef struct mirror {
-    float *kv;     /* (n_pages, 2, P, hd) */
-    int32_t *pos;  /* (n_pages, P) */
-    int P, hd, n_compact;
-} mirror;
-
-static void mir_copy(void *ud, int32_t dst, int32_t src)
-{
-    mirror *m = ud;
-    memcpy(m->kv + (size_t)dst * 2 * m->P * m->hd, m->kv + (size_t)src * 2 * m->P * m->hd,
-           sizeof(float) * 2 * m->P * m->hd);
-    memcpy(m->pos + (size_t)dst * m->P, m->pos + (size_t)src * m->P, sizeof(int32_t) * m->P);
-}
-
-static int mir_compact(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
-                       const int32_t *dst, int n_dst)
-{
-    mirror *m = ud;
-    int P = m->P, hd = m->hd;
-    assert_true(n_dst == (n_keep + P - 1) / P);
-    float *tmp = malloc(sizeof(float) * 2 * hd * (n_keep ? n_keep : 1));
-    int32_t *tp = malloc(sizeof(int32_t) * (n_keep ? n_keep : 1));
-    for (int i = 0; i < n_keep; i++) {
-        assert_true(keep[i] / P < n_src);
-        int32_t g = src[keep[i] / P];
-        int sl = keep[i] % P;
-        for (int w = 0; w < 2; w++)
-            memcpy(tmp + ((size_t)i * 2 + w) * hd, m->kv + (((size_t)g * 2 + w) * P + sl) * hd,
-                   sizeof(float) * hd);
-        tp[i] = m->pos[(size_t)g * P + sl];
-    }
-    for (int i = 0; i < n_keep; i++) {
-        int32_t g = dst[i / P];
-        int sl = i % P;
-        for (int w = 0; w < 2; w++)
-            memcpy(m->kv + (((size_t)g * 2 + w) * P + sl) * hd, tmp + ((size_t)i * 2 + w) * hd,
-                   sizeof(float) * hd);
-        m->pos[(size_t)g * P + sl] = tp[i];
-    }
-    free(tmp), free(tp);
-    m->n_compact++;
-    return 0;
-}
-
-static int mir_read(void *ud, int32_t page, int first, int n, int which, float *out)
-{
-    mirror *m = ud;
-    memcpy(out, m->kv + (((size_t)page * 2 + which) * m->P + first) * m->hd,
-           sizeof(float) * (size_t)n * m->hd);
-    return 0;
-}
+/* ---- device_pages pools: the pool's side of kw_kvpool_device, against an arena pool,
+ * with a host mirror as the device (mirror_device.h) ---- */
 
 /* Appends tokens [p0, p0 + n) to a device_pages sequence, writing the mirror. */
 static void mir_append(kw_kvseq *s, mirror *m, const kw_model_config *c, int p0, int n)
@@ -357,10 +306,10 @@ static void mir_append(kw_kvseq *s, mirror *m, const kw_model_config *c, int p0,
         assert_int_equal(kw_kvseq_append_slots(s, l, pos, n, slots), 0);
         for (int t = 0; t < n; t++)
             for (int h = 0; h < c->n_head_kv; h++) {
-                int32_t sl = slots[t * c->n_head_kv + h], g = sl / m->P;
-                memcpy(m->kv + ((size_t)g * 2 * m->P + sl % m->P) * m->hd,
+                int32_t sl = slots[t * c->n_head_kv + h];
+                memcpy(mir_row(m, sl / m->P, 0, sl % m->P),
                        k + (t * c->n_head_kv + h) * c->head_dim, sizeof(float) * m->hd);
-                memcpy(m->kv + ((size_t)g * 2 * m->P + m->P + sl % m->P) * m->hd,
+                memcpy(mir_row(m, sl / m->P, 1, sl % m->P),
                        v + (t * c->n_head_kv + h) * c->head_dim, sizeof(float) * m->hd);
                 m->pos[sl] = pos[t];
             }
@@ -379,16 +328,18 @@ static void test_kvpool_device_pages_keep_and_read(void **state)
     assert_int_equal(kw_kvpool_new(&c, &o, &ref, &err), 0);
     o.device_pages = true;
     assert_int_equal(kw_kvpool_new(&c, &o, &dev, &err), 0);
-    mirror m = {.kv = calloc((size_t)o.n_pages * 2 * 4 * 8, sizeof(float)),
-                .pos = calloc((size_t)o.n_pages * 4, sizeof(int32_t)), .P = 4, .hd = 8};
+    mirror *mp = mir_new(o.n_pages, 4, 8);
+    assert_non_null(mp);
     kw_kvseq *rs = kw_kvseq_new(ref), *ds = kw_kvseq_new(dev);
-    float k[8], v[8], rows[40 * 8];
-    /* without the callbacks a device pool cannot move or read payloads */
+    float k[8], v[8], rows[64 * 8], k1[2 * 8], v1[2 * 8];
+    /* without the callbacks a device pool cannot move, read or write payloads */
     assert_int_equal(kw_kvseq_keep(ds, 0, 0, (int32_t[]){0}, 1), KW_ENOSYS);
-    kw_kvpool_set_device(dev, &(kw_kvpool_device){.ud = &m, .copy = mir_copy,
-                                                  .compact = mir_compact, .read = mir_read});
+    int32_t p0[1];
+    fill(&c, 0, 0, 1, k1, v1, p0);
+    assert_int_equal(kw_kvseq_append(ds, 0, k1, v1, p0, 1), KW_ENOSYS);
+    mir_attach(dev, mp);
     append(rs, &c, 0, 37);
-    mir_append(ds, &m, &c, 0, 37);
+    mir_append(ds, mp, &c, 0, 37);
     /* a fork shares the pages: compaction of one side must copy before writing */
     kw_kvseq *rf = kw_kvseq_fork(rs), *df = kw_kvseq_fork(ds);
     assert_non_null(rf);
@@ -407,7 +358,12 @@ static void test_kvpool_device_pages_keep_and_read(void **state)
                 assert_int_equal(kw_kvseq_keep(rs, l, h, keep, nk), 0);
                 assert_int_equal(kw_kvseq_keep(ds, l, h, keep, nk), 0);
             }
-    assert_true(m.n_compact > 0);
+    assert_true(mp->n_compact > 0);
+    /* tokens appended after the compactions go through the device's write (KVStar's
+     * loaded blocks): positions out of order, into the pages the compactions left */
+    append(rs, &c, 100, 9);
+    append(ds, &c, 100, 9);
+    assert_int_equal(mp->n_write, c.n_layer);
     assert_int_equal(kw_kvseq_pages_held(ds), kw_kvseq_pages_held(rs));
     assert_int_equal(kw_kvpool_free_pages(dev), kw_kvpool_free_pages(ref));
     for (int l = 0; l < c.n_layer; l++)
@@ -423,8 +379,11 @@ static void test_kvpool_device_pages_keep_and_read(void **state)
                 assert_memory_equal(k, rk, sizeof k);
                 assert_memory_equal(v, rv, sizeof v);
             }
-            /* the bulk read equals token by token, across page boundaries */
+            /* the bulk read equals token by token, across page boundaries, in one
+             * device read */
+            int reads = mp->n_read;
             assert_int_equal(kw_kvseq_rows_f32(ds, l, h, 1, n - 1, 1, rows), 0);
+            assert_int_equal(mp->n_read, reads + 1);
             for (int j = 1; j < n; j++) {
                 assert_int_equal(kw_kvseq_token_f32(ds, l, h, j, NULL, v, NULL), 0);
                 assert_memory_equal(rows + (size_t)(j - 1) * 8, v, sizeof v);
@@ -442,7 +401,7 @@ static void test_kvpool_device_pages_keep_and_read(void **state)
             }
     kw_kvseq_free(rf), kw_kvseq_free(df), kw_kvseq_free(rs), kw_kvseq_free(ds);
     kw_kvpool_free(ref), kw_kvpool_free(dev);
-    free(m.kv), free(m.pos);
+    mir_free(mp);
 }
 
 /* The edit count of a page list: unchanged by appends (the old list stays a prefix),

@@ -129,7 +129,8 @@ kw_kvseq *kw_kvseq_fork(kw_kvseq *s);
  * already holds tokens in that layer, KW_ELIMIT when the pool has no page for a copy. */
 int kw_kvseq_share_layer(kw_kvseq *dst, kw_kvseq *src, int layer);
 /* Appends n_tok tokens to every KV head of one layer. k, v: (n_tok, n_kv, head_dim);
- * pos: (n_tok). KW_ELIMIT when the pool is full. */
+ * pos: (n_tok). KW_ELIMIT when the pool is full. A device_pages pool places them as
+ * kw_kvseq_append_slots does and hands them to its device's write. */
 int kw_kvseq_append(kw_kvseq *s, int layer, const float *k, const float *v,
                     const int32_t *pos, int n_tok);
 /* As kw_kvseq_append for a device_pages pool: places the tokens (same page rules) and
@@ -145,15 +146,23 @@ int kw_kvseq_append_slots(kw_kvseq *s, int layer, const int32_t *pos, int n_tok,
  *          keep[i] of the table's pages src[0..n_src) (as they were) and goes to slot
  *          i % P of dst[i / P] (the table's pages after copy-on-write; n_dst of them);
  *          kept tokens with keep[i] == i may be left in place; returns 0 or a status;
- *  read    n rows of K (which 0) or V (1) from slots [first, first + n) of one page,
- *          as f32 into out (n, head_dim); returns 0 or a status.
- * A NULL compact or read makes kw_kvseq_keep or the host reads answer KW_ENOSYS. */
+ *  read    rows [first, first + n) of K (which 0) or V (1) of a table whose pages are
+ *          pages[0..]: row j is slot j % P of pages[j / P] (first < P); as f32 into out
+ *          (n, head_dim); returns 0 or a status;
+ *  write   K and V (n_tok, n_kv, head_dim) as f32, token t of KV head h to the global
+ *          slot slots[t * n_kv + h] (page * P + slot), with position pos[t], after
+ *          everything queued before it; the caller's arrays may be reused once it
+ *          returns; returns 0 or a status.
+ * A NULL compact, read or write makes kw_kvseq_keep, the host reads or kw_kvseq_append
+ * answer KW_ENOSYS. */
 typedef struct kw_kvpool_device {
     void *ud;
     void (*copy)(void *ud, int32_t dst, int32_t src);
     int (*compact)(void *ud, const int32_t *keep, int n_keep, const int32_t *src, int n_src,
                    const int32_t *dst, int n_dst);
-    int (*read)(void *ud, int32_t page, int first, int n, int which, float *out);
+    int (*read)(void *ud, const int32_t *pages, int first, int n, int which, float *out);
+    int (*write)(void *ud, const int32_t *slots, int n_tok, int n_kv, const float *k,
+                 const float *v, const int32_t *pos);
 } kw_kvpool_device;
 void kw_kvpool_set_device(kw_kvpool *p, const kw_kvpool_device *d);
 /* Tokens stored in (layer, kv head). */
@@ -175,7 +184,7 @@ int kw_kvseq_token(const kw_kvseq *s, int layer, int kvh, int j, const float **k
 int kw_kvseq_token_f32(const kw_kvseq *s, int layer, int kvh, int j, float *k, float *v,
                        int32_t *pos);
 /* K (which 0) or V (1) rows of tokens [j0, j0 + n) of (layer, kvh) as f32 into out
- * (n, head_dim): the bulk form of kw_kvseq_token_f32 (one device read per page). */
+ * (n, head_dim): the bulk form of kw_kvseq_token_f32 (one device read for them all). */
 int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int which,
                       float *out);
 /* Keeps tokens keep[0..n_keep) (strictly increasing indices) of (layer, kvh), packs
