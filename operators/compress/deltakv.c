@@ -26,8 +26,13 @@
  * rotated back by their positions before encoding (the rotation is orthogonal, the
  * round trip is exact up to float rounding).
  *
- * Limits: the CPU engine only, a pool that stores K after RoPE (the default), and no
- * other hook that evicts. */
+ * On the CUDA engine the pool's rows are read back through its device callbacks, the
+ * rebuilding stays on the host, and the engine copies the temporary pages to the device
+ * (as bf16) before each layer's attention: every rebuilt token crosses to the device at
+ * every layer of every step.
+ *
+ * Limits: a pool that stores K after RoPE (the default), bf16 pages on the CUDA engine,
+ * and no other hook that evicts. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -411,9 +416,10 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
 static int pool_ok(kw_seq *s, const kw_kvpool *pool)
 {
     const kw_kvpool_opts *po = kw_kvpool_options(pool);
-    if (po->device_pages)
-        return kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: runs on the CPU engine only (run "
-                           "with --device cpu)");
+    if (po->device_pages && po->dtype == KW_KV_I8)
+        return kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: on the CUDA engine it needs bf16 "
+                           "KV pages (its rebuilt tokens go to the temporary pool, which int8 "
+                           "device pages do not take); drop run.kv_pages: int8");
     if (po->pre_rope)
         return kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a pool that stores K before RoPE "
                            "is not supported");

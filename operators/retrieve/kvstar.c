@@ -41,8 +41,9 @@
  * are never offloaded; the pool's rows go to the store as f32 (an int8 pool's rows are
  * dequantized, and quantized again, to the same values, when they come back).
  *
- * Limits: the CPU engine only (a device pool fails the sequence with a clear error);
- * pools that store K before RoPE are refused. The dense view over what the pool holds is
+ * Device pools (the CUDA engine): the same steps, the pool's rows read and written through
+ * its device callbacks (kvpool.h: one copy per table read; the loaded blocks go back to
+ * the device's pages, as bf16 or int8). Pools that store K before RoPE are refused. The dense view over what the pool holds is
  * what attention reads; a SELECT hook stacked after KVStar chooses among it. Block files
  * are removed when the last sequence using them closes, unless `persist`; the default
  * store is a new directory under $TMPDIR, removed at the end of the run.
@@ -330,9 +331,6 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
     const kw_model_config *cf = &st->cfg;
     const kw_kvpool_opts *po = kw_kvpool_options(c->pool);
     int l = c->layer, B = KP(st)->block, Hk = cf->n_head_kv, hd = cf->head_dim, rc;
-    if (po->device_pages)
-        return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar runs on the CPU engine only (run "
-                           "with --device cpu)");
     if (po->pre_rope)
         return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar: a pool that stores K before RoPE "
                            "is not supported (its votes use K after RoPE)");

@@ -1,7 +1,7 @@
-/* A KV hook on one sequence of a small pool, for the selection hooks' tests
- * (test_quest.c, test_clusterkv.c, test_omnikv.c): open it with a kvmethod, call the
- * hook's select and after_attn for one token of the sequence, read a view row back as
- * stored indices. Include after cmocka.h. */
+/* A KV hook on one sequence of a small pool, for the hooks' tests (test_quest.c,
+ * test_clusterkv.c, test_omnikv.c, test_kvstar.c, test_deltakv.c): open it with a
+ * kvmethod, call the hook's select and after_attn for one token of the sequence, read a
+ * view row back as stored indices. Include after cmocka.h. */
 #ifndef KW_TEST_HOOK_FIXTURE_H
 #define KW_TEST_HOOK_FIXTURE_H
 
@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kvweave/kvhook.h"
+#include "mirror_device.h"
 
 typedef struct hook_fx {
     kw_model_config cfg;
@@ -20,20 +21,30 @@ typedef struct hook_fx {
     void *st;
     kw_view *w;
     uint64_t rs; /* the test's random stream */
+    mirror *dev; /* a device_pages pool's stand-in device (NULL: an arena pool) */
 } hook_fx;
 
 /* A pool of n_pages pages of page_tokens for cfg, one sequence (seed, n_prompt) opened
- * by m's hook as hook 0. */
-static inline void hfx_open(hook_fx *fx, const kw_model_config *cfg, int page_tokens,
-                            int n_pages, kw_kvmethod *m, uint64_t seed, int n_prompt)
+ * by m's hook as hook 0; device: the pool keeps its payloads behind a device
+ * (device_pages, the CUDA engine's kind of pool) and a host mirror stands in for it
+ * (mirror_device.h), so a hook's run over it must match its run over an arena pool. */
+static inline void hfx_open_on(hook_fx *fx, const kw_model_config *cfg, int page_tokens,
+                               int n_pages, kw_kvmethod *m, uint64_t seed, int n_prompt,
+                               bool device)
 {
     memset(fx, 0, sizeof *fx);
     fx->cfg = *cfg;
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.page_tokens = page_tokens;
     po.n_pages = n_pages;
+    po.device_pages = device;
     kw_error err = {0};
     assert_int_equal(kw_kvpool_new(&fx->cfg, &po, &fx->pool, &err), 0);
+    if (device) {
+        fx->dev = mir_new(n_pages, page_tokens, cfg->head_dim);
+        assert_non_null(fx->dev);
+        mir_attach(fx->pool, fx->dev);
+    }
     fx->seq.kv = kw_kvseq_new(fx->pool);
     fx->seq.seed = seed;
     fx->seq.n_prompt = n_prompt;
@@ -41,6 +52,12 @@ static inline void hfx_open(hook_fx *fx, const kw_model_config *cfg, int page_to
     assert_int_equal(m->state_new(m->params, &fx->cfg, &fx->st, &err), 0);
     assert_int_equal(m->hook->seq_open(fx->st, &fx->seq, 0), 0);
     fx->w = kw_view_new();
+}
+
+static inline void hfx_open(hook_fx *fx, const kw_model_config *cfg, int page_tokens,
+                            int n_pages, kw_kvmethod *m, uint64_t seed, int n_prompt)
+{
+    hfx_open_on(fx, cfg, page_tokens, n_pages, m, seed, n_prompt, false);
 }
 
 static inline void hfx_close(hook_fx *fx)
@@ -52,6 +69,7 @@ static inline void hfx_close(hook_fx *fx)
     kw_view_free(fx->w);
     kw_kvseq_free(fx->seq.kv);
     kw_kvpool_free(fx->pool);
+    mir_free(fx->dev);
 }
 
 /* A batch of the sequence's last stored token (a decode step, or a prompt token). */

@@ -298,7 +298,8 @@ void rt_drive(struct kw_fwd *f, kw_kvpool *pool, int n_seq, kw_seq **seqs,
         }
         for (int j = 0; j < k; j++) {
             if (st.seq_rc[j] != 0) {
-                fprintf(stderr, "sequence %d failed: %d\n", idx[j], st.seq_rc[j]);
+                fprintf(stderr, "sequence %d failed: %d (%s)\n", idx[j], st.seq_rc[j],
+                        ss[j]->error[0] ? ss[j]->error : kw_strerror(st.seq_rc[j]));
                 abort();
             }
             int i = idx[j];

@@ -92,7 +92,7 @@ static int64_t off(const dfx *f, int l, int p)
     return ((int64_t)l * (NP + 4) + p) * f->fx.cfg.n_head_kv * f->fx.cfg.head_dim;
 }
 
-static void dfx_open(dfx *f, int r, bool int8, uint64_t seed)
+static void dfx_open(dfx *f, int r, bool int8, uint64_t seed, bool device)
 {
     memset(f, 0, sizeof *f);
     kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
@@ -114,7 +114,7 @@ static void dfx_open(dfx *f, int r, bool int8, uint64_t seed)
     kw_kvmethod *m;
     kw_error err = {0};
     assert_int_equal(kw__deltakv_method(&o, f->comp, &m, &err), 0);
-    hfx_open(&f->fx, &cfg, 4, 1024, m, 0, NP);
+    hfx_open_on(&f->fx, &cfg, 4, 1024, m, 0, NP, device);
     size_t sz = sizeof(float) * (size_t)L * (NP + 4) * kd;
     f->k = malloc(sz), f->v = malloc(sz);
     for (size_t i = 0; i < sz / sizeof(float); i++)
@@ -243,10 +243,13 @@ static double check_view(dfx *f, int l, int n, double tol)
                 assert_int_equal(seen[p], 0);
                 seen[p] = 1;
                 float buf[8] = {0}, ke[16], ve[16];
-                const float *kr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 0, buf);
+                bool dev = f->fx.dev && sp->pool == KW_POOL_MAIN; /* the device's page */
+                const float *kr = dev ? mir_row(f->fx.dev, sp->page, 0, x)
+                                      : kw_kvmem_row(&mem, sp->pool, sp->page, x, 0, buf);
                 float kk[8];
                 memcpy(kk, kr, sizeof kk);
-                const float *vr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 1, buf);
+                const float *vr = dev ? mir_row(f->fx.dev, sp->page, 1, x)
+                                      : kw_kvmem_row(&mem, sp->pool, sp->page, x, 1, buf);
                 expected(f, l, p, ke, ve);
                 double e = 0, nn = 0;
                 for (int i = 0; i < hd; i++) {
@@ -277,10 +280,12 @@ static double check_view(dfx *f, int l, int n, double tol)
     return worst;
 }
 
-static void run_case(int r, bool int8, double tol)
+/* device: the pool's pages sit behind a device (the CUDA engine's kind of pool; a host
+ * mirror stands in for it): the rows DeltaKV encodes are read back through it. */
+static void run_case(int r, bool int8, double tol, bool device)
 {
     dfx f;
-    dfx_open(&f, r, int8, 0xd0 + (uint64_t)r);
+    dfx_open(&f, r, int8, 0xd0 + (uint64_t)r, device);
     const kw_model_config *c = &f.fx.cfg;
     char in[NP + 4];
     for (int l = 0; l < c->n_layer; l++) {
@@ -326,27 +331,34 @@ static void run_case(int r, bool int8, double tol)
 static void test_lossless_basis_rebuilds_every_token(void **state)
 {
     (void)state;
-    run_case(32, false, 2e-6); /* U square: x = ref + (x - ref) up to rounding */
+    run_case(32, false, 2e-6, false); /* U square: x = ref + (x - ref) up to rounding */
 }
 
 static void test_lossy_basis_against_reference(void **state)
 {
     (void)state;
-    run_case(10, false, 2e-6);
+    run_case(10, false, 2e-6, false);
 }
 
 static void test_int8_latents(void **state)
 {
     (void)state;
-    run_case(10, true, 0.03); /* the f32 case's plus int8 rounding: sqrt(10) / 254 of the
-                                 residual's norm at most */
+    run_case(10, true, 0.03, false); /* the f32 case's plus int8 rounding: sqrt(10) / 254 of
+                                        the residual's norm at most */
+}
+
+static void test_a_device_pool(void **state)
+{
+    (void)state;
+    run_case(32, false, 2e-6, true);
+    run_case(10, false, 2e-6, true);
 }
 
 static void test_a_select_hook_before_it_is_refused(void **state)
 {
     (void)state;
     dfx f;
-    dfx_open(&f, 10, false, 0xe1);
+    dfx_open(&f, 10, false, 0xe1, false);
     for (int l = 0; l < f.fx.cfg.n_layer; l++)
         assert_int_equal(call(&f, l, 2, NP - 1, true, true), 0);
     hfx_batch hb;
@@ -369,7 +381,7 @@ static void test_a_pool_with_k_before_rope_is_refused(void **state)
 {
     (void)state;
     dfx f;
-    dfx_open(&f, 10, false, 0xe2);
+    dfx_open(&f, 10, false, 0xe2, false);
     kw_kvseq_free(f.fx.seq.kv); /* the same tokens in a pool that stores K before RoPE */
     kw_kvpool_free(f.fx.pool);
     kw_kvpool_opts po = kw_kvpool_defaults();
@@ -383,6 +395,16 @@ static void test_a_pool_with_k_before_rope_is_refused(void **state)
     assert_int_equal(kw_kvseq_append(f.fx.seq.kv, 0, f.k, f.v, pos, NP), 0);
     assert_true(call(&f, 0, 0, NP - 1, true, false) < 0);
     assert_non_null(strstr(f.fx.seq.error, "stores K before RoPE"));
+    /* and int8 pages behind a device (the CUDA engine's int8 pool: no temporary pages) */
+    kw_kvseq_free(f.fx.seq.kv);
+    kw_kvpool_free(f.fx.pool);
+    po = kw_kvpool_defaults();
+    po.n_pages = 1024, po.device_pages = true, po.dtype = KW_KV_I8;
+    assert_int_equal(kw_kvpool_new(&f.fx.cfg, &po, &f.fx.pool, &err), 0);
+    f.fx.seq.kv = kw_kvseq_new(f.fx.pool);
+    f.fx.seq.error[0] = 0;
+    assert_true(call(&f, 0, 0, NP - 1, true, false) < 0);
+    assert_non_null(strstr(f.fx.seq.error, "needs bf16 KV pages"));
     dfx_close(&f);
 }
 
@@ -416,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_lossless_basis_rebuilds_every_token),
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
+        cmocka_unit_test(test_a_device_pool),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
         cmocka_unit_test(test_a_pool_with_k_before_rope_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),

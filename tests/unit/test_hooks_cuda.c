@@ -12,7 +12,11 @@
  *     frees device pages), and the tokens kept per (layer, KV head) are the same (mean
  *     Jaccard similarity of the kept positions >= 0.9: bf16 scores can reorder near
  *     ties).
- *  3. all of that again with int8 KV pages on both devices (the CUDA forward's hooked path
+ *  2b. KVStar (blocks of 16, a vote every 4 steps: blocks leave the device pages at the
+ *     prompt's end and come back from the block store while decoding) and DeltaKV (an
+ *     identity basis: evicted tokens rebuilt exactly on the host, read by attention from
+ *     the device's temporary pool), with the same checks;
+ *  3. all of that again with int8 KV pages on both devices (DeltaKV apart: bf16 only) (the CUDA forward's hooked path
  *     reads a bf16 copy of the pages each view names). Bound 3e-2 for the logits and for
  *     what the spy is handed from the pages (probabilities, LSE): each device quantizes
  *     its own K and V, and where their rounding straddles an int8 step the two pools
@@ -26,10 +30,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "compress/deltakv.h"
 #include "compress/evict.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/genmodel.h"
 #include "retrieve/clusterkv.h"
+#include "retrieve/kvstar.h"
 #include "retrieve/omnikv.h"
 #include "retrieve/quest.h"
 #include "runtime/forward.h"
@@ -360,6 +366,45 @@ int main(int argc, char **argv)
         } else
             run_case(m, "omnikv", oa, ob, false, &fails);
         method_free(oa), method_free(ob);
+        /* KVStar: blocks of 16 tokens, so both prompts have middle blocks to offload; a vote
+         * every 4 decode steps, so loaded blocks are written back to the device pages */
+        kw_kvstar_opts ko = kw__kvstar_defaults();
+        ko.block = 16, ko.retrieval_stride = 4, ko.threads = 0;
+        kw_kvmethod *ka = NULL, *kb = NULL;
+        if (kw__kvstar_method(&ko, &ka, &err) < 0 || kw__kvstar_method(&ko, &kb, &err) < 0) {
+            printf("FAIL kvstar: %s\n", err.msg);
+            fails++;
+        } else
+            run_case(m, "kvstar", ka, kb, false, &fails);
+        method_free(ka), method_free(kb);
+        /* DeltaKV with an identity basis (latent = dim): the rebuilt tokens equal the
+         * evicted ones, so what is checked is the device's path (rows read back, the
+         * rebuilt tokens carried through the temporary pool to attention), not the
+         * compression's error; bf16 pages only on the CUDA engine */
+        if (kv_dt == KW_KV_I8) {
+            printf("     deltakv    int8: not run (the CUDA engine takes DeltaKV on bf16 pages "
+                   "only; the sequence fails with that reason)\n");
+            continue;
+        }
+        const kw_model_config *cf = &m->cfg;
+        kw_deltakv_comp *dc = calloc(1, sizeof *dc);
+        dc->n_layer = cf->n_layer, dc->dim = 2 * cf->n_head_kv * cf->head_dim;
+        dc->latent = dc->dim;
+        dc->u = calloc((size_t)dc->n_layer * dc->dim * dc->dim, sizeof(float));
+        for (int l = 0; l < dc->n_layer; l++)
+            for (int i = 0; i < dc->dim; i++)
+                dc->u[((size_t)l * dc->dim + i) * dc->dim + i] = 1.f;
+        kw_value *comp = kw__value_compressor(dc);
+        kw_deltakv_opts dopt = {.sink = 4, .every = 10, .recent = 32};
+        kw_kvmethod *da = NULL, *db = NULL;
+        if (kw__deltakv_method(&dopt, comp, &da, &err) < 0 ||
+            kw__deltakv_method(&dopt, comp, &db, &err) < 0) {
+            printf("FAIL deltakv: %s\n", err.msg);
+            fails++;
+        } else
+            run_case(m, "deltakv", da, db, false, &fails);
+        method_free(da), method_free(db);
+        kw_value_unref(comp);
     }
     for (int i = 0; i < NS; i++)
         free(ids[i]);

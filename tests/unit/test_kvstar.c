@@ -179,6 +179,11 @@ static int64_t row_off(const kfx *f, int l, int p)
     return ((int64_t)l * (NP + 16) + p) * kd;
 }
 
+/* The pool kfx_open makes: an arena pool, or one whose pages sit behind a device (the
+ * CUDA engine's kind; a host mirror stands in for the device), where KVStar must do the
+ * same. */
+static bool on_device;
+
 static void kfx_open(kfx *f, const kw_kvstar_opts *o, uint64_t seed, bool pre_rope)
 {
     kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
@@ -186,7 +191,7 @@ static void kfx_open(kfx *f, const kw_kvstar_opts *o, uint64_t seed, bool pre_ro
     kw_error err = {0};
     assert_int_equal(kw__kvstar_method(o, &m, &err), 0);
     memset(f, 0, sizeof *f);
-    hfx_open(&f->fx, &cfg, 16, 2048, m, 0, NP);
+    hfx_open_on(&f->fx, &cfg, 16, 2048, m, 0, NP, on_device && !pre_rope);
     if (pre_rope) { /* a second pool, made to store K before RoPE */
         kw_kvseq_free(f->fx.seq.kv);
         kw_kvpool_free(f->fx.pool);
@@ -393,7 +398,9 @@ static void kfx_close(kfx *f)
 static void test_prefill_keeps_the_windows_and_the_voted_blocks(void **state)
 {
     (void)state;
-    for (int threads = 0; threads <= 2; threads += 2) {
+    for (int run = 0; run < 4; run++) {
+        int threads = run % 2 * 2;
+        on_device = run >= 2;
         kfx f;
         char root[64];
         mkroot(root);
@@ -417,12 +424,17 @@ static void test_prefill_keeps_the_windows_and_the_voted_blocks(void **state)
         for (int m = 0; m < 8 && aim < 0; m++)
             if (!before[0][m])
                 aim = m;
+        int writes = f.fx.dev ? f.fx.dev->n_write : 0;
         assert_int_equal(decode(&f, 2 * STRIDE + 1, aim, &rs, after), 0);
         int64_t added = 0;
         for (int l = 0; l < c->n_layer; l++)
             for (int m = 0; m < 8; m++)
                 added += after[l][m] && !before[l][m];
         assert_true(added > 0);
+        if (f.fx.dev) { /* the decode tokens and each loaded block went to the device */
+            assert_int_equal(f.fx.dev->n_write - writes, (2 * STRIDE + 1) * c->n_layer + added);
+            assert_true(f.fx.dev->n_compact > 0 && f.fx.dev->n_read > 0);
+        }
         assert_int_equal(f.fx.seq.load_bytes, added * slab);
         assert_int_equal(f.fx.seq.load_bytes_full, (int64_t)c->n_layer * 2 * slab);
         kfx_close(&f);
@@ -433,6 +445,7 @@ static void test_prefill_keeps_the_windows_and_the_voted_blocks(void **state)
         rmdir(d);
         assert_int_equal(rmdir(root), 0);
     }
+    on_device = false;
 }
 
 static void test_block_file_layout(void **state)
