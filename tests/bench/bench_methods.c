@@ -10,6 +10,13 @@
  * decode-time work is the same as with a full prefill).
  *   floor = (weight bytes + KV bytes attention reads per step) / measured copy bandwidth
  *
+ * Also, when named in --methods: kvstar (KVStar's defaults: blocks of 128, 25% of the
+ * middle blocks, a vote every 8 steps; the prompt's end writes every block to a store
+ * under $TMPDIR, timed as the last chunk; budget unused) and deltakv (sink 16, a
+ * reference every 10 tokens, the last 128 whole, int8 latents of a quarter of each
+ * token's values through a coordinate basis: the values do not change the time; held_mb
+ * is what it holds on the host beside the pool).
+ *
  *   bench_methods MODEL.gguf [--ctx 32768] [--batch 1,8] [--budget 2048] [--steps 20]
  *                 [--methods full,snapkv,pyramidkv,streaming,h2o,quest] */
 #include <cuda_runtime_api.h>
@@ -18,11 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "compress/deltakv.h"
 #include "compress/evict.h"
 #include "bench_common.h"
 #include "cuda/kernels_cuda.h"
 #include "kvweave/model.h"
 #include "kvweave/util.h"
+#include "retrieve/kvstar.h"
 #include "retrieve/quest.h"
 #include "runtime/forward.h"
 
@@ -35,13 +44,38 @@ static int32_t rand_id(int V)
     return (int32_t)(3 + rs % (uint64_t)(V - 3));
 }
 
-static kw_kvmethod *make_method(const char *name, int budget, kw_error *err)
+static kw_kvmethod *make_method(const char *name, int budget, const kw_model_config *c,
+                                kw_error *err)
 {
     if (!strcmp(name, "full"))
         return NULL;
+    kw_kvmethod *m = NULL;
+    if (!strcmp(name, "kvstar")) {
+        kw_kvstar_opts o = kw__kvstar_defaults();
+        return kw__kvstar_method(&o, &m, err) < 0 ? NULL : m;
+    }
+    if (!strcmp(name, "deltakv")) {
+        kw_deltakv_comp *dc = calloc(1, sizeof *dc);
+        if (!dc)
+            return kw_error_set(err, KW_ENOMEM, "out of memory"), NULL;
+        dc->n_layer = c->n_layer, dc->dim = 2 * c->n_head_kv * c->head_dim;
+        dc->latent = dc->dim / 4;
+        dc->u = calloc((size_t)dc->n_layer * dc->dim * dc->latent, sizeof(float));
+        for (int l = 0; dc->u && l < dc->n_layer; l++) /* column j: coordinate 4 j */
+            for (int j = 0; j < dc->latent; j++)
+                dc->u[((size_t)l * dc->dim + 4 * (size_t)j) * dc->latent + j] = 1.f;
+        kw_value *comp = dc->u ? kw__value_compressor(dc) : NULL;
+        if (!comp) {
+            kw__compressor_free(dc);
+            return kw_error_set(err, KW_ENOMEM, "out of memory"), NULL;
+        }
+        kw_deltakv_opts o = {.sink = 16, .every = 10, .recent = 128, .int8 = true};
+        int rc = kw__deltakv_method(&o, comp, &m, err);
+        kw_value_unref(comp);
+        return rc < 0 ? NULL : m;
+    }
     if (!strcmp(name, "quest")) {
         kw_quest_opts o = {.page = 16, .budget = budget, .min_pages = 2, .dense_layers = 2};
-        kw_kvmethod *m = NULL;
         if (kw__quest_method(&o, NULL, &m, err) < 0)
             return NULL;
         return m;
@@ -129,6 +163,8 @@ int main(int argc, char **argv)
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.device_pages = true;
     po.n_pages = (int64_t)c->n_layer * c->n_head_kv * ((ctx + steps + 64) / 16 + 3) * maxb;
+    if (strstr(methods, "deltakv")) /* a layer's rebuilt tokens, every sequence's at once */
+        po.n_tmp_pages = (int64_t)c->n_head_kv * ((ctx + steps + 64) / 16 + 3) * maxb;
     kw_kvpool *pool;
     kw_fwd *f;
     if (kw_kvpool_new(c, &po, &pool, &err) < 0
@@ -139,7 +175,7 @@ int main(int argc, char **argv)
     float *logits = malloc(sizeof(float) * (size_t)maxb * V);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)W * maxb), *pos = malloc(sizeof(int32_t) * (size_t)W * maxb);
     printf("method,batch,ctx,budget,last_chunk_ms,decode_ms,tok_per_s,attended_per_step,kv_mb,"
-           "floor_ms,pct_of_floor,speedup_vs_full\n");
+           "floor_ms,pct_of_floor,speedup_vs_full,held_mb,load_mb\n");
     char table[8192] = "";
     for (int bi = 0; bi < nbat; bi++) {
         int B = bat[bi];
@@ -147,7 +183,7 @@ int main(int argc, char **argv)
         char list[256];
         snprintf(list, sizeof list, "%s", methods);
         for (char *tk = strtok(list, ","); tk; tk = strtok(NULL, ",")) {
-            kw_kvmethod *meth = make_method(tk, budget, &err);
+            kw_kvmethod *meth = make_method(tk, budget, c, &err);
             if (!meth && strcmp(tk, "full")) {
                 fprintf(stderr, "bench_methods: %s\n", err.msg);
                 return 2;
@@ -219,19 +255,26 @@ int main(int argc, char **argv)
             int64_t pages = 0;
             for (int i = 0; i < B; i++)
                 pages += kw_kvseq_pages_held(sq[i].kv);
-            double kv_mb = (double)pages * 16 * 2 * 2 * c->head_dim / 1e6;
+            double kv_mb = (double)pages * 16 * 2 * 2 * c->head_dim / 1e6, held_mb = 0,
+                   load_mb = 0;
+            for (int i = 0; i < B; i++)
+                held_mb += sq[i].held_peak_bytes / 1e6, load_mb += sq[i].load_bytes / 1e6;
             /* attended: tokens read per step summed over layers and KV heads */
             double floor_ms = 1e3 * (weight_bytes + (double)att * 2 * 2 * c->head_dim) / bw;
             if (!strcmp(tk, "full"))
                 full_ms = ms;
-            printf("%s,%d,%d,%d,%.1f,%.3f,%.1f,%lld,%.1f,%.3f,%.1f,%.2f\n", tk, B, ctx,
-                   meth ? budget : ctx, last_ms, ms, B / (ms * 1e-3), (long long)att, kv_mb,
-                   floor_ms, 100 * floor_ms / ms, full_ms > 0 ? full_ms / ms : 0);
+            printf("%s,%d,%d,%d,%.1f,%.3f,%.1f,%lld,%.1f,%.3f,%.1f,%.2f,%.1f,%.1f\n", tk, B,
+                   ctx, meth ? budget : ctx, last_ms, ms, B / (ms * 1e-3), (long long)att,
+                   kv_mb, floor_ms, 100 * floor_ms / ms, full_ms > 0 ? full_ms / ms : 0,
+                   held_mb, load_mb);
+            char held[64] = "";
+            if (held_mb > 0)
+                snprintf(held, sizeof held, "  + %.1f MB held on the host", held_mb);
             snprintf(table + strlen(table), sizeof table - strlen(table),
                      "%-9s b=%d  decode %8.2f ms %8.1f tok/s  %5.2fx full  KV %8.1f MB  "
-                     "floor %6.2f ms (%5.1f%%)  last chunk %7.1f ms\n",
+                     "floor %6.2f ms (%5.1f%%)  last chunk %7.1f ms%s\n",
                      tk, B, ms, B / (ms * 1e-3), full_ms > 0 ? full_ms / ms : 0, kv_mb,
-                     floor_ms, 100 * floor_ms / ms, last_ms);
+                     floor_ms, 100 * floor_ms / ms, last_ms, held);
             for (int i = 0; i < B; i++) {
                 if (meth && meth->hook->seq_close)
                     meth->hook->seq_close(st, &sq[i], 0);

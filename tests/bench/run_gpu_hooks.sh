@@ -3,7 +3,8 @@
 # CPU (test_hooks_cuda) and the probability kernel (test_cuda_select), runs the budget
 # sweep pipeline on the CUDA engine with a SmolLM2-shaped synthetic model, then times the
 # methods against full attention at long context on a Llama-3.1-8B-shaped model
-# (bench_methods), table last.
+# (bench_methods), table last; KVStar and DeltaKV run as pipelines on both engines and
+# in a second bench_methods call.
 # Usage: tests/bench/run_gpu_hooks.sh [OUT_DIR]   (KVWEAVE_DATA: the RULER files)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,9 +26,29 @@ if [ -z "${KW_SKIP_SWEEP:-}" ]; then
     --limit 1 --db "$out/sweep.db" --quiet 2>&1 | tail -n 4 || fails=$((fails+1))
   python3 pipelines/tools/sweep_table.py "$out/sweep.db" > "$out/sweep_table.txt" 2>&1 || true
   tail -n 30 "$out/sweep_table.txt"
+  # KVStar and DeltaKV pipelines on both engines, two short RULER samples each: every
+  # sample must finish, with the methods' memory figures beside each other
+  for p in kvstar_ruler deltakv_ruler; do
+    for d in cpu cuda; do
+      rm -f "$out/$p-$d.db"
+      ./build-gpu/kvweave run pipelines/$p.yaml --device $d --set model=$small/model.gguf \
+        --set dataset.n=2 --set dataset.length=1024 --set gen.max_new=24 \
+        --set gen.ignore_eos=true --limit 2 --db "$out/$p-$d.db" --quiet 2>&1 | tail -n 2 \
+        || fails=$((fails+1))
+      echo "$p $d: $(./build-gpu/kvweave query --db "$out/$p-$d.db" --format csv \
+        "SELECT group_concat(key || '=' || value, ' ') FROM metrics WHERE sample IS NULL AND
+         key IN ('mem/kv_payload_peak_bytes', 'mem/held_peak_bytes', 'mem/load_bytes',
+                 'mem/store_bytes')" | tail -n 1); finished $(./build-gpu/kvweave query \
+        --db "$out/$p-$d.db" --format csv "SELECT count(*) FROM samples WHERE status =
+        'FINISHED'" | tail -n 1) of 2"
+    done
+  done
 fi
 big=/tmp/kw-llama8b-shape
 [ -f $big/model.gguf ] || ./build-gpu/kvweave gen model --arch llama --like llama-3.1-8b \
   --dtype bf16 --seed 1 --out $big > /dev/null
 ./build-gpu/tests/bench/bench_methods $big/model.gguf ${KW_BENCH_ARGS:-} | tee "$out/methods.csv"
+# KVStar and DeltaKV (host work every few steps or every step): batch 1, fewer steps
+./build-gpu/tests/bench/bench_methods $big/model.gguf --batch 1 --steps 8 \
+  --methods full,kvstar,deltakv ${KW_BENCH_ARGS:-} | tee "$out/methods_offload.csv"
 exit $fails
