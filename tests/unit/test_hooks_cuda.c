@@ -290,6 +290,19 @@ static void method_free(kw_kvmethod *m)
     free(m);
 }
 
+/* run_case for a pair of methods made with status rc (a failure is a FAIL line), then
+ * frees them */
+static void run_pair(const kw_model *m, const char *name, int rc, kw_kvmethod *a,
+                     kw_kvmethod *b, const kw_error *err, int *fails)
+{
+    if (rc < 0) {
+        printf("FAIL %s: %s\n", name, err->msg);
+        ++*fails;
+    } else
+        run_case(m, name, a, b, false, fails);
+    method_free(a), method_free(b);
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : "";
@@ -336,47 +349,32 @@ int main(int argc, char **argv)
             run_case(m, ev[i].name, a, b, false, &fails);
             method_free(a), method_free(b);
         }
+        kw_kvmethod *a = NULL, *b = NULL;
         kw_quest_opts qo = {.page = 16, .budget = 64, .min_pages = 2, .dense_layers = 2};
-        kw_kvmethod *qa = NULL, *qb = NULL;
-        if (kw__quest_method(&qo, NULL, &qa, &err) < 0 ||
-            kw__quest_method(&qo, NULL, &qb, &err) < 0) {
-            printf("FAIL quest: %s\n", err.msg);
-            fails++;
-        } else
-            run_case(m, "quest", qa, qb, false, &fails);
-        method_free(qa), method_free(qb);
+        int rc = kw__quest_method(&qo, NULL, &a, &err);
+        rc = rc < 0 ? rc : kw__quest_method(&qo, NULL, &b, &err);
+        run_pair(m, "quest", rc, a, b, &err, &fails);
         /* ClusterKV: the k-means of bf16 keys may draw other clusters than f32 keys;
          * the same logits bound applies as for Quest's pages */
         kw_clusterkv_opts co = {.budget = 96, .sink = 16, .clusters = 32, .iters = 10,
                                 .window = 320, .window_clusters = 8, .dense_layers = 2};
-        kw_kvmethod *ca = NULL, *cb = NULL;
-        if (kw__clusterkv_method(&co, NULL, &ca, &err) < 0 ||
-            kw__clusterkv_method(&co, NULL, &cb, &err) < 0) {
-            printf("FAIL clusterkv: %s\n", err.msg);
-            fails++;
-        } else
-            run_case(m, "clusterkv", ca, cb, false, &fails);
-        method_free(ca), method_free(cb);
+        a = b = NULL;
+        rc = kw__clusterkv_method(&co, NULL, &a, &err);
+        rc = rc < 0 ? rc : kw__clusterkv_method(&co, NULL, &b, &err);
+        run_pair(m, "clusterkv", rc, a, b, &err, &fails);
         kw_omnikv_opts oo = {.keep_tokens = 64, .sink = 8, .recent = 32, .kernel = 5};
-        kw_kvmethod *oa = NULL, *ob = NULL;
-        if (kw__omnikv_method(&oo, "0,1,2,8,18", &oa, &err) < 0 ||
-            kw__omnikv_method(&oo, "0,1,2,8,18", &ob, &err) < 0) {
-            printf("FAIL omnikv: %s\n", err.msg);
-            fails++;
-        } else
-            run_case(m, "omnikv", oa, ob, false, &fails);
-        method_free(oa), method_free(ob);
+        a = b = NULL;
+        rc = kw__omnikv_method(&oo, "0,1,2,8,18", &a, &err);
+        rc = rc < 0 ? rc : kw__omnikv_method(&oo, "0,1,2,8,18", &b, &err);
+        run_pair(m, "omnikv", rc, a, b, &err, &fails);
         /* KVStar: blocks of 16 tokens, so both prompts have middle blocks to offload; a vote
          * every 4 decode steps, so loaded blocks are written back to the device pages */
         kw_kvstar_opts ko = kw__kvstar_defaults();
         ko.block = 16, ko.retrieval_stride = 4, ko.threads = 0;
-        kw_kvmethod *ka = NULL, *kb = NULL;
-        if (kw__kvstar_method(&ko, &ka, &err) < 0 || kw__kvstar_method(&ko, &kb, &err) < 0) {
-            printf("FAIL kvstar: %s\n", err.msg);
-            fails++;
-        } else
-            run_case(m, "kvstar", ka, kb, false, &fails);
-        method_free(ka), method_free(kb);
+        a = b = NULL;
+        rc = kw__kvstar_method(&ko, &a, &err);
+        rc = rc < 0 ? rc : kw__kvstar_method(&ko, &b, &err);
+        run_pair(m, "kvstar", rc, a, b, &err, &fails);
         /* DeltaKV with an identity basis (latent = dim): the rebuilt tokens equal the
          * evicted ones, so what is checked is the device's path (rows read back, the
          * rebuilt tokens carried through the temporary pool to attention), not the
@@ -396,14 +394,10 @@ int main(int argc, char **argv)
                 dc->u[((size_t)l * dc->dim + i) * dc->dim + i] = 1.f;
         kw_value *comp = kw__value_compressor(dc);
         kw_deltakv_opts dopt = {.sink = 4, .every = 10, .recent = 32};
-        kw_kvmethod *da = NULL, *db = NULL;
-        if (kw__deltakv_method(&dopt, comp, &da, &err) < 0 ||
-            kw__deltakv_method(&dopt, comp, &db, &err) < 0) {
-            printf("FAIL deltakv: %s\n", err.msg);
-            fails++;
-        } else
-            run_case(m, "deltakv", da, db, false, &fails);
-        method_free(da), method_free(db);
+        a = b = NULL;
+        rc = kw__deltakv_method(&dopt, comp, &a, &err);
+        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
+        run_pair(m, "deltakv", rc, a, b, &err, &fails);
         kw_value_unref(comp);
     }
     for (int i = 0; i < NS; i++)
