@@ -606,9 +606,23 @@ kw_view *kw_view_free(kw_view *w)
     if (w) {
         free(w->row_ptr);
         free(w->spans);
+        free(w->want_pos);
         free(w);
     }
     return NULL;
+}
+
+int kw_view_want(kw_view *w, int32_t pos)
+{
+    if (w->n_want == w->cap_want) {
+        int cap = w->cap_want ? 2 * w->cap_want : 64;
+        int32_t *p = realloc(w->want_pos, (size_t)cap * sizeof *p);
+        if (!p)
+            return KW_ENOMEM;
+        w->want_pos = p, w->cap_want = cap;
+    }
+    w->want_pos[w->n_want++] = pos;
+    return 0;
 }
 
 int kw_view_reset(kw_view *w, int n_rows, bool per_qhead)
@@ -625,6 +639,8 @@ int kw_view_reset(kw_view *w, int n_rows, bool per_qhead)
     w->n_rows = n_rows;
     w->cur_row = 0;
     w->per_qhead = per_qhead;
+    w->by_pos = 0;
+    w->n_want = 0;
     for (int i = 0; i <= n_rows; i++)
         w->row_ptr[i] = 0;
     return 0;

@@ -12,13 +12,18 @@
  * the recent ones are no more than keep_tokens, every layer reads everything.
  *
  * The probabilities come from the engine (KW_NEED_DECODE_PROBS: decode steps only). An
- * observation layer must read the dense view (the hook is not placed after another
- * SELECT hook) and the later layers must store the same tokens (no EVICT hook below);
- * otherwise the sequence fails. The view of a sparse layer has one row per KV head, the
- * same tokens for each (the score is taken over all heads).
+ * observation layer must read every token, the same in every KV head's row (the hook is
+ * not placed after another SELECT hook, and no EVICT hook keeps other tokens per head);
+ * otherwise the sequence fails. Tokens are ranked by position, and the choice is kept as
+ * positions: the view of a sparse layer has one row per KV head with the stored tokens
+ * at chosen positions, and names the chosen positions the pool does not hold in its want
+ * list (kvpool.h), which DeltaKV, placed after OmniKV in the stack, rebuilds: only the
+ * chosen tokens (METHODS.md's OmniKV + DeltaKV composition). The observation layers read
+ * all that DeltaKV holds, rebuilt.
  *
- * OmniKV keeps every token in the pool: it lowers the tokens attended per step, not the
- * KV memory (the original offloads the KV of the sparse layers; this one does not). */
+ * OmniKV alone keeps every token in the pool: it lowers the tokens attended per step, not
+ * the KV memory (the original offloads the KV of the sparse layers; this one does not;
+ * stacked before DeltaKV, the memory is DeltaKV's). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -41,12 +46,14 @@ typedef struct ostate {
 } ostate;
 
 typedef struct oseq {
-    int keep;    /* keep_tokens, or ratio x the prompt */
-    int n_sel;   /* tokens chosen at the last observation layer; -1: none, read all */
-    int n_at;    /* tokens stored when they were chosen */
-    int32_t *sel; /* (n_sel) stored indices, increasing */
+    int keep;     /* keep_tokens, or ratio x the prompt */
+    int n_sel;    /* tokens chosen at the last observation layer; -1: none, read all */
+    int32_t *sel; /* (n_sel) their positions, increasing */
+    uint8_t *mark; /* (cap_mark) 1 at the chosen positions */
+    struct opos { int32_t pos, at; } *ord; /* an observation view's tokens by position */
     float *score, *pooled;
-    int64_t cap_sel, cap_score, cap_pooled;
+    int32_t *top;
+    int64_t cap_sel, cap_score, cap_pooled, cap_ord, cap_top, cap_mark;
 } oseq;
 
 static int grow_seq(oseq *q, int n)
@@ -56,47 +63,93 @@ static int grow_seq(oseq *q, int n)
         rc = kw_grow((void **)&q->score, &q->cap_score, n, sizeof(float));
     if (rc == 0)
         rc = kw_grow((void **)&q->pooled, &q->cap_pooled, n, sizeof(float));
+    if (rc == 0)
+        rc = kw_grow((void **)&q->ord, &q->cap_ord, n, sizeof *q->ord);
+    if (rc == 0)
+        rc = kw_grow((void **)&q->top, &q->cap_top, n, sizeof(int32_t));
     return rc;
 }
 
-/* The set of the observation layer l from the step's probabilities (H, len). */
-static int choose(const ostate *st, oseq *q, kw_seq *s, int l, const float *probs, int len)
+static int by_pos(const void *x, const void *y)
+{
+    const struct opos *a = x, *b = y;
+    return (a->pos > b->pos) - (a->pos < b->pos);
+}
+
+static int cmp_i32(const void *x, const void *y)
+{
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* The set of the observation layer from the step's probabilities (H, len) over view w,
+ * which read every token (the pool's, and any a MATERIALIZE hook rebuilt): its tokens
+ * taken in position order, the sink and the recent ones by rank in that order, the
+ * chosen ones kept as positions (the layers after it may store the same tokens in other
+ * places, or not at all: DeltaKV). */
+static int choose(const ostate *st, oseq *q, const kw_kvpool *pool, const kw_view *w,
+                  const float *probs, int len)
 {
     const kw_omnikv_opts *o = &st->p->o;
-    int H = st->cfg.n_head, n = kw_kvseq_len(s->kv, l, 0);
-    for (int h = 0; h < st->cfg.n_head_kv; h++)
-        if (kw_kvseq_len(s->kv, l, h) != n)
-            return KW_EINVAL;
-    if (len != n)
-        return KW_EINVAL; /* not the dense view */
+    int H = st->cfg.n_head, Hk = st->cfg.n_head_kv;
+    if (!w || w->per_qhead || w->n_rows != Hk)
+        return KW_EINVAL;
+    for (int h = 0; h < Hk; h++)
+        if (kw_view_row_tokens(w, h) != len)
+            return KW_EINVAL; /* not every token in every row: not a dense view */
+    int n = len, rc = grow_seq(q, n);
+    if (rc < 0)
+        return rc;
+    kw_kvmem mem = kw_kvpool_mem(pool);
+    int k = 0;
+    for (int j = w->row_ptr[0]; j < w->row_ptr[1]; j++) {
+        const kw_span *sp = &w->spans[j];
+        for (int x = 0; x < sp->n; x++, k++)
+            q->ord[k] = (struct opos){mem.pos[sp->pool][(int64_t)sp->page * mem.page_tokens
+                                                       + sp->first + x], k};
+    }
+    for (int h = 1; h < Hk; h++) { /* every row the same tokens in the same order */
+        int r = 0;
+        for (int j = w->row_ptr[h]; j < w->row_ptr[h + 1]; j++) {
+            const kw_span *sp = &w->spans[j];
+            const int32_t *pp = mem.pos[sp->pool] + (int64_t)sp->page * mem.page_tokens + sp->first;
+            for (int x = 0; x < sp->n; x++, r++)
+                if (pp[x] != q->ord[r].pos)
+                    return KW_EINVAL;
+        }
+    }
+    qsort(q->ord, (size_t)n, sizeof *q->ord, by_pos);
     int a = o->sink < n ? o->sink : n, e = n - o->recent > a ? n - o->recent : a;
-    q->n_at = n;
     if (e - a <= q->keep) {
         q->n_sel = -1;
         return 0;
     }
-    int rc = grow_seq(q, n);
-    if (rc < 0)
-        return rc;
-    for (int j = 0; j < n; j++) {
+    for (int r = 0; r < n; r++) { /* row r of a query head reads its KV head's row */
+        int j = q->ord[r].at;
         float m = probs[j];
         for (int h = 1; h < H; h++)
             m = probs[(int64_t)h * len + j] > m ? probs[(int64_t)h * len + j] : m;
-        q->score[j] = m;
+        q->score[r] = m;
     }
     if ((rc = kw_k_pool1d(KW_BK_CPU, NULL, q->score, 1, n, o->kernel, KW_POOLING_MAX,
-                          q->pooled)) < 0)
+                          q->pooled)) < 0 ||
+        (rc = kw_k_topk(KW_BK_CPU, NULL, q->pooled + a, 1, e - a, q->keep, q->top)) < 0)
         return rc;
-    int32_t *mid = q->sel + a; /* the chosen ones go between the sink and the recent */
-    if ((rc = kw_k_topk(KW_BK_CPU, NULL, q->pooled + a, 1, e - a, q->keep, mid)) < 0)
+    int m = 0;
+    for (int r = 0; r < a; r++)
+        q->sel[m++] = q->ord[r].pos;
+    for (int i = 0; i < q->keep; i++)
+        q->sel[m++] = q->ord[a + q->top[i]].pos;
+    for (int r = e; r < n; r++)
+        q->sel[m++] = q->ord[r].pos;
+    qsort(q->sel, (size_t)m, sizeof *q->sel, cmp_i32);
+    q->n_sel = m;
+    int32_t top = q->sel[m - 1];
+    if ((rc = kw_grow((void **)&q->mark, &q->cap_mark, (int64_t)top + 1, 1)) < 0)
         return rc;
-    for (int j = 0; j < a; j++)
-        q->sel[j] = j;
-    for (int j = 0; j < q->keep; j++)
-        mid[j] += a;
-    for (int j = e; j < n; j++)
-        q->sel[a + q->keep + (j - e)] = j;
-    q->n_sel = a + q->keep + (n - e);
+    memset(q->mark, 0, (size_t)q->cap_mark);
+    for (int i = 0; i < m; i++)
+        q->mark[q->sel[i]] = 1;
     return 0;
 }
 
@@ -108,9 +161,9 @@ static int o_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_
     for (int i = 0; i < b->n_seq; i++) {
         if (b->prefill[i])
             continue;
-        if (!a->step_probs || !a->step_probs[i])
+        if (!a->step_probs || !a->step_probs[i] || !a->views || !a->views[i])
             return KW_EINTERNAL;
-        int rc = choose(st, b->seqs[i]->hook_seq[c->hook_index], b->seqs[i], c->layer,
+        int rc = choose(st, b->seqs[i]->hook_seq[c->hook_index], c->pool, a->views[i],
                         a->step_probs[i], a->step_len[i]);
         if (rc < 0)
             return rc;
@@ -118,11 +171,49 @@ static int o_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_
     return 0;
 }
 
+/* The view of a layer after an observation layer: per KV head, the stored tokens at
+ * chosen positions (in stored order), and the chosen positions the pool does not hold
+ * as the view's want list (kvpool.h: a MATERIALIZE hook that holds them rebuilds them). */
+static int sparse_view(const ostate *st, oseq *os, kw_seq *s, const kw_lctx *c, kw_view *w)
+{
+    const kw_kvpool *pool = c->pool;
+    int l = c->layer;
+    int Hk = st->cfg.n_head_kv, P = kw_kvpool_options(pool)->page_tokens, found0 = 0;
+    kw_kvmem mem = kw_kvpool_mem(pool);
+    int rc = kw_view_reset(w, Hk, false);
+    w->by_pos = 1 + c->hook_index;
+    for (int h = 0; rc == 0 && h < Hk; h++) {
+        int npg, n = kw_kvseq_len(s->kv, l, h), found = 0;
+        const int32_t *pages = kw_kvseq_pages(s->kv, l, h, &npg);
+        rc = kw_view_begin_row(w, h);
+        for (int j = 0; rc == 0 && j < n; j++) {
+            int32_t p = mem.pos[KW_POOL_MAIN][(int64_t)pages[j / P] * P + j % P];
+            if (p >= 0 && p < os->cap_mark && os->mark[p]) {
+                rc = kw_view_add_token(w, s->kv, l, h, j);
+                found++;
+                if (h == 0)
+                    os->mark[p] = 2; /* in the pool */
+            }
+        }
+        if (h == 0)
+            found0 = found;
+        else if (rc == 0 && found != found0)
+            rc = KW_EINVAL; /* the KV heads of this layer store other tokens */
+    }
+    for (int i = 0; i < os->n_sel; i++) {
+        int32_t p = os->sel[i];
+        if (rc == 0 && os->mark[p] == 1)
+            rc = kw_view_want(w, p);
+        os->mark[p] = 1;
+    }
+    return rc;
+}
+
 static int o_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
 {
     (void)q;
     const ostate *st = stp;
-    int l = c->layer, Hk = st->cfg.n_head_kv;
+    int l = c->layer;
     if (st->obs[l] || l < st->p->layers[0])
         return 0;
     for (int i = 0; i < b->n_seq; i++) {
@@ -132,14 +223,7 @@ static int o_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         oseq *os = s->hook_seq[c->hook_index];
         if (os->n_sel < 0)
             continue;
-        int rc = kw_view_reset(out[i], Hk, false);
-        for (int h = 0; rc == 0 && h < Hk; h++) {
-            if (kw_kvseq_len(s->kv, l, h) != os->n_at)
-                return KW_EINVAL; /* this layer stores other tokens */
-            rc = kw_view_begin_row(out[i], h);
-            for (int j = 0; rc == 0 && j < os->n_sel; j++)
-                rc = kw_view_add_token(out[i], s->kv, l, h, os->sel[j]);
-        }
+        int rc = sparse_view(st, os, s, c, out[i]);
         if (rc < 0)
             return rc;
     }
@@ -163,7 +247,8 @@ static void o_seq_close(void *stp, kw_seq *s, int idx)
     (void)stp;
     oseq *q = s->hook_seq[idx];
     if (q)
-        free(q->sel), free(q->score), free(q->pooled);
+        free(q->sel), free(q->score), free(q->pooled), free(q->ord), free(q->top),
+            free(q->mark);
     free(q);
     s->hook_seq[idx] = NULL;
 }

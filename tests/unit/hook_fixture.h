@@ -104,16 +104,23 @@ static inline int hfx_select(hook_fx *fx, int layer, bool prefill, const float *
     return fx->m->hook->select(fx->st, &hb.lc, &hb.b, q, out);
 }
 
-/* The hook's after_attn with the step's probabilities (n_head, len) (nullable). */
+/* The hook's after_attn with the step's probabilities (n_head, len) (nullable) over the
+ * dense view of layer. */
 static inline int hfx_after_attn(hook_fx *fx, int layer, bool prefill, const float *probs,
                                  int len)
 {
     hfx_batch hb;
     hfx_batch_init(fx, &hb, layer, prefill);
     const float *sp[1] = {probs};
+    kw_view *dense = kw_view_new();
+    assert_non_null(dense);
+    assert_int_equal(kw_view_dense(dense, fx->seq.kv, layer, false), 0);
+    const kw_view *vw[1] = {dense};
     kw_attn_stats a = {.n_head = fx->cfg.n_head, .step_probs = probs ? sp : NULL,
-                       .step_len = &len};
-    return fx->m->hook->after_attn(fx->st, &hb.lc, &hb.b, &a);
+                       .step_len = &len, .views = vw};
+    int rc = fx->m->hook->after_attn(fx->st, &hb.lc, &hb.b, &a);
+    kw_view_free(dense);
+    return rc;
 }
 
 /* Marks (got[j] = 1) the stored indices row r of the view reads, each at most once;

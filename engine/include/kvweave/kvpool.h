@@ -225,6 +225,14 @@ typedef struct kw_view {
     kw_span *spans;    /* (row_ptr[n_rows]) */
     int cap_rows, cap_spans;
     int cur_row;       /* the row kw_view_add appends to */
+    /* Selection by position (a SELECT hook that chooses tokens by their position, such
+     * as OmniKV): by_pos (1 + the stack index of the hook that chose; 0: none) says the
+     * rows hold the chosen tokens the pool has, and want_pos (n_want, increasing) the
+     * chosen positions the pool does not hold, which a MATERIALIZE hook that holds them
+     * (DeltaKV) rebuilds and adds to every row. kw_view_reset clears both. */
+    int by_pos;
+    int32_t *want_pos;
+    int n_want, cap_want;
 } kw_view;
 
 kw_view *kw_view_new(void);
@@ -234,6 +242,8 @@ int kw_view_reset(kw_view *w, int n_rows, bool per_qhead);
 /* Rows are filled in increasing order: begin_row(r) then add spans to it. */
 int kw_view_begin_row(kw_view *w, int row);
 int kw_view_add(kw_view *w, int pool, int32_t page, int first, int n);
+/* Appends pos to w's want_pos (callers keep it increasing). */
+int kw_view_want(kw_view *w, int32_t pos);
 /* All stored tokens of one layer: one row per KV head (or per query head when
  * per_qhead, each query head reading its group's KV head), whole-page spans. */
 int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead);
