@@ -569,14 +569,6 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
     bool lse = hc->needs & KW_NEED_LSE;
     if (!hc->want_obs[i] && !hc->want_step[i] && !lse)
         return 0;
-    for (int j = 0; j < w->row_ptr[w->n_rows]; j++)
-        if (w->spans[j].pool != KW_POOL_MAIN) {
-            kw_seq_fail(s->seqs[i], KW_ENOSYS, "cuda: attention probabilities over "
-                        "temporary-pool tokens (a MATERIALIZE hook's) are not computed on the "
-                        "device; a hook that needs them runs with --device cpu");
-            seq_fail(s, i, KW_ENOSYS);
-            return 0;
-        }
     int64_t n_slots = 0;
     int len = 0;
     for (int r = 0; r < w->n_rows; r++) {
@@ -601,11 +593,14 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
         i8_np = i8_lists_fill(c, w, h + o_i8, c->i8_map, &i8_maxp);
     }
     int64_t k = 0;
-    for (int r = 0; r < w->n_rows; r++) {
+    for (int r = 0; r < w->n_rows; r++) { /* temporary pages: slots with the high bit set */
         off[r] = (int32_t)k;
-        for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++)
+        for (int j = w->row_ptr[r]; j < w->row_ptr[r + 1]; j++) {
+            const uint32_t tmp = w->spans[j].pool != KW_POOL_MAIN ? 0x80000000u : 0;
             for (int t = 0; t < w->spans[j].n; t++)
-                sl[k++] = (c->i8 ? c->i8_map[j] : w->spans[j].page) * c->P + w->spans[j].first + t;
+                sl[k++] = (int32_t)(tmp | (uint32_t)((c->i8 ? c->i8_map[j] : w->spans[j].page)
+                                                     * c->P + w->spans[j].first + t));
+        }
     }
     off[w->n_rows] = (int32_t)k;
     CU(cudaMemcpyAsync(d, h, total, cudaMemcpyHostToDevice, c->st), "probability lists");
@@ -614,7 +609,8 @@ static int hooked_probs(kw_cfwd *c, kw_hookcall *hc, kw_fwd_step *s, int i,
         return rc;
     int t0 = s->tok_first[i], nq = s->tok_n[i], tile = 64;
     kw_cuda_view_probs_args a = {.base = c->i8 ? c->i8_pages : c->kv_base,
-                                 .pos = c->i8 ? c->i8_pos : c->kv_pos, .page_tokens = c->P,
+                                 .pos = c->i8 ? c->i8_pos : c->kv_pos, .base_tmp = c->d_tmp,
+                                 .pos_tmp = c->d_tmp_pos, .page_tokens = c->P,
                                  .head_dim = hd, .n_head = H, .group = g,
                                  .per_qhead = w->per_qhead, .row_off = (const int32_t *)(d + o_off),
                                  .slots = (const int32_t *)(d + o_sl), .len = len,

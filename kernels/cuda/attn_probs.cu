@@ -2,7 +2,7 @@
 // ask for them (observation-window probabilities, per-step sums, LSE). The forward pass
 // does not keep attention probabilities, so this recomputes the scores: a block per
 // (query, head) computes q.k for every token of the head's row (a thread per token, the
-// K row read as bf16 pairs), the row's max and sum by block reductions, then writes
+// K row read as bf16 pairs, from the main or the temporary pool), the row's max and sum by block reductions, then writes
 // exp(s - lse). Masked tokens (stored position above the query's) get 0. Per-step sums
 // are taken in query tiles and added in a second kernel, in query order, so the result
 // does not depend on scheduling.
@@ -43,6 +43,7 @@ __device__ float block_reduce(float v, bool is_max, float *sh)
 // Block (j, h): query j of the tile (query index q0 + j), head h. probs: (nt, H, len).
 __global__ void __launch_bounds__(THREADS)
     view_probs(const __nv_bfloat16 *__restrict__ base, const int32_t *__restrict__ pos,
+               const __nv_bfloat16 *__restrict__ base_tmp, const int32_t *__restrict__ pos_tmp,
                int P, int hd, int H, int g, int per_q, const int32_t *__restrict__ row_off,
                const int32_t *__restrict__ slots, const float *__restrict__ q,
                const int32_t *__restrict__ qpos, int q0, int len, float scale,
@@ -62,10 +63,14 @@ __global__ void __launch_bounds__(THREADS)
     float mx = -INFINITY;
     for (int c = threadIdx.x; c < n; c += THREADS) {
         int32_t sl = slots[b + c];
+        const __nv_bfloat16 *kb = base;
+        const int32_t *pb = pos;
+        if (sl < 0) // the temporary pool's
+            sl &= 0x7fffffff, kb = base_tmp, pb = pos_tmp;
         float s = -INFINITY;
-        if (pos[sl] <= qp) {
+        if (pb[sl] <= qp) {
             const __nv_bfloat162 *k = reinterpret_cast<const __nv_bfloat162 *>(
-                base + ((int64_t)(sl / P) * 2 * P + sl % P) * hd);
+                kb + ((int64_t)(sl / P) * 2 * P + sl % P) * hd);
             float d = 0.f;
             for (int x = 0; x < hd / 2; x++) {
                 float2 f = __bfloat1622float2(k[x]);
@@ -115,12 +120,13 @@ extern "C" int kw_cuda_view_probs(void *stream, const kw_cuda_view_probs_args *a
     if (a->n_q == 0 || a->len == 0)
         return KW_OK;
     cudaStream_t s = (cudaStream_t)stream;
-    const __nv_bfloat16 *base = static_cast<const __nv_bfloat16 *>(a->base);
+    const __nv_bfloat16 *base = static_cast<const __nv_bfloat16 *>(a->base),
+                        *tbase = static_cast<const __nv_bfloat16 *>(a->base_tmp);
     size_t shm = (size_t)a->head_dim * sizeof(float);
     int64_t hl = (int64_t)a->n_head * a->len;
     if (a->mode == KW_CUDA_PROBS_EACH) {
         view_probs<<<dim3(a->n_q, a->n_head), THREADS, shm, s>>>(
-            base, a->pos, a->page_tokens, a->head_dim, a->n_head, a->group, a->per_qhead,
+            base, a->pos, tbase, a->pos_tmp, a->page_tokens, a->head_dim, a->n_head, a->group, a->per_qhead,
             a->row_off, a->slots, a->q, a->q_pos, 0, a->len, a->scale, a->out, a->lse);
         KW_CUDA_LAUNCHED();
         return KW_OK;
@@ -129,7 +135,7 @@ extern "C" int kw_cuda_view_probs(void *stream, const kw_cuda_view_probs_args *a
     for (int q0 = 0; q0 < a->n_q; q0 += a->tile) {
         int nt = a->n_q - q0 < a->tile ? a->n_q - q0 : a->tile;
         view_probs<<<dim3(nt, a->n_head), THREADS, shm, s>>>(
-            base, a->pos, a->page_tokens, a->head_dim, a->n_head, a->group, a->per_qhead,
+            base, a->pos, tbase, a->pos_tmp, a->page_tokens, a->head_dim, a->n_head, a->group, a->per_qhead,
             a->row_off, a->slots, a->q, a->q_pos, q0, a->len, a->scale, a->scratch, a->lse);
         KW_CUDA_LAUNCHED();
         sum_queries<<<(unsigned)((hl + 255) / 256), 256, 0, s>>>(a->scratch, nt, hl, a->out);

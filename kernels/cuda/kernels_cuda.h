@@ -384,6 +384,8 @@ enum { KW_CUDA_PROBS_EACH = 0, KW_CUDA_PROBS_SUM = 1 };
 typedef struct kw_cuda_view_probs_args {
     const void *base;        /* device bf16 pages (kvpool.c's layout) */
     const int32_t *pos;      /* device (n_pages * P) stored positions */
+    const void *base_tmp;    /* nullable: the temporary pool's pages and positions, read */
+    const int32_t *pos_tmp;  /* by slots with the high bit set (slot & 0x7fffffff) */
     int page_tokens, head_dim, n_head, group, per_qhead;
     const int32_t *row_off;  /* device (n_rows + 1) */
     const int32_t *slots;    /* device */

@@ -443,8 +443,8 @@ static int test_compact_other_pages(int hd, int P)
 
 /* ---- attention probabilities over a view (attn_probs.cu) ----
  * A bf16 pool of random K rows with random positions; views of random spans (gaps,
- * partial pages, rows of different lengths); random queries, some keys masked by
- * position. Reference in double from the same bf16 values. Bound: max absolute error
+ * partial pages, rows of different lengths), in half the trials over two pools (main and
+ * temporary); random queries, some keys masked by position. Reference in double from the same bf16 values. Bound: max absolute error
  * 2e-5 on probabilities (each is in [0, 1]; __expf and f32 sums) and 1e-4 relative on
  * the per-step sums and on LSE. */
 static uint16_t to_bf16(float f)
@@ -531,9 +531,19 @@ static int test_view_probs(void)
                 }
                 free(sc);
             }
-        void *dkv = dput(kv, nel * 2);
-        int32_t *dpos = dput(pos, sizeof(int32_t) * n_pages * P), *doff = dput(off, 4 * (n_rows + 1)),
-                *dsl = dput(sl, 4 * (size_t)(k + 1)), *dqp = dput(qp, 4 * (size_t)n_q);
+        /* even trials: pages from n_main on are a temporary pool of their own on the
+         * device, their slots given with the high bit set */
+        int n_main = trial % 2 ? n_pages : n_pages / 2;
+        int32_t *esl = malloc(sizeof(int32_t) * (size_t)(k + 1));
+        for (int i = 0; i < k; i++)
+            esl[i] = sl[i] / P < n_main ? sl[i] : (int32_t)(0x80000000u | (uint32_t)(sl[i] - n_main * P));
+        void *dkv = dput(kv, (size_t)n_main * 2 * P * hd * 2);
+        void *dtmp = n_main < n_pages ? dput(kv + (size_t)n_main * 2 * P * hd,
+                                             (size_t)(n_pages - n_main) * 2 * P * hd * 2) : NULL;
+        int32_t *dpos = dput(pos, sizeof(int32_t) * n_main * P), *doff = dput(off, 4 * (n_rows + 1)),
+                *dtpos = n_main < n_pages ? dput(pos + (size_t)n_main * P,
+                                                 sizeof(int32_t) * (n_pages - n_main) * P) : NULL,
+                *dsl = dput(esl, 4 * (size_t)(k + 1)), *dqp = dput(qp, 4 * (size_t)n_q);
         float *dq = dput(q, sizeof(float) * n_q * H * hd);
         float *dout = dpoison(4 * (size_t)n_q * hl), *dsum = dpoison(4 * hl),
               *dscr = dpoison(4 * (size_t)tile * hl), *dlse = dpoison(4 * (size_t)n_q * H);
@@ -541,7 +551,8 @@ static int test_view_probs(void)
                                      .n_head = H, .group = group, .per_qhead = per_q,
                                      .row_off = doff, .slots = dsl, .q = dq, .q_pos = dqp,
                                      .n_q = n_q, .len = len, .mode = KW_CUDA_PROBS_EACH,
-                                     .scale = scale, .out = dout};
+                                     .scale = scale, .out = dout, .base_tmp = dtmp,
+                                     .pos_tmp = dtpos};
         int rc = kw_cuda_view_probs(NULL, &a);
         a.mode = KW_CUDA_PROBS_SUM, a.tile = tile, a.out = dsum, a.scratch = dscr, a.lse = dlse;
         rc = rc ? rc : kw_cuda_view_probs(NULL, &a);
@@ -567,12 +578,14 @@ static int test_view_probs(void)
         worst_s = es > worst_s ? es : worst_s;
         worst_l = el > worst_l ? el : worst_l;
         char shape[128];
-        snprintf(shape, sizeof shape, "P=%d d=%d heads=%d/%d %s q=%d tile=%d len=%d", P, hd, H,
-                 n_kv, per_q ? "rows per q head" : "rows per kv head", n_q, tile, len);
+        snprintf(shape, sizeof shape, "P=%d d=%d heads=%d/%d %s q=%d tile=%d len=%d%s", P, hd,
+                 H, n_kv, per_q ? "rows per q head" : "rows per kv head", n_q, tile, len,
+                 n_main < n_pages ? " +tmp pool" : "");
         fails += report("view probs", rc, ep, 2e-5, shape);
         fails += report("probs sum", rc, es, 1e-4, shape);
         fails += report("probs lse", rc, el, 1e-4, shape);
         cudaFree(dkv), cudaFree(dpos), cudaFree(doff), cudaFree(dsl), cudaFree(dqp), cudaFree(dq);
+        cudaFree(dtmp), cudaFree(dtpos), free(esl);
         cudaFree(dout), cudaFree(dsum), cudaFree(dscr), cudaFree(dlse);
         free(kv), free(pos), free(off), free(sl), free(q), free(qp), free(rp), free(rs), free(rl);
         free(gp), free(gs), free(gl);
