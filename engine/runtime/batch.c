@@ -357,6 +357,8 @@ static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
     r->load_bytes_full = q->s.load_bytes_full;
     r->hook_wait_s = q->s.wait_s;
     r->held_peak_bytes = q->s.held_peak_bytes;
+    r->rebuilt = q->s.rebuilt;
+    r->rebuilt_full = q->s.rebuilt_full;
     r->tmp_bytes_peak = e->tmp_peak * ms.page_bytes;
     if (q->mem_samples) {
         r->pages_mean = q->pages_sum / q->mem_samples;

@@ -1,5 +1,5 @@
 /* compress.deltakv — DeltaKV's residual compression against reference tokens (METHODS.md),
- * an EVICT + STORE hook on the CPU engine, over a compressor that compress.deltakv_fit
+ * an EVICT + STORE hook (CPU and CUDA engines), over a compressor that compress.deltakv_fit
  * fits in the calibration phase.
  *
  * Per layer a token is x = [K; V] of all its KV heads, K before RoPE (dim = 2 n_kv
@@ -17,7 +17,11 @@
  * (materialize) the hook rebuilds every token it holds, x = U latent + ref (centers
  * exactly), applies RoPE from the stored positions and writes them to the temporary pool;
  * the view stitches the pool's pages and those temporary pages per KV head. The
- * temporary pages are given back after the layer's attention.
+ * temporary pages are given back after the layer's attention. After a SELECT hook that
+ * chose by position (OmniKV, placed before DeltaKV in the stack; kvpool.h's want list),
+ * the hook rebuilds only the chosen positions it holds and adds them to the chosen
+ * view; after one that chose among the pool's tokens only, the sequence fails. The
+ * tokens rebuilt, and what rebuilding all would have been, are counted in kw_seq.
  *
  * Memory: the pool's payload falls to the sinks and the window; what the hook holds
  * (centers, latents, their positions and references) is recorded as held_peak_bytes
@@ -153,6 +157,9 @@ typedef struct dseq {
     int64_t x_cap, res_cap, k_cap;
     int32_t *pos, *keep;
     int64_t pos_cap, keep_cap;
+    int32_t *ci, *li, *rp;  /* rebuild: the chosen centers and latents, a view's rows */
+    kw_span *sp;            /* rebuild: a chosen view's spans */
+    int64_t ci_cap, li_cap, rp_cap, sp_cap;
 } dseq;
 
 #define DP(st) (&(st)->p->o)
@@ -345,52 +352,105 @@ static int add_pool(kw_view *w, const kw_kvseq *kv, int l, int h, int P)
     return rc;
 }
 
-/* Rebuilds what layer l holds, writes it to temporary pages and makes the view the
- * pool's pages plus those, per KV head. */
+/* Which held tokens of layer l to rebuild: every one (want NULL), or those whose
+ * positions are in want (n_want, increasing): the indices of centers (past the sinks)
+ * into ds->ci and of latents into ds->li. Centers' and latents' positions increase in
+ * the order they were encoded. */
+static int pick(dseq *ds, const dlayer *ly, const int32_t *want, int n_want, int *nc, int *nl)
+{
+    int rc = kw_grow((void **)&ds->ci, &ds->ci_cap, ly->n_c + 1, sizeof(int32_t));
+    if (rc == 0)
+        rc = kw_grow((void **)&ds->li, &ds->li_cap, ly->n_l + 1, sizeof(int32_t));
+    if (rc < 0)
+        return rc;
+    *nc = *nl = 0;
+    for (int i = ly->n_sink, w = 0; i < ly->n_c; i++) {
+        while (want && w < n_want && want[w] < ly->cpos[i])
+            w++;
+        if (!want || (w < n_want && want[w] == ly->cpos[i]))
+            ds->ci[(*nc)++] = i;
+    }
+    for (int i = 0, w = 0; i < ly->n_l; i++) {
+        while (want && w < n_want && want[w] < ly->lpos[i])
+            w++;
+        if (!want || (w < n_want && want[w] == ly->lpos[i]))
+            ds->li[(*nl)++] = i;
+    }
+    return 0;
+}
+
+/* Rebuilds what layer l holds (all of it for a dense view; for a view a SELECT hook chose
+ * by position, only the positions it wants), writes the tokens to temporary pages and
+ * adds those to every row: a dense view becomes the pool's pages plus them, a chosen one
+ * keeps its rows (the chosen tokens of the pool) with them appended. */
 static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
 {
     const kw_model_config *cf = &st->cfg;
     int l = c->layer, Hk = cf->n_head_kv, hd = cf->head_dim, D = st->c->dim, r = st->c->latent;
     int P = kw_kvpool_options(c->pool)->page_tokens;
     dlayer *ly = &ds->ly[l];
-    int nc = ly->n_c - ly->n_sink, m = nc + ly->n_l, rc; /* the sinks are in the pool */
-    if (m == 0)
-        return 0;
-    if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D, sizeof(float))) < 0
-        || (rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd, sizeof(float))) < 0
-        || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m, sizeof(int32_t))) < 0)
+    bool chosen = w->by_pos != 0;
+    int nc, nl, rc;
+    if ((rc = pick(ds, ly, chosen ? w->want_pos : NULL, w->n_want, &nc, &nl)) < 0)
         return rc;
-    memcpy(ds->x, ly->cx + (int64_t)ly->n_sink * D, sizeof(float) * (size_t)nc * D);
-    memcpy(ds->pos, ly->cpos + ly->n_sink, sizeof(int32_t) * (size_t)nc);
-    if (ly->n_l > 0) { /* x = ref + latent . U^T */
-        float *xl = ds->x + (int64_t)nc * D;
-        const float *lat = ly->lf;
-        float *deq = NULL;
-        if (DP(st)->int8) {
-            if (!(deq = malloc(sizeof(float) * (size_t)ly->n_l * r)))
-                return KW_ENOMEM;
-            for (int64_t i = 0; i < (int64_t)ly->n_l * r; i++)
-                deq[i] = ly->ls[i / r] * ly->li[i];
-            lat = deq;
+    int m = nc + nl;
+    s->rebuilt += m;
+    s->rebuilt_full += ly->n_c - ly->n_sink + ly->n_l;
+    if (m == 0 && !chosen)
+        return 0; /* the dense view is the pool's */
+    if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D + 1, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * Hk * hd + 1, sizeof(float))) < 0
+        || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m + 1, sizeof(int32_t))) < 0
+        || (rc = kw_grow((void **)&ds->res, &ds->res_cap, (int64_t)nl * r + 1, sizeof(float))) < 0)
+        return rc;
+    for (int t = 0; t < nc; t++) {
+        memcpy(ds->x + (int64_t)t * D, ly->cx + (int64_t)ds->ci[t] * D, sizeof(float) * D);
+        ds->pos[t] = ly->cpos[ds->ci[t]];
+    }
+    if (nl > 0) { /* x = ref + latent . U^T, the chosen latents gathered into res */
+        float *xl = ds->x + (int64_t)nc * D, *lat = ds->res;
+        for (int t = 0; t < nl; t++) {
+            int i = ds->li[t];
+            if (DP(st)->int8)
+                for (int j = 0; j < r; j++)
+                    lat[(int64_t)t * r + j] = ly->ls[i] * ly->li[(int64_t)i * r + j];
+            else
+                memcpy(lat + (int64_t)t * r, ly->lf + (int64_t)i * r, sizeof(float) * r);
+            memcpy(xl + (int64_t)t * D, ly->cx + (int64_t)ly->lref[i] * D, sizeof(float) * D);
+            ds->pos[nc + t] = ly->lpos[i];
         }
-        for (int t = 0; t < ly->n_l; t++)
-            memcpy(xl + (int64_t)t * D, ly->cx + (int64_t)ly->lref[t] * D, sizeof(float) * D);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, ly->n_l, D, r, 1.f, lat, r,
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, D, r, 1.f, lat, r,
                     st->c->u + (int64_t)l * D * r, r, 1.f, xl, D);
-        free(deq);
-        memcpy(ds->pos + nc, ly->lpos, sizeof(int32_t) * (size_t)ly->n_l);
     }
     /* K (the first n_kv x head_dim of each row) gets RoPE at its position */
     for (int t = 0; t < m; t++)
         memcpy(ds->k + (int64_t)t * Hk * hd, ds->x + (int64_t)t * D, sizeof(float) * Hk * hd);
-    if ((rc = kw_k_rope(KW_BK_CPU, NULL, ds->k, ds->pos, m, Hk, hd, st->inv_freq,
-                        cf->rope_layout)) < 0)
+    if (m > 0 && (rc = kw_k_rope(KW_BK_CPU, NULL, ds->k, ds->pos, m, Hk, hd, st->inv_freq,
+                                 cf->rope_layout)) < 0)
         return rc;
+    /* a chosen view's rows, kept to be written again with the rebuilt tokens after them */
+    int n_sp = chosen ? w->row_ptr[w->n_rows] : 0;
+    if (chosen) {
+        if (w->n_rows != Hk || w->per_qhead)
+            return KW_EINVAL;
+        if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
+            || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, Hk + 1, sizeof(int32_t))) < 0)
+            return rc;
+        memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
+        for (int h = 0; h <= Hk; h++)
+            ds->rp[h] = w->row_ptr[h];
+    }
     if ((rc = kw_view_reset(w, Hk, false)) < 0)
         return rc;
     for (int h = 0; h < Hk; h++) {
-        if ((rc = kw_view_begin_row(w, h)) < 0 || (rc = add_pool(w, s->kv, l, h, P)) < 0)
+        if ((rc = kw_view_begin_row(w, h)) < 0)
             return rc;
+        if (!chosen && (rc = add_pool(w, s->kv, l, h, P)) < 0)
+            return rc;
+        for (int j = chosen ? ds->rp[h] : 0; chosen && j < ds->rp[h + 1]; j++)
+            if ((rc = kw_view_add(w, ds->sp[j].pool, ds->sp[j].page, ds->sp[j].first,
+                                  ds->sp[j].n)) < 0)
+                return rc;
         for (int t0 = 0; t0 < m; t0 += P) {
             int32_t page, *pp;
             if ((rc = kw_kvpool_tmp_alloc(c->pool, &page)) < 0)
@@ -437,10 +497,19 @@ static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
             worst = worst ? worst : KW_ENOSYS;
             continue;
         }
-        if (!kw_view_is_dense(v[i], s->kv, c->layer)) {
-            kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a SELECT hook chose tokens before "
-                        "DeltaKV rebuilt its own; the two do not combine yet (DeltaKV would "
-                        "drop that choice)");
+        if (v[i]->by_pos > 1 + c->hook_index) {
+            kw_seq_fail(s, KW_EINVAL, "compress.deltakv: a SELECT hook after it in the stack "
+                        "chose by position; put that hook (retrieve.omnikv) before "
+                        "compress.deltakv, so that it reads its view before DeltaKV moves "
+                        "tokens out of the pool");
+            worst = worst ? worst : KW_EINVAL;
+            continue;
+        }
+        if (!v[i]->by_pos && !kw_view_is_dense(v[i], s->kv, c->layer)) {
+            kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a SELECT hook chose among the "
+                        "pool's tokens only, before DeltaKV rebuilt its own (which that hook "
+                        "cannot see); only hooks that choose by position (retrieve.omnikv) "
+                        "combine with DeltaKV");
             worst = worst ? worst : KW_ENOSYS;
             continue;
         }
@@ -505,6 +574,7 @@ static void seq_free(const dstate *st, dseq *ds)
         free(ly->lref), free(ly->lpos);
     }
     free(ds->ly), free(ds->x), free(ds->res), free(ds->k), free(ds->pos), free(ds->keep);
+    free(ds->ci), free(ds->li), free(ds->rp), free(ds->sp);
     free(ds);
 }
 
@@ -644,12 +714,14 @@ static int run(kw_opctx *c, void *st, kw_task *t)
 
 const kw_op kw_op_compress_deltakv = {
     .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "compress.deltakv", .version = 1,
-    .doc = "DeltaKV residual compression (EVICT + STORE; CPU engine): tokens leaving the "
+    .doc = "DeltaKV residual compression (EVICT + STORE; CPU and CUDA engines, bf16 pages "
+           "on CUDA): tokens leaving the "
            "last `recent` positions leave the pool; every 1/center_ratio-th one (and the "
            "first `sink`, which stay in the pool) is a reference kept whole, any other is "
            "stored as U^T ([K;V] - nearest preceding reference), K before RoPE, with the "
            "compressor U from compress.deltakv_fit; before attention every held token is "
-           "rebuilt (U latent + reference, then RoPE) into the temporary pool. Saves KV "
+           "rebuilt (U latent + reference, then RoPE) into the temporary pool, or after "
+           "retrieve.omnikv (placed before it) only the tokens OmniKV chose. Saves KV "
            "memory (pool payload + held_peak_bytes), not bandwidth.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = sizeof params / sizeof *params, .run = run,

@@ -229,6 +229,10 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
     json_object_set_new(mem, "attended_mean", json_real(r->attended_mean));
     if (r->held_peak_bytes) /* KV a STORE hook held outside the pool (compressed) */
         json_object_set_new(mem, "held_peak_bytes", json_integer(r->held_peak_bytes));
+    if (r->rebuilt_full) { /* tokens rebuilt from it before attention (DeltaKV) */
+        json_object_set_new(mem, "rebuilt_tokens", json_integer(r->rebuilt));
+        json_object_set_new(mem, "rebuilt_tokens_full", json_integer(r->rebuilt_full));
+    }
     if (r->store_bytes || r->load_bytes) { /* an offloading method's block-store traffic */
         json_object_set_new(mem, "store_bytes", json_integer(r->store_bytes));
         json_object_set_new(mem, "load_bytes", json_integer(r->load_bytes));

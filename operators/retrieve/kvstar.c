@@ -1,5 +1,5 @@
 /* retrieve.kvstar — KVStar's multi-step sparse retrieval with offloading (METHODS.md), an
- * EVICT + STORE hook on the CPU engine.
+ * EVICT + STORE hook (CPU and CUDA engines).
  *
  * Blocks. A prompt of n tokens has n / block whole blocks; the first init_window and the
  * last local_window of them, the prompt's partial last block and every generated token

@@ -57,7 +57,7 @@ static int run(kw_opctx *c, void *st, kw_task *t)
 
 const kw_op kw_op_retrieve_kvstar = {
     .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.kvstar", .version = 1,
-    .doc = "KVStar multi-step sparse retrieval with offloading (EVICT + STORE; CPU engine): "
+    .doc = "KVStar multi-step sparse retrieval with offloading (EVICT + STORE; CPU and CUDA engines): "
            "at the prompt's end every whole block of `block` tokens is written to a block "
            "store, the middle blocks (between the first init_window and the last "
            "local_window) get a representation (the channels of largest mean |K|, pairs of "

@@ -5,7 +5,8 @@
 # basis (all 384 values) the answers are full attention's; with the pipeline's 128 int8
 # values the pool's payload plus what the hook holds is under half of full attention's
 # KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
-# int8 pages the pool holds less again.
+# int8 pages the pool holds less again; stacked after OmniKV (omnikv_deltakv_ruler.yaml) it
+# rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -47,3 +48,21 @@ PY
 [ "$(q "$tmp/i8.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
     "$(metric "$tmp/i8.db" mem/kv_payload_peak_bytes)" "$pool"
+# OmniKV + DeltaKV: the observation layers read everything, the others the 64 chosen
+# tokens with the sink and the recent ones, and DeltaKV rebuilds only the chosen
+"$KVWEAVE_BIN" run pipelines/omnikv_deltakv_ruler.yaml --db "$tmp/od.db" $small --set sel.keep_tokens=64
+"$KVWEAVE_BIN" run pipelines/omnikv_ruler.yaml --db "$tmp/o.db" $small --set sel.keep_tokens=64
+for db in od o; do
+    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+done
+rb=$(metric "$tmp/od.db" mem/rebuilt_tokens)
+rbf=$(metric "$tmp/od.db" mem/rebuilt_tokens_full)
+echo "omnikv + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/od.db" mem/attended_mean) (omnikv alone $(metric "$tmp/o.db" mem/attended_mean))"
+python3 - "$rb" "$rbf" "$(metric "$tmp/od.db" mem/attended_mean)" "$(metric "$tmp/o.db" mem/attended_mean)" \
+    "$(metric "$tmp/od.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/od.db" mem/held_peak_bytes)" "$full" <<'PY'
+import sys
+rb, rbf, att, att_o, pool, held, full = map(float, sys.argv[1:])
+assert 0 < rb < 0.8 * rbf, (rb, rbf)
+assert abs(att - att_o) <= 0.01 * att_o, (att, att_o)
+assert pool + held < 0.5 * full, (pool, held, full)
+PY

@@ -15,6 +15,8 @@
 #include <cmocka.h>
 
 #include "compress/deltakv.h"
+#include "retrieve/omnikv.h"
+#include "runtime/forward.h"
 #include "kernels.h"
 #include "hook_fixture.h"
 #include "runtime_support.h"
@@ -373,8 +375,164 @@ static void test_a_select_hook_before_it_is_refused(void **state)
     }
     kw_view *out[1] = {f.fx.w};
     assert_true(f.fx.m->hook->materialize(f.fx.st, &hb.lc, &hb.b, out) < 0);
-    assert_non_null(strstr(f.fx.seq.error, "a SELECT hook chose tokens before DeltaKV"));
+    assert_non_null(strstr(f.fx.seq.error, "chose among the pool's tokens only"));
     dfx_close(&f);
+}
+
+/* A view a SELECT hook chose by position (OmniKV's, kvpool.h): the pool's tokens it
+ * chose stay, and only the held positions it wants are rebuilt and added, each equal to
+ * expected(); a position DeltaKV does not hold is not added. The same view from a hook
+ * placed after DeltaKV in the stack is refused. */
+static void test_a_choice_by_position_rebuilds_only_the_chosen(void **state)
+{
+    (void)state;
+    dfx f;
+    dfx_open(&f, 10, false, 0xe3, false);
+    const kw_model_config *c = &f.fx.cfg;
+    for (int l = 0; l < c->n_layer; l++)
+        assert_int_equal(call(&f, l, 2, NP - 1, true, true), 0);
+    f.enc_limit = NP - RECENT;
+    /* chosen: sink 1, held 10 (a center), 13 and 27 (latents), recent NP - 2; wanted:
+     * the held ones and NP + 5 (nobody holds it) */
+    const int32_t want[] = {10, 13, 27, NP + 5};
+    int l = 1;
+    hfx_batch hb;
+    hfx_batch_init(&f.fx, &hb, l, false);
+    hb.pos = NP - 1;
+    kw_view *w = f.fx.w;
+    assert_int_equal(kw_view_reset(w, c->n_head_kv, false), 0);
+    for (int h = 0; h < c->n_head_kv; h++) {
+        assert_int_equal(kw_view_begin_row(w, h), 0);
+        assert_int_equal(kw_view_add_token(w, f.fx.seq.kv, l, h, 1), 0); /* position 1 */
+        int n = kw_kvseq_len(f.fx.seq.kv, l, h);
+        assert_int_equal(kw_view_add_token(w, f.fx.seq.kv, l, h, n - 2), 0); /* NP - 2 */
+    }
+    w->by_pos = 1; /* chosen by the hook at stack index 0, DeltaKV's own index here: a
+                      choice made at or before DeltaKV's place in the stack is taken */
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(kw_view_want(w, want[i]), 0);
+    int64_t mark = kw_kvpool_tmp_used(f.fx.pool), before = f.fx.seq.rebuilt;
+    kw_view *out[1] = {w};
+    assert_int_equal(f.fx.m->hook->materialize(f.fx.st, &hb.lc, &hb.b, out), 0);
+    assert_int_equal(f.fx.seq.rebuilt - before, 3);
+    assert_true(f.fx.seq.rebuilt_full - before > 3);
+    assert_true(kw_kvpool_tmp_used(f.fx.pool) > mark);
+    kw_kvmem mem = kw_kvpool_mem(f.fx.pool);
+    int hd = c->head_dim;
+    for (int h = 0; h < c->n_head_kv; h++) {
+        const int32_t expect_pos[] = {1, NP - 2, 10, 13, 27};
+        int k = 0;
+        for (int s = w->row_ptr[h]; s < w->row_ptr[h + 1]; s++) {
+            const kw_span *sp = &w->spans[s];
+            for (int x = sp->first; x < sp->first + sp->n; x++, k++) {
+                assert_true(k < 5);
+                int32_t p = mem.pos[sp->pool][(int64_t)sp->page * mem.page_tokens + x];
+                assert_int_equal(p, expect_pos[k]);
+                float buf[8] = {0}, ke[16], ve[16];
+                const float *kr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 0, buf);
+                float kk[8];
+                memcpy(kk, kr, sizeof kk);
+                const float *vr = kw_kvmem_row(&mem, sp->pool, sp->page, x, 1, buf);
+                expected(&f, l, p, ke, ve);
+                for (int i = 0; i < hd; i++) {
+                    assert_float_equal(kk[i], ke[h * hd + i], 1e-5);
+                    assert_float_equal(vr[i], ve[h * hd + i], 1e-5);
+                }
+            }
+        }
+        assert_int_equal(k, 5);
+    }
+    kw_kvpool_tmp_truncate(f.fx.pool, mark);
+    /* the same choice from a hook after DeltaKV (stack index 1) is refused */
+    assert_int_equal(kw_view_reset(w, c->n_head_kv, false), 0);
+    w->by_pos = 2;
+    assert_true(f.fx.m->hook->materialize(f.fx.st, &hb.lc, &hb.b, out) < 0);
+    assert_non_null(strstr(f.fx.seq.error, "before compress.deltakv"));
+    dfx_close(&f);
+}
+
+/* OmniKV + DeltaKV on the CPU engine (METHODS.md's composition): a tiny model, 80 prompt
+ * tokens in chunks of 16, 30 decode steps; OmniKV observes layer 0 and chooses 10 tokens
+ * with 2 sink and 4 recent ones for layers 1 and 2. Stacked before DeltaKV with a
+ * lossless basis (U square), the logits equal OmniKV's alone within 1e-4 (the same
+ * choices, the chosen tokens rebuilt exactly), DeltaKV's pool holds its sinks and window
+ * only, and it rebuilt fewer tokens than it held: everything at the observation layer,
+ * only the chosen ones at the others. */
+static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
+{
+    (void)state;
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    kw_model *m = rt_tiny_model(&cfg, 21);
+    int L = cfg.n_layer, D = 2 * cfg.n_head_kv * cfg.head_dim, V = cfg.n_vocab;
+    kw_deltakv_comp *dc = calloc(1, sizeof *dc);
+    dc->n_layer = L, dc->dim = D, dc->latent = D;
+    dc->u = calloc((size_t)L * D * D, sizeof(float));
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < D; i++)
+            dc->u[((size_t)l * D + i) * D + i] = 1.f;
+    kw_value *comp = kw__value_compressor(dc);
+    kw_deltakv_opts dopt = {.sink = 4, .every = 5, .recent = 8};
+    kw_omnikv_opts oo = {.keep_tokens = 10, .sink = 2, .recent = 4, .kernel = 3};
+    uint64_t rs = 5;
+    int n = 110, np = 80, ch = 16;
+    int32_t *ids = malloc(sizeof(int32_t) * n);
+    for (int i = 0; i < n; i++)
+        ids[i] = (int32_t)(3 + rt_rand_u64(&rs) % (uint64_t)(V - 3));
+    float *out[2];
+    kw_seq seq[2];
+    for (int run = 0; run < 2; run++) {
+        kw_error err = {0};
+        kw_fwd *f;
+        kw_kvpool *pool;
+        kw_kvpool_opts po = kw_kvpool_defaults();
+        po.page_tokens = 4, po.n_pages = 1024;
+        assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
+        assert_int_equal(kw_kvpool_new(&cfg, &po, &pool, &err), 0);
+        kw_kvmethod *meth[2] = {NULL, NULL};
+        assert_int_equal(kw__omnikv_method(&oo, "0", &meth[0], &err), 0);
+        if (run)
+            assert_int_equal(kw__deltakv_method(&dopt, comp, &meth[1], &err), 0);
+        kw_hookstack hs = {0};
+        for (int i = 0; i < 2 && meth[i]; i++) {
+            void *st;
+            assert_int_equal(meth[i]->state_new(meth[i]->params, &cfg, &st, &err), 0);
+            hs.hooks[hs.n] = meth[i]->hook, hs.states[hs.n++] = st;
+        }
+        assert_int_equal(kw_hookstack_check(&hs, &err), 0);
+        seq[run] = (kw_seq){.n_prompt = np, .max_new = n - np, .kv = kw_kvseq_new(pool)};
+        for (int h = 0; h < hs.n; h++)
+            assert_int_equal(hs.hooks[h]->seq_open(hs.states[h], &seq[run], h), 0);
+        kw_seq *sp = &seq[run];
+        const kw_hookstack *hsp = &hs;
+        out[run] = malloc(sizeof(float) * (size_t)n * V);
+        rt_drive(f, pool, 1, &sp, &hsp, &ids, &n, &np, NULL, &ch, &out[run]);
+        if (run) { /* the pool holds DeltaKV's sinks and window (and the last token) */
+            int held = kw_kvseq_len(seq[run].kv, 1, 0);
+            assert_true(held <= dopt.sink + dopt.recent + 1);
+        }
+        for (int h = hs.n - 1; h >= 0; h--) {
+            hs.hooks[h]->seq_close(hs.states[h], &seq[run], h);
+            meth[h]->state_free(hs.states[h]);
+            meth[h]->params_free(meth[h]->params);
+            free(meth[h]);
+        }
+        kw_kvseq_free(seq[run].kv);
+        kw_kvpool_free(pool);
+        kw__fwd_free(f);
+    }
+    double worst = 0;
+    for (int t = 0; t < n; t++) {
+        double e = rt_rel_l2(out[1] + (int64_t)t * V, out[0] + (int64_t)t * V, V);
+        worst = e > worst ? e : worst;
+    }
+    print_message("omnikv + deltakv vs omnikv: worst rel_l2 %.3g; rebuilt %lld of %lld\n",
+                  worst, (long long)seq[1].rebuilt, (long long)seq[1].rebuilt_full);
+    assert_true(worst < 1e-4);
+    assert_true(seq[1].rebuilt > 0 && seq[1].rebuilt < seq[1].rebuilt_full);
+    assert_int_equal(seq[0].rebuilt_full, 0);
+    free(out[0]), free(out[1]), free(ids);
+    kw_value_unref(comp);
+    rt_tiny_free(m);
 }
 
 static void test_a_pool_with_k_before_rope_is_refused(void **state)
@@ -439,6 +597,8 @@ int main(void)
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
         cmocka_unit_test(test_a_device_pool),
+        cmocka_unit_test(test_a_choice_by_position_rebuilds_only_the_chosen),
+        cmocka_unit_test(test_omnikv_before_it_rebuilds_only_the_chosen_tokens),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
         cmocka_unit_test(test_a_pool_with_k_before_rope_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),

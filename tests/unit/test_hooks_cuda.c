@@ -15,9 +15,11 @@
  *  2b. KVStar (blocks of 16, a vote every 4 steps: blocks leave the device pages at the
  *     prompt's end and come back from the block store while decoding) and DeltaKV (an
  *     identity basis: evicted tokens rebuilt exactly on the host, read by attention from
- *     the device's temporary pool), with the same checks;
- *  3. all of that again with int8 KV pages on both devices (DeltaKV apart: bf16 only) (the CUDA forward's hooked path
- *     reads a bf16 copy of the pages each view names). Bound 3e-2 for the logits and for
+ *     the device's temporary pool), with the same checks, and OmniKV stacked before
+ *     DeltaKV (the observation layers' probabilities over the rebuilt tokens, then only
+ *     the chosen ones rebuilt);
+ *  3. all of that again with int8 KV pages on both devices, DeltaKV apart (bf16 only on
+ *     the CUDA engine; the hooked path reads a bf16 copy of the pages each view names). Bound 3e-2 for the logits and for
  *     what the spy is handed from the pages (probabilities, LSE): each device quantizes
  *     its own K and V, and where their rounding straddles an int8 step the two pools
  *     differ by a whole step (test_engine_cuda's I8_BOUND). The kept positions' bound
@@ -117,13 +119,16 @@ typedef struct side {
     kw_seq *sp[NS];
     kw_hookstack hs;
     const kw_hookstack *hsp[NS];
-    kw_kvmethod *m;
-    void *mst;
+    kw_kvmethod *m[2]; /* the stack: first (nullable), then the method */
+    void *mst[2];
     spy sp_st;
     float *out[NS];
 } side;
 
 static int n_prompt[NS] = {500, 200}, n_all[NS], chunk[NS] = {128, 128};
+/* a method stacked before the one a case names, on the CPU side and the CUDA side
+ * (a composition: OmniKV before DeltaKV); NULL: none */
+static kw_kvmethod *first_of[2];
 static kw_kvdtype kv_dt = KW_KV_F32; /* both devices' page type (3. above) */
 
 static int side_open(side *d, const kw_model *m, bool cuda, kw_kvmethod *meth, bool with_spy,
@@ -142,13 +147,16 @@ static int side_open(side *d, const kw_model *m, bool cuda, kw_kvmethod *meth, b
     d->sp_st = (spy){.hd = c->head_dim, .H = c->n_head, .nkv = c->n_head_kv};
     d->sp_st.k = calloc((size_t)c->n_head_kv * c->head_dim, sizeof(float));
     d->sp_st.q = calloc((size_t)c->n_head * c->head_dim, sizeof(float));
-    d->m = meth;
-    if (meth && meth->state_new && meth->state_new(meth->params, c, &d->mst, err) < 0)
-        return -1;
-    if (meth && !meth->state_new)
-        d->mst = meth->params;
-    if (meth)
-        d->hs.hooks[d->hs.n] = meth->hook, d->hs.states[d->hs.n++] = d->mst;
+    d->m[0] = first_of[cuda], d->m[1] = meth;
+    for (int i = 0; i < 2; i++) {
+        kw_kvmethod *x = d->m[i];
+        if (x && x->state_new && x->state_new(x->params, c, &d->mst[i], err) < 0)
+            return -1;
+        if (x && !x->state_new)
+            d->mst[i] = x->params;
+        if (x)
+            d->hs.hooks[d->hs.n] = x->hook, d->hs.states[d->hs.n++] = d->mst[i];
+    }
     if (with_spy)
         d->hs.hooks[d->hs.n] = &spy_hook, d->hs.states[d->hs.n++] = &d->sp_st;
     if (kw_hookstack_check(&d->hs, err) < 0)
@@ -175,8 +183,9 @@ static void side_close(side *d)
         kw_kvseq_free(d->seq[i].kv);
         free(d->out[i]);
     }
-    if (d->m && d->m->state_free)
-        d->m->state_free(d->mst);
+    for (int i = 0; i < 2; i++)
+        if (d->m[i] && d->m[i]->state_free)
+            d->m[i]->state_free(d->mst[i]);
     kw__fwd_free(d->f);
     kw_kvpool_free(d->pool);
     free(d->sp_st.k), free(d->sp_st.q), free(d->sp_st.obs), free(d->sp_st.step);
@@ -398,6 +407,16 @@ int main(int argc, char **argv)
         rc = kw__deltakv_method(&dopt, comp, &a, &err);
         rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
         run_pair(m, "deltakv", rc, a, b, &err, &fails);
+        /* OmniKV before DeltaKV: the observation layers' probabilities over the rebuilt
+         * tokens in the device's temporary pool, and only the chosen ones rebuilt after */
+        rc = kw__omnikv_method(&oo, "0,1,2,8,18", &first_of[0], &err);
+        rc = rc < 0 ? rc : kw__omnikv_method(&oo, "0,1,2,8,18", &first_of[1], &err);
+        a = b = NULL;
+        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
+        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
+        run_pair(m, "omni+delta", rc, a, b, &err, &fails);
+        method_free(first_of[0]), method_free(first_of[1]);
+        first_of[0] = first_of[1] = NULL;
         kw_value_unref(comp);
     }
     for (int i = 0; i < NS; i++)

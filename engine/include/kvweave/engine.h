@@ -92,6 +92,8 @@ typedef struct kw_gen_result {
                                                  would have read */
     double hook_wait_s;                       /* the engine waited for hooks' host work */
     int64_t held_peak_bytes;                  /* KV a STORE hook held outside the pool */
+    int64_t rebuilt, rebuilt_full;            /* tokens a MATERIALIZE hook rebuilt, and
+                                                 what rebuilding all it held would be */
     /* with kw_gen_req.reference, per position (n_gen), against the full-attention
      * branch (nullable otherwise): */
     float *ref_kl;        /* KL(full || this) in nats, over the whole vocabulary */

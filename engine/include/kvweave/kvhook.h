@@ -95,6 +95,10 @@ typedef struct kw_seq {
                                 (DeltaKV's references and latents) */
     char error[200];         /* a hook may say here why it returned an error (the
                                 sequence's recorded error; the first one is kept) */
+    /* a MATERIALIZE hook that rebuilds tokens it holds into the temporary pool (DeltaKV)
+     * counts them here, summed over layers and steps: */
+    int64_t rebuilt;      /* tokens rebuilt */
+    int64_t rebuilt_full; /* what rebuilding every token it held would have been */
 } kw_seq;
 
 /* The sequences of a step that a call concerns (those whose stack holds the hook), and
