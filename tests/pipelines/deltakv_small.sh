@@ -20,14 +20,15 @@ small="--set dataset.n=10 --set dataset.length=512 --set dataset.max_new=8 --lim
 q() { "$KVWEAVE_BIN" query --db "$1" --format csv "$2" | tail -1; }
 metric() { q "$1" "SELECT value FROM metrics WHERE sample IS NULL AND key = '$2'"; }
 answers() { "$KVWEAVE_BIN" query --db "$1" --format csv "SELECT prediction FROM samples ORDER BY idx"; }
+finished() { # every sample of each run named finished
+    for db; do [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]; done
+}
 
 "$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/full.db" $small --set kv.recent=100000
 "$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/exact.db" $small --set fit.latent=384 \
     --set kv.latent_int8=false
 "$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/dk.db" $small
-for db in full exact dk; do
-    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
-done
+finished full exact dk
 [ "$(q "$tmp/full.db" "SELECT count(*) FROM metrics WHERE key = 'mem/held_peak_bytes'")" = 0 ]
 [ "$(answers "$tmp/exact.db")" = "$(answers "$tmp/full.db")" ]
 full=$(metric "$tmp/full.db" mem/kv_payload_peak_bytes)
@@ -45,16 +46,14 @@ PY
 # over int8 pages (METHODS.md: any method + KV quantization): the sinks and the window
 # are int8 in the pool, the rebuilt tokens f32 in the temporary pool
 "$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/i8.db" $small --set run.kv_pages=int8
-[ "$(q "$tmp/i8.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
+finished i8
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
     "$(metric "$tmp/i8.db" mem/kv_payload_peak_bytes)" "$pool"
 # OmniKV + DeltaKV: the observation layers read everything, the others the 64 chosen
 # tokens with the sink and the recent ones, and DeltaKV rebuilds only the chosen
 "$KVWEAVE_BIN" run pipelines/omnikv_deltakv_ruler.yaml --db "$tmp/od.db" $small --set sel.keep_tokens=64
 "$KVWEAVE_BIN" run pipelines/omnikv_ruler.yaml --db "$tmp/o.db" $small --set sel.keep_tokens=64
-for db in od o; do
-    [ "$(q "$tmp/$db.db" "SELECT count(*) FROM samples WHERE status = 'FINISHED'")" = 2 ]
-done
+finished od o
 rb=$(metric "$tmp/od.db" mem/rebuilt_tokens)
 rbf=$(metric "$tmp/od.db" mem/rebuilt_tokens_full)
 echo "omnikv + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/od.db" mem/attended_mean) (omnikv alone $(metric "$tmp/o.db" mem/attended_mean))"
