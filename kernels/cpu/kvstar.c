@@ -13,15 +13,33 @@
 #define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #endif
 
+/* fp16 as the compiler's _Float16 where it has one (GCC 12, Clang 15 on x86-64); older
+ * compilers (Debian 12's Clang 14, used for the fuzz build) get the bits widened by hand,
+ * to the same values. */
+#ifdef __FLT16_MAX__
+typedef _Float16 kw_h16;
+static inline float h16f(kw_h16 h) { return (float)h; }
+#else
+typedef uint16_t kw_h16;
+static inline float h16f(kw_h16 h)
+{
+    int e = (h >> 10) & 31, m = h & 1023;
+    float v = e == 0    ? ldexpf((float)m, -24)
+              : e == 31 ? (m ? NAN : INFINITY)
+                        : ldexpf((float)(m | 1024), e - 25);
+    return h >> 15 ? -v : v;
+}
+#endif
+
 /* logits[s] = qc . sub[s] for n_sub sub-vectors of dk channels. */
-KW_CLONES static void dots(const float *qc, const _Float16 *sub, int n_sub, int dk,
+KW_CLONES static void dots(const float *qc, const kw_h16 *sub, int n_sub, int dk,
                            float *logits)
 {
     for (int s = 0; s < n_sub; s++) {
-        const _Float16 *r = sub + (int64_t)s * dk;
+        const kw_h16 *r = sub + (int64_t)s * dk;
         float acc = 0;
         for (int c = 0; c < dk; c++)
-            acc += qc[c] * (float)r[c];
+            acc += qc[c] * h16f(r[c]);
         logits[s] = acc;
     }
 }
@@ -49,7 +67,7 @@ int kw_k_kvstar_vote(const float *q, int n_q, int n_head, int n_kv, int head_dim
             const int32_t *ch = chan + (int64_t)kvh * dk;
             for (int c = 0; c < dk; c++)
                 qc[c] = qh[ch[c]];
-            dots(qc, (const _Float16 *)(const void *)(sub + (int64_t)kvh * n_sub * dk), n_sub,
+            dots(qc, (const kw_h16 *)(const void *)(sub + (int64_t)kvh * n_sub * dk), n_sub,
                  dk, logits);
             float mx = logits[0];
             for (int s = 1; s < n_sub; s++)
