@@ -28,7 +28,8 @@ extern const kw_op kw_op_decode_teacher_forced;
 /* compress: eviction */
 extern const kw_op kw_op_compress_streaming, kw_op_compress_h2o, kw_op_compress_snapkv,
     kw_op_compress_pyramidkv;
-extern const kw_op kw_op_compress_deltakv, kw_op_compress_deltakv_fit;
+extern const kw_op kw_op_compress_deltakv, kw_op_compress_deltakv_fit,
+    kw_op_compress_deltakv_load;
 
 /* query-aware selection, XKV calibration and layer budgets (issue 6) */
 extern const kw_op kw_op_retrieve_quest;
@@ -70,6 +71,7 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_compress_snapkv,
     &kw_op_compress_pyramidkv,
     &kw_op_compress_deltakv_fit,
+    &kw_op_compress_deltakv_load,
     &kw_op_compress_deltakv,
 
     /* query-aware selection, XKV calibration and layer budgets (issue 6) */

@@ -55,8 +55,10 @@
 void kw__compressor_free(void *p)
 {
     kw_deltakv_comp *c = p;
-    if (c)
+    if (c) {
         free(c->u);
+        kw__deltakv_projs_free(c);
+    }
     free(c);
 }
 
@@ -147,6 +149,8 @@ typedef struct dlayer {
     int8_t *li;     /* (n_l, latent) int8 latents and */
     float *ls;      /* (n_l) their scales */
     int32_t *lref, *lpos;
+    float *cdown;   /* (n_c, latent) down(center), with a trained compressor */
+    int cap_cd;
     int n_sink;     /* the first n_sink centers are the sinks, which stay in the pool too */
     int32_t enc_to; /* positions below it are encoded (or sinks) */
 } dlayer;
@@ -160,6 +164,8 @@ typedef struct dseq {
     int32_t *ci, *li, *rp;  /* rebuild: the chosen centers and latents, a view's rows */
     kw_span *sp;            /* rebuild: a chosen view's spans */
     int64_t ci_cap, li_cap, rp_cap, sp_cap;
+    float *scr, *y;         /* a trained compressor's hidden rows and outputs */
+    int64_t scr_cap, y_cap;
 } dseq;
 
 #define DP(st) (&(st)->p->o)
@@ -176,7 +182,30 @@ static int64_t layer_bytes(const dstate *st, const dlayer *ly)
 {
     int D = st->c->dim, r = st->c->latent;
     int64_t per_l = (int64_t)r * (DP(st)->int8 ? 1 : 4) + (DP(st)->int8 ? 4 : 0) + 8;
-    return (int64_t)ly->n_c * (D * 4 + 4) + ly->n_l * per_l;
+    return (int64_t)ly->n_c * (D * 4 + 4 + (st->c->down ? 4 * r : 0)) + ly->n_l * per_l;
+}
+
+/* A trained projection's scratch for m rows (kw__deltakv_proj_apply). */
+static int trained_scratch(dseq *ds, const kw_deltakv_proj *p, int m)
+{
+    return kw_grow((void **)&ds->scr, &ds->scr_cap, (int64_t)m * 2 * (p->inter + 1),
+                   sizeof(float));
+}
+
+/* down() of layer l's centers from n_c0 on, kept beside them (a trained compressor
+ * stores down(x) - down(ref): each reference's down is taken once). */
+static int centers_down(const dstate *st, dseq *ds, dlayer *ly, int l, int n_c0)
+{
+    int n = ly->n_c - n_c0, r = st->c->latent, cap = ly->cap_cd, rc;
+    if (n <= 0)
+        return 0;
+    if ((rc = grow_i((void **)&ly->cdown, &cap, ly->n_c, sizeof(float) * r)) < 0 ||
+        (rc = trained_scratch(ds, &st->c->down[l], n)) < 0)
+        return rc;
+    ly->cap_cd = cap;
+    kw__deltakv_proj_apply(&st->c->down[l], ly->cx + (int64_t)n_c0 * st->c->dim, n,
+                           ly->cdown + (int64_t)n_c0 * r, ds->scr);
+    return 0;
 }
 
 /* The tokens of layer l between enc_to and limit leave the pool: centers whole, the
@@ -229,6 +258,7 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     if (rc < 0)
         return rc;
     /* the references first (in position order; they are kept whole) */
+    const int n_c0 = ly->n_c;
     for (int t = 0; t < m; t++) {
         if (!kw__deltakv_center(ds->pos[t], DP(st)->sink, DP(st)->every))
             continue;
@@ -240,6 +270,8 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
         ly->cpos[ly->n_c++] = ds->pos[t];
         ly->n_sink += ds->pos[t] < DP(st)->sink;
     }
+    if (st->c->down && (rc = centers_down(st, ds, ly, l, n_c0)) < 0)
+        return rc;
     /* then every other token's residual against its nearest preceding reference:
      * |x - c|^2 = |x|^2 + |c|^2 - 2 x.c, the dot products by blocks of tokens in one GEMM */
     enum { BT = 256 };
@@ -295,8 +327,8 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
             ly->lref[ly->n_l] = ref;
             ly->lpos[ly->n_l++] = p;
             const float *xt = ds->x + (int64_t)t * D, *cr = ly->cx + (int64_t)ref * D;
-            for (int j = 0; j < D; j++)
-                res[(int64_t)n_res * D + j] = xt[j] - cr[j];
+            for (int j = 0; j < D; j++) /* trained: x itself (down(x) - down(ref) below) */
+                res[(int64_t)n_res * D + j] = st->c->down ? xt[j] : xt[j] - cr[j];
             n_res++;
         }
     }
@@ -307,8 +339,19 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
         float *lat = DP(st)->int8 ? malloc(sizeof(float) * (size_t)n_res * r) : ly->lf + (int64_t)l0 * r;
         if (!lat)
             return KW_ENOMEM;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_res, r, D, 1.f, res, D,
-                    st->c->u + (int64_t)l * D * r, r, 0.f, lat, r);
+        if (st->c->down) { /* down(x) - down(ref) */
+            if ((rc = trained_scratch(ds, &st->c->down[l], n_res)) < 0) {
+                if (DP(st)->int8)
+                    free(lat);
+                return rc;
+            }
+            kw__deltakv_proj_apply(&st->c->down[l], res, n_res, lat, ds->scr);
+            for (int t = 0; t < n_res; t++)
+                for (int j = 0; j < r; j++)
+                    lat[(int64_t)t * r + j] -= ly->cdown[(int64_t)ly->lref[l0 + t] * r + j];
+        } else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_res, r, D, 1.f, res, D,
+                        st->c->u + (int64_t)l * D * r, r, 0.f, lat, r);
         if (DP(st)->int8) {
             for (int t = 0; t < n_res; t++) {
                 const float *a = lat + (int64_t)t * r;
@@ -419,8 +462,16 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
             memcpy(xl + (int64_t)t * D, ly->cx + (int64_t)ly->lref[i] * D, sizeof(float) * D);
             ds->pos[nc + t] = ly->lpos[i];
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, D, r, 1.f, lat, r,
-                    st->c->u + (int64_t)l * D * r, r, 1.f, xl, D);
+        if (st->c->up) { /* up(latent) + ref */
+            if ((rc = trained_scratch(ds, &st->c->up[l], nl)) < 0 ||
+                (rc = kw_grow((void **)&ds->y, &ds->y_cap, (int64_t)nl * D, sizeof(float))) < 0)
+                return rc;
+            kw__deltakv_proj_apply(&st->c->up[l], lat, nl, ds->y, ds->scr);
+            for (int64_t i = 0; i < (int64_t)nl * D; i++)
+                xl[i] += ds->y[i];
+        } else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, D, r, 1.f, lat, r,
+                        st->c->u + (int64_t)l * D * r, r, 1.f, xl, D);
     }
     /* K (the first n_kv x head_dim of each row) gets RoPE at its position */
     for (int t = 0; t < m; t++)
@@ -571,10 +622,10 @@ static void seq_free(const dstate *st, dseq *ds)
     for (int l = 0; ds->ly && l < st->cfg.n_layer; l++) {
         dlayer *ly = &ds->ly[l];
         free(ly->cx), free(ly->cpos), free(ly->lf), free(ly->li), free(ly->ls);
-        free(ly->lref), free(ly->lpos);
+        free(ly->lref), free(ly->lpos), free(ly->cdown);
     }
     free(ds->ly), free(ds->x), free(ds->res), free(ds->k), free(ds->pos), free(ds->keep);
-    free(ds->ci), free(ds->li), free(ds->rp), free(ds->sp);
+    free(ds->ci), free(ds->li), free(ds->rp), free(ds->sp), free(ds->scr), free(ds->y);
     free(ds);
 }
 

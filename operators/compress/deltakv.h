@@ -10,15 +10,50 @@
 #include "kvweave/kvhook.h"
 #include "kvweave/value.h"
 
-/* The payload of a "compressor" value: per layer an orthonormal basis U (dim, latent),
- * dim = 2 x n_kv x head_dim ([K; V] of all KV heads, K before RoPE); down = U^T, up =
- * U. */
+/* One trained projection of a compressor (compress.deltakv_load): a linear map
+ * y = W x + b (w1 (out, in), b1), a GELU MLP y = W2 gelu(W1 x + b1) + b2 (w1 (inter, in),
+ * w2 (out, inter); GELU with erf), or SwiGLU y = W2 (silu(g) * u) + b2 where [g; u] =
+ * W12 x + b12 (w1 (2 inter, in): the gate's rows first). Biases may be NULL. */
+enum { KW_DKV_LINEAR = 0, KW_DKV_GELU = 1, KW_DKV_SWIGLU = 2 };
+typedef struct kw_deltakv_proj {
+    int kind, in, out, inter;
+    float *w1, *b1, *w2, *b2;
+} kw_deltakv_proj;
+
+/* The payload of a "compressor" value, dim = 2 x n_kv x head_dim ([K; V] of all KV heads,
+ * K before RoPE). Either per layer an orthonormal basis U (dim, latent), down = U^T, up =
+ * U (compress.deltakv_fit), or trained projections down (dim -> latent) and up (latent
+ * -> dim) per layer (down non-NULL; u NULL). A token is stored as down(x) - down(ref) and
+ * rebuilt as up(latent) + ref, which for the basis is U^T (x - ref) and U latent + ref. */
 typedef struct kw_deltakv_comp {
     int n_layer, dim, latent;
     float *u;         /* (n_layer, dim, latent) row-major */
+    kw_deltakv_proj *down, *up; /* (n_layer) each, or NULL */
     double kept;      /* share of the fit residuals' energy the latent keeps (all layers) */
     int64_t n_tokens; /* residuals the fit saw, per layer */
 } kw_deltakv_comp;
+
+/* y (m, p->out) = p(x (m, p->in)); scratch: at least m x 2 x p->inter floats (nullable
+ * for a linear one). */
+void kw__deltakv_proj_apply(const kw_deltakv_proj *p, const float *x, int m, float *y,
+                            float *scratch);
+/* A compressor from trained weights: the safetensors file at path, or every *.safetensors
+ * file of the directory at path. Names as the DeltaKV code saves them: per layer
+ * "....layers.<i>....compress_down.<sub>" and "...compress_up.<sub>" (or without
+ * "layers.<i>": one pair shared by all layers), sub "weight"/"bias" (linear), "0.weight",
+ * "0.bias", "2.weight", "2.bias" (GELU MLP) or "w12.weight", "w12.bias", "w3.weight",
+ * "w3.bias" (SwiGLU); F32, F16 or BF16. n_layer layers of [K; V] of dim values each must
+ * all be there, with consistent shapes. KW_EFORMAT with the file, the name and the
+ * numbers otherwise. */
+int kw__deltakv_load(const char *path, int n_layer, int dim, kw_deltakv_comp **out,
+                     kw_error *err);
+/* kw__deltakv_load over safetensors readers already open (label names them in
+ * messages); the fuzz target's entry. */
+struct kw_st;
+int kw__deltakv_from_st(struct kw_st *const *st, int nf, const char *label, int n_layer,
+                        int dim, kw_deltakv_comp **out, kw_error *err);
+/* Frees c's trained projections (the compressor's free calls it). */
+void kw__deltakv_projs_free(kw_deltakv_comp *c);
 extern const kw_type kw__type_compressor;
 kw_value *kw__value_compressor(kw_deltakv_comp *c); /* transfer full */
 void kw__compressor_free(void *c);

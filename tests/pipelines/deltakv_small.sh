@@ -6,7 +6,10 @@
 # values the pool's payload plus what the hook holds is under half of full attention's
 # KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
 # int8 pages the pool holds less again; stacked after OmniKV (omnikv_deltakv_ruler.yaml) it
-# rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads.
+# rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads; a
+# trained compressor loaded from safetensors (compress.deltakv_load; an identity pair
+# shared by every layer, written here) gives full attention's answers, and a missing
+# file stops the run with exit 2 and the path.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -65,3 +68,25 @@ assert 0 < rb < 0.8 * rbf, (rb, rbf)
 assert abs(att - att_o) <= 0.01 * att_o, (att, att_o)
 assert pool + held < 0.5 * full, (pool, held, full)
 PY
+# a trained compressor from safetensors: identity down and up (lossless), shared
+python3 - "$tmp/eye.safetensors" <<'PY'
+import array, json, struct, sys
+D = 384
+eye = array.array('f', [0.0] * (D * D))
+for i in range(D):
+    eye[i * D + i] = 1.0
+b = eye.tobytes()
+hdr = {n: {"dtype": "F32", "shape": [D, D], "data_offsets": [k * len(b), (k + 1) * len(b)]}
+       for k, n in enumerate(["compress_down.weight", "compress_up.weight"])}
+js = json.dumps(hdr).encode()
+with open(sys.argv[1], "wb") as f:
+    f.write(struct.pack("<Q", len(js)) + js + b + b)
+PY
+"$KVWEAVE_BIN" run pipelines/deltakv_trained_ruler.yaml --db "$tmp/tr.db" $small \
+    --set fit.path="$tmp/eye.safetensors" --set kv.latent_int8=false
+finished tr
+[ "$(answers "$tmp/tr.db")" = "$(answers "$tmp/full.db")" ]
+rc=0
+"$KVWEAVE_BIN" run pipelines/deltakv_trained_ruler.yaml --db "$tmp/tr.db" $small \
+    --set fit.path="$tmp/none.safetensors" 2> "$tmp/err.txt" || rc=$?
+[ "$rc" = 2 ] && grep -q "none.safetensors: no such file" "$tmp/err.txt"

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "compress/deltakv.h"
@@ -19,6 +20,7 @@
 #include "runtime/forward.h"
 #include "kernels.h"
 #include "hook_fixture.h"
+#include "st_write.h"
 #include "runtime_support.h"
 
 static float rnd(uint64_t *rs) { return (float)(2 * rt_rand01(rs) - 1); }
@@ -86,12 +88,75 @@ typedef struct dfx {
     float *k, *v; /* (L, NP + 4, Hk, hd) as appended (K after RoPE) */
     float *u;     /* the basis, (L, D, r) */
     int r;
+    const kw_deltakv_comp *cc; /* the compressor (trained projections or the basis) */
     int enc_limit; /* positions in [SINK, enc_limit) are encoded */
 } dfx;
 
 static int64_t off(const dfx *f, int l, int p)
 {
     return ((int64_t)l * (NP + 4) + p) * f->fx.cfg.n_head_kv * f->fx.cfg.head_dim;
+}
+
+/* 0: dfx_open's compressor is the basis; 1: the same basis written as trained linear
+ * weights (down.weight = U^T, up.weight = U, in F32) and loaded by kw__deltakv_load;
+ * 2: a trained SwiGLU down and GELU up (random weights, biases), loaded likewise */
+static int trained_mode;
+
+/* c as a checkpoint in the DeltaKV code's names, loaded back (c is freed). */
+static kw_deltakv_comp *trained(kw_deltakv_comp *c, int mode, uint64_t *rs)
+{
+    int L = c->n_layer, D = c->dim, r = c->latent, ni = 12;
+    char dir[128], path[200], names[8][96];
+    const char *td = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/kw_dkv_XXXXXX", td && *td ? td : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/compressor.safetensors", dir);
+    st_item it[8 * 4];
+    float *buf[8 * 4] = {0};
+    int n = 0;
+    for (int l = 0; l < L; l++) {
+        const char *sub[4] = {"compress_down.weight", "compress_up.weight", NULL, NULL};
+        if (mode == 2)
+            sub[0] = "compress_down.w12.weight", sub[1] = "compress_down.w3.weight",
+            sub[2] = "compress_up.0.weight", sub[3] = "compress_up.2.bias";
+        int64_t shp[4][2] = {{r, D}, {D, r}};
+        if (mode == 2)
+            memcpy(shp, (int64_t[4][2]){{2 * ni, D}, {r, ni}, {ni, r}, {D, 0}}, sizeof shp);
+        for (int k = 0; k < 4 && sub[k]; k++) {
+            snprintf(names[k], sizeof names[k], "model.layers.%d.self_attn.%s", l, sub[k]);
+            int64_t cnt = shp[k][1] ? shp[k][0] * shp[k][1] : shp[k][0];
+            float *v = buf[n] = malloc(sizeof(float) * (size_t)cnt);
+            for (int64_t i = 0; i < cnt; i++) { /* mode 1: U^T, then U */
+                int64_t a = i / (shp[k][1] ? shp[k][1] : 1), b = i % (shp[k][1] ? shp[k][1] : 1);
+                v[i] = mode == 1 ? c->u[(int64_t)l * D * r + (k == 0 ? b * r + a : a * r + b)]
+                                 : (float)(0.4 * rnd(rs));
+            }
+            it[n] = (st_item){strdup(names[k]), 0, shp[k][1] ? 2 : 1, {shp[k][0], shp[k][1]}, v};
+            n++;
+        }
+        if (mode == 2) { /* up's second linear */
+            snprintf(names[4], sizeof names[4], "model.layers.%d.self_attn.compress_up.2.weight", l);
+            float *v = buf[n] = malloc(sizeof(float) * (size_t)D * ni);
+            for (int64_t i = 0; i < (int64_t)D * ni; i++)
+                v[i] = (float)(0.4 * rnd(rs));
+            it[n++] = (st_item){strdup(names[4]), 0, 2, {D, ni}, v};
+        }
+    }
+    assert_int_equal(st_write(path, it, n), 0);
+    kw_deltakv_comp *t;
+    kw_error err = {0};
+    assert_int_equal(kw__deltakv_load(path, L, D, &t, &err), 0);
+    assert_int_equal(t->latent, r);
+    if (mode == 1) { /* keep the basis beside, for expected()'s lossless check */
+        t->u = c->u;
+        c->u = NULL;
+    }
+    for (int i = 0; i < n; i++)
+        free(buf[i]), free((char *)it[i].name);
+    unlink(path);
+    rmdir(dir);
+    kw__compressor_free(c);
+    return t;
 }
 
 static void dfx_open(dfx *f, int r, bool int8, uint64_t seed, bool device)
@@ -111,6 +176,11 @@ static void dfx_open(dfx *f, int r, bool int8, uint64_t seed, bool device)
     }
     free(q);
     f->u = c->u, f->r = r;
+    if (trained_mode) { /* the same basis as trained linear weights, or other weights */
+        c = trained(c, trained_mode, &rs);
+        f->u = c->u;
+    }
+    f->cc = c;
     f->comp = kw__value_compressor(c);
     kw_deltakv_opts o = {.sink = SINK, .every = EVERY, .recent = RECENT, .int8 = int8};
     kw_kvmethod *m;
@@ -205,15 +275,28 @@ static void expected(const dfx *f, int l, int p, float *kout, float *vout)
             if (d < bd)
                 bd = d, best = t;
         }
-        const float *ref = xs + (int64_t)best * D, *u = f->u + (int64_t)l * D * r;
-        double lat[32] = {0};
-        for (int j = 0; j < r; j++)
-            for (int i = 0; i < D; i++)
-                lat[j] += u[i * r + j] * ((double)xp[i] - ref[i]);
-        for (int i = 0; i < D; i++) {
-            x[i] = ref[i];
+        const float *ref = xs + (int64_t)best * D;
+        if (f->cc->down) { /* trained: up(down(x) - down(ref)) + ref, the projections' own
+                              arithmetic (test_deltakv_load checks it) */
+            float dx[32], dr[32], lt[32], y[32], scr[2 * 64];
+            kw__deltakv_proj_apply(&f->cc->down[l], xp, 1, dx, scr);
+            kw__deltakv_proj_apply(&f->cc->down[l], ref, 1, dr, scr);
             for (int j = 0; j < r; j++)
-                x[i] += u[i * r + j] * lat[j];
+                lt[j] = dx[j] - dr[j];
+            kw__deltakv_proj_apply(&f->cc->up[l], lt, 1, y, scr);
+            for (int i = 0; i < D; i++)
+                x[i] = (double)ref[i] + y[i];
+        } else {
+            const float *u = f->u + (int64_t)l * D * r;
+            double lat[32] = {0};
+            for (int j = 0; j < r; j++)
+                for (int i = 0; i < D; i++)
+                    lat[j] += u[i * r + j] * ((double)xp[i] - ref[i]);
+            for (int i = 0; i < D; i++) {
+                x[i] = ref[i];
+                for (int j = 0; j < r; j++)
+                    x[i] += u[i * r + j] * lat[j];
+            }
         }
     }
     float kf[16];
@@ -347,6 +430,21 @@ static void test_int8_latents(void **state)
     (void)state;
     run_case(10, true, 0.03, false); /* the f32 case's plus int8 rounding: sqrt(10) / 254 of
                                         the residual's norm at most */
+}
+
+/* Trained weights through compress.deltakv_load's loader: the basis written as linear
+ * weights gives the basis's tokens; a SwiGLU down and a GELU up give up(down(x) -
+ * down(ref)) + ref (the projections' arithmetic is test_deltakv_load's). */
+static void test_trained_compressors(void **state)
+{
+    (void)state;
+    trained_mode = 1;
+    run_case(10, false, 2e-6, false);
+    run_case(32, false, 2e-6, false);
+    trained_mode = 2;
+    run_case(10, false, 1e-5, false);
+    run_case(10, true, 0.03, true); /* int8 latents, on a device pool */
+    trained_mode = 0;
 }
 
 static void test_a_device_pool(void **state)
@@ -597,6 +695,7 @@ int main(void)
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
         cmocka_unit_test(test_a_device_pool),
+        cmocka_unit_test(test_trained_compressors),
         cmocka_unit_test(test_a_choice_by_position_rebuilds_only_the_chosen),
         cmocka_unit_test(test_omnikv_before_it_rebuilds_only_the_chosen_tokens),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
