@@ -118,7 +118,11 @@ static int choose(const ostate *st, oseq *q, const kw_kvpool *pool, const kw_vie
                     return KW_EINVAL;
         }
     }
-    qsort(q->ord, (size_t)n, sizeof *q->ord, by_pos);
+    bool sorted = true; /* a dense view of the pool is, in position order */
+    for (int r = 1; r < n && sorted; r++)
+        sorted = q->ord[r].pos > q->ord[r - 1].pos;
+    if (!sorted)
+        qsort(q->ord, (size_t)n, sizeof *q->ord, by_pos);
     int a = o->sink < n ? o->sink : n, e = n - o->recent > a ? n - o->recent : a;
     if (e - a <= q->keep) {
         q->n_sel = -1;
@@ -186,7 +190,21 @@ static int sparse_view(const ostate *st, oseq *os, kw_seq *s, const kw_lctx *c, 
         int npg, n = kw_kvseq_len(s->kv, l, h), found = 0;
         const int32_t *pages = kw_kvseq_pages(s->kv, l, h, &npg);
         rc = kw_view_begin_row(w, h);
-        for (int j = 0; rc == 0 && j < n; j++) {
+        /* where the table holds position j at index j (every token in the pool, in order:
+         * OmniKV alone), the chosen positions are the indices: O(chosen), not O(stored) */
+        bool ident = true;
+        for (int i = 0; i < os->n_sel && ident; i++) {
+            int32_t p = os->sel[i];
+            ident = p < n && mem.pos[KW_POOL_MAIN][(int64_t)pages[p / P] * P + p % P] == p;
+        }
+        for (int i = 0; ident && rc == 0 && i < os->n_sel; i++)
+            rc = kw_view_add_token(w, s->kv, l, h, os->sel[i]);
+        if (ident) {
+            found = os->n_sel;
+            for (int i = 0; h == 0 && i < os->n_sel; i++)
+                os->mark[os->sel[i]] = 2;
+        }
+        for (int j = 0; !ident && rc == 0 && j < n; j++) {
             int32_t p = mem.pos[KW_POOL_MAIN][(int64_t)pages[j / P] * P + j % P];
             if (p >= 0 && p < os->cap_mark && os->mark[p]) {
                 rc = kw_view_add_token(w, s->kv, l, h, j);
