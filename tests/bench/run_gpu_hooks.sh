@@ -26,19 +26,23 @@ if [ -z "${KW_SKIP_SWEEP:-}" ]; then
     --limit 1 --db "$out/sweep.db" --quiet 2>&1 | tail -n 4 || fails=$((fails+1))
   python3 pipelines/tools/sweep_table.py "$out/sweep.db" > "$out/sweep_table.txt" 2>&1 || true
   tail -n 30 "$out/sweep_table.txt"
-  # KVStar and DeltaKV pipelines on both engines, two short RULER samples each: every
+  # KVStar, DeltaKV and OmniKV + DeltaKV pipelines on both engines, two short RULER
+  # samples each (OmniKV choosing 256 tokens, so that it chooses): every
   # sample must finish, with the methods' memory figures beside each other
-  for p in kvstar_ruler deltakv_ruler; do
+  for p in kvstar_ruler deltakv_ruler omnikv_deltakv_ruler; do
+    extra=""
+    [ $p = omnikv_deltakv_ruler ] && extra="--set sel.keep_tokens=256"
     for d in cpu cuda; do
       rm -f "$out/$p-$d.db"
       ./build-gpu/kvweave run pipelines/$p.yaml --device $d --set model=$small/model.gguf \
-        --set dataset.n=2 --set dataset.length=1024 --set gen.max_new=24 \
+        --set dataset.n=2 --set dataset.length=1024 --set gen.max_new=24 $extra \
         --set gen.ignore_eos=true --limit 2 --db "$out/$p-$d.db" --quiet 2>&1 | tail -n 2 \
         || fails=$((fails+1))
       echo "$p $d: $(./build-gpu/kvweave query --db "$out/$p-$d.db" --format csv \
         "SELECT group_concat(key || '=' || value, ' ') FROM metrics WHERE sample IS NULL AND
          key IN ('mem/kv_payload_peak_bytes', 'mem/held_peak_bytes', 'mem/load_bytes',
-                 'mem/store_bytes')" | tail -n 1); finished $(./build-gpu/kvweave query \
+                 'mem/store_bytes', 'mem/rebuilt_tokens', 'mem/rebuilt_tokens_full')" \
+        | tail -n 1); finished $(./build-gpu/kvweave query \
         --db "$out/$p-$d.db" --format csv "SELECT count(*) FROM samples WHERE status =
         'FINISHED'" | tail -n 1) of 2"
     done
