@@ -69,19 +69,41 @@ kw_value *kw__value_compressor(kw_deltakv_comp *c)
     return kw_value_new(&kw__type_compressor, c);
 }
 
-int kw__deltakv_nearest(const float *x, const float *c, int n_c, int dim)
+int kw__deltakv_refs(const float *x, const int32_t *pos, int m, const float *cx,
+                     const int32_t *cpos, int n_c, int dim, int32_t *ref)
 {
-    int best = 0;
-    double bd = INFINITY;
-    for (int i = 0; i < n_c; i++) {
-        const float *r = c + (int64_t)i * dim;
-        double d = 0;
-        for (int j = 0; j < dim; j++)
-            d += ((double)x[j] - r[j]) * ((double)x[j] - r[j]);
-        if (d < bd)
-            bd = d, best = i;
+    enum { BT = 256 };
+    float *g = NULL, *cn = malloc(sizeof(float) * (size_t)(n_c ? n_c : 1));
+    if (!cn || !(g = malloc(sizeof(float) * (size_t)BT * (n_c ? n_c : 1)))) {
+        free(cn);
+        return KW_ENOMEM;
     }
-    return best;
+    for (int c0 = 0; c0 < n_c; c0++) {
+        const float *c = cx + (int64_t)c0 * dim;
+        float a = 0;
+        for (int j = 0; j < dim; j++)
+            a += c[j] * c[j];
+        cn[c0] = a;
+    }
+    for (int t0 = 0; t0 < m; t0 += BT) {
+        int nb = m - t0 < BT ? m - t0 : BT;
+        if (n_c > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, n_c, dim, 1.f,
+                        x + (int64_t)t0 * dim, dim, cx, dim, 0.f, g, n_c);
+        for (int t = t0; t < t0 + nb; t++) {
+            const float *gt = g + (int64_t)(t - t0) * n_c;
+            int best = -1;
+            float bd = 0;
+            for (int c0 = 0; c0 < n_c && cpos[c0] < pos[t]; c0++) { /* ties: earlier */
+                float d = cn[c0] - 2 * gt[c0];
+                if (best < 0 || d < bd)
+                    bd = d, best = c0;
+            }
+            ref[t] = best;
+        }
+    }
+    free(cn), free(g);
+    return 0;
 }
 
 void dsyev_(const char *jobz, const char *uplo, const int *n, double *a, const int *lda,
@@ -166,6 +188,8 @@ typedef struct dseq {
     int64_t ci_cap, li_cap, rp_cap, sp_cap;
     float *scr, *y;         /* a trained compressor's hidden rows and outputs */
     int64_t scr_cap, y_cap;
+    int32_t *ref;           /* encode: each token's reference */
+    int64_t ref_cap;
 } dseq;
 
 #define DP(st) (&(st)->p->o)
@@ -272,67 +296,44 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     }
     if (st->c->down && (rc = centers_down(st, ds, ly, l, n_c0)) < 0)
         return rc;
-    /* then every other token's residual against its nearest preceding reference:
-     * |x - c|^2 = |x|^2 + |c|^2 - 2 x.c, the dot products by blocks of tokens in one GEMM */
-    enum { BT = 256 };
-    float *res = ds->res, *g = NULL, *cn = malloc(sizeof(float) * (size_t)ly->n_c);
-    if (!cn || !(g = malloc(sizeof(float) * (size_t)BT * ly->n_c))) {
-        free(cn);
-        return KW_ENOMEM;
-    }
-    for (int c0 = 0; c0 < ly->n_c; c0++) {
-        const float *cx = ly->cx + (int64_t)c0 * D;
-        float a = 0;
-        for (int j = 0; j < D; j++)
-            a += cx[j] * cx[j];
-        cn[c0] = a;
-    }
+    /* then every other token's residual against its nearest preceding reference */
+    float *res = ds->res;
+    if ((rc = kw_grow((void **)&ds->ref, &ds->ref_cap, m, sizeof(int32_t))) < 0 ||
+        (rc = kw__deltakv_refs(ds->x, ds->pos, m, ly->cx, ly->cpos, ly->n_c, D, ds->ref)) < 0)
+        return rc;
     int n_res = 0, l0 = ly->n_l;
-    for (int t0 = 0; t0 < m && rc == 0; t0 += BT) {
-        int nb = m - t0 < BT ? m - t0 : BT;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, ly->n_c, D, 1.f,
-                    ds->x + (int64_t)t0 * D, D, ly->cx, D, 0.f, g, ly->n_c);
-        for (int t = t0; t < t0 + nb && rc == 0; t++) {
-            int32_t p = ds->pos[t];
-            if (kw__deltakv_center(p, DP(st)->sink, DP(st)->every))
-                continue;
-            const float *gt = g + (int64_t)(t - t0) * ly->n_c;
-            int ref = -1;
-            float bd = 0;
-            for (int c0 = 0; c0 < ly->n_c && ly->cpos[c0] < p; c0++) { /* ties: earlier */
-                float d = cn[c0] - 2 * gt[c0];
-                if (ref < 0 || d < bd)
-                    bd = d, ref = c0;
-            }
-            if (ref < 0) { /* cannot happen: position 0 is a sink */
-                rc = KW_EINTERNAL;
-                break;
-            }
-            int need = ly->n_l + 1, cap = ly->cap_l;
-            if ((rc = grow_i((void **)&ly->lref, &cap, need, sizeof(int32_t))) < 0)
-                break;
-            cap = ly->cap_l;
-            if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
-                break;
-            cap = ly->cap_l;
-            if (DP(st)->int8) {
-                if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
-                    break;
-                cap = ly->cap_l;
-                if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
-                    break;
-            } else if ((rc = grow_i((void **)&ly->lf, &cap, need, sizeof(float) * r)) < 0)
-                break;
-            ly->cap_l = cap;
-            ly->lref[ly->n_l] = ref;
-            ly->lpos[ly->n_l++] = p;
-            const float *xt = ds->x + (int64_t)t * D, *cr = ly->cx + (int64_t)ref * D;
-            for (int j = 0; j < D; j++) /* trained: x itself (down(x) - down(ref) below) */
-                res[(int64_t)n_res * D + j] = st->c->down ? xt[j] : xt[j] - cr[j];
-            n_res++;
+    for (int t = 0; t < m && rc == 0; t++) {
+        int32_t p = ds->pos[t];
+        if (kw__deltakv_center(p, DP(st)->sink, DP(st)->every))
+            continue;
+        int ref = ds->ref[t];
+        if (ref < 0) { /* cannot happen: position 0 is a sink */
+            rc = KW_EINTERNAL;
+            break;
         }
+        int need = ly->n_l + 1, cap = ly->cap_l;
+        if ((rc = grow_i((void **)&ly->lref, &cap, need, sizeof(int32_t))) < 0)
+            break;
+        cap = ly->cap_l;
+        if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
+            break;
+        cap = ly->cap_l;
+        if (DP(st)->int8) {
+            if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
+                break;
+            cap = ly->cap_l;
+            if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
+                break;
+        } else if ((rc = grow_i((void **)&ly->lf, &cap, need, sizeof(float) * r)) < 0)
+            break;
+        ly->cap_l = cap;
+        ly->lref[ly->n_l] = ref;
+        ly->lpos[ly->n_l++] = p;
+        const float *xt = ds->x + (int64_t)t * D, *cr = ly->cx + (int64_t)ref * D;
+        for (int j = 0; j < D; j++) /* trained: x itself (down(x) - down(ref) below) */
+            res[(int64_t)n_res * D + j] = st->c->down ? xt[j] : xt[j] - cr[j];
+        n_res++;
     }
-    free(cn), free(g);
     if (rc < 0)
         return rc;
     if (n_res > 0) { /* latents = residuals . U */
@@ -626,6 +627,7 @@ static void seq_free(const dstate *st, dseq *ds)
     }
     free(ds->ly), free(ds->x), free(ds->res), free(ds->k), free(ds->pos), free(ds->keep);
     free(ds->ci), free(ds->li), free(ds->rp), free(ds->sp), free(ds->scr), free(ds->y);
+    free(ds->ref);
     free(ds);
 }
 

@@ -65,8 +65,13 @@ static inline bool kw__deltakv_center(int32_t pos, int sink, int every)
     return pos < sink || pos % every == 0;
 }
 
-/* The index of the row of c (n_c, dim) nearest to x by L2 (ties: the earlier row). */
-int kw__deltakv_nearest(const float *x, const float *c, int n_c, int dim);
+/* Each row of x (m, dim), at position pos[t], against the centers cx (n_c, dim) at
+ * increasing positions cpos: ref[t] = the nearest center by L2 among those before pos[t]
+ * (ties: the earlier), -1 if none. Distances as |c|^2 - 2 x.c in f32, the dot products
+ * of a block of rows in one GEMM; compress.deltakv's encoding and compress.deltakv_fit
+ * both choose with it, so the fit sees the residuals the encoding stores. */
+int kw__deltakv_refs(const float *x, const int32_t *pos, int m, const float *cx,
+                     const int32_t *cpos, int n_c, int dim, int32_t *ref);
 
 /* The top `latent` eigenvectors of the symmetric cov (dim, dim), largest first, into u
  * (dim, latent) row-major; *kept gets their share of the trace. KW_EINVAL when LAPACK

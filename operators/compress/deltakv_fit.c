@@ -33,16 +33,18 @@ typedef struct fit_state {
 } fit_state;
 
 typedef struct fit_layer {
-    float *cx; /* (n_c, dim) references */
-    int n_c, cap_c;
+    float *cx;     /* (n_c, dim) references */
+    int32_t *cpos; /* (n_c) their positions */
+    int n_c, cap_c, cap_cp;
 } fit_layer;
 
 typedef struct fit_seq {
     fit_layer *ly;
     double *res;
     int64_t res_cap;
-    float *x;
-    int64_t x_cap;
+    float *x;       /* the chunk's [K; V] rows */
+    int32_t *ref;   /* their references */
+    int64_t x_cap, ref_cap;
 } fit_seq;
 
 
@@ -55,24 +57,38 @@ static int probe_on_kv(void *stp, kw_lctx *c, const kw_batch *b, const float *k,
     for (int i = 0; i < b->n_seq; i++) {
         fit_seq *fs = b->seqs[i]->hook_seq[c->hook_index];
         fit_layer *ly = &fs->ly[l];
-        int n = b->tok_n[i], n_res = 0;
+        int n = b->tok_n[i], t0 = b->tok_first[i], n_res = 0;
+        const int32_t *pos = b->pos + t0;
         if ((rc = kw_grow((void **)&fs->res, &fs->res_cap, (int64_t)n * D, sizeof(double))) < 0
-            || (rc = kw_grow((void **)&fs->x, &fs->x_cap, D, sizeof(float))) < 0)
+            || (rc = kw_grow((void **)&fs->x, &fs->x_cap, (int64_t)n * D, sizeof(float))) < 0
+            || (rc = kw_grow((void **)&fs->ref, &fs->ref_cap, n, sizeof(int32_t))) < 0)
             return rc;
-        for (int t = b->tok_first[i]; t < b->tok_first[i] + n; t++) {
-            memcpy(fs->x, k + (int64_t)t * Hk * hd, sizeof(float) * Hk * hd);
-            memcpy(fs->x + Hk * hd, v + (int64_t)t * Hk * hd, sizeof(float) * Hk * hd);
-            if (kw__deltakv_center(b->pos[t], st->sink, st->every) || ly->n_c == 0) {
-                int64_t cap = ly->cap_c;
-                if ((rc = kw_grow((void **)&ly->cx, &cap, ly->n_c + 1, sizeof(float) * D)) < 0)
-                    return rc;
-                ly->cap_c = (int)cap;
-                memcpy(ly->cx + (int64_t)ly->n_c++ * D, fs->x, sizeof(float) * D);
+        /* the chunk's references first, then each other token's nearest preceding one,
+         * chosen as compress.deltakv chooses it (kw__deltakv_refs) */
+        for (int t = 0; t < n; t++) {
+            float *x = fs->x + (int64_t)t * D;
+            memcpy(x, k + (int64_t)(t0 + t) * Hk * hd, sizeof(float) * Hk * hd);
+            memcpy(x + Hk * hd, v + (int64_t)(t0 + t) * Hk * hd, sizeof(float) * Hk * hd);
+            if (!kw__deltakv_center(pos[t], st->sink, st->every))
                 continue;
-            }
-            const float *ref = ly->cx + (int64_t)kw__deltakv_nearest(fs->x, ly->cx, ly->n_c, D) * D;
+            int64_t cap = ly->cap_c, cp = ly->cap_cp;
+            if ((rc = kw_grow((void **)&ly->cx, &cap, ly->n_c + 1, sizeof(float) * D)) < 0 ||
+                (rc = kw_grow((void **)&ly->cpos, &cp, ly->n_c + 1, sizeof(int32_t))) < 0)
+                return rc;
+            ly->cap_c = (int)cap, ly->cap_cp = (int)cp;
+            memcpy(ly->cx + (int64_t)ly->n_c * D, x, sizeof(float) * D);
+            ly->cpos[ly->n_c++] = pos[t];
+        }
+        int32_t *ref = fs->ref;
+        if ((rc = kw__deltakv_refs(fs->x, pos, n, ly->cx, ly->cpos, ly->n_c, D, ref)) < 0)
+            return rc;
+        for (int t = 0; t < n; t++) { /* no reference before it: cannot happen (position 0
+                                         is a sink), so such a token is left out */
+            if (kw__deltakv_center(pos[t], st->sink, st->every) || ref[t] < 0)
+                continue;
+            const float *x = fs->x + (int64_t)t * D, *cr = ly->cx + (int64_t)ref[t] * D;
             for (int j = 0; j < D; j++)
-                fs->res[(int64_t)n_res * D + j] = (double)fs->x[j] - ref[j];
+                fs->res[(int64_t)n_res * D + j] = (double)x[j] - cr[j];
             n_res++;
         }
         if (n_res > 0) {
@@ -107,8 +123,8 @@ static void probe_seq_close(void *stp, kw_seq *s, int idx)
     if (!fs)
         return;
     for (int l = 0; l < st->n_layer; l++)
-        free(fs->ly[l].cx);
-    free(fs->ly), free(fs->res), free(fs->x);
+        free(fs->ly[l].cx), free(fs->ly[l].cpos);
+    free(fs->ly), free(fs->res), free(fs->x), free(fs->ref);
     free(fs);
     s->hook_seq[idx] = NULL;
 }

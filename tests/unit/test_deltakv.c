@@ -74,8 +74,14 @@ static void test_basis_of_a_known_covariance(void **state)
     for (int j = 0; j < n; j++)
         tot += lam[j];
     assert_true(fabs(kept - (lam[11] + lam[10] + lam[9]) / tot) < 1e-9);
-    float x[4] = {1, 1, 0, 0}, cs[3 * 4] = {0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1};
-    assert_int_equal(kw__deltakv_nearest(x, cs, 3, 4), 1); /* 1 and 2 tie: the earlier */
+    /* nearest preceding reference: 1 and 2 tie (the earlier wins), 3 comes after the row,
+     * and a row before every reference has none */
+    float x[2 * 4] = {1, 1, 0, 0, 1, 1, 0, 0},
+          cs[4 * 4] = {0, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1, 1, 0, 0};
+    int32_t cpos[4] = {2, 3, 4, 9}, xpos[2] = {5, 1}, ref[2];
+    assert_int_equal(kw__deltakv_refs(x, xpos, 2, cs, cpos, 4, 4, ref), 0);
+    assert_int_equal(ref[0], 1);
+    assert_int_equal(ref[1], -1);
 }
 
 /* ---- the hook ---- */
