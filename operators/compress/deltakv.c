@@ -771,11 +771,12 @@ const kw_op kw_op_compress_deltakv = {
            "on CUDA): tokens leaving the "
            "last `recent` positions leave the pool; every 1/center_ratio-th one (and the "
            "first `sink`, which stay in the pool) is a reference kept whole, any other is "
-           "stored as U^T ([K;V] - nearest preceding reference), K before RoPE, with the "
-           "compressor U from compress.deltakv_fit; before attention every held token is "
-           "rebuilt (U latent + reference, then RoPE) into the temporary pool, or after "
-           "retrieve.omnikv (placed before it) only the tokens OmniKV chose. Saves KV "
-           "memory (pool payload + held_peak_bytes), not bandwidth.",
+           "stored as down([K;V]) - down(nearest preceding reference), K before RoPE, with "
+           "the compressor from compress.deltakv_fit (down = U^T) or compress.deltakv_load "
+           "(trained); before attention every held token is rebuilt (up(latent) + "
+           "reference, then RoPE) into the temporary pool, or after retrieve.omnikv (placed "
+           "before it) only the tokens OmniKV chose. Saves KV memory (pool payload + "
+           "held_peak_bytes), not bandwidth.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = sizeof params / sizeof *params, .run = run,
     .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE,
