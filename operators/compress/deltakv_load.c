@@ -358,7 +358,7 @@ static const kw_port outs[] = {
      "per layer the trained compress_down and compress_up"},
 };
 static const kw_param_spec params[] = {
-    {"path", KW_PARAM_STRING, "", 0, 0, NULL,
+    {"path", KW_PARAM_STRING, NULL, 0, 0, NULL,
      "a .safetensors file of DeltaKV compressor weights, or a directory of them"},
 };
 
