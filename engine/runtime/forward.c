@@ -386,6 +386,7 @@ static int attention(stepctx *c, int layer, int n_tok)
     for (int i = 0; i < s->n_seq; i++)
         if ((rc = kw_view_dense(f->views[i], s->seqs[i]->kv, layer, false)) < 0)
             return rc;
+    kw__hooks_layer(&c->hc, layer);
     kw__hooks_call(&c->hc, layer, KW_HC_SELECT, f->q, NULL, NULL, NULL);
     kw__hooks_call(&c->hc, layer, KW_HC_MATERIALIZE, NULL, NULL, NULL, NULL);
     int off[KW_FWD_MAX_SEQ + 1];

@@ -703,6 +703,7 @@ int kw__cf_run_hooked(kw_cfwd *c, kw_kvpool *pool, kw_fwd_step *s, int n_tok, kw
     if (rc < 0)
         kw_error_set(err, rc, "cuda: embedding: %s", kw_cuda_last_error());
     for (int l = 0; rc == 0 && l < L; l++) {
+        kw__hooks_layer(&hc, l);
         if ((rc = kw__cf_layer_qkv(c, l, n_tok, NULL, err)) < 0)
             break;
         if (hc.any[KW_HC_ON_KV]) {

@@ -4,6 +4,25 @@
 
 #include "hookcall.h"
 
+void kw__hooks_layer(kw_hookcall *c, int layer)
+{
+    kw_fwd_step *s = c->s;
+    for (int i = 0; i < s->n_seq; i++) {
+        const kw_hookstack *hs = s->stacks ? s->stacks[i] : NULL;
+        c->want_obs[i] = c->want_step[i] = false;
+        for (int idx = 0; hs && idx < hs->n; idx++) {
+            const kw_kvhook *h = hs->hooks[idx];
+            bool obs = h->needs & KW_NEED_OBS_PROBS && s->last_chunk[i],
+                 step = h->needs & KW_NEED_STEP_PROBS
+                        || (h->needs & KW_NEED_DECODE_PROBS && !s->prefill[i]);
+            if ((obs || step) && !kw_kvhook_probs_at(h, hs->states[idx], layer))
+                obs = step = false;
+            c->want_obs[i] |= obs;
+            c->want_step[i] |= step;
+        }
+    }
+}
+
 int kw__hooks_begin(kw_hookcall *c)
 {
     kw_fwd_step *s = c->s;
@@ -16,11 +35,6 @@ int kw__hooks_begin(kw_hookcall *c)
             if (!hs || idx >= hs->n)
                 continue;
             const kw_kvhook *h = hs->hooks[idx];
-            if (h->needs & KW_NEED_OBS_PROBS && s->last_chunk[i])
-                c->want_obs[i] = true;
-            if (h->needs & KW_NEED_STEP_PROBS
-                || (h->needs & KW_NEED_DECODE_PROBS && !s->prefill[i]))
-                c->want_step[i] = true;
             c->needs |= h->needs;
             c->any[KW_HC_ON_KV] |= h->on_kv != NULL;
             c->any[KW_HC_SELECT] |= h->select != NULL;
@@ -110,12 +124,13 @@ void kw__hooks_call(kw_hookcall *c, int layer, int which, const float *q, const 
             break;
         case KW_HC_AFTER_ATTN:
             if (g->h->after_attn) {
-                for (int j = 0; j < g->n; j++) {
-                    g->probs[j] = c->probs[g->si[j]];
-                    g->obs_n[j] = c->obs_n[g->si[j]];
-                    g->obs_len[j] = c->obs_len[g->si[j]];
-                    g->sprobs[j] = c->sprobs[g->si[j]];
-                    g->slen[j] = c->slen[g->si[j]];
+                for (int j = 0; j < g->n; j++) { /* only what this layer computed */
+                    int si = g->si[j];
+                    g->probs[j] = c->want_obs[si] ? c->probs[si] : NULL;
+                    g->obs_n[j] = c->obs_n[si];
+                    g->obs_len[j] = c->obs_len[si];
+                    g->sprobs[j] = c->want_step[si] ? c->sprobs[si] : NULL;
+                    g->slen[j] = c->slen[si];
                 }
                 kw_attn_stats a = *stats;
                 a.probs = g->probs;

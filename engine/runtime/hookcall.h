@@ -38,6 +38,7 @@ typedef struct kw_hookcall {
     /* filled by the forward pass before KW_HC_AFTER_ATTN; freed by kw__hooks_end */
     float *probs[KW_FWD_MAX_SEQ];
     int obs_n[KW_FWD_MAX_SEQ], obs_len[KW_FWD_MAX_SEQ];
+    /* set per layer by kw__hooks_layer: */
     bool want_obs[KW_FWD_MAX_SEQ];  /* a hook needs OBS_PROBS and the prompt ends here */
     float *sprobs[KW_FWD_MAX_SEQ];  /* KW_NEED_STEP_PROBS: (n_head, slen) per sequence */
     int slen[KW_FWD_MAX_SEQ];
@@ -48,6 +49,10 @@ enum { KW_HC_ON_KV, KW_HC_SELECT, KW_HC_MATERIALIZE, KW_HC_AFTER_ATTN, KW_HC_PRE
 
 /* Fills c->g from the step's stacks (c->cfg, pool, s, views set by the caller). */
 int kw__hooks_begin(kw_hookcall *c);
+/* Which sequences want attention probabilities at layer (want_obs, want_step): a hook
+ * that needs them and wants them there (kw_kvhook_probs_at). Called before each layer's
+ * attention; after_attn gets only what this layer computed. */
+void kw__hooks_layer(kw_hookcall *c, int layer);
 /* Calls one callback on every group that has it. q: (n_tok, n_head, head_dim) after
  * RoPE (KW_HC_SELECT); k, v: (n_tok, n_kv, head_dim), k before RoPE (KW_HC_ON_KV);
  * stats: KW_HC_AFTER_ATTN (lse and n_head; the rest is taken from c). */

@@ -43,6 +43,12 @@ bool kw_kvhook_tail_only(const kw_kvhook *h)
     return h && h->size >= offsetof(kw_kvhook, tail_only) + sizeof(bool) && h->tail_only;
 }
 
+bool kw_kvhook_probs_at(const kw_kvhook *h, void *st, int layer)
+{
+    bool has = h->size >= offsetof(kw_kvhook, probs_at) + sizeof h->probs_at && h->probs_at;
+    return !has || h->probs_at(st, layer);
+}
+
 uint32_t kw_hookstack_needs(const kw_hookstack *hs)
 {
     uint32_t n = 0;

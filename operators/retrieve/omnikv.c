@@ -271,11 +271,17 @@ static void o_seq_close(void *stp, kw_seq *s, int idx)
     s->hook_seq[idx] = NULL;
 }
 
+static bool o_probs_at(void *stp, int layer)
+{
+    return ((const ostate *)stp)->obs[layer];
+}
+
 const kw_kvhook kw__omnikv_hook = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
     .needs = KW_NEED_DECODE_PROBS, .name = "retrieve.omnikv", .seq_open = o_seq_open,
     .select = o_select, .after_attn = o_after_attn, .seq_close = o_seq_close,
     .tail_only = true, /* acts in decoding only */
+    .probs_at = o_probs_at, /* its observation layers only */
 };
 
 static void params_free(void *pp)

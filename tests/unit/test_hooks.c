@@ -328,6 +328,71 @@ static void test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode(voi
     step_probs_case(true); /* K stored before RoPE, rotated at read */
 }
 
+/* probs_at: a hook that needs decode probabilities at layer 1 only gets them there, at
+ * every decode step, and no layer computes them for it elsewhere (after_attn sees NULL);
+ * one without probs_at gets them at every layer. */
+typedef struct at_state {
+    int want_layer; /* -1: every layer (no probs_at) */
+    int seen[3], missing[3];
+} at_state;
+
+static bool at_probs_at(void *stp, int layer) { return layer == ((at_state *)stp)->want_layer; }
+
+static int at_after(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
+{
+    at_state *st = stp;
+    if (b->prefill[0])
+        return 0;
+    if (a->step_probs && a->step_probs[0])
+        st->seen[c->layer]++;
+    else
+        st->missing[c->layer]++;
+    return 0;
+}
+
+static void test_probs_only_at_the_layers_a_hook_wants(void **state)
+{
+    (void)state;
+    kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
+    kw_model *m = rt_tiny_model(&cfg, 6);
+    assert_int_equal(cfg.n_layer, 3);
+    for (int k = 0; k < 2; k++) {
+        kw_fwd *f;
+        kw_kvpool *pool;
+        kw_error err = {0};
+        assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
+        kw_kvpool_opts o = kw_kvpool_defaults();
+        o.page_tokens = 4;
+        assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
+        at_state as = {.want_layer = k ? 1 : -1};
+        kw_kvhook h = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
+                       .roles = KW_ROLE_SELECT, .needs = KW_NEED_DECODE_PROBS,
+                       .name = "test.probs_at", .after_attn = at_after,
+                       .probs_at = k ? at_probs_at : NULL};
+        kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {&as}};
+        const kw_hookstack *hsp = &hs;
+        int n = 30, np = 20, ch = 8, V = cfg.n_vocab;
+        uint64_t s = 4;
+        int32_t *ids = malloc(sizeof(int32_t) * n);
+        for (int i = 0; i < n; i++)
+            ids[i] = (int32_t)(rt_rand_u64(&s) % V);
+        float *got = malloc(sizeof(float) * n * V);
+        kw_seq seq = {.kv = kw_kvseq_new(pool)};
+        kw_seq *sq = &seq;
+        rt_drive(f, pool, 1, &sq, &hsp, &ids, &n, &np, NULL, &ch, &got);
+        for (int l = 0; l < 3; l++) {
+            bool want = k == 0 || l == 1;
+            assert_int_equal(as.seen[l], want ? n - np : 0);
+            assert_int_equal(as.missing[l], want ? 0 : n - np);
+        }
+        kw_kvseq_free(seq.kv);
+        free(ids), free(got);
+        kw__fwd_free(f);
+        kw_kvpool_free(pool);
+    }
+    rt_tiny_free(m);
+}
+
 static void test_hookstack_rules(void **st)
 {
     kw_error err = {0};
@@ -367,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_hooks_select_random_subset_per_query_head),
         cmocka_unit_test(test_hooks_evict_random_subset_frees_pages),
         cmocka_unit_test(test_step_probs_match_plain_softmax_in_prefill_chunks_and_decode),
+        cmocka_unit_test(test_probs_only_at_the_layers_a_hook_wants),
         cmocka_unit_test(test_hookstack_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

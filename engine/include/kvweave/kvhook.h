@@ -180,10 +180,17 @@ typedef struct kw_kvhook {
      * hook prefills on its own. Hooks built with an older header (a smaller size) count
      * as false. */
     bool tail_only;
+    /* Optional: false at a layer where the hook needs no attention probabilities
+     * (OBS_PROBS, STEP_PROBS, DECODE_PROBS); the engine computes them at a layer only
+     * where some hook of the sequence wants them there (OmniKV: its observation layers).
+     * NULL, or a hook built with an older header: every layer. */
+    bool (*probs_at)(void *st, int layer);
 } kw_kvhook;
 
 /* h's tail_only, false when h's size does not reach the field. */
 bool kw_kvhook_tail_only(const kw_kvhook *h);
+/* Whether h (state st) wants its probabilities at layer: its probs_at, true without one. */
+bool kw_kvhook_probs_at(const kw_kvhook *h, void *st, int layer);
 
 /* A configured KV method: the payload of a "kvmethod" value. The engine makes one
  * state per run with state_new and frees it with state_free. */
