@@ -286,10 +286,11 @@ static const kw_kvhook sp_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_AB
                                   .name = "test.step_probs", .select = sp_select,
                                   .after_attn = sp_after_attn};
 
-static void step_probs_case(bool pre_rope)
+/* One sequence of n tokens (np of prompt, chunks of ch, seeded ids) through the CPU
+ * forward with stack hs, on a pool of 4-token pages (pre_rope: K stored before RoPE). */
+static void drive_one(const kw_model *m, const kw_model_config *cfg, bool pre_rope,
+                      const kw_hookstack *hs, int n, int np, int ch, uint64_t seed)
 {
-    kw_model_config cfg = rt_tiny_config(pre_rope, pre_rope ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
-    kw_model *m = rt_tiny_model(&cfg, 5);
     kw_fwd *f;
     kw_kvpool *pool;
     kw_error err = {0};
@@ -297,28 +298,34 @@ static void step_probs_case(bool pre_rope)
     kw_kvpool_opts o = kw_kvpool_defaults();
     o.page_tokens = 4;
     o.pre_rope = pre_rope;
-    assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
-    sp_state ss = {0};
-    kw_hookstack hs = {.n = 1, .hooks = {&sp_hook}, .states = {&ss}};
-    const kw_hookstack *hsp = &hs;
-    uint64_t s = 9;
-    int n = 40, np = 30, ch = 11, V = cfg.n_vocab;
+    assert_int_equal(kw_kvpool_new(cfg, &o, &pool, &err), 0);
     int32_t *ids = malloc(sizeof(int32_t) * n);
     for (int i = 0; i < n; i++)
-        ids[i] = (int32_t)(rt_rand_u64(&s) % V);
-    float *got = malloc(sizeof(float) * n * V);
+        ids[i] = (int32_t)(rt_rand_u64(&seed) % cfg->n_vocab);
+    float *got = malloc(sizeof(float) * n * cfg->n_vocab);
     kw_seq seq = {.kv = kw_kvseq_new(pool)};
     kw_seq *sq = &seq;
-    rt_drive(f, pool, 1, &sq, &hsp, &ids, &n, &np, NULL, &ch, &got);
+    rt_drive(f, pool, 1, &sq, &hs, &ids, &n, &np, NULL, &ch, &got);
+    kw_kvseq_free(seq.kv);
+    free(ids), free(got);
+    kw__fwd_free(f);
+    kw_kvpool_free(pool);
+}
+
+static void step_probs_case(bool pre_rope)
+{
+    kw_model_config cfg = rt_tiny_config(pre_rope, pre_rope ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
+    kw_model *m = rt_tiny_model(&cfg, 5);
+    sp_state ss = {0};
+    kw_hookstack hs = {.n = 1, .hooks = {&sp_hook}, .states = {&ss}};
+    int n = 40, np = 30;
+    drive_one(m, &cfg, pre_rope, &hs, n, np, 11, 9);
     assert_int_equal(ss.steps_seen, cfg.n_layer * (3 + (n - np)));
     assert_int_equal(ss.decode_seen, cfg.n_layer * (n - np));
     if (ss.max_err > 1e-5 || ss.max_norm_err > 1e-4)
         fail_msg("step probabilities: max error %g, normalization error %g", ss.max_err,
                  ss.max_norm_err);
-    kw_kvseq_free(seq.kv);
-    free(ss.q), free(ids), free(got);
-    kw__fwd_free(f);
-    kw_kvpool_free(pool);
+    free(ss.q);
     rt_tiny_free(m);
 }
 
@@ -357,38 +364,19 @@ static void test_probs_only_at_the_layers_a_hook_wants(void **state)
     kw_model *m = rt_tiny_model(&cfg, 6);
     assert_int_equal(cfg.n_layer, 3);
     for (int k = 0; k < 2; k++) {
-        kw_fwd *f;
-        kw_kvpool *pool;
-        kw_error err = {0};
-        assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
-        kw_kvpool_opts o = kw_kvpool_defaults();
-        o.page_tokens = 4;
-        assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
         at_state as = {.want_layer = k ? 1 : -1};
         kw_kvhook h = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
                        .roles = KW_ROLE_SELECT, .needs = KW_NEED_DECODE_PROBS,
                        .name = "test.probs_at", .after_attn = at_after,
                        .probs_at = k ? at_probs_at : NULL};
         kw_hookstack hs = {.n = 1, .hooks = {&h}, .states = {&as}};
-        const kw_hookstack *hsp = &hs;
-        int n = 30, np = 20, ch = 8, V = cfg.n_vocab;
-        uint64_t s = 4;
-        int32_t *ids = malloc(sizeof(int32_t) * n);
-        for (int i = 0; i < n; i++)
-            ids[i] = (int32_t)(rt_rand_u64(&s) % V);
-        float *got = malloc(sizeof(float) * n * V);
-        kw_seq seq = {.kv = kw_kvseq_new(pool)};
-        kw_seq *sq = &seq;
-        rt_drive(f, pool, 1, &sq, &hsp, &ids, &n, &np, NULL, &ch, &got);
+        int n = 30, np = 20;
+        drive_one(m, &cfg, false, &hs, n, np, 8, 4);
         for (int l = 0; l < 3; l++) {
             bool want = k == 0 || l == 1;
             assert_int_equal(as.seen[l], want ? n - np : 0);
             assert_int_equal(as.missing[l], want ? 0 : n - np);
         }
-        kw_kvseq_free(seq.kv);
-        free(ids), free(got);
-        kw__fwd_free(f);
-        kw_kvpool_free(pool);
     }
     rt_tiny_free(m);
 }
