@@ -66,8 +66,9 @@ static void record_generation(kw_exec *x, ksample *s, const char *pre, json_t *g
                               kw_error *err)
 {
     static const char *const fields[] = {"n_prompt", "n_gen", "ttft_s", "decode_s_per_token",
-                                         "queue_s", "nll_mean", "prefill_shared_tokens",
-                                         "hook_wait_s"};
+                                         "decode_s_p50", "decode_s_p90", "decode_tok_per_s",
+                                         "prefill_tok_per_s", "queue_s", "nll_mean",
+                                         "prefill_shared_tokens", "hook_wait_s"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         json_t *v = json_object_get(gen, fields[i]);
         if (json_is_number(v)) {

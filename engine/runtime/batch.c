@@ -334,6 +334,12 @@ int kw_engine_submit(kw_engine *e, const kw_gen_req *r, kw_error *err)
 
 /* ---- the engine thread ---- */
 
+static int by_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
 {
     if (q->lead) {
@@ -367,6 +373,13 @@ static void seq_finish(kw_engine *e, kw_eseq *q, int rc, const char *msg)
     r->attended_mean = q->att_steps ? q->att_sum / (double)q->att_steps : 0;
     if (r->n_gen > 1)
         r->decode_s_per_token = (q->t_last - q->t_first) / (r->n_gen - 1);
+    if (q->n_gaps > 0) { /* nearest rank: the ceil(p n)-th smallest */
+        qsort(q->gaps, (size_t)q->n_gaps, sizeof *q->gaps, by_double);
+        r->decode_s_p50 = q->gaps[(q->n_gaps + 1) / 2 - 1];
+        r->decode_s_p90 = q->gaps[(9 * q->n_gaps + 9) / 10 - 1];
+    }
+    free(q->gaps);
+    q->gaps = NULL;
     q->s.kv = kw_kvseq_free(q->s.kv);
     if (q->ref) {
         q->ref->s.kv = kw_kvseq_free(q->ref->s.kv);
@@ -477,6 +490,11 @@ static bool take_token(kw_engine *e, kw_eseq *q, const float *lg)
     if (g == 0) {
         q->t_first = t;
         r->ttft_s = t - q->t_submit;
+    } else {
+        if (!q->gaps)
+            q->gaps = malloc(sizeof(double) * (size_t)q->max_gen);
+        if (q->gaps) /* no memory: the percentiles stay 0 */
+            q->gaps[q->n_gaps++] = t - q->t_last;
     }
     q->t_last = t;
     if (r->n_gen >= q->max_gen)

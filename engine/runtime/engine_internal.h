@@ -20,6 +20,8 @@ typedef struct kw_eseq {
     int64_t claim;
     kw_gen_result *res;
     double t_submit, t_admit, t_first, t_last;
+    double *gaps;        /* (max_gen) time between consecutive tokens (NULL until the second) */
+    int n_gaps;
     int64_t mem_samples, pages_sum, kv_sum;
     double att_sum;
     int64_t att_steps;

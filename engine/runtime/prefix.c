@@ -95,6 +95,7 @@ void kw__leader_finish(kw_engine *e, kw_eseq *q, int rc)
         ;
     kw_gen_result_free(q->res);
     free(q->toks);
+    free(q->gaps);
     free(q);
 }
 

@@ -212,6 +212,17 @@ json_t *kw__generation_json(const kw_model *m, const kw_gen_result *r, json_t *s
     json_object_set_new(g, "stopped_eos", json_boolean(r->stopped_eos));
     json_object_set_new(g, "ttft_s", json_real(r->ttft_s));
     json_object_set_new(g, "decode_s_per_token", json_real(r->decode_s_per_token));
+    if (r->n_gen > 1) {
+        json_object_set_new(g, "decode_s_p50", json_real(r->decode_s_p50));
+        json_object_set_new(g, "decode_s_p90", json_real(r->decode_s_p90));
+        if (r->decode_s_per_token > 0)
+            json_object_set_new(g, "decode_tok_per_s", json_real(1.0 / r->decode_s_per_token));
+    }
+    /* the prompt's own prefill: admission to the first token, over the tokens it ran */
+    double pre_s = r->ttft_s - r->queue_s;
+    int pre_n = r->n_prompt - r->prefill_shared_tokens;
+    if (pre_s > 0 && pre_n > 0)
+        json_object_set_new(g, "prefill_tok_per_s", json_real(pre_n / pre_s));
     json_object_set_new(g, "queue_s", json_real(r->queue_s));
     /* how the prompt was prefilled: "off" (not asked), "taken" (prefix_tokens came from
        a prefill shared with other sequences of the same prompt), "own: why" */

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The quickstart pipeline on the real default model, made small (2 samples of 512
-# tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1];
+# tokens, 8 new tokens): it runs, records two finished samples and a score in [0, 1]
+# and each sample's token latencies (median, 90th percentile) and tokens/s;
 # with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
 # and records them; with int8 KV pages (run.kv_pages, set or swept) the samples finish
 # and hold about a quarter of the f32 pages' bytes; a pool too small for a prompt fails
@@ -23,6 +24,24 @@ score=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
 echo "finished=$ok score=$score"
 [ "$ok" = 2 ]
 python3 -c "import sys; s=float(sys.argv[1]); sys.exit(0 if 0 <= s <= 1 else 1)" "$score"
+# per sample: the time between tokens (median <= 90th percentile), decode tokens/s (one
+# over the mean time between tokens) and prefill tokens/s
+"$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
+    "SELECT sample, group_concat(key || '=' || value, ' ') FROM metrics WHERE sample IS NOT NULL
+     AND key IN ('gen/decode_s_p50', 'gen/decode_s_p90', 'gen/decode_s_per_token',
+                 'gen/decode_tok_per_s', 'gen/prefill_tok_per_s') GROUP BY sample" \
+    | tail -n +2 > "$tmp/lat.csv"
+cat "$tmp/lat.csv"
+python3 - "$tmp/lat.csv" <<'PY'
+import sys
+rows = [l.strip().split(",", 1) for l in open(sys.argv[1]) if l.strip()]
+assert len(rows) == 2, rows
+for _, kv in rows:
+    m = {k: float(v) for k, v in (x.split("=") for x in kv.split())}
+    assert 0 < m["gen/decode_s_p50"] <= m["gen/decode_s_p90"], m
+    assert abs(m["gen/decode_tok_per_s"] * m["gen/decode_s_per_token"] - 1) < 1e-6, m
+    assert m["gen/prefill_tok_per_s"] > 0, m
+PY
 # the run's host <-> device copies are recorded (none on the CPU)
 io=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
     "SELECT group_concat(key || '=' || value, ' ') FROM (SELECT key, value FROM metrics

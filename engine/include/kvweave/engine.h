@@ -74,6 +74,8 @@ typedef struct kw_gen_result {
     bool stopped_eos;
     double ttft_s;        /* submit to first token */
     double decode_s_per_token;
+    double decode_s_p50, decode_s_p90; /* the time between consecutive tokens: median and
+                                          90th percentile (nearest rank) */
     double queue_s;       /* submit to admission */
     float *logprobs;      /* (n_gen) log p of each token; teacher forcing or want_logprobs */
     int topk;             /* k of topk_ids / topk_lp (0: none) */
