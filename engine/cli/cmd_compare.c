@@ -607,7 +607,7 @@ int kw_cmd_compare(int argc, char **argv)
     int rc = kw__ropts_parse("compare", argc, argv, "db,branches,reference,metrics,format",
                              &o);
     kw_fmt fmt = KW_FMT_TABLE;
-    if (rc == 0 && o.format && kw__fmt_parse(o.format, &fmt) != 0)
+    if (rc == 0 && o.format && (kw__fmt_parse(o.format, &fmt) != 0 || fmt == KW_FMT_JSONL))
         rc = kw_cli_usage("compare", "--format must be table, csv, json or md, not '%s'",
                           o.format);
     if (rc == 0 && !o.help && !o.branches && (o.reference || o.metrics || o.format))

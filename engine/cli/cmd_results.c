@@ -469,6 +469,10 @@ static int on_query(void *ud, int ncol, const char *const *names, const char *co
         kw__json_row(q->f, ncol, names, vals, types, NULL, q->first);
         q->first = false;
         return 0;
+    case KW_FMT_JSONL:
+        if (vals)
+            kw__jsonl_row(q->f, ncol, names, vals, types, NULL);
+        return 0;
     }
     return 0;
 }
@@ -479,11 +483,11 @@ int kw_cmd_query(int argc, char **argv)
     int rc = kw__ropts_parse("query", argc, argv, "db,format", &o);
     kw_fmt fmt = KW_FMT_TABLE;
     if (rc == 0 && o.format && kw__fmt_parse(o.format, &fmt) != 0)
-        rc = kw_cli_usage("query", "--format must be table, csv, json or md, not '%s'",
+        rc = kw_cli_usage("query", "--format must be table, csv, json, jsonl or md, not '%s'",
                           o.format);
     if (rc == 0 && (o.help || o.npos != 1)) {
         fprintf(o.help ? stdout : stderr,
-                "usage: kvweave query \"SQL\" [--format table|csv|json|md] [--db FILE]\n"
+                "usage: kvweave query \"SQL\" [--format table|csv|json|jsonl|md] [--db FILE]\n"
                 "Runs read-only SQL on the results store (tables: runs, params, metrics, "
                 "samples, stages, artifacts, cache).\n");
         rc = o.help ? 0 : 2;
@@ -529,7 +533,7 @@ static int on_export(void *ud, int ncol, const char *const *names, const char *c
             kw__md_row(e->f, ncol, names);
             kw__md_rule(e->f, ncol);
         }
-        if (e->fmt == KW_FMT_JSON) {
+        if (e->fmt == KW_FMT_JSON || e->fmt == KW_FMT_JSONL) {
             free(e->json_cols);
             e->json_cols = calloc((size_t)ncol, sizeof *e->json_cols);
             for (int i = 0; e->json_cols && i < ncol; i++)
@@ -541,6 +545,8 @@ static int on_export(void *ud, int ncol, const char *const *names, const char *c
         kw__csv_row(e->f, ncol, vals);
     else if (e->fmt == KW_FMT_MD)
         kw__md_row(e->f, ncol, vals);
+    else if (e->fmt == KW_FMT_JSONL)
+        kw__jsonl_row(e->f, ncol, names, vals, types, e->json_cols);
     else
         kw__json_row(e->f, ncol, names, vals, types, e->json_cols, e->first);
     e->first = false;
@@ -607,10 +613,11 @@ int kw_cmd_export(int argc, char **argv)
     int rc = kw__ropts_parse("export", argc, argv, "db,format,output", &o);
     kw_fmt fmt = KW_FMT_CSV;
     if (rc == 0 && o.format && (kw__fmt_parse(o.format, &fmt) != 0 || fmt == KW_FMT_TABLE))
-        rc = kw_cli_usage("export", "--format must be csv, json or md, not '%s'", o.format);
+        rc = kw_cli_usage("export", "--format must be csv, json, jsonl or md, not '%s'",
+                          o.format);
     if (rc == 0 && (o.help || o.npos > KW_CLI_MAX_RUNS)) {
         fprintf(o.help ? stdout : stderr,
-                "usage: kvweave export [RUN...] [--format csv|json|md] [-o FILE] [--db FILE]\n"
+                "usage: kvweave export [RUN...] [--format csv|json|jsonl|md] [-o FILE] [--db FILE]\n"
                 "Per-sample rows (run, idx, sample_id, status, prediction, answers, error, "
                 "then one column per per-sample metric) of the runs given, or of every run.\n");
         rc = o.help ? 0 : 2;

@@ -162,7 +162,7 @@ int kw__fmt_parse(const char *s, kw_fmt *out)
         const char *name;
         kw_fmt fmt;
     } names[] = {{"table", KW_FMT_TABLE}, {"csv", KW_FMT_CSV}, {"json", KW_FMT_JSON},
-                 {"md", KW_FMT_MD}, {"markdown", KW_FMT_MD}};
+                 {"md", KW_FMT_MD}, {"markdown", KW_FMT_MD}, {"jsonl", KW_FMT_JSONL}};
     for (size_t i = 0; s && i < sizeof names / sizeof names[0]; i++)
         if (!strcmp(s, names[i].name)) {
             *out = names[i].fmt;
@@ -236,8 +236,23 @@ static json_t *json_value(const char *v, int type, bool embed)
     return json_string(v);
 }
 
+static void json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
+                     const int *types, const bool *json_columns, bool first, bool lines);
+
 void kw__json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
                  const int *types, const bool *json_columns, bool first)
+{
+    json_row(f, ncol, names, vals, types, json_columns, first, false);
+}
+
+void kw__jsonl_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
+                   const int *types, const bool *json_columns)
+{
+    json_row(f, ncol, names, vals, types, json_columns, false, true);
+}
+
+static void json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
+                     const int *types, const bool *json_columns, bool first, bool lines)
 {
     json_t *o = json_object();
     for (int i = 0; i < ncol; i++)
@@ -245,7 +260,10 @@ void kw__json_row(FILE *f, int ncol, const char *const *names, const char *const
                             json_value(vals[i], types ? types[i] : KW_DB_T_TEXT,
                                        json_columns && json_columns[i]));
     char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15) | JSON_PRESERVE_ORDER);
-    fprintf(f, "%s  %s", first ? "" : ",\n", s ? s : "{}");
+    if (lines) /* JSON Lines: one object a line */
+        fprintf(f, "%s\n", s ? s : "{}");
+    else
+        fprintf(f, "%s  %s", first ? "" : ",\n", s ? s : "{}");
     free(s);
     json_decref(o);
 }

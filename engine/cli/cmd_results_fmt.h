@@ -22,7 +22,7 @@ void kw__table_print(const kw_table *t, FILE *f, bool color, const char *indent)
 void kw__table_clear(kw_table *t);
 
 /* One record in the chosen format. types: KW_DB_T_* per column (nullable: all text). */
-typedef enum { KW_FMT_TABLE, KW_FMT_CSV, KW_FMT_JSON, KW_FMT_MD } kw_fmt;
+typedef enum { KW_FMT_TABLE, KW_FMT_CSV, KW_FMT_JSON, KW_FMT_MD, KW_FMT_JSONL } kw_fmt;
 int kw__fmt_parse(const char *s, kw_fmt *out);
 void kw__csv_row(FILE *f, int ncol, const char *const *vals);
 void kw__md_row(FILE *f, int ncol, const char *const *vals);
@@ -31,6 +31,9 @@ void kw__md_rule(FILE *f, int ncol);
  * hold JSON to embed as such when they parse. first: no leading ",\n". */
 void kw__json_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
                  const int *types, const bool *json_columns, bool first);
+/* The same object on a line of its own (JSON Lines). */
+void kw__jsonl_row(FILE *f, int ncol, const char *const *names, const char *const *vals,
+                   const int *types, const bool *json_columns);
 
 /* "12.3s", "4m05s", "2h03m"; "-" for negative. */
 void kw__fmt_duration(double s, char *buf, size_t n);

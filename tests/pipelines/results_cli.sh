@@ -92,6 +92,9 @@ run 0 query "SELECT pipeline, count(*) AS n FROM runs GROUP BY pipeline ORDER BY
 [ "$(cat "$tmp/out")" = "$(printf 'pipeline,n\nother,1\nruler-niah,2')" ] || fail "query csv: $(cat "$tmp/out")"
 run 0 query "SELECT count(*) AS n, 0.5 AS r, NULL AS z FROM runs" --format json
 has out '{"n":3,"r":0.5,"z":null}'
+run 0 query "SELECT pipeline, count(*) AS n FROM runs GROUP BY pipeline ORDER BY pipeline" --format jsonl
+[ "$(cat "$tmp/out")" = "$(printf '%s\n%s' '{"pipeline":"other","n":1}' '{"pipeline":"ruler-niah","n":2}')" ] ||
+  fail "query jsonl: $(cat "$tmp/out")"
 run 2 query "DELETE FROM runs"
 has err "read-only"
 run 2 query "UPDATE runs SET status = 'KILLED'"
@@ -113,6 +116,12 @@ rows = list(csv.DictReader(open(sys.argv[1], newline='')))
 assert len(rows) == 4, len(rows)
 assert rows[2]['prediction'] == 'say "hi"\nbye', rows[2]['prediction']
 assert rows[0]['latency_s'] == '0.5' and rows[3]['status'] == 'FAILED'
+EOF
+  run 0 export --format jsonl -o "$tmp/all.jsonl"
+  python3 - "$tmp/all.jsonl" <<'EOF' || fail "export jsonl: one object a line"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert len(rows) == 7 and all(isinstance(r['answers'], list) for r in rows), rows[:1]
 EOF
   run 0 export --format json -o "$tmp/all.json"
   python3 - "$tmp/all.json" "$A" <<'EOF' || fail "export json"
