@@ -45,6 +45,8 @@ typedef struct kw_run_env {
     double (*engine_busy_s)(void *engine);            /* nullable */
     /* nullable: bytes the engine's steps copied host -> device and device -> host */
     void (*engine_io_bytes)(void *engine, int64_t *h2d, int64_t *d2h);
+    /* nullable: device memory in use at the run's end, -1 for none (the CPU) */
+    int64_t (*engine_device_used)(void *engine);
 } kw_run_env;
 
 typedef struct kw_run_opts {

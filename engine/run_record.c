@@ -309,6 +309,10 @@ void kwr_record_figures(kw_exec *x, double wall)
         kw_db_metric(x->db, x->uuid, -1, "h2d_bytes", (double)h2d, 0, &err);
         kw_db_metric(x->db, x->uuid, -1, "d2h_bytes", (double)d2h, 0, &err);
     }
+    int64_t dev = x->engine && x->o->env && x->o->env->engine_device_used
+                      ? x->o->env->engine_device_used(x->engine) : -1;
+    if (dev >= 0) /* the GPU's memory in use at the end: the engine's peak (engine.h) */
+        kw_db_metric(x->db, x->uuid, -1, "device_used_bytes", (double)dev, 0, &err);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0) /* the process's peak resident set (kB on Linux) */
         kw_db_metric(x->db, x->uuid, -1, "peak_rss_bytes", (double)ru.ru_maxrss * 1024.0, 0, &err);

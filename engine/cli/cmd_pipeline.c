@@ -47,7 +47,9 @@ static void env_io(void *e, int64_t *h2d, int64_t *d2h)
     kw_engine_get_stats(e, &st);
     *h2d = st.h2d_bytes, *d2h = st.d2h_bytes;
 }
-static const kw_run_env engine_env = {env_open, env_close, env_sha, env_path, env_busy, env_io};
+static int64_t env_dev(void *e) { return kw_engine_device_used(e); }
+static const kw_run_env engine_env = {env_open, env_close, env_sha, env_path, env_busy, env_io,
+                                      env_dev};
 
 /* ----------------------------------------------------------------- run ---- */
 

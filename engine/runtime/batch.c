@@ -169,6 +169,14 @@ void kw_engine_wait_idle(kw_engine *e)
     pthread_mutex_unlock(&e->mu);
 }
 
+int64_t kw_engine_device_used(kw_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    int64_t b = kw__fwd_device_used(e->f);
+    pthread_mutex_unlock(&e->mu);
+    return b;
+}
+
 void kw_engine_get_stats(kw_engine *e, kw_engine_stats *out)
 {
     pthread_mutex_lock(&e->mu);

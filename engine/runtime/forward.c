@@ -186,6 +186,11 @@ int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t
     return kw__cfwd_fill(f->cuda, kv, n_past, n_tok, seed, err);
 }
 
+int64_t kw__fwd_device_used(const kw_fwd *f)
+{
+    return f->cuda ? kw__cfwd_device_used(f->cuda) : -1;
+}
+
 void kw__fwd_io_stats(const kw_fwd *f, int64_t *h2d, int64_t *d2h)
 {
     *h2d = 0, *d2h = 0;

@@ -31,6 +31,8 @@ const kw_model_config *kw__fwd_cfg(const kw_fwd *f);
 void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches);
 /* Bytes copied host <-> device by steps so far (0 and 0 on the CPU). */
 void kw__fwd_io_stats(const kw_fwd *f, int64_t *h2d, int64_t *d2h);
+/* Device memory in use (kw__cfwd_device_used); -1 on the CPU. */
+int64_t kw__fwd_device_used(const kw_fwd *f);
 /* CUDA forwards: the device page table's smallest size in ints (min_ints > 0 sets it; a
  * small one makes tests rebuild it often); returns the rebuilds so far (0 on the CPU). */
 int64_t kw__fwd_ptab(kw_fwd *f, int64_t min_ints);

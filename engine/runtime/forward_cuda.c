@@ -688,6 +688,14 @@ void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches
     *captures = c->graph_captures, *launches = c->graph_launches;
 }
 
+int64_t kw__cfwd_device_used(const kw_cfwd *c)
+{
+    size_t fr = 0, tot = 0;
+    if (cudaSetDevice(c->dev) != cudaSuccess || cudaMemGetInfo(&fr, &tot) != cudaSuccess)
+        return -1;
+    return (int64_t)(tot - fr);
+}
+
 void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h)
 {
     *h2d = c->h2d_bytes, *d2h = c->d2h_bytes;
@@ -770,6 +778,11 @@ void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h)
 {
     (void)c;
     *h2d = 0, *d2h = 0;
+}
+int64_t kw__cfwd_device_used(const kw_cfwd *c)
+{
+    (void)c;
+    return -1;
 }
 int64_t kw__cfwd_ptab(kw_cfwd *c, int64_t min_ints)
 {

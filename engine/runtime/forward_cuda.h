@@ -27,6 +27,9 @@ void kw__cfwd_graph_stats(const kw_cfwd *c, int64_t *captures, int64_t *launches
 /* Bytes steps copied host -> device (work lists, step inputs) and device -> host
  * (logits, copies for hooks) so far. */
 void kw__cfwd_io_stats(const kw_cfwd *c, int64_t *h2d, int64_t *d2h);
+/* Bytes in use on the forward's device as the driver reports them (every process's); -1
+ * when it cannot say. */
+int64_t kw__cfwd_device_used(const kw_cfwd *c);
 /* kw__fwd_ptab */
 int64_t kw__cfwd_ptab(kw_cfwd *c, int64_t min_ints);
 

@@ -41,7 +41,8 @@ if [ -z "${KW_SKIP_SWEEP:-}" ]; then
       echo "$p $d: $(./build-gpu/kvweave query --db "$out/$p-$d.db" --format csv \
         "SELECT group_concat(key || '=' || value, ' ') FROM metrics WHERE sample IS NULL AND
          key IN ('mem/kv_payload_peak_bytes', 'mem/held_peak_bytes', 'mem/load_bytes',
-                 'mem/store_bytes', 'mem/rebuilt_tokens', 'mem/rebuilt_tokens_full')" \
+                 'mem/store_bytes', 'mem/rebuilt_tokens', 'mem/rebuilt_tokens_full',
+                 'device_used_bytes')" \
         | tail -n 1); finished $(./build-gpu/kvweave query \
         --db "$out/$p-$d.db" --format csv "SELECT count(*) FROM samples WHERE status =
         'FINISHED'" | tail -n 1) of 2"

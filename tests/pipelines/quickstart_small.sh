@@ -48,6 +48,9 @@ io=$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
      WHERE sample IS NULL AND key IN ('d2h_bytes', 'h2d_bytes') ORDER BY key)" | tail -1)
 echo "copies recorded: $io"
 [ "$io" = "d2h_bytes=0.0 h2d_bytes=0.0" ]
+# and no device memory figure without a device
+[ "$("$KVWEAVE_BIN" query --db "$tmp/r.db" --format csv \
+    "SELECT count(*) FROM metrics WHERE key = 'device_used_bytes'" | tail -1)" = 0 ]
 "$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/e.db" --quiet \
     --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
     --set run.max_batch=1 --set run.pool_mb=64 --set run.chunk=128

@@ -187,6 +187,10 @@ typedef struct kw_engine_stats {
     int64_t h2d_bytes, d2h_bytes; /* copied host <-> device by steps (0 on the CPU) */
 } kw_engine_stats;
 void kw_engine_get_stats(kw_engine *e, kw_engine_stats *out);
+/* Bytes in use on the engine's GPU as the driver reports them, every process's; -1 on the
+ * CPU. The engine frees nothing before it closes, so at a run's end this is its peak
+ * (transient library workspaces apart). */
+int64_t kw_engine_device_used(kw_engine *e);
 
 #ifdef __cplusplus
 }
