@@ -204,7 +204,7 @@ static int tmp_upload(kw_cfwd *c, kw_kvpool *pool, kw_error *err)
     int32_t *hpos = NULL;
     const float *h = kw_kvpool_tmp_page(pool, 0, &hpos);
     const size_t per = (size_t)2 * c->P * c->cfg.head_dim; /* values a page */
-    const int64_t piece = (int64_t)((64u << 20) / (per * 4)) > 0 ? (int64_t)((64u << 20) / (per * 4)) : 1;
+    const int64_t fit = (int64_t)((64u << 20) / (per * 4)), piece = fit > 0 ? fit : 1;
     const int64_t first = n < piece ? n : piece;
     if (!h || kw__cf_dgrow(&c->d_tmp, &c->tmp_cap, (size_t)n * per * 2, 1) < 0 ||
         kw__cf_dgrow((void **)&c->d_tmp_pos, &c->tmp_pos_cap, (size_t)n * c->P, 4) < 0 ||

@@ -129,14 +129,13 @@ typedef struct layer_w {
     char names[6][96];
 } layer_w;
 
-static void layer_items(layer_w *w, int l, const char *prefix, st_item *it)
+static void layer_items(layer_w *w, const char *prefix, st_item *it)
 {
     const char *sub[6] = {"compress_down.w12.weight", "compress_down.w12.bias",
                           "compress_down.w3.weight", "compress_down.w3.bias",
                           "compress_up.weight", "compress_up.bias"};
     for (int i = 0; i < 6; i++)
         snprintf(w->names[i], sizeof w->names[i], "%s%s", prefix, sub[i]);
-    (void)l;
     it[0] = (st_item){w->names[0], 1, 2, {2 * NI, D}, w->w12};
     it[1] = (st_item){w->names[1], 0, 1, {2 * NI}, w->b12};
     it[2] = (st_item){w->names[2], 0, 2, {R, NI}, w->w3};
@@ -181,7 +180,7 @@ static void test_a_checkpoint_loads_back(void **state)
     for (int l = 0; l < L; l++) {
         layer_new(&w[l]);
         snprintf(prefix, sizeof prefix, "model.layers.%d.self_attn.", l);
-        layer_items(&w[l], l, prefix, it + 6 * l);
+        layer_items(&w[l], prefix, it + 6 * l);
     }
     /* one file, and a directory of two files (layer 0, then layers 1-2) */
     snprintf(path, sizeof path, "%s/one.safetensors", dir);
@@ -206,7 +205,7 @@ static void test_a_checkpoint_loads_back(void **state)
         check_layer(c, l, &w[l]);
     kw__compressor_free(c);
     /* a shared pair: every layer gets it */
-    layer_items(&w[0], 0, "", it);
+    layer_items(&w[0], "", it);
     snprintf(path, sizeof path, "%s/shared.safetensors", dir);
     assert_int_equal(st_write(path, it, 6), 0);
     assert_int_equal(kw__deltakv_load(path, L, D, &c, &err), 0);
@@ -229,7 +228,7 @@ static void expect_broken(const char *what, void (*spoil)(st_item *it, int *n, l
     for (int l = 0; l < L; l++) {
         layer_new(&w[l]);
         snprintf(prefix, sizeof prefix, "model.layers.%d.self_attn.", l);
-        layer_items(&w[l], l, prefix, it + 6 * l);
+        layer_items(&w[l], prefix, it + 6 * l);
     }
     int n = 6 * L;
     spoil(it, &n, w);
