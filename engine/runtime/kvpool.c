@@ -607,22 +607,87 @@ kw_view *kw_view_free(kw_view *w)
         free(w->row_ptr);
         free(w->spans);
         free(w->want_pos);
+        free(w->want_row);
         free(w);
     }
     return NULL;
 }
 
+/* Room for one more want; want_row grows with want_pos once a view has used it. */
+static int want_room(kw_view *w)
+{
+    if (w->n_want < w->cap_want)
+        return 0;
+    int cap = w->cap_want ? 2 * w->cap_want : 64;
+    int32_t *p = realloc(w->want_pos, (size_t)cap * sizeof *p);
+    if (!p)
+        return KW_ENOMEM;
+    w->want_pos = p;
+    if (w->want_row || w->want_by_row) {
+        int32_t *r = realloc(w->want_row, (size_t)cap * sizeof *r);
+        if (!r)
+            return KW_ENOMEM;
+        w->want_row = r;
+    }
+    w->cap_want = cap;
+    return 0;
+}
+
 int kw_view_want(kw_view *w, int32_t pos)
 {
-    if (w->n_want == w->cap_want) {
-        int cap = w->cap_want ? 2 * w->cap_want : 64;
-        int32_t *p = realloc(w->want_pos, (size_t)cap * sizeof *p);
-        if (!p)
-            return KW_ENOMEM;
-        w->want_pos = p, w->cap_want = cap;
+    if (w->want_by_row)
+        return KW_EINVAL;
+    int rc = want_room(w);
+    if (rc == 0)
+        w->want_pos[w->n_want++] = pos;
+    return rc;
+}
+
+int kw_view_want_row(kw_view *w, int row, int32_t pos)
+{
+    if (row < 0 || row >= w->n_rows || (!w->want_by_row && w->n_want > 0))
+        return KW_EINVAL;
+    if (w->n_want > 0) {
+        int32_t lr = w->want_row[w->n_want - 1], lp = w->want_pos[w->n_want - 1];
+        if (row < lr || (row == lr && pos <= lp))
+            return KW_EINVAL;
     }
-    w->want_pos[w->n_want++] = pos;
+    if (!w->want_row && w->cap_want > 0) { /* the first per-row want of this view */
+        if (!(w->want_row = malloc((size_t)w->cap_want * sizeof *w->want_row)))
+            return KW_ENOMEM;
+    }
+    w->want_by_row = true;
+    int rc = want_room(w);
+    if (rc < 0)
+        return rc;
+    w->want_pos[w->n_want] = pos;
+    w->want_row[w->n_want++] = row;
     return 0;
+}
+
+void kw_view_wanted(const kw_view *w, int row, int *a, int *b)
+{
+    if (!w->want_by_row) {
+        *a = 0, *b = w->n_want;
+        return;
+    }
+    int lo = 0, hi = w->n_want; /* the first entry of a row >= row, then > row */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (w->want_row[mid] < row)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *a = lo;
+    for (hi = w->n_want; lo < hi;) {
+        int mid = lo + (hi - lo) / 2;
+        if (w->want_row[mid] <= row)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *b = lo;
 }
 
 int kw_view_reset(kw_view *w, int n_rows, bool per_qhead)
@@ -641,6 +706,7 @@ int kw_view_reset(kw_view *w, int n_rows, bool per_qhead)
     w->per_qhead = per_qhead;
     w->by_pos = 0;
     w->n_want = 0;
+    w->want_by_row = false;
     for (int i = 0; i <= n_rows; i++)
         w->row_ptr[i] = 0;
     return 0;

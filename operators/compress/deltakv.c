@@ -18,9 +18,10 @@
  * exactly), applies RoPE from the stored positions and writes them to the temporary pool;
  * the view stitches the pool's pages and those temporary pages per KV head. The
  * temporary pages are given back after the layer's attention. After a SELECT hook that
- * chose by position (OmniKV, placed before DeltaKV in the stack; kvpool.h's want list),
- * the hook rebuilds only the chosen positions it holds and adds them to the chosen
- * view; after one that chose among the pool's tokens only, the sequence fails. The
+ * chose by position (OmniKV or ClusterKV, placed before DeltaKV in the stack; kvpool.h's
+ * want lists), the hook rebuilds only the chosen positions it holds (for wants per row,
+ * the union of the rows') and adds them to the rows that want them; after one that chose
+ * among the pool's tokens only, the sequence fails. The
  * tokens rebuilt, and what rebuilding all would have been, are counted in kw_seq.
  *
  * Memory: the pool's payload falls to the sinks and the window; what the hook holds
@@ -190,6 +191,10 @@ typedef struct dseq {
     int64_t scr_cap, y_cap;
     int32_t *ref;           /* encode: each token's reference */
     int64_t ref_cap;
+    int32_t *u, *wp, *ord, *tp; /* rebuild: wanted positions (the union over rows; a
+                                   copy of the view's wants per row), the rebuilt tokens
+                                   by position, each KV head's temporary pages */
+    int64_t u_cap, wp_cap, ord_cap, tp_cap;
 } dseq;
 
 #define DP(st) (&(st)->p->o)
@@ -423,19 +428,75 @@ static int pick(dseq *ds, const dlayer *ly, const int32_t *want, int n_want, int
     return 0;
 }
 
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* The positions a chosen view wants, increasing: its list, or for wants per row the
+ * union of the rows' lists (into ds->u). *n gets the count. */
+static const int32_t *wanted_union(dseq *ds, const kw_view *w, int *n)
+{
+    *n = w->n_want;
+    if (!w->want_by_row)
+        return w->want_pos;
+    if (kw_grow((void **)&ds->u, &ds->u_cap, w->n_want + 1, sizeof(int32_t)) < 0)
+        return NULL;
+    memcpy(ds->u, w->want_pos, sizeof(int32_t) * (size_t)w->n_want);
+    qsort(ds->u, (size_t)w->n_want, sizeof(int32_t), cmp_i32);
+    int k = 0;
+    for (int i = 0; i < w->n_want; i++)
+        if (k == 0 || ds->u[i] != ds->u[k - 1])
+            ds->u[k++] = ds->u[i];
+    *n = k;
+    return ds->u;
+}
+
+/* Adds to the current row of w the rebuilt tokens (temporary pages tp, P slots each) at
+ * the positions want[0..n) (increasing); ord (m, rebuilt indices by increasing
+ * position) and pos give the rebuilt tokens' positions. Consecutive slots of a page make
+ * one span. */
+static int add_wanted(kw_view *w, const int32_t *tp, int P, const int32_t *ord,
+                      const int32_t *pos, int m, const int32_t *want, int n)
+{
+    int o = 0, run_t = -1, run_n = 0, rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        while (o < m && pos[ord[o]] < want[i])
+            o++;
+        if (o == m || pos[ord[o]] != want[i])
+            continue; /* a position DeltaKV does not hold */
+        int t = ord[o];
+        if (run_n > 0 && t == run_t + run_n && t % P != 0) {
+            run_n++;
+            continue;
+        }
+        if (run_n > 0)
+            rc = kw_view_add(w, KW_POOL_TMP, tp[run_t / P], run_t % P, run_n);
+        run_t = t, run_n = 1;
+    }
+    if (rc == 0 && run_n > 0)
+        rc = kw_view_add(w, KW_POOL_TMP, tp[run_t / P], run_t % P, run_n);
+    return rc;
+}
+
 /* Rebuilds what layer l holds (all of it for a dense view; for a view a SELECT hook chose
- * by position, only the positions it wants), writes the tokens to temporary pages and
- * adds those to every row: a dense view becomes the pool's pages plus them, a chosen one
- * keeps its rows (the chosen tokens of the pool) with them appended. */
+ * by position, only the positions it wants), writes the tokens to temporary pages (per KV
+ * head) and adds them to the rows: a dense view becomes the pool's pages plus them; a
+ * chosen one keeps its rows (the chosen tokens of the pool) with them appended, to every
+ * row, or with wants per row (rows per query head allowed) to the rows that want them. */
 static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
 {
     const kw_model_config *cf = &st->cfg;
     int l = c->layer, Hk = cf->n_head_kv, hd = cf->head_dim, D = st->c->dim, r = st->c->latent;
     int P = kw_kvpool_options(c->pool)->page_tokens;
     dlayer *ly = &ds->ly[l];
-    bool chosen = w->by_pos != 0;
-    int nc, nl, rc;
-    if ((rc = pick(ds, ly, chosen ? w->want_pos : NULL, w->n_want, &nc, &nl)) < 0)
+    bool chosen = w->by_pos != 0, by_row = chosen && w->want_by_row;
+    int nc, nl, rc, n_u = 0;
+    const int32_t *u = chosen ? wanted_union(ds, w, &n_u) : NULL;
+    if (chosen && !u && n_u > 0)
+        return KW_ENOMEM;
+    if ((rc = pick(ds, ly, u, n_u, &nc, &nl)) < 0)
         return rc;
     int m = nc + nl;
     s->rebuilt += m;
@@ -480,34 +541,39 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     if (m > 0 && (rc = kw_k_rope(KW_BK_CPU, NULL, ds->k, ds->pos, m, Hk, hd, st->inv_freq,
                                  cf->rope_layout)) < 0)
         return rc;
-    /* a chosen view's rows, kept to be written again with the rebuilt tokens after them */
-    int n_sp = chosen ? w->row_ptr[w->n_rows] : 0;
+    /* a chosen view's rows and wants, kept to be written again with the rebuilt tokens */
+    int g = cf->n_head / Hk, rows = chosen ? w->n_rows : Hk;
+    bool pq = chosen && w->per_qhead;
+    int n_sp = chosen ? w->row_ptr[w->n_rows] : 0, nw = by_row ? w->n_want : 0;
     if (chosen) {
-        if (w->n_rows != Hk || w->per_qhead)
+        if (rows != (pq ? cf->n_head : Hk))
             return KW_EINVAL;
         if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
-            || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, Hk + 1, sizeof(int32_t))) < 0)
+            || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, rows + 1, sizeof(int32_t))) < 0
+            || (rc = kw_grow((void **)&ds->wp, &ds->wp_cap, 2 * (int64_t)nw + 1,
+                             sizeof(int32_t))) < 0)
             return rc;
         memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
-        for (int h = 0; h <= Hk; h++)
-            ds->rp[h] = w->row_ptr[h];
+        for (int i = 0; i <= rows; i++)
+            ds->rp[i] = w->row_ptr[i];
+        for (int i = 0; i < nw; i++)
+            ds->wp[i] = w->want_pos[i], ds->wp[nw + i] = w->want_row[i];
     }
-    if ((rc = kw_view_reset(w, Hk, false)) < 0)
+    /* the rebuilt tokens by increasing position (centers and latents each increase) */
+    int npg = (m + P - 1) / P;
+    if ((rc = kw_grow((void **)&ds->ord, &ds->ord_cap, m + 1, sizeof(int32_t))) < 0
+        || (rc = kw_grow((void **)&ds->tp, &ds->tp_cap, (int64_t)Hk * npg + 1,
+                         sizeof(int32_t))) < 0)
         return rc;
-    for (int h = 0; h < Hk; h++) {
-        if ((rc = kw_view_begin_row(w, h)) < 0)
-            return rc;
-        if (!chosen && (rc = add_pool(w, s->kv, l, h, P)) < 0)
-            return rc;
-        for (int j = chosen ? ds->rp[h] : 0; chosen && j < ds->rp[h + 1]; j++)
-            if ((rc = kw_view_add(w, ds->sp[j].pool, ds->sp[j].page, ds->sp[j].first,
-                                  ds->sp[j].n)) < 0)
-                return rc;
+    for (int a = 0, b = nc, o = 0; o < m; o++)
+        ds->ord[o] = b == m || (a < nc && ds->pos[a] < ds->pos[b]) ? a++ : b++;
+    for (int h = 0; h < Hk; h++)
         for (int t0 = 0; t0 < m; t0 += P) {
             int32_t page, *pp;
             if ((rc = kw_kvpool_tmp_alloc(c->pool, &page)) < 0)
                 return kw_seq_fail(s, rc, "compress.deltakv: the temporary pool is full "
                                    "(raise the engine's n_tmp_pages)");
+            ds->tp[(int64_t)h * npg + t0 / P] = page;
             float *pg = kw_kvpool_tmp_page(c->pool, page, &pp);
             int n = m - t0 < P ? m - t0 : P;
             for (int t = 0; t < n; t++) {
@@ -517,9 +583,31 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
                        sizeof(float) * hd);
                 pp[t] = ds->pos[t0 + t];
             }
-            if ((rc = kw_view_add(w, KW_POOL_TMP, page, 0, n)) < 0)
-                return rc;
         }
+    if ((rc = kw_view_reset(w, rows, pq)) < 0)
+        return rc;
+    for (int row = 0, wi = 0; row < rows; row++) {
+        int h = pq ? row / g : row;
+        const int32_t *tp = ds->tp + (int64_t)h * npg;
+        if ((rc = kw_view_begin_row(w, row)) < 0)
+            return rc;
+        if (!chosen && (rc = add_pool(w, s->kv, l, h, P)) < 0)
+            return rc;
+        for (int j = chosen ? ds->rp[row] : 0; chosen && j < ds->rp[row + 1]; j++)
+            if ((rc = kw_view_add(w, ds->sp[j].pool, ds->sp[j].page, ds->sp[j].first,
+                                  ds->sp[j].n)) < 0)
+                return rc;
+        if (by_row) { /* this row's wants: wp[wi ..) while their row is this one */
+            int a = wi;
+            while (wi < nw && ds->wp[nw + wi] == row)
+                wi++;
+            if ((rc = add_wanted(w, tp, P, ds->ord, ds->pos, m, ds->wp + a, wi - a)) < 0)
+                return rc;
+            continue;
+        }
+        for (int t0 = 0; t0 < m; t0 += P)
+            if ((rc = kw_view_add(w, KW_POOL_TMP, tp[t0 / P], 0, m - t0 < P ? m - t0 : P)) < 0)
+                return rc;
     }
     return 0;
 }
@@ -551,17 +639,15 @@ static int d_materialize(void *stp, kw_lctx *c, const kw_batch *b, kw_view **v)
         }
         if (v[i]->by_pos > 1 + c->hook_index) {
             kw_seq_fail(s, KW_EINVAL, "compress.deltakv: a SELECT hook after it in the stack "
-                        "chose by position; put that hook (retrieve.omnikv) before "
-                        "compress.deltakv, so that it reads its view before DeltaKV moves "
-                        "tokens out of the pool");
+                        "chose by position; put it (retrieve.omnikv, retrieve.clusterkv) "
+                        "before compress.deltakv in the decode stage's inputs");
             worst = worst ? worst : KW_EINVAL;
             continue;
         }
         if (!v[i]->by_pos && !kw_view_is_dense(v[i], s->kv, c->layer)) {
             kw_seq_fail(s, KW_ENOSYS, "compress.deltakv: a SELECT hook chose among the "
-                        "pool's tokens only, before DeltaKV rebuilt its own (which that hook "
-                        "cannot see); only hooks that choose by position (retrieve.omnikv) "
-                        "combine with DeltaKV");
+                        "pool's tokens only, not seeing DeltaKV's; only hooks that choose by "
+                        "position (retrieve.omnikv, retrieve.clusterkv) combine with it");
             worst = worst ? worst : KW_ENOSYS;
             continue;
         }
@@ -627,7 +713,7 @@ static void seq_free(const dstate *st, dseq *ds)
     }
     free(ds->ly), free(ds->x), free(ds->res), free(ds->k), free(ds->pos), free(ds->keep);
     free(ds->ci), free(ds->li), free(ds->rp), free(ds->sp), free(ds->scr), free(ds->y);
-    free(ds->ref);
+    free(ds->ref), free(ds->u), free(ds->wp), free(ds->ord), free(ds->tp);
     free(ds);
 }
 

@@ -1,30 +1,37 @@
 /* retrieve.clusterkv — recall of keys by semantic clusters (ClusterKV; METHODS.md), a
  * SELECT hook.
  *
- * At a sequence's first decode step, in each layer >= dense_layers and for each KV head
- * whose stored tokens after the first `sink` outnumber budget - sink (else at the first
- * step where they do), the keys of those tokens are clustered by k-means
- * (kw__ckv_kmeans: `clusters` clusters, `iters` rounds, assignment by cosine similarity,
- * centroids the means of the members' raw keys, seeded by the sequence's seed, the layer,
- * the head and the first token). The index is CSR-style: per cluster its members' stored
- * indices. At each decode step, every query head scores the clusters by q . centroid,
- * takes whole clusters best first until budget - sink tokens (the last one cut short, its
- * earliest tokens kept), and reads the sink, those tokens and every token not yet
- * clustered (the generated ones, the current token among them). Every `window` generated
- * tokens, those tokens are clustered into `window_clusters` more clusters appended to the
- * index. When no query head of a sequence would leave a token out, the dense view stays.
- * Prefill is dense. The view has one row per query head.
+ * After the attention of a sequence's last prompt chunk, in each layer >= dense_layers
+ * and for each KV head whose tokens after the first `sink` outnumber budget - sink (else
+ * after the first decode step where they do), the keys of those tokens are clustered by
+ * k-means (kw__ckv_kmeans: `clusters` clusters, `iters` rounds, assignment by cosine
+ * similarity, centroids the means of the members' raw keys, seeded by the sequence's
+ * seed, the layer, the head and the first token's position). The keys are the ones
+ * attention read: the pool's, and the temporary pool's tokens of the view (those a
+ * MATERIALIZE hook such as DeltaKV rebuilt from what it holds outside the pool). The
+ * index is CSR-style and by position: per cluster its members, each a position. At each
+ * decode step, every query head scores the clusters by q . centroid, takes whole
+ * clusters best first until budget - sink tokens (the last one cut short, its earliest
+ * tokens kept), and reads the sink, those tokens and every token not yet clustered (the
+ * generated ones, the current token among them). Every `window` generated tokens, those
+ * tokens are clustered into `window_clusters` more clusters appended to the index. When
+ * no query head of a sequence would leave a token out, the dense view stays. Prefill is
+ * dense. The view has one row per query head.
+ *
+ * The choice is by position (kvpool.h): a chosen token the pool holds is read from it;
+ * one it does not hold goes to the row's wants, which a MATERIALIZE hook after it in
+ * the stack (DeltaKV) rebuilds for that row alone. A table compacted under the index
+ * (an EVICT hook) only leaves positions nobody holds: they are not read.
  *
  * budget is the per-layer input's entry (layer, KV head), else the sequence's own: the
  * `budget` param, or with `ratio` > 0 round(ratio x its prompt tokens), fixed when the
- * sequence opens. K is
- * taken as attention reads it (after RoPE; a pre-RoPE pool's rows are rotated). An
- * EVICT hook below it that compacts a table under the index fails the sequence (the
- * index would point at other tokens).
+ * sequence opens. K is taken as attention reads it (after RoPE; a pre-RoPE pool's rows
+ * are rotated).
  *
  * ClusterKV keeps every token in the pool: it lowers the tokens attended per step, not
- * the KV memory. Its index (centroids, head_dim floats per cluster; one index per
- * clustered token) is added to the sequence's meta_bytes. */
+ * the KV memory (over DeltaKV, DeltaKV's saving stays and fewer tokens are rebuilt). Its
+ * index (centroids, head_dim floats per cluster; a number and a position per clustered
+ * token; the sink's positions) is added to the sequence's meta_bytes. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,27 +52,32 @@ typedef kw_rstate cstate; /* p: the cparams */
 #define CP(st) ((const cparams *)(st)->p)
 
 typedef struct ctable {
-    int n_done;        /* tokens [sink, n_done) are indexed (0: not yet looked at) */
-    int32_t last_pos;  /* position of token n_done - 1 when it was indexed */
+    bool begun;        /* the sink is fixed and the first tokens are indexed */
+    int n_sink;
+    int32_t *sink_pos; /* (n_sink) the sink's positions, increasing */
+    int32_t last_pos;  /* the last indexed position: later tokens are not clustered yet */
     int n_cl;          /* clusters */
     float *cent;       /* (n_cl, head_dim) */
     int32_t *start;    /* (n_cl + 1) cluster c: member[start[c] .. start[c + 1]) */
-    int32_t *member;   /* stored indices, increasing within a cluster */
-    int64_t cap_cent, cap_start, cap_mem;
+    int32_t *member;   /* indexed tokens' numbers (into ipos), increasing within a cluster */
+    int32_t *ipos;     /* (start[n_cl]) positions of the indexed tokens, increasing */
+    int64_t cap_sink, cap_cent, cap_start, cap_mem, cap_ipos;
 } ctable;
 
 typedef struct cseq {
     int budget; /* without a per-layer budget: the param's, or ratio x the prompt */
     ctable *t;  /* (n_layer, n_kv) */
-    float *rows;
-    int32_t *rpos, *label;
-    int64_t rows_cap;
+    float *rows, *trows;     /* keys gathered: merged by position; the temporary pool's */
+    int32_t *rpos, *tpos, *label, *ord;
+    int64_t rows_cap, trows_cap;
     float *scores; /* (g, n_cl) */
     int64_t scores_cap;
     int32_t *order; /* clusters, best first */
     int64_t order_cap;
     uint8_t *pick; /* indexed tokens chosen */
     int64_t pick_cap;
+    int32_t *ppos; /* the pool's positions of a table */
+    int64_t ppos_cap;
 } cseq;
 
 /* ---- k-means ---- */
@@ -146,22 +158,15 @@ static int indexed(const ctable *t)
     return t->n_cl ? t->start[t->n_cl] : 0;
 }
 
-/* Clusters tokens [a, a + m) of (l, h) into min(k, m) more clusters of t. */
-static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
-                     int l, int h, int a, int m, int k)
+/* Clusters the m tokens x (m, head_dim) at positions pos (increasing, after every
+ * indexed one) of (l, h) into min(k, m) more clusters of t. */
+static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, int l, int h,
+                     const float *x, const int32_t *pos, int m, int k)
 {
     int hd = st->cfg.head_dim, n_idx = indexed(t);
     k = k < m ? k : m;
     int64_t cap = cs->rows_cap;
-    int rc = kw_grow((void **)&cs->rows, &cap, m, sizeof(float) * (size_t)hd);
-    cap = cs->rows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->rpos, &cap, m, sizeof(int32_t));
-    cap = cs->rows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->label, &cap, m, sizeof(int32_t));
-    if (rc == 0)
-        cs->rows_cap = cap;
+    int rc = kw_grow((void **)&cs->label, &cap, m, sizeof(int32_t));
     if (rc == 0)
         rc = kw_grow((void **)&t->cent, &t->cap_cent, t->n_cl + k, sizeof(float) * (size_t)hd);
     if (rc == 0)
@@ -169,15 +174,15 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
     if (rc == 0)
         rc = kw_grow((void **)&t->member, &t->cap_mem, n_idx + m, sizeof(int32_t));
     if (rc == 0)
-        rc = kw__keys_as_read(s->kv, mem, l, h, a, m, st->inv_freq, st->cfg.rope_layout, hd,
-                              cs->rows, cs->rpos);
+        rc = kw_grow((void **)&t->ipos, &t->cap_ipos, n_idx + m, sizeof(int32_t));
     /* keyed by the sequence's seed, the table and the first token */
-    uint64_t seed = s->seed ^ ((uint64_t)(l * st->cfg.n_head_kv + h) << 32) ^ (uint64_t)a;
+    uint64_t seed = s->seed ^ ((uint64_t)(l * st->cfg.n_head_kv + h) << 32) ^ (uint64_t)pos[0];
     if (rc == 0)
-        rc = kw__ckv_kmeans(cs->rows, m, hd, k, CP(st)->o.iters, seed, cs->label,
+        rc = kw__ckv_kmeans(x, m, hd, k, CP(st)->o.iters, seed, cs->label,
                             t->cent + (int64_t)t->n_cl * hd);
     if (rc < 0)
         return rc;
+    memcpy(t->ipos + n_idx, pos, sizeof(int32_t) * (size_t)m);
     /* members by cluster (a counting sort; increasing token order within each) */
     int32_t *start = t->start + t->n_cl;
     start[0] = n_idx;
@@ -187,52 +192,191 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_
     for (int c = 0; c < k; c++)
         start[c + 1] += start[c];
     for (int i = 0; i < m; i++) /* start[c] moves past c's members, then back */
-        t->member[start[cs->label[i]]++] = a + i;
+        t->member[start[cs->label[i]]++] = n_idx + i;
     for (int c = k; c > 0; c--)
         start[c] = start[c - 1];
     start[0] = n_idx;
     t->n_cl += k;
-    s->meta_bytes += (int64_t)k * (hd * (int64_t)sizeof(float) + 4) + (int64_t)m * 4;
+    t->last_pos = pos[m - 1];
+    s->meta_bytes += (int64_t)k * (hd * (int64_t)sizeof(float) + 4) + (int64_t)m * 8;
     return 0;
 }
 
-/* Brings t up to the n tokens stored before this step: the first index at the first
- * decode step where the tokens after the sink outnumber want (the budget less the sink;
- * until then every token is read and nothing is clustered), then a window's clusters
- * for every `window` tokens since. */
+/* The view row of KV head h's tokens in w (its first query head's row when per query
+ * head); -1 when w is of another shape. */
+static int view_row(const cstate *st, const kw_view *w, int h)
+{
+    int H = st->cfg.n_head, Hk = st->cfg.n_head_kv;
+    if (!w || w->n_rows != (w->per_qhead ? H : Hk))
+        return -1;
+    return w->per_qhead ? h * (H / Hk) : h;
+}
+
+/* Tokens of row vr of w in the temporary pool at positions > after. */
+static int tmp_count(const kw_view *w, int vr, const kw_kvmem *mem, int32_t after)
+{
+    int n = 0;
+    for (int x = vr < 0 ? 0 : w->row_ptr[vr]; vr >= 0 && x < w->row_ptr[vr + 1]; x++) {
+        const kw_span *sp = &w->spans[x];
+        const int32_t *pp = mem->pos[KW_POOL_TMP] + (int64_t)sp->page * mem->page_tokens;
+        for (int i = sp->first; sp->pool == KW_POOL_TMP && i < sp->first + sp->n; i++)
+            n += pp[i] > after;
+    }
+    return n;
+}
+
+/* The first stored index of (l, h) at a position > after (positions increase along a
+ * table). */
+static int pool_from(const kw_kvseq *kv, const kw_kvmem *mem, int l, int h, int32_t after)
+{
+    int j = kw_kvseq_len(kv, l, h);
+    while (j > 0 && kw__key_pos(kv, mem, l, h, j - 1) > after)
+        j--;
+    return j;
+}
+
+static int by_tpos(const void *x, const void *y, void *ctx)
+{
+    const int32_t *p = ctx;
+    int32_t a = p[*(const int32_t *)x], b = p[*(const int32_t *)y];
+    return (a > b) - (a < b);
+}
+
+/* The keys of (l, h) at positions > after, as attention read them in this step, into
+ * cs->rows (n, head_dim) and cs->rpos (n), by increasing position: the pool's (after
+ * RoPE; a pre-RoPE pool's rotated) merged with the temporary pool's tokens of view row
+ * vr (those a MATERIALIZE hook rebuilt: DeltaKV's). Returns n, or a status. */
+static int gather(const cstate *st, cseq *cs, const kw_kvseq *kv, const kw_kvmem *mem,
+                  const kw_view *w, int vr, int l, int h, int32_t after)
+{
+    int hd = st->cfg.head_dim, j0 = pool_from(kv, mem, l, h, after);
+    int np = kw_kvseq_len(kv, l, h) - j0, nt = tmp_count(w, vr, mem, after), n = np + nt;
+    int64_t cap = cs->rows_cap, tcap = cs->trows_cap;
+    int rc = kw_grow((void **)&cs->rows, &cap, n + 1, sizeof(float) * (size_t)hd);
+    cap = cs->rows_cap;
+    if (rc == 0)
+        rc = kw_grow((void **)&cs->rpos, &cap, n + 1, sizeof(int32_t));
+    cap = cs->rows_cap;
+    if (rc == 0)
+        rc = kw_grow((void **)&cs->label, &cap, n + 1, sizeof(int32_t));
+    if (rc == 0)
+        cs->rows_cap = cap;
+    if (rc == 0)
+        rc = kw_grow((void **)&cs->trows, &tcap, nt + 1, sizeof(float) * (size_t)hd);
+    tcap = cs->trows_cap;
+    if (rc == 0)
+        rc = kw_grow((void **)&cs->tpos, &tcap, nt + 1, sizeof(int32_t));
+    tcap = cs->trows_cap;
+    if (rc == 0)
+        rc = kw_grow((void **)&cs->ord, &tcap, nt + 1, sizeof(int32_t));
+    if (rc == 0)
+        cs->trows_cap = tcap;
+    if (rc < 0)
+        return rc;
+    if (nt == 0) /* the pool's alone: straight into place */
+        return (rc = kw__keys_as_read(kv, mem, l, h, j0, np, st->inv_freq, st->cfg.rope_layout,
+                                      hd, cs->rows, cs->rpos)) < 0 ? rc : np;
+    int k = 0;
+    for (int x = w->row_ptr[vr]; x < w->row_ptr[vr + 1]; x++) {
+        const kw_span *sp = &w->spans[x];
+        for (int i = sp->first; sp->pool == KW_POOL_TMP && i < sp->first + sp->n; i++) {
+            int32_t p = mem->pos[KW_POOL_TMP][(int64_t)sp->page * mem->page_tokens + i];
+            if (p <= after)
+                continue;
+            memcpy(cs->trows + (int64_t)k * hd, kw_kvmem_row(mem, KW_POOL_TMP, sp->page, i, 0,
+                                                             NULL), sizeof(float) * hd);
+            cs->tpos[k] = p, cs->ord[k] = k, k++;
+        }
+    }
+    qsort_r(cs->ord, (size_t)nt, sizeof(int32_t), by_tpos, cs->tpos);
+    /* the pool's rows at the end of rows, then merged forward into place */
+    float *pr = cs->rows + (int64_t)nt * hd;
+    int32_t *pp = cs->rpos + nt;
+    if ((rc = kw__keys_as_read(kv, mem, l, h, j0, np, st->inv_freq, st->cfg.rope_layout, hd,
+                               pr, pp)) < 0)
+        return rc;
+    int a = 0, b = 0, o = 0;
+    while (a < np || b < nt) {
+        bool from_pool = b == nt || (a < np && pp[a] <= cs->tpos[cs->ord[b]]);
+        if (from_pool && b < nt && pp[a] == cs->tpos[cs->ord[b]])
+            b++; /* in both: the pool's */
+        int32_t p = from_pool ? pp[a] : cs->tpos[cs->ord[b]];
+        const float *src = from_pool ? pr + (int64_t)a * hd : cs->trows + (int64_t)cs->ord[b] * hd;
+        if (from_pool)
+            a++;
+        else
+            b++;
+        memmove(cs->rows + (int64_t)o * hd, src, sizeof(float) * hd);
+        cs->rpos[o++] = p;
+    }
+    return o;
+}
+
+/* After a step's attention (the prompt's last chunk, or a decode token): brings t up to
+ * the tokens stored now, from the keys attention read (gather). The first index, once
+ * the tokens after the first `sink` outnumber want (the budget less the sink; until then
+ * every token is read and nothing is clustered); then a window's clusters for every
+ * `window` tokens since. */
 static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw_kvmem *mem,
-                      int l, int h, int n, int want)
+                      const kw_view *w, int l, int h, int want)
 {
     const kw_clusterkv_opts *o = &CP(st)->o;
-    int rc = 0;
-    if (indexed(t) > 0
-        && (n < t->n_done || kw__key_pos(s->kv, mem, l, h, t->n_done - 1) != t->last_pos))
-        return KW_EINVAL; /* the table was compacted under the index */
-    if (t->n_done == 0 && n - o->sink <= want)
+    int vr = view_row(st, w, h), hd = st->cfg.head_dim, rc = 0;
+    int32_t after = t->begun ? t->last_pos : INT32_MIN;
+    int j0 = pool_from(s->kv, mem, l, h, after);
+    int n = kw_kvseq_len(s->kv, l, h) - j0 + tmp_count(w, vr, mem, after); /* at most */
+    if (!t->begun ? n - o->sink <= want : n < o->window)
         return 0;
-    if (t->n_done == 0) {
-        t->n_done = n > o->sink ? n : o->sink;
-        if (n > o->sink)
-            rc = index_add(st, cs, t, s, mem, l, h, o->sink, n - o->sink, o->clusters);
+    if ((n = gather(st, cs, s->kv, mem, w, vr, l, h, after)) < 0)
+        return n;
+    int a = 0;
+    if (!t->begun) {
+        if (n - o->sink <= want)
+            return 0;
+        a = o->sink;
+        if ((rc = kw_grow((void **)&t->sink_pos, &t->cap_sink, a + 1, sizeof(int32_t))) < 0)
+            return rc;
+        memcpy(t->sink_pos, cs->rpos, sizeof(int32_t) * (size_t)a);
+        t->n_sink = a;
+        t->begun = true;
+        s->meta_bytes += 4 * (int64_t)a;
+        rc = index_add(st, cs, t, s, l, h, cs->rows + (int64_t)a * hd, cs->rpos + a, n - a,
+                       o->clusters);
+        a = n;
     }
-    for (; rc == 0 && n - t->n_done >= o->window; t->n_done += o->window)
-        rc = index_add(st, cs, t, s, mem, l, h, t->n_done, o->window, o->window_clusters);
-    if (rc == 0 && indexed(t) > 0)
-        t->last_pos = kw__key_pos(s->kv, mem, l, h, t->n_done - 1);
+    for (; rc == 0 && n - a >= o->window; a += o->window)
+        rc = index_add(st, cs, t, s, l, h, cs->rows + (int64_t)a * hd, cs->rpos + a, o->window,
+                       o->window_clusters);
     return rc;
 }
 
-/* ---- selection ---- */
-
-static int add_tokens(kw_view *w, const kw_kvseq *kv, int l, int h, int a, int e)
+static int c_after_attn(void *stp, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
 {
-    for (int j = a; j < e; j++) {
-        int rc = kw_view_add_token(w, kv, l, h, j);
-        if (rc < 0)
-            return rc;
+    const cstate *st = stp;
+    int l = c->layer, Hk = st->cfg.n_head_kv;
+    if (l < CP(st)->o.dense_layers)
+        return 0;
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int worst = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (b->prefill[i] && !b->last_chunk[i])
+            continue;
+        kw_seq *s = b->seqs[i];
+        cseq *cs = s->hook_seq[c->hook_index];
+        int rc = 0;
+        for (int h = 0; rc == 0 && h < Hk; h++)
+            rc = table_sync(st, cs, &cs->t[(int64_t)l * Hk + h], s, &mem,
+                            a->views ? a->views[i] : NULL, l, h,
+                            budget_for(CP(st), cs, l, h) - CP(st)->o.sink);
+        if (rc < 0) {
+            kw_seq_fail(s, rc, "retrieve.clusterkv: indexing layer %d: %s", l, kw_strerror(rc));
+            worst = worst ? worst : rc;
+        }
     }
-    return 0;
+    return worst;
 }
+
+/* ---- selection ---- */
 
 static int by_score(const void *x, const void *y, void *sc)
 {
@@ -241,19 +385,40 @@ static int by_score(const void *x, const void *y, void *sc)
     return s[a] > s[b] ? -1 : s[a] < s[b] ? 1 : (a > b) - (a < b);
 }
 
+/* Row r of the view reads position p: the pool's token when it holds p (ppos, n stored,
+ * *j the walk's place), else p goes to the row's wants (a MATERIALIZE hook that holds it
+ * rebuilds it; nobody holding it, it is not read). Positions come increasing. */
+static int choose(kw_view *w, int r, const kw_kvseq *kv, int l, int h, const int32_t *ppos,
+                  int n, int *j, int32_t p)
+{
+    while (*j < n && ppos[*j] < p)
+        (*j)++;
+    if (*j < n && ppos[*j] == p)
+        return kw_view_add_token(w, kv, l, h, (*j)++);
+    return kw_view_want_row(w, r, p);
+}
+
 /* The rows of KV head h's query heads: the sink, the clusters best first up to
- * budget - sink tokens, and the tokens not indexed; n tokens stored. */
+ * budget - sink tokens, and the tokens not indexed, up to position cur; a row of a head
+ * that does not select (its index holds no more than that) reads every position. */
 static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
-                        const kw_kvseq *kv, int l, int h, const float *qg, int n)
+                        const kw_kvseq *kv, const kw_kvmem *mem, int l, int h, const float *qg,
+                        int32_t cur)
 {
     const kw_clusterkv_opts *o = &CP(st)->o;
     int g = st->cfg.n_head / st->cfg.n_head_kv, hd = st->cfg.head_dim, rc = 0;
-    int sink = o->sink < n ? o->sink : n, n_idx = indexed(t), from = t->n_done;
+    int n = kw_kvseq_len(kv, l, h), n_idx = indexed(t);
     int want = budget_for(CP(st), cs, l, h) - o->sink;
     want = want > 0 ? want : 0;
     bool sel = n_idx > want;
+    int64_t cap = cs->ppos_cap;
+    if ((rc = kw_grow((void **)&cs->ppos, &cap, n + 1, sizeof(int32_t))) < 0)
+        return rc;
+    cs->ppos_cap = cap;
+    for (int j = 0; j < n; j++)
+        cs->ppos[j] = kw__key_pos(kv, mem, l, h, j);
     if (sel) {
-        int64_t cap = cs->scores_cap;
+        cap = cs->scores_cap;
         if ((rc = kw_grow((void **)&cs->scores, &cap, (int64_t)g * t->n_cl, sizeof(float))) < 0)
             return rc;
         cs->scores_cap = cap;
@@ -270,10 +435,13 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
             return rc;
     }
     for (int r = 0; rc == 0 && r < g; r++) {
-        if ((rc = kw_view_begin_row(w, h * g + r)) < 0)
+        int row = h * g + r, j = 0;
+        if ((rc = kw_view_begin_row(w, row)) < 0)
             return rc;
-        if (!sel) {
-            rc = add_tokens(w, kv, l, h, 0, n);
+        if (!sel) { /* every position, up to the current one */
+            int32_t p0 = n > 0 && cs->ppos[0] < 0 ? cs->ppos[0] : 0;
+            for (int32_t p = p0; rc == 0 && p <= cur; p++)
+                rc = choose(w, row, kv, l, h, cs->ppos, n, &j, p);
             continue;
         }
         for (int c = 0; c < t->n_cl; c++)
@@ -285,14 +453,15 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
         for (int i = 0; i < t->n_cl && taken < want; i++) {
             int c = cs->order[i];
             for (int x = t->start[c]; x < t->start[c + 1] && taken < want; x++, taken++)
-                cs->pick[t->member[x] - o->sink] = 1;
+                cs->pick[t->member[x]] = 1;
         }
-        rc = add_tokens(w, kv, l, h, 0, sink);
-        for (int j = 0; rc == 0 && j < n_idx; j++)
-            if (cs->pick[j])
-                rc = kw_view_add_token(w, kv, l, h, o->sink + j);
-        if (rc == 0)
-            rc = add_tokens(w, kv, l, h, from, n);
+        for (int x = 0; rc == 0 && x < t->n_sink; x++)
+            rc = choose(w, row, kv, l, h, cs->ppos, n, &j, t->sink_pos[x]);
+        for (int x = 0; rc == 0 && x < n_idx; x++)
+            if (cs->pick[x])
+                rc = choose(w, row, kv, l, h, cs->ppos, n, &j, t->ipos[x]);
+        for (int32_t p = t->last_pos + 1; rc == 0 && p <= cur; p++)
+            rc = choose(w, row, kv, l, h, cs->ppos, n, &j, p);
     }
     return rc;
 }
@@ -311,24 +480,17 @@ static int c_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, kw
         kw_seq *s = b->seqs[i];
         cseq *cs = s->hook_seq[c->hook_index];
         bool any = false;
-        int rc = 0;
-        for (int h = 0; rc == 0 && h < Hk; h++) {
-            ctable *t = &cs->t[(int64_t)l * Hk + h];
+        for (int h = 0; h < Hk; h++) {
             int want = budget_for(CP(st), cs, l, h) - CP(st)->o.sink;
-            rc = table_sync(st, cs, t, s, &mem, l, h, kw_kvseq_len(s->kv, l, h) - b->tok_n[i],
-                            want);
-            any = any || indexed(t) > want;
+            any = any || indexed(&cs->t[(int64_t)l * Hk + h]) > (want > 0 ? want : 0);
         }
-        if (rc < 0)
-            return rc;
         if (!any)
             continue;
-        int tq = b->tok_first[i] + b->tok_n[i] - 1;
-        rc = kw_view_reset(out[i], H, true);
+        int tq = b->tok_first[i] + b->tok_n[i] - 1, rc = kw_view_reset(out[i], H, true);
+        out[i]->by_pos = 1 + c->hook_index;
         for (int h = 0; rc == 0 && h < Hk; h++)
-            rc = select_group(st, cs, &cs->t[(int64_t)l * Hk + h], out[i], s->kv, l, h,
-                              q + ((int64_t)tq * H + (int64_t)h * g) * hd,
-                              kw_kvseq_len(s->kv, l, h));
+            rc = select_group(st, cs, &cs->t[(int64_t)l * Hk + h], out[i], s->kv, &mem, l, h,
+                              q + ((int64_t)tq * H + (int64_t)h * g) * hd, b->pos[tq]);
         if (rc < 0)
             return rc;
     }
@@ -356,11 +518,13 @@ static void c_seq_close(void *stp, kw_seq *s, int idx)
     cseq *cs = s->hook_seq[idx];
     if (!cs)
         return;
-    for (int64_t i = 0; i < (int64_t)st->cfg.n_layer * st->cfg.n_head_kv; i++)
-        free(cs->t[i].cent), free(cs->t[i].start), free(cs->t[i].member);
+    for (int64_t i = 0; i < (int64_t)st->cfg.n_layer * st->cfg.n_head_kv; i++) {
+        ctable *t = &cs->t[i];
+        free(t->sink_pos), free(t->cent), free(t->start), free(t->member), free(t->ipos);
+    }
     free(cs->t);
-    free(cs->rows), free(cs->rpos), free(cs->label), free(cs->scores), free(cs->order);
-    free(cs->pick);
+    free(cs->rows), free(cs->trows), free(cs->rpos), free(cs->tpos), free(cs->label);
+    free(cs->ord), free(cs->scores), free(cs->order), free(cs->pick), free(cs->ppos);
     free(cs);
     s->hook_seq[idx] = NULL;
 }
@@ -368,8 +532,8 @@ static void c_seq_close(void *stp, kw_seq *s, int idx)
 const kw_kvhook kw__clusterkv_hook = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_SELECT,
     .needs = KW_NEED_HOST_Q, .name = "retrieve.clusterkv", .seq_open = c_seq_open,
-    .select = c_select, .seq_close = c_seq_close,
-    .tail_only = true, /* selects in decoding only; the index comes from the pool */
+    .select = c_select, .after_attn = c_after_attn, .seq_close = c_seq_close,
+    .tail_only = true, /* indexes after the prompt's last chunk, selects in decoding */
 };
 
 int kw__clusterkv_method(const kw_clusterkv_opts *o, const kw_budget *per_layer,

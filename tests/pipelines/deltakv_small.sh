@@ -6,7 +6,8 @@
 # values the pool's payload plus what the hook holds is under half of full attention's
 # KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
 # int8 pages the pool holds less again; stacked after OmniKV (omnikv_deltakv_ruler.yaml) it
-# rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads; a
+# rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads, and
+# so after ClusterKV (clusterkv_deltakv_ruler.yaml) against ClusterKV alone; a
 # trained compressor loaded from safetensors (compress.deltakv_load; an identity pair
 # shared by every layer, written here) gives full attention's answers, and a missing
 # file stops the run with exit 2 and the path.
@@ -66,6 +67,24 @@ import sys
 rb, rbf, att, att_o, pool, held, full = map(float, sys.argv[1:])
 assert 0 < rb < 0.8 * rbf, (rb, rbf)
 assert abs(att - att_o) <= 0.01 * att_o, (att, att_o)
+assert pool + held < 0.5 * full, (pool, held, full)
+PY
+# ClusterKV + DeltaKV: each query head reads the sink, 112 recalled tokens and the ones
+# not clustered yet; DeltaKV rebuilds only the chosen, and attention reads as many tokens
+# as ClusterKV alone
+ckv="--set sel.budget=128 --set sel.clusters=32"
+"$KVWEAVE_BIN" run pipelines/clusterkv_deltakv_ruler.yaml --db "$tmp/cd.db" $small $ckv
+"$KVWEAVE_BIN" run pipelines/clusterkv_ruler.yaml --db "$tmp/c.db" $small $ckv
+finished cd c
+rb=$(metric "$tmp/cd.db" mem/rebuilt_tokens)
+rbf=$(metric "$tmp/cd.db" mem/rebuilt_tokens_full)
+echo "clusterkv + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/cd.db" mem/attended_mean) (clusterkv alone $(metric "$tmp/c.db" mem/attended_mean))"
+python3 - "$rb" "$rbf" "$(metric "$tmp/cd.db" mem/attended_mean)" "$(metric "$tmp/c.db" mem/attended_mean)" \
+    "$(metric "$tmp/cd.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/cd.db" mem/held_peak_bytes)" "$full" <<'PY'
+import sys
+rb, rbf, att, att_c, pool, held, full = map(float, sys.argv[1:])
+assert 0 < rb < 0.8 * rbf, (rb, rbf)
+assert abs(att - att_c) <= 0.01 * att_c, (att, att_c)
 assert pool + held < 0.5 * full, (pool, held, full)
 PY
 # a trained compressor from safetensors: identity down and up (lossless), shared

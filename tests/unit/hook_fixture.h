@@ -92,6 +92,10 @@ static inline void hfx_batch_init(hook_fx *fx, hfx_batch *hb, int layer, bool pr
                        .tok_n = &hb->n, .pos = &hb->pos, .prefill = &hb->prefill,
                        .last_chunk = &hb->last};
     hb->lc = (kw_lctx){.layer = layer, .hook_index = 0, .cfg = &fx->cfg, .pool = fx->pool};
+    int n = kw_kvseq_len(fx->seq.kv, layer, 0); /* the token's position: the last stored */
+    if (n > 0)
+        assert_int_equal(kw_kvseq_token_f32(fx->seq.kv, layer, 0, n - 1, NULL, NULL, &hb->pos),
+                         0);
 }
 
 /* The hook's select on the dense view of layer, with queries q (n_head, head_dim). */

@@ -3,8 +3,9 @@
  * group is read, the other not; the budget by the param or a prompt ratio), the sink
  * and the tokens not yet clustered always read, exactly budget - sink clustered tokens,
  * a budget that covers the context leaving the dense view (and clustering nothing),
- * dense layers and prefill, the windows of generated tokens added to the index, and a
- * table compacted under the index failing the sequence. */
+ * dense layers and prefill, the windows of generated tokens added to the index (after a
+ * step's attention), and a table compacted under the index: the chosen positions it no
+ * longer holds go to the rows' wants. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -171,20 +172,24 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
     fx_open(&fx, &o, seq_prompt);
     o.budget = 48;
     int n_prompt = 8 + 120; /* 40 of the 120 clustered tokens are in the + group */
-    append(&fx, 0, n_prompt + 1); /* the prompt and the first decode token */
+    append(&fx, 0, n_prompt); /* the prompt, indexed after its attention */
     float *q = queries(&fx);
     int g = fx.cfg.n_head / fx.cfg.n_head_kv, n = n_prompt + 1;
     char *got = malloc((size_t)n + 64);
+    int64_t meta0 = fx.seq.meta_bytes;
+    for (int l = 0; l < fx.cfg.n_layer; l++)
+        assert_int_equal(hfx_after_attn(&fx, l, false, NULL, 0), 0);
+    assert_true(fx.seq.meta_bytes > meta0);
+    append(&fx, n_prompt, 1); /* the first decode token */
     /* prefill and the dense layer: the dense view stays */
     assert_int_equal(hfx_select(&fx, 2, true, q), 0);
     assert_false(fx.w->per_qhead);
     assert_int_equal(hfx_select(&fx, 0, false, q), 0);
     assert_false(fx.w->per_qhead);
-    int64_t meta0 = fx.seq.meta_bytes;
     assert_int_equal(hfx_select(&fx, 1, false, q), 0);
     assert_true(fx.w->per_qhead);
     assert_int_equal(fx.w->n_rows, fx.cfg.n_head);
-    assert_true(fx.seq.meta_bytes > meta0);
+    assert_int_equal(fx.w->n_want, 0); /* the pool holds every token */
     for (int r = 0; r < fx.cfg.n_head; r++) {
         int total = hfx_row_marks(&fx, 1, r, got, n), plus = r / g == 0;
         assert_int_equal(total, o.sink + (o.budget - o.sink) + 1);
@@ -200,6 +205,7 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
                 assert_int_equal(got[j], j % 3 == 0);
     }
     /* generated tokens: read until a window of 32 is clustered, then recalled by cluster */
+    assert_int_equal(hfx_after_attn(&fx, 1, false, NULL, 0), 0); /* 1 of 32: nothing */
     append(&fx, n, 31);
     n += 31;
     assert_int_equal(hfx_select(&fx, 1, false, q), 0);
@@ -209,23 +215,48 @@ static void recall_case(const kw_clusterkv_opts *op, int seq_prompt)
             assert_int_equal(got[j], 1);
     }
     int64_t meta1 = fx.seq.meta_bytes;
+    assert_int_equal(hfx_after_attn(&fx, 1, false, NULL, 0), 0);
+    int hd = fx.cfg.head_dim;
+    /* one window of 32 indexed into 2 clusters (a centroid and a count each, a member
+     * number and a position per token), for each of the 2 KV heads */
+    assert_int_equal(fx.seq.meta_bytes - meta1,
+                     2 * (2 * (hd * (int64_t)sizeof(float) + 4) + 32 * 8));
     append(&fx, n, 1);
     n += 1;
     assert_int_equal(hfx_select(&fx, 1, false, q), 0);
-    int hd = fx.cfg.head_dim;
-    /* one window of 32 indexed into 2 clusters, for each of the 2 KV heads */
-    assert_int_equal(fx.seq.meta_bytes - meta1,
-                     2 * (2 * (hd * (int64_t)sizeof(float) + 4) + 32 * 4));
     for (int r = 0; r < fx.cfg.n_head; r++) {
         assert_int_equal(hfx_row_marks(&fx, 1, r, got, n), o.budget + 1);
         assert_int_equal(got[n - 1], 1);
     }
-    /* a table compacted under the index: the sequence fails */
-    int32_t keep[64];
-    for (int j = 0; j < 64; j++)
-        keep[j] = 2 * j;
-    assert_int_equal(kw_kvseq_keep(fx.seq.kv, 1, 0, keep, 64), 0);
-    assert_true(hfx_select(&fx, 1, false, q) < 0);
+    /* a table compacted under the index (the odd positions below 128 dropped): the index
+     * goes by position, so KV head 0's rows read the chosen tokens still stored and want
+     * the others (a MATERIALIZE hook that held them would rebuild them), as many */
+    int32_t keep[256];
+    int nk = 0;
+    for (int j = 0; j < n; j++)
+        if (j >= 128 || j % 2 == 0)
+            keep[nk++] = j;
+    assert_int_equal(kw_kvseq_keep(fx.seq.kv, 1, 0, keep, nk), 0);
+    assert_int_equal(hfx_select(&fx, 1, false, q), 0);
+    assert_true(fx.w->want_by_row);
+    for (int r = 0; r < g; r++) {
+        int a, b, reads = hfx_row_marks(&fx, 1, r, got, nk);
+        kw_view_wanted(fx.w, r, &a, &b);
+        assert_true(b > a);
+        assert_int_equal(reads + (b - a), o.budget + 1);
+        assert_int_equal(got[nk - 1], 1); /* the current token */
+        for (int x = a; x < b; x++) {
+            int32_t p = fx.w->want_pos[x];
+            assert_true(p % 2 == 1 && p < 128);
+            assert_true(x == a || p > fx.w->want_pos[x - 1]);
+        }
+    }
+    for (int r = g; r < fx.cfg.n_head; r++) { /* KV head 1 kept everything */
+        int a, b;
+        kw_view_wanted(fx.w, r, &a, &b);
+        assert_int_equal(b - a, 0);
+        assert_int_equal(hfx_row_marks(&fx, 1, r, got, n), o.budget + 1);
+    }
     free(q), free(got);
     hfx_close(&fx);
 }
@@ -251,6 +282,7 @@ static void test_budget_covering_the_context_keeps_the_dense_view(void **state)
     append(&fx, 0, 150);
     float *q = queries(&fx);
     for (int l = 0; l < fx.cfg.n_layer; l++) {
+        assert_int_equal(hfx_after_attn(&fx, l, false, NULL, 0), 0);
         assert_int_equal(hfx_select(&fx, l, false, q), 0);
         assert_false(fx.w->per_qhead);
         assert_int_equal(kw_view_tokens(fx.w), 150 * fx.cfg.n_head_kv);

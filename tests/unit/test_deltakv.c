@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "compress/deltakv.h"
+#include "retrieve/clusterkv.h"
 #include "retrieve/omnikv.h"
 #include "runtime/forward.h"
 #include "kernels.h"
@@ -555,16 +556,15 @@ static void test_a_choice_by_position_rebuilds_only_the_chosen(void **state)
     dfx_close(&f);
 }
 
-/* OmniKV + DeltaKV on the CPU engine (METHODS.md's composition): a tiny model, 80 prompt
- * tokens in chunks of 16, 30 decode steps; OmniKV observes layer 0 and chooses 10 tokens
- * with 2 sink and 4 recent ones for layers 1 and 2. Stacked before DeltaKV with a
- * lossless basis (U square), the logits equal OmniKV's alone within 1e-4 (the same
- * choices, the chosen tokens rebuilt exactly), DeltaKV's pool holds its sinks and window
- * only, and it rebuilt fewer tokens than it held: everything at the observation layer,
- * only the chosen ones at the others. */
-static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
+/* A SELECT method stacked before DeltaKV on the CPU engine (METHODS.md's compositions):
+ * a tiny model, 80 prompt tokens in chunks of 16, 30 decode steps, the method made by
+ * make(). With a lossless basis (U square), the logits equal the method's alone within
+ * 1e-4 (the same choices, the chosen tokens rebuilt exactly), DeltaKV's pool holds its
+ * sinks and window only, and it rebuilt fewer tokens than it held. */
+typedef int (*make_select)(kw_kvmethod **out, kw_error *err);
+
+static void compose_case(const char *name, make_select make)
 {
-    (void)state;
     kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
     kw_model *m = rt_tiny_model(&cfg, 21);
     int L = cfg.n_layer, D = 2 * cfg.n_head_kv * cfg.head_dim, V = cfg.n_vocab;
@@ -576,15 +576,14 @@ static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
             dc->u[((size_t)l * D + i) * D + i] = 1.f;
     kw_value *comp = kw__value_compressor(dc);
     kw_deltakv_opts dopt = {.sink = 4, .every = 5, .recent = 8};
-    kw_omnikv_opts oo = {.keep_tokens = 10, .sink = 2, .recent = 4, .kernel = 3};
     uint64_t rs = 5;
     int n = 110, np = 80, ch = 16;
     int32_t *ids = malloc(sizeof(int32_t) * n);
     for (int i = 0; i < n; i++)
         ids[i] = (int32_t)(3 + rt_rand_u64(&rs) % (uint64_t)(V - 3));
-    float *out[2];
-    kw_seq seq[2];
-    for (int run = 0; run < 2; run++) {
+    float *out[3];
+    kw_seq seq[3];
+    for (int run = 0; run < 3; run++) { /* the method, with DeltaKV, full attention */
         kw_error err = {0};
         kw_fwd *f;
         kw_kvpool *pool;
@@ -593,8 +592,9 @@ static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
         assert_int_equal(kw__fwd_new(m, 256, &f, &err), 0);
         assert_int_equal(kw_kvpool_new(&cfg, &po, &pool, &err), 0);
         kw_kvmethod *meth[2] = {NULL, NULL};
-        assert_int_equal(kw__omnikv_method(&oo, "0", &meth[0], &err), 0);
-        if (run)
+        if (run < 2)
+            assert_int_equal(make(&meth[0], &err), 0);
+        if (run == 1)
             assert_int_equal(kw__deltakv_method(&dopt, comp, &meth[1], &err), 0);
         kw_hookstack hs = {0};
         for (int i = 0; i < 2 && meth[i]; i++) {
@@ -603,14 +603,16 @@ static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
             hs.hooks[hs.n] = meth[i]->hook, hs.states[hs.n++] = st;
         }
         assert_int_equal(kw_hookstack_check(&hs, &err), 0);
-        seq[run] = (kw_seq){.n_prompt = np, .max_new = n - np, .kv = kw_kvseq_new(pool)};
+        seq[run] = (kw_seq){.n_prompt = np, .max_new = n - np, .kv = kw_kvseq_new(pool),
+                            .seed = 11};
         for (int h = 0; h < hs.n; h++)
             assert_int_equal(hs.hooks[h]->seq_open(hs.states[h], &seq[run], h), 0);
         kw_seq *sp = &seq[run];
         const kw_hookstack *hsp = &hs;
         out[run] = malloc(sizeof(float) * (size_t)n * V);
         rt_drive(f, pool, 1, &sp, &hsp, &ids, &n, &np, NULL, &ch, &out[run]);
-        if (run) { /* the pool holds DeltaKV's sinks and window (and the last token) */
+        assert_string_equal(seq[run].error, "");
+        if (run == 1) { /* the pool holds DeltaKV's sinks and window (and the last token) */
             int held = kw_kvseq_len(seq[run].kv, 1, 0);
             assert_true(held <= dopt.sink + dopt.recent + 1);
         }
@@ -624,19 +626,55 @@ static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
         kw_kvpool_free(pool);
         kw__fwd_free(f);
     }
-    double worst = 0;
+    double worst = 0, apart = 0; /* DeltaKV's change; the method's own (decode) */
     for (int t = 0; t < n; t++) {
         double e = rt_rel_l2(out[1] + (int64_t)t * V, out[0] + (int64_t)t * V, V);
         worst = e > worst ? e : worst;
+        e = rt_rel_l2(out[0] + (int64_t)t * V, out[2] + (int64_t)t * V, V);
+        apart = t >= np && e > apart ? e : apart;
     }
-    print_message("omnikv + deltakv vs omnikv: worst rel_l2 %.3g; rebuilt %lld of %lld\n",
-                  worst, (long long)seq[1].rebuilt, (long long)seq[1].rebuilt_full);
+    print_message("%s + deltakv vs %s: worst rel_l2 %.3g (%s vs full attention: %.3g); "
+                  "rebuilt %lld of %lld\n", name, name, worst, name, apart,
+                  (long long)seq[1].rebuilt, (long long)seq[1].rebuilt_full);
     assert_true(worst < 1e-4);
+    assert_true(apart > 1e-3); /* the method chose: the comparison is not of dense runs */
     assert_true(seq[1].rebuilt > 0 && seq[1].rebuilt < seq[1].rebuilt_full);
     assert_int_equal(seq[0].rebuilt_full, 0);
-    free(out[0]), free(out[1]), free(ids);
+    free(out[0]), free(out[1]), free(out[2]), free(ids);
     kw_value_unref(comp);
     rt_tiny_free(m);
+}
+
+/* OmniKV observes layer 0 and chooses 10 tokens with 2 sink and 4 recent ones for layers
+ * 1 and 2: DeltaKV rebuilds everything at the observation layer, the chosen ones at the
+ * others. */
+static int make_omnikv(kw_kvmethod **out, kw_error *err)
+{
+    kw_omnikv_opts oo = {.keep_tokens = 10, .sink = 2, .recent = 4, .kernel = 3};
+    return kw__omnikv_method(&oo, "0", out, err);
+}
+
+static void test_omnikv_before_it_rebuilds_only_the_chosen_tokens(void **state)
+{
+    (void)state;
+    compose_case("omnikv", make_omnikv);
+}
+
+/* ClusterKV (layers 1 and 2, 6 clusters of the prompt, 2 more every 8 generated tokens)
+ * reads 20 tokens per query head: it indexes the keys attention read (DeltaKV's rebuilt
+ * ones with the pool's), chooses per query head by position, and DeltaKV rebuilds the
+ * union of the rows' wants and gives each row its own. */
+static int make_clusterkv(kw_kvmethod **out, kw_error *err)
+{
+    kw_clusterkv_opts o = {.budget = 20, .sink = 2, .clusters = 6, .iters = 5, .window = 8,
+                           .window_clusters = 2, .dense_layers = 1};
+    return kw__clusterkv_method(&o, NULL, out, err);
+}
+
+static void test_clusterkv_before_it_rebuilds_only_the_chosen_tokens(void **state)
+{
+    (void)state;
+    compose_case("clusterkv", make_clusterkv);
 }
 
 static void test_a_pool_with_k_before_rope_is_refused(void **state)
@@ -704,6 +742,7 @@ int main(void)
         cmocka_unit_test(test_trained_compressors),
         cmocka_unit_test(test_a_choice_by_position_rebuilds_only_the_chosen),
         cmocka_unit_test(test_omnikv_before_it_rebuilds_only_the_chosen_tokens),
+        cmocka_unit_test(test_clusterkv_before_it_rebuilds_only_the_chosen_tokens),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
         cmocka_unit_test(test_a_pool_with_k_before_rope_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),

@@ -208,6 +208,49 @@ static void test_kvpool_keep_frees_pages(void **state)
     kw_kvpool_free(p);
 }
 
+/* Want lists (kvpool.h): shared by every row, or per row (rows non-decreasing, positions
+ * increasing within a row); the two kinds do not mix; kw_view_reset clears them. */
+static void test_view_wants(void **state)
+{
+    (void)state;
+    kw_view *w = kw_view_new();
+    assert_non_null(w);
+    assert_int_equal(kw_view_reset(w, 4, true), 0);
+    int a, b;
+    for (int32_t p = 0; p < 100; p++) /* past the first capacity */
+        assert_int_equal(kw_view_want(w, 3 * p), 0);
+    kw_view_wanted(w, 2, &a, &b);
+    assert_int_equal(a, 0);
+    assert_int_equal(b, 100);
+    assert_int_equal(kw_view_want_row(w, 0, 500), KW_EINVAL); /* shared wants already */
+    assert_int_equal(kw_view_reset(w, 4, true), 0);
+    assert_int_equal(w->n_want, 0);
+    /* row 0: 70 positions; row 1: none; row 2: 5; row 3: 1 */
+    for (int32_t p = 0; p < 70; p++)
+        assert_int_equal(kw_view_want_row(w, 0, 2 * p + 1), 0);
+    for (int32_t p = 0; p < 5; p++)
+        assert_int_equal(kw_view_want_row(w, 2, 10 + p), 0);
+    assert_int_equal(kw_view_want_row(w, 2, 14), KW_EINVAL); /* not increasing */
+    assert_int_equal(kw_view_want_row(w, 1, 99), KW_EINVAL); /* a row back */
+    assert_int_equal(kw_view_want_row(w, 4, 1), KW_EINVAL);  /* no such row */
+    assert_int_equal(kw_view_want(w, 1000), KW_EINVAL);     /* wants per row already */
+    assert_int_equal(kw_view_want_row(w, 3, 0), 0);
+    const int expect[4][2] = {{0, 70}, {70, 70}, {70, 75}, {75, 76}};
+    for (int r = 0; r < 4; r++) {
+        kw_view_wanted(w, r, &a, &b);
+        assert_int_equal(a, expect[r][0]);
+        assert_int_equal(b, expect[r][1]);
+    }
+    assert_int_equal(w->want_pos[69], 139);
+    assert_int_equal(w->want_pos[75], 0);
+    assert_int_equal(kw_view_reset(w, 2, false), 0); /* shared wants again */
+    assert_false(w->want_by_row);
+    assert_int_equal(kw_view_want(w, 7), 0);
+    kw_view_wanted(w, 1, &a, &b);
+    assert_int_equal(b - a, 1);
+    kw_view_free(w);
+}
+
 static void test_view_dense_and_tokens(void **state)
 {
     kw_model_config c = small_cfg();
@@ -449,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_kvpool_keep_frees_pages),
         cmocka_unit_test(test_kvpool_pages_edits_track_non_appends),
         cmocka_unit_test(test_view_dense_and_tokens),
+        cmocka_unit_test(test_view_wants),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),
         cmocka_unit_test(test_kvpool_device_pages_keep_and_read),
     };

@@ -229,10 +229,15 @@ typedef struct kw_view {
      * as OmniKV): by_pos (1 + the stack index of the hook that chose; 0: none) says the
      * rows hold the chosen tokens the pool has, and want_pos (n_want, increasing) the
      * chosen positions the pool does not hold, which a MATERIALIZE hook that holds them
-     * (DeltaKV) rebuilds and adds to every row. kw_view_reset clears both. */
+     * (DeltaKV) rebuilds and adds to every row. A hook that chooses per row (ClusterKV's
+     * query heads) names the row of each wanted position instead (want_by_row; want_row
+     * parallel to want_pos, non-decreasing, positions increasing within a row), and the
+     * rebuilt tokens go to the rows that want them. kw_view_reset clears all of it. */
     int by_pos;
     int32_t *want_pos;
     int n_want, cap_want;
+    bool want_by_row;
+    int32_t *want_row;
 } kw_view;
 
 kw_view *kw_view_new(void);
@@ -242,8 +247,15 @@ int kw_view_reset(kw_view *w, int n_rows, bool per_qhead);
 /* Rows are filled in increasing order: begin_row(r) then add spans to it. */
 int kw_view_begin_row(kw_view *w, int row);
 int kw_view_add(kw_view *w, int pool, int32_t page, int first, int n);
-/* Appends pos to w's want_pos (callers keep it increasing). */
+/* Appends pos to w's want_pos, wanted by every row (callers keep it increasing).
+ * KW_EINVAL on a view whose wants are per row. */
 int kw_view_want(kw_view *w, int32_t pos);
+/* Appends pos to the wants of row `row` alone: rows in non-decreasing order, positions
+ * increasing within a row. KW_EINVAL on a view with shared wants, or out of order. */
+int kw_view_want_row(kw_view *w, int row, int32_t pos);
+/* Row r's wanted positions: want_pos[*a .. *b) (every want of a view with shared
+ * wants). */
+void kw_view_wanted(const kw_view *w, int row, int *a, int *b);
 /* All stored tokens of one layer: one row per KV head (or per query head when
  * per_qhead, each query head reading its group's KV head), whole-page spans. */
 int kw_view_dense(kw_view *w, const kw_kvseq *s, int layer, bool per_qhead);
