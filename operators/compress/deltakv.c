@@ -195,6 +195,8 @@ typedef struct dseq {
                                    copy of the view's wants per row), the rebuilt tokens
                                    by position, each KV head's temporary pages */
     int64_t u_cap, wp_cap, ord_cap, tp_cap;
+    int64_t pairs, pairs_full; /* (token, KV head) pairs rebuilt, and held: kw_seq's
+                                  rebuilt / rebuilt_full are these over n_kv */
 } dseq;
 
 #define DP(st) (&(st)->p->o)
@@ -453,6 +455,25 @@ static const int32_t *wanted_union(dseq *ds, const kw_view *w, int *n)
     return ds->u;
 }
 
+/* The union of the wants of rows [r0, r1) of a view with wants per row (a copy: wp
+ * (n) positions, wp + n their rows), increasing, into ds->u; returns its count or a
+ * status. */
+static int rows_union(dseq *ds, const int32_t *wp, int n, int r0, int r1)
+{
+    int rc = kw_grow((void **)&ds->u, &ds->u_cap, n + 1, sizeof(int32_t)), k = 0;
+    if (rc < 0)
+        return rc;
+    for (int i = 0; i < n; i++)
+        if (wp[n + i] >= r0 && wp[n + i] < r1)
+            ds->u[k++] = wp[i];
+    qsort(ds->u, (size_t)k, sizeof(int32_t), cmp_i32);
+    int j = 0;
+    for (int i = 0; i < k; i++)
+        if (j == 0 || ds->u[i] != ds->u[j - 1])
+            ds->u[j++] = ds->u[i];
+    return j;
+}
+
 /* Adds to the current row of w the rebuilt tokens (temporary pages tp, P slots each) at
  * the positions want[0..n) (increasing); ord (m, rebuilt indices by increasing
  * position) and pos give the rebuilt tokens' positions. Consecutive slots of a page make
@@ -480,6 +501,109 @@ static int add_wanted(kw_view *w, const int32_t *tp, int P, const int32_t *ord,
     return rc;
 }
 
+/* rebuild() for a view with wants per row over a linear compressor: each KV head
+ * rebuilds only its rows' wants (the union over its query heads), x_h = U_h latent +
+ * ref_h with U_h the rows of U for that head's K and V, so a token one head's rows
+ * want costs one head's share. The view's rows keep the pool's tokens they chose, and
+ * get the rebuilt ones they want. */
+static int rebuild_by_head(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
+{
+    const kw_model_config *cf = &st->cfg;
+    int l = c->layer, Hk = cf->n_head_kv, hd = cf->head_dim, D = st->c->dim, r = st->c->latent;
+    int P = kw_kvpool_options(c->pool)->page_tokens, g = cf->n_head / Hk, rows = w->n_rows;
+    bool pq = w->per_qhead;
+    const float *U = st->c->u + (int64_t)l * D * r;
+    dlayer *ly = &ds->ly[l];
+    if (rows != (pq ? cf->n_head : Hk))
+        return KW_EINVAL;
+    int n_sp = w->row_ptr[rows], nw = w->n_want, rc;
+    if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
+        || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, rows + 1, sizeof(int32_t))) < 0
+        || (rc = kw_grow((void **)&ds->wp, &ds->wp_cap, 2 * (int64_t)nw + 1, sizeof(int32_t))) < 0)
+        return rc;
+    memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
+    for (int i = 0; i <= rows; i++)
+        ds->rp[i] = w->row_ptr[i];
+    for (int i = 0; i < nw; i++)
+        ds->wp[i] = w->want_pos[i], ds->wp[nw + i] = w->want_row[i];
+    if ((rc = kw_view_reset(w, rows, pq)) < 0)
+        return rc;
+    int64_t held = ly->n_c - ly->n_sink + ly->n_l;
+    ds->pairs_full += held * Hk;
+    for (int h = 0, wi = 0; h < Hk; h++) {
+        int r0 = pq ? h * g : h, r1 = pq ? r0 + g : h + 1, nc, nl;
+        int n_u = rows_union(ds, ds->wp, nw, r0, r1);
+        if (n_u < 0)
+            return n_u;
+        if ((rc = pick(ds, ly, ds->u, n_u, &nc, &nl)) < 0)
+            return rc;
+        int m = nc + nl, npg = (m + P - 1) / P;
+        ds->pairs += m;
+        if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * hd + 1, sizeof(float))) < 0
+            || (rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * hd + 1, sizeof(float))) < 0
+            || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m + 1, sizeof(int32_t))) < 0
+            || (rc = kw_grow((void **)&ds->res, &ds->res_cap, (int64_t)nl * r + 1, sizeof(float))) < 0
+            || (rc = kw_grow((void **)&ds->ord, &ds->ord_cap, m + 1, sizeof(int32_t))) < 0
+            || (rc = kw_grow((void **)&ds->tp, &ds->tp_cap, npg + 1, sizeof(int32_t))) < 0)
+            return rc;
+        /* K_h into ds->k and V_h into ds->x, (m, head_dim) each: centers, then latents */
+        int64_t ko = (int64_t)h * hd, vo = (int64_t)(Hk + h) * hd;
+        for (int t = 0; t < m; t++) {
+            bool ctr = t < nc;
+            int i = ctr ? ds->ci[t] : ds->li[t - nc];
+            const float *x = ly->cx + (int64_t)(ctr ? i : ly->lref[i]) * D;
+            memcpy(ds->k + (int64_t)t * hd, x + ko, sizeof(float) * hd);
+            memcpy(ds->x + (int64_t)t * hd, x + vo, sizeof(float) * hd);
+            ds->pos[t] = ctr ? ly->cpos[i] : ly->lpos[i];
+            if (ctr)
+                continue;
+            float *lat = ds->res + (int64_t)(t - nc) * r;
+            if (DP(st)->int8)
+                for (int j = 0; j < r; j++)
+                    lat[j] = ly->ls[i] * ly->li[(int64_t)i * r + j];
+            else
+                memcpy(lat, ly->lf + (int64_t)i * r, sizeof(float) * r);
+        }
+        if (nl > 0) { /* + latent . U_h^T, K's rows and V's rows of U */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, hd, r, 1.f, ds->res, r,
+                        U + ko * r, r, 1.f, ds->k + (int64_t)nc * hd, hd);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, hd, r, 1.f, ds->res, r,
+                        U + vo * r, r, 1.f, ds->x + (int64_t)nc * hd, hd);
+        }
+        if (m > 0 && (rc = kw_k_rope(KW_BK_CPU, NULL, ds->k, ds->pos, m, 1, hd, st->inv_freq,
+                                     cf->rope_layout)) < 0)
+            return rc;
+        for (int a = 0, b = nc, o = 0; o < m; o++)
+            ds->ord[o] = b == m || (a < nc && ds->pos[a] < ds->pos[b]) ? a++ : b++;
+        for (int t0 = 0; t0 < m; t0 += P) {
+            int32_t page, *pp;
+            if ((rc = kw_kvpool_tmp_alloc(c->pool, &page)) < 0)
+                return kw_seq_fail(s, rc, "compress.deltakv: the temporary pool is full "
+                                   "(raise the engine's n_tmp_pages)");
+            ds->tp[t0 / P] = page;
+            float *pg = kw_kvpool_tmp_page(c->pool, page, &pp);
+            int n = m - t0 < P ? m - t0 : P;
+            memcpy(pg, ds->k + (int64_t)t0 * hd, sizeof(float) * (size_t)n * hd);
+            memcpy(pg + (int64_t)P * hd, ds->x + (int64_t)t0 * hd, sizeof(float) * (size_t)n * hd);
+            memcpy(pp, ds->pos + t0, sizeof(int32_t) * (size_t)n);
+        }
+        for (int row = r0; row < r1; row++) {
+            if ((rc = kw_view_begin_row(w, row)) < 0)
+                return rc;
+            for (int j = ds->rp[row]; j < ds->rp[row + 1]; j++)
+                if ((rc = kw_view_add(w, ds->sp[j].pool, ds->sp[j].page, ds->sp[j].first,
+                                      ds->sp[j].n)) < 0)
+                    return rc;
+            int a = wi;
+            while (wi < nw && ds->wp[nw + wi] == row)
+                wi++;
+            if ((rc = add_wanted(w, ds->tp, P, ds->ord, ds->pos, m, ds->wp + a, wi - a)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
 /* Rebuilds what layer l holds (all of it for a dense view; for a view a SELECT hook chose
  * by position, only the positions it wants), writes the tokens to temporary pages (per KV
  * head) and adds them to the rows: a dense view becomes the pool's pages plus them; a
@@ -492,6 +616,11 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     int P = kw_kvpool_options(c->pool)->page_tokens;
     dlayer *ly = &ds->ly[l];
     bool chosen = w->by_pos != 0, by_row = chosen && w->want_by_row;
+    if (by_row && !st->c->up) {
+        int rc = rebuild_by_head(st, c, s, ds, w);
+        s->rebuilt = ds->pairs / Hk, s->rebuilt_full = ds->pairs_full / Hk;
+        return rc;
+    }
     int nc, nl, rc, n_u = 0;
     const int32_t *u = chosen ? wanted_union(ds, w, &n_u) : NULL;
     if (chosen && !u && n_u > 0)
@@ -499,8 +628,9 @@ static int rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     if ((rc = pick(ds, ly, u, n_u, &nc, &nl)) < 0)
         return rc;
     int m = nc + nl;
-    s->rebuilt += m;
-    s->rebuilt_full += ly->n_c - ly->n_sink + ly->n_l;
+    ds->pairs += (int64_t)m * Hk;
+    ds->pairs_full += (int64_t)(ly->n_c - ly->n_sink + ly->n_l) * Hk;
+    s->rebuilt = ds->pairs / Hk, s->rebuilt_full = ds->pairs_full / Hk;
     if (m == 0 && !chosen)
         return 0; /* the dense view is the pool's */
     if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * D + 1, sizeof(float))) < 0

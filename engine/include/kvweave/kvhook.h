@@ -96,7 +96,8 @@ typedef struct kw_seq {
     char error[200];         /* a hook may say here why it returned an error (the
                                 sequence's recorded error; the first one is kept) */
     /* a MATERIALIZE hook that rebuilds tokens it holds into the temporary pool (DeltaKV)
-     * counts them here, summed over layers and steps: */
+     * counts them here, summed over layers and steps (a token rebuilt for some KV heads
+     * only counts that share): */
     int64_t rebuilt;      /* tokens rebuilt */
     int64_t rebuilt_full; /* what rebuilding every token it held would have been */
 } kw_seq;
