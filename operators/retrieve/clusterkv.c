@@ -67,9 +67,9 @@ typedef struct ctable {
 typedef struct cseq {
     int budget; /* without a per-layer budget: the param's, or ratio x the prompt */
     ctable *t;  /* (n_layer, n_kv) */
-    float *rows, *trows;     /* keys gathered: merged by position; the temporary pool's */
-    int32_t *rpos, *tpos, *label, *ord;
-    int64_t rows_cap, trows_cap;
+    kw_keys_read kr; /* keys gathered */
+    int32_t *label;
+    int64_t label_cap;
     float *scores; /* (g, n_cl) */
     int64_t scores_cap;
     int32_t *order; /* clusters, best first */
@@ -165,8 +165,7 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, int l, in
 {
     int hd = st->cfg.head_dim, n_idx = indexed(t);
     k = k < m ? k : m;
-    int64_t cap = cs->rows_cap;
-    int rc = kw_grow((void **)&cs->label, &cap, m, sizeof(int32_t));
+    int rc = kw_grow((void **)&cs->label, &cs->label_cap, m, sizeof(int32_t));
     if (rc == 0)
         rc = kw_grow((void **)&t->cent, &t->cap_cent, t->n_cl + k, sizeof(float) * (size_t)hd);
     if (rc == 0)
@@ -202,116 +201,6 @@ static int index_add(const cstate *st, cseq *cs, ctable *t, kw_seq *s, int l, in
     return 0;
 }
 
-/* The view row of KV head h's tokens in w (its first query head's row when per query
- * head); -1 when w is of another shape. */
-static int view_row(const cstate *st, const kw_view *w, int h)
-{
-    int H = st->cfg.n_head, Hk = st->cfg.n_head_kv;
-    if (!w || w->n_rows != (w->per_qhead ? H : Hk))
-        return -1;
-    return w->per_qhead ? h * (H / Hk) : h;
-}
-
-/* Tokens of row vr of w in the temporary pool at positions > after. */
-static int tmp_count(const kw_view *w, int vr, const kw_kvmem *mem, int32_t after)
-{
-    int n = 0;
-    for (int x = vr < 0 ? 0 : w->row_ptr[vr]; vr >= 0 && x < w->row_ptr[vr + 1]; x++) {
-        const kw_span *sp = &w->spans[x];
-        const int32_t *pp = mem->pos[KW_POOL_TMP] + (int64_t)sp->page * mem->page_tokens;
-        for (int i = sp->first; sp->pool == KW_POOL_TMP && i < sp->first + sp->n; i++)
-            n += pp[i] > after;
-    }
-    return n;
-}
-
-/* The first stored index of (l, h) at a position > after (positions increase along a
- * table). */
-static int pool_from(const kw_kvseq *kv, const kw_kvmem *mem, int l, int h, int32_t after)
-{
-    int j = kw_kvseq_len(kv, l, h);
-    while (j > 0 && kw__key_pos(kv, mem, l, h, j - 1) > after)
-        j--;
-    return j;
-}
-
-static int by_tpos(const void *x, const void *y, void *ctx)
-{
-    const int32_t *p = ctx;
-    int32_t a = p[*(const int32_t *)x], b = p[*(const int32_t *)y];
-    return (a > b) - (a < b);
-}
-
-/* The keys of (l, h) at positions > after, as attention read them in this step, into
- * cs->rows (n, head_dim) and cs->rpos (n), by increasing position: the pool's (after
- * RoPE; a pre-RoPE pool's rotated) merged with the temporary pool's tokens of view row
- * vr (those a MATERIALIZE hook rebuilt: DeltaKV's). Returns n, or a status. */
-static int gather(const cstate *st, cseq *cs, const kw_kvseq *kv, const kw_kvmem *mem,
-                  const kw_view *w, int vr, int l, int h, int32_t after)
-{
-    int hd = st->cfg.head_dim, j0 = pool_from(kv, mem, l, h, after);
-    int np = kw_kvseq_len(kv, l, h) - j0, nt = tmp_count(w, vr, mem, after), n = np + nt;
-    int64_t cap = cs->rows_cap, tcap = cs->trows_cap;
-    int rc = kw_grow((void **)&cs->rows, &cap, n + 1, sizeof(float) * (size_t)hd);
-    cap = cs->rows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->rpos, &cap, n + 1, sizeof(int32_t));
-    cap = cs->rows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->label, &cap, n + 1, sizeof(int32_t));
-    if (rc == 0)
-        cs->rows_cap = cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->trows, &tcap, nt + 1, sizeof(float) * (size_t)hd);
-    tcap = cs->trows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->tpos, &tcap, nt + 1, sizeof(int32_t));
-    tcap = cs->trows_cap;
-    if (rc == 0)
-        rc = kw_grow((void **)&cs->ord, &tcap, nt + 1, sizeof(int32_t));
-    if (rc == 0)
-        cs->trows_cap = tcap;
-    if (rc < 0)
-        return rc;
-    if (nt == 0) /* the pool's alone: straight into place */
-        return (rc = kw__keys_as_read(kv, mem, l, h, j0, np, st->inv_freq, st->cfg.rope_layout,
-                                      hd, cs->rows, cs->rpos)) < 0 ? rc : np;
-    int k = 0;
-    for (int x = w->row_ptr[vr]; x < w->row_ptr[vr + 1]; x++) {
-        const kw_span *sp = &w->spans[x];
-        for (int i = sp->first; sp->pool == KW_POOL_TMP && i < sp->first + sp->n; i++) {
-            int32_t p = mem->pos[KW_POOL_TMP][(int64_t)sp->page * mem->page_tokens + i];
-            if (p <= after)
-                continue;
-            memcpy(cs->trows + (int64_t)k * hd, kw_kvmem_row(mem, KW_POOL_TMP, sp->page, i, 0,
-                                                             NULL), sizeof(float) * hd);
-            cs->tpos[k] = p, cs->ord[k] = k, k++;
-        }
-    }
-    qsort_r(cs->ord, (size_t)nt, sizeof(int32_t), by_tpos, cs->tpos);
-    /* the pool's rows at the end of rows, then merged forward into place */
-    float *pr = cs->rows + (int64_t)nt * hd;
-    int32_t *pp = cs->rpos + nt;
-    if ((rc = kw__keys_as_read(kv, mem, l, h, j0, np, st->inv_freq, st->cfg.rope_layout, hd,
-                               pr, pp)) < 0)
-        return rc;
-    int a = 0, b = 0, o = 0;
-    while (a < np || b < nt) {
-        bool from_pool = b == nt || (a < np && pp[a] <= cs->tpos[cs->ord[b]]);
-        if (from_pool && b < nt && pp[a] == cs->tpos[cs->ord[b]])
-            b++; /* in both: the pool's */
-        int32_t p = from_pool ? pp[a] : cs->tpos[cs->ord[b]];
-        const float *src = from_pool ? pr + (int64_t)a * hd : cs->trows + (int64_t)cs->ord[b] * hd;
-        if (from_pool)
-            a++;
-        else
-            b++;
-        memmove(cs->rows + (int64_t)o * hd, src, sizeof(float) * hd);
-        cs->rpos[o++] = p;
-    }
-    return o;
-}
-
 /* After a step's attention (the prompt's last chunk, or a decode token): brings t up to
  * the tokens stored now, from the keys attention read (gather). The first index, once
  * the tokens after the first `sink` outnumber want (the budget less the sink; until then
@@ -321,13 +210,12 @@ static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw
                       const kw_view *w, int l, int h, int want)
 {
     const kw_clusterkv_opts *o = &CP(st)->o;
-    int vr = view_row(st, w, h), hd = st->cfg.head_dim, rc = 0;
+    int hd = st->cfg.head_dim, rc = 0;
     int32_t after = t->begun ? t->last_pos : INT32_MIN;
-    int j0 = pool_from(s->kv, mem, l, h, after);
-    int n = kw_kvseq_len(s->kv, l, h) - j0 + tmp_count(w, vr, mem, after); /* at most */
+    int n = kw__keys_read_count(s->kv, mem, w, l, h, after, st->cfg.n_head_kv); /* at most */
     if (!t->begun ? n - o->sink <= want : n < o->window)
         return 0;
-    if ((n = gather(st, cs, s->kv, mem, w, vr, l, h, after)) < 0)
+    if ((n = kw__keys_read(s->kv, mem, w, l, h, after, st->inv_freq, &st->cfg, &cs->kr)) < 0)
         return n;
     int a = 0;
     if (!t->begun) {
@@ -336,16 +224,16 @@ static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw
         a = o->sink;
         if ((rc = kw_grow((void **)&t->sink_pos, &t->cap_sink, a + 1, sizeof(int32_t))) < 0)
             return rc;
-        memcpy(t->sink_pos, cs->rpos, sizeof(int32_t) * (size_t)a);
+        memcpy(t->sink_pos, cs->kr.pos, sizeof(int32_t) * (size_t)a);
         t->n_sink = a;
         t->begun = true;
         s->meta_bytes += 4 * (int64_t)a;
-        rc = index_add(st, cs, t, s, l, h, cs->rows + (int64_t)a * hd, cs->rpos + a, n - a,
+        rc = index_add(st, cs, t, s, l, h, cs->kr.rows + (int64_t)a * hd, cs->kr.pos + a, n - a,
                        o->clusters);
         a = n;
     }
     for (; rc == 0 && n - a >= o->window; a += o->window)
-        rc = index_add(st, cs, t, s, l, h, cs->rows + (int64_t)a * hd, cs->rpos + a, o->window,
+        rc = index_add(st, cs, t, s, l, h, cs->kr.rows + (int64_t)a * hd, cs->kr.pos + a, o->window,
                        o->window_clusters);
     return rc;
 }
@@ -523,8 +411,8 @@ static void c_seq_close(void *stp, kw_seq *s, int idx)
         free(t->sink_pos), free(t->cent), free(t->start), free(t->member), free(t->ipos);
     }
     free(cs->t);
-    free(cs->rows), free(cs->trows), free(cs->rpos), free(cs->tpos), free(cs->label);
-    free(cs->ord), free(cs->scores), free(cs->order), free(cs->pick), free(cs->ppos);
+    kw__keys_read_free(&cs->kr);
+    free(cs->label), free(cs->scores), free(cs->order), free(cs->pick), free(cs->ppos);
     free(cs);
     s->hook_seq[idx] = NULL;
 }

@@ -18,4 +18,28 @@ int kw__keys_as_read(const kw_kvseq *kv, const kw_kvmem *mem, int layer, int kvh
                      int n, const float *inv_freq, kw_rope_layout layout, int head_dim,
                      float *rows, int32_t *pos);
 
+/* The keys attention read for (layer, kvh) in a step, for hooks that index them after
+ * attention (ClusterKV; KVStar's selection): the pool's tokens of the table (as
+ * kw__keys_as_read reads them) merged by position with the temporary pool's tokens of
+ * w's row for kvh (its first query head's row when w is per query head), which a
+ * MATERIALIZE hook (DeltaKV) rebuilt from what it holds outside the pool; a token in
+ * both is taken from the pool. Only positions > after. Scratch grows as needed; free it
+ * with kw__keys_read_free. */
+typedef struct kw_keys_read {
+    float *rows;   /* (n, head_dim) by increasing position */
+    int32_t *pos;  /* (n) */
+    float *trows;  /* scratch: the temporary pool's rows */
+    int32_t *tpos, *ord;
+    int64_t cap, tcap;
+} kw_keys_read;
+
+/* At most how many tokens kw__keys_read would return (no copy). */
+int kw__keys_read_count(const kw_kvseq *kv, const kw_kvmem *mem, const kw_view *w, int layer,
+                        int kvh, int32_t after, int n_kv);
+/* Fills r; returns the count, or a status. w may be NULL (the pool's tokens only). */
+int kw__keys_read(const kw_kvseq *kv, const kw_kvmem *mem, const kw_view *w, int layer,
+                  int kvh, int32_t after, const float *inv_freq, const kw_model_config *cfg,
+                  kw_keys_read *r);
+void kw__keys_read_free(kw_keys_read *r);
+
 #endif
