@@ -35,6 +35,7 @@ extern const kw_op kw_op_compress_deltakv, kw_op_compress_deltakv_fit,
 extern const kw_op kw_op_retrieve_quest;
 extern const kw_op kw_op_retrieve_clusterkv;
 extern const kw_op kw_op_retrieve_kvstar;
+extern const kw_op kw_op_retrieve_kvstar_select;
 extern const kw_op kw_op_retrieve_omnikv;
 extern const kw_op kw_op_layer_budget_xkv, kw_op_layer_budget_uniform, kw_op_layer_budget_pyramid;
 extern const kw_op kw_op_mini_prefill_snap;
@@ -78,6 +79,7 @@ const kw_op *const kw_builtin_ops[] = {
     &kw_op_retrieve_quest,
     &kw_op_retrieve_clusterkv,
     &kw_op_retrieve_kvstar,
+    &kw_op_retrieve_kvstar_select,
     &kw_op_retrieve_omnikv,
     &kw_op_layer_budget_xkv,
     &kw_op_layer_budget_uniform,

@@ -28,6 +28,11 @@ kw_kvstar_opts kw__kvstar_defaults(void);
 int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err);
 extern const kw_kvhook kw__kvstar_hook;
 
+/* KVStar's block selection without the block store, a SELECT hook by position
+ * (kvstar_select.c); o's threads, store and persist are unused. */
+int kw__kvstar_select_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err);
+extern const kw_kvhook kw__kvstar_select_hook;
+
 /* The blocks of a prompt of n_prompt tokens: *n_full whole blocks, of which *n_mid
  * middle ones (neither in the init nor the local window) and *k in the pool. */
 void kw__kvstar_blocks(const kw_kvstar_opts *o, int n_prompt, int *n_full, int *n_mid, int *k);

@@ -26,12 +26,15 @@ if [ -z "${KW_SKIP_SWEEP:-}" ]; then
     --limit 1 --db "$out/sweep.db" --quiet 2>&1 | tail -n 4 || fails=$((fails+1))
   python3 pipelines/tools/sweep_table.py "$out/sweep.db" > "$out/sweep_table.txt" 2>&1 || true
   tail -n 30 "$out/sweep_table.txt"
-  # KVStar, DeltaKV and OmniKV + DeltaKV pipelines on both engines, two short RULER
-  # samples each (OmniKV choosing 256 tokens, so that it chooses): every
-  # sample must finish, with the methods' memory figures beside each other
-  for p in kvstar_ruler deltakv_ruler omnikv_deltakv_ruler; do
+  # KVStar, DeltaKV and the selections over DeltaKV (OmniKV, ClusterKV, KVStar's) on both
+  # engines, two short RULER samples each (budgets under the 1024 tokens, so that they
+  # choose): every sample must finish, with the methods' memory figures beside each other
+  for p in kvstar_ruler deltakv_ruler omnikv_deltakv_ruler clusterkv_deltakv_ruler \
+           kvstar_deltakv_ruler; do
     extra=""
     [ $p = omnikv_deltakv_ruler ] && extra="--set sel.keep_tokens=256"
+    [ $p = clusterkv_deltakv_ruler ] && extra="--set sel.budget=256 --set sel.clusters=64"
+    [ $p = kvstar_deltakv_ruler ] && extra="--set sel.block=64"
     for d in cpu cuda; do
       rm -f "$out/$p-$d.db"
       ./build-gpu/kvweave run pipelines/$p.yaml --device $d --set model=$small/model.gguf \

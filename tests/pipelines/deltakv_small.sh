@@ -7,7 +7,8 @@
 # KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
 # int8 pages the pool holds less again; stacked after OmniKV (omnikv_deltakv_ruler.yaml) it
 # rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads, and
-# so after ClusterKV (clusterkv_deltakv_ruler.yaml) against ClusterKV alone; a
+# so after ClusterKV (clusterkv_deltakv_ruler.yaml) against ClusterKV alone and after
+# KVStar's selection (kvstar_deltakv_ruler.yaml) against that selection alone; a
 # trained compressor loaded from safetensors (compress.deltakv_load; an identity pair
 # shared by every layer, written here) gives full attention's answers, and a missing
 # file stops the run with exit 2 and the path.
@@ -85,6 +86,24 @@ import sys
 rb, rbf, att, att_c, pool, held, full = map(float, sys.argv[1:])
 assert 0 < rb < 0.8 * rbf, (rb, rbf)
 assert abs(att - att_c) <= 0.01 * att_c, (att, att_c)
+assert pool + held < 0.5 * full, (pool, held, full)
+PY
+# KVStar's selection over DeltaKV: blocks of 32, a quarter of the middle ones read;
+# attention reads as many tokens as the selection alone
+ks="--set sel.block=32"
+"$KVWEAVE_BIN" run pipelines/kvstar_deltakv_ruler.yaml --db "$tmp/kd.db" $small $ks
+# (DeltaKV with a window over the whole prompt holds nothing: the selection alone)
+"$KVWEAVE_BIN" run pipelines/kvstar_deltakv_ruler.yaml --db "$tmp/k.db" $small $ks --set kv.recent=100000
+finished kd k
+rb=$(metric "$tmp/kd.db" mem/rebuilt_tokens)
+rbf=$(metric "$tmp/kd.db" mem/rebuilt_tokens_full)
+echo "kvstar selection + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/kd.db" mem/attended_mean) (the selection alone $(metric "$tmp/k.db" mem/attended_mean))"
+python3 - "$rb" "$rbf" "$(metric "$tmp/kd.db" mem/attended_mean)" "$(metric "$tmp/k.db" mem/attended_mean)" \
+    "$(metric "$tmp/kd.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/kd.db" mem/held_peak_bytes)" "$full" <<'PY'
+import sys
+rb, rbf, att, att_k, pool, held, full = map(float, sys.argv[1:])
+assert 0 < rb < 0.8 * rbf, (rb, rbf)
+assert abs(att - att_k) <= 0.01 * att_k, (att, att_k)
 assert pool + held < 0.5 * full, (pool, held, full)
 PY
 # a trained compressor from safetensors: identity down and up (lossless), shared

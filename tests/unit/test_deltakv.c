@@ -17,6 +17,7 @@
 
 #include "compress/deltakv.h"
 #include "retrieve/clusterkv.h"
+#include "retrieve/kvstar.h"
 #include "retrieve/omnikv.h"
 #include "runtime/forward.h"
 #include "kernels.h"
@@ -676,6 +677,22 @@ static int make_clusterkv(kw_kvmethod **out, kw_error *err)
     return kw__clusterkv_method(&o, NULL, out, err);
 }
 
+/* KVStar's selection (retrieve.kvstar_select): prompt blocks of 8, the first and the last
+ * two always read, 2 of the 7 middle ones by the vote of 4 queries (half the channels,
+ * pairs merged); DeltaKV rebuilds only the picked blocks' tokens it holds. */
+static int make_kvstar(kw_kvmethod **out, kw_error *err)
+{
+    kw_kvstar_opts o = kw__kvstar_defaults();
+    o.block = 8, o.retrieval_stride = 4, o.dim_prune_ratio = 0.5;
+    return kw__kvstar_select_method(&o, out, err);
+}
+
+static void test_kvstar_selection_before_it_rebuilds_only_the_chosen_tokens(void **state)
+{
+    (void)state;
+    compose_case("kvstar", make_kvstar, false);
+}
+
 static void test_clusterkv_before_it_rebuilds_only_the_chosen_tokens(void **state)
 {
     (void)state;
@@ -749,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_a_choice_by_position_rebuilds_only_the_chosen),
         cmocka_unit_test(test_omnikv_before_it_rebuilds_only_the_chosen_tokens),
         cmocka_unit_test(test_clusterkv_before_it_rebuilds_only_the_chosen_tokens),
+        cmocka_unit_test(test_kvstar_selection_before_it_rebuilds_only_the_chosen_tokens),
         cmocka_unit_test(test_a_select_hook_before_it_is_refused),
         cmocka_unit_test(test_a_pool_with_k_before_rope_is_refused),
         cmocka_unit_test(test_a_compressor_of_another_model),

@@ -17,8 +17,9 @@
  *     identity basis: evicted tokens rebuilt exactly on the host, read by attention from
  *     the device's temporary pool), with the same checks, and OmniKV stacked before
  *     DeltaKV (the observation layers' probabilities over the rebuilt tokens, then only
- *     the chosen ones rebuilt) and ClusterKV before DeltaKV (its index over the pool's
- *     and the rebuilt keys, the chosen ones rebuilt per query head);
+ *     the chosen ones rebuilt), ClusterKV before DeltaKV (its index over the pool's
+ *     and the rebuilt keys, the chosen ones rebuilt per query head) and KVStar's
+ *     selection before DeltaKV (retrieve.kvstar_select: the picked blocks rebuilt);
  *  3. all of that again with int8 KV pages on both devices, DeltaKV apart (bf16 only on
  *     the CUDA engine; the hooked path reads a bf16 copy of the pages each view names). Bound 3e-2 for the logits and for
  *     what the spy is handed from the pages (probabilities, LSE): each device quantizes
@@ -427,6 +428,18 @@ int main(int argc, char **argv)
         rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
         rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
         run_pair(m, "cluster+delta", rc, a, b, &err, &fails);
+        method_free(first_of[0]), method_free(first_of[1]);
+        first_of[0] = first_of[1] = NULL;
+        /* KVStar's selection (no store) before DeltaKV: its representation from the
+         * rebuilt keys, then only the picked blocks rebuilt */
+        kw_kvstar_opts so = kw__kvstar_defaults();
+        so.block = 16, so.retrieval_stride = 4;
+        rc = kw__kvstar_select_method(&so, &first_of[0], &err);
+        rc = rc < 0 ? rc : kw__kvstar_select_method(&so, &first_of[1], &err);
+        a = b = NULL;
+        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
+        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
+        run_pair(m, "kvsel+delta", rc, a, b, &err, &fails);
         method_free(first_of[0]), method_free(first_of[1]);
         first_of[0] = first_of[1] = NULL;
         kw_value_unref(comp);

@@ -183,13 +183,18 @@ static int64_t row_off(const kfx *f, int l, int p)
  * CUDA engine's kind; a host mirror stands in for the device), where KVStar must do the
  * same. */
 static bool on_device;
+/* kfx_open makes retrieve.kvstar_select's hook instead (no store) */
+static bool select_only;
 
 static void kfx_open(kfx *f, const kw_kvstar_opts *o, uint64_t seed, bool pre_rope)
 {
     kw_model_config cfg = rt_tiny_config(0, KW_ROPE_HALF);
     kw_kvmethod *m;
     kw_error err = {0};
-    assert_int_equal(kw__kvstar_method(o, &m, &err), 0);
+    if (select_only)
+        assert_int_equal(kw__kvstar_select_method(o, &m, &err), 0);
+    else
+        assert_int_equal(kw__kvstar_method(o, &m, &err), 0);
     memset(f, 0, sizeof *f);
     hfx_open_on(&f->fx, &cfg, 16, 2048, m, 0, NP, on_device && !pre_rope);
     if (pre_rope) { /* a second pool, made to store K before RoPE */
@@ -527,6 +532,115 @@ static void test_block_file_layout(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Positions row h of the view reads, into seen (NP + 16), and its wants into wanted;
+ * checks they are disjoint. */
+static void view_positions(const kfx *f, int h, char *seen, char *wanted)
+{
+    const kw_view *w = f->fx.w;
+    kw_kvmem mem = kw_kvpool_mem(f->fx.pool);
+    memset(seen, 0, NP + 16), memset(wanted, 0, NP + 16);
+    for (int x = w->row_ptr[h]; x < w->row_ptr[h + 1]; x++) {
+        const kw_span *sp = &w->spans[x];
+        assert_int_equal(sp->pool, KW_POOL_MAIN);
+        for (int i = sp->first; i < sp->first + sp->n; i++) {
+            int32_t p = mem.pos[KW_POOL_MAIN][(int64_t)sp->page * mem.page_tokens + i];
+            assert_int_equal(seen[p], 0);
+            seen[p] = 1;
+        }
+    }
+    int a, b;
+    kw_view_wanted(w, h, &a, &b);
+    for (int x = a; x < b; x++) {
+        assert_int_equal(seen[w->want_pos[x]], 0);
+        wanted[w->want_pos[x]] = 1;
+    }
+}
+
+/* retrieve.kvstar_select (no store): at the prompt's end nothing leaves the pool; the
+ * prompt's vote (after the last chunk's attention, from the keys attention read) picks
+ * what a reference vote picks, and each decode step reads the windows, the picked
+ * blocks and the rest; the decode queries of steps 1 .. STRIDE vote after step STRIDE
+ * and their pick holds from step STRIDE + 1. Tokens an EVICT hook took out of the pool
+ * are wanted instead of read. */
+static void test_selection_without_a_store(void **state)
+{
+    (void)state;
+    select_only = true;
+    kfx f;
+    kw_kvstar_opts o = small_opts("", 0, false);
+    kfx_open(&f, &o, 0x300, false);
+    const kw_model_config *c = &f.fx.cfg;
+    int qn = c->n_head * c->head_dim, L = c->n_layer, Hk = c->n_head_kv;
+    float qp[3 * STRIDE * 6 * 8], qd[3 * STRIDE * 6 * 8];
+    char picked[3][8], seen[NP + 16], wanted[NP + 16];
+    uint64_t rs = 0x31;
+    for (int l = 0; l < L; l++) {
+        for (int t = 0; t < STRIDE; t++) {
+            for (int i = 0; i < qn; i++)
+                qp[(l * STRIDE + t) * qn + i] = 3 * rnd(&rs);
+            assert_int_equal(kfx_select(&f, l, NP - STRIDE + t, qp + (l * STRIDE + t) * qn), 0);
+        }
+        hfx_batch hb;
+        hfx_batch_init(&f.fx, &hb, l, true);
+        hb.last = true;
+        assert_int_equal(kw_view_dense(f.fx.w, f.fx.seq.kv, l, false), 0);
+        const kw_view *vw[1] = {f.fx.w};
+        kw_attn_stats a = {.n_head = c->n_head, .views = vw};
+        assert_int_equal(f.fx.m->hook->after_attn(f.fx.st, &hb.lc, &hb.b, &a), 0);
+        ref_pick(&f, l, qp + l * STRIDE * qn, STRIDE, picked[l]);
+        assert_int_equal(kw_kvseq_len(f.fx.seq.kv, l, 0), NP); /* nothing left the pool */
+    }
+    assert_true(f.fx.seq.meta_bytes > 0);
+    for (int d = 1; d <= STRIDE + 1; d++) {
+        int p = NP + d - 1;
+        kfx_append(&f, p);
+        for (int l = 0; l < L; l++) {
+            float q[6 * 8];
+            for (int i = 0; i < qn; i++)
+                q[i] = 3 * rnd(&rs);
+            if (d <= STRIDE)
+                memcpy(qd + (l * STRIDE + d - 1) * qn, q, sizeof q);
+            assert_int_equal(kfx_select(&f, l, p, q), 0);
+            assert_false(f.fx.w->per_qhead);
+            assert_int_equal(f.fx.w->n_want, 0);
+            for (int h = 0; h < Hk; h++) {
+                view_positions(&f, h, seen, wanted);
+                for (int x = 0; x <= p; x++) {
+                    int b = x / BLK;
+                    bool want = x >= 9 * BLK || b == 0 || picked[l][b - 1];
+                    if (seen[x] != want)
+                        fail_msg("step %d layer %d head %d position %d: read %d, want %d", d,
+                                 l, h, x, seen[x], want);
+                }
+            }
+            if (d == STRIDE) /* the decode queries' vote, for the steps after */
+                ref_pick(&f, l, qd + l * STRIDE * qn, STRIDE, picked[l]);
+        }
+    }
+    /* an EVICT hook took a picked block's first 3 tokens out of KV head 0 of layer 1 */
+    int m = 0;
+    while (!picked[1][m])
+        m++;
+    int n = kw_kvseq_len(f.fx.seq.kv, 1, 0), nk = 0;
+    int32_t keep[NP + 16];
+    for (int j = 0; j < n; j++)
+        if (j < (1 + m) * BLK || j >= (1 + m) * BLK + 3)
+            keep[nk++] = j;
+    assert_int_equal(kw_kvseq_keep(f.fx.seq.kv, 1, 0, keep, nk), 0);
+    float q[6 * 8];
+    for (int i = 0; i < qn; i++)
+        q[i] = 3 * rnd(&rs);
+    assert_int_equal(kfx_select(&f, 1, NP + STRIDE, q), 0);
+    view_positions(&f, 0, seen, wanted);
+    for (int x = 0; x < NP + 16; x++)
+        assert_int_equal(wanted[x], x >= (1 + m) * BLK && x < (1 + m) * BLK + 3);
+    view_positions(&f, 1, seen, wanted);
+    for (int x = 0; x < NP + 16; x++)
+        assert_int_equal(wanted[x], 0);
+    kfx_close(&f);
+    select_only = false;
+}
+
 static void test_a_broken_store_fails_the_sequence(void **state)
 {
     (void)state;
@@ -598,6 +712,7 @@ int main(void)
         cmocka_unit_test(test_block_counts),
         cmocka_unit_test(test_prefill_keeps_the_windows_and_the_voted_blocks),
         cmocka_unit_test(test_block_file_layout),
+        cmocka_unit_test(test_selection_without_a_store),
         cmocka_unit_test(test_a_broken_store_fails_the_sequence),
         cmocka_unit_test(test_refusals_and_short_prompts),
     };
