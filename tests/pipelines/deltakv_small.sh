@@ -54,58 +54,41 @@ PY
 finished i8
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
     "$(metric "$tmp/i8.db" mem/kv_payload_peak_bytes)" "$pool"
+# A selection over DeltaKV (run $1.db) against the selection alone ($2.db): DeltaKV
+# rebuilds under 80% of what it holds, attention reads as many tokens (within 1%), and
+# the pool and what DeltaKV holds stay under half of full attention's KV.
+over_delta() {
+    finished "$1" "$2"
+    rb=$(metric "$tmp/$1.db" mem/rebuilt_tokens)
+    rbf=$(metric "$tmp/$1.db" mem/rebuilt_tokens_full)
+    echo "$3 + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/$1.db" mem/attended_mean) ($3 alone $(metric "$tmp/$2.db" mem/attended_mean))"
+    python3 - "$rb" "$rbf" "$(metric "$tmp/$1.db" mem/attended_mean)" \
+        "$(metric "$tmp/$2.db" mem/attended_mean)" "$(metric "$tmp/$1.db" mem/kv_payload_peak_bytes)" \
+        "$(metric "$tmp/$1.db" mem/held_peak_bytes)" "$full" <<'PY'
+import sys
+rb, rbf, att, att_alone, pool, held, full = map(float, sys.argv[1:])
+assert 0 < rb < 0.8 * rbf, (rb, rbf)
+assert abs(att - att_alone) <= 0.01 * att_alone, (att, att_alone)
+assert pool + held < 0.5 * full, (pool, held, full)
+PY
+}
 # OmniKV + DeltaKV: the observation layers read everything, the others the 64 chosen
 # tokens with the sink and the recent ones, and DeltaKV rebuilds only the chosen
 "$KVWEAVE_BIN" run pipelines/omnikv_deltakv_ruler.yaml --db "$tmp/od.db" $small --set sel.keep_tokens=64
 "$KVWEAVE_BIN" run pipelines/omnikv_ruler.yaml --db "$tmp/o.db" $small --set sel.keep_tokens=64
-finished od o
-rb=$(metric "$tmp/od.db" mem/rebuilt_tokens)
-rbf=$(metric "$tmp/od.db" mem/rebuilt_tokens_full)
-echo "omnikv + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/od.db" mem/attended_mean) (omnikv alone $(metric "$tmp/o.db" mem/attended_mean))"
-python3 - "$rb" "$rbf" "$(metric "$tmp/od.db" mem/attended_mean)" "$(metric "$tmp/o.db" mem/attended_mean)" \
-    "$(metric "$tmp/od.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/od.db" mem/held_peak_bytes)" "$full" <<'PY'
-import sys
-rb, rbf, att, att_o, pool, held, full = map(float, sys.argv[1:])
-assert 0 < rb < 0.8 * rbf, (rb, rbf)
-assert abs(att - att_o) <= 0.01 * att_o, (att, att_o)
-assert pool + held < 0.5 * full, (pool, held, full)
-PY
+over_delta od o omnikv
 # ClusterKV + DeltaKV: each query head reads the sink, 112 recalled tokens and the ones
-# not clustered yet; DeltaKV rebuilds only the chosen, and attention reads as many tokens
-# as ClusterKV alone
+# not clustered yet, and DeltaKV rebuilds only the chosen
 ckv="--set sel.budget=128 --set sel.clusters=32"
 "$KVWEAVE_BIN" run pipelines/clusterkv_deltakv_ruler.yaml --db "$tmp/cd.db" $small $ckv
 "$KVWEAVE_BIN" run pipelines/clusterkv_ruler.yaml --db "$tmp/c.db" $small $ckv
-finished cd c
-rb=$(metric "$tmp/cd.db" mem/rebuilt_tokens)
-rbf=$(metric "$tmp/cd.db" mem/rebuilt_tokens_full)
-echo "clusterkv + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/cd.db" mem/attended_mean) (clusterkv alone $(metric "$tmp/c.db" mem/attended_mean))"
-python3 - "$rb" "$rbf" "$(metric "$tmp/cd.db" mem/attended_mean)" "$(metric "$tmp/c.db" mem/attended_mean)" \
-    "$(metric "$tmp/cd.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/cd.db" mem/held_peak_bytes)" "$full" <<'PY'
-import sys
-rb, rbf, att, att_c, pool, held, full = map(float, sys.argv[1:])
-assert 0 < rb < 0.8 * rbf, (rb, rbf)
-assert abs(att - att_c) <= 0.01 * att_c, (att, att_c)
-assert pool + held < 0.5 * full, (pool, held, full)
-PY
-# KVStar's selection over DeltaKV: blocks of 32, a quarter of the middle ones read;
-# attention reads as many tokens as the selection alone
+over_delta cd c clusterkv
+# KVStar's selection over DeltaKV: blocks of 32, a quarter of the middle ones read (with
+# DeltaKV's window over the whole prompt it holds nothing: the selection alone)
 ks="--set sel.block=32"
 "$KVWEAVE_BIN" run pipelines/kvstar_deltakv_ruler.yaml --db "$tmp/kd.db" $small $ks
-# (DeltaKV with a window over the whole prompt holds nothing: the selection alone)
 "$KVWEAVE_BIN" run pipelines/kvstar_deltakv_ruler.yaml --db "$tmp/k.db" $small $ks --set kv.recent=100000
-finished kd k
-rb=$(metric "$tmp/kd.db" mem/rebuilt_tokens)
-rbf=$(metric "$tmp/kd.db" mem/rebuilt_tokens_full)
-echo "kvstar selection + deltakv: rebuilt $rb of $rbf held tokens; attended $(metric "$tmp/kd.db" mem/attended_mean) (the selection alone $(metric "$tmp/k.db" mem/attended_mean))"
-python3 - "$rb" "$rbf" "$(metric "$tmp/kd.db" mem/attended_mean)" "$(metric "$tmp/k.db" mem/attended_mean)" \
-    "$(metric "$tmp/kd.db" mem/kv_payload_peak_bytes)" "$(metric "$tmp/kd.db" mem/held_peak_bytes)" "$full" <<'PY'
-import sys
-rb, rbf, att, att_k, pool, held, full = map(float, sys.argv[1:])
-assert 0 < rb < 0.8 * rbf, (rb, rbf)
-assert abs(att - att_k) <= 0.01 * att_k, (att, att_k)
-assert pool + held < 0.5 * full, (pool, held, full)
-PY
+over_delta kd k "kvstar selection"
 # a trained compressor from safetensors: identity down and up (lossless), shared
 python3 - "$tmp/eye.safetensors" <<'PY'
 import array, json, struct, sys

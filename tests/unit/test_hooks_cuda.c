@@ -314,6 +314,20 @@ static void run_pair(const kw_model *m, const char *name, int rc, kw_kvmethod *a
     method_free(a), method_free(b);
 }
 
+/* run_pair for DeltaKV (dopt, comp) stacked after a SELECT method, one made for each
+ * device (first_of; rc: their status); frees all four */
+static void run_over_delta(const kw_model *m, const char *name, int rc,
+                           const kw_deltakv_opts *dopt, kw_value *comp, kw_error *err,
+                           int *fails)
+{
+    kw_kvmethod *a = NULL, *b = NULL;
+    rc = rc < 0 ? rc : kw__deltakv_method(dopt, comp, &a, err);
+    rc = rc < 0 ? rc : kw__deltakv_method(dopt, comp, &b, err);
+    run_pair(m, name, rc, a, b, err, fails);
+    method_free(first_of[0]), method_free(first_of[1]);
+    first_of[0] = first_of[1] = NULL;
+}
+
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : "";
@@ -413,35 +427,20 @@ int main(int argc, char **argv)
          * tokens in the device's temporary pool, and only the chosen ones rebuilt after */
         rc = kw__omnikv_method(&oo, "0,1,2,8,18", &first_of[0], &err);
         rc = rc < 0 ? rc : kw__omnikv_method(&oo, "0,1,2,8,18", &first_of[1], &err);
-        a = b = NULL;
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
-        run_pair(m, "omni+delta", rc, a, b, &err, &fails);
-        method_free(first_of[0]), method_free(first_of[1]);
-        first_of[0] = first_of[1] = NULL;
+        run_over_delta(m, "omni+delta", rc, &dopt, comp, &err, &fails);
         /* ClusterKV before DeltaKV: the index over the pool's and the rebuilt tokens'
          * keys, then per query head only the chosen ones rebuilt (views per query head
          * naming the device's temporary pool) */
         rc = kw__clusterkv_method(&co, NULL, &first_of[0], &err);
         rc = rc < 0 ? rc : kw__clusterkv_method(&co, NULL, &first_of[1], &err);
-        a = b = NULL;
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
-        run_pair(m, "cluster+delta", rc, a, b, &err, &fails);
-        method_free(first_of[0]), method_free(first_of[1]);
-        first_of[0] = first_of[1] = NULL;
+        run_over_delta(m, "cluster+delta", rc, &dopt, comp, &err, &fails);
         /* KVStar's selection (no store) before DeltaKV: its representation from the
          * rebuilt keys, then only the picked blocks rebuilt */
         kw_kvstar_opts so = kw__kvstar_defaults();
         so.block = 16, so.retrieval_stride = 4;
         rc = kw__kvstar_select_method(&so, &first_of[0], &err);
         rc = rc < 0 ? rc : kw__kvstar_select_method(&so, &first_of[1], &err);
-        a = b = NULL;
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &a, &err);
-        rc = rc < 0 ? rc : kw__deltakv_method(&dopt, comp, &b, &err);
-        run_pair(m, "kvsel+delta", rc, a, b, &err, &fails);
-        method_free(first_of[0]), method_free(first_of[1]);
-        first_of[0] = first_of[1] = NULL;
+        run_over_delta(m, "kvsel+delta", rc, &dopt, comp, &err, &fails);
         kw_value_unref(comp);
     }
     for (int i = 0; i < NS; i++)
