@@ -489,18 +489,13 @@ static int kv_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, k
         if (!ks->active)
             continue;
         klayer *ly = &ks->ly[l];
-        int base = s->n_prompt > S ? s->n_prompt - S : 0, rc = 0;
+        int rc = 0;
         for (int t = b->tok_first[i]; t < b->tok_first[i] + b->tok_n[i] && rc == 0; t++) {
             int32_t p = b->pos[t];
             const float *qt = q + (int64_t)t * cf->n_head * cf->head_dim;
-            if (p < s->n_prompt) { /* the prompt's last S queries, for the first vote */
-                if (p >= base) {
-                    memcpy(ly->qbuf + (size_t)(p - base) * cf->n_head * cf->head_dim, qt, qsz);
-                    if (p - base + 1 > ly->nq_pre)
-                        ly->nq_pre = p - base + 1;
-                }
-                continue;
-            }
+            if (kw__kvstar_prompt_query(ly->qbuf, &ly->nq_pre, s->n_prompt, S, p, qt,
+                                        cf->n_head * cf->head_dim))
+                continue; /* the prompt's last S queries, for the first vote */
             int d = p - s->n_prompt + 1; /* decode step */
             /* a vote that changed nothing started no load: there is nothing to apply */
             if (d > 2 * S && (d - 1) % S == 0 && ly->ld.t.queued)

@@ -5,7 +5,10 @@
 
 #include <stdbool.h>
 
+#include <string.h>
+
 #include "kvweave/kvhook.h"
+#include "kvweave/op.h"
 #include "kvweave/status.h"
 
 #define KW_KVSTAR_MAX_THREADS 64 /* KW_TPOOL_MAX */
@@ -27,6 +30,26 @@ kw_kvstar_opts kw__kvstar_defaults(void);
 /* A kvmethod of KVStar with o (copied); KW_EINVAL with the bad value in err. */
 int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err);
 extern const kw_kvhook kw__kvstar_hook;
+
+/* The block and vote options both operators take (block, init_window, local_window,
+ * sparse_ratio, dim_prune_ratio, inner_token_merge, retrieval_stride) from c's params. */
+void kw__kvstar_params(kw_opctx *c, kw_kvstar_opts *o);
+
+/* A query at position p of a sequence's prompt (n_prompt tokens): kept in qbuf (stride,
+ * qn floats) when among the prompt's last `stride`, for the first vote (*nq: how many
+ * rows of qbuf hold one). false: p is a decode position. */
+static inline bool kw__kvstar_prompt_query(float *qbuf, int *nq, int n_prompt, int stride,
+                                           int32_t p, const float *q, int qn)
+{
+    if (p >= n_prompt)
+        return false;
+    int base = n_prompt > stride ? n_prompt - stride : 0;
+    if (p >= base) {
+        memcpy(qbuf + (size_t)(p - base) * qn, q, sizeof(float) * (size_t)qn);
+        *nq = p - base + 1 > *nq ? p - base + 1 : *nq;
+    }
+    return true;
+}
 
 /* KVStar's block selection without the block store, a SELECT hook by position
  * (kvstar_select.c); o's threads, store and persist are unused. */

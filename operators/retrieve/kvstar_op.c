@@ -32,19 +32,25 @@ static const kw_param_spec params[] = {
      "reads them instead of writing)"},
 };
 
+void kw__kvstar_params(kw_opctx *c, kw_kvstar_opts *o)
+{
+    o->block = (int)kw_param_int(c, "block");
+    o->init_window = (int)kw_param_int(c, "init_window");
+    o->local_window = (int)kw_param_int(c, "local_window");
+    o->sparse_ratio = kw_param_float(c, "sparse_ratio");
+    o->dim_prune_ratio = kw_param_float(c, "dim_prune_ratio");
+    o->inner_token_merge = (int)kw_param_int(c, "inner_token_merge");
+    o->retrieval_stride = (int)kw_param_int(c, "retrieval_stride");
+}
+
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
     (void)st;
-    kw_kvstar_opts o = {.block = (int)kw_param_int(c, "block"),
-                        .init_window = (int)kw_param_int(c, "init_window"),
-                        .local_window = (int)kw_param_int(c, "local_window"),
-                        .sparse_ratio = kw_param_float(c, "sparse_ratio"),
-                        .dim_prune_ratio = kw_param_float(c, "dim_prune_ratio"),
-                        .inner_token_merge = (int)kw_param_int(c, "inner_token_merge"),
-                        .retrieval_stride = (int)kw_param_int(c, "retrieval_stride"),
-                        .threads = (int)kw_param_int(c, "threads"),
-                        .store = kw_param_str(c, "store"),
-                        .persist = kw_param_bool(c, "persist")};
+    kw_kvstar_opts o = kw__kvstar_defaults();
+    kw__kvstar_params(c, &o);
+    o.threads = (int)kw_param_int(c, "threads");
+    o.store = kw_param_str(c, "store");
+    o.persist = kw_param_bool(c, "persist");
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__kvstar_method(&o, &m, &err);

@@ -170,17 +170,13 @@ static int ks_select(void *stp, kw_lctx *c, const kw_batch *b, const float *q, k
         if (!ss->active)
             continue;
         slayer *ly = &ss->ly[l];
-        int base = s->n_prompt > S ? s->n_prompt - S : 0, rc = 0;
+        int rc = 0;
         for (int t = b->tok_first[i]; t < b->tok_first[i] + b->tok_n[i] && rc == 0; t++) {
             int32_t p = b->pos[t];
             const float *qt = q + (int64_t)t * cf->n_head * cf->head_dim;
-            if (p < s->n_prompt) { /* the prompt's last S queries, for the first vote */
-                if (p >= base) {
-                    memcpy(ly->qbuf + (size_t)(p - base) * cf->n_head * cf->head_dim, qt, qsz);
-                    ly->nq_pre = p - base + 1 > ly->nq_pre ? p - base + 1 : ly->nq_pre;
-                }
+            if (kw__kvstar_prompt_query(ly->qbuf, &ly->nq_pre, s->n_prompt, S, p, qt,
+                                        cf->n_head * cf->head_dim))
                 continue;
-            }
             if (!ly->ready)
                 continue; /* indexing failed: the sequence has failed */
             int d = p - s->n_prompt + 1; /* decode step */
@@ -337,13 +333,7 @@ static int run(kw_opctx *c, void *st, kw_task *t)
 {
     (void)st;
     kw_kvstar_opts o = kw__kvstar_defaults();
-    o.block = (int)kw_param_int(c, "block");
-    o.init_window = (int)kw_param_int(c, "init_window");
-    o.local_window = (int)kw_param_int(c, "local_window");
-    o.sparse_ratio = kw_param_float(c, "sparse_ratio");
-    o.dim_prune_ratio = kw_param_float(c, "dim_prune_ratio");
-    o.inner_token_merge = (int)kw_param_int(c, "inner_token_merge");
-    o.retrieval_stride = (int)kw_param_int(c, "retrieval_stride");
+    kw__kvstar_params(c, &o);
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__kvstar_select_method(&o, &m, &err);
