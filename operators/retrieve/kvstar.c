@@ -691,22 +691,25 @@ kw_kvstar_opts kw__kvstar_defaults(void)
                             .inner_token_merge = 2, .retrieval_stride = 8, .threads = 2};
 }
 
+const char *kw__kvstar_bad(const kw_kvstar_opts *o)
+{
+    return o->block < 1 || o->block > 65535 ? "block: want 1..65535"
+           : o->inner_token_merge < 1 || o->block % o->inner_token_merge
+               ? "inner_token_merge: want a divisor of block"
+           : o->init_window < 0 || o->local_window < 0 ? "init_window and local_window: want >= 0"
+           : !(o->sparse_ratio > 0 && o->sparse_ratio <= 1) ? "sparse_ratio: want a value in (0, 1]"
+           : !(o->dim_prune_ratio > 0 && o->dim_prune_ratio <= 1)
+               ? "dim_prune_ratio: want a value in (0, 1]"
+           : o->retrieval_stride < 1 ? "retrieval_stride: want >= 1"
+                                     : NULL;
+}
+
 int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err)
 {
     *out = NULL;
-    const char *bad = o->block < 1 || o->block > 65535 ? "block: want 1..65535"
-                      : o->inner_token_merge < 1 || o->block % o->inner_token_merge
-                          ? "inner_token_merge: want a divisor of block"
-                      : o->init_window < 0 || o->local_window < 0
-                          ? "init_window and local_window: want >= 0"
-                      : !(o->sparse_ratio > 0 && o->sparse_ratio <= 1)
-                          ? "sparse_ratio: want a value in (0, 1]"
-                      : !(o->dim_prune_ratio > 0 && o->dim_prune_ratio <= 1)
-                          ? "dim_prune_ratio: want a value in (0, 1]"
-                      : o->retrieval_stride < 1 ? "retrieval_stride: want >= 1"
-                      : o->threads < 0 || o->threads > KW_KVSTAR_MAX_THREADS
-                          ? "threads: want 0..64"
-                          : NULL;
+    const char *bad = kw__kvstar_bad(o);
+    if (!bad && (o->threads < 0 || o->threads > KW_KVSTAR_MAX_THREADS))
+        bad = "threads: want 0..64";
     if (bad)
         return kw_error_set(err, KW_EINVAL, "retrieve.kvstar: %s (block %d, inner_token_merge "
                             "%d, init_window %d, local_window %d, sparse_ratio %g, "

@@ -31,6 +31,9 @@ kw_kvstar_opts kw__kvstar_defaults(void);
 int kw__kvstar_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err);
 extern const kw_kvhook kw__kvstar_hook;
 
+/* What is wrong with o's block and vote options (a message naming the option), or NULL. */
+const char *kw__kvstar_bad(const kw_kvstar_opts *o);
+
 /* The block and vote options both operators take (block, init_window, local_window,
  * sparse_ratio, dim_prune_ratio, inner_token_merge, retrieval_stride) from c's params. */
 void kw__kvstar_params(kw_opctx *c, kw_kvstar_opts *o);

@@ -280,17 +280,7 @@ const kw_kvhook kw__kvstar_select_hook = {
 int kw__kvstar_select_method(const kw_kvstar_opts *o, kw_kvmethod **out, kw_error *err)
 {
     *out = NULL;
-    const char *bad = o->block < 1 || o->block > 65535 ? "block: want 1..65535"
-                      : o->inner_token_merge < 1 || o->block % o->inner_token_merge
-                          ? "inner_token_merge: want a divisor of block"
-                      : o->init_window < 0 || o->local_window < 0
-                          ? "init_window and local_window: want >= 0"
-                      : !(o->sparse_ratio > 0 && o->sparse_ratio <= 1)
-                          ? "sparse_ratio: want a value in (0, 1]"
-                      : !(o->dim_prune_ratio > 0 && o->dim_prune_ratio <= 1)
-                          ? "dim_prune_ratio: want a value in (0, 1]"
-                      : o->retrieval_stride < 1 ? "retrieval_stride: want >= 1"
-                                                : NULL;
+    const char *bad = kw__kvstar_bad(o);
     if (bad)
         return kw_error_set(err, KW_EINVAL, "retrieve.kvstar_select: %s (block %d, "
                             "inner_token_merge %d, init_window %d, local_window %d, "

@@ -639,6 +639,13 @@ static void test_selection_without_a_store(void **state)
         assert_int_equal(wanted[x], 0);
     kfx_close(&f);
     select_only = false;
+    /* bad options are refused, naming the operator and the option */
+    kw_kvmethod *meth = NULL;
+    kw_error err = {0};
+    o.inner_token_merge = 3; /* does not divide the block of 8 */
+    assert_int_equal(kw__kvstar_select_method(&o, &meth, &err), KW_EINVAL);
+    assert_null(meth);
+    assert_non_null(strstr(err.msg, "retrieve.kvstar_select: inner_token_merge"));
 }
 
 static void test_a_broken_store_fails_the_sequence(void **state)
