@@ -211,6 +211,7 @@ static int table_sync(const cstate *st, cseq *cs, ctable *t, kw_seq *s, const kw
 {
     const kw_clusterkv_opts *o = &CP(st)->o;
     int hd = st->cfg.head_dim, rc = 0;
+    want = want > 0 ? want : 0; /* a budget under the sink: index once past the sink */
     int32_t after = t->begun ? t->last_pos : INT32_MIN;
     int n = kw__keys_read_count(s->kv, mem, w, l, h, after, st->cfg.n_head_kv); /* at most */
     if (!t->begun ? n - o->sink <= want : n < o->window)
@@ -326,9 +327,8 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
         int row = h * g + r, j = 0;
         if ((rc = kw_view_begin_row(w, row)) < 0)
             return rc;
-        if (!sel) { /* every position, up to the current one */
-            int32_t p0 = n > 0 && cs->ppos[0] < 0 ? cs->ppos[0] : 0;
-            for (int32_t p = p0; rc == 0 && p <= cur; p++)
+        if (!sel) { /* every position, up to the current one (positions start at 0) */
+            for (int32_t p = 0; rc == 0 && p <= cur; p++)
                 rc = choose(w, row, kv, l, h, cs->ppos, n, &j, p);
             continue;
         }

@@ -292,6 +292,35 @@ static void test_budget_covering_the_context_keeps_the_dense_view(void **state)
     hfx_close(&fx);
 }
 
+/* A budget under the sink (4 against 8): the sink and the tokens not clustered yet are
+ * read, no clustered one; a prompt not past the sink clusters nothing. */
+static void test_budget_under_the_sink(void **state)
+{
+    (void)state;
+    kw_clusterkv_opts o = {.budget = 4, .sink = 8, .clusters = 3, .iters = 3, .window = 100,
+                           .window_clusters = 2, .dense_layers = 0};
+    hook_fx fx;
+    fx_open(&fx, &o, 0);
+    float *q = queries(&fx);
+    char got[64];
+    append(&fx, 0, 6); /* shorter than the sink */
+    assert_int_equal(hfx_after_attn(&fx, 0, false, NULL, 0), 0);
+    assert_int_equal(fx.seq.meta_bytes, 0);
+    append(&fx, 6, 14); /* 20 stored: 12 past the sink get clustered */
+    assert_int_equal(hfx_after_attn(&fx, 0, false, NULL, 0), 0);
+    assert_true(fx.seq.meta_bytes > 0);
+    append(&fx, 20, 1);
+    assert_int_equal(hfx_select(&fx, 0, false, q), 0);
+    assert_true(fx.w->per_qhead);
+    for (int r = 0; r < fx.cfg.n_head; r++) {
+        assert_int_equal(hfx_row_marks(&fx, 0, r, got, 21), 8 + 1);
+        for (int j = 0; j < 21; j++)
+            assert_int_equal(got[j], j < 8 || j == 20);
+    }
+    free(q);
+    hfx_close(&fx);
+}
+
 static void test_bad_options_are_refused(void **state)
 {
     (void)state;
@@ -310,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_kmeans_matches_plain_lloyd),
         cmocka_unit_test(test_recall_by_cluster),
         cmocka_unit_test(test_budget_covering_the_context_keeps_the_dense_view),
+        cmocka_unit_test(test_budget_under_the_sink),
         cmocka_unit_test(test_bad_options_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
