@@ -489,17 +489,19 @@ static int run(kw_opctx *c, void *st, kw_task *t)
 
 const kw_op kw_op_retrieve_clusterkv = {
     .size = sizeof(kw_op), .abi = KW_OP_ABI, .name = "retrieve.clusterkv", .version = 1,
-    .doc = "ClusterKV recall by semantic clusters (SELECT): at the first decode step the "
-           "keys after the first `sink` are clustered per layer and KV head by k-means "
-           "(cosine assignment, centroids the members' mean keys, seeded); each decode "
-           "query head scores the clusters by q . centroid and reads whole clusters best "
-           "first up to budget - sink tokens (the last cut short), the sink, and the "
-           "tokens not yet clustered; every `window` generated tokens are clustered into "
-           "`window_clusters` more. The first dense_layers layers and prefill read "
-           "everything. Saves no KV memory (every token stays in the pool; the index adds "
-           "a centroid per cluster and an index per token): it lowers the tokens attended "
-           "per step. `ratio` > 0 sets the budget per sequence to round(ratio x its prompt "
-           "tokens) when it opens; a budget input sets it per layer and KV head.",
+    .doc = "ClusterKV recall by semantic clusters (SELECT, by position): after the "
+           "prompt's attention the keys attention read after the first `sink` are "
+           "clustered per layer and KV head by k-means (cosine assignment, centroids the "
+           "members' mean keys, seeded); each decode query head scores the clusters by q . "
+           "centroid and reads whole clusters best first up to budget - sink tokens (the "
+           "last cut short), the sink, and the tokens not yet clustered; every `window` "
+           "generated tokens are clustered into `window_clusters` more. The first "
+           "dense_layers layers and prefill read everything. Saves no KV memory (every "
+           "token stays in the pool; the index adds a centroid per cluster and a number and "
+           "a position per token): it lowers the tokens attended per step; before "
+           "compress.deltakv, DeltaKV rebuilds only the chosen tokens it holds. `ratio` > 0 "
+           "sets the budget per sequence to round(ratio x its prompt tokens) when it opens; "
+           "a budget input sets it per layer and KV head.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = sizeof params / sizeof *params, .run = run,
     .kv_roles = KW_ROLE_SELECT,
