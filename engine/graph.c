@@ -47,7 +47,7 @@ static const kw_param_spec run_specs[] = {
     {"pool_mb", KW_PARAM_INT, "0", 0, 1.0e8, NULL, NULL},
     {"max_batch", KW_PARAM_INT, "0", 0, 64, NULL, NULL},
     {"chunk", KW_PARAM_INT, "0", 0, 1 << 20, NULL, NULL},
-    {"kv_pages", KW_PARAM_ENUM, "float", 0, 0, "float|int8", NULL},
+    {"kv_pages", KW_PARAM_ENUM, "float", 0, 0, "float|int8|int8_kchan|int4_kchan", NULL},
 };
 static const kw_param_spec calib_specs[] = {
     {"sample_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL, NULL},
@@ -109,7 +109,10 @@ static int run_settings(gctx *c)
         g->engine.pool_mb = v[4].i;
         g->engine.max_batch = (int)v[5].i;
         g->engine.chunk = (int)v[6].i;
-        g->engine.kv_int8 = !strcmp(v[7].s, "int8");
+        g->engine.kv_dtype = !strcmp(v[7].s, "int8")         ? 1
+                             : !strcmp(v[7].s, "int8_kchan") ? 2
+                             : !strcmp(v[7].s, "int4_kchan") ? 3
+                                                             : 0;
         g->calib.sample_ratio = cv[0].f;
         g->calib.n = cv[1].i;
         g->calib.seed = cv[2].set ? (uint64_t)cv[2].i : g->seed;

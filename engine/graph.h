@@ -118,8 +118,8 @@ typedef struct kw_engine_req {
     int64_t pool_mb;     /* KV pool size in MiB */
     int max_batch;       /* sequences running at once */
     int chunk;           /* prefill tokens per step */
-    bool kv_int8;        /* run.kv_pages: int8 KV pages (default float: f32 on the CPU,
-                            bf16 on the GPU) */
+    int kv_dtype;        /* run.kv_pages as a kw_kvdtype: 0 float (f32 on the CPU, bf16
+                            on the GPU), 1 int8, 2 int8_kchan, 3 int4_kchan */
 } kw_engine_req;
 
 typedef struct kw_calib {

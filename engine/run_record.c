@@ -252,8 +252,9 @@ int kwr_record_params(kw_exec *x, kw_error *err)
             snprintf(buf, sizeof buf, "%" PRId64, eng[i].v);
             rc = kw_db_param(x->db, x->uuid, eng[i].key, buf, err);
         }
-    if (rc >= 0 && g->engine.kv_int8)
-        rc = kw_db_param(x->db, x->uuid, "run.kv_pages", "int8", err);
+    static const char *const kv_pages[] = {"float", "int8", "int8_kchan", "int4_kchan"};
+    if (rc >= 0 && g->engine.kv_dtype > 0 && g->engine.kv_dtype < 4)
+        rc = kw_db_param(x->db, x->uuid, "run.kv_pages", kv_pages[g->engine.kv_dtype], err);
     if (rc >= 0 && g->model && g->model[0])
         rc = kw_db_param(x->db, x->uuid, "model", g->model, err);
     for (int i = 0; rc >= 0 && i < x->n_recs; i++)

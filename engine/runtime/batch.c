@@ -72,13 +72,21 @@ static int check_opts(const kw_model *m, kw_engine_opts *o, kw_error *err)
     if (o->cuda && o->pre_rope)
         return kw_error_set(err, KW_ENOSYS, "engine: the CUDA device stores KV after RoPE "
                             "(as bf16 or int8 pages; pre-RoPE pools are CPU-only)");
+    if (o->cuda && kw_kvdtype_kchan(o->kv_dtype))
+        return kw_error_set(err, KW_ENOSYS, "engine: KV pages with K quantized per channel "
+                            "(run.kv_pages: int8_kchan, int4_kchan) run on the CPU engine only; "
+                            "on the GPU use run.kv_pages: int8");
     if (o->cuda && o->kv_dtype == KW_KV_I8 && o->page_tokens % 2)
         return kw_error_set(err, KW_EINVAL, "engine: int8 KV pages on the CUDA device need an "
                             "even page size (page_tokens %d)", o->page_tokens);
     if (o->n_pages <= 0) {
-        /* bytes per element: f32 on the CPU, bf16 on the GPU, int8 on both */
+        /* bytes per element: f32 on the CPU, bf16 on the GPU, int8 on both; per-channel K
+         * pages as the host pool lays them out; and the positions */
         int64_t eb = o->kv_dtype == KW_KV_I8 ? 1 : o->cuda ? 2 : 4;
-        int64_t pb = 2LL * o->page_tokens * m->cfg.head_dim * eb + 12LL * o->page_tokens;
+        int64_t pb = kw_kvdtype_kchan(o->kv_dtype)
+                         ? kw_kvpool_page_bytes(o->kv_dtype, o->page_tokens, m->cfg.head_dim)
+                               + 4LL * o->page_tokens
+                         : 2LL * o->page_tokens * m->cfg.head_dim * eb + 12LL * o->page_tokens;
         o->n_pages = o->pool_mb * 1024 * 1024 / pb;
     }
     return 0;
@@ -618,8 +626,7 @@ static int build_step(kw_engine *e, stepbuf *b, int *n_logits)
 static void account(kw_engine *e, kw_eseq *q, const kw_fwd_step *st, int j)
 {
     int64_t pages = kw_kvseq_pages_held(q->s.kv);
-    int64_t row = e->o.kv_dtype == KW_KV_I8 ? e->m->cfg.head_dim + 4 : e->m->cfg.head_dim * 4;
-    int64_t payload = kw_kvseq_tokens_stored(q->s.kv) * 2 * row; /* K and V (+ scales) */
+    int64_t payload = kw_kvseq_payload_bytes(q->s.kv); /* K and V (+ scales) */
     q->mem_samples++;
     q->pages_sum += pages;
     q->kv_sum += payload;

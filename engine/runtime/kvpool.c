@@ -19,6 +19,10 @@ struct kw_kvpool {
     int n_layer, n_kv, n_head, hd, P;
     int64_t page_floats; /* 2 * P * hd */
     int64_t page_bytes;  /* of a main-pool page (payload and int8 scales) */
+    int bits;            /* per-channel-K pages: 8 or 4 (0: other types) */
+    int64_t code_bytes;  /* per-channel-K pages: of K's (or V's) codes */
+    float **stage;       /* per-channel-K pages: per page, its f32 K rows while open */
+    int64_t n_open;      /* pages with a stage */
     uint8_t *arena;
     int32_t *pos;
     int32_t *refc;
@@ -50,8 +54,14 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
                   kw_error *err)
 {
     *out = NULL;
-    if (o->dtype != KW_KV_F32 && o->dtype != KW_KV_I8)
+    if (o->dtype != KW_KV_F32 && o->dtype != KW_KV_I8 && !kw_kvdtype_kchan(o->dtype))
         return kw_error_set(err, KW_EINVAL, "kv pool: unknown page type %d", (int)o->dtype);
+    if (kw_kvdtype_kchan(o->dtype) && o->device_pages)
+        return kw_error_set(err, KW_ENOSYS, "kv pool: pages with K quantized per channel "
+                            "(int8_kchan, int4_kchan) are host pages only");
+    if (o->dtype == KW_KV_I4K && cfg->head_dim % 2)
+        return kw_error_set(err, KW_EINVAL, "kv pool: int4 pages need an even head_dim (%d)",
+                            cfg->head_dim);
     if (o->page_tokens < 1 || o->page_tokens > 4096 || o->n_pages < 1 || o->n_pages > INT32_MAX
         || o->n_tmp_pages < 0 || o->n_tmp_pages > INT32_MAX)
         return kw_error_set(err, KW_EINVAL, "kv pool: page_tokens %d, n_pages %lld, "
@@ -72,7 +82,9 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
     p->hd = cfg->head_dim;
     p->P = o->page_tokens;
     p->page_floats = 2 * (int64_t)p->P * p->hd;
-    p->page_bytes = o->dtype == KW_KV_F32 ? p->page_floats * 4 : p->page_floats + 8 * (int64_t)p->P;
+    p->page_bytes = kw_kvpool_page_bytes(o->dtype, p->P, p->hd);
+    p->bits = o->dtype == KW_KV_I4K ? 4 : o->dtype == KW_KV_I8K ? 8 : 0;
+    p->code_bytes = (int64_t)p->P * p->hd * p->bits / 8;
     int64_t n = o->n_pages, nt = o->n_tmp_pages > 0 ? o->n_tmp_pages : 1;
     p->arena = o->device_pages ? NULL : malloc((size_t)(n * p->page_bytes));
     p->pos = malloc((size_t)(n * p->P) * sizeof(int32_t));
@@ -80,7 +92,10 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
     p->freel = malloc((size_t)n * sizeof(int32_t));
     p->tmp = malloc((size_t)(nt * p->page_floats) * sizeof(float));
     p->tmp_pos = malloc((size_t)(nt * p->P) * sizeof(int32_t));
-    if ((!p->arena && !o->device_pages) || !p->pos || !p->refc || !p->freel || !p->tmp || !p->tmp_pos) {
+    if (p->bits)
+        p->stage = calloc((size_t)n, sizeof *p->stage);
+    if ((!p->arena && !o->device_pages) || !p->pos || !p->refc || !p->freel || !p->tmp
+        || !p->tmp_pos || (p->bits && !p->stage)) {
         kw_kvpool_free(p);
         return kw_error_set(err, KW_ENOMEM, "kv pool: cannot allocate %lld pages of %lld "
                             "bytes", (long long)n, (long long)p->page_bytes);
@@ -102,8 +117,25 @@ kw_kvpool *kw_kvpool_free(kw_kvpool *p)
     free(p->freel);
     free(p->tmp);
     free(p->tmp_pos);
+    for (int64_t g = 0; p->stage && g < p->o.n_pages; g++)
+        free(p->stage[g]);
+    free(p->stage);
     free(p);
     return NULL;
+}
+
+int64_t kw_kvpool_page_bytes(kw_kvdtype dtype, int page_tokens, int head_dim)
+{
+    int64_t P = page_tokens, hd = head_dim;
+    switch (dtype) {
+    case KW_KV_I8:
+        return 2 * P * hd + 8 * P;
+    case KW_KV_I8K:
+    case KW_KV_I4K:
+        return 2 * P * hd * (dtype == KW_KV_I4K ? 4 : 8) / 8 + 8 * hd + 8 * P;
+    default:
+        return 2 * P * hd * 4;
+    }
 }
 
 const kw_kvpool_opts *kw_kvpool_options(const kw_kvpool *p) { return &p->o; }
@@ -113,7 +145,8 @@ kw_kvmem kw_kvpool_mem(const kw_kvpool *p)
     kw_kvmem m = {.base = {p->arena, (const uint8_t *)p->tmp},
                   .page_bytes = {p->page_bytes, p->page_floats * 4},
                   .dtype = {p->o.dtype, KW_KV_F32}, .pos = {p->pos, p->tmp_pos},
-                  .page_tokens = p->P, .head_dim = p->hd, .pre_rope = p->o.pre_rope};
+                  .page_tokens = p->P, .head_dim = p->hd, .pre_rope = p->o.pre_rope,
+                  .stage = p->stage};
     return m;
 }
 
@@ -127,7 +160,7 @@ void kw_kvpool_stats(const kw_kvpool *p, kw_kvmem_stats *s)
     s->tmp_pages_total = p->o.n_tmp_pages;
     s->tmp_pages_used = p->tmp_used;
     s->page_bytes = p->page_bytes + p->P * (int64_t)sizeof(int32_t);
-    s->alloc_bytes = s->pages_used * s->page_bytes;
+    s->alloc_bytes = s->pages_used * s->page_bytes + p->n_open * p->P * p->hd * 4; /* + stages */
     s->tmp_bytes = s->tmp_pages_used * (p->page_floats * 4 + p->P * (int64_t)sizeof(int32_t));
     s->meta_bytes = p->table_bytes + p->o.n_pages * 2 * (int64_t)sizeof(int32_t);
 }
@@ -139,13 +172,84 @@ int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens)
 
 static uint8_t *page_ptr(kw_kvpool *p, int32_t g) { return p->arena + g * p->page_bytes; }
 
-/* Writes one K or V row into a slot, quantizing for int8 pages. */
-static void row_put(kw_kvpool *p, uint8_t *pg, int slot, int which, const float *x)
+/* Asymmetric quantization of n values x[i * stride] to codes of `bits` (element e0 + i
+ * of a code block; int4: two a byte, the lower nibble first): *scale and *mn. */
+static void quant_asym(const float *x, int n, int64_t stride, int bits, uint8_t *codes,
+                       int64_t e0, int64_t estride, float *scale, float *mn)
 {
+    float lo = x[0], hi = x[0];
+    for (int i = 1; i < n; i++) {
+        float v = x[i * stride];
+        lo = v < lo ? v : lo;
+        hi = v > hi ? v : hi;
+    }
+    int L = (1 << bits) - 1;
+    float sc = (hi - lo) / (float)L, inv = hi > lo ? (float)L / (hi - lo) : 0.f;
+    for (int i = 0; i < n; i++) {
+        long c = lrintf((x[i * stride] - lo) * inv);
+        c = c < 0 ? 0 : c > L ? L : c;
+        int64_t e = e0 + i * estride;
+        if (bits == 8)
+            codes[e] = (uint8_t)c;
+        else
+            codes[e >> 1] = (uint8_t)((codes[e >> 1] & (0xF0 >> ((e & 1) * 4)))
+                                      | (c << ((e & 1) * 4)));
+    }
+    *scale = sc, *mn = lo;
+}
+
+static float *kparams(kw_kvpool *p, uint8_t *pg) { return (float *)(void *)(pg + 2 * p->code_bytes); }
+
+/* A per-channel-K page: its K rows quantized per channel from its stage, which goes. */
+static void page_close(kw_kvpool *p, int32_t g)
+{
+    float *st = p->stage[g], *kp = kparams(p, page_ptr(p, g));
+    for (int c = 0; c < p->hd; c++)
+        quant_asym(st + c, p->P, p->hd, p->bits, page_ptr(p, g), c, p->hd, &kp[c], &kp[p->hd + c]);
+    free(st);
+    p->stage[g] = NULL;
+    p->n_open--;
+}
+
+/* A per-channel-K page's stage: NULL on out of memory. A full page reopened (compaction
+ * writes into it) gets its K rows back as they read. */
+static float *page_open(kw_kvpool *p, int32_t g)
+{
+    if (p->stage[g])
+        return p->stage[g];
+    float *st = malloc(sizeof(float) * (size_t)p->P * p->hd);
+    if (!st)
+        return NULL;
+    kw_kvmem m = kw_kvpool_mem(p);
+    for (int r = 0; r < p->P; r++) /* a closed page's rows are dequantized into st */
+        kw_kvmem_row(&m, KW_POOL_MAIN, g, r, 0, st + (int64_t)r * p->hd);
+    p->stage[g] = st;
+    p->n_open++;
+    return st;
+}
+
+/* Writes one K or V row into a slot, quantizing for int8 pages (a per-channel-K page's K
+ * row goes to its stage; the caller closes the page once full). */
+static int row_put(kw_kvpool *p, int32_t g, int slot, int which, const float *x)
+{
+    uint8_t *pg = page_ptr(p, g);
     int64_t r = (int64_t)which * p->P + slot;
+    if (p->bits && which == 0) {
+        float *st = page_open(p, g);
+        if (!st)
+            return KW_ENOMEM;
+        memcpy(st + (int64_t)slot * p->hd, x, sizeof(float) * (size_t)p->hd);
+        return 0;
+    }
+    if (p->bits) {
+        float *vp = kparams(p, pg) + 2 * p->hd;
+        quant_asym(x, p->hd, 1, p->bits, pg + p->code_bytes, (int64_t)slot * p->hd, 1,
+                   &vp[slot], &vp[p->P + slot]);
+        return 0;
+    }
     if (p->o.dtype == KW_KV_F32) {
         memcpy((float *)(void *)pg + r * p->hd, x, (size_t)p->hd * sizeof(float));
-        return;
+        return 0;
     }
     float mx = 0.f;
     for (int i = 0; i < p->hd; i++)
@@ -157,9 +261,30 @@ static void row_put(kw_kvpool *p, uint8_t *pg, int slot, int which, const float 
         q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
     }
     ((float *)(void *)(pg + p->page_floats))[r] = sc;
+    return 0;
 }
 
-/* Copies slot ss of page gs to slot sd of page gd (K, V and their scales). */
+/* Copies slot ss of page gs to slot sd of page gd (K, V and their scales). On
+ * per-channel-K pages K goes through gd's stage (a full gd is reopened: its K is
+ * quantized again when it closes) and V's codes and parameters are copied. */
+static int slot_copy_kchan(kw_kvpool *p, int32_t gd, int sd, int32_t gs, int ss)
+{
+    float *st = page_open(p, gd);
+    if (!st)
+        return KW_ENOMEM;
+    kw_kvmem m = kw_kvpool_mem(p);
+    float *dst = st + (int64_t)sd * p->hd;
+    const float *k = kw_kvmem_row(&m, KW_POOL_MAIN, gs, ss, 0, dst);
+    if (k != dst)
+        memmove(dst, k, sizeof(float) * (size_t)p->hd);
+    uint8_t *pd = page_ptr(p, gd), *ps = page_ptr(p, gs);
+    int64_t row = (int64_t)p->hd * p->bits / 8; /* hd is even: rows start on a byte */
+    memmove(pd + p->code_bytes + sd * row, ps + p->code_bytes + ss * row, (size_t)row);
+    float *vd = kparams(p, pd) + 2 * p->hd, *vs = kparams(p, ps) + 2 * p->hd;
+    vd[sd] = vs[ss], vd[p->P + sd] = vs[p->P + ss];
+    return 0;
+}
+
 static void slot_copy(kw_kvpool *p, uint8_t *gd, int sd, const uint8_t *gs, int ss)
 {
     size_t eb = p->o.dtype == KW_KV_F32 ? 4 : 1, row = (size_t)p->hd * eb;
@@ -184,8 +309,14 @@ static int32_t page_alloc(kw_kvpool *p)
 
 static void page_unref(kw_kvpool *p, int32_t g)
 {
-    if (--p->refc[g] == 0)
+    if (--p->refc[g] == 0) {
         p->freel[p->n_free++] = g;
+        if (p->stage && p->stage[g]) {
+            free(p->stage[g]);
+            p->stage[g] = NULL;
+            p->n_open--;
+        }
+    }
 }
 
 static int tab_reserve(kw_kvpool *p, kw_ptab *t, int n)
@@ -213,6 +344,15 @@ static int own_page(kw_kvpool *p, kw_ptab *t, int pi)
     int32_t ng = page_alloc(p);
     if (ng < 0)
         return KW_ELIMIT;
+    if (p->stage && p->stage[g]) {
+        size_t sz = sizeof(float) * (size_t)p->P * p->hd;
+        if (!(p->stage[ng] = malloc(sz))) {
+            page_unref(p, ng);
+            return KW_ENOMEM;
+        }
+        memcpy(p->stage[ng], p->stage[g], sz);
+        p->n_open++;
+    }
     if (p->arena)
         memcpy(page_ptr(p, ng), page_ptr(p, g), (size_t)p->page_bytes);
     else if (p->dev.copy)
@@ -270,8 +410,8 @@ static int tab_share(kw_kvpool *p, kw_ptab *b, const kw_ptab *a)
     b->n_pages = a->n_pages;
     b->n_tok = a->n_tok;
     b->edits++;
-    if (b->n_tok % p->P)
-        own_page(p, b, b->n_pages - 1); /* cannot fail: counted by the caller */
+    if (b->n_tok % p->P) /* the page is counted by the caller; a stage's copy may fail */
+        return own_page(p, b, b->n_pages - 1);
     return 0;
 }
 
@@ -334,21 +474,27 @@ static int append(kw_kvseq *s, int layer, const float *k, const float *v, const 
         kw_ptab *t = &s->t[layer * p->n_kv + h];
         if (tab_reserve(p, t, (t->n_tok + n_tok + P - 1) / P) < 0)
             return KW_ENOMEM;
-        if (t->n_tok % P)
-            own_page(p, t, t->n_pages - 1);
+        if (t->n_tok % P && own_page(p, t, t->n_pages - 1) < 0)
+            return KW_ENOMEM;
         for (int i = 0; i < n_tok; i++) {
             int slot = t->n_tok % P;
             if (slot == 0)
                 t->pages[t->n_pages++] = page_alloc(p);
             int32_t g = t->pages[t->n_pages - 1];
+            if (p->bits && slot == 0 && !slots) { /* a new page: a fresh stage */
+                if (!(p->stage[g] = malloc(sizeof(float) * (size_t)P * hd)))
+                    return KW_ENOMEM;
+                p->n_open++;
+            }
             if (slots)
                 slots[(int64_t)i * p->n_kv + h] = g * P + slot;
-            else {
-                row_put(p, page_ptr(p, g), slot, 0, k + ((int64_t)i * p->n_kv + h) * hd);
-                row_put(p, page_ptr(p, g), slot, 1, v + ((int64_t)i * p->n_kv + h) * hd);
-            }
+            else if (row_put(p, g, slot, 0, k + ((int64_t)i * p->n_kv + h) * hd) < 0
+                     || row_put(p, g, slot, 1, v + ((int64_t)i * p->n_kv + h) * hd) < 0)
+                return KW_ENOMEM;
             page_pos(p, g)[slot] = pos[i];
             t->n_tok++;
+            if (p->bits && slot == P - 1) /* full: K per channel */
+                page_close(p, g);
         }
     }
     return 0;
@@ -533,9 +679,19 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         if (rc < 0)
             return rc;
         int32_t gs = t->pages[src / P], gd = t->pages[i / P];
-        slot_copy(p, page_ptr(p, gd), i % P, page_ptr(p, gs), src % P);
+        if (p->bits)
+            rc = slot_copy_kchan(p, gd, i % P, gs, src % P);
+        else
+            slot_copy(p, page_ptr(p, gd), i % P, page_ptr(p, gs), src % P);
+        if (rc < 0)
+            return rc;
         page_pos(p, gd)[i % P] = page_pos(p, gs)[src % P];
     }
+    /* per-channel K: the pages compaction refilled close again (the last, partial one
+     * stays open) */
+    for (int j = 0; p->bits && j < n_keep / P; j++)
+        if (p->stage[t->pages[j]])
+            page_close(p, t->pages[j]);
     int np = (n_keep + P - 1) / P;
     for (int j = np; j < t->n_pages; j++)
         page_unref(p, t->pages[j]);
@@ -551,6 +707,23 @@ int64_t kw_kvseq_pages_held(const kw_kvseq *s)
     for (int i = 0; i < s->p->n_layer * s->p->n_kv; i++)
         n += s->t[i].n_pages;
     return n;
+}
+
+int64_t kw_kvseq_payload_bytes(const kw_kvseq *s)
+{
+    const kw_kvpool *p = s->p;
+    int64_t hd = p->hd, n = kw_kvseq_tokens_stored(s);
+    if (!p->bits)
+        return n * 2 * (p->o.dtype == KW_KV_I8 ? hd + 4 : hd * 4);
+    int64_t b = n * (2 * hd * p->bits / 8 + 8); /* codes, V's scale and minimum */
+    for (int i = 0; i < p->n_layer * p->n_kv; i++) {
+        const kw_ptab *t = &s->t[i];
+        for (int j = 0; j < t->n_pages; j++) {
+            int cnt = t->n_tok - j * p->P < p->P ? t->n_tok - j * p->P : p->P;
+            b += p->stage[t->pages[j]] ? (int64_t)cnt * hd * 4 : 8 * hd;
+        }
+    }
+    return b;
 }
 
 int64_t kw_kvseq_tokens_stored(const kw_kvseq *s)

@@ -4,8 +4,9 @@
 # and each sample's token latencies (median, 90th percentile) and tokens/s;
 # with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
 # and records them; with int8 KV pages (run.kv_pages, set or swept) the samples finish
-# and hold about a quarter of the f32 pages' bytes; a pool too small for a prompt fails
-# that sample naming the knob.
+# and hold about a quarter of the f32 pages' bytes, and with int4 pages whose K is
+# quantized per channel (int4_kchan) less again, alone and under SnapKV's eviction; a
+# pool too small for a prompt fails that sample naming the knob.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
 if [ ! -f "$home/models/smollm2-135m-instruct.gguf" ]; then
@@ -78,6 +79,28 @@ f32=$(payload "$tmp/r.db") i8=$(payload "$tmp/q.db")
 echo "KV payload peak: f32 pages $f32 bytes, int8 pages $i8"
 python3 -c "import sys; r=float(sys.argv[2])/float(sys.argv[1]); sys.exit(0 if 0.2 < r < 0.3 else 1)" \
     "$f32" "$i8"
+# KIVI's layout (K per channel, V per token): int4 codes with their scales and minima, and
+# the f32 K rows of each table's last, unfilled page; under a quarter of f32's payload,
+# less than int8's, the setting recorded and the answers scored
+"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/k4.db" --quiet \
+    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 --set run.kv_pages=int4_kchan
+ok=$("$KVWEAVE_BIN" query --db "$tmp/k4.db" --format csv \
+    "SELECT count(*) || ' ' || (SELECT value FROM params WHERE key = 'run.kv_pages')
+     FROM samples WHERE status = 'FINISHED'" | tail -1)
+[ "$ok" = "2 int4_kchan" ]
+k4=$(payload "$tmp/k4.db")
+echo "int4_kchan pages: KV payload peak $k4 bytes; score $("$KVWEAVE_BIN" query --db "$tmp/k4.db" \
+    --format csv "SELECT value FROM metrics WHERE sample IS NULL AND key = 'score'" | tail -1)"
+python3 -c "import sys; f,i8,k4=map(float,sys.argv[1:]); sys.exit(0 if k4 < 0.25 * f and k4 < i8 else 1)" \
+    "$f32" "$i8" "$k4"
+# and under a method that evicts (SnapKV compacts the tables: the pages it refills are
+# quantized again)
+"$KVWEAVE_BIN" run pipelines/snapkv_ruler.yaml --db "$tmp/s4.db" --quiet \
+    --set dataset.n=2 --set dataset.length=512 --set gen.max_new=8 --limit 2 \
+    --set evict.capacity=128 --set run.kv_pages=int4_kchan
+ok=$("$KVWEAVE_BIN" query --db "$tmp/s4.db" --format csv \
+    "SELECT count(*) FROM samples WHERE status = 'FINISHED'" | tail -1)
+[ "$ok" = 2 ]
 # a sweep over the page type: each cell's engine takes its own (not the first cell's)
 sed 's/^run: .*/&\nsweep: { run.kv_pages: [float, int8] }/' pipelines/quickstart.yaml > "$tmp/sweep.yaml"
 "$KVWEAVE_BIN" run "$tmp/sweep.yaml" --db "$tmp/w.db" --quiet \

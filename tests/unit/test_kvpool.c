@@ -336,6 +336,158 @@ static void test_kvpool_int8_pages_round_trip(void **state)
 }
 
 
+/* ---- pages with K quantized per channel (KW_KV_I8K, KW_KV_I4K) ---- */
+
+enum { KC_N = 14 }; /* tokens appended: 3 full pages of 4 and a partial one */
+
+/* K with an outlier channel (3: values near 40), V plain; seeded */
+static void kc_data(const kw_model_config *c, uint64_t seed, float *k, float *v)
+{
+    uint64_t s = seed;
+    for (int i = 0; i < c->n_layer * KC_N * c->n_head_kv * c->head_dim; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        float u = (float)((s >> 11) * 0x1.0p-53) * 2 - 1;
+        k[i] = i % c->head_dim == 3 ? 40 + 5 * u : u;
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        v[i] = (float)((s >> 11) * 0x1.0p-53) * 2 - 1;
+    }
+}
+
+#define KC_AT(x, c, l, t, h, i) \
+    ((x)[(((int64_t)(l) * KC_N + (t)) * (c)->n_head_kv + (h)) * (c)->head_dim + (i)])
+
+/* Half a step of token t's channel i of K over its page (tokens p0 .. p0 + n of the
+ * page, the values x, levels L), or of its V row. */
+static float kc_half_step(const kw_model_config *c, const float *x, int l, int h, int t, int i,
+                          int p0, int n, int which, int L)
+{
+    float lo = INFINITY, hi = -INFINITY;
+    for (int r = 0; r < (which ? c->head_dim : n); r++) {
+        float y = which ? KC_AT(x, c, l, t, h, r) : KC_AT(x, c, l, p0 + r, h, i);
+        lo = fminf(lo, y), hi = fmaxf(hi, y);
+    }
+    return (hi - lo) / (2.f * L) * 1.001f + 1e-6f;
+}
+
+/* Per-channel K and per-token V, 8 and 4 bits: every full page's K within half a step of
+ * its channel's range over the page, the partial page's K exact (f32 until the page
+ * fills), V within half a step of its row's range; the small channels keep their
+ * precision beside the outlier channel (per-token codes would give them half a step of
+ * the row's range, the outlier's in it); fork copies the open page's K; compaction quantizes the pages it
+ * refills again (within the two half steps); the page and payload bytes; device pools
+ * refused. */
+static void kc_case(kw_kvdtype dt)
+{
+    int bits = dt == KW_KV_I4K ? 4 : 8, L = (1 << bits) - 1;
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4, o.n_pages = 64, o.dtype = dt;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    int kd = c.n_head_kv * c.head_dim;
+    float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
+    float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
+    kc_data(&c, 0x5eed + (uint64_t)bits, k, v);
+    kw_kvseq *s = kw_kvseq_new(p);
+    int32_t pos[KC_N];
+    for (int t = 0; t < KC_N; t++)
+        pos[t] = t;
+    for (int l = 0; l < c.n_layer; l++) { /* 9 at once, then one by one */
+        assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, 0, 0, 0), &KC_AT(v, &c, l, 0, 0, 0),
+                                         pos, 9), 0);
+        for (int t = 9; t < KC_N; t++)
+            assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, t, 0, 0),
+                                             &KC_AT(v, &c, l, t, 0, 0), &pos[t], 1), 0);
+    }
+    float kr[8], vr[8], worst_small = 0;
+    int32_t ps;
+    for (int l = 0; l < c.n_layer; l++)
+        for (int h = 0; h < c.n_head_kv; h++)
+            for (int t = 0; t < KC_N; t++) {
+                assert_int_equal(kw_kvseq_token_f32(s, l, h, t, kr, vr, &ps), 0);
+                assert_int_equal(ps, t);
+                bool open = t >= 12;
+                for (int i = 0; i < c.head_dim; i++) {
+                    float ek = fabsf(kr[i] - KC_AT(k, &c, l, t, h, i));
+                    if (open)
+                        assert_true(ek == 0);
+                    else
+                        assert_true(ek <= kc_half_step(&c, k, l, h, t, i, t / 4 * 4, 4, 0, L));
+                    assert_true(fabsf(vr[i] - KC_AT(v, &c, l, t, h, i))
+                                <= kc_half_step(&c, v, l, h, t, i, 0, 0, 1, L));
+                    if (i != 3)
+                        worst_small = fmaxf(worst_small, ek);
+                }
+            }
+    /* a token's row spans at least 35 - (-1): per-token codes of the same width would
+     * allow half a step of that on every channel */
+    float per_token = 36.f / (2.f * L);
+    print_message("%d-bit: worst K error on the small channels %.3g (per-token codes: up to "
+                  "%.3g)\n", bits, worst_small, per_token);
+    assert_true(worst_small < per_token / 4);
+    /* bytes: codes, K's scales and minima per channel, V's per token, positions */
+    kw_kvmem_stats st;
+    kw_kvpool_stats(p, &st);
+    int64_t cb = 4 * 8 * bits / 8;
+    assert_int_equal(st.page_bytes, 2 * cb + 8 * 8 + 8 * 4 + 4 * 4);
+    int tables = c.n_layer * c.n_head_kv;
+    assert_int_equal(st.alloc_bytes, st.pages_used * st.page_bytes + tables * 4 * 8 * 4);
+    assert_int_equal(kw_kvseq_payload_bytes(s),
+                     (int64_t)tables * (KC_N * (2 * 8 * bits / 8 + 8) + 3 * 8 * 8 + 2 * 8 * 4));
+    /* fork: the open page's K is copied, each sequence then writes its own */
+    kw_kvseq *f = kw_kvseq_fork(s);
+    assert_non_null(f);
+    float k2[16], v2[16];
+    int32_t p14 = 14;
+    for (int i = 0; i < 16; i++)
+        k2[i] = 0.5f * i, v2[i] = -0.25f * i;
+    assert_int_equal(kw_kvseq_append(f, 0, k2, v2, &p14, 1), 0);
+    assert_int_equal(kw_kvseq_token_f32(f, 0, 1, 14, kr, vr, &ps), 0);
+    assert_memory_equal(kr, k2 + 8, sizeof kr); /* still open: exact */
+    assert_int_equal(kw_kvseq_len(s, 0, 1), KC_N);
+    assert_int_equal(kw_kvseq_token_f32(s, 0, 1, 13, kr, vr, &ps), 0);
+    assert_true(kr[0] == KC_AT(k, &c, 0, 13, 1, 0));
+    /* compaction: tokens 1, 2, 5, 9, 10 of (1, 1): the first page refilled closes again */
+    const int32_t keep[] = {1, 2, 5, 9, 10};
+    assert_int_equal(kw_kvseq_keep(f, 1, 1, keep, 5), 0);
+    for (int j = 0; j < 5; j++) {
+        int t = keep[j];
+        assert_int_equal(kw_kvseq_token_f32(f, 1, 1, j, kr, vr, &ps), 0);
+        assert_int_equal(ps, t);
+        for (int i = 0; i < 8; i++) {
+            float b = kc_half_step(&c, k, 1, 1, t, i, t / 4 * 4, 4, 0, L);
+            float lo = INFINITY, hi = -INFINITY; /* the refilled page's range, widened */
+            for (int x = 0; x < 4 && j < 4; x++) {
+                float y = KC_AT(k, &c, 1, keep[x], 1, i);
+                lo = fminf(lo, y), hi = fmaxf(hi, y);
+            }
+            float b2 = j < 4 ? (hi - lo + 2 * b) / (2.f * L) * 1.001f + 1e-6f : 0;
+            assert_true(fabsf(kr[i] - KC_AT(k, &c, 1, t, 1, i)) <= b + b2);
+            assert_true(fabsf(vr[i] - KC_AT(v, &c, 1, t, 1, i))
+                        <= kc_half_step(&c, v, 1, 1, t, i, 0, 0, 1, L));
+        }
+    }
+    kw_kvseq_free(f);
+    kw_kvseq_free(s);
+    kw_kvpool_stats(p, &st);
+    assert_int_equal(st.pages_used, 0);
+    assert_int_equal(st.alloc_bytes, 0); /* the stages went with their pages */
+    kw_kvpool_free(p);
+    free(k), free(v);
+    /* the pool keeps these pages on the host only */
+    o.device_pages = true;
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), KW_ENOSYS);
+    assert_non_null(strstr(err.msg, "host pages only"));
+}
+
+static void test_kvpool_pages_with_k_per_channel(void **state)
+{
+    (void)state;
+    kc_case(KW_KV_I8K);
+    kc_case(KW_KV_I4K);
+}
+
 /* ---- device_pages pools: the pool's side of kw_kvpool_device, against an arena pool,
  * with a host mirror as the device (mirror_device.h) ---- */
 
@@ -494,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_view_dense_and_tokens),
         cmocka_unit_test(test_view_wants),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),
+        cmocka_unit_test(test_kvpool_pages_with_k_per_channel),
         cmocka_unit_test(test_kvpool_device_pages_keep_and_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

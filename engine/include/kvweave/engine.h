@@ -43,7 +43,8 @@ typedef struct kw_engine_opts {
     int64_t n_tmp_pages;  /* temporary pool pages; default 16384 (host memory, touched
                              only when a STORE hook reconstructs tokens there) */
     bool pre_rope;        /* store K before RoPE */
-    kw_kvdtype kv_dtype;  /* KV page type: KW_KV_F32 (default) or KW_KV_I8 */
+    kw_kvdtype kv_dtype;  /* KV page type: KW_KV_F32 (default), KW_KV_I8, or K per channel
+                             (KW_KV_I8K, KW_KV_I4K; the CPU engine only) */
     int max_batch;        /* running sequences; default 16 (at most 64) */
     int chunk;            /* prefill tokens per step over all sequences; default 512 */
     int threads;          /* OpenMP threads; 0: the default */

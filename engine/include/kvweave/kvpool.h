@@ -45,8 +45,18 @@ extern "C" {
 
 typedef enum kw_kvdtype {
     KW_KV_F32 = 0,
-    KW_KV_I8 = 1, /* int8 with one f32 scale per token row (absmax / 127) */
+    KW_KV_I8 = 1,  /* int8 with one f32 scale per token row (absmax / 127) */
+    /* KIVI's layout (host pools only): K quantized per channel over the P tokens of a
+     * page, V per token, both asymmetric (min and scale = (max - min) / (2^bits - 1),
+     * code = round((x - min) / scale)). A page's K is quantized when the page fills; until
+     * then its K rows stay f32 beside the pool (kw_kvmem.stage), as KIVI keeps its
+     * residual tokens whole. */
+    KW_KV_I8K = 2, /* int8 codes */
+    KW_KV_I4K = 3, /* int4 codes, two a byte */
 } kw_kvdtype;
+
+/* Whether d quantizes K per channel (KW_KV_I8K, KW_KV_I4K). */
+static inline bool kw_kvdtype_kchan(kw_kvdtype d) { return d == KW_KV_I8K || d == KW_KV_I4K; }
 
 typedef struct kw_kvpool_opts {
     int page_tokens;   /* P; default 16 */
@@ -68,7 +78,11 @@ enum { KW_POOL_MAIN = 0, KW_POOL_TMP = 1 };
 /* The part of the pool the attention kernel reads. Page g of pool b starts at
  * base[b] + g * page_bytes[b]: f32 pages hold K (P, head_dim) then V (P, head_dim);
  * int8 pages hold K (P, head_dim) and V (P, head_dim) as int8, then the P K scales and
- * the P V scales as f32. Positions at pos[b] + g * P. The temporary pool is always f32.
+ * the P V scales as f32; per-channel-K pages (bits 8 or 4) hold the K codes (P, head_dim)
+ * and the V codes (P, head_dim), P * head_dim * bits / 8 bytes each (int4: the lower
+ * nibble first), then K's head_dim scales and head_dim minima, then V's P scales and P
+ * minima, as f32; while a per-channel-K page is not full its K rows are f32 at stage[g]
+ * (P, head_dim) instead. Positions at pos[b] + g * P. The temporary pool is always f32.
  * Read rows with kw_kvmem_row. */
 typedef struct kw_kvmem {
     const uint8_t *base[2];
@@ -78,7 +92,14 @@ typedef struct kw_kvmem {
     int page_tokens;
     int head_dim;
     bool pre_rope;
+    float *const *stage; /* per-channel-K main pools: per page, its f32 K rows or NULL */
 } kw_kvmem;
+
+/* Code e of a block of per-channel-K codes. */
+static inline int kw_kvmem_code(const uint8_t *codes, int64_t e, int bits)
+{
+    return bits == 8 ? codes[e] : (codes[e >> 1] >> ((e & 1) * 4)) & 15;
+}
 
 /* Row `slot` of K (which = 0) or V (which = 1) of a page as f32: a pointer into an f32
  * page, or the int8 row dequantized into buf (head_dim floats). */
@@ -89,6 +110,19 @@ static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t pag
     int64_t P = m->page_tokens, hd = m->head_dim, r = which * P + slot;
     if (m->dtype[pool] == KW_KV_F32)
         return (const float *)(const void *)pg + r * hd;
+    if (kw_kvdtype_kchan(m->dtype[pool])) {
+        if (which == 0 && m->stage[page])
+            return m->stage[page] + slot * hd;
+        int bits = m->dtype[pool] == KW_KV_I4K ? 4 : 8;
+        int64_t cb = P * hd * bits / 8;
+        const uint8_t *codes = pg + which * cb;
+        const float *kp = (const float *)(const void *)(pg + 2 * cb), *vp = kp + 2 * hd;
+        for (int64_t i = 0; i < hd; i++) {
+            float c = (float)kw_kvmem_code(codes, slot * hd + i, bits);
+            buf[i] = which == 0 ? kp[i] * c + kp[hd + i] : vp[slot] * c + vp[P + slot];
+        }
+        return buf;
+    }
     const int8_t *q = (const int8_t *)pg + r * hd;
     float sc = ((const float *)(const void *)(pg + 2 * P * hd))[r];
     for (int64_t i = 0; i < hd; i++)
@@ -116,6 +150,8 @@ int64_t kw_kvpool_free_pages(const kw_kvpool *p);
 void kw_kvpool_stats(const kw_kvpool *p, kw_kvmem_stats *out);
 /* Pages a sequence of n tokens needs at most (all layers and KV heads). */
 int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens);
+/* Bytes of one main-pool page of dtype (payload and its scales; positions apart). */
+int64_t kw_kvpool_page_bytes(kw_kvdtype dtype, int page_tokens, int head_dim);
 
 /* ---- sequences ---- */
 kw_kvseq *kw_kvseq_new(kw_kvpool *p);               /* NULL on out of memory */
@@ -192,6 +228,10 @@ int kw_kvseq_rows_f32(const kw_kvseq *s, int layer, int kvh, int j0, int n, int 
 int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_keep);
 /* Pages this sequence holds (shared pages count once per holder). */
 int64_t kw_kvseq_pages_held(const kw_kvseq *s);
+/* Bytes holding its tokens' K and V: per token its rows (f32; int8 with the two row
+ * scales; per-channel K: the codes and V's scale and minimum), plus per-channel-K pages'
+ * K scales and minima and the f32 K rows of pages not yet full. */
+int64_t kw_kvseq_payload_bytes(const kw_kvseq *s);
 int64_t kw_kvseq_tokens_stored(const kw_kvseq *s); /* sum over layers and KV heads */
 
 /* ---- temporary pool ---- */
