@@ -1,45 +1,10 @@
 /* The paged, reference-counted KV pool, per-(sequence, layer, KV head) page tables and
  * views. Layout and rules: kvpool.h. */
-#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvweave/kvpool.h"
-
-typedef struct kw_ptab {
-    int32_t *pages;
-    int n_pages, cap;
-    int n_tok;
-    uint32_t edits; /* changes other than appends (kw_kvseq_pages_edits) */
-} kw_ptab;
-
-struct kw_kvpool {
-    kw_kvpool_opts o;
-    int n_layer, n_kv, n_head, hd, P;
-    int64_t page_floats; /* 2 * P * hd */
-    int64_t page_bytes;  /* of a main-pool page (payload and int8 scales) */
-    int bits;            /* per-channel-K pages: 8 or 4 (0: other types) */
-    int64_t code_bytes;  /* per-channel-K pages: of K's (or V's) codes */
-    float **stage;       /* per-channel-K pages: per page, its f32 K rows while open */
-    int64_t n_open;      /* pages with a stage */
-    uint8_t *arena;
-    int32_t *pos;
-    int32_t *refc;
-    int32_t *freel;
-    int64_t n_free;
-    float *tmp;
-    int32_t *tmp_pos;
-    int64_t tmp_used, tmp_peak;
-    int64_t table_bytes;
-    kw_kvpool_device dev; /* device_pages pools */
-};
-
-struct kw_kvseq {
-    kw_kvpool *p;
-    kw_ptab *t; /* (n_layer * n_kv) */
-    uint64_t uid;
-};
+#include "kvpool_internal.h"
 
 static _Atomic uint64_t next_uid = 1;
 
@@ -124,19 +89,6 @@ kw_kvpool *kw_kvpool_free(kw_kvpool *p)
     return NULL;
 }
 
-int64_t kw_kvpool_page_bytes(kw_kvdtype dtype, int page_tokens, int head_dim)
-{
-    int64_t P = page_tokens, hd = head_dim;
-    switch (dtype) {
-    case KW_KV_I8:
-        return 2 * P * hd + 8 * P;
-    case KW_KV_I8K:
-    case KW_KV_I4K:
-        return 2 * P * hd * (dtype == KW_KV_I4K ? 4 : 8) / 8 + 8 * hd + 8 * P;
-    default:
-        return 2 * P * hd * 4;
-    }
-}
 
 const kw_kvpool_opts *kw_kvpool_options(const kw_kvpool *p) { return &p->o; }
 
@@ -170,133 +122,6 @@ int64_t kw_kvpool_pages_for(const kw_kvpool *p, int64_t n_tokens)
     return (n_tokens + p->P - 1) / p->P * p->n_layer * p->n_kv;
 }
 
-static uint8_t *page_ptr(kw_kvpool *p, int32_t g) { return p->arena + g * p->page_bytes; }
-
-/* Asymmetric quantization of n values x[i * stride] to codes of `bits` (element e0 + i
- * of a code block; int4: two a byte, the lower nibble first): *scale and *mn. */
-static void quant_asym(const float *x, int n, int64_t stride, int bits, uint8_t *codes,
-                       int64_t e0, int64_t estride, float *scale, float *mn)
-{
-    float lo = x[0], hi = x[0];
-    for (int i = 1; i < n; i++) {
-        float v = x[i * stride];
-        lo = v < lo ? v : lo;
-        hi = v > hi ? v : hi;
-    }
-    int L = (1 << bits) - 1;
-    float sc = (hi - lo) / (float)L, inv = hi > lo ? (float)L / (hi - lo) : 0.f;
-    for (int i = 0; i < n; i++) {
-        long c = lrintf((x[i * stride] - lo) * inv);
-        c = c < 0 ? 0 : c > L ? L : c;
-        int64_t e = e0 + i * estride;
-        if (bits == 8)
-            codes[e] = (uint8_t)c;
-        else
-            codes[e >> 1] = (uint8_t)((codes[e >> 1] & (0xF0 >> ((e & 1) * 4)))
-                                      | (c << ((e & 1) * 4)));
-    }
-    *scale = sc, *mn = lo;
-}
-
-static float *kparams(kw_kvpool *p, uint8_t *pg) { return (float *)(void *)(pg + 2 * p->code_bytes); }
-
-/* A per-channel-K page: its K rows quantized per channel from its stage, which goes. */
-static void page_close(kw_kvpool *p, int32_t g)
-{
-    float *st = p->stage[g], *kp = kparams(p, page_ptr(p, g));
-    for (int c = 0; c < p->hd; c++)
-        quant_asym(st + c, p->P, p->hd, p->bits, page_ptr(p, g), c, p->hd, &kp[c], &kp[p->hd + c]);
-    free(st);
-    p->stage[g] = NULL;
-    p->n_open--;
-}
-
-/* A per-channel-K page's stage: NULL on out of memory. A full page reopened (compaction
- * writes into it) gets its K rows back as they read. */
-static float *page_open(kw_kvpool *p, int32_t g)
-{
-    if (p->stage[g])
-        return p->stage[g];
-    float *st = malloc(sizeof(float) * (size_t)p->P * p->hd);
-    if (!st)
-        return NULL;
-    kw_kvmem m = kw_kvpool_mem(p);
-    for (int r = 0; r < p->P; r++) /* a closed page's rows are dequantized into st */
-        kw_kvmem_row(&m, KW_POOL_MAIN, g, r, 0, st + (int64_t)r * p->hd);
-    p->stage[g] = st;
-    p->n_open++;
-    return st;
-}
-
-/* Writes one K or V row into a slot, quantizing for int8 pages (a per-channel-K page's K
- * row goes to its stage; the caller closes the page once full). */
-static int row_put(kw_kvpool *p, int32_t g, int slot, int which, const float *x)
-{
-    uint8_t *pg = page_ptr(p, g);
-    int64_t r = (int64_t)which * p->P + slot;
-    if (p->bits && which == 0) {
-        float *st = page_open(p, g);
-        if (!st)
-            return KW_ENOMEM;
-        memcpy(st + (int64_t)slot * p->hd, x, sizeof(float) * (size_t)p->hd);
-        return 0;
-    }
-    if (p->bits) {
-        float *vp = kparams(p, pg) + 2 * p->hd;
-        quant_asym(x, p->hd, 1, p->bits, pg + p->code_bytes, (int64_t)slot * p->hd, 1,
-                   &vp[slot], &vp[p->P + slot]);
-        return 0;
-    }
-    if (p->o.dtype == KW_KV_F32) {
-        memcpy((float *)(void *)pg + r * p->hd, x, (size_t)p->hd * sizeof(float));
-        return 0;
-    }
-    float mx = 0.f;
-    for (int i = 0; i < p->hd; i++)
-        mx = fabsf(x[i]) > mx ? fabsf(x[i]) : mx;
-    float sc = mx / 127.f, inv = mx > 0.f ? 127.f / mx : 0.f;
-    int8_t *q = (int8_t *)pg + r * p->hd;
-    for (int i = 0; i < p->hd; i++) {
-        long v = lrintf(x[i] * inv);
-        q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-    }
-    ((float *)(void *)(pg + p->page_floats))[r] = sc;
-    return 0;
-}
-
-/* Copies slot ss of page gs to slot sd of page gd (K, V and their scales). On
- * per-channel-K pages K goes through gd's stage (a full gd is reopened: its K is
- * quantized again when it closes) and V's codes and parameters are copied. */
-static int slot_copy_kchan(kw_kvpool *p, int32_t gd, int sd, int32_t gs, int ss)
-{
-    float *st = page_open(p, gd);
-    if (!st)
-        return KW_ENOMEM;
-    kw_kvmem m = kw_kvpool_mem(p);
-    float *dst = st + (int64_t)sd * p->hd;
-    const float *k = kw_kvmem_row(&m, KW_POOL_MAIN, gs, ss, 0, dst);
-    if (k != dst)
-        memmove(dst, k, sizeof(float) * (size_t)p->hd);
-    uint8_t *pd = page_ptr(p, gd), *ps = page_ptr(p, gs);
-    int64_t row = (int64_t)p->hd * p->bits / 8; /* hd is even: rows start on a byte */
-    memmove(pd + p->code_bytes + sd * row, ps + p->code_bytes + ss * row, (size_t)row);
-    float *vd = kparams(p, pd) + 2 * p->hd, *vs = kparams(p, ps) + 2 * p->hd;
-    vd[sd] = vs[ss], vd[p->P + sd] = vs[p->P + ss];
-    return 0;
-}
-
-static void slot_copy(kw_kvpool *p, uint8_t *gd, int sd, const uint8_t *gs, int ss)
-{
-    size_t eb = p->o.dtype == KW_KV_F32 ? 4 : 1, row = (size_t)p->hd * eb;
-    for (int w = 0; w < 2; w++) {
-        int64_t rd = (int64_t)w * p->P + sd, rs = (int64_t)w * p->P + ss;
-        memcpy(gd + rd * (int64_t)row, gs + rs * (int64_t)row, row);
-        if (eb == 1)
-            ((float *)(void *)(gd + p->page_floats))[rd] =
-                ((const float *)(const void *)(gs + p->page_floats))[rs];
-    }
-}
-static int32_t *page_pos(kw_kvpool *p, int32_t g) { return p->pos + (int64_t)g * p->P; }
 
 static int32_t page_alloc(kw_kvpool *p)
 {
@@ -488,13 +313,13 @@ static int append(kw_kvseq *s, int layer, const float *k, const float *v, const 
             }
             if (slots)
                 slots[(int64_t)i * p->n_kv + h] = g * P + slot;
-            else if (row_put(p, g, slot, 0, k + ((int64_t)i * p->n_kv + h) * hd) < 0
-                     || row_put(p, g, slot, 1, v + ((int64_t)i * p->n_kv + h) * hd) < 0)
+            else if (kw__page_row_put(p, g, slot, 0, k + ((int64_t)i * p->n_kv + h) * hd) < 0
+                     || kw__page_row_put(p, g, slot, 1, v + ((int64_t)i * p->n_kv + h) * hd) < 0)
                 return KW_ENOMEM;
             page_pos(p, g)[slot] = pos[i];
             t->n_tok++;
             if (p->bits && slot == P - 1) /* full: K per channel */
-                page_close(p, g);
+                kw__page_close(p, g);
         }
     }
     return 0;
@@ -680,9 +505,9 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
             return rc;
         int32_t gs = t->pages[src / P], gd = t->pages[i / P];
         if (p->bits)
-            rc = slot_copy_kchan(p, gd, i % P, gs, src % P);
+            rc = kw__page_slot_copy_kchan(p, gd, i % P, gs, src % P);
         else
-            slot_copy(p, page_ptr(p, gd), i % P, page_ptr(p, gs), src % P);
+            kw__page_slot_copy(p, page_ptr(p, gd), i % P, page_ptr(p, gs), src % P);
         if (rc < 0)
             return rc;
         page_pos(p, gd)[i % P] = page_pos(p, gs)[src % P];
@@ -691,7 +516,7 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
      * stays open) */
     for (int j = 0; p->bits && j < n_keep / P; j++)
         if (p->stage[t->pages[j]])
-            page_close(p, t->pages[j]);
+            kw__page_close(p, t->pages[j]);
     int np = (n_keep + P - 1) / P;
     for (int j = np; j < t->n_pages; j++)
         page_unref(p, t->pages[j]);

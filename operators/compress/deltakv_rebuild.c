@@ -164,7 +164,8 @@ static int rebuild_by_head(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view 
         if ((rc = kw_grow((void **)&ds->x, &ds->x_cap, (int64_t)m * hd + 1, sizeof(float))) < 0
             || (rc = kw_grow((void **)&ds->k, &ds->k_cap, (int64_t)m * hd + 1, sizeof(float))) < 0
             || (rc = kw_grow((void **)&ds->pos, &ds->pos_cap, m + 1, sizeof(int32_t))) < 0
-            || (rc = kw_grow((void **)&ds->res, &ds->res_cap, (int64_t)nl * r + 1, sizeof(float))) < 0
+            || (rc = kw_grow((void **)&ds->res, &ds->res_cap, (int64_t)nl * r + 1,
+                             sizeof(float))) < 0
             || (rc = kw_grow((void **)&ds->ord, &ds->ord_cap, m + 1, sizeof(int32_t))) < 0
             || (rc = kw_grow((void **)&ds->tp, &ds->tp_cap, npg + 1, sizeof(int32_t))) < 0)
             return rc;
