@@ -123,6 +123,24 @@ static int add_wanted(kw_view *w, const int32_t *tp, int P, const int32_t *ord,
     return rc;
 }
 
+/* A chosen view's rows (spans into ds->sp, offsets into ds->rp) and its first nw wants
+ * per row (positions then rows, into ds->wp), kept to be written again with the rebuilt
+ * tokens once the view is reset. */
+static int save_chosen(dseq *ds, const kw_view *w, int nw)
+{
+    int rows = w->n_rows, n_sp = w->row_ptr[rows], rc;
+    if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
+        || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, rows + 1, sizeof(int32_t))) < 0
+        || (rc = kw_grow((void **)&ds->wp, &ds->wp_cap, 2 * (int64_t)nw + 1, sizeof(int32_t))) < 0)
+        return rc;
+    memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
+    for (int i = 0; i <= rows; i++)
+        ds->rp[i] = w->row_ptr[i];
+    for (int i = 0; i < nw; i++)
+        ds->wp[i] = w->want_pos[i], ds->wp[nw + i] = w->want_row[i];
+    return 0;
+}
+
 /* rebuild() for a view with wants per row over a linear compressor: each KV head
  * rebuilds only its rows' wants (the union over its query heads), x_h = U_h latent +
  * ref_h with U_h the rows of U for that head's K and V, so a token one head's rows
@@ -138,17 +156,8 @@ static int rebuild_by_head(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view 
     dlayer *ly = &ds->ly[l];
     if (rows != (pq ? cf->n_head : Hk))
         return KW_EINVAL;
-    int n_sp = w->row_ptr[rows], nw = w->n_want, rc;
-    if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
-        || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, rows + 1, sizeof(int32_t))) < 0
-        || (rc = kw_grow((void **)&ds->wp, &ds->wp_cap, 2 * (int64_t)nw + 1, sizeof(int32_t))) < 0)
-        return rc;
-    memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
-    for (int i = 0; i <= rows; i++)
-        ds->rp[i] = w->row_ptr[i];
-    for (int i = 0; i < nw; i++)
-        ds->wp[i] = w->want_pos[i], ds->wp[nw + i] = w->want_row[i];
-    if ((rc = kw_view_reset(w, rows, pq)) < 0)
+    int nw = w->n_want, rc;
+    if ((rc = save_chosen(ds, w, nw)) < 0 || (rc = kw_view_reset(w, rows, pq)) < 0)
         return rc;
     int64_t held = ly->n_c - ly->n_sink + ly->n_l;
     ds->pairs_full += held * Hk;
@@ -297,21 +306,11 @@ int kw__dkv_rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     /* a chosen view's rows and wants, kept to be written again with the rebuilt tokens */
     int g = cf->n_head / Hk, rows = chosen ? w->n_rows : Hk;
     bool pq = chosen && w->per_qhead;
-    int n_sp = chosen ? w->row_ptr[w->n_rows] : 0, nw = by_row ? w->n_want : 0;
-    if (chosen) {
-        if (rows != (pq ? cf->n_head : Hk))
-            return KW_EINVAL;
-        if ((rc = kw_grow((void **)&ds->sp, &ds->sp_cap, n_sp + 1, sizeof(kw_span))) < 0
-            || (rc = kw_grow((void **)&ds->rp, &ds->rp_cap, rows + 1, sizeof(int32_t))) < 0
-            || (rc = kw_grow((void **)&ds->wp, &ds->wp_cap, 2 * (int64_t)nw + 1,
-                             sizeof(int32_t))) < 0)
-            return rc;
-        memcpy(ds->sp, w->spans, sizeof(kw_span) * (size_t)n_sp);
-        for (int i = 0; i <= rows; i++)
-            ds->rp[i] = w->row_ptr[i];
-        for (int i = 0; i < nw; i++)
-            ds->wp[i] = w->want_pos[i], ds->wp[nw + i] = w->want_row[i];
-    }
+    int nw = by_row ? w->n_want : 0;
+    if (chosen && rows != (pq ? cf->n_head : Hk))
+        return KW_EINVAL;
+    if (chosen && (rc = save_chosen(ds, w, nw)) < 0)
+        return rc;
     /* the rebuilt tokens by increasing position (centers and latents each increase) */
     int npg = (m + P - 1) / P;
     if ((rc = kw_grow((void **)&ds->ord, &ds->ord_cap, m + 1, sizeof(int32_t))) < 0
