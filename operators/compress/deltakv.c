@@ -10,8 +10,8 @@
  *  - a reference ("center") token, every `every`-th position, moves to the hook whole
  *    (f32, before RoPE);
  *  - any other token is stored as latent = U^T (x - ref), ref the nearest preceding
- *    center by L2 (the sinks count as centers; one neighbour, as at inference), as f32
- *    or int8 with one scale per token;
+ *    center by L2 (the sinks count as centers; one neighbour, as at inference), as f32,
+ *    or int8 or int4 (two a byte) with one scale per token;
  * and their slots in the pool are freed at once, so the pool holds the sinks, the recent
  * window and the step's tokens, whatever the length. Before each layer's attention
  * (materialize) the hook rebuilds every token it holds, x = U latent + ref (centers
@@ -162,7 +162,8 @@ static int grow_i(void **p, int *cap, int need, size_t elem)
 static int64_t layer_bytes(const dstate *st, const dlayer *ly)
 {
     int D = st->c->dim, r = st->c->latent;
-    int64_t per_l = (int64_t)r * (DP(st)->int8 ? 1 : 4) + (DP(st)->int8 ? 4 : 0) + 8;
+    bool q = DP(st)->int8 || DP(st)->int4;
+    int64_t per_l = (q ? kw__dkv_latent_bytes(DP(st), r) + 4 : (int64_t)r * 4) + 8;
     return (int64_t)ly->n_c * (D * 4 + 4 + (st->c->down ? 4 * r : 0)) + ly->n_l * per_l;
 }
 
@@ -268,8 +269,9 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
         if ((rc = grow_i((void **)&ly->lpos, &cap, need, sizeof(int32_t))) < 0)
             break;
         cap = ly->cap_l;
-        if (DP(st)->int8) {
-            if ((rc = grow_i((void **)&ly->li, &cap, need, (size_t)r)) < 0)
+        if (DP(st)->int8 || DP(st)->int4) {
+            if ((rc = grow_i((void **)&ly->li, &cap, need,
+                             (size_t)kw__dkv_latent_bytes(DP(st), r))) < 0)
                 break;
             cap = ly->cap_l;
             if ((rc = grow_i((void **)&ly->ls, &cap, need, sizeof(float))) < 0)
@@ -287,12 +289,13 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
     if (rc < 0)
         return rc;
     if (n_res > 0) { /* latents = residuals . U */
-        float *lat = DP(st)->int8 ? malloc(sizeof(float) * (size_t)n_res * r) : ly->lf + (int64_t)l0 * r;
+        bool quant = DP(st)->int8 || DP(st)->int4;
+        float *lat = quant ? malloc(sizeof(float) * (size_t)n_res * r) : ly->lf + (int64_t)l0 * r;
         if (!lat)
             return KW_ENOMEM;
         if (st->c->down) { /* down(x) - down(ref) */
             if ((rc = kw__dkv_trained_scratch(ds, &st->c->down[l], n_res)) < 0) {
-                if (DP(st)->int8)
+                if (quant)
                     free(lat);
                 return rc;
             }
@@ -303,16 +306,28 @@ static int encode(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, int l, int32_t li
         } else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_res, r, D, 1.f, res, D,
                         st->c->u + (int64_t)l * D * r, r, 0.f, lat, r);
-        if (DP(st)->int8) {
+        if (quant) { /* symmetric, absmax / 127 (int8) or / 7 (int4) per token */
+            int L = DP(st)->int4 ? 7 : 127;
+            int64_t rb = kw__dkv_latent_bytes(DP(st), r);
             for (int t = 0; t < n_res; t++) {
                 const float *a = lat + (int64_t)t * r;
                 float mx = 0;
                 for (int j = 0; j < r; j++)
                     mx = fabsf(a[j]) > mx ? fabsf(a[j]) : mx;
-                float sc = mx / 127.f, inv = sc > 0 ? 1.f / sc : 0;
+                float sc = mx / (float)L, inv = sc > 0 ? 1.f / sc : 0;
+                int8_t *q = ly->li + (int64_t)(l0 + t) * rb;
                 ly->ls[l0 + t] = sc;
-                for (int j = 0; j < r; j++)
-                    ly->li[(int64_t)(l0 + t) * r + j] = (int8_t)lrintf(a[j] * inv);
+                if (DP(st)->int4)
+                    memset(q, 0, (size_t)rb);
+                for (int j = 0; j < r; j++) {
+                    long code = lrintf(a[j] * inv);
+                    code = code < -L ? -L : code > L ? L : code;
+                    if (DP(st)->int4) /* + 8 in a nibble, the lower first */
+                        q[j >> 1] = (int8_t)((uint8_t)q[j >> 1]
+                                             | (uint8_t)((code + 8) << ((j & 1) * 4)));
+                    else
+                        q[j] = (int8_t)code;
+                }
             }
             free(lat);
         }
@@ -522,6 +537,9 @@ int kw__deltakv_method(const kw_deltakv_opts *o, kw_value *comp, kw_kvmethod **o
         return kw_error_set(err, KW_EINVAL, "compress.deltakv: sink %d (want >= 1), center "
                             "every %d positions (want >= 1), recent %d (want >= 0)",
                             o->sink, o->every, o->recent);
+    if (o->int8 && o->int4)
+        return kw_error_set(err, KW_EINVAL, "compress.deltakv: latent_int8 and latent_int4 "
+                            "are both set; set one");
     kw_kvmethod *m = calloc(1, sizeof *m);
     dparams *p = calloc(1, sizeof *p);
     if (!m || !p) {
@@ -554,7 +572,18 @@ static const kw_param_spec params[] = {
      "last tokens kept whole in the pool; older ones are encoded"},
     {"latent_int8", KW_PARAM_BOOL, "false", 0, 0, NULL,
      "latents as int8 with one scale per token (f32 otherwise)"},
+    {"latent_int4", KW_PARAM_BOOL, "false", 0, 0, NULL,
+     "latents as int4, two a byte, with one scale per token (absmax / 7)"},
 };
+
+static int init(kw_opctx *c, void *st, kw_error *err)
+{
+    (void)st;
+    if (kw_param_bool(c, "latent_int8") && kw_param_bool(c, "latent_int4"))
+        return kw_error_set(err, KW_EINVAL, "compress.deltakv: latent_int8 and latent_int4 "
+                            "are both set; set one");
+    return 0;
+}
 
 static int run(kw_opctx *c, void *st, kw_task *t)
 {
@@ -564,7 +593,8 @@ static int run(kw_opctx *c, void *st, kw_task *t)
         return kw_task_fail(t, KW_EINVAL, "compress.deltakv: center_ratio %g: want > 0", cr);
     kw_deltakv_opts o = {.sink = (int)kw_param_int(c, "sink"), .every = (int)lround(1 / cr),
                          .recent = (int)kw_param_int(c, "recent"),
-                         .int8 = kw_param_bool(c, "latent_int8")};
+                         .int8 = kw_param_bool(c, "latent_int8"),
+                         .int4 = kw_param_bool(c, "latent_int4")};
     kw_kvmethod *m;
     kw_error err = {0};
     int rc = kw__deltakv_method(&o, kw_task_in(t, 0), &m, &err);
@@ -588,6 +618,6 @@ const kw_op kw_op_compress_deltakv = {
            "before it) only the tokens OmniKV chose. Saves KV memory (pool payload + "
            "held_peak_bytes), not bandwidth.",
     .lanes = KW_LANE_CPU, .inputs = ins, .n_inputs = 1, .outputs = outs, .n_outputs = 1,
-    .params = params, .n_params = sizeof params / sizeof *params, .run = run,
+    .params = params, .n_params = sizeof params / sizeof *params, .init = init, .run = run,
     .kv_roles = KW_ROLE_EVICT | KW_ROLE_STORE,
 };

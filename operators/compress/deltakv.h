@@ -82,7 +82,8 @@ typedef struct kw_deltakv_opts {
     int sink;    /* first tokens kept whole (16) */
     int every;   /* a center every `every` positions (1 / center_ratio: 10) */
     int recent;  /* last tokens kept whole in the pool (128) */
-    bool int8;   /* latents as int8 with a scale per token */
+    bool int8;   /* latents as int8 with a scale per token (absmax / 127) */
+    bool int4;   /* or as int4, two a byte, with a scale per token (absmax / 7) */
 } kw_deltakv_opts;
 
 /* A kvmethod of DeltaKV over compressor comp (a reference is taken). */

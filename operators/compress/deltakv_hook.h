@@ -29,7 +29,7 @@ typedef struct dlayer {
     int32_t *cpos;
     int n_l, cap_l;
     float *lf;      /* (n_l, latent) f32 latents, or */
-    int8_t *li;     /* (n_l, latent) int8 latents and */
+    int8_t *li;     /* (n_l, latent_bytes) int8 or int4 latents (kw__dkv_latent) and */
     float *ls;      /* (n_l) their scales */
     int32_t *lref, *lpos;
     float *cdown;   /* (n_c, latent) down(center), with a trained compressor */
@@ -61,11 +61,31 @@ typedef struct dseq {
 
 #define DP(st) (&(st)->p->o)
 
-#define DP(st) (&(st)->p->o)
+/* Bytes of one quantized latent of r values (int8: r; int4: two a byte). */
+static inline int64_t kw__dkv_latent_bytes(const kw_deltakv_opts *o, int r)
+{
+    return o->int4 ? (r + 1) / 2 : r;
+}
+
+/* Latent i of layer ly as r floats into out: f32, or scale x the int8 / int4 codes
+ * (int4: the lower nibble first, each code + 8). */
+static inline void kw__dkv_latent(const dstate *st, const dlayer *ly, int i, int r, float *out)
+{
+    const kw_deltakv_opts *o = DP(st);
+    if (!o->int8 && !o->int4) {
+        for (int j = 0; j < r; j++)
+            out[j] = ly->lf[(int64_t)i * r + j];
+        return;
+    }
+    const int8_t *q = ly->li + (int64_t)i * kw__dkv_latent_bytes(o, r);
+    float sc = ly->ls[i];
+    for (int j = 0; j < r; j++)
+        out[j] = sc * (float)(o->int4 ? ((((uint8_t)q[j >> 1]) >> ((j & 1) * 4)) & 15) - 8
+                                      : q[j]);
+}
 
 /* A trained projection's scratch for m rows (kw__deltakv_proj_apply). */
 int kw__dkv_trained_scratch(dseq *ds, const kw_deltakv_proj *p, int m);
-
 
 /* Rebuilds what layer c->layer holds into temporary pages and stitches them into the
  * view w (deltakv_rebuild.c says which tokens and rows). */

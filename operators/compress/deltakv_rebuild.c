@@ -189,12 +189,7 @@ static int rebuild_by_head(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view 
             ds->pos[t] = ctr ? ly->cpos[i] : ly->lpos[i];
             if (ctr)
                 continue;
-            float *lat = ds->res + (int64_t)(t - nc) * r;
-            if (DP(st)->int8)
-                for (int j = 0; j < r; j++)
-                    lat[j] = ly->ls[i] * ly->li[(int64_t)i * r + j];
-            else
-                memcpy(lat, ly->lf + (int64_t)i * r, sizeof(float) * r);
+            kw__dkv_latent(st, ly, i, r, ds->res + (int64_t)(t - nc) * r);
         }
         if (nl > 0) { /* + latent . U_h^T, K's rows and V's rows of U */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nl, hd, r, 1.f, ds->res, r,
@@ -278,11 +273,7 @@ int kw__dkv_rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
         float *xl = ds->x + (int64_t)nc * D, *lat = ds->res;
         for (int t = 0; t < nl; t++) {
             int i = ds->li[t];
-            if (DP(st)->int8)
-                for (int j = 0; j < r; j++)
-                    lat[(int64_t)t * r + j] = ly->ls[i] * ly->li[(int64_t)i * r + j];
-            else
-                memcpy(lat + (int64_t)t * r, ly->lf + (int64_t)i * r, sizeof(float) * r);
+            kw__dkv_latent(st, ly, i, r, lat + (int64_t)t * r);
             memcpy(xl + (int64_t)t * D, ly->cx + (int64_t)ly->lref[i] * D, sizeof(float) * D);
             ds->pos[nc + t] = ly->lpos[i];
         }

@@ -4,7 +4,8 @@
 # recent window covering the prompt nothing is encoded (full attention); with a lossless
 # basis (all 384 values) the answers are full attention's; with the pipeline's 128 int8
 # values the pool's payload plus what the hook holds is under half of full attention's
-# KV, the fit keeps most of the residuals' energy, and the temporary pool was used; over
+# KV, the fit keeps most of the residuals' energy, and the temporary pool was used; int4
+# latents hold less (both widths set: exit 2); over
 # int8 pages the pool holds less again; stacked after OmniKV (omnikv_deltakv_ruler.yaml) it
 # rebuilds fewer tokens than it holds, and attention reads what OmniKV alone reads, and
 # so after ClusterKV (clusterkv_deltakv_ruler.yaml) against ClusterKV alone and after
@@ -48,6 +49,17 @@ full, pool, held, kept, tmpb = map(float, sys.argv[1:])
 assert pool + held < 0.5 * full, (pool, held, full)
 assert kept > 0.95 and tmpb > 0, (kept, tmpb)
 PY
+# int4 latents (two a byte): less held than int8's, the samples answered; both set: exit 2
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/d4.db" $small \
+    --set kv.latent_int8=false --set kv.latent_int4=true
+finished d4
+held4=$(metric "$tmp/d4.db" mem/held_peak_bytes)
+echo "deltakv int4 latents: held $held4 bytes (int8: $held)"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$held4" "$held"
+rc=0
+"$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/bad.db" $small \
+    --set kv.latent_int4=true 2> "$tmp/err" || rc=$?
+[ "$rc" = 2 ] && grep -q "latent_int8 and latent_int4 are both set" "$tmp/err"
 # over int8 pages (METHODS.md: any method + KV quantization): the sinks and the window
 # are int8 in the pool, the rebuilt tokens f32 in the temporary pool
 "$KVWEAVE_BIN" run pipelines/deltakv_ruler.yaml --db "$tmp/i8.db" $small --set run.kv_pages=int8

@@ -109,6 +109,8 @@ static int64_t off(const dfx *f, int l, int p)
  * weights (down.weight = U^T, up.weight = U, in F32) and loaded by kw__deltakv_load;
  * 2: a trained SwiGLU down and GELU up (random weights, biases), loaded likewise */
 static int trained_mode;
+/* run_case's quantized latents are int4 instead of int8 */
+static bool int4_mode;
 
 /* c as a checkpoint in the DeltaKV code's names, loaded back (c is freed). */
 static kw_deltakv_comp *trained(kw_deltakv_comp *c, int mode, uint64_t *rs)
@@ -190,7 +192,8 @@ static void dfx_open(dfx *f, int r, bool int8, uint64_t seed, bool device)
     }
     f->cc = c;
     f->comp = kw__value_compressor(c);
-    kw_deltakv_opts o = {.sink = SINK, .every = EVERY, .recent = RECENT, .int8 = int8};
+    kw_deltakv_opts o = {.sink = SINK, .every = EVERY, .recent = RECENT,
+                         .int8 = int8 && !int4_mode, .int4 = int8 && int4_mode};
     kw_kvmethod *m;
     kw_error err = {0};
     assert_int_equal(kw__deltakv_method(&o, f->comp, &m, &err), 0);
@@ -403,7 +406,7 @@ static void run_case(int r, bool int8, double tol, bool device)
         assert_true(kw_kvpool_tmp_used(f.fx.pool) > mark);
         double w = check_view(&f, l, NP + 1, tol);
         print_message("latent %d%s layer %d: worst rel %.3g (bound %.0e)\n", r,
-                      int8 ? " int8" : "", l, w, tol);
+                      int8 ? (int4_mode ? " int4" : " int8") : "", l, w, tol);
         assert_int_equal(call(&f, l, 1, NP, false, false), 0);
         assert_int_equal(kw_kvpool_tmp_used(f.fx.pool), mark); /* given back */
         if (l == c->n_layer - 1) { /* position NP - RECENT is encoded now: read it back */
@@ -438,6 +441,15 @@ static void test_int8_latents(void **state)
     (void)state;
     run_case(10, true, 0.03, false); /* the f32 case's plus int8 rounding: sqrt(10) / 254 of
                                         the residual's norm at most */
+}
+
+static void test_int4_latents(void **state)
+{
+    (void)state;
+    int4_mode = true; /* int4 rounding: sqrt(10) / 14 of the residual's norm at most */
+    run_case(10, true, 0.25, false);
+    run_case(10, true, 0.25, true); /* on a device pool */
+    int4_mode = false;
 }
 
 /* Trained weights through compress.deltakv_load's loader: the basis written as linear
@@ -761,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_lossless_basis_rebuilds_every_token),
         cmocka_unit_test(test_lossy_basis_against_reference),
         cmocka_unit_test(test_int8_latents),
+        cmocka_unit_test(test_int4_latents),
         cmocka_unit_test(test_a_device_pool),
         cmocka_unit_test(test_trained_compressors),
         cmocka_unit_test(test_a_choice_by_position_rebuilds_only_the_chosen),
