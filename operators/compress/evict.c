@@ -18,13 +18,22 @@ typedef struct evseq {
     int32_t *cap;   /* (L, Hk) capacity after the method's minimum */
     float **acc;    /* H2O: (L * Hk) accumulated attention per stored token */
     int *acc_cap;
-    float *score;   /* SnapKV/PyramidKV: (Hk, n_prompt) scores of the current layer */
+    float *score;   /* SnapKV/PyramidKV: (Hk, n) scores of the current layer, (H, n) per
+                       query head */
     int score_layer;
     float *hsum;    /* (H, len) window sums per query head */
     int64_t hsum_n;
     float *pooled;
     int32_t *idx, *keep, *map;
     int scratch_n;  /* tokens the idx/keep/map/pooled scratch holds */
+    /* per query head selection: for (layer, query head) the prompt positions it picked
+       before the window (qn -1: every token, nothing was evicted), and per (layer, KV
+       head) the window's first position, from which every token is read */
+    int32_t **qpos;
+    int *qn;
+    int32_t *from;
+    uint8_t *mark;
+    int mark_n;
 } evseq;
 
 /* ---- capacities ---- */
@@ -141,6 +150,15 @@ static int ev_seq_open(void *st, kw_seq *q, int idx)
     for (int l = 0; l < s->L; l++)
         for (int h = 0; h < s->Hk; h++)
             e->cap[l * s->Hk + h] = seq_cap(s, q->n_prompt, l, h);
+    if (s->p->per_qhead) {
+        e->qpos = calloc((size_t)s->L * s->H, sizeof *e->qpos);
+        e->qn = malloc(sizeof(int) * (size_t)s->L * s->H);
+        e->from = calloc((size_t)LH, sizeof *e->from);
+        if (!e->qpos || !e->qn || !e->from)
+            return KW_ENOMEM;
+        for (int i = 0; i < s->L * s->H; i++)
+            e->qn[i] = -1;
+    }
     if (s->p->kind == KW_EVICT_H2O) {
         e->acc = calloc((size_t)LH, sizeof *e->acc);
         e->acc_cap = calloc((size_t)LH, sizeof *e->acc_cap);
@@ -158,6 +176,9 @@ static void ev_seq_close(void *st, kw_seq *q, int idx)
         return;
     for (int i = 0; e->acc && i < s->L * s->Hk; i++)
         free(e->acc[i]);
+    for (int i = 0; e->qpos && i < s->L * s->H; i++)
+        free(e->qpos[i]);
+    free(e->qpos), free(e->qn), free(e->from), free(e->mark);
     free(e->acc), free(e->acc_cap), free(e->cap), free(e->score), free(e->hsum);
     free(e->pooled), free(e->idx), free(e->keep), free(e->map);
     free(e);
@@ -329,11 +350,12 @@ static int snap_scores(const evstate *s, evseq *e, kw_seq *q, int l, const kw_vi
         e->hsum = hs;
         e->hsum_n = (int64_t)H * len;
     }
-    float *sc = realloc(e->score, sizeof(float) * (size_t)s->Hk * (size_t)(n ? n : 1));
+    int rows = s->p->per_qhead ? H : s->Hk;
+    float *sc = realloc(e->score, sizeof(float) * (size_t)rows * (size_t)(n ? n : 1));
     if (!sc)
         return KW_ENOMEM;
     e->score = sc;
-    memset(sc, 0, sizeof(float) * (size_t)s->Hk * (size_t)n);
+    memset(sc, 0, sizeof(float) * (size_t)rows * (size_t)n);
     const float *last = probs + (int64_t)(obs_n - wq) * H * len;
     if ((rc = kw_k_window_scores(KW_BK_CPU, NULL, last, wq, H, len, 1, len, e->hsum)) < 0)
         return rc;
@@ -345,9 +367,11 @@ static int snap_scores(const evstate *s, evseq *e, kw_seq *q, int l, const kw_vi
                 e->map[j] = -1;
         }
         const float *row = e->hsum + (int64_t)qh * len;
+        float *out = s->p->per_qhead ? sc + (int64_t)qh * n : sc + (int64_t)kvh * n;
+        float f = s->p->per_qhead ? 1.f : 1.f / (float)g;
         for (int j = 0; j < len; j++)
             if (e->map[j] >= 0 && e->map[j] < n)
-                sc[(int64_t)kvh * n + e->map[j]] += row[j] / (float)g;
+                out[e->map[j]] += row[j] * f;
     }
     e->score_layer = l;
     return 0;
@@ -375,6 +399,103 @@ static int snap_evict(const evstate *s, evseq *e, kw_kvseq *kv, int l)
         for (int j = before; j < n; j++)
             e->keep[k + j - before] = j;
         if ((rc = keep_tokens(kv, l, h, e->keep, cap)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Per query head: each query head of KV head h keeps the top (capacity - window) of its
+ * own pooled scores; the pool keeps their union and the window, and each query head's
+ * picks are kept as positions for its view (ev_select). */
+static int snap_evict_qh(const evstate *s, evseq *e, kw_kvseq *kv, int l)
+{
+    int W = s->p->window, g = s->H / s->Hk, nmax = 0;
+    for (int x = 0; x < s->Hk; x++)
+        nmax = kw_kvseq_len(kv, l, x) > nmax ? kw_kvseq_len(kv, l, x) : nmax;
+    for (int h = 0; h < s->Hk; h++) {
+        int n = kw_kvseq_len(kv, l, h), cap = e->cap[l * s->Hk + h], rc;
+        if (n <= cap)
+            continue; /* every query head reads everything (qn stays -1) */
+        int before = n - W, k = cap - W, nk = 0;
+        if ((rc = scratch(e, n)) < 0)
+            return rc;
+        if (n > e->mark_n) {
+            uint8_t *mk = realloc(e->mark, (size_t)n);
+            if (!mk)
+                return KW_ENOMEM;
+            e->mark = mk, e->mark_n = n;
+        }
+        memset(e->mark, 0, (size_t)n);
+        for (int j = 0; j < n; j++)
+            e->map[j] = -1;
+        for (int r = 0; r < g; r++) { /* picks as stored indices, then as positions */
+            int qh = h * g + r;
+            const float *sc = e->score + (int64_t)qh * nmax;
+            if ((rc = kw_k_pool1d(KW_BK_CPU, NULL, sc, 1, before, s->p->kernel, s->p->pooling,
+                                  e->pooled)) < 0
+                || (rc = kw_k_topk(KW_BK_CPU, NULL, e->pooled, 1, before, k, e->idx)) < 0)
+                return rc;
+            int32_t *qp = realloc(e->qpos[l * s->H + qh], sizeof(int32_t) * (size_t)(k ? k : 1));
+            if (!qp)
+                return KW_ENOMEM;
+            e->qpos[l * s->H + qh] = qp;
+            for (int i = 0; i < k; i++)
+                e->mark[e->idx[i]] = 1, e->map[e->idx[i]] = r;
+            int m = 0;
+            for (int j = 0; j < before && rc == 0; j++) /* increasing positions */
+                if (e->map[j] == r)
+                    rc = kw_kvseq_token_f32(kv, l, h, j, NULL, NULL, &qp[m++]);
+            if (rc < 0)
+                return rc;
+            e->qn[l * s->H + qh] = m;
+        }
+        for (int j = 0; j < n; j++)
+            if (j >= before || e->mark[j])
+                e->keep[nk++] = j;
+        if ((rc = kw_kvseq_token_f32(kv, l, h, before, NULL, NULL, &e->from[l * s->Hk + h])) < 0
+            || (rc = keep_tokens(kv, l, h, e->keep, nk)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Per query head views of a decode step: query head qh reads the tokens of its KV head
+ * whose positions it picked, the window and every later token. */
+static int ev_select(void *st, kw_lctx *c, const kw_batch *b, const float *q, kw_view **out)
+{
+    (void)q;
+    const evstate *s = st;
+    int l = c->layer, g = s->H / s->Hk;
+    for (int i = 0; i < b->n_seq; i++) {
+        kw_seq *sq = b->seqs[i];
+        evseq *e = sq->hook_seq[c->hook_index];
+        bool any = false;
+        for (int qh = 0; qh < s->H; qh++)
+            any = any || e->qn[l * s->H + qh] >= 0;
+        if (b->prefill[i] || !any)
+            continue;
+        if (!kw_view_is_dense(out[i], sq->kv, l))
+            return kw_seq_fail(sq, KW_ENOSYS, "%s: per_qhead selection reads the pool's "
+                               "tokens itself; put it before the other SELECT hooks",
+                               s->p->kind == KW_EVICT_SNAPKV ? "compress.snapkv"
+                                                             : "compress.pyramidkv");
+        int rc = kw_view_reset(out[i], s->H, true);
+        for (int qh = 0; rc == 0 && qh < s->H; qh++) {
+            int h = qh / g, n = kw_kvseq_len(sq->kv, l, h), m = e->qn[l * s->H + qh], x = 0;
+            const int32_t *qp = e->qpos[l * s->H + qh];
+            if ((rc = kw_view_begin_row(out[i], qh)) < 0 || (rc = scratch(e, n)) < 0)
+                break;
+            for (int j = 0; qh % g == 0 && rc == 0 && j < n; j++) /* the table's positions */
+                rc = kw_kvseq_token_f32(sq->kv, l, h, j, NULL, NULL, &e->idx[j]);
+            for (int j = 0; rc == 0 && j < n; j++) {
+                int32_t p = e->idx[j];
+                while (x < m && qp[x] < p)
+                    x++;
+                if (m < 0 || p >= e->from[l * s->Hk + h] || (x < m && qp[x] == p))
+                    rc = kw_view_add_token(out[i], sq->kv, l, h, j);
+            }
+        }
+        if (rc < 0)
             return rc;
     }
     return 0;
@@ -430,7 +551,9 @@ static int ev_prefill_end(void *st, kw_lctx *c, const kw_batch *b)
         else if (s->p->kind == KW_EVICT_H2O)
             rc = h2o_evict(s, e, q->kv, c->layer);
         else if (s->p->kind == KW_EVICT_SNAPKV || s->p->kind == KW_EVICT_PYRAMID)
-            rc = e->score_layer == c->layer ? snap_evict(s, e, q->kv, c->layer) : KW_EINTERNAL;
+            rc = e->score_layer != c->layer ? KW_EINTERNAL
+                 : s->p->per_qhead           ? snap_evict_qh(s, e, q->kv, c->layer)
+                                             : snap_evict(s, e, q->kv, c->layer);
     }
     return rc;
 }
@@ -456,6 +579,17 @@ static const kw_kvhook hook_snapkv = {
     .needs = KW_NEED_OBS_PROBS, .name = "compress.snapkv", .reserve = ev_reserve,
     .seq_open = ev_seq_open, .after_attn = ev_after_attn, .on_prefill_end = ev_prefill_end,
     .seq_close = ev_seq_close, .tail_only = true};
+/* per query head selection: EVICT and SELECT */
+static const kw_kvhook hook_snapkv_qh = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT | KW_ROLE_SELECT,
+    .needs = KW_NEED_OBS_PROBS, .name = "compress.snapkv", .reserve = ev_reserve,
+    .seq_open = ev_seq_open, .select = ev_select, .after_attn = ev_after_attn,
+    .on_prefill_end = ev_prefill_end, .seq_close = ev_seq_close, .tail_only = true};
+static const kw_kvhook hook_pyramid_qh = {
+    .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT | KW_ROLE_SELECT,
+    .needs = KW_NEED_OBS_PROBS, .name = "compress.pyramidkv", .reserve = ev_reserve,
+    .seq_open = ev_seq_open, .select = ev_select, .after_attn = ev_after_attn,
+    .on_prefill_end = ev_prefill_end, .seq_close = ev_seq_close, .tail_only = true};
 static const kw_kvhook hook_pyramid = {
     .size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI, .roles = KW_ROLE_EVICT,
     .needs = KW_NEED_OBS_PROBS, .name = "compress.pyramidkv", .reserve = ev_reserve,
@@ -472,7 +606,8 @@ kw_kvmethod *kw__evict_method(kw__evict_params *p)
     m->hook = p->kind == KW_EVICT_STREAMING
                   ? (p->prefill_evict ? &hook_streaming : &hook_streaming_end)
               : p->kind == KW_EVICT_H2O     ? &hook_h2o
-              : p->kind == KW_EVICT_SNAPKV  ? &hook_snapkv
+              : p->kind == KW_EVICT_SNAPKV  ? (p->per_qhead ? &hook_snapkv_qh : &hook_snapkv)
+              : p->per_qhead                ? &hook_pyramid_qh
                                             : &hook_pyramid;
     m->params = p;
     m->params_free = params_free;

@@ -39,6 +39,9 @@ typedef struct kw__evict_params {
     int sink;            /* StreamingLLM: first tokens always kept */
     bool prefill_evict;  /* StreamingLLM: also evict after every prompt chunk */
     double heavy_share;  /* H2O: share of the capacity for heavy hitters (0.5) */
+    bool per_qhead;      /* SnapKV, PyramidKV: each query head picks its own tokens (the
+                            pool keeps their union per KV head and each query head reads
+                            its own); else the group's scores are averaged per KV head */
 } kw__evict_params;
 
 /* A kvmethod for p (transfer full of p, which must be malloc'd; freed with the method,

@@ -20,6 +20,10 @@ static const kw_param_spec params[] = {
     {"window", KW_PARAM_INT, "32", 1, 4096, NULL, "observation window, always kept"},
     {"kernel", KW_PARAM_INT, "5", 1, 255, NULL, "1-D pooling kernel over the scores"},
     {"pooling", KW_PARAM_ENUM, "avg", 0, 0, "avg|max", "pooling: avg or max"},
+    {"gqa", KW_PARAM_ENUM, "mean", 0, 0, "mean|per_qhead",
+     "mean: the scores of a KV head's query heads averaged, one selection per KV head; "
+     "per_qhead: each query head keeps its own top tokens (the pool keeps their union, "
+     "each query head reads its own: more memory, the same tokens attended)"},
     {"beta", KW_PARAM_FLOAT, "20", 1, 1e6, NULL,
      "the last layer keeps (capacity - window) / beta tokens besides the window"},
 };
@@ -34,6 +38,7 @@ static int run(kw_opctx *c, void *st, kw_task *t)
     p->window = (int)kw_param_int(c, "window");
     p->kernel = (int)kw_param_int(c, "kernel");
     p->pooling = strcmp(kw_param_str(c, "pooling"), "max") ? KW_POOLING_AVG : KW_POOLING_MAX;
+    p->per_qhead = !strcmp(kw_param_str(c, "gqa"), "per_qhead");
     p->beta = kw_param_float(c, "beta");
     return kw__evict_emit(c, t, p, false, 0, COUNTS);
 }
@@ -43,8 +48,9 @@ const kw_op kw_op_compress_pyramidkv = {
     .doc = "PyramidKV eviction after prefill: SnapKV scoring and selection per KV head with "
            "capacities decreasing linearly over the layers (beta schedule; no eviction when "
            "the prompt fits the capacity); pages freed. For external per-layer budgets use "
-           "compress.snapkv with a budget input. Budget: " COUNTS,
+           "compress.snapkv with a budget input. gqa: per_qhead selects per query head "
+           "(SnapKV's own way), the pool keeping their union. Budget: " COUNTS,
     .lanes = KW_LANE_CPU, .outputs = outs, .n_outputs = 1,
     .params = params, .n_params = sizeof params / sizeof *params, .run = run,
-    .kv_roles = KW_ROLE_EVICT,
+    .kv_roles = KW_ROLE_EVICT | KW_ROLE_SELECT, /* SELECT with gqa: per_qhead */
 };

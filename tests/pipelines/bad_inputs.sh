@@ -40,7 +40,7 @@ bad not_yaml "not_yaml.yaml:3:5: not valid YAML: did not find expected ',' or '}
 bad bomb_aliases "bomb_aliases.yaml:1:45: document too large: more than 262144 nodes (after alias expansion)"
 bad bomb_depth "bomb_depth.yaml:2:72: nesting too deep: more than 64 levels"
 bad sweep_value "sweep_value.yaml:7:32: stage 'gen' (test.gen): param 'max_new' 0 is out of range [1, 4096] (in sweep cell 2: gen.max_new=0)"
-bad two_evict "two_evict.yaml:11:5: stage 'gen' (decode.greedy): kv methods 'snap' (compress.snapkv, EVICT) and 'h2o' (compress.h2o, EVICT) both EVICT; a stack of kv methods holds at most one EVICT"
+bad two_evict "two_evict.yaml:11:5: stage 'gen' (decode.greedy): kv methods 'snap' (compress.snapkv, EVICT+SELECT) and 'h2o' (compress.h2o, EVICT) both EVICT; a stack of kv methods holds at most one EVICT"
 bad engine_setting "engine_setting.yaml:7:32: run.max_batch: 100 is out of range [0, 64]"
 bad kv_pages "kv_pages.yaml:7:31: run.kv_pages: must be one of float|int8|int8_kchan|int4_kchan, got 'fp16'"
 

@@ -230,6 +230,62 @@ static void test_snapkv_keeps_pooled_top_tokens_and_window(void **st)
     direct_close(&d);
 }
 
+/* gqa: per_qhead (SnapKV's own selection): 24 prompt tokens, window 4, kernel 1,
+ * capacity 6: query head h puts 0.5 on token 2 + 3h and 0.4 on 3 + 3h, so each query
+ * head keeps its own two; the pool keeps their union per KV head with the window, and at
+ * the next decode step each query head reads its own two, the window and the new token. */
+static void test_snapkv_per_query_head(void **st)
+{
+    (void)st;
+    kw__evict_params *p = params(KW_EVICT_SNAPKV, 6);
+    p->window = 4;
+    p->kernel = 1;
+    p->per_qhead = true;
+    direct d;
+    int n = 24, H = 6;
+    direct_open(&d, p, n);
+    assert_true(d.m->hook->roles & KW_ROLE_SELECT);
+    direct_append(&d, 0, n);
+    float *probs = malloc(sizeof(float) * 4 * H * n);
+    for (int q = 0; q < 4; q++)
+        for (int h = 0; h < H; h++)
+            for (int j = 0; j < n; j++)
+                probs[((int64_t)q * H + h) * n + j] =
+                    j == 2 + 3 * h ? 0.5f : j == 3 + 3 * h ? 0.4f : 0.001f;
+    direct_call(&d, true, 0, n, probs, 4, NULL, 0);
+    int want0[10] = {2, 3, 5, 6, 8, 9, 20, 21, 22, 23};
+    int want1[10] = {11, 12, 14, 15, 17, 18, 20, 21, 22, 23};
+    assert_kept(&d, 0, 0, want0, 10);
+    assert_kept(&d, 0, 1, want1, 10);
+    /* a decode step at position 24: the views per query head */
+    direct_append(&d, n, 1);
+    int32_t pos = n;
+    kw_seq *sq = &d.seq;
+    int tf = 0, tn = 1;
+    bool pre = false, last = false;
+    kw_batch b = {.n_seq = 1, .seqs = &sq, .tok_first = &tf, .tok_n = &tn, .pos = &pos,
+                  .prefill = &pre, .last_chunk = &last};
+    kw_lctx lc = {.layer = 0, .hook_index = 0, .cfg = &d.cfg, .pool = d.pool, .obs_window = 8};
+    assert_int_equal(kw_view_dense(d.w, d.seq.kv, 0, false), 0);
+    kw_view *out[1] = {d.w};
+    assert_int_equal(d.m->hook->select(d.st, &lc, &b, NULL, out), 0);
+    assert_true(d.w->per_qhead);
+    assert_int_equal(d.w->n_rows, H);
+    kw_kvmem mem = kw_kvpool_mem(d.pool);
+    for (int h = 0; h < H; h++) {
+        int32_t got[16];
+        int m = 0;
+        for (int x = d.w->row_ptr[h]; x < d.w->row_ptr[h + 1]; x++)
+            for (int i = d.w->spans[x].first; i < d.w->spans[x].first + d.w->spans[x].n; i++)
+                got[m++] = mem.pos[KW_POOL_MAIN][(int64_t)d.w->spans[x].page * 4 + i];
+        int32_t want[7] = {2 + 3 * h, 3 + 3 * h, 20, 21, 22, 23, 24};
+        assert_int_equal(m, 7);
+        assert_memory_equal(got, want, sizeof want);
+    }
+    free(probs);
+    direct_close(&d);
+}
+
 static void test_h2o_keeps_heavy_hitters_and_evicts_the_lightest_each_decode_step(void **st)
 {
     kw__evict_params *p = params(KW_EVICT_H2O, 6); /* 3 heavy + 3 recent */
@@ -568,6 +624,7 @@ int main(void)
 {
     const struct CMUnitTest t[] = {
         cmocka_unit_test(test_snapkv_keeps_pooled_top_tokens_and_window),
+        cmocka_unit_test(test_snapkv_per_query_head),
         cmocka_unit_test(test_h2o_keeps_heavy_hitters_and_evicts_the_lightest_each_decode_step),
         cmocka_unit_test(test_streaming_keeps_sink_and_recent_while_decoding),
         cmocka_unit_test(test_pyramid_schedule_decreases_linearly_with_the_same_total),
