@@ -274,19 +274,6 @@ static int by_score(const void *x, const void *y, void *sc)
     return s[a] > s[b] ? -1 : s[a] < s[b] ? 1 : (a > b) - (a < b);
 }
 
-/* Row r of the view reads position p: the pool's token when it holds p (ppos, n stored,
- * *j the walk's place), else p goes to the row's wants (a MATERIALIZE hook that holds it
- * rebuilds it; nobody holding it, it is not read). Positions come increasing. */
-static int choose(kw_view *w, int r, const kw_kvseq *kv, int l, int h, const int32_t *ppos,
-                  int n, int *j, int32_t p)
-{
-    while (*j < n && ppos[*j] < p)
-        (*j)++;
-    if (*j < n && ppos[*j] == p)
-        return kw_view_add_token(w, kv, l, h, (*j)++);
-    return kw_view_want_row(w, r, p);
-}
-
 /* The rows of KV head h's query heads: the sink, the clusters best first up to
  * budget - sink tokens, and the tokens not indexed, up to position cur; a row of a head
  * that does not select (its index holds no more than that) reads every position. */
@@ -329,7 +316,7 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
             return rc;
         if (!sel) { /* every position, up to the current one (positions start at 0) */
             for (int32_t p = 0; rc == 0 && p <= cur; p++)
-                rc = choose(w, row, kv, l, h, cs->ppos, n, &j, p);
+                rc = kw__view_choose(w, row, kv, l, h, cs->ppos, n, &j, p);
             continue;
         }
         for (int c = 0; c < t->n_cl; c++)
@@ -344,12 +331,12 @@ static int select_group(const cstate *st, cseq *cs, const ctable *t, kw_view *w,
                 cs->pick[t->member[x]] = 1;
         }
         for (int x = 0; rc == 0 && x < t->n_sink; x++)
-            rc = choose(w, row, kv, l, h, cs->ppos, n, &j, t->sink_pos[x]);
+            rc = kw__view_choose(w, row, kv, l, h, cs->ppos, n, &j, t->sink_pos[x]);
         for (int x = 0; rc == 0 && x < n_idx; x++)
             if (cs->pick[x])
-                rc = choose(w, row, kv, l, h, cs->ppos, n, &j, t->ipos[x]);
+                rc = kw__view_choose(w, row, kv, l, h, cs->ppos, n, &j, t->ipos[x]);
         for (int32_t p = t->last_pos + 1; rc == 0 && p <= cur; p++)
-            rc = choose(w, row, kv, l, h, cs->ppos, n, &j, p);
+            rc = kw__view_choose(w, row, kv, l, h, cs->ppos, n, &j, p);
     }
     return rc;
 }

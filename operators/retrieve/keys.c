@@ -146,3 +146,13 @@ void kw__keys_read_free(kw_keys_read *r)
     free(r->rows), free(r->pos), free(r->trows), free(r->tpos), free(r->ord);
     memset(r, 0, sizeof *r);
 }
+
+int kw__view_choose(kw_view *w, int r, const kw_kvseq *kv, int layer, int kvh,
+                    const int32_t *pos, int n, int *j, int32_t p)
+{
+    while (*j < n && pos[*j] < p)
+        (*j)++;
+    if (*j < n && pos[*j] == p)
+        return kw_view_add_token(w, kv, layer, kvh, (*j)++);
+    return kw_view_want_row(w, r, p);
+}

@@ -42,4 +42,11 @@ int kw__keys_read(const kw_kvseq *kv, const kw_kvmem *mem, const kw_view *w, int
                   kw_keys_read *r);
 void kw__keys_read_free(kw_keys_read *r);
 
+/* For a selection by position (kvpool.h's want lists): row r of w reads position p of
+ * (layer, kvh), from the pool when its table holds it (pos: the table's n positions,
+ * increasing; *j the walk's place, positions asked in increasing order), else p goes to
+ * row r's wants (a MATERIALIZE hook that holds it rebuilds it). */
+int kw__view_choose(kw_view *w, int r, const kw_kvseq *kv, int layer, int kvh,
+                    const int32_t *pos, int n, int *j, int32_t p);
+
 #endif

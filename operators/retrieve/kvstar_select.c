@@ -115,18 +115,6 @@ static int index_layer(const kw_rstate *st, kw_lctx *c, kw_seq *s, sseq *ss, con
     return vote(st, ss, ly, ly->qbuf, ly->nq_pre);
 }
 
-/* Row h of out reads position p: from the pool when its table holds it (pos, n, *j the
- * walk's place), else p is wanted. Positions come increasing. */
-static int choose(kw_view *w, int h, const kw_kvseq *kv, int l, const int32_t *pos, int n,
-                  int *j, int32_t p)
-{
-    while (*j < n && pos[*j] < p)
-        (*j)++;
-    if (*j < n && pos[*j] == p)
-        return kw_view_add_token(w, kv, l, h, (*j)++);
-    return kw_view_want_row(w, h, p);
-}
-
 /* The view of a decode step at position cur: per KV head, the init window, the picked
  * middle blocks and everything from the local window on. */
 static int build_view(const kw_rstate *st, kw_lctx *c, kw_seq *s, sseq *ss, kw_view *w,
@@ -148,12 +136,12 @@ static int build_view(const kw_rstate *st, kw_lctx *c, kw_seq *s, sseq *ss, kw_v
         for (int t = 0; t < n; t++)
             pos[t] = kw__key_pos(s->kv, &mem, l, h, t);
         for (int32_t p = 0; rc == 0 && p < mid0; p++)
-            rc = choose(w, h, s->kv, l, pos, n, &j, p);
+            rc = kw__view_choose(w, h, s->kv, l, h, pos, n, &j, p);
         for (int m = 0; rc == 0 && m < ss->n_mid; m++)
             for (int32_t p = mid0 + m * B; ly->pick[m] && rc == 0 && p < mid0 + (m + 1) * B; p++)
-                rc = choose(w, h, s->kv, l, pos, n, &j, p);
+                rc = kw__view_choose(w, h, s->kv, l, h, pos, n, &j, p);
         for (int32_t p = mid1; rc == 0 && p <= cur; p++)
-            rc = choose(w, h, s->kv, l, pos, n, &j, p);
+            rc = kw__view_choose(w, h, s->kv, l, h, pos, n, &j, p);
     }
     return rc;
 }
