@@ -35,6 +35,7 @@ typedef struct spy {
     unsigned char kept[MAXS][4][4][MAXN];
     int64_t pages[MAXS];
     int obs_n_min;
+    unsigned char read[MAXS][3][6][MAXN]; /* positions each query head's view read */
 } spy;
 
 static int spy_step_end(void *st, kw_sctx *c, const kw_batch *b)
@@ -67,9 +68,39 @@ static int spy_step_end(void *st, kw_sctx *c, const kw_batch *b)
 static int spy_after_attn(void *st, kw_lctx *c, const kw_batch *b, const kw_attn_stats *a)
 {
     spy *s = st;
+    (void)b;
     if (a->probs && a->probs[0] && (s->obs_n_min == 0 || a->obs_n[0] < s->obs_n_min))
         s->obs_n_min = a->obs_n[0];
+    /* what each query head's view read in this step (step_end counts it after) */
+    const kw_view *w = a->views[0];
+    kw_kvmem mem = kw_kvpool_mem(c->pool);
+    int t = s->n_steps, H = c->cfg->n_head, g = H / c->cfg->n_head_kv;
+    if (t >= MAXS || c->layer >= 3 || H > 6)
+        return KW_ELIMIT;
+    memset(s->read[t][c->layer], 0, sizeof s->read[t][c->layer]);
+    for (int qh = 0; qh < H; qh++) {
+        int r = w->per_qhead ? qh : qh / g;
+        for (int x = w->row_ptr[r]; x < w->row_ptr[r + 1]; x++) {
+            const kw_span *sp = &w->spans[x];
+            for (int i = sp->first; i < sp->first + sp->n; i++) {
+                int32_t p = mem.pos[sp->pool][(int64_t)sp->page * mem.page_tokens + i];
+                if (p < 0 || p >= MAXN)
+                    return KW_ELIMIT;
+                s->read[t][c->layer][qh][p] = 1;
+            }
+        }
+    }
     return 0;
+}
+
+/* rt_keep_fn per query head: what the query's step read (spy_after_attn) */
+static int spy_keep_read(void *u, int l, int qh, int qpos, int kpos)
+{
+    spy *s = u;
+    int t = 0;
+    while (t + 1 < s->n_steps && s->first[t + 1] <= qpos)
+        t++;
+    return s->read[t][l][qh][kpos];
 }
 
 static const kw_kvhook spy_hook = {.size = sizeof(kw_kvhook), .abi = KW_KVHOOK_ABI,
@@ -375,6 +406,8 @@ typedef struct fwd_case {
     int sink;
     bool qwen;
     const kw_budget *budget;
+    bool per_qhead; /* SnapKV/PyramidKV gqa: per_qhead; the reference keeps per query head
+                       what each view read */
 } fwd_case;
 
 static void run_forward(const fwd_case *fc, spy *sp)
@@ -391,6 +424,7 @@ static void run_forward(const fwd_case *fc, spy *sp)
     assert_int_equal(kw_kvpool_new(&cfg, &o, &pool, &err), 0);
     kw__evict_params *p = params(fc->kind, fc->capacity);
     p->sink = fc->sink;
+    p->per_qhead = fc->per_qhead;
     if (fc->budget)
         p->budget = kw_value_budget((kw_budget *)fc->budget);
     kw_kvmethod *meth = kw__evict_method(p);
@@ -410,7 +444,10 @@ static void run_forward(const fwd_case *fc, spy *sp)
     assert_int_equal(meth->hook->seq_open(st, &seq, 0), 0);
     kw_seq *sq = &seq;
     rt_drive(f, pool, 1, &sq, &hsp, &ids, &n, &np, NULL, &ch, &got);
-    rt_ref_forward(m, ids, n, ref, spy_keep, sp, 0);
+    if (fc->per_qhead)
+        rt_ref_forward(m, ids, n, ref, spy_keep_read, sp, 1);
+    else
+        rt_ref_forward(m, ids, n, ref, spy_keep, sp, 0);
     for (int t = 0; t < n; t++) {
         double e = rt_rel_l2(got + (int64_t)t * V, ref + (int64_t)t * V, V);
         if (e > 1e-4)
@@ -443,7 +480,7 @@ static void test_snapkv_through_forward_matches_reference_over_kept_tokens(void 
 {
     static spy sp;
     for (int qwen = 0; qwen < 2; qwen++) {
-        fwd_case fc = {KW_EVICT_SNAPKV, 20, 70, 60, 25, 4, qwen, NULL};
+        fwd_case fc = {KW_EVICT_SNAPKV, 20, 70, 60, 25, 4, qwen, NULL, false};
         run_forward(&fc, &sp);
         int t = last_prefill_step(&sp);
         assert_int_equal(sp.obs_n_min, 8);
@@ -458,10 +495,32 @@ static void test_snapkv_through_forward_matches_reference_over_kept_tokens(void 
     }
 }
 
+/* gqa: per_qhead through the forward pass: the logits equal a reference in which each
+ * query head attends to exactly what its view read (its own picks, the window, the
+ * generated tokens), and a view reads fewer tokens than its KV head holds */
+static void test_snapkv_per_query_head_through_forward_matches_reference(void **st)
+{
+    static spy sp;
+    for (int qwen = 0; qwen < 2; qwen++) {
+        fwd_case fc = {KW_EVICT_SNAPKV, 20, 70, 60, 25, 4, qwen, NULL, true};
+        run_forward(&fc, &sp);
+        int t = sp.n_steps - 1, fewer = 0;
+        for (int l = 0; l < 3; l++)
+            for (int qh = 0; qh < 6; qh++) {
+                int nr = 0;
+                for (int j = 0; j < MAXN; j++)
+                    nr += sp.read[t][l][qh][j];
+                assert_int_equal(nr, 20 + 10); /* the capacity and the generated tokens */
+                fewer += nr < sp.len[t][l][qh / 3];
+            }
+        assert_true(fewer > 0);
+    }
+}
+
 static void test_pyramidkv_through_forward_keeps_its_layer_schedule(void **st)
 {
     static spy sp;
-    fwd_case fc = {KW_EVICT_PYRAMID, 24, 70, 60, 60, 4, false, NULL};
+    fwd_case fc = {KW_EVICT_PYRAMID, 24, 70, 60, 60, 4, false, NULL, false};
     run_forward(&fc, &sp);
     int t = last_prefill_step(&sp);
     for (int l = 0; l < 3; l++)
@@ -473,7 +532,7 @@ static void test_pyramidkv_through_forward_keeps_its_layer_schedule(void **st)
 static void test_streaming_through_forward_stays_bounded(void **st)
 {
     static spy sp;
-    fwd_case fc = {KW_EVICT_STREAMING, 12, 80, 50, 16, 3, true, NULL};
+    fwd_case fc = {KW_EVICT_STREAMING, 12, 80, 50, 16, 3, true, NULL, false};
     run_forward(&fc, &sp);
     for (int t = 0; t < sp.n_steps; t++)
         for (int l = 0; l < 3; l++)
@@ -492,7 +551,7 @@ static void test_h2o_through_forward_stays_bounded_with_per_head_budget(void **s
     kw_budget *b = kw_budget_new(3, 2, true);
     int caps[6] = {10, 14, 8, 12, 16, 6};
     memcpy(b->tokens, caps, sizeof caps);
-    fwd_case fc = {KW_EVICT_H2O, 0, 75, 45, 20, 0, false, b};
+    fwd_case fc = {KW_EVICT_H2O, 0, 75, 45, 20, 0, false, b, false};
     run_forward(&fc, &sp);
     int t0 = last_prefill_step(&sp);
     for (int t = t0; t < sp.n_steps; t++)
@@ -629,6 +688,7 @@ int main(void)
         cmocka_unit_test(test_streaming_keeps_sink_and_recent_while_decoding),
         cmocka_unit_test(test_pyramid_schedule_decreases_linearly_with_the_same_total),
         cmocka_unit_test(test_snapkv_through_forward_matches_reference_over_kept_tokens),
+        cmocka_unit_test(test_snapkv_per_query_head_through_forward_matches_reference),
         cmocka_unit_test(test_pyramidkv_through_forward_keeps_its_layer_schedule),
         cmocka_unit_test(test_streaming_through_forward_stays_bounded),
         cmocka_unit_test(test_h2o_through_forward_stays_bounded_with_per_head_budget),
