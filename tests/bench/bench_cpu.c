@@ -159,16 +159,19 @@ static double time_attn(const kw_attn_args *a)
     return t[2];
 }
 
-/* The attention kernel alone, one layer of the model's shape over L stored tokens (f32
- * pages of 16): prefill of the last 512 tokens (FLOPs against the sgemm rate) and decode
- * steps of 1 and 8 sequences (K/V bytes against the memory bandwidth). */
-static void bench_attention(const kw_model_config *c, int L, double gf, double bw)
+/* The attention kernel alone, one layer of the model's shape over L stored tokens (pages
+ * of 16 of type dt): prefill of the last 512 tokens (FLOPs against the sgemm rate) and
+ * decode steps of 1 and 8 sequences (the pages' K/V payload against the memory
+ * bandwidth). */
+static void bench_attention(const kw_model_config *c, int L, double gf, double bw,
+                            kw_kvdtype dt)
 {
     kw_model_config one = *c;
     one.n_layer = 1;
     const int B = 8, H = c->n_head, hd = c->head_dim, nkv = c->n_head_kv, nq = 512;
     kw_kvpool_opts po = kw_kvpool_defaults();
     po.n_pages = (int64_t)B * nkv * (L / 16 + 2);
+    po.dtype = dt;
     kw_kvpool *pool;
     kw_error err = {0};
     if (kw_kvpool_new(&one, &po, &pool, &err) < 0) {
@@ -204,9 +207,10 @@ static void bench_attention(const kw_model_config *c, int L, double gf, double b
         qp[i] = L - nq + i;
     off[0] = 0, off[1] = nq;
     a.n_seq = 1;
+    static const char *const names[] = {"f32", "int8", "int8_kchan", "int4_kchan"};
     double t = time_attn(&a), fl = 4.0 * H * hd * ((double)nq * (L - nq) + nq * (nq + 1) / 2.0);
-    printf("attention alone, one layer, ctx %d: prefill of %d tokens %.2f ms (%.1f GFLOP/s, "
-           "sgemm rate %.0f)", L, nq, t * 1e3, fl / t / 1e9, gf);
+    printf("attention alone, one layer, ctx %d, %s pages: prefill of %d tokens %.2f ms (%.1f "
+           "GFLOP/s, sgemm rate %.0f)", L, names[dt], nq, t * 1e3, fl / t / 1e9, gf);
     for (int bi = 0; bi < 2; bi++) {
         int nb = bi ? B : 1;
         for (int b = 0; b <= nb; b++)
@@ -215,7 +219,7 @@ static void bench_attention(const kw_model_config *c, int L, double gf, double b
             qp[b] = L - 1;
         a.n_seq = nb;
         t = time_attn(&a);
-        double bytes = 2.0 * nb * L * nkv * hd * sizeof(float);
+        double bytes = (double)nb * kw_kvseq_payload_bytes(sq[0]);
         printf("; decode batch %d %.3f ms (%.1f GB/s of K/V)", nb, t * 1e3, bytes / t / 1e9);
     }
     printf(" (memory read %.1f GB/s)\n", bw);
@@ -326,7 +330,8 @@ int main(int argc, char **argv)
                "attention %.0f GFLOP more\n", L, L / t, t, gf, flops / gf / 1e9, att / 1e9);
         if (L == 512)
             goto next;
-        bench_attention(c, L, gf, bw);
+        for (int dt = KW_KV_F32; dt <= KW_KV_I4K; dt++)
+            bench_attention(c, L, gf, bw, (kw_kvdtype)dt);
         /* decode at context L: batch 1, then 8 forks of the same prefix */
         for (int bi = 0; bi < 2; bi++) {
             int B = bi ? max_b : 1, p0[max_b];

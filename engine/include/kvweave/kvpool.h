@@ -95,11 +95,6 @@ typedef struct kw_kvmem {
     float *const *stage; /* per-channel-K main pools: per page, its f32 K rows or NULL */
 } kw_kvmem;
 
-/* Code e of a block of per-channel-K codes. */
-static inline int kw_kvmem_code(const uint8_t *codes, int64_t e, int bits)
-{
-    return bits == 8 ? codes[e] : (codes[e >> 1] >> ((e & 1) * 4)) & 15;
-}
 
 /* Row `slot` of K (which = 0) or V (which = 1) of a page as f32: a pointer into an f32
  * page, or the int8 row dequantized into buf (head_dim floats). */
@@ -113,14 +108,30 @@ static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t pag
     if (kw_kvdtype_kchan(m->dtype[pool])) {
         if (which == 0 && m->stage[page])
             return m->stage[page] + slot * hd;
-        int bits = m->dtype[pool] == KW_KV_I4K ? 4 : 8;
-        int64_t cb = P * hd * bits / 8;
-        const uint8_t *codes = pg + which * cb;
+        bool i4 = m->dtype[pool] == KW_KV_I4K;
+        int64_t cb = i4 ? P * hd / 2 : P * hd;
+        const uint8_t *c = pg + which * cb + (i4 ? slot * hd / 2 : slot * hd);
         const float *kp = (const float *)(const void *)(pg + 2 * cb), *vp = kp + 2 * hd;
-        for (int64_t i = 0; i < hd; i++) {
-            float c = (float)kw_kvmem_code(codes, slot * hd + i, bits);
-            buf[i] = which == 0 ? kp[i] * c + kp[hd + i] : vp[slot] * c + vp[P + slot];
-        }
+        /* x = scale * code + min: per channel for K, per row for V; the loops kept plain
+         * (two codes a byte for int4) so that they vectorize */
+        const float *sc = kp, *mn = kp + hd;
+        float s1 = vp[slot], m1 = vp[P + slot];
+        if (i4 && which == 0)
+            for (int64_t i = 0; i < hd / 2; i++) {
+                buf[2 * i] = sc[2 * i] * (float)(c[i] & 15) + mn[2 * i];
+                buf[2 * i + 1] = sc[2 * i + 1] * (float)(c[i] >> 4) + mn[2 * i + 1];
+            }
+        else if (i4)
+            for (int64_t i = 0; i < hd / 2; i++) {
+                buf[2 * i] = s1 * (float)(c[i] & 15) + m1;
+                buf[2 * i + 1] = s1 * (float)(c[i] >> 4) + m1;
+            }
+        else if (which == 0)
+            for (int64_t i = 0; i < hd; i++)
+                buf[i] = sc[i] * (float)c[i] + mn[i];
+        else
+            for (int64_t i = 0; i < hd; i++)
+                buf[i] = s1 * (float)c[i] + m1;
         return buf;
     }
     const int8_t *q = (const int8_t *)pg + r * hd;
