@@ -58,42 +58,33 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The positions a chosen view wants, increasing: its list, or for wants per row the
- * union of the rows' lists (into ds->u). *n gets the count. */
-static const int32_t *wanted_union(dseq *ds, const kw_view *w, int *n)
-{
-    *n = w->n_want;
-    if (!w->want_by_row)
-        return w->want_pos;
-    if (kw_grow((void **)&ds->u, &ds->u_cap, w->n_want + 1, sizeof(int32_t)) < 0)
-        return NULL;
-    memcpy(ds->u, w->want_pos, sizeof(int32_t) * (size_t)w->n_want);
-    qsort(ds->u, (size_t)w->n_want, sizeof(int32_t), cmp_i32);
-    int k = 0;
-    for (int i = 0; i < w->n_want; i++)
-        if (k == 0 || ds->u[i] != ds->u[k - 1])
-            ds->u[k++] = ds->u[i];
-    *n = k;
-    return ds->u;
-}
-
-/* The union of the wants of rows [r0, r1) of a view with wants per row (a copy: wp
- * (n) positions, wp + n their rows), increasing, into ds->u; returns its count or a
- * status. */
-static int rows_union(dseq *ds, const int32_t *wp, int n, int r0, int r1)
+/* The union of the wants pos[0..n) whose rows (row, parallel) lie in [r0, r1),
+ * increasing and without repeats, into ds->u; returns its count or a status. */
+static int rows_union(dseq *ds, const int32_t *pos, const int32_t *row, int n, int r0, int r1)
 {
     int rc = kw_grow((void **)&ds->u, &ds->u_cap, n + 1, sizeof(int32_t)), k = 0;
     if (rc < 0)
         return rc;
     for (int i = 0; i < n; i++)
-        if (wp[n + i] >= r0 && wp[n + i] < r1)
-            ds->u[k++] = wp[i];
+        if (row[i] >= r0 && row[i] < r1)
+            ds->u[k++] = pos[i];
     qsort(ds->u, (size_t)k, sizeof(int32_t), cmp_i32);
     int j = 0;
     for (int i = 0; i < k; i++)
         if (j == 0 || ds->u[i] != ds->u[j - 1])
             ds->u[j++] = ds->u[i];
     return j;
+}
+
+/* The positions a chosen view wants, increasing: its list, or for wants per row the
+ * union of every row's (into ds->u). *n gets the count, or a status (NULL returned). */
+static const int32_t *wanted_union(dseq *ds, const kw_view *w, int *n)
+{
+    *n = w->n_want;
+    if (!w->want_by_row)
+        return w->want_pos;
+    *n = rows_union(ds, w->want_pos, w->want_row, w->n_want, 0, w->n_rows);
+    return *n < 0 ? NULL : ds->u;
 }
 
 /* Adds to the current row of w the rebuilt tokens (temporary pages tp, P slots each) at
@@ -163,7 +154,7 @@ static int rebuild_by_head(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view 
     ds->pairs_full += held * Hk;
     for (int h = 0, wi = 0; h < Hk; h++) {
         int r0 = pq ? h * g : h, r1 = pq ? r0 + g : h + 1, nc, nl;
-        int n_u = rows_union(ds, ds->wp, nw, r0, r1);
+        int n_u = rows_union(ds, ds->wp, ds->wp + nw, nw, r0, r1);
         if (n_u < 0)
             return n_u;
         if ((rc = pick(ds, ly, ds->u, n_u, &nc, &nl)) < 0)
@@ -250,8 +241,8 @@ int kw__dkv_rebuild(dstate *st, kw_lctx *c, kw_seq *s, dseq *ds, kw_view *w)
     }
     int nc, nl, rc, n_u = 0;
     const int32_t *u = chosen ? wanted_union(ds, w, &n_u) : NULL;
-    if (chosen && !u && n_u > 0)
-        return KW_ENOMEM;
+    if (chosen && !u && n_u != 0)
+        return n_u < 0 ? n_u : KW_ENOMEM;
     if ((rc = pick(ds, ly, u, n_u, &nc, &nl)) < 0)
         return rc;
     int m = nc + nl;

@@ -32,8 +32,6 @@ typedef struct evseq {
     int32_t **qpos;
     int *qn;
     int32_t *from;
-    uint8_t *mark;
-    int mark_n;
 } evseq;
 
 /* ---- capacities ---- */
@@ -178,7 +176,7 @@ static void ev_seq_close(void *st, kw_seq *q, int idx)
         free(e->acc[i]);
     for (int i = 0; e->qpos && i < s->L * s->H; i++)
         free(e->qpos[i]);
-    free(e->qpos), free(e->qn), free(e->from), free(e->mark);
+    free(e->qpos), free(e->qn), free(e->from);
     free(e->acc), free(e->acc_cap), free(e->cap), free(e->score), free(e->hsum);
     free(e->pooled), free(e->idx), free(e->keep), free(e->map);
     free(e);
@@ -419,13 +417,6 @@ static int snap_evict_qh(const evstate *s, evseq *e, kw_kvseq *kv, int l)
         int before = n - W, k = cap - W, nk = 0;
         if ((rc = scratch(e, n)) < 0)
             return rc;
-        if (n > e->mark_n) {
-            uint8_t *mk = realloc(e->mark, (size_t)n);
-            if (!mk)
-                return KW_ENOMEM;
-            e->mark = mk, e->mark_n = n;
-        }
-        memset(e->mark, 0, (size_t)n);
         for (int j = 0; j < n; j++)
             e->map[j] = -1;
         for (int r = 0; r < g; r++) { /* picks as stored indices, then as positions */
@@ -440,7 +431,7 @@ static int snap_evict_qh(const evstate *s, evseq *e, kw_kvseq *kv, int l)
                 return KW_ENOMEM;
             e->qpos[l * s->H + qh] = qp;
             for (int i = 0; i < k; i++)
-                e->mark[e->idx[i]] = 1, e->map[e->idx[i]] = r;
+                e->map[e->idx[i]] = r;
             int m = 0;
             for (int j = 0; j < before && rc == 0; j++) /* increasing positions */
                 if (e->map[j] == r)
@@ -450,7 +441,7 @@ static int snap_evict_qh(const evstate *s, evseq *e, kw_kvseq *kv, int l)
             e->qn[l * s->H + qh] = m;
         }
         for (int j = 0; j < n; j++)
-            if (j >= before || e->mark[j])
+            if (j >= before || e->map[j] >= 0) /* the window, or some query head's pick */
                 e->keep[nk++] = j;
         if ((rc = kw_kvseq_token_f32(kv, l, h, before, NULL, NULL, &e->from[l * s->Hk + h])) < 0
             || (rc = keep_tokens(kv, l, h, e->keep, nk)) < 0)
