@@ -48,6 +48,7 @@ static const kw_param_spec run_specs[] = {
     {"max_batch", KW_PARAM_INT, "0", 0, 64, NULL, NULL},
     {"chunk", KW_PARAM_INT, "0", 0, 1 << 20, NULL, NULL},
     {"kv_pages", KW_PARAM_ENUM, "float", 0, 0, "float|int8|int8_kchan|int4_kchan", NULL},
+    {"page_tokens", KW_PARAM_INT, "0", 0, 4096, NULL, NULL},
 };
 static const kw_param_spec calib_specs[] = {
     {"sample_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL, NULL},
@@ -113,6 +114,7 @@ static int run_settings(gctx *c)
                              : !strcmp(v[7].s, "int8_kchan") ? 2
                              : !strcmp(v[7].s, "int4_kchan") ? 3
                                                              : 0;
+        g->engine.page_tokens = (int)v[8].i;
         g->calib.sample_ratio = cv[0].f;
         g->calib.n = cv[1].i;
         g->calib.seed = cv[2].set ? (uint64_t)cv[2].i : g->seed;

@@ -118,6 +118,7 @@ typedef struct kw_engine_req {
     int64_t pool_mb;     /* KV pool size in MiB */
     int max_batch;       /* sequences running at once */
     int chunk;           /* prefill tokens per step */
+    int page_tokens;     /* tokens a KV page */
     int kv_dtype;        /* run.kv_pages as a kw_kvdtype: 0 float (f32 on the CPU, bf16
                             on the GPU), 1 int8, 2 int8_kchan, 3 int4_kchan */
 } kw_engine_req;
@@ -138,8 +139,8 @@ typedef struct kw_graph {
     char *db;            /* nullable: run.db */
     int64_t limit;       /* 0 = all samples */
     uint64_t seed;
-    kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk (0: the engine's),
-                             run.kv_pages */
+    kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk, run.page_tokens
+                             (0: the engine's), run.kv_pages */
     kw_calib calib;
     char **plugins;      /* from `plugins:` */
     int n_plugins;
