@@ -49,6 +49,7 @@ static const kw_param_spec run_specs[] = {
     {"chunk", KW_PARAM_INT, "0", 0, 1 << 20, NULL, NULL},
     {"kv_pages", KW_PARAM_ENUM, "float", 0, 0, "float|int8|int8_kchan|int4_kchan", NULL},
     {"page_tokens", KW_PARAM_INT, "0", 0, 4096, NULL, NULL},
+    {"kv_residual", KW_PARAM_INT, "0", 0, 1 << 20, NULL, NULL},
 };
 static const kw_param_spec calib_specs[] = {
     {"sample_ratio", KW_PARAM_FLOAT, "0.1", 0, 1, NULL, NULL},
@@ -98,6 +99,13 @@ static int run_settings(gctx *c)
         rc = at(c, KW_EINVAL, e->origin, e->val->line, e->val->col,
                 "run.device: expected cpu, cuda or cuda:N, got '%s'", v[0].s);
     }
+    if (rc >= 0 && v[9].i > 0 && strcmp(v[7].s, "int8_kchan") && strcmp(v[7].s, "int4_kchan")) {
+        const kw_pkv *e = kw__pkv_find(d->run, d->n_run, "kv_residual");
+        rc = at(c, KW_EINVAL, e->origin, e->val->line, e->val->col,
+                "run.kv_residual: %lld tokens of f32 K need pages that quantize K per channel "
+                "(run.kv_pages: int8_kchan or int4_kchan), not '%s'", (long long)v[9].i,
+                v[7].s);
+    }
     if (rc >= 0) {
         g->device = v[0].s;
         v[0].s = NULL;
@@ -115,6 +123,7 @@ static int run_settings(gctx *c)
                              : !strcmp(v[7].s, "int4_kchan") ? 3
                                                              : 0;
         g->engine.page_tokens = (int)v[8].i;
+        g->engine.kv_residual = (int)v[9].i;
         g->calib.sample_ratio = cv[0].f;
         g->calib.n = cv[1].i;
         g->calib.seed = cv[2].set ? (uint64_t)cv[2].i : g->seed;

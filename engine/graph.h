@@ -119,6 +119,7 @@ typedef struct kw_engine_req {
     int max_batch;       /* sequences running at once */
     int chunk;           /* prefill tokens per step */
     int page_tokens;     /* tokens a KV page */
+    int kv_residual;     /* per-channel-K pages: latest tokens whose K stays f32 */
     int kv_dtype;        /* run.kv_pages as a kw_kvdtype: 0 float (f32 on the CPU, bf16
                             on the GPU), 1 int8, 2 int8_kchan, 3 int4_kchan */
 } kw_engine_req;
@@ -140,7 +141,7 @@ typedef struct kw_graph {
     int64_t limit;       /* 0 = all samples */
     uint64_t seed;
     kw_engine_req engine; /* run.pool_mb, run.max_batch, run.chunk, run.page_tokens
-                             (0: the engine's), run.kv_pages */
+                             (0: the engine's), run.kv_pages, run.kv_residual */
     kw_calib calib;
     char **plugins;      /* from `plugins:` */
     int n_plugins;

@@ -14,7 +14,7 @@
 static const char *const top_keys[] = {"name", "model", "dataset", "plugins", "run",
                                        "calibration", "stages", "sweep"};
 static const char *const run_keys[] = {"device", "limit", "seed", "db", "pool_mb", "max_batch",
-                                        "chunk", "kv_pages", "page_tokens"};
+                                        "chunk", "kv_pages", "page_tokens", "kv_residual"};
 static const char *const calib_keys[] = {"sample_ratio", "n", "seed"};
 static const char *const stage_keys[] = {"id", "op", "in", "with"};
 #define N_OF(a) ((int)(sizeof(a) / sizeof((a)[0])))
@@ -257,7 +257,7 @@ static int check_key(const kw_pdesc *d, const char *key, const char **why)
     size_t n = (size_t)(dot - key);
     if (n == 3 && !strncmp(key, "run", 3)) {
         *why = "unknown run setting (device, limit, seed, db, pool_mb, max_batch, chunk, "
-               "kv_pages, page_tokens)";
+               "kv_pages, page_tokens, kv_residual)";
         return key_index(dot + 1, run_keys, N_OF(run_keys)) < 0 ? KW_ENOTFOUND : KW_OK;
     }
     if (n == 11 && !strncmp(key, "calibration", 11)) {

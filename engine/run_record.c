@@ -246,7 +246,8 @@ int kwr_record_params(kw_exec *x, kw_error *err)
         rc = kw_db_param(x->db, x->uuid, "run.limit", buf, err);
     const struct { const char *key; int64_t v; } eng[] = {
         {"run.pool_mb", g->engine.pool_mb}, {"run.max_batch", g->engine.max_batch},
-        {"run.chunk", g->engine.chunk}, {"run.page_tokens", g->engine.page_tokens}};
+        {"run.chunk", g->engine.chunk}, {"run.page_tokens", g->engine.page_tokens},
+        {"run.kv_residual", g->engine.kv_residual}};
     for (size_t i = 0; rc >= 0 && i < sizeof eng / sizeof *eng; i++)
         if (eng[i].v > 0) {
             snprintf(buf, sizeof buf, "%" PRId64, eng[i].v);

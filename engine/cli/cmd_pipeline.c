@@ -28,6 +28,7 @@ static int env_open(const kw_engine_req *q, void **out, kw_error *err)
         o.chunk = q->chunk;
     if (q->page_tokens > 0)
         o.page_tokens = q->page_tokens;
+    o.kv_residual = q->kv_residual;
     o.kv_dtype = (kw_kvdtype)q->kv_dtype;
     int rc = kw_engine_open_opts(q->model, q->device, &o, &e, err);
     *out = e;
@@ -471,7 +472,7 @@ int kw_cmd_schema(int argc, char **argv)
     json_t *schema = json_pack(
         "{s:s,s:s,s:s,s:[s],s:{s:{s:s},s:{s:s},s:O,s:{s:s,s:O},s:{s:s,s:{s:s}},"
         "s:{s:s,s:{s:{s:s},s:{s:s,s:i},s:{s:s,s:i},s:{s:s},s:{s:s,s:i},s:{s:s,s:i,s:i},"
-        "s:{s:s,s:i},s:{s:s,s:[s,s,s,s]},s:{s:s,s:i,s:i}},s:b},"
+        "s:{s:s,s:i},s:{s:s,s:[s,s,s,s]},s:{s:s,s:i,s:i},s:{s:s,s:i}},s:b},"
         "s:{s:s,s:{s:{s:s,s:i,s:i},s:{s:s,s:i},s:{s:s,s:i}},s:b},"
         "s:{s:s,s:{s:s}}},s:b}",
         "$schema", "https://json-schema.org/draft/2020-12/schema", "title", "kvweave pipeline", "type",
@@ -483,7 +484,7 @@ int kw_cmd_schema(int argc, char **argv)
         "minimum", 0, "max_batch", "type", "integer", "minimum", 0, "maximum", 64, "chunk",
         "type", "integer", "minimum", 0, "kv_pages", "type", "string", "enum", "float", "int8",
         "int8_kchan", "int4_kchan", "page_tokens", "type", "integer", "minimum", 0, "maximum",
-        4096, "additionalProperties", 0,
+        4096, "kv_residual", "type", "integer", "minimum", 0, "additionalProperties", 0,
         "calibration", "type", "object", "properties", "sample_ratio", "type", "number",
         "minimum", 0, "maximum", 1, "n", "type", "integer", "minimum", 0, "seed", "type",
         "integer", "minimum", 0, "additionalProperties", 0, "plugins", "type", "array", "items",

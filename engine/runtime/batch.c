@@ -76,6 +76,10 @@ static int check_opts(const kw_model *m, kw_engine_opts *o, kw_error *err)
         return kw_error_set(err, KW_ENOSYS, "engine: KV pages with K quantized per channel "
                             "(run.kv_pages: int8_kchan, int4_kchan) run on the CPU engine only; "
                             "on the GPU use run.kv_pages: int8");
+    if (o->kv_residual < 0 || (o->kv_residual > 0 && !kw_kvdtype_kchan(o->kv_dtype)))
+        return kw_error_set(err, KW_EINVAL, "engine: kv_residual %d: the f32 residual of K is "
+                            "a setting of the per-channel-K pages (run.kv_pages: int8_kchan, "
+                            "int4_kchan), not of these", o->kv_residual);
     if (o->cuda && o->kv_dtype == KW_KV_I8 && o->page_tokens % 2)
         return kw_error_set(err, KW_EINVAL, "engine: int8 KV pages on the CUDA device need an "
                             "even page size (page_tokens %d)", o->page_tokens);
@@ -104,7 +108,8 @@ int kw_engine_open_model(const kw_model *m, const kw_engine_opts *opts, kw_engin
     int rc = check_opts(m, &e->o, err);
     kw_kvpool_opts po = {.page_tokens = e->o.page_tokens, .n_pages = e->o.n_pages,
                          .n_tmp_pages = e->o.n_tmp_pages, .dtype = e->o.kv_dtype,
-                         .pre_rope = e->o.pre_rope, .device_pages = e->o.cuda};
+                         .pre_rope = e->o.pre_rope, .device_pages = e->o.cuda,
+                         .residual = e->o.kv_residual};
     if (rc == 0)
         rc = kw_kvpool_new(&m->cfg, &po, &e->pool, err);
     if (rc == 0 && e->o.cuda)

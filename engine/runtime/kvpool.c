@@ -28,10 +28,10 @@ int kw_kvpool_new(const kw_model_config *cfg, const kw_kvpool_opts *o, kw_kvpool
         return kw_error_set(err, KW_EINVAL, "kv pool: int4 pages need an even head_dim (%d)",
                             cfg->head_dim);
     if (o->page_tokens < 1 || o->page_tokens > 4096 || o->n_pages < 1 || o->n_pages > INT32_MAX
-        || o->n_tmp_pages < 0 || o->n_tmp_pages > INT32_MAX)
+        || o->n_tmp_pages < 0 || o->n_tmp_pages > INT32_MAX || o->residual < 0)
         return kw_error_set(err, KW_EINVAL, "kv pool: page_tokens %d, n_pages %lld, "
-                            "n_tmp_pages %lld out of range", o->page_tokens,
-                            (long long)o->n_pages, (long long)o->n_tmp_pages);
+                            "n_tmp_pages %lld, residual %d out of range", o->page_tokens,
+                            (long long)o->n_pages, (long long)o->n_tmp_pages, o->residual);
     if (cfg->n_layer < 1 || cfg->n_head_kv < 1 || cfg->head_dim < 2 || cfg->n_head < 1
         || cfg->n_head % cfg->n_head_kv)
         return kw_error_set(err, KW_EINVAL, "kv pool: bad model shape (layers %d, heads "
@@ -158,6 +158,13 @@ static int tab_reserve(kw_kvpool *p, kw_ptab *t, int n)
     t->pages = np;
     t->cap = cap;
     return 0;
+}
+
+/* A per-channel-K page quantized, if it is still open. */
+static void close_open(kw_kvpool *p, int32_t g)
+{
+    if (p->stage[g])
+        kw__page_close(p, g);
 }
 
 /* Makes page index pi of t private to this table (copy on write). */
@@ -318,8 +325,10 @@ static int append(kw_kvseq *s, int layer, const float *k, const float *v, const 
                 return KW_ENOMEM;
             page_pos(p, g)[slot] = pos[i];
             t->n_tok++;
-            if (p->bits && slot == P - 1) /* full: K per channel */
-                kw__page_close(p, g);
+            /* K per channel: the full page that `residual` tokens now follow */
+            int64_t behind = t->n_tok - p->o.residual;
+            if (p->bits && behind >= P && behind % P == 0)
+                close_open(p, t->pages[behind / P - 1]);
         }
     }
     return 0;
@@ -513,10 +522,9 @@ int kw_kvseq_keep(kw_kvseq *s, int layer, int kvh, const int32_t *keep, int n_ke
         page_pos(p, gd)[i % P] = page_pos(p, gs)[src % P];
     }
     /* per-channel K: the pages compaction refilled close again (the last, partial one
-     * stays open) */
-    for (int j = 0; p->bits && j < n_keep / P; j++)
-        if (p->stage[t->pages[j]])
-            kw__page_close(p, t->pages[j]);
+     * and those within the residual stay open) */
+    for (int j = 0; p->bits && j < (n_keep - p->o.residual) / P; j++)
+        close_open(p, t->pages[j]);
     int np = (n_keep + P - 1) / P;
     for (int j = np; j < t->n_pages; j++)
         page_unref(p, t->pages[j]);

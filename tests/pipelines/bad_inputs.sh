@@ -44,6 +44,7 @@ bad two_evict "two_evict.yaml:11:5: stage 'gen' (decode.greedy): kv methods 'sna
 bad engine_setting "engine_setting.yaml:7:32: run.max_batch: 100 is out of range [0, 64]"
 bad kv_pages "kv_pages.yaml:7:31: run.kv_pages: must be one of float|int8|int8_kchan|int4_kchan, got 'fp16'"
 bad page_tokens "page_tokens.yaml:7:34: run.page_tokens: 8192 is out of range [0, 4096]"
+bad kv_residual "kv_residual.yaml:7:34: run.kv_residual: 64 tokens of f32 K need pages that quantize K per channel (run.kv_pages: int8_kchan or int4_kchan), not 'int8'"
 
 # `kvweave run` refuses the same stack before it opens the store: no run row, no file
 check run_two_evict 2 "two_evict.yaml:11:5: stage 'gen' (decode.greedy): kv methods 'snap'" -- run "$BAD/two_evict.yaml" --db "$TMP/two_evict.db" --quiet

@@ -5,7 +5,8 @@
 # with the engine settings of `run:` (pool, batch, chunk) it runs one sequence at a time
 # and records them; with int8 KV pages (run.kv_pages, set or swept) the samples finish
 # and hold about a quarter of the f32 pages' bytes, and with int4 pages whose K is
-# quantized per channel (int4_kchan) less again, alone and under SnapKV's eviction; a
+# quantized per channel (int4_kchan) less again, alone and under SnapKV's eviction, and
+# with pages of 32 tokens or a residual of f32 K rows (run.page_tokens, kv_residual); a
 # pool too small for a prompt fails that sample naming the knob.
 set -eu
 home=${KVWEAVE_HOME:-$HOME/.cache/kvweave}
@@ -106,6 +107,19 @@ k32=$(payload "$tmp/k32.db")
 echo "int4_kchan pages of 32 tokens: KV payload peak $k32 bytes"
 python3 -c "import sys; k4,k32=map(float,sys.argv[1:]); sys.exit(0 if k32 < 0.95 * k4 else 1)" \
     "$k4" "$k32"
+# KIVI's residual (run.kv_residual): the latest 128 tokens keep K f32, so the payload
+# grows; the setting is recorded
+"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/kr.db" --quiet \
+    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
+    --set run.kv_pages=int4_kchan --set run.page_tokens=32 --set run.kv_residual=128
+ok=$("$KVWEAVE_BIN" query --db "$tmp/kr.db" --format csv \
+    "SELECT count(*) || ' ' || (SELECT value FROM params WHERE key = 'run.kv_residual')
+     FROM samples WHERE status = 'FINISHED'" | tail -1)
+[ "$ok" = "2 128" ]
+kr=$(payload "$tmp/kr.db")
+echo "int4_kchan pages of 32 tokens, residual 128: KV payload peak $kr bytes"
+python3 -c "import sys; k32,kr=map(float,sys.argv[1:]); sys.exit(0 if kr > k32 else 1)" \
+    "$k32" "$kr"
 # and under a method that evicts (SnapKV compacts the tables: the pages it refills are
 # quantized again)
 "$KVWEAVE_BIN" run pipelines/snapkv_ruler.yaml --db "$tmp/s4.db" --quiet \

@@ -488,6 +488,106 @@ static void test_kvpool_pages_with_k_per_channel(void **state)
     kc_case(KW_KV_I4K);
 }
 
+/* The residual (KIVI's): with pages of 4 and a residual of 6, the latest 6 to 9 tokens of
+ * a table keep K exact and the pages before them are quantized (within half a step of
+ * each channel's range over the page); the payload counts the open pages' K as f32; a
+ * compacted table's pages within the residual stay open, and close once enough tokens
+ * follow them again. */
+static void test_kvpool_kchan_residual(void **state)
+{
+    (void)state;
+    const int L = 15;
+    kw_model_config c = small_cfg();
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.page_tokens = 4, o.n_pages = 64, o.dtype = KW_KV_I4K, o.residual = 6;
+    kw_kvpool *p;
+    kw_error err = {0};
+    assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
+    int kd = c.n_head_kv * c.head_dim;
+    float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
+    float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
+    kc_data(&c, 0x7e51d, k, v);
+    kw_kvseq *s = kw_kvseq_new(p);
+    int32_t pos[KC_N];
+    for (int t = 0; t < KC_N; t++)
+        pos[t] = t;
+    for (int l = 0; l < c.n_layer; l++) { /* 9 at once, then one by one */
+        assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, 0, 0, 0), &KC_AT(v, &c, l, 0, 0, 0),
+                                         pos, 9), 0);
+        for (int t = 9; t < KC_N; t++)
+            assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, t, 0, 0),
+                                             &KC_AT(v, &c, l, t, 0, 0), &pos[t], 1), 0);
+    }
+    /* 14 tokens, 6 of residual: pages 0 and 1 (tokens 0..7) closed, 2 and 3 open */
+    float kr[8], vr[8];
+    int32_t ps;
+    int quantized = 0;
+    for (int l = 0; l < c.n_layer; l++)
+        for (int h = 0; h < c.n_head_kv; h++)
+            for (int t = 0; t < KC_N; t++) {
+                assert_int_equal(kw_kvseq_token_f32(s, l, h, t, kr, vr, &ps), 0);
+                for (int i = 0; i < c.head_dim; i++) {
+                    float ek = fabsf(kr[i] - KC_AT(k, &c, l, t, h, i));
+                    if (t >= 8)
+                        assert_true(ek == 0);
+                    else
+                        assert_true(ek <= kc_half_step(&c, k, l, h, t, i, t / 4 * 4, 4, 0, L));
+                    quantized += t < 8 && ek > 0;
+                }
+            }
+    assert_true(quantized > 0);
+    int tables = c.n_layer * c.n_head_kv;
+    assert_int_equal(kw_kvseq_payload_bytes(s),
+                     (int64_t)tables * (KC_N * (2 * 8 * 4 / 8 + 8) + 2 * 8 * 8 + 6 * 8 * 4));
+    /* compaction of (1, 1) to tokens 1, 2, 5, 9, 10: its first page is refilled and,
+     * with 5 tokens left, within the residual: it stays open, K as it read */
+    const int32_t keep[] = {1, 2, 5, 9, 10};
+    float before[5][8];
+    for (int j = 0; j < 5; j++)
+        assert_int_equal(kw_kvseq_token_f32(s, 1, 1, keep[j], before[j], vr, &ps), 0);
+    assert_int_equal(kw_kvseq_keep(s, 1, 1, keep, 5), 0);
+    for (int j = 0; j < 5; j++) {
+        assert_int_equal(kw_kvseq_token_f32(s, 1, 1, j, kr, vr, &ps), 0);
+        assert_int_equal(ps, keep[j]);
+        assert_memory_equal(kr, before[j], sizeof kr);
+    }
+    /* 5 more tokens on layer 1: (1, 1) holds 10, 4 of them behind the residual, so its
+     * first page (tokens 1, 2, 5, 9) is quantized again; token 9's K is no longer exact */
+    float k5[5 * 16], v5[5 * 16];
+    int32_t p5[5];
+    for (int t = 0; t < 5; t++) {
+        p5[t] = KC_N + t;
+        for (int i = 0; i < 16; i++)
+            k5[t * 16 + i] = 0.1f * i - 0.3f * t, v5[t * 16 + i] = 0.2f * t - 0.05f * i;
+    }
+    assert_int_equal(kw_kvseq_append(s, 1, k5, v5, p5, 5), 0);
+    assert_int_equal(kw_kvseq_len(s, 1, 1), 10);
+    float lo[8], hi[8], err9 = 0;
+    for (int i = 0; i < 8; i++)
+        lo[i] = INFINITY, hi[i] = -INFINITY;
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 8; i++)
+            lo[i] = fminf(lo[i], before[j][i]), hi[i] = fmaxf(hi[i], before[j][i]);
+    for (int j = 0; j < 4; j++) {
+        assert_int_equal(kw_kvseq_token_f32(s, 1, 1, j, kr, vr, &ps), 0);
+        for (int i = 0; i < 8; i++) {
+            float e = fabsf(kr[i] - before[j][i]);
+            assert_true(e <= (hi[i] - lo[i]) / (2.f * L) * 1.001f + 1e-6f);
+            if (j == 3)
+                err9 = fmaxf(err9, e);
+        }
+    }
+    assert_true(err9 > 0);
+    assert_int_equal(kw_kvseq_token_f32(s, 1, 1, 4, kr, vr, &ps), 0); /* token 10: open */
+    assert_memory_equal(kr, before[4], sizeof kr);
+    kw_kvseq_free(s);
+    kw_kvmem_stats st;
+    kw_kvpool_stats(p, &st);
+    assert_int_equal(st.alloc_bytes, 0);
+    kw_kvpool_free(p);
+    free(k), free(v);
+}
+
 /* ---- device_pages pools: the pool's side of kw_kvpool_device, against an arena pool,
  * with a host mirror as the device (mirror_device.h) ---- */
 
@@ -647,6 +747,7 @@ int main(void)
         cmocka_unit_test(test_view_wants),
         cmocka_unit_test(test_kvpool_int8_pages_round_trip),
         cmocka_unit_test(test_kvpool_pages_with_k_per_channel),
+        cmocka_unit_test(test_kvpool_kchan_residual),
         cmocka_unit_test(test_kvpool_device_pages_keep_and_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

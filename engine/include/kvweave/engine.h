@@ -45,6 +45,8 @@ typedef struct kw_engine_opts {
     bool pre_rope;        /* store K before RoPE */
     kw_kvdtype kv_dtype;  /* KV page type: KW_KV_F32 (default), KW_KV_I8, or K per channel
                              (KW_KV_I8K, KW_KV_I4K; the CPU engine only) */
+    int kv_residual;      /* per-channel-K pages: latest tokens whose K stays f32 (see
+                             kw_kvpool_opts.residual); default 0 */
     int max_batch;        /* running sequences; default 16 (at most 64) */
     int chunk;            /* prefill tokens per step over all sequences; default 512 */
     int threads;          /* OpenMP threads; 0: the default */

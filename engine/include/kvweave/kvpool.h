@@ -64,6 +64,9 @@ typedef struct kw_kvpool_opts {
     int64_t n_tmp_pages; /* temporary pool capacity in pages; default 256 */
     kw_kvdtype dtype;
     bool pre_rope;     /* K stored before RoPE; rotated at read */
+    int residual;      /* per-channel-K pools: a table's latest `residual` tokens keep their
+                          K rows f32 (KIVI's residual): a full page is quantized once that
+                          many tokens follow it; 0: as soon as it fills */
     bool device_pages; /* page payloads live outside the pool (a device arena with the same
                           page numbering): the pool keeps page tables, reference counts and
                           positions; writes go through kw_kvseq_append_slots, page copies,
