@@ -94,32 +94,29 @@ echo "int4_kchan pages: KV payload peak $k4 bytes; score $("$KVWEAVE_BIN" query 
     --format csv "SELECT value FROM metrics WHERE sample IS NULL AND key = 'score'" | tail -1)"
 python3 -c "import sys; f,i8,k4=map(float,sys.argv[1:]); sys.exit(0 if k4 < 0.25 * f and k4 < i8 else 1)" \
     "$f32" "$i8" "$k4"
+# int4_kchan pages with a run setting ($2=$3, more settings after): both samples finish
+# and the setting is recorded; prints the KV payload peak
+kchan_run() {
+    db=$1 key=$2 val=$3
+    shift 3
+    "$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$db" --quiet --set dataset.n=2 \
+        --set dataset.length=512 --set dataset.max_new=8 --set run.kv_pages=int4_kchan \
+        --set "run.$key=$val" "$@" >&2
+    ok=$("$KVWEAVE_BIN" query --db "$db" --format csv "SELECT count(*) || ' ' ||
+        (SELECT value FROM params WHERE key = 'run.$key') FROM samples
+        WHERE status = 'FINISHED'" | tail -1)
+    [ "$ok" = "2 $val" ]
+    payload "$db"
+}
 # KIVI's group of 32 tokens (run.page_tokens): the per-channel parameters cost half as
-# much a token, so the payload is smaller again, and the setting is recorded
-"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/k32.db" --quiet \
-    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
-    --set run.kv_pages=int4_kchan --set run.page_tokens=32
-ok=$("$KVWEAVE_BIN" query --db "$tmp/k32.db" --format csv \
-    "SELECT count(*) || ' ' || (SELECT value FROM params WHERE key = 'run.page_tokens')
-     FROM samples WHERE status = 'FINISHED'" | tail -1)
-[ "$ok" = "2 32" ]
-k32=$(payload "$tmp/k32.db")
+# much a token, so the payload is smaller again
+k32=$(kchan_run "$tmp/k32.db" page_tokens 32)
 echo "int4_kchan pages of 32 tokens: KV payload peak $k32 bytes"
-python3 -c "import sys; k4,k32=map(float,sys.argv[1:]); sys.exit(0 if k32 < 0.95 * k4 else 1)" \
-    "$k4" "$k32"
-# KIVI's residual (run.kv_residual): the latest 128 tokens keep K f32, so the payload
-# grows; the setting is recorded
-"$KVWEAVE_BIN" run pipelines/quickstart.yaml --db "$tmp/kr.db" --quiet \
-    --set dataset.n=2 --set dataset.length=512 --set dataset.max_new=8 \
-    --set run.kv_pages=int4_kchan --set run.page_tokens=32 --set run.kv_residual=128
-ok=$("$KVWEAVE_BIN" query --db "$tmp/kr.db" --format csv \
-    "SELECT count(*) || ' ' || (SELECT value FROM params WHERE key = 'run.kv_residual')
-     FROM samples WHERE status = 'FINISHED'" | tail -1)
-[ "$ok" = "2 128" ]
-kr=$(payload "$tmp/kr.db")
+# KIVI's residual (run.kv_residual): the latest 128 tokens keep K f32, so it grows
+kr=$(kchan_run "$tmp/kr.db" kv_residual 128 --set run.page_tokens=32)
 echo "int4_kchan pages of 32 tokens, residual 128: KV payload peak $kr bytes"
-python3 -c "import sys; k32,kr=map(float,sys.argv[1:]); sys.exit(0 if kr > k32 else 1)" \
-    "$k32" "$kr"
+python3 -c "import sys; k4,k32,kr=map(float,sys.argv[1:]); sys.exit(0 if k32 < 0.95 * k4 < kr else 1)" \
+    "$k4" "$k32" "$kr"
 # and under a method that evicts (SnapKV compacts the tables: the pages it refills are
 # quantized again)
 "$KVWEAVE_BIN" run pipelines/snapkv_ruler.yaml --db "$tmp/s4.db" --quiet \

@@ -369,6 +369,25 @@ static float kc_half_step(const kw_model_config *c, const float *x, int l, int h
     return (hi - lo) / (2.f * L) * 1.001f + 1e-6f;
 }
 
+/* A sequence of pool p holding the KC_N tokens of k and v at positions 0.., each layer
+ * appended 9 at once, then one by one. */
+static kw_kvseq *kc_sequence(kw_kvpool *p, const kw_model_config *c, const float *k,
+                             const float *v)
+{
+    kw_kvseq *s = kw_kvseq_new(p);
+    int32_t pos[KC_N];
+    for (int t = 0; t < KC_N; t++)
+        pos[t] = t;
+    for (int l = 0; l < c->n_layer; l++) {
+        assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, c, l, 0, 0, 0), &KC_AT(v, c, l, 0, 0, 0),
+                                         pos, 9), 0);
+        for (int t = 9; t < KC_N; t++)
+            assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, c, l, t, 0, 0),
+                                             &KC_AT(v, c, l, t, 0, 0), &pos[t], 1), 0);
+    }
+    return s;
+}
+
 /* Per-channel K and per-token V, 8 and 4 bits: every full page's K within half a step of
  * its channel's range over the page, the partial page's K exact (f32 until the page
  * fills), V within half a step of its row's range; the small channels keep their
@@ -389,17 +408,7 @@ static void kc_case(kw_kvdtype dt)
     float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
     float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
     kc_data(&c, 0x5eed + (uint64_t)bits, k, v);
-    kw_kvseq *s = kw_kvseq_new(p);
-    int32_t pos[KC_N];
-    for (int t = 0; t < KC_N; t++)
-        pos[t] = t;
-    for (int l = 0; l < c.n_layer; l++) { /* 9 at once, then one by one */
-        assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, 0, 0, 0), &KC_AT(v, &c, l, 0, 0, 0),
-                                         pos, 9), 0);
-        for (int t = 9; t < KC_N; t++)
-            assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, t, 0, 0),
-                                             &KC_AT(v, &c, l, t, 0, 0), &pos[t], 1), 0);
-    }
+    kw_kvseq *s = kc_sequence(p, &c, k, v);
     float kr[8], vr[8], worst_small = 0;
     int32_t ps;
     for (int l = 0; l < c.n_layer; l++)
@@ -507,17 +516,7 @@ static void test_kvpool_kchan_residual(void **state)
     float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
     float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
     kc_data(&c, 0x7e51d, k, v);
-    kw_kvseq *s = kw_kvseq_new(p);
-    int32_t pos[KC_N];
-    for (int t = 0; t < KC_N; t++)
-        pos[t] = t;
-    for (int l = 0; l < c.n_layer; l++) { /* 9 at once, then one by one */
-        assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, 0, 0, 0), &KC_AT(v, &c, l, 0, 0, 0),
-                                         pos, 9), 0);
-        for (int t = 9; t < KC_N; t++)
-            assert_int_equal(kw_kvseq_append(s, l, &KC_AT(k, &c, l, t, 0, 0),
-                                             &KC_AT(v, &c, l, t, 0, 0), &pos[t], 1), 0);
-    }
+    kw_kvseq *s = kc_sequence(p, &c, k, v);
     /* 14 tokens, 6 of residual: pages 0 and 1 (tokens 0..7) closed, 2 and 3 open */
     float kr[8], vr[8];
     int32_t ps;
