@@ -21,6 +21,13 @@ int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
     CUDA_OR_ENOSYS(kw_cuda_linear(stream, x, w, bias, y, M, N, K));
 }
 
+int kw_k_linear_q(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
+                  const float *bias, float *y, int M, int N, int K)
+{
+    (void)stream;
+    return bk == KW_BK_CPU ? kw_cpu_linear_q(x, w, bias, y, M, N, K) : KW_ENOSYS;
+}
+
 int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
                  int rows, int dim, float eps)
 {

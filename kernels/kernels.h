@@ -25,6 +25,20 @@ typedef enum kw_backend { KW_BK_CPU = 0, KW_BK_CUDA = 1 } kw_backend;
 /* y(M,N) = x(M,K) . w(N,K)^T (+ bias(N), nullable). */
 int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
                 const float *bias, float *y, int M, int N, int K);
+/* A weight matrix (N, K) in blocks of 32 along K, split by kw_split_blocks: element j of
+ * block b of row n is (float)code * scale[n K/32 + b] + min[...]; int4 codes two a byte
+ * (16 bytes a block: element j < 16 the low nibble of byte j, j + 16 its high nibble),
+ * int8 codes signed (32 bytes a block). */
+typedef struct kw_qmat {
+    int bits;             /* 4 or 8 */
+    const uint8_t *codes; /* (N, K * bits / 8) */
+    const float *scale, *min; /* (N, K / 32) */
+} kw_qmat;
+/* y(M,N) = x(M,K) . w^T (+ bias) over a block-quantized w, dequantized as it is read
+ * (CPU only; for the few rows of decode steps): the same products as kw_k_linear over
+ * the dequantized matrix, summed in another order. K a multiple of 32. */
+int kw_k_linear_q(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
+                  const float *bias, float *y, int M, int N, int K);
 /* y(rows,dim) = x / rms(x) * g ; y may equal x. */
 int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
                  int rows, int dim, float eps);

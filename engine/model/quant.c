@@ -291,6 +291,24 @@ static void convert_range(kw_dtype t, const uint8_t *src, float *dst, int64_t b0
     }
 }
 
+int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
+                    float *min)
+{
+    if ((t != KW_DT_Q4_0 && t != KW_DT_Q4_1 && t != KW_DT_Q8_0) || n < 0 || n % QK)
+        return KW_EINVAL;
+    const uint8_t *b = src;
+    const int64_t cb = t == KW_DT_Q8_0 ? QK : QK / 2; /* code bytes a block */
+    for (int64_t i = 0; i < n / QK; i++, b += dtypes[t].bytes) {
+        float d = rdh(b);
+        scale[i] = d;
+        /* Q4_0: (nib - 8) d = nib d + (-8 d), both exact in f32 (an f16 times a small
+         * integer); Q4_1: nib d + m as deq_q4_1 rounds it */
+        min[i] = t == KW_DT_Q4_1 ? rdh(b + 2) : t == KW_DT_Q4_0 ? -8.0f * d : 0.0f;
+        memcpy(codes + i * cb, b + (t == KW_DT_Q4_1 ? 4 : 2), (size_t)cb);
+    }
+    return KW_OK;
+}
+
 int kw_to_f32(kw_dtype t, const void *src, float *dst, int64_t n)
 {
     if ((unsigned)t >= KW_DT_COUNT || n < 0 || n % (int64_t)dtypes[t].elems)

@@ -19,11 +19,15 @@
 typedef struct kw_lw {
     const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* wq (n_head*hd, n_embd) */
     const float *ffn_norm, *wgate, *wup, *wdown;                /* wdown (n_embd, n_ff) */
+    /* the matrices in their GGUF blocks, for decode steps (codes NULL: f32 only) */
+    kw_qmat qq, qk, qv, qo, qgate, qup, qdown;
 } kw_lw;
 
 struct kw_fwd {
     kw_model_config cfg;
     const float *tok_embd, *out_norm, *output; /* (n_vocab, n_embd) */
+    kw_qmat qoutput;
+    int q_rows; /* steps of at most this many tokens read the kw_qmat forms (0: never) */
     kw_lw *L;
     float *inv_freq;
     float **owned;
@@ -35,6 +39,7 @@ struct kw_fwd {
 };
 
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f) { return &f->cfg; }
+int kw__fwd_q_rows(const kw_fwd *f) { return f->q_rows; }
 
 /* An f32 view of a tensor with the expected shape; optional when `opt`. */
 static int weight(kw_fwd *f, const kw_model *m, const char *name, int64_t d0, int64_t d1,
@@ -71,6 +76,43 @@ static int weight(kw_fwd *f, const kw_model *m, const char *name, int64_t d0, in
     return 0;
 }
 
+/* A matrix's GGUF blocks split for kw_k_linear_q (Q4_0, Q4_1 and Q8_0 with rows of whole
+ * blocks; other types keep only the f32 copy). */
+static int weight_q(kw_fwd *f, const kw_model *m, const char *name, kw_qmat *q,
+                    kw_error *err)
+{
+    memset(q, 0, sizeof *q);
+    const kw_tensor *t = kw_model_tensor(m, name);
+    if (!f->q_rows || !t || t->ndim != 2 || t->shape[1] % 32
+        || (t->dtype != KW_DT_Q4_0 && t->dtype != KW_DT_Q4_1 && t->dtype != KW_DT_Q8_0))
+        return 0;
+    int64_t n = kw_tensor_nelems(t), bits = t->dtype == KW_DT_Q8_0 ? 8 : 4;
+    size_t cb = (size_t)(n * bits / 8), sb = (size_t)(n / 32) * sizeof(float);
+    uint8_t *buf = malloc(cb + 2 * sb);
+    float **o = buf ? realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o) : NULL;
+    if (!o) {
+        free(buf);
+        return kw_error_set(err, KW_ENOMEM, "model: out of memory");
+    }
+    f->owned = o;
+    f->owned[f->n_owned++] = (float *)(void *)buf;
+    float *scale = (float *)(void *)(buf + cb), *min = scale + n / 32;
+    int rc = kw_split_blocks(t->dtype, t->data, n, buf + 0, scale, min);
+    if (rc < 0)
+        return kw_error_set(err, rc, "model: tensor '%s': cannot split its blocks", name);
+    *q = (kw_qmat){.bits = (int)bits, .codes = buf, .scale = scale, .min = min};
+    return 0;
+}
+
+/* y = x w^T + b, from w's blocks on steps of at most q_rows tokens */
+static int linear(const kw_fwd *f, const kw_qmat *q, const float *x, const float *w,
+                  const float *b, float *y, int M, int N, int K)
+{
+    if (q->codes && M <= f->q_rows)
+        return kw_k_linear_q(KW_BK_CPU, NULL, x, q, b, y, M, N, K);
+    return kw_k_linear(KW_BK_CPU, NULL, x, w, b, y, M, N, K);
+}
+
 static int load_layer(kw_fwd *f, const kw_model *m, int l, kw_error *err)
 {
     const kw_model_config *c = &f->cfg;
@@ -84,6 +126,11 @@ static int load_layer(kw_fwd *f, const kw_model *m, int l, kw_error *err)
         snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                         \
         rc = weight(f, m, nm, d0, d1, opt, &w->field, err);                      \
     }
+#define Q(field, suffix)                                                         \
+    if (rc == 0) {                                                               \
+        snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                         \
+        rc = weight_q(f, m, nm, &w->field, err);                                 \
+    }
     W(attn_norm, "attn_norm.weight", E, 0, false)
     W(wq, "attn_q.weight", qd, E, false)
     W(wk, "attn_k.weight", kd, E, false)
@@ -96,7 +143,15 @@ static int load_layer(kw_fwd *f, const kw_model *m, int l, kw_error *err)
     W(wgate, "ffn_gate.weight", F, E, false)
     W(wup, "ffn_up.weight", F, E, false)
     W(wdown, "ffn_down.weight", E, F, false)
+    Q(qq, "attn_q.weight")
+    Q(qk, "attn_k.weight")
+    Q(qv, "attn_v.weight")
+    Q(qo, "attn_output.weight")
+    Q(qgate, "ffn_gate.weight")
+    Q(qup, "ffn_up.weight")
+    Q(qdown, "ffn_down.weight")
 #undef W
+#undef Q
     return rc;
 }
 
@@ -140,6 +195,10 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
         return kw_error_set(err, KW_ENOMEM, "forward: out of memory");
     f->cfg = *c;
     f->max_tok = max_tok;
+    /* KVWEAVE_CPU_QROWS=N: the row count up to which steps read the GGUF blocks (0: the
+     * f32 copies always) */
+    const char *qe = getenv("KVWEAVE_CPU_QROWS");
+    f->q_rows = qe && *qe ? atoi(qe) : KW_FWD_QROWS;
     f->L = calloc((size_t)c->n_layer, sizeof *f->L);
     int rc = f->L && alloc_scratch(f) == 0 ? 0
                                              : kw_error_set(err, KW_ENOMEM, "forward: out of memory");
@@ -152,6 +211,10 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
         rc = weight(f, m, "output.weight", V, E, true, &f->output, err);
     if (rc == 0 && !f->output)
         f->output = f->tok_embd; /* tied */
+    if (rc == 0)
+        rc = weight_q(f, m, kw_model_tensor(m, "output.weight") ? "output.weight"
+                                                               : "token_embd.weight",
+                      &f->qoutput, err);
     for (int l = 0; rc == 0 && l < c->n_layer; l++)
         rc = load_layer(f, m, l, err);
     if (rc < 0) {
@@ -435,11 +498,11 @@ static int layer_run(stepctx *c, int l, int n_tok)
     int E = cf->n_embd, hd = cf->head_dim, qd = cf->n_head * hd, kd = cf->n_head_kv * hd;
     int rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->x, w->attn_norm, f->xn, n_tok, E, cf->norm_eps);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wq, w->bq, f->q, n_tok, qd, E);
+        rc = linear(f, &w->qq, f->xn, w->wq, w->bq, f->q, n_tok, qd, E);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wk, w->bk, f->k, n_tok, kd, E);
+        rc = linear(f, &w->qk, f->xn, w->wk, w->bk, f->k, n_tok, kd, E);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wv, w->bv, f->v, n_tok, kd, E);
+        rc = linear(f, &w->qv, f->xn, w->wv, w->bv, f->v, n_tok, kd, E);
     if (rc < 0)
         return rc;
     kw__hooks_call(&c->hc, l, KW_HC_ON_KV, NULL, f->k, f->v, NULL);
@@ -459,19 +522,19 @@ static int layer_run(stepctx *c, int l, int n_tok)
     }
     if ((rc = attention(c, l, n_tok)) < 0)
         return rc;
-    rc = kw_k_linear(KW_BK_CPU, NULL, f->att, w->wo, NULL, f->xn, n_tok, E, qd);
+    rc = linear(f, &w->qo, f->att, w->wo, NULL, f->xn, n_tok, E, qd);
     if (rc == 0)
         rc = kw_k_add(KW_BK_CPU, NULL, f->x, f->xn, (int64_t)n_tok * E);
     if (rc == 0)
         rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->x, w->ffn_norm, f->xn, n_tok, E, cf->norm_eps);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wgate, NULL, f->gate, n_tok, cf->n_ff, E);
+        rc = linear(f, &w->qgate, f->xn, w->wgate, NULL, f->gate, n_tok, cf->n_ff, E);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->xn, w->wup, NULL, f->up, n_tok, cf->n_ff, E);
+        rc = linear(f, &w->qup, f->xn, w->wup, NULL, f->up, n_tok, cf->n_ff, E);
     if (rc == 0)
         rc = kw_k_swiglu(KW_BK_CPU, NULL, f->gate, f->up, f->gate, (int64_t)n_tok * cf->n_ff);
     if (rc == 0)
-        rc = kw_k_linear(KW_BK_CPU, NULL, f->gate, w->wdown, NULL, f->xn, n_tok, E, cf->n_ff);
+        rc = linear(f, &w->qdown, f->gate, w->wdown, NULL, f->xn, n_tok, E, cf->n_ff);
     if (rc == 0)
         rc = kw_k_add(KW_BK_CPU, NULL, f->x, f->xn, (int64_t)n_tok * E);
     return rc;
@@ -533,8 +596,8 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
         rc = kw_k_rmsnorm(KW_BK_CPU, NULL, f->rows, f->out_norm, f->rows, s->n_logits,
                           cf->n_embd, cf->norm_eps);
         if (rc == 0)
-            rc = kw_k_linear(KW_BK_CPU, NULL, f->rows, f->output, NULL, s->logits, s->n_logits,
-                             cf->n_vocab, cf->n_embd);
+            rc = linear(f, &f->qoutput, f->rows, f->output, NULL, s->logits, s->n_logits,
+                        cf->n_vocab, cf->n_embd);
         if (rc < 0)
             kw_error_set(err, rc, "forward: output head failed");
     }

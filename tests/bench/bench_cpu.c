@@ -92,9 +92,26 @@ static double linear_flops(const kw_model_config *c)
     return 2.0 * c->n_layer * (E * qd + 2 * E * kd + qd * E + 3 * E * c->n_ff);
 }
 
-static double weight_bytes(const kw_model_config *c)
+/* Bytes of the matrices a step of B tokens reads: the f32 copies, or, in steps of at most
+ * q_rows tokens, a Q4_0 / Q4_1 / Q8_0 matrix's codes with a float scale and minimum per
+ * block of 32 (forward.c); the LM head is the output matrix or the tied embedding. */
+static double weight_bytes(const kw_model *m, int B, int q_rows)
 {
-    return 4.0 * (linear_flops(c) / 2 + (double)c->n_vocab * c->n_embd);
+    double b = 0;
+    bool has_output = false;
+    for (int i = 0; i < m->n_tensors; i++)
+        has_output = has_output || !strcmp(m->tensors[i].name, "output.weight");
+    for (int i = 0; i < m->n_tensors; i++) {
+        const kw_tensor *t = &m->tensors[i];
+        const char *nm = t->name;
+        if (t->ndim != 2 || strstr(nm, "norm") || (!strcmp(nm, "token_embd.weight") && has_output))
+            continue;
+        double n = (double)kw_tensor_nelems(t);
+        bool q = B <= q_rows && (int64_t)t->shape[1] % 32 == 0
+                 && (t->dtype == KW_DT_Q4_0 || t->dtype == KW_DT_Q4_1 || t->dtype == KW_DT_Q8_0);
+        b += q ? n * (t->dtype == KW_DT_Q8_0 ? 1 : 0.5) + n / 32 * 8 : 4 * n;
+    }
+    return b;
 }
 
 static double sgemm_gflops(int M, int N, int K)
@@ -348,7 +365,7 @@ int main(int argc, char **argv)
                 step(f, pool, B, sp, ids + g, 1, p0, logits);
             }
             double per = (now_s() - td) / G;
-            double bytes = weight_bytes(c) + (double)B * (L + G / 2) * kvtok;
+            double bytes = weight_bytes(m, B, kw__fwd_q_rows(f)) + (double)B * (L + G / 2) * kvtok;
             printf("decode ctx %5d batch %d: %8.1f tok/s (%.1f ms/step); bandwidth floor %.1f "
                    "ms/step (%.0f MB at %.1f GB/s)\n", L, B, B / per, per * 1e3,
                    bytes / bw / 1e6, bytes / 1e6, bw);

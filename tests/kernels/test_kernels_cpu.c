@@ -30,6 +30,46 @@ static void test_linear_matches_reference_on_random_shapes(void **s)
     }
 }
 
+/* kw_k_linear_q over int4 (with minima) and int8 blocks against the reference over the
+ * same matrix dequantized: random shapes (rows past one group of four and one block of
+ * sixteen output rows, K of one to 18 blocks), codes, scales and minima (never zeros),
+ * outputs poisoned first; bound 1e-5 relative L2 (the same products summed in another
+ * order, f32 against double) */
+static void test_linear_q_matches_reference_on_random_shapes(void **s)
+{
+    (void)s;
+    for (int trial = 0; trial < 16; trial++) {
+        int bits = trial % 2 ? 8 : 4, M = trial % 4 < 2 ? irand(1, 4) : irand(5, 19);
+        int N = irand(1, 70), K = 32 * irand(1, 18), nb = N * K / 32;
+        uint8_t *codes = malloc((size_t)N * K * bits / 8);
+        for (int64_t i = 0; i < (int64_t)N * K * bits / 8; i++)
+            codes[i] = (uint8_t)irand(0, 255);
+        float *scale = randpos(nb, 0.05f), *min = bits == 4 ? randv(nb, 0.4f) : calloc((size_t)nb, 4);
+        float *w = malloc(sizeof(float) * (size_t)N * K), *x = randv((int64_t)M * K, 1);
+        for (int64_t i = 0; i < (int64_t)N * K; i++) {
+            int64_t b = i / 32, j = i % 32;
+            float c = bits == 8 ? (float)(int8_t)codes[i]
+                                : (float)((codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15);
+            w[i] = c * scale[b] + min[b];
+        }
+        float *b = trial % 3 ? randv(N, 1) : NULL;
+        float *y = malloc(sizeof(float) * (size_t)M * N), *r = randv((int64_t)M * N, 9);
+        for (int64_t i = 0; i < (int64_t)M * N; i++)
+            y[i] = NAN;
+        kw_qmat q = {.bits = bits, .codes = codes, .scale = scale, .min = min};
+        assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &q, b, y, M, N, K), 0);
+        kw_ref_linear(x, w, b, r, M, N, K);
+        double e = rel_l2(y, r, (int64_t)M * N);
+        if (!(e < 1e-5))
+            fail_msg("bits %d, M %d N %d K %d: rel L2 %g", bits, M, N, K, e);
+        free(codes), free(scale), free(min), free(w), free(x), free(b), free(y), free(r);
+    }
+    kw_qmat bad = {.bits = 4};
+    float x[31], y[1];
+    assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &bad, NULL, y, 1, 1, 31), KW_EINVAL);
+    assert_int_equal(kw_k_linear_q(KW_BK_CUDA, NULL, x, &bad, NULL, y, 1, 1, 32), KW_ENOSYS);
+}
+
 static void test_rmsnorm_matches_reference(void **s)
 {
     (void)s;
@@ -164,6 +204,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_matches_reference_on_random_shapes),
+        cmocka_unit_test(test_linear_q_matches_reference_on_random_shapes),
         cmocka_unit_test(test_rmsnorm_matches_reference),
         cmocka_unit_test(test_rope_both_layouts_match_reference),
         cmocka_unit_test(test_rope_layouts_are_a_permutation_of_each_other),

@@ -143,6 +143,44 @@ static void check_format(kw_dtype t)
     }
 }
 
+/* kw_split_blocks: codes * scale + min is the value kw_to_f32 gives, for random
+ * blocks of Q4_0, Q4_1 and Q8_0; other types are refused */
+static void test_split_blocks_rebuild_the_dequantized_values(void **st)
+{
+    (void)st;
+    const kw_dtype ts[] = {KW_DT_Q4_0, KW_DT_Q4_1, KW_DT_Q8_0};
+    for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) {
+        kw_dtype t = ts[k];
+        size_t be, bb;
+        assert_int_equal(kw_dtype_block(t, &be, &bb), 0);
+        int64_t nb = 37, n = nb * 32, bits = t == KW_DT_Q8_0 ? 8 : 4;
+        uint8_t *blocks = malloc((size_t)nb * bb), *codes = malloc((size_t)(n * bits / 8));
+        float *want = malloc(sizeof(float) * (size_t)n), *ref = malloc(sizeof(float) * (size_t)n);
+        float *scale = malloc(sizeof(float) * (size_t)nb), *min = malloc(sizeof(float) * (size_t)nb);
+        for (int64_t i = 0; i < nb; i++)
+            make_block(t, blocks + i * (int64_t)bb, want + i * 32);
+        assert_int_equal(kw_to_f32(t, blocks, ref, n), 0);
+        assert_int_equal(kw_split_blocks(t, blocks, n, codes, scale, min), 0);
+        int nonzero = 0;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t b = i / 32, j = i % 32;
+            float c = bits == 8 ? (float)(int8_t)codes[i]
+                                : (float)((codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15);
+            float v = c * scale[b] + min[b];
+            if (v != ref[i]) /* equal values (a zero may differ in sign) */
+                fail_msg("%s element %lld: %a, kw_to_f32 %a", kw_dtype_name(t), (long long)i,
+                         (double)v, (double)ref[i]);
+            nonzero += v != 0;
+        }
+        assert_true(nonzero > n / 2);
+        free(blocks), free(codes), free(want), free(ref), free(scale), free(min);
+    }
+    uint8_t blk[144] = {0}, c[16];
+    float sc, mn;
+    assert_int_equal(kw_split_blocks(KW_DT_Q4_K, blk, 256, c, &sc, &mn), KW_EINVAL);
+    assert_int_equal(kw_split_blocks(KW_DT_Q4_1, blk, 31, c, &sc, &mn), KW_EINVAL);
+}
+
 static void test_q4_0_matches_layout(void **st) { (void)st; check_format(KW_DT_Q4_0); }
 static void test_q4_1_matches_layout(void **st) { (void)st; check_format(KW_DT_Q4_1); }
 static void test_q5_0_matches_layout(void **st) { (void)st; check_format(KW_DT_Q5_0); }
@@ -279,6 +317,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_sizes_are_ggml),
         cmocka_unit_test(test_q4_0_matches_layout),
+        cmocka_unit_test(test_split_blocks_rebuild_the_dequantized_values),
         cmocka_unit_test(test_q4_1_matches_layout),
         cmocka_unit_test(test_q5_0_matches_layout),
         cmocka_unit_test(test_q5_1_matches_layout),

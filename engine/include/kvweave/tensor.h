@@ -57,6 +57,17 @@ int kw_to_f32(kw_dtype t, const void *src, float *dst, int64_t n);
 /* Whole tensor to a new f32 buffer (caller frees). */
 int kw_tensor_to_f32(const kw_tensor *t, float **out, kw_error *err);
 
+/* Splits n elements of a Q4_0, Q4_1 or Q8_0 array (n a multiple of 32) into codes and
+ * per-block f32 scales and minima, such that element j of block b is
+ * (float)code * scale[b] + min[b], the value kw_to_f32 gives (a zero may differ in
+ * sign): int4 codes stay
+ * two a byte as in the blocks (16 bytes a block: element j < 16 the low nibble of byte
+ * j, element j + 16 its high nibble; Q4_0's min is -8 scale), Q8_0's codes are signed
+ * bytes with min 0. codes: n / 2 bytes for the int4 types, n for Q8_0. KW_EINVAL for
+ * other types. */
+int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
+                    float *min);
+
 float kw_f16_to_f32(uint16_t h);
 uint16_t kw_f32_to_f16(float f);
 float kw_bf16_to_f32(uint16_t h);
