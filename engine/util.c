@@ -179,11 +179,12 @@ char *kw_utf8_valid_copy(const char *s)
 
 void kw_quiet_threads(char **argv)
 {
-    bool omp = getenv("OMP_WAIT_POLICY"), blas = getenv("OPENBLAS_THREAD_TIMEOUT");
+    bool omp = getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT"),
+         blas = getenv("OPENBLAS_THREAD_TIMEOUT");
     if (omp && blas)
         return;
     if (!omp)
-        setenv("OMP_WAIT_POLICY", "passive", 1);
+        setenv("GOMP_SPINCOUNT", "3000", 1);
     if (!blas)
         setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
     execv("/proc/self/exe", argv);

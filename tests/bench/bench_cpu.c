@@ -322,9 +322,10 @@ int main(int argc, char **argv)
     }
     double bw = read_gbs();
     double kvtok = 2.0 * c->n_layer * c->n_head_kv * c->head_dim * 4; /* bytes per token */
-    printf("model %s, %d threads, OMP_WAIT_POLICY=%s, OPENBLAS_THREAD_TIMEOUT=%s, memory read "
-           "%.1f GB/s\n", m->name, omp_get_max_threads(), getenv("OMP_WAIT_POLICY"),
-           getenv("OPENBLAS_THREAD_TIMEOUT"), bw);
+    printf("model %s, %d threads, OMP_WAIT_POLICY=%s, GOMP_SPINCOUNT=%s, "
+           "OPENBLAS_THREAD_TIMEOUT=%s, memory read %.1f GB/s\n", m->name, omp_get_max_threads(),
+           getenv("OMP_WAIT_POLICY"), getenv("GOMP_SPINCOUNT"), getenv("OPENBLAS_THREAD_TIMEOUT"),
+           bw);
     int32_t *ids = malloc(sizeof(int32_t) * pre[np - 1]);
     for (int i = 0; i < pre[np - 1]; i++)
         ids[i] = 100 + (i * 7919) % 40000;

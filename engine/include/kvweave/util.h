@@ -34,12 +34,16 @@ double kw_wall_time(void);
 char *kw_utf8_valid_copy(const char *s);
 
 /* For a program's first line: OpenBLAS runs its own threads beside OpenMP's, and threads
- * of either that spin while the other works take its cores (2 cores: decode 3-4x slower
- * with spinning OpenMP threads; prefill 15-20% slower with OpenBLAS threads spinning, as
- * they do for 2^28 cycles after each call). Both runtimes read their settings when they
- * load, so where the user set neither OMP_WAIT_POLICY nor OPENBLAS_THREAD_TIMEOUT, this
- * sets them (passive; 4, the shortest spin) and executes the program again; it returns
- * at once when both are set, or if the exec fails. */
+ * of either that spin long while the other works take its cores (2 cores: decode 3-4x
+ * slower with OpenMP threads spinning libgomp's default 300000 rounds; prefill 15-20%
+ * slower with OpenBLAS threads spinning, as they do for 2^28 cycles after each call). A
+ * short OpenMP spin still pays: a decode step runs hundreds of small parallel loops, and
+ * a thread that sleeps between them is woken by the kernel each time (SmolLM2 Q4_1,
+ * `bench cpu`, batch 1: 13 ms a step against 23 asleep). Both runtimes read their
+ * settings when they load, so where the user set none of OMP_WAIT_POLICY, GOMP_SPINCOUNT
+ * and OPENBLAS_THREAD_TIMEOUT, this sets GOMP_SPINCOUNT to 3000 and
+ * OPENBLAS_THREAD_TIMEOUT to 4 (the shortest spin) and executes the program again; it
+ * returns at once when they are set, or if the exec fails. */
 void kw_quiet_threads(char **argv);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
