@@ -72,30 +72,29 @@ static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int
     }
 }
 
-KW_CLONES static void rows_q4(const kw_qmat *w, int64_t n0, int64_t n1, const float *x, int M,
-                              int N, int K, float *y)
+/* Rows [n0, n1) of y; bits a constant in each of rows()'s two calls. */
+static inline __attribute__((always_inline)) void rows_bits(const kw_qmat *w, int bits,
+                                                            int64_t n0, int64_t n1,
+                                                            const float *x, int M, int N, int K,
+                                                            float *y)
 {
     float o[QR];
     for (int64_t n = n0; n < n1; n++)
         for (int r0 = 0; r0 < M; r0 += QR) {
             int nr = M - r0 < QR ? M - r0 : QR;
-            row_dots(w, 4, n, x + (int64_t)r0 * K, nr, K, o);
+            row_dots(w, bits, n, x + (int64_t)r0 * K, nr, K, o);
             for (int r = 0; r < nr; r++)
                 y[(int64_t)(r0 + r) * N + n] = o[r];
         }
 }
 
-KW_CLONES static void rows_q8(const kw_qmat *w, int64_t n0, int64_t n1, const float *x, int M,
-                              int N, int K, float *y)
+KW_CLONES static void rows(const kw_qmat *w, int64_t n0, int64_t n1, const float *x, int M,
+                           int N, int K, float *y)
 {
-    float o[QR];
-    for (int64_t n = n0; n < n1; n++)
-        for (int r0 = 0; r0 < M; r0 += QR) {
-            int nr = M - r0 < QR ? M - r0 : QR;
-            row_dots(w, 8, n, x + (int64_t)r0 * K, nr, K, o);
-            for (int r = 0; r < nr; r++)
-                y[(int64_t)(r0 + r) * N + n] = o[r];
-        }
+    if (w->bits == 4)
+        rows_bits(w, 4, n0, n1, x, M, N, K, y);
+    else
+        rows_bits(w, 8, n0, n1, x, M, N, K, y);
 }
 
 int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *y, int M, int N,
@@ -108,10 +107,7 @@ int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *
 #pragma omp parallel for schedule(static) if ((int64_t)N * K >= 65536)
     for (int64_t i = 0; i < nblk; i++) {
         int64_t n0 = 16 * i, n1 = n0 + 16 < N ? n0 + 16 : N;
-        if (w->bits == 4)
-            rows_q4(w, n0, n1, x, M, N, K, y);
-        else
-            rows_q8(w, n0, n1, x, M, N, K, y);
+        rows(w, n0, n1, x, M, N, K, y);
     }
     if (bias)
         for (int m = 0; m < M; m++)
