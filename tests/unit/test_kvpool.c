@@ -369,11 +369,14 @@ static float kc_half_step(const kw_model_config *c, const float *x, int l, int h
     return (hi - lo) / (2.f * L) * 1.001f + 1e-6f;
 }
 
-/* A sequence of pool p holding the KC_N tokens of k and v at positions 0.., each layer
- * appended 9 at once, then one by one. */
-static kw_kvseq *kc_sequence(kw_kvpool *p, const kw_model_config *c, const float *k,
-                             const float *v)
+/* A sequence of pool p holding KC_N tokens at positions 0.. (*k and *v: their K and V,
+ * kc_data's from seed, malloc'd), each layer appended 9 at once, then one by one. */
+static kw_kvseq *kc_sequence(kw_kvpool *p, const kw_model_config *c, uint64_t seed, float **kp,
+                             float **vp)
 {
+    size_t n = (size_t)c->n_layer * KC_N * c->n_head_kv * c->head_dim;
+    float *k = *kp = malloc(sizeof(float) * n), *v = *vp = malloc(sizeof(float) * n);
+    kc_data(c, seed, k, v);
     kw_kvseq *s = kw_kvseq_new(p);
     int32_t pos[KC_N];
     for (int t = 0; t < KC_N; t++)
@@ -404,11 +407,8 @@ static void kc_case(kw_kvdtype dt)
     kw_kvpool *p;
     kw_error err = {0};
     assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
-    int kd = c.n_head_kv * c.head_dim;
-    float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
-    float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
-    kc_data(&c, 0x5eed + (uint64_t)bits, k, v);
-    kw_kvseq *s = kc_sequence(p, &c, k, v);
+    float *k, *v;
+    kw_kvseq *s = kc_sequence(p, &c, 0x5eed + (uint64_t)bits, &k, &v);
     float kr[8], vr[8], worst_small = 0;
     int32_t ps;
     for (int l = 0; l < c.n_layer; l++)
@@ -512,11 +512,8 @@ static void test_kvpool_kchan_residual(void **state)
     kw_kvpool *p;
     kw_error err = {0};
     assert_int_equal(kw_kvpool_new(&c, &o, &p, &err), 0);
-    int kd = c.n_head_kv * c.head_dim;
-    float *k = malloc(sizeof(float) * c.n_layer * KC_N * kd);
-    float *v = malloc(sizeof(float) * c.n_layer * KC_N * kd);
-    kc_data(&c, 0x7e51d, k, v);
-    kw_kvseq *s = kc_sequence(p, &c, k, v);
+    float *k, *v;
+    kw_kvseq *s = kc_sequence(p, &c, 0x7e51d, &k, &v);
     /* 14 tokens, 6 of residual: pages 0 and 1 (tokens 0..7) closed, 2 and 3 open */
     float kr[8], vr[8];
     int32_t ps;
