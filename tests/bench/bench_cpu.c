@@ -180,6 +180,64 @@ static double time_attn(const kw_attn_args *a)
  * of 16 of type dt): prefill of the last 512 tokens (FLOPs against the sgemm rate) and
  * decode steps of 1 and 8 sequences (the pages' K/V payload against the memory
  * bandwidth). */
+/* The MLP's gate matrix (n_ff, n_embd) of every layer, as f32 and as int4 blocks with
+ * minima (Q4_1's split form): the median time of one pass over all layers' copies (so
+ * that the weights come from memory, as in a step), f32 (kw_k_linear) against the blocks
+ * (kw_k_linear_q), for M input rows, beside the memory read rate. */
+static void bench_linear(const kw_model_config *c, double bw)
+{
+    const int N = c->n_ff, K = c->n_embd, nl = c->n_layer;
+    const int64_t n = (int64_t)N * K, nb = n / 32;
+    float **w = malloc(sizeof(float *) * nl), *x = malloc(sizeof(float) * 16 * K),
+          *y = malloc(sizeof(float) * 16 * N);
+    kw_qmat *q = malloc(sizeof(kw_qmat) * nl);
+    for (int l = 0; l < nl; l++) {
+        w[l] = malloc(sizeof(float) * n);
+        uint8_t *codes = malloc(n / 2);
+        float *sc = malloc(sizeof(float) * nb * 2);
+        for (int64_t i = 0; i < n / 2; i++)
+            codes[i] = (uint8_t)(frand() * 127 + 128);
+        for (int64_t i = 0; i < nb; i++)
+            sc[i] = 0.01f + 0.001f * frand(), sc[nb + i] = -0.08f + 0.01f * frand();
+        for (int64_t i = 0; i < n; i++) {
+            int64_t b = i / 32, j = i % 32;
+            w[l][i] = (float)((codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15) * sc[b] + sc[nb + b];
+        }
+        q[l] = (kw_qmat){.bits = 4, .codes = codes, .scale = sc, .min = sc + nb};
+    }
+    for (int i = 0; i < 16 * K; i++)
+        x[i] = frand();
+    const int Ms[] = {1, 8};
+    for (int mi = 0; mi < 2; mi++) {
+        int M = Ms[mi];
+        double t[2][5];
+        for (int r = -1; r < 5; r++)
+            for (int v = 0; v < 2; v++) {
+                double t0 = now_s();
+                for (int l = 0; l < nl; l++)
+                    if (v ? kw_k_linear_q(KW_BK_CPU, NULL, x, &q[l], NULL, y, M, N, K)
+                          : kw_k_linear(KW_BK_CPU, NULL, x, w[l], NULL, y, M, N, K))
+                        exit(3);
+                if (r >= 0)
+                    t[v][r] = (now_s() - t0) / nl;
+            }
+        for (int v = 0; v < 2; v++)
+            for (int i = 1; i < 5; i++)
+                for (int j = i; j > 0 && t[v][j] < t[v][j - 1]; j--) {
+                    double s = t[v][j];
+                    t[v][j] = t[v][j - 1], t[v][j - 1] = s;
+                }
+        double bf = 4.0 * n, bq = n / 2.0 + 8.0 * nb;
+        printf("linear alone, %d x %d, %d row%s: f32 %.3f ms (%.1f GB/s), int4 blocks %.3f ms "
+               "(%.1f GB/s; %.2fx) (memory read %.1f GB/s)\n", N, K, M, M > 1 ? "s" : "",
+               t[0][2] * 1e3, bf / t[0][2] / 1e9, t[1][2] * 1e3, bq / t[1][2] / 1e9,
+               t[0][2] / t[1][2], bw);
+    }
+    for (int l = 0; l < nl; l++)
+        free(w[l]), free((void *)q[l].codes), free((void *)q[l].scale);
+    free(w), free(q), free(x), free(y);
+}
+
 static void bench_attention(const kw_model_config *c, int L, double gf, double bw,
                             kw_kvdtype dt)
 {
@@ -331,6 +389,8 @@ int main(int argc, char **argv)
         ids[i] = 100 + (i * 7919) % 40000;
     float *logits = malloc(sizeof(float) * max_b * c->n_vocab);
     double gf = sgemm_gflops(chunk, c->n_ff, c->n_embd);
+    if (c->n_embd % 32 == 0)
+        bench_linear(c, bw);
     for (int i = 0; i < np; i++) {
         int L = pre[i];
         kw_seq s0 = {.kv = kw_kvseq_new(pool)};
