@@ -183,8 +183,10 @@ void kw_quiet_threads(char **argv)
          blas = getenv("OPENBLAS_THREAD_TIMEOUT");
     if (omp && blas)
         return;
-    if (!omp)
+    if (!omp) {
+        setenv("OMP_WAIT_POLICY", "active", 1);
         setenv("GOMP_SPINCOUNT", "3000", 1);
+    }
     if (!blas)
         setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
     execv("/proc/self/exe", argv);

@@ -39,11 +39,14 @@ char *kw_utf8_valid_copy(const char *s);
  * slower with OpenBLAS threads spinning, as they do for 2^28 cycles after each call). A
  * short OpenMP spin still pays: a decode step runs hundreds of small parallel loops, and
  * a thread that sleeps between them is woken by the kernel each time (SmolLM2 Q4_1,
- * `bench cpu`, batch 1: 13 ms a step against 23 asleep). Both runtimes read their
- * settings when they load, so where the user set none of OMP_WAIT_POLICY, GOMP_SPINCOUNT
- * and OPENBLAS_THREAD_TIMEOUT, this sets GOMP_SPINCOUNT to 3000 and
- * OPENBLAS_THREAD_TIMEOUT to 4 (the shortest spin) and executes the program again; it
- * returns at once when they are set, or if the exec fails. */
+ * `bench cpu`, batch 1: 13 ms a step against 23 asleep). libgomp spins GOMP_SPINCOUNT
+ * rounds, but only 100 once more of its threads exist than CPUs (a second team: the
+ * model's load runs parallel loops on another thread than the engine's), unless the
+ * policy is active, which makes that 1000. Both runtimes read their settings when they
+ * load, so where the user set neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT this sets them
+ * to active and 3000, where OPENBLAS_THREAD_TIMEOUT is unset to 4 (the shortest spin),
+ * and executes the program again; it returns at once when they are set, or if the exec
+ * fails. */
 void kw_quiet_threads(char **argv);
 
 /* Reads a whole file into a NUL-terminated malloc'd buffer. */
