@@ -21,17 +21,10 @@
 
 #include <omp.h>
 
+#include "cpu/kernels_cpu.h"
 #include "kernels.h"
 
-/* run_item is compiled twice, for x86-64-v3 and the baseline, and picked at load time
- * (an ifunc). Not under ThreadSanitizer: the resolver runs before its runtime starts and
- * crashes there. */
-#ifdef __SANITIZE_THREAD__
-#define KW_CLONES
-#else
-#define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-
+/* run_item is compiled twice, for x86-64-v3 and the baseline (KW_CLONES). */
 #define SPLIT_MIN 256
 #define MAX_V 64 /* query vectors per item */
 #define CH 64    /* keys per chunk */

@@ -8,6 +8,14 @@
 #include "kernels.h"
 #include "kvweave/model.h"
 
+/* Hot loops compiled for x86-64-v3 and the baseline, picked at load time (an ifunc). Not
+ * under ThreadSanitizer: the resolver runs before its runtime starts and crashes there. */
+#ifdef __SANITIZE_THREAD__
+#define KW_CLONES
+#else
+#define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#endif
+
 int kw_cpu_linear(const float *x, const float *w, const float *bias, float *y, int M, int N,
                   int K);
 int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *y, int M, int N,

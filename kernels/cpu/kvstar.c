@@ -5,13 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/kernels_cpu.h"
 #include "kernels.h"
-
-#ifdef __SANITIZE_THREAD__ /* the clones' resolver runs before ThreadSanitizer's runtime */
-#define KW_CLONES
-#else
-#define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
 
 /* fp16 as the compiler's _Float16 where it has one (GCC 12, Clang 15 on x86-64); older
  * compilers (Debian 12's Clang 14, used for the fuzz build) get the bits widened by hand,

@@ -10,13 +10,6 @@
 #include "cpu/kernels_cpu.h"
 #include "kernels.h"
 
-/* compiled for x86-64-v3 and the baseline, picked at load time (as attention.c) */
-#ifdef __SANITIZE_THREAD__
-#define KW_CLONES
-#else
-#define KW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#endif
-
 #define QB 32 /* weights a block */
 #define QR 4  /* input rows per pass over a weight row */
 
@@ -40,8 +33,9 @@ static inline __attribute__((always_inline)) v8 codes8(const uint8_t *q, int bit
 }
 
 /* out[r] = x[r] . (row n of w), r < nr <= QR; bits 4 or 8, a constant in each caller. */
-static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int bits, int64_t n, const float *x, int nr,
-                            int K, float *out)
+static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int bits,
+                                                           int64_t n, const float *x, int nr,
+                                                           int K, float *out)
 {
     const int64_t nb = K / QB;
     const float *sc = w->scale + n * nb, *mn = w->min + n * nb;

@@ -44,7 +44,8 @@ static void test_linear_q_matches_reference_on_random_shapes(void **s)
         uint8_t *codes = malloc((size_t)N * K * bits / 8);
         for (int64_t i = 0; i < (int64_t)N * K * bits / 8; i++)
             codes[i] = (uint8_t)irand(0, 255);
-        float *scale = randpos(nb, 0.05f), *min = bits == 4 ? randv(nb, 0.4f) : calloc((size_t)nb, 4);
+        float *scale = randpos(nb, 0.05f);
+        float *min = bits == 4 ? randv(nb, 0.4f) : calloc((size_t)nb, sizeof(float));
         float *w = malloc(sizeof(float) * (size_t)N * K), *x = randv((int64_t)M * K, 1);
         for (int64_t i = 0; i < (int64_t)N * K; i++) {
             int64_t b = i / 32, j = i % 32;

@@ -156,7 +156,8 @@ static void test_split_blocks_rebuild_the_dequantized_values(void **st)
         int64_t nb = 37, n = nb * 32, bits = t == KW_DT_Q8_0 ? 8 : 4;
         uint8_t *blocks = malloc((size_t)nb * bb), *codes = malloc((size_t)(n * bits / 8));
         float *want = malloc(sizeof(float) * (size_t)n), *ref = malloc(sizeof(float) * (size_t)n);
-        float *scale = malloc(sizeof(float) * (size_t)nb), *min = malloc(sizeof(float) * (size_t)nb);
+        float *scale = malloc(sizeof(float) * (size_t)nb);
+        float *min = malloc(sizeof(float) * (size_t)nb);
         for (int64_t i = 0; i < nb; i++)
             make_block(t, blocks + i * (int64_t)bb, want + i * 32);
         assert_int_equal(kw_to_f32(t, blocks, ref, n), 0);
