@@ -201,8 +201,8 @@ static void bench_linear(const kw_model_config *c, double bw)
             sc[i] = 0.01f + 0.001f * frand(), sc[nb + i] = -0.08f + 0.01f * frand();
         for (int64_t i = 0; i < n; i++) {
             int64_t b = i / 32, j = i % 32;
-            int c = (codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15;
-            w[l][i] = (float)c * sc[b] + sc[nb + b];
+            int cd = (codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15;
+            w[l][i] = (float)cd * sc[b] + sc[nb + b];
         }
         q[l] = (kw_qmat){.bits = 4, .codes = codes, .scale = sc, .min = sc + nb};
     }
