@@ -28,6 +28,15 @@ int kw_k_linear_q(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
     return bk == KW_BK_CPU ? kw_cpu_linear_q(x, w, bias, y, M, N, K) : KW_ENOSYS;
 }
 
+int kw_k_linear_qt(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
+                   const float *bias, float *y, int M, int N, int K, float *tile,
+                   int64_t tile_floats)
+{
+    (void)stream;
+    return bk == KW_BK_CPU ? kw_cpu_linear_qt(x, w, bias, y, M, N, K, tile, tile_floats)
+                           : KW_ENOSYS;
+}
+
 int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
                  int rows, int dim, float eps)
 {
@@ -59,6 +68,13 @@ int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, 
     if (bk == KW_BK_CPU)
         return kw_cpu_embed(table, n_rows, dim, ids, n, out);
     CUDA_OR_ENOSYS(kw_cuda_embed(stream, table, n_rows, dim, ids, n, out));
+}
+
+int kw_k_embed_q(kw_backend bk, void *stream, const kw_qmat *table, int64_t n_rows, int dim,
+                 const int32_t *ids, int n, float *out)
+{
+    (void)stream;
+    return bk == KW_BK_CPU ? kw_cpu_embed_q(table, n_rows, dim, ids, n, out) : KW_ENOSYS;
 }
 
 int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n)

@@ -39,6 +39,12 @@ typedef struct kw_qmat {
  * the dequantized matrix, summed in another order. K a multiple of 32. */
 int kw_k_linear_q(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
                   const float *bias, float *y, int M, int N, int K);
+/* The same product for many rows (prefill chunks): w's rows are dequantized
+ * tile_floats / K at a time into tile, the caller's scratch (at least K floats), and
+ * multiplied by sgemm (CPU only). */
+int kw_k_linear_qt(kw_backend bk, void *stream, const float *x, const kw_qmat *w,
+                   const float *bias, float *y, int M, int N, int K, float *tile,
+                   int64_t tile_floats);
 /* y(rows,dim) = x / rms(x) * g ; y may equal x. */
 int kw_k_rmsnorm(kw_backend bk, void *stream, const float *x, const float *g, float *y,
                  int rows, int dim, float eps);
@@ -54,6 +60,10 @@ int kw_k_swiglu(kw_backend bk, void *stream, const float *gate, const float *up,
 /* out(n,dim) = table[ids[i]] ; ids checked against n_rows. */
 int kw_k_embed(kw_backend bk, void *stream, const float *table, int64_t n_rows, int dim,
                const int32_t *ids, int n, float *out);
+/* out(n,dim) = row ids[i] of a block-quantized table, dequantized (CPU only); dim a
+ * multiple of 32. */
+int kw_k_embed_q(kw_backend bk, void *stream, const kw_qmat *table, int64_t n_rows, int dim,
+                 const int32_t *ids, int n, float *out);
 /* y += x */
 int kw_k_add(kw_backend bk, void *stream, float *y, const float *x, int64_t n);
 /* In-place softmax of each row of x(rows, n). */

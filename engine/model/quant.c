@@ -16,6 +16,7 @@
  *     (16 sub-blocks of 16 with an 8-bit scale; x = d * sc * (q - 32))
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -291,20 +292,68 @@ static void convert_range(kw_dtype t, const uint8_t *src, float *dst, int64_t b0
     }
 }
 
+int kw_split_bits(kw_dtype t)
+{
+    switch (t) {
+    case KW_DT_Q4_0: case KW_DT_Q4_1: case KW_DT_Q4_K: return 4;
+    case KW_DT_Q5_0: case KW_DT_Q5_1: case KW_DT_Q5_K: case KW_DT_Q8_0: return 8;
+    default: return 0;
+    }
+}
+
+/* The integer codes of group g (32 elements) of an array of type t, with the scale and
+ * minimum that make code * scale + min each element's value as the deq_* functions
+ * round it: an f16 (times a 6-bit integer for the K types) times a code of at most 8
+ * bits is exact in f32, as are Q4_0's -8 d and Q5_0's -16 d, so the one rounding is the
+ * sum's, as there. */
+static void group_codes(kw_dtype t, const uint8_t *src, int64_t g, int q[QK], float *scale,
+                        float *min)
+{
+    if (t == KW_DT_Q4_K || t == KW_DT_Q5_K) {
+        const uint8_t *b = src + (g / 8) * (int64_t)dtypes[t].bytes;
+        int sub = (int)(g % 8), s = sub / 2, hi = sub % 2, sc, m;
+        const uint8_t *qh = t == KW_DT_Q5_K ? b + 16 : NULL,
+                      *ql = b + (t == KW_DT_Q5_K ? 48 : 16) + 32 * s;
+        scale_min_k4(sub, b + 4, &sc, &m);
+        *scale = rdh(b) * (float)sc;
+        *min = -(rdh(b + 2) * (float)m);
+        for (int l = 0; l < 32; l++)
+            q[l] = (hi ? ql[l] >> 4 : ql[l] & 0xf) | (qh ? ((qh[l] >> sub) & 1) << 4 : 0);
+        return;
+    }
+    const uint8_t *b = src + g * (int64_t)dtypes[t].bytes;
+    float d = rdh(b);
+    *scale = d;
+    if (t == KW_DT_Q8_0) {
+        *min = 0.0f;
+        for (int j = 0; j < 32; j++)
+            q[j] = (int8_t)b[2 + j];
+        return;
+    }
+    bool hasm = t == KW_DT_Q4_1 || t == KW_DT_Q5_1, five = t == KW_DT_Q5_0 || t == KW_DT_Q5_1;
+    *min = hasm ? rdh(b + 2) : five ? -16.0f * d : -8.0f * d;
+    const uint8_t *qh4 = b + (hasm ? 4 : 2), *qs = qh4 + (five ? 4 : 0);
+    uint32_t qh = five ? (uint32_t)qh4[0] | (uint32_t)qh4[1] << 8 | (uint32_t)qh4[2] << 16
+                             | (uint32_t)qh4[3] << 24
+                       : 0;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (qs[j] & 0xf) | (int)((qh >> j) << 4 & 0x10);
+        q[j + 16] = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
+    }
+}
+
 int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
                     float *min)
 {
-    if ((t != KW_DT_Q4_0 && t != KW_DT_Q4_1 && t != KW_DT_Q8_0) || n < 0 || n % QK)
+    int bits = kw_split_bits(t);
+    if (!bits || n < 0 || n % (int64_t)dtypes[t].elems)
         return KW_EINVAL;
-    const uint8_t *b = src;
-    const int64_t cb = t == KW_DT_Q8_0 ? QK : QK / 2; /* code bytes a block */
-    for (int64_t i = 0; i < n / QK; i++, b += dtypes[t].bytes) {
-        float d = rdh(b);
-        scale[i] = d;
-        /* Q4_0: (nib - 8) d = nib d + (-8 d), both exact in f32 (an f16 times a small
-         * integer); Q4_1: nib d + m as deq_q4_1 rounds it */
-        min[i] = t == KW_DT_Q4_1 ? rdh(b + 2) : t == KW_DT_Q4_0 ? -8.0f * d : 0.0f;
-        memcpy(codes + i * cb, b + (t == KW_DT_Q4_1 ? 4 : 2), (size_t)cb);
+    int q[QK];
+    for (int64_t g = 0; g < n / QK; g++) {
+        group_codes(t, src, g, q, &scale[g], &min[g]);
+        uint8_t *c = codes + g * (QK * bits / 8);
+        for (int j = 0; j < (bits == 4 ? 16 : 32); j++)
+            c[j] = bits == 4 ? (uint8_t)(q[j] | q[j + 16] << 4) : (uint8_t)(int8_t)q[j];
     }
     return KW_OK;
 }

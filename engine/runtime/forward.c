@@ -19,15 +19,17 @@
 typedef struct kw_lw {
     const float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *wo; /* wq (n_head*hd, n_embd) */
     const float *ffn_norm, *wgate, *wup, *wdown;                /* wdown (n_embd, n_ff) */
-    /* the matrices in their GGUF blocks, for decode steps (codes NULL: f32 only) */
+    /* the matrices in their GGUF blocks (codes NULL: the f32 form above is used) */
     kw_qmat qq, qk, qv, qo, qgate, qup, qdown;
 } kw_lw;
 
 struct kw_fwd {
     kw_model_config cfg;
     const float *tok_embd, *out_norm, *output; /* (n_vocab, n_embd) */
-    kw_qmat qoutput;
-    int q_rows; /* steps of at most this many tokens read the kw_qmat forms (0: never) */
+    kw_qmat qembd, qoutput;
+    int q_rows; /* steps of at most this many tokens read the blocks directly */
+    float *tile; /* scratch for kw_k_linear_qt: tile_floats */
+    int64_t tile_floats;
     kw_lw *L;
     float *inv_freq;
     float **owned;
@@ -39,54 +41,18 @@ struct kw_fwd {
 };
 
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f) { return &f->cfg; }
-int kw__fwd_q_rows(const kw_fwd *f) { return f->q_rows; }
 
-/* An f32 view of a tensor with the expected shape; optional when `opt`. */
-static int weight(kw_fwd *f, const kw_model *m, const char *name, int64_t d0, int64_t d1,
-                  bool opt, const float **out, kw_error *err)
-{
-    *out = NULL;
-    const kw_tensor *t = kw_model_tensor(m, name);
-    if (!t)
-        return opt ? 0 : kw_error_set(err, KW_ENOTFOUND, "model: tensor '%s' is missing", name);
-    int64_t n = kw_tensor_nelems(t);
-    bool ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
-                 : (n == d0 && (t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1)));
-    if (!ok)
-        return kw_error_set(err, KW_EFORMAT, "model: tensor '%s' has shape (%lld, %lld), "
-                            "expected (%lld, %lld)", name, (long long)t->shape[0],
-                            t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)d0,
-                            (long long)d1);
-    if (t->dtype == KW_DT_F32) {
-        *out = t->data;
-        return 0;
-    }
-    float *buf;
-    int rc = kw_tensor_to_f32(t, &buf, err);
-    if (rc < 0)
-        return kw_error_prefix(err, "model: tensor '%s': ", name);
-    float **o = realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o);
-    if (!o) {
-        free(buf);
-        return kw_error_set(err, KW_ENOMEM, "model: out of memory");
-    }
-    f->owned = o;
-    f->owned[f->n_owned++] = buf;
-    *out = buf;
-    return 0;
-}
-
-/* A matrix's GGUF blocks split for kw_k_linear_q (Q4_0, Q4_1 and Q8_0 with rows of whole
- * blocks; other types keep only the f32 copy). */
-static int weight_q(kw_fwd *f, const kw_model *m, const char *name, kw_qmat *q,
+/* A matrix's GGUF blocks split for kw_k_linear_q / kw_k_linear_qt (the types
+ * kw_split_bits names, with rows of whole blocks); 0 with q->codes NULL for others. */
+static int weight_q(kw_fwd *f, const kw_tensor *t, const char *name, kw_qmat *q,
                     kw_error *err)
 {
     memset(q, 0, sizeof *q);
-    const kw_tensor *t = kw_model_tensor(m, name);
-    if (!f->q_rows || !t || t->ndim != 2 || t->shape[1] % 32
-        || (t->dtype != KW_DT_Q4_0 && t->dtype != KW_DT_Q4_1 && t->dtype != KW_DT_Q8_0))
+    size_t be, bb;
+    int64_t n = kw_tensor_nelems(t), bits = kw_split_bits(t->dtype);
+    if (t->ndim != 2 || !bits || kw_dtype_block(t->dtype, &be, &bb) < 0
+        || t->shape[1] % (int64_t)be)
         return 0;
-    int64_t n = kw_tensor_nelems(t), bits = t->dtype == KW_DT_Q8_0 ? 8 : 4;
     size_t cb = (size_t)(n * bits / 8), sb = (size_t)(n / 32) * sizeof(float);
     uint8_t *buf = malloc(cb + 2 * sb);
     float **o = buf ? realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o) : NULL;
@@ -101,15 +67,62 @@ static int weight_q(kw_fwd *f, const kw_model *m, const char *name, kw_qmat *q,
     if (rc < 0)
         return kw_error_set(err, rc, "model: tensor '%s': cannot split its blocks", name);
     *q = (kw_qmat){.bits = (int)bits, .codes = buf, .scale = scale, .min = min};
+    if (n > f->tile_floats)
+        f->tile_floats = n;
     return 0;
 }
 
-/* y = x w^T + b, from w's blocks on steps of at most q_rows tokens */
+/* A tensor with the expected shape (optional when `opt`): its blocks in *q where q is
+ * given and the type splits (weight_q), else an f32 view in *out (F32 tensors in place,
+ * others dequantized once). */
+static int weight(kw_fwd *f, const kw_model *m, const char *name, int64_t d0, int64_t d1,
+                  bool opt, const float **out, kw_qmat *q, kw_error *err)
+{
+    *out = NULL;
+    if (q)
+        memset(q, 0, sizeof *q);
+    const kw_tensor *t = kw_model_tensor(m, name);
+    if (!t)
+        return opt ? 0 : kw_error_set(err, KW_ENOTFOUND, "model: tensor '%s' is missing", name);
+    int64_t n = kw_tensor_nelems(t);
+    bool ok = d1 ? (t->ndim == 2 && t->shape[0] == d0 && t->shape[1] == d1)
+                 : (n == d0 && (t->ndim == 1 || (t->ndim == 2 && t->shape[0] == 1)));
+    if (!ok)
+        return kw_error_set(err, KW_EFORMAT, "model: tensor '%s' has shape (%lld, %lld), "
+                            "expected (%lld, %lld)", name, (long long)t->shape[0],
+                            t->ndim > 1 ? (long long)t->shape[1] : 0LL, (long long)d0,
+                            (long long)d1);
+    int rc = q ? weight_q(f, t, name, q, err) : 0;
+    if (rc < 0 || (q && q->codes))
+        return rc;
+    if (t->dtype == KW_DT_F32) {
+        *out = t->data;
+        return 0;
+    }
+    float *buf;
+    rc = kw_tensor_to_f32(t, &buf, err);
+    if (rc < 0)
+        return kw_error_prefix(err, "model: tensor '%s': ", name);
+    float **o = realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o);
+    if (!o) {
+        free(buf);
+        return kw_error_set(err, KW_ENOMEM, "model: out of memory");
+    }
+    f->owned = o;
+    f->owned[f->n_owned++] = buf;
+    *out = buf;
+    return 0;
+}
+
+/* y = x w^T + b: from w's blocks (read directly on steps of at most q_rows tokens, else
+ * dequantized a tile at a time for sgemm) or from its f32 form */
 static int linear(const kw_fwd *f, const kw_qmat *q, const float *x, const float *w,
                   const float *b, float *y, int M, int N, int K)
 {
     if (q->codes && M <= f->q_rows)
         return kw_k_linear_q(KW_BK_CPU, NULL, x, q, b, y, M, N, K);
+    if (q->codes)
+        return kw_k_linear_qt(KW_BK_CPU, NULL, x, q, b, y, M, N, K, f->tile, f->tile_floats);
     return kw_k_linear(KW_BK_CPU, NULL, x, w, b, y, M, N, K);
 }
 
@@ -121,37 +134,24 @@ static int load_layer(kw_fwd *f, const kw_model *m, int l, kw_error *err)
     kw_lw *w = &f->L[l];
     char nm[96];
     int rc = 0;
-#define W(field, suffix, d0, d1, opt)                                            \
+#define W(field, suffix, d0, d1, opt, q)                                         \
     if (rc == 0) {                                                               \
         snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                         \
-        rc = weight(f, m, nm, d0, d1, opt, &w->field, err);                      \
+        rc = weight(f, m, nm, d0, d1, opt, &w->field, q, err);                   \
     }
-#define Q(field, suffix)                                                         \
-    if (rc == 0) {                                                               \
-        snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                         \
-        rc = weight_q(f, m, nm, &w->field, err);                                 \
-    }
-    W(attn_norm, "attn_norm.weight", E, 0, false)
-    W(wq, "attn_q.weight", qd, E, false)
-    W(wk, "attn_k.weight", kd, E, false)
-    W(wv, "attn_v.weight", kd, E, false)
-    W(bq, "attn_q.bias", qd, 0, !c->qkv_bias)
-    W(bk, "attn_k.bias", kd, 0, !c->qkv_bias)
-    W(bv, "attn_v.bias", kd, 0, !c->qkv_bias)
-    W(wo, "attn_output.weight", E, qd, false)
-    W(ffn_norm, "ffn_norm.weight", E, 0, false)
-    W(wgate, "ffn_gate.weight", F, E, false)
-    W(wup, "ffn_up.weight", F, E, false)
-    W(wdown, "ffn_down.weight", E, F, false)
-    Q(qq, "attn_q.weight")
-    Q(qk, "attn_k.weight")
-    Q(qv, "attn_v.weight")
-    Q(qo, "attn_output.weight")
-    Q(qgate, "ffn_gate.weight")
-    Q(qup, "ffn_up.weight")
-    Q(qdown, "ffn_down.weight")
+    W(attn_norm, "attn_norm.weight", E, 0, false, NULL)
+    W(wq, "attn_q.weight", qd, E, false, &w->qq)
+    W(wk, "attn_k.weight", kd, E, false, &w->qk)
+    W(wv, "attn_v.weight", kd, E, false, &w->qv)
+    W(bq, "attn_q.bias", qd, 0, !c->qkv_bias, NULL)
+    W(bk, "attn_k.bias", kd, 0, !c->qkv_bias, NULL)
+    W(bv, "attn_v.bias", kd, 0, !c->qkv_bias, NULL)
+    W(wo, "attn_output.weight", E, qd, false, &w->qo)
+    W(ffn_norm, "ffn_norm.weight", E, 0, false, NULL)
+    W(wgate, "ffn_gate.weight", F, E, false, &w->qgate)
+    W(wup, "ffn_up.weight", F, E, false, &w->qup)
+    W(wdown, "ffn_down.weight", E, F, false, &w->qdown)
 #undef W
-#undef Q
     return rc;
 }
 
@@ -195,8 +195,8 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
         return kw_error_set(err, KW_ENOMEM, "forward: out of memory");
     f->cfg = *c;
     f->max_tok = max_tok;
-    /* KVWEAVE_CPU_QROWS=N: the row count up to which steps read the GGUF blocks (0: the
-     * f32 copies always) */
+    /* KVWEAVE_CPU_QROWS=N: the row count up to which steps read the GGUF blocks directly
+     * (larger steps dequantize tiles for sgemm; 0: every step does) */
     const char *qe = getenv("KVWEAVE_CPU_QROWS");
     f->q_rows = qe && *qe ? atoi(qe) : KW_FWD_QROWS;
     f->L = calloc((size_t)c->n_layer, sizeof *f->L);
@@ -204,26 +204,27 @@ int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err)
                                              : kw_error_set(err, KW_ENOMEM, "forward: out of memory");
     int64_t E = c->n_embd, V = c->n_vocab;
     if (rc == 0)
-        rc = weight(f, m, "token_embd.weight", V, E, false, &f->tok_embd, err);
+        rc = weight(f, m, "token_embd.weight", V, E, false, &f->tok_embd, &f->qembd, err);
     if (rc == 0)
-        rc = weight(f, m, "output_norm.weight", E, 0, false, &f->out_norm, err);
+        rc = weight(f, m, "output_norm.weight", E, 0, false, &f->out_norm, NULL, err);
     if (rc == 0)
-        rc = weight(f, m, "output.weight", V, E, true, &f->output, err);
-    if (rc == 0 && !f->output)
-        f->output = f->tok_embd; /* tied */
-    if (rc == 0)
-        rc = weight_q(f, m, kw_model_tensor(m, "output.weight") ? "output.weight"
-                                                               : "token_embd.weight",
-                      &f->qoutput, err);
+        rc = weight(f, m, "output.weight", V, E, true, &f->output, &f->qoutput, err);
+    if (rc == 0 && !f->output && !f->qoutput.codes) /* tied */
+        f->output = f->tok_embd, f->qoutput = f->qembd;
     for (int l = 0; rc == 0 && l < c->n_layer; l++)
         rc = load_layer(f, m, l, err);
+    /* a tile of at most KW_FWD_TILE_FLOATS (the largest split matrix if smaller) */
+    if (f->tile_floats > KW_FWD_TILE_FLOATS)
+        f->tile_floats = KW_FWD_TILE_FLOATS;
+    if (rc == 0 && f->tile_floats && !(f->tile = malloc((size_t)f->tile_floats * sizeof(float))))
+        rc = kw_error_set(err, KW_ENOMEM, "forward: out of memory");
     if (rc < 0) {
         kw__fwd_free(f);
         return rc;
     }
     const float *freqs = NULL; /* llama3 scaling as GGUF stores it: per-pair divisors */
     if (rc == 0)
-        rc = weight(f, m, "rope_freqs.weight", c->head_dim / 2, 0, true, &freqs, err);
+        rc = weight(f, m, "rope_freqs.weight", c->head_dim / 2, 0, true, &freqs, NULL, err);
     if (rc < 0) {
         kw__fwd_free(f);
         return rc;
@@ -305,7 +306,7 @@ kw_fwd *kw__fwd_free(kw_fwd *f)
     free(f->owned);
     free(f->L);
     free(f->x), free(f->xn), free(f->q), free(f->k), free(f->v), free(f->att);
-    free(f->gate), free(f->up), free(f->lse), free(f->rows), free(f->inv_freq);
+    free(f->gate), free(f->up), free(f->lse), free(f->rows), free(f->inv_freq), free(f->tile);
     for (int i = 0; i < KW_FWD_MAX_SEQ; i++)
         kw_view_free(f->views[i]);
     free(f);
@@ -581,7 +582,10 @@ int kw__fwd_run(kw_fwd *f, kw_kvpool *pool, kw_fwd_step *s, kw_error *err)
     c.hc = (kw_hookcall){.cfg = cf, .pool = pool, .s = s, .views = f->views};
     if ((rc = kw__hooks_begin(&c.hc)) < 0)
         return kw_error_set(err, rc, "forward: out of memory");
-    rc = kw_k_embed(KW_BK_CPU, NULL, f->tok_embd, cf->n_vocab, cf->n_embd, s->ids, n_tok, f->x);
+    rc = f->qembd.codes ? kw_k_embed_q(KW_BK_CPU, NULL, &f->qembd, cf->n_vocab, cf->n_embd,
+                                       s->ids, n_tok, f->x)
+                        : kw_k_embed(KW_BK_CPU, NULL, f->tok_embd, cf->n_vocab, cf->n_embd,
+                                     s->ids, n_tok, f->x);
     if (rc < 0)
         kw_error_set(err, rc, "forward: a token id is outside the vocabulary of %d", cf->n_vocab);
     for (int l = 0; rc == 0 && l < cf->n_layer; l++)

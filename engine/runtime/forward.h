@@ -1,4 +1,5 @@
-/* The CPU forward pass with hooks (internal to the runtime): weights as f32, one step
+/* The CPU forward pass with hooks (internal to the runtime): weights in their GGUF blocks
+ * or as f32, one step
  * over a batch of sequences (prefill chunks and decode tokens mixed). */
 #ifndef KW_RUNTIME_FORWARD_H
 #define KW_RUNTIME_FORWARD_H
@@ -13,14 +14,16 @@
 typedef struct kw_fwd kw_fwd;
 
 #define KW_FWD_MAX_SEQ 64
-/* CPU steps of at most this many tokens read Q4_0 / Q4_1 / Q8_0 matrices in their blocks
- * (kw_k_linear_q) instead of their f32 copies (KVWEAVE_CPU_QROWS overrides) */
+/* CPU steps of at most this many tokens read Q4_0 / Q4_1 / Q8_0 matrices' blocks directly
+ * (kw_k_linear_q); larger steps dequantize a tile of rows at a time for sgemm
+ * (kw_k_linear_qt). KVWEAVE_CPU_QROWS overrides. */
 #define KW_FWD_QROWS 16
+/* The most floats of that tile (16 MiB) */
+#define KW_FWD_TILE_FLOATS ((int64_t)4 << 20)
 
-/* Takes f32 views of the model's weights (F32 tensors are used in place, others are
- * dequantized once) and, for Q4_0 / Q4_1 / Q8_0 matrices, their blocks split for
- * kw_k_linear_q, which steps of at most KW_FWD_QROWS tokens read; m must outlive the
- * result. max_tok: tokens per step. */
+/* Q4_0 / Q4_1 / Q8_0 matrices (the token embedding included) are kept only in their
+ * blocks, split for kw_k_linear_q; other weights as f32 (F32 tensors used in place,
+ * others dequantized once). m must outlive the result. max_tok: tokens per step. */
 int kw__fwd_new(const kw_model *m, int max_tok, kw_fwd **out, kw_error *err);
 kw_fwd *kw__fwd_free(kw_fwd *f);
 /* The same forward on a CUDA device (forward_cuda.c): weights uploaded once as bf16, KV
@@ -32,8 +35,6 @@ int kw__fwd_fill_random(kw_fwd *f, kw_kvseq *kv, int n_past, int n_tok, uint64_t
 int kw__fwd_new_cuda(const kw_model *m, int max_tok, int max_seq, kw_kvpool *pool,
                      int device, kw_fwd **out, kw_error *err);
 const kw_model_config *kw__fwd_cfg(const kw_fwd *f);
-/* Steps of at most this many tokens read the matrices' blocks (KW_FWD_QROWS). */
-int kw__fwd_q_rows(const kw_fwd *f);
 /* CUDA forwards: decode steps captured as CUDA graphs and replayed (0 and 0 otherwise). */
 void kw__fwd_graph_stats(const kw_fwd *f, int64_t *captures, int64_t *launches);
 /* Bytes copied host <-> device by steps so far (0 and 0 on the CPU). */

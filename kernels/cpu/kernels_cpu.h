@@ -20,6 +20,10 @@ int kw_cpu_linear(const float *x, const float *w, const float *bias, float *y, i
                   int K);
 int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *y, int M, int N,
                     int K);
+int kw_cpu_linear_qt(const float *x, const kw_qmat *w, const float *bias, float *y, int M,
+                     int N, int K, float *tile, int64_t tile_floats);
+int kw_cpu_embed_q(const kw_qmat *table, int64_t n_rows, int dim, const int32_t *ids, int n,
+                   float *out);
 int kw_cpu_rmsnorm(const float *x, const float *g, float *y, int rows, int dim, float eps);
 int kw_cpu_rope(float *x, const int32_t *pos, int n_tok, int n_heads, int head_dim,
                 const float *inv_freq, kw_rope_layout layout);

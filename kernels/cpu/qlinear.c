@@ -1,10 +1,19 @@
-/* Linear layers over block-quantized weights (kernels.h, kw_k_linear_q), for the few rows
- * of a decode step, where reading the weights is the cost: a Q4_1 matrix is a sixth of
- * its f32 copy's bytes. Each weight is dequantized in registers to the value kw_to_f32
- * gives (code * scale + min: a small integer times an f16 is exact in f32, so a fused
- * multiply-add rounds as the two operations do) and used for up to QR input rows before
- * the next block is read; only the order of the sums differs from kw_k_linear over the
- * dequantized matrix. Output rows are spread over the OpenMP threads. */
+/* Linear layers and embedding rows over block-quantized weights (kernels.h), so that the
+ * CPU engine keeps a quantized model in its blocks only.
+ *
+ * kw_k_linear_q, for the few rows of a decode step, where reading the weights is the
+ * cost (a Q4_1 matrix is a sixth of its f32 copy's bytes): each weight is dequantized in
+ * registers and used for up to QR input rows before the next block is read; only the
+ * order of the sums differs from kw_k_linear over the dequantized matrix. Output rows are
+ * spread over the OpenMP threads.
+ *
+ * kw_k_linear_qt, for prefill chunks, where the products are the cost: a tile of w's rows
+ * is dequantized into the caller's scratch, then multiplied by OpenBLAS's sgemm.
+ *
+ * Every weight is dequantized to the value kw_to_f32 gives: code * scale + min, where a
+ * small integer times an f16 is exact in f32, so a fused multiply-add rounds as the two
+ * operations do. */
+#include <cblas.h>
 #include <string.h>
 
 #include "cpu/kernels_cpu.h"
@@ -32,26 +41,32 @@ static inline __attribute__((always_inline)) v8 codes8(const uint8_t *q, int bit
     return __builtin_convertvector(t, v8);
 }
 
+/* The 32 weights of block b of row n (bits 4 or 8, a constant in each caller). */
+static inline __attribute__((always_inline)) void block32(const kw_qmat *w, int bits, int64_t n,
+                                                          int64_t nb, int64_t b, v8 wv[4])
+{
+    const uint8_t *q = w->codes + (n * nb + b) * (QB * bits / 8);
+    const v8 d = (v8){0} + w->scale[n * nb + b], m = (v8){0} + w->min[n * nb + b];
+    if (bits == 4) /* elements 0..15: the low nibbles, 16..31: the high ones */
+        wv[0] = codes8(q, 4, 0), wv[1] = codes8(q + 8, 4, 0), wv[2] = codes8(q, 4, 4),
+        wv[3] = codes8(q + 8, 4, 4);
+    else
+        for (int i = 0; i < 4; i++)
+            wv[i] = codes8(q + 8 * i, 8, 0);
+    for (int i = 0; i < 4; i++)
+        wv[i] = wv[i] * d + m;
+}
+
 /* out[r] = x[r] . (row n of w), r < nr <= QR; bits 4 or 8, a constant in each caller. */
 static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int bits,
                                                            int64_t n, const float *x, int nr,
                                                            int K, float *out)
 {
     const int64_t nb = K / QB;
-    const float *sc = w->scale + n * nb, *mn = w->min + n * nb;
-    const uint8_t *q = w->codes + n * nb * (QB * bits / 8);
     v8 acc[QR] = {{0}};
-    for (int64_t b = 0; b < nb; b++, q += QB * bits / 8) {
-        const v8 d = (v8){0} + sc[b], m = (v8){0} + mn[b];
+    for (int64_t b = 0; b < nb; b++) {
         v8 wv[4];
-        if (bits == 4) /* elements 0..15: the low nibbles, 16..31: the high ones */
-            wv[0] = codes8(q, 4, 0), wv[1] = codes8(q + 8, 4, 0), wv[2] = codes8(q, 4, 4),
-            wv[3] = codes8(q + 8, 4, 4);
-        else
-            for (int i = 0; i < 4; i++)
-                wv[i] = codes8(q + 8 * i, 8, 0);
-        for (int i = 0; i < 4; i++)
-            wv[i] = wv[i] * d + m;
+        block32(w, bits, n, nb, b, wv);
         for (int r = 0; r < nr; r++) {
             const float *xr = x + (int64_t)r * K + b * QB;
             acc[r] += wv[0] * load8(xr) + wv[1] * load8(xr + 8) + wv[2] * load8(xr + 16)
@@ -107,5 +122,64 @@ int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++)
                 y[(int64_t)m * N + n] += bias[n];
+    return KW_OK;
+}
+
+/* Rows [n0, n1) of w as f32, row-major with K columns, into out. */
+static inline __attribute__((always_inline)) void dequant_bits(const kw_qmat *w, int bits,
+                                                               int64_t n0, int64_t n1, int K,
+                                                               float *out)
+{
+    const int64_t nb = K / QB;
+    for (int64_t n = n0; n < n1; n++)
+        for (int64_t b = 0; b < nb; b++) {
+            v8 wv[4];
+            block32(w, bits, n, nb, b, wv);
+            memcpy(out + (n - n0) * K + b * QB, wv, sizeof wv);
+        }
+}
+
+KW_CLONES static void dequant(const kw_qmat *w, int64_t n0, int64_t n1, int K, float *out)
+{
+    if (w->bits == 4)
+        dequant_bits(w, 4, n0, n1, K, out);
+    else
+        dequant_bits(w, 8, n0, n1, K, out);
+}
+
+int kw_cpu_linear_qt(const float *x, const kw_qmat *w, const float *bias, float *y, int M,
+                     int N, int K, float *tile, int64_t tile_floats)
+{
+    if (M <= 0 || N <= 0 || K <= 0 || K % QB || (w->bits != 4 && w->bits != 8) || !tile
+        || tile_floats < K)
+        return KW_EINVAL;
+    const int64_t nt = tile_floats / K < N ? tile_floats / K : N;
+    for (int64_t t0 = 0; t0 < N; t0 += nt) {
+        const int64_t t1 = t0 + nt < N ? t0 + nt : N, nblk = (t1 - t0 + 15) / 16;
+#pragma omp parallel for schedule(static) if ((t1 - t0) * K >= 65536)
+        for (int64_t i = 0; i < nblk; i++) {
+            int64_t n0 = t0 + 16 * i, n1 = n0 + 16 < t1 ? n0 + 16 : t1;
+            dequant(w, n0, n1, K, tile + (n0 - t0) * K);
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, (int)(t1 - t0), K, 1.0f, x, K,
+                    tile, K, 0.0f, y + t0, N);
+    }
+    if (bias)
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++)
+                y[(int64_t)m * N + n] += bias[n];
+    return KW_OK;
+}
+
+int kw_cpu_embed_q(const kw_qmat *table, int64_t n_rows, int dim, const int32_t *ids, int n,
+                   float *out)
+{
+    if (dim <= 0 || dim % QB || (table->bits != 4 && table->bits != 8))
+        return KW_EINVAL;
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= n_rows)
+            return KW_ERANGE;
+    for (int i = 0; i < n; i++)
+        dequant(table, ids[i], (int64_t)ids[i] + 1, dim, out + (int64_t)i * dim);
     return KW_OK;
 }

@@ -92,10 +92,10 @@ static double linear_flops(const kw_model_config *c)
     return 2.0 * c->n_layer * (E * qd + 2 * E * kd + qd * E + 3 * E * c->n_ff);
 }
 
-/* Bytes of the matrices a step of B tokens reads: the f32 copies, or, in steps of at most
- * q_rows tokens, a Q4_0 / Q4_1 / Q8_0 matrix's codes with a float scale and minimum per
- * block of 32 (forward.c); the LM head is the output matrix or the tied embedding. */
-static double weight_bytes(const kw_model *m, int B, int q_rows)
+/* Bytes of the matrices a step reads from memory: the codes of a matrix kw_split_bits
+ * splits, with a float scale and minimum per 32 (forward.c keeps only those), other
+ * types' f32 forms; the LM head is the output matrix or the tied embedding. */
+static double weight_bytes(const kw_model *m)
 {
     double b = 0;
     bool has_output = false;
@@ -107,9 +107,10 @@ static double weight_bytes(const kw_model *m, int B, int q_rows)
         if (t->ndim != 2 || strstr(nm, "norm") || (!strcmp(nm, "token_embd.weight") && has_output))
             continue;
         double n = (double)kw_tensor_nelems(t);
-        bool q = B <= q_rows && (int64_t)t->shape[1] % 32 == 0
-                 && (t->dtype == KW_DT_Q4_0 || t->dtype == KW_DT_Q4_1 || t->dtype == KW_DT_Q8_0);
-        b += q ? n * (t->dtype == KW_DT_Q8_0 ? 1 : 0.5) + n / 32 * 8 : 4 * n;
+        size_t be, bb;
+        int bits = kw_split_bits(t->dtype);
+        bool q = bits && kw_dtype_block(t->dtype, &be, &bb) == 0 && t->shape[1] % (int64_t)be == 0;
+        b += q ? n * bits / 8 + n / 32 * 8 : 4 * n;
     }
     return b;
 }
@@ -427,7 +428,7 @@ int main(int argc, char **argv)
                 step(f, pool, B, sp, ids + g, 1, p0, logits);
             }
             double per = (now_s() - td) / G;
-            double bytes = weight_bytes(m, B, kw__fwd_q_rows(f)) + (double)B * (L + G / 2) * kvtok;
+            double bytes = weight_bytes(m) + (double)B * (L + G / 2) * kvtok;
             printf("decode ctx %5d batch %d: %8.1f tok/s (%.1f ms/step); bandwidth floor %.1f "
                    "ms/step (%.0f MB at %.1f GB/s)\n", L, B, B / per, per * 1e3,
                    bytes / bw / 1e6, bytes / 1e6, bw);

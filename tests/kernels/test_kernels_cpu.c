@@ -30,21 +30,25 @@ static void test_linear_matches_reference_on_random_shapes(void **s)
     }
 }
 
-/* kw_k_linear_q over int4 (with minima) and int8 blocks against the reference over the
- * same matrix dequantized: random shapes (rows past one group of four and one block of
- * sixteen output rows, K of one to 18 blocks), codes, scales and minima (never zeros),
- * outputs poisoned first; bound 1e-5 relative L2 (the same products summed in another
- * order, f32 against double) */
+/* kw_k_linear_q and kw_k_linear_qt over int4 (with minima) and int8 blocks against the
+ * reference over the same matrix dequantized: random shapes (rows past one group of four
+ * and one block of sixteen output rows, K of one to 18 blocks), codes, scales and minima
+ * (never zeros), tiles of one row to the whole matrix, outputs poisoned first; bound 1e-5
+ * relative L2 (the same products summed in another order, f32 against double). The rows
+ * kw_k_embed_q gathers equal the dequantized matrix's exactly. */
 static void test_linear_q_matches_reference_on_random_shapes(void **s)
 {
     (void)s;
     for (int trial = 0; trial < 16; trial++) {
-        int bits = trial % 2 ? 8 : 4, M = trial % 4 < 2 ? irand(1, 4) : irand(5, 19);
+        int bits = trial % 2 ? 8 : 4, M = trial % 4 < 2 ? irand(1, 4) : irand(5, 40);
         int N = irand(1, 70), K = 32 * irand(1, 18), nb = N * K / 32;
         uint8_t *codes = malloc((size_t)N * K * bits / 8);
         for (int64_t i = 0; i < (int64_t)N * K * bits / 8; i++)
             codes[i] = (uint8_t)irand(0, 255);
         float *scale = randpos(nb, 0.05f);
+        for (int i = 0; i < nb; i++) /* a few significant bits, as an f16 has: code x scale
+                                      * is exact, so the dequantized weight is one rounding */
+            scale[i] = (1.0f + floorf(scale[i] * 2048.0f)) / 2048.0f;
         float *min = bits == 4 ? randv(nb, 0.4f) : calloc((size_t)nb, sizeof(float));
         float *w = malloc(sizeof(float) * (size_t)N * K), *x = randv((int64_t)M * K, 1);
         for (int64_t i = 0; i < (int64_t)N * K; i++) {
@@ -63,12 +67,36 @@ static void test_linear_q_matches_reference_on_random_shapes(void **s)
         double e = rel_l2(y, r, (int64_t)M * N);
         if (!(e < 1e-5))
             fail_msg("bits %d, M %d N %d K %d: rel L2 %g", bits, M, N, K, e);
+        int64_t tile_n = (int64_t)K * irand(1, N + 1);
+        float *tile = randv(tile_n, 9);
+        for (int64_t i = 0; i < (int64_t)M * N; i++)
+            y[i] = NAN;
+        assert_int_equal(kw_k_linear_qt(KW_BK_CPU, NULL, x, &q, b, y, M, N, K, tile, tile_n),
+                         0);
+        if (!((e = rel_l2(y, r, (int64_t)M * N)) < 1e-5))
+            fail_msg("tiles of %lld rows, bits %d, M %d N %d K %d: rel L2 %g",
+                     (long long)(tile_n / K), bits, M, N, K, e);
+        int32_t ids[3] = {irand(0, N - 1), irand(0, N - 1), N - 1};
+        float *rows = randv(3 * (int64_t)K, 9);
+        assert_int_equal(kw_k_embed_q(KW_BK_CPU, NULL, &q, N, K, ids, 3, rows), 0);
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < K; j++)
+                if (rows[i * K + j] != w[(int64_t)ids[i] * K + j])
+                    fail_msg("embedding row %d, element %d: %g, not %g", ids[i], j,
+                             rows[i * K + j], w[(int64_t)ids[i] * K + j]);
+        ids[0] = N;
+        assert_int_equal(kw_k_embed_q(KW_BK_CPU, NULL, &q, N, K, ids, 1, rows), KW_ERANGE);
         free(codes), free(scale), free(min), free(w), free(x), free(b), free(y), free(r);
+        free(tile), free(rows);
     }
     kw_qmat bad = {.bits = 4};
     float x[31], y[1];
+    int32_t id = 0;
     assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &bad, NULL, y, 1, 1, 31), KW_EINVAL);
     assert_int_equal(kw_k_linear_q(KW_BK_CUDA, NULL, x, &bad, NULL, y, 1, 1, 32), KW_ENOSYS);
+    assert_int_equal(kw_k_linear_qt(KW_BK_CPU, NULL, x, &bad, NULL, y, 1, 1, 32, x, 31),
+                     KW_EINVAL); /* a tile smaller than a row */
+    assert_int_equal(kw_k_embed_q(KW_BK_CPU, NULL, &bad, 1, 31, &id, 1, x), KW_EINVAL);
 }
 
 static void test_rmsnorm_matches_reference(void **s)

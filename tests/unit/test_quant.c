@@ -144,22 +144,24 @@ static void check_format(kw_dtype t)
 }
 
 /* kw_split_blocks: codes * scale + min is the value kw_to_f32 gives, for random
- * blocks of Q4_0, Q4_1 and Q8_0; other types are refused */
+ * blocks of every type it splits; other types are refused */
 static void test_split_blocks_rebuild_the_dequantized_values(void **st)
 {
     (void)st;
-    const kw_dtype ts[] = {KW_DT_Q4_0, KW_DT_Q4_1, KW_DT_Q8_0};
+    const kw_dtype ts[] = {KW_DT_Q4_0, KW_DT_Q4_1, KW_DT_Q5_0, KW_DT_Q5_1,
+                           KW_DT_Q8_0, KW_DT_Q4_K, KW_DT_Q5_K};
     for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) {
         kw_dtype t = ts[k];
         size_t be, bb;
         assert_int_equal(kw_dtype_block(t, &be, &bb), 0);
-        int64_t nb = 37, n = nb * 32, bits = t == KW_DT_Q8_0 ? 8 : 4;
+        int64_t nb = 37, n = nb * (int64_t)be, ng = n / 32, bits = kw_split_bits(t);
+        assert_int_equal(bits, t == KW_DT_Q4_0 || t == KW_DT_Q4_1 || t == KW_DT_Q4_K ? 4 : 8);
         uint8_t *blocks = malloc((size_t)nb * bb), *codes = malloc((size_t)(n * bits / 8));
         float *want = malloc(sizeof(float) * (size_t)n), *ref = malloc(sizeof(float) * (size_t)n);
-        float *scale = malloc(sizeof(float) * (size_t)nb);
-        float *min = malloc(sizeof(float) * (size_t)nb);
+        float *scale = malloc(sizeof(float) * (size_t)ng);
+        float *min = malloc(sizeof(float) * (size_t)ng);
         for (int64_t i = 0; i < nb; i++)
-            make_block(t, blocks + i * (int64_t)bb, want + i * 32);
+            make_block(t, blocks + i * (int64_t)bb, want + i * (int64_t)be);
         assert_int_equal(kw_to_f32(t, blocks, ref, n), 0);
         assert_int_equal(kw_split_blocks(t, blocks, n, codes, scale, min), 0);
         int nonzero = 0;
@@ -176,10 +178,12 @@ static void test_split_blocks_rebuild_the_dequantized_values(void **st)
         assert_true(nonzero > n / 2);
         free(blocks), free(codes), free(want), free(ref), free(scale), free(min);
     }
-    uint8_t blk[144] = {0}, c[16];
-    float sc, mn;
-    assert_int_equal(kw_split_blocks(KW_DT_Q4_K, blk, 256, c, &sc, &mn), KW_EINVAL);
-    assert_int_equal(kw_split_blocks(KW_DT_Q4_1, blk, 31, c, &sc, &mn), KW_EINVAL);
+    uint8_t blk[210] = {0}, c[256];
+    float sc[8], mn[8];
+    assert_int_equal(kw_split_bits(KW_DT_Q6_K), 0);
+    assert_int_equal(kw_split_blocks(KW_DT_Q6_K, blk, 256, c, sc, mn), KW_EINVAL);
+    assert_int_equal(kw_split_blocks(KW_DT_Q4_1, blk, 31, c, sc, mn), KW_EINVAL);
+    assert_int_equal(kw_split_blocks(KW_DT_Q4_K, blk, 32, c, sc, mn), KW_EINVAL);
 }
 
 static void test_q4_0_matches_layout(void **st) { (void)st; check_format(KW_DT_Q4_0); }

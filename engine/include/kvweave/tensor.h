@@ -57,14 +57,16 @@ int kw_to_f32(kw_dtype t, const void *src, float *dst, int64_t n);
 /* Whole tensor to a new f32 buffer (caller frees). */
 int kw_tensor_to_f32(const kw_tensor *t, float **out, kw_error *err);
 
-/* Splits n elements of a Q4_0, Q4_1 or Q8_0 array (n a multiple of 32) into codes and
- * per-block f32 scales and minima, such that element j of block b is
- * (float)code * scale[b] + min[b], the value kw_to_f32 gives (a zero may differ in
- * sign): int4 codes stay
- * two a byte as in the blocks (16 bytes a block: element j < 16 the low nibble of byte
- * j, element j + 16 its high nibble; Q4_0's min is -8 scale), Q8_0's codes are signed
- * bytes with min 0. codes: n / 2 bytes for the int4 types, n for Q8_0. KW_EINVAL for
- * other types. */
+/* The bits a code takes in kw_split_blocks' output for type t: 4 for Q4_0, Q4_1 and
+ * Q4_K, 8 for Q5_0, Q5_1, Q5_K and Q8_0, 0 for the types it does not split. */
+int kw_split_bits(kw_dtype t);
+/* Splits n elements of an array of a type kw_split_bits names (n a whole number of its
+ * blocks) into codes and an f32 scale and minimum per group of 32 elements, such that
+ * element j of group b is (float)code * scale[b] + min[b], the value kw_to_f32 gives (a
+ * zero may differ in sign). int4 codes are two a byte (16 bytes a group: element j < 16
+ * the low nibble of byte j, element j + 16 its high nibble), int8 codes signed bytes (32
+ * a group; the 5-bit types' codes are 0..31). codes: n * bits / 8 bytes. KW_EINVAL for
+ * other types (Q6_K's scales are per 16 elements). */
 int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
                     float *min);
 
