@@ -26,13 +26,14 @@ typedef enum kw_backend { KW_BK_CPU = 0, KW_BK_CUDA = 1 } kw_backend;
 int kw_k_linear(kw_backend bk, void *stream, const float *x, const float *w,
                 const float *bias, float *y, int M, int N, int K);
 /* A weight matrix (N, K) in blocks of 32 along K, split by kw_split_blocks: element j of
- * block b of row n is (float)code * scale[n K/32 + b] + min[...]; int4 codes two a byte
- * (16 bytes a block: element j < 16 the low nibble of byte j, j + 16 its high nibble),
- * int8 codes signed (32 bytes a block). */
+ * row n is (float)code * scale[(n K + j) / group] + min[...]; int4 codes two a byte
+ * (16 bytes a block: element j < 16 of a block the low nibble of its byte j, j + 16 the
+ * high nibble), int8 codes signed (32 bytes a block). */
 typedef struct kw_qmat {
     int bits;             /* 4 or 8 */
+    int group;            /* elements a scale and minimum cover: 32 (0 reads as 32) or 16 */
     const uint8_t *codes; /* (N, K * bits / 8) */
-    const float *scale, *min; /* (N, K / 32) */
+    const float *scale, *min; /* (N, K / group) */
 } kw_qmat;
 /* y(M,N) = x(M,K) . w^T (+ bias) over a block-quantized w, dequantized as it is read
  * (CPU only; for the few rows of decode steps): the same products as kw_k_linear over

@@ -296,19 +296,40 @@ int kw_split_bits(kw_dtype t)
 {
     switch (t) {
     case KW_DT_Q4_0: case KW_DT_Q4_1: case KW_DT_Q4_K: return 4;
-    case KW_DT_Q5_0: case KW_DT_Q5_1: case KW_DT_Q5_K: case KW_DT_Q8_0: return 8;
+    case KW_DT_Q5_0: case KW_DT_Q5_1: case KW_DT_Q5_K: case KW_DT_Q6_K: case KW_DT_Q8_0:
+        return 8;
     default: return 0;
     }
 }
 
-/* The integer codes of group g (32 elements) of an array of type t, with the scale and
- * minimum that make code * scale + min each element's value as the deq_* functions
- * round it: an f16 (times a 6-bit integer for the K types) times a code of at most 8
- * bits is exact in f32, as are Q4_0's -8 d and Q5_0's -16 d, so the one rounding is the
- * sum's, as there. */
+int kw_split_group(kw_dtype t)
+{
+    return !kw_split_bits(t) ? 0 : t == KW_DT_Q6_K ? 16 : 32;
+}
+
+/* The integer codes of elements [32 g, 32 g + 32) of an array of type t, with the scales
+ * and minima (one, or two for Q6_K's groups of 16) that make code * scale + min each
+ * element's value as the deq_* functions round it: an f16 (times a 6-bit integer for
+ * Q4_K and Q5_K, an 8-bit one for Q6_K) times a code of at most 8 bits is exact in f32, as
+ * are Q4_0's -8 d and Q5_0's -16 d, so the one rounding is the sum's, as there (Q6_K's
+ * d * (sc * q) has none). */
 static void group_codes(kw_dtype t, const uint8_t *src, int64_t g, int q[QK], float *scale,
                         float *min)
 {
+    if (t == KW_DT_Q6_K) { /* element e of a block: scale sc[e / 16] */
+        const uint8_t *b = src + (g / 8) * (int64_t)dtypes[t].bytes;
+        int k = (int)(g % 8), h = k / 4, qd = k % 4;
+        const uint8_t *ql = b + 64 * h + (qd % 2 ? 32 : 0), *qh = b + 128 + 32 * h;
+        const int8_t *sc = (const int8_t *)(b + 192) + 8 * h + 2 * qd;
+        float d = rdh(b + 208);
+        for (int i = 0; i < 2; i++) {
+            scale[i] = d * (float)sc[i];
+            min[i] = 0.0f;
+        }
+        for (int l = 0; l < 32; l++)
+            q[l] = ((qd < 2 ? ql[l] & 0xf : ql[l] >> 4) | ((qh[l] >> (2 * qd)) & 3) << 4) - 32;
+        return;
+    }
     if (t == KW_DT_Q4_K || t == KW_DT_Q5_K) {
         const uint8_t *b = src + (g / 8) * (int64_t)dtypes[t].bytes;
         int sub = (int)(g % 8), s = sub / 2, hi = sub % 2, sc, m;
@@ -345,12 +366,12 @@ static void group_codes(kw_dtype t, const uint8_t *src, int64_t g, int q[QK], fl
 int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
                     float *min)
 {
-    int bits = kw_split_bits(t);
+    int bits = kw_split_bits(t), per = QK / (kw_split_group(t) ? kw_split_group(t) : QK);
     if (!bits || n < 0 || n % (int64_t)dtypes[t].elems)
         return KW_EINVAL;
     int q[QK];
     for (int64_t g = 0; g < n / QK; g++) {
-        group_codes(t, src, g, q, &scale[g], &min[g]);
+        group_codes(t, src, g, q, &scale[g * per], &min[g * per]);
         uint8_t *c = codes + g * (QK * bits / 8);
         for (int j = 0; j < (bits == 4 ? 16 : 32); j++)
             c[j] = bits == 4 ? (uint8_t)(q[j] | q[j + 16] << 4) : (uint8_t)(int8_t)q[j];

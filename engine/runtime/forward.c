@@ -49,11 +49,12 @@ static int weight_q(kw_fwd *f, const kw_tensor *t, const char *name, kw_qmat *q,
 {
     memset(q, 0, sizeof *q);
     size_t be, bb;
-    int64_t n = kw_tensor_nelems(t), bits = kw_split_bits(t->dtype);
+    int64_t n = kw_tensor_nelems(t), bits = kw_split_bits(t->dtype),
+            group = kw_split_group(t->dtype);
     if (t->ndim != 2 || !bits || kw_dtype_block(t->dtype, &be, &bb) < 0
         || t->shape[1] % (int64_t)be)
         return 0;
-    size_t cb = (size_t)(n * bits / 8), sb = (size_t)(n / 32) * sizeof(float);
+    size_t cb = (size_t)(n * bits / 8), sb = (size_t)(n / group) * sizeof(float);
     uint8_t *buf = malloc(cb + 2 * sb);
     float **o = buf ? realloc(f->owned, (size_t)(f->n_owned + 1) * sizeof *o) : NULL;
     if (!o) {
@@ -62,11 +63,12 @@ static int weight_q(kw_fwd *f, const kw_tensor *t, const char *name, kw_qmat *q,
     }
     f->owned = o;
     f->owned[f->n_owned++] = (float *)(void *)buf;
-    float *scale = (float *)(void *)(buf + cb), *min = scale + n / 32;
+    float *scale = (float *)(void *)(buf + cb), *min = scale + n / group;
     int rc = kw_split_blocks(t->dtype, t->data, n, buf + 0, scale, min);
     if (rc < 0)
         return kw_error_set(err, rc, "model: tensor '%s': cannot split its blocks", name);
-    *q = (kw_qmat){.bits = (int)bits, .codes = buf, .scale = scale, .min = min};
+    *q = (kw_qmat){.bits = (int)bits, .group = (int)group, .codes = buf, .scale = scale,
+                   .min = min};
     if (n > f->tile_floats)
         f->tile_floats = n;
     return 0;

@@ -14,6 +14,7 @@
  * small integer times an f16 is exact in f32, so a fused multiply-add rounds as the two
  * operations do. */
 #include <cblas.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "cpu/kernels_cpu.h"
@@ -41,24 +42,28 @@ static inline __attribute__((always_inline)) v8 codes8(const uint8_t *q, int bit
     return __builtin_convertvector(t, v8);
 }
 
-/* The 32 weights of block b of row n (bits 4 or 8, a constant in each caller). */
-static inline __attribute__((always_inline)) void block32(const kw_qmat *w, int bits, int64_t n,
-                                                          int64_t nb, int64_t b, v8 wv[4])
+/* The 32 weights of block b of row n; bits (4 or 8) and g2 (two scales a block: groups
+ * of 16) constants in each caller. */
+static inline __attribute__((always_inline)) void block32(const kw_qmat *w, int bits, bool g2,
+                                                          int64_t n, int64_t nb, int64_t b,
+                                                          v8 wv[4])
 {
     const uint8_t *q = w->codes + (n * nb + b) * (QB * bits / 8);
-    const v8 d = (v8){0} + w->scale[n * nb + b], m = (v8){0} + w->min[n * nb + b];
     if (bits == 4) /* elements 0..15: the low nibbles, 16..31: the high ones */
         wv[0] = codes8(q, 4, 0), wv[1] = codes8(q + 8, 4, 0), wv[2] = codes8(q, 4, 4),
         wv[3] = codes8(q + 8, 4, 4);
     else
         for (int i = 0; i < 4; i++)
             wv[i] = codes8(q + 8 * i, 8, 0);
-    for (int i = 0; i < 4; i++)
-        wv[i] = wv[i] * d + m;
+    const int64_t s = g2 ? 2 * (n * nb + b) : n * nb + b;
+    for (int i = 0; i < 4; i++) {
+        const int64_t si = g2 && i >= 2 ? s + 1 : s;
+        wv[i] = wv[i] * ((v8){0} + w->scale[si]) + ((v8){0} + w->min[si]);
+    }
 }
 
-/* out[r] = x[r] . (row n of w), r < nr <= QR; bits 4 or 8, a constant in each caller. */
-static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int bits,
+/* out[r] = x[r] . (row n of w), r < nr <= QR; bits and g2 as for block32. */
+static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int bits, bool g2,
                                                            int64_t n, const float *x, int nr,
                                                            int K, float *out)
 {
@@ -66,7 +71,7 @@ static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int
     v8 acc[QR] = {{0}};
     for (int64_t b = 0; b < nb; b++) {
         v8 wv[4];
-        block32(w, bits, n, nb, b, wv);
+        block32(w, bits, g2, n, nb, b, wv);
         for (int r = 0; r < nr; r++) {
             const float *xr = x + (int64_t)r * K + b * QB;
             acc[r] += wv[0] * load8(xr) + wv[1] * load8(xr + 8) + wv[2] * load8(xr + 16)
@@ -81,8 +86,8 @@ static inline __attribute__((always_inline)) void row_dots(const kw_qmat *w, int
     }
 }
 
-/* Rows [n0, n1) of y; bits a constant in each of rows()'s two calls. */
-static inline __attribute__((always_inline)) void rows_bits(const kw_qmat *w, int bits,
+/* Rows [n0, n1) of y; bits and g2 constants in each of rows()'s calls. */
+static inline __attribute__((always_inline)) void rows_bits(const kw_qmat *w, int bits, bool g2,
                                                             int64_t n0, int64_t n1,
                                                             const float *x, int M, int N, int K,
                                                             float *y)
@@ -91,7 +96,7 @@ static inline __attribute__((always_inline)) void rows_bits(const kw_qmat *w, in
     for (int64_t n = n0; n < n1; n++)
         for (int r0 = 0; r0 < M; r0 += QR) {
             int nr = M - r0 < QR ? M - r0 : QR;
-            row_dots(w, bits, n, x + (int64_t)r0 * K, nr, K, o);
+            row_dots(w, bits, g2, n, x + (int64_t)r0 * K, nr, K, o);
             for (int r = 0; r < nr; r++)
                 y[(int64_t)(r0 + r) * N + n] = o[r];
         }
@@ -100,16 +105,25 @@ static inline __attribute__((always_inline)) void rows_bits(const kw_qmat *w, in
 KW_CLONES static void rows(const kw_qmat *w, int64_t n0, int64_t n1, const float *x, int M,
                            int N, int K, float *y)
 {
-    if (w->bits == 4)
-        rows_bits(w, 4, n0, n1, x, M, N, K, y);
+    if (w->group == 16)
+        w->bits == 4 ? rows_bits(w, 4, true, n0, n1, x, M, N, K, y)
+                     : rows_bits(w, 8, true, n0, n1, x, M, N, K, y);
     else
-        rows_bits(w, 8, n0, n1, x, M, N, K, y);
+        w->bits == 4 ? rows_bits(w, 4, false, n0, n1, x, M, N, K, y)
+                     : rows_bits(w, 8, false, n0, n1, x, M, N, K, y);
+}
+
+/* bits 4 or 8, groups of 32 or 16, K whole blocks */
+static bool qmat_ok(const kw_qmat *w, int K)
+{
+    return K > 0 && K % QB == 0 && (w->bits == 4 || w->bits == 8)
+           && (w->group == 0 || w->group == 32 || w->group == 16);
 }
 
 int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *y, int M, int N,
                     int K)
 {
-    if (M <= 0 || N <= 0 || K <= 0 || K % QB || (w->bits != 4 && w->bits != 8))
+    if (M <= 0 || N <= 0 || !qmat_ok(w, K))
         return KW_EINVAL;
     /* blocks of 16 output rows: a thread's rows are contiguous weight memory */
     const int64_t nblk = (N + 15) / 16;
@@ -127,31 +141,32 @@ int kw_cpu_linear_q(const float *x, const kw_qmat *w, const float *bias, float *
 
 /* Rows [n0, n1) of w as f32, row-major with K columns, into out. */
 static inline __attribute__((always_inline)) void dequant_bits(const kw_qmat *w, int bits,
-                                                               int64_t n0, int64_t n1, int K,
-                                                               float *out)
+                                                               bool g2, int64_t n0, int64_t n1,
+                                                               int K, float *out)
 {
     const int64_t nb = K / QB;
     for (int64_t n = n0; n < n1; n++)
         for (int64_t b = 0; b < nb; b++) {
             v8 wv[4];
-            block32(w, bits, n, nb, b, wv);
+            block32(w, bits, g2, n, nb, b, wv);
             memcpy(out + (n - n0) * K + b * QB, wv, sizeof wv);
         }
 }
 
 KW_CLONES static void dequant(const kw_qmat *w, int64_t n0, int64_t n1, int K, float *out)
 {
-    if (w->bits == 4)
-        dequant_bits(w, 4, n0, n1, K, out);
+    if (w->group == 16)
+        w->bits == 4 ? dequant_bits(w, 4, true, n0, n1, K, out)
+                     : dequant_bits(w, 8, true, n0, n1, K, out);
     else
-        dequant_bits(w, 8, n0, n1, K, out);
+        w->bits == 4 ? dequant_bits(w, 4, false, n0, n1, K, out)
+                     : dequant_bits(w, 8, false, n0, n1, K, out);
 }
 
 int kw_cpu_linear_qt(const float *x, const kw_qmat *w, const float *bias, float *y, int M,
                      int N, int K, float *tile, int64_t tile_floats)
 {
-    if (M <= 0 || N <= 0 || K <= 0 || K % QB || (w->bits != 4 && w->bits != 8) || !tile
-        || tile_floats < K)
+    if (M <= 0 || N <= 0 || !qmat_ok(w, K) || !tile || tile_floats < K)
         return KW_EINVAL;
     const int64_t nt = tile_floats / K < N ? tile_floats / K : N;
     for (int64_t t0 = 0; t0 < N; t0 += nt) {
@@ -174,7 +189,7 @@ int kw_cpu_linear_qt(const float *x, const kw_qmat *w, const float *bias, float 
 int kw_cpu_embed_q(const kw_qmat *table, int64_t n_rows, int dim, const int32_t *ids, int n,
                    float *out)
 {
-    if (dim <= 0 || dim % QB || (table->bits != 4 && table->bits != 8))
+    if (!qmat_ok(table, dim))
         return KW_EINVAL;
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= n_rows)

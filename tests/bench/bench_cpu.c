@@ -93,7 +93,7 @@ static double linear_flops(const kw_model_config *c)
 }
 
 /* Bytes of the matrices a step reads from memory: the codes of a matrix kw_split_bits
- * splits, with a float scale and minimum per 32 (forward.c keeps only those), other
+ * splits, with a float scale and minimum per group (forward.c keeps only those), other
  * types' f32 forms; the LM head is the output matrix or the tied embedding. */
 static double weight_bytes(const kw_model *m)
 {
@@ -110,7 +110,7 @@ static double weight_bytes(const kw_model *m)
         size_t be, bb;
         int bits = kw_split_bits(t->dtype);
         bool q = bits && kw_dtype_block(t->dtype, &be, &bb) == 0 && t->shape[1] % (int64_t)be == 0;
-        b += q ? n * bits / 8 + n / 32 * 8 : 4 * n;
+        b += q ? n * bits / 8 + n / kw_split_group(t->dtype) * 8 : 4 * n;
     }
     return b;
 }

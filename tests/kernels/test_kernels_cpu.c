@@ -33,15 +33,17 @@ static void test_linear_matches_reference_on_random_shapes(void **s)
 /* kw_k_linear_q and kw_k_linear_qt over int4 (with minima) and int8 blocks against the
  * reference over the same matrix dequantized: random shapes (rows past one group of four
  * and one block of sixteen output rows, K of one to 18 blocks), codes, scales and minima
- * (never zeros), tiles of one row to the whole matrix, outputs poisoned first; bound 1e-5
- * relative L2 (the same products summed in another order, f32 against double). The rows
- * kw_k_embed_q gathers equal the dequantized matrix's exactly. */
+ * (never zeros), a scale per 32 or per 16, tiles of one row to the whole matrix,
+ * outputs poisoned first; bound 1e-5 relative L2 (the same products summed in another
+ * order, f32 against double). The rows kw_k_embed_q gathers equal the dequantized
+ * matrix's exactly. */
 static void test_linear_q_matches_reference_on_random_shapes(void **s)
 {
     (void)s;
     for (int trial = 0; trial < 16; trial++) {
         int bits = trial % 2 ? 8 : 4, M = trial % 4 < 2 ? irand(1, 4) : irand(5, 40);
-        int N = irand(1, 70), K = 32 * irand(1, 18), nb = N * K / 32;
+        int group = trial % 8 < 4 ? 32 : 16; /* Q6_K's scale per 16 */
+        int N = irand(1, 70), K = 32 * irand(1, 18), nb = N * K / group;
         uint8_t *codes = malloc((size_t)N * K * bits / 8);
         for (int64_t i = 0; i < (int64_t)N * K * bits / 8; i++)
             codes[i] = (uint8_t)irand(0, 255);
@@ -55,18 +57,18 @@ static void test_linear_q_matches_reference_on_random_shapes(void **s)
             int64_t b = i / 32, j = i % 32;
             float c = bits == 8 ? (float)(int8_t)codes[i]
                                 : (float)((codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15);
-            w[i] = c * scale[b] + min[b];
+            w[i] = c * scale[i / group] + min[i / group];
         }
         float *b = trial % 3 ? randv(N, 1) : NULL;
         float *y = malloc(sizeof(float) * (size_t)M * N), *r = randv((int64_t)M * N, 9);
         for (int64_t i = 0; i < (int64_t)M * N; i++)
             y[i] = NAN;
-        kw_qmat q = {.bits = bits, .codes = codes, .scale = scale, .min = min};
+        kw_qmat q = {.bits = bits, .group = group, .codes = codes, .scale = scale, .min = min};
         assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &q, b, y, M, N, K), 0);
         kw_ref_linear(x, w, b, r, M, N, K);
         double e = rel_l2(y, r, (int64_t)M * N);
         if (!(e < 1e-5))
-            fail_msg("bits %d, M %d N %d K %d: rel L2 %g", bits, M, N, K, e);
+            fail_msg("bits %d, group %d, M %d N %d K %d: rel L2 %g", bits, group, M, N, K, e);
         int64_t tile_n = (int64_t)K * irand(1, N + 1);
         float *tile = randv(tile_n, 9);
         for (int64_t i = 0; i < (int64_t)M * N; i++)
@@ -89,14 +91,16 @@ static void test_linear_q_matches_reference_on_random_shapes(void **s)
         free(codes), free(scale), free(min), free(w), free(x), free(b), free(y), free(r);
         free(tile), free(rows);
     }
-    kw_qmat bad = {.bits = 4};
-    float x[31], y[1];
+    kw_qmat bad = {.bits = 4}, bad_group = {.bits = 8, .group = 8};
+    float x[32], y[1];
     int32_t id = 0;
     assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &bad, NULL, y, 1, 1, 31), KW_EINVAL);
     assert_int_equal(kw_k_linear_q(KW_BK_CUDA, NULL, x, &bad, NULL, y, 1, 1, 32), KW_ENOSYS);
     assert_int_equal(kw_k_linear_qt(KW_BK_CPU, NULL, x, &bad, NULL, y, 1, 1, 32, x, 31),
                      KW_EINVAL); /* a tile smaller than a row */
     assert_int_equal(kw_k_embed_q(KW_BK_CPU, NULL, &bad, 1, 31, &id, 1, x), KW_EINVAL);
+    assert_int_equal(kw_k_linear_q(KW_BK_CPU, NULL, x, &bad_group, NULL, y, 1, 1, 32),
+                     KW_EINVAL);
 }
 
 static void test_rmsnorm_matches_reference(void **s)

@@ -279,6 +279,88 @@ static void test_forward_gguf_and_hf_load_to_identical_logits(void **st)
     }
 }
 
+/* Random blocks of type dt in place of t's f32 data: random codes, and scales (f16
+ * fields) that keep the weights within about 0.1 */
+static void random_blocks(kw_tensor *t, kw_dtype dt, uint64_t *rs)
+{
+    size_t be, bb;
+    assert_int_equal(kw_dtype_block(dt, &be, &bb), 0);
+    int64_t nb = kw_tensor_nelems(t) / (int64_t)be;
+    uint8_t *b = malloc((size_t)nb * bb);
+    for (int64_t i = 0; i < nb * (int64_t)bb; i++)
+        b[i] = (uint8_t)rt_rand_u64(rs);
+    for (int64_t i = 0; i < nb; i++) {
+        uint8_t *blk = b + i * (int64_t)bb;
+        double u = 0.5 + rt_rand01(rs) / 2, v = rt_rand01(rs) - 0.5;
+        uint16_t h[2];
+        switch (dt) {
+        case KW_DT_Q6_K: h[0] = kw_f32_to_f16((float)(2e-5 * u)); break;
+        case KW_DT_Q4_K: case KW_DT_Q5_K:
+            h[0] = kw_f32_to_f16((float)(8e-5 * u)), h[1] = kw_f32_to_f16((float)(1e-4 * u));
+            break;
+        case KW_DT_Q8_0: h[0] = kw_f32_to_f16((float)(8e-4 * u)); break;
+        default: /* Q4_0 .. Q5_1: a minimum where the type has one */
+            h[0] = kw_f32_to_f16((float)(6e-3 * u)), h[1] = kw_f32_to_f16((float)(0.1 * v));
+        }
+        memcpy(blk + (dt == KW_DT_Q6_K ? 208 : 0), &h[0], 2);
+        if (dt == KW_DT_Q4_1 || dt == KW_DT_Q5_1 || dt == KW_DT_Q4_K || dt == KW_DT_Q5_K)
+            memcpy(blk + 2, &h[1], 2);
+    }
+    free((void *)t->data);
+    t->data = b;
+    t->dtype = dt;
+    t->nbytes = (size_t)nb * bb;
+}
+
+/* A model whose matrices (token embedding, tied or separate head included) are in the
+ * block types the CPU forward keeps as blocks, one f32 matrix among them, against the
+ * reference over the same weights dequantized: chunks of 1 and 16 tokens read the blocks
+ * directly, 23 and 75 dequantize tiles for sgemm. Same bound as the f32 model. */
+static void test_forward_block_quantized_weights_match_reference(void **st)
+{
+    (void)st;
+    static const kw_dtype types[] = {KW_DT_Q4_K, KW_DT_Q6_K, KW_DT_Q5_K, KW_DT_Q4_0,
+                                     KW_DT_Q5_1, KW_DT_Q8_0, KW_DT_Q4_1, KW_DT_Q5_0};
+    for (int qwen = 0; qwen < 2; qwen++) {
+        kw_model_config c = rt_tiny_config(qwen, qwen ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
+        c.n_embd = 256, c.n_head = 8, c.n_head_kv = 2, c.head_dim = 32, c.n_ff = 512;
+        kw_model *q = rt_tiny_model(&c, 5 + qwen), *ref = rt_tiny_model(&c, 5 + qwen);
+        uint64_t rs = 11;
+        int k = 0;
+        for (int i = 0; i < q->n_tensors; i++) {
+            kw_tensor *t = &q->tensors[i];
+            if (t->ndim != 2 || !strcmp(t->name, "blk.1.attn_v.weight"))
+                continue; /* norms, biases and one matrix stay f32 */
+            random_blocks(t, types[k++ % 8], &rs);
+            float *f32;
+            kw_error err = {0};
+            assert_int_equal(kw_tensor_to_f32(t, &f32, &err), 0);
+            free((void *)ref->tensors[i].data);
+            ref->tensors[i].data = f32;
+        }
+        rig r = {.m = q};
+        kw_error err = {0};
+        assert_int_equal(kw__fwd_new(q, 256, &r.f, &err), 0);
+        kw_kvpool_opts o = kw_kvpool_defaults();
+        assert_int_equal(kw_kvpool_new(&c, &o, &r.pool, &err), 0);
+        uint64_t s = 3;
+        int n = 75;
+        int32_t *ids = rand_ids(n, c.n_vocab, &s);
+        float *out = malloc(sizeof(float) * n * c.n_vocab);
+        int chunks[] = {1, 16, 23, 75};
+        for (int ci = 0; ci < 4; ci++) {
+            memset(out, 0, sizeof(float) * n * c.n_vocab);
+            run_batch(&r, 1, &ids, &n, &chunks[ci], &out);
+            r.m = ref;
+            check_against_ref(&r, ids, n, out);
+            r.m = q;
+        }
+        free(ids), free(out);
+        rig_close(&r);
+        rt_tiny_free(ref);
+    }
+}
+
 static void test_forward_rejects_bad_steps(void **st)
 {
     rig r;
@@ -311,6 +393,7 @@ int main(void)
         cmocka_unit_test(test_forward_int8_pool_close_to_reference),
         cmocka_unit_test(test_forward_k_per_channel_pools_close_to_reference),
         cmocka_unit_test(test_forward_gguf_and_hf_load_to_identical_logits),
+        cmocka_unit_test(test_forward_block_quantized_weights_match_reference),
         cmocka_unit_test(test_forward_rejects_bad_steps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

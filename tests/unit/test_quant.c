@@ -144,18 +144,20 @@ static void check_format(kw_dtype t)
 }
 
 /* kw_split_blocks: codes * scale + min is the value kw_to_f32 gives, for random
- * blocks of every type it splits; other types are refused */
+ * blocks of every type it splits (Q6_K with a scale per 16); other types are refused */
 static void test_split_blocks_rebuild_the_dequantized_values(void **st)
 {
     (void)st;
     const kw_dtype ts[] = {KW_DT_Q4_0, KW_DT_Q4_1, KW_DT_Q5_0, KW_DT_Q5_1,
-                           KW_DT_Q8_0, KW_DT_Q4_K, KW_DT_Q5_K};
+                           KW_DT_Q8_0, KW_DT_Q4_K, KW_DT_Q5_K, KW_DT_Q6_K};
     for (size_t k = 0; k < sizeof ts / sizeof *ts; k++) {
         kw_dtype t = ts[k];
         size_t be, bb;
         assert_int_equal(kw_dtype_block(t, &be, &bb), 0);
-        int64_t nb = 37, n = nb * (int64_t)be, ng = n / 32, bits = kw_split_bits(t);
+        int64_t nb = 37, n = nb * (int64_t)be, bits = kw_split_bits(t),
+                group = kw_split_group(t), ng = n / group;
         assert_int_equal(bits, t == KW_DT_Q4_0 || t == KW_DT_Q4_1 || t == KW_DT_Q4_K ? 4 : 8);
+        assert_int_equal(group, t == KW_DT_Q6_K ? 16 : 32);
         uint8_t *blocks = malloc((size_t)nb * bb), *codes = malloc((size_t)(n * bits / 8));
         float *want = malloc(sizeof(float) * (size_t)n), *ref = malloc(sizeof(float) * (size_t)n);
         float *scale = malloc(sizeof(float) * (size_t)ng);
@@ -169,7 +171,7 @@ static void test_split_blocks_rebuild_the_dequantized_values(void **st)
             int64_t b = i / 32, j = i % 32;
             float c = bits == 8 ? (float)(int8_t)codes[i]
                                 : (float)((codes[b * 16 + j % 16] >> (j < 16 ? 0 : 4)) & 15);
-            float v = c * scale[b] + min[b];
+            float v = c * scale[i / group] + min[i / group];
             if (v != ref[i]) /* equal values (a zero may differ in sign) */
                 fail_msg("%s element %lld: %a, kw_to_f32 %a", kw_dtype_name(t), (long long)i,
                          (double)v, (double)ref[i]);
@@ -180,8 +182,9 @@ static void test_split_blocks_rebuild_the_dequantized_values(void **st)
     }
     uint8_t blk[210] = {0}, c[256];
     float sc[8], mn[8];
-    assert_int_equal(kw_split_bits(KW_DT_Q6_K), 0);
-    assert_int_equal(kw_split_blocks(KW_DT_Q6_K, blk, 256, c, sc, mn), KW_EINVAL);
+    assert_int_equal(kw_split_bits(KW_DT_BF16), 0);
+    assert_int_equal(kw_split_group(KW_DT_F32), 0);
+    assert_int_equal(kw_split_blocks(KW_DT_F16, blk, 32, c, sc, mn), KW_EINVAL);
     assert_int_equal(kw_split_blocks(KW_DT_Q4_1, blk, 31, c, sc, mn), KW_EINVAL);
     assert_int_equal(kw_split_blocks(KW_DT_Q4_K, blk, 32, c, sc, mn), KW_EINVAL);
 }

@@ -58,15 +58,19 @@ int kw_to_f32(kw_dtype t, const void *src, float *dst, int64_t n);
 int kw_tensor_to_f32(const kw_tensor *t, float **out, kw_error *err);
 
 /* The bits a code takes in kw_split_blocks' output for type t: 4 for Q4_0, Q4_1 and
- * Q4_K, 8 for Q5_0, Q5_1, Q5_K and Q8_0, 0 for the types it does not split. */
+ * Q4_K, 8 for Q5_0, Q5_1, Q5_K, Q6_K and Q8_0, 0 for the types it does not split. */
 int kw_split_bits(kw_dtype t);
+/* The elements one scale and minimum cover there: 16 for Q6_K, 32 for the other types
+ * kw_split_bits names, 0 for the rest. */
+int kw_split_group(kw_dtype t);
 /* Splits n elements of an array of a type kw_split_bits names (n a whole number of its
- * blocks) into codes and an f32 scale and minimum per group of 32 elements, such that
- * element j of group b is (float)code * scale[b] + min[b], the value kw_to_f32 gives (a
- * zero may differ in sign). int4 codes are two a byte (16 bytes a group: element j < 16
- * the low nibble of byte j, element j + 16 its high nibble), int8 codes signed bytes (32
- * a group; the 5-bit types' codes are 0..31). codes: n * bits / 8 bytes. KW_EINVAL for
- * other types (Q6_K's scales are per 16 elements). */
+ * blocks) into codes and an f32 scale and minimum per group of kw_split_group(t)
+ * elements, such that element j is (float)code * scale[j / group] + min[j / group], the
+ * value kw_to_f32 gives (a zero may differ in sign). int4 codes are two a byte (16 bytes
+ * per 32 elements: element j < 16 of them the low nibble of byte j, element j + 16 its
+ * high nibble), int8 codes signed bytes (the 5- and 6-bit types' codes are 0..31 and
+ * -32..31). codes: n * bits / 8 bytes; scale, min: n / group floats. KW_EINVAL for other
+ * types. */
 int kw_split_blocks(kw_dtype t, const void *src, int64_t n, uint8_t *codes, float *scale,
                     float *min);
 
