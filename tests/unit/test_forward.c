@@ -312,49 +312,76 @@ static void random_blocks(kw_tensor *t, kw_dtype dt, uint64_t *rs)
     t->nbytes = (size_t)nb * bb;
 }
 
-/* A model whose matrices (token embedding, tied or separate head included) are in the
- * block types the CPU forward keeps as blocks, one f32 matrix among them, against the
- * reference over the same weights dequantized: chunks of 1 and 16 tokens read the blocks
- * directly, 23 and 75 dequantize tiles for sgemm. Same bound as the f32 model. */
+/* A model whose matrices (token embedding, tied or separate head included) are random
+ * blocks of every type the CPU forward keeps as blocks, one f32 matrix among them, and
+ * *ref the same weights dequantized to f32 */
+static kw_model *block_model(int qwen, kw_model **ref)
+{
+    static const kw_dtype types[] = {KW_DT_Q4_K, KW_DT_Q6_K, KW_DT_Q5_K, KW_DT_Q4_0,
+                                     KW_DT_Q5_1, KW_DT_Q8_0, KW_DT_Q4_1, KW_DT_Q5_0};
+    kw_model_config c = rt_tiny_config(qwen, qwen ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
+    c.n_embd = 256, c.n_head = 8, c.n_head_kv = 2, c.head_dim = 32, c.n_ff = 512;
+    kw_model *q = rt_tiny_model(&c, 5 + qwen);
+    *ref = rt_tiny_model(&c, 5 + qwen);
+    uint64_t rs = 11;
+    int k = 0;
+    for (int i = 0; i < q->n_tensors; i++) {
+        kw_tensor *t = &q->tensors[i];
+        if (t->ndim != 2 || !strcmp(t->name, "blk.1.attn_v.weight"))
+            continue; /* norms, biases and one matrix stay f32 */
+        random_blocks(t, types[k++ % 8], &rs);
+        float *f32;
+        kw_error err = {0};
+        assert_int_equal(kw_tensor_to_f32(t, &f32, &err), 0);
+        free((void *)(*ref)->tensors[i].data);
+        (*ref)->tensors[i].data = f32;
+    }
+    return q;
+}
+
+static void rig_open_model(rig *r, kw_model *m)
+{
+    kw_error err = {0};
+    r->m = m;
+    assert_int_equal(kw__fwd_new(m, 256, &r->f, &err), 0);
+    kw_kvpool_opts o = kw_kvpool_defaults();
+    o.n_pages = 4096;
+    o.dtype = g_dtype;
+    assert_int_equal(kw_kvpool_new(&m->cfg, &o, &r->pool, &err), 0);
+}
+
+/* The block model against the reference over its dequantized weights: chunks of 1 and
+ * 16 tokens (and decode rows) read the blocks directly, 23 and 75 dequantize tiles for
+ * sgemm. Same bound as the f32 model. */
 static void test_forward_block_quantized_weights_match_reference(void **st)
 {
     (void)st;
-    static const kw_dtype types[] = {KW_DT_Q4_K, KW_DT_Q6_K, KW_DT_Q5_K, KW_DT_Q4_0,
-                                     KW_DT_Q5_1, KW_DT_Q8_0, KW_DT_Q4_1, KW_DT_Q5_0};
     for (int qwen = 0; qwen < 2; qwen++) {
-        kw_model_config c = rt_tiny_config(qwen, qwen ? KW_ROPE_HALF : KW_ROPE_INTERLEAVED);
-        c.n_embd = 256, c.n_head = 8, c.n_head_kv = 2, c.head_dim = 32, c.n_ff = 512;
-        kw_model *q = rt_tiny_model(&c, 5 + qwen), *ref = rt_tiny_model(&c, 5 + qwen);
-        uint64_t rs = 11;
-        int k = 0;
-        for (int i = 0; i < q->n_tensors; i++) {
-            kw_tensor *t = &q->tensors[i];
-            if (t->ndim != 2 || !strcmp(t->name, "blk.1.attn_v.weight"))
-                continue; /* norms, biases and one matrix stay f32 */
-            random_blocks(t, types[k++ % 8], &rs);
-            float *f32;
-            kw_error err = {0};
-            assert_int_equal(kw_tensor_to_f32(t, &f32, &err), 0);
-            free((void *)ref->tensors[i].data);
-            ref->tensors[i].data = f32;
-        }
-        rig r = {.m = q};
-        kw_error err = {0};
-        assert_int_equal(kw__fwd_new(q, 256, &r.f, &err), 0);
-        kw_kvpool_opts o = kw_kvpool_defaults();
-        assert_int_equal(kw_kvpool_new(&c, &o, &r.pool, &err), 0);
+        kw_model *ref, *q = block_model(qwen, &ref);
+        rig r;
+        rig_open_model(&r, q);
         uint64_t s = 3;
-        int n = 75;
-        int32_t *ids = rand_ids(n, c.n_vocab, &s);
-        float *out = malloc(sizeof(float) * n * c.n_vocab);
+        int n = 75, V = q->cfg.n_vocab;
+        int32_t *ids = rand_ids(n, V, &s);
+        float *out = malloc(sizeof(float) * n * V);
         int chunks[] = {1, 16, 23, 75};
         for (int ci = 0; ci < 4; ci++) {
-            memset(out, 0, sizeof(float) * n * c.n_vocab);
+            memset(out, 0, sizeof(float) * n * V);
             run_batch(&r, 1, &ids, &n, &chunks[ci], &out);
             r.m = ref;
             check_against_ref(&r, ids, n, out);
             r.m = q;
         }
+        /* and decoding: 30 tokens after a prompt of 45 */
+        int np = 45;
+        kw_seq seq = {.kv = kw_kvseq_new(r.pool)};
+        kw_seq *sp = &seq;
+        memset(out, 0, sizeof(float) * n * V);
+        rt_drive(r.f, r.pool, 1, &sp, NULL, &ids, &n, &np, NULL, &chunks[2], &out);
+        kw_kvseq_free(seq.kv);
+        r.m = ref;
+        check_against_ref(&r, ids, n, out);
+        r.m = q;
         free(ids), free(out);
         rig_close(&r);
         rt_tiny_free(ref);
