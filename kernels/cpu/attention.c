@@ -212,6 +212,196 @@ static inline void pv4(float *const acc[VB], const float p[VB][CH], const float 
         }
 }
 
+/* Eight int8 codes as floats. */
+static inline v8 i8x8(const int8_t *c)
+{
+    v8i t;
+    for (int i = 0; i < 8; i++)
+        t[i] = c[i];
+    return __builtin_convertvector(t, v8);
+}
+
+/* scores4_rows over int8 rows with a scale each (KW_KV_I8 pages): s = scale . (q . codes),
+ * the codes converted as they are read instead of dequantized into a buffer first. */
+static inline void scores4_i8(const float *const q[VB], const int8_t *const *kr,
+                              const float *ks, int m, int hd, float s[VB][CH])
+{
+    for (int c = 0; c < m; c++) {
+        const int8_t *k = kr[c];
+        v8 a[VB];
+        for (int r = 0; r < VB; r++)
+            a[r] = (v8){0};
+        int i = 0;
+        for (; i + 8 <= hd; i += 8) {
+            const v8 kv = i8x8(k + i);
+            for (int r = 0; r < VB; r++)
+                a[r] += *(const v8u *)(q[r] + i) * kv;
+        }
+        for (int r = 0; r < VB; r++) {
+            float d = hsum8(a[r]);
+            for (int j = i; j < hd; j++)
+                d += q[r][j] * (float)k[j];
+            s[r][c] = d * ks[c];
+        }
+    }
+}
+
+/* pv4 over int8 V rows with a scale each: acc += (p . scale) codes. */
+static inline void pv4_i8(float *const acc[VB], const float p[VB][CH], const int8_t *const *vr,
+                          const float *vs, int m, int hd)
+{
+    float ps[VB][CH];
+    for (int r = 0; r < VB; r++)
+        for (int c = 0; c < m; c++)
+            ps[r][c] = p[r][c] * vs[c];
+    int h = 0;
+    for (; h + 16 <= hd; h += 16) {
+        v8 a[VB][2];
+        for (int r = 0; r < VB; r++)
+            a[r][0] = *(const v8u *)(acc[r] + h), a[r][1] = *(const v8u *)(acc[r] + h + 8);
+        for (int c = 0; c < m; c++) {
+            const v8 x0 = i8x8(vr[c] + h), x1 = i8x8(vr[c] + h + 8);
+            for (int r = 0; r < VB; r++) {
+                a[r][0] += ps[r][c] * x0;
+                a[r][1] += ps[r][c] * x1;
+            }
+        }
+        for (int r = 0; r < VB; r++)
+            *(v8u *)(acc[r] + h) = a[r][0], *(v8u *)(acc[r] + h + 8) = a[r][1];
+    }
+    for (; h < hd; h++)
+        for (int r = 0; r < VB; r++) {
+            float x = acc[r][h];
+            for (int c = 0; c < m; c++)
+                x += ps[r][c] * (float)vr[c][h];
+            acc[r][h] = x;
+        }
+}
+
+/* Eight unsigned codes as floats: bytes (bits 8) or the nibbles at `shift` (bits 4). */
+static inline v8 ux8(const uint8_t *c, int bits, int shift)
+{
+    v8i t;
+    for (int i = 0; i < 8; i++)
+        t[i] = bits == 4 ? (c[i] >> shift) & 15 : c[i];
+    return __builtin_convertvector(t, v8);
+}
+
+/* A query for per-channel-K pages: qs = q * scale (int4: deinterleaved, the even
+ * channels, then the odd ones), returns q . min. */
+static inline float kchan_query(const float *q, const float *sc, const float *mn, int bits,
+                                int hd, float *qs)
+{
+    const int n = bits == 4 ? hd / 2 : hd;
+    v8 b = (v8){0};
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) {
+        const v8 q0 = *(const v8u *)(q + i), q1 = *(const v8u *)(q + i + 8);
+        const v8 s0 = q0 * *(const v8u *)(sc + i), s1 = q1 * *(const v8u *)(sc + i + 8);
+        b += q0 * *(const v8u *)(mn + i) + q1 * *(const v8u *)(mn + i + 8);
+        if (bits == 4) {
+            *(v8u *)(qs + i / 2) = __builtin_shufflevector(s0, s1, 0, 2, 4, 6, 8, 10, 12, 14);
+            *(v8u *)(qs + n + i / 2) =
+                __builtin_shufflevector(s0, s1, 1, 3, 5, 7, 9, 11, 13, 15);
+        } else {
+            *(v8u *)(qs + i) = s0, *(v8u *)(qs + i + 8) = s1;
+        }
+    }
+    float bs = hsum8(b);
+    for (; i < hd; i++) {
+        qs[bits == 4 ? (i % 2) * n + i / 2 : i] = q[i] * sc[i];
+        bs += q[i] * mn[i];
+    }
+    return bs;
+}
+
+/* Scores over per-channel-K pages (KW_KV_I8K, KW_KV_I4K: unsigned codes, K = scale_i
+ * code_i + min_i per channel i): s = q' . codes + base with q' = q * scale and base = q . min taken once per
+ * page (qs, base); for int4, where byte j holds channels 2j (low nibble) and 2j + 1, qs
+ * is deinterleaved: the even channels' hd / 2 entries, then the odd ones'. */
+static inline void scores4_kchan(const float *const qs[VB], const float *base,
+                                 const uint8_t *const *kr, int bits, int m, int hd,
+                                 float s[VB][CH])
+{
+    const int n = bits == 4 ? hd / 2 : hd;
+    for (int c = 0; c < m; c++) {
+        const uint8_t *k = kr[c];
+        v8 a[VB];
+        for (int r = 0; r < VB; r++)
+            a[r] = (v8){0};
+        int j = 0;
+        for (; j + 8 <= n; j += 8) {
+            const v8 k0 = ux8(k + j, bits, 0), k1 = bits == 4 ? ux8(k + j, 4, 4) : (v8){0};
+            for (int r = 0; r < VB; r++) {
+                a[r] += *(const v8u *)(qs[r] + j) * k0;
+                if (bits == 4)
+                    a[r] += *(const v8u *)(qs[r] + n + j) * k1;
+            }
+        }
+        for (int r = 0; r < VB; r++) {
+            float d = hsum8(a[r]);
+            for (int i = j; i < n; i++)
+                d += bits == 4 ? qs[r][i] * (float)(k[i] & 15) + qs[r][n + i] * (float)(k[i] >> 4)
+                               : qs[r][i] * (float)k[i];
+            s[r][c] = d + base[r];
+        }
+    }
+}
+
+/* pv4 over per-channel-K pages' V rows (V = scale code + min per row): acc += (p scale)
+ * codes + (p min); for int4 the channels of 8 bytes are summed deinterleaved, then put
+ * back in order. */
+static inline void pv4_kchan(float *const acc[VB], const float p[VB][CH],
+                             const uint8_t *const *vr, const float *vs, const float *vm,
+                             int bits, int m, int hd)
+{
+    float ps[VB][CH], pm[VB];
+    for (int r = 0; r < VB; r++) {
+        pm[r] = 0.f;
+        for (int c = 0; c < m; c++)
+            ps[r][c] = p[r][c] * vs[c], pm[r] += p[r][c] * vm[c];
+    }
+    const int n = bits == 4 ? hd / 2 : hd; /* bytes a row */
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8 a[VB][2];
+        for (int r = 0; r < VB; r++)
+            a[r][0] = a[r][1] = (v8){0} + pm[r];
+        for (int c = 0; c < m; c++) {
+            const v8 x0 = ux8(vr[c] + j, bits, 0), x1 = bits == 4 ? ux8(vr[c] + j, 4, 4) : (v8){0};
+            for (int r = 0; r < VB; r++) {
+                a[r][0] += ps[r][c] * x0;
+                if (bits == 4)
+                    a[r][1] += ps[r][c] * x1;
+            }
+        }
+        for (int r = 0; r < VB; r++) {
+            if (bits == 4) { /* channels 2 (j + i) and 2 (j + i) + 1 back in order */
+                *(v8u *)(acc[r] + 2 * j) += __builtin_shufflevector(a[r][0], a[r][1], 0, 8, 1,
+                                                                    9, 2, 10, 3, 11);
+                *(v8u *)(acc[r] + 2 * j + 8) += __builtin_shufflevector(a[r][0], a[r][1], 4,
+                                                                        12, 5, 13, 6, 14, 7,
+                                                                        15);
+            } else {
+                *(v8u *)(acc[r] + j) += a[r][0];
+            }
+        }
+    }
+    for (; j < n; j++)
+        for (int r = 0; r < VB; r++) {
+            float x0 = pm[r], x1 = pm[r];
+            for (int c = 0; c < m; c++) {
+                const uint8_t b = vr[c][j];
+                x0 += ps[r][c] * (bits == 4 ? (float)(b & 15) : (float)b);
+                x1 += ps[r][c] * (float)(b >> 4);
+            }
+            if (bits == 4)
+                acc[r][2 * j] += x0, acc[r][2 * j + 1] += x1;
+            else
+                acc[r][j] += x0;
+        }
+}
+
 /* Runs one item: query heads h0..h0+ng-1 of tokens t..t+nt-1 over spans [s0, s1) of a
  * view. st: per vector v = ti * ng + j, (m, l, acc[hd]). The row's keys are taken CH at
  * a time across spans (those no vector of the item may see are skipped); with 8 vectors
@@ -242,15 +432,50 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
     memset(zero, 0, (size_t)(2 * hd + 2) * sizeof(float));
     scratch[0] = -INFINITY;
     const float *kr[CH], *vr[CH];
+    /* quantized pages read in place (decode): code rows, per-row scales (and V minima) */
+    const int8_t *kq[CH], *vq[CH];
+    float ksc[CH], vsc[CH], vmn[CH];
+    const float *csc = NULL, *cmn = NULL; /* a per-channel-K page's K scales and minima */
     int32_t kp[CH];
     int si = it->s0, off = 0; /* the next key: slot off of span si */
     for (;;) {
         /* the next CH keys some vector may see */
-        int m = 0;
+        int m = 0, kbits = 0; /* kbits: the chunk's per-channel-K codes (8 or 4), else 0 */
+        bool i8 = false;
         for (; si < it->s1 && m < CH; off = 0, si++) {
             const kw_span *sp = &w->spans[si];
             const int32_t *pp = a->mem.pos[sp->pool] + (int64_t)sp->page * P;
-            for (; off < sp->n && m < CH; off++) {
+            /* decode over quantized pages: a chunk is one span, its rows read in place
+             * (not K before RoPE, nor a per-channel-K page still open: f32 K rows) */
+            const kw_kvdtype dt = a->mem.dtype[sp->pool];
+            const bool fuse = rows && !a->inv_freq;
+            i8 = fuse && dt == KW_KV_I8;
+            kbits = fuse && kw_kvdtype_kchan(dt) && !a->mem.stage[sp->page]
+                        ? (dt == KW_KV_I4K ? 4 : 8)
+                        : 0;
+            const uint8_t *pg = a->mem.base[sp->pool] + (int64_t)sp->page
+                                * a->mem.page_bytes[sp->pool];
+            const int64_t cb = (int64_t)P * hd * kbits / 8; /* a page's K (or V) codes */
+            const float *kv = (const float *)(const void *)(pg + 2 * cb);
+            if (kbits)
+                csc = kv, cmn = kv + hd;
+            for (; (i8 || kbits) && off < sp->n && m < CH; off++) {
+                int slot = sp->first + off;
+                if (pp[slot] > qmax)
+                    continue;
+                if (i8) {
+                    const float *sc = (const float *)(const void *)(pg + 2 * (int64_t)P * hd);
+                    kq[m] = (const int8_t *)pg + (int64_t)slot * hd;
+                    vq[m] = (const int8_t *)pg + (int64_t)(P + slot) * hd;
+                    ksc[m] = sc[slot], vsc[m] = sc[P + slot];
+                } else {
+                    kq[m] = (const int8_t *)pg + (int64_t)slot * hd * kbits / 8;
+                    vq[m] = (const int8_t *)pg + cb + (int64_t)slot * hd * kbits / 8;
+                    vsc[m] = kv[2 * hd + slot], vmn[m] = kv[2 * hd + P + slot];
+                }
+                kp[m++] = pp[slot];
+            }
+            for (; !i8 && !kbits && off < sp->n && m < CH; off++) {
                 int slot = sp->first + off;
                 if (pp[slot] > qmax)
                     continue;
@@ -275,6 +500,15 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             if (rows && m > 0) {
                 off = 0, si++; /* decode reads a span's K rows then its V rows: in pool
                                   order, which the prefetcher follows */
+                if ((i8 || kbits) && si < it->s1) {
+                    /* quantized pages read in place start at the scales past the codes:
+                     * ask for the next span's page now */
+                    const kw_span *nx = &w->spans[si];
+                    const char *np = (const char *)a->mem.base[nx->pool]
+                                     + (int64_t)nx->page * a->mem.page_bytes[nx->pool];
+                    for (int64_t b = 0; b < a->mem.page_bytes[nx->pool]; b += 64)
+                        __builtin_prefetch(np + b);
+                }
                 break;
             }
         }
@@ -290,7 +524,20 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
                 q4[r] = v0 + r < nv ? qv[v0 + r] : zero;
                 s4[r] = v0 + r < nv ? st + (v0 + r) * (hd + 2) : scratch;
             }
-            if (rows)
+            float base[VB];
+            const float *qs[VB];
+            for (int r = 0; kbits && r < VB; r++) {
+                qs[r] = kt + (size_t)r * hd;
+                base[r] = kbits == 4 ? kchan_query(q4[r], csc, cmn, 4, hd, kt + (size_t)r * hd)
+                                     : kchan_query(q4[r], csc, cmn, 8, hd, kt + (size_t)r * hd);
+            }
+            if (kbits == 4) /* constant bits: one copy each */
+                scores4_kchan(qs, base, (const uint8_t *const *)kq, 4, m, hd, sc);
+            else if (kbits)
+                scores4_kchan(qs, base, (const uint8_t *const *)kq, 8, m, hd, sc);
+            else if (i8)
+                scores4_i8(q4, kq, ksc, m, hd, sc);
+            else if (rows)
                 scores4_rows(q4, kr, m, hd, sc);
             else
                 scores4(q4, kt, hd, sc);
@@ -305,7 +552,14 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             float *acc4[VB];
             for (int r = 0; r < VB; r++)
                 acc4[r] = s4[r] + 2;
-            pv4(acc4, sc, vr, m, hd);
+            if (kbits == 4)
+                pv4_kchan(acc4, sc, (const uint8_t *const *)vq, vsc, vmn, 4, m, hd);
+            else if (kbits)
+                pv4_kchan(acc4, sc, (const uint8_t *const *)vq, vsc, vmn, 8, m, hd);
+            else if (i8)
+                pv4_i8(acc4, sc, vq, vsc, m, hd);
+            else
+                pv4(acc4, sc, vr, m, hd);
         }
     }
 }
