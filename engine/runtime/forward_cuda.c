@@ -455,14 +455,15 @@ static int run_layers(kw_cfwd *c, const stepargs *a, kw_error *err)
 /* Decode steps of one batch size replay a CUDA graph of run_layers (fixed grid): the
  * second step of a batch size captures it (the first runs eagerly, so lazy set-up such
  * as cuBLAS handles and kernel attributes happens outside the capture), and a step whose
- * buffers moved (the step buffer, the split-K partials or the page table grew) or whose
- * layers stopped sharing one plan (or started), or whose launches' overlap
- * (kw_cuda_pdl_on) changed, recaptures. A capture that fails leaves
- * that batch size eager. */
+ * buffers moved (the step buffer, the split-K partials, the page table or the temporary
+ * pool's device copy grew) or whose layers stopped sharing one plan (or started), or
+ * whose launches' overlap (kw_cuda_pdl_on) changed, recaptures. A capture that fails
+ * leaves that batch size eager. */
 static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
 {
     kw_cgraph *g = &c->graphs[a->ns];
     if (g->exec && (g->ds != a->ds || g->partial != c->partial || g->ptab != c->d_ptab ||
+                    g->tmp != c->d_tmp || g->tmp_pos != c->d_tmp_pos ||
                     g->shared_plan != a->shared_plan || g->pdl != kw_cuda_pdl_on())) {
         cudaGraphExecDestroy(g->exec);
         g->exec = NULL;
@@ -484,6 +485,7 @@ static int run_graph(kw_cfwd *c, const stepargs *a, kw_error *err)
         }
         g->failed = g->exec == NULL;
         g->ds = a->ds, g->partial = c->partial, g->ptab = c->d_ptab;
+        g->tmp = c->d_tmp, g->tmp_pos = c->d_tmp_pos; /* the decode arguments' pool 1 */
         g->shared_plan = a->shared_plan, g->pdl = kw_cuda_pdl_on();
         c->graph_captures++;
     }

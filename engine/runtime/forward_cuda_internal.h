@@ -25,7 +25,7 @@ typedef struct pinbuf {
 /* A captured decode step (run_graph in forward_cuda.c), per batch size. */
 typedef struct kw_cgraph {
     cudaGraphExec_t exec;
-    const void *ds, *partial, *ptab; /* the buffers it was captured with */
+    const void *ds, *partial, *ptab, *tmp, *tmp_pos; /* the buffers it was captured with */
     int shared_plan;                 /* every layer read the first layer's plan */
     int pdl;                         /* its launches overlap (kw_cuda_pdl_on) */
     int seen, failed;
