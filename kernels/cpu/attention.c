@@ -9,7 +9,10 @@
  *
  * An item takes its keys CH at a time; four vectors at a time (VB) share each load of a
  * K or V row in 8-float vectors (scores4, pv4), and the softmax step runs 8 keys at a
- * time with a polynomial exponential (exp8). Measured with `kvweave bench cpu` (2 cores,
+ * time with a polynomial exponential (exp8). Decode over quantized pages reads the codes
+ * in place, converting them as they are read and taking the scales out of the sums
+ * (int8 rows: scale . (q . codes); per-channel K: (q * scale) . codes + q . min, the
+ * query's product taken once a page), and asks for the next page ahead. Measured with `kvweave bench cpu` (2 cores,
  * SmolLM2-135M's shape, one layer at context 2048): prefill of 512 tokens 17-18 ms
  * (116-124 GFLOP/s) against 30 ms when the softmax step ran one key at a time, and 64
  * ms for the kernel that scored and accumulated one vector and one key at a time with
@@ -159,59 +162,6 @@ static inline void scores4(const float *const q[VB], const float *kt, int hd, fl
     }
 }
 
-/* s[r][c] = q[r] . K_c for the m rows kr[c] of K (decode: K read in pool order), r < VB:
- * each 8 floats of a row serve the four vectors. */
-static inline void scores4_rows(const float *const q[VB], const float *const *kr, int m,
-                                int hd, float s[VB][CH])
-{
-    for (int c = 0; c < m; c++) {
-        const float *k = kr[c];
-        v8 a[VB];
-        for (int r = 0; r < VB; r++)
-            a[r] = (v8){0};
-        int i = 0;
-        for (; i + 8 <= hd; i += 8) {
-            const v8 kv = *(const v8u *)(k + i);
-            for (int r = 0; r < VB; r++)
-                a[r] += *(const v8u *)(q[r] + i) * kv;
-        }
-        for (int r = 0; r < VB; r++) {
-            float d = hsum8(a[r]);
-            for (int j = i; j < hd; j++)
-                d += q[r][j] * k[j];
-            s[r][c] = d;
-        }
-    }
-}
-
-/* acc[r][0 .. hd) += sum over c < m of p[r][c] V_c (the rows vr[c]), r < VB. */
-static inline void pv4(float *const acc[VB], const float p[VB][CH], const float *const *vr,
-                       int m, int hd)
-{
-    int h = 0;
-    for (; h + 16 <= hd; h += 16) {
-        v8 a[VB][2];
-        for (int r = 0; r < VB; r++)
-            a[r][0] = *(const v8u *)(acc[r] + h), a[r][1] = *(const v8u *)(acc[r] + h + 8);
-        for (int c = 0; c < m; c++) {
-            const v8 x0 = *(const v8u *)(vr[c] + h), x1 = *(const v8u *)(vr[c] + h + 8);
-            for (int r = 0; r < VB; r++) {
-                a[r][0] += p[r][c] * x0;
-                a[r][1] += p[r][c] * x1;
-            }
-        }
-        for (int r = 0; r < VB; r++)
-            *(v8u *)(acc[r] + h) = a[r][0], *(v8u *)(acc[r] + h + 8) = a[r][1];
-    }
-    for (; h < hd; h++)
-        for (int r = 0; r < VB; r++) {
-            float x = acc[r][h];
-            for (int c = 0; c < m; c++)
-                x += p[r][c] * vr[c][h];
-            acc[r][h] = x;
-        }
-}
-
 /* Eight int8 codes as floats. */
 static inline v8 i8x8(const int8_t *c)
 {
@@ -221,49 +171,66 @@ static inline v8 i8x8(const int8_t *c)
     return __builtin_convertvector(t, v8);
 }
 
-/* scores4_rows over int8 rows with a scale each (KW_KV_I8 pages): s = scale . (q . codes),
- * the codes converted as they are read instead of dequantized into a buffer first. */
-static inline void scores4_i8(const float *const q[VB], const int8_t *const *kr,
-                              const float *ks, int m, int hd, float s[VB][CH])
+/* Floats i .. i + 7 (row8) or i (row1) of a K or V row: f32, or int8 codes (i8, KW_KV_I8
+ * pages read in place, the row's scale applied by the caller). */
+static inline v8 row8(const void *row, int i, bool i8)
 {
+    return i8 ? i8x8((const int8_t *)row + i) : *(const v8u *)((const float *)row + i);
+}
+
+static inline float row1(const void *row, int i, bool i8)
+{
+    return i8 ? (float)((const int8_t *)row)[i] : ((const float *)row)[i];
+}
+
+/* s[r][c] = q[r] . K_c for the m rows kr[c] of K (decode: K read in pool order), r < VB:
+ * each 8 floats of a row serve the four vectors. ks: NULL for f32 rows, else the int8
+ * rows' scales (s = scale . (q . codes)). */
+static inline void scores4_rows(const float *const q[VB], const void *const *kr,
+                                const float *ks, int m, int hd, float s[VB][CH])
+{
+    const bool i8 = ks != NULL;
     for (int c = 0; c < m; c++) {
-        const int8_t *k = kr[c];
+        const void *k = kr[c];
         v8 a[VB];
         for (int r = 0; r < VB; r++)
             a[r] = (v8){0};
         int i = 0;
         for (; i + 8 <= hd; i += 8) {
-            const v8 kv = i8x8(k + i);
+            const v8 kv = row8(k, i, i8);
             for (int r = 0; r < VB; r++)
                 a[r] += *(const v8u *)(q[r] + i) * kv;
         }
         for (int r = 0; r < VB; r++) {
             float d = hsum8(a[r]);
             for (int j = i; j < hd; j++)
-                d += q[r][j] * (float)k[j];
-            s[r][c] = d * ks[c];
+                d += q[r][j] * row1(k, j, i8);
+            s[r][c] = i8 ? d * ks[c] : d;
         }
     }
 }
 
-/* pv4 over int8 V rows with a scale each: acc += (p . scale) codes. */
-static inline void pv4_i8(float *const acc[VB], const float p[VB][CH], const int8_t *const *vr,
-                          const float *vs, int m, int hd)
+/* acc[r][0 .. hd) += sum over c < m of p[r][c] V_c (the rows vr[c]), r < VB. vs: NULL for
+ * f32 rows, else the int8 rows' scales (taken into p). */
+static inline void pv4(float *const acc[VB], const float p[VB][CH], const void *const *vr,
+                       const float *vs, int m, int hd)
 {
+    const bool i8 = vs != NULL;
     float ps[VB][CH];
-    for (int r = 0; r < VB; r++)
+    for (int r = 0; r < VB && i8; r++)
         for (int c = 0; c < m; c++)
             ps[r][c] = p[r][c] * vs[c];
+    const float(*w)[CH] = i8 ? (const float(*)[CH])ps : p;
     int h = 0;
     for (; h + 16 <= hd; h += 16) {
         v8 a[VB][2];
         for (int r = 0; r < VB; r++)
             a[r][0] = *(const v8u *)(acc[r] + h), a[r][1] = *(const v8u *)(acc[r] + h + 8);
         for (int c = 0; c < m; c++) {
-            const v8 x0 = i8x8(vr[c] + h), x1 = i8x8(vr[c] + h + 8);
+            const v8 x0 = row8(vr[c], h, i8), x1 = row8(vr[c], h + 8, i8);
             for (int r = 0; r < VB; r++) {
-                a[r][0] += ps[r][c] * x0;
-                a[r][1] += ps[r][c] * x1;
+                a[r][0] += w[r][c] * x0;
+                a[r][1] += w[r][c] * x1;
             }
         }
         for (int r = 0; r < VB; r++)
@@ -273,7 +240,7 @@ static inline void pv4_i8(float *const acc[VB], const float p[VB][CH], const int
         for (int r = 0; r < VB; r++) {
             float x = acc[r][h];
             for (int c = 0; c < m; c++)
-                x += ps[r][c] * (float)vr[c][h];
+                x += w[r][c] * row1(vr[c], h, i8);
             acc[r][h] = x;
         }
 }
@@ -536,9 +503,9 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             else if (kbits)
                 scores4_kchan(qs, base, (const uint8_t *const *)kq, 8, m, hd, sc);
             else if (i8)
-                scores4_i8(q4, kq, ksc, m, hd, sc);
+                scores4_rows(q4, (const void *const *)kq, ksc, m, hd, sc);
             else if (rows)
-                scores4_rows(q4, kr, m, hd, sc);
+                scores4_rows(q4, (const void *const *)kr, NULL, m, hd, sc);
             else
                 scores4(q4, kt, hd, sc);
             for (int r = 0; r < VB; r++) {
@@ -557,9 +524,9 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             else if (kbits)
                 pv4_kchan(acc4, sc, (const uint8_t *const *)vq, vsc, vmn, 8, m, hd);
             else if (i8)
-                pv4_i8(acc4, sc, vq, vsc, m, hd);
+                pv4(acc4, sc, (const void *const *)vq, vsc, m, hd);
             else
-                pv4(acc4, sc, vr, m, hd);
+                pv4(acc4, sc, (const void *const *)vr, NULL, m, hd);
         }
     }
 }

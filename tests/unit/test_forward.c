@@ -91,21 +91,38 @@ static int32_t *rand_ids(int n, int V, uint64_t *s)
     return ids;
 }
 
+/* 75 random tokens (seed) prefilled in chunks of 1, 16, 23 and 75, then (n_prompt > 0)
+ * prefilled up to n_prompt and decoded, each run's logits against the reference over
+ * `ref`'s weights */
+static void chunks_against_ref(rig *r, kw_model *ref, uint64_t seed, int n_prompt)
+{
+    int n = 75, V = r->m->cfg.n_vocab;
+    int32_t *ids = rand_ids(n, V, &seed);
+    float *out = malloc(sizeof(float) * n * V);
+    int chunks[] = {1, 16, 23, 75};
+    kw_model *m = r->m;
+    for (int c = 0; c < 4 + (n_prompt > 0); c++) {
+        memset(out, 0, sizeof(float) * n * V);
+        if (c < 4) {
+            run_batch(r, 1, &ids, &n, &chunks[c], &out);
+        } else {
+            kw_seq seq = {.kv = kw_kvseq_new(r->pool)};
+            kw_seq *sp = &seq;
+            rt_drive(r->f, r->pool, 1, &sp, NULL, &ids, &n, &n_prompt, NULL, &chunks[2], &out);
+            kw_kvseq_free(seq.kv);
+        }
+        r->m = ref;
+        check_against_ref(r, ids, n, out);
+        r->m = m;
+    }
+    free(ids), free(out);
+}
+
 static void one_config(int qwen, kw_rope_layout lay, bool pre_rope)
 {
     rig r;
     rig_open(&r, qwen, lay, pre_rope, 16);
-    uint64_t s = 7;
-    int n = 75, V = r.m->cfg.n_vocab;
-    int32_t *ids = rand_ids(n, V, &s);
-    float *out = malloc(sizeof(float) * n * V);
-    int chunks[] = {1, 16, 23, 75};
-    for (int c = 0; c < 4; c++) {
-        memset(out, 0, sizeof(float) * n * V);
-        run_batch(&r, 1, &ids, &n, &chunks[c], &out);
-        check_against_ref(&r, ids, n, out);
-    }
-    free(ids), free(out);
+    chunks_against_ref(&r, r.m, 7, 0);
     rig_close(&r);
 }
 
@@ -360,29 +377,7 @@ static void test_forward_block_quantized_weights_match_reference(void **st)
         kw_model *ref, *q = block_model(qwen, &ref);
         rig r;
         rig_open_model(&r, q);
-        uint64_t s = 3;
-        int n = 75, V = q->cfg.n_vocab;
-        int32_t *ids = rand_ids(n, V, &s);
-        float *out = malloc(sizeof(float) * n * V);
-        int chunks[] = {1, 16, 23, 75};
-        for (int ci = 0; ci < 4; ci++) {
-            memset(out, 0, sizeof(float) * n * V);
-            run_batch(&r, 1, &ids, &n, &chunks[ci], &out);
-            r.m = ref;
-            check_against_ref(&r, ids, n, out);
-            r.m = q;
-        }
-        /* and decoding: 30 tokens after a prompt of 45 */
-        int np = 45;
-        kw_seq seq = {.kv = kw_kvseq_new(r.pool)};
-        kw_seq *sp = &seq;
-        memset(out, 0, sizeof(float) * n * V);
-        rt_drive(r.f, r.pool, 1, &sp, NULL, &ids, &n, &np, NULL, &chunks[2], &out);
-        kw_kvseq_free(seq.kv);
-        r.m = ref;
-        check_against_ref(&r, ids, n, out);
-        r.m = q;
-        free(ids), free(out);
+        chunks_against_ref(&r, ref, 3, 45); /* and 30 tokens decoded after 45 */
         rig_close(&r);
         rt_tiny_free(ref);
     }
