@@ -27,7 +27,8 @@
  *     differ by a whole step (test_engine_cuda's I8_BOUND). The kept positions' bound
  *     stays 0.9 (on an H200 the int8 pass measured 0.987 at the lowest).
  * Skipped (exit 77, with a line saying why) without a CUDA device.
- *   test_hooks_cuda [bf16|int8]: one page type only (default: both). */
+ *   test_hooks_cuda [bf16|int8 [CASE]]: one page type only (default: both); CASE: only
+ *   the cases whose name contains it (e.g. +delta: the three stacked before DeltaKV). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,9 +226,13 @@ static double jaccard(const side *a, const side *b, const kw_model_config *c)
 
 static int32_t *ids[NS];
 
+static const char *g_case; /* argv[2]: only the cases whose name contains it */
+
 static int run_case(const kw_model *m, const char *name, kw_kvmethod *mc, kw_kvmethod *mg,
                     bool with_spy, int *fails)
 {
+    if (g_case && !strstr(name, g_case))
+        return 0;
     const kw_model_config *c = &m->cfg;
     kw_error err = {0};
     side cpu, gpu;
@@ -331,10 +336,11 @@ static void run_over_delta(const kw_model *m, const char *name, int rc,
 int main(int argc, char **argv)
 {
     const char *only = argc > 1 ? argv[1] : "";
-    if (*only && strcmp(only, "bf16") && strcmp(only, "int8")) {
-        fprintf(stderr, "usage: test_hooks_cuda [bf16|int8]\n");
+    if (argc > 3 || (*only && strcmp(only, "bf16") && strcmp(only, "int8"))) {
+        fprintf(stderr, "usage: test_hooks_cuda [bf16|int8 [CASE]]\n");
         return 2;
     }
+    g_case = argc > 2 ? argv[2] : NULL;
     if (kw_cuda_device_count() < 1) {
         printf("SKIP: no CUDA device (the CUDA hook tests need one)\n");
         return 77;
