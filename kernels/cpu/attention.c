@@ -12,12 +12,14 @@
  * time with a polynomial exponential (exp8). Decode over quantized pages reads the codes
  * in place, converting them as they are read and taking the scales out of the sums
  * (int8 rows: scale . (q . codes); per-channel K: (q * scale) . codes + q . min, the
- * query's product taken once a page), and asks for the next page ahead. Measured with `kvweave bench cpu` (2 cores,
- * SmolLM2-135M's shape, one layer at context 2048): prefill of 512 tokens 17-18 ms
- * (116-124 GFLOP/s) against 30 ms when the softmax step ran one key at a time, and 64
- * ms for the kernel that scored and accumulated one vector and one key at a time with
- * libm's expf; decode at batch 8 1.05-1.14 ms against 1.26-1.30. The x86-64-v3 clone is
- * compiled with fused multiply-adds (kernels/meson.build). */
+ * query's product taken once a page), and asks for the next page ahead. Measured with
+ * `kvweave bench cpu` (2 cores, SmolLM2-135M's shape, one layer at context 2048):
+ * prefill of 512 tokens 17-18 ms (116-124 GFLOP/s) against 30 ms when the softmax step
+ * ran one key at a time, and 64 ms for the kernel that scored and accumulated one vector
+ * and one key at a time with libm's expf; decode at batch 8 1.05-1.14 ms against
+ * 1.26-1.30; decode at batch 1 over int8 pages 0.113-0.116 ms against 0.167-0.183 when
+ * rows were dequantized into a buffer first. The x86-64-v3 clone is compiled with fused
+ * multiply-adds (kernels/meson.build). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,9 +285,10 @@ static inline float kchan_query(const float *q, const float *sc, const float *mn
 }
 
 /* Scores over per-channel-K pages (KW_KV_I8K, KW_KV_I4K: unsigned codes, K = scale_i
- * code_i + min_i per channel i): s = q' . codes + base with q' = q * scale and base = q . min taken once per
- * page (qs, base); for int4, where byte j holds channels 2j (low nibble) and 2j + 1, qs
- * is deinterleaved: the even channels' hd / 2 entries, then the odd ones'. */
+ * code_i + min_i per channel i): s = q' . codes + base with q' = q * scale and base =
+ * q . min taken once per page (qs, base); for int4, where byte j holds channels 2j (low
+ * nibble) and 2j + 1, qs is deinterleaved: the even channels' hd / 2 entries, then the
+ * odd ones'. */
 static inline void scores4_kchan(const float *const qs[VB], const float *base,
                                  const uint8_t *const *kr, int bits, int m, int hd,
                                  float s[VB][CH])
