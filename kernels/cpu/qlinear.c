@@ -21,7 +21,7 @@
 #include "kernels.h"
 
 #define QB 32 /* weights a block */
-#define QR 4  /* input rows per pass over a weight row */
+#define QR 8  /* input rows per pass over a weight row */
 
 typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
