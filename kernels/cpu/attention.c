@@ -251,8 +251,10 @@ static inline void pv4(float *const acc[VB], const float p[VB][CH], const void *
 static inline v8 ux8(const uint8_t *c, int bits, int shift)
 {
     v8i t;
-    for (int i = 0; i < 8; i++)
-        t[i] = bits == 4 ? (c[i] >> shift) & 15 : c[i];
+    for (int i = 0; i < 8; i++) /* a plain widening loop (vpmovzxbd; with the nibble */
+        t[i] = c[i];            /* taken inside it, GCC inserted elements one by one) */
+    if (bits == 4)
+        t = (t >> shift) & 15;
     return __builtin_convertvector(t, v8);
 }
 
