@@ -184,13 +184,16 @@ static double time_attn(const kw_attn_args *a)
 /* The MLP's gate matrix (n_ff, n_embd) of every layer, as f32 and as int4 blocks with
  * minima (Q4_1's split form): the median time of one pass over all layers' copies (so
  * that the weights come from memory, as in a step), f32 (kw_k_linear) against the blocks
- * (kw_k_linear_q), for M input rows, beside the memory read rate. */
+ * read directly (kw_k_linear_q, what steps of at most KW_FWD_QROWS rows do) and
+ * dequantized into a tile for sgemm (kw_k_linear_qt, what larger steps do), for M input
+ * rows, beside the memory read rate. */
 static void bench_linear(const kw_model_config *c, double bw)
 {
     const int N = c->n_ff, K = c->n_embd, nl = c->n_layer;
     const int64_t n = (int64_t)N * K, nb = n / 32;
-    float **w = malloc(sizeof(float *) * nl), *x = malloc(sizeof(float) * 16 * K),
-          *y = malloc(sizeof(float) * 16 * N);
+    enum { MMAX = 64 };
+    float **w = malloc(sizeof(float *) * nl), *x = malloc(sizeof(float) * MMAX * K),
+          *y = malloc(sizeof(float) * MMAX * N), *tile = malloc(sizeof(float) * n);
     kw_qmat *q = malloc(sizeof(kw_qmat) * nl);
     for (int l = 0; l < nl; l++) {
         w[l] = malloc(sizeof(float) * n);
@@ -207,23 +210,25 @@ static void bench_linear(const kw_model_config *c, double bw)
         }
         q[l] = (kw_qmat){.bits = 4, .codes = codes, .scale = sc, .min = sc + nb};
     }
-    for (int i = 0; i < 16 * K; i++)
+    for (int i = 0; i < MMAX * K; i++)
         x[i] = frand();
-    const int Ms[] = {1, 8};
-    for (int mi = 0; mi < 2; mi++) {
+    const int Ms[] = {1, 8, 16, 32, MMAX};
+    for (int mi = 0; mi < 5; mi++) {
         int M = Ms[mi];
-        double t[2][5];
+        double t[3][5];
         for (int r = -1; r < 5; r++)
-            for (int v = 0; v < 2; v++) {
+            for (int v = 0; v < 3; v++) {
                 double t0 = now_s();
                 for (int l = 0; l < nl; l++)
-                    if (v ? kw_k_linear_q(KW_BK_CPU, NULL, x, &q[l], NULL, y, M, N, K)
-                          : kw_k_linear(KW_BK_CPU, NULL, x, w[l], NULL, y, M, N, K))
+                    if (v == 2 ? kw_k_linear_qt(KW_BK_CPU, NULL, x, &q[l], NULL, y, M, N, K,
+                                                tile, n)
+                        : v ? kw_k_linear_q(KW_BK_CPU, NULL, x, &q[l], NULL, y, M, N, K)
+                            : kw_k_linear(KW_BK_CPU, NULL, x, w[l], NULL, y, M, N, K))
                         exit(3);
                 if (r >= 0)
                     t[v][r] = (now_s() - t0) / nl;
             }
-        for (int v = 0; v < 2; v++)
+        for (int v = 0; v < 3; v++)
             for (int i = 1; i < 5; i++)
                 for (int j = i; j > 0 && t[v][j] < t[v][j - 1]; j--) {
                     double s = t[v][j];
@@ -231,13 +236,13 @@ static void bench_linear(const kw_model_config *c, double bw)
                 }
         double bf = 4.0 * n, bq = n / 2.0 + 8.0 * nb;
         printf("linear alone, %d x %d, %d row%s: f32 %.3f ms (%.1f GB/s), int4 blocks %.3f ms "
-               "(%.1f GB/s; %.2fx) (memory read %.1f GB/s)\n", N, K, M, M > 1 ? "s" : "",
-               t[0][2] * 1e3, bf / t[0][2] / 1e9, t[1][2] * 1e3, bq / t[1][2] / 1e9,
-               t[0][2] / t[1][2], bw);
+               "(%.1f GB/s; %.2fx), dequantized tile %.3f ms (memory read %.1f GB/s)\n", N, K,
+               M, M > 1 ? "s" : "", t[0][2] * 1e3, bf / t[0][2] / 1e9, t[1][2] * 1e3,
+               bq / t[1][2] / 1e9, t[0][2] / t[1][2], t[2][2] * 1e3, bw);
     }
     for (int l = 0; l < nl; l++)
         free(w[l]), free((void *)q[l].codes), free((void *)q[l].scale);
-    free(w), free(q), free(x), free(y);
+    free(w), free(q), free(x), free(y), free(tile);
 }
 
 static void bench_attention(const kw_model_config *c, int L, double gf, double bw,
