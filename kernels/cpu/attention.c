@@ -425,26 +425,22 @@ static void run_item(const kw_attn_args *a, const kw_view *w, const item *it, in
             kbits = fuse && kw_kvdtype_kchan(dt) && !a->mem.stage[sp->page]
                         ? (dt == KW_KV_I4K ? 4 : 8)
                         : 0;
-            const uint8_t *pg = a->mem.base[sp->pool] + (int64_t)sp->page
-                                * a->mem.page_bytes[sp->pool];
-            const int64_t cb = (int64_t)P * hd * kbits / 8; /* a page's K (or V) codes */
-            const float *kv = (const float *)(const void *)(pg + 2 * cb);
+            /* the page's layout: kvpool.h, kw_kvmem_params */
+            const uint8_t *pg = kw_kvmem_page(&a->mem, sp->pool, sp->page);
+            const int64_t cb = kw_kvmem_code_bytes(&a->mem, sp->pool), rb = cb / P;
+            const float *prm = kw_kvmem_params(&a->mem, sp->pool, pg);
             if (kbits)
-                csc = kv, cmn = kv + hd;
+                csc = prm, cmn = prm + hd;
             for (; (i8 || kbits) && off < sp->n && m < CH; off++) {
                 int slot = sp->first + off;
                 if (pp[slot] > qmax)
                     continue;
-                if (i8) {
-                    const float *sc = (const float *)(const void *)(pg + 2 * (int64_t)P * hd);
-                    kq[m] = (const int8_t *)pg + (int64_t)slot * hd;
-                    vq[m] = (const int8_t *)pg + (int64_t)(P + slot) * hd;
-                    ksc[m] = sc[slot], vsc[m] = sc[P + slot];
-                } else {
-                    kq[m] = (const int8_t *)pg + (int64_t)slot * hd * kbits / 8;
-                    vq[m] = (const int8_t *)pg + cb + (int64_t)slot * hd * kbits / 8;
-                    vsc[m] = kv[2 * hd + slot], vmn[m] = kv[2 * hd + P + slot];
-                }
+                kq[m] = (const int8_t *)pg + slot * rb;
+                vq[m] = (const int8_t *)pg + cb + slot * rb;
+                if (i8)
+                    ksc[m] = prm[slot], vsc[m] = prm[P + slot];
+                else
+                    vsc[m] = prm[2 * hd + slot], vmn[m] = prm[2 * hd + P + slot];
                 kp[m++] = pp[slot];
             }
             for (; !i8 && !kbits && off < sp->n && m < CH; off++) {

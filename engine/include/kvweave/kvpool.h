@@ -99,12 +99,32 @@ typedef struct kw_kvmem {
 } kw_kvmem;
 
 
+/* Page `page` of a pool. */
+static inline const uint8_t *kw_kvmem_page(const kw_kvmem *m, int pool, int32_t page)
+{
+    return m->base[pool] + (int64_t)page * m->page_bytes[pool];
+}
+
+/* A quantized page holds its K codes, then its V codes (kw_kvmem_code_bytes each), then
+ * f32 parameters (kw_kvmem_params): for KW_KV_I8 a scale per row (K's P rows, then V's);
+ * for the per-channel-K types K's scale and minimum per channel (head_dim each), then V's
+ * scale and minimum per row (P each). */
+static inline int64_t kw_kvmem_code_bytes(const kw_kvmem *m, int pool)
+{
+    return (int64_t)m->page_tokens * m->head_dim * (m->dtype[pool] == KW_KV_I4K ? 4 : 8) / 8;
+}
+
+static inline const float *kw_kvmem_params(const kw_kvmem *m, int pool, const uint8_t *pg)
+{
+    return (const float *)(const void *)(pg + 2 * kw_kvmem_code_bytes(m, pool));
+}
+
 /* Row `slot` of K (which = 0) or V (which = 1) of a page as f32: a pointer into an f32
  * page, or the int8 row dequantized into buf (head_dim floats). */
 static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t page, int slot,
                                         int which, float *buf)
 {
-    const uint8_t *pg = m->base[pool] + (int64_t)page * m->page_bytes[pool];
+    const uint8_t *pg = kw_kvmem_page(m, pool, page);
     int64_t P = m->page_tokens, hd = m->head_dim, r = which * P + slot;
     if (m->dtype[pool] == KW_KV_F32)
         return (const float *)(const void *)pg + r * hd;
@@ -112,9 +132,9 @@ static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t pag
         if (which == 0 && m->stage[page])
             return m->stage[page] + slot * hd;
         bool i4 = m->dtype[pool] == KW_KV_I4K;
-        int64_t cb = i4 ? P * hd / 2 : P * hd;
+        int64_t cb = kw_kvmem_code_bytes(m, pool);
         const uint8_t *c = pg + which * cb + (i4 ? slot * hd / 2 : slot * hd);
-        const float *kp = (const float *)(const void *)(pg + 2 * cb), *vp = kp + 2 * hd;
+        const float *kp = kw_kvmem_params(m, pool, pg), *vp = kp + 2 * hd;
         /* x = scale * code + min: per channel for K, per row for V; the loops kept plain
          * (two codes a byte for int4) so that they vectorize */
         const float *sc = kp, *mn = kp + hd;
@@ -138,7 +158,7 @@ static inline const float *kw_kvmem_row(const kw_kvmem *m, int pool, int32_t pag
         return buf;
     }
     const int8_t *q = (const int8_t *)pg + r * hd;
-    float sc = ((const float *)(const void *)(pg + 2 * P * hd))[r];
+    float sc = kw_kvmem_params(m, pool, pg)[r];
     for (int64_t i = 0; i < hd; i++)
         buf[i] = sc * (float)q[i];
     return buf;
