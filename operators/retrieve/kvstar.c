@@ -91,6 +91,10 @@ typedef struct kstate {
     int n_blk, cap_blk;
     kw_tpool pool;
     bool pool_on;
+    /* seconds spent per phase, summed over sequences and layers: printed to stderr when
+     * the state is freed if $KVWEAVE_KVSTAR_TIMES is set (where a slow run spends its
+     * time) */
+    double t_gather, t_register, t_write, t_repr, t_vote, t_wait, t_drop, t_append, t_read;
 } kstate;
 
 typedef struct kseq kseq;
@@ -113,6 +117,7 @@ typedef struct kload { /* block reads for one layer */
     int layer, n;
     int32_t *blk; /* (n) middle blocks to read */
     float *buf;   /* (n, slab floats) */
+    double secs;  /* the reads' time */
     kw_error err;
 } kload;
 
@@ -134,8 +139,10 @@ struct kseq {
     uint8_t *writes; /* (n_full) this sequence writes the block's file */
     int n_ids;       /* blocks registered (references taken) */
     klayer *ly;      /* (n_layer) */
-    float *rows;     /* scratch: (max(block, middle tokens), head_dim) */
-    float *slabbuf;  /* scratch: one slab */
+    /* scratch of the prompt's end, held from its first layer to its last: */
+    float *rows;     /* (rows_n = max(block, middle tokens), head_dim) */
+    float *slabbuf;  /* (group) slabs */
+    int rows_n, group; /* group: blocks read together (rows holds them) */
     int32_t *keep;
     int64_t keep_cap;
 };
@@ -225,6 +232,7 @@ static int load_run(kw_ttask *t)
     kload *l = (kload *)t;
     const kstate *st = l->st;
     int64_t nf = st->slab / (int64_t)sizeof(float);
+    double t0 = kw_now();
     for (int i = 0; i < l->n; i++) {
         kw_blockid id = l->ks->ids[l->ks->first_mid + l->blk[i]];
         int rc = kw_kvstore_read(st->store, id, (int64_t)l->layer * st->slab, l->buf + i * nf,
@@ -232,24 +240,33 @@ static int load_run(kw_ttask *t)
         if (rc < 0)
             return rc;
     }
+    l->secs = kw_now() - t0;
     return 0;
 }
 
 /* ---- pool access ---- */
 
 /* K (which 0) or V (1) of prompt block b of layer l as (block, n_kv, head_dim) into out. */
-static int gather(const kstate *st, kseq *ks, const kw_kvseq *kv, int l, int b, int which,
-                  float *out)
+/* Blocks read together at the prompt's end: a table read per KV head and K or V covers
+ * this many blocks (on a device pool each read is a round trip to the device). */
+#define KSTAR_GROUP 16
+
+/* The slabs (K then V, each (block, n_kv, head_dim)) of layer l's blocks b0 .. b0+nb-1
+ * into out (nb slabs), each KV head's rows of all nb blocks read at once. */
+static int gather_slabs(const kstate *st, kseq *ks, const kw_kvseq *kv, int l, int b0, int nb,
+                        float *out)
 {
     int B = KP(st)->block, Hk = st->cfg.n_head_kv, hd = st->cfg.head_dim;
-    for (int h = 0; h < Hk; h++) {
-        int rc = kw_kvseq_rows_f32(kv, l, h, b * B, B, which, ks->rows);
-        if (rc < 0)
-            return rc;
-        for (int t = 0; t < B; t++)
-            memcpy(out + ((int64_t)t * Hk + h) * hd, ks->rows + (int64_t)t * hd,
-                   sizeof(float) * (size_t)hd);
-    }
+    int64_t nf = st->slab / (int64_t)sizeof(float), half = nf / 2;
+    for (int which = 0; which < 2; which++)
+        for (int h = 0; h < Hk; h++) {
+            int rc = kw_kvseq_rows_f32(kv, l, h, b0 * B, nb * B, which, ks->rows);
+            if (rc < 0)
+                return rc;
+            for (int t = 0; t < nb * B; t++)
+                memcpy(out + (t / B) * nf + which * half + ((int64_t)(t % B) * Hk + h) * hd,
+                       ks->rows + (int64_t)t * hd, sizeof(float) * (size_t)hd);
+        }
     return 0;
 }
 
@@ -277,53 +294,46 @@ static int drop_blocks(const kstate *st, kseq *ks, kw_kvseq *kv, const kw_kvmem 
 
 /* ---- the hook ---- */
 
-static int register_blocks(kstate *st, kseq *ks, kw_seq *s)
+/* Names block b by the hash chain (hex: the previous block's hash, then b's), from its
+ * layer-0 K rows kslab, takes a reference to it and says whether this sequence writes
+ * its file; hbuf: scratch of 64 + the K rows' bytes. */
+static int register_block(kstate *st, kseq *ks, kw_seq *s, int b, const float *kslab,
+                          char *hbuf, char hex[65])
 {
     const kw_model_config *c = &st->cfg;
-    int B = KP(st)->block;
-    int64_t kbytes = (int64_t)B * c->n_head_kv * c->head_dim * (int64_t)sizeof(float);
-    char *buf = malloc(64 + (size_t)kbytes), hex[65];
-    if (!buf)
-        return KW_ENOMEM;
-    memcpy(hex, st->root_hex, sizeof hex);
-    int rc = 0;
-    kw_error err = {0};
-    for (int b = 0; b < ks->n_full && rc == 0; b++) {
-        memcpy(buf, hex, 64);
-        if ((rc = gather(st, ks, s->kv, 0, b, 0, (float *)(void *)(buf + 64))) < 0)
-            break;
-        kw_sha256_hex(buf, 64 + (size_t)kbytes, hex);
-        kw_blockid id = kw_blockid_from_hex(hex);
-        ks->ids[b] = id;
-        kblk *e = blk_find(st, id);
-        if (e) { /* another open sequence has it (it writes it, or it was on disk) */
-            e->refs++;
-            ks->n_ids = b + 1;
-            continue;
-        }
-        int have = kw_kvstore_lookup(st->store, id, &err);
-        if (have == 0)
-            have = kw_kvstore_create(st->store, id, &err);
-        else if (have == 1)
-            have = 2;
-        if (have < 0) {
-            rc = kw_seq_fail(s, have, "retrieve.kvstar: %s", err.msg);
-            break;
-        }
-        if (st->n_blk == st->cap_blk) {
-            int64_t cap = st->cap_blk;
-            if ((rc = kw_grow((void **)&st->blk, &cap, st->n_blk + 1, sizeof *st->blk)) < 0) {
-                kw_kvstore_remove(st->store, id, true);
-                break;
-            }
-            st->cap_blk = (int)cap;
-        }
-        st->blk[st->n_blk++] = (kblk){.id = id, .refs = 1, .ours = have == 0};
-        ks->writes[b] = have == 0;
+    size_t kbytes = (size_t)KP(st)->block * c->n_head_kv * c->head_dim * sizeof(float);
+    memcpy(hbuf, hex, 64);
+    memcpy(hbuf + 64, kslab, kbytes);
+    kw_sha256_hex(hbuf, 64 + kbytes, hex);
+    kw_blockid id = kw_blockid_from_hex(hex);
+    ks->ids[b] = id;
+    kblk *e = blk_find(st, id);
+    if (e) { /* another open sequence has it (it writes it, or it was on disk) */
+        e->refs++;
         ks->n_ids = b + 1;
+        return 0;
     }
-    free(buf);
-    return rc;
+    kw_error err = {0};
+    int have = kw_kvstore_lookup(st->store, id, &err);
+    if (have == 0)
+        have = kw_kvstore_create(st->store, id, &err);
+    else if (have == 1)
+        have = 2;
+    if (have < 0)
+        return kw_seq_fail(s, have, "retrieve.kvstar: %s", err.msg);
+    if (st->n_blk == st->cap_blk) {
+        int64_t cap = st->cap_blk;
+        int rc = kw_grow((void **)&st->blk, &cap, st->n_blk + 1, sizeof *st->blk);
+        if (rc < 0) {
+            kw_kvstore_remove(st->store, id, true);
+            return rc;
+        }
+        st->cap_blk = (int)cap;
+    }
+    st->blk[st->n_blk++] = (kblk){.id = id, .refs = 1, .ours = have == 0};
+    ks->writes[b] = have == 0;
+    ks->n_ids = b + 1;
+    return 0;
 }
 
 static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
@@ -339,24 +349,52 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
             return kw_seq_fail(s, KW_EINVAL, "retrieve.kvstar: layer %d KV head %d holds %d "
                                "tokens at the prompt's end, want all %d (another method "
                                "dropped some)", l, h, kw_kvseq_len(s->kv, l, h), s->n_prompt);
-    if (l == 0 && (rc = register_blocks(st, ks, s)) < 0)
-        return rc;
-    /* this layer's slab of every block this sequence writes */
+    /* layer 0 names every whole block (a hash chain over their K rows); then this
+     * layer's slab of every block this sequence writes goes to the store, the blocks
+     * read KSTAR_GROUP at a time */
     kw_error err = {0};
-    int64_t half = (int64_t)B * Hk * hd;
-    for (int b = 0; b < ks->n_full; b++) {
-        if (!ks->writes[b])
-            continue;
-        if ((rc = gather(st, ks, s->kv, l, b, 0, ks->slabbuf)) < 0
-            || (rc = gather(st, ks, s->kv, l, b, 1, ks->slabbuf + half)) < 0)
-            return rc;
-        if ((rc = kw_kvstore_write(st->store, ks->ids[b], (int64_t)l * st->slab, ks->slabbuf,
-                                   st->slab, &err)) < 0
-            || (l == cf->n_layer - 1 && (rc = kw_kvstore_commit(st->store, ks->ids[b], &err)) < 0))
-            return kw_seq_fail(s, rc, "retrieve.kvstar: %s", err.msg);
-        s->store_bytes += st->slab;
+    int64_t nf = st->slab / (int64_t)sizeof(float);
+    char hex[65], *hbuf = NULL;
+    if (!ks->rows && !(ks->rows = malloc(sizeof(float) * (size_t)ks->rows_n * hd)))
+        return KW_ENOMEM;
+    if (!ks->slabbuf && !(ks->slabbuf = malloc((size_t)ks->group * (size_t)st->slab)))
+        return KW_ENOMEM;
+    if (l == 0) {
+        memcpy(hex, st->root_hex, sizeof hex);
+        if (!(hbuf = malloc(64 + (size_t)(st->slab / 2))))
+            return KW_ENOMEM;
     }
+    rc = 0;
+    for (int b0 = 0; b0 < ks->n_full && rc == 0; b0 += ks->group) {
+        int nb = ks->n_full - b0 < ks->group ? ks->n_full - b0 : ks->group, any = l == 0;
+        for (int b = b0; b < b0 + nb; b++)
+            any |= ks->writes[b];
+        double t0 = kw_now();
+        if (!any || (rc = gather_slabs(st, ks, s->kv, l, b0, nb, ks->slabbuf)) < 0)
+            continue;
+        double t1 = kw_now();
+        for (int b = b0; l == 0 && b < b0 + nb && rc == 0; b++)
+            rc = register_block(st, ks, s, b, ks->slabbuf + (b - b0) * nf, hbuf, hex);
+        double t2 = kw_now();
+        st->t_gather += t1 - t0, st->t_register += t2 - t1;
+        for (int b = b0; b < b0 + nb && rc == 0; b++) {
+            if (!ks->writes[b])
+                continue;
+            if ((rc = kw_kvstore_write(st->store, ks->ids[b], (int64_t)l * st->slab,
+                                       ks->slabbuf + (b - b0) * nf, st->slab, &err)) < 0
+                || (l == cf->n_layer - 1
+                    && (rc = kw_kvstore_commit(st->store, ks->ids[b], &err)) < 0))
+                rc = kw_seq_fail(s, rc, "retrieve.kvstar: %s", err.msg);
+            else
+                s->store_bytes += st->slab;
+        }
+        st->t_write += kw_now() - t2;
+    }
+    free(hbuf);
+    if (rc < 0)
+        return rc;
     /* the representation of the middle blocks */
+    double t0 = kw_now();
     klayer *ly = &ks->ly[l];
     int nt = ks->n_mid * B, nsub = ks->n_mid * st->per_block;
     for (int h = 0; h < Hk; h++) {
@@ -366,6 +404,8 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
                              ly->chan + (int64_t)h * st->dk, ly->sub + (int64_t)h * nsub * st->dk);
     }
     s->meta_bytes += (int64_t)Hk * st->dk * ((int64_t)sizeof(int32_t) + (int64_t)nsub * 2);
+    double t1 = kw_now();
+    st->t_repr += t1 - t0;
     /* the first vote, with the prompt's last queries; the blocks it did not pick go */
     ly->r.nq = ly->nq_pre;
     memcpy(ly->r.q, ly->qbuf, sizeof(float) * (size_t)ly->nq_pre * cf->n_head * hd);
@@ -378,7 +418,12 @@ static int prefill_end_seq(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks)
         ly->res[ly->r.sel[i]] = 1;
     for (int m = 0; m < ks->n_mid; m++)
         ly->drop[m] = !ly->res[m];
+    st->t_vote += kw_now() - t1;
     kw_kvmem mem = kw_kvpool_mem(c->pool);
+    if (l == cf->n_layer - 1) { /* the prompt's end is over: its scratch goes */
+        free(ks->rows), free(ks->slabbuf);
+        ks->rows = NULL, ks->slabbuf = NULL;
+    }
     return drop_blocks(st, ks, s->kv, &mem, l, ly->drop);
 }
 
@@ -410,7 +455,10 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
         return kw_seq_fail(s, KW_ENOSYS, "retrieve.kvstar: a SELECT hook before it in the "
                            "stack chose tokens; put retrieve.kvstar first (SELECT hooks after "
                            "it choose among what it keeps)");
+    double t0 = kw_now();
     int rc = kw_tpool_wait(&st->pool, &ly->ld.t, &s->wait_s);
+    double t1 = kw_now();
+    st->t_wait += t1 - t0, st->t_read += ly->ld.secs;
     if (rc < 0) {
         free(ly->ld.buf);
         ly->ld.buf = NULL;
@@ -421,6 +469,8 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
     int B = KP(st)->block, l = c->layer;
     if ((rc = drop_blocks(st, ks, s->kv, &mem, l, ly->drop)) < 0)
         return rc;
+    double t2 = kw_now();
+    st->t_drop += t2 - t1;
     int64_t nf = st->slab / (int64_t)sizeof(float), half = nf / 2;
     int32_t pos[B];
     for (int i = 0; i < ly->ld.n && rc == 0; i++) {
@@ -432,6 +482,7 @@ static int apply(kstate *st, kw_lctx *c, kw_seq *s, kseq *ks, kw_view *out)
     }
     free(ly->ld.buf);
     ly->ld.buf = NULL;
+    st->t_append += kw_now() - t2;
     if (rc < 0)
         return rc;
     for (int m = 0; m < ks->n_mid; m++)
@@ -551,11 +602,11 @@ static int kv_seq_open(void *stp, kw_seq *s, int idx)
     if (!ks->active)
         return 0;
     int nsub = ks->n_mid * st->per_block, rows = ks->n_mid * B > B ? ks->n_mid * B : B;
+    ks->group = rows / B < KSTAR_GROUP ? rows / B : KSTAR_GROUP;
     bool ok = (ks->ly = calloc((size_t)L, sizeof *ks->ly))
               && (ks->ids = calloc((size_t)ks->n_full, sizeof *ks->ids))
-              && (ks->writes = calloc((size_t)ks->n_full, 1))
-              && (ks->rows = malloc(sizeof(float) * (size_t)rows * hd))
-              && (ks->slabbuf = malloc((size_t)st->slab));
+              && (ks->writes = calloc((size_t)ks->n_full, 1));
+    ks->rows_n = rows;
     for (int l = 0; ok && l < L; l++) {
         klayer *ly = &ks->ly[l];
         ly->r = (kretr){.t.fn = retr_run, .st = st, .n_mid = ks->n_mid, .k = ks->k};
@@ -612,6 +663,12 @@ static void state_free(void *sp)
         return;
     if (st->pool_on)
         kw_tpool_stop(&st->pool);
+    if (getenv("KVWEAVE_KVSTAR_TIMES"))
+        fprintf(stderr, "retrieve.kvstar times (s): prompt end: read %.3f, hash %.3f, write "
+                "%.3f, represent %.3f, first vote %.3f; decode: wait %.3f (reads %.3f on "
+                "threads), drop %.3f, append %.3f\n", st->t_gather, st->t_register,
+                st->t_write, st->t_repr, st->t_vote, st->t_wait, st->t_read, st->t_drop,
+                st->t_append);
     if (st->store && st->tmp_root) {
         char *root = strdup(kw_kvstore_root(st->store)), *data = NULL;
         if (root && asprintf(&data, "%s/data", root) >= 0) {
