@@ -131,6 +131,11 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     if (c->i8 && se && atoll(se) > 0 && atoll(se) < c->i8_cap)
         c->i8_cap = atoll(se);
     int64_t work = ((int64_t)256 << 20) + 20 * c->n_pages + i8_scratch;
+    /* the device's temporary pool (bf16 pages and positions; DeltaKV's rebuilt tokens),
+     * allocated on first use and grown up to the host pool's temporary pages: admitted
+     * here at that bound. int8 pools have none (DeltaKV is refused on them). */
+    const int64_t n_tmp = c->i8 ? 0 : kw_kvpool_options(pool)->n_tmp_pages;
+    const int64_t tmp_bytes = n_tmp * ((int64_t)2 * c->P * f->head_dim * 2 + c->P * 4);
     int64_t wb = matrix_bytes(f);
     /* span views address a token as its K row in the pool, in 32 bits */
     if (c->n_pages * 2 * c->P >= ((int64_t)1 << 32))
@@ -140,7 +145,7 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
                             (long long)c->n_pages, c->P, (long long)(c->n_pages * 2 * c->P));
     size_t fr = 0, tot = 0;
     CU(cudaMemGetInfo(&fr, &tot), "cudaMemGetInfo");
-    int64_t need = wb + pool_bytes + act + work;
+    int64_t need = wb + pool_bytes + tmp_bytes + act + work;
     char scr[64] = "";
     if (c->i8)
         snprintf(scr, sizeof scr, " (%.0f of it the int8 prefill scratch)",
@@ -148,12 +153,13 @@ static int alloc_all(kw_cfwd *c, const kw_model *m, kw_kvpool *pool, kw_error *e
     if (need > (int64_t)fr)
         return kw_error_set(err, KW_ENOMEM, "cuda: device %d has %.0f MiB free of %.0f MiB; "
                             "the engine needs %.0f MiB: weights %.0f + KV pool %.0f (%lld %s "
-                            "pages of %d tokens) + activations %.0f + workspace %.0f%s; lower "
-                            "the pool size (engine option pool_mb / n_pages), max_batch or "
-                            "chunk", c->dev, fr / 1048576.0, tot / 1048576.0, need / 1048576.0,
+                            "pages of %d tokens) + temporary pool %.0f (%lld pages) + "
+                            "activations %.0f + workspace %.0f%s; lower the pool size (engine "
+                            "option pool_mb / n_pages), n_tmp_pages, max_batch or chunk",
+                            c->dev, fr / 1048576.0, tot / 1048576.0, need / 1048576.0,
                             wb / 1048576.0, pool_bytes / 1048576.0, (long long)c->n_pages,
-                            c->i8 ? "int8" : "bf16", c->P, act / 1048576.0, work / 1048576.0,
-                            scr);
+                            c->i8 ? "int8" : "bf16", c->P, tmp_bytes / 1048576.0,
+                            (long long)n_tmp, act / 1048576.0, work / 1048576.0, scr);
     int rc = 0;
     c->L = calloc((size_t)f->n_layer, sizeof *c->L);
     if (!c->L)
