@@ -27,6 +27,7 @@
 #include <omp.h>
 
 #include "cpu/kernels_cpu.h"
+#include "cpu/vec8.h"
 #include "kernels.h"
 
 /* run_item is compiled twice, for x86-64-v3 and the baseline (KW_CLONES). */
@@ -52,57 +53,8 @@ static void rope_one(float *k, int32_t pos, int hd, const float *inv_freq,
     }
 }
 
-/* Four query vectors at a time (VB), in 8-float vectors (GCC's vector extension: the
- * x86-64-v3 clone runs them as AVX2, the default one as pairs of SSE operations). */
+/* Four query vectors at a time (VB), in 8-float vectors (cpu/vec8.h). */
 #define VB 4
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-typedef int32_t v8iu __attribute__((vector_size(32), aligned(4)));
-
-static inline v8 sel8(v8i m, v8 a, v8 b) /* a where m, else b */
-{
-    return (v8)(((v8i)a & m) | ((v8i)b & ~m));
-}
-
-/* e^x of 8 floats: x = k ln 2 + r with |r| <= ln 2 / 2 (ln 2 in two parts), e^r by
- * Cephes' degree-6 polynomial for expf (within 2 ulp of expf), 2^k made in the exponent
- * bits (k <= 127). 0 below -87.3 (e^x is not a normal float there) and for -inf; +inf
- * above 88.3 (attention takes it of scores less their maximum, <= 0). In vector types
- * because GCC compiles the scalar form's selects and float-to-int conversion to
- * branches, one float at a time. */
-static inline v8 exp8(v8 x)
-{
-    const v8 lo = (v8){0} - 87.3f, hi = (v8){0} + 88.3f;
-    v8 xc = sel8(x < lo, lo, x);
-    xc = sel8(xc > hi, hi, xc);
-    v8 k = (xc * 1.44269504088896341f + 12582912.f) - 12582912.f; /* round(x / ln 2) */
-    v8 r = xc - k * 0.693359375f;
-    r = r + k * 2.12194440e-4f;
-    v8 p = r * 1.9875691500e-4f + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.f;
-    v8i bits = (__builtin_convertvector(k, v8i) + 127) << 23;
-    v8 e = p * (v8)bits;
-    e = sel8(x < lo, (v8){0}, e);
-    return sel8(x > hi, (v8){0} + INFINITY, e);
-}
-
-static inline float hmax8(v8 x)
-{
-    float m = x[0];
-    for (int i = 1; i < 8; i++)
-        m = x[i] > m ? x[i] : m;
-    return m;
-}
-
-static inline float hsum8(v8 x)
-{
-    return ((x[0] + x[4]) + (x[1] + x[5])) + ((x[2] + x[6]) + (x[3] + x[7]));
-}
 
 /* One vector's online-softmax step over a chunk (state s: max, sum, acc[hd]): its m
  * scores sc become weights, 0 for the keys past its position kp[c] > qp. sc and kp

@@ -313,6 +313,41 @@ static void bench_attention(const kw_model_config *c, int L, double gf, double b
 
 /* One step of the forward pass: sequences seqs[0..B) each bring n tokens from ids at
  * positions p0[i]..; logits for each sequence's last token. */
+/* KVStar's vote (kw_k_kvstar_vote, one layer, on the calling thread as on a retrieval
+ * thread) at its defaults (the prompt's last 8 queries; channels pruned to a quarter,
+ * pairs of tokens averaged: 64 sub-vectors a block of 128) over the middle blocks of a
+ * 32k prompt, with Llama-3.1-8B's heads (32/8, head_dim 128), and SmolLM2-135M's
+ * (9/3, 64) at 8k. */
+static void bench_kvstar_vote(void)
+{
+    const int shapes[2][5] = {{32, 8, 128, 253, 8}, {9, 3, 64, 61, 8}}; /* H, Hk, hd, blocks, nq */
+    for (int i = 0; i < 2; i++) {
+        int H = shapes[i][0], Hk = shapes[i][1], hd = shapes[i][2], nb = shapes[i][3];
+        int nq = shapes[i][4], dk = hd / 4, per = 64, n_sub = nb * per;
+        float *q = malloc(sizeof(float) * (size_t)nq * H * hd), *score = malloc(sizeof(float) * nb);
+        int32_t *chan = malloc(sizeof(int32_t) * (size_t)Hk * dk);
+        uint16_t *sub = malloc(sizeof(uint16_t) * (size_t)Hk * n_sub * dk);
+        for (int j = 0; j < nq * H * hd; j++)
+            q[j] = frand();
+        for (int j = 0; j < Hk * dk; j++)
+            chan[j] = (j % dk) * 4;
+        for (int j = 0; j < Hk * n_sub * dk; j++)
+            sub[j] = kw_f32_to_f16(frand());
+        double best = 1e9;
+        for (int r = 0; r < 5; r++) {
+            double t0 = now_s();
+            kw_k_kvstar_vote(q, nq, H, Hk, hd, chan, dk, sub, n_sub, per, score);
+            double t = now_s() - t0;
+            best = t < best ? t : best;
+        }
+        double fl = 2.0 * nq * H * (double)n_sub * dk;
+        printf("kvstar vote, one layer, %d/%d heads, head_dim %d, %d blocks (%d sub-vectors of "
+               "%d channels), %d queries: %.2f ms (%.1f GFLOP/s, one thread)\n", H, Hk, hd, nb,
+               n_sub, dk, nq, best * 1e3, fl / best / 1e9);
+        free(q), free(score), free(chan), free(sub);
+    }
+}
+
 static void step(kw_fwd *f, kw_kvpool *pool, int B, kw_seq **seqs, const int32_t *ids, int n,
                  const int *p0, float *logits)
 {
@@ -398,6 +433,7 @@ int main(int argc, char **argv)
     double gf = sgemm_gflops(chunk, c->n_ff, c->n_embd);
     if (c->n_embd % 32 == 0)
         bench_linear(c, bw);
+    bench_kvstar_vote();
     for (int i = 0; i < np; i++) {
         int L = pre[i];
         kw_seq s0 = {.kv = kw_kvseq_new(pool)};
