@@ -11,10 +11,11 @@ int64_t kw_kvpool_page_bytes(kw_kvdtype dtype, int page_tokens, int head_dim)
     int64_t P = page_tokens, hd = head_dim;
     switch (dtype) {
     case KW_KV_I8:
-        return 2 * P * hd + 8 * P;
+        return kw_kvpage_params_offset(P * hd) + 8 * P;
     case KW_KV_I8K:
     case KW_KV_I4K:
-        return 2 * P * hd * (dtype == KW_KV_I4K ? 4 : 8) / 8 + 8 * hd + 8 * P;
+        return kw_kvpage_params_offset(P * hd * (dtype == KW_KV_I4K ? 4 : 8) / 8) + 8 * hd
+               + 8 * P;
     default:
         return 2 * P * hd * 4;
     }
@@ -49,7 +50,7 @@ static void quant_asym(const float *x, int n, int64_t stride, int bits, uint8_t 
 /* A per-channel-K page's parameters: K's scales and minima, then V's */
 static float *kparams(kw_kvpool *p, uint8_t *pg)
 {
-    return (float *)(void *)(pg + 2 * p->code_bytes);
+    return (float *)(void *)(pg + kw_kvpage_params_offset(p->code_bytes));
 }
 
 /* A per-channel-K page: its K rows quantized per channel from its stage, which goes. */
@@ -113,7 +114,7 @@ int kw__page_row_put(kw_kvpool *p, int32_t g, int slot, int which, const float *
         long v = lrintf(x[i] * inv);
         q[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
     }
-    ((float *)(void *)(pg + p->page_floats))[r] = sc;
+    ((float *)(void *)(pg + kw_kvpage_params_offset((int64_t)p->P * p->hd)))[r] = sc;
     return 0;
 }
 
@@ -141,11 +142,11 @@ int kw__page_slot_copy_kchan(kw_kvpool *p, int32_t gd, int sd, int32_t gs, int s
 void kw__page_slot_copy(kw_kvpool *p, uint8_t *gd, int sd, const uint8_t *gs, int ss)
 {
     size_t eb = p->o.dtype == KW_KV_F32 ? 4 : 1, row = (size_t)p->hd * eb;
+    const int64_t so = kw_kvpage_params_offset((int64_t)p->P * p->hd); /* int8 scales */
     for (int w = 0; w < 2; w++) {
         int64_t rd = (int64_t)w * p->P + sd, rs = (int64_t)w * p->P + ss;
         memcpy(gd + rd * (int64_t)row, gs + rs * (int64_t)row, row);
         if (eb == 1)
-            ((float *)(void *)(gd + p->page_floats))[rd] =
-                ((const float *)(const void *)(gs + p->page_floats))[rs];
+            ((float *)(void *)(gd + so))[rd] = ((const float *)(const void *)(gs + so))[rs];
     }
 }

@@ -105,10 +105,16 @@ static inline const uint8_t *kw_kvmem_page(const kw_kvmem *m, int pool, int32_t 
     return m->base[pool] + (int64_t)page * m->page_bytes[pool];
 }
 
-/* A quantized page holds its K codes, then its V codes (kw_kvmem_code_bytes each), then
- * f32 parameters (kw_kvmem_params): for KW_KV_I8 a scale per row (K's P rows, then V's);
- * for the per-channel-K types K's scale and minimum per channel (head_dim each), then V's
- * scale and minimum per row (P each). */
+/* A quantized page holds its K codes, then its V codes (kw_kvmem_code_bytes each), then,
+ * from the next multiple of 4 bytes (kw_kvpage_params_offset: aligned floats for any page
+ * size and head_dim), f32 parameters (kw_kvmem_params): for KW_KV_I8 a scale per row (K's
+ * P rows, then V's); for the per-channel-K types K's scale and minimum per channel
+ * (head_dim each), then V's scale and minimum per row (P each). */
+static inline int64_t kw_kvpage_params_offset(int64_t code_bytes)
+{
+    return (2 * code_bytes + 3) & ~(int64_t)3;
+}
+
 static inline int64_t kw_kvmem_code_bytes(const kw_kvmem *m, int pool)
 {
     return (int64_t)m->page_tokens * m->head_dim * (m->dtype[pool] == KW_KV_I4K ? 4 : 8) / 8;
@@ -116,7 +122,8 @@ static inline int64_t kw_kvmem_code_bytes(const kw_kvmem *m, int pool)
 
 static inline const float *kw_kvmem_params(const kw_kvmem *m, int pool, const uint8_t *pg)
 {
-    return (const float *)(const void *)(pg + 2 * kw_kvmem_code_bytes(m, pool));
+    int64_t off = kw_kvpage_params_offset(kw_kvmem_code_bytes(m, pool));
+    return (const float *)(const void *)(pg + off);
 }
 
 /* Row `slot` of K (which = 0) or V (which = 1) of a page as f32: a pointer into an f32
