@@ -171,11 +171,17 @@ static int take(const kw_st *f, const kw_st_tensor *t, int64_t d0, int64_t d1, f
     float *v = malloc(sizeof(float) * (size_t)n);
     if (!v)
         return kw_error_set(err, KW_ENOMEM, "compress.deltakv_load: out of memory");
-    const uint16_t *h = t->data;
-    for (int64_t i = 0; i < n; i++)
-        v[i] = t->dtype == KW_DT_F32    ? ((const float *)t->data)[i]
-               : t->dtype == KW_DT_BF16 ? kw_bf16_to_f32(h[i])
-                                        : kw_f16_to_f32(h[i]);
+    /* element by element through memcpy: a safetensors file need not align its tensors */
+    const uint8_t *d = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t h;
+        if (t->dtype == KW_DT_F32)
+            memcpy(&v[i], d + 4 * i, 4);
+        else {
+            memcpy(&h, d + 2 * i, 2);
+            v[i] = t->dtype == KW_DT_BF16 ? kw_bf16_to_f32(h) : kw_f16_to_f32(h);
+        }
+    }
     for (int64_t i = 0; i < n; i++)
         if (!isfinite(v[i])) {
             free(v);
