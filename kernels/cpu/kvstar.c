@@ -50,9 +50,9 @@ static inline KW_V8_INLINE v8 h16x8(const uint16_t *h)
 /* lg[v][s] = qc[v] . sub[s] (lg rows of ld floats) for nv query vectors qc (nv, dk) and
  * n_sub sub-vectors of dk channels. Eight sub-vectors at a time are converted into a
  * tile channel by channel (tile: dk x 8 floats), which every query vector then reads,
- * eight vectors at a time: one tile load serves eight multiply-adds, and eight logits
- * come out of a vector without sums across it. Logits past n_sub, up to a multiple of 8, are
- * written too (of zero rows). */
+ * eight vectors at a time (the rest one by one): one tile load serves eight
+ * multiply-adds, and eight logits come out of a vector without sums across it. Logits
+ * past n_sub, up to a multiple of 8, are written too (of zero rows). */
 static inline KW_V8_INLINE void dots_in(const float *qc, int nv, const kw_h16 *sub,
                                         int n_sub, int dk, float *tile, float *lg, int64_t ld)
 {
@@ -84,16 +84,6 @@ static inline KW_V8_INLINE void dots_in(const float *qc, int nv, const kw_h16 *s
             }
             for (int i = 0; i < 8; i++)
                 *(v8u *)(lg + (v + i) * ld + s0) = a[i];
-        }
-        for (; v + 4 <= nv; v += 4) {
-            const float *q0 = qc + (int64_t)v * dk, *q1 = q0 + dk, *q2 = q1 + dk, *q3 = q2 + dk;
-            v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int c = 0; c < dk; c++) {
-                v8 t = *(const v8 *)(tile + c * 8);
-                a0 += t * q0[c], a1 += t * q1[c], a2 += t * q2[c], a3 += t * q3[c];
-            }
-            *(v8u *)(lg + v * ld + s0) = a0, *(v8u *)(lg + (v + 1) * ld + s0) = a1;
-            *(v8u *)(lg + (v + 2) * ld + s0) = a2, *(v8u *)(lg + (v + 3) * ld + s0) = a3;
         }
         for (; v < nv; v++) {
             const float *q0 = qc + (int64_t)v * dk;

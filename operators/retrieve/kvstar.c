@@ -42,11 +42,13 @@
  * dequantized, and quantized again, to the same values, when they come back).
  *
  * Device pools (the CUDA engine): the same steps, the pool's rows read and written through
- * its device callbacks (kvpool.h: one copy per table read; the loaded blocks go back to
- * the device's pages, as bf16 or int8). Pools that store K before RoPE are refused. The dense view over what the pool holds is
- * what attention reads; a SELECT hook stacked after KVStar chooses among it. Block files
- * are removed when the last sequence using them closes, unless `persist`; the default
- * store is a new directory under $TMPDIR, removed at the end of the run.
+ * its device callbacks (kvpool.h: one copy per table read, so the prompt's end reads
+ * KSTAR_GROUP blocks of a KV head at a time; the loaded blocks go back to the device's
+ * pages, as bf16 or int8). Pools that store K before RoPE are refused. The dense view
+ * over what the pool holds is what attention reads; a SELECT hook stacked after KVStar
+ * chooses among it. Block files are removed when the last sequence using them closes,
+ * unless `persist`; the default store is a new directory under $TMPDIR, removed at the
+ * end of the run. $KVWEAVE_KVSTAR_TIMES: the phases' seconds on stderr at the end.
  */
 #include <errno.h>
 #include <inttypes.h>
